@@ -1,0 +1,1 @@
+"""The session server: aiohttp + python-socketio, SQLite and a data directory."""

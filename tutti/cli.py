@@ -1,0 +1,68 @@
+"""The ``tutti`` command: one entry point, a subcommand per job.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit code).  Modules are imported only when their subcommand runs,
+so ``tutti serve`` never loads PortAudio and ``tutti join`` never loads the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from tutti import __version__
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("tutti.server.cli", "run the session server (SQLite + a local data directory)"),
+    "lead": ("tutti.client.lead", "leader's controls: create a session, tracks, takes, download"),
+    "join": ("tutti.client.join", "join a session as a singer and sing the takes"),
+    "calibrate": ("tutti.client.calibrate", "measure your headset's round-trip latency"),
+    "devices": ("tutti.client.devices", "list audio input and output devices"),
+    "mix": ("tutti.mixcmd", "mix a take folder into one choir recording"),
+}
+
+
+def _load(name: str) -> ModuleType | None:
+    module, _ = COMMANDS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``wanted`` subcommand's module is imported to add its options."""
+    parser = argparse.ArgumentParser(
+        prog="tutti", description="tutti — online community choir sessions, in time."
+    )
+    parser.add_argument("--version", action="version", version=f"tutti {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == wanted:
+            mod = _load(name)
+            if mod is not None:
+                mod.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(wanted)
+    args = parser.parse_args(argv)
+    mod = _load(args.command)
+    if mod is None:
+        print(f"tutti {args.command}: not yet available in this version", file=sys.stderr)
+        return 2
+    try:
+        return int(mod.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

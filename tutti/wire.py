@@ -1,0 +1,395 @@
+"""The wire contract between the tutti server and its clients (singers and leaders).
+
+Pure: no I/O.  Both ``tutti.server`` and ``tutti.client`` import this module, so an event
+name or a payload field is spelled in exactly one place.  Payloads travel as JSON objects;
+each ``parse_*`` function checks one and returns a typed dataclass or raises
+:class:`WireError` with a message that says which field was wrong and what is accepted.
+
+Versioning: :data:`PROTOCOL_VERSION` is sent by every client in the Socket.IO ``auth``
+object; the server refuses a connection whose version it does not speak.  Event names are
+never reused: a retired name stays in :data:`RETIRED_EVENTS` with the version that retired it.
+
+Times on the wire are seconds.  ``server time`` means the server's ``time.monotonic()``;
+``client time`` the client's own ``time.monotonic()``.  Sample counts are frames at the
+session rate ``fs``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "WireError",
+    "Ev",
+    "RETIRED_EVENTS",
+    "SessionSettings",
+    "TempoSection",
+    "ClockReply",
+    "ClockReport",
+    "LevelReport",
+    "TakeStart",
+    "TAKE_UPLOAD_STATES",
+    "parse_settings",
+    "parse_clock_probe",
+    "parse_clock_report",
+    "parse_level_report",
+    "parse_take_state",
+    "parse_calibration",
+    "check_name",
+    "check_part",
+    "MAX_EVENT_BYTES",
+    "MIN_START_LEAD_S",
+]
+
+#: Version of this contract.  Bump on any incompatible change.
+PROTOCOL_VERSION: Final = 1
+
+#: Largest Socket.IO message the server accepts (bytes); larger ones are refused.
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+#: A take's T0 is scheduled at least this far ahead of "now" (seconds), so the broadcast
+#: reaches every singer before the first sample must leave their DAC.
+MIN_START_LEAD_S: Final = 1.0
+
+SAMPLE_RATES: Final = (22050, 32000, 44100, 48000, 88200, 96000)
+
+
+class WireError(ValueError):
+    """A payload does not match the contract.  The message names the field."""
+
+
+class Ev:
+    """Socket.IO event names.  Direction: C→S client to server, S→C server to clients."""
+
+    # C→S (any member)
+    CLOCK_PROBE: Final = "clock.probe"  # ack: ClockReply
+    CLOCK_REPORT: Final = "clock.report"  # the client's estimate and its error bound
+    LEVEL: Final = "level"  # ~10 Hz input level and xrun counts
+    CALIBRATION: Final = "calibration"  # measured round-trip latency
+    TAKE_STATE: Final = "take.state"  # the singer's progress on one take
+    # S→C
+    WELCOME: Final = "welcome"  # to the connecting socket: who you are, the session
+    ROSTER: Final = "roster"  # to the leader room: the whole roster
+    PARTICIPANT: Final = "participant"  # to the leader room: one participant changed
+    LEVELS: Final = "levels"  # to the leader room: batched live levels
+    SESSION: Final = "session"  # to the session room: settings or tracks changed
+    TAKE_ARMED: Final = "take.armed"  # to the session room
+    TAKE_START: Final = "take.start"  # to the session room: TakeStart
+    TAKE_STOP: Final = "take.stop"  # to the session room
+    TAKE_UPDATE: Final = "take.update"  # to the leader room: upload states changed
+    SESSION_CLOSED: Final = "session.closed"
+    ERROR: Final = "error.report"  # to one socket: a refused event, with the reason
+
+
+#: Event names no longer in use, with the protocol version that retired them.  Never reuse.
+RETIRED_EVENTS: Final[dict[str, int]] = {}
+
+#: Per-singer upload states of a take, in order of progress.
+TAKE_UPLOAD_STATES: Final = (
+    "expected",  # the singer was in the session when the take was armed
+    "recording",
+    "recorded",  # stopped; the file is safe on the singer's disk
+    "uploading",
+    "uploaded",  # complete on the server, sha256 verified
+    "failed",
+)
+
+_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,64}$")
+_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
+
+
+def _obj(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise WireError(f"{what}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _num(
+    d: dict[str, Any], key: str, what: str, *, lo: float, hi: float, default: float | None = None
+) -> float:
+    if key not in d or d[key] is None:
+        if default is None:
+            raise WireError(f"{what}: missing field {key!r}")
+        return default
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise WireError(f"{what}: field {key!r} must be a finite number, got {v!r}")
+    if not lo <= v <= hi:
+        raise WireError(f"{what}: field {key!r}={v} is outside [{lo}, {hi}]")
+    return float(v)
+
+
+def _int(
+    d: dict[str, Any], key: str, what: str, *, lo: int, hi: int, default: int | None = None
+) -> int:
+    if key not in d or d[key] is None:
+        if default is None:
+            raise WireError(f"{what}: missing field {key!r}")
+        return default
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise WireError(f"{what}: field {key!r} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise WireError(f"{what}: field {key!r}={v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _str(d: dict[str, Any], key: str, what: str, *, maxlen: int = 200, default: str | None = None) -> str:
+    if key not in d or d[key] is None:
+        if default is None:
+            raise WireError(f"{what}: missing field {key!r}")
+        return default
+    v = d[key]
+    if not isinstance(v, str) or len(v) > maxlen:
+        raise WireError(f"{what}: field {key!r} must be a string of at most {maxlen} characters")
+    return v
+
+
+def check_name(name: Any) -> str:
+    """A singer's display name: 1–64 characters, no control characters or slashes."""
+    if not isinstance(name, str) or not _NAME_RE.match(name.strip() or "\x00"):
+        raise WireError("name: 1–64 printable characters, no slashes")
+    return name.strip()
+
+
+def check_part(part: Any, parts: tuple[str, ...] | None = None) -> str:
+    """A voice part: letters, digits, space, ``_.-``, up to 32; one of ``parts`` if given."""
+    if not isinstance(part, str) or not _PART_RE.match(part):
+        raise WireError("part: 1–32 characters of letters, digits, space, '_', '.', '-'")
+    if parts is not None and part not in parts:
+        raise WireError(f"part: {part!r} is not one of this session's parts {list(parts)}")
+    return part
+
+
+@dataclass(frozen=True)
+class TempoSection:
+    """A section of a tempo map: from ``bar`` (0-based, after the count-in) on."""
+
+    bar: int
+    bpm: float
+    beats_per_bar: int
+    beat_unit: int = 4
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What the leader sets for a session; snapshotted into every take.
+
+    ``backing_offset_beats``: where the backing starts on the timeline, in beats after the
+    end of the count-in (0 = on the first downbeat after the count-in).
+    """
+
+    title: str
+    rate: int = 48000
+    bpm: float = 100.0
+    beats_per_bar: int = 4
+    beat_unit: int = 4
+    count_in_bars: int = 1
+    parts: tuple[str, ...] = ("S", "A", "T", "B")
+    tempo_map: tuple[TempoSection, ...] = ()
+    backing_offset_beats: float = 0.0
+    max_take_seconds: int = 900
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parts"] = list(self.parts)
+        d["tempo_map"] = [asdict(s) for s in self.tempo_map]
+        return d
+
+    @property
+    def count_in_frames(self) -> int:
+        """Length of the count-in in frames at ``rate`` (exact rounding of its ideal end)."""
+        beats = self.count_in_bars * self.beats_per_bar
+        return round(beats * 60.0 / self.bpm * self.rate)
+
+
+def parse_settings(payload: Any, base: SessionSettings | None = None) -> SessionSettings:
+    """Check a session-settings object.  With ``base``, missing fields keep base's values."""
+    what = "settings"
+    d = _obj(payload, what)
+    known = set(SessionSettings.__dataclass_fields__)
+    unknown = set(d) - known
+    if unknown:
+        raise WireError(f"{what}: unknown field(s) {sorted(unknown)}; accepted: {sorted(known)}")
+    b = base or SessionSettings(title="")
+    title = _str(d, "title", what, maxlen=120, default=b.title if base else None).strip()
+    if not title or any(ord(c) < 32 for c in title):
+        raise WireError(f"{what}: title must be 1–120 printable characters")
+    rate = _int(d, "rate", what, lo=8000, hi=192000, default=b.rate)
+    if rate not in SAMPLE_RATES:
+        raise WireError(f"{what}: rate {rate} not supported; accepted: {list(SAMPLE_RATES)}")
+    bpm = _num(d, "bpm", what, lo=20, hi=400, default=b.bpm)
+    bpb = _int(d, "beats_per_bar", what, lo=1, hi=32, default=b.beats_per_bar)
+    unit = _int(d, "beat_unit", what, lo=1, hi=32, default=b.beat_unit)
+    if unit not in (1, 2, 4, 8, 16, 32):
+        raise WireError(f"{what}: beat_unit must be a power of two from 1 to 32")
+    count_in = _int(d, "count_in_bars", what, lo=0, hi=8, default=b.count_in_bars)
+    parts_raw = d.get("parts", list(b.parts))
+    if not isinstance(parts_raw, (list, tuple)) or not 1 <= len(parts_raw) <= 16:
+        raise WireError(f"{what}: parts must be a list of 1–16 voice part names")
+    parts = tuple(check_part(p) for p in parts_raw)
+    if len(set(parts)) != len(parts):
+        raise WireError(f"{what}: parts must be distinct")
+    tmap_raw = d.get("tempo_map", [asdict(s) for s in b.tempo_map])
+    if not isinstance(tmap_raw, (list, tuple)) or len(tmap_raw) > 256:
+        raise WireError(f"{what}: tempo_map must be a list of at most 256 sections")
+    tmap: list[TempoSection] = []
+    for i, s in enumerate(tmap_raw):
+        sw = f"{what}.tempo_map[{i}]"
+        s = _obj(s, sw)
+        sec = TempoSection(
+            bar=_int(s, "bar", sw, lo=0, hi=100000),
+            bpm=_num(s, "bpm", sw, lo=20, hi=400),
+            beats_per_bar=_int(s, "beats_per_bar", sw, lo=1, hi=32, default=bpb),
+            beat_unit=_int(s, "beat_unit", sw, lo=1, hi=32, default=unit),
+        )
+        if tmap and sec.bar <= tmap[-1].bar:
+            raise WireError(f"{sw}: bars must increase")
+        tmap.append(sec)
+    offset = _num(d, "backing_offset_beats", what, lo=-64, hi=4096, default=b.backing_offset_beats)
+    max_s = _int(d, "max_take_seconds", what, lo=5, hi=3600, default=b.max_take_seconds)
+    return SessionSettings(
+        title=title,
+        rate=rate,
+        bpm=bpm,
+        beats_per_bar=bpb,
+        beat_unit=unit,
+        count_in_bars=count_in,
+        parts=parts,
+        tempo_map=tuple(tmap),
+        backing_offset_beats=offset,
+        max_take_seconds=max_s,
+    )
+
+
+def parse_clock_probe(payload: Any) -> float:
+    """``clock.probe`` payload: ``{"t0": client time}``; returns t0."""
+    return _num(_obj(payload, "clock.probe"), "t0", "clock.probe", lo=-1e12, hi=1e12)
+
+
+@dataclass(frozen=True)
+class ClockReply:
+    """Ack of ``clock.probe``: the client's t0 echoed and the server's monotonic time."""
+
+    t0: float
+    server_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClockReport:
+    """The client's clock estimate: ``server_time ≈ client_time + offset`` (seconds)."""
+
+    offset: float
+    error_bound: float  # seconds, ≈ (RTT − RTT_min) / 2 of the samples used
+    rtt_min: float  # seconds
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_clock_report(payload: Any) -> ClockReport:
+    w = "clock.report"
+    d = _obj(payload, w)
+    return ClockReport(
+        offset=_num(d, "offset", w, lo=-1e12, hi=1e12),
+        error_bound=_num(d, "error_bound", w, lo=0, hi=3600),
+        rtt_min=_num(d, "rtt_min", w, lo=0, hi=3600),
+        samples=_int(d, "samples", w, lo=1, hi=10**6),
+    )
+
+
+@dataclass(frozen=True)
+class LevelReport:
+    """~10 Hz from each singer: input level (dBFS) and cumulative xrun counts."""
+
+    rms_db: float
+    peak_db: float
+    overflows: int = 0
+    underflows: int = 0
+    clipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_level_report(payload: Any) -> LevelReport:
+    w = "level"
+    d = _obj(payload, w)
+    clipped = d.get("clipped", False)
+    if not isinstance(clipped, bool):
+        raise WireError(f"{w}: field 'clipped' must be true or false")
+    return LevelReport(
+        rms_db=_num(d, "rms_db", w, lo=-200, hi=20),
+        peak_db=_num(d, "peak_db", w, lo=-200, hi=20),
+        overflows=_int(d, "overflows", w, lo=0, hi=2**53, default=0),
+        underflows=_int(d, "underflows", w, lo=0, hi=2**53, default=0),
+        clipped=clipped,
+    )
+
+
+def parse_take_state(payload: Any) -> tuple[str, str, str]:
+    """``take.state``: ``{"take_id", "state", "detail"?}``; returns the three strings."""
+    w = "take.state"
+    d = _obj(payload, w)
+    take_id = _str(d, "take_id", w, maxlen=64)
+    state = _str(d, "state", w, maxlen=16)
+    if state not in TAKE_UPLOAD_STATES:
+        raise WireError(f"{w}: state {state!r} not one of {list(TAKE_UPLOAD_STATES)}")
+    detail = _str(d, "detail", w, maxlen=500, default="")
+    return take_id, state, detail
+
+
+def parse_calibration(payload: Any) -> tuple[int, str]:
+    """``calibration``: ``{"latency_frames", "source": "measured"|"reported"}``."""
+    w = "calibration"
+    d = _obj(payload, w)
+    frames = _int(d, "latency_frames", w, lo=0, hi=10 * 192000)
+    source = _str(d, "source", w, maxlen=16)
+    if source not in ("measured", "reported"):
+        raise WireError(f"{w}: source must be 'measured' or 'reported'")
+    return frames, source
+
+
+@dataclass(frozen=True)
+class TakeStart:
+    """``take.start`` broadcast: play timeline sample 0 at server time ``t0``."""
+
+    take_id: str
+    t0: float  # server monotonic seconds
+    settings: SessionSettings
+    sent_at: float  # server monotonic seconds when broadcast (for delivery-latency stats)
+    tracks: dict[str, str] = field(default_factory=dict)  # part -> sha256 of its backing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "take_id": self.take_id,
+            "t0": self.t0,
+            "settings": self.settings.to_dict(),
+            "sent_at": self.sent_at,
+            "tracks": dict(self.tracks),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> TakeStart:
+        w = "take.start"
+        d = _obj(payload, w)
+        tracks = d.get("tracks", {})
+        if not isinstance(tracks, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tracks.items()
+        ):
+            raise WireError(f"{w}: tracks must map part names to sha256 strings")
+        return cls(
+            take_id=_str(d, "take_id", w, maxlen=64),
+            t0=_num(d, "t0", w, lo=-1e12, hi=1e12),
+            settings=parse_settings(d.get("settings")),
+            sent_at=_num(d, "sent_at", w, lo=-1e12, hi=1e12),
+            tracks=dict(tracks),
+        )
