@@ -1,0 +1,96 @@
+"""The user's tutti configuration and local data folders.
+
+One JSON file, ``$XDG_CONFIG_HOME/tutti/config.json`` (default ``~/.config/tutti``), with a
+top-level object per concern: ``"calibration"`` (round-trip latency per device and rate),
+``"leader"`` (leader tokens per server and session), ``"singer"`` (participant tokens).
+``TUTTI_CONFIG_DIR`` and ``TUTTI_DATA_DIR`` override the folders (tests use them).
+
+Writes are atomic (temporary file, fsync, ``os.replace``), so a crash never leaves a
+half-written config behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "config_dir", "data_dir", "load", "save", "update_section"]
+
+
+class ConfigError(RuntimeError):
+    """The configuration file exists but cannot be read as tutti configuration."""
+
+
+def config_dir() -> Path:
+    """Folder of ``config.json`` (created on demand)."""
+    env = os.environ.get("TUTTI_CONFIG_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tutti"
+
+
+def data_dir() -> Path:
+    """Folder for local takes, cached backing tracks and other client data."""
+    env = os.environ.get("TUTTI_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tutti"
+
+
+def _path() -> Path:
+    return config_dir() / "config.json"
+
+
+def load() -> dict[str, Any]:
+    """The whole configuration (an empty dict if there is none yet)."""
+    path = _path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+def save(data: dict[str, Any]) -> Path:
+    """Write the whole configuration atomically; returns its path."""
+    path = _path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)  # it holds tokens
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def update_section(section: str, key: str, value: Any) -> Path:
+    """Set ``config[section][key] = value`` (``None`` removes the key) and save."""
+    data = load()
+    sec = data.setdefault(section, {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"section {section!r} of {_path()} must be an object")
+    if value is None:
+        sec.pop(key, None)
+    else:
+        sec[key] = value
+    return save(data)
