@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the whole tutti test suite, installing what the tests need first: Debian packages
+# (JACK with its dummy driver, PortAudio, sox and ffmpeg for the benchmarks' peers), a
+# virtual environment and the Python test dependencies.  Extra arguments go to pytest.
+set -euo pipefail
+. "$(dirname "$0")/bootstrap.sh" "test"
+apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
+
+cd "$ROOT"
+set +e
+python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    # pytest's 5 = "no tests collected": a failure for the whole suite, but only a note
+    # when the caller selected tests (-k, a path) and the selection matched nothing.
+    if [ "$#" -eq 0 ]; then
+        echo "test.sh: pytest collected no tests — the suite is missing" >&2
+        exit 1
+    fi
+    echo "test.sh: no tests matched the selection: $*" >&2
+    exit 0
+fi
+exit "$rc"
