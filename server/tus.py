@@ -1,0 +1,621 @@
+"""tus 1.0 resumable uploads (core + creation + checksum + expiration + termination) for aiohttp.
+
+Generic: it knows nothing about sessions or takes.  The application decides who may
+upload what and what happens to a finished file through :class:`UploadHooks`, and wires
+the handler in with :meth:`TusHandler.add_routes` and :meth:`TusHandler.cleanup_ctx`::
+
+    tus = TusHandler(data_dir / "uploads", hooks, max_size=..., expiry_s=24 * 3600)
+    tus.add_routes(app, "/files/")
+    app.cleanup_ctx.append(tus.cleanup_ctx)
+
+Bytes and offsets are kept by :mod:`tutti.server.uploads`; see ``docs/uploads.md`` for the
+resume, checksum, expiry and durability rules.
+
+Status codes beyond the tus spec's: error responses carry a JSON body
+``{"error": {"code", "message"}}`` (except to HEAD); a PATCH to a completed upload gets 403;
+an upload the completion hook refused gets 422 with the reason (also on HEAD, where the
+reason is in the ``X-Tutti-Upload-Error`` header); every HEAD says ``X-Tutti-Upload-State``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import email.utils
+import errno
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from .uploads import (
+    Hasher,
+    UploadState,
+    UploadStatus,
+    UploadStore,
+    is_upload_id,
+    new_upload_id,
+)
+
+__all__ = [
+    "TUS_VERSION",
+    "TUS_EXTENSIONS",
+    "CHECKSUM_ALGORITHMS",
+    "VerificationError",
+    "UploadHooks",
+    "TusHandler",
+    "parse_metadata",
+    "encode_metadata",
+    "parse_checksum",
+]
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = ("creation", "checksum", "expiration", "termination")
+CHECKSUM_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
+    "sha1": hashlib.sha1,
+    "md5": lambda: hashlib.md5(usedforsecurity=False),
+    "sha256": hashlib.sha256,
+}
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+
+#: Largest read from a request body (bytes); reads return what has arrived, up to this.
+READ_CHUNK = 1 << 20
+#: Bytes gathered before one write (and hash update) in a worker thread.
+WRITE_BATCH = 1 << 20
+
+_UINT_RE = re.compile(r"[0-9]{1,19}")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class VerificationError(Exception):
+    """The completed upload is not acceptable; ``str()`` is the reason for the client."""
+
+
+class UploadHooks(Protocol):
+    """What the application decides about uploads.  All methods are coroutines."""
+
+    async def authorize_create(
+        self, request: web.Request, metadata: dict[str, str], length: int
+    ) -> str:
+        """Allow a new upload of ``length`` bytes with ``metadata``; return its owner key.
+
+        Raise an aiohttp HTTP exception (e.g. ``web.HTTPForbidden``) to refuse.
+        """
+        ...
+
+    async def authorize_access(self, request: web.Request, owner: str) -> None:
+        """Allow ``request`` (HEAD, PATCH, DELETE) to touch an upload owned by ``owner``.
+
+        Raise an aiohttp HTTP exception to refuse.
+        """
+        ...
+
+    async def complete(
+        self, upload_id: str, path: Path, metadata: dict[str, str], owner: str, sha256_hex: str
+    ) -> None:
+        """Verify a fully received upload and move ``path`` into place atomically.
+
+        ``path`` is fsynced; ``sha256_hex`` is the sha256 of all its bytes.  Raise
+        :class:`VerificationError` to refuse (the client gets 422 with the reason; the
+        upload is kept as failed).  Any other exception leaves the upload fully received but
+        not completed: completion is retried by an empty PATCH and at the next start-up.
+        The data file is the hook's to move: once it is gone, the upload counts as completed.
+        """
+        ...
+
+
+class _TusError(Exception):
+    """An error response: status, snake_case code and a message for the client."""
+
+    def __init__(self, status: int, code: str, message: str, *, reason: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.headers = headers or {}
+
+    def response(self, method: str) -> web.Response:
+        if method == "HEAD":
+            return web.Response(status=self.status, reason=self.reason, headers=self.headers)
+        return web.json_response(
+            {"error": {"code": self.code, "message": self.message}},
+            status=self.status, reason=self.reason, headers=self.headers,
+        )
+
+
+@dataclass
+class _Upload:
+    """An upload as the handler holds it: durable state plus what lives only in memory."""
+
+    state: UploadState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sha256: Hasher | None = None  # whole-file hash over [0, offset); None until needed
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """Decode an ``Upload-Metadata`` header: ``key base64value`` pairs separated by commas.
+
+    A key may stand alone (empty value).  Keys are unique printable ASCII without spaces or
+    commas; values are standard base64 of UTF-8 text.  Raises ``ValueError`` naming the key.
+    """
+    if header is None or not header.strip():
+        return {}
+    out: dict[str, str] = {}
+    for item in header.split(","):
+        parts = item.strip().split(" ")
+        key = parts[0]
+        if len(parts) > 2 or not key:
+            raise ValueError(
+                f"Upload-Metadata entry {item.strip()!r} is malformed: expected 'key base64value'"
+            )
+        if not (key.isascii() and key.isprintable()):
+            raise ValueError(f"Upload-Metadata key {key!r} must be printable ASCII")
+        if key in out:
+            raise ValueError(f"Upload-Metadata key {key!r} appears twice")
+        value = ""
+        if len(parts) == 2:
+            try:
+                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
+            except binascii.Error:
+                raise ValueError(
+                    f"Upload-Metadata value of key {key!r} is not valid base64"
+                ) from None
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"Upload-Metadata value of key {key!r} is not UTF-8 text"
+                ) from None
+        out[key] = value
+    return out
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    """Encode ``metadata`` as an ``Upload-Metadata`` header value (inverse of parse_metadata)."""
+    return ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in metadata.items()
+    )
+
+
+def parse_checksum(header: str) -> tuple[str, bytes]:
+    """Decode an ``Upload-Checksum`` header (``algorithm base64digest``).
+
+    Returns the algorithm name and the raw digest.  Raises ``ValueError`` for an
+    unsupported algorithm or a malformed value.
+    """
+    parts = header.strip().split(" ")
+    if len(parts) != 2:
+        raise ValueError("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    algo, encoded = parts[0].lower(), parts[1]
+    if algo not in CHECKSUM_ALGORITHMS:
+        raise ValueError(
+            f"Upload-Checksum algorithm {parts[0]!r} is not supported; "
+            f"supported: {', '.join(CHECKSUM_ALGORITHMS)}"
+        )
+    try:
+        return algo, base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ValueError("Upload-Checksum digest is not valid base64") from None
+
+
+def _uint_header(request: web.Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not _UINT_RE.fullmatch(value.strip()):
+        raise _TusError(400, "bad_header", f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
+
+
+class TusHandler:
+    """Serves tus 1.0 uploads from ``upload_dir`` under a URL prefix.
+
+    Parameters
+    ----------
+    upload_dir : Path
+        Directory for partial uploads and their state (created if missing).  Existing
+        uploads found there are picked up again (server restart).
+    hooks : UploadHooks
+        Authorisation and completion decisions of the application.
+    max_size : int
+        Largest ``Upload-Length`` accepted, bytes (``Tus-Max-Size``).
+    expiry_s : float
+        Seconds of inactivity after which an unfinished upload expires.  Every committed
+        PATCH moves the deadline to now + ``expiry_s``.  Completed uploads never expire.
+    clock : callable
+        Wall-clock seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(self, upload_dir: Path, hooks: UploadHooks, *, max_size: int,
+                 expiry_s: float, clock: Callable[[], float] = time.time) -> None:
+        if max_size < 0 or expiry_s <= 0:
+            raise ValueError("max_size must be >= 0 and expiry_s > 0")
+        self._store = UploadStore(upload_dir)
+        self._hooks = hooks
+        self._max_size = max_size
+        self._expiry_s = expiry_s
+        self._clock = clock
+        self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all()}
+        self._tasks: set[asyncio.Task[web.StreamResponse]] = set()
+
+    # ----------------------------------------------------------------- wiring
+
+    def add_routes(self, app: web.Application, prefix: str = "/files/") -> None:
+        """Register OPTIONS/POST on ``prefix`` and OPTIONS/HEAD/PATCH/DELETE on ``prefix<id>``."""
+        if not (prefix.startswith("/") and prefix.endswith("/")):
+            raise ValueError(f"prefix must start and end with '/', got {prefix!r}")
+        item = prefix + "{upload_id}"
+        app.router.add_route("OPTIONS", prefix, self._wrap(self._options))
+        app.router.add_route("POST", prefix, self._wrap(self._create))
+        app.router.add_route("OPTIONS", item, self._wrap(self._options))
+        app.router.add_route("HEAD", item, self._wrap(self._head))
+        app.router.add_route("PATCH", item, self._wrap(self._patch))
+        app.router.add_route("DELETE", item, self._wrap(self._delete))
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """aiohttp cleanup context: finish uploads left fully received, then expire periodically.
+
+        Append it to ``app.cleanup_ctx`` after the contexts the hooks depend on.
+        """
+        for upload in list(self._uploads.values()):
+            st = upload.state
+            if st.status is UploadStatus.RECEIVING and st.received_all:
+                async with upload.lock:
+                    try:
+                        await self._complete(upload)
+                    except _TusError as exc:
+                        log.warning("upload %s not completed at start-up: %s", st.upload_id,
+                                    exc.message)
+                    except web.HTTPException as exc:
+                        log.warning("upload %s not completed at start-up: %s", st.upload_id,
+                                    exc.text or exc.reason)
+        task = asyncio.create_task(self._expiry_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5.0)
+
+    def expire_now(self) -> int:
+        """Remove unfinished uploads whose deadline has passed; return how many were removed."""
+        now = self._clock()
+        removed = 0
+        for upload_id, upload in list(self._uploads.items()):
+            st = upload.state
+            if st.status is UploadStatus.COMPLETED or now < st.expires_at or upload.lock.locked():
+                continue
+            self._store.remove(upload_id)
+            del self._uploads[upload_id]
+            removed += 1
+            log.info("upload %s expired (%d of %d bytes)", upload_id, st.offset, st.length)
+        return removed
+
+    async def _expiry_loop(self) -> None:
+        interval = min(max(self._expiry_s / 10, 1.0), 600.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.expire_now()
+            except OSError:
+                log.exception("upload expiry failed; retrying in %.0f s", interval)
+
+    def _wrap(self, fn: _Handler) -> _Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                if request.method != "OPTIONS":
+                    version = request.headers.get("Tus-Resumable")
+                    if version != TUS_VERSION:
+                        raise _TusError(
+                            412, "tus_version", f"Tus-Resumable {version!r} is not supported; "
+                            f"this server speaks tus {TUS_VERSION}",
+                            headers={"Tus-Version": TUS_VERSION},
+                        )
+                response = await fn(request)
+            except _TusError as exc:
+                response = exc.response(request.method)
+            except web.HTTPException as exc:  # refused by a hook
+                exc.headers["Tus-Resumable"] = TUS_VERSION
+                raise
+            response.headers["Tus-Resumable"] = TUS_VERSION
+            return response
+
+        return handler
+
+    # --------------------------------------------------------------- requests
+
+    async def _options(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204, headers={
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": ",".join(TUS_EXTENSIONS),
+            "Tus-Max-Size": str(self._max_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+        })
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        length = _uint_header(request, "Upload-Length")
+        if length is None:
+            extra = (" (Upload-Defer-Length is not supported)"
+                     if "Upload-Defer-Length" in request.headers else "")
+            raise _TusError(400, "missing_length",
+                            f"Upload-Length is required: the total size in bytes{extra}")
+        if length > self._max_size:
+            raise _TusError(413, "too_large",
+                            f"Upload-Length {length} exceeds the largest upload, "
+                            f"{self._max_size} bytes")
+        try:
+            metadata = parse_metadata(request.headers.get("Upload-Metadata"))
+        except ValueError as exc:
+            raise _TusError(400, "bad_metadata", str(exc)) from None
+        owner = await self._hooks.authorize_create(request, metadata, length)
+        now = self._clock()
+        state = UploadState(new_upload_id(), length, 0, metadata, owner, now,
+                            now + self._expiry_s)
+        await asyncio.to_thread(self._store.create, state)
+        upload = _Upload(state, sha256=hashlib.sha256())
+        self._uploads[state.upload_id] = upload
+        base = request.path if request.path.endswith("/") else request.path + "/"
+        headers = {"Location": base + state.upload_id,
+                   "Upload-Expires": _http_date(state.expires_at)}
+        if length == 0:  # nothing to send: complete now
+            async with upload.lock:
+                state.sha256 = hashlib.sha256().hexdigest()
+                try:
+                    await self._complete(upload)
+                except _TusError as exc:
+                    exc.headers.update(headers)
+                    raise
+        return web.Response(status=201, headers=headers)
+
+    async def _head(self, request: web.Request) -> web.StreamResponse:
+        upload = await self._lookup(request)
+        st = upload.state
+        headers = {
+            "Upload-Offset": str(st.offset),
+            "Upload-Length": str(st.length),
+            "Cache-Control": "no-store",
+            "X-Tutti-Upload-State": st.status.value,
+        }
+        if st.metadata:
+            headers["Upload-Metadata"] = encode_metadata(st.metadata)
+        if st.status is not UploadStatus.COMPLETED:
+            headers["Upload-Expires"] = _http_date(st.expires_at)
+        if st.status is UploadStatus.FAILED:
+            headers["X-Tutti-Upload-Error"] = _header_safe(st.failure or "refused")
+            return web.Response(status=422, headers=headers)
+        return web.Response(status=200, headers=headers)
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        upload = await self._lookup(request)
+        st = upload.state
+        if st.status is UploadStatus.COMPLETED:
+            raise _TusError(403, "upload_complete",
+                            f"upload {st.upload_id} is complete; it can no longer be terminated")
+        if upload.lock.locked():
+            raise _TusError(409, "upload_busy",
+                            f"upload {st.upload_id} is receiving a PATCH; terminate it afterwards")
+        await asyncio.to_thread(self._store.remove, st.upload_id)
+        self._uploads.pop(st.upload_id, None)
+        return web.Response(status=204)
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
+        upload = await self._lookup(request)
+        st = upload.state
+        if st.status is UploadStatus.COMPLETED:
+            raise _TusError(403, "upload_complete",
+                            f"upload {st.upload_id} is already complete; nothing more is accepted")
+        if st.status is UploadStatus.FAILED:
+            raise _TusError(422, "upload_rejected",
+                            f"upload {st.upload_id} was refused: {st.failure}")
+        if request.content_type != OFFSET_OCTET_STREAM:
+            raise _TusError(415, "bad_content_type",
+                            f"PATCH needs Content-Type {OFFSET_OCTET_STREAM}, "
+                            f"got {request.content_type!r}")
+        offset = _uint_header(request, "Upload-Offset")
+        if offset is None:
+            raise _TusError(400, "missing_offset", "Upload-Offset is required on PATCH")
+        checksum: tuple[str, bytes] | None = None
+        if "Upload-Checksum" in request.headers:
+            try:
+                checksum = parse_checksum(request.headers["Upload-Checksum"])
+            except ValueError as exc:
+                raise _TusError(400, "bad_checksum", str(exc)) from None
+        if upload.lock.locked():
+            raise _TusError(409, "upload_busy",
+                            f"another PATCH to upload {st.upload_id} is in progress")
+        await upload.lock.acquire()  # free, so this does not suspend
+        # The body is received in a task of its own, shielded from the handler's cancellation,
+        # so that an offset is always either committed or rolled back before the lock is freed.
+        task = asyncio.create_task(self._patch_locked(request, upload, offset, checksum))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return await asyncio.shield(task)
+
+    def _task_done(self, task: asyncio.Task[web.StreamResponse]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("PATCH task ended with %r", task.exception())
+
+    # ---------------------------------------------------------------- helpers
+
+    async def _lookup(self, request: web.Request) -> _Upload:
+        upload_id = request.match_info.get("upload_id", "")
+        upload = self._uploads.get(upload_id) if is_upload_id(upload_id) else None
+        if upload is None:
+            raise _TusError(404, "no_such_upload", f"no upload {upload_id[:80]!r} here")
+        await self._hooks.authorize_access(request, upload.state.owner)
+        st = upload.state
+        if st.status is not UploadStatus.COMPLETED and self._clock() >= st.expires_at:
+            raise _TusError(410, "upload_expired",
+                            f"upload {upload_id} expired at {_http_date(st.expires_at)}; "
+                            "start a new upload")
+        return upload
+
+    def _patch_headers(self, st: UploadState) -> dict[str, str]:
+        headers = {"Upload-Offset": str(st.offset)}
+        if st.status is not UploadStatus.COMPLETED:
+            headers["Upload-Expires"] = _http_date(st.expires_at)
+        return headers
+
+    async def _patch_locked(self, request: web.Request, upload: _Upload, offset: int,
+                            checksum: tuple[str, bytes] | None) -> web.StreamResponse:
+        try:
+            st = upload.state
+            if offset != st.offset:
+                raise _TusError(409, "offset_mismatch",
+                                f"Upload-Offset {offset} does not match the upload's offset "
+                                f"{st.offset}; ask with HEAD and resume from there",
+                                headers={"Upload-Offset": str(st.offset)})
+            remaining = st.length - st.offset
+            declared = request.content_length
+            if declared is not None and declared > remaining:
+                raise _TusError(413, "beyond_length",
+                                f"the body ({declared} bytes) goes past the declared "
+                                f"Upload-Length {st.length}: only {remaining} bytes remain",
+                                headers={"Upload-Offset": str(st.offset)})
+            if remaining > 0:
+                await self._receive(request, upload, remaining, checksum)
+            elif await request.content.read(1):
+                raise _TusError(413, "beyond_length",
+                                f"upload {st.upload_id} has all {st.length} bytes already")
+            if st.received_all:
+                await self._complete(upload)
+            return web.Response(status=204, headers=self._patch_headers(st))
+        finally:
+            upload.lock.release()
+
+    async def _receive(self, request: web.Request, upload: _Upload, remaining: int,
+                       checksum: tuple[str, bytes] | None) -> None:
+        """Stream the body to disk, then commit it, or roll back and raise a ``_TusError``."""
+        st = upload.state
+        if upload.sha256 is None:
+            upload.sha256 = await asyncio.to_thread(self._store.hash_prefix, st.upload_id,
+                                                    st.offset)
+        check = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
+        writer = await asyncio.to_thread(self._store.writer, st, upload.sha256.copy(), check)
+        try:
+            cut: str | None = None
+            too_long = False
+            batch: list[bytes] = []
+            batched = 0
+            while True:
+                try:
+                    data = await request.content.read(READ_CHUNK)
+                except Exception as exc:  # the client went away or broke the framing
+                    cut = f"{type(exc).__name__}: {exc}"
+                    break
+                if not data:
+                    break
+                if writer.written + batched + len(data) > remaining:
+                    too_long = True
+                    break
+                batch.append(data)
+                batched += len(data)
+                if batched >= WRITE_BATCH:
+                    await asyncio.to_thread(writer.write, batch)
+                    batch, batched = [], 0
+            if batch and not too_long:
+                await asyncio.to_thread(writer.write, batch)
+            if too_long:
+                await asyncio.to_thread(writer.rollback)
+                raise _TusError(413, "beyond_length",
+                                f"the body goes past the declared Upload-Length {st.length}: "
+                                f"only {remaining} bytes remained; nothing was kept",
+                                headers={"Upload-Offset": str(st.offset)})
+            if cut is not None and checksum is not None:
+                await asyncio.to_thread(writer.rollback)
+                raise _TusError(400, "body_cut",
+                                f"the body was cut off ({cut}) so its Upload-Checksum cannot be "
+                                "checked; nothing was kept",
+                                headers={"Upload-Offset": str(st.offset)})
+            if checksum is not None and check is not None and check.digest() != checksum[1]:
+                await asyncio.to_thread(writer.rollback)
+                raise _TusError(460, "checksum_mismatch",
+                                f"the body's {checksum[0]} does not match Upload-Checksum; "
+                                "the chunk was dropped, resend it",
+                                reason="Checksum Mismatch",
+                                headers={"Upload-Offset": str(st.offset)})
+            await self._commit(upload, writer.start + writer.written, writer.sha256,
+                               writer.sync)
+            if cut is not None:
+                raise _TusError(400, "body_cut",
+                                f"the body was cut off ({cut}); {writer.written} bytes kept, "
+                                f"resume at offset {st.offset}",
+                                headers=self._patch_headers(st))
+        except OSError as exc:
+            log.error("upload %s: disk error: %s", st.upload_id, exc)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(writer.rollback)
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise _TusError(507 if full else 500, "storage_error",
+                            f"the server could not store the upload ({exc.strerror}); "
+                            f"resume at offset {st.offset} later",
+                            headers={"Upload-Offset": str(st.offset)}) from None
+        finally:
+            await asyncio.to_thread(writer.close)
+
+    async def _commit(self, upload: _Upload, new_offset: int, sha256: Hasher,
+                      sync: Callable[[], None]) -> None:
+        """fsync the data, then durably record ``new_offset`` (data before state, always)."""
+        st = upload.state
+        new = dataclasses.replace(st, offset=new_offset,
+                                  expires_at=self._clock() + self._expiry_s)
+        if new.received_all:
+            new.sha256 = sha256.hexdigest()
+
+        def durable() -> None:
+            sync()
+            self._store.save(new)
+
+        await asyncio.to_thread(durable)
+        upload.state = new
+        upload.sha256 = sha256
+
+    async def _complete(self, upload: _Upload) -> None:
+        """Hand a fully received upload to the completion hook and record the outcome."""
+        st = upload.state
+        if st.sha256 is None:  # state written by an older run before the digest was stored
+            st.sha256 = (await asyncio.to_thread(
+                self._store.hash_prefix, st.upload_id, st.offset)).hexdigest()
+        try:
+            await self._hooks.complete(st.upload_id, self._store.data_path(st.upload_id),
+                                       dict(st.metadata), st.owner, st.sha256)
+        except VerificationError as exc:
+            st.status = UploadStatus.FAILED
+            st.failure = str(exc) or "refused by the server"
+            await asyncio.to_thread(self._store.save, st)
+            raise _TusError(422, "upload_rejected",
+                            f"upload {st.upload_id} was refused: {st.failure}",
+                            headers={"Upload-Offset": str(st.offset)}) from None
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("upload %s: completion hook failed", st.upload_id)
+            raise _TusError(500, "completion_failed",
+                            f"upload {st.upload_id} arrived complete but could not be finished "
+                            f"({type(exc).__name__}); it is kept: retry with an empty PATCH at "
+                            f"offset {st.offset}", headers={"Upload-Offset": str(st.offset)}
+                            ) from None
+        st.status = UploadStatus.COMPLETED
+        await asyncio.to_thread(self._store.save, st)
