@@ -1,0 +1,690 @@
+"""``tutti lead``: the choir leader's controls.
+
+Sub-commands (each a small coroutine over :class:`tutti.client.leader_api.LeaderClient`)::
+
+    tutti lead create URL --title T [--rate] [--bpm] [--meter 4/4] [--count-in] [--parts S,A,T,B]
+                                    [--tempo-map FILE.json]
+    tutti lead track PART FILE
+    tutti lead roster [--json]
+    tutti lead take arm | start [--lead S] | stop | run --seconds N
+    tutti lead takes [--json]
+    tutti lead download TAKE_ID [DIR] [--wait S]
+    tutti lead close
+    tutti lead watch
+
+``--server URL`` and ``--session ID`` choose the session; by default the one the last
+``create`` made (the leader token is kept in the user's config, section ``"leader"``, keyed by
+server URL, with ``"current"`` naming the session in use).
+
+Exit codes: 0 done; 1 the server refused or the action failed (the message says why); 2 bad
+input on the command line or no session chosen; 3 the server could not be reached or is not a
+tutti server; 4 ``download`` wrote the take but some expected singers' recordings are missing.
+Data goes to stdout (``--json`` for machine-readable output); progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+from tutti.client import config
+from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
+
+from tutti import takeformat, wire
+
+__all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INCOMPLETE = 4
+
+SECTION = "leader"
+
+
+class UsageError(Exception):
+    """Bad input on the command line (exit 2); the message says what is accepted."""
+
+
+# -- the leader's config --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The session a command acts on."""
+
+    server: str
+    session_id: str
+    token: str
+    code: str = ""
+
+
+def _leader_section() -> dict[str, Any]:
+    sec = config.load().get(SECTION, {})
+    return sec if isinstance(sec, dict) else {}
+
+
+def remember_session(server: str, session_id: str, token: str, code: str, title: str) -> Path:
+    """Save a new session's leader token and make it the current one."""
+    data = config.load()
+    sec = data.setdefault(SECTION, {})
+    if not isinstance(sec, dict):
+        raise config.ConfigError(f"section {SECTION!r} of the config must be an object")
+    per_server = sec.setdefault(server, {})
+    per_server[session_id] = {
+        "token": token,
+        "code": code,
+        "title": title,
+        "created_at": time.time(),
+    }
+    sec["current"] = {"server": server, "session_id": session_id}
+    return Path(config.save(data))
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The session from ``--server``/``--session`` or the remembered current one."""
+    sec = _leader_section()
+    current = sec.get("current") if isinstance(sec.get("current"), dict) else {}
+    assert isinstance(current, dict)
+    server_arg = getattr(args, "server", None)
+    server = normalize_server_url(server_arg) if server_arg else current.get("server")
+    if not server:
+        raise UsageError(
+            "no session yet: create one with `tutti lead create URL --title TITLE`, "
+            "or pass --server URL --session ID"
+        )
+    sessions = sec.get(server, {})
+    if not isinstance(sessions, dict):
+        sessions = {}
+    session_id = getattr(args, "session", None)
+    if not session_id:
+        if current.get("server") == server:
+            session_id = current.get("session_id")
+        elif len(sessions) == 1:
+            session_id = next(iter(sessions))
+    if not session_id:
+        raise UsageError(
+            f"no session chosen for {server}: pass --session ID "
+            f"(known here: {', '.join(sessions) or 'none'})"
+        )
+    entry = sessions.get(session_id)
+    if not isinstance(entry, dict) or not entry.get("token"):
+        raise UsageError(
+            f"no leader token saved for session {session_id} on {server}; only the leader who "
+            "created a session (on this computer) can lead it"
+        )
+    return Target(server, str(session_id), str(entry["token"]), str(entry.get("code", "")))
+
+
+def remember_take(target: Target, take_id: str | None) -> None:
+    """Keep the id of the take last armed, for ``take start``/``stop`` without an id."""
+    data = config.load()
+    entry = data.get(SECTION, {}).get(target.server, {}).get(target.session_id)
+    if isinstance(entry, dict):
+        if take_id is None:
+            entry.pop("take_id", None)
+        else:
+            entry["take_id"] = take_id
+        config.save(data)
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, *, with_json: bool = False) -> None:
+    g = p.add_argument_group("session")
+    g.add_argument("--server", metavar="URL", default=argparse.SUPPRESS,
+                   help="server URL (default: the session's server from your config)")
+    g.add_argument("--session", metavar="ID", default=argparse.SUPPRESS,
+                   help="session id (default: the last session you created)")
+    if with_json:
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``tutti lead``'s sub-commands to ``parser``."""
+    parser.epilog = (
+        "exit codes: 0 ok, 1 refused/failed, 2 bad input or no session, 3 server unreachable, "
+        "4 download incomplete"
+    )
+    parser.add_argument("--server", metavar="URL", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--session", metavar="ID", default=None, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("create", help="create a session and print the join code")
+    p.add_argument("url", metavar="URL", help="the tutti server, e.g. http://127.0.0.1:8765")
+    p.add_argument("--title", required=True, help="the session's title (1–120 characters)")
+    p.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
+    p.add_argument("--bpm", type=float, default=100.0, help="tempo in beats per minute")
+    p.add_argument("--meter", default="4/4", help="beats per bar / beat unit (default 4/4)")
+    p.add_argument("--count-in", type=int, default=1, metavar="BARS",
+                   help="bars of click before the song (default 1)")
+    p.add_argument("--parts", default="S,A,T,B",
+                   help="voice parts, comma-separated (default S,A,T,B)")
+    p.add_argument("--tempo-map", type=Path, metavar="FILE.json",
+                   help='tempo changes: a JSON list of {"bar", "bpm", "beats_per_bar"?}')
+    p.add_argument("--max-take-seconds", type=int, default=None,
+                   help="longest take in seconds (default: the server's, 900)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("track", help="upload the backing track for a voice part")
+    p.add_argument("part", metavar="PART", help="voice part (one of the session's parts)")
+    p.add_argument("file", metavar="FILE", type=Path, help="WAV, FLAC or OGG at the session rate")
+    _common(p, with_json=True)
+
+    p = sub.add_parser("roster", help="who has joined: parts, connection, latency, clock, level")
+    _common(p, with_json=True)
+
+    p = sub.add_parser("take", help="arm, start or stop a take")
+    tsub = p.add_subparsers(dest="take_action", metavar="STEP", required=True)
+    q = tsub.add_parser("arm", help="arm a take (the singers get ready)")
+    _common(q, with_json=True)
+    q = tsub.add_parser("start", help="start the armed take (arms one first if needed)")
+    q.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="seconds from now until the count-in starts (≥ 1, default 2)")
+    q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the armed one)")
+    _common(q, with_json=True)
+    q = tsub.add_parser("stop", help="stop the running take")
+    q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the running one)")
+    _common(q, with_json=True)
+    q = tsub.add_parser("run", help="arm, start, and stop after --seconds")
+    q.add_argument("--seconds", type=float, required=True, help="length of the take (seconds)")
+    q.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="seconds from now until the count-in starts (≥ 1, default 2)")
+    _common(q, with_json=True)
+
+    p = sub.add_parser("takes", help="list takes with each singer's upload state")
+    _common(p, with_json=True)
+
+    p = sub.add_parser("download", help="download a take folder for `tutti mix`")
+    p.add_argument("take_id", metavar="TAKE_ID", help="the take (see `tutti lead takes`)")
+    p.add_argument("dir", metavar="DIR", nargs="?", type=Path,
+                   help="destination folder (default ./take-TAKE_ID)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for every expected singer's upload")
+    _common(p, with_json=True)
+
+    p = sub.add_parser("close", help="close the session (no more joins or takes)")
+    _common(p)
+
+    p = sub.add_parser("watch", help="live view of the roster; keys: s start, x stop, q quit")
+    p.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="seconds of lead before a take started with 's'")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="quit after S seconds (default: run until q or Ctrl-C)")
+    _common(p)
+
+
+# -- output helpers -------------------------------------------------------------------------
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _out_console() -> Console:
+    return Console(highlight=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _transfer_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=not console.is_terminal,
+        disable=not console.is_terminal,
+    )
+
+
+def _fmt_db(v: Any) -> str:
+    return "—" if not isinstance(v, (int, float)) else f"{v:6.1f} dB"
+
+
+def _fmt_latency(p: dict[str, Any], rate: int | None) -> str:
+    lat = p.get("latency_frames")
+    if not isinstance(lat, int):
+        return "not calibrated"
+    ms = f" ({lat / rate * 1000:.1f} ms)" if rate else ""
+    src = p.get("latency_source") or "?"
+    return f"{lat} frames{ms} {src}"
+
+
+def _fmt_clock(p: dict[str, Any]) -> str:
+    clk = p.get("clock")
+    if not isinstance(clk, dict) or not isinstance(clk.get("error_bound"), (int, float)):
+        return "not synced"
+    return f"±{clk['error_bound'] * 1000:.2f} ms"
+
+
+# -- the sub-commands -----------------------------------------------------------------------
+
+
+def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    meter = str(args.meter).strip()
+    try:
+        bpb_s, unit_s = meter.split("/")
+        bpb, unit = int(bpb_s), int(unit_s)
+    except ValueError:
+        raise UsageError(
+            f"--meter {meter!r}: give beats per bar and beat unit like 4/4, 3/4 or 6/8"
+        ) from None
+    parts = [p.strip() for p in str(args.parts).split(",") if p.strip()]
+    settings: dict[str, Any] = {
+        "title": args.title,
+        "rate": args.rate,
+        "bpm": args.bpm,
+        "beats_per_bar": bpb,
+        "beat_unit": unit,
+        "count_in_bars": args.count_in,
+        "parts": parts,
+    }
+    if args.max_take_seconds is not None:
+        settings["max_take_seconds"] = args.max_take_seconds
+    if args.tempo_map is not None:
+        try:
+            raw = json.loads(Path(args.tempo_map).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"--tempo-map {args.tempo_map}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"--tempo-map {args.tempo_map}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from None
+        if isinstance(raw, dict) and "tempo_map" in raw:
+            raw = raw["tempo_map"]
+        settings["tempo_map"] = raw
+    try:
+        checked = wire.parse_settings(settings)
+    except wire.WireError as exc:
+        raise UsageError(str(exc)) from None
+    return checked.to_dict()
+
+
+def _spaced(code: str) -> str:
+    return " ".join(code)
+
+
+async def _create(args: argparse.Namespace) -> int:
+    server = normalize_server_url(args.url)
+    settings = _settings_from_args(args)
+    async with LeaderClient(server) as api:
+        await api.health()
+        created = await api.create_session(settings)
+    path = remember_session(server, created.session_id, created.leader_token, created.code,
+                            settings["title"])
+    if args.json:
+        _print_json({
+            "server": server,
+            "session_id": created.session_id,
+            "code": created.code,
+            "settings": created.settings,
+            "config": str(path),
+        })
+        return EXIT_OK
+    out = _out_console()
+    body = Text.assemble(
+        ("Join code\n\n", "bold"),
+        (_spaced(created.code), "bold reverse"),
+        "\n\nSingers run:\n",
+        (f"tutti join {server} --code {created.code} --name 'Your Name' --part PART", "cyan"),
+        f"\n\nparts: {', '.join(settings['parts'])} · {settings['bpm']:g} bpm "
+        f"{settings['beats_per_bar']}/{settings['beat_unit']} · {settings['rate']} Hz",
+        justify="center",
+    )
+    out.print(Panel(body, title=settings["title"], expand=False, padding=(1, 4)))
+    out.print(f"session {created.session_id} on {server} (leader token saved in {path})")
+    return EXIT_OK
+
+
+def _check_audio_file(path: Path) -> tuple[int, int, int]:
+    """(rate, channels, frames) of a local audio file, or a UsageError naming the problem."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise UsageError(
+            f"{path} is not an audio file tutti can read ({exc}); upload WAV, FLAC or OGG"
+        ) from None
+    if info.format not in ("WAV", "WAVEX", "FLAC", "OGG"):
+        raise UsageError(f"{path}: format {info.format} not accepted; upload WAV, FLAC or OGG")
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+async def _track(args: argparse.Namespace, target: Target) -> int:
+    rate, channels, frames = _check_audio_file(args.file)
+    err = _err_console()
+    async with LeaderClient(target.server, target.token) as api:
+        sess = await api.session()
+        parts = tuple(sess.get("settings", {}).get("parts", ()))
+        srate = sess.get("settings", {}).get("rate")
+        if parts and args.part not in parts:
+            raise UsageError(f"part {args.part!r} is not one of this session's parts {list(parts)}")
+        if isinstance(srate, int) and srate != rate:
+            raise UsageError(
+                f"{args.file} is at {rate} Hz but the session runs at {srate} Hz; "
+                f"resample it first (e.g. `sox {args.file} -r {srate} out.wav`)"
+            )
+        size = args.file.stat().st_size
+        with _transfer_progress(err) as prog:
+            task = prog.add_task(f"{args.part} ← {args.file.name}", total=size)
+            info = await api.upload_track(
+                args.part, args.file, progress=lambda done, _t: prog.update(task, completed=done)
+            )
+    if args.json:
+        _print_json(info)
+    else:
+        secs = frames / rate if rate else 0.0
+        _out_console().print(
+            f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch, "
+            f"sha256 {str(info.get('sha256', ''))[:12]}…"
+        )
+    return EXIT_OK
+
+
+def roster_table(participants: list[dict[str, Any]], rate: int | None) -> Table:
+    """The roster as a rich table (shared with the watch view)."""
+    t = Table(show_header=True, header_style="bold", expand=False)
+    for col in ("name", "part", "connected", "latency", "clock", "level", "peak", "xruns"):
+        t.add_column(col)
+    for p in participants:
+        level = p.get("level") if isinstance(p.get("level"), dict) else {}
+        assert isinstance(level, dict)
+        xr = int(p.get("overflows") or 0) + int(p.get("underflows") or 0)
+        t.add_row(
+            str(p.get("name", "?")),
+            str(p.get("part", "?")),
+            "[green]yes[/]" if p.get("connected") else "[red]no[/]",
+            _fmt_latency(p, rate),
+            _fmt_clock(p),
+            _fmt_db(level.get("rms_db")),
+            _fmt_db(level.get("peak_db")) + (" [red]CLIP[/]" if level.get("clipped") else ""),
+            f"[yellow]{xr}[/]" if xr else "0",
+        )
+    return t
+
+
+async def _roster(args: argparse.Namespace, target: Target) -> int:
+    async with LeaderClient(target.server, target.token) as api:
+        participants = await api.roster()
+        rate = None
+        if not args.json:
+            rate = (await api.session()).get("settings", {}).get("rate")
+    if args.json:
+        _print_json({"participants": participants})
+        return EXIT_OK
+    out = _out_console()
+    if not participants:
+        code = f" (join code {target.code})" if target.code else ""
+        out.print(f"nobody has joined yet{code}")
+        return EXIT_OK
+    out.print(roster_table(participants, rate if isinstance(rate, int) else None))
+    return EXIT_OK
+
+
+def _find_take(takes: list[dict[str, Any]], states: tuple[str, ...]) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = None
+    for t in takes:
+        if t.get("state") in states:
+            found = t
+    return found
+
+
+async def start_take(
+    api: LeaderClient, take_id: str | None, lead_s: float | None
+) -> dict[str, Any]:
+    """Start ``take_id`` or the armed take, arming one first if none is armed."""
+    if take_id is None:
+        armed = _find_take(await api.takes(), ("armed",))
+        take_id = str(armed["take_id"]) if armed else str((await api.arm_take())["take_id"])
+    res: dict[str, Any] = await api.start_take(take_id, lead_s)
+    return res
+
+
+async def stop_take(api: LeaderClient, take_id: str | None) -> dict[str, Any]:
+    """Stop ``take_id`` or the running take."""
+    if take_id is None:
+        running = _find_take(await api.takes(), ("running", "started", "recording"))
+        if running is None:
+            raise LeaderError("no take is running; start one with `tutti lead take start`",
+                              code="no_take")
+        take_id = str(running["take_id"])
+    res: dict[str, Any] = await api.stop_take(take_id)
+    return res
+
+
+async def _take(args: argparse.Namespace, target: Target) -> int:
+    out = _out_console()
+    step = args.take_action
+    async with LeaderClient(target.server, target.token) as api:
+        if step == "arm":
+            res = await api.arm_take()
+            remember_take(target, str(res["take_id"]))
+            msg = f"take {res['take_id']} armed; {len(res.get('expected', []))} singer(s) expected"
+        elif step == "start":
+            res = await start_take(api, args.take, args.lead)
+            remember_take(target, str(res["take_id"]))
+            ahead = float(res["t0"]) - float(res.get("server_time", res["t0"]))
+            msg = f"take {res['take_id']} starts in {ahead:.1f} s (count-in first)"
+        elif step == "stop":
+            res = await stop_take(api, args.take)
+            msg = f"take {res['take_id']} stopped; singers are uploading (see `tutti lead takes`)"
+        else:  # run
+            if args.seconds <= 0:
+                raise UsageError("--seconds must be > 0")
+            started = await start_take(api, None, args.lead)
+            remember_take(target, str(started["take_id"]))
+            ahead = float(started["t0"]) - float(started.get("server_time", started["t0"]))
+            _err_console().print(
+                f"take {started['take_id']}: count-in in {ahead:.1f} s, "
+                f"recording {args.seconds:g} s"
+            )
+            await asyncio.sleep(max(0.0, ahead) + args.seconds)
+            res = await api.stop_take(str(started["take_id"]))
+            res = {**started, **res}
+            msg = f"take {res['take_id']} done; singers are uploading (see `tutti lead takes`)"
+    if args.json:
+        _print_json(res)
+    else:
+        out.print(msg)
+    return EXIT_OK
+
+
+async def _takes(args: argparse.Namespace, target: Target) -> int:
+    async with LeaderClient(target.server, target.token) as api:
+        takes = await api.takes()
+    if args.json:
+        _print_json({"takes": takes})
+        return EXIT_OK
+    out = _out_console()
+    if not takes:
+        out.print("no takes yet; run one with `tutti lead take start`")
+        return EXIT_OK
+    t = Table(show_header=True, header_style="bold")
+    for col in ("take", "state", "singers", "uploaded"):
+        t.add_column(col)
+    colours = {"uploaded": "green", "failed": "red", "uploading": "yellow"}
+    for take in takes:
+        singers = take.get("singers", [])
+        done = sum(1 for s in singers if s.get("state") == "uploaded")
+        who = ", ".join(
+            f"{s.get('name')} ({s.get('part')}): [{colours.get(s.get('state', ''), 'white')}]"
+            f"{s.get('state')}[/]"
+            for s in singers
+        )
+        t.add_row(str(take.get("take_id")), str(take.get("state")), who or "—",
+                  f"{done}/{len(singers)}")
+    out.print(t)
+    return EXIT_OK
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``take.json`` atomically (it is written last: its presence means complete)."""
+    path = folder / takeformat.MANIFEST_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".take-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _missing_singers(take: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if take is None:
+        return []
+    return [s for s in take.get("singers", []) if s.get("state") != "uploaded"]
+
+
+async def _download(args: argparse.Namespace, target: Target) -> int:
+    err = _err_console()
+    folder: Path = args.dir if args.dir is not None else Path(f"take-{args.take_id}")
+    async with LeaderClient(target.server, target.token) as api:
+        deadline = time.monotonic() + max(0.0, args.wait)
+        while True:
+            take = next((t for t in await api.takes() if t.get("take_id") == args.take_id), None)
+            if take is None:
+                raise LeaderError(
+                    f"no take {args.take_id!r} in this session; see `tutti lead takes`",
+                    code="unknown_take",
+                )
+            missing = _missing_singers(take)
+            if not missing or time.monotonic() >= deadline or any(
+                s.get("state") == "failed" for s in missing
+            ) and all(s.get("state") in ("failed", "uploaded") for s in take.get("singers", [])):
+                break
+            await asyncio.sleep(0.5)
+        raw = await api.manifest(args.take_id)
+        try:
+            manifest = takeformat.parse_manifest(raw)
+        except takeformat.TakeFormatError as exc:
+            raise LeaderError(f"the server sent an invalid take manifest: {exc}",
+                              code="bad_manifest") from exc
+        files = [(r.file, r.sha256) for r in manifest.recordings]
+        files += [(b.file, b.sha256) for b in manifest.backing]
+        folder.mkdir(parents=True, exist_ok=True)
+        total_bytes = 0
+        with _transfer_progress(err) as prog:
+            for rel, sha in files:
+                dest = folder / rel
+                task = prog.add_task(rel, total=None)
+                total_bytes += await api.download_file(
+                    args.take_id, rel, dest, sha256=sha,
+                    progress=lambda d, t, task=task: prog.update(task, completed=d, total=t),
+                )
+    path = _write_manifest(folder, manifest.to_dict())
+    summary = {
+        "take_id": args.take_id,
+        "dir": str(folder),
+        "manifest": str(path),
+        "recordings": [r.file for r in manifest.recordings],
+        "backing": [b.file for b in manifest.backing],
+        "bytes_downloaded": total_bytes,
+        "missing": [
+            {"participant_id": s.get("participant_id"), "name": s.get("name"),
+             "part": s.get("part"), "state": s.get("state")}
+            for s in missing
+        ],
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        _out_console().print(
+            f"take {args.take_id}: {len(manifest.recordings)} recording(s), "
+            f"{len(manifest.backing)} backing track(s) in {folder} — mix with "
+            f"`tutti mix {folder}`"
+        )
+    if missing:
+        names = ", ".join(f"{s.get('name')} ({s.get('state')})" for s in missing)
+        err.print(f"[yellow]not yet uploaded: {names}[/]; run the same command later "
+                  "(or with --wait S) to fetch them")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+async def _close(args: argparse.Namespace, target: Target) -> int:
+    async with LeaderClient(target.server, target.token) as api:
+        await api.close_session()
+    _out_console().print(f"session {target.session_id} closed; singers can no longer join")
+    return EXIT_OK
+
+
+async def _watch(args: argparse.Namespace, target: Target) -> int:
+    from tutti.client.leadview import watch
+
+    code: int = await watch(target.server, target.token, lead_s=args.lead, duration=args.duration)
+    return code
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace, Target], Awaitable[int]]] = {
+    "track": _track,
+    "roster": _roster,
+    "take": _take,
+    "takes": _takes,
+    "download": _download,
+    "close": _close,
+    "watch": _watch,
+}
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        return await _create(args)
+    target = resolve_target(args)
+    return await _ACTIONS[args.action](args, target)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``tutti lead`` action; returns the exit code (see the module docstring)."""
+    err = _err_console()
+    if not hasattr(args, "json"):
+        args.json = False
+    try:
+        code: int = asyncio.run(_main(args))
+        return code
+    except UsageError as exc:
+        err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
+        return EXIT_USAGE
+    except LeaderError as exc:
+        err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
+        if exc.code in ("unreachable", "not_tutti", "bad_url"):
+            return EXIT_UNREACHABLE
+        return EXIT_FAILED
+    except config.ConfigError as exc:
+        err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
+        return EXIT_USAGE

@@ -1,0 +1,441 @@
+"""``tutti lead watch``: the leader's live view of the roster over Socket.IO.
+
+Three layers, kept apart:
+
+- :class:`RosterState` — pure: applies the server's leader events (``Ev.ROSTER``,
+  ``Ev.PARTICIPANT``, ``Ev.LEVELS``, take events) to a dict of participants and returns the
+  plain-text lines worth telling the leader (joined, left, calibrated, overflows, take state).
+- :func:`render` — the state as a rich renderable: a table of names, parts, connection,
+  calibrated latency, clock quality, an input level meter, and xrun warnings.
+- :func:`watch` — the coroutine: connects as the leader (``auth={"token", "protocol"}``), shows
+  the view (rich ``Live`` on a terminal; plain lines otherwise), and reads single keys from the
+  terminal in cbreak mode — ``s`` starts a take (arming one if needed), ``x`` stops it, ``q``
+  quits.  Without a terminal on stdin, keys are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import termios
+import time
+import tty
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from tutti.client.leader_api import LeaderClient, LeaderError
+
+from tutti import wire
+
+__all__ = ["RosterState", "render", "level_meter", "watch"]
+
+#: Meter range: dBFS at the left end of the bar.
+METER_FLOOR_DB = -60.0
+METER_WIDTH = 20
+
+
+def level_meter(rms_db: float | None, peak_db: float | None, width: int = METER_WIDTH) -> Text:
+    """A horizontal meter: filled to the RMS level, ``|`` at the peak (dBFS, −60…0)."""
+
+    def pos(db: float | None) -> int:
+        if db is None:
+            return 0
+        frac = (max(METER_FLOOR_DB, min(0.0, db)) - METER_FLOOR_DB) / -METER_FLOOR_DB
+        return round(frac * width)
+
+    fill, peak = pos(rms_db), pos(peak_db)
+    style = "green" if fill < 0.75 * width else ("yellow" if fill < 0.95 * width else "red")
+    cells = ["█" if i < fill else " " for i in range(width)]
+    if 0 < peak <= width:
+        cells[peak - 1] = "|" if peak > fill else cells[peak - 1]
+    return Text("".join(cells), style=style)
+
+
+@dataclass
+class RosterState:
+    """What the leader sees, built from the server's leader events.  Pure (no I/O)."""
+
+    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rate: int | None = None
+    title: str = ""
+    code: str = ""
+    take_id: str | None = None
+    take_state: str = "idle"
+    take_t0_local: float | None = None  # local monotonic time of timeline sample 0
+    closed: bool = False
+    connected: bool = False
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=6))
+
+    def _note(self, line: str) -> list[str]:
+        self.log.append(line)
+        return [line]
+
+    def _merge(self, p: dict[str, Any]) -> list[str]:
+        pid = str(p.get("participant_id", ""))
+        if not pid:
+            return []
+        old = self.participants.get(pid)
+        new = {**(old or {}), **p}
+        self.participants[pid] = new
+        who = f"{new.get('name', pid)} ({new.get('part', '?')})"
+        lines: list[str] = []
+        if old is None:
+            state = "connected" if new.get("connected") else "not connected"
+            lines += self._note(f"{who} joined, {state}")
+        else:
+            if bool(old.get("connected")) != bool(new.get("connected")):
+                lines += self._note(
+                    f"{who} {'reconnected' if new.get('connected') else 'disconnected'}"
+                )
+            if old.get("latency_frames") != new.get("latency_frames") and isinstance(
+                new.get("latency_frames"), int
+            ):
+                lines += self._note(
+                    f"{who} calibrated: {new['latency_frames']} frames "
+                    f"({new.get('latency_source', '?')})"
+                )
+            xr_old = int(old.get("overflows") or 0) + int(old.get("underflows") or 0)
+            xr_new = int(new.get("overflows") or 0) + int(new.get("underflows") or 0)
+            if xr_new > xr_old:
+                lines += self._note(
+                    f"WARNING {who}: audio dropouts (overflows {new.get('overflows', 0)}, "
+                    f"underflows {new.get('underflows', 0)})"
+                )
+        return lines
+
+    def apply(self, event: str, data: Any, now: float | None = None) -> list[str]:
+        """Apply one server event; returns plain-text lines describing what changed."""
+        now = time.monotonic() if now is None else now
+        if not isinstance(data, dict):
+            return []
+        if event == wire.Ev.WELCOME:
+            sess = data.get("session") if isinstance(data.get("session"), dict) else {}
+            assert isinstance(sess, dict)
+            settings = sess.get("settings") if isinstance(sess.get("settings"), dict) else {}
+            assert isinstance(settings, dict)
+            self.rate = settings.get("rate") if isinstance(settings.get("rate"), int) else None
+            self.title = str(settings.get("title", ""))
+            self.code = str(sess.get("code", ""))
+            return self._note(f"watching {self.title or 'session'} (join code {self.code})")
+        if event == wire.Ev.ROSTER:
+            lines: list[str] = []
+            for p in data.get("participants", []):
+                if isinstance(p, dict):
+                    lines += self._merge(p)
+            return lines
+        if event == wire.Ev.PARTICIPANT:
+            p = data.get("participant") if isinstance(data.get("participant"), dict) else data
+            assert isinstance(p, dict)
+            return self._merge(p)
+        if event == wire.Ev.LEVELS:
+            return self._apply_levels(data)
+        if event == wire.Ev.TAKE_ARMED:
+            self.take_id, self.take_state = str(data.get("take_id")), "armed"
+            self.take_t0_local = None
+            return self._note(f"take {self.take_id} armed")
+        if event == wire.Ev.TAKE_START:
+            self.take_id, self.take_state = str(data.get("take_id")), "running"
+            t0, sent = data.get("t0"), data.get("sent_at")
+            if isinstance(t0, (int, float)) and isinstance(sent, (int, float)):
+                self.take_t0_local = now + (float(t0) - float(sent))
+            return self._note(f"take {self.take_id} started")
+        if event == wire.Ev.TAKE_STOP:
+            self.take_id, self.take_state = str(data.get("take_id")), "stopped"
+            return self._note(f"take {self.take_id} stopped; singers uploading")
+        if event == wire.Ev.TAKE_UPDATE:
+            singers = data.get("singers")
+            if isinstance(singers, list):
+                done = sum(
+                    1 for s in singers if isinstance(s, dict) and s.get("state") == "uploaded"
+                )
+                return self._note(f"take {data.get('take_id')}: {done}/{len(singers)} uploaded")
+            if data.get("participant_id"):
+                p = self.participants.get(str(data["participant_id"]), {})
+                return self._note(
+                    f"take {data.get('take_id')}: {p.get('name', data['participant_id'])} "
+                    f"{data.get('state', '?')}"
+                )
+            return []
+        if event == wire.Ev.SESSION_CLOSED:
+            self.closed = True
+            return self._note("the session was closed")
+        return []
+
+    def _apply_levels(self, data: dict[str, Any]) -> list[str]:
+        raw = data.get("levels", data)
+        items: list[tuple[str, Any]]
+        if isinstance(raw, dict):
+            items = [(str(k), v) for k, v in raw.items()]
+        elif isinstance(raw, list):
+            items = [(str(v.get("participant_id", "")), v) for v in raw if isinstance(v, dict)]
+        else:
+            return []
+        lines: list[str] = []
+        for pid, lv in items:
+            if pid not in self.participants or not isinstance(lv, dict):
+                continue
+            level = {k: lv[k] for k in ("rms_db", "peak_db", "clipped") if k in lv}
+            update: dict[str, Any] = {"participant_id": pid, "level": level}
+            for k in ("overflows", "underflows"):
+                if isinstance(lv.get(k), int):
+                    update[k] = lv[k]
+            lines += self._merge(update)
+        return lines
+
+    def level_line(self) -> str:
+        """One plain line with every connected singer's level (for non-terminal output)."""
+        parts = []
+        for p in self.participants.values():
+            lv = p.get("level") if isinstance(p.get("level"), dict) else None
+            if lv and isinstance(lv.get("rms_db"), (int, float)):
+                clip = " CLIP" if lv.get("clipped") else ""
+                parts.append(f"{p.get('name')} {lv['rms_db']:.0f} dB{clip}")
+        return "levels: " + ", ".join(parts) if parts else ""
+
+
+def _latency(p: dict[str, Any], rate: int | None) -> Text:
+    lat = p.get("latency_frames")
+    if not isinstance(lat, int):
+        return Text("not calibrated", style="yellow")
+    ms = f" {lat / rate * 1000:.1f} ms" if rate else ""
+    src = p.get("latency_source") or "?"
+    return Text(f"{lat} fr{ms} ({src})", style="green" if src == "measured" else "yellow")
+
+
+def _clock(p: dict[str, Any]) -> Text:
+    clk = p.get("clock")
+    if not isinstance(clk, dict) or not isinstance(clk.get("error_bound"), (int, float)):
+        return Text("not synced", style="yellow")
+    eb_ms = float(clk["error_bound"]) * 1000
+    style = "green" if eb_ms < 2 else ("yellow" if eb_ms < 10 else "red")
+    return Text(f"±{eb_ms:.2f} ms", style=style)
+
+
+def render(state: RosterState, now: float | None = None) -> RenderableType:
+    """The whole watch screen for ``state``."""
+    now = time.monotonic() if now is None else now
+    head = Text.assemble(
+        (state.title or "tutti session", "bold"),
+        f"   join code {state.code}   " if state.code else "   ",
+        ("connected" if state.connected else "reconnecting…",
+         "green" if state.connected else "red"),
+    )
+    take = f"take: {state.take_state}"
+    if state.take_id:
+        take += f" ({state.take_id})"
+    if state.take_state == "running" and state.take_t0_local is not None:
+        dt = state.take_t0_local - now
+        take += f" — count-in in {dt:.1f} s" if dt > 0 else f" — recording {-dt:.0f} s"
+    t = Table(show_header=True, header_style="bold", expand=False)
+    for col in ("name", "part", "conn", "latency", "clock", "input level", "dB", "xruns"):
+        t.add_column(col)
+    ordered = sorted(
+        state.participants.values(), key=lambda p: (str(p.get("part")), str(p.get("name")))
+    )
+    for p in ordered:
+        lv = p.get("level") if isinstance(p.get("level"), dict) else {}
+        assert isinstance(lv, dict)
+        rms, peak = lv.get("rms_db"), lv.get("peak_db")
+        db = Text(f"{rms:5.1f}" if isinstance(rms, (int, float)) else "  —")
+        if lv.get("clipped"):
+            db.append(" CLIP", style="bold red")
+        xr = int(p.get("overflows") or 0) + int(p.get("underflows") or 0)
+        t.add_row(
+            escape(str(p.get("name", "?"))),
+            escape(str(p.get("part", "?"))),
+            Text("●", style="green") if p.get("connected") else Text("○", style="red"),
+            _latency(p, state.rate),
+            _clock(p),
+            level_meter(rms if isinstance(rms, (int, float)) else None,
+                        peak if isinstance(peak, (int, float)) else None),
+            db,
+            Text(f"{xr} ⚠", style="bold yellow") if xr else Text("0"),
+        )
+    if not state.participants:
+        t.add_row("nobody yet", "", "", "", "", "", "", "")
+    keys = Text("s", style="bold").append(" start take   ").append("x", style="bold").append(
+        " stop   ").append("q", style="bold").append(" quit")
+    log = Text("\n".join(state.log), style="dim")
+    return Group(head, Text(take), t, log, keys)
+
+
+@contextlib.contextmanager
+def _cbreak(fd: int) -> Iterator[None]:
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+async def watch(
+    server: str,
+    token: str,
+    *,
+    lead_s: float | None = None,
+    duration: float | None = None,
+    stdin_fd: int | None = None,
+    console: Console | None = None,
+) -> int:
+    """Coroutine: show the live view until ``q``, Ctrl-C, ``duration`` s, or the session closes.
+
+    Parameters
+    ----------
+    server, token : str
+        Server URL and leader token.
+    lead_s : float or None
+        Seconds from a take's start request to its count-in (server default when ``None``).
+    duration : float or None
+        Quit after this many seconds (``None``: run until asked to quit).
+    stdin_fd : int or None
+        Where keys come from (default: ``sys.stdin``); ignored unless it is a terminal.
+    console : rich Console or None
+        Where to draw (default: stdout).
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 1 when the server refused the connection.
+    """
+    out = console or Console(highlight=False)
+    live_mode = out.is_terminal
+    state = RosterState()
+    quit_event = asyncio.Event()
+    refused: list[str] = []
+    sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5,
+                               reconnection_delay_max=5.0)
+    loop = asyncio.get_running_loop()
+
+    def say(lines: list[str]) -> None:
+        if not live_mode:
+            for line in lines:
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def on(event: str) -> None:
+        async def handler(data: Any = None) -> None:
+            say(state.apply(event, data))
+            if state.closed:
+                quit_event.set()
+
+        sio.on(event, handler)
+
+    for ev in (wire.Ev.WELCOME, wire.Ev.ROSTER, wire.Ev.PARTICIPANT, wire.Ev.LEVELS,
+               wire.Ev.TAKE_ARMED, wire.Ev.TAKE_START, wire.Ev.TAKE_STOP, wire.Ev.TAKE_UPDATE,
+               wire.Ev.SESSION_CLOSED):
+        on(ev)
+
+    async def connect() -> None:
+        state.connected = True
+
+    async def disconnect(*_a: Any) -> None:
+        state.connected = False
+        say(["disconnected from the server; reconnecting…"])
+
+    async def connect_error(data: Any = None) -> None:
+        msg = data.get("message") if isinstance(data, dict) else data
+        refused.append(str(msg or "connection refused"))
+
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
+    sio.on("connect_error", connect_error)
+
+    api = LeaderClient(server, token)
+    await api.__aenter__()
+    actions: set[asyncio.Task[None]] = set()
+
+    async def act(key: str) -> None:
+        from tutti.client.lead import start_take, stop_take
+
+        try:
+            if key == "s":
+                res = await start_take(api, None, lead_s)
+                say(state._note(f"requested start of take {res['take_id']}"))
+            elif key == "x":
+                res = await stop_take(api, None)
+                say(state._note(f"requested stop of take {res['take_id']}"))
+        except LeaderError as exc:
+            say(state._note(f"cannot {'start' if key == 's' else 'stop'}: {exc}"))
+
+    def on_key() -> None:
+        try:
+            ch = _read1(fd)
+        except OSError:
+            ch = ""
+        if ch in ("q", "Q", "") or ch == "\x04":
+            quit_event.set()
+        elif ch in ("s", "S", "x", "X"):
+            task = loop.create_task(act(ch.lower()))
+            actions.add(task)
+            task.add_done_callback(actions.discard)
+
+    fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+    keys = _isatty(fd)
+    try:
+        try:
+            await sio.connect(server, auth={"token": token, "protocol": wire.PROTOCOL_VERSION},
+                              wait_timeout=10)
+        except socketio.exceptions.ConnectionError as exc:
+            detail = refused[-1] if refused else str(exc)
+            out.print(f"tutti lead watch: the server refused the connection: {detail}",
+                      markup=False)
+            return 1
+        if not live_mode:
+            out.print("watching; " + ("keys: s start, x stop, q quit" if keys else
+                                      "no terminal on stdin, keys ignored"), markup=False)
+        stack = contextlib.ExitStack()
+        if keys:
+            stack.enter_context(_cbreak(fd))
+            loop.add_reader(fd, on_key)
+            stack.callback(loop.remove_reader, fd)
+        with stack:
+            deadline = None if duration is None else time.monotonic() + duration
+            last_levels = ""
+            next_level_line = time.monotonic() + 2.0
+            live = Live(render(state), console=out, auto_refresh=False,
+                        transient=False) if live_mode else None
+            with live if live is not None else contextlib.nullcontext():
+                while not quit_event.is_set():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(quit_event.wait(), 0.1 if live else 0.25)
+                    if live is not None:
+                        live.update(render(state), refresh=True)
+                    elif time.monotonic() >= next_level_line:
+                        next_level_line = time.monotonic() + 2.0
+                        line = state.level_line()
+                        if line and line != last_levels:
+                            out.print(line, markup=False, highlight=False)
+                            last_levels = line
+        for task in list(actions):
+            with contextlib.suppress(Exception):
+                await task
+        return 0
+    finally:
+        await sio.disconnect()
+        await api.__aexit__(None, None, None)
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        import os
+
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _read1(fd: int) -> str:
+    import os
+
+    return os.read(fd, 1).decode("utf-8", "replace")
