@@ -589,7 +589,7 @@ class TusHandler:
             self._store.save(new)
 
         await asyncio.to_thread(durable)
-        upload.state = new
+        st.offset, st.expires_at, st.sha256 = new.offset, new.expires_at, new.sha256
         upload.sha256 = sha256
 
     async def _complete(self, upload: _Upload) -> None:
