@@ -241,7 +241,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _out_console() -> Console:
@@ -682,7 +682,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except LeaderError as exc:
         err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
-        if exc.code in ("unreachable", "not_tutti", "bad_url"):
+        if exc.code == "bad_url":
+            return EXIT_USAGE
+        if exc.code in ("unreachable", "not_tutti"):
             return EXIT_UNREACHABLE
         return EXIT_FAILED
     except config.ConfigError as exc:
