@@ -56,7 +56,8 @@ def test_take_events_and_countdown() -> None:
     st.apply(Ev.TAKE_STOP, {"take_id": "t1", "stopped_at": 110.0})
     assert st.take_state == "stopped"
     lines = st.apply(Ev.TAKE_UPDATE, {"take_id": "t1", "singers": [
-        {"participant_id": "p1", "state": "uploaded"}, {"participant_id": "p2", "state": "uploading"}
+        {"participant_id": "p1", "state": "uploaded"},
+        {"participant_id": "p2", "state": "uploading"},
     ]})
     assert lines == ["take t1: 1/2 uploaded"]
     st.apply(Ev.SESSION_CLOSED, {})
