@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -144,7 +145,7 @@ async def patch(session: aiohttp.ClientSession, url: str, offset: int, body: byt
                 owner: str = "alice", **extra: str) -> aiohttp.ClientResponse:
     """PATCH ``body`` at ``offset``; returns the (read) response."""
     headers = {**auth(owner), "Upload-Offset": str(offset), "Content-Type": OCTET, **extra}
-    async with session.patch(url, data=body, headers=headers) as r:
+    async with session.patch(url, data=io.BytesIO(body), headers=headers) as r:
         await r.read()
         return r
 
@@ -168,9 +169,11 @@ async def raw_patch_open(host: str, port: int, path: str, offset: int, declared:
 
 
 async def raw_patch_cut(host: str, port: int, path: str, offset: int, declared: int,
-                        sent: bytes, owner: str = "alice") -> None:
-    """A PATCH whose connection closes after ``len(sent)`` of ``declared`` body bytes."""
+                        sent: bytes, owner: str = "alice", pause: float = 0.0) -> None:
+    """A PATCH whose connection closes after ``len(sent)`` of ``declared`` body bytes,
+    ``pause`` seconds after sending them (time for the server to read them all)."""
     _, writer = await raw_patch_open(host, port, path, offset, declared, sent, owner)
+    await asyncio.sleep(pause)
     writer.close()
     await writer.wait_closed()
 
