@@ -271,6 +271,14 @@ class TusHandler:
         app.router.add_route("PATCH", item, self._wrap(self._patch))
         app.router.add_route("DELETE", item, self._wrap(self._delete))
 
+        async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+            # Also for responses made outside the views (404/405 from the router, errors
+            # translated by the application's middleware).
+            if request.path.startswith(prefix):
+                response.headers.setdefault("Tus-Resumable", TUS_VERSION)
+
+        app.on_response_prepare.append(stamp)
+
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: finish uploads left fully received, then expire periodically.
 

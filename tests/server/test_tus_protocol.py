@@ -339,3 +339,29 @@ async def test_empty_upload_completes_on_creation(tmp_path: Path) -> None:
         assert srv.hooks.completed == [(upload_id(url), hashlib.sha256().hexdigest())]
         async with s.head(url, headers=auth("alice")) as r:
             assert r.headers["X-Tutti-Upload-State"] == "completed"
+
+
+async def test_tus_resumable_on_router_errors(tmp_path: Path) -> None:
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
+        async with s.get(srv.url + "0" * 32, headers=TUS) as r:
+            assert r.status == 405 and r.headers["Tus-Resumable"] == "1.0.0"
+        async with s.head(srv.url + "a/b", headers=TUS) as r:
+            assert r.status == 404 and r.headers["Tus-Resumable"] == "1.0.0"
+
+
+async def test_background_expiry(tmp_path: Path) -> None:
+    """The cleanup context removes expired partial uploads by itself (real clock)."""
+    import time
+
+    async with tus_server(tmp_path, expiry_s=1.0, clock=time.time) as srv, \
+            aiohttp.ClientSession() as s:
+        url = await create(s, srv.url, 100)
+        part = srv.upload_dir / f"{upload_id(url)}.part"
+        assert part.exists()
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if not part.exists():
+                break
+        assert not part.exists()
+        async with s.head(url, headers=auth("alice")) as r:
+            assert r.status == 404

@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +106,7 @@ def make_app(handler: TusHandler) -> web.Application:
 
 @asynccontextmanager
 async def tus_server(root: Path, *, max_size: int = 64 << 20, expiry_s: float = 3600.0,
-                     clock: Clock | None = None) -> AsyncIterator[TusServer]:
+                     clock: Callable[[], float] | None = None) -> AsyncIterator[TusServer]:
     """Serve a :class:`TusHandler` on ``root/uploads`` at a free loopback port."""
     hooks = FileHooks(root / "done")
     handler = TusHandler(root / "uploads", hooks, max_size=max_size, expiry_s=expiry_s,
