@@ -1,0 +1,323 @@
+"""Clock sync: estimate the offset between this client's clock and the server's.
+
+NTP-style.  The client sends ``clock.probe {"t0": client time}``; the server acks with its
+``time.monotonic()`` (``server_time``); the client notes the receive time ``t1``.  One probe
+gives a *sample*: the true offset ``θ`` (``server = client + θ``) lies in the causal interval
+``[S − t1, S − t0]`` and its midpoint ``S − (t0 + t1)/2`` is off by half the path asymmetry.
+
+Two estimators over a window of recent samples (:class:`ClockEstimator`):
+
+``"median"`` (DESIGN.md's rule)
+    Keep the lowest-RTT samples, take the median of their midpoint offsets.
+``"envelope"`` (the default)
+    Take the *minimum one-way delay in each direction separately*: ``max(S − t1)`` and
+    ``min(S − t0)`` over the window are the tightest causal bounds; their midpoint is the
+    estimate.  Under random queueing delay each bound only needs one lucky packet in *its*
+    direction, while the median rule needs packets lucky in both directions at once, so the
+    envelope converges much faster through a jittery path (measured figures in
+    ``docs/benchmarks-client.md``).  It assumes the floor delay is the same both ways — the
+    same symmetry assumption NTP makes — and a negligible drift across the window (the
+    window is bounded in time as well as in count).
+
+The reported error bound follows DESIGN.md: ``(RTT − RTT_min)/2``, here with ``RTT`` the
+largest round trip among the samples the estimate rests on (median rule) or the envelope's
+``min(S − t0) + min(t1 − S)`` floor compared with ``RTT_min`` (envelope rule); it is a
+quality figure, not a guarantee.  The hard guarantee is half the causal interval's width,
+available as :attr:`ClockEstimate.causal_half_width`.
+
+:class:`ClockSync` drives probes over any ``ack`` coroutine (the Socket.IO connection's
+``call``), with the local clock injectable so tests can give the client a known artificial
+offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from tutti.wire import ClockReport, WireError
+
+__all__ = [
+    "ClockError",
+    "ClockSample",
+    "ClockEstimate",
+    "ClockEstimator",
+    "ClockSync",
+    "Method",
+]
+
+Method = Literal["envelope", "median"]
+
+#: Default share of the window (lowest RTT first) the median rule keeps.
+KEEP_FRACTION: Final = 0.25
+#: Samples older than this (seconds) leave the window, so clock drift cannot build up in it.
+MAX_AGE_S: Final = 120.0
+
+
+class ClockError(RuntimeError):
+    """No usable clock estimate (no probe answered, or answers that make no sense)."""
+
+
+@dataclass(frozen=True)
+class ClockSample:
+    """One probe: client send time ``t0``, server time ``server``, client receive time ``t1``.
+
+    All in seconds; ``t0``/``t1`` on the client's clock, ``server`` on the server's
+    ``time.monotonic()``.
+    """
+
+    t0: float
+    server: float
+    t1: float
+
+    @property
+    def rtt(self) -> float:
+        """Round-trip time (seconds)."""
+        return self.t1 - self.t0
+
+    @property
+    def offset(self) -> float:
+        """Midpoint estimate of ``server − client`` (seconds)."""
+        return self.server - (self.t0 + self.t1) / 2.0
+
+
+@dataclass(frozen=True)
+class ClockEstimate:
+    """An offset estimate: ``server_time ≈ client_time + offset`` (seconds)."""
+
+    offset: float
+    error_bound: float
+    rtt_min: float
+    samples: int
+    causal_half_width: float
+    method: Method
+
+    def report(self) -> ClockReport:
+        """The wire form sent to the server as ``clock.report``."""
+        return ClockReport(
+            offset=self.offset,
+            error_bound=max(0.0, self.error_bound),
+            rtt_min=max(0.0, self.rtt_min),
+            samples=self.samples,
+        )
+
+
+class ClockEstimator:
+    """A window of recent :class:`ClockSample` and the offset estimate they give.
+
+    Parameters
+    ----------
+    window : int
+        Most samples kept (oldest dropped first).
+    method : {"envelope", "median"}
+        Estimator (see the module docstring).
+    keep_fraction : float
+        Share of the window, lowest RTT first, that the median rule uses.
+    max_age : float
+        Samples whose ``t1`` is older than this many seconds (client clock) are dropped.
+    """
+
+    def __init__(
+        self,
+        window: int = 256,
+        *,
+        method: Method = "envelope",
+        keep_fraction: float = KEEP_FRACTION,
+        max_age: float = MAX_AGE_S,
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1 sample")
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ValueError("keep_fraction must be in (0, 1]")
+        if method not in ("envelope", "median"):
+            raise ValueError(f"method must be 'envelope' or 'median', got {method!r}")
+        self.method: Method = method
+        self.keep_fraction = keep_fraction
+        self.max_age = max_age
+        self._samples: deque[ClockSample] = deque(maxlen=window)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def clear(self) -> None:
+        """Forget every sample (e.g. after a reconnect to a restarted server)."""
+        self._samples.clear()
+
+    def add(self, sample: ClockSample) -> None:
+        """Add one sample; samples with a negative RTT (a broken clock) are refused."""
+        if not sample.rtt >= 0.0:
+            raise ClockError(f"probe answered before it was sent (rtt {sample.rtt:.6f} s)")
+        self._samples.append(sample)
+        horizon = sample.t1 - self.max_age
+        while self._samples and self._samples[0].t1 < horizon:
+            self._samples.popleft()
+
+    def estimate(self, method: Method | None = None) -> ClockEstimate:
+        """The current estimate; raises :class:`ClockError` with no samples."""
+        s = list(self._samples)
+        if not s:
+            raise ClockError("no clock samples yet")
+        method = method or self.method
+        rtt_min = min(x.rtt for x in s)
+        lo = max(x.server - x.t1 for x in s)  # θ ≥ S − t1 for every sample
+        hi = min(x.server - x.t0 for x in s)  # θ ≤ S − t0 for every sample
+        if lo > hi + 1e-9:
+            raise ClockError(
+                "clock samples contradict each other (the server or client clock jumped); "
+                "re-synchronising"
+            )
+        half_width = max(0.0, (hi - lo) / 2.0)
+        if method == "envelope":
+            offset = (lo + hi) / 2.0
+            floor_rtt = hi - lo  # min(S − t0) + min(t1 − S): both one-way floors
+            bound = max(0.0, (rtt_min - floor_rtt) / 2.0)
+        else:
+            keep = max(1, int(round(len(s) * self.keep_fraction)))
+            best = sorted(s, key=lambda x: x.rtt)[:keep]
+            offset = statistics.median(x.offset for x in best)
+            offset = min(max(offset, lo), hi)  # never outside what causality allows
+            bound = (best[-1].rtt - rtt_min) / 2.0
+        return ClockEstimate(
+            offset=offset,
+            error_bound=bound,
+            rtt_min=rtt_min,
+            samples=len(s),
+            causal_half_width=half_width,
+            method=method,
+        )
+
+
+#: ``ack(event, payload, timeout)`` → the server's ack payload (e.g. ``socketio.AsyncClient.call``).
+AckCall = Callable[[str, dict[str, Any], float], Awaitable[Any]]
+
+
+class ClockSync:
+    """Drives clock probes and keeps the estimate.
+
+    Parameters
+    ----------
+    ack : coroutine function ``(event, payload, timeout) -> reply``
+        Sends one ``clock.probe`` and returns the ack payload; raises ``TimeoutError`` or
+        ``ConnectionError`` when the probe is lost.
+    now : callable
+        The client's clock (seconds); default ``time.monotonic``.  Tests pass
+        ``lambda: time.monotonic() + K`` to give the client a known offset ``−K``.
+    estimator : ClockEstimator, optional
+    """
+
+    def __init__(
+        self,
+        ack: AckCall,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        estimator: ClockEstimator | None = None,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        self._ack = ack
+        self.now = now
+        self.estimator = estimator or ClockEstimator()
+        self.probe_timeout = probe_timeout
+        self.lost = 0  # probes that timed out or got a malformed reply
+        self._current: ClockEstimate | None = None
+
+    @property
+    def current(self) -> ClockEstimate | None:
+        """The last computed estimate (``None`` before the first successful burst)."""
+        return self._current
+
+    async def probe(self) -> ClockSample | None:
+        """Coroutine: one probe; returns its sample, or ``None`` if it was lost."""
+        from tutti.wire import Ev
+
+        t0 = self.now()
+        try:
+            reply = await self._ack(Ev.CLOCK_PROBE, {"t0": t0}, self.probe_timeout)
+        except (
+            TimeoutError,
+            ConnectionError,
+        ):  # the ack callable translates its transport's errors
+            self.lost += 1
+            return None
+        t1 = self.now()
+        try:
+            sample = _parse_reply(reply, t0, t1)
+        except WireError:
+            self.lost += 1
+            return None
+        self.estimator.add(sample)
+        return sample
+
+    async def burst(
+        self, n: int = 64, *, spacing: float = 0.005, concurrency: int = 4
+    ) -> ClockEstimate:
+        """Coroutine: send ``n`` probes (at most ``concurrency`` in flight, ``spacing``
+        seconds apart) and return the updated estimate.
+
+        Raises
+        ------
+        ClockError
+            If no probe at all was answered.
+        """
+        sem = asyncio.Semaphore(max(1, concurrency))
+        tasks: list[asyncio.Task[ClockSample | None]] = []
+
+        async def one() -> ClockSample | None:
+            async with sem:
+                return await self.probe()
+
+        for _ in range(n):
+            tasks.append(asyncio.ensure_future(one()))
+            if spacing > 0:
+                await asyncio.sleep(spacing)
+        results = await asyncio.gather(*tasks)
+        if not any(results) and not len(self.estimator):
+            raise ClockError(f"none of {n} clock probes was answered by the server")
+        self._current = self.estimator.estimate()
+        return self._current
+
+    async def run(
+        self,
+        on_estimate: Callable[[ClockEstimate], Awaitable[None]] | None = None,
+        *,
+        interval: float = 5.0,
+        probes: int = 16,
+    ) -> None:
+        """Coroutine, runs until cancelled: re-probe every ``interval`` seconds during the
+        session and hand each new estimate to ``on_estimate`` (e.g. to send ``clock.report``)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                est = await self.burst(probes, spacing=0.01, concurrency=2)
+            except ClockError:
+                continue
+            if on_estimate is not None:
+                await on_estimate(est)
+
+    def to_local(self, server_time: float) -> float:
+        """Map a server time (seconds) to the client's clock; needs an estimate."""
+        if self._current is None:
+            raise ClockError("the clock is not synchronised yet")
+        return server_time - self._current.offset
+
+    def to_server(self, local_time: float) -> float:
+        """Map a client time (seconds) to the server's clock; needs an estimate."""
+        if self._current is None:
+            raise ClockError("the clock is not synchronised yet")
+        return local_time + self._current.offset
+
+
+def _parse_reply(reply: Any, t0: float, t1: float) -> ClockSample:
+    if not isinstance(reply, dict):
+        raise WireError("clock reply: expected an object")
+    server = reply.get("server_time")
+    echoed = reply.get("t0")
+    if isinstance(server, bool) or not isinstance(server, (int, float)):
+        raise WireError("clock reply: server_time must be a number")
+    if echoed is not None and echoed != t0:
+        raise WireError("clock reply: t0 does not echo the probe")
+    return ClockSample(t0=t0, server=float(server), t1=t1)

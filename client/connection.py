@@ -1,0 +1,400 @@
+"""The singer's connection to a tutti server: HTTP join, then one Socket.IO client.
+
+:func:`join_session` calls ``POST /api/join`` (or, with a token saved from an earlier run
+for the same server and code, checks it with ``GET /api/session`` and reuses it, so a
+restarted client is the *same participant* and may still upload its unfinished takes).
+:class:`Connection` wraps ``socketio.AsyncClient`` with the token in ``auth``; python-socketio
+reconnects by itself with the same ``auth``, and the server treats a reconnect as the same
+participant.  Every refusal becomes a :class:`JoinError` with a sentence a singer can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import socketio
+from tutti.client import config
+
+from tutti.wire import PROTOCOL_VERSION, SessionSettings, WireError, parse_settings
+
+__all__ = [
+    "JoinError",
+    "TrackInfo",
+    "JoinInfo",
+    "normalise_url",
+    "join_session",
+    "Connection",
+    "EXIT_UNREACHABLE",
+    "EXIT_REFUSED",
+]
+
+log = logging.getLogger(__name__)
+
+#: Exit code of ``tutti join`` when the server cannot be reached.
+EXIT_UNREACHABLE: Final = 3
+#: Exit code of ``tutti join`` when the server refuses the join (bad code, closed session, …).
+EXIT_REFUSED: Final = 4
+
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
+
+
+class JoinError(RuntimeError):
+    """Joining failed; ``str(exc)`` is a sentence for the singer, ``exit_code`` for the shell."""
+
+    def __init__(self, message: str, *, exit_code: int = EXIT_REFUSED, code: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.code = code
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """A part's backing track as the server describes it."""
+
+    part: str
+    sha256: str
+    size: int
+    frames: int
+    rate: int
+    channels: int
+    format: str
+
+    @classmethod
+    def from_dict(cls, part: str, d: Any) -> TrackInfo:
+        if not isinstance(d, dict):
+            raise WireError(f"tracks.{part}: expected an object")
+        try:
+            return cls(
+                part=part,
+                sha256=str(d["sha256"]),
+                size=int(d["size"]),
+                frames=int(d.get("frames", 0)),
+                rate=int(d.get("rate", 0)),
+                channels=int(d.get("channels", 0)),
+                format=str(d.get("format", "wav")).lower(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"tracks.{part}: missing or malformed field ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    """Who we are in the session."""
+
+    base_url: str
+    session_id: str
+    participant_id: str
+    token: str
+    part: str
+    name: str
+    settings: SessionSettings
+    tracks: dict[str, TrackInfo] = field(default_factory=dict)
+
+    @property
+    def track(self) -> TrackInfo | None:
+        """This singer's backing: the track for their part (or the session's only track)."""
+        if self.part in self.tracks:
+            return self.tracks[self.part]
+        if len(self.tracks) == 1:
+            return next(iter(self.tracks.values()))
+        return None
+
+
+def normalise_url(url: str) -> str:
+    """``http(s)://host[:port]`` without a trailing slash; raises :class:`JoinError` otherwise."""
+    u = url.strip()
+    if "://" not in u:
+        u = "http://" + u
+    parts = urlsplit(u)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JoinError(
+            f"server URL {url!r} is not valid; expected e.g. http://choir.example.org:8765",
+            exit_code=2,
+        )
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+async def _error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
+    try:
+        body = await resp.json(content_type=None)
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        return str(err.get("code", "")), str(err.get("message", ""))
+    except (aiohttp.ContentTypeError, ValueError, aiohttp.ClientError):
+        return "", ""
+
+
+def _tracks(raw: Any) -> dict[str, TrackInfo]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(p): TrackInfo.from_dict(str(p), d) for p, d in raw.items()}
+
+
+def _saved_key(base_url: str, code: str, name: str) -> str:
+    return f"{base_url} {code.strip().upper()} {name.strip()}"
+
+
+async def join_session(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    *,
+    code: str,
+    name: str,
+    part: str | None,
+    remember: bool = True,
+) -> JoinInfo:
+    """Coroutine: join (or re-join) a session as a singer.
+
+    Raises
+    ------
+    JoinError
+        Server unreachable (``exit_code`` 3), join refused: unknown code, closed session,
+        bad name or part, rate limited (``exit_code`` 4).
+    """
+    key = _saved_key(base_url, code, name)
+    saved = config.load().get("singer", {}).get(key) if remember else None
+    try:
+        if (
+            isinstance(saved, dict)
+            and saved.get("token")
+            and (part is None or saved.get("part") == part)
+        ):
+            info = await _resume(http, base_url, saved, name)
+            if info is not None:
+                return info
+        body: dict[str, Any] = {"code": code.strip(), "name": name}
+        if part is not None:
+            body["part"] = part
+        async with http.post(f"{base_url}/api/join", json=body, timeout=_HTTP_TIMEOUT) as resp:
+            if resp.status != 200:
+                ecode, msg = await _error_of(resp)
+                raise _refusal(resp, ecode, msg, code)
+            data = await resp.json()
+    except aiohttp.ClientConnectorError as exc:
+        raise JoinError(
+            f"cannot reach the tutti server at {base_url} ({exc.os_error.strerror or exc}); "
+            "check the address and that the server is running",
+            exit_code=EXIT_UNREACHABLE,
+            code="unreachable",
+        ) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise JoinError(
+            f"the tutti server at {base_url} did not answer properly "
+            f"({exc.__class__.__name__}: {exc})",
+            exit_code=EXIT_UNREACHABLE,
+            code="unreachable",
+        ) from exc
+    try:
+        settings = parse_settings(data["settings"])
+        got_part = str(data.get("part") or part or settings.parts[0])
+        info = JoinInfo(
+            base_url=base_url,
+            session_id=str(data["session_id"]),
+            participant_id=str(data["participant_id"]),
+            token=str(data["token"]),
+            part=got_part,
+            name=name,
+            settings=settings,
+            tracks=_tracks(data.get("tracks")),
+        )
+    except (KeyError, TypeError, WireError) as exc:
+        raise JoinError(f"the server's join answer is malformed ({exc})", code="protocol") from exc
+    if remember:
+        config.update_section(
+            "singer",
+            key,
+            {
+                "token": info.token,
+                "participant_id": info.participant_id,
+                "part": info.part,
+                "session_id": info.session_id,
+            },
+        )
+    return info
+
+
+async def _resume(
+    http: aiohttp.ClientSession, base_url: str, saved: dict[str, Any], name: str
+) -> JoinInfo | None:
+    token = str(saved["token"])
+    async with http.get(
+        f"{base_url}/api/session",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=_HTTP_TIMEOUT,
+    ) as resp:
+        if resp.status != 200:
+            return None  # token no longer valid (session closed or server data reset): join anew
+        data = await resp.json()
+    if data.get("state") == "closed":
+        return None
+    try:
+        return JoinInfo(
+            base_url=base_url,
+            session_id=str(data["session_id"]),
+            participant_id=str(data.get("participant_id") or saved.get("participant_id", "")),
+            token=token,
+            part=str(saved.get("part") or ""),
+            name=name,
+            settings=parse_settings(data["settings"]),
+            tracks=_tracks(data.get("tracks")),
+        )
+    except (KeyError, TypeError, WireError):
+        return None
+
+
+def _refusal(resp: aiohttp.ClientResponse, ecode: str, msg: str, code: str) -> JoinError:
+    if resp.status == 404:
+        text = (
+            f"the join code {code.strip()!r} is not known to this server; "
+            "check the code your choir leader gave you"
+        )
+    elif resp.status == 429:
+        wait = resp.headers.get("Retry-After", "a minute")
+        text = f"too many wrong join codes from this address; try again in {wait} seconds"
+    elif resp.status == 409 or ecode == "session_closed":
+        text = msg or "this session is closed; ask your choir leader for the new code"
+    else:
+        text = msg or f"the server refused the join (HTTP {resp.status})"
+    return JoinError(text, exit_code=EXIT_REFUSED, code=ecode or f"http_{resp.status}")
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Connection:
+    """The Socket.IO connection of one singer (or leader) token.
+
+    Parameters
+    ----------
+    base_url : str
+        ``http(s)://host:port`` of the server.
+    token : str
+        The participant's bearer token (sent in the connect ``auth``).
+    handlers : dict
+        Event name → coroutine taking the payload (S→C events of :class:`tutti.wire.Ev`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        handlers: dict[str, Handler] | None = None,
+        *,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.token = token
+        self.sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_attempts=0,  # forever: a singer's Wi-Fi may come back any time
+            reconnection_delay=0.2,
+            reconnection_delay_max=5.0,
+            randomization_factor=0.3,
+        )
+        self.state = "connecting"
+        self.reconnects = 0
+        self.refused: str | None = None
+        self._on_state = on_state
+        self._ever_connected = False
+        self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.sio.on("connect", self._connected)
+        self.sio.on("disconnect", self._disconnected)
+        self.sio.on("connect_error", self._connect_error)
+        for event, fn in (handlers or {}).items():
+            self.sio.on(event, fn)
+
+    def on(self, event: str, fn: Handler) -> None:
+        """Register a handler for a server event."""
+        self.sio.on(event, fn)
+
+    def on_reconnect(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Register a coroutine run after every *re*-connect (not the first connect)."""
+        self._reconnect_hooks.append(fn)
+
+    def _set(self, state: str) -> None:
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(state)
+
+    async def _connected(self) -> None:
+        self._set("connected")
+        if self._ever_connected:
+            self.reconnects += 1
+            for hook in self._reconnect_hooks:
+                asyncio.ensure_future(hook())
+        self._ever_connected = True
+
+    async def _disconnected(self, *_: Any) -> None:
+        self._set("reconnecting")
+
+    async def _connect_error(self, data: Any = None) -> None:
+        if isinstance(data, dict) and data.get("message"):
+            self.refused = str(data.get("message"))
+        self._set("refused" if self.refused else "reconnecting")
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Coroutine: connect once (the client then reconnects by itself).
+
+        Raises
+        ------
+        JoinError
+            The server refused the socket (bad token, wrong protocol, closed session) or
+            cannot be reached.
+        """
+        try:
+            await self.sio.connect(
+                self.base_url,
+                auth={"token": self.token, "protocol": PROTOCOL_VERSION},
+                transports=["websocket"],
+                socketio_path="socket.io",
+                wait_timeout=timeout,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            why = self.refused or str(exc)
+            raise JoinError(
+                f"the server at {self.base_url} refused the live connection: {why}",
+                exit_code=EXIT_REFUSED if self.refused else EXIT_UNREACHABLE,
+            ) from exc
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.sio.connected)
+
+    async def emit(self, event: str, data: dict[str, Any]) -> bool:
+        """Coroutine: send an event if connected; returns False (dropped) otherwise."""
+        if not self.sio.connected:
+            return False
+        try:
+            await self.sio.emit(event, data)
+        except socketio.exceptions.SocketIOError:
+            return False
+        return True
+
+    async def call(self, event: str, data: dict[str, Any], timeout: float) -> Any:
+        """Coroutine: send an event and await its ack.
+
+        Raises ``TimeoutError`` when no ack arrives and ``ConnectionError`` when not connected
+        (the contract :class:`tutti.client.clock.ClockSync` expects).
+        """
+        if not self.sio.connected:
+            raise ConnectionError("not connected")
+        try:
+            return await self.sio.call(event, data, timeout=timeout)
+        except socketio.exceptions.TimeoutError as exc:
+            raise TimeoutError(f"no answer to {event} within {timeout} s") from exc
+        except socketio.exceptions.SocketIOError as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def close(self) -> None:
+        """Coroutine: disconnect and stop reconnecting."""
+        try:
+            await self.sio.disconnect()
+        except Exception:  # noqa: BLE001 - closing must not fail
+            log.debug("disconnect failed", exc_info=True)
+        self._set("closed")

@@ -1,0 +1,360 @@
+"""Take upload: a tus 1.0 client (creation + checksum) that survives anything short of a lost disk.
+
+Where an upload is resumed: :meth:`TusUploader.upload`.  The upload URL of each file is kept in
+a small JSON file next to the take (``<file>.tus.json``), so a *restarted* client resumes
+the same upload instead of starting over.  The loop:
+
+1. no saved URL → ``POST /files/`` (``Upload-Length``, ``Upload-Metadata`` with take_id,
+   filename, sha256 and the recording's timeline numbers) → save the ``Location``;
+2. ``HEAD`` → the server's ``Upload-Offset`` (``X-Tutti-Upload-State: completed`` → done;
+   404/410 → the upload is gone (expired): create a new one);
+3. ``PATCH`` chunks from that offset, each with ``Upload-Checksum: sha256 <base64>``;
+   409 → back to ``HEAD``; 460 (checksum mismatch) → send the chunk again;
+4. any network error, timeout or 5xx (the server restarting) → wait with exponential backoff
+   (with jitter, capped) and go back to 2.  Every answer moves the offset only forwards from
+   what the server says, so no byte is skipped or sent twice into the file.
+
+The upload is *confirmed* only when the server says the upload is ``completed``: the server
+checked the whole file's sha256 against the one in the metadata before saying so.
+A 422 (the server refused the file: wrong rate, not audio, sha mismatch) is final:
+:class:`UploadRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+__all__ = [
+    "UploadError",
+    "UploadRejected",
+    "UploadJob",
+    "UploadProgress",
+    "TusUploader",
+    "encode_metadata",
+    "file_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION: Final = "1.0.0"
+DEFAULT_CHUNK: Final = 256 * 1024
+_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_read=30)
+
+
+class UploadError(RuntimeError):
+    """The upload cannot go on (e.g. refused credentials); the message says why."""
+
+
+class UploadRejected(UploadError):
+    """The server received the whole file and refused it (HTTP 422); final."""
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    """One file to upload.
+
+    ``recording``: the :class:`tutti.takeformat.Recording` fields minus file/singer/part
+    (rate, channels, frames, start_offset, latency, latency_source, overflows, underflows,
+    shared_clock, device), sent base64-JSON in the ``recording`` metadata key.
+    """
+
+    path: Path
+    take_id: str
+    sha256: str
+    recording: dict[str, Any] = field(default_factory=dict)
+    filename: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+@dataclass
+class UploadProgress:
+    """What the live view shows: bytes confirmed by the server, total, state, retries."""
+
+    take_id: str
+    total: int
+    offset: int = 0
+    state: str = "uploading"  # uploading | retrying | uploaded | failed
+    retries: int = 0
+    detail: str = ""
+
+
+def encode_metadata(meta: dict[str, str]) -> str:
+    """tus ``Upload-Metadata``: comma-separated ``key base64(value)``."""
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Retry(Exception):
+    """Internal: go back to HEAD after a backoff."""
+
+
+class TusUploader:
+    """tus 1.0 client over an ``aiohttp.ClientSession``.
+
+    Parameters
+    ----------
+    http : aiohttp.ClientSession
+    base_url : str
+        ``http(s)://host:port`` of the tutti server (uploads go to ``/files/``).
+    token : str
+        The singer's bearer token.
+    chunk_size : int
+        Bytes per PATCH.
+    backoff : tuple of float
+        ``(first, maximum)`` wait in seconds between retries; doubles each time, ±25 % jitter.
+    give_up_after : float or None
+        Stop retrying after this many seconds without progress (``None``: never).
+    on_progress : callable, optional
+        Called with the :class:`UploadProgress` after every change.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        backoff: tuple[float, float] = (0.2, 10.0),
+        give_up_after: float | None = None,
+        on_progress: Callable[[UploadProgress], None] | None = None,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.chunk_size = chunk_size
+        self.backoff = backoff
+        self.give_up_after = give_up_after
+        self.on_progress = on_progress
+        self.requests = 0  # HTTP requests made (for tests and stats)
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"Tus-Resumable": TUS_VERSION, "Authorization": f"Bearer {self.token}"}
+        if extra:
+            h.update(extra)
+        return h
+
+    def _notify(self, p: UploadProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    # -------------------------------------------------------------- state file
+    @staticmethod
+    def state_path(job: UploadJob) -> Path:
+        """Where the upload URL of ``job`` is remembered across client restarts."""
+        return job.path.with_name(job.path.name + ".tus.json")
+
+    def _load_url(self, job: UploadJob) -> str | None:
+        try:
+            d = json.loads(self.state_path(job).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if d.get("sha256") == job.sha256 and d.get("server") == self.base_url:
+            url = d.get("url")
+            return url if isinstance(url, str) else None
+        return None
+
+    def _save_url(self, job: UploadJob, url: str | None) -> None:
+        p = self.state_path(job)
+        if url is None:
+            p.unlink(missing_ok=True)
+            return
+        tmp = p.with_name(p.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"url": url, "sha256": job.sha256, "server": self.base_url}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+
+    # -------------------------------------------------------------- protocol
+    async def _create(self, job: UploadJob) -> str:
+        meta = {
+            "take_id": job.take_id,
+            "filename": job.filename or job.path.name,
+            "sha256": job.sha256,
+            "recording": base64.b64encode(json.dumps(job.recording).encode()).decode("ascii"),
+        }
+        self.requests += 1
+        async with self.http.post(
+            f"{self.base_url}/files/",
+            headers=self._headers(
+                {"Upload-Length": str(job.size), "Upload-Metadata": encode_metadata(meta)}
+            ),
+            timeout=_TIMEOUT,
+        ) as resp:
+            if resp.status == 201 and "Location" in resp.headers:
+                loc = resp.headers["Location"]
+                return loc if "://" in loc else f"{self.base_url}{loc}"
+            await self._raise_for(resp, "creating the upload")
+        raise _Retry()  # unreachable: _raise_for always raises
+
+    async def _head(self, url: str) -> tuple[int, str] | None:
+        """``(offset, state)`` or ``None`` when the upload is gone."""
+        self.requests += 1
+        async with self.http.head(url, headers=self._headers(), timeout=_TIMEOUT) as resp:
+            if resp.status in (404, 410):
+                return None
+            if resp.status == 422:
+                why = resp.headers.get("X-Tutti-Upload-Error", "refused by the server")
+                raise UploadRejected(f"the server refused the take: {why}")
+            if resp.status != 200:
+                await self._raise_for(resp, "asking for the upload's offset")
+            return int(resp.headers["Upload-Offset"]), resp.headers.get(
+                "X-Tutti-Upload-State", "receiving"
+            )
+
+    async def _patch(self, url: str, offset: int, chunk: bytes) -> int | None:
+        """New offset, or ``None`` if the server says the upload is already complete."""
+        digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
+        self.requests += 1
+        async with self.http.patch(
+            url,
+            data=chunk,
+            headers=self._headers(
+                {
+                    "Content-Type": "application/offset+octet-stream",
+                    "Upload-Offset": str(offset),
+                    "Upload-Checksum": f"sha256 {digest}",
+                }
+            ),
+            timeout=_TIMEOUT,
+        ) as resp:
+            if resp.status == 204:
+                return int(resp.headers["Upload-Offset"])
+            if resp.status == 403:
+                body = await resp.text()
+                if "upload_complete" in body:
+                    return None
+            if resp.status in (409, 460):
+                raise _Retry()  # offset moved (a lost answer) or chunk damaged: HEAD and resend
+            if resp.status in (404, 410):
+                raise _Gone()
+            await self._raise_for(resp, "sending a chunk")
+        raise _Retry()
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse, doing: str) -> None:
+        text = ""
+        try:
+            body = await resp.json(content_type=None)
+            text = str(body.get("error", {}).get("message", "")) if isinstance(body, dict) else ""
+        except (ValueError, aiohttp.ClientError):
+            pass
+        if resp.status == 422:
+            raise UploadRejected(f"the server refused the take: {text or 'invalid file'}")
+        if resp.status >= 500 or resp.status == 429 or resp.status == 423:
+            raise _Retry()
+        raise UploadError(f"upload failed while {doing}: HTTP {resp.status} {text}".strip())
+
+    # -------------------------------------------------------------- driver
+    async def upload(self, job: UploadJob) -> str:
+        """Coroutine: upload ``job`` until the server confirms it; returns the upload URL.
+
+        Raises
+        ------
+        UploadRejected
+            The server refused the complete file (final).
+        UploadError
+            Credentials refused, or no progress for ``give_up_after`` seconds.
+        """
+        total = job.size
+        prog = UploadProgress(take_id=job.take_id, total=total)
+        url = self._load_url(job)
+        delay = self.backoff[0]
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        with open(job.path, "rb") as fh:
+            while True:
+                try:
+                    if url is None:
+                        url = await self._create(job)
+                        self._save_url(job, url)
+                    head = await self._head(url)
+                    if head is None:
+                        log.info("upload %s is gone on the server; starting a new one", url)
+                        url = None
+                        self._save_url(job, None)
+                        continue
+                    offset, state = head
+                    if state == "completed":
+                        break
+                    if offset > total:
+                        raise UploadError(f"the server holds more bytes ({offset}) than the file")
+                    prog.offset, prog.state = offset, "uploading"
+                    self._notify(prog)
+                    while True:
+                        fh.seek(offset)
+                        chunk = fh.read(self.chunk_size)  # may be b"": retry completion
+                        new = await self._patch(url, offset, chunk)
+                        if new is None:
+                            break
+                        if new > offset:
+                            last_progress = loop.time()
+                            delay = self.backoff[0]
+                        offset = new
+                        prog.offset = offset
+                        self._notify(prog)
+                        if offset >= total:
+                            head = await self._head(url)
+                            if head is not None and head[1] == "completed":
+                                break
+                            raise _Retry()
+                    break
+                except _Gone:
+                    url = None
+                    self._save_url(job, None)
+                except (TimeoutError, _Retry, aiohttp.ClientError, ConnectionError) as exc:
+                    if (
+                        self.give_up_after is not None
+                        and loop.time() - last_progress > self.give_up_after
+                    ):
+                        prog.state, prog.detail = "failed", f"no progress: {exc!r}"
+                        self._notify(prog)
+                        raise UploadError(
+                            f"upload of take {job.take_id} made no progress for "
+                            f"{self.give_up_after:.0f} s (last error: {exc!r}); it is kept "
+                            "and retried on the next start"
+                        ) from exc
+                    prog.state, prog.retries = "retrying", prog.retries + 1
+                    prog.detail = type(exc).__name__
+                    self._notify(prog)
+                    await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+                    delay = min(delay * 2.0, self.backoff[1])
+                except UploadRejected as exc:
+                    prog.state, prog.detail = "failed", str(exc)
+                    self._notify(prog)
+                    raise
+        prog.offset, prog.state = total, "uploaded"
+        self._notify(prog)
+        assert url is not None
+        return url
+
+    def forget(self, job: UploadJob) -> None:
+        """Remove the saved upload URL (after the take is confirmed and deleted locally)."""
+        self._save_url(job, None)
+
+
+class _Gone(Exception):
+    """Internal: the upload no longer exists on the server."""
