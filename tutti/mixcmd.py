@@ -1,0 +1,524 @@
+"""``tutti mix``: mix a take folder into one choir recording (and stems, and DAW projects).
+
+This is the I/O edge of the mixdown: it reads ``take.json`` (:mod:`tutti.takeformat`) and the
+audio files with soundfile, checks everything before any work starts, runs the pure pipeline
+of :mod:`tutti.audio.mixdown` (recordings read and analysed in parallel, ``--jobs`` threads),
+and writes every output to a temporary file in the output folder that is renamed into place
+only when it is complete — a failed or interrupted mix leaves no output behind.
+
+Policies (see docs/take-format.md):
+
+- A recording whose rate differs from the take's ``rate`` is resampled (soxr, very high
+  quality) to the take's rate; a recording with several channels is folded to mono (the mean
+  of its channels).  The file's own header wins over nothing: a file whose rate or channel
+  count differs from what its manifest entry says is an error (the manifest is wrong, and so
+  may be its timeline numbers).
+- Backing tracks may be mono or stereo, at any rate (resampled like recordings).
+- Drift is estimated only for recordings with ``shared_clock: false`` (separate input and
+  output devices), from clicks or claps near the start and the end of the recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tutti import takeformat
+from tutti.audio import align, daw, drift
+from tutti.audio.layout import default_pans
+from tutti.audio.mixdown import Mixdown, MixSettings, Voice, VoiceReport
+from tutti.audio.types import AudioArray, AudioError, as_audio
+from tutti.takeformat import Recording, TakeFormatError, TakeManifest
+
+__all__ = ["MixError", "add_arguments", "run"]
+
+FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
+_READ_BLOCK = 1 << 16
+
+
+class MixError(Exception):
+    """The take folder or the options cannot be mixed; the message says what and where."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tutti mix``."""
+    parser.add_argument(
+        "take_dir", metavar="TAKE_DIR", type=Path, help="take folder with take.json"
+    )
+    parser.add_argument("-o", "--output", type=Path, help="mix file (default: TAKE_DIR/mix.FORMAT)")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="default: from -o, else flac")
+    parser.add_argument("--target-lufs", type=float, default=-16.0, help="master loudness (LUFS)")
+    parser.add_argument(
+        "--gain", action="append", default=[], metavar="NAME=DB", help="a singer's gain in dB"
+    )
+    parser.add_argument("--mute", action="append", default=[], metavar="NAME", help="leave out")
+    parser.add_argument("--reverb", type=float, default=0.0, metavar="WET", help="hall, 0–4")
+    backing = parser.add_mutually_exclusive_group()
+    backing.add_argument("--backing-db", type=float, default=-6.0, help="backing gain (dB)")
+    backing.add_argument("--no-backing", action="store_true", help="leave the backing out")
+    parser.add_argument("--stems", action="store_true", help="also write aligned stems")
+    parser.add_argument("--project", action="store_true", help="also write .rpp and .lof")
+    parser.add_argument(
+        "--no-loudness-match", action="store_true", help="keep each singer's own level"
+    )
+    parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads")
+
+
+# -- checking the folder ---------------------------------------------------------------------
+@dataclass
+class _Input:
+    """A recording as found on disk, with what the mix will do to it."""
+
+    rec: Recording
+    path: Path
+    frames: int
+    channels: int
+    rate: int
+    name: str
+    index: int = 0
+    gain_db: float = 0.0
+    pan: float = 0.0
+    mute: bool = False
+    timeline_start: int = 0  # at the take rate
+    drift_ppm: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    report: VoiceReport | None = None
+
+
+def _info(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise MixError(f"{what}: file {path} is missing")
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise MixError(
+            f"{what}: {path} is not readable audio ({exc}); accepted: WAV, FLAC, OGG"
+        ) from None
+
+
+def _load_manifest(take_dir: Path) -> TakeManifest:
+    if not take_dir.is_dir():
+        raise MixError(f"{take_dir}: not a folder; give the take folder that holds take.json")
+    path = take_dir / takeformat.MANIFEST_NAME
+    if not path.is_file():
+        content = "it is empty" if not any(take_dir.iterdir()) else "there is no take.json in it"
+        raise MixError(f"{take_dir}: not a take folder ({content}); see docs/take-format.md")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MixError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        manifest = takeformat.parse_manifest(raw)
+    except TakeFormatError as exc:
+        raise MixError(f"{path}: {exc}") from None
+    if not manifest.recordings:
+        raise MixError(f"{path}: lists no recordings; nothing to mix")
+    return manifest
+
+
+def _inputs(take_dir: Path, manifest: TakeManifest) -> list[_Input]:
+    out = []
+    for rec in manifest.recordings:
+        path = take_dir / rec.file
+        what = f"recording {rec.file} ({rec.singer})"
+        info = _info(path, what)
+        if info.samplerate != rec.rate:
+            raise MixError(
+                f"{what}: the file is at {info.samplerate} Hz but take.json says {rec.rate} Hz; "
+                "correct the manifest (rate must match the file)"
+            )
+        if info.channels != rec.channels:
+            raise MixError(
+                f"{what}: the file has {info.channels} channel(s) but take.json says "
+                f"{rec.channels}; correct the manifest"
+            )
+        item = _Input(rec, path, int(info.frames), info.channels, info.samplerate, rec.singer)
+        if info.frames != rec.frames:
+            item.warnings.append(f"{info.frames} frames, manifest says {rec.frames}")
+        item.timeline_start = _to_rate(rec.timeline_start, rec.rate, manifest.rate)
+        if rec.overflows:
+            item.warnings.append(f"{rec.overflows} input overflows")
+        if rec.underflows:
+            item.warnings.append(f"{rec.underflows} output underflows")
+        if rec.latency_source != "measured":
+            item.warnings.append("latency not measured")
+        if rec.rate != manifest.rate:
+            item.warnings.append(f"resampled from {rec.rate} Hz")
+        if rec.channels > 1:
+            item.warnings.append(f"{rec.channels} channels folded to mono")
+        out.append(item)
+    return out
+
+
+def _to_rate(frames: int, from_rate: int, to_rate: int) -> int:
+    return frames if from_rate == to_rate else int(round(frames * to_rate / from_rate))
+
+
+def _apply_choices(items: list[_Input], gains: list[str], mutes: list[str]) -> None:
+    names = {i.name for i in items} | {i.rec.file for i in items}
+
+    def match(name: str, opt: str) -> list[_Input]:
+        hit = [i for i in items if name in (i.name, i.rec.file)]
+        if not hit:
+            raise MixError(f"{opt} {name}: no such singer or file; accepted: {sorted(names)}")
+        return hit
+
+    for spec in gains:
+        name, sep, value = spec.rpartition("=")
+        try:
+            db = float(value)
+        except ValueError:
+            db = math.nan
+        if not sep or not name or not math.isfinite(db) or abs(db) > 60:
+            raise MixError(f"--gain {spec}: expected NAME=DB with DB a number from -60 to 60")
+        for i in match(name, "--gain"):
+            i.gain_db = db
+    for name in mutes:
+        for i in match(name, "--mute"):
+            i.mute = True
+    for n, item in enumerate(items):
+        item.index = n
+    for item, pan in zip(items, default_pans([i.rec.part for i in items]), strict=True):
+        item.pan = pan
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _read(path: Path, what: str) -> AudioArray:
+    try:
+        data = sf.read(str(path), dtype="float32", always_2d=True)[0]
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise MixError(f"{what}: reading {path} failed ({exc})") from None
+    try:
+        return as_audio(data, name=str(path))
+    except AudioError as exc:
+        raise MixError(f"{what}: {exc}") from None
+
+
+def _markers(item: _Input, audio: AudioArray, rate: int, settings: Any) -> list[int]:
+    """Expected recording frames of clicks near the start and end (first and last 20 s)."""
+    from tutti.audio.click import beat_frames
+
+    end = item.timeline_start + audio.shape[0]
+    beats = beat_frames(settings, rate, seconds=end / rate + 1.0)
+    edge = 20 * rate
+    wanted = []
+    for b in beats:
+        f = b.frame - item.timeline_start
+        if 0 <= f < audio.shape[0] and (f < edge or f > audio.shape[0] - edge):
+            wanted.append(f)
+    return wanted
+
+
+def _dedrift(item: _Input, audio: AudioArray, rate: int, settings: Any) -> AudioArray:
+    if settings is None:
+        item.warnings.append("drift not checked (no tempo in take.json)")
+        return audio
+    expected = _markers(item, audio, rate, settings)
+    window = int(0.05 * rate + 300e-6 * audio.shape[0])
+    found = align.find_markers(audio, rate, expected, window=window)
+    pairs = [(float(e), f) for e, f in zip(expected, found, strict=True) if f is not None]
+    try:
+        est = drift.estimate_drift(pairs, min_span=10.0 * rate)
+    except AudioError as exc:
+        item.warnings.append(f"drift not measured: {exc}")
+        return audio
+    item.drift_ppm = est.ppm
+    item.timeline_start = est.corrected_timeline_start(item.timeline_start)
+    return drift.correct_drift(audio, rate, est.ppm)
+
+
+def _session_settings(manifest: TakeManifest) -> Any:
+    from tutti import wire
+
+    if not manifest.settings:
+        return None
+    try:
+        payload = dict(manifest.settings)
+        payload["title"] = str(payload.get("title") or manifest.title or "take")
+        return wire.parse_settings(payload)
+    except Exception:  # a manifest from another tool: its settings are optional for a mix
+        return None
+
+
+# -- writing ---------------------------------------------------------------------------------
+class _Outputs:
+    """Files being written: each to a temporary name in its folder, renamed when all are done."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+
+    def temp_for(self, final: Path) -> Path:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+        self.pending.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+        self.pending.clear()
+
+
+def _write_stem(
+    path: Path, audio: AudioArray, start: int, frames: int, fmt: str, rate: int
+) -> None:
+    """The recording placed on the timeline: zeros before ``start``, cut or padded to ``frames``."""
+    kind, subtype = FORMATS[fmt]
+    with sf.SoundFile(str(path), "w", rate, audio.shape[1], subtype, format=kind) as f:
+        for a in range(0, frames, _READ_BLOCK):
+            b = min(frames, a + _READ_BLOCK)
+            block = np.zeros((b - a, audio.shape[1]), dtype=np.float32)
+            lo, hi = max(a, start), min(b, start + audio.shape[0])
+            if hi > lo:
+                block[lo - a : hi - a] = audio[lo - start : hi - start]
+            f.write(block)
+
+
+# -- progress --------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.rich = console.is_terminal
+        self._bar: Progress | None = None
+
+    @contextmanager
+    def stage(self, label: str, total: int) -> Iterator[Callable[[str], None]]:
+        if self.rich:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            ) as bar:
+                task = bar.add_task(label, total=total)
+                yield lambda _detail: bar.advance(task)
+        else:
+            done = [0]
+
+            def step(detail: str) -> None:
+                done[0] += 1
+                self.console.print(f"{label}: {done[0]}/{total} {detail}", highlight=False)
+
+            yield step
+
+
+# -- the command -----------------------------------------------------------------------------
+def _output_path(args: argparse.Namespace) -> tuple[Path, str]:
+    fmt = args.format
+    out: Path | None = args.output
+    if out is not None and fmt is None:
+        ext = out.suffix.lower().lstrip(".")
+        if ext not in FORMATS:
+            raise MixError(f"-o {out}: unknown extension; accepted: {sorted(FORMATS)} or --format")
+        fmt = ext
+    fmt = fmt or "flac"
+    if out is None:
+        out = args.take_dir / f"mix.{fmt}"
+    if out.is_dir():
+        raise MixError(f"-o {out}: is a folder; give a file name")
+    return out, fmt
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not -70.0 <= args.target_lufs <= -5.0:
+        raise MixError(f"--target-lufs {args.target_lufs}: accepted: -70 to -5 LUFS")
+    if not 0.0 <= args.reverb <= 4.0:
+        raise MixError(f"--reverb {args.reverb}: accepted: 0 (off) to 4")
+    if not -60.0 <= args.backing_db <= 20.0:
+        raise MixError(f"--backing-db {args.backing_db}: accepted: -60 to 20 dB")
+    if args.jobs < 1:
+        raise MixError(f"--jobs {args.jobs}: accepted: 1 or more")
+
+
+def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
+    _check_args(args)
+    t_start = time.perf_counter()
+    out_path, fmt = _output_path(args)
+    take_dir: Path = args.take_dir
+    manifest = _load_manifest(take_dir)
+    items = _inputs(take_dir, manifest)
+    _apply_choices(items, args.gain, args.mute)
+    rate = manifest.rate
+    backings = []
+    if not args.no_backing:
+        for b in manifest.backing:
+            info = _info(take_dir / b.file, f"backing {b.file} ({b.part})")
+            if info.channels not in (1, 2):
+                raise MixError(f"backing {b.file}: {info.channels} channels; accepted: 1 or 2")
+            backings.append((b, info))
+    ends = [i.timeline_start + _to_rate(i.frames, i.rate, rate) for i in items]
+    ends += [
+        b.timeline_start + _to_rate(int(info.frames), info.samplerate, rate) for b, info in backings
+    ]
+    frames = max(ends)
+    if frames <= 0:
+        raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
+    settings = MixSettings(
+        rate,
+        target_lufs=args.target_lufs,
+        singer_lufs=None if args.no_loudness_match else MixSettings.singer_lufs,
+        reverb_wet=args.reverb,
+    )
+    mix = Mixdown(settings, frames)
+    session = None if args.no_drift else _session_settings(manifest)
+    stem_dir = out_path.parent / f"{out_path.stem}-stems"
+    stems: list[daw.Stem] = []
+    progress = _Progress(console)
+
+    def voice(item: _Input) -> str:
+        what = f"recording {item.rec.file} ({item.name})"
+        audio = _read(item.path, what)
+        if item.rate != rate:
+            audio = align.resample(audio, item.rate, rate)
+        if not item.rec.shared_clock and not args.no_drift:
+            audio = _dedrift(item, audio, rate, session)
+        v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
+        item.report = mix.add_voice(audio, v)
+        if args.stems:
+            stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{fmt}"
+            stems.append(
+                daw.Stem(
+                    os.path.relpath(stem, out_path.parent),
+                    item.name,
+                    0,
+                    frames,
+                    item.pan,
+                    item.gain_db,
+                )
+            )
+            _write_stem(outputs.temp_for(stem), audio, item.timeline_start, frames, fmt, rate)
+        return item.rec.file
+
+    with progress.stage("reading and analysing", len(items)) as step:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for name in pool.map(voice, items):
+                step(name)
+    mix.finish_voices()
+    for b, info in backings:
+        what = f"backing {b.file}"
+        if info.samplerate == rate:
+            with sf.SoundFile(str(take_dir / b.file)) as f:
+                pos = b.timeline_start
+                for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
+                    mix.add_backing(as_audio(block, name=what), pos, args.backing_db)
+                    pos += block.shape[0]
+        else:
+            audio = align.resample(_read(take_dir / b.file, what), info.samplerate, rate)
+            mix.add_backing(audio, b.timeline_start, args.backing_db)
+
+    kind, subtype = FORMATS[fmt]
+    tmp = outputs.temp_for(out_path)
+    n_blocks = -(-mix.frames // settings.block)
+    with (
+        progress.stage("mastering and writing", n_blocks) as step,
+        sf.SoundFile(str(tmp), "w", rate, 2, subtype, format=kind) as f,
+    ):
+
+        def sink(block: AudioArray) -> None:
+            f.write(block)
+            step("")
+
+        master = mix.master(sink, jobs=args.jobs)
+    if args.project:
+        ordered = sorted(stems, key=lambda s: s.file)
+        title = manifest.title or manifest.take_id
+        base = out_path.parent / out_path.stem
+        for ext, text in (
+            (".rpp", daw.reaper_project(ordered, rate, title=title)),
+            (".lof", daw.audacity_lof(ordered, rate)),
+        ):
+            tmp_p = outputs.temp_for(base.with_suffix(ext))
+            tmp_p.write_text(text, encoding="utf-8")
+    outputs.commit()
+    _report(console, items, master, out_path, rate, time.perf_counter() - t_start)
+    if args.project and not args.stems:
+        console.print("note: --project without --stems: the project names stems not written")
+    return 0
+
+
+def _report(
+    console: Console, items: list[_Input], master: Any, out: Path, rate: int, secs: float
+) -> None:
+    table = Table(title="singers")
+    for col in (
+        "singer",
+        "part",
+        "loudness (LUFS)",
+        "gain (dB)",
+        "offset (frames / ms)",
+        "drift (ppm)",
+        "warnings",
+    ):
+        table.add_column(col, justify="right" if "(" in col else "left")
+    for i in items:
+        r = i.report
+        assert r is not None
+        lufs = (
+            f"{r.analysis.loudness_lufs:.1f}" if math.isfinite(r.analysis.loudness_lufs) else "-inf"
+        )
+        gain = "muted" if r.muted else f"{r.match_db + r.gain_db:+.1f}"
+        drift_s = "—" if i.drift_ppm is None else f"{i.drift_ppm:+.1f}"
+        warn = ", ".join([*r.warnings, *i.warnings]) or "—"
+        table.add_row(
+            i.name,
+            i.rec.part,
+            lufs,
+            gain,
+            f"{i.timeline_start} / {1000.0 * i.timeline_start / rate:.1f}",
+            drift_s,
+            warn,
+        )
+    console.print(table)
+    console.print(
+        f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
+        f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
+        f"in {secs:.1f} s",
+        highlight=False,
+    )
+    for w in master.warnings:
+        console.print(f"warning: {w}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure)."""
+    console = Console()
+    err = Console(stderr=True)
+    outputs = _Outputs()
+    try:
+        return _mix(args, console, outputs)
+    except MixError as exc:
+        err.print(f"tutti mix: error: {exc}", highlight=False, markup=False)
+        return 2
+    except (AudioError, sf.LibsndfileError, OSError) as exc:
+        err.print(f"tutti mix: failed: {exc}", highlight=False, markup=False)
+        return 1
+    finally:
+        outputs.discard()
