@@ -131,9 +131,10 @@ class Limiter:
     ) -> npt.NDArray[np.float32]:
         """Gain each frame needs so that ``gain * envelope`` stays under the ceiling (≤ 1)."""
         scaled = envelope * np.float32(gain)
-        with np.errstate(divide="ignore"):
-            need = np.where(scaled > self._ceiling, self._ceiling / scaled, 1.0)
-        return need.astype(np.float32)
+        need = np.ones_like(scaled, dtype=np.float32)
+        over = scaled > self._ceiling
+        np.divide(np.float32(self._ceiling), scaled, out=need, where=over)
+        return need
 
     def smooth(self, need: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Look-ahead/hold minimum and two moving averages; never above ``need``."""

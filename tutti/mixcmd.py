@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -325,7 +326,9 @@ class _Progress:
 
             def step(detail: str) -> None:
                 done[0] += 1
-                self.console.print(f"{label}: {done[0]}/{total} {detail}", highlight=False)
+                self.console.print(
+                    f"{label}: {done[0]}/{total} {detail}", highlight=False, soft_wrap=True
+                )
 
             yield step
 
@@ -502,23 +505,23 @@ def _report(
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
         f"in {secs:.1f} s",
         highlight=False,
+        soft_wrap=True,
     )
     for w in master.warnings:
-        console.print(f"warning: {w}", highlight=False)
+        console.print(f"warning: {w}", highlight=False, soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure)."""
     console = Console()
-    err = Console(stderr=True)
     outputs = _Outputs()
     try:
         return _mix(args, console, outputs)
     except MixError as exc:
-        err.print(f"tutti mix: error: {exc}", highlight=False, markup=False)
+        print(f"tutti mix: error: {exc}", file=sys.stderr)
         return 2
     except (AudioError, sf.LibsndfileError, OSError) as exc:
-        err.print(f"tutti mix: failed: {exc}", highlight=False, markup=False)
+        print(f"tutti mix: failed: {exc}", file=sys.stderr)
         return 1
     finally:
         outputs.discard()

@@ -1,0 +1,298 @@
+"""``tutti mix`` end to end: take folders built in tmp_path, the real command, real files."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy import signal
+from tutti.audio.loudness import integrated_loudness
+
+from tutti.cli import main
+
+RATE = 48000
+
+
+@dataclass
+class Singer:
+    name: str
+    part: str
+    audio: np.ndarray  # (frames, channels) float32
+    start_offset: int = 0
+    latency: int = 0
+    rate: int = RATE
+    file: str = ""
+    subtype: str = "PCM_24"
+
+
+def tone(
+    freq: float, seconds: float, level: float = 0.2, rate: int = RATE, seed: int = 0
+) -> np.ndarray:
+    """A sung-like test voice: a tone with a slow level swell and a little noise, (frames, 1)."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(seed)
+    x = level * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t + seed))
+    x += 0.003 * rng.standard_normal(n)
+    return x.astype(np.float32)[:, None]
+
+
+def build_take(
+    folder: Path,
+    singers: list[Singer],
+    *,
+    backing: np.ndarray | None = None,
+    backing_start: int = 0,
+    settings: dict[str, Any] | None = None,
+    edit: Any = None,
+) -> Path:
+    """Write a take folder: one FLAC per singer, an optional backing, and take.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i, s in enumerate(singers):
+        name = s.file or f"rec{i}-{s.name}.flac"
+        sf.write(folder / name, s.audio, s.rate, subtype=s.subtype)
+        recs.append(
+            {
+                "file": name,
+                "singer": s.name,
+                "part": s.part,
+                "rate": s.rate,
+                "channels": s.audio.shape[1],
+                "frames": s.audio.shape[0],
+                "start_offset": s.start_offset,
+                "latency": s.latency,
+            }
+        )
+    manifest: dict[str, Any] = {
+        "format": "tutti-take",
+        "version": 1,
+        "take_id": "t1",
+        "title": "Test take",
+        "rate": RATE,
+        "settings": settings or {},
+        "backing": [],
+        "recordings": recs,
+    }
+    if backing is not None:
+        sf.write(folder / "backing.flac", backing, RATE, subtype="PCM_24")
+        manifest["backing"] = [
+            {"part": "all", "file": "backing.flac", "timeline_start": backing_start}
+        ]
+    if edit is not None:
+        edit(manifest)
+    (folder / "take.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+def true_peak_resample_poly(x: np.ndarray) -> float:
+    """The reference true-peak meter: 4× with scipy.signal.resample_poly, dBTP."""
+    return 20 * math.log10(float(np.abs(signal.resample_poly(x, 4, 1, axis=0)).max()))
+
+
+def choir(seconds: float = 6.0) -> list[Singer]:
+    return [
+        Singer("Anna", "S", tone(440, seconds, 0.3, seed=1), start_offset=900, latency=512),
+        Singer("Ben", "T", tone(220, seconds, 0.05, seed=2), start_offset=300, latency=256),
+        Singer("Cleo", "A", tone(330, seconds, 0.2, seed=3), start_offset=1200, latency=700),
+        Singer("Dev", "B", tone(110, seconds, 0.4, seed=4), start_offset=512, latency=512),
+    ]
+
+
+def test_mix_meets_loudness_and_true_peak(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    take = build_take(tmp_path / "take", choir())
+    assert main(["mix", str(take), "--jobs", "2"]) == 0
+    out = take / "mix.flac"
+    mix, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == RATE and mix.shape[1] == 2
+    assert abs(integrated_loudness(mix, RATE) - (-16.0)) <= 0.1
+    assert true_peak_resample_poly(mix) <= -1.0
+    text = capsys.readouterr().out
+    for name in ("Anna", "Ben", "Cleo", "Dev"):
+        assert name in text
+    assert "LUFS" in text and "dBTP" in text
+    assert not [p for p in take.iterdir() if p.name.endswith(".part")]
+
+
+def test_loud_peaky_mix_is_limited(tmp_path: Path) -> None:
+    """Target −9 LUFS with sharp transients: the limiter must work and loudness still land."""
+    n = 8 * RATE
+    rng = np.random.default_rng(5)
+    x = 0.02 * rng.standard_normal(n).astype(np.float32)
+    x[:: RATE // 4] = 0.9  # clicks four times a second
+    x = signal.lfilter([1.0], [1.0, -0.6], x).astype(np.float32) * 0.5
+    singers = [Singer("Kim", "S", x[:, None]), Singer("Lou", "A", np.roll(x, 999)[:, None])]
+    take = build_take(tmp_path / "take", singers)
+    assert main(["mix", str(take), "--target-lufs", "-9", "--no-loudness-match"]) == 0
+    mix, _ = sf.read(take / "mix.flac", dtype="float32", always_2d=True)
+    assert abs(integrated_loudness(mix, RATE) - (-9.0)) <= 0.1
+    assert true_peak_resample_poly(mix) <= -1.0
+
+
+def test_offsets_place_every_recording_on_the_timeline(tmp_path: Path) -> None:
+    """An impulse at recording sample 1000 lands at 1000 + start_offset − latency in the stems."""
+    singers = []
+    for i, (off, lat) in enumerate([(900, 512), (300, 256), (2000, 100)]):
+        x = np.zeros((RATE, 1), np.float32)
+        x[1000, 0] = 0.5
+        singers.append(Singer(f"s{i}", "S", x, start_offset=off, latency=lat))
+    take = build_take(tmp_path / "take", singers)
+    assert main(["mix", str(take), "--stems", "--project", "--no-loudness-match"]) == 0
+    stems = sorted((take / "mix-stems").iterdir())
+    assert len(stems) == 3
+    lengths = set()
+    for s, path in zip(singers, stems, strict=True):
+        data, _ = sf.read(path, dtype="float32", always_2d=True)
+        lengths.add(data.shape[0])
+        assert int(np.argmax(np.abs(data[:, 0]))) == 1000 + s.start_offset - s.latency
+    assert len(lengths) == 1
+    rpp = (take / "mix.rpp").read_text()
+    lof = (take / "mix.lof").read_text()
+    for path in stems:
+        assert f'"mix-stems/{path.name}"' in rpp
+        assert f'file "mix-stems/{path.name}" offset 0.000000000' in lof
+
+
+def test_gain_mute_backing_and_formats(tmp_path: Path) -> None:
+    singers = choir(4.0)
+    backing = tone(660, 5.0, 0.3, seed=9)
+    take = build_take(tmp_path / "take", singers, backing=backing, backing_start=100)
+    out = tmp_path / "out" / "song.wav"
+    args = [
+        "mix",
+        str(take),
+        "-o",
+        str(out),
+        "--gain",
+        "Ben=+6",
+        "--mute",
+        "Dev",
+        "--reverb",
+        "0.3",
+    ]
+    assert main(args) == 0
+    mix, _ = sf.read(out, dtype="float32", always_2d=True)
+    # the hall's tail makes the mix longer than the timeline (backing ends at 100 + 5 s)
+    assert mix.shape[0] > 100 + 5 * RATE
+    assert abs(integrated_loudness(mix, RATE) + 16.0) <= 0.1
+    ogg = tmp_path / "out" / "song.ogg"
+    assert main(["mix", str(take), "-o", str(ogg), "--no-backing"]) == 0
+    assert sf.info(str(ogg)).format == "OGG"
+
+
+def test_mix_rate_other_than_take_is_resampled(tmp_path: Path) -> None:
+    singers = choir(3.0)
+    singers[1] = Singer("Ben", "T", tone(220, 3.0, 0.2, rate=44100, seed=2), rate=44100)
+    take = build_take(tmp_path / "take", singers)
+    assert main(["mix", str(take)]) == 0
+    mix, rate = sf.read(take / "mix.flac", dtype="float32", always_2d=True)
+    assert rate == RATE and abs(mix.shape[0] - 3 * RATE - 1200 + 700) < 5
+
+
+# -- bad input: a clear message naming the file, exit ≠ 0, nothing left behind ---------------
+def _fails(
+    take: Path, capsys: pytest.CaptureFixture[str], *words: str, extra: tuple[str, ...] = ()
+) -> None:
+    code = main(["mix", str(take), *extra])
+    err = capsys.readouterr().err
+    assert code != 0
+    for w in words:
+        assert w in err, err
+    if take.is_dir():
+        leftovers = [p.name for p in take.rglob("*") if p.name.startswith(("mix", ".mix"))]
+        assert leftovers == []
+
+
+def test_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    _fails(tmp_path / "empty", capsys, "empty", "take-format")
+
+
+def test_missing_folder_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(tmp_path / "nope", capsys, "not a folder")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.flac").write_bytes(b"x")
+    _fails(tmp_path / "t", capsys, "no take.json")
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    take = build_take(tmp_path / "take", choir(1.0))
+    (take / "rec2-Cleo.flac").unlink()
+    _fails(take, capsys, "rec2-Cleo.flac", "missing")
+
+
+def test_unreadable_audio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    take = build_take(tmp_path / "take", choir(1.0))
+    (take / "rec1-Ben.flac").write_bytes(b"this is not audio at all" * 10)
+    _fails(take, capsys, "rec1-Ben.flac", "not readable audio")
+
+
+def test_rate_and_channel_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def lie_rate(m: dict[str, Any]) -> None:
+        m["recordings"][0]["rate"] = 44100
+
+    take = build_take(tmp_path / "a", choir(1.0), edit=lie_rate)
+    _fails(take, capsys, "rec0-Anna.flac", "48000 Hz", "44100 Hz")
+
+    def lie_channels(m: dict[str, Any]) -> None:
+        m["recordings"][3]["channels"] = 2
+
+    take = build_take(tmp_path / "b", choir(1.0), edit=lie_channels)
+    _fails(take, capsys, "rec3-Dev.flac", "channel")
+
+
+def test_manifest_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    take = build_take(tmp_path / "a", choir(1.0))
+    (take / "take.json").write_text("{not json", encoding="utf-8")
+    _fails(take, capsys, "take.json", "not valid JSON")
+
+    def no_latency(m: dict[str, Any]) -> None:
+        del m["recordings"][1]["latency"]
+
+    take = build_take(tmp_path / "b", choir(1.0), edit=no_latency)
+    _fails(take, capsys, "take.json", "recordings[1]", "latency")
+
+    def escape(m: dict[str, Any]) -> None:
+        m["recordings"][0]["file"] = "../secret.flac"
+
+    take = build_take(tmp_path / "c", choir(1.0), edit=escape)
+    _fails(take, capsys, "leaves the take folder")
+
+    def none(m: dict[str, Any]) -> None:
+        m["recordings"] = []
+
+    take = build_take(tmp_path / "d", choir(1.0), edit=none)
+    _fails(take, capsys, "no recordings")
+
+
+def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    take = build_take(tmp_path / "take", choir(1.0))
+    _fails(take, capsys, "--gain Zed:", "no such singer", "Anna", extra=("--gain", "Zed=3"))
+    _fails(take, capsys, "NAME=DB", extra=("--gain", "Anna=loud"))
+    _fails(take, capsys, "--mute", extra=("--mute", "Nobody"))
+    _fails(take, capsys, "unknown extension", extra=("-o", str(take / "mix.mp3")))
+
+
+def test_failure_midway_leaves_no_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that passes the header check but is truncated fails while reading: no mix left."""
+    take = build_take(tmp_path / "take", choir(2.0))
+    path = take / "rec3-Dev.flac"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    code = main(["mix", str(take), "--stems"])
+    err = capsys.readouterr().err
+    assert code != 0, "a truncated FLAC must not mix silently"
+    assert "rec3-Dev.flac" in err
+    assert not (take / "mix.flac").exists()
+    assert not [p for p in take.rglob("*.part")]
+    assert not (take / "mix-stems").exists() or not any((take / "mix-stems").iterdir())
