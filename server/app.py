@@ -1,0 +1,95 @@
+"""The application factory: compose store, rules, HTTP views, Socket.IO and tus uploads.
+
+:func:`init_app` builds an :class:`aiohttp.web.Application` and owns no sockets; running it
+is :mod:`tutti.server.cli`'s job (or a test's, on port 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .app_keys import CONFIG, SERVICES, Config, Services
+from .auth import JoinLimiter
+from .errors import error_middleware
+from .http_api import add_routes
+from .realtime import Realtime
+from .sessions import Sessions
+from .store import SqliteStore
+from .take_uploads import TakeUploadHooks
+from .takes import Takes
+from .tracks import TrackStore
+from .tus import TusHandler
+
+__all__ = ["init_app", "Config"]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_EXPOSED = ("ETag, Content-Range, X-Tutti-Sha256, Location, Upload-Offset, Upload-Length, "
+            "Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Retry-After")
+
+
+
+
+def _cors_middleware(origins: tuple[str, ...]) -> Middleware:
+    """Allow the configured browser origins cross-origin; others get no CORS headers."""
+
+    @web.middleware
+    async def cors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and origin in origins
+        if (allowed and request.method == "OPTIONS"
+                and "Access-Control-Request-Method" in request.headers):
+            resp: web.StreamResponse = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"),
+                "Access-Control-Max-Age": "600",
+            })
+        else:
+            resp = await handler(request)
+        if allowed and origin is not None:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Access-Control-Expose-Headers"] = _EXPOSED
+            resp.headers.add("Vary", "Origin")
+        return resp
+
+    return cors
+
+
+def init_app(config: Config) -> web.Application:
+    """Build the tutti server application for ``config`` (no sockets are opened).
+
+    The data directory is created if missing; the SQLite database is ``tutti.db`` in it.
+    """
+    data = config.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    middlewares: list[Middleware] = [error_middleware]
+    if config.cors_origins:
+        middlewares.insert(0, _cors_middleware(config.cors_origins))
+    app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
+    store = SqliteStore(data / "tutti.db")
+    realtime = Realtime(store, list(config.cors_origins))
+    sessions = Sessions(store, realtime,
+                        JoinLimiter(config.join_failures_per_minute, 60.0))
+    takes = Takes(store, sessions, realtime, data / "takes")
+    services = Services(config=config, store=store, sessions=sessions, takes=takes,
+                        tracks=TrackStore(data, config.max_track_bytes), realtime=realtime)
+    app[CONFIG] = config
+    app[SERVICES] = services
+    add_routes(app)
+    realtime.attach(app)
+    hooks = TakeUploadHooks(store, sessions, takes, realtime)
+    tus = TusHandler(data / "uploads", hooks, max_size=config.max_upload_bytes,
+                     expiry_s=config.upload_expiry_s)
+    tus.add_routes(app, "/files/")
+    services.extras["tus"] = tus
+    app.cleanup_ctx.append(tus.cleanup_ctx)
+
+    async def close_store(app: web.Application) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app.cleanup_ctx.insert(0, close_store)
+    return app

@@ -1,0 +1,64 @@
+"""Typed application state: the server's configuration and its services, as aiohttp AppKeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .realtime import Realtime
+from .sessions import Sessions
+from .store import SessionStore
+from .takes import Takes
+from .tracks import TrackStore
+
+__all__ = ["Config", "Services", "CONFIG", "SERVICES"]
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """How a server runs.
+
+    Attributes
+    ----------
+    data_dir : Path
+        SQLite database, tracks, takes and partial uploads live here.
+    max_track_bytes, max_upload_bytes : int
+        Largest backing track and largest take upload, bytes.
+    upload_expiry_s : float
+        Seconds after which an unfinished take upload expires.
+    cors_origins : tuple of str
+        Browser origins allowed cross-origin (HTTP and Socket.IO); empty = same origin only.
+    max_json_bytes : int
+        Largest JSON request body, bytes (413 beyond).
+    join_failures_per_minute : int
+        Wrong join codes allowed per client address per minute (429 beyond).
+    """
+
+    data_dir: Path
+    max_track_bytes: int = 200 * MB
+    max_upload_bytes: int = 500 * MB
+    upload_expiry_s: float = 24 * 3600.0
+    cors_origins: tuple[str, ...] = ()
+    max_json_bytes: int = 64 * 1024
+    join_failures_per_minute: int = 10
+
+
+@dataclass
+class Services:
+    """Everything the views and handlers use, built once per application."""
+
+    config: Config
+    store: SessionStore
+    sessions: Sessions
+    takes: Takes
+    tracks: TrackStore
+    realtime: Realtime
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+CONFIG = web.AppKey("config", Config)
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,103 @@
+"""Check that a file is audio the server can use, with soundfile, before anything trusts it.
+
+Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel, a positive
+rate and length, and as many frames present as the header claims (a truncated file or a
+header that lies about its size is caught by reading the last frames).  Every refusal is an
+:class:`AudioCheckError` whose message says what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from .models import TRACK_FORMATS
+
+__all__ = ["AudioCheckError", "AudioInfo", "check_audio"]
+
+#: Frames read at each end of the file to prove it is really there.
+_PROBE_FRAMES = 4096
+
+
+class AudioCheckError(ValueError):
+    """The file is not acceptable audio; ``str()`` says why and what is accepted."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What :func:`check_audio` found: container, encoding, rate (Hz), channels, frames."""
+
+    format: str
+    subtype: str
+    rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.rate
+
+
+def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3600) -> AudioInfo:
+    """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    max_channels : int
+        Largest channel count accepted.
+    max_seconds : float
+        Longest duration accepted, seconds.
+
+    Raises
+    ------
+    AudioCheckError
+        Unreadable, unknown container, 0 or too many channels, empty, too long, or truncated.
+    """
+    accepted = "accepted: WAV, FLAC or OGG audio files"
+    try:
+        f = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioCheckError(f"not a readable audio file ({exc}); {accepted}") from None
+    with f:
+        fmt = f.format
+        if fmt not in TRACK_FORMATS:
+            raise AudioCheckError(f"audio container {fmt} is not supported; {accepted}")
+        if not 1 <= f.channels <= max_channels:
+            raise AudioCheckError(
+                f"the file has {f.channels} channels; accepted: 1 to {max_channels}")
+        if f.samplerate <= 0:
+            raise AudioCheckError(f"the file declares sample rate {f.samplerate}")
+        frames = int(f.frames)
+        if frames <= 0:
+            raise AudioCheckError("the file holds no audio frames; a non-empty file is needed")
+        if frames / f.samplerate > max_seconds:
+            raise AudioCheckError(
+                f"the file claims {frames / f.samplerate:.0f} s of audio; at most "
+                f"{max_seconds:.0f} s are accepted")
+        size = path.stat().st_size
+        if f.subtype.startswith("PCM") or f.subtype in ("FLOAT", "DOUBLE"):
+            width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                     "FLOAT": 4, "DOUBLE": 8}.get(f.subtype, 1)
+            if frames * f.channels * width > size:
+                raise AudioCheckError(
+                    f"the header claims {frames} frames but the file has only {size} bytes; "
+                    "it is truncated or its header is corrupt")
+        try:
+            head = f.read(min(frames, _PROBE_FRAMES), dtype="float32", always_2d=True)
+            tail_start = max(frames - _PROBE_FRAMES, 0)
+            f.seek(tail_start)
+            tail = f.read(frames - tail_start, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise AudioCheckError(f"the audio data cannot be decoded ({exc}); "
+                                  "the file is truncated or corrupt") from None
+        if len(head) < min(frames, _PROBE_FRAMES) or len(tail) < frames - tail_start:
+            raise AudioCheckError(
+                f"the header claims {frames} frames but fewer can be read; the file is "
+                "truncated or corrupt")
+        return AudioInfo(format=fmt, subtype=f.subtype, rate=int(f.samplerate),
+                         channels=int(f.channels), frames=frames)

@@ -1,0 +1,108 @@
+"""``tutti serve``: run the session server on SQLite and a local data directory.
+
+Prints one line, ``tutti serving on http://HOST:PORT (data: DIR)``, once it listens (with
+``--port 0`` the port the system chose), then serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import init_app
+from .app_keys import MB, Config
+
+__all__ = ["add_arguments", "run", "serve"]
+
+
+def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float | int:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return v
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tutti serve``."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8765,
+                        help="TCP port (default 8765; 0 = any free port, printed at start)")
+    parser.add_argument("--data", type=Path, default=Path("tutti-data"),
+                        help="data directory: database, tracks, takes (default ./tutti-data)")
+    parser.add_argument("--upload-expiry", type=_positive(float), default=24 * 3600.0,
+                        metavar="SECONDS",
+                        help="unfinished take uploads expire after this long (default 86400)")
+    parser.add_argument("--max-track-mb", type=_positive(int), default=200, metavar="N",
+                        help="largest backing track, MiB (default 200)")
+    parser.add_argument("--max-upload-mb", type=_positive(int), default=500, metavar="N",
+                        help="largest take upload, MiB (default 500)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="browser origin allowed cross-origin (repeatable); "
+                        "default: same origin only")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        data_dir=Path(args.data).resolve(),
+        max_track_bytes=int(args.max_track_mb) * MB,
+        max_upload_bytes=int(args.max_upload_mb) * MB,
+        upload_expiry_s=float(args.upload_expiry),
+        cors_origins=tuple(args.cors_origin),
+    )
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    """Coroutine: serve ``config`` on ``host:port`` until SIGINT/SIGTERM."""
+    app = init_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        real_port = sockets[0].getsockname()[1] if sockets else port
+        shown = f"[{host}]" if ":" in host else host
+        print(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})",
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``tutti serve``; returns the exit code."""
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    if not 0 <= args.port <= 65535:
+        print(f"tutti serve: --port {args.port} is not a TCP port (0–65535)", file=sys.stderr)
+        return 2
+    config = config_from_args(args)
+    try:
+        asyncio.run(serve(config, args.host, args.port))
+    except OSError as exc:
+        print(f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,181 @@
+"""HTTP views: thin functions that authenticate, parse, call the session rules, answer JSON.
+
+Routes are listed in :func:`add_routes`; the contract is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tutti import __version__
+from tutti.wire import PROTOCOL_VERSION, Ev, WireError, check_part
+
+from .app_keys import SERVICES
+from .auth import bearer_token
+from .download import send_file
+from .errors import BadRequest, NotFound, ServiceUnavailable
+from .models import Principal
+
+__all__ = ["add_routes"]
+
+
+async def _json(request: web.Request, *, optional: bool = False) -> Any:
+    if optional and not request.can_read_body:
+        return None
+    if request.content_type != "application/json":
+        raise BadRequest(f"send a JSON body with Content-Type application/json "
+                         f"(got {request.content_type!r})", code="bad_content_type")
+    raw = await request.read()  # bounded by the app's client_max_size (413 beyond)
+    if optional and not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON ({exc})", code="bad_json") from None
+
+
+def _me(request: web.Request) -> Principal:
+    return request.app[SERVICES].sessions.principal(bearer_token(request))
+
+
+def _client_key(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _part(request: web.Request) -> str:
+    try:
+        return check_part(request.match_info["part"])
+    except WireError as exc:
+        raise BadRequest(str(exc), code="bad_part") from None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    try:
+        await asyncio.to_thread(svc.store.ping)
+        probe = svc.config.data_dir / ".healthz"
+        await asyncio.to_thread(probe.write_bytes, b"ok")
+    except Exception as exc:
+        raise ServiceUnavailable(f"the server cannot use its database or data directory "
+                                 f"({type(exc).__name__})") from None
+    return web.json_response({"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION})
+
+
+async def create_session(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(svc.sessions.create(await _json(request)), status=201)
+
+
+async def join(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(svc.sessions.join(await _json(request), _client_key(request)))
+
+
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICES].sessions.info(_me(request)))
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "change the session's settings")
+    return web.json_response(await svc.sessions.update_settings(p, await _json(request)))
+
+
+async def close_session(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICES].sessions.close(_me(request)))
+
+
+async def roster(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "see the roster")
+    return web.json_response({"participants": svc.realtime.roster(p.session_id)})
+
+
+async def put_track(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "upload backing tracks")
+    session = svc.sessions.open_session(p.session_id)
+    part = _part(request)
+    if part not in session.settings.parts:
+        raise BadRequest(f"part {part!r} is not one of this session's parts "
+                         f"{list(session.settings.parts)}", code="bad_part")
+    track = await svc.tracks.receive(request, part, session.settings)
+    svc.store.put_track(p.session_id, track)
+    await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))
+    return web.json_response({"part": part, **track.to_dict()}, status=201)
+
+
+async def get_track(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    part = _part(request)
+    track = svc.store.tracks(p.session_id).get(part)
+    if track is None:
+        raise NotFound(f"no backing track for part {part!r} in this session",
+                       code="no_track")
+    return await send_file(request, svc.tracks.path(track.sha256), sha256=track.sha256,
+                           content_type=track.content_type)
+
+
+async def arm_take(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICES].takes.arm(_me(request)), status=201)
+
+
+async def start_take(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "start a take")
+    body = await _json(request, optional=True)
+    return web.json_response(await svc.takes.start(p, request.match_info["take_id"], body))
+
+
+async def stop_take(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(await svc.takes.stop(_me(request), request.match_info["take_id"]))
+
+
+async def list_takes(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICES].takes.list(_me(request)))
+
+
+async def manifest(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    m = svc.takes.manifest(_me(request), request.match_info["take_id"])
+    return web.json_response(m.to_dict())
+
+
+async def take_file(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICES]
+    path, sha, ctype = svc.takes.file(_me(request), request.match_info["take_id"],
+                                      request.match_info["path"], svc.tracks.path)
+    if not path.exists():
+        raise NotFound("the file is listed but not on disk yet; retry in a moment",
+                       code="file_pending")
+    return await send_file(request, path, sha256=sha, content_type=ctype)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the HTTP API on ``app``."""
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_post("/api/sessions", create_session)
+    r.add_post("/api/join", join)
+    r.add_get("/api/session", get_session)
+    r.add_patch("/api/session", patch_session)
+    r.add_post("/api/session/close", close_session)
+    r.add_get("/api/session/roster", roster)
+    r.add_put("/api/session/tracks/{part}", put_track)
+    r.add_get("/api/session/tracks/{part}", get_track)
+    r.add_post("/api/session/takes", arm_take)
+    r.add_get("/api/session/takes", list_takes)
+    r.add_post("/api/session/takes/{take_id}/start", start_take)
+    r.add_post("/api/session/takes/{take_id}/stop", stop_take)
+    r.add_get("/api/session/takes/{take_id}/manifest", manifest)
+    r.add_get("/api/session/takes/{take_id}/files/{path:.+}", take_file)

@@ -1,0 +1,325 @@
+"""Socket.IO: connections, the clock probe, live roster data, and the event fan-out.
+
+Rooms: every member's socket joins ``s:<session_id>``; leader sockets also join
+``l:<session_id>``.  Broadcasts are one ``emit`` per room (python-socketio encodes the
+packet once for the room); nothing on the broadcast path reads the database.
+
+Live state (connected sockets, clock quality, last level, xrun counts) is kept in memory per
+participant, apart from the participant's stored identity.  Levels are batched: the
+latest level of each singer is relayed to the leader room at most every
+:data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from tutti.wire import (
+    MAX_EVENT_BYTES,
+    PROTOCOL_VERSION,
+    ClockReply,
+    Ev,
+    WireError,
+    parse_calibration,
+    parse_clock_probe,
+    parse_clock_report,
+    parse_level_report,
+    parse_take_state,
+)
+
+from .auth import hash_token
+from .models import Participant, Principal
+from .store import SessionStore
+
+__all__ = ["Realtime", "LEVEL_INTERVAL_S", "session_room", "leader_room"]
+
+log = logging.getLogger(__name__)
+
+LEVEL_INTERVAL_S = 0.1
+#: Upload states only the server sets (a client's take.state cannot claim them).
+_SERVER_STATES = ("expected", "uploaded")
+
+
+def session_room(session_id: str) -> str:
+    return f"s:{session_id}"
+
+
+def leader_room(session_id: str) -> str:
+    return f"l:{session_id}"
+
+
+@dataclass
+class Live:
+    """What the server knows of a participant right now (not stored)."""
+
+    sids: set[str] = field(default_factory=set)
+    clock: dict[str, float] | None = None
+    level: dict[str, Any] | None = None
+    overflows: int = 0
+    underflows: int = 0
+    last_seen: float | None = None  # wall-clock seconds since the epoch
+
+
+class Realtime:
+    """The Socket.IO server of tutti and the :class:`tutti.server.models.Fanout` it provides.
+
+    Parameters
+    ----------
+    store : SessionStore
+        For authenticating connections and recording calibration and take states.
+    cors_origins : list of str
+        Origins allowed to connect from a browser; empty or None = same origin only.
+    max_message_bytes : int
+        Largest incoming Socket.IO message; a larger one closes that connection.
+    """
+
+    def __init__(self, store: SessionStore, cors_origins: list[str] | None = None,
+                 max_message_bytes: int = MAX_EVENT_BYTES) -> None:
+        self.store = store
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            # None = same origin only.  (An empty list would switch engineio's origin check
+            # off altogether, letting any web page connect.)
+            cors_allowed_origins=list(cors_origins) if cors_origins else None,
+            max_http_buffer_size=max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.conns: dict[str, Principal] = {}
+        self.live: dict[str, Live] = {}
+        self.identity: dict[str, Participant] = {}
+        self._levels: dict[str, dict[str, dict[str, Any]]] = {}
+        self._register()
+
+    # ------------------------------------------------------------------- Fanout
+
+    async def to_session(self, session_id: str, event: str, data: dict[str, Any]) -> None:
+        await self.sio.emit(event, data, room=session_room(session_id))
+
+    async def to_leaders(self, session_id: str, event: str, data: dict[str, Any]) -> None:
+        await self.sio.emit(event, data, room=leader_room(session_id))
+
+    # ------------------------------------------------------------------- wiring
+
+    def attach(self, app: web.Application) -> None:
+        """Serve Socket.IO at ``/socket.io/`` of ``app`` and run the level relay with it."""
+        self.sio.attach(app)
+        app.cleanup_ctx.append(self._relay_ctx)
+
+    async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._relay_levels())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await self.sio.shutdown()
+
+    async def _relay_levels(self) -> None:
+        while True:
+            await asyncio.sleep(LEVEL_INTERVAL_S)
+            pending, self._levels = self._levels, {}
+            for session_id, levels in pending.items():
+                try:
+                    await self.to_leaders(session_id, Ev.LEVELS, {"levels": levels})
+                except Exception:  # keep relaying for the other sessions
+                    log.exception("level relay to session %s failed", session_id)
+
+    def _register(self) -> None:
+        sio = self.sio
+        sio.on("connect", self._connect)
+        sio.on("disconnect", self._disconnect)
+        sio.on(Ev.CLOCK_PROBE, self._guard(Ev.CLOCK_PROBE, self._clock_probe))
+        sio.on(Ev.CLOCK_REPORT, self._guard(Ev.CLOCK_REPORT, self._clock_report))
+        sio.on(Ev.LEVEL, self._guard(Ev.LEVEL, self._level))
+        sio.on(Ev.CALIBRATION, self._guard(Ev.CALIBRATION, self._calibration))
+        sio.on(Ev.TAKE_STATE, self._guard(Ev.TAKE_STATE, self._take_state))
+        sio.on("*", self._unknown)
+
+    # ----------------------------------------------------------------- roster
+
+    def entry(self, p: Participant) -> dict[str, Any]:
+        """A participant's roster entry: stored identity plus live state."""
+        live = self.live.get(p.participant_id) or Live()
+        level = None
+        if live.level is not None:
+            level = {k: live.level[k] for k in ("rms_db", "peak_db", "clipped")}
+        return {
+            "participant_id": p.participant_id,
+            "name": p.name,
+            "part": p.part,
+            "connected": bool(live.sids),
+            "latency_frames": p.latency_frames,
+            "latency_source": p.latency_source,
+            "clock": live.clock,
+            "level": level,
+            "overflows": live.overflows,
+            "underflows": live.underflows,
+            "last_seen": live.last_seen,
+        }
+
+    def roster(self, session_id: str) -> list[dict[str, Any]]:
+        """The whole roster of a session (reads the store: not for the broadcast path)."""
+        return [self.entry(p) for p in self.store.participants(session_id)]
+
+    async def _participant_changed(self, participant_id: str) -> None:
+        p = self.identity.get(participant_id)
+        if p is not None:
+            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p))
+
+    # ----------------------------------------------------------------- handlers
+
+    def _guard(self, event: str, fn: Callable[[str, Any], Awaitable[Any]]
+               ) -> Callable[..., Awaitable[Any]]:
+        """Wrap a handler: unknown sockets and bad payloads get Ev.ERROR, never a crash."""
+
+        async def handler(sid: str, *args: Any) -> Any:
+            p = self.conns.get(sid)
+            try:
+                if p is None:
+                    raise PermissionError("not connected to a session")
+                if len(args) != 1:
+                    raise WireError(f"{event}: expected exactly one JSON object argument")
+                return await fn(sid, args[0])
+            except (WireError, PermissionError, LookupError) as exc:
+                await self._refuse(sid, event, exc)
+            except Exception as exc:
+                log.exception("Socket.IO handler for %s failed", event)
+                await self._refuse(sid, event, exc, internal=True)
+            return None
+
+        return handler
+
+    async def _refuse(self, sid: str, event: str, exc: Exception, internal: bool = False) -> None:
+        if internal:
+            code, message = "internal_error", "the server failed on this event; it is logged"
+        elif isinstance(exc, PermissionError):
+            code, message = "forbidden", str(exc)
+        elif isinstance(exc, LookupError):
+            code, message = "not_found", str(exc.args[0] if exc.args else exc)
+        else:
+            code, message = "bad_payload", str(exc)
+        with contextlib.suppress(Exception):
+            await self.sio.emit(Ev.ERROR, {"event": event, "code": code, "message": message},
+                                to=sid)
+
+    async def _unknown(self, event: str, sid: str, *args: Any) -> None:
+        await self._refuse(sid, str(event)[:64], WireError(
+            f"unknown event {str(event)[:64]!r}; clients send: clock.probe, clock.report, "
+            "level, calibration, take.state"))
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+            return socketio.exceptions.ConnectionRefusedError({"code": code, "message": message})
+
+        if not isinstance(auth, dict) or not isinstance(auth.get("token"), str):
+            raise refuse("no_token", 'connect with auth={"token": ..., "protocol": '
+                         f'{PROTOCOL_VERSION}}}')
+        if auth.get("protocol") != PROTOCOL_VERSION:
+            raise refuse("protocol", f"protocol {auth.get('protocol')!r} is not spoken here; "
+                         f"this server speaks protocol {PROTOCOL_VERSION}")
+        p = self.store.principal(hash_token(auth["token"]))
+        if p is None:
+            raise refuse("bad_token", "unknown token")
+        session = self.store.get_session(p.session_id)
+        if session is None or session.state != "open":
+            raise refuse("session_closed", "the session is closed")
+        self.conns[sid] = p
+        await self.sio.enter_room(sid, session_room(p.session_id))
+        tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
+        session_view = {"session_id": session.session_id, "settings": session.settings.to_dict(),
+                        "state": session.state, "tracks": tracks}
+        welcome: dict[str, Any] = {"role": p.role, "session": session_view,
+                                   "server_time": time.monotonic()}
+        if p.is_leader:
+            await self.sio.enter_room(sid, leader_room(p.session_id))
+            await self.sio.emit(Ev.WELCOME, welcome, to=sid)
+            await self.sio.emit(Ev.ROSTER, {"participants": self.roster(p.session_id)}, to=sid)
+            return
+        assert p.participant_id is not None
+        ident = self.store.get_participant(p.participant_id)
+        if ident is None:
+            raise refuse("bad_token", "unknown participant")
+        self.identity[p.participant_id] = ident
+        live = self.live.setdefault(p.participant_id, Live())
+        live.sids.add(sid)
+        live.last_seen = time.time()
+        welcome["participant_id"] = p.participant_id
+        welcome["name"], welcome["part"] = ident.name, ident.part
+        await self.sio.emit(Ev.WELCOME, welcome, to=sid)
+        await self._participant_changed(p.participant_id)
+
+    async def _disconnect(self, sid: str, *reason: Any) -> None:
+        p = self.conns.pop(sid, None)
+        if p is None or p.participant_id is None:
+            return
+        live = self.live.get(p.participant_id)
+        if live is not None:
+            live.sids.discard(sid)
+            live.last_seen = time.time()
+        await self._participant_changed(p.participant_id)
+
+    async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
+        now = time.monotonic()
+        t0 = parse_clock_probe(payload)
+        return ClockReply(t0=t0, server_time=now).to_dict()
+
+    def _singer(self, sid: str) -> tuple[Principal, str]:
+        p = self.conns[sid]
+        if p.participant_id is None:
+            raise PermissionError("only singers send this event")
+        return p, p.participant_id
+
+    async def _clock_report(self, sid: str, payload: Any) -> None:
+        rep = parse_clock_report(payload)
+        _, pid = self._singer(sid)
+        live = self.live.setdefault(pid, Live())
+        live.clock = {"offset": rep.offset, "error_bound": rep.error_bound,
+                      "rtt_min": rep.rtt_min}
+        live.last_seen = time.time()
+        await self._participant_changed(pid)
+
+    async def _level(self, sid: str, payload: Any) -> None:
+        rep = parse_level_report(payload)
+        p, pid = self._singer(sid)
+        live = self.live.setdefault(pid, Live())
+        live.level = rep.to_dict()
+        live.overflows, live.underflows = rep.overflows, rep.underflows
+        live.last_seen = time.time()
+        self._levels.setdefault(p.session_id, {})[pid] = live.level
+
+    async def _calibration(self, sid: str, payload: Any) -> None:
+        frames, source = parse_calibration(payload)
+        _, pid = self._singer(sid)
+        self.store.set_latency(pid, frames, source)
+        ident = self.store.get_participant(pid)
+        if ident is not None:
+            self.identity[pid] = ident
+        await self._participant_changed(pid)
+
+    async def _take_state(self, sid: str, payload: Any) -> None:
+        take_id, state, detail = parse_take_state(payload)
+        p, pid = self._singer(sid)
+        if state in _SERVER_STATES:
+            raise WireError(f"take.state: {state!r} is set by the server; clients send "
+                            "recording, recorded, uploading or failed")
+        take = self.store.get_take(take_id)
+        if take is None or take.session_id != p.session_id:
+            raise LookupError(f"take.state: no take {take_id!r} in your session")
+        me = take.singer(pid)
+        if me is None:
+            raise PermissionError(f"take.state: take {take_id} expects no recording from you")
+        if me.state == "uploaded":
+            return  # already complete on the server; a late client report changes nothing
+        self.store.set_singer_state(take_id, pid, state, detail)
+        await self.to_leaders(p.session_id, Ev.TAKE_UPDATE, {
+            "take_id": take_id, "participant_id": pid, "state": state, "detail": detail})

@@ -1,0 +1,157 @@
+"""Session lifecycle: create, join, read, change settings, close.
+
+The rules live here, apart from HTTP and Socket.IO: who may do what, what a join needs, what
+a closed session refuses.  Views call these methods and return their results as JSON.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from tutti.wire import PROTOCOL_VERSION, Ev, check_name, check_part, parse_settings
+
+from .auth import JoinLimiter, hash_token, new_code, new_id, new_token, normalize_code
+from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from .models import Fanout, Participant, Principal, Session
+from .store import SessionStore
+
+__all__ = ["Sessions"]
+
+
+class Sessions:
+    """Session rules over a :class:`SessionStore`, announcing changes through a :class:`Fanout`."""
+
+    def __init__(self, store: SessionStore, fanout: Fanout, limiter: JoinLimiter) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.limiter = limiter
+
+    # ------------------------------------------------------------------ lookups
+
+    def principal(self, token: str) -> Principal:
+        """The leader or singer a bearer token belongs to; 401 for an unknown token."""
+        p = self.store.principal(hash_token(token))
+        if p is None:
+            raise Unauthorized("unknown token: use the leader token from creating the session "
+                               "or the singer token from joining it", code="bad_token")
+        return p
+
+    def session(self, session_id: str) -> Session:
+        s = self.store.get_session(session_id)
+        if s is None:
+            raise NotFound(f"session {session_id!r} does not exist", code="no_session")
+        return s
+
+    def open_session(self, session_id: str) -> Session:
+        """The session, or 409 if it is closed."""
+        s = self.session(session_id)
+        if s.state != "open":
+            raise Conflict("the session is closed; nothing can change in it any more",
+                           code="session_closed")
+        return s
+
+    @staticmethod
+    def require_leader(p: Principal, action: str) -> None:
+        if not p.is_leader:
+            raise Forbidden(f"only the session's leader may {action}", code="leader_only")
+
+    # ------------------------------------------------------------------ actions
+
+    def create(self, payload: Any) -> dict[str, Any]:
+        """Create a session from a settings object; return its id, code and leader token."""
+        settings = parse_settings(payload)
+        token = new_token()
+        for _ in range(20):  # a code collision is rare; retry with another code
+            session = Session(new_id(), new_code(), settings, "open", time.time())
+            try:
+                self.store.create_session(session, hash_token(token))
+                break
+            except sqlite3.IntegrityError:
+                continue
+        else:
+            raise Conflict("could not find a free join code; try again", code="code_space_full")
+        return {"session_id": session.session_id, "code": session.code,
+                "leader_token": token, "settings": settings.to_dict(),
+                "protocol": PROTOCOL_VERSION}
+
+    def join(self, payload: Any, client: str) -> dict[str, Any]:
+        """A singer joins with ``{"code", "name", "part"}``; wrong codes count per ``client``."""
+        if not isinstance(payload, dict):
+            raise BadRequest('join: expected a JSON object {"code", "name", "part"}',
+                             code="bad_payload")
+        self.limiter.check(client)
+        code = payload.get("code")
+        if not isinstance(code, str) or not 1 <= len(code) <= 32:
+            raise BadRequest("join: field 'code' must be the session's join code (a string)",
+                             code="bad_payload")
+        name = check_name(payload.get("name"))
+        session = self.store.session_by_code(normalize_code(code))
+        if session is None:
+            self.limiter.failed(client)
+            raise NotFound("no session has this join code; check it with your leader",
+                           code="bad_code")
+        if session.state != "open":
+            raise Forbidden("this session is closed and takes no more singers",
+                            code="session_closed")
+        part = check_part(payload.get("part"), session.settings.parts)
+        token = new_token()
+        participant = Participant(new_id(), session.session_id, name, part, time.time())
+        self.store.add_participant(participant, hash_token(token))
+        return {"session_id": session.session_id,
+                "participant_id": participant.participant_id,
+                "token": token,
+                "name": name,
+                "part": part,
+                "settings": session.settings.to_dict(),
+                "tracks": {p: t.to_dict()
+                           for p, t in self.store.tracks(session.session_id).items()}}
+
+    def info(self, p: Principal) -> dict[str, Any]:
+        """What a member sees of the session (the leader also sees the join code)."""
+        s = self.session(p.session_id)
+        d: dict[str, Any] = {
+            "session_id": s.session_id,
+            "role": p.role,
+            "settings": s.settings.to_dict(),
+            "state": s.state,
+            "tracks": {part: t.to_dict() for part, t in self.store.tracks(s.session_id).items()},
+        }
+        if p.is_leader:
+            d["code"] = s.code
+        else:
+            d["participant_id"] = p.participant_id
+            me = self.store.get_participant(p.participant_id or "")
+            if me is not None:
+                d["name"], d["part"] = me.name, me.part
+        return d
+
+    def public(self, session_id: str) -> dict[str, Any]:
+        """The session as broadcast to everyone in it (no code)."""
+        s = self.session(session_id)
+        return {"session_id": s.session_id, "settings": s.settings.to_dict(), "state": s.state,
+                "tracks": {part: t.to_dict() for part, t in self.store.tracks(session_id).items()}}
+
+    async def update_settings(self, p: Principal, payload: Any) -> dict[str, Any]:
+        """Coroutine: apply a partial settings object; broadcast :data:`Ev.SESSION`."""
+        self.require_leader(p, "change the session's settings")
+        s = self.open_session(p.session_id)
+        new = parse_settings(payload, base=s.settings)
+        if new.rate != s.settings.rate and self.store.tracks(s.session_id):
+            raise Conflict(
+                f"the session has backing tracks at {s.settings.rate} Hz; the rate cannot "
+                f"change to {new.rate} Hz while they exist", code="rate_locked")
+        self.store.update_settings(s.session_id, new)
+        await self.fanout.to_session(s.session_id, Ev.SESSION, self.public(s.session_id))
+        return new.to_dict()
+
+    async def close(self, p: Principal) -> dict[str, Any]:
+        """Coroutine: close the session; later joins and connections are refused."""
+        self.require_leader(p, "close the session")
+        s = self.session(p.session_id)
+        if s.state == "open":
+            self.store.close_session(s.session_id)
+            await self.fanout.to_session(s.session_id, Ev.SESSION_CLOSED,
+                                         {"session_id": s.session_id})
+        return {"session_id": s.session_id, "state": "closed"}

@@ -1,0 +1,316 @@
+"""The session store: sessions, participants, tracks and takes, behind a small interface.
+
+:class:`SessionStore` is the interface the rest of the server uses; :class:`SqliteStore` is
+the embedded default (one SQLite file in the data directory, WAL journal,
+``synchronous=FULL``, so a committed change survives ``kill -9`` and power loss).  Calls are
+short synchronous statements; nothing on the Socket.IO broadcast path touches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from tutti.takeformat import Recording, parse_recording
+from tutti.wire import SessionSettings, parse_settings
+
+from .models import Participant, Principal, Session, Take, TakeSinger, Track
+
+__all__ = ["SessionStore", "SqliteStore"]
+
+
+class SessionStore(Protocol):
+    """Durable state of every session.  All methods are synchronous and quick."""
+
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+    def create_session(self, session: Session, leader_hash: str) -> None: ...
+    def get_session(self, session_id: str) -> Session | None: ...
+    def session_by_code(self, code: str) -> Session | None: ...
+    def update_settings(self, session_id: str, settings: SessionSettings) -> None: ...
+    def close_session(self, session_id: str) -> None: ...
+    def principal(self, token_hash: str) -> Principal | None: ...
+    def add_participant(self, participant: Participant, token_hash: str) -> None: ...
+    def get_participant(self, participant_id: str) -> Participant | None: ...
+    def participants(self, session_id: str) -> list[Participant]: ...
+    def set_latency(self, participant_id: str, frames: int, source: str) -> None: ...
+    def put_track(self, session_id: str, track: Track) -> None: ...
+    def tracks(self, session_id: str) -> dict[str, Track]: ...
+    def create_take(self, take: Take) -> None: ...
+    def get_take(self, take_id: str) -> Take | None: ...
+    def takes(self, session_id: str) -> list[Take]: ...
+    def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
+                       stopped_at: float | None = None) -> None: ...
+    def set_singer_state(self, take_id: str, participant_id: str, state: str,
+                         detail: str = "") -> None: ...
+    def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    code TEXT NOT NULL UNIQUE,
+    leader_hash TEXT NOT NULL UNIQUE,
+    settings TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS participants (
+    participant_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    name TEXT NOT NULL,
+    part TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    latency_frames INTEGER,
+    latency_source TEXT
+);
+CREATE INDEX IF NOT EXISTS participants_session ON participants(session_id);
+CREATE TABLE IF NOT EXISTS tracks (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    part TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    PRIMARY KEY (session_id, part)
+);
+CREATE TABLE IF NOT EXISTS takes (
+    take_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    settings TEXT NOT NULL,
+    tracks TEXT NOT NULL,
+    t0 REAL,
+    stopped_at REAL
+);
+CREATE INDEX IF NOT EXISTS takes_session ON takes(session_id, seq);
+CREATE TABLE IF NOT EXISTS take_singers (
+    take_id TEXT NOT NULL REFERENCES takes(take_id),
+    participant_id TEXT NOT NULL REFERENCES participants(participant_id),
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    recording TEXT,
+    PRIMARY KEY (take_id, participant_id)
+);
+"""
+
+
+def _track_from_dict(part: str, d: dict[str, Any]) -> Track:
+    return Track(part=part, sha256=d["sha256"], frames=d["frames"], rate=d["rate"],
+                 channels=d["channels"], size=d["size"], format=d["format"])
+
+
+class SqliteStore:
+    """:class:`SessionStore` on one SQLite file.
+
+    Parameters
+    ----------
+    path : Path
+        The database file (created with its schema if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+            return row
+
+    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # ------------------------------------------------------------------ general
+
+    def ping(self) -> None:
+        """Raise if the database cannot be read."""
+        self._one("SELECT count(*) FROM sessions")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ----------------------------------------------------------------- sessions
+
+    @staticmethod
+    def _session(row: sqlite3.Row) -> Session:
+        return Session(session_id=row["session_id"], code=row["code"],
+                       settings=parse_settings(json.loads(row["settings"])),
+                       state=row["state"], created_at=row["created_at"])
+
+    def create_session(self, session: Session, leader_hash: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (session.session_id, session.code, leader_hash,
+                 json.dumps(session.settings.to_dict()), session.state, session.created_at),
+            )
+
+    def get_session(self, session_id: str) -> Session | None:
+        row = self._one("SELECT * FROM sessions WHERE session_id = ?", session_id)
+        return self._session(row) if row else None
+
+    def session_by_code(self, code: str) -> Session | None:
+        row = self._one("SELECT * FROM sessions WHERE code = ?", code)
+        return self._session(row) if row else None
+
+    def update_settings(self, session_id: str, settings: SessionSettings) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET settings = ? WHERE session_id = ?",
+                       (json.dumps(settings.to_dict()), session_id))
+
+    def close_session(self, session_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET state = 'closed' WHERE session_id = ?",
+                       (session_id,))
+
+    def principal(self, token_hash: str) -> Principal | None:
+        row = self._one("SELECT session_id FROM sessions WHERE leader_hash = ?", token_hash)
+        if row:
+            return Principal("leader", row["session_id"])
+        row = self._one("SELECT session_id, participant_id FROM participants "
+                        "WHERE token_hash = ?", token_hash)
+        if row:
+            return Principal("singer", row["session_id"], row["participant_id"])
+        return None
+
+    # ------------------------------------------------------------- participants
+
+    @staticmethod
+    def _participant(row: sqlite3.Row) -> Participant:
+        return Participant(participant_id=row["participant_id"], session_id=row["session_id"],
+                           name=row["name"], part=row["part"], created_at=row["created_at"],
+                           latency_frames=row["latency_frames"],
+                           latency_source=row["latency_source"])
+
+    def add_participant(self, participant: Participant, token_hash: str) -> None:
+        p = participant
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO participants VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (p.participant_id, p.session_id, p.name, p.part, token_hash, p.created_at,
+                 p.latency_frames, p.latency_source),
+            )
+
+    def get_participant(self, participant_id: str) -> Participant | None:
+        row = self._one("SELECT * FROM participants WHERE participant_id = ?", participant_id)
+        return self._participant(row) if row else None
+
+    def participants(self, session_id: str) -> list[Participant]:
+        rows = self._all("SELECT * FROM participants WHERE session_id = ? ORDER BY created_at",
+                         session_id)
+        return [self._participant(r) for r in rows]
+
+    def set_latency(self, participant_id: str, frames: int, source: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE participants SET latency_frames = ?, latency_source = ? "
+                       "WHERE participant_id = ?", (frames, source, participant_id))
+
+    # ------------------------------------------------------------------- tracks
+
+    def put_track(self, session_id: str, track: Track) -> None:
+        t = track
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, t.part, t.sha256, t.frames, t.rate, t.channels, t.size, t.format),
+            )
+
+    def tracks(self, session_id: str) -> dict[str, Track]:
+        rows = self._all("SELECT * FROM tracks WHERE session_id = ? ORDER BY part", session_id)
+        return {r["part"]: _track_from_dict(r["part"], dict(r)) for r in rows}
+
+    # -------------------------------------------------------------------- takes
+
+    def create_take(self, take: Take) -> None:
+        t = take
+        with self._tx() as db:
+            seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM takes WHERE session_id = ?",
+                             (t.session_id,)).fetchone()[0]
+            db.execute(
+                "INSERT INTO takes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (t.take_id, t.session_id, seq, t.state, t.created_at,
+                 json.dumps(t.settings.to_dict()),
+                 json.dumps({p: tr.to_dict() for p, tr in t.tracks.items()}),
+                 t.t0, t.stopped_at),
+            )
+            db.executemany(
+                "INSERT INTO take_singers VALUES (?, ?, ?, ?, NULL)",
+                [(t.take_id, s.participant_id, s.state, s.detail) for s in t.singers],
+            )
+
+    def _take(self, row: sqlite3.Row) -> Take:
+        singer_rows = self._all(
+            "SELECT ts.*, p.name, p.part FROM take_singers ts JOIN participants p "
+            "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at", row["take_id"])
+        singers = []
+        for s in singer_rows:
+            rec: Recording | None = None
+            if s["recording"]:
+                rec = parse_recording(json.loads(s["recording"]))
+            singers.append(TakeSinger(participant_id=s["participant_id"], name=s["name"],
+                                      part=s["part"], state=s["state"], detail=s["detail"],
+                                      recording=rec))
+        tracks = {p: _track_from_dict(p, d) for p, d in json.loads(row["tracks"]).items()}
+        return Take(take_id=row["take_id"], session_id=row["session_id"], state=row["state"],
+                    created_at=row["created_at"],
+                    settings=parse_settings(json.loads(row["settings"])), tracks=tracks,
+                    t0=row["t0"], stopped_at=row["stopped_at"], singers=tuple(singers))
+
+    def get_take(self, take_id: str) -> Take | None:
+        row = self._one("SELECT * FROM takes WHERE take_id = ?", take_id)
+        return self._take(row) if row else None
+
+    def takes(self, session_id: str) -> list[Take]:
+        rows = self._all("SELECT * FROM takes WHERE session_id = ? ORDER BY seq", session_id)
+        return [self._take(r) for r in rows]
+
+    def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
+                       stopped_at: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
+                       "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?",
+                       (state, t0, stopped_at, take_id))
+
+    def set_singer_state(self, take_id: str, participant_id: str, state: str,
+                         detail: str = "") -> None:
+        with self._tx() as db:
+            db.execute("UPDATE take_singers SET state = ?, detail = ? "
+                       "WHERE take_id = ? AND participant_id = ?",
+                       (state, detail, take_id, participant_id))
+
+    def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE take_singers SET state = 'uploaded', detail = '', recording = ? "
+                       "WHERE take_id = ? AND participant_id = ?",
+                       (json.dumps(recording.to_dict()), take_id, participant_id))

@@ -1,0 +1,196 @@
+"""Take uploads: the tus hooks that decide who may upload a recording and accept it when done.
+
+:class:`TakeUploadHooks` implements :class:`tutti.server.tus.UploadHooks`:
+
+- create: only a singer (its bearer token), for a take of its session in which it is
+  expected and has not uploaded yet, with metadata ``take_id``, ``filename`` (``.wav``,
+  ``.flac`` or ``.ogg``), ``sha256`` (hex, optional) and ``recording`` (JSON: the
+  :class:`tutti.takeformat.Recording` fields minus file, singer, part);
+- access: only the singer who created the upload;
+- complete: sha256 matches, the file is valid audio at the session rate with the declared
+  frames and channels and a sane duration; the recording row is stored (state "uploaded"),
+  then the file is renamed atomically to
+  ``takes/<session>/<take>/recordings/<participant_id>.<ext>`` and the folder fsynced.
+
+Storing the row before the rename makes completion idempotent: if the server dies between
+the two, the upload is still fully received, tus completes it again at start-up, and this
+hook sees the stored row with the same sha256 and only redoes the rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tutti.takeformat import Recording, TakeFormatError, parse_recording
+from tutti.wire import Ev
+
+from .audiocheck import AudioCheckError, check_audio
+from .auth import bearer_token
+from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from .models import TRACK_FORMATS, Fanout, Participant, Take
+from .sessions import Sessions
+from .store import SessionStore
+from .takes import Takes
+from .tracks import fsync_dir
+from .tus import VerificationError
+
+__all__ = ["TakeUploadHooks", "DURATION_MARGIN_S"]
+
+#: A recording may be this much longer than the session's max_take_seconds.
+DURATION_MARGIN_S = 60.0
+_EXTS = {ext: fmt for fmt, (ext, _) in TRACK_FORMATS.items()}
+
+
+class TakeUploadHooks:
+    """The application side of tus uploads for take recordings."""
+
+    def __init__(self, store: SessionStore, sessions: Sessions, takes: Takes,
+                 fanout: Fanout) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.takes = takes
+        self.fanout = fanout
+
+    # -------------------------------------------------------------- validation
+
+    def _target(self, session_id: str, participant_id: str,
+                metadata: dict[str, str]) -> tuple[Take, Participant, Recording]:
+        """Take, singer and declared recording of an upload's metadata (ApiError if bad)."""
+        take_id = metadata.get("take_id", "")
+        take = self.store.get_take(take_id) if 0 < len(take_id) <= 64 else None
+        if take is None or take.session_id != session_id:
+            raise NotFound(f"upload metadata 'take_id': no take {take_id[:64]!r} in your "
+                           "session", code="no_take")
+        me = take.singer(participant_id)
+        participant = self.store.get_participant(participant_id)
+        if me is None or participant is None:
+            raise Forbidden(f"you were not in the session when take {take_id} was armed, so "
+                            "it expects no recording from you", code="not_expected")
+        filename = metadata.get("filename", "")
+        ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if ext not in _EXTS:
+            raise BadRequest(f"upload metadata 'filename' {filename[:80]!r}: accepted "
+                             "extensions are .wav, .flac and .ogg", code="bad_metadata")
+        try:
+            raw = json.loads(metadata.get("recording", ""))
+        except ValueError:
+            raise BadRequest("upload metadata 'recording' must be a JSON object with rate, "
+                             "channels, frames, start_offset, latency, ...",
+                             code="bad_metadata") from None
+        if not isinstance(raw, dict):
+            raise BadRequest("upload metadata 'recording' must be a JSON object",
+                             code="bad_metadata")
+        fields = {k: v for k, v in raw.items()
+                  if k in Recording.__dataclass_fields__
+                  and k not in ("file", "singer", "part", "participant_id", "sha256")}
+        fields.update(file=f"recordings/{participant_id}.{ext}", singer=participant.name,
+                      part=participant.part, participant_id=participant_id)
+        try:
+            rec = parse_recording(fields, "upload metadata 'recording'")
+        except TakeFormatError as exc:
+            raise BadRequest(str(exc), code="bad_metadata") from None
+        if rec.rate != take.settings.rate:
+            raise Unprocessable(f"the recording is at {rec.rate} Hz but the take runs at "
+                                f"{take.settings.rate} Hz", code="wrong_rate")
+        return take, participant, rec
+
+    # ------------------------------------------------------------------- hooks
+
+    async def authorize_create(self, request: web.Request, metadata: dict[str, str],
+                               length: int) -> str:
+        try:
+            p = self.sessions.principal(bearer_token(request))
+            if p.is_leader or p.participant_id is None:
+                raise Forbidden("only singers upload recordings, each with its own token",
+                                code="singer_only")
+            take, _, _ = self._target(p.session_id, p.participant_id, metadata)
+            me = take.singer(p.participant_id)
+            if me is not None and me.state == "uploaded":
+                raise Conflict(f"your recording of take {take.take_id} is already uploaded",
+                               code="already_uploaded")
+            if take.state == "armed":
+                raise Conflict(f"take {take.take_id} has not started yet", code="take_not_started")
+        except ApiError as exc:
+            raise exc.to_http() from None
+        self.store.set_singer_state(take.take_id, p.participant_id, "uploading")
+        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, {
+            "take_id": take.take_id, "participant_id": p.participant_id,
+            "state": "uploading", "detail": ""})
+        return p.participant_id
+
+    async def authorize_access(self, request: web.Request, owner: str) -> None:
+        try:
+            p = self.sessions.principal(bearer_token(request))
+            if p.participant_id != owner:
+                raise Forbidden("this upload belongs to another singer", code="not_owner")
+        except ApiError as exc:
+            raise exc.to_http() from None
+
+    async def complete(self, upload_id: str, path: Path, metadata: dict[str, str], owner: str,
+                       sha256_hex: str) -> None:
+        participant = self.store.get_participant(owner)
+        if participant is None:
+            raise VerificationError("the uploading singer no longer exists")
+        try:
+            take, _, rec = self._target(participant.session_id, owner, metadata)
+        except ApiError as exc:
+            raise VerificationError(exc.message) from None
+        try:
+            await self._verify(take, rec, path, metadata, sha256_hex)
+        except VerificationError as exc:
+            self.store.set_singer_state(take.take_id, owner, "failed", str(exc))
+            await self._announce(take, owner, "failed", str(exc))
+            raise
+        rec = Recording(**{**rec.to_dict(), "sha256": sha256_hex})
+        me = take.singer(owner)
+        if me is None or me.recording is None or me.recording.sha256 != sha256_hex:
+            self.store.set_recording(take.take_id, owner, rec)
+        dest = self.takes.folder(take.session_id, take.take_id) / rec.file
+        await asyncio.to_thread(self._place, path, dest)
+        await self._announce(take, owner, "uploaded", "")
+
+    async def _verify(self, take: Take, rec: Recording, path: Path, metadata: dict[str, str],
+                      sha256_hex: str) -> None:
+        declared = metadata.get("sha256", "").lower()
+        if declared and declared != sha256_hex:
+            raise VerificationError(f"sha256 of the received file is {sha256_hex}, but the "
+                                    f"metadata declared {declared[:64]}")
+        limit = take.settings.max_take_seconds + DURATION_MARGIN_S
+        try:
+            info = await asyncio.to_thread(check_audio, path, max_seconds=limit)
+        except AudioCheckError as exc:
+            raise VerificationError(str(exc)) from None
+        if info.rate != take.settings.rate:
+            raise VerificationError(f"the file is at {info.rate} Hz; the take runs at "
+                                    f"{take.settings.rate} Hz")
+        if info.frames != rec.frames:
+            raise VerificationError(f"the file holds {info.frames} frames; the metadata "
+                                    f"declared {rec.frames}")
+        if info.channels != rec.channels:
+            raise VerificationError(f"the file has {info.channels} channels; the metadata "
+                                    f"declared {rec.channels}")
+        ext = rec.file.rsplit(".", 1)[-1]
+        if TRACK_FORMATS[info.format][0] != ext:
+            raise VerificationError(f"the file is {info.format} but is named .{ext}")
+
+    @staticmethod
+    def _place(src: Path, dest: Path) -> None:
+        made = not dest.parent.exists()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.exists():
+            os.replace(src, dest)
+        fsync_dir(dest.parent)
+        if made:
+            for d in (dest.parent.parent, dest.parent.parent.parent):
+                fsync_dir(d)
+
+    async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
+        data: dict[str, Any] = {"take_id": take.take_id, "participant_id": participant_id,
+                                "state": state, "detail": detail}
+        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, data)

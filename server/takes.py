@@ -1,0 +1,165 @@
+"""The take lifecycle: arm, start at a scheduled server time, stop; list; manifest; files.
+
+A take snapshots the session's settings and backing tracks when it is armed, and expects
+every singer who has joined the session by then.  Starting schedules timeline sample 0 at
+server monotonic time ``t0 = now + lead_s`` (``lead_s`` ≥ :data:`tutti.wire.MIN_START_LEAD_S`)
+and broadcasts :class:`tutti.wire.TakeStart` once to the session room.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tutti.takeformat import Backing, TakeFormatError, TakeManifest, check_relpath
+from tutti.wire import MIN_START_LEAD_S, Ev, TakeStart
+
+from .auth import new_id
+from .errors import BadRequest, Conflict, NotFound
+from .models import Fanout, Principal, Take, TakeSinger
+from .sessions import Sessions
+from .store import SessionStore
+
+__all__ = ["Takes", "MAX_START_LEAD_S", "DEFAULT_START_LEAD_S"]
+
+DEFAULT_START_LEAD_S = 2.0
+MAX_START_LEAD_S = 30.0
+
+
+class Takes:
+    """Take rules over the store; files of completed recordings live under ``takes_dir``.
+
+    Layout: ``<takes_dir>/<session_id>/<take_id>/recordings/<participant_id>.<ext>``.
+    """
+
+    def __init__(self, store: SessionStore, sessions: Sessions, fanout: Fanout,
+                 takes_dir: Path) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.fanout = fanout
+        self.takes_dir = takes_dir
+        takes_dir.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, session_id: str, take_id: str) -> Path:
+        return self.takes_dir / session_id / take_id
+
+    def get(self, p: Principal, take_id: str) -> Take:
+        """The take, if it belongs to ``p``'s session; 404 otherwise."""
+        take = self.store.get_take(take_id) if len(take_id) <= 64 else None
+        if take is None or take.session_id != p.session_id:
+            raise NotFound(f"no take {take_id[:64]!r} in this session", code="no_take")
+        return take
+
+    async def arm(self, p: Principal) -> dict[str, Any]:
+        """Coroutine: arm a new take expecting every joined singer; broadcast TAKE_ARMED."""
+        self.sessions.require_leader(p, "arm a take")
+        s = self.sessions.open_session(p.session_id)
+        busy = [t for t in self.store.takes(s.session_id) if t.state in ("armed", "running")]
+        if busy:
+            raise Conflict(f"take {busy[-1].take_id} is {busy[-1].state}; stop it first",
+                           code="take_active")
+        singers = self.store.participants(s.session_id)
+        if not singers:
+            raise Conflict("nobody has joined the session yet; a take needs at least one "
+                           "singer", code="no_singers")
+        take = Take(
+            take_id=new_id(), session_id=s.session_id, state="armed", created_at=time.time(),
+            settings=s.settings, tracks=self.store.tracks(s.session_id),
+            singers=tuple(TakeSinger(x.participant_id, x.name, x.part, "expected")
+                          for x in singers),
+        )
+        self.store.create_take(take)
+        expected = [x.participant_id for x in take.singers]
+        await self.fanout.to_session(s.session_id, Ev.TAKE_ARMED,
+                                     {"take_id": take.take_id, "expected": expected,
+                                      "settings": s.settings.to_dict()})
+        return {"take_id": take.take_id, "state": "armed", "expected": expected}
+
+    async def start(self, p: Principal, take_id: str, payload: Any) -> dict[str, Any]:
+        """Coroutine: schedule the armed take at ``t0`` and broadcast TAKE_START."""
+        self.sessions.require_leader(p, "start a take")
+        self.sessions.open_session(p.session_id)
+        take = self.get(p, take_id)
+        if take.state != "armed":
+            raise Conflict(f"take {take_id} is {take.state}; only an armed take can start",
+                           code="take_not_armed")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise BadRequest('start: expected a JSON object {"lead_s"?: seconds}',
+                             code="bad_payload")
+        lead = payload.get("lead_s", DEFAULT_START_LEAD_S)
+        if (isinstance(lead, bool) or not isinstance(lead, (int, float))
+                or not MIN_START_LEAD_S <= lead <= MAX_START_LEAD_S):
+            raise BadRequest(f"start: lead_s must be a number of seconds from "
+                             f"{MIN_START_LEAD_S} to {MAX_START_LEAD_S}, got {lead!r}",
+                             code="bad_payload")
+        now = time.monotonic()
+        t0 = now + float(lead)
+        self.store.set_take_state(take.take_id, "running", t0=t0)
+        msg = TakeStart(take_id=take.take_id, t0=t0, settings=take.settings,
+                        sent_at=time.monotonic(),
+                        tracks={part: t.sha256 for part, t in take.tracks.items()})
+        await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg.to_dict())
+        return {"take_id": take.take_id, "t0": t0, "server_time": now}
+
+    async def stop(self, p: Principal, take_id: str) -> dict[str, Any]:
+        """Coroutine: stop an armed or running take; broadcast TAKE_STOP."""
+        self.sessions.require_leader(p, "stop a take")
+        take = self.get(p, take_id)
+        if take.state == "stopped":
+            raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
+        stopped_at = time.time()
+        self.store.set_take_state(take.take_id, "stopped", stopped_at=stopped_at)
+        await self.fanout.to_session(p.session_id, Ev.TAKE_STOP,
+                                     {"take_id": take.take_id, "stopped_at": stopped_at})
+        return {"take_id": take.take_id, "state": "stopped", "stopped_at": stopped_at}
+
+    def list(self, p: Principal) -> dict[str, Any]:
+        self.sessions.require_leader(p, "list the takes")
+        return {"takes": [t.to_dict() for t in self.store.takes(p.session_id)]}
+
+    # ---------------------------------------------------------- take folder view
+
+    @staticmethod
+    def backing_start(take: Take) -> int:
+        """Timeline frame where the backing starts (after the count-in, plus the offset)."""
+        s = take.settings
+        return s.count_in_frames + round(s.backing_offset_beats * 60.0 / s.bpm * s.rate)
+
+    def manifest(self, p: Principal, take_id: str) -> TakeManifest:
+        """The take's ``take.json``: the uploaded recordings and the backing per part."""
+        self.sessions.require_leader(p, "read a take's manifest")
+        take = self.get(p, take_id)
+        recs = tuple(s.recording for s in take.singers if s.recording is not None)
+        start = self.backing_start(take)
+        backing = tuple(Backing(part=part, file=f"backing/{part}.{t.ext}", sha256=t.sha256,
+                                timeline_start=start) for part, t in take.tracks.items())
+        return TakeManifest(take_id=take.take_id, rate=take.settings.rate, recordings=recs,
+                            settings=take.settings.to_dict(), backing=backing,
+                            title=take.settings.title)
+
+    def file(self, p: Principal, take_id: str, relpath: str,
+             tracks_path: Any) -> tuple[Path, str, str]:
+        """(path on disk, sha256, content type) of a file the manifest names; 404 otherwise.
+
+        Only names listed in the manifest resolve, so no path can leave the take folder.
+        """
+        self.sessions.require_leader(p, "download take files")
+        take = self.get(p, take_id)
+        try:
+            rel = check_relpath(relpath, "path")
+        except TakeFormatError as exc:
+            raise BadRequest(str(exc), code="bad_path") from None
+        for s in take.singers:
+            rec = s.recording
+            if rec is not None and rec.file == rel:
+                ext = rel.rsplit(".", 1)[-1]
+                ctype = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}[ext]
+                return self.folder(take.session_id, take.take_id) / rel, rec.sha256, ctype
+        for part, t in take.tracks.items():
+            if rel == f"backing/{part}.{t.ext}":
+                return tracks_path(t.sha256), t.sha256, t.content_type
+        raise NotFound(f"take {take_id} has no file {rel!r}; the manifest lists its files",
+                       code="no_file")

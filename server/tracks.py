@@ -1,0 +1,151 @@
+"""Backing tracks: received streamed to disk under a size cap, checked, stored by sha256.
+
+A leader's ``PUT /api/session/tracks/{part}`` body goes to a temporary file in the data
+directory while its sha256 is computed; it is then checked with :func:`check_audio` (the
+session's sample rate, 1 or 2 channels), fsynced and renamed to ``tracks/<sha256>``.  The
+same content uploaded twice (or for two parts) is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from aiohttp import web
+
+from tutti.wire import SessionSettings
+
+from .audiocheck import AudioCheckError, check_audio
+from .errors import TooLarge, Unprocessable, UnsupportedMedia
+from .models import Track
+
+__all__ = ["TrackStore", "fsync_dir", "receive_body"]
+
+_BATCH = 1 << 20
+_ACCEPTED_TYPES = ("audio/", "application/octet-stream")
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that a rename inside it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def receive_body(request: web.Request, dest: Path, cap: int) -> tuple[str, int]:
+    """Coroutine: stream the request body into ``dest`` (fsynced); return (sha256 hex, bytes).
+
+    Raises :class:`TooLarge` (413) as soon as more than ``cap`` bytes are announced or arrive;
+    ``dest`` is removed then.
+    """
+    declared = request.content_length
+    if declared is not None and declared > cap:
+        raise TooLarge(f"the body is {declared} bytes; at most {cap} bytes are accepted here")
+    digest = hashlib.sha256()
+    size = 0
+    f = await asyncio.to_thread(open, dest, "wb")
+    try:
+        batch: list[bytes] = []
+        pending = 0
+
+        def flush(chunks: list[bytes]) -> None:
+            for c in chunks:
+                f.write(c)
+
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                raise TooLarge(f"the body exceeds {cap} bytes, the most accepted here")
+            digest.update(chunk)
+            batch.append(chunk)
+            pending += len(chunk)
+            if pending >= _BATCH:
+                await asyncio.to_thread(flush, batch)
+                batch, pending = [], 0
+        await asyncio.to_thread(flush, batch)
+
+        def sync() -> None:
+            f.flush()
+            os.fsync(f.fileno())
+
+        await asyncio.to_thread(sync)
+    except BaseException:
+        f.close()
+        dest.unlink(missing_ok=True)
+        raise
+    f.close()
+    return digest.hexdigest(), size
+
+
+class TrackStore:
+    """Backing-track files under ``<data>/tracks``, named by their sha256.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The server's data directory; ``tracks/`` and ``tmp/`` are made inside it.
+    max_bytes : int
+        Largest track accepted, bytes.
+    """
+
+    def __init__(self, data_dir: Path, max_bytes: int) -> None:
+        self.root = data_dir / "tracks"
+        self.tmp = data_dir / "tmp"
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.glob("*.part"):  # from a run killed mid-upload
+            leftover.unlink(missing_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where the track with this sha256 is stored."""
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+        return self.root / sha256
+
+    async def receive(self, request: web.Request, part: str,
+                      settings: SessionSettings) -> Track:
+        """Coroutine: store the request body as ``part``'s backing track and return it.
+
+        Raises 415 for a non-audio Content-Type, 413 over the cap, 422 for a file that is
+        not acceptable audio, not at the session rate, or not mono/stereo.
+        """
+        ctype = request.content_type
+        if not any(ctype.startswith(t) for t in _ACCEPTED_TYPES):
+            raise UnsupportedMedia(
+                f"Content-Type {ctype!r} is not accepted for a backing track; send the file "
+                "as audio/wav, audio/flac, audio/ogg or application/octet-stream")
+        tmp = self.tmp / f"{secrets.token_hex(8)}.part"
+        sha, size = await receive_body(request, tmp, self.max_bytes)
+        try:
+            try:
+                info = await asyncio.to_thread(check_audio, tmp, max_channels=8)
+            except AudioCheckError as exc:
+                raise Unprocessable(f"backing track for {part!r}: {exc}",
+                                    code="bad_audio") from None
+            if info.rate != settings.rate:
+                raise Unprocessable(
+                    f"backing track for {part!r} is at {info.rate} Hz but the session runs at "
+                    f"{settings.rate} Hz; resample it to {settings.rate} Hz",
+                    code="wrong_rate")
+            if info.channels not in (1, 2):
+                raise Unprocessable(
+                    f"backing track for {part!r} has {info.channels} channels; accepted: "
+                    "1 (mono) or 2 (stereo)", code="wrong_channels")
+            final = self.path(sha)
+            await asyncio.to_thread(self._place, tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return Track(part=part, sha256=sha, frames=info.frames, rate=info.rate,
+                     channels=info.channels, size=size, format=info.format)
+
+    def _place(self, tmp: Path, final: Path) -> None:
+        if final.exists() and final.stat().st_size == tmp.stat().st_size:
+            return  # same content already stored
+        os.replace(tmp, final)
+        fsync_dir(self.root)

@@ -1,0 +1,23 @@
+"""Fixtures: a real tutti server in-process on port 0 and an HTTP client bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.server import RunningServer, running_server
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with running_server(tmp_path / "data") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def http(server: RunningServer) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(server.url) as session:
+        yield session

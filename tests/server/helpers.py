@@ -1,0 +1,134 @@
+"""Helpers for server tests: HTTP shortcuts, a recording Socket.IO client, test audio files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import socketio
+import soundfile as sf
+
+from tutti.wire import PROTOCOL_VERSION
+
+SETTINGS: dict[str, Any] = {"title": "Tuesday choir", "rate": 48000, "bpm": 120,
+                            "parts": ["S", "A", "T", "B"], "count_in_bars": 1}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Leader:
+    session_id: str
+    code: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+@dataclass
+class Singer:
+    participant_id: str
+    token: str
+    name: str
+    part: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+async def create_session(http: aiohttp.ClientSession, **settings: Any) -> Leader:
+    async with http.post("/api/sessions", json={**SETTINGS, **settings}) as r:
+        assert r.status == 201, await r.text()
+        d = await r.json()
+    return Leader(d["session_id"], d["code"], d["leader_token"])
+
+
+async def join(http: aiohttp.ClientSession, code: str, name: str = "Ann",
+               part: str = "S") -> Singer:
+    async with http.post("/api/join", json={"code": code, "name": name, "part": part}) as r:
+        assert r.status == 200, await r.text()
+        d = await r.json()
+    return Singer(d["participant_id"], d["token"], name, part)
+
+
+async def error_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The ``error`` object of a JSON error response (asserts the shape)."""
+    assert resp.content_type == "application/json", (resp.status, await resp.text())
+    body = await resp.json()
+    err = body["error"]
+    assert isinstance(err["code"], str) and err["code"]
+    assert isinstance(err["message"], str) and len(err["message"]) > 10
+    return dict(err)
+
+
+class Recorder:
+    """A python-socketio AsyncClient that records every event it receives."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, Any, float]] = []
+        self.connect_error: Any = None
+        self._arrived = asyncio.Event()
+        self.client.on("*", self._any)
+        self.client.on("connect_error", self._connect_error)
+
+    async def _any(self, event: str, *args: Any) -> None:
+        self.events.append((event, args[0] if args else None, time.monotonic()))
+        self._arrived.set()
+
+    async def _connect_error(self, data: Any = None) -> None:
+        self.connect_error = data
+
+    async def connect(self, url: str, token: str, protocol: int = PROTOCOL_VERSION,
+                      headers: dict[str, str] | None = None) -> None:
+        await self.client.connect(url, auth={"token": token, "protocol": protocol},
+                                  transports=["websocket"], headers=headers or {},
+                                  wait_timeout=10)
+
+    async def wait(self, event: str, pred: Callable[[Any], bool] = lambda d: True,
+                   timeout: float = 5.0) -> Any:
+        """Coroutine: the first recorded ``event`` whose payload satisfies ``pred``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, data, _ in self.events:
+                if name == event and pred(data):
+                    return data
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = [n for n, _, _ in self.events]
+                raise AssertionError(f"no {event!r} event within {timeout} s; got {seen}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                pass
+
+    def of(self, event: str) -> list[Any]:
+        return [d for n, d, _ in self.events if n == event]
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+        await self.client.shutdown()
+
+
+def write_audio(path: Path, *, rate: int = 48000, frames: int = 4800, channels: int = 1,
+                fmt: str | None = None, subtype: str | None = None, seed: int = 0) -> str:
+    """Write a noise-and-sine test file with soundfile; return its sha256 hex."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames, dtype=np.float64) / rate
+    sig = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.01 * rng.standard_normal((frames, 1))
+    data = np.repeat(sig, channels, axis=1).astype(np.float32)
+    sf.write(path, data, rate, format=fmt, subtype=subtype)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
