@@ -380,7 +380,14 @@ class TusHandler:
         now = self._clock()
         state = UploadState(new_upload_id(), length, 0, metadata, owner, now,
                             now + self._expiry_s)
-        await asyncio.to_thread(self._store.create, state)
+        try:
+            await asyncio.to_thread(self._store.create, state)
+        except OSError as exc:
+            log.error("upload %s: cannot create: %s", state.upload_id, exc)
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise _TusError(507 if full else 500, "storage_error",
+                            f"the server could not create the upload ({exc.strerror}); "
+                            "try again later") from None
         upload = _Upload(state, sha256=hashlib.sha256())
         self._uploads[state.upload_id] = upload
         base = request.path if request.path.endswith("/") else request.path + "/"
@@ -423,6 +430,8 @@ class TusHandler:
         if upload.lock.locked():
             raise _TusError(409, "upload_busy",
                             f"upload {st.upload_id} is receiving a PATCH; terminate it afterwards")
+        if self._uploads.get(st.upload_id) is not upload:
+            raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         await asyncio.to_thread(self._store.remove, st.upload_id)
         self._uploads.pop(st.upload_id, None)
         return web.Response(status=204)
@@ -449,6 +458,8 @@ class TusHandler:
                 checksum = parse_checksum(request.headers["Upload-Checksum"])
             except ValueError as exc:
                 raise _TusError(400, "bad_checksum", str(exc)) from None
+        if self._uploads.get(st.upload_id) is not upload:  # terminated or expired meanwhile
+            raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         if upload.lock.locked():
             raise _TusError(409, "upload_busy",
                             f"another PATCH to upload {st.upload_id} is in progress")

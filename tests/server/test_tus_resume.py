@@ -66,7 +66,7 @@ async def test_random_cuts_resume_identical(tmp_path: Path, seed: int) -> None:
         offset = 0
         while offset < len(data):
             end = min(len(data), offset + rng.randint(1, 2 * READ_CHUNK))
-            if rng.random() < 0.8:  # cut this request off part-way
+            if cuts < 8 or rng.random() < 0.5:  # cut this request off part-way
                 cut = offset + rng.randint(0, end - offset - 1)
                 await raw_patch_cut(srv.host, srv.port, path, offset, end - offset,
                                     data[offset:cut])
@@ -78,7 +78,7 @@ async def test_random_cuts_resume_identical(tmp_path: Path, seed: int) -> None:
                 r = await patch(s, url, offset, data[offset:end])
                 assert r.status == 204, r.status
             offset = await head_offset(s, url)
-        assert cuts >= 3 and partial_kept >= 1
+        assert cuts >= 8 and partial_kept >= 1
         assert srv.hooks.completed == [(upload_id(url), sha256(data))]
         assert sha256((srv.hooks.done_dir / upload_id(url)).read_bytes()) == sha256(data)
 
