@@ -67,9 +67,7 @@ def _fit_channels(a: AudioArray, channels: int, name: str) -> AudioArray:
     )
 
 
-def _add_at(
-    out: AudioArray, src: AudioArray | None, start: int, db: float, name: str
-) -> None:
+def _add_at(out: AudioArray, src: AudioArray | None, start: int, db: float, name: str) -> None:
     """Add ``src`` (gain ``db``) so that its sample 0 lands on timeline ``start``."""
     if src is None:
         return

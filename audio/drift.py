@@ -1,0 +1,159 @@
+"""Clock drift between a recording and the timeline: found from markers, corrected by resampling.
+
+When a singer records and plays through separate devices (a USB mic and laptop headphones),
+the two clocks differ by tens of ppm: 100 ppm is 60 ms over ten minutes.  Markers heard by
+the mic at both ends of the take (the count-in clicks, or claps) are found with
+:func:`tutti.audio.align.find_markers`; a straight line through ``(expected, found)``
+
+    found = offset_frames + (1 + ppm · 1e-6) · expected
+
+gives the drift, and :func:`correct_drift` resamples the recording by ``1 / (1 + ppm · 1e-6)``
+with soxr so that its clock matches the timeline.  Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from .types import AudioArray, AudioError, as_audio
+
+__all__ = ["DriftEstimate", "estimate_drift", "correct_drift"]
+
+#: Drift larger than this (ppm) is not a clock difference but a wrong rate or wrong markers.
+MAX_PPM = 2000.0
+
+
+@dataclass(frozen=True)
+class DriftEstimate:
+    """A fitted line ``found = offset_frames + (1 + ppm·1e-6) · expected``.
+
+    Attributes
+    ----------
+    ppm : float
+        Parts per million by which the recording's clock runs fast (positive: the recording
+        has more frames per timeline second).
+    offset_frames : float
+        Where the recording has the marker expected at its frame 0, minus 0: add it to
+        the expected position to get the found one (before drift).
+    markers_used : int
+        Markers left after outlier rejection.
+    residual_frames : float
+        Largest |found − fitted| of the markers used, frames.
+    """
+
+    ppm: float
+    offset_frames: float
+    markers_used: int
+    residual_frames: float
+
+    def corrected_timeline_start(self, timeline_start: int) -> int:
+        """Timeline start of the recording after :func:`correct_drift` and the offset fix.
+
+        A corrected sample ``j'`` holds recording sample ``j = (1 + ppm·1e-6)·j'``, which is
+        at timeline ``timeline_start + (j − offset_frames) / (1 + ppm·1e-6)``, i.e.
+        ``timeline_start − offset_frames / (1 + ppm·1e-6) + j'``.
+        """
+        return int(round(timeline_start - self.offset_frames / (1 + self.ppm * 1e-6)))
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
+
+
+def estimate_drift(
+    found: Sequence[tuple[float, float]],
+    *,
+    max_residual: float = 24.0,
+    min_span: float = 1.0,
+) -> DriftEstimate:
+    """Fit drift and offset through (expected, found) marker pairs.
+
+    Parameters
+    ----------
+    found : sequence of (float, float)
+        ``(expected, found)`` positions in recording frames, from markers at both ends of the
+        take (pairs whose marker was not found are left out by the caller).
+    max_residual : float
+        While more than two markers remain, the one farthest from the fit is dropped if it is
+        more than this many frames off (a cough is not a click), and the line refitted.
+    min_span : float
+        Smallest distance (frames) between the first and last expected position.
+
+    Returns
+    -------
+    DriftEstimate
+
+    Raises
+    ------
+    AudioError
+        Fewer than two markers, markers all at one place, non-finite values, or a drift
+        beyond ±2000 ppm.
+    """
+    pts = np.asarray(list(found), dtype=np.float64).reshape(-1, 2)
+    if pts.shape[0] < 2:
+        raise AudioError(
+            f"drift: need markers at both ends of the take, found {pts.shape[0]}; "
+            "the mic must pick up count-in clicks (or claps) at the start and the end"
+        )
+    if not np.isfinite(pts).all():
+        raise AudioError("drift: marker positions must be finite numbers")
+    x, y = pts[:, 0], pts[:, 1]
+    while True:
+        if float(x.max() - x.min()) < min_span:
+            raise AudioError(
+                f"drift: markers span only {float(x.max() - x.min()):.0f} frames; "
+                "need markers at both ends of the take"
+            )
+        slope, intercept = _fit(x, y)
+        res = np.abs(y - (intercept + slope * x))
+        worst = int(np.argmax(res))
+        if x.shape[0] > 2 and res[worst] > max_residual:
+            x, y = np.delete(x, worst), np.delete(y, worst)
+            continue
+        break
+    ppm = (slope - 1.0) * 1e6
+    if not abs(ppm) <= MAX_PPM:
+        raise AudioError(
+            f"drift: {ppm:.0f} ppm is not clock drift (accepted: ±{MAX_PPM:.0f} ppm); check the "
+            "recording's sample rate and the markers"
+        )
+    return DriftEstimate(
+        ppm=ppm,
+        offset_frames=intercept,
+        markers_used=int(x.shape[0]),
+        residual_frames=float(res.max()),
+    )
+
+
+def correct_drift(recording: AudioArray, rate: int, ppm: float) -> AudioArray:
+    """Resample a recording whose clock ran ``ppm`` fast onto the timeline's clock.
+
+    Parameters
+    ----------
+    recording : AudioArray
+        float32 (frames, channels).
+    rate : int
+        Nominal rate, Hz.
+    ppm : float
+        From :func:`estimate_drift`.
+
+    Returns
+    -------
+    AudioArray
+        float32 (≈ frames / (1 + ppm·1e-6), channels); sample 0 stays sample 0.
+    """
+    rec = as_audio(recording, name="recording")
+    if not math.isfinite(ppm) or abs(ppm) > MAX_PPM:
+        raise AudioError(f"correct_drift: ppm must be finite and within ±{MAX_PPM:.0f}, got {ppm}")
+    if rate <= 0:
+        raise AudioError(f"correct_drift: rate must be positive, got {rate}")
+    if ppm == 0.0 or rec.shape[0] == 0:
+        return rec.copy()
+    out = soxr.resample(rec, rate * (1.0 + ppm * 1e-6), float(rate), quality="VHQ")
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(-1, rec.shape[1])
