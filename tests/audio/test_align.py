@@ -56,8 +56,10 @@ def test_recordings_with_known_offsets_are_placed_to_one_frame(
     rng = np.random.default_rng(abs(true_start))
     ref = _timeline(6.0, rng)
     # The singer's recording: the reference from timeline true_start on, 0.5 gain, mic noise.
-    rec = ref[max(true_start, 0) :] if true_start >= 0 else np.vstack(
-        [np.zeros((-true_start, 1), np.float32), ref]
+    rec = (
+        ref[max(true_start, 0) :]
+        if true_start >= 0
+        else np.vstack([np.zeros((-true_start, 1), np.float32), ref])
     )
     rec = (0.5 * rec + 0.01 * rng.standard_normal(rec.shape)).astype(np.float32)
     start = refine_offset(rec, ref, true_start + metadata_error, window=512)

@@ -73,9 +73,7 @@ def test_tempo_map_sections_change_tempo_and_meter_at_their_bars() -> None:
 
 
 def test_a_tempo_map_section_at_bar_zero_replaces_the_base_tempo_for_the_song_only() -> None:
-    s = SessionSettings(
-        title="t", bpm=120, count_in_bars=1, tempo_map=(TempoSection(0, 60, 2),)
-    )
+    s = SessionSettings(title="t", bpm=120, count_in_bars=1, tempo_map=(TempoSection(0, 60, 2),))
     frames = [b.frame for b in beat_frames(s, RATE, n_bars=2)]
     assert frames == [0, 24000, 48000, 72000, 96000, 144000, 192000, 240000]
 
@@ -148,8 +146,10 @@ def test_render_click_subdivisions_count_in_only_and_levels() -> None:
 
 
 def test_hand_built_beats_without_time_and_beats_past_the_end() -> None:
-    beats = [Beat(frame=10, bar=0, beat=0, accent=True, count_in=False, bpm=120.0),
-             Beat(frame=500, bar=0, beat=1, accent=False, count_in=False, bpm=120.0)]
+    beats = [
+        Beat(frame=10, bar=0, beat=0, accent=True, count_in=False, bpm=120.0),
+        Beat(frame=500, bar=0, beat=1, accent=False, count_in=False, bpm=120.0),
+    ]
     out = render_click(beats, RATE, 100)
     assert out[10, 0] != 0.0 and not out[:10].any()
     assert out.shape == (100, 1)
