@@ -37,7 +37,8 @@ def _timeline(seconds: float, rng: np.random.Generator) -> np.ndarray:
     n = round(seconds * RATE)
     click = render_click(beat_frames(s, RATE, seconds=seconds), RATE, n)
     voice = np.convolve(rng.standard_normal(n), np.hanning(24) / 12, mode="same") * 0.05
-    return (click[:, 0] + voice).astype(np.float32)[:, None]
+    out: np.ndarray = (click[:, 0] + voice).astype(np.float32)[:, None]
+    return out
 
 
 def _fractional_shift(x: np.ndarray, delay: float) -> npt.NDArray[np.float64]:
@@ -115,7 +116,7 @@ def _tone_hz(x: npt.NDArray[np.float64], rate: int) -> float:
     spec = np.abs(np.fft.rfft(x * w, 4 * x.shape[0]))
     i = int(np.argmax(spec))
     a, b, c = np.log(spec[i - 1 : i + 2])
-    return (i + 0.5 * (a - c) / (a - 2 * b + c)) * rate / (4 * x.shape[0])
+    return float((i + 0.5 * (a - c) / (a - 2 * b + c)) * rate / (4 * x.shape[0]))
 
 
 def test_resample_44k1_to_48k_keeps_a_tone_and_the_timing() -> None:

@@ -15,7 +15,8 @@ F64 = npt.NDArray[np.float64]
 
 def _played() -> np.ndarray:
     # 0.5 s sweep, 0.1 s lead, 0.1 s tail: short enough for fast tests.
-    return latency.test_signal(RATE, duration_s=0.5, tail_s=0.1)
+    out: np.ndarray = latency.test_signal(RATE, duration_s=0.5, tail_s=0.1)
+    return out
 
 
 def _delayed(x: np.ndarray, delay: float, extra: int) -> F64:
@@ -39,7 +40,8 @@ def _with_noise(y: F64, snr_db: float, active: slice, rng: np.random.Generator) 
     """Add white noise ``snr_db`` below the power of ``y`` over ``active``."""
     p = float(np.mean(y[active] ** 2))
     noisy = y + rng.standard_normal(y.shape[0]) * np.sqrt(p / 10 ** (snr_db / 10))
-    return noisy.astype(np.float32)[:, None]
+    out: np.ndarray = noisy.astype(np.float32)[:, None]
+    return out
 
 
 def test_test_signal_shape_level_and_silence_around() -> None:
