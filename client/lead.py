@@ -245,7 +245,10 @@ def _err_console() -> Console:
 
 
 def _out_console() -> Console:
-    return Console(highlight=False)
+    con = Console(highlight=False)
+    if not con.is_terminal:  # a pipe or a file: don't squeeze tables into 80 columns
+        con = Console(highlight=False, width=160)
+    return con
 
 
 def _print_json(data: Any) -> None:

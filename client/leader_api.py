@@ -399,7 +399,7 @@ class LeaderClient:
                                 progress(have + got, total)
                         fh.flush()
                         os.fsync(fh.fileno())
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise LeaderError(
                 f"the download of {relpath} was interrupted ({exc or type(exc).__name__}); "
                 f"{part.stat().st_size if part.exists() else 0} bytes are kept in {part} — "

@@ -124,8 +124,9 @@ class RosterState:
             assert isinstance(settings, dict)
             self.rate = settings.get("rate") if isinstance(settings.get("rate"), int) else None
             self.title = str(settings.get("title", ""))
-            self.code = str(sess.get("code", ""))
-            return self._note(f"watching {self.title or 'session'} (join code {self.code})")
+            self.code = str(sess.get("code") or self.code)
+            code = f" (join code {self.code})" if self.code else ""
+            return self._note(f"watching {self.title or 'session'}{code}")
         if event == wire.Ev.ROSTER:
             lines: list[str] = []
             for p in data.get("participants", []):
@@ -305,7 +306,8 @@ async def watch(
     Returns
     -------
     int
-        Exit code: 0, or 1 when the server refused the connection.
+        Exit code: 0; 1 when the server refused the connection or the session is closed;
+        3 when the server cannot be reached.
     """
     out = console or Console(highlight=False)
     live_mode = out.is_terminal
@@ -378,8 +380,20 @@ async def watch(
             actions.add(task)
             task.add_done_callback(actions.discard)
 
-    fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
-    keys = _isatty(fd)
+    try:
+        info = await api.session()
+    except LeaderError as exc:
+        await api.__aexit__(None, None, None)
+        out.print(f"tutti lead watch: {exc}", markup=False)
+        return 3 if exc.code in ("unreachable", "not_tutti") else 1
+    state.code = str(info.get("code", ""))
+    if info.get("state") == "closed":
+        await api.__aexit__(None, None, None)
+        out.print("tutti lead watch: this session is closed; create a new one with "
+                  "`tutti lead create`", markup=False)
+        return 1
+    fd = _stdin_fd() if stdin_fd is None else stdin_fd
+    keys = fd >= 0 and _isatty(fd)
     try:
         try:
             await sio.connect(server, auth={"token": token, "protocol": wire.PROTOCOL_VERSION},
@@ -424,6 +438,13 @@ async def watch(
     finally:
         await sio.disconnect()
         await api.__aexit__(None, None, None)
+
+
+def _stdin_fd() -> int:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):  # closed or replaced (pytest capture)
+        return -1
 
 
 def _isatty(fd: int) -> bool:
