@@ -219,7 +219,9 @@ class Realtime:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
-            return socketio.exceptions.ConnectionRefusedError({"code": code, "message": message})
+            # The client's connect_error handler gets {"message": message, "data": {...}}.
+            return socketio.exceptions.ConnectionRefusedError(
+                message, {"code": code, "message": message})
 
         if not isinstance(auth, dict) or not isinstance(auth.get("token"), str):
             raise refuse("no_token", 'connect with auth={"token": ..., "protocol": '

@@ -89,7 +89,8 @@ class Recorder:
         self._arrived.set()
 
     async def _connect_error(self, data: Any = None) -> None:
-        self.connect_error = data
+        # the server refuses with {"message", "data": {"code", "message"}}
+        self.connect_error = data.get("data", data) if isinstance(data, dict) else data
 
     async def connect(self, url: str, token: str, protocol: int = PROTOCOL_VERSION,
                       headers: dict[str, str] | None = None) -> None:
@@ -119,8 +120,13 @@ class Recorder:
         return [d for n, d, _ in self.events if n == event]
 
     async def close(self) -> None:
-        await self.client.disconnect()
+        """Coroutine: disconnect and release the client's HTTP session (also after a refusal)."""
+        if self.client.connected:
+            await self.client.disconnect()
         await self.client.shutdown()
+        http = self.client.eio.http
+        if http is not None and not http.closed:
+            await http.close()
 
 
 def write_audio(path: Path, *, rate: int = 48000, frames: int = 4800, channels: int = 1,
