@@ -46,7 +46,8 @@ class LatencyEstimate:
         The delay in frames with its fractional part.
     confidence : float
         Peak-to-sidelobe ratio (linear): the impulse-response peak over the largest value
-        more than a few frames away from it.  ≥ 4 is required; a clean loop gives hundreds.
+        outside its main lobe (±0.5 ms) and its reverb tail (``reverb_s``).  ≥ 4 is
+        required; a clean loop gives over a hundred, noise alone about 1.
     snr_db : float
         Recording power explained by the delayed, filtered test signal over the rest (dB),
         measured where the test signal is sounding.
@@ -163,7 +164,8 @@ def estimate_latency(
     silence_db : float
         A recording whose peak is below this (dBFS) is silent.
     reverb_s : float
-        Length of impulse response after the peak counted as signal for ``snr_db``.
+        Length of impulse response after the peak that belongs to it (the room's tail):
+        counted as signal for ``snr_db`` and not as a sidelobe for ``confidence``.
 
     Returns
     -------
@@ -209,7 +211,9 @@ def estimate_latency(
     search = np.abs(h[: max_lag + 1])
     idx = int(np.argmax(search))
     main = max(8, round(0.0005 * rate))
-    side = np.concatenate([search[: max(0, idx - main)], search[idx + main + 1 :]])
+    # Sidelobes: everything but the main lobe and the peak's own reverb tail.
+    tail = max(main, round(reverb_s * rate))
+    side = np.concatenate([search[: max(0, idx - main)], search[idx + tail + 1 :]])
     sidelobe = float(side.max()) if side.size else 0.0
     confidence = float(search[idx] / sidelobe) if sidelobe > 0 else float("inf")
     if confidence < min_confidence:

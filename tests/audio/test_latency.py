@@ -74,7 +74,7 @@ def test_integer_delays_are_exact_with_gain_noise_and_reverb(delay: int) -> None
     est = estimate_latency(p, rec, RATE, max_latency_s=0.25)
     assert est.frames == delay
     assert abs(est.subsample - delay) < 0.25
-    assert est.confidence >= 4
+    assert est.confidence >= 20  # the reverb tail is not counted as a sidelobe
 
 
 @pytest.mark.parametrize("delay", [300.37, 512.25, 1000.5, 2047.81, 4800.9])
