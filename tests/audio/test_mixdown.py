@@ -1,0 +1,196 @@
+"""The block mixer and its stages: linearity, placement, pan, high-pass, reverb, master, DAW."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import signal
+from tutti.audio.daw import Stem, audacity_lof, reaper_project
+from tutti.audio.filters import HighPass
+from tutti.audio.layout import pan_gains
+from tutti.audio.loudness import integrated_loudness
+from tutti.audio.mixdown import Mixdown, MixSettings, Voice, mix_arrays
+from tutti.audio.reverb import ConvolutionReverb, hall_ir
+from tutti.audio.types import AudioError
+
+RATE = 48000
+
+
+def noise(frames: int, seed: int, level: float = 0.1, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (level * rng.standard_normal((frames, channels))).astype(np.float32)
+
+
+def test_mix_of_sums_equals_sum_of_mixes() -> None:
+    """With processing off the mixer is linear: mix(a + b) == mix(a) + mix(b)."""
+    settings = MixSettings.linear(RATE)
+    starts, pans, gains = [0, 1234, -500, 70_000], [-0.7, 0.0, 0.4, 1.0], [0.0, -6.0, 3.0, -1.5]
+    a = [noise(100_000 + 1000 * i, seed=i) for i in range(4)]
+    b = [noise(100_000 + 1000 * i, seed=10 + i, channels=1) for i in range(4)]
+    voices = [Voice(f"v{i}", starts[i], gains[i], pans[i]) for i in range(4)]
+    frames = 200_000
+
+    def mix(recs: list[np.ndarray]) -> np.ndarray:
+        out, _, master = mix_arrays(
+            list(zip(recs, voices, strict=True)), settings, frames=frames, jobs=2
+        )
+        assert master.gain_db == 0.0
+        return out
+
+    ab = mix([x + y for x, y in zip(a, b, strict=True)])
+    np.testing.assert_allclose(ab, mix(a) + mix(b), atol=2e-6)
+    assert float(np.abs(ab).max()) > 0.1  # not trivially zero
+
+
+def test_voice_lands_at_its_timeline_position_with_its_pan() -> None:
+    x = np.zeros((1000, 1), np.float32)
+    x[10, 0] = 0.5
+    out, reports, _ = mix_arrays(
+        [(x, Voice("a", timeline_start=300, pan=-0.5, gain_db=-6.0))],
+        MixSettings.linear(RATE),
+        frames=2000,
+    )
+    left, right = pan_gains(-0.5)
+    g = 10 ** (-6 / 20)
+    assert out.shape == (2000, 2)
+    assert int(np.argmax(np.abs(out[:, 0]))) == 310
+    assert out[310, 0] == pytest.approx(0.5 * g * left, rel=1e-6)
+    assert out[310, 1] == pytest.approx(0.5 * g * right, rel=1e-6)
+    assert np.count_nonzero(out) == 2
+    assert reports[0].match_db == 0.0
+
+
+def test_negative_start_is_cut_and_mute_leaves_out() -> None:
+    x = np.arange(1, 101, dtype=np.float32)[:, None] / 1000
+    out, reports, _ = mix_arrays(
+        [(x, Voice("early", timeline_start=-40)), (x * 0 + 0.3, Voice("muted", mute=True))],
+        MixSettings.linear(RATE),
+        frames=100,
+    )
+    left, _ = pan_gains(0.0)
+    np.testing.assert_allclose(out[:60, 0], x[40:, 0] * left, rtol=1e-6)
+    assert not out[60:].any()
+    assert reports[1].muted and reports[1].analysis.peak_dbfs == pytest.approx(
+        20 * math.log10(0.3), abs=1e-4
+    )
+
+
+def test_stereo_recording_folds_to_mono() -> None:
+    x = np.zeros((100, 2), np.float32)
+    x[5] = (0.2, 0.4)
+    out, _, _ = mix_arrays([(x, Voice("st", pan=-1.0))], MixSettings.linear(RATE))
+    assert out[5, 0] == pytest.approx(0.3, rel=1e-6) and out[5, 1] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_loudness_matching_evens_out_singers() -> None:
+    """A quiet and a loud singer, hard left and right: matched, both channels read the same."""
+    t = np.arange(6 * RATE) / RATE
+    quiet = (0.02 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[:, None]
+    loud = (0.5 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)[:, None]
+    settings = MixSettings(
+        RATE, target_lufs=None, highpass_hz=None, limiter=False, singer_lufs=-26.0
+    )
+    out, reports, _ = mix_arrays(
+        [(quiet, Voice("q", pan=-1.0)), (loud, Voice("l", pan=1.0))], settings
+    )
+    lq = integrated_loudness(out[:, :1], RATE)
+    ll = integrated_loudness(out[:, 1:], RATE)
+    assert lq == pytest.approx(-26.0, abs=0.05) and ll == pytest.approx(-26.0, abs=0.05)
+    assert reports[0].match_db > 10 and reports[1].match_db < 0
+
+
+def test_master_loudness_and_true_peak_in_memory() -> None:
+    voices = [
+        (noise(5 * RATE, seed=i, level=0.05 * (i + 1)), Voice(f"v{i}", 100 * i, pan=0.2 * i - 0.3))
+        for i in range(4)
+    ]
+    out, reports, master = mix_arrays(voices, MixSettings(RATE, target_lufs=-8.0), jobs=2)
+    assert integrated_loudness(out, RATE) == pytest.approx(-8.0, abs=0.1)
+    assert master.output_lufs == pytest.approx(integrated_loudness(out, RATE), abs=1e-6)
+    tp = 20 * math.log10(float(np.abs(signal.resample_poly(out, 4, 1, axis=0)).max()))
+    assert tp <= -1.0
+    assert master.true_peak_dbtp == pytest.approx(tp, abs=0.02)
+    assert master.limited_frames > 0  # −8 LUFS of noise needs limiting
+
+
+def test_block_size_does_not_change_the_mix() -> None:
+    voices = [
+        (noise(3 * RATE, seed=i), Voice(f"v{i}", 777 * i, pan=-0.5 + 0.3 * i)) for i in range(3)
+    ]
+    a, _, _ = mix_arrays(voices, MixSettings(RATE, reverb_wet=0.2, block=1 << 16))
+    b, _, _ = mix_arrays(voices, MixSettings(RATE, reverb_wet=0.2, block=12_345))
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_warnings_for_silent_and_clipped() -> None:
+    silent = np.zeros((RATE, 1), np.float32)
+    clipped = np.clip(noise(RATE, seed=1, level=2.0), -1, 1)
+    _, reports, _ = mix_arrays([(silent, Voice("s")), (clipped, Voice("c"))], MixSettings(RATE))
+    assert reports[0].warnings == ("silent",) and reports[0].match_db == 0.0
+    assert reports[1].analysis.clipped > 0 and reports[1].warnings[0].startswith("clipped")
+
+
+def test_backing_added_after_voice_processing_only() -> None:
+    mix = Mixdown(MixSettings.linear(RATE), 1000)
+    with pytest.raises(AudioError, match="after finish_voices"):
+        mix.add_backing(np.zeros((10, 2), np.float32), 0)
+    mix.finish_voices()
+    mix.add_backing(np.full((10, 1), 0.5, np.float32), 995, gain_db=-6.0)
+    assert mix.bus[995:1000].tolist() == [[pytest.approx(0.5 * 10 ** (-6 / 20))] * 2] * 5
+    with pytest.raises(AudioError, match="before finish_voices"):
+        mix.add_voice(np.zeros((10, 1), np.float32), Voice("late"))
+    with pytest.raises(AudioError, match="nothing to mix"):
+        Mixdown(MixSettings.linear(RATE), 0)
+
+
+def test_highpass_in_blocks_equals_whole_and_cuts_rumble() -> None:
+    x = noise(50_000, seed=4, channels=2)
+    whole = HighPass(RATE, 2).process(x)
+    hp = HighPass(RATE, 2)
+    parts = np.concatenate([hp.process(x[a : a + 4321]) for a in range(0, x.shape[0], 4321)])
+    np.testing.assert_allclose(parts, whole, atol=1e-6)
+    t = np.arange(RATE) / RATE
+    rumble = np.sin(2 * np.pi * 20 * t).astype(np.float32)[:, None]
+    voice = np.sin(2 * np.pi * 440 * t).astype(np.float32)[:, None]
+    assert np.abs(HighPass(RATE, 1).process(rumble)[RATE // 2 :]).max() < 0.1  # −20 dB at 20 Hz
+    assert np.abs(HighPass(RATE, 1).process(voice)[RATE // 2 :]).max() > 0.99
+    with pytest.raises(AudioError, match="cut-off"):
+        HighPass(RATE, 1, cutoff_hz=5.0)
+
+
+def test_reverb_streaming_equals_whole_convolution() -> None:
+    ir = hall_ir(RATE, rt60=0.5)
+    assert ir.shape[1] == 2 and np.sum(ir[:, 0] ** 2) == pytest.approx(1.0, rel=1e-4)
+    assert np.corrcoef(ir[:, 0], ir[:, 1])[0, 1] < 0.2  # decorrelated channels
+    x = noise(30_000, seed=5, channels=2)
+    rev = ConvolutionReverb(ir, wet=0.5)
+    streamed = np.concatenate(
+        [rev.process(x[a : a + 7000]) for a in range(0, x.shape[0], 7000)] + [rev.flush()]
+    )
+    whole = np.stack([signal.fftconvolve(x[:, c], ir[:, c]) for c in range(2)], axis=1) * 0.5
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    # the tail decays: last 100 ms far below the first 100 ms after the pre-delay
+    e = ir[:, 0] ** 2
+    assert e[-RATE // 10 :].sum() < 1e-3 * e[: RATE // 10 + 900].sum()
+
+
+def test_daw_projects() -> None:
+    stems = [
+        Stem("stems/00-a.flac", 'Anna "S"', 0, 48000, -0.5, -3.0),
+        Stem("stems/01-b.wav", "Ben", 24000, 96000),
+    ]
+    rpp = reaper_project(stems, 48000, title="Take 1")
+    assert rpp.startswith("<REAPER_PROJECT") and rpp.rstrip().endswith(">")
+    assert rpp.count("<TRACK") == 2 and rpp.count("<") == rpp.count(">") - rpp.count("->")
+    assert 'NAME "Anna S"' in rpp and "<SOURCE FLAC" in rpp and "<SOURCE WAVE" in rpp
+    assert "POSITION 0.500000000" in rpp and "LENGTH 2.000000000" in rpp
+    assert 'FILE "stems/01-b.wav"' in rpp
+    lof = audacity_lof(stems, 48000)
+    assert lof.splitlines() == [
+        'file "stems/00-a.flac" offset 0.000000000',
+        'file "stems/01-b.wav" offset 0.500000000',
+    ]
+    with pytest.raises(AudioError, match="extension"):
+        reaper_project([Stem("x.mp3", "x")], 48000)
