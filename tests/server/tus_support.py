@@ -179,15 +179,15 @@ async def raw_patch_cut(host: str, port: int, path: str, offset: int, declared: 
 
 
 async def wait_offset(session: aiohttp.ClientSession, url: str, want: int,
-                      timeout: float = 10.0) -> int:
+                      timeout: float = 10.0, owner: str = "alice") -> int:
     """Poll HEAD until the upload's offset is ``want`` (the server commits a cut body
     asynchronously); returns the last offset seen."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    got = await head_offset(session, url)
+    got = await head_offset(session, url, owner)
     while got != want and loop.time() < deadline:
         await asyncio.sleep(0.02)
-        got = await head_offset(session, url)
+        got = await head_offset(session, url, owner)
     return got
 
 
