@@ -78,9 +78,8 @@ def test_cli_measures_exact_jack_round_trip_and_repeats_identically(
         assert isinstance(runs, list) and len(runs) == 3
         assert all(abs(r - 512) < 0.05 for r in runs), runs
     assert key == "JACK Audio Connection Kit:system|48000|256"
-    print(
-        f"\nJACK loopback round trip, blocksize 256: runs {results[0]['runs']} / {results[1]['runs']}"
-    )
+    runs = [r["runs"] for r in results]
+    print(f"\nJACK loopback round trip, blocksize 256: runs {runs[0]} / {runs[1]}")
 
 
 def test_round_trip_depends_on_blocksize_and_lookup_uses_it(jack: JackServer, cfgdir: Path) -> None:
