@@ -219,7 +219,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, with_json=True)
 
     p = sub.add_parser("download", help="download a take folder for `tutti mix`")
-    p.add_argument("take_id", metavar="TAKE_ID", help="the take (see `tutti lead takes`)")
+    p.add_argument("take_id", metavar="TAKE",
+                   help="'last', the take's number in `tutti lead takes`, or its id (or prefix)")
     p.add_argument("dir", metavar="DIR", nargs="?", type=Path,
                    help="destination folder (default ./take-TAKE_ID)")
     p.add_argument("--wait", type=float, default=0.0, metavar="S",
@@ -534,10 +535,10 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
         out.print("no takes yet; run one with `tutti lead take start`")
         return EXIT_OK
     t = Table(show_header=True, header_style="bold")
-    for col in ("take", "state", "singers", "uploaded"):
+    for col in ("#", "take", "state", "singers", "uploaded"):
         t.add_column(col)
     colours = {"uploaded": "green", "failed": "red", "uploading": "yellow"}
-    for take in takes:
+    for number, take in enumerate(takes, start=1):
         singers = take.get("singers", [])
         done = sum(1 for s in singers if s.get("state") == "uploaded")
         who = ", ".join(
@@ -545,7 +546,7 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
             f"{s.get('state')}[/]"
             for s in singers
         )
-        t.add_row(str(take.get("take_id")), str(take.get("state")), who or "—",
+        t.add_row(str(number), str(take.get("take_id")), str(take.get("state")), who or "—",
                   f"{done}/{len(singers)}")
     out.print(t)
     return EXIT_OK
@@ -574,25 +575,43 @@ def _missing_singers(take: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [s for s in take.get("singers", []) if s.get("state") != "uploaded"]
 
 
+def resolve_take(takes: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The take ``ref`` names: ``last``, its number in ``tutti lead takes`` (1 = first), its
+    id, or a unique prefix of its id.  Raises :class:`LeaderError` naming what is accepted."""
+    if not takes:
+        raise LeaderError("this session has no takes yet", code="unknown_take")
+    if ref == "last":
+        return takes[-1]
+    if ref.isdigit() and 1 <= int(ref) <= len(takes) and len(ref) <= 4:
+        return takes[int(ref) - 1]
+    exact = [t for t in takes if t.get("take_id") == ref]
+    if exact:
+        return exact[0]
+    prefixed = [t for t in takes if str(t.get("take_id", "")).startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    what = "is ambiguous" if prefixed else "matches no take"
+    raise LeaderError(
+        f"take {ref!r} {what} in this session; give 'last', a number 1–{len(takes)}, "
+        "or a take id (see `tutti lead takes`)",
+        code="unknown_take",
+    )
+
+
 async def _download(args: argparse.Namespace, target: Target) -> int:
     err = _err_console()
-    folder: Path = args.dir if args.dir is not None else Path(f"take-{args.take_id}")
     async with LeaderClient(target.server, target.token) as api:
         deadline = time.monotonic() + max(0.0, args.wait)
         while True:
-            take = next((t for t in await api.takes() if t.get("take_id") == args.take_id), None)
-            if take is None:
-                raise LeaderError(
-                    f"no take {args.take_id!r} in this session; see `tutti lead takes`",
-                    code="unknown_take",
-                )
+            take = resolve_take(await api.takes(), args.take_id)
             missing = _missing_singers(take)
-            if not missing or time.monotonic() >= deadline or any(
-                s.get("state") == "failed" for s in missing
-            ) and all(s.get("state") in ("failed", "uploaded") for s in take.get("singers", [])):
+            pending = [s for s in missing if s.get("state") != "failed"]
+            if not pending or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.5)
-        raw = await api.manifest(args.take_id)
+        take_id = str(take["take_id"])
+        folder: Path = args.dir if args.dir is not None else Path(f"take-{take_id}")
+        raw = await api.manifest(take_id)
         try:
             manifest = takeformat.parse_manifest(raw)
         except takeformat.TakeFormatError as exc:
@@ -607,12 +626,12 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
                 dest = folder / rel
                 task = prog.add_task(rel, total=None)
                 total_bytes += await api.download_file(
-                    args.take_id, rel, dest, sha256=sha,
+                    take_id, rel, dest, sha256=sha,
                     progress=lambda d, t, task=task: prog.update(task, completed=d, total=t),
                 )
     path = _write_manifest(folder, manifest.to_dict())
     summary = {
-        "take_id": args.take_id,
+        "take_id": take_id,
         "dir": str(folder),
         "manifest": str(path),
         "recordings": [r.file for r in manifest.recordings],
@@ -628,7 +647,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         _print_json(summary)
     else:
         _out_console().print(
-            f"take {args.take_id}: {len(manifest.recordings)} recording(s), "
+            f"take {take_id}: {len(manifest.recordings)} recording(s), "
             f"{len(manifest.backing)} backing track(s) in {folder} — mix with "
             f"`tutti mix {folder}`"
         )

@@ -205,6 +205,10 @@ async def test_download_take_folder_for_mix(server: str, tmp_path: Path) -> None
     # running it again transfers nothing (every file is already there and checks out)
     res = await run_cli("lead", "download", take_id, str(dest), "--json")
     assert res.code == 0 and res.json()["bytes_downloaded"] == 0, res
+    # 'last', the take's number and an id prefix name the same take
+    for ref in ("last", "1", take_id[:6]):
+        res = await run_cli("lead", "download", ref, str(dest), "--json")
+        assert res.code == 0 and res.json()["take_id"] == take_id, (ref, res)
 
 
 async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> None:
@@ -216,7 +220,8 @@ async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> 
     manifest = takeformat.parse_manifest(json.loads((dest / "take.json").read_text()))
     assert [r.participant_id for r in manifest.recordings] == [singers[0].participant_id]
     res = await run_cli("lead", "download", "no-such-take", str(dest))
-    assert res.code == 1 and "no take 'no-such-take'" in res.err
+    assert res.code == 1 and "take 'no-such-take' matches no take" in res.err, res
+    assert "give 'last', a number 1–1, or a take id" in res.err
 
 
 async def test_download_resumes_after_interruption(server: str, tmp_path: Path) -> None:
