@@ -11,6 +11,8 @@ the handler in with :meth:`TusHandler.add_routes` and :meth:`TusHandler.cleanup_
 Bytes and offsets are kept by :mod:`tutti.server.uploads`; see ``docs/uploads.md`` for the
 resume, checksum, expiry and durability rules.
 
+Clients that cannot send PATCH/DELETE may POST to an upload with ``X-HTTP-Method-Override``.
+
 Status codes beyond the tus spec's: error responses carry a JSON body
 ``{"error": {"code", "message"}}`` (except to HEAD); a PATCH to a completed upload gets 403;
 an upload the completion hook refused gets 422 with the reason (also on HEAD, where the
@@ -270,6 +272,7 @@ class TusHandler:
         app.router.add_route("HEAD", item, self._wrap(self._head))
         app.router.add_route("PATCH", item, self._wrap(self._patch))
         app.router.add_route("DELETE", item, self._wrap(self._delete))
+        app.router.add_route("POST", item, self._wrap(self._override))
 
         async def stamp(request: web.Request, response: web.StreamResponse) -> None:
             # Also for responses made outside the views (404/405 from the router, errors
@@ -360,6 +363,17 @@ class TusHandler:
             "Tus-Max-Size": str(self._max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         })
+
+    async def _override(self, request: web.Request) -> web.StreamResponse:
+        """POST + ``X-HTTP-Method-Override`` (tus core) for clients that cannot send PATCH."""
+        method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
+        targets = {"PATCH": self._patch, "DELETE": self._delete, "HEAD": self._head}
+        if method not in targets:
+            raise _TusError(405, "method_not_allowed",
+                            "POST on an upload needs X-HTTP-Method-Override: PATCH, HEAD or "
+                            f"DELETE (got {method[:20]!r})", headers={"Allow": "HEAD, PATCH, "
+                            "DELETE, OPTIONS, POST"})
+        return await targets[method](request)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         length = _uint_header(request, "Upload-Length")

@@ -365,3 +365,40 @@ async def test_background_expiry(tmp_path: Path) -> None:
         assert not part.exists()
         async with s.head(url, headers=auth("alice")) as r:
             assert r.status == 404
+
+
+async def test_completion_retried_after_hook_error(tmp_path: Path) -> None:
+    """A completion hook that fails for another reason than verification leaves the upload
+    fully received; an empty PATCH at the final offset retries it."""
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
+        url = await create(s, srv.url, 100)
+        srv.hooks.fail_next = 1
+        r = await patch(s, url, 0, b"r" * 100)
+        assert r.status == 500 and r.headers["Upload-Offset"] == "100"
+        async with s.head(url, headers=auth("alice")) as h:
+            assert h.headers["X-Tutti-Upload-State"] == "receiving"
+        assert (await patch(s, url, 100, b"more")).status == 413
+        r = await patch(s, url, 100, b"")
+        assert r.status == 204
+        assert srv.hooks.completed == [(upload_id(url), sha256(b"r" * 100))]
+        async with s.head(url, headers=auth("alice")) as h:
+            assert h.headers["X-Tutti-Upload-State"] == "completed"
+
+
+async def test_method_override(tmp_path: Path) -> None:
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
+        url = await create(s, srv.url, 20)
+        base = {**auth("alice"), "Content-Type": OCTET}
+        async with s.post(url, data=b"0123456789", headers={
+                **base, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}) as r:
+            assert r.status == 204 and r.headers["Upload-Offset"] == "10"
+        async with s.post(url, headers={**auth("alice"), "X-HTTP-Method-Override": "HEAD"}) as r:
+            assert r.status == 200 and r.headers["Upload-Offset"] == "10"
+        async with s.post(url, headers={**auth("alice"), "X-HTTP-Method-Override": "GET"}) as r:
+            assert r.status == 405
+        async with s.post(url, headers=auth("alice")) as r:
+            assert r.status == 405
+        async with s.post(url, headers={**auth("alice"),
+                                        "X-HTTP-Method-Override": "DELETE"}) as r:
+            assert r.status == 204
+        assert list(srv.upload_dir.iterdir()) == []

@@ -46,6 +46,7 @@ class FileHooks:
 
     done_dir: Path
     completed: list[tuple[str, str]] = field(default_factory=list)  # (upload_id, sha256)
+    fail_next: int = 0  # complete() raises OSError this many more times (e.g. a full disk)
 
     @staticmethod
     def _token(request: web.Request) -> str:
@@ -64,6 +65,9 @@ class FileHooks:
 
     async def complete(self, upload_id: str, path: Path, metadata: dict[str, str], owner: str,
                        sha256_hex: str) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise OSError("simulated failure while placing the file")
         if "reject" in metadata:
             raise VerificationError(metadata["reject"])
         want = metadata.get("sha256")
