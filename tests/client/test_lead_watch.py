@@ -104,3 +104,55 @@ async def test_watch_without_terminal_prints_plain_lines(server: str) -> None:
     assert f"watching Sofa (join code {code})" in lines
     assert "Ann (A) joined, not connected" in lines
     del ann
+
+
+async def test_watch_on_a_terminal_draws_the_live_table(server: str) -> None:
+    res = await run_cli("lead", "create", server, "--title", "Sofa", "--json")
+    code = res.json()["code"]
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tutti", "lead", "watch",
+        stdin=slave, stdout=slave, stderr=slave,
+        env={**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"},
+    )
+    os.close(slave)
+    screen = bytearray()
+    loop = asyncio.get_running_loop()
+    got = asyncio.Event()
+    wanted: list[bytes] = []
+
+    def readable() -> None:
+        try:
+            screen.extend(os.read(master, 65536))
+        except OSError:
+            loop.remove_reader(master)
+            got.set()
+            return
+        if wanted and all(w in screen for w in wanted):
+            got.set()
+
+    async def wait_for(*needles: str) -> None:
+        wanted[:] = [n.encode() for n in needles]
+        got.clear()
+        if all(w in screen for w in wanted):
+            return
+        await asyncio.wait_for(got.wait(), 15)
+        assert all(w in screen for w in wanted), (needles, screen.decode(errors="replace"))
+
+    loop.add_reader(master, readable)
+    ann = Singer(server, "Ann", "S")
+    try:
+        await wait_for(f"join code {code}", "input level", "nobody yet")
+        await ann.join(code)
+        await ann.connect()
+        await ann.report(latency=480, rms_db=-6.0)
+        await wait_for("Ann", "480 fr 10.0 ms (measured)", "±0.20 ms", "████")
+        os.write(master, b"q")
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        loop.remove_reader(master)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+        await ann.close()
