@@ -1,0 +1,115 @@
+"""A singer-side process for the engine tests (run as ``python -m tests.client.engine_child``).
+
+``play``: start a DuplexEngine on the JACK "system" device (client name from
+``TUTTI_JACK_CLIENT_NAME``), print ``READY``, play a program whose first sample is a
+marker at local monotonic time ``--t0``, print the take's numbers as JSON, exit.
+
+``record``: wire the engine's own output to its input (digital loopback), measure L, record
+a long program through a crash-safe :class:`TakeWriter` into ``--store``; prints
+``RECORDING <json>`` once the take runs, then waits to be killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from tutti.client.calibrate import measure
+from tutti.client.engine import DuplexEngine
+from tutti.client.takestore import TakeStore
+
+from tests.support.jack import isolate_ports, jack_connect, new_ports
+
+
+def marker_program(frames: int, channels: int = 2) -> np.ndarray:  # type: ignore[type-arg]
+    """Sample 0 = 0.8 (the marker), then a 1 kHz tone from frame 480 on."""
+    prog = np.zeros((frames, channels), np.float32)
+    prog[0] = 0.8
+    t = np.arange(frames - 480) / 48000.0
+    prog[480:] = (0.25 * np.sin(2 * np.pi * 1000.0 * t))[:, None]
+    return prog
+
+
+def noise_program(frames: int, seed: int, channels: int = 2) -> np.ndarray:  # type: ignore[type-arg]
+    """Reproducible noise at about -20 dBFS."""
+    rng = np.random.default_rng(seed)
+    mono = (0.1 * rng.standard_normal(frames)).clip(-0.9, 0.9).astype(np.float32)
+    return np.repeat(mono[:, None], channels, axis=1)
+
+
+def _play(a: argparse.Namespace) -> int:
+    eng = DuplexEngine(rate=48000, device="system", blocksize=a.blocksize)
+    eng.start()
+    print("READY", flush=True)
+    prog = marker_program(int(a.seconds * 48000))
+    take = eng.schedule(prog, a.t0, record=False, tail=0.0)
+    take.wait(a.seconds + (a.t0 - time.monotonic()) + 10)
+    assert eng.clock is not None and take.first_dac_time is not None
+    print(
+        json.dumps(
+            {
+                "o0": take.o0,
+                "late_frames": take.late_frames,
+                "error": take.error,
+                "clock_uncertainty_us": eng.clock.uncertainty * 1e6,
+                "dac_error_us": (take.first_dac_time + eng.clock.offset - a.t0) * 1e6,
+                "underflows": take.underflows,
+            }
+        ),
+        flush=True,
+    )
+    eng.close()
+    return 0
+
+
+def _record(a: argparse.Namespace) -> int:
+    with new_ports() as ports:
+        eng = DuplexEngine(rate=48000, device="system", blocksize=256)
+        eng.start()
+    isolate_ports(ports)
+    jack_connect(ports[1], ports[0])  # out_0 -> in_0
+    cal = measure(eng, repeats=1)
+    store = TakeStore(a.store)
+    writer = store.begin(
+        "take-kill",
+        rate=48000,
+        channels=1,
+        singer="kill-test",
+        part="A",
+        latency=cal.frames,
+        device=eng.device_info,
+    )
+    prog = noise_program(int(a.seconds * 48000), a.seed)
+    t0 = time.monotonic() + 0.5
+    take = eng.schedule(prog, t0, record=True, writer=writer, tail=0.0)
+    while take.o0 is None:
+        time.sleep(0.01)
+    info = {"t0": t0, "latency": cal.frames, "start_offset": take.start_offset, "pid": os.getpid()}
+    print("RECORDING " + json.dumps(info), flush=True)
+    take.wait()
+    writer.finish()
+    eng.close()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("play")
+    p.add_argument("--t0", type=float, required=True)
+    p.add_argument("--seconds", type=float, default=0.5)
+    p.add_argument("--blocksize", type=int, default=0)
+    r = sub.add_parser("record")
+    r.add_argument("--store", required=True)
+    r.add_argument("--seconds", type=float, default=60.0)
+    r.add_argument("--seed", type=int, default=7)
+    a = ap.parse_args()
+    return _play(a) if a.cmd == "play" else _record(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
