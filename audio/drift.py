@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 import soxr
 
 from .types import AudioArray, AudioError, as_audio
@@ -61,9 +62,19 @@ class DriftEstimate:
         return int(round(timeline_start - self.offset_frames / (1 + self.ppm * 1e-6)))
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    slope, intercept = np.polyfit(x, y, 1)
+def _fit(x: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``d = intercept + slope · x``."""
+    slope, intercept = np.polyfit(x, d, 1)
     return float(slope), float(intercept)
+
+
+def _check_span(x: np.ndarray, min_span: float, what: str) -> None:
+    span = float(x.max() - x.min())
+    if span < min_span:
+        raise AudioError(
+            f"drift: {what} span only {span:.0f} frames (need {min_span:.0f}); "
+            "the mic must pick up count-in clicks (or claps) at the start and the end"
+        )
 
 
 def estimate_drift(
@@ -74,16 +85,21 @@ def estimate_drift(
 ) -> DriftEstimate:
     """Fit drift and offset through (expected, found) marker pairs.
 
+    The deviation ``found − expected`` is fitted against ``expected``: first robustly
+    (Theil–Sen: the median of pairwise slopes, then the median intercept, which a minority
+    of wrong markers cannot move), then markers more than ``max_residual`` frames off that
+    line are dropped and the rest are fitted by least squares.
+
     Parameters
     ----------
     found : sequence of (float, float)
         ``(expected, found)`` positions in recording frames, from markers at both ends of the
         take (pairs whose marker was not found are left out by the caller).
     max_residual : float
-        While more than two markers remain, the one farthest from the fit is dropped if it is
-        more than this many frames off (a cough is not a click), and the line refitted.
+        Markers farther than this (frames) from the robust line are not markers (a cough is
+        not a click).  If more than half of them are, the markers disagree: an error.
     min_span : float
-        Smallest distance (frames) between the first and last expected position.
+        Smallest distance (frames) between the first and last expected position used.
 
     Returns
     -------
@@ -92,8 +108,8 @@ def estimate_drift(
     Raises
     ------
     AudioError
-        Fewer than two markers, markers all at one place, non-finite values, or a drift
-        beyond ±2000 ppm.
+        Fewer than two markers, markers that do not span ``min_span``, markers that disagree,
+        non-finite values, or a drift beyond ±2000 ppm.
     """
     pts = np.asarray(list(found), dtype=np.float64).reshape(-1, 2)
     if pts.shape[0] < 2:
@@ -103,21 +119,24 @@ def estimate_drift(
         )
     if not np.isfinite(pts).all():
         raise AudioError("drift: marker positions must be finite numbers")
-    x, y = pts[:, 0], pts[:, 1]
-    while True:
-        if float(x.max() - x.min()) < min_span:
+    if max_residual <= 0:
+        raise AudioError(f"drift: max_residual must be positive, got {max_residual}")
+    x, d = pts[:, 0], pts[:, 1] - pts[:, 0]
+    _check_span(x, min_span, "the markers")
+    if x.shape[0] > 2:
+        slope0 = float(scipy.stats.theilslopes(d, x).slope)
+        line = d - slope0 * x
+        keep = np.abs(line - float(np.median(line))) <= max_residual
+        if int(keep.sum()) < 2 or 2 * int(keep.sum()) < x.shape[0]:
             raise AudioError(
-                f"drift: markers span only {float(x.max() - x.min()):.0f} frames; "
-                "need markers at both ends of the take"
+                f"drift: the markers disagree (only {int(keep.sum())} of {x.shape[0]} lie "
+                f"within {max_residual:.0f} frames of one line); they are not all clicks"
             )
-        slope, intercept = _fit(x, y)
-        res = np.abs(y - (intercept + slope * x))
-        worst = int(np.argmax(res))
-        if x.shape[0] > 2 and res[worst] > max_residual:
-            x, y = np.delete(x, worst), np.delete(y, worst)
-            continue
-        break
-    ppm = (slope - 1.0) * 1e6
+        x, d = x[keep], d[keep]
+        _check_span(x, min_span, "the markers that agree")
+    slope, intercept = _fit(x, d)
+    res = np.abs(d - (intercept + slope * x))
+    ppm = slope * 1e6
     if not abs(ppm) <= MAX_PPM:
         raise AudioError(
             f"drift: {ppm:.0f} ppm is not clock drift (accepted: ±{MAX_PPM:.0f} ppm); check the "

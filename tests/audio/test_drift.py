@@ -35,6 +35,25 @@ def test_an_outlier_marker_is_dropped() -> None:
     assert est.ppm == pytest.approx(50.0, abs=1e-6)
 
 
+def test_a_minority_of_wrong_markers_cannot_move_the_fit() -> None:
+    # 5 clicks at each end of 10 min, 60 ppm slow, 3 frames early; 4 'markers' that are the
+    # singer's consonants, hundreds of frames off, all near the start.
+    good = [float(e) for e in (1e4, 3e4, 5e4, 7e4, 9e4, 2.87e7, 2.872e7, 2.874e7, 2.876e7, 2.878e7)]
+    pairs = [(e, -3 + (1 - 60e-6) * e) for e in good]
+    pairs += [(2e4, 2e4 + 400.0), (4e4, 4e4 - 250.0), (6e4, 6e4 + 900.0), (8e4, 8e4 + 130.0)]
+    est = estimate_drift(pairs)
+    assert est.markers_used == 10
+    assert est.ppm == pytest.approx(-60.0, abs=1e-6)
+    assert est.offset_frames == pytest.approx(-3.0, abs=1e-4)
+    # With more wrong markers than right ones there is no telling: refused, not guessed.
+    bad = [(e, e + off) for e, off in ((1e4, 300.0), (2e4, -700.0), (3e4, 90.0), (4e4, 555.0))]
+    with pytest.raises(AudioError, match="disagree"):
+        estimate_drift(pairs[:2] + [(2.8e7, 2.8e7)] + bad)
+    # The markers that agree must still span the take.
+    with pytest.raises(AudioError, match="span"):
+        estimate_drift([(0.0, 0.0), (10.0, 10.0), (20.0, 20.0), (2.8e7, 2.8e7 + 999)], min_span=1e6)
+
+
 def test_bad_marker_sets_are_refused_clearly() -> None:
     with pytest.raises(AudioError, match="both ends"):
         estimate_drift([(100.0, 100.0)])
