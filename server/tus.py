@@ -245,12 +245,19 @@ class TusHandler:
         PATCH moves the deadline to now + ``expiry_s``.  Completed uploads never expire.
     clock : callable
         Wall-clock seconds since the epoch (injectable for tests).
+    idle_timeout_s : float
+        A PATCH whose body stalls this long (seconds without a byte) is ended as if its
+        connection had dropped: what arrived is kept and the upload's lock is freed.  A
+        client whose network died silently (no FIN/RST ever reaches the server) can then
+        resume on a new connection instead of meeting "409 busy" until TCP gives up.
     """
 
     def __init__(self, upload_dir: Path, hooks: UploadHooks, *, max_size: int,
-                 expiry_s: float, clock: Callable[[], float] = time.time) -> None:
-        if max_size < 0 or expiry_s <= 0:
-            raise ValueError("max_size must be >= 0 and expiry_s > 0")
+                 expiry_s: float, clock: Callable[[], float] = time.time,
+                 idle_timeout_s: float = 30.0) -> None:
+        if max_size < 0 or expiry_s <= 0 or idle_timeout_s <= 0:
+            raise ValueError("max_size must be >= 0, expiry_s and idle_timeout_s > 0")
+        self._idle_timeout_s = idle_timeout_s
         self._store = UploadStore(upload_dir)
         self._hooks = hooks
         self._max_size = max_size
@@ -549,12 +556,17 @@ class TusHandler:
         writer = await asyncio.to_thread(self._store.writer, st, upload.sha256.copy(), check)
         try:
             cut: str | None = None
-            too_long = False
+            stalled = too_long = False
             batch: list[bytes] = []
             batched = 0
             while True:
                 try:
-                    data = await request.content.read(READ_CHUNK)
+                    async with asyncio.timeout(self._idle_timeout_s):
+                        data = await request.content.read(READ_CHUNK)
+                except TimeoutError:
+                    cut = f"no data for {self._idle_timeout_s:g} s"
+                    stalled = True
+                    break
                 except Exception as exc:  # the client went away or broke the framing
                     cut = f"{type(exc).__name__}: {exc}"
                     break
@@ -592,10 +604,10 @@ class TusHandler:
             await self._commit(upload, writer.start + writer.written, writer.sha256,
                                writer.sync)
             if cut is not None:
-                raise _TusError(400, "body_cut",
+                raise _TusError(408 if stalled else 400, "body_cut",
                                 f"the body was cut off ({cut}); {writer.written} bytes kept, "
                                 f"resume at offset {st.offset}",
-                                headers=self._patch_headers(st))
+                                headers={**self._patch_headers(st), "Connection": "close"})
         except OSError as exc:
             log.error("upload %s: disk error: %s", st.upload_id, exc)
             with contextlib.suppress(OSError):

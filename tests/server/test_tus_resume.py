@@ -267,3 +267,24 @@ async def test_kill_9_mid_patch(tmp_path: Path) -> None:
         await asyncio.to_thread(proc.wait)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+async def test_stalled_patch_frees_the_upload(tmp_path: Path) -> None:
+    """A PATCH whose client goes silent (no FIN ever arrives) is ended after the idle
+    timeout: its bytes are kept and a resumed PATCH on a new connection is accepted."""
+    data = os.urandom(300_000)
+    async with tus_server(tmp_path, idle_timeout_s=0.5) as srv, aiohttp.ClientSession() as s:
+        url = await create(s, srv.url, len(data))
+        reader, writer = await raw_patch_open(srv.host, srv.port, "/files/" + upload_id(url),
+                                              0, len(data), data[:123_456])
+        try:
+            await asyncio.sleep(0.1)
+            assert (await patch(s, url, 0, b"x")).status == 409  # still held
+            status = await asyncio.wait_for(reader.readline(), 5.0)
+            assert status.startswith(b"HTTP/1.1 408"), status
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert await head_offset(s, url) == 123_456
+        assert (await patch(s, url, 123_456, data[123_456:])).status == 204
+        assert (srv.hooks.done_dir / upload_id(url)).read_bytes() == data

@@ -110,11 +110,12 @@ def make_app(handler: TusHandler) -> web.Application:
 
 @asynccontextmanager
 async def tus_server(root: Path, *, max_size: int = 64 << 20, expiry_s: float = 3600.0,
-                     clock: Callable[[], float] | None = None) -> AsyncIterator[TusServer]:
+                     clock: Callable[[], float] | None = None,
+                     idle_timeout_s: float = 30.0) -> AsyncIterator[TusServer]:
     """Serve a :class:`TusHandler` on ``root/uploads`` at a free loopback port."""
     hooks = FileHooks(root / "done")
     handler = TusHandler(root / "uploads", hooks, max_size=max_size, expiry_s=expiry_s,
-                         clock=clock or Clock())
+                         clock=clock or Clock(), idle_timeout_s=idle_timeout_s)
     runner = web.AppRunner(make_app(handler))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
