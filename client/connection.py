@@ -174,7 +174,10 @@ async def join_session(
         async with http.post(f"{base_url}/api/join", json=body, timeout=_HTTP_TIMEOUT) as resp:
             if resp.status != 200:
                 ecode, msg = await _error_of(resp)
-                raise _refusal(resp, ecode, msg, code)
+                err = _refusal(resp, ecode, msg, code)
+                if part is None and resp.status in (400, 422) and "part" in msg:
+                    err = JoinError(f"{msg} — choose your voice part with --part", code=err.code)
+                raise err
             data = await resp.json()
     except aiohttp.ClientConnectorError as exc:
         raise JoinError(

@@ -1,0 +1,128 @@
+"""Clock sync against a real server process over real Socket.IO.
+
+The server runs in its own process (``tutti serve --port 0``) on the same machine, so both
+sides read the same ``CLOCK_MONOTONIC``; the client's clock is ``time.monotonic() + K``, so
+the true offset is exactly ``−K`` and every estimate's error is measurable.  Each estimate
+comes from a fresh estimator (independent windows), so the percentiles are over independent
+estimates.  Figures are printed (run with ``-s``) and recorded in docs/benchmarks-client.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from tutti.client.clock import ClockEstimator, ClockSync
+from tutti.client.connection import Connection, join_session
+
+from tests.client.net_helpers import Leader, ServerProcess
+from tests.support.jitter_proxy import JitterProxy
+
+K = 1234.5678  # the client's artificial clock offset (seconds): true offset is −K
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+@pytest.fixture
+async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ServerProcess]:
+    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(tmp_path / "config"))
+    srv = ServerProcess(tmp_path / "data")
+    await asyncio.to_thread(srv.start)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.stop)
+
+
+async def _singer_token(http: aiohttp.ClientSession, url: str) -> tuple[Leader, str, str]:
+    leader = await Leader(http, url).create()
+    info = await join_session(http, url, code=leader.code, name="Ada", part="S", remember=False)
+    return leader, info.token, info.participant_id
+
+
+async def _estimates(
+    url: str, token: str, n: int, probes: int, *, spacing: float, concurrency: int
+) -> dict[str, list[float]]:
+    conn = Connection(url, token)
+    await conn.connect()
+    errs: dict[str, list[float]] = {"envelope": [], "median": [], "bound_ok": []}
+    try:
+        for _ in range(n):
+            sync = ClockSync(
+                conn.call, now=lambda: time.monotonic() + K, estimator=ClockEstimator(window=1000)
+            )
+            await sync.burst(probes, spacing=spacing, concurrency=concurrency)
+            assert sync.lost == 0
+            env = sync.estimator.estimate("envelope")
+            errs["envelope"].append(abs(env.offset + K))
+            errs["median"].append(abs(sync.estimator.estimate("median").offset + K))
+            # the causal interval always holds the truth
+            errs["bound_ok"].append(float(abs(env.offset + K) <= env.causal_half_width + 1e-9))
+    finally:
+        await conn.close()
+    return errs
+
+
+async def test_loopback_offset_error_p99_below_50_us(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        _, token, _ = await _singer_token(http, server.url)
+        errs = await _estimates(server.url, token, 100, 32, spacing=0.0, concurrency=1)
+    env, med = errs["envelope"], errs["median"]
+    print(
+        f"\nclock loopback (100 estimates x 32 probes): envelope p50 {_pct(env, 0.5) * 1e6:.1f} us "
+        f"p99 {_pct(env, 0.99) * 1e6:.1f} us max {max(env) * 1e6:.1f} us; median rule p50 "
+        f"{_pct(med, 0.5) * 1e6:.1f} us p99 {_pct(med, 0.99) * 1e6:.1f} us"
+    )
+    assert all(errs["bound_ok"])
+    assert _pct(env, 0.99) < 50e-6
+
+
+async def test_jitter_proxy_offset_error_p99_below_1_ms(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        _, token, _ = await _singer_token(http, server.url)
+        async with JitterProxy("127.0.0.1", server.port, delay=0.020, jitter=0.010) as proxy:
+            url = f"http://127.0.0.1:{proxy.port}"
+            # four singers at once, each with its own proxied connection: 40 estimates
+            runs = await asyncio.gather(
+                *[_estimates(url, token, 10, 128, spacing=0.02, concurrency=8) for _ in range(4)]
+            )
+    env = [e for r in runs for e in r["envelope"]]
+    med = [e for r in runs for e in r["median"]]
+    print(
+        f"\nclock through 20±10 ms jitter ({len(env)} estimates x 128 probes): envelope p50 "
+        f"{_pct(env, 0.5) * 1e6:.0f} us p99 {_pct(env, 0.99) * 1e6:.0f} us; median rule p50 "
+        f"{_pct(med, 0.5) * 1e6:.0f} us p99 {_pct(med, 0.99) * 1e6:.0f} us"
+    )
+    assert all(b for r in runs for b in r["bound_ok"])
+    assert _pct(env, 0.99) < 1e-3
+
+
+async def test_report_reaches_the_leaders_roster(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        leader, token, pid = await _singer_token(http, server.url)
+        conn = Connection(server.url, token)
+        await conn.connect()
+        try:
+            sync = ClockSync(conn.call, now=lambda: time.monotonic() + K)
+            est = await sync.burst(32, spacing=0.0, concurrency=1)
+            assert await conn.emit("clock.report", est.report().to_dict())
+            deadline = time.monotonic() + 5
+            clock = None
+            while time.monotonic() < deadline and clock is None:
+                me = [p for p in await leader.roster() if p["participant_id"] == pid]
+                clock = me[0]["clock"] if me else None
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+    assert clock is not None
+    assert clock["offset"] == pytest.approx(-K, abs=1e-4)
+    assert 0 <= clock["error_bound"] < 1e-3
+    # the estimate maps server time back to the client's clock
+    assert sync.to_local(100.0) == pytest.approx(100.0 + K, abs=1e-4)
