@@ -66,6 +66,7 @@ class RosterState:
 
     participants: dict[str, dict[str, Any]] = field(default_factory=dict)
     rate: int | None = None
+    parts: tuple[str, ...] = ()  # the session's voice parts, in the leader's order
     title: str = ""
     code: str = ""
     take_id: str | None = None
@@ -124,6 +125,9 @@ class RosterState:
             assert isinstance(settings, dict)
             self.rate = settings.get("rate") if isinstance(settings.get("rate"), int) else None
             self.title = str(settings.get("title", ""))
+            parts = settings.get("parts")
+            if isinstance(parts, list):
+                self.parts = tuple(str(x) for x in parts)
             self.code = str(sess.get("code") or self.code)
             code = f" (join code {self.code})" if self.code else ""
             return self._note(f"watching {self.title or 'session'}{code}")
@@ -239,8 +243,11 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
     t = Table(show_header=True, header_style="bold", expand=False)
     for col in ("name", "part", "conn", "latency", "clock", "input level", "dB", "xruns"):
         t.add_column(col)
+    order = {part: i for i, part in enumerate(state.parts)}
     ordered = sorted(
-        state.participants.values(), key=lambda p: (str(p.get("part")), str(p.get("name")))
+        state.participants.values(),
+        key=lambda p: (order.get(str(p.get("part")), len(order)), str(p.get("part")),
+                       str(p.get("name"))),
     )
     for p in ordered:
         lv = p.get("level") if isinstance(p.get("level"), dict) else {}

@@ -209,6 +209,11 @@ async def test_download_take_folder_for_mix(server: str, tmp_path: Path) -> None
     for ref in ("last", "1", take_id[:6]):
         res = await run_cli("lead", "download", ref, str(dest), "--json")
         assert res.code == 0 and res.json()["take_id"] == take_id, (ref, res)
+    # takes stay downloadable after the session is closed
+    assert (await run_cli("lead", "close")).code == 0
+    res = await run_cli("lead", "download", "last", str(tmp_path / "after-close"))
+    assert res.code == 0, res
+    assert (tmp_path / "after-close" / "take.json").exists()
 
 
 async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> None:
