@@ -18,6 +18,8 @@ __all__ = ["headset_mix", "soft_limit", "SOFT_KNEE"]
 
 log = logging.getLogger(__name__)
 
+_BLOCK = 1 << 16  # frames added at a time
+
 #: Linear level above which :func:`soft_limit` starts to bend (≈ −0.9 dBFS).
 SOFT_KNEE = 0.9
 
@@ -43,7 +45,7 @@ def soft_limit(x: AudioArray, knee: float = SOFT_KNEE) -> int:
     """
     if not 0 < knee < 1:
         raise AudioError(f"soft_limit: knee must be in (0, 1), got {knee}")
-    over = np.abs(x) > knee
+    over = (x > knee) | (x < -knee)
     n = int(np.count_nonzero(over))
     if n:
         v = x[over]
@@ -57,7 +59,7 @@ def _fit_channels(a: AudioArray, channels: int, name: str) -> AudioArray:
     if a.shape[1] == channels:
         return a
     if a.shape[1] == 1:
-        return np.repeat(a, channels, axis=1)
+        return a  # broadcasts to every channel when added
     if channels == 1:
         mono: AudioArray = a.mean(axis=1, keepdims=True, dtype=np.float32)
         return mono
@@ -78,7 +80,9 @@ def _add_at(out: AudioArray, src: AudioArray | None, start: int, db: float, name
     if hi <= lo:
         return
     gain = np.float32(10 ** (db / 20))
-    out[lo:hi] += gain * a[lo - start : hi - start]
+    for b in range(lo, hi, _BLOCK):  # in blocks: no full-length temporaries
+        e = min(hi, b + _BLOCK)
+        out[b:e] += gain * a[b - start : e - start]
 
 
 def headset_mix(
@@ -141,7 +145,7 @@ def headset_mix(
     _add_at(out, backing, backing_start, backing_db, "backing")
     _add_at(out, click, 0, click_db, "click")
     _add_at(out, guide, guide_start, guide_db, "guide")
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    peak = max(float(out.max()), -float(out.min())) if out.size else 0.0
     if peak > 1.0:
         n = soft_limit(out)
         log.warning(
