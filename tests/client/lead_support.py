@@ -83,9 +83,10 @@ class Singer:
     async def connect(self) -> None:
         sio = socketio.AsyncClient(reconnection=False)
 
-        @sio.on("*")
         async def any_event(event: str, data: Any = None) -> None:
             self.events.append((event, data))
+
+        sio.on("*", any_event)
 
         await sio.connect(self.server, auth={"token": self.token,
                                              "protocol": wire.PROTOCOL_VERSION})
