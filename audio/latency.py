@@ -10,9 +10,9 @@ the frequency domain, ``H = R·P* / (|P|² + ε)``, gives the loop's impulse res
 its band, whatever the spectrum of the test signal; the largest ``|h|`` within
 ``[0, max_latency]`` is the direct path.  The sub-sample delay is the maximum of the
 band-limited interpolation of ``h`` (evaluated exactly from the DFT, not a parabola on the
-samples).  Confidence is the peak-to-sidelobe ratio (peak over the largest value away from
-the main lobe); the SNR compares the recording with the part of it that the estimated
-impulse response explains.  Pure: arrays in, numbers out.
+samples).  Confidence is the peak-to-sidelobe ratio (peak over the largest value outside
+the main lobe and the peak's own reverb tail); the SNR compares the recording with the part
+of it that the estimated impulse response explains.  Pure: arrays in, numbers out.
 """
 
 from __future__ import annotations
