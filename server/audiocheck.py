@@ -2,12 +2,14 @@
 
 Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel, a positive
 rate and length, and as many frames present as the header claims (a truncated file or a
-header that lies about its size is caught by reading the last frames).  Every refusal is an
+header that lies about its size is caught: WAV chunk sizes are checked against the file,
+and the last frames are decoded).  Every refusal is an
 :class:`AudioCheckError` whose message says what was wrong and what is accepted.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,34 @@ class AudioInfo:
         return self.frames / self.rate
 
 
+def _check_wav_sizes(path: Path) -> None:
+    """Walk a RIFF/WAVE file's chunks; refuse a ``data`` chunk larger than the file holds.
+
+    libsndfile quietly clamps such files to what is present, so a truncated upload or a
+    header claiming gigabytes would otherwise pass as a shorter file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # RF64/W64 and friends: libsndfile's own checks apply
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, clen = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+            if cid == b"data":
+                have = size - pos - 8
+                if clen > have:
+                    raise AudioCheckError(
+                        f"the WAV header declares {clen} bytes of audio but the file holds "
+                        f"{have}; it is truncated or its header is corrupt")
+                return
+            pos += 8 + clen + (clen & 1)
+        raise AudioCheckError("the WAV file has no complete 'data' chunk; it is truncated "
+                              "or corrupt")
+
+
 def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3600) -> AudioInfo:
     """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
 
@@ -62,7 +92,8 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
     try:
         f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioCheckError(f"not a readable audio file ({exc}); {accepted}") from None
+        reason = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip()
+        raise AudioCheckError(f"not a readable audio file ({reason}); {accepted}") from None
     with f:
         fmt = f.format
         if fmt not in TRACK_FORMATS:
@@ -79,14 +110,8 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
             raise AudioCheckError(
                 f"the file claims {frames / f.samplerate:.0f} s of audio; at most "
                 f"{max_seconds:.0f} s are accepted")
-        size = path.stat().st_size
-        if f.subtype.startswith("PCM") or f.subtype in ("FLOAT", "DOUBLE"):
-            width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
-                     "FLOAT": 4, "DOUBLE": 8}.get(f.subtype, 1)
-            if frames * f.channels * width > size:
-                raise AudioCheckError(
-                    f"the header claims {frames} frames but the file has only {size} bytes; "
-                    "it is truncated or its header is corrupt")
+        if fmt == "WAV":
+            _check_wav_sizes(path)
         try:
             head = f.read(min(frames, _PROBE_FRAMES), dtype="float32", always_2d=True)
             tail_start = max(frames - _PROBE_FRAMES, 0)

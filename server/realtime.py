@@ -114,6 +114,14 @@ class Realtime:
         """Serve Socket.IO at ``/socket.io/`` of ``app`` and run the level relay with it."""
         self.sio.attach(app)
         app.cleanup_ctx.append(self._relay_ctx)
+        app.on_shutdown.append(self._disconnect_all)
+
+    async def _disconnect_all(self, app: web.Application) -> None:
+        """Close every Socket.IO connection so the server stops without waiting on them."""
+        with contextlib.suppress(Exception):
+            await self.sio.eio.disconnect()
+        with contextlib.suppress(Exception):
+            await self.sio.shutdown()
 
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._relay_levels())
@@ -121,8 +129,6 @@ class Realtime:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        with contextlib.suppress(Exception):
-            await self.sio.shutdown()
 
     async def _relay_levels(self) -> None:
         while True:

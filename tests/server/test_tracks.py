@@ -1,0 +1,171 @@
+"""Backing tracks over real HTTP: upload, download with Range/ETag/304/416, membership, bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.server.helpers import Recorder, create_session, error_of, join, write_audio
+from tests.support.server import RunningServer, running_server
+from tutti.wire import Ev
+
+
+async def put_track(http: aiohttp.ClientSession, headers: dict[str, str], part: str,
+                    body: bytes, ctype: str = "audio/wav") -> aiohttp.ClientResponse:
+    r = await http.put(f"/api/session/tracks/{part}", data=body,
+                       headers={**headers, "Content-Type": ctype})
+    await r.read()
+    return r
+
+
+async def test_upload_and_download(server: RunningServer, http: aiohttp.ClientSession,
+                                   tmp_path: Path) -> None:
+    leader = await create_session(http)
+    singer = await join(http, leader.code, "Ann", "S")
+    sock = Recorder()
+    await sock.connect(server.url, singer.token)
+    f = tmp_path / "s.flac"
+    sha = write_audio(f, frames=48000, channels=2, fmt="FLAC")
+    body = f.read_bytes()
+    r = await put_track(http, leader.headers, "S", body, "audio/flac")
+    assert r.status == 201
+    info = await r.json()
+    assert info == {"part": "S", "sha256": sha, "frames": 48000, "rate": 48000, "channels": 2,
+                    "size": len(body), "format": "FLAC"}
+    assert (server.config.data_dir / "tracks" / sha).read_bytes() == body
+    ev = await sock.wait(Ev.SESSION, lambda d: "S" in d["tracks"])
+    assert ev["tracks"]["S"]["sha256"] == sha
+
+    async with http.get("/api/session/tracks/S", headers=singer.headers) as resp:
+        assert resp.status == 200
+        got = await resp.read()
+        assert resp.headers["ETag"] == f'"{sha}"' and resp.headers["X-Tutti-Sha256"] == sha
+        assert resp.headers["Content-Type"] == "audio/flac"
+    assert hashlib.sha256(got).hexdigest() == sha
+
+    h = {**singer.headers}
+    async with http.get("/api/session/tracks/S", headers={**h, "Range": "bytes=10-99"}) as resp:
+        assert resp.status == 206 and await resp.read() == body[10:100]
+        assert resp.headers["Content-Range"] == f"bytes 10-99/{len(body)}"
+    async with http.get("/api/session/tracks/S", headers={**h, "Range": "bytes=-16"}) as resp:
+        assert resp.status == 206 and await resp.read() == body[-16:]
+    async with http.get("/api/session/tracks/S",
+                        headers={**h, "Range": f"bytes={len(body) - 5}-"}) as resp:
+        assert resp.status == 206 and await resp.read() == body[-5:]
+    async with http.get("/api/session/tracks/S",
+                        headers={**h, "Range": f"bytes={len(body)}-"}) as resp:
+        assert resp.status == 416
+        assert resp.headers["Content-Range"] == f"bytes */{len(body)}"
+        assert (await error_of(resp))["code"] == "range_not_satisfiable"
+    async with http.get("/api/session/tracks/S",
+                        headers={**h, "If-None-Match": f'"{sha}"'}) as resp:
+        assert resp.status == 304 and await resp.read() == b""
+    async with http.get("/api/session/tracks/S",
+                        headers={**h, "If-None-Match": '"other"'}) as resp:
+        assert resp.status == 200
+    # If-Range with a stale ETag: the whole (new) file, not a piece of it
+    async with http.get("/api/session/tracks/S",
+                        headers={**h, "Range": "bytes=0-9", "If-Range": '"stale"'}) as resp:
+        assert resp.status == 200 and len(await resp.read()) == len(body)
+    await sock.close()
+
+
+async def test_download_needs_membership(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    a = await create_session(http, title="A")
+    b = await create_session(http, title="B")
+    singer_b = await join(http, b.code)
+    f = tmp_path / "a.wav"
+    write_audio(f)
+    assert (await put_track(http, a.headers, "S", f.read_bytes())).status == 201
+    async with http.get("/api/session/tracks/S") as r:
+        assert r.status == 401
+    async with http.get("/api/session/tracks/S", headers=singer_b.headers) as r:
+        assert r.status == 404 and (await error_of(r))["code"] == "no_track"
+    async with http.get("/api/session/tracks/S", headers=a.headers) as r:
+        assert r.status == 200
+
+
+def wav_header(channels: int, rate: int, bits: int, data_bytes: int) -> bytes:
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
+    return (b"RIFF" + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF)) + b"WAVE" + b"fmt "
+            + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes))
+
+
+def _good_wav(tmp: Path, **kw: object) -> bytes:
+    f = tmp / "g.wav"
+    write_audio(f, **kw)  # type: ignore[arg-type]
+    return f.read_bytes()
+
+
+def _good_flac(tmp: Path) -> bytes:
+    f = tmp / "g.flac"
+    write_audio(f, frames=96000, fmt="FLAC")
+    return f.read_bytes()
+
+
+BAD_FILES = {
+    "garbage": (lambda t: b"RIFF" + b"\x13\x37" * 500, "bad_audio", "readable"),
+    "text": (lambda t: b"hello, I am not audio\n" * 50, "bad_audio", "readable"),
+    "truncated_wav": (lambda t: _good_wav(t, frames=48000)[:40000], "bad_audio", "truncated"),
+    "truncated_flac": (lambda t: _good_flac(t)[: len(_good_flac(t)) // 2], "bad_audio", ""),
+    "zero_channels": (lambda t: wav_header(0, 48000, 16, 4000) + b"\0" * 4000, "bad_audio", ""),
+    "huge_header": (lambda t: wav_header(1, 48000, 16, 0xFFFFFFF0) + b"\0" * 4000,
+                    "bad_audio", ""),
+    "empty_data": (lambda t: wav_header(1, 48000, 16, 0), "bad_audio", ""),
+    "wrong_rate": (lambda t: _good_wav(t, rate=44100), "wrong_rate", "44100 Hz"),
+    "three_channels": (lambda t: _good_wav(t, channels=3), "wrong_channels", "1 (mono)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+async def test_bad_track_files(server: RunningServer, http: aiohttp.ClientSession,
+                               tmp_path: Path, kind: str) -> None:
+    make, code, words = BAD_FILES[kind]
+    leader = await create_session(http)
+    other = await create_session(http, title="Other")
+    r = await put_track(http, leader.headers, "S", make(tmp_path))
+    assert r.status == 422, kind
+    err = await error_of(r)
+    assert err["code"] == code and words in err["message"]
+    assert "'S'" in err["message"]
+    assert list((server.config.data_dir / "tracks").iterdir()) == []
+    assert list((server.config.data_dir / "tmp").iterdir()) == []
+    # another leader keeps being served
+    assert (await put_track(http, other.headers, "A", _good_wav(tmp_path))).status == 201
+
+
+async def test_track_names_and_types(http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    leader = await create_session(http)
+    body = _good_wav(tmp_path)
+    for part in ("..%2F..%2Fetc%2Fpasswd", "%2E%2E", "Descant", "a%00b"):
+        r = await put_track(http, leader.headers, part, body)
+        assert r.status in (400, 404), part
+        assert (await error_of(r))["code"] in ("bad_part", "not_found")
+    r = await put_track(http, leader.headers, "S", body, "text/plain")
+    assert r.status == 415 and (await error_of(r))["code"] == "unsupported_media_type"
+    assert (await put_track(http, leader.headers, "S", body)).status == 201
+
+
+async def test_oversize_track_413(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "d", max_track_bytes=50_000) as srv:
+        async with aiohttp.ClientSession(srv.url) as http:
+            leader = await create_session(http)
+            big = _good_wav(tmp_path, frames=48000)  # 96 kB
+            r = await put_track(http, leader.headers, "S", big)
+            assert r.status == 413 and "50000" in (await error_of(r))["message"]
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for i in range(0, len(big), 8192):  # no Content-Length: counted as it arrives
+                    yield big[i:i + 8192]
+
+            async with http.put("/api/session/tracks/S", data=chunks(),
+                                headers={**leader.headers, "Content-Type": "audio/wav"}) as r2:
+                assert r2.status == 413
+            assert list((srv.config.data_dir / "tmp").iterdir()) == []
+            small = _good_wav(tmp_path, frames=4800)
+            assert (await put_track(http, leader.headers, "S", small)).status == 201
