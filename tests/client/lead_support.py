@@ -1,6 +1,6 @@
 """Helpers for the ``tutti lead`` tests against a real server: singers and a cutting proxy.
 
-- :func:`serve` — the real tutti application (``tutti.server.app.init_app``) on port 0.
+- :func:`serve` — the real tutti server on port 0 (:mod:`tests.support.server`).
 - :class:`Singer` — joins over HTTP, connects over Socket.IO, reports calibration and levels,
   and uploads a take with plain tus 1.0 requests (as any tus client would).
 - :class:`CuttingProxy` — a TCP proxy that closes a connection after forwarding a given number
@@ -24,8 +24,8 @@ import aiohttp
 import numpy as np
 import socketio
 import soundfile as sf
-from aiohttp import web
 
+from tests.support.server import running_server
 from tutti import wire
 
 __all__ = ["serve", "Singer", "CuttingProxy", "write_wav", "tone"]
@@ -34,17 +34,8 @@ __all__ = ["serve", "Singer", "CuttingProxy", "write_wav", "tone"]
 @contextlib.asynccontextmanager
 async def serve(data_dir: Path) -> AsyncIterator[str]:
     """Coroutine context: the real tutti server on 127.0.0.1, port 0; yields its URL."""
-    from tutti.server.app import Config, init_app
-
-    runner = web.AppRunner(init_app(Config(data_dir=data_dir)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with running_server(data_dir) as srv:
+        yield srv.url
 
 
 def tone(freq: float, seconds: float, rate: int = 48000, channels: int = 1) -> np.ndarray:
