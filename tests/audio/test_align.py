@@ -145,3 +145,43 @@ def test_resample_44k1_to_48k_keeps_a_tone_and_the_timing() -> None:
     assert same is not tone and np.array_equal(same, tone)
     with pytest.raises(AudioError, match="from_rate"):
         resample(tone, 0, 48000)
+
+
+def test_the_design_timeline_numbers_place_a_loop_recording_on_the_beat() -> None:
+    """DESIGN.md end to end in arrays: calibrate a loop, record a take through it, place it.
+
+    The loop (output → ear cup → mic) delays by 731.3 frames with gain 0.5 and adds noise.
+    Timeline sample 0 leaves at stream frame o0 = 5000; the recording starts at input frame
+    r0 = 3000.  Placed at ``start_offset − L = (r0 − o0) − L``, the take must line up with the
+    headset mix: cross-correlation peak at lag 0 (±1).
+    """
+    from tutti.audio import latency
+    from tutti.audio.headset import headset_mix
+
+    rng = np.random.default_rng(21)
+    true_latency = 731.3
+
+    def loop(x: np.ndarray) -> np.ndarray:
+        y = 0.5 * _fractional_shift(np.vstack([x, np.zeros((2000, 1), np.float32)]), true_latency)
+        out: np.ndarray = (y + 0.002 * rng.standard_normal(y.shape[0])).astype(np.float32)
+        return out[:, None]
+
+    played = latency.test_signal(RATE, duration_s=0.5, tail_s=0.1)
+    cal = latency.estimate_latency(played, loop(played), RATE, max_latency_s=0.1)
+    assert cal.frames == 731
+
+    s = SessionSettings(title="t", bpm=113, count_in_bars=1)
+    n = 4 * RATE
+    click = render_click(beat_frames(s, RATE, seconds=4.0), RATE, n)
+    backing = (0.05 * rng.standard_normal((n, 1))).astype(np.float32)
+    mix = headset_mix(n, RATE, backing=backing, backing_start=s.count_in_frames, click=click)
+    o0, r0 = 5000, 3000
+    stream_out = np.vstack([np.zeros((o0, 1), np.float32), mix[:, :1]])
+    stream_in = loop(stream_out)
+    take = stream_in[r0:]
+    start = (r0 - o0) - cal.frames
+    placed = place(take, start, n)
+    lags = np.arange(-20, 21)
+    corr = [float(np.dot(placed[20 + g : n - 20 + g, 0], mix[20 : n - 20, 0])) for g in lags]
+    assert abs(int(lags[int(np.argmax(corr))])) <= 1
+    assert refine_offset(take, mix, start, window=50) == start
