@@ -49,8 +49,8 @@ class JoinError(RuntimeError):
 
     def __init__(self, message: str, *, exit_code: int = EXIT_REFUSED, code: str = "") -> None:
         super().__init__(message)
-        self.exit_code = exit_code
-        self.code = code
+        self.exit_code: int = exit_code
+        self.code: str = code
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ class UploadJob:
 
     ``recording``: the :class:`tutti.takeformat.Recording` fields minus file/singer/part
     (rate, channels, frames, start_offset, latency, latency_source, overflows, underflows,
-    shared_clock, device), sent base64-JSON in the ``recording`` metadata key.
+    shared_clock, device), sent as JSON in the ``recording`` metadata key (which tus, like
+    every metadata value, base64-encodes on the wire).
     """
 
     path: Path
@@ -195,7 +196,7 @@ class TusUploader:
             "take_id": job.take_id,
             "filename": job.filename or job.path.name,
             "sha256": job.sha256,
-            "recording": base64.b64encode(json.dumps(job.recording).encode()).decode("ascii"),
+            "recording": json.dumps(job.recording, separators=(",", ":")),
         }
         self.requests += 1
         async with self.http.post(

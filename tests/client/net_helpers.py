@@ -8,12 +8,14 @@ share an event loop with the client under test); the leader is plain HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,8 @@ class ServerProcess:
         self.extra = extra
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.log: list[str] = []
+        self._drainer: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> str:
         """Start (or restart on the same port) and return the base URL."""
@@ -72,16 +76,30 @@ class ServerProcess:
             if m:
                 self.port = int(m.group(2))
                 self.url = f"http://127.0.0.1:{self.port}"
+                # keep reading its output so a chatty server never blocks on a full pipe
+                self._drainer = threading.Thread(
+                    target=_drain, args=(self.proc.stdout, self.log), daemon=True
+                )
+                self._drainer.start()
                 return self.url
         self.kill()
         raise RuntimeError("tutti serve did not start: " + "".join(lines))
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         """``kill -9`` the server (no clean shutdown)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        if self.proc is not None and self.proc.stdout is not None:
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._drainer is not None:
+            self._drainer.join(10)
+            self._drainer = None
+        elif self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
 
@@ -93,9 +111,15 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+        self._reap()
+
+
+def _drain(stream: Any, log: list[str]) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        for line in stream:
+            log.append(line)
+            del log[:-200]
+    stream.close()
 
 
 def wav_bytes(frames: int, rate: int = 48000, channels: int = 2, seed: int = 1) -> bytes:

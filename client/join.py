@@ -1,0 +1,590 @@
+"""``tutti join URL --code CODE --name NAME``: sing in a session from home.
+
+What happens, in order:
+
+1. ``POST /api/join`` (a token saved from an earlier run with the same server, code and
+   name is reused, so a restarted client is the same singer);
+2. Socket.IO connect; clock sync (:mod:`tutti.client.clock`): a burst of probes, then
+   re-probes every few seconds, each estimate reported as ``clock.report``;
+3. the part's backing track is downloaded (resumable, sha256-checked, cached);
+4. the audio engine opens the headset (one full-duplex stream) and the calibration
+   (round-trip latency) is reported; unfinished takes from an earlier run are recovered
+   and uploaded;
+5. for each ``take.start``: the headset program (click + backing) is played so that its
+   first sample leaves the DAC at ``t0_local = t0_server − offset`` while the mic is
+   recorded into the crash-safe take store; on ``take.stop`` the take is finished and
+   uploaded with tus (resumes after drops and server restarts); the local copy is deleted only
+   once the server confirmed its sha256.
+
+Levels go to the server ~10 Hz.  Exit codes: 0 session closed or interrupted, 2 bad
+arguments, 3 server unreachable, 4 join refused (bad code, closed session), 5 audio device
+problem (no device, wrong device, unsupported rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+from tutti.client import config
+from tutti.client.backing import BackingError, fetch_backing
+from tutti.client.clock import ClockError, ClockEstimate, ClockSync
+from tutti.client.connection import Connection, JoinError, JoinInfo, join_session, normalise_url
+from tutti.client.liveview import LiveState, LiveView
+from tutti.client.program import Program, ProgramError, load_backing, render_program
+from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
+
+from tutti.wire import Ev, TakeStart, WireError, check_name, check_part
+
+if TYPE_CHECKING:
+    from tutti.audio.types import AudioArray
+    from tutti.client.engine import DuplexEngine
+    from tutti.client.takestore import FinishedTake
+
+__all__ = ["add_arguments", "run", "EXIT_DEVICE"]
+
+log = logging.getLogger(__name__)
+
+#: Exit code for audio device problems.
+EXIT_DEVICE: Final = 5
+EXIT_USAGE: Final = 2
+#: Levels sent to the server per second.
+LEVEL_HZ: Final = 10.0
+#: Clock re-probe interval during the session (seconds) and probes per re-probe.
+REPROBE_S: Final = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the session server, e.g. http://choir.example.org:8765")
+    parser.add_argument("--code", required=True, help="the join code your leader gave you")
+    parser.add_argument("--name", required=True, help="your name as the leader sees it")
+    parser.add_argument("--part", help="your voice part (e.g. S, A, T, B); default: the first")
+    parser.add_argument(
+        "--device",
+        help="audio device number or part of its name; 'IN,OUT' for separate devices "
+        "(see `tutti devices`); default: the system's default devices",
+    )
+    parser.add_argument(
+        "--blocksize", type=int, default=0, help="frames per audio callback (0: host's choice)"
+    )
+    parser.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="join, sync the clock and fetch the backing without opening an audio device "
+        "(checks your connection; takes are not recorded)",
+    )
+    parser.add_argument("--plain", action="store_true", help="plain text lines, no live view")
+    parser.epilog = (
+        "exit codes: 0 done, 2 bad arguments, 3 server unreachable, 4 join refused, "
+        "5 audio device problem"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        check_name(args.name)
+        if args.part is not None:
+            check_part(args.part)
+        base_url = normalise_url(args.url)
+    except WireError as exc:
+        print(f"tutti join: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JoinError as exc:
+        print(f"tutti join: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    if args.blocksize < 0 or args.blocksize > 8192:
+        print("tutti join: --blocksize must be 0–8192 frames", file=sys.stderr)
+        return EXIT_USAGE
+    singer = Singer(args, base_url)
+    return asyncio.run(singer.main())
+
+
+def _device_spec(text: str | None) -> Any:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    conv: list[int | str] = [int(p) if p.isdigit() else p for p in parts]
+    if len(conv) == 1:
+        return conv[0]
+    if len(conv) == 2:
+        return (conv[0], conv[1])
+    raise JoinError("--device takes one device or 'IN,OUT'", exit_code=EXIT_USAGE)
+
+
+def _db(x: float) -> float:
+    return max(-120.0, 20.0 * math.log10(x)) if x > 0 else -120.0
+
+
+@dataclass
+class _Take:
+    start: TakeStart
+    t0_local: float
+    program: Program
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    beats: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+class Singer:
+    """One ``tutti join`` run (an object so its pieces share state without globals)."""
+
+    def __init__(self, args: argparse.Namespace, base_url: str) -> None:
+        self.args = args
+        self.base_url = base_url
+        self.state = LiveState(server=base_url, name=args.name, part=args.part or "")
+        self.view = LiveView(self.state, force_plain=bool(args.plain))
+        self.done = asyncio.Event()
+        self.exit_code = 0
+        self.info: JoinInfo | None = None
+        self.conn: Connection | None = None
+        self.clock: ClockSync | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.engine: DuplexEngine | None = None
+        self.backing: AudioArray | None = None
+        self.backing_sha = ""
+        self.take: _Take | None = None
+        self.latency = (0, "reported")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._uploads: set[str] = set()
+
+    # ------------------------------------------------------------------ main
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.done.set)
+        async with aiohttp.ClientSession() as http:
+            self.http = http
+            try:
+                await self._setup()
+            except JoinError as exc:
+                print(f"tutti join: {exc}", file=sys.stderr)
+                await self._teardown()
+                return int(exc.exit_code)
+            except BackingError as exc:
+                print(f"tutti join: {exc}", file=sys.stderr)
+                await self._teardown()
+                return 1
+            self.view.start()
+            try:
+                await self.done.wait()
+            finally:
+                await self._teardown()
+        return self.exit_code
+
+    async def _setup(self) -> None:
+        args = self.args
+        self.info = info = await join_session(
+            self.http_session, self.base_url, code=args.code, name=args.name, part=args.part
+        )
+        self.state.part = info.part
+        self.state.note(f"joined {info.settings.title!r} as {info.name} ({info.part})")
+        if not args.no_audio:
+            self._open_engine(info)  # fail fast on device problems, before anything else
+        conn = Connection(self.base_url, info.token, on_state=self._conn_state)
+        conn.on(Ev.TAKE_START, self._on_take_start)
+        conn.on(Ev.TAKE_STOP, self._on_take_stop)
+        conn.on(Ev.TAKE_ARMED, self._on_take_armed)
+        conn.on(Ev.SESSION_CLOSED, self._on_closed)
+        conn.on(Ev.SESSION, self._on_session)
+        conn.on(Ev.ERROR, self._on_error)
+        conn.on_reconnect(self._after_reconnect)
+        self.conn = conn
+        await conn.connect()
+        self.clock = ClockSync(conn.call)
+        await self._sync_clock(64)
+        self._spawn(self._clock_loop())
+        await self._fetch_backing()
+        if self.engine is not None:
+            await self._send_calibration()
+            self._spawn(self._level_loop())
+            self._spawn(self._recover_takes())
+
+    @property
+    def http_session(self) -> aiohttp.ClientSession:
+        assert self.http is not None
+        return self.http
+
+    async def _teardown(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.close)
+            self.engine = None
+        if self.conn is not None:
+            await self.conn.close()
+        await self.view.stop()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("background task failed: %r", exc)
+            self.state.note(f"error: {exc}")
+
+    # ------------------------------------------------------------------ audio
+    def _open_engine(self, info: JoinInfo) -> None:
+        from tutti.client.devices import DeviceError
+        from tutti.client.engine import DuplexEngine, EngineError
+
+        try:
+            engine = DuplexEngine(
+                rate=info.settings.rate,
+                device=_device_spec(self.args.device),
+                blocksize=self.args.blocksize,
+            )
+            engine.start()
+        except (DeviceError, EngineError) as exc:
+            raise JoinError(f"audio device problem: {exc}", exit_code=EXIT_DEVICE) from exc
+        self.engine = engine
+        from tutti.client.calibrate import latency_for
+
+        choice = latency_for(engine)
+        self.latency = (choice.frames, choice.source)
+        if choice.warning:
+            self.state.note(choice.warning)
+
+    async def _send_calibration(self) -> None:
+        if self.conn is not None and self.engine is not None:
+            frames, source = self.latency
+            await self.conn.emit(Ev.CALIBRATION, {"latency_frames": frames, "source": source})
+
+    async def _level_loop(self) -> None:
+        clips_seen = 0
+        while True:
+            await asyncio.sleep(1.0 / LEVEL_HZ)
+            eng = self.engine
+            if eng is None or self.conn is None:
+                continue
+            lv = eng.input_level()
+            clipped = lv.clips > clips_seen
+            clips_seen = lv.clips
+            s = self.state
+            s.rms_db, s.peak_db = _db(lv.rms), _db(lv.peak)
+            s.overflows, s.underflows = eng.overflows, eng.underflows
+            if clipped:
+                s.clipped_until = time.monotonic() + 2.0
+            self._update_beat()
+            await self.conn.emit(
+                Ev.LEVEL,
+                {
+                    "rms_db": s.rms_db,
+                    "peak_db": s.peak_db,
+                    "overflows": eng.overflows,
+                    "underflows": eng.underflows,
+                    "clipped": clipped,
+                },
+            )
+
+    def _update_beat(self) -> None:
+        take = self.take
+        if take is None or not take.beats:
+            return
+        pos = (time.monotonic() - take.t0_local) * take.program.rate
+        if pos < 0:
+            return
+        i = bisect.bisect_right(take.beats, int(pos)) - 1
+        if i >= 0:
+            self.state.beat_label = take.labels[i]
+            count_in = take.program.count_in_frames
+            if self.state.take_state in ("count-in", "recording"):
+                self.state.take_state = "count-in" if pos < count_in else "recording"
+
+    # ------------------------------------------------------------------ clock
+    async def _sync_clock(self, probes: int) -> ClockEstimate:
+        assert self.clock is not None
+        try:
+            est = await self.clock.burst(probes)
+        except ClockError as exc:
+            if "contradict" in str(exc):  # the server's clock jumped (another machine)
+                self.clock.estimator.clear()
+                est = await self.clock.burst(probes)
+            else:
+                raise JoinError(f"clock sync failed: {exc}", exit_code=3) from exc
+        await self._report_clock(est)
+        return est
+
+    async def _report_clock(self, est: ClockEstimate) -> None:
+        self.state.clock_error_ms = est.error_bound * 1e3
+        self.state.clock_rtt_ms = est.rtt_min * 1e3
+        if self.conn is not None:
+            await self.conn.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+
+    async def _clock_loop(self) -> None:
+        assert self.clock is not None
+        while True:
+            await asyncio.sleep(REPROBE_S)
+            if self.conn is None or not self.conn.connected:
+                continue
+            with contextlib.suppress(ClockError, JoinError):
+                await self._sync_clock(16)
+
+    # ------------------------------------------------------------------ connection
+    def _conn_state(self, state: str) -> None:
+        self.state.connection = state
+
+    async def _after_reconnect(self) -> None:
+        self.state.note("reconnected")
+        with contextlib.suppress(ClockError, JoinError):
+            await self._sync_clock(32)
+        await self._send_calibration()
+
+    async def _on_error(self, data: Any) -> None:
+        if isinstance(data, dict):
+            self.state.note(f"server refused {data.get('event')}: {data.get('message')}")
+
+    async def _on_closed(self, data: Any = None) -> None:
+        self.state.note("the leader closed the session")
+        if self.take is not None:
+            self.take.stopped.set()
+        # let uploads finish before leaving
+        while self._uploads:
+            await asyncio.sleep(0.2)
+        self.done.set()
+
+    async def _on_session(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        tracks = data.get("tracks")
+        part = self.info.part if self.info else ""
+        if isinstance(tracks, dict) and isinstance(tracks.get(part), dict):
+            if tracks[part].get("sha256") != self.backing_sha:
+                self._spawn(self._refresh_and_fetch())
+
+    async def _refresh_and_fetch(self) -> None:
+        assert self.info is not None
+        self.info = await join_session(
+            self.http_session,
+            self.base_url,
+            code=self.args.code,
+            name=self.args.name,
+            part=self.info.part,
+        )
+        await self._fetch_backing()
+
+    # ------------------------------------------------------------------ backing
+    async def _fetch_backing(self) -> None:
+        info = self.info
+        assert info is not None
+        track = info.track
+        if track is None:
+            self.state.backing = "none (click only)"
+            self.backing, self.backing_sha = None, ""
+            return
+
+        def progress(done: int, total: int) -> None:
+            self.state.backing = f"{100 * done // max(1, total)} %"
+
+        path = await fetch_backing(
+            self.http_session,
+            self.base_url,
+            info.token,
+            track,
+            config.data_dir(),
+            progress=progress,
+        )
+        try:
+            self.backing = await asyncio.to_thread(load_backing, path, info.settings.rate)
+        except ProgramError as exc:
+            raise BackingError(str(exc)) from exc
+        self.backing_sha = track.sha256
+        self.state.backing = f"ready ({track.frames / max(1, track.rate):.0f} s)"
+
+    # ------------------------------------------------------------------ takes
+    async def _on_take_armed(self, data: Any) -> None:
+        if isinstance(data, dict):
+            self.state.take_id = str(data.get("take_id", ""))
+            self.state.take_state = "armed"
+
+    async def _on_take_stop(self, data: Any) -> None:
+        take = self.take
+        if (
+            take is not None
+            and isinstance(data, dict)
+            and data.get("take_id") == take.start.take_id
+        ):
+            take.stopped.set()
+
+    async def _on_take_start(self, data: Any) -> None:
+        try:
+            start = TakeStart.from_dict(data)
+        except WireError as exc:
+            self.state.note(f"ignored a malformed take.start: {exc}")
+            return
+        self._spawn(self._run_take(start))
+
+    async def _emit_take_state(self, take_id: str, state: str, detail: str = "") -> None:
+        self.state.take_id, self.state.take_state = take_id, state
+        if self.conn is not None:
+            await self.conn.emit(
+                Ev.TAKE_STATE, {"take_id": take_id, "state": state, "detail": detail[:500]}
+            )
+
+    async def _run_take(self, start: TakeStart) -> None:
+        assert self.clock is not None
+        if self.take is not None:
+            await self._emit_take_state(start.take_id, "failed", "another take is still running")
+            return
+        t0_local = self.clock.to_local(start.t0)
+        self.state.t0_local = t0_local
+        self.state.take_id, self.state.take_state = start.take_id, "count-in"
+        if self.engine is None:
+            self.state.note(
+                f"take {start.take_id} starts at local {t0_local:.3f} (no audio: not recorded)"
+            )
+            await self._emit_take_state(start.take_id, "failed", "joined without audio")
+            return
+        program = await asyncio.to_thread(
+            render_program, start.settings, self.backing, channels=self.engine.out_channels
+        )
+        take = _Take(start=start, t0_local=t0_local, program=program)
+        from tutti.audio.click import beat_frames
+
+        beats = beat_frames(
+            start.settings, start.settings.rate, seconds=len(program.audio) / start.settings.rate
+        )
+        take.beats = [b.frame for b in beats]
+        take.labels = [("in " if b.count_in else "") + f"{b.bar + 1}:{b.beat + 1}" for b in beats]
+        self.take = take
+        try:
+            await self._record_and_upload(take)
+        finally:
+            self.take = None
+
+    async def _record_and_upload(self, take: _Take) -> None:
+        from tutti.client.engine import EngineError
+        from tutti.client.takestore import TakeStore, TakeStoreError
+
+        assert self.engine is not None and self.info is not None
+        start, info = take.start, self.info
+        writer = TakeStore().begin(
+            start.take_id,
+            rate=start.settings.rate,
+            channels=self.engine.in_channels,
+            singer=info.name,
+            part=info.part,
+            latency=self.latency[0],
+            latency_source=self.latency[1],
+            participant_id=info.participant_id,
+            session=info.session_id,
+            server=self.base_url,
+            device=self.engine.device_info,
+        )
+        try:
+            sched = self.engine.schedule(
+                take.program.audio, take.t0_local, writer=writer, tail=None
+            )
+        except EngineError as exc:
+            with contextlib.suppress(TakeStoreError):
+                writer.finish()
+            await self._emit_take_state(start.take_id, "failed", str(exc))
+            return
+        await self._emit_take_state(start.take_id, "recording")
+        limit = start.settings.max_take_seconds + max(0.0, take.t0_local - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(take.stopped.wait(), timeout=limit)
+        self.engine.stop_take()
+        await asyncio.to_thread(sched.wait, 10.0)
+        self.state.note(
+            f"take {start.take_id}: first sample at stream frame {sched.o0} "
+            f"(late by {sched.late_frames} frames), {sched.frames_recorded} frames recorded"
+        )
+        try:
+            finished = await asyncio.to_thread(
+                writer.finish,
+                overflows=sched.overflows,
+                underflows=sched.underflows,
+                dropped_frames=sched.dropped_frames,
+            )
+        except TakeStoreError as exc:
+            await self._emit_take_state(start.take_id, "failed", str(exc))
+            return
+        await self._emit_take_state(start.take_id, "recorded")
+        await self._upload(finished)
+
+    async def _upload(self, finished: FinishedTake) -> None:
+        from tutti.client.takestore import TakeStore, TakeStoreError
+
+        assert self.info is not None
+        take_id = finished.take_id
+        self._uploads.add(take_id)
+        try:
+            await self._emit_take_state(take_id, "uploading")
+            rec = finished.recording.to_dict()
+            for k in ("file", "singer", "part", "participant_id", "sha256"):
+                rec.pop(k, None)
+            job = UploadJob(
+                path=finished.path,
+                take_id=take_id,
+                sha256=finished.sha256,
+                recording=rec,
+                filename=finished.path.name,
+            )
+
+            def progress(p: UploadProgress) -> None:
+                mb = 1e6
+                if p.state == "retrying":
+                    self.state.upload = (
+                        f"retrying ({p.retries}) {p.offset / mb:.1f}/{p.total / mb:.1f} MB"
+                    )
+                else:
+                    self.state.upload = f"{p.state} {p.offset / mb:.1f}/{p.total / mb:.1f} MB"
+
+            up = TusUploader(
+                self.http_session, self.base_url, self.info.token, on_progress=progress
+            )
+            try:
+                await up.upload(job)
+            except UploadError as exc:
+                await self._emit_take_state(take_id, "failed", str(exc))
+                self.state.note(f"upload of take {take_id} failed: {exc}")
+                return
+            up.forget(job)
+            try:
+                await asyncio.to_thread(TakeStore().confirm_uploaded, finished, job.sha256)
+            except TakeStoreError as exc:
+                self.state.note(f"take {take_id}: {exc}")
+                return
+            self.state.take_state = "uploaded"
+            self.state.note(f"take {take_id} uploaded and confirmed (sha256 {job.sha256[:12]}…)")
+        finally:
+            self._uploads.discard(take_id)
+
+    async def _recover_takes(self) -> None:
+        from tutti.client.takestore import TakeStore
+
+        assert self.info is not None
+        store = TakeStore()
+        recovered = await asyncio.to_thread(store.recover)
+        for t in recovered:
+            self.state.note(f"recovered take {t.take_id} left unfinished by an earlier run")
+        pending = await asyncio.to_thread(store.pending)
+        mine = [
+            t for t in pending if t.server == self.base_url and t.session == self.info.session_id
+        ]
+        if len(pending) > len(mine):
+            self.state.note(
+                f"{len(pending) - len(mine)} unsent take(s) belong to other sessions; kept on disk"
+            )
+        for t in mine:
+            self.state.note(f"uploading take {t.take_id} from an earlier run")
+            await self._upload(t)
