@@ -1,4 +1,4 @@
-"""Backing tracks over real HTTP: upload, download with Range/ETag/304/416, membership, bad files."""
+"""Backing tracks over HTTP: upload, download (Range, ETag, 304, 416), membership, bad files."""
 
 from __future__ import annotations
 
