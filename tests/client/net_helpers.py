@@ -155,7 +155,7 @@ class Leader:
 
     async def put_track(self, part: str, data: bytes) -> dict[str, Any]:
         async with self.http.put(
-            f"{self.url}/api/session/tracks/{part}", data=data, headers=self.auth
+            f"{self.url}/api/session/tracks/{part}", data=io.BytesIO(data), headers=self.auth
         ) as r:
             assert r.status == 201, await r.text()
             out: dict[str, Any] = await r.json()

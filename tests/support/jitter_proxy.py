@@ -45,6 +45,7 @@ class JitterProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
         self.chunks = 0
+        self.bytes_to_client = 0  # bytes forwarded from the target back to clients
 
     async def __aenter__(self) -> JitterProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -91,9 +92,11 @@ class JitterProxy:
             return
         self._writers.update((cw, sw))
         self._spawn(self._pipe(cr, sw))
-        self._spawn(self._pipe(sr, cw))
+        self._spawn(self._pipe(sr, cw, to_client=True))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool = False
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         sender = asyncio.ensure_future(self._send(queue, writer))
         try:
@@ -104,6 +107,8 @@ class JitterProxy:
                 d = self.delay + self._rng.uniform(-self.jitter, self.jitter)
                 queue.put_nowait((time.monotonic() + max(0.0, d), data))
                 self.chunks += 1
+                if to_client:
+                    self.bytes_to_client += len(data)
         except (ConnectionError, OSError):
             pass
         finally:
