@@ -121,6 +121,8 @@ class Limiter:
         self.rate = rate
         self.ceiling_db = ceiling_db
         self._ceiling = 10.0 ** ((ceiling_db - margin_db) / 20.0)
+        #: Linear level above which the limiter acts (the ceiling less the margin).
+        self.ceiling_linear = self._ceiling
         self.radius = max(2, int(round(radius_ms * rate / 1000.0)))
         self._avg = self.radius // 2
         #: Frames of context a block needs on each side (gain reach plus interpolator).
@@ -142,7 +144,7 @@ class Limiter:
         size = 2 * self._avg + 1
         g = ndimage.uniform_filter1d(m, size=size, mode="nearest")
         g = ndimage.uniform_filter1d(g, size=size, mode="nearest")
-        return np.minimum(g, need).astype(np.float32)
+        return np.asarray(np.minimum(g, need), dtype=np.float32)
 
     def gain_curve(self, padded: npt.NDArray[np.floating], gain: float) -> npt.NDArray[np.float32]:
         """Limiter gain (linear, ≤ 1) for the centre of a padded block.

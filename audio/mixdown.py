@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +65,7 @@ SILENT_LUFS = -60.0
 #: A sample at or above this absolute value counts as clipped.
 CLIP_LEVEL = 0.999
 _CONTEXT = 16  # frames of context for the true-peak interpolator
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -180,17 +183,20 @@ class MasterReport:
 
 
 def analyse(audio: AudioArray, rate: int, block: int = 1 << 16) -> VoiceAnalysis:
-    """Loudness, sample peak and clipped-sample count of a recording (frames, channels)."""
+    """Loudness, sample peak and clipped-sample count of a recording (frames, channels).
+
+    Raises
+    ------
+    AudioError
+        The recording holds NaN or infinite samples (possible only in float files).
+    """
     meter = LoudnessMeter(rate, min(audio.shape[1], 5))
-    peak = 0.0
-    clipped = 0
     for start in range(0, audio.shape[0], block):
-        b = audio[start : start + block, : meter.channels]
-        meter.feed(b)
-        a = np.abs(audio[start : start + block])
-        if a.size:
-            peak = max(peak, float(a.max()))
-            clipped += int(np.count_nonzero(a >= CLIP_LEVEL))
+        meter.feed(audio[start : start + block, : meter.channels])
+    peak = max(float(audio.max()), -float(audio.min())) if audio.size else 0.0
+    if not math.isfinite(peak):
+        raise AudioError("contains NaN or infinite samples")
+    clipped = int(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL)) if peak >= CLIP_LEVEL else 0
     peak_db = 20.0 * math.log10(peak) if peak > 0 else -math.inf
     return VoiceAnalysis(meter.integrated(), peak_db, clipped)
 
@@ -199,7 +205,7 @@ def _to_mono(audio: AudioArray) -> npt.NDArray[np.float32]:
     """Fold a recording to mono: the mean of its channels (a headset mic is mono; a stereo
     recording of one singer is the same voice twice)."""
     if audio.shape[1] == 1:
-        return audio[:, 0]
+        return np.asarray(audio[:, 0], dtype=np.float32)
     return np.asarray(audio.mean(axis=1), dtype=np.float32)
 
 
@@ -324,43 +330,72 @@ class Mixdown:
 
     def _envelope(self, pool: ThreadPoolExecutor) -> npt.NDArray[np.float32]:
         def one(span: tuple[int, int]) -> npt.NDArray[np.float32]:
-            return true_peak_envelope(self._padded(span[0], span[1], _CONTEXT), pad=_CONTEXT)
+            env: npt.NDArray[np.float32] = true_peak_envelope(
+                self._padded(span[0], span[1], _CONTEXT), pad=_CONTEXT
+            )
+            return env
 
-        return np.concatenate(list(pool.map(one, self._blocks())))
+        return np.asarray(np.concatenate(list(pool.map(one, self._blocks()))), dtype=np.float32)
+
+    def _unlimited(
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
+    ) -> bool:
+        """Whether the limiter leaves frames [a, b) alone (gain 1 everywhere it can reach)."""
+        if limiter is None:
+            return True
+        seg = env[max(0, a - limiter.pad) : min(self.frames, b + limiter.pad)]
+        return not seg.size or float(seg.max()) * gain <= limiter.ceiling_linear
 
     def _output_block(
         self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
     ) -> tuple[AudioArray, int]:
+        """Output frames [a, b): the bus times the master gain, limited; and frames limited."""
         x = self.bus[a:b]
-        if limiter is None:
+        if limiter is None or self._unlimited(a, b, gain, limiter, env):
             return np.asarray(x * np.float32(gain), dtype=np.float32), 0
         pad = limiter.pad - _CONTEXT
         lo, hi = a - pad, b + pad
         e = env[max(0, lo) : min(self.frames, hi)]
         if lo < 0 or hi > self.frames:
-            e = np.concatenate(
-                [
-                    np.zeros(max(0, -lo), np.float32),
-                    e,
-                    np.zeros(max(0, hi - self.frames), np.float32),
-                ]
-            )
+            before = np.zeros(max(0, -lo), np.float32)
+            after = np.zeros(max(0, hi - self.frames), np.float32)
+            e = np.concatenate([before, e, after])
         g = limiter.gain_from_envelope(e, gain)
-        return np.asarray(x * (g * np.float32(gain))[:, None], dtype=np.float32), int(
-            np.count_nonzero(g < 1.0)
-        )
+        y = np.asarray(x * (g * np.float32(gain))[:, None], dtype=np.float32)
+        return y, int(np.count_nonzero(g < 1.0))
 
     def _final_block(
         self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
     ) -> tuple[AudioArray, int, float]:
-        """Output block [a, b), frames limited, and its true peak (linear) as it will be written."""
+        """Output block [a, b), frames limited, and its true peak (linear) as it will be written.
+
+        Where the limiter leaves the block and its neighbourhood alone the output is the bus
+        times ``gain``, so its true peak is ``gain`` times the envelope already computed;
+        elsewhere the written samples are oversampled again.
+        """
+        y, n = self._output_block(a, b, gain, limiter, env)
         lo, hi = max(0, a - _CONTEXT), min(self.frames, b + _CONTEXT)
+        if self._unlimited(lo, hi, gain, limiter, env):
+            seg = env[a:b]
+            return y, n, float(seg.max()) * gain if seg.size else 0.0
         y_ext, _ = self._output_block(lo, hi, gain, limiter, env)
         padded = np.zeros((hi - lo + 2 * _CONTEXT, 2), dtype=np.float32)
         padded[_CONTEXT : _CONTEXT + hi - lo] = y_ext
         tp = true_peak_envelope(padded, pad=_CONTEXT)[a - lo : b - lo]
-        y, n = self._output_block(a, b, gain, limiter, env)
         return y, n, float(tp.max()) if tp.size else 0.0
+
+    def _in_order(
+        self, pool: ThreadPoolExecutor, fn: Callable[[int, int], _T], window: int
+    ) -> Iterator[_T]:
+        """``fn(a, b)`` for every block, computed ahead on the pool, yielded in timeline order;
+        at most ``window`` results wait at a time (memory stays bounded)."""
+        pending: deque[Future[_T]] = deque()
+        for a, b in self._blocks():
+            pending.append(pool.submit(fn, a, b))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def _measure(
         self,
@@ -368,15 +403,14 @@ class Mixdown:
         limiter: Limiter | None,
         env: npt.NDArray[np.float32],
         pool: ThreadPoolExecutor,
-    ) -> tuple[float, int]:
+        window: int,
+    ) -> float:
         meter = LoudnessMeter(self.settings.rate, 2)
-        limited = 0
-        for y, n in pool.map(
-            lambda s: self._output_block(s[0], s[1], gain, limiter, env), self._blocks()
+        for y, _ in self._in_order(
+            pool, lambda a, b: self._output_block(a, b, gain, limiter, env), window
         ):
             meter.feed(y)
-            limited += n
-        return meter.integrated(), limited
+        return float(meter.integrated())
 
     def master(self, sink: Callable[[AudioArray], None], *, jobs: int = 1) -> MasterReport:
         """Bring the bus to the target loudness, limit it and hand it to ``sink`` in blocks.
@@ -400,31 +434,35 @@ class Mixdown:
             pre.feed(self.bus[a:b])
         pre_lufs = pre.integrated()
         limiter = Limiter(s.rate, ceiling_db=s.ceiling_dbtp) if s.limiter else None
+        window = 2 * max(1, jobs) + 1
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            env = self._envelope(pool) if limiter is not None else np.zeros(0, np.float32)
+            env = self._envelope(pool)
+            env_max = float(env.max()) if env.size else 0.0
             gain_db = 0.0
             iterations = 0
-            out_lufs = pre_lufs
             if s.target_lufs is not None and math.isfinite(pre_lufs):
                 gain_db = s.target_lufs - pre_lufs
-                if limiter is not None:
-                    for attempt in range(1, 7):
-                        iterations = attempt
-                        out_lufs, _ = self._measure(db_to_gain(gain_db), limiter, env, pool)
-                        miss = s.target_lufs - out_lufs
-                        if abs(miss) <= s.tolerance_lu / 2:
-                            break
-                        gain_db += miss
+                # limiting lowers loudness: correct the gain until the output lands
+                while (
+                    limiter is not None
+                    and env_max * db_to_gain(gain_db) > limiter.ceiling_linear
+                    and iterations < 8
+                ):
+                    iterations += 1
+                    out = self._measure(db_to_gain(gain_db), limiter, env, pool, window)
+                    miss = s.target_lufs - out
+                    if abs(miss) <= s.tolerance_lu / 2:
+                        break
+                    gain_db += miss
             elif s.target_lufs is not None:
                 warnings.append("the mix is silent: no loudness to match")
             gain = db_to_gain(gain_db)
             meter = LoudnessMeter(s.rate, 2)
             limited = 0
             peak = 0.0
-            finals = pool.map(
-                lambda sp: self._final_block(sp[0], sp[1], gain, limiter, env), self._blocks()
-            )
-            for y, n, block_peak in finals:
+            for y, n, block_peak in self._in_order(
+                pool, lambda a, b: self._final_block(a, b, gain, limiter, env), window
+            ):
                 sink(y)
                 meter.feed(y)
                 limited += n

@@ -1,0 +1,159 @@
+"""Benchmark ``tutti mix`` against ``sox -m`` and ``ffmpeg amix`` on the same take.
+
+One command::
+
+    .venv/bin/python bench/bench_mix.py [--takes 32] [--minutes 5] [--runs 3]
+
+generates (once; cached in bench/out/) a take folder of ``--takes`` mono 48 kHz 16-bit FLAC
+recordings of ``--minutes`` each with a take.json, then runs, ``--runs`` times each and
+interleaved, in the same session:
+
+- ``tutti mix TAKE -o OUT.flac`` — the full pipeline: loudness of every singer, loudness
+  matching, default layout, high-pass, backing-free mix, master loudness to −16 LUFS with the
+  4×-oversampled true-peak limiter, 24-bit stereo FLAC;
+- ``sox -m -v 1 a.flac -v 1 b.flac … OUT.flac`` — a plain sum, nothing else;
+- ``ffmpeg … -filter_complex amix=inputs=N:normalize=0 OUT.flac`` — a plain sum.
+
+Wall time (monotonic clock around the child process) and peak RSS of the child (``os.wait4``
+resource usage) are recorded per run; the table shows medians and the ratios to sox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE = 48000
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+
+def _voice(seconds: float, seed: int) -> np.ndarray:
+    """A sung-like test recording: a vibrato tone with harmonics, phrases, breath noise."""
+    n = int(seconds * RATE)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=np.float64) / RATE
+    f0 = rng.uniform(110, 660)
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))) / RATE
+    x = 0.6 * np.sin(phase) + 0.25 * np.sin(2 * phase) + 0.1 * np.sin(3 * phase)
+    phrase = 0.5 + 0.5 * np.sin(2 * np.pi * t / rng.uniform(4, 9) + rng.uniform(0, 6))
+    x *= rng.uniform(0.05, 0.3) * phrase**2
+    x += 0.002 * rng.standard_normal(n)
+    return x.astype(np.float32)
+
+
+def make_take(takes: int, minutes: float) -> Path:
+    """The cached take folder for this size (generated on first use)."""
+    folder = OUT / f"take-{takes}x{minutes:g}min"
+    manifest = folder / "take.json"
+    if manifest.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(takes)
+    recs = []
+    parts = ["S", "A", "T", "B"]
+    for i in range(takes):
+        name = f"singer{i:03d}.flac"
+        audio = _voice(minutes * 60, seed=i)
+        sf.write(folder / name, audio, RATE, subtype="PCM_16")
+        recs.append(
+            {
+                "file": name,
+                "singer": f"singer{i:03d}",
+                "part": parts[i % 4],
+                "rate": RATE,
+                "channels": 1,
+                "frames": audio.shape[0],
+                "start_offset": int(rng.integers(200, 3000)),
+                "latency": int(rng.integers(128, 1024)),
+            }
+        )
+        print(f"generated {i + 1}/{takes}", end="\r", file=sys.stderr)
+    body = {
+        "format": "tutti-take",
+        "version": 1,
+        "take_id": f"bench-{takes}",
+        "title": "benchmark",
+        "rate": RATE,
+        "settings": {},
+        "backing": [],
+        "recordings": recs,
+    }
+    manifest.write_text(json.dumps(body, indent=1), encoding="utf-8")
+    print(file=sys.stderr)
+    return folder
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS of the child in MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0  # ru_maxrss is in kB on Linux
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--takes", type=int, default=32)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-ffmpeg", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    take = make_take(args.takes, args.minutes)
+    files = [str(take / r["file"]) for r in json.loads((take / "take.json").read_text())["recordings"]]
+    tutti = shutil.which("tutti", path=str(Path(sys.executable).parent)) or "tutti"
+    commands: dict[str, list[str]] = {
+        "tutti mix": [tutti, "mix", str(take), "-o", str(OUT / "mix-tutti.flac"), "--jobs", str(args.jobs)],
+        "sox -m": ["sox", "-V1", "-m", *[a for f in files for a in ("-v", "1", f)], str(OUT / "mix-sox.flac")],
+    }
+    if not args.no_ffmpeg:
+        inputs = [a for f in files for a in ("-i", f)]
+        commands["ffmpeg amix"] = [
+            "ffmpeg", "-nostdin", "-loglevel", "error", "-y", *inputs,
+            "-filter_complex", f"amix=inputs={len(files)}:normalize=0",
+            str(OUT / "mix-ffmpeg.flac"),
+        ]  # fmt: skip
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    for run in range(args.runs):
+        for name, cmd in commands.items():
+            wall, rss = timed(cmd)
+            results[name].append((wall, rss))
+            print(f"run {run + 1}/{args.runs} {name}: {wall:.2f} s, {rss:.0f} MB", file=sys.stderr)
+
+    med = {k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in results.items()}
+    sox_wall = med["sox -m"][0]
+    print(f"\n{args.takes} takes × {args.minutes:g} min mono 48 kHz FLAC, {args.runs} runs, "
+          f"jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}\n")  # fmt: skip
+    print("| command | median wall (s) | runs (s) | peak RSS (MB) | wall / sox |")
+    print("|---|---:|---|---:|---:|")
+    for name, (wall, rss) in med.items():
+        runs = ", ".join(f"{w:.2f}" for w, _ in results[name])
+        print(f"| {name} | {wall:.2f} | {runs} | {rss:.0f} | {wall / sox_wall:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
