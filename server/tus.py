@@ -31,6 +31,7 @@ import errno
 import hashlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 READ_CHUNK = 1 << 20
 #: Bytes gathered before one write (and hash update) in a worker thread.
 WRITE_BATCH = 1 << 20
+
+#: Disk space (bytes) a new upload must leave free beside its declared length.
+DISK_RESERVE = 64 << 20
 
 _UINT_RE = re.compile(r"[0-9]{1,19}")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -397,6 +401,11 @@ class TusHandler:
             metadata = parse_metadata(request.headers.get("Upload-Metadata"))
         except ValueError as exc:
             raise _TusError(400, "bad_metadata", str(exc)) from None
+        free = (await asyncio.to_thread(shutil.disk_usage, self._store.root)).free
+        if length > free - DISK_RESERVE:
+            raise _TusError(507, "insufficient_storage",
+                            f"the server has {max(free - DISK_RESERVE, 0)} bytes of space for "
+                            f"uploads left; Upload-Length {length} does not fit")
         owner = await self._hooks.authorize_create(request, metadata, length)
         now = self._clock()
         state = UploadState(new_upload_id(), length, 0, metadata, owner, now,

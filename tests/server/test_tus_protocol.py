@@ -402,3 +402,14 @@ async def test_method_override(tmp_path: Path) -> None:
                                         "X-HTTP-Method-Override": "DELETE"}) as r:
             assert r.status == 204
         assert list(srv.upload_dir.iterdir()) == []
+
+
+async def test_creation_refused_when_disk_cannot_hold_it(tmp_path: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    async with tus_server(tmp_path, max_size=free * 2) as srv, aiohttp.ClientSession() as s:
+        async with s.post(srv.url, headers={**auth("a"), "Upload-Length": str(free)}) as r:
+            assert r.status == 507
+            assert (await r.json())["error"]["code"] == "insufficient_storage"
+        assert list(srv.upload_dir.iterdir()) == []
