@@ -187,3 +187,29 @@ async def test_kill_9_tutti_serve_mid_upload(tmp_path: Path) -> None:
     finally:
         await server.stop()
 
+
+
+async def test_tuspy_uploads_a_take(tmp_path: Path) -> None:
+    """A standard tus client (tuspy) uploads a take through the full server, in chunks
+    with checksums."""
+    from tusclient import client as tus_client
+
+    wav = tmp_path / "take.wav"
+    sha = write_audio(wav, frames=FRAMES, fmt="WAV")
+    async with running_server(tmp_path / "data") as srv, \
+            aiohttp.ClientSession(srv.url) as http:
+        leader, (ann,), take_id = await started_take(http)
+
+        def upload() -> None:
+            client = tus_client.TusClient(srv.url + "/files/",
+                                          headers={"Authorization": f"Bearer {ann.token}"})
+            with open(wav, "rb") as f:
+                client.uploader(file_stream=f, chunk_size=200_000, upload_checksum=True,
+                                metadata={"take_id": take_id, "filename": "take.wav",
+                                          "sha256": sha, "recording": recording()}).upload()
+
+        await asyncio.to_thread(upload)
+        assert await singer_state(http, leader, take_id, ann.participant_id) == "uploaded"
+        async with http.get(f"/api/session/takes/{take_id}/files/recordings/"
+                            f"{ann.participant_id}.wav", headers=leader.headers) as r:
+            assert await r.read() == wav.read_bytes()
