@@ -73,13 +73,13 @@ async def singer_state(http: aiohttp.ClientSession, leader: Leader, take_id: str
 
 
 async def test_take_upload_cut_and_resumed(tmp_path: Path) -> None:
-    wav = tmp_path / "take.wav"
-    sha = write_audio(wav, frames=FRAMES, fmt="WAV")
-    data = wav.read_bytes()
+    flac = tmp_path / "take.flac"
+    sha = write_audio(flac, frames=FRAMES, fmt="FLAC")
+    data = flac.read_bytes()
     async with running_server(tmp_path / "data") as srv, \
             aiohttp.ClientSession(srv.url) as http:
         leader, (ann, bob), take_id = await started_take(http, 2)
-        meta = {"take_id": take_id, "filename": "take.wav", "sha256": sha,
+        meta = {"take_id": take_id, "filename": "take.flac", "sha256": sha,
                 "recording": recording()}
         # the leader does not upload recordings
         assert (await tus_create(http, leader.token, len(data), meta)).status == 403
