@@ -22,17 +22,24 @@ from .app_keys import MB, Config
 __all__ = ["add_arguments", "run", "serve"]
 
 
-def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> float | int:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-        return v
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return v
 
-    return parse
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TCP port (default 8765; 0 = any free port, printed at start)")
     parser.add_argument("--data", type=Path, default=Path("tutti-data"),
                         help="data directory: database, tracks, takes (default ./tutti-data)")
-    parser.add_argument("--upload-expiry", type=_positive(float), default=24 * 3600.0,
+    parser.add_argument("--upload-expiry", type=_positive_float, default=24 * 3600.0,
                         metavar="SECONDS",
                         help="unfinished take uploads expire after this long (default 86400)")
-    parser.add_argument("--max-track-mb", type=_positive(int), default=200, metavar="N",
+    parser.add_argument("--max-track-mb", type=_positive_int, default=200, metavar="N",
                         help="largest backing track, MiB (default 200)")
-    parser.add_argument("--max-upload-mb", type=_positive(int), default=500, metavar="N",
+    parser.add_argument("--max-upload-mb", type=_positive_int, default=500, metavar="N",
                         help="largest take upload, MiB (default 500)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="browser origin allowed cross-origin (repeatable); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -108,7 +109,7 @@ def _good_flac(tmp: Path) -> bytes:
     return f.read_bytes()
 
 
-BAD_FILES = {
+BAD_FILES: dict[str, tuple[Callable[[Path], bytes], str, str]] = {
     "garbage": (lambda t: b"RIFF" + b"\x13\x37" * 500, "bad_audio", "readable"),
     "text": (lambda t: b"hello, I am not audio\n" * 50, "bad_audio", "readable"),
     "truncated_wav": (lambda t: _good_wav(t, frames=48000)[:40000], "bad_audio", "truncated"),
@@ -159,7 +160,7 @@ async def test_oversize_track_413(tmp_path: Path) -> None:
             r = await put_track(http, leader.headers, "S", big)
             assert r.status == 413 and "50000" in (await error_of(r))["message"]
 
-            async def chunks():  # type: ignore[no-untyped-def]
+            async def chunks() -> AsyncIterator[bytes]:
                 for i in range(0, len(big), 8192):  # no Content-Length: counted as it arrives
                     yield big[i:i + 8192]
 
