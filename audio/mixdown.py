@@ -457,6 +457,8 @@ class Mixdown:
             elif s.target_lufs is not None:
                 warnings.append("the mix is silent: no loudness to match")
             gain = db_to_gain(gain_db)
+            # without limiting the output is the bus times the gain: its loudness is known
+            acts = limiter is not None and env_max * gain > limiter.ceiling_linear
             meter = LoudnessMeter(s.rate, 2)
             limited = 0
             peak = 0.0
@@ -464,10 +466,11 @@ class Mixdown:
                 pool, lambda a, b: self._final_block(a, b, gain, limiter, env), window
             ):
                 sink(y)
-                meter.feed(y)
+                if acts:
+                    meter.feed(y)
                 limited += n
                 peak = max(peak, block_peak)
-            out_lufs = meter.integrated()
+            out_lufs = meter.integrated() if acts else pre_lufs + gain_db
         tp = 20.0 * math.log10(peak) if peak > 0 else -math.inf
         if s.target_lufs is not None and math.isfinite(out_lufs):
             if abs(out_lufs - s.target_lufs) > s.tolerance_lu:

@@ -79,7 +79,8 @@ def make_take(takes: int, minutes: float) -> Path:
                 "latency": int(rng.integers(128, 1024)),
             }
         )
-        print(f"generated {i + 1}/{takes}", end="\r", file=sys.stderr)
+        if (i + 1) % 10 == 0 or i + 1 == takes:
+            print(f"generated {i + 1}/{takes} recordings", file=sys.stderr)
     body = {
         "format": "tutti-take",
         "version": 1,
@@ -91,7 +92,6 @@ def make_take(takes: int, minutes: float) -> Path:
         "recordings": recs,
     }
     manifest.write_text(json.dumps(body, indent=1), encoding="utf-8")
-    print(file=sys.stderr)
     return folder
 
 
@@ -111,21 +111,47 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--takes", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-ffmpeg", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.generate:
+        make_take(args.takes, args.minutes)
+        return 0
+    # generate in a child process: a child forked from a parent that held the generated
+    # audio would report the parent's memory as its own peak RSS
+    gen = [sys.executable, __file__, "--generate", "--takes", str(args.takes)]
+    subprocess.run([*gen, "--minutes", str(args.minutes)], check=True)
     take = make_take(args.takes, args.minutes)
-    files = [str(take / r["file"]) for r in json.loads((take / "take.json").read_text())["recordings"]]
+    files = [
+        str(take / r["file"]) for r in json.loads((take / "take.json").read_text())["recordings"]
+    ]
     tutti = shutil.which("tutti", path=str(Path(sys.executable).parent)) or "tutti"
     commands: dict[str, list[str]] = {
-        "tutti mix": [tutti, "mix", str(take), "-o", str(OUT / "mix-tutti.flac"), "--jobs", str(args.jobs)],
-        "sox -m": ["sox", "-V1", "-m", *[a for f in files for a in ("-v", "1", f)], str(OUT / "mix-sox.flac")],
+        "tutti mix": [
+            tutti,
+            "mix",
+            str(take),
+            "-o",
+            str(OUT / "mix-tutti.flac"),
+            "--jobs",
+            str(args.jobs),
+        ],
+        "sox -m": [
+            "sox",
+            "-V1",
+            "-m",
+            *[a for f in files for a in ("-v", "1", f)],
+            str(OUT / "mix-sox.flac"),
+        ],
     }
     if not args.no_ffmpeg:
         inputs = [a for f in files for a in ("-i", f)]
@@ -141,7 +167,9 @@ def main() -> int:
             results[name].append((wall, rss))
             print(f"run {run + 1}/{args.runs} {name}: {wall:.2f} s, {rss:.0f} MB", file=sys.stderr)
 
-    med = {k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in results.items()}
+    med = {
+        k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in results.items()
+    }
     sox_wall = med["sox -m"][0]
     print(f"\n{args.takes} takes × {args.minutes:g} min mono 48 kHz FLAC, {args.runs} runs, "
           f"jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}\n")  # fmt: skip
@@ -151,7 +179,9 @@ def main() -> int:
         runs = ", ".join(f"{w:.2f}" for w, _ in results[name])
         print(f"| {name} | {wall:.2f} | {runs} | {rss:.0f} | {wall / sox_wall:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": results}))
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": results})
+        )
     return 0
 
 

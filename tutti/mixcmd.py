@@ -206,10 +206,7 @@ def _read(path: Path, what: str) -> AudioArray:
         data = sf.read(str(path), dtype="float32", always_2d=True)[0]
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise MixError(f"{what}: reading {path} failed ({exc})") from None
-    try:
-        return as_audio(data, name=str(path))
-    except AudioError as exc:
-        raise MixError(f"{what}: {exc}") from None
+    return data  # finite values are checked by the analysis (only float files can break it)
 
 
 def _markers(item: _Input, audio: AudioArray, rate: int, settings: Any) -> list[int]:
@@ -404,7 +401,10 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
         if not item.rec.shared_clock and not args.no_drift:
             audio = _dedrift(item, audio, rate, session)
         v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
-        item.report = mix.add_voice(audio, v)
+        try:
+            item.report = mix.add_voice(audio, v)
+        except AudioError as exc:
+            raise MixError(f"{what}: {exc}") from None
         if args.stems:
             stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{fmt}"
             stems.append(
@@ -470,35 +470,19 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
 def _report(
     console: Console, items: list[_Input], master: Any, out: Path, rate: int, secs: float
 ) -> None:
-    table = Table(title="singers")
-    for col in (
-        "singer",
-        "part",
-        "loudness (LUFS)",
-        "gain (dB)",
-        "offset (frames / ms)",
-        "drift (ppm)",
-        "warnings",
-    ):
-        table.add_column(col, justify="right" if "(" in col else "left")
+    table = Table(title="singers (offset: timeline position of the recording's sample 0)")
+    for col in ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "warnings"):
+        table.add_column(col, justify="left" if col in ("singer", "part", "warnings") else "right")
     for i in items:
         r = i.report
         assert r is not None
-        lufs = (
-            f"{r.analysis.loudness_lufs:.1f}" if math.isfinite(r.analysis.loudness_lufs) else "-inf"
-        )
+        loud = r.analysis.loudness_lufs
+        lufs = f"{loud:.1f}" if math.isfinite(loud) else "-inf"
         gain = "muted" if r.muted else f"{r.match_db + r.gain_db:+.1f}"
         drift_s = "—" if i.drift_ppm is None else f"{i.drift_ppm:+.1f}"
         warn = ", ".join([*r.warnings, *i.warnings]) or "—"
-        table.add_row(
-            i.name,
-            i.rec.part,
-            lufs,
-            gain,
-            f"{i.timeline_start} / {1000.0 * i.timeline_start / rate:.1f}",
-            drift_s,
-            warn,
-        )
+        offset = f"{i.timeline_start} fr = {1000.0 * i.timeline_start / rate:.1f} ms"
+        table.add_row(i.name, i.rec.part, lufs, gain, offset, drift_s, warn)
     console.print(table)
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
