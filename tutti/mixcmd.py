@@ -74,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     backing.add_argument("--backing-db", type=float, default=-6.0, help="backing gain (dB)")
     backing.add_argument("--no-backing", action="store_true", help="leave the backing out")
     parser.add_argument("--stems", action="store_true", help="also write aligned stems")
-    parser.add_argument("--project", action="store_true", help="also write .rpp and .lof")
+    parser.add_argument(
+        "--project",
+        action="store_true",
+        help="also write stems and a REAPER .rpp and Audacity .lof that open them aligned",
+    )
     parser.add_argument(
         "--no-loudness-match", action="store_true", help="keep each singer's own level"
     )
@@ -360,6 +364,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
     _check_args(args)
+    stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
     take_dir: Path = args.take_dir
@@ -405,7 +410,7 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
             item.report = mix.add_voice(audio, v)
         except AudioError as exc:
             raise MixError(f"{what}: {exc}") from None
-        if args.stems:
+        if stems_wanted:
             stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{fmt}"
             stems.append(
                 daw.Stem(
@@ -462,8 +467,6 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
             tmp_p.write_text(text, encoding="utf-8")
     outputs.commit()
     _report(console, items, master, out_path, rate, time.perf_counter() - t_start)
-    if args.project and not args.stems:
-        console.print("note: --project without --stems: the project names stems not written")
     return 0
 
 
