@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
+
 from tutti.client import config
 from tutti.client.backing import BackingError, fetch_backing
 from tutti.client.clock import ClockError, ClockEstimate, ClockSync
@@ -43,8 +45,7 @@ from tutti.client.connection import Connection, JoinError, JoinInfo, join_sessio
 from tutti.client.liveview import LiveState, LiveView
 from tutti.client.program import Program, ProgramError, load_backing, render_program
 from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
-
-from tutti.wire import Ev, TakeStart, WireError, check_name, check_part
+from tutti.wire import Ev, SessionSettings, TakeStart, WireError, check_name, check_part
 
 if TYPE_CHECKING:
     from tutti.audio.types import AudioArray
@@ -125,6 +126,9 @@ def _db(x: float) -> float:
     return max(-120.0, 20.0 * math.log10(x)) if x > 0 else -120.0
 
 
+_Rendered = tuple[Program, list[int], list[str]]
+
+
 @dataclass
 class _Take:
     start: TakeStart
@@ -156,6 +160,7 @@ class Singer:
         self.latency = (0, "reported")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._uploads: set[str] = set()
+        self._program: tuple[tuple[str, str], _Rendered] | None = None
 
     # ------------------------------------------------------------------ main
     async def main(self) -> int:
@@ -206,6 +211,7 @@ class Singer:
         self._spawn(self._clock_loop())
         await self._fetch_backing()
         if self.engine is not None:
+            await self._program_for(info.settings)
             await self._send_calibration()
             self._spawn(self._level_loop())
             self._spawn(self._recover_takes())
@@ -362,15 +368,10 @@ class Singer:
         self.done.set()
 
     async def _on_session(self, data: Any) -> None:
-        if not isinstance(data, dict):
-            return
-        tracks = data.get("tracks")
-        part = self.info.part if self.info else ""
-        if isinstance(tracks, dict) and isinstance(tracks.get(part), dict):
-            if tracks[part].get("sha256") != self.backing_sha:
-                self._spawn(self._refresh_and_fetch())
+        """Settings or tracks changed: refresh, fetch a new backing, re-render the program."""
+        self._spawn(self._refresh())
 
-    async def _refresh_and_fetch(self) -> None:
+    async def _refresh(self) -> None:
         assert self.info is not None
         self.info = await join_session(
             self.http_session,
@@ -379,7 +380,11 @@ class Singer:
             name=self.args.name,
             part=self.info.part,
         )
-        await self._fetch_backing()
+        track = self.info.track
+        if (track.sha256 if track else "") != self.backing_sha:
+            await self._fetch_backing()
+        if self.engine is not None:
+            await self._program_for(self.info.settings)
 
     # ------------------------------------------------------------------ backing
     async def _fetch_backing(self) -> None:
@@ -453,22 +458,31 @@ class Singer:
             )
             await self._emit_take_state(start.take_id, "failed", "joined without audio")
             return
-        program = await asyncio.to_thread(
-            render_program, start.settings, self.backing, channels=self.engine.out_channels
-        )
-        take = _Take(start=start, t0_local=t0_local, program=program)
-        from tutti.audio.click import beat_frames
-
-        beats = beat_frames(
-            start.settings, start.settings.rate, seconds=len(program.audio) / start.settings.rate
-        )
-        take.beats = [b.frame for b in beats]
-        take.labels = [("in " if b.count_in else "") + f"{b.bar + 1}:{b.beat + 1}" for b in beats]
+        program, beats, labels = await self._program_for(start.settings)
+        take = _Take(start=start, t0_local=t0_local, program=program, beats=beats, labels=labels)
         self.take = take
         try:
             await self._record_and_upload(take)
         finally:
             self.take = None
+
+    async def _program_for(self, settings: SessionSettings) -> _Rendered:
+        """The headset program for ``settings`` and the current backing (rendered once and
+        kept, so a take start does no heavy work while every singer's clock is ticking)."""
+        assert self.engine is not None
+        key = (json.dumps(settings.to_dict(), sort_keys=True), self.backing_sha)
+        if self._program is not None and self._program[0] == key:
+            return self._program[1]
+        channels = self.engine.out_channels
+        program = await asyncio.to_thread(render_program, settings, self.backing, channels=channels)
+        from tutti.audio.click import beat_frames
+
+        beats = beat_frames(settings, settings.rate, seconds=len(program.audio) / settings.rate)
+        frames = [b.frame for b in beats]
+        labels = [("in " if b.count_in else "") + f"{b.bar + 1}:{b.beat + 1}" for b in beats]
+        rendered = (program, frames, labels)
+        self._program = (key, rendered)
+        return rendered
 
     async def _record_and_upload(self, take: _Take) -> None:
         from tutti.client.engine import EngineError

@@ -189,10 +189,11 @@ class LiveView:
 
     async def stop(self) -> None:
         """Coroutine: stop drawing; prints the last plain lines."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
         if not self.tty:
             self.flush_plain()
