@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
+
 from tutti.client.connection import TrackInfo
 
 __all__ = ["BackingError", "fetch_backing", "cache_path"]

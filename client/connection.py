@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import socketio
-from tutti.client import config
 
+from tutti.client import config
 from tutti.wire import PROTOCOL_VERSION, SessionSettings, WireError, parse_settings
 
 __all__ = [

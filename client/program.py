@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
 from tutti.audio.click import beat_frames, render_click
 from tutti.audio.headset import headset_mix
 from tutti.audio.types import AudioArray
-
 from tutti.wire import SessionSettings
 
 __all__ = ["ProgramError", "Program", "backing_start_frame", "load_backing", "render_program"]

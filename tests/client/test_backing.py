@@ -9,12 +9,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tutti.client.backing import BackingError, cache_path, fetch_backing
-from tutti.client.connection import JoinInfo, join_session
 
 from tests.client.net_helpers import Leader, wav_bytes
 from tests.support.jitter_proxy import JitterProxy
 from tests.support.server import running_server
+from tutti.client.backing import BackingError, cache_path, fetch_backing
+from tutti.client.connection import JoinInfo, join_session
 
 
 @dataclass

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tutti.client.clock import ClockEstimator, ClockSync
-from tutti.client.connection import Connection, join_session
 
 from tests.client.net_helpers import Leader, ServerProcess
 from tests.support.jitter_proxy import JitterProxy
+from tutti.client.clock import ClockEstimator, ClockSync
+from tutti.client.connection import Connection, join_session
 
 K = 1234.5678  # the client's artificial clock offset (seconds): true offset is −K
 

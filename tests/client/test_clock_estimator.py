@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from tutti.client.clock import ClockError, ClockEstimator, ClockSample
 
 

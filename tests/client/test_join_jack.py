@@ -99,8 +99,8 @@ async def _choir(jack: JackServer, tmp_path: Path, n: int) -> tuple[list[int], l
             print(f"\nfirst samples: {firsts}")
             assert all(f is not None for f in firsts), f"a singer played nothing: {firsts}"
             # every take reaches the server, sha256-confirmed
-            for p in ps:
-                await leader.wait_state(take_id, p["participant_id"], "uploaded", timeout=60)
+            for entry in ps:
+                await leader.wait_state(take_id, entry["participant_id"], "uploaded", timeout=60)
             states = [p["clock"]["error_bound"] for p in await leader.roster()]
     finally:
         for p in procs:

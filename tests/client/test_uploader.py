@@ -20,6 +20,9 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
+
+from tests.client.net_helpers import Leader, ServerProcess
+from tests.support.jitter_proxy import JitterProxy
 from tutti.client.connection import join_session
 from tutti.client.uploader import (
     TusUploader,
@@ -28,9 +31,6 @@ from tutti.client.uploader import (
     UploadRejected,
     file_sha256,
 )
-
-from tests.client.net_helpers import Leader, ServerProcess
-from tests.support.jitter_proxy import JitterProxy
 
 RATE = 48000
 
