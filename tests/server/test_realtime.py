@@ -233,3 +233,35 @@ async def test_closed_session_refuses_connections(server: RunningServer,
     await late.close()
     async with http.post("/api/session/takes", headers=leader.headers) as r:
         assert (await error_of(r))["code"] == "session_closed"
+
+
+async def test_leader_socket_cannot_send_singer_events(server: RunningServer,
+                                                       http: aiohttp.ClientSession) -> None:
+    leader = await create_session(http)
+    lead = Recorder()
+    await lead.connect(server.url, leader.token)
+    await lead.client.emit(Ev.CALIBRATION, {"latency_frames": 10, "source": "measured"})
+    err = await lead.wait(Ev.ERROR)
+    assert err == {"event": Ev.CALIBRATION, "code": "forbidden",
+                   "message": "only singers send this event"}
+    assert (await lead.client.call(Ev.CLOCK_PROBE, {"t0": 3.0}, timeout=5))["t0"] == 3.0
+    await lead.close()
+
+
+async def test_two_sockets_one_participant(server: RunningServer,
+                                           http: aiohttp.ClientSession) -> None:
+    leader = await create_session(http)
+    ann = await join(http, leader.code)
+    a, b = Recorder(), Recorder()
+    await a.connect(server.url, ann.token)
+    await b.connect(server.url, ann.token)
+    await a.close()  # the other socket is still open: still connected
+    await asyncio.sleep(0.2)
+    async with http.get("/api/session/roster", headers=leader.headers) as r:
+        (p,) = (await r.json())["participants"]
+    assert p["connected"] is True
+    await b.close()
+    await asyncio.sleep(0.2)
+    async with http.get("/api/session/roster", headers=leader.headers) as r:
+        (p,) = (await r.json())["participants"]
+    assert p["connected"] is False and p["last_seen"] is not None

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tutti.server.tus import encode_metadata
 
 from tests.server.helpers import Recorder, create_session, join, write_audio
 from tests.server.test_take_uploads import recording_meta
 from tests.support.server import ServeProcess
+from tutti.server.tus import encode_metadata
 from tutti.wire import Ev
 
 TUS = {"Tus-Resumable": "1.0.0"}

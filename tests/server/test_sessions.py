@@ -6,10 +6,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tutti.server.auth import CODE_ALPHABET, CODE_LENGTH
 
 from tests.server.helpers import SETTINGS, bearer, create_session, error_of, join, write_audio
 from tests.support.server import RunningServer
+from tutti.server.auth import CODE_ALPHABET, CODE_LENGTH
 
 
 async def test_healthz(http: aiohttp.ClientSession) -> None:

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
-from tutti.server.tus import encode_metadata
 
 from tests.server.helpers import (
     Leader,
@@ -25,6 +24,7 @@ from tests.server.helpers import (
     write_audio,
 )
 from tests.support.server import RunningServer
+from tutti.server.tus import encode_metadata
 from tutti.takeformat import parse_manifest
 from tutti.wire import Ev
 
@@ -214,3 +214,13 @@ async def test_tuspy_sees_refusal(server: RunningServer, http: aiohttp.ClientSes
     with pytest.raises(TusCommunicationError) as info:
         await up.upload()
     assert info.value.status_code == 403
+
+
+async def test_no_upload_before_the_take_starts(http: aiohttp.ClientSession) -> None:
+    leader = await create_session(http)
+    ann = await join(http, leader.code)
+    async with http.post("/api/session/takes", headers=leader.headers) as r:
+        take_id = (await r.json())["take_id"]
+    meta = {"take_id": take_id, "filename": "take.wav", "recording": recording_meta()}
+    r = await create(http, ann.token, 1000, meta)
+    assert r.status == 409 and (await error_of(r))["code"] == "take_not_started"
