@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from scipy import signal
+
 from tutti.audio.types import AudioArray, AudioError
 
 __all__ = ["DEFAULT_CUTOFF_HZ", "HighPass"]

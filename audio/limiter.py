@@ -23,6 +23,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
+
 from tutti.audio.types import AudioArray, AudioError
 
 __all__ = [
@@ -70,9 +71,14 @@ def true_peak_envelope(audio: npt.NDArray[np.floating], pad: int = 0) -> npt.NDA
     n = audio.shape[0]
     if n <= 2 * pad:
         return np.zeros(0, dtype=np.float32)
-    up = signal.upfirdn(_FIR, np.asarray(audio, dtype=np.float32), OVERSAMPLE, axis=0)
-    up = up[_HALF : _HALF + OVERSAMPLE * n]
-    env = np.abs(up).reshape(n, OVERSAMPLE * audio.shape[1]).max(axis=1)
+    # channel-major: upfirdn runs along contiguous rows, and the maxima reduce pairwise
+    rows = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).T)
+    up = np.abs(signal.upfirdn(_FIR, rows, OVERSAMPLE, axis=1)[:, _HALF : _HALF + OVERSAMPLE * n])
+    peak = up[0]
+    for ch in range(1, up.shape[0]):
+        peak = np.maximum(peak, up[ch])
+    phases = peak.reshape(n, OVERSAMPLE)
+    env = np.maximum(np.maximum(phases[:, 0], phases[:, 1]), np.maximum(phases[:, 2], phases[:, 3]))
     return np.asarray(env[pad : n - pad], dtype=np.float32)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pyloudnorm
 from scipy import signal
+
 from tutti.audio.types import AudioArray, AudioError
 
 __all__ = [

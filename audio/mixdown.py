@@ -43,6 +43,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
 from tutti.audio.filters import DEFAULT_CUTOFF_HZ, HighPass
 from tutti.audio.layout import pan_gains
 from tutti.audio.limiter import Limiter, true_peak_envelope

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from scipy import fft, signal
+
 from tutti.audio.types import AudioArray, AudioError
 
 __all__ = ["hall_ir", "ConvolutionReverb"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from tutti.audio.layout import PART_CENTRES, SPREAD, default_pans, pan_gains, part_family
 from tutti.audio.types import AudioError
 

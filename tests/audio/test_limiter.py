@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import signal
+
 from tutti.audio.limiter import Limiter, true_peak_db, true_peak_envelope
 from tutti.audio.types import AudioError
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pyloudnorm
 import pytest
+
 from tutti.audio.loudness import (
     LoudnessMeter,
     db_to_gain,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from scipy import signal
-from tutti.audio.loudness import integrated_loudness
 
+from tutti.audio.loudness import integrated_loudness
 from tutti.cli import main
 
 RATE = 48000

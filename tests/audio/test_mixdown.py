@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import signal
+
 from tutti.audio.daw import Stem, audacity_lof, reaper_project
 from tutti.audio.filters import HighPass
 from tutti.audio.layout import pan_gains
