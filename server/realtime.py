@@ -241,30 +241,31 @@ class Realtime:
         session = self.store.get_session(p.session_id)
         if session is None or session.state != "open":
             raise refuse("session_closed", "the session is closed")
-        self.conns[sid] = p
-        await self.sio.enter_room(sid, session_room(p.session_id))
+        ident: Participant | None = None
+        if not p.is_leader:
+            ident = self.store.get_participant(p.participant_id or "")
+            if ident is None:
+                raise refuse("bad_token", "unknown participant")
         tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
         session_view = {"session_id": session.session_id, "settings": session.settings.to_dict(),
                         "state": session.state, "tracks": tracks}
         welcome: dict[str, Any] = {"role": p.role, "session": session_view,
                                    "server_time": time.monotonic()}
-        if p.is_leader:
+        self.conns[sid] = p
+        await self.sio.enter_room(sid, session_room(p.session_id))
+        if ident is None:
             await self.sio.enter_room(sid, leader_room(p.session_id))
             await self.sio.emit(Ev.WELCOME, welcome, to=sid)
             await self.sio.emit(Ev.ROSTER, {"participants": self.roster(p.session_id)}, to=sid)
             return
-        assert p.participant_id is not None
-        ident = self.store.get_participant(p.participant_id)
-        if ident is None:
-            raise refuse("bad_token", "unknown participant")
-        self.identity[p.participant_id] = ident
-        live = self.live.setdefault(p.participant_id, Live())
+        pid = ident.participant_id
+        self.identity[pid] = ident
+        live = self.live.setdefault(pid, Live())
         live.sids.add(sid)
         live.last_seen = time.time()
-        welcome["participant_id"] = p.participant_id
-        welcome["name"], welcome["part"] = ident.name, ident.part
+        welcome.update(participant_id=pid, name=ident.name, part=ident.part)
         await self.sio.emit(Ev.WELCOME, welcome, to=sid)
-        await self._participant_changed(p.participant_id)
+        await self._participant_changed(pid)
 
     async def _disconnect(self, sid: str, *reason: Any) -> None:
         p = self.conns.pop(sid, None)

@@ -7,6 +7,7 @@ import statistics
 import time
 
 import aiohttp
+import numpy as np
 import pytest
 import socketio
 
@@ -130,30 +131,35 @@ async def test_levels_relayed_batched(server: RunningServer, http: aiohttp.Clien
 
 async def test_clock_probe_estimator_on_loopback(server: RunningServer,
                                                  http: aiohttp.ClientSession) -> None:
-    """NTP-style estimate with the lowest-RTT probes; on one host, server clock == ours."""
+    """NTP-style estimate from the lowest-RTT probes; on one host the true offset is 0."""
     leader = await create_session(http)
     singer = await join(http, leader.code)
     c = Recorder()
     await c.connect(server.url, singer.token)
-    samples = []
-    for _ in range(60):
-        t0 = time.monotonic()
-        reply = await c.client.call(Ev.CLOCK_PROBE, {"t0": t0}, timeout=5)
-        t1 = time.monotonic()
-        assert reply["t0"] == t0
-        samples.append((t1 - t0, reply["server_time"] - (t0 + t1) / 2))
-    samples.sort()
-    best = samples[:10]
-    offset = statistics.median(o for _, o in best)
-    rtt_min = best[0][0]
-    error_bound = max(r for r, _ in best) / 2
-    # the true offset is 0 (same monotonic clock); the estimate must be within the bound
-    assert abs(offset) <= error_bound + 1e-6
-    assert abs(offset) < 500e-6
-    print(f"\nclock probe on loopback: offset error {offset * 1e6:.1f} µs, "
-          f"rtt_min {rtt_min * 1e6:.0f} µs, bound {error_bound * 1e6:.0f} µs")
-    await c.client.emit(Ev.CLOCK_REPORT, {"offset": offset, "error_bound": error_bound,
-                                          "rtt_min": rtt_min, "samples": 10})
+    errors, bounds, rtts = [], [], []
+    for _ in range(20):  # 20 independent estimates of 20 probes each
+        samples = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            reply = await c.client.call(Ev.CLOCK_PROBE, {"t0": t0}, timeout=5)
+            t1 = time.monotonic()
+            assert reply["t0"] == t0 and t0 <= reply["server_time"] <= t1
+            samples.append((t1 - t0, reply["server_time"] - (t0 + t1) / 2))
+        samples.sort()
+        best = samples[:5]
+        offset = statistics.median(o for _, o in best)
+        errors.append(abs(offset))
+        bounds.append(max(r for r, _ in best) / 2)
+        rtts.append(best[0][0])
+        # the error never exceeds the bound the estimator reports
+        assert abs(offset) <= bounds[-1] + 1e-6
+    p99 = float(np.percentile(errors, 99))
+    print(f"\nclock probe on loopback, 20 estimates: |offset error| median "
+          f"{statistics.median(errors) * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs; "
+          f"rtt_min median {statistics.median(rtts) * 1e6:.0f} µs")
+    assert p99 < 500e-6
+    await c.client.emit(Ev.CLOCK_REPORT, {"offset": offset, "error_bound": bounds[-1],
+                                          "rtt_min": rtts[-1], "samples": 5})
     await asyncio.sleep(0.2)
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         p = (await r.json())["participants"][0]
