@@ -95,8 +95,8 @@ def make_take(takes: int, minutes: float) -> Path:
     return folder
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the child in MB)."""
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS of the child in MB, CPU seconds user+sys)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -107,7 +107,8 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0  # ru_maxrss is in kB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss / 1024.0, cpu  # ru_maxrss is in kB on Linux
 
 
 def main() -> int:
@@ -160,24 +161,36 @@ def main() -> int:
             "-filter_complex", f"amix=inputs={len(files)}:normalize=0",
             str(OUT / "mix-ffmpeg.flac"),
         ]  # fmt: skip
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
     for run in range(args.runs):
         for name, cmd in commands.items():
-            wall, rss = timed(cmd)
-            results[name].append((wall, rss))
-            print(f"run {run + 1}/{args.runs} {name}: {wall:.2f} s, {rss:.0f} MB", file=sys.stderr)
-
+            wall, rss, cpu = timed(cmd)
+            results[name].append((wall, rss, cpu))
+            print(
+                f"run {run + 1}/{args.runs} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+                f"{rss:.0f} MB",
+                file=sys.stderr,
+            )
+    load = os.getloadavg()
     med = {
-        k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in results.items()
+        k: (
+            statistics.median(w for w, _, _ in v),
+            max(r for _, r, _ in v),
+            statistics.median(c for _, _, c in v),
+        )
+        for k, v in results.items()
     }
-    sox_wall = med["sox -m"][0]
+    sox_wall, sox_cpu = med["sox -m"][0], med["sox -m"][2]
     print(f"\n{args.takes} takes × {args.minutes:g} min mono 48 kHz FLAC, {args.runs} runs, "
-          f"jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}\n")  # fmt: skip
-    print("| command | median wall (s) | runs (s) | peak RSS (MB) | wall / sox |")
-    print("|---|---:|---|---:|---:|")
-    for name, (wall, rss) in med.items():
-        runs = ", ".join(f"{w:.2f}" for w, _ in results[name])
-        print(f"| {name} | {wall:.2f} | {runs} | {rss:.0f} | {wall / sox_wall:.2f} |")
+          f"jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}, "
+          f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
+    print("| command | median wall (s) | runs (s) | median CPU (s) | peak RSS (MB) "
+          "| wall / sox | CPU / sox |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name, (wall, rss, cpu) in med.items():
+        runs = ", ".join(f"{w:.2f}" for w, _, _ in results[name])
+        print(f"| {name} | {wall:.2f} | {runs} | {cpu:.2f} | {rss:.0f} "
+              f"| {wall / sox_wall:.2f} | {cpu / sox_cpu:.2f} |")  # fmt: skip
     if args.json:
         args.json.write_text(
             json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": results})
