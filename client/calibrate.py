@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from tutti.audio.latency import LatencyError, LatencyEstimate, estimate_latency, test_signal
 from tutti.client import config
 from tutti.client.devices import DeviceError

@@ -2,10 +2,15 @@
 
 Timeline model (DESIGN.md): stream frames are counted ``n = 0, 1, ...`` from the first
 callback; input and output share that count.  A take is scheduled at a *local*
-``time.monotonic()`` instant ``t0``; the callback finds the output frame ``o0`` whose DAC time
-is ``t0`` from ``time.outputBufferDacTime`` and the measured mapping between PortAudio's stream
-clock and ``time.monotonic()``, plays timeline sample ``k`` at stream frame ``o0 + k`` and
-records from input frame ``r0`` (the first frame of the callback that contains ``o0``).
+``time.monotonic()`` instant ``t0``.  Every callback measures where its frames meet the DAC
+on ``time.monotonic()``: it reads ``time.monotonic()`` on entry and adds PortAudio's
+``outputBufferDacTime - currentTime`` (both on the stream clock); the smallest value of the
+last few cycles (a late wake-up only ever reads later) maps stream frames to monotonic time.
+Until the take starts, each callback recomputes the output frame ``o0`` whose DAC time is
+``t0`` with that fresh mapping — stream clocks drift against ``time.monotonic()`` (JACK's
+dummy driver loses ~1 % under load) and xruns skip frames, so a mapping measured once
+seconds earlier would not do.  Timeline sample ``k`` plays at stream frame ``o0 + k``; the
+recording starts at input frame ``r0``, the first frame of the callback that contains ``o0``.
 The recording's timeline numbers are ``start_offset = r0 - o0`` and the round-trip latency
 ``L`` measured by ``tutti calibrate``.
 
@@ -19,7 +24,6 @@ the input level meter.
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import sounddevice as sd
+
 from tutti.audio.types import AudioArray, as_audio
 from tutti.client.devices import (
     DeviceError,
@@ -51,6 +56,8 @@ __all__ = [
 RING_SECONDS = 10.0
 #: How often the drain thread wakes (seconds).
 DRAIN_PERIOD = 0.02
+#: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
+HISTORY = 8
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
@@ -101,35 +108,44 @@ class InputLevel:
     clips: int
 
 
-def measure_clock(stream: sd.Stream, readings: int = 64) -> ClockMapping:
+def measure_clock(stream: sd.Stream, rate: int, span: float = 0.1) -> ClockMapping:
     """Measure the offset between ``stream.time`` and ``time.monotonic()``.
 
-    Reads ``monotonic, stream.time, monotonic`` ``readings`` times (a few hundred µs
-    apart, so that the readings fall at different phases of the stream clock's
-    resolution), keeps the quarter with the narrowest bracket and takes the median of
-    their midpoints minus the stream time.
+    Reads ``monotonic, stream.time, monotonic`` every ~1.5 ms for ``span`` seconds (tens of
+    audio cycles).  Host stream clocks that interpolate from the last cycle's wake-up (JACK)
+    lag whenever that wake-up was late, which only ever makes ``monotonic - stream.time``
+    larger; so among the readings with a tight bracket the smallest offset is taken — the
+    cycle that woke on time.  A stream clock quantised to whole frames (JACK rounds) gets
+    half a frame added back.
 
     Raises
     ------
     EngineError
         The stream clock does not advance (the host API gives no usable stream time).
     """
-    pairs: list[tuple[float, float]] = []
+    rows: list[tuple[float, float, float]] = []
     first = stream.time
-    for _ in range(readings):
+    end = time.monotonic() + span
+    while time.monotonic() < end or len(rows) < 16:
         a = time.monotonic()
         s = stream.time
         b = time.monotonic()
-        pairs.append((b - a, (a + b) / 2.0 - s))
-        time.sleep(0.0003)
+        rows.append((b - a, (a + b) / 2.0 - s, s))
+        time.sleep(0.0015)
     if stream.time == first:
         raise EngineError("the audio device's stream clock does not advance")
-    pairs.sort()
-    best = [off for _, off in pairs[: max(5, readings // 4)]]
-    widths = [w for w, _ in pairs[: max(5, readings // 4)]]
-    offset = statistics.median(best)
-    spread = max(max(best) - min(best), max(widths)) / 2.0
-    return ClockMapping(offset=offset, uncertainty=spread, samples=readings)
+    widths = sorted(w for w, _, _ in rows)
+    limit = max(widths[len(widths) // 2] * 2.0, 20e-6)
+    good = [(off, w) for w, off, _ in rows if w <= limit]
+    off, width = min(good)
+    quantised = all(abs(st * rate - round(st * rate)) < 1e-6 for _, _, st in rows)
+    if quantised:
+        off -= 0.5 / rate
+    return ClockMapping(
+        offset=off,
+        uncertainty=width / 2.0 + (0.5 / rate if quantised else 0.0),
+        samples=len(rows),
+    )
 
 
 _WAITING, _RUNNING, _ENDED = 0, 1, 2
@@ -143,8 +159,8 @@ class ScheduledTake:
     t0 : float
         Local ``time.monotonic()`` seconds at which timeline sample 0 leaves the DAC.
     o0 : int | None
-        Stream frame of timeline sample 0 (known from the first callback at or after t0's
-        buffer; None before).
+        Stream frame of timeline sample 0 (computed by the first callback after
+        :meth:`DuplexEngine.schedule`; None before).
     r0 : int | None
         Input frame of the recording's first sample (None if not recording / not started).
     done : threading.Event
@@ -153,12 +169,12 @@ class ScheduledTake:
         Frames handed to the sink (or kept in memory).
     overflows, underflows : int
         Input overflows / output underflows PortAudio reported while the take ran.
+    late_frames : int
+        How many frames after its scheduled frame the first timeline sample went out
+        (0 when on time; > 0 only after an xrun just before the start).
     dropped_frames : int
         Frames lost because the drain thread fell more than RING_SECONDS behind (zeros
         were written in their place, so the timeline stays right).
-    late_frames : int
-        How many frames after ``t0`` the first timeline sample actually went out (0 when on
-        time; > 0 only after an xrun or a badly late schedule).
     error : str | None
         Why the take failed (e.g. scheduled in the past), else None.
     """
@@ -167,7 +183,6 @@ class ScheduledTake:
         self,
         program: AudioArray,
         t0: float,
-        t0_stream: float,
         *,
         record: bool,
         sink: TakeSink | None,
@@ -191,9 +206,7 @@ class ScheduledTake:
         self.error: str | None = None
         self.first_dac_time: float | None = None  # monotonic estimate of o0's DAC time
         # callback-owned state
-        self._t0_stream = t0_stream
         self._state = _WAITING
-        self._looked = False
         self._end: int | None = None  # exclusive stream frame where the take ends
         self._stop_requested = False
         self._blocks: list[AudioArray] = []
@@ -294,6 +307,8 @@ class DuplexEngine:
         self._closing = threading.Event()
         self._drain_thread: threading.Thread | None = None
         self._level = InputLevel(0.0, 0.0, 0)
+        self._hist = np.full(HISTORY, np.inf)
+        self._out_latency = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -343,6 +358,7 @@ class DuplexEngine:
                 callback=self._callback,
                 prime_output_buffers_using_stream_callback=False,
             )
+            self._out_latency = float(self._stream.latency[1])
             self._stream.start()
         except sd.PortAudioError as exc:
             self._stream = None
@@ -351,12 +367,12 @@ class DuplexEngine:
                 f"({self.in_channels} in / {self.out_channels} out): {exc}"
             ) from exc
         deadline = time.monotonic() + 3.0
-        while self._callbacks < 2:
+        while self._callbacks < 4:
             if time.monotonic() > deadline:
                 self.close()
                 raise DeviceError(f"{self.device_key!r} started but delivers no audio callbacks")
             time.sleep(0.005)
-        self.clock = measure_clock(self._stream)
+        self.clock = measure_clock(self._stream, self.rate)
         self._drain_thread = threading.Thread(
             target=self._drain_loop, name="tutti-drain", daemon=True
         )
@@ -373,9 +389,9 @@ class DuplexEngine:
         take = self._draining
         if take is not None and take._end is None:
             take._end = self._n
-            take._state = _ENDED
-            if take.o0 is None:
+            if take._state == _WAITING:
                 take.error = take.error or "the engine was closed before the take started"
+            take._state = _ENDED
         self._closing.set()
         if self._drain_thread is not None:
             self._drain_thread.join(5.0)
@@ -391,11 +407,22 @@ class DuplexEngine:
     # ------------------------------------------------------------------ takes
 
     def remeasure_clock(self) -> ClockMapping:
-        """Measure the stream-clock mapping again (done by every :meth:`schedule`)."""
+        """Measure the stream-clock mapping now (a diagnostic: scheduling uses the mapping
+        the callback measures every cycle, see :meth:`dac_mapping`)."""
         if self._stream is None:
             raise EngineError("the engine is not started")
-        self.clock = measure_clock(self._stream)
+        self.clock = measure_clock(self._stream, self.rate)
         return self.clock
+
+    def dac_mapping(self) -> tuple[float, float]:
+        """``(a, spread)``: stream frame ``n`` leaves the DAC at ``a + n / rate`` seconds of
+        ``time.monotonic()``, as the last few callbacks measured it; ``spread`` (s) is how
+        much those callbacks disagreed (their wake-up jitter)."""
+        h = self._hist
+        finite = h[np.isfinite(h)]
+        if finite.size == 0:
+            raise EngineError("no callbacks yet")
+        return float(finite.min()), float(finite.max() - finite.min())
 
     def schedule(
         self,
@@ -435,14 +462,12 @@ class DuplexEngine:
         program = as_audio(program, channels=self.out_channels, name="program")
         if tail is not None and not (0.0 <= tail <= 3600.0):
             raise EngineError(f"tail must be 0–3600 seconds or None, not {tail!r}")
-        clock = self.remeasure_clock()
         now = time.monotonic()
         if t0 <= now:
             raise EngineError(f"t0 is {now - t0:.3f} s in the past; schedule takes ahead of time")
         take = ScheduledTake(
             program,
             t0,
-            t0 - clock.offset,
             record=record,
             sink=writer,
             tail_frames=None if tail is None else int(round(tail * self.rate)),
@@ -467,6 +492,7 @@ class DuplexEngine:
     def _callback(
         self, indata: Any, outdata: Any, frames: int, time_info: Any, status: sd.CallbackFlags
     ) -> None:
+        now = time.monotonic()
         n = self._n
         take = self._take
         if status.input_overflow:
@@ -489,38 +515,49 @@ class DuplexEngine:
             ring[i:] = indata[:k]
             ring[: j - cap] = indata[k:]
         self._ring_w = n + frames
+        # Where frame n meets the DAC on time.monotonic(), measured this very cycle:
+        # now + (DAC time - current time) - n / rate.  A callback that woke late reads a
+        # later "now", never an earlier one, so the smallest of the last HISTORY cycles is
+        # the truest; a short window follows stream clocks that drift or jump (JACK's
+        # dummy driver loses time under load; an xrun skips frames).
+        dac = time_info.outputBufferDacTime
+        cur = time_info.currentTime
+        ahead = dac - cur if dac > 0.0 else self._out_latency
+        hist = self._hist
+        if status.output_underflow or status.input_overflow:
+            hist.fill(np.inf)  # frames were skipped: earlier cycles no longer apply
+        hist[self._callbacks % HISTORY] = now + ahead - n / self.rate
+        base = hist.min()
         # output
         outdata.fill(0)
         if take is not None:
             if take._state == _WAITING:
+                # o0 is recomputed every callback until it starts, so an xrun while
+                # waiting (frames the stream never saw) cannot shift the start.
+                o0 = round((take.t0 - base) * self.rate)
                 if take._stop_requested:
                     take._end = n
                     take._state = _ENDED
                     take.error = "stopped before it started"
+                elif take.o0 is None and o0 < n:
+                    take.error = (
+                        f"t0 was {(n - o0) / self.rate * 1000:.1f} ms in the past when "
+                        "the stream first saw it; schedule further ahead"
+                    )
+                    take._end = n
+                    take._state = _ENDED
                 else:
-                    dac = time_info.outputBufferDacTime
-                    o0 = n + round((take._t0_stream - dac) * self.rate)
+                    take.o0 = o0
+                    take.first_dac_time = base + o0 / self.rate
                     if o0 < n + frames:
-                        if o0 < n and not take._looked:
-                            take.error = (
-                                f"t0 was {(n - o0) / self.rate * 1000:.1f} ms in the past when "
-                                "the stream first saw it; schedule further ahead"
-                            )
-                            take._end = n
-                            take._state = _ENDED
-                        else:
-                            take.late_frames = max(0, n - o0)
-                            take.first_dac_time = dac + (o0 - n) / self.rate
-                            if take.record:
-                                take.r0 = n
-                            if take.tail_frames is not None:
-                                take._end = o0 + take.program.shape[0] + take.tail_frames
-                            take.o0 = o0
-                            take._state = _RUNNING
-                    take._looked = True
-            if take._state == _RUNNING:
+                        take.late_frames = n - o0 if o0 < n else 0
+                        if take.record:
+                            take.r0 = n
+                        if take.tail_frames is not None:
+                            take._end = o0 + take.program.shape[0] + take.tail_frames
+                        take._state = _RUNNING
+            if take._state == _RUNNING and take.o0 is not None:
                 o0 = take.o0
-                assert o0 is not None
                 if take._stop_requested and (take._end is None or take._end > n):
                     take._end = n
                 end = take._end

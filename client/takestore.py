@@ -35,9 +35,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
+
 from tutti.audio.types import AudioArray
 from tutti.client.config import data_dir
-
 from tutti.takeformat import Recording, parse_recording
 
 __all__ = ["TakeStoreError", "FinishedTake", "TakeWriter", "TakeStore", "sha256_file"]

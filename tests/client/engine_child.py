@@ -18,14 +18,15 @@ import sys
 import time
 
 import numpy as np
+
+from tests.support.jack import isolate_ports, jack_connect, new_ports
+from tutti.audio.types import AudioArray
 from tutti.client.calibrate import measure
 from tutti.client.engine import DuplexEngine
 from tutti.client.takestore import TakeStore
 
-from tests.support.jack import isolate_ports, jack_connect, new_ports
 
-
-def marker_program(frames: int, channels: int = 2) -> np.ndarray:  # type: ignore[type-arg]
+def marker_program(frames: int, channels: int = 2) -> AudioArray:
     """Sample 0 = 0.8 (the marker), then a 1 kHz tone from frame 480 on."""
     prog = np.zeros((frames, channels), np.float32)
     prog[0] = 0.8
@@ -34,7 +35,7 @@ def marker_program(frames: int, channels: int = 2) -> np.ndarray:  # type: ignor
     return prog
 
 
-def noise_program(frames: int, seed: int, channels: int = 2) -> np.ndarray:  # type: ignore[type-arg]
+def noise_program(frames: int, seed: int, channels: int = 2) -> AudioArray:
     """Reproducible noise at about -20 dBFS."""
     rng = np.random.default_rng(seed)
     mono = (0.1 * rng.standard_normal(frames)).clip(-0.9, 0.9).astype(np.float32)
@@ -53,10 +54,10 @@ def _play(a: argparse.Namespace) -> int:
         json.dumps(
             {
                 "o0": take.o0,
-                "late_frames": take.late_frames,
                 "error": take.error,
                 "clock_uncertainty_us": eng.clock.uncertainty * 1e6,
-                "dac_error_us": (take.first_dac_time + eng.clock.offset - a.t0) * 1e6,
+                "dac_error_us": (take.first_dac_time - a.t0) * 1e6,
+                "first_dac_time": take.first_dac_time,
                 "underflows": take.underflows,
             }
         ),
@@ -86,7 +87,7 @@ def _record(a: argparse.Namespace) -> int:
     prog = noise_program(int(a.seconds * 48000), a.seed)
     t0 = time.monotonic() + 0.5
     take = eng.schedule(prog, t0, record=True, writer=writer, tail=0.0)
-    while take.o0 is None:
+    while take.r0 is None and take.error is None:
         time.sleep(0.01)
     info = {"t0": t0, "latency": cal.frames, "start_offset": take.start_offset, "pid": os.getpid()}
     print("RECORDING " + json.dumps(info), flush=True)

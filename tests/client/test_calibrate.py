@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tutti.client import calibrate, config
-from tutti.client.engine import DuplexEngine
 
 from tests.support.jack import JackServer, isolate_ports, jack_connect, jack_ports
 from tutti import cli
+from tutti.client import calibrate, config
+from tutti.client.engine import DuplexEngine
 
 pytestmark = pytest.mark.jack
 

@@ -320,10 +320,10 @@ class Recorder:
         self.ports = [p for p in ports if ":in_" in p]
         if len(self.ports) != self.channels:
             raise JackError(f"recorder expected {self.channels} new input ports, saw {ports}")
+        self._stream.start()  # PortAudio wires the ports to "system" here; undo that
         isolate_ports(self.ports)
         for i, src in enumerate(self._sources):
             jack_connect(src, self.ports[i])
-        self._stream.start()
         return self
 
     def add_source(self, channel: int, src: str) -> None:
