@@ -427,8 +427,12 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
 
     with progress.stage("reading and analysing", len(items)) as step:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for name in pool.map(voice, items):
-                step(name)
+            try:
+                for name in pool.map(voice, items):
+                    step(name)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
+                raise
     mix.finish_voices()
     for b, info in backings:
         what = f"backing {b.file}"

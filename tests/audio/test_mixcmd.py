@@ -336,3 +336,12 @@ def test_drift_is_found_and_corrected(tmp_path: Path, capsys: pytest.CaptureFixt
         seg = np.abs(stem[f - 200 : f + 200])
         onset = f - 200 + int(np.argmax(seg > 0.3 * seg.max()))
         assert abs(onset - f) <= 0.001 * RATE / 10, (f, onset)  # well under 1 ms
+
+
+def test_float_file_with_nan_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    singers = choir(1.0)
+    bad = singers[2].audio.copy()
+    bad[100, 0] = np.nan
+    singers[2] = Singer("Cleo", "A", bad, file="cleo.wav", subtype="FLOAT")
+    take = build_take(tmp_path / "take", singers)
+    _fails(take, capsys, "cleo.wav", "NaN")
