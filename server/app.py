@@ -17,7 +17,7 @@ from .errors import error_middleware
 from .http_api import add_routes
 from .realtime import Realtime
 from .sessions import Sessions
-from .store import SqliteStore
+from .store import SessionStore, SqliteStore
 from .take_uploads import TakeUploadHooks
 from .takes import Takes
 from .tracks import TrackStore
@@ -69,7 +69,7 @@ def init_app(config: Config) -> web.Application:
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
-    store = SqliteStore(data / "tutti.db")
+    store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
     realtime = Realtime(store, list(config.cors_origins))
     sessions = Sessions(store, realtime,
                         JoinLimiter(config.join_failures_per_minute, 60.0))

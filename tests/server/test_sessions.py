@@ -7,9 +7,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.server.helpers import SETTINGS, bearer, create_session, error_of, join, write_audio
+from tests.server.helpers import (
+    SETTINGS,
+    Recorder,
+    bearer,
+    create_session,
+    error_of,
+    join,
+    write_audio,
+)
 from tests.support.server import RunningServer
 from tutti.server.auth import CODE_ALPHABET, CODE_LENGTH
+from tutti.wire import Ev
 
 
 async def test_healthz(http: aiohttp.ClientSession) -> None:
@@ -136,13 +145,19 @@ async def test_closed_session_refuses_joins(http: aiohttp.ClientSession) -> None
         assert r.status == 409 and (await error_of(r))["code"] == "session_closed"
 
 
-async def test_patch_settings(http: aiohttp.ClientSession) -> None:
+async def test_patch_settings(server: RunningServer, http: aiohttp.ClientSession) -> None:
     leader = await create_session(http)
+    singer = await join(http, leader.code)
+    sock = Recorder()
+    await sock.connect(server.url, singer.token)
     async with http.patch("/api/session", json={"bpm": 90, "count_in_bars": 2},
                           headers=leader.headers) as r:
         assert r.status == 200
         s = await r.json()
     assert s["bpm"] == 90 and s["count_in_bars"] == 2 and s["title"] == SETTINGS["title"]
+    ev = await sock.wait(Ev.SESSION)  # everyone in the session hears of it
+    assert ev["settings"] == s and ev["session_id"] == leader.session_id
+    await sock.close()
     async with http.patch("/api/session", json={"bpm": -3}, headers=leader.headers) as r:
         assert r.status == 400 and "bpm" in (await error_of(r))["message"]
 
