@@ -64,14 +64,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output", type=Path, help="mix file (default: TAKE_DIR/mix.FORMAT)")
     parser.add_argument("--format", choices=sorted(FORMATS), help="default: from -o, else flac")
-    parser.add_argument("--target-lufs", type=float, default=-16.0, help="master loudness (LUFS)")
     parser.add_argument(
-        "--gain", action="append", default=[], metavar="NAME=DB", help="a singer's gain in dB"
+        "--target-lufs",
+        type=float,
+        default=-16.0,
+        help="master loudness, LUFS (default −16; the true peak stays ≤ −1 dBTP)",
     )
-    parser.add_argument("--mute", action="append", default=[], metavar="NAME", help="leave out")
-    parser.add_argument("--reverb", type=float, default=0.0, metavar="WET", help="hall, 0–4")
+    parser.add_argument(
+        "--gain",
+        action="append",
+        default=[],
+        metavar="NAME=DB",
+        help="a singer's gain in dB on top of loudness matching (repeatable)",
+    )
+    parser.add_argument(
+        "--mute",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a singer out (repeatable)",
+    )
+    parser.add_argument(
+        "--reverb",
+        type=float,
+        default=0.0,
+        metavar="WET",
+        help="hall reverb level: 0 off (default), 0.3 modest, up to 4",
+    )
     backing = parser.add_mutually_exclusive_group()
-    backing.add_argument("--backing-db", type=float, default=-6.0, help="backing gain (dB)")
+    backing.add_argument(
+        "--backing-db", type=float, default=-6.0, help="backing track gain, dB (default −6)"
+    )
     backing.add_argument("--no-backing", action="store_true", help="leave the backing out")
     parser.add_argument("--stems", action="store_true", help="also write aligned stems")
     parser.add_argument(
@@ -83,7 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-loudness-match", action="store_true", help="keep each singer's own level"
     )
     parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads (default: the number of CPUs)",
+    )
 
 
 # -- checking the folder ---------------------------------------------------------------------
