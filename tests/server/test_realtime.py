@@ -166,7 +166,7 @@ async def test_clock_probe_estimator_on_loopback(server: RunningServer,
     assert statistics.median(errors) < 100e-6
     await c.client.emit(Ev.CLOCK_REPORT, {"offset": offset, "error_bound": bounds[-1],
                                           "rtt_min": rtts[-1], "samples": 5})
-    await asyncio.sleep(0.2)
+    await c.client.call(Ev.CLOCK_PROBE, {"t0": 0.0}, timeout=5)  # the report was handled
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         p = (await r.json())["participants"][0]
     assert p["clock"]["offset"] == pytest.approx(offset)
@@ -264,16 +264,17 @@ async def test_two_sockets_one_participant(server: RunningServer,
                                            http: aiohttp.ClientSession) -> None:
     leader = await create_session(http)
     ann = await join(http, leader.code)
-    a, b = Recorder(), Recorder()
+    lead, a, b = Recorder(), Recorder(), Recorder()
+    await lead.connect(server.url, leader.token)
     await a.connect(server.url, ann.token)
     await b.connect(server.url, ann.token)
+    await lead.wait(Ev.PARTICIPANT, lambda d: len(lead.of(Ev.PARTICIPANT)) >= 2)
     await a.close()  # the other socket is still open: still connected
-    await asyncio.sleep(0.2)
-    async with http.get("/api/session/roster", headers=leader.headers) as r:
-        (p,) = (await r.json())["participants"]
-    assert p["connected"] is True
+    await lead.wait(Ev.PARTICIPANT, lambda d: len(lead.of(Ev.PARTICIPANT)) >= 3)
+    assert lead.of(Ev.PARTICIPANT)[2]["connected"] is True
     await b.close()
-    await asyncio.sleep(0.2)
+    await lead.wait(Ev.PARTICIPANT, lambda d: d["connected"] is False)
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         (p,) = (await r.json())["participants"]
     assert p["connected"] is False and p["last_seen"] is not None
+    await lead.close()
