@@ -69,6 +69,9 @@ class Calibration:
         Device key (host API and name).
     reported : int
         What the host API reports for the same stream, frames (for comparison).
+    xruns : int
+        Input overflows + output underflows during the runs (a run disturbed by one may
+        disagree with the others; then more runs are made).
     """
 
     frames: int
@@ -79,6 +82,7 @@ class Calibration:
     blocksize: int
     device: str
     reported: int
+    xruns: int = 0
 
     @property
     def ms(self) -> float:
@@ -101,7 +105,7 @@ def calibration_key(device: str, rate: int, blocksize: int) -> str:
 
 def _one_run(
     engine: DuplexEngine, signal: np.ndarray[Any, Any], max_latency_s: float
-) -> tuple[float, LatencyEstimate]:
+) -> tuple[float, LatencyEstimate, int]:
     program = np.repeat(signal, engine.out_channels, axis=1)
     take = engine.schedule(program, time.monotonic() + 0.15, record=True, tail=0.0)
     if not take.wait(10.0 + program.shape[0] / engine.rate):
@@ -111,7 +115,7 @@ def _one_run(
         raise CalibrationError(f"the measurement take failed: {take.error}")
     rec = take.audio()[:, :1]
     est = estimate_latency(signal, rec, engine.rate, max_latency_s=max_latency_s)
-    return est.subsample + take.start_offset, est
+    return est.subsample + take.start_offset, est, take.overflows + take.underflows
 
 
 def wait_for_loopback(engine: DuplexEngine, seconds: float, *, level_db: float = -20.0) -> bool:
@@ -175,8 +179,10 @@ def measure(
     )
     runs: list[float] = []
     ests: list[LatencyEstimate] = []
+    xruns = 0
     for attempt in range(2 * repeats):
-        value, est = _one_run(engine, signal, max_latency_s)
+        value, est, xr = _one_run(engine, signal, max_latency_s)
+        xruns += xr
         runs.append(value)
         ests.append(est)
         if progress is not None:
@@ -204,6 +210,7 @@ def measure(
         blocksize=engine.blocksize,
         device=engine.device_key,
         reported=engine.reported_latency,
+        xruns=xruns,
     )
 
 

@@ -75,8 +75,10 @@ def test_cli_measures_exact_jack_round_trip_and_repeats_identically(
         assert entry["latency_source"] == "measured"
         assert entry["rate"] == 48000 and entry["blocksize"] == 256
         runs = entry["runs"]
-        assert isinstance(runs, list) and len(runs) == 3
-        assert all(abs(r - 512) < 0.05 for r in runs), runs
+        assert isinstance(runs, list) and len(runs) >= 3
+        assert all(abs(r - 512) < 0.05 for r in runs[-3:]), runs
+        if len(runs) > 3:  # more runs are only made when one was disturbed by an xrun
+            assert isinstance(entry["xruns"], int) and entry["xruns"] > 0, entry
     assert key == "JACK Audio Connection Kit:system|48000|256"
     runs = [r["runs"] for r in results]
     print(f"\nJACK loopback round trip, blocksize 256: runs {runs[0]} / {runs[1]}")
@@ -96,7 +98,8 @@ def test_round_trip_depends_on_blocksize_and_lookup_uses_it(jack: JackServer, cf
         assert choice.source == "reported" and choice.warning and "WARNING" in choice.warning
         cal = calibrate.measure(eng, repeats=2)
         calibrate.store(cal)
-        assert cal.frames == 256 and [round(r) for r in cal.runs] == [256, 256]
+        assert cal.frames == 256 and [round(r) for r in cal.runs[-2:]] == [256, 256]
+        assert len(cal.runs) == 2 or cal.xruns > 0
         assert calibrate.latency_for(eng) == calibrate.LatencyChoice(256, "measured")
     finally:
         wirer.stop()

@@ -72,7 +72,12 @@ def _env(env: dict[str, str] | None) -> dict[str, str]:
 
 
 def _tool(args: Sequence[str], env: dict[str, str] | None = None, check: bool = True) -> str:
-    p = subprocess.run(list(args), capture_output=True, text=True, env=_env(env), timeout=20)
+    for attempt in range(3):
+        p = subprocess.run(list(args), capture_output=True, text=True, env=_env(env), timeout=30)
+        # "cannot connect": a loaded server can fail to open a tool's client; try again
+        if p.returncode == 0 or "jack_client_open() failed" not in p.stderr or attempt == 2:
+            break
+        time.sleep(0.5)
     if check and p.returncode != 0:
         raise JackError(f"{' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p.stdout
@@ -169,7 +174,9 @@ class JackServer:
 
     def start(self, timeout: float = 20.0) -> JackServer:
         """Start the server, wait until it answers, point this process (and PortAudio) at it."""
-        cmd = ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy"]
+        # -t: clients get 5 s (not 0.5 s) to answer the server; the machines running the
+        # tests are loaded and a slow answer must not get a client thrown out.
+        cmd = ["jackd", "--no-realtime", "-t", "5000", "-n", self.name, "-d", "dummy"]
         cmd += ["-r", str(self.rate), "-p", str(self.period)]
         cmd += ["-C", str(self.ports), "-P", str(self.ports)]
         log = self._log.open("wb")
