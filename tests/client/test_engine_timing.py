@@ -60,7 +60,7 @@ def test_two_processes_first_samples_within_48_frames(
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    audio = rec.stop()
+        audio = rec.stop()
     first = first_nonzero(audio, 0.5)
     assert None not in first, first
     skew = abs(first[0] - first[1])  # type: ignore[operator]

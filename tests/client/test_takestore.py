@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,17 @@ def test_bad_take_parameters(tmp_path: Path, kw: dict[str, object], message: str
         _begin(TakeStore(tmp_path), **kw)
 
 
+@contextlib.contextmanager
+def _reaped(p: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Kill and reap ``p`` on the way out, whatever happened."""
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
 _CHILD = r"""
 import sys, time, numpy as np
 from tutti.client.takestore import TakeStore
@@ -145,14 +158,14 @@ def test_kill_9_writer_loses_under_a_second_and_recovers(tmp_path: Path) -> None
     p = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(store_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
-    assert p.stdout is not None
-    t_start = float(p.stdout.readline())
-    time.sleep(max(0.0, t_start + 2.5 - time.monotonic()))
     store = TakeStore(store_dir)
-    assert store.recover() == []  # still being written: its lock is held
-    t_kill = time.monotonic()
-    os.kill(p.pid, signal.SIGKILL)
-    p.communicate(timeout=10)
+    with _reaped(p):
+        assert p.stdout is not None
+        t_start = float(p.stdout.readline())
+        time.sleep(max(0.0, t_start + 2.5 - time.monotonic()))
+        assert store.recover() == []  # still being written: its lock is held
+        t_kill = time.monotonic()
+        os.kill(p.pid, signal.SIGKILL)
     (done,) = store.recover()
     rec = done.recording
     expected = (t_kill - t_start) * RATE
@@ -192,15 +205,15 @@ def test_kill_9_of_a_recording_engine_process(jack: JackServer, tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert p.stdout is not None
-    line = p.stdout.readline()
-    assert line.startswith("RECORDING "), (line, p.stderr.read() if p.stderr else "")
-    info = json.loads(line.split(" ", 1)[1])
-    t0 = info["t0"]
-    time.sleep(max(0.0, t0 + 3.0 - time.monotonic()))
-    t_kill = time.monotonic()
-    os.kill(p.pid, signal.SIGKILL)
-    p.communicate(timeout=10)
+    with _reaped(p):
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("RECORDING "), line
+        info = json.loads(line.split(" ", 1)[1])
+        t0 = info["t0"]
+        time.sleep(max(0.0, t0 + 3.0 - time.monotonic()))
+        t_kill = time.monotonic()
+        os.kill(p.pid, signal.SIGKILL)
     (done,) = TakeStore(store_dir).recover()
     rec = done.recording
     assert rec.start_offset == info["start_offset"] and rec.latency == info["latency"] == 512
