@@ -38,7 +38,7 @@ def test_mix_of_sums_equals_sum_of_mixes() -> None:
             list(zip(recs, voices, strict=True)), settings, frames=frames, jobs=2
         )
         assert master.gain_db == 0.0
-        return out
+        return np.asarray(out)
 
     ab = mix([x + y for x, y in zip(a, b, strict=True)])
     np.testing.assert_allclose(ab, mix(a) + mix(b), atol=2e-6)
