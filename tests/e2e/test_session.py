@@ -1,0 +1,552 @@
+"""A whole choir session, end to end, on one machine: issue 5's "Must show".
+
+Real parts only: a private JACK dummy server; ``tutti serve`` as a subprocess; the leader's
+``tutti lead`` commands; four ``tutti join`` singer processes, each on its own PortAudio
+stream; ``tutti calibrate``; ``tutti lead download``; ``tutti mix``.
+
+Each singer is "sung" by a harness — one JACK client (a 4-channel PortAudio stream in this
+process) sitting between that singer's headset output and microphone input.  For singer
+``k`` it multiplies what the singer hears by a carrier tone of its own frequency (ring
+modulation) in the same JACK cycle, so every click and every bit of backing the singer hears
+comes back as a burst at that singer's own pitch, time-locked to the headset.  The harness
+also records what each singer played, so the test knows, per singer, the harness frame ``h0``
+where the singer's timeline sample 0 arrived and therefore exactly what each recording must
+contain at every timeline position: ``ref_k[n] = heard_k[h0 + n] * carrier_k[h0 + n]``.
+
+Checked: every singer played the rendered program sample-exactly, all four started within a
+few frames of each other, every stem holds ``ref_k`` at lag 0 (±1 sample) and sample-exactly,
+every singer appears in the mix at lag 0 (±1 sample), the mix is on its loudness target, and
+nothing is lost (all recordings uploaded, sha256-checked, long enough).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+from tests.client.lead_cli import run_cli
+from tests.support.jack import (
+    JackError,
+    JackServer,
+    first_nonzero,
+    isolate_ports,
+    jack_connect,
+    jack_ports,
+    jackd_available,
+    new_ports,
+)
+from tests.support.server import ServeProcess
+from tutti import takeformat, wire
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow, pytest.mark.timeout(600)]
+
+RATE = 48000
+PERIOD = 256
+#: (name, part, carrier Hz).  Carriers are multiples of 10 Hz, so a 4800-frame table holds
+#: whole cycles of every one of them.
+SINGERS = (("Ann", "S", 310.0), ("Ben", "A", 530.0), ("Cleo", "T", 770.0), ("Dev", "B", 1090.0))
+TABLE = 4800
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- the harness ----------------------------------------------------------------------------
+
+
+class Harness:
+    """One JACK client between each singer's headset output and microphone input.
+
+    Channel ``k``: ``out_k = in_k * carrier_k`` when ``ring[k]`` is set (singing), else
+    ``out_k = in_k`` (a plain loopback, for ``tutti calibrate``).  ``heard`` records every
+    input frame (what the singers played) by harness frame number.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        n = np.arange(TABLE)
+        self.table = np.stack(
+            [np.sin(2 * np.pi * f * n / RATE) for _, _, f in SINGERS], axis=1
+        ).astype(np.float32)
+        self.ring = np.zeros(len(SINGERS), np.float32)
+        self.heard = np.zeros((int(seconds * RATE), len(SINGERS)), np.float32)
+        self.pos = 0
+        self.flags = 0
+        self.ins: list[str] = []
+        self.outs: list[str] = []
+        self._stream: Any = None
+        self._idx = np.arange(8192)
+
+    def _cb(self, indata: Any, outdata: Any, frames: int, _t: Any, status: Any) -> None:
+        n = self.pos
+        if status:
+            self.flags += 1
+        carrier = self.table[(n + self._idx[:frames]) % TABLE]
+        gain = carrier * self.ring + (1.0 - self.ring)
+        np.multiply(indata, gain, out=outdata)
+        m = min(frames, self.heard.shape[0] - n)
+        if m > 0:
+            self.heard[n : n + m] = indata[:m]
+        self.pos = n + frames
+
+    def start(self) -> Harness:
+        import sounddevice as sd
+
+        with new_ports() as ports:
+            self._stream = sd.Stream(samplerate=RATE, blocksize=PERIOD, device="system",
+                                     channels=len(SINGERS), dtype="float32", callback=self._cb)
+        isolate_ports(ports)
+        self.ins = [p for p in ports if ":in_" in p]
+        self.outs = [p for p in ports if ":out_" in p]
+        assert len(self.ins) == len(self.outs) == len(SINGERS), ports
+        self._stream.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+
+
+class Wirer:
+    """Wires the next JACK client that appears to harness channel ``k`` (in a thread)."""
+
+    def __init__(self, harness: Harness, k: int) -> None:
+        self.harness, self.k = harness, k
+        self.before = set(_retry(jack_ports))
+        self.client = ""
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self._try()
+            except JackError:  # jack_lsp refused under load: look again
+                continue
+            if self.client:
+                return
+
+    def _try(self) -> None:
+        """Wire a new client if one is there (idempotent: its ports are isolated first)."""
+        new = sorted(set(jack_ports()) - self.before)
+        for c in sorted({p.rsplit(":", 1)[0] for p in new}):
+            mine = [p for p in new if p.startswith(c + ":")]
+            if f"{c}:in_0" in mine and f"{c}:out_0" in mine:
+                isolate_ports(mine)
+                jack_connect(f"{c}:out_0", self.harness.ins[self.k])
+                jack_connect(self.harness.outs[self.k], f"{c}:in_0")
+                self.client = c
+                self.done.set()
+                return
+
+    async def wait(self, timeout: float) -> str:
+        ok = await asyncio.to_thread(self.done.wait, timeout)
+        self._stop.set()
+        assert ok, f"no JACK stream appeared for singer {self.k} within {timeout} s"
+        return self.client
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class SingerProc:
+    """One ``tutti join`` process with its own config and data folders."""
+
+    k: int
+    url: str
+    code: str
+    home: Path
+    env: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+    lines: list[str] = field(default_factory=list)
+    _pump: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return SINGERS[self.k][0]
+
+    def _env(self) -> dict[str, str]:
+        return {**self.env, "TUTTI_CONFIG_DIR": str(self.home / "config"),
+                "TUTTI_DATA_DIR": str(self.home / "data"), "PYTHONUNBUFFERED": "1"}
+
+    async def calibrate(self, harness: Harness, attempts: int = 3) -> int:
+        """``tutti calibrate`` through the harness in loopback mode; the frames it stored.
+
+        Like a singer, run it again if it could not measure (on this shared, non-real-time
+        machine an xrun during a run can spoil it); every failed attempt is printed.
+        """
+        harness.ring[self.k] = 0.0
+        for attempt in range(attempts):
+            wirer = Wirer(harness, self.k)
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tutti", "calibrate", "--device", "system",
+                "--blocksize", str(PERIOD), "--json", cwd=ROOT, env=self._env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(p.communicate(), 120)
+            wirer._stop.set()
+            assert wirer.client, "calibrate's stream was never wired to the harness"
+            if p.returncode == 0:
+                harness.ring[self.k] = 1.0
+                return int(json.loads(out)["frames"])
+            print(f"calibration attempt {attempt + 1} of {self.name} failed:\n"
+                  f"{err.decode()[-800:]}")
+        raise AssertionError(f"{self.name}: calibration failed {attempts} times")
+
+    async def start(self, harness: Harness) -> str:
+        wirer = Wirer(harness, self.k)
+        name, part, _ = SINGERS[self.k]
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tutti", "join", self.url, "--code", self.code, "--name", name,
+            "--part", part, "--device", "system", "--blocksize", str(PERIOD), "--plain",
+            cwd=ROOT, env=self._env(), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        self._pump = asyncio.create_task(self._read())
+        return await wirer.wait(60)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
+        if self._pump is not None:
+            await self._pump
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._pump is not None:
+            await self._pump
+
+    def tail(self) -> str:
+        return f"--- {self.name} ---\n" + "\n".join(self.lines[-25:])
+
+
+def _retry(fn: Any, *args: Any) -> Any:
+    """Call a JACK tool wrapper, retrying a few times (jack_lsp can fail under load)."""
+    for i in range(20):
+        try:
+            return fn(*args)
+        except JackError:
+            if i == 19:
+                raise
+            time.sleep(0.1)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jack() -> Iterator[JackServer]:
+    if not jackd_available():
+        pytest.skip("jackd / jack_lsp / jack_connect not installed (apt-get install jackd2)")
+    server = JackServer(rate=RATE, period=PERIOD).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def leader_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "leader"
+    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
+    return d
+
+
+@dataclass
+class Choir:
+    url: str
+    serve: ServeProcess
+    harness: Harness
+    singers: list[SingerProc]
+    settings: wire.SessionSettings
+    backings: dict[str, npt.NDArray[np.float32]]
+    latencies: list[int]
+
+
+@contextlib.asynccontextmanager
+async def choir(jack: JackServer, tmp_path: Path) -> AsyncIterator[Choir]:
+    """Server + session with a noise backing per part + harness + four calibrated singers."""
+    serve = ServeProcess(tmp_path / "server-data", "--port", str(_free_port()))
+    url = await serve.start()
+    harness = Harness(seconds=150).start()
+    singers: list[SingerProc] = []
+    try:
+        res = await run_cli("lead", "create", url, "--title", "Sofa Singers E2E", "--bpm", "120",
+                            "--count-in", "1", "--parts", "S,A,T,B", "--json")
+        assert res.code == 0, res
+        created = res.json()
+        settings = wire.parse_settings(created["settings"])
+        backings = {}
+        rng = np.random.default_rng(5)
+        for _, part, _ in SINGERS:
+            noise = (0.1 * rng.standard_normal((RATE * 5, 1))).astype(np.float32)
+            path = tmp_path / f"backing-{part}.wav"
+            sf.write(str(path), noise, RATE, subtype="FLOAT")
+            backings[part] = sf.read(str(path), dtype="float32", always_2d=True)[0]
+            res = await run_cli("lead", "track", part, str(path))
+            assert res.code == 0, res
+        latencies = []
+        for k in range(len(SINGERS)):
+            s = SingerProc(k, url, created["code"], tmp_path / f"singer{k}", jack.env)
+            singers.append(s)
+            latencies.append(await s.calibrate(harness))
+        for s in singers:
+            await s.start(harness)
+        await _wait_roster(len(SINGERS))
+        yield Choir(url, serve, harness, singers, settings, backings, latencies)
+    finally:
+        for s in singers:
+            with contextlib.suppress(Exception):
+                await s.stop()
+        harness.stop()
+        await serve.stop()
+
+
+async def _wait_roster(n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = await run_cli("lead", "roster", "--json")
+        people = res.json()["participants"] if res.code == 0 else []
+        ready = [p for p in people if p["connected"] and p["latency_source"] == "measured"]
+        if len(ready) >= n:
+            return list(people)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"roster not ready: {people}")
+        await asyncio.sleep(0.5)
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+
+def _best_lag(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], span: int) -> int:
+    """Lag d in [-span, span] maximising sum x[n] * y[n - d]."""
+    n = min(len(x), len(y)) - 2 * span
+    scores = [float(np.dot(x[span : span + n], y[span - d : span - d + n]))
+              for d in range(-span, span + 1)]
+    return int(np.argmax(scores)) - span
+
+
+@dataclass
+class Sung:
+    """What the harness sang to one singer, on that singer's take timeline.
+
+    ``ref[n]`` is what the harness fed the singer's microphone in the JACK cycle in which the
+    singer's timeline sample ``n`` reached the harness (NaN where unknown).  Neither the
+    harness's frame counter nor a singer's stream is the JACK clock: when this busy,
+    non-real-time machine makes either miss a cycle, one side slips a period against the
+    other.  So every period the harness heard is matched, exactly, against the program the
+    singer was rendering — which says which timeline period it was — and a period that matches
+    nothing (the singer's output underflowed) is left unknown.  Both are counted and reported.
+    """
+
+    ref: npt.NDArray[np.float64]
+    h0: int
+    slips: int  # periods by which the harness or the singer's stream slipped (missed cycles)
+    off_program: float  # fraction of the singer's periods that matched no program period
+
+
+def _sung(c: Choir, k: int, harness_from: int, frames: int) -> Sung:
+    part = SINGERS[k][1]
+    z, prog = _program_first(c.settings, c.backings[part])
+    heard = c.harness.heard[:, k]
+    (first,) = first_nonzero(heard[harness_from:])
+    assert first is not None, f"{SINGERS[k][0]} played nothing"
+    h0 = harness_from + first - z
+    ref = np.full(frames, np.nan)
+    shift, skips, blocks, unmatched = 0, 0, 0, 0
+    j = h0 // PERIOD
+    while True:
+        p0 = j * PERIOD
+        block = heard[p0 : p0 + PERIOD]
+        t_base = p0 - h0
+        if t_base + shift + 3 * PERIOD > min(frames, len(prog)) or len(block) < PERIOD:
+            break
+        for extra in (0, PERIOD, -PERIOD, 2 * PERIOD, -2 * PERIOD):
+            t0 = t_base + shift + extra
+            lo = max(0, -t0)  # the first block may start before timeline 0
+            want = prog[t0 + lo : t0 + PERIOD]
+            if np.allclose(block[lo:], want, atol=1e-6, rtol=0) and (
+                    extra == 0 or np.any(want)):
+                if extra:
+                    skips += abs(extra) // PERIOD
+                    shift += extra
+                pos = p0 + lo + np.arange(PERIOD - lo)
+                ref[t0 + lo : t0 + PERIOD] = block[lo:] * c.harness.table[pos % TABLE, k]
+                break
+        else:
+            unmatched += 1
+        blocks += 1
+        j += 1
+    return Sung(ref, h0, skips, unmatched / max(1, blocks))
+
+
+def _program_first(settings: wire.SessionSettings, backing: npt.NDArray[np.float32]) -> tuple[
+        int, npt.NDArray[np.float32]]:
+    from tutti.client.program import render_program
+
+    prog = render_program(settings, backing, channels=2).audio[:, 0]
+    (z,) = first_nonzero(prog)
+    assert z is not None
+    return int(z), prog
+
+
+@dataclass
+class TakeCheck:
+    take_id: str
+    h0: list[int]
+    start_skew: int
+    slips: list[int]
+    off_program: list[float]
+    stem_lags: list[int]
+    stem_off: list[float]  # fraction of known periods where the stem differs from what was sung
+    mix_lags: list[int]
+    mix_gains: list[float]
+    lufs: float
+    xruns: list[tuple[int, int]]  # (overflows, underflows) each singer's client reported
+
+
+def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path) -> TakeCheck:
+    manifest = takeformat.parse_manifest(json.loads((folder / "take.json").read_text()))
+    assert manifest.take_id == take_id
+    recs = {r.singer: r for r in manifest.recordings}
+    assert sorted(recs) == sorted(n for n, _, _ in SINGERS), recs.keys()
+    mix, mix_rate = sf.read(str(folder / "mix.flac"), dtype="float64", always_2d=True)
+    assert mix_rate == RATE
+    frames = len(mix)
+    sung, stem_lags, stem_off = [], [], []
+    count_in = c.settings.count_in_frames
+    for k, (name, _, _) in enumerate(SINGERS):
+        rec = recs[name]
+        assert rec.latency_source == "measured" and rec.latency == c.latencies[k]
+        assert rec.frames >= 3.5 * RATE, f"{name}: only {rec.frames} frames recorded"
+        sg = _sung(c, k, harness_from, frames)
+        sung.append(sg)
+        (stem_file,) = (folder / "mix-stems").glob(f"*-{rec.participant_id}.flac")
+        stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
+        assert len(stem) == frames
+        # placement: the count-in (timeline 0 … count_in) must sit at lag 0
+        ref0 = np.nan_to_num(sg.ref[: count_in + 64])
+        stem_lags.append(_best_lag(stem[: count_in + 64], ref0, 32))
+        # content: every known period of the stem is what the harness sang, sample-exactly
+        start, end = max(0, rec.timeline_start), min(frames, rec.timeline_start + rec.frames)
+        known = ~np.isnan(sg.ref[start:end])
+        diff = np.where(known, np.abs(stem[start:end] - np.nan_to_num(sg.ref[start:end])), 0)
+        n = (end - start) // PERIOD * PERIOD
+        per_block = diff[:n].reshape(-1, PERIOD).max(axis=1)
+        stem_off.append(float(np.mean(per_block > 1e-3)))
+    # the mix: least squares of the mono mix on the four references (where all are known)
+    refs = np.stack([np.nan_to_num(sg.ref) for sg in sung], axis=1)
+    mask = np.all(np.stack([~np.isnan(sg.ref) for sg in sung], axis=1), axis=1)
+    mono = mix.sum(axis=1)
+    gains, *_ = np.linalg.lstsq(refs[mask], mono[mask], rcond=None)
+    mix_lags = []
+    for k in range(len(SINGERS)):
+        others = refs @ np.where(np.arange(len(SINGERS)) == k, 0.0, gains)
+        resid = np.where(mask, mono - others, 0.0)
+        mix_lags.append(_best_lag(resid, refs[:, k] * mask, 16))
+    import pyloudnorm
+
+    lufs = float(pyloudnorm.Meter(RATE).integrated_loudness(mix))
+    h0s = [sg.h0 for sg in sung]
+    return TakeCheck(take_id, h0s, max(h0s) - min(h0s), [sg.slips for sg in sung],
+                     [sg.off_program for sg in sung], stem_lags, stem_off, mix_lags,
+                     [float(g) for g in gains], lufs,
+                     [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS])
+
+
+async def _run_take(c: Choir, seconds: float) -> tuple[str, int]:
+    harness_from = c.harness.pos
+    res = await run_cli("lead", "take", "run", "--seconds", str(seconds), "--lead", "2",
+                        "--json")
+    assert res.code == 0, res
+    return str(res.json()["take_id"]), harness_from
+
+
+async def _fetch_and_mix(take_id: str, folder: Path, wait: float = 120) -> None:
+    res = await run_cli("lead", "download", take_id, str(folder), "--wait", str(wait), "--json")
+    assert res.code == 0, res
+    assert res.json()["missing"] == []
+    res = await run_cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
+    assert res.code == 0, res
+
+
+def _report(checks: list[TakeCheck], c: Choir) -> None:
+    print(f"\ncalibrated round trips through the harness: {c.latencies} frames")
+    for t in checks:
+        print(f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
+              f"slipped periods {t.slips}; singer periods off-program "
+              f"{[round(x, 4) for x in t.off_program]}; stem lags {t.stem_lags}, periods off "
+              f"{[round(x, 4) for x in t.stem_off]}; mix lags {t.mix_lags}, gains "
+              f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
+              f"xruns (over, under) {t.xruns}")
+
+
+def _assert_take(t: TakeCheck) -> None:
+    assert t.start_skew <= 2 * PERIOD + 48, t
+    assert all(x <= 0.02 for x in t.off_program), t
+    assert all(abs(d) <= 1 for d in t.stem_lags), t
+    assert all(x <= 0.02 for x in t.stem_off), t
+    assert all(abs(d) <= 1 for d in t.mix_lags), t
+    assert all(g > 0 for g in t.mix_gains), t
+    assert abs(t.lufs - (-16.0)) <= 0.5, t
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+async def test_four_singers_two_takes_mixed(
+    jack: JackServer, tmp_path: Path, leader_config: Path
+) -> None:
+    async with choir(jack, tmp_path) as c:
+        try:
+            checks = []
+            for i in range(2):
+                take_id, since = await _run_take(c, 4.0)
+                folder = tmp_path / f"take{i + 1}"
+                await _fetch_and_mix(take_id, folder)
+                checks.append(_check_take(c, take_id, since, folder))
+        except BaseException:
+            print("\n".join(s.tail() for s in c.singers))
+            raise
+        _report(checks, c)
+        for t in checks:
+            _assert_take(t)
+        res = await run_cli("lead", "takes", "--json")
+        states = [[s["state"] for s in t["singers"]] for t in res.json()["takes"]]
+        assert states == [["uploaded"] * 4] * 2
