@@ -407,7 +407,12 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
             if info.channels not in (1, 2):
                 raise MixError(f"backing {b.file}: {info.channels} channels; accepted: 1 or 2")
             backings.append((b, info))
-    ends = [i.timeline_start + _to_rate(i.frames, i.rate, rate) for i in items]
+    ends = []
+    for i in items:
+        length = _to_rate(i.frames, i.rate, rate)
+        if not i.rec.shared_clock and not args.no_drift:
+            length += -(-length * int(drift.MAX_PPM) // 1_000_000)  # room for a corrected clock
+        ends.append(i.timeline_start + length)
     ends += [
         b.timeline_start + _to_rate(int(info.frames), info.samplerate, rate) for b, info in backings
     ]
