@@ -21,14 +21,17 @@ Pipeline (one :class:`Mixdown` per mix):
    the loudness measured again until it is within ``tolerance_lu`` of the target.  The true-
    peak envelope (4× oversampled) is computed once — it does not depend on the gain — so the
    iterations only redo the cheap part.  The final pass hands output blocks to a sink and
-   measures the output's loudness and true peak as written.
+   measures the output's true peak as written (from the envelope where the output is the bus
+   times a gain, by oversampling again where the limiter acted) and its loudness (measured
+   when the limiter acted; otherwise it is exactly the pre-master loudness plus the gain).
 
 Memory: the bus holds the timeline once (frames × 2 × 4 bytes: 115 MB for five minutes at
 48 kHz) plus the true-peak envelope (half that); it does not grow with the number of voices.
 Everything else works in blocks of ``block`` frames.
 
-With ``singer_lufs``, ``highpass_hz``, ``target_lufs`` set to None and ``reverb_wet`` 0 the
-mix is linear: the mix of summed recordings equals the sum of their mixes.
+With all processing off (:meth:`MixSettings.linear`: no loudness matching, high-pass, reverb,
+master gain or limiter) the mix is linear: the mix of summed recordings equals the sum of
+their mixes.
 """
 
 from __future__ import annotations
