@@ -27,7 +27,9 @@ __all__ = ["init_app", "Config"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _EXPOSED = ("ETag, Content-Range, X-Tutti-Sha256, Location, Upload-Offset, Upload-Length, "
-            "Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Retry-After")
+            "Upload-Expires, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, "
+            "Tus-Max-Size, Tus-Checksum-Algorithm, X-Tutti-Upload-State, X-Tutti-Upload-Error, "
+            "Retry-After")
 
 
 

@@ -197,7 +197,9 @@ def parse_manifest(d: Any) -> TakeManifest:
         raise TakeFormatError(f"{what}: field 'format' must be {FORMAT!r}")
     version = d.get("version")
     if version != VERSION:
-        raise TakeFormatError(f"{what}: version {version!r} not supported (this tutti reads {VERSION})")
+        raise TakeFormatError(
+            f"{what}: version {version!r} not supported (this tutti reads {VERSION})"
+        )
     rate = _get(d, "rate", what, int)
     recs_raw = _get(d, "recordings", what, list)
     recs = tuple(parse_recording(r, f"{what}: recordings[{i}]") for i, r in enumerate(recs_raw))

@@ -138,7 +138,9 @@ def _int(
     return v
 
 
-def _str(d: dict[str, Any], key: str, what: str, *, maxlen: int = 200, default: str | None = None) -> str:
+def _str(
+    d: dict[str, Any], key: str, what: str, *, maxlen: int = 200, default: str | None = None
+) -> str:
     if key not in d or d[key] is None:
         if default is None:
             raise WireError(f"{what}: missing field {key!r}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from tutti.audio.align import find_markers, place, refine_offset, resample
 from tutti.audio.click import beat_frames, render_click
 from tutti.audio.types import AudioError
-
 from tutti.wire import SessionSettings
 
 RATE = 48000

@@ -6,9 +6,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from tutti.audio.click import Beat, beat_frames, render_click
 from tutti.audio.types import AudioError
-
 from tutti.wire import SessionSettings, TempoSection
 
 RATE = 48000

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soxr
+
 from tutti.audio.align import find_markers
 from tutti.audio.click import beat_frames, render_click
 from tutti.audio.drift import correct_drift, estimate_drift
 from tutti.audio.types import AudioError
-
 from tutti.wire import SessionSettings
 
 RATE = 48000

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+
 from tutti.audio.headset import SOFT_KNEE, headset_mix, soft_limit
 from tutti.audio.types import AudioError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from tutti.audio import latency
 from tutti.audio.latency import LatencyError, estimate_latency
 

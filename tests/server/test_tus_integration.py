@@ -11,12 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tutti.server.tus import READ_CHUNK, encode_metadata
 from yarl import URL
 
 from tests.server.helpers import Leader, Singer, create_session, join, write_audio
 from tests.server.tus_support import OCTET, TUS, raw_patch_cut, raw_patch_open, wait_offset
 from tests.support.server import ServeProcess, running_server
+from tutti.server.tus import READ_CHUNK, encode_metadata
 
 FRAMES = 48000 * 6
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from tusclient import client as tus_client
-from tutti.server.tus import READ_CHUNK
 
 from tests.server.tus_support import (
     OCTET,
@@ -30,6 +29,7 @@ from tests.server.tus_support import (
     tus_server,
     wait_offset,
 )
+from tutti.server.tus import READ_CHUNK
 
 ROOT = Path(__file__).resolve().parents[2]
 

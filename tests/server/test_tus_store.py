@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tutti.server.uploads import UploadState, UploadStatus, UploadStore, new_upload_id
 
 

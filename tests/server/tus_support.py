@@ -24,8 +24,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from tutti.server.tus import TUS_VERSION, TusHandler, VerificationError, encode_metadata
 from yarl import URL
+
+from tutti.server.tus import TUS_VERSION, TusHandler, VerificationError, encode_metadata
 
 TUS = {"Tus-Resumable": TUS_VERSION}
 OCTET = "application/offset+octet-stream"
