@@ -285,15 +285,31 @@ class Mixdown:
                 self.bus[start + a : start + b, 1] += right
 
     # -- stage 2: voice processing ---------------------------------------------------------
-    def finish_voices(self) -> None:
-        """Run the high-pass and the reverb over the summed voices (in place, in blocks)."""
+    def finish_voices(self, jobs: int = 1) -> None:
+        """Run the high-pass and the reverb over the summed voices (in place, in blocks).
+
+        With ``jobs`` ≥ 2 and no reverb, the two channels are filtered in two threads.
+        """
         if self._voices_done:
             return
         self._voices_done = True
         s = self.settings
-        hp = HighPass(s.rate, 2, s.highpass_hz) if s.highpass_hz is not None else None
-        if hp is None and self._reverb is None:
+        if s.highpass_hz is None and self._reverb is None:
             return
+        if self._reverb is None and jobs >= 2:
+            cutoff = s.highpass_hz
+
+            def channel(c: int) -> None:
+                hp = HighPass(s.rate, 1, cutoff) if cutoff is not None else None
+                for start in range(0, self.frames, s.block):
+                    col = self.bus[start : start + s.block, c : c + 1]
+                    if hp is not None:
+                        col[:] = hp.process(col)
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(channel, (0, 1)))
+            return
+        hp = HighPass(s.rate, 2, s.highpass_hz) if s.highpass_hz is not None else None
         for start in range(0, self.frames, s.block):
             blk = self.bus[start : start + s.block]
             dry = hp.process(blk) if hp is not None else blk.copy()
@@ -332,14 +348,23 @@ class Mixdown:
         out[src_lo - lo : src_hi - lo] = self.bus[src_lo:src_hi]
         return out
 
-    def _envelope(self, pool: ThreadPoolExecutor) -> npt.NDArray[np.float32]:
-        def one(span: tuple[int, int]) -> npt.NDArray[np.float32]:
+    def _envelope_and_loudness(
+        self, pool: ThreadPoolExecutor
+    ) -> tuple[npt.NDArray[np.float32], float]:
+        """True-peak envelope of the bus (pool threads) and its loudness (this thread), at once."""
+
+        def one(a: int, b: int) -> npt.NDArray[np.float32]:
             env: npt.NDArray[np.float32] = true_peak_envelope(
-                self._padded(span[0], span[1], _CONTEXT), pad=_CONTEXT
+                self._padded(a, b, _CONTEXT), pad=_CONTEXT
             )
             return env
 
-        return np.asarray(np.concatenate(list(pool.map(one, self._blocks()))), dtype=np.float32)
+        futures = [pool.submit(one, a, b) for a, b in self._blocks()]
+        meter = LoudnessMeter(self.settings.rate, 2)
+        for a, b in self._blocks():
+            meter.feed(self.bus[a:b])
+        env = np.concatenate([f.result() for f in futures])
+        return np.asarray(env, dtype=np.float32), float(meter.integrated())
 
     def _unlimited(
         self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
@@ -430,17 +455,13 @@ class Mixdown:
         -------
         MasterReport
         """
-        self.finish_voices()
+        self.finish_voices(jobs)
         s = self.settings
         warnings: list[str] = []
-        pre = LoudnessMeter(s.rate, 2)
-        for a, b in self._blocks():
-            pre.feed(self.bus[a:b])
-        pre_lufs = pre.integrated()
         limiter = Limiter(s.rate, ceiling_db=s.ceiling_dbtp) if s.limiter else None
         window = 2 * max(1, jobs) + 1
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            env = self._envelope(pool)
+            env, pre_lufs = self._envelope_and_loudness(pool)
             env_max = float(env.max()) if env.size else 0.0
             gain_db = 0.0
             iterations = 0
@@ -523,7 +544,7 @@ def mix_arrays(
     mix = Mixdown(settings, frames)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         reports = list(pool.map(lambda av: mix.add_voice(av[0], av[1]), voices))
-    mix.finish_voices()
+    mix.finish_voices(jobs)
     for audio, start, gain_db in backing:
         mix.add_backing(audio, start, gain_db)
     blocks: list[AudioArray] = []

@@ -466,7 +466,7 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
                 raise
-    mix.finish_voices()
+    mix.finish_voices(args.jobs)
     for b, info in backings:
         what = f"backing {b.file}"
         if info.samplerate == rate:

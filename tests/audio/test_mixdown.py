@@ -195,3 +195,15 @@ def test_daw_projects() -> None:
     ]
     with pytest.raises(AudioError, match="extension"):
         reaper_project([Stem("x.mp3", "x")], 48000)
+
+
+def test_threads_do_not_change_the_mix() -> None:
+    """High-pass per channel in two threads, envelope and blocks on a pool: same samples."""
+    voices = [
+        (noise(2 * RATE, seed=i), Voice(f"v{i}", 500 * i, pan=-0.6 + 0.4 * i)) for i in range(4)
+    ]
+    settings = MixSettings(RATE, target_lufs=-10.0, block=30_000)
+    one, _, m1 = mix_arrays(voices, settings, jobs=1)
+    two, _, m2 = mix_arrays(voices, settings, jobs=2)
+    np.testing.assert_array_equal(one, two)
+    assert m1 == m2
