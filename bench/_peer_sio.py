@@ -1,0 +1,63 @@
+"""The broadcast peer: a bare python-socketio server on aiohttp with tutti's room and one emit.
+
+``python -m bench._peer_sio`` prints ``peer serving on http://127.0.0.1:PORT`` once listening
+and runs until killed.  Every socket joins room ``s:bench`` and gets ``welcome``;
+``POST /start`` emits one ``take.start`` (tutti's payload shape, ``sent_at`` =
+``time.monotonic()`` just before the emit, as tutti does) to the room; ``clock.probe`` is
+acked with ``time.monotonic()`` as tutti does.  No auth, database
+or roster: what is left is python-socketio's and aiohttp's own cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from tutti.wire import ClockReply, Ev, SessionSettings, TakeStart, parse_clock_probe
+
+ROOM = "s:bench"
+
+
+def make_app() -> web.Application:
+    """The peer app: Socket.IO at /socket.io/ and ``POST /start``."""
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    app = web.Application()
+    sio.attach(app)
+    settings = SessionSettings(title="bench")
+    count = [0]
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await sio.enter_room(sid, ROOM)
+        await sio.emit(Ev.WELCOME, {"role": "singer", "server_time": time.monotonic()}, to=sid)
+
+    async def start(request: web.Request) -> web.Response:
+        count[0] += 1
+        msg = TakeStart(take_id=f"peer{count[0]}", t0=time.monotonic() + 1.0,
+                        settings=settings, sent_at=time.monotonic())
+        await sio.emit(Ev.TAKE_START, msg.to_dict(), room=ROOM)
+        return web.json_response({"take_id": msg.take_id})
+
+    async def clock_probe(sid: str, payload: Any) -> dict[str, float]:
+        now = time.monotonic()
+        return ClockReply(t0=parse_clock_probe(payload), server_time=now).to_dict()
+
+    sio.on("connect", connect)
+    sio.on(Ev.CLOCK_PROBE, clock_probe)
+    app.router.add_post("/start", start)
+    return app
+
+
+async def main() -> None:
+    runner = web.AppRunner(make_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    print(f"peer serving on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,158 @@
+"""A swarm of simulated singers in one process: ``python -m bench._singers URL --count N ...``.
+
+Each singer is a real python-socketio ``AsyncClient`` over a websocket.  In ``tutti`` mode a
+singer first joins over HTTP (``POST /api/join`` with the session code, a name and a part) and
+connects with its token; in ``peer`` mode (against ``bench._peer_sio``) it connects without
+auth.  Both wait for ``welcome``.
+
+The orchestrator (``bench/bench_server.py``) drives the swarm line by line on stdin and reads
+one JSON object per line on stdout:
+
+``join``
+    join every singer (at most ``--concurrency`` at a time) →
+    ``{"type": "joined", "times": [s, ...], "start": t, "end": t, "failed": k, "error": str}``
+    (per-singer seconds from the HTTP join to ``welcome``; start/end in ``time.monotonic()``).
+``collect TAKE_ID TIMEOUT``
+    wait until every connected singer has received ``take.start`` of that take →
+    ``{"type": "delays", "take_id": ..., "delays": [s, ...], "missing": k}``, a delay being
+    the singer's ``time.monotonic()`` on receipt minus the payload's ``sent_at`` (the server's
+    ``time.monotonic()``; one machine, so one clock).
+``quit``
+    disconnect everyone and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import socketio
+
+from tutti.wire import PROTOCOL_VERSION, Ev
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Singer:
+    """One simulated singer: a Socket.IO client that timestamps ``take.start`` on receipt."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.welcomed = asyncio.Event()
+        self.arrivals: dict[str, float] = {}  # take_id -> receipt − sent_at (s)
+        self.got = asyncio.Event()
+        self.sio.on(Ev.WELCOME, self._welcome)
+        self.sio.on(Ev.TAKE_START, self._take_start)
+
+    async def _welcome(self, data: Any) -> None:
+        self.welcomed.set()
+
+    async def _take_start(self, data: Any) -> None:
+        now = time.monotonic()
+        self.arrivals[str(data["take_id"])] = now - float(data["sent_at"])
+        self.got.set()
+
+    async def join(self, url: str, http: aiohttp.ClientSession | None, code: str,
+                   part: str, timeout: float) -> float:
+        """Coroutine: join (HTTP, tutti mode) and connect until ``welcome``; seconds taken."""
+        t = time.monotonic()
+        auth: dict[str, Any] = {}
+        if http is not None:
+            async with http.post(f"{url}/api/join", json={
+                    "code": code, "name": f"Singer {self.index:04d}", "part": part}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"join: HTTP {r.status} {(await r.text())[:200]}")
+                auth = {"token": (await r.json())["token"], "protocol": PROTOCOL_VERSION}
+        await self.sio.connect(url, auth=auth, transports=["websocket"],
+                               wait_timeout=timeout)
+        await asyncio.wait_for(self.welcomed.wait(), timeout)
+        return time.monotonic() - t
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def join_all(singers: list[Singer], args: argparse.Namespace) -> dict[str, Any]:
+    parts = args.parts.split(",")
+    sem = asyncio.Semaphore(args.concurrency)
+    times: list[float] = []
+    errors: list[str] = []
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def one(s: Singer) -> None:
+            async with sem:
+                try:
+                    times.append(await s.join(args.url, http if args.mode == "tutti" else None,
+                                              args.code, parts[s.index % len(parts)],
+                                              args.timeout))
+                except Exception as exc:  # counted and reported, the others go on
+                    errors.append(f"{type(exc).__name__}: {exc}"[:300])
+
+        start = time.monotonic()
+        await asyncio.gather(*(one(s) for s in singers))
+        end = time.monotonic()
+    return {"type": "joined", "times": times, "start": start, "end": end,
+            "failed": len(errors), "error": errors[0] if errors else ""}
+
+
+async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[str, Any]:
+    live = [s for s in singers if s.sio.connected]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(take_id not in s.arrivals for s in live):
+        await asyncio.sleep(0.02)
+    delays = [s.arrivals[take_id] for s in live if take_id in s.arrivals]
+    return {"type": "delays", "take_id": take_id, "delays": delays,
+            "missing": len(singers) - len(delays)}
+
+
+async def main(args: argparse.Namespace) -> int:
+    raise_fd_limit()
+    singers = [Singer(args.first + i) for i in range(args.count)]
+    emit({"type": "spawned"})
+    while True:
+        line = (await asyncio.to_thread(sys.stdin.readline)).split()
+        if not line or line[0] == "quit":
+            break
+        if line[0] == "join":
+            emit(await join_all(singers, args))
+        elif line[0] == "collect":
+            emit(await collect(singers, line[1], float(line[2])))
+        else:
+            emit({"type": "error", "error": f"unknown command {line[0]!r}"})
+    await asyncio.gather(*(s.sio.disconnect() for s in singers if s.sio.connected),
+                         return_exceptions=True)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench._singers", description=__doc__)
+    p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8765")
+    p.add_argument("--mode", choices=["tutti", "peer"], default="tutti")
+    p.add_argument("--code", default="", help="session join code (tutti mode)")
+    p.add_argument("--count", type=int, required=True, help="singers in this process")
+    p.add_argument("--first", type=int, default=0, help="index of the first singer (names)")
+    p.add_argument("--parts", default="S,A,T,B", help="voice parts, round robin")
+    p.add_argument("--concurrency", type=int, default=32, help="joins in flight at once")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-join timeout, seconds")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
