@@ -308,6 +308,8 @@ class DuplexEngine:
         self._drain_thread: threading.Thread | None = None
         self._level = InputLevel(0.0, 0.0, 0)
         self._hist = np.full(HISTORY, np.inf)
+        self._skew_floor = float("inf")
+        self._skips = 0
         self._out_latency = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -524,8 +526,21 @@ class DuplexEngine:
         cur = time_info.currentTime
         ahead = dac - cur if dac > 0.0 else self._out_latency
         hist = self._hist
-        if status.output_underflow or status.input_overflow:
-            hist.fill(np.inf)  # frames were skipped: earlier cycles no longer apply
+        # Frames this stream never saw (its own xrun) show as a jump of the stream clock
+        # against the frame count; a late wake-up also reads a later clock, but only once.
+        # (PortAudio's JACK xrun flags are server-wide, so they cannot tell which it was.)
+        skew = cur - n / self.rate
+        if skew < self._skew_floor:
+            self._skew_floor = skew
+            self._skips = 0
+        elif skew - self._skew_floor > 1.5 * frames / self.rate:
+            self._skips += 1
+            if self._skips >= 3:  # three late in a row: frames were skipped
+                hist.fill(np.inf)
+                self._skew_floor = skew
+                self._skips = 0
+        else:
+            self._skips = 0
         hist[self._callbacks % HISTORY] = now + ahead - n / self.rate
         base = hist.min()
         # output

@@ -27,11 +27,11 @@ from tutti.client.takestore import TakeStore
 
 
 def marker_program(frames: int, channels: int = 2) -> AudioArray:
-    """Sample 0 = 0.8 (the marker), then a 1 kHz tone from frame 480 on."""
+    """Sample 0 = 0.8 (the marker), then reproducible noise (~-20 dBFS) from frame 48 on,
+    so the program's position can also be found by cross-correlation."""
     prog = np.zeros((frames, channels), np.float32)
+    prog[48:] = noise_program(frames - 48, 5, channels)
     prog[0] = 0.8
-    t = np.arange(frames - 480) / 48000.0
-    prog[480:] = (0.25 * np.sin(2 * np.pi * 1000.0 * t))[:, None]
     return prog
 
 
@@ -55,6 +55,8 @@ def _play(a: argparse.Namespace) -> int:
             {
                 "o0": take.o0,
                 "error": take.error,
+                "late_frames": take.late_frames,
+                "frame_at_end": eng.frame,
                 "clock_uncertainty_us": eng.clock.uncertainty * 1e6,
                 "dac_error_us": (take.first_dac_time - a.t0) * 1e6,
                 "first_dac_time": take.first_dac_time,
