@@ -186,20 +186,36 @@ class MasterReport:
     warnings: tuple[str, ...] = field(default=())
 
 
-def analyse(audio: AudioArray, rate: int, block: int = 1 << 16) -> VoiceAnalysis:
+def analyse(
+    audio: AudioArray, rate: int, block: int = 1 << 16, *, mono: bool = False
+) -> VoiceAnalysis:
     """Loudness, sample peak and clipped-sample count of a recording (frames, channels).
+
+    Parameters
+    ----------
+    audio : AudioArray
+        The recording, (frames, channels).
+    rate : int
+        Hz.
+    block : int
+        Frames per block of the loudness measurement.
+    mono : bool
+        Measure the loudness of the mono fold (the mean of the channels, as the mixer uses
+        it) instead of the channels as a 1–5 channel programme (L, R, C, Ls, Rs).  Peak and
+        clipping always look at every channel.
 
     Raises
     ------
     AudioError
         The recording holds NaN or infinite samples (possible only in float files).
     """
-    meter = LoudnessMeter(rate, min(audio.shape[1], 5))
-    for start in range(0, audio.shape[0], block):
-        meter.feed(audio[start : start + block, : meter.channels])
     peak = max(float(audio.max()), -float(audio.min())) if audio.size else 0.0
     if not math.isfinite(peak):
         raise AudioError("contains NaN or infinite samples")
+    source = _to_mono(audio)[:, None] if mono or audio.shape[1] > 5 else audio
+    meter = LoudnessMeter(rate, source.shape[1])
+    for start in range(0, source.shape[0], block):
+        meter.feed(source[start : start + block])
     clipped = int(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL)) if peak >= CLIP_LEVEL else 0
     peak_db = 20.0 * math.log10(peak) if peak > 0 else -math.inf
     return VoiceAnalysis(meter.integrated(), peak_db, clipped)
@@ -254,7 +270,7 @@ class Mixdown:
         if self._voices_done:
             raise AudioError("mixdown: voices must be added before finish_voices()")
         s = self.settings
-        info = analyse(audio, s.rate, s.block)
+        info = analyse(audio, s.rate, s.block, mono=True)  # the loudness of what is mixed
         warnings: list[str] = []
         if info.silent:
             warnings.append("silent")

@@ -207,3 +207,14 @@ def test_threads_do_not_change_the_mix() -> None:
     two, _, m2 = mix_arrays(voices, settings, jobs=2)
     np.testing.assert_array_equal(one, two)
     assert m1 == m2
+
+
+def test_loudness_match_measures_what_is_mixed() -> None:
+    """A two-channel recording with the voice on one channel only is matched on its mono fold."""
+    t = np.arange(5 * RATE) / RATE
+    voice = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    rec = np.stack([voice, np.zeros_like(voice)], axis=1)
+    settings = MixSettings(RATE, target_lufs=None, highpass_hz=None, limiter=False)
+    out, reports, _ = mix_arrays([(rec, Voice("one-sided", pan=-1.0))], settings)
+    assert integrated_loudness(out[:, :1], RATE) == pytest.approx(settings.singer_lufs, abs=0.05)
+    assert reports[0].analysis.peak_dbfs == pytest.approx(20 * math.log10(0.3), abs=0.01)
