@@ -19,15 +19,17 @@ Pipeline (one :class:`Mixdown` per mix):
    master gain brings it to ``target_lufs``; the true-peak limiter keeps the output at or
    below ``ceiling_dbtp``.  Limiting lowers loudness a little, so the gain is corrected and
    the loudness measured again until it is within ``tolerance_lu`` of the target.  The true-
-   peak envelope (4× oversampled) is computed once — it does not depend on the gain — so the
-   iterations only redo the cheap part.  The final pass hands output blocks to a sink and
+   peak envelope (4× oversampled) does not depend on the gain: its block maxima are computed
+   once, and so are its per-frame values where the limiter acts, so the iterations only redo
+   the cheap part.  The final pass hands output blocks to a sink and
    measures the output's true peak as written (from the envelope where the output is the bus
    times a gain, by oversampling again where the limiter acted) and its loudness (measured
    when the limiter acted; otherwise it is exactly the pre-master loudness plus the gain).
 
 Memory: the bus holds the timeline once (frames × 2 × 4 bytes: 115 MB for five minutes at
-48 kHz) plus the true-peak envelope (half that); it does not grow with the number of voices.
-Everything else works in blocks of ``block`` frames.
+48 kHz); it does not grow with the number of voices.  The true-peak envelope is kept as one
+maximum per block, with per-frame values only where the limiter acts.  Everything else works
+in blocks of ``block`` frames.
 
 With all processing off (:meth:`MixSettings.linear`: no loudness matching, high-pass, reverb,
 master gain or limiter) the mix is linear: the mix of summed recordings equals the sum of
@@ -364,65 +366,60 @@ class Mixdown:
         out[src_lo - lo : src_hi - lo] = self.bus[src_lo:src_hi]
         return out
 
-    def _envelope_and_loudness(
-        self, pool: ThreadPoolExecutor
-    ) -> tuple[npt.NDArray[np.float32], float]:
-        """True-peak envelope of the bus (pool threads) and its loudness (this thread), at once."""
+    def _envelope_region(self, lo: int, hi: int) -> npt.NDArray[np.float32]:
+        """True-peak envelope of bus frames [lo, hi) (zeros beyond the ends)."""
+        env: npt.NDArray[np.float32] = true_peak_envelope(
+            self._padded(lo, hi, _CONTEXT), pad=_CONTEXT
+        )
+        return env
 
-        def one(a: int, b: int) -> npt.NDArray[np.float32]:
-            env: npt.NDArray[np.float32] = true_peak_envelope(
-                self._padded(a, b, _CONTEXT), pad=_CONTEXT
-            )
-            return env
+    def _envelope_and_loudness(self, pool: ThreadPoolExecutor) -> tuple[_Peaks, float]:
+        """Per-block true-peak maxima of the bus (pool threads) and its loudness (this thread)."""
+
+        def one(a: int, b: int) -> float:
+            env = self._envelope_region(a, b)
+            return float(env.max()) if env.size else 0.0
 
         futures = [pool.submit(one, a, b) for a, b in self._blocks()]
         meter = LoudnessMeter(self.settings.rate, 2)
         for a, b in self._blocks():
             meter.feed(self.bus[a:b])
-        env = np.concatenate([f.result() for f in futures])
-        return np.asarray(env, dtype=np.float32), float(meter.integrated())
+        maxima = np.array([f.result() for f in futures], dtype=np.float64)
+        return _Peaks(self, maxima), float(meter.integrated())
 
-    def _unlimited(
-        self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
-    ) -> bool:
+    def _unlimited(self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks) -> bool:
         """Whether the limiter leaves frames [a, b) alone (gain 1 everywhere it can reach)."""
         if limiter is None:
             return True
-        seg = env[max(0, a - limiter.pad) : min(self.frames, b + limiter.pad)]
-        return not seg.size or float(seg.max()) * gain <= limiter.ceiling_linear
+        reach = env.max_over(a - limiter.pad, b + limiter.pad)
+        return bool(reach * gain <= limiter.ceiling_linear)
 
     def _output_block(
-        self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks
     ) -> tuple[AudioArray, int]:
         """Output frames [a, b): the bus times the master gain, limited; and frames limited."""
         x = self.bus[a:b]
         if limiter is None or self._unlimited(a, b, gain, limiter, env):
             return np.asarray(x * np.float32(gain), dtype=np.float32), 0
         pad = limiter.pad - _CONTEXT
-        lo, hi = a - pad, b + pad
-        e = env[max(0, lo) : min(self.frames, hi)]
-        if lo < 0 or hi > self.frames:
-            before = np.zeros(max(0, -lo), np.float32)
-            after = np.zeros(max(0, hi - self.frames), np.float32)
-            e = np.concatenate([before, e, after])
-        g = limiter.gain_from_envelope(e, gain)
+        g = limiter.gain_from_envelope(env.frames(a - pad, b + pad), gain)
         y = np.asarray(x * (g * np.float32(gain))[:, None], dtype=np.float32)
         return y, int(np.count_nonzero(g < 1.0))
 
     def _final_block(
-        self, a: int, b: int, gain: float, limiter: Limiter | None, env: npt.NDArray[np.float32]
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks
     ) -> tuple[AudioArray, int, float]:
-        """Output block [a, b), frames limited, and its true peak (linear) as it will be written.
+        """Output block [a, b) (one of :meth:`_blocks`), frames limited, and its true peak
+        (linear) as it will be written.
 
         Where the limiter leaves the block and its neighbourhood alone the output is the bus
-        times ``gain``, so its true peak is ``gain`` times the envelope already computed;
+        times ``gain``, so its true peak is ``gain`` times the block's envelope maximum;
         elsewhere the written samples are oversampled again.
         """
         y, n = self._output_block(a, b, gain, limiter, env)
         lo, hi = max(0, a - _CONTEXT), min(self.frames, b + _CONTEXT)
         if self._unlimited(lo, hi, gain, limiter, env):
-            seg = env[a:b]
-            return y, n, float(seg.max()) * gain if seg.size else 0.0
+            return y, n, env.max_over(a, b) * gain
         y_ext, _ = self._output_block(lo, hi, gain, limiter, env)
         padded = np.zeros((hi - lo + 2 * _CONTEXT, 2), dtype=np.float32)
         padded[_CONTEXT : _CONTEXT + hi - lo] = y_ext
@@ -446,7 +443,7 @@ class Mixdown:
         self,
         gain: float,
         limiter: Limiter | None,
-        env: npt.NDArray[np.float32],
+        env: _Peaks,
         pool: ThreadPoolExecutor,
         window: int,
     ) -> float:
@@ -478,7 +475,7 @@ class Mixdown:
         window = 2 * max(1, jobs) + 1
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             env, pre_lufs = self._envelope_and_loudness(pool)
-            env_max = float(env.max()) if env.size else 0.0
+            env_max = env.max_over(0, self.frames)
             gain_db = 0.0
             iterations = 0
             if s.target_lufs is not None and math.isfinite(pre_lufs):
@@ -512,6 +509,7 @@ class Mixdown:
                 limited += n
                 peak = max(peak, block_peak)
             out_lufs = meter.integrated() if acts else pre_lufs + gain_db
+            env.release()
         tp = 20.0 * math.log10(peak) if peak > 0 else -math.inf
         if s.target_lufs is not None and math.isfinite(out_lufs):
             if abs(out_lufs - s.target_lufs) > s.tolerance_lu:
@@ -523,6 +521,42 @@ class Mixdown:
         return MasterReport(
             pre_lufs, gain_db, out_lufs, tp, limited, iterations, self.frames, tuple(warnings)
         )
+
+
+class _Peaks:
+    """The bus's true-peak envelope, kept small: one maximum per block, and per-frame values
+    computed (and cached) only for the regions where the limiter acts.
+
+    Keeping the per-frame envelope of the whole timeline would cost 4 bytes per frame
+    (58 MB for five minutes at 48 kHz); most blocks of a mix never reach the ceiling.
+    """
+
+    def __init__(self, mix: Mixdown, maxima: npt.NDArray[np.float64]) -> None:
+        self._mix = mix
+        self._maxima = maxima
+        self._block = mix.settings.block
+        self._cache: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
+
+    def max_over(self, lo: int, hi: int) -> float:
+        """Largest envelope value of frames [lo, hi), or an upper bound (whole blocks)."""
+        first = max(0, lo) // self._block
+        last = min(self._mix.frames, hi) - 1
+        if last < max(0, lo) or self._maxima.size == 0:
+            return 0.0
+        return float(self._maxima[first : last // self._block + 1].max())
+
+    def release(self) -> None:
+        """Drop the cached per-frame envelopes."""
+        self._cache.clear()
+
+    def frames(self, lo: int, hi: int) -> npt.NDArray[np.float32]:
+        """Per-frame envelope of frames [lo, hi) (zeros beyond the bus)."""
+        key = (lo, hi)
+        env = self._cache.get(key)
+        if env is None:
+            env = self._mix._envelope_region(lo, hi)
+            self._cache[key] = env
+        return env
 
 
 def mix_arrays(
