@@ -231,7 +231,10 @@ class JackServer:
         if self._saved:
             self._saved = {}
             sd._initialize()
-        self._log.unlink(missing_ok=True)
+        if os.environ.get("TUTTI_KEEP_JACK_LOG"):
+            print(f"JACK server log kept: {self._log}", file=sys.stderr)
+        else:
+            self._log.unlink(missing_ok=True)
 
     # convenience wrappers bound to this server
     def ports_list(self) -> list[str]:
@@ -333,8 +336,16 @@ class Recorder:
             jack_connect(src, self.ports[i])
         return self
 
-    def add_source(self, channel: int, src: str) -> None:
-        """Connect another output port to input ``channel``."""
+    def add_source(self, channel: int, src: str, timeout: float = 10.0) -> None:
+        """Connect output port ``src`` (waiting up to ``timeout`` s for it) to ``channel``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = jack_ports()
+            if src in ports:
+                break
+            if time.monotonic() > deadline:
+                raise JackError(f"port {src} did not appear; the server has {ports}")
+            time.sleep(0.1)
         jack_connect(src, self.ports[channel])
 
     def stop(self) -> npt.NDArray[np.float32]:
