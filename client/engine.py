@@ -516,7 +516,6 @@ class DuplexEngine:
             k = cap - i
             ring[i:] = indata[:k]
             ring[: j - cap] = indata[k:]
-        self._ring_w = n + frames
         # Where frame n meets the DAC on time.monotonic(), measured this very cycle:
         # now + (DAC time - current time) - n / rate.  A callback that woke late reads a
         # later "now", never an earlier one, so the smallest of the last HISTORY cycles is
@@ -588,6 +587,8 @@ class DuplexEngine:
                     take._state = _ENDED
             if take._state == _ENDED:
                 self._take = None
+        # publish the input frames last, so the drain thread sees r0 / the end with them
+        self._ring_w = n + frames
         self._n = n + frames
         self._callbacks += 1
 
