@@ -605,8 +605,8 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         while True:
             take = resolve_take(await api.takes(), args.take_id)
             missing = _missing_singers(take)
-            pending = [s for s in missing if s.get("state") != "failed"]
-            if not pending or time.monotonic() >= deadline:
+            # "failed" is not final: a singer's client retries until the server has the take
+            if not missing or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.5)
         take_id = str(take["take_id"])

@@ -351,6 +351,19 @@ async def _wait_roster(n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         await asyncio.sleep(0.5)
 
 
+async def _wait_take_states(take_id: str, states: tuple[str, ...],
+                            timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = await run_cli("lead", "takes", "--json")
+        take = next(t for t in res.json()["takes"] if t["take_id"] == take_id)
+        if all(s["state"] in states for s in take["singers"]):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"take {take_id} singers not in {states}: {take['singers']}")
+        await asyncio.sleep(0.2)
+
+
 # -- analysis -------------------------------------------------------------------------------
 
 
@@ -378,10 +391,17 @@ class Sung:
     ref: npt.NDArray[np.float64]
     h0: int
     slips: int  # periods by which the harness or the singer's stream slipped (missed cycles)
-    off_program: float  # fraction of the singer's periods that matched no program period
+    off_program: int  # periods the singer played that matched no program period
+    blocks: int  # periods examined
 
 
-def _sung(c: Choir, k: int, harness_from: int, frames: int) -> Sung:
+#: Slips tried when a period does not follow on from the previous one: up to 64 periods
+#: (1.4 s) either way, nearest first (a burst of xruns can cost several in a row).
+_EXTRAS = [0] + [sign * i * PERIOD for i in range(1, 65) for sign in (1, -1)]
+
+
+def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = None) -> Sung:
+    """Rebuild what the harness sang to singer ``k`` (up to harness frame ``until``)."""
     part = SINGERS[k][1]
     z, prog = _program_first(c.settings, c.backings[part])
     heard = c.harness.heard[:, k]
@@ -397,7 +417,9 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int) -> Sung:
         t_base = p0 - h0
         if t_base + shift + 3 * PERIOD > min(frames, len(prog)) or len(block) < PERIOD:
             break
-        for extra in (0, PERIOD, -PERIOD, 2 * PERIOD, -2 * PERIOD):
+        if until is not None and p0 + PERIOD > until:
+            break
+        for extra in _EXTRAS:
             t0 = t_base + shift + extra
             lo = max(0, -t0)  # the first block may start before timeline 0
             want = prog[t0 + lo : t0 + PERIOD]
@@ -413,7 +435,7 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int) -> Sung:
             unmatched += 1
         blocks += 1
         j += 1
-    return Sung(ref, h0, skips, unmatched / max(1, blocks))
+    return Sung(ref, h0, skips, unmatched, blocks)
 
 
 def _program_first(settings: wire.SessionSettings, backing: npt.NDArray[np.float32]) -> tuple[
@@ -432,16 +454,24 @@ class TakeCheck:
     h0: list[int]
     start_skew: int
     slips: list[int]
-    off_program: list[float]
+    off_program: list[int]  # periods played off the program (of ``blocks``)
+    blocks: list[int]
     stem_lags: list[int]
-    stem_off: list[float]  # fraction of known periods where the stem differs from what was sung
+    stem_off: list[int]  # known periods in which the stem differs from what was sung
     mix_lags: list[int]
     mix_gains: list[float]
     lufs: float
     xruns: list[tuple[int, int]]  # (overflows, underflows) each singer's client reported
 
 
-def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path) -> TakeCheck:
+def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path,
+                min_seconds: dict[str, float] | None = None,
+                until: dict[str, int] | None = None) -> TakeCheck:
+    """Check a downloaded and mixed take against what the harness sang (see module doc).
+
+    ``min_seconds``: per singer, the least audio a recording must hold (default 3.5 s);
+    ``until``: per singer, the harness frame after which they were no longer singing.
+    """
     manifest = takeformat.parse_manifest(json.loads((folder / "take.json").read_text()))
     assert manifest.take_id == take_id
     recs = {r.singer: r for r in manifest.recordings}
@@ -454,8 +484,9 @@ def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path) -> Take
     for k, (name, _, _) in enumerate(SINGERS):
         rec = recs[name]
         assert rec.latency_source == "measured" and rec.latency == c.latencies[k]
-        assert rec.frames >= 3.5 * RATE, f"{name}: only {rec.frames} frames recorded"
-        sg = _sung(c, k, harness_from, frames)
+        least = (min_seconds or {}).get(name, 3.5)
+        assert rec.frames >= least * RATE, f"{name}: only {rec.frames} frames recorded"
+        sg = _sung(c, k, harness_from, frames, (until or {}).get(name))
         sung.append(sg)
         (stem_file,) = (folder / "mix-stems").glob(f"*-{rec.participant_id}.flac")
         stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
@@ -469,7 +500,7 @@ def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path) -> Take
         diff = np.where(known, np.abs(stem[start:end] - np.nan_to_num(sg.ref[start:end])), 0)
         n = (end - start) // PERIOD * PERIOD
         per_block = diff[:n].reshape(-1, PERIOD).max(axis=1)
-        stem_off.append(float(np.mean(per_block > 1e-3)))
+        stem_off.append(int(np.sum(per_block > 1e-3)))
     # the mix: least squares of the mono mix on the four references (where all are known)
     refs = np.stack([np.nan_to_num(sg.ref) for sg in sung], axis=1)
     mask = np.all(np.stack([~np.isnan(sg.ref) for sg in sung], axis=1), axis=1)
@@ -485,7 +516,8 @@ def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path) -> Take
     lufs = float(pyloudnorm.Meter(RATE).integrated_loudness(mix))
     h0s = [sg.h0 for sg in sung]
     return TakeCheck(take_id, h0s, max(h0s) - min(h0s), [sg.slips for sg in sung],
-                     [sg.off_program for sg in sung], stem_lags, stem_off, mix_lags,
+                     [sg.off_program for sg in sung], [sg.blocks for sg in sung], stem_lags,
+                     stem_off, mix_lags,
                      [float(g) for g in gains], lufs,
                      [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS])
 
@@ -511,17 +543,22 @@ def _report(checks: list[TakeCheck], c: Choir) -> None:
     for t in checks:
         print(f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
               f"slipped periods {t.slips}; singer periods off-program "
-              f"{[round(x, 4) for x in t.off_program]}; stem lags {t.stem_lags}, periods off "
-              f"{[round(x, 4) for x in t.stem_off]}; mix lags {t.mix_lags}, gains "
+              f"{t.off_program} of {t.blocks}; stem lags {t.stem_lags}, periods off "
+              f"{t.stem_off}; mix lags {t.mix_lags}, gains "
               f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
               f"xruns (over, under) {t.xruns}")
 
 
 def _assert_take(t: TakeCheck) -> None:
     assert t.start_skew <= 2 * PERIOD + 48, t
-    assert all(x <= 0.02 for x in t.off_program), t
+    # A glitch is allowed only where a client reported an xrun or a side slipped a cycle
+    # (this machine is shared and JACK runs without real-time priority): nothing may go
+    # wrong unnoticed.  Each such event spoils at most two periods.
+    for k in range(len(SINGERS)):
+        excused = 2 * (sum(t.xruns[k]) + t.slips[k])
+        assert t.off_program[k] <= min(excused, 0.1 * t.blocks[k]), (k, t)
+        assert t.stem_off[k] <= min(excused, 0.1 * t.blocks[k]), (k, t)
     assert all(abs(d) <= 1 for d in t.stem_lags), t
-    assert all(x <= 0.02 for x in t.stem_off), t
     assert all(abs(d) <= 1 for d in t.mix_lags), t
     assert all(g > 0 for g in t.mix_gains), t
     assert abs(t.lufs - (-16.0)) <= 0.5, t
@@ -550,3 +587,52 @@ async def test_four_singers_two_takes_mixed(
         res = await run_cli("lead", "takes", "--json")
         states = [[s["state"] for s in t["singers"]] for t in res.json()["takes"]]
         assert states == [["uploaded"] * 4] * 2
+
+
+async def test_singer_killed_mid_take_and_server_restarted(
+    jack: JackServer, tmp_path: Path, leader_config: Path
+) -> None:
+    """Ben's client is killed (SIGKILL) 3 s into take 1 and started again; the server is
+    killed (SIGKILL) right after take 1 stops, while uploads are in flight, and restarted on
+    its data folder.  Both takes complete, with Ben's recovered recording of take 1."""
+    async with choir(jack, tmp_path) as c:
+        ben = c.singers[1]
+        try:
+            since1 = c.harness.pos
+            run1 = asyncio.create_task(run_cli("lead", "take", "run", "--seconds", "6",
+                                               "--lead", "2", "--json"))
+            await asyncio.sleep(2 + 3)
+            killed_at = c.harness.pos
+            await ben.kill9()
+            await ben.start(c.harness)  # same config folder: same singer, recovers the take
+            res = await run1
+            assert res.code == 0, res
+            take1 = str(res.json()["take_id"])
+            # "between takes": once every singer has stopped recording take 1 (their uploads
+            # may still be running).  Killing the server before the stop has reached everyone
+            # loses the stop for them — see the report.
+            await _wait_take_states(take1, ("recorded", "uploading", "uploaded"))
+            await c.serve.kill9()
+            await asyncio.sleep(1.0)
+            assert await c.serve.start() == c.url
+            await _wait_roster(len(SINGERS))
+            take2, since2 = await _run_take(c, 4.0)
+            await _fetch_and_mix(take1, tmp_path / "take1")
+            await _fetch_and_mix(take2, tmp_path / "take2")
+            # Ben sang from the start of take 1 until he was killed; at most ~1 s may be lost
+            sung_s = (killed_at - since1) / RATE - 2.0
+            check1 = _check_take(c, take1, since1, tmp_path / "take1",
+                                 {"Ben": sung_s - 1.5, "Ann": 5.5, "Cleo": 5.5, "Dev": 5.5},
+                                 {"Ben": killed_at})
+            check2 = _check_take(c, take2, since2, tmp_path / "take2")
+        except BaseException:
+            print("\n".join(s.tail() for s in c.singers))
+            raise
+        _report([check1, check2], c)
+        print(f"Ben was killed {sung_s:.2f} s after take 1's count-in started")
+        for t in (check1, check2):
+            _assert_take(t)
+        res = await run_cli("lead", "takes", "--json")
+        states = [[s["state"] for s in t["singers"]] for t in res.json()["takes"]]
+        assert states == [["uploaded"] * 4] * 2
+        assert any("recover" in line.lower() for line in ben.lines), ben.tail()
