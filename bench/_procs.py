@@ -142,11 +142,14 @@ class Swarm:
                 "failed": sum(p["failed"] for p in parts),
                 "error": next((p["error"] for p in parts if p["error"]), "")}
 
-    async def collect(self, take_id: str, timeout: float = 30.0) -> tuple[list[float], int]:
-        """Coroutine: the delivery delays (s) of one take.start, and how many missed it."""
+    async def collect(self, take_id: str, timeout: float = 30.0
+                      ) -> tuple[list[float], list[float], int]:
+        """Coroutine: one take's take.start delivery delays (s), take.armed receipt times
+        (``time.monotonic()``), and how many singers missed the take.start."""
         await self._send(f"collect {take_id} {timeout}")
         parts = [await self._read(c, timeout + 30) for c in self.children]
-        return [x for p in parts for x in p["delays"]], sum(p["missing"] for p in parts)
+        return ([x for p in parts for x in p["delays"]], [x for p in parts for x in p["armed"]],
+                sum(p["missing"] for p in parts))
 
     async def close(self) -> None:
         """Coroutine: tell every child to disconnect and exit; end stragglers."""

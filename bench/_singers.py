@@ -16,7 +16,8 @@ one JSON object per line on stdout:
     wait until every connected singer has received ``take.start`` of that take →
     ``{"type": "delays", "take_id": ..., "delays": [s, ...], "missing": k}``, a delay being
     the singer's ``time.monotonic()`` on receipt minus the payload's ``sent_at`` (the server's
-    ``time.monotonic()``; one machine, so one clock).
+    ``time.monotonic()``; one machine, so one clock); ``armed``: the receipt times
+    (``time.monotonic()``) of that take's ``take.armed``, where one came.
 ``quit``
     disconnect everyone and exit.
 """
@@ -53,8 +54,9 @@ class Singer:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.welcomed = asyncio.Event()
         self.arrivals: dict[str, float] = {}  # take_id -> receipt − sent_at (s)
-        self.got = asyncio.Event()
+        self.armed: dict[str, float] = {}  # take_id -> receipt time of take.armed
         self.sio.on(Ev.WELCOME, self._welcome)
+        self.sio.on(Ev.TAKE_ARMED, self._take_armed)
         self.sio.on(Ev.TAKE_START, self._take_start)
 
     async def _welcome(self, data: Any) -> None:
@@ -63,7 +65,9 @@ class Singer:
     async def _take_start(self, data: Any) -> None:
         now = time.monotonic()
         self.arrivals[str(data["take_id"])] = now - float(data["sent_at"])
-        self.got.set()
+
+    async def _take_armed(self, data: Any) -> None:
+        self.armed[str(data["take_id"])] = time.monotonic()
 
     async def join(self, url: str, http: aiohttp.ClientSession | None, code: str,
                    part: str, timeout: float) -> float:
@@ -118,7 +122,8 @@ async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[s
     while time.monotonic() < deadline and any(take_id not in s.arrivals for s in live):
         await asyncio.sleep(0.02)
     delays = [s.arrivals[take_id] for s in live if take_id in s.arrivals]
-    return {"type": "delays", "take_id": take_id, "delays": delays,
+    armed = [s.armed[take_id] for s in live if take_id in s.armed]
+    return {"type": "delays", "take_id": take_id, "delays": delays, "armed": armed,
             "missing": len(singers) - len(delays)}
 
 

@@ -14,8 +14,9 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    offset is 0 (one machine, one ``CLOCK_MONOTONIC``), so |estimate| is the error.
 2. **broadcast**, for each N of ``--singers``: a new session; N singers join (HTTP join +
    Socket.IO connect until ``welcome``); ``--takes`` takes are armed, started and stopped;
-   each singer's receipt time of ``take.start`` minus its ``sent_at``.  Then the same N
-   clients against the peer, a bare python-socketio server (``bench/_peer_sio.py``).
+   each singer's receipt time of ``take.start`` minus its ``sent_at``.  N more clients are
+   connected to the peer, a bare python-socketio server (``bench/_peer_sio.py``), and the
+   takes alternate: tutti, peer, tutti, ...
 3. **uploads** — ``--uploads`` singers join, a take is armed, started and stopped, then each
    uploads a valid ``--upload-mb`` MB WAV at once over tus (4 MB PATCHes with
    ``Upload-Checksum``); every stored file is downloaded back through the leader's take
@@ -168,63 +169,63 @@ async def bench_clock(url: str, token: str | None, estimates: int,
 
 # ------------------------------------------------------------------- broadcast
 
-async def broadcast_tutti(http: aiohttp.ClientSession, url: str, n: int, takes: int,
-                          args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
-    """Phase 2 on tutti: a session, N joins, ``takes`` take.start broadcasts."""
+async def broadcast(http: aiohttp.ClientSession, url: str, peer_url: str, n: int,
+                    args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    """Phase 2 for one N: N singers on tutti and N on the peer, connected at once; takes
+    alternate between the two (tutti, peer, tutti, ...) so both see the same machine load."""
     leader = await Leader.create(http, url)
     lsio = socketio.AsyncClient(reconnection=False)
     await lsio.connect(url, auth={"token": leader.token, "protocol": PROTOCOL_VERSION},
                        transports=["websocket"], wait_timeout=30)
-    swarm = Swarm(url, "tutti", leader.code, n, args.procs, args.join_concurrency, logdir)
+    swarms = {side: Swarm(u, side, leader.code if side == "tutti" else "", n, args.procs,
+                          args.join_concurrency, logdir)
+              for side, u in (("tutti", url), ("peer", peer_url))}
+    joined: dict[str, dict[str, Any]] = {}
+    takes: dict[str, list[list[float]]] = {"tutti": [], "peer": []}
+    missing = {"tutti": 0, "peer": 0}
+    armed: list[float] = []
+    arm_http: list[float] = []
     try:
-        await swarm.start()
-        joined = await swarm.join()
-        per_take: list[list[float]] = []
-        missing = 0
-        for _ in range(takes):
+        for side, swarm in swarms.items():
+            await swarm.start()
+            joined[side] = await swarm.join()
+        for _ in range(args.takes):
+            t = time.monotonic()
             take_id = await leader.arm()
-            await asyncio.sleep(0.5)  # the leader arms, then starts a moment later
+            arm_http.append(time.monotonic() - t)
+            await asyncio.sleep(args.arm_gap)  # `tutti lead take start` arms and starts at once
             await leader.start(take_id)
-            delays, miss = await swarm.collect(take_id)
-            per_take.append(delays)
-            missing += miss
+            delays, armed_at, miss = await swarms["tutti"].collect(take_id)
+            takes["tutti"].append(delays)
+            armed += [a - t for a in armed_at]
+            missing["tutti"] += miss
             await leader.stop(take_id)
             await asyncio.sleep(0.5)
-    finally:
-        await swarm.close()
-        await lsio.disconnect()
-    return summarize(n, joined, per_take, missing)
-
-
-async def broadcast_peer(http: aiohttp.ClientSession, peer_url: str, n: int, takes: int,
-                         args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
-    """Phase 2 on the peer: the same N clients, ``takes`` emits to the room."""
-    swarm = Swarm(peer_url, "peer", "", n, args.procs, args.join_concurrency, logdir)
-    try:
-        await swarm.start()
-        joined = await swarm.join()
-        per_take: list[list[float]] = []
-        missing = 0
-        for _ in range(takes):
-            await asyncio.sleep(0.5)
             async with http.post(f"{peer_url}/start") as r:
-                take_id = (await r.json())["take_id"]
-            delays, miss = await swarm.collect(take_id)
-            per_take.append(delays)
-            missing += miss
+                peer_take = (await r.json())["take_id"]
+            delays, _, miss = await swarms["peer"].collect(peer_take)
+            takes["peer"].append(delays)
+            missing["peer"] += miss
             await asyncio.sleep(0.5)
     finally:
-        await swarm.close()
-    return summarize(n, joined, per_take, missing)
+        for swarm in swarms.values():
+            await swarm.close()
+        await lsio.disconnect()
+    out = {side: summarize(n, joined[side], takes[side], missing[side]) for side in swarms}
+    out["tutti"]["arm_http_ms"] = pct(arm_http)
+    out["tutti"]["armed_after_post_ms"] = pct(armed)
+    return out
 
 
 def summarize(n: int, joined: dict[str, Any], per_take: list[list[float]],
               missing: int) -> dict[str, Any]:
     pooled = [x for t in per_take for x in t]
+    take_p50 = [pct(t)["p50"] for t in per_take if t]
     take_p99 = [pct(t)["p99"] for t in per_take if t]
     return {"n": n, "join_ms": pct(joined["times"]), "join_wall_s": joined["wall"],
             "join_failed": joined["failed"], "join_error": joined["error"],
             "takes": len(per_take), "delivery_ms": pct(pooled),
+            "median_take_p50_ms": float(np.median(take_p50)) if take_p50 else float("nan"),
             "median_take_p99_ms": float(np.median(take_p99)) if take_p99 else float("nan"),
             "missing": missing}
 
@@ -254,9 +255,9 @@ async def bench_uploads(http: aiohttp.ClientSession, url: str, count: int, size:
     timeout = aiohttp.ClientTimeout(total=900, sock_read=120)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as up:
         t = time.monotonic()
-        tus_times = await asyncio.wait_for(asyncio.gather(*(
-            tus_upload(up, url, tok, take_id, s, chunk) for tok, s in zip(tokens, sources))),
-            900)
+        jobs = [tus_upload(up, url, tok, take_id, s, chunk)
+                for tok, s in zip(tokens, sources, strict=True)]
+        tus_times = await asyncio.wait_for(asyncio.gather(*jobs), 900)
         tus_wall = time.monotonic() - t
 
     # verify: the manifest's sha256 and the bytes served back, per singer
@@ -348,11 +349,14 @@ def report(res: dict[str, Any]) -> str:
                            f"{r['join_wall_s']:.1f} | {r['join_failed']} | {r['takes']} | "
                            f"{d['p50']:.1f} | {d['p99']:.1f} | {d['max']:.1f} | "
                            f"{r['median_take_p99_ms']:.1f} | {r['missing']} |")
-        out += ["", "| N | tutti/peer p50 | tutti/peer p99 |", "|---|---|---|"]
+        out += ["", "| N | tutti/peer p50 | tutti/peer p99 | arm HTTP p50 ms | "
+                "take.armed received p50 / p99 ms after the arm POST |", "|---|---|---|---|---|"]
         for b in res["broadcast"]:
             t, p = b["tutti"]["delivery_ms"], b["peer"]["delivery_ms"]
+            a = b["tutti"]["armed_after_post_ms"]
             out.append(f"| {b['tutti']['n']} | {t['p50'] / p['p50']:.2f} | "
-                       f"{t['p99'] / p['p99']:.2f} |")
+                       f"{t['p99'] / p['p99']:.2f} | {b['tutti']['arm_http_ms']['p50']:.1f} | "
+                       f"{a['p50']:.1f} / {a['p99']:.1f} |")
         out.append("")
     if "uploads" in res:
         u = res["uploads"]
@@ -399,11 +403,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                           args.clock_clients)
                 res["broadcast"] = []
                 for n in args.singers:
-                    log("broadcast: N=%d on tutti", n)
-                    tutti = await broadcast_tutti(http, server.url, n, args.takes, args, logdir)
-                    log("broadcast: N=%d on the peer", n)
-                    peer_r = await broadcast_peer(http, peer.url, n, args.takes, args, logdir)
-                    res["broadcast"].append({"tutti": tutti, "peer": peer_r})
+                    log("broadcast: N=%d on tutti and on the peer", n)
+                    res["broadcast"].append(await broadcast(http, server.url, peer.url, n,
+                                                            args, logdir))
                 if args.uploads > 0:
                     log("uploads: %d × %g MB", args.uploads, args.upload_mb)
                     res["uploads"] = await bench_uploads(
@@ -426,7 +428,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--singers", default="100,500,1000",
                    help="comma-separated singer counts N (default 100,500,1000)")
-    p.add_argument("--takes", type=int, default=5, help="take starts per N (default 5)")
+    p.add_argument("--takes", type=int, default=10, help="take starts per N (default 10)")
+    p.add_argument("--arm-gap", type=float, default=0.5,
+                   help="seconds between arming and starting each take (default 0.5)")
     p.add_argument("--procs", type=int, default=2, help="singer client processes (default 2)")
     p.add_argument("--join-concurrency", type=int, default=25,
                    help="joins in flight per client process (default 25)")
@@ -453,6 +457,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("takes", "procs", "join_concurrency", "clock_clients", "chunk_mb"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.arm_gap <= 30:
+        p.error("--arm-gap must be 0–30 seconds")
     if args.uploads < 0 or args.clock_estimates < 0 or not 0.001 <= args.upload_mb <= 400:
         p.error("--uploads and --clock-estimates must be ≥ 0; --upload-mb 0.001–400")
     return args
