@@ -159,8 +159,9 @@ class ScheduledTake:
     t0 : float
         Local ``time.monotonic()`` seconds at which timeline sample 0 leaves the DAC.
     o0 : int | None
-        Stream frame of timeline sample 0 (computed by the first callback after
-        :meth:`DuplexEngine.schedule`; None before).
+        Stream frame of timeline sample 0: None until the first callback after
+        :meth:`DuplexEngine.schedule`, then re-estimated every callback until the take
+        starts, final from then on.
     r0 : int | None
         Input frame of the recording's first sample (None if not recording / not started).
     done : threading.Event
@@ -168,7 +169,8 @@ class ScheduledTake:
     frames_recorded : int
         Frames handed to the sink (or kept in memory).
     overflows, underflows : int
-        Input overflows / output underflows PortAudio reported while the take ran.
+        Input overflows / output underflows PortAudio reported while the take ran.  (With
+        JACK these are the server's xrun notifications: any client's xrun counts.)
     late_frames : int
         How many frames after its scheduled frame the first timeline sample went out
         (0 when on time; > 0 only after an xrun just before the start).
