@@ -48,10 +48,10 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from tutti.client import config
-from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
 
 from tutti import takeformat, wire
+from tutti.client import config
+from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
 
 __all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
 

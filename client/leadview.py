@@ -32,9 +32,9 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from tutti.client.leader_api import LeaderClient, LeaderError
 
 from tutti import wire
+from tutti.client.leader_api import LeaderClient, LeaderError
 
 __all__ = ["RosterState", "render", "level_meter", "watch"]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+from tests.client.lead_cli import CliResult, run_cli
 from tutti.client import config
 from tutti.client.lead import remember_session
 from tutti.client.leader_api import LeaderError, normalize_server_url
-
-from tests.client.lead_cli import CliResult, run_cli
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from tutti.client import config
-from tutti.client.lead import remember_session
 
 from tests.client.lead_cli import run_cli
 from tests.client.lead_support import CuttingProxy, Singer, serve, tone, write_wav
 from tutti import takeformat
+from tutti.client import config
+from tutti.client.lead import remember_session
 
 
 @pytest.fixture(autouse=True)

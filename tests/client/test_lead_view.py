@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from tutti.client.leadview import RosterState, level_meter, render
 
+from tutti.client.leadview import RosterState, level_meter, render
 from tutti.wire import Ev
 
 
