@@ -327,3 +327,31 @@ async def test_help_texts_name_every_action() -> None:
         assert action in res.out
     res = await run_cli("lead", "take", "--help")
     assert all(s in res.out for s in ("arm", "start", "stop", "run"))
+
+
+async def test_server_refusals_reach_the_leader_as_its_sentence(
+    server: str, tmp_path: Path
+) -> None:
+    """Past the CLI's own checks, the server's refusal arrives as one LeaderError."""
+    from tutti.client.leader_api import LeaderClient, LeaderError
+
+    await _create(server)
+    sid = config.load()["leader"]["current"]["session_id"]
+    token = config.load()["leader"][server][sid]["token"]
+    junk = tmp_path / "notes.wav"
+    junk.write_bytes(b"RIFF not really a wave file" * 40)
+    async with LeaderClient(server, token) as api:
+        with pytest.raises(LeaderError) as info:
+            await api.upload_track("S", junk)
+        assert info.value.status in (415, 422) and info.value.code
+        assert "WAV" in str(info.value) or "audio" in str(info.value)
+        with pytest.raises(LeaderError) as info:
+            await api.arm_take()
+        assert info.value.status == 409 and "nobody has joined" in str(info.value)
+        with pytest.raises(LeaderError) as info:
+            await api.stop_take("no-such-take")
+        assert info.value.status == 404
+    async with LeaderClient(server, "not-a-token") as api:
+        with pytest.raises(LeaderError) as info:
+            await api.roster()
+        assert info.value.status == 401 and "no longer valid" in str(info.value)
