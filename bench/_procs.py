@@ -87,11 +87,13 @@ class Swarm:
         Singers in all, child processes, joins in flight per process.
     logdir : Path
         Where the children's stderr goes.
+    client : {"socketio", "raw"}
+        The singers' client (see ``bench._singers``).
     """
 
     def __init__(self, url: str, mode: str, code: str, count: int, procs: int,
-                 concurrency: int, logdir: Path) -> None:
-        self.url, self.mode, self.code = url, mode, code
+                 concurrency: int, logdir: Path, client: str = "socketio") -> None:
+        self.url, self.mode, self.code, self.client = url, mode, code, client
         self.count, self.procs, self.concurrency = count, max(1, min(procs, count)), concurrency
         self.logdir = logdir
         self.children: list[Child] = []
@@ -104,9 +106,10 @@ class Swarm:
             n = base + (1 if k < extra else 0)
             child = await start_child(
                 ["bench._singers", self.url, "--mode", self.mode, "--code", self.code,
+                 "--client", self.client,
                  "--count", str(n), "--first", str(first),
                  "--concurrency", str(self.concurrency)],
-                self.logdir / f"singers-{self.mode}-{k}.log", serves=False)
+                self.logdir / f"singers-{self.mode}-{self.client}-{k}.log", serves=False)
             self.children.append(child)
             first += n
         for c in self.children:

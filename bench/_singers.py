@@ -1,9 +1,10 @@
 """A swarm of simulated singers in one process: ``python -m bench._singers URL --count N ...``.
 
-Each singer is a real python-socketio ``AsyncClient`` over a websocket.  In ``tutti`` mode a
-singer first joins over HTTP (``POST /api/join`` with the session code, a name and a part) and
-connects with its token; in ``peer`` mode (against ``bench._peer_sio``) it connects without
-auth.  Both wait for ``welcome``.
+Each singer is a real python-socketio ``AsyncClient`` over a websocket (``--client raw``:
+Engine.IO frames read straight off an aiohttp websocket, see :class:`RawSinger`).  In
+``tutti`` mode a singer first joins over HTTP (``POST /api/join`` with the session code, a
+name and a part) and connects with its token; in ``peer`` mode (against ``bench._peer_sio``)
+it connects without auth.  Both wait for ``welcome``.
 
 The orchestrator (``bench/bench_server.py``) drives the swarm line by line on stdin and reads
 one JSON object per line on stdout:
@@ -47,43 +48,133 @@ def raise_fd_limit() -> int:
 
 
 class Singer:
-    """One simulated singer: a Socket.IO client that timestamps ``take.start`` on receipt."""
+    """One simulated singer: timestamps ``take.armed`` and ``take.start`` on receipt.
+
+    Subclasses provide the transport: :class:`SioSinger` (python-socketio, the real client
+    library) or :class:`RawSinger` (Engine.IO v4 frames over an aiohttp websocket, no
+    Socket.IO client library: it takes the receipt time before any decoding, so it tells
+    the server's share of the delay apart from the client library's).
+    """
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.sio = socketio.AsyncClient(reconnection=False)
         self.welcomed = asyncio.Event()
+        self.refused = ""
         self.arrivals: dict[str, float] = {}  # take_id -> receipt − sent_at (s)
         self.armed: dict[str, float] = {}  # take_id -> receipt time of take.armed
-        self.sio.on(Ev.WELCOME, self._welcome)
-        self.sio.on(Ev.TAKE_ARMED, self._take_armed)
-        self.sio.on(Ev.TAKE_START, self._take_start)
 
-    async def _welcome(self, data: Any) -> None:
-        self.welcomed.set()
+    def on_event(self, event: str, data: Any, now: float) -> None:
+        if event == Ev.WELCOME:
+            self.welcomed.set()
+        elif event == Ev.TAKE_START:
+            self.arrivals[str(data["take_id"])] = now - float(data["sent_at"])
+        elif event == Ev.TAKE_ARMED:
+            self.armed[str(data["take_id"])] = now
 
-    async def _take_start(self, data: Any) -> None:
-        now = time.monotonic()
-        self.arrivals[str(data["take_id"])] = now - float(data["sent_at"])
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
 
-    async def _take_armed(self, data: Any) -> None:
-        self.armed[str(data["take_id"])] = time.monotonic()
+    async def connect(self, url: str, auth: dict[str, Any] | None, timeout: float) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
     async def join(self, url: str, http: aiohttp.ClientSession | None, code: str,
                    part: str, timeout: float) -> float:
         """Coroutine: join (HTTP, tutti mode) and connect until ``welcome``; seconds taken."""
         t = time.monotonic()
-        auth: dict[str, Any] = {}
+        auth: dict[str, Any] | None = None
         if http is not None:
             async with http.post(f"{url}/api/join", json={
                     "code": code, "name": f"Singer {self.index:04d}", "part": part}) as r:
                 if r.status != 200:
                     raise RuntimeError(f"join: HTTP {r.status} {(await r.text())[:200]}")
                 auth = {"token": (await r.json())["token"], "protocol": PROTOCOL_VERSION}
-        await self.sio.connect(url, auth=auth, transports=["websocket"],
-                               wait_timeout=timeout)
+        await self.connect(url, auth, timeout)
         await asyncio.wait_for(self.welcomed.wait(), timeout)
+        if self.refused:
+            raise RuntimeError(f"connection refused: {self.refused}")
         return time.monotonic() - t
+
+
+class SioSinger(Singer):
+    """A singer on a python-socketio ``AsyncClient`` (websocket transport)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.sio = socketio.AsyncClient(reconnection=False)
+        for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START):
+            self.sio.on(event, self._handler(event))
+
+    def _handler(self, event: str) -> Any:
+        async def handler(data: Any) -> None:
+            self.on_event(event, data, time.monotonic())
+        return handler
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.sio.connected)
+
+    async def connect(self, url: str, auth: dict[str, Any] | None, timeout: float) -> None:
+        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=timeout)
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+class RawSinger(Singer):
+    """A singer speaking Engine.IO v4 / Socket.IO v5 frames itself over an aiohttp websocket.
+
+    ``ws`` is shared by all raw singers of the process (a session without a connection limit).
+    """
+
+    ws_session: aiohttp.ClientSession | None = None
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    async def connect(self, url: str, auth: dict[str, Any] | None, timeout: float) -> None:
+        if RawSinger.ws_session is None:
+            RawSinger.ws_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0))
+        self.ws = await RawSinger.ws_session.ws_connect(
+            f"{url}/socket.io/?EIO=4&transport=websocket", timeout=aiohttp.ClientWSTimeout(
+                ws_receive=None, ws_close=5.0), max_msg_size=1 << 24)
+        opened = await asyncio.wait_for(self.ws.receive_str(), timeout)
+        if not opened.startswith("0"):
+            raise RuntimeError(f"expected an Engine.IO open packet, got {opened[:80]!r}")
+        await self.ws.send_str("40" + (json.dumps(auth) if auth else ""))
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            now = time.monotonic()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            frame: str = msg.data
+            if frame == "2":  # Engine.IO ping
+                await self.ws.send_str("3")
+            elif frame.startswith("42"):
+                packet = json.loads(frame[2:])
+                self.on_event(str(packet[0]), packet[1] if len(packet) > 1 else None, now)
+            elif frame.startswith("44"):  # connect refused
+                self.refused = frame[2:300]
+                self.welcomed.set()
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -117,7 +208,7 @@ async def join_all(singers: list[Singer], args: argparse.Namespace) -> dict[str,
 
 
 async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[str, Any]:
-    live = [s for s in singers if s.sio.connected]
+    live = [s for s in singers if s.connected]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(take_id not in s.arrivals for s in live):
         await asyncio.sleep(0.02)
@@ -129,7 +220,8 @@ async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[s
 
 async def main(args: argparse.Namespace) -> int:
     raise_fd_limit()
-    singers = [Singer(args.first + i) for i in range(args.count)]
+    kind = RawSinger if args.client == "raw" else SioSinger
+    singers: list[Singer] = [kind(args.first + i) for i in range(args.count)]
     emit({"type": "spawned"})
     while True:
         line = (await asyncio.to_thread(sys.stdin.readline)).split()
@@ -141,8 +233,10 @@ async def main(args: argparse.Namespace) -> int:
             emit(await collect(singers, line[1], float(line[2])))
         else:
             emit({"type": "error", "error": f"unknown command {line[0]!r}"})
-    await asyncio.gather(*(s.sio.disconnect() for s in singers if s.sio.connected),
+    await asyncio.gather(*(s.close() for s in singers if s.connected),
                          return_exceptions=True)
+    if RawSinger.ws_session is not None:
+        await RawSinger.ws_session.close()
     return 0
 
 
@@ -150,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench._singers", description=__doc__)
     p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8765")
     p.add_argument("--mode", choices=["tutti", "peer"], default="tutti")
+    p.add_argument("--client", choices=["socketio", "raw"], default="socketio",
+                   help="python-socketio AsyncClient, or raw Engine.IO frames on aiohttp")
     p.add_argument("--code", default="", help="session join code (tutti mode)")
     p.add_argument("--count", type=int, required=True, help="singers in this process")
     p.add_argument("--first", type=int, default=0, help="index of the first singer (names)")

@@ -170,7 +170,7 @@ async def bench_clock(url: str, token: str | None, estimates: int,
 # ------------------------------------------------------------------- broadcast
 
 async def broadcast(http: aiohttp.ClientSession, url: str, peer_url: str, n: int,
-                    args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+                    client: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     """Phase 2 for one N: N singers on tutti and N on the peer, connected at once; takes
     alternate between the two (tutti, peer, tutti, ...) so both see the same machine load."""
     leader = await Leader.create(http, url)
@@ -178,7 +178,7 @@ async def broadcast(http: aiohttp.ClientSession, url: str, peer_url: str, n: int
     await lsio.connect(url, auth={"token": leader.token, "protocol": PROTOCOL_VERSION},
                        transports=["websocket"], wait_timeout=30)
     swarms = {side: Swarm(u, side, leader.code if side == "tutti" else "", n, args.procs,
-                          args.join_concurrency, logdir)
+                          args.join_concurrency, logdir, client)
               for side, u in (("tutti", url), ("peer", peer_url))}
     joined: dict[str, dict[str, Any]] = {}
     takes: dict[str, list[list[float]]] = {"tutti": [], "peer": []}
@@ -211,7 +211,9 @@ async def broadcast(http: aiohttp.ClientSession, url: str, peer_url: str, n: int
         for swarm in swarms.values():
             await swarm.close()
         await lsio.disconnect()
-    out = {side: summarize(n, joined[side], takes[side], missing[side]) for side in swarms}
+    out: dict[str, Any] = {side: summarize(n, joined[side], takes[side], missing[side])
+                           for side in swarms}
+    out["client"] = client
     out["tutti"]["arm_http_ms"] = pct(arm_http)
     out["tutti"]["armed_after_post_ms"] = pct(armed)
     return out
@@ -338,23 +340,25 @@ def report(res: dict[str, Any]) -> str:
         out.append("")
     if res.get("broadcast"):
         out += ["### Joins and take.start delivery", "",
-                "| N | server | join p50 ms | join p99 ms | join wall s | failed | takes | "
-                "delivery p50 ms | p99 ms | max ms | median take p99 ms | missed |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| N | clients | server | join p50 ms | join p99 ms | join wall s | failed | "
+                "takes | delivery p50 ms | p99 ms | max ms | median take p99 ms | missed |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in res["broadcast"]:
             for side in ("tutti", "peer"):
                 r = b[side]
                 j, d = r["join_ms"], r["delivery_ms"]
-                out.append(f"| {r['n']} | {side} | {j['p50']:.1f} | {j['p99']:.1f} | "
+                out.append(f"| {r['n']} | {b['client']} | {side} | {j['p50']:.1f} | "
+                           f"{j['p99']:.1f} | "
                            f"{r['join_wall_s']:.1f} | {r['join_failed']} | {r['takes']} | "
                            f"{d['p50']:.1f} | {d['p99']:.1f} | {d['max']:.1f} | "
                            f"{r['median_take_p99_ms']:.1f} | {r['missing']} |")
-        out += ["", "| N | tutti/peer p50 | tutti/peer p99 | arm HTTP p50 ms | "
-                "take.armed received p50 / p99 ms after the arm POST |", "|---|---|---|---|---|"]
+        out += ["", "| N | clients | tutti/peer p50 | tutti/peer p99 | arm HTTP p50 ms | "
+                "take.armed received p50 / p99 ms after the arm POST |",
+                "|---|---|---|---|---|---|"]
         for b in res["broadcast"]:
             t, p = b["tutti"]["delivery_ms"], b["peer"]["delivery_ms"]
             a = b["tutti"]["armed_after_post_ms"]
-            out.append(f"| {b['tutti']['n']} | {t['p50'] / p['p50']:.2f} | "
+            out.append(f"| {b['tutti']['n']} | {b['client']} | {t['p50'] / p['p50']:.2f} | "
                        f"{t['p99'] / p['p99']:.2f} | {b['tutti']['arm_http_ms']['p50']:.1f} | "
                        f"{a['p50']:.1f} / {a['p99']:.1f} |")
         out.append("")
@@ -403,9 +407,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                           args.clock_clients)
                 res["broadcast"] = []
                 for n in args.singers:
-                    log("broadcast: N=%d on tutti and on the peer", n)
-                    res["broadcast"].append(await broadcast(http, server.url, peer.url, n,
-                                                            args, logdir))
+                    for client in args.clients:
+                        log("broadcast: N=%d %s clients on tutti and on the peer", n, client)
+                        res["broadcast"].append(await broadcast(
+                            http, server.url, peer.url, n, client, args, logdir))
                 if args.uploads > 0:
                     log("uploads: %d × %g MB", args.uploads, args.upload_mb)
                     res["uploads"] = await bench_uploads(
@@ -431,6 +436,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--takes", type=int, default=10, help="take starts per N (default 10)")
     p.add_argument("--arm-gap", type=float, default=0.5,
                    help="seconds between arming and starting each take (default 0.5)")
+    p.add_argument("--clients", default="socketio,raw",
+                   help="singer clients, comma-separated: socketio (python-socketio "
+                   "AsyncClient), raw (Engine.IO frames on aiohttp) (default both)")
     p.add_argument("--procs", type=int, default=2, help="singer client processes (default 2)")
     p.add_argument("--join-concurrency", type=int, default=25,
                    help="joins in flight per client process (default 25)")
@@ -457,6 +465,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("takes", "procs", "join_concurrency", "clock_clients", "chunk_mb"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.clients = [c.strip() for c in str(args.clients).split(",") if c.strip()]
+    if not args.clients or any(c not in ("socketio", "raw") for c in args.clients):
+        p.error("--clients: a comma-separated list of socketio and raw")
     if not 0 <= args.arm_gap <= 30:
         p.error("--arm-gap must be 0–30 seconds")
     if args.uploads < 0 or args.clock_estimates < 0 or not 0.001 <= args.upload_mb <= 400:
