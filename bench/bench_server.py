@@ -319,6 +319,28 @@ async def bench_uploads(http: aiohttp.ClientSession, url: str, count: int, size:
 
 # ---------------------------------------------------------------------- report
 
+#: Counts of failures: summed over runs (a median would hide one bad run).
+_SUMMED = frozenset({"corrupt", "missing", "failed", "join_failed", "lost_probes"})
+
+
+def merge(runs: list[Any], key: str = "") -> Any:
+    """Combine several runs' results of the same shape: the median of every figure, the sum
+    of every failure count, the first of anything else (strings, machine info)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: merge([r[k] for r in runs if isinstance(r, dict) and k in r], k)
+                for k in first}
+    if isinstance(first, list) and first and isinstance(first[0], dict):
+        if all(isinstance(r, list) and len(r) == len(first) for r in runs):
+            return [merge([r[i] for r in runs]) for i in range(len(first))]
+        return first
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if key in _SUMMED:
+            return sum(runs)
+        return float(np.median(np.asarray(runs, dtype=np.float64)))
+    return first
+
+
 def report(res: dict[str, Any]) -> str:
     """Markdown tables of the results."""
     out: list[str] = []
@@ -452,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run (~1 min): N=50, 5 uploads × 5 MB, 20 clock estimates")
     p.add_argument("--out", type=Path, default=None, help="JSON results file")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                   help="run nothing: print the tables of these results files' medians "
+                   "(failure counts summed)")
     args = p.parse_args(argv)
     if args.quick:
         args.singers, args.uploads, args.upload_mb = "50", 5, 5.0
@@ -477,6 +502,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        try:
+            runs = [json.loads(f.read_text()) for f in args.merge]
+        except (OSError, ValueError) as exc:
+            print(f"--merge: cannot read the results: {exc}", file=sys.stderr)
+            return 2
+        print(f"medians of {len(runs)} runs (failure counts summed)\n")
+        print(report(merge(runs)))
+        return 0
     need = 2 * args.uploads * args.upload_mb * 1e6 + 1e9
     free = shutil.disk_usage(tempfile.gettempdir()).free
     if args.uploads and free < need:
