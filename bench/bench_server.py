@@ -239,12 +239,15 @@ async def bench_uploads(http: aiohttp.ClientSession, url: str, count: int, size:
     """Phase 3: ``count`` concurrent tus uploads of ``size`` bytes, then the PUT peer."""
     leader = await Leader.create(http, url)
     tokens: list[str] = []
+    pids: list[str] = []
     for i in range(count):
         async with http.post(f"{url}/api/join", json={
                 "code": leader.code, "name": f"Uploader {i:03d}", "part": "SATB"[i % 4]}) as r:
             if r.status != 200:
                 raise RuntimeError(f"join: HTTP {r.status} {await r.text()}")
-            tokens.append((await r.json())["token"])
+            joined = await r.json()
+            tokens.append(joined["token"])
+            pids.append(joined["participant_id"])
     take_id = await leader.arm()
     await leader.start(take_id)
     await leader.stop(take_id)
@@ -264,7 +267,7 @@ async def bench_uploads(http: aiohttp.ClientSession, url: str, count: int, size:
 
     # verify: the manifest's sha256 and the bytes served back, per singer
     manifest = await leader.call("GET", f"/api/session/takes/{take_id}/manifest")
-    expected = {s.sha256 for s in sources}
+    expected = {pid: s.sha256 for pid, s in zip(pids, sources, strict=True)}
     corrupt = 0
     recs = manifest.get("recordings", [])
     for rec in recs:
@@ -276,7 +279,9 @@ async def bench_uploads(http: aiohttp.ClientSession, url: str, count: int, size:
                 continue
             async for block in r.content.iter_chunked(1 << 20):
                 h.update(block)
-        if rec.get("sha256") not in expected or h.hexdigest() != rec.get("sha256"):
+        # the singer's own bytes, as the server recorded them and as it serves them back
+        want = expected.get(rec.get("participant_id", ""))
+        if want is None or rec.get("sha256") != want or h.hexdigest() != want:
             corrupt += 1
     served = len(recs)
 
