@@ -1,19 +1,26 @@
-"""The leader's mixdown: many aligned voices into one stereo choir recording.
+"""The leader's mixdown: many aligned voices into one stereo choir recording, in blocks.
 
-Pure (arrays in, arrays out); ``tutti mix`` (:mod:`tutti.mixcmd`) reads the files and calls in.
+Pure: the audio comes in through small *source* objects (:class:`Source`: a recording that
+can hand out any range of its frames) and the summed stereo mix lives on a *bus*
+(:class:`Bus`: a timeline of stereo frames that can be read and written by range).
+:func:`mix_arrays` uses arrays for both; ``tutti mix`` (:mod:`tutti.mixcmd`) uses raw float32
+files on disk (:mod:`tutti.mixio`), so nothing the mixer holds grows with the length of the
+take or the number of recordings.
 
 Pipeline (one :class:`Mixdown` per mix):
 
-1. **Voices** (:meth:`Mixdown.add_voice`, thread-safe, called for many recordings at once):
-   each recording (already on the mix rate, drift-corrected) is analysed (BS.1770 loudness,
-   peak, clipped samples), given its gain — the loudness-matching gain that brings it to
-   ``singer_lufs`` plus the leader's own gain in dB — folded to mono, panned with the
-   constant-power law and added into the stereo **bus** at its timeline position.
-2. **Voice processing** (:meth:`Mixdown.finish_voices`): the high-pass filter and the reverb
-   run once over the bus, block by block with carried state.  Both are linear and
-   time-invariant, so filtering the sum equals summing the filtered voices — one pass over
-   two channels instead of one per singer.
-3. **Backing** (:meth:`Mixdown.add_backing`): added after step 2, block by block, at its level
+1. **Voices** (:meth:`Mixdown.add_voice` for an array, :meth:`Mixdown.add_source` for a
+   source measured while it was decoded; thread-safe): each recording's analysis (BS.1770
+   loudness of its mono fold, peak, clipped samples, from :class:`VoiceAnalyser`) gives its
+   gain — the loudness-matching gain that brings it to ``singer_lufs`` plus the leader's own
+   gain in dB — and its constant-power pan.  Nothing is mixed yet.
+2. **Voice pass** (:meth:`Mixdown.finish_voices`): the timeline is walked block by block;
+   for each block every voice that overlaps it is read, folded to mono, gained, panned and
+   summed (groups of voices in parallel threads), then the high-pass filter (carried state,
+   one thread per channel) and the reverb (overlap-add with a carried tail) run on the sum,
+   and the block is written to the bus.  Both filters are linear and time-invariant, so
+   filtering the sum equals summing the filtered voices.
+3. **Backing** (:meth:`Mixdown.add_backing`): added into the bus block by block at its level
    (it is a finished recording: no high-pass, no hall).
 4. **Master** (:meth:`Mixdown.master`): the integrated loudness of the bus is measured; the
    master gain brings it to ``target_lufs``; the true-peak limiter keeps the output at or
@@ -21,15 +28,12 @@ Pipeline (one :class:`Mixdown` per mix):
    the loudness measured again until it is within ``tolerance_lu`` of the target.  The true-
    peak envelope (4× oversampled) does not depend on the gain: its block maxima are computed
    once, and so are its per-frame values where the limiter acts, so the iterations only redo
-   the cheap part.  The final pass hands output blocks to a sink and
-   measures the output's true peak as written (from the envelope where the output is the bus
-   times a gain, by oversampling again where the limiter acted) and its loudness (measured
-   when the limiter acted; otherwise it is exactly the pre-master loudness plus the gain).
+   the cheap part.  The final pass hands output blocks to a sink (computed ahead on a thread
+   pool while the sink encodes) and measures the output's true peak as written and its
+   loudness.
 
-Memory: the bus holds the timeline once (frames × 2 × 4 bytes: 115 MB for five minutes at
-48 kHz); it does not grow with the number of voices.  The true-peak envelope is kept as one
-maximum per block, with per-frame values only where the limiter acts.  Everything else works
-in blocks of ``block`` frames.
+Memory: a few blocks of ``block`` frames per thread, one loudness sum per 100 ms, one
+true-peak maximum per block, and per-frame envelopes only where the limiter acts.
 
 With all processing off (:meth:`MixSettings.linear`: no loudness matching, high-pass, reverb,
 master gain or limiter) the mix is linear: the mix of summed recordings equals the sum of
@@ -44,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +66,11 @@ __all__ = [
     "VoiceReport",
     "MasterReport",
     "Mixdown",
+    "Source",
+    "Bus",
+    "ArraySource",
+    "ArrayBus",
+    "VoiceAnalyser",
     "analyse",
     "mix_arrays",
 ]
@@ -71,6 +80,7 @@ SILENT_LUFS = -60.0
 #: A sample at or above this absolute value counts as clipped.
 CLIP_LEVEL = 0.999
 _CONTEXT = 16  # frames of context for the true-peak interpolator
+_GROUP = 8  # voices summed by one task of the voice pass (fixed: the sum does not depend on jobs)
 _T = TypeVar("_T")
 
 
@@ -188,6 +198,51 @@ class MasterReport:
     warnings: tuple[str, ...] = field(default=())
 
 
+class VoiceAnalyser:
+    """What :func:`analyse` measures, fed block by block (a recording as it is decoded).
+
+    Parameters
+    ----------
+    rate : int
+        Hz.
+    channels : int
+        Channels of the blocks fed.
+    mono : bool
+        Measure the loudness of the mono fold (the mean of the channels, as the mixer uses
+        it) instead of the channels as a 1–5 channel programme (L, R, C, Ls, Rs).  Peak and
+        clipping always look at every channel.
+    """
+
+    def __init__(self, rate: int, channels: int, *, mono: bool = True) -> None:
+        self._mono = mono or channels > 5
+        self._meter = LoudnessMeter(rate, 1 if self._mono else channels)
+        self._peak = 0.0
+        self._clipped = 0
+
+    def feed(self, block: AudioArray) -> None:
+        """Add the next block, float32 (frames, channels).
+
+        Raises
+        ------
+        AudioError
+            The block holds NaN or infinite samples (possible only in float files).
+        """
+        if block.shape[0] == 0:
+            return
+        peak = max(float(block.max()), -float(block.min()))
+        if not math.isfinite(peak):
+            raise AudioError("contains NaN or infinite samples")
+        if peak >= CLIP_LEVEL:
+            self._clipped += int(np.count_nonzero(np.abs(block) >= CLIP_LEVEL))
+        self._peak = max(self._peak, peak)
+        self._meter.feed(_to_mono(block)[:, None] if self._mono else block)
+
+    def result(self) -> VoiceAnalysis:
+        """The analysis of everything fed so far."""
+        peak_db = 20.0 * math.log10(self._peak) if self._peak > 0 else -math.inf
+        return VoiceAnalysis(self._meter.integrated(), peak_db, self._clipped)
+
+
 def analyse(
     audio: AudioArray, rate: int, block: int = 1 << 16, *, mono: bool = False
 ) -> VoiceAnalysis:
@@ -200,27 +255,82 @@ def analyse(
     rate : int
         Hz.
     block : int
-        Frames per block of the loudness measurement.
+        Frames per block of the measurement.
     mono : bool
-        Measure the loudness of the mono fold (the mean of the channels, as the mixer uses
-        it) instead of the channels as a 1–5 channel programme (L, R, C, Ls, Rs).  Peak and
-        clipping always look at every channel.
+        See :class:`VoiceAnalyser`.
 
     Raises
     ------
     AudioError
         The recording holds NaN or infinite samples (possible only in float files).
     """
-    peak = max(float(audio.max()), -float(audio.min())) if audio.size else 0.0
-    if not math.isfinite(peak):
-        raise AudioError("contains NaN or infinite samples")
-    source = _to_mono(audio)[:, None] if mono or audio.shape[1] > 5 else audio
-    meter = LoudnessMeter(rate, source.shape[1])
-    for start in range(0, source.shape[0], block):
-        meter.feed(source[start : start + block])
-    clipped = int(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL)) if peak >= CLIP_LEVEL else 0
-    peak_db = 20.0 * math.log10(peak) if peak > 0 else -math.inf
-    return VoiceAnalysis(meter.integrated(), peak_db, clipped)
+    meter = VoiceAnalyser(rate, audio.shape[1], mono=mono)
+    for start in range(0, audio.shape[0], block):
+        meter.feed(audio[start : start + block])
+    return meter.result()
+
+
+class Source(Protocol):
+    """A recording the mixer can read by range: ``frames`` frames of float32 audio."""
+
+    @property
+    def frames(self) -> int:
+        """Length, frames."""
+        ...
+
+    def read(self, lo: int, hi: int) -> AudioArray:
+        """Frames [lo, hi) with 0 ≤ lo ≤ hi ≤ frames: float32 (hi - lo, channels)."""
+        ...
+
+
+class Bus(Protocol):
+    """The stereo timeline the mixer sums into: ``frames`` frames of float32 (frames, 2),
+    zeros until written."""
+
+    def read(self, lo: int, hi: int) -> AudioArray:
+        """Frames [lo, hi) with 0 ≤ lo ≤ hi ≤ frames: float32 (hi - lo, 2)."""
+        ...
+
+    def write(self, lo: int, block: AudioArray) -> None:
+        """Overwrite frames [lo, lo + len(block)) with ``block`` (float32 (n, 2))."""
+        ...
+
+
+class ArraySource:
+    """A recording held in memory, as a :class:`Source`."""
+
+    def __init__(self, audio: AudioArray) -> None:
+        self.audio = audio
+
+    @property
+    def frames(self) -> int:
+        return int(self.audio.shape[0])
+
+    def read(self, lo: int, hi: int) -> AudioArray:
+        return self.audio[lo:hi]
+
+
+class ArrayBus:
+    """A bus held in memory (for :func:`mix_arrays`: frames × 8 bytes)."""
+
+    def __init__(self, frames: int) -> None:
+        self.data = np.zeros((frames, 2), dtype=np.float32)
+
+    def read(self, lo: int, hi: int) -> AudioArray:
+        return self.data[lo:hi]
+
+    def write(self, lo: int, block: AudioArray) -> None:
+        self.data[lo : lo + block.shape[0]] = block
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A voice ready to mix: its source, timeline start and left/right gains."""
+
+    source: Source
+    start: int
+    left: float
+    right: float
 
 
 def _to_mono(audio: AudioArray) -> npt.NDArray[np.float32]:
@@ -232,17 +342,21 @@ def _to_mono(audio: AudioArray) -> npt.NDArray[np.float32]:
 
 
 class Mixdown:
-    """One mix in progress: a stereo bus on the timeline and the stages that fill and master it.
+    """One mix in progress: voices placed on the timeline, a stereo bus, and the master stage.
 
     Parameters
     ----------
     settings : MixSettings
     frames : int
         Timeline length in frames (the end of the last recording or backing).  With reverb,
-        the bus is longer by the hall's tail.
+        the bus is longer by the hall's tail (:attr:`frames` includes it).
+    bus : callable, optional
+        Makes the bus for a given number of frames; default :class:`ArrayBus` (in memory).
     """
 
-    def __init__(self, settings: MixSettings, frames: int) -> None:
+    def __init__(
+        self, settings: MixSettings, frames: int, bus: Callable[[int], Bus] | None = None
+    ) -> None:
         if frames <= 0:
             raise AudioError(f"mixdown: timeline of {frames} frames; nothing to mix")
         self.settings = settings
@@ -253,26 +367,41 @@ class Mixdown:
             self._reverb = ConvolutionReverb(ir, settings.reverb_wet)
             tail = self._reverb.tail_frames
         self.frames = frames + tail
-        self.bus = np.zeros((self.frames, 2), dtype=np.float32)
+        self.bus: Bus = (bus or ArrayBus)(self.frames)
+        self._placed: list[_Placed] = []
         self._lock = threading.Lock()
         self._voices_done = False
 
     # -- stage 1: voices -------------------------------------------------------------------
     def add_voice(self, audio: AudioArray, voice: Voice) -> VoiceReport:
-        """Analyse a recording and add it to the bus (thread-safe).
+        """Analyse a recording held in memory and place it (thread-safe).
 
         Parameters
         ----------
         audio : AudioArray
             The recording at the mix rate, shape (frames, channels); multi-channel
             recordings are folded to mono (the mean of their channels) before panning.
+            Kept (not copied) until :meth:`finish_voices`.
         voice : Voice
             Where and how loud it goes.
+        """
+        info = analyse(audio, self.settings.rate, self.settings.block, mono=True)
+        return self.add_source(ArraySource(audio), voice, info)
+
+    def add_source(self, source: Source, voice: Voice, info: VoiceAnalysis) -> VoiceReport:
+        """Place a recording already analysed (:class:`VoiceAnalyser`, mono fold) (thread-safe).
+
+        Parameters
+        ----------
+        source : Source
+            The recording at the mix rate; read during :meth:`finish_voices`.
+        voice : Voice
+        info : VoiceAnalysis
+            Its analysis: gives the loudness-matching gain and the warnings.
         """
         if self._voices_done:
             raise AudioError("mixdown: voices must be added before finish_voices()")
         s = self.settings
-        info = analyse(audio, s.rate, s.block, mono=True)  # the loudness of what is mixed
         warnings: list[str] = []
         if info.silent:
             warnings.append("silent")
@@ -286,55 +415,77 @@ class Mixdown:
             return report
         left, right = pan_gains(voice.pan)
         g = db_to_gain(match + voice.gain_db)
-        mono = _to_mono(audio)
-        self._add_mono(mono, voice.timeline_start, g * left, g * right)
+        with self._lock:
+            self._placed.append(_Placed(source, voice.timeline_start, g * left, g * right))
         return report
 
-    def _add_mono(self, mono: npt.NDArray[np.float32], start: int, gl: float, gr: float) -> None:
-        lo = max(0, -start)
-        hi = min(mono.shape[0], self.frames - start)
-        step = 1 << 18
-        for a in range(lo, hi, step):
-            b = min(hi, a + step)
-            seg = mono[a:b]
-            left, right = seg * np.float32(gl), seg * np.float32(gr)
-            with self._lock:
-                self.bus[start + a : start + b, 0] += left
-                self.bus[start + a : start + b, 1] += right
+    # -- stage 2: the voice pass -----------------------------------------------------------
+    def _sum_group(self, group: Sequence[_Placed], a: int, b: int) -> AudioArray | None:
+        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps)."""
+        out: AudioArray | None = None
+        for p in group:
+            lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
+            if hi <= lo:
+                continue
+            seg = p.source.read(lo - p.start, hi - p.start)
+            mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
+            if out is None:
+                out = np.zeros((b - a, 2), dtype=np.float32)
+            out[lo - a : hi - a, 0] += mono * np.float32(p.left)
+            out[lo - a : hi - a, 1] += mono * np.float32(p.right)
+        return out
 
-    # -- stage 2: voice processing ---------------------------------------------------------
     def finish_voices(self, jobs: int = 1) -> None:
-        """Run the high-pass and the reverb over the summed voices (in place, in blocks).
+        """Mix the placed voices into the bus, block by block: sum, high-pass, reverb.
 
-        With ``jobs`` ≥ 2 and no reverb, the two channels are filtered in two threads.
+        Groups of voices are read and summed in ``jobs`` threads; with ``jobs`` ≥ 2 the two
+        channels are high-passed in two threads.  The result does not depend on ``jobs``.
         """
         if self._voices_done:
             return
         self._voices_done = True
         s = self.settings
-        if s.highpass_hz is None and self._reverb is None:
+        placed = sorted(self._placed, key=lambda p: p.start)
+        self._placed = []
+        if not placed:
             return
-        if self._reverb is None and jobs >= 2:
-            cutoff = s.highpass_hz
+        groups = [placed[i : i + _GROUP] for i in range(0, len(placed), _GROUP)]
+        cut = s.highpass_hz
+        hps = [HighPass(s.rate, 1, cut) for _ in range(2)] if cut is not None else []
 
-            def channel(c: int) -> None:
-                hp = HighPass(s.rate, 1, cutoff) if cutoff is not None else None
-                for start in range(0, self.frames, s.block):
-                    col = self.bus[start : start + s.block, c : c + 1]
-                    if hp is not None:
-                        col[:] = hp.process(col)
+        def filtered(args: tuple[AudioArray, int]) -> AudioArray:
+            blk, c = args
+            return hps[c].process(blk[:, c : c + 1])
 
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                list(pool.map(channel, (0, 1)))
-            return
-        hp = HighPass(s.rate, 2, s.highpass_hz) if s.highpass_hz is not None else None
-        for start in range(0, self.frames, s.block):
-            blk = self.bus[start : start + s.block]
-            dry = hp.process(blk) if hp is not None else blk.copy()
-            if self._reverb is not None:
-                blk[:] = dry + self._reverb.process(dry)
-            else:
-                blk[:] = dry
+        with (
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
+            ThreadPoolExecutor(max_workers=2) as channels,
+        ):
+            ahead: deque[list[Future[AudioArray | None]]] = deque()
+            bounds = list(self._blocks())
+
+            def submit(k: int) -> None:
+                a, b = bounds[k]
+                ahead.append([pool.submit(self._sum_group, g, a, b) for g in groups])
+
+            for k in range(min(2, len(bounds))):
+                submit(k)
+            for k, (a, b) in enumerate(bounds):
+                parts = [f.result() for f in ahead.popleft()]
+                if k + 2 < len(bounds):
+                    submit(k + 2)  # read and sum ahead while this block is filtered
+                blk = np.zeros((b - a, 2), dtype=np.float32)
+                for part in parts:
+                    if part is not None:
+                        blk += part
+                if hps and jobs >= 2:
+                    left, right = channels.map(filtered, ((blk, 0), (blk, 1)))
+                    blk = np.concatenate([left, right], axis=1)
+                elif hps:
+                    blk = np.concatenate([filtered((blk, 0)), filtered((blk, 1))], axis=1)
+                if self._reverb is not None:
+                    blk = np.asarray(blk + self._reverb.process(blk), dtype=np.float32)
+                self.bus.write(a, blk)
 
     # -- stage 3: backing ------------------------------------------------------------------
     def add_backing(self, block: AudioArray, start: int, gain_db: float = 0.0) -> None:
@@ -349,7 +500,9 @@ class Mixdown:
             return
         g = np.float32(db_to_gain(gain_db))
         with self._lock:
-            self.bus[start + lo : start + hi] += block[lo:hi] * g
+            cur = np.array(self.bus.read(start + lo, start + hi), dtype=np.float32)
+            cur += block[lo:hi] * g
+            self.bus.write(start + lo, cur)
 
     # -- stage 4: master -------------------------------------------------------------------
     def _blocks(self) -> Iterator[tuple[int, int]]:
@@ -360,10 +513,10 @@ class Mixdown:
     def _padded(self, a: int, b: int, pad: int) -> AudioArray:
         lo, hi = a - pad, b + pad
         if lo >= 0 and hi <= self.frames:
-            return self.bus[lo:hi]
+            return self.bus.read(lo, hi)
         out = np.zeros((hi - lo, 2), dtype=np.float32)
         src_lo, src_hi = max(0, lo), min(self.frames, hi)
-        out[src_lo - lo : src_hi - lo] = self.bus[src_lo:src_hi]
+        out[src_lo - lo : src_hi - lo] = self.bus.read(src_lo, src_hi)
         return out
 
     def _envelope_region(self, lo: int, hi: int) -> npt.NDArray[np.float32]:
@@ -383,7 +536,7 @@ class Mixdown:
         futures = [pool.submit(one, a, b) for a, b in self._blocks()]
         meter = LoudnessMeter(self.settings.rate, 2)
         for a, b in self._blocks():
-            meter.feed(self.bus[a:b])
+            meter.feed(self.bus.read(a, b))
         maxima = np.array([f.result() for f in futures], dtype=np.float64)
         return _Peaks(self, maxima), float(meter.integrated())
 
@@ -398,7 +551,7 @@ class Mixdown:
         self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks
     ) -> tuple[AudioArray, int]:
         """Output frames [a, b): the bus times the master gain, limited; and frames limited."""
-        x = self.bus[a:b]
+        x = self.bus.read(a, b)
         if limiter is None or self._unlimited(a, b, gain, limiter, env):
             return np.asarray(x * np.float32(gain), dtype=np.float32), 0
         pad = limiter.pad - _CONTEXT

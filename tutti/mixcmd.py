@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+import soxr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -43,8 +44,9 @@ from rich.table import Table
 from tutti import takeformat
 from tutti.audio import align, daw, drift
 from tutti.audio.layout import default_pans
-from tutti.audio.mixdown import Mixdown, MixSettings, Voice, VoiceReport
+from tutti.audio.mixdown import Mixdown, MixSettings, Voice, VoiceAnalyser, VoiceReport
 from tutti.audio.types import AudioArray, AudioError, as_audio
+from tutti.mixio import RawAudio
 from tutti.takeformat import Recording, TakeFormatError, TakeManifest
 
 __all__ = ["MixError", "add_arguments", "run"]
@@ -233,45 +235,123 @@ def _apply_choices(items: list[_Input], gains: list[str], mutes: list[str]) -> N
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _read(path: Path, what: str) -> AudioArray:
+_READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
+
+
+class _Resampler:
+    """soxr's streaming resampler (very high quality) for blocks of (frames, channels)."""
+
+    def __init__(self, from_rate: float, to_rate: float, channels: int) -> None:
+        self.channels = channels
+        self._stream = soxr.ResampleStream(from_rate, to_rate, channels, quality="VHQ")
+
+    def __call__(self, block: AudioArray, last: bool = False) -> AudioArray:
+        out = self._stream.resample_chunk(np.ascontiguousarray(block, np.float32), last=last)
+        return np.asarray(out, dtype=np.float32).reshape(-1, self.channels)
+
+    def flush(self) -> AudioArray:
+        return self(np.zeros((0, self.channels), np.float32), last=True)
+
+
+def _decode(item: _Input, rate: int, raw: RawAudio, analyser: VoiceAnalyser, what: str) -> None:
+    """Decode a recording once, in blocks, at the mix rate into ``raw``, measuring it."""
+
+    def keep(block: AudioArray) -> None:
+        try:
+            analyser.feed(block)
+        except AudioError as exc:
+            raise MixError(f"{what}: {exc}") from None
+        raw.append(block)
+
+    resample = _Resampler(item.rate, rate, item.channels) if item.rate != rate else None
+    decoded = 0
     try:
-        data = sf.read(str(path), dtype="float32", always_2d=True)[0]
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise MixError(f"{what}: reading {path} failed ({exc})") from None
-    return data  # finite values are checked by the analysis (only float files can break it)
+        with sf.SoundFile(str(item.path)) as f:
+            expected = f.frames
+            for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
+                decoded += block.shape[0]
+                keep(resample(block) if resample else block)
+    except _READ_ERRORS as exc:
+        raise MixError(f"{what}: reading {item.path} failed ({exc})") from None
+    if decoded != expected:
+        raise MixError(
+            f"{what}: {item.path} ended after {decoded} of its {expected} frames (truncated?)"
+        )
+    if resample:
+        keep(resample.flush())
 
 
-def _markers(item: _Input, audio: AudioArray, rate: int, settings: Any) -> list[int]:
+def _markers(item: _Input, frames: int, rate: int, settings: Any) -> list[int]:
     """Expected recording frames of clicks near the start and end (first and last 20 s)."""
     from tutti.audio.click import beat_frames
 
-    end = item.timeline_start + audio.shape[0]
+    end = item.timeline_start + frames
     beats = beat_frames(settings, rate, seconds=end / rate + 1.0)
-    edge = 20 * rate
     wanted = []
     for b in beats:
         f = b.frame - item.timeline_start
-        if 0 <= f < audio.shape[0] and (f < edge or f > audio.shape[0] - edge):
+        if 0 <= f < frames and (f < _EDGE_S * rate or f > frames - _EDGE_S * rate):
             wanted.append(f)
     return wanted
 
 
-def _dedrift(item: _Input, audio: AudioArray, rate: int, settings: Any) -> AudioArray:
+_EDGE_S = 20  # seconds at each end searched for drift markers
+
+
+def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) -> list[float | None]:
+    """:func:`align.find_markers` on the first and last seconds of ``raw`` only."""
+    n = raw.frames
+    pad = max(64, round(0.005 * rate))  # find_markers' own context
+    margin = window + 2 * pad + 16
+    head_hi, tail_lo = min(n, _EDGE_S * rate + margin), max(0, n - _EDGE_S * rate - margin)
+    if tail_lo <= head_hi:  # a short recording: the two ends overlap
+        return align.find_markers(raw.read(0, n), rate, expected, window=window)
+    head = [e for e in expected if e < head_hi - margin]
+    tail = [e for e in expected if e >= head_hi - margin]
+    found = align.find_markers(raw.read(0, head_hi), rate, head, window=window)
+    late = align.find_markers(
+        raw.read(tail_lo, n), rate, [e - tail_lo for e in tail], window=window
+    )
+    return found + [None if f is None else f + tail_lo for f in late]
+
+
+def _dedrift(
+    item: _Input, raw: RawAudio, rate: int, settings: Any, what: str
+) -> tuple[RawAudio, VoiceAnalyser | None]:
+    """Measure the clock drift from markers at both ends; if there is any, resample ``raw``
+    (streaming) into a new raw file and measure that.  Returns the file to mix and its new
+    analyser (None if the recording was left as it was)."""
     if settings is None:
         item.warnings.append("drift not checked (no tempo in take.json)")
-        return audio
-    expected = _markers(item, audio, rate, settings)
-    window = int(0.05 * rate + 300e-6 * audio.shape[0])
-    found = align.find_markers(audio, rate, expected, window=window)
+        return raw, None
+    expected = _markers(item, raw.frames, rate, settings)
+    window = int(0.05 * rate + 300e-6 * raw.frames)
+    found = _find_markers(raw, rate, expected, window)
     pairs = [(float(e), f) for e, f in zip(expected, found, strict=True) if f is not None]
     try:
         est = drift.estimate_drift(pairs, min_span=10.0 * rate)
     except AudioError as exc:
         item.warnings.append(f"drift not measured: {exc}")
-        return audio
+        return raw, None
     item.drift_ppm = est.ppm
     item.timeline_start = est.corrected_timeline_start(item.timeline_start)
-    return drift.correct_drift(audio, rate, est.ppm)
+    if est.ppm == 0.0:
+        return raw, None
+    if not abs(est.ppm) <= drift.MAX_PPM:
+        raise MixError(f"{what}: drift {est.ppm:+.0f} ppm; accepted: within ±{drift.MAX_PPM:.0f}")
+    out = RawAudio(raw.path.with_suffix(".dedrift.f32"), raw.channels)
+    analyser = VoiceAnalyser(rate, raw.channels)
+    resample = _Resampler(rate * (1.0 + est.ppm * 1e-6), float(rate), raw.channels)
+    for a in range(0, raw.frames, _READ_BLOCK):
+        block = resample(raw.read(a, min(raw.frames, a + _READ_BLOCK)))
+        analyser.feed(block)
+        out.append(block)
+    tail = resample.flush()
+    analyser.feed(tail)
+    out.append(tail)
+    raw.close()
+    raw.path.unlink()
+    return out, analyser
 
 
 def _session_settings(manifest: TakeManifest) -> Any:
@@ -313,18 +393,16 @@ class _Outputs:
         self.pending.clear()
 
 
-def _write_stem(
-    path: Path, audio: AudioArray, start: int, frames: int, fmt: str, rate: int
-) -> None:
+def _write_stem(path: Path, audio: RawAudio, start: int, frames: int, fmt: str, rate: int) -> None:
     """The recording placed on the timeline: zeros before ``start``, cut or padded to ``frames``."""
     kind, subtype = FORMATS[fmt]
-    with sf.SoundFile(str(path), "w", rate, audio.shape[1], subtype, format=kind) as f:
+    with sf.SoundFile(str(path), "w", rate, audio.channels, subtype, format=kind) as f:
         for a in range(0, frames, _READ_BLOCK):
             b = min(frames, a + _READ_BLOCK)
-            block = np.zeros((b - a, audio.shape[1]), dtype=np.float32)
-            lo, hi = max(a, start), min(b, start + audio.shape[0])
+            block = np.zeros((b - a, audio.channels), dtype=np.float32)
+            lo, hi = max(a, start), min(b, start + audio.frames)
             if hi > lo:
-                block[lo - a : hi - a] = audio[lo - start : hi - start]
+                block[lo - a : hi - a] = audio.read(lo - start, hi - start)
             f.write(block)
 
 
@@ -390,9 +468,114 @@ def _check_args(args: argparse.Namespace) -> None:
         raise MixError(f"--jobs {args.jobs}: accepted: 1 or more")
 
 
+def _mix_in(
+    args: argparse.Namespace,
+    manifest: TakeManifest,
+    items: list[_Input],
+    backings: list[tuple[Any, Any]],
+    settings: MixSettings,
+    frames: int,
+    session: Any,
+    work: Path,
+    bus: Callable[[int], RawAudio],
+    opened: list[RawAudio],
+    outputs: _Outputs,
+    out_path: Path,
+    fmt: str,
+    console: Console,
+) -> Any:
+    """Pass 1 (decode, measure, de-drift every recording into ``work``, in parallel), the voice
+    pass, the backing, and the master pass writing ``out_path`` (and the stems)."""
+    rate = manifest.rate
+    take_dir: Path = args.take_dir
+    stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
+    mix = Mixdown(settings, frames, bus=bus)
+    stem_dir = out_path.parent / f"{out_path.stem}-stems"
+    stems: list[daw.Stem] = []
+    progress = _Progress(console)
+
+    def voice(item: _Input) -> str:
+        what = f"recording {item.rec.file} ({item.name})"
+        raw = RawAudio(work / f"{item.index:04d}.f32", item.channels)
+        opened.append(raw)
+        analyser = VoiceAnalyser(rate, item.channels)
+        _decode(item, rate, raw, analyser, what)
+        if not item.rec.shared_clock and not args.no_drift:
+            fixed, again = _dedrift(item, raw, rate, session, what)
+            if again is not None:
+                opened.append(fixed)
+                raw, analyser = fixed, again
+        v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
+        item.report = mix.add_source(raw, v, analyser.result())
+        if stems_wanted:
+            stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{fmt}"
+            stems.append(
+                daw.Stem(
+                    os.path.relpath(stem, out_path.parent),
+                    item.name,
+                    0,
+                    frames,
+                    item.pan,
+                    item.gain_db,
+                )
+            )
+            _write_stem(outputs.temp_for(stem), raw, item.timeline_start, frames, fmt, rate)
+        return item.rec.file
+
+    with progress.stage("reading and analysing", len(items)) as step:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            try:
+                for name in pool.map(voice, items):
+                    step(name)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
+                raise
+    mix.finish_voices(args.jobs)
+    for b, info in backings:
+        what = f"backing {b.file}"
+        resample = (
+            _Resampler(info.samplerate, rate, info.channels) if info.samplerate != rate else None
+        )
+        pos = b.timeline_start
+        try:
+            with sf.SoundFile(str(take_dir / b.file)) as f:
+                for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
+                    out = resample(block) if resample else as_audio(block, name=what)
+                    mix.add_backing(out, pos, args.backing_db)
+                    pos += out.shape[0]
+        except _READ_ERRORS as exc:
+            raise MixError(f"{what}: reading failed ({exc})") from None
+        if resample:
+            mix.add_backing(resample.flush(), pos, args.backing_db)
+
+    kind, subtype = FORMATS[fmt]
+    tmp = outputs.temp_for(out_path)
+    n_blocks = -(-mix.frames // settings.block)
+    with (
+        progress.stage("mastering and writing", n_blocks) as step,
+        sf.SoundFile(str(tmp), "w", rate, 2, subtype, format=kind) as f,
+    ):
+
+        def sink(block: AudioArray) -> None:
+            f.write(block)
+            step("")
+
+        master = mix.master(sink, jobs=args.jobs)
+    if args.project:
+        ordered = sorted(stems, key=lambda s: s.file)
+        title = manifest.title or manifest.take_id
+        base = out_path.parent / out_path.stem
+        for ext, text in (
+            (".rpp", daw.reaper_project(ordered, rate, title=title)),
+            (".lof", daw.audacity_lof(ordered, rate)),
+        ):
+            tmp_p = outputs.temp_for(base.with_suffix(ext))
+            tmp_p.write_text(text, encoding="utf-8")
+    return master
+
+
 def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
     _check_args(args)
-    stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
     take_dir: Path = args.take_dir
@@ -425,83 +608,23 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
         singer_lufs=None if args.no_loudness_match else MixSettings.singer_lufs,
         reverb_wet=args.reverb,
     )
-    mix = Mixdown(settings, frames)
     session = None if args.no_drift else _session_settings(manifest)
-    stem_dir = out_path.parent / f"{out_path.stem}-stems"
-    stems: list[daw.Stem] = []
-    progress = _Progress(console)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tutti-mix-", dir=out_path.parent) as scratch:
+        work = Path(scratch)
+        opened: list[RawAudio] = []
 
-    def voice(item: _Input) -> str:
-        what = f"recording {item.rec.file} ({item.name})"
-        audio = _read(item.path, what)
-        if item.rate != rate:
-            audio = align.resample(audio, item.rate, rate)
-        if not item.rec.shared_clock and not args.no_drift:
-            audio = _dedrift(item, audio, rate, session)
-        v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
+        def bus(n: int) -> RawAudio:
+            raw = RawAudio(work / "bus.f32", 2, n)
+            opened.append(raw)
+            return raw
+
         try:
-            item.report = mix.add_voice(audio, v)
-        except AudioError as exc:
-            raise MixError(f"{what}: {exc}") from None
-        if stems_wanted:
-            stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{fmt}"
-            stems.append(
-                daw.Stem(
-                    os.path.relpath(stem, out_path.parent),
-                    item.name,
-                    0,
-                    frames,
-                    item.pan,
-                    item.gain_db,
-                )
-            )
-            _write_stem(outputs.temp_for(stem), audio, item.timeline_start, frames, fmt, rate)
-        return item.rec.file
-
-    with progress.stage("reading and analysing", len(items)) as step:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            try:
-                for name in pool.map(voice, items):
-                    step(name)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
-                raise
-    mix.finish_voices(args.jobs)
-    for b, info in backings:
-        what = f"backing {b.file}"
-        if info.samplerate == rate:
-            with sf.SoundFile(str(take_dir / b.file)) as f:
-                pos = b.timeline_start
-                for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
-                    mix.add_backing(as_audio(block, name=what), pos, args.backing_db)
-                    pos += block.shape[0]
-        else:
-            audio = align.resample(_read(take_dir / b.file, what), info.samplerate, rate)
-            mix.add_backing(audio, b.timeline_start, args.backing_db)
-
-    kind, subtype = FORMATS[fmt]
-    tmp = outputs.temp_for(out_path)
-    n_blocks = -(-mix.frames // settings.block)
-    with (
-        progress.stage("mastering and writing", n_blocks) as step,
-        sf.SoundFile(str(tmp), "w", rate, 2, subtype, format=kind) as f,
-    ):
-
-        def sink(block: AudioArray) -> None:
-            f.write(block)
-            step("")
-
-        master = mix.master(sink, jobs=args.jobs)
-    if args.project:
-        ordered = sorted(stems, key=lambda s: s.file)
-        title = manifest.title or manifest.take_id
-        base = out_path.parent / out_path.stem
-        for ext, text in (
-            (".rpp", daw.reaper_project(ordered, rate, title=title)),
-            (".lof", daw.audacity_lof(ordered, rate)),
-        ):
-            tmp_p = outputs.temp_for(base.with_suffix(ext))
-            tmp_p.write_text(text, encoding="utf-8")
+            master = _mix_in(args, manifest, items, backings, settings, frames, session, work,
+                             bus, opened, outputs, out_path, fmt, console)  # fmt: skip
+        finally:
+            for raw in opened:
+                raw.close()
     outputs.commit()
     _report(console, items, master, out_path, rate, time.perf_counter() - t_start)
     return 0

@@ -139,7 +139,7 @@ def test_backing_added_after_voice_processing_only() -> None:
         mix.add_backing(np.zeros((10, 2), np.float32), 0)
     mix.finish_voices()
     mix.add_backing(np.full((10, 1), 0.5, np.float32), 995, gain_db=-6.0)
-    assert mix.bus[995:1000].tolist() == [[pytest.approx(0.5 * 10 ** (-6 / 20))] * 2] * 5
+    assert mix.bus.read(995, 1000).tolist() == [[pytest.approx(0.5 * 10 ** (-6 / 20))] * 2] * 5
     with pytest.raises(AudioError, match="before finish_voices"):
         mix.add_voice(np.zeros((10, 1), np.float32), Voice("late"))
     with pytest.raises(AudioError, match="nothing to mix"):

@@ -1,0 +1,109 @@
+"""Raw float32 scratch files for ``tutti mix``: decoded recordings and the stereo bus on disk.
+
+The mixer (:mod:`tutti.audio.mixdown`) reads recordings and its bus by range
+(:class:`~tutti.audio.mixdown.Source`, :class:`~tutti.audio.mixdown.Bus`).  Holding them in
+memory would make memory grow with the length of the take (a five-minute mono recording is
+57 MB of float32, the stereo bus 115 MB), so ``tutti mix`` decodes each recording once into a
+raw file of native-endian float32 frames in a scratch folder beside the output, and keeps the
+bus in another.  They are read and written with ``os.preadv`` / ``os.pwrite`` — positional,
+thread-safe, into preallocated arrays — not memory-mapped: pages of a mapping a process has
+touched count in its resident size, pages in the kernel's file cache do not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tutti.audio.types import AudioArray
+
+__all__ = ["RawAudio"]
+
+_SAMPLE = 4  # bytes per float32 sample
+
+
+class RawAudio:
+    """A raw file of float32 frames (frames, channels), written by appending or by range.
+
+    Parameters
+    ----------
+    path : Path
+        Created (or truncated).
+    channels : int
+    frames : int
+        Initial length: that many frames of zeros (a sparse file; used for the bus).
+
+    Notes
+    -----
+    Reads and range writes may come from several threads at once; :meth:`append` is for
+    one writer.
+    """
+
+    def __init__(self, path: Path, channels: int, frames: int = 0) -> None:
+        self.path = path
+        self.channels = channels
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._frames = 0
+        if frames:
+            os.ftruncate(self._fd, frames * channels * _SAMPLE)
+            self._frames = frames
+
+    @property
+    def frames(self) -> int:
+        """Length, frames."""
+        return self._frames
+
+    def _fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: raw audio file is closed")
+        return self._fd
+
+    def append(self, block: AudioArray) -> None:
+        """Write ``block`` (float32 (n, channels)) after the last frame."""
+        self.write(self._frames, block)
+
+    def write(self, lo: int, block: AudioArray) -> None:
+        """Overwrite (or extend to) frames [lo, lo + len(block))."""
+        if block.shape[0] == 0:
+            return
+        data = np.ascontiguousarray(block, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] != self.channels:
+            raise ValueError(
+                f"{self.path}: block shape {data.shape}; expected (n, {self.channels})"
+            )
+        view = memoryview(data.reshape(-1).view(np.uint8))
+        offset = lo * self.channels * _SAMPLE
+        fd = self._fileno()
+        while view:
+            done = os.pwrite(fd, view, offset)
+            view, offset = view[done:], offset + done
+        self._frames = max(self._frames, lo + data.shape[0])
+
+    def read(self, lo: int, hi: int) -> AudioArray:
+        """Frames [lo, hi) as float32 (hi - lo, channels); zeros beyond the file's end."""
+        out = np.zeros((max(0, hi - lo), self.channels), dtype=np.float32)
+        stop = min(hi, self._frames)
+        if stop <= lo:
+            return out
+        view = memoryview(out[: stop - lo].reshape(-1).view(np.uint8))
+        offset = lo * self.channels * _SAMPLE
+        fd = self._fileno()
+        while view:
+            got = os.preadv(fd, [view], offset)
+            if got == 0:
+                raise OSError(f"{self.path}: ended early (short read at byte {offset})")
+            view, offset = view[got:], offset + got
+        return out
+
+    def truncate(self, frames: int) -> None:
+        """Cut the file to ``frames`` frames."""
+        os.ftruncate(self._fileno(), frames * self.channels * _SAMPLE)
+        self._frames = min(self._frames, frames)
+
+    def close(self) -> None:
+        """Close the file (it is left on disk: the scratch folder's owner removes it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
