@@ -180,8 +180,21 @@ def measure(
     runs: list[float] = []
     ests: list[LatencyEstimate] = []
     xruns = 0
-    for attempt in range(2 * repeats):
-        value, est, xr = _one_run(engine, signal, max_latency_s)
+    failures: list[str] = []
+    for attempt in range(2 * repeats + repeats):
+        if len(runs) >= 2 * repeats:
+            break
+        try:
+            value, est, xr = _one_run(engine, signal, max_latency_s)
+        except (LatencyError, CalibrationError) as exc:
+            # One run lost to a dropout or a noise burst is retried; a loopback that never
+            # answers fails every run and is reported after ``repeats`` misses.
+            failures.append(str(exc))
+            if progress is not None:
+                progress(f"run {attempt + 1}: no measurement ({exc}); retrying")
+            if len(failures) >= repeats:
+                raise
+            continue
         xruns += xr
         runs.append(value)
         ests.append(est)
@@ -193,7 +206,7 @@ def measure(
         last = runs[-repeats:]
         if len(runs) >= repeats and max(last) - min(last) <= 1.0:
             break
-    else:
+    if not (len(runs) >= repeats and max(runs[-repeats:]) - min(runs[-repeats:]) <= 1.0):
         raise CalibrationError(
             "the round trip is unstable: runs gave "
             + ", ".join(f"{r:.1f}" for r in runs)

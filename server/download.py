@@ -8,6 +8,7 @@ depends on mtimes.  One byte range per request is honoured (``bytes=a-b``, ``byt
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aiohttp import web
 
 __all__ = ["send_file", "parse_range"]
 
+log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -77,14 +79,18 @@ async def send_file(request: web.Request, path: Path, *, sha256: str,
     await resp.prepare(request)
     if request.method == "HEAD":
         return resp
-    with open(path, "rb") as f:  # noqa: ASYNC230 - reads happen in a worker thread below
-        f.seek(start)
-        left = end - start
-        while left > 0:
-            chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
-            if not chunk:
-                break
-            await resp.write(chunk)
-            left -= len(chunk)
-    await resp.write_eof()
+    try:
+        with open(path, "rb") as f:  # noqa: ASYNC230 - reads happen in a worker thread below
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+                if not chunk:
+                    break
+                await resp.write(chunk)
+                left -= len(chunk)
+        await resp.write_eof()
+    except ConnectionError:
+        # The client went away mid-file (it resumes with Range): a normal disconnect.
+        log.debug("download of %s ended by the client after %d bytes", path.name, end - left)
     return resp
