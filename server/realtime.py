@@ -249,8 +249,14 @@ class Realtime:
         tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
         session_view = {"session_id": session.session_id, "settings": session.settings.to_dict(),
                         "state": session.state, "tracks": tracks}
+        takes = self.store.takes(p.session_id)
+        latest = takes[-1] if takes else None
+        # The latest take's state lets a reconnecting singer finish a take whose stop it
+        # missed (the server may have died between broadcasting the stop and sending it).
+        take_view = None if latest is None else {
+            "take_id": latest.take_id, "state": latest.state, "t0": latest.t0}
         welcome: dict[str, Any] = {"role": p.role, "session": session_view,
-                                   "server_time": time.monotonic()}
+                                   "server_time": time.monotonic(), "take": take_view}
         self.conns[sid] = p
         await self.sio.enter_room(sid, session_room(p.session_id))
         if ident is None:
