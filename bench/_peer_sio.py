@@ -4,13 +4,15 @@
 and runs until killed.  Every socket joins room ``s:bench`` and gets ``welcome``;
 ``POST /start`` emits one ``take.start`` (tutti's payload shape, ``sent_at`` =
 ``time.monotonic()`` just before the emit, as tutti does) to the room; ``clock.probe`` is
-acked with ``time.monotonic()`` as tutti does.  No auth, database
-or roster: what is left is python-socketio's and aiohttp's own cost.
+acked with ``time.monotonic()`` as tutti does.  ``--inline-handlers``: python-socketio's
+``async_handlers=False`` (for the clock experiment in ``docs/benchmarks-server.md``).  No
+auth, database or roster: what is left is python-socketio's and aiohttp's own cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any
 
@@ -22,9 +24,14 @@ from tutti.wire import ClockReply, Ev, SessionSettings, TakeStart, parse_clock_p
 ROOM = "s:bench"
 
 
-def make_app() -> web.Application:
-    """The peer app: Socket.IO at /socket.io/ and ``POST /start``."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+def make_app(async_handlers: bool = True) -> web.Application:
+    """The peer app: Socket.IO at /socket.io/ and ``POST /start``.
+
+    ``async_handlers=False`` runs each event handler inline in the socket's read loop instead
+    of in a new task (python-socketio's default is a task per event, as tutti uses).
+    """
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False,
+                               async_handlers=async_handlers)
     app = web.Application()
     sio.attach(app)
     settings = SessionSettings(title="bench")
@@ -51,8 +58,8 @@ def make_app() -> web.Application:
     return app
 
 
-async def main() -> None:
-    runner = web.AppRunner(make_app(), access_log=None)
+async def main(async_handlers: bool) -> None:
+    runner = web.AppRunner(make_app(async_handlers), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     print(f"peer serving on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
@@ -60,4 +67,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(async_handlers="--inline-handlers" not in sys.argv[1:]))
