@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,8 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "free_h": run("free", "-h").strip(),
             "loadavg_at_start": os.getloadavg(), "python": platform.python_version(),
             "kernel": platform.release(),
-            "socketio": socketio.__version__ if hasattr(socketio, "__version__") else "",
-            "aiohttp": aiohttp.__version__}
+            **{pkg: metadata.version(pkg) for pkg in ("python-socketio", "python-engineio",
+                                                       "aiohttp")}}
 
 
 class Leader:
