@@ -345,3 +345,63 @@ def test_float_file_with_nan_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     singers[2] = Singer("Cleo", "A", bad, file="cleo.wav", subtype="FLOAT")
     take = build_take(tmp_path / "take", singers)
     _fails(take, capsys, "cleo.wav", "NaN")
+
+
+_LAUNCHER = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = p.stderr.read()
+_, status, usage = os.wait4(p.pid, 0)
+sys.stderr.write(err.decode(errors="replace"))
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
+def _mix_peak_rss_mb(take: Path) -> float:
+    """Peak RSS (MB) of ``tutti mix`` on ``take``, in a grandchild started by a small launcher.
+
+    Not a direct child: a child started by vfork inherits this (large) process's peak RSS as
+    its own, which would hide the mix's.
+    """
+    import subprocess
+    import sys
+
+    mix = [sys.executable, "-m", "tutti", "mix", str(take), "-o", str(take / "mix.wav")]
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *mix], capture_output=True, text=True, check=True
+    )
+    code, kb = done.stdout.split()
+    assert code == "0", done.stderr
+    assert sf.info(str(take / "mix.wav")).frames > 0
+    return int(kb) / 1024.0  # kB on Linux
+
+
+def _write_noise(path: Path, frames: int, seed: int) -> None:
+    """Low-level noise as 16-bit WAV, written one second at a time (this process stays small)."""
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(str(path), "w", RATE, 1, "PCM_16") as f:
+        for a in range(0, frames, RATE):
+            f.write((0.05 * rng.standard_normal(min(RATE, frames - a))).astype(np.float32))
+
+
+def test_memory_does_not_grow_with_take_length(tmp_path: Path) -> None:
+    """Three singers for one minute and for six minutes: the longer take must not need
+    materially more memory (the whole-timeline design needed about 230 MB more)."""
+    rss = {}
+    for minutes in (1, 6):
+        folder = tmp_path / f"take{minutes}"
+        n = minutes * 60 * RATE
+        stub = np.zeros((1, 1), np.float32)
+        singers = [Singer(f"s{i}", "SATB"[i], stub, start_offset=100 * i, file=f"s{i}.wav",
+                          subtype="PCM_16") for i in range(3)]  # fmt: skip
+
+        def real_lengths(m: dict[str, Any], n: int = n) -> None:
+            for rec in m["recordings"]:
+                rec["frames"] = n
+
+        build_take(folder, singers, edit=real_lengths)
+        for i, s in enumerate(singers):
+            _write_noise(folder / s.file, n, seed=10 * minutes + i)
+        rss[minutes] = _mix_peak_rss_mb(folder)
+    assert rss[1] > 50.0, rss  # the mix's own memory, not a launcher's
+    assert rss[6] < rss[1] + 40.0, rss
