@@ -362,8 +362,11 @@ class Singer:
         self.state.note("the leader closed the session")
         if self.take is not None:
             self.take.stopped.set()
-        # let uploads finish before leaving
-        while self._uploads:
+        self._spawn(self._leave_when_idle())
+
+    async def _leave_when_idle(self) -> None:
+        """Finish the running take and every upload, then end ``tutti join``."""
+        while self.take is not None or self._uploads:
             await asyncio.sleep(0.2)
         self.done.set()
 

@@ -101,7 +101,10 @@ async def _choir(jack: JackServer, tmp_path: Path, n: int) -> tuple[list[int], l
             # every take reaches the server, sha256-confirmed
             for entry in ps:
                 await leader.wait_state(take_id, entry["participant_id"], "uploaded", timeout=60)
-            states = [p["clock"]["error_bound"] for p in await leader.roster()]
+            final = await leader.roster()
+            states = [p["clock"]["error_bound"] for p in final]
+            # levels (~10 Hz) reach the leader's roster
+            assert all(p["level"] is not None for p in final), final
     finally:
         for p in procs:
             if p.returncode is None:
