@@ -87,8 +87,8 @@ class LoudnessMeter:
             raise AudioError(f"loudness: rate {rate} Hz too low; accepted: ≥ 8000 Hz")
         self.rate = rate
         self.channels = channels
-        self._sos = k_weighting_sos(rate)
-        self._zi = np.zeros((self._sos.shape[0], 2, channels), dtype=np.float64)
+        self._sos = k_weighting_sos(rate).astype(np.float32)
+        self._zi = np.zeros((self._sos.shape[0], channels, 2), dtype=np.float32)
         self._block = int(_BLOCK_S * rate)
         self._hop = int(_BLOCK_S * (1.0 - 0.75) * rate)
         self._hops: list[npt.NDArray[np.float64]] = []  # completed hop sums, (channels,)
@@ -105,14 +105,15 @@ class LoudnessMeter:
         n = block.shape[0]
         if n == 0:
             return
-        weighted, self._zi = signal.sosfilt(
-            self._sos, block.astype(np.float64, copy=False), axis=0, zi=self._zi
-        )
-        sq = np.square(weighted)
+        # channel-major and float32: sosfilt runs along contiguous rows, and the squares are
+        # summed per 100 ms hop in float64
+        rows = np.ascontiguousarray(block.T, dtype=np.float32)
+        weighted, self._zi = signal.sosfilt(self._sos, rows, axis=1, zi=self._zi)
+        sq = np.square(weighted, dtype=np.float64)
         pos = 0
         if self._in_hop:
             take = min(self._hop - self._in_hop, n)
-            self._partial += sq[:take].sum(axis=0)
+            self._partial += sq[:, :take].sum(axis=1)
             self._in_hop += take
             pos = take
             if self._in_hop == self._hop:
@@ -121,11 +122,11 @@ class LoudnessMeter:
                 self._in_hop = 0
         whole = (n - pos) // self._hop
         if whole:
-            sums = sq[pos : pos + whole * self._hop].reshape(whole, self._hop, -1).sum(axis=1)
-            self._hops.extend(sums)
+            seg = sq[:, pos : pos + whole * self._hop].reshape(self.channels, whole, self._hop)
+            self._hops.extend(seg.sum(axis=2).T)
             pos += whole * self._hop
         if pos < n:
-            self._partial += sq[pos:].sum(axis=0)
+            self._partial += sq[:, pos:].sum(axis=1)
             self._in_hop += n - pos
         self.frames += n
 

@@ -53,6 +53,7 @@ __all__ = ["MixError", "add_arguments", "run"]
 
 FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
 _READ_BLOCK = 1 << 16
+_DECODE_BLOCK = 1 << 18  # frames per read of a recording (1 MB per channel)
 
 
 class MixError(Exception):
@@ -268,7 +269,13 @@ def _decode(item: _Input, rate: int, raw: RawAudio, analyser: VoiceAnalyser, wha
     try:
         with sf.SoundFile(str(item.path)) as f:
             expected = f.frames
-            for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
+            # large reads into one buffer: soundfile seeks after every read, and a FLAC seek
+            # costs a frame's decoding
+            buf = np.empty((min(_DECODE_BLOCK, max(1, expected)), f.channels), np.float32)
+            while decoded < expected:
+                block = f.read(out=buf)
+                if block.shape[0] == 0:
+                    break
                 decoded += block.shape[0]
                 keep(resample(block) if resample else block)
     except _READ_ERRORS as exc:
