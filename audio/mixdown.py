@@ -369,6 +369,9 @@ class Mixdown:
         self.frames = frames + tail
         self.bus: Bus = (bus or ArrayBus)(self.frames)
         self._placed: list[_Placed] = []
+        self._backing: list[_Placed] = []
+        #: pre-master true-peak maxima per block and loudness, from the voice pass
+        self._pre: tuple[npt.NDArray[np.float64], float] | None = None
         self._lock = threading.Lock()
         self._voices_done = False
 
@@ -435,11 +438,37 @@ class Mixdown:
             out[lo - a : hi - a, 1] += mono * np.float32(p.right)
         return out
 
-    def finish_voices(self, jobs: int = 1) -> None:
-        """Mix the placed voices into the bus, block by block: sum, high-pass, reverb.
+    def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
+        """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
+        the voice pass adds it after the voices' high-pass and reverb (thread-safe)."""
+        if self._voices_done:
+            raise AudioError("mixdown: backing sources must be added before finish_voices()")
+        g = db_to_gain(gain_db)
+        with self._lock:
+            self._backing.append(_Placed(source, start, g, g))
 
-        Groups of voices are read and summed in ``jobs`` threads; with ``jobs`` ≥ 2 the two
-        channels are high-passed in two threads.  The result does not depend on ``jobs``.
+    def _backing_block(self, a: int, b: int) -> AudioArray | None:
+        out: AudioArray | None = None
+        for p in self._backing:
+            lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
+            if hi <= lo:
+                continue
+            seg = p.source.read(lo - p.start, hi - p.start)
+            if seg.shape[1] not in (1, 2):
+                raise AudioError(f"backing: {seg.shape[1]} channels; accepted: 1 or 2")
+            if out is None:
+                out = np.zeros((b - a, 2), dtype=np.float32)
+            out[lo - a : hi - a] += seg * np.float32(p.left)
+        return out
+
+    def finish_voices(self, jobs: int = 1) -> None:
+        """The voice pass: mix the placed voices into the bus block by block (sum, high-pass,
+        reverb, then the backing sources), measuring the pre-master loudness and true-peak
+        block maxima on the way.
+
+        Groups of voices are read and summed in ``jobs`` threads, ahead of the block being
+        filtered; with ``jobs`` ≥ 2 the two channels are high-passed in two threads and the
+        true-peak envelope is computed on the pool.  The result does not depend on ``jobs``.
         """
         if self._voices_done:
             return
@@ -447,15 +476,18 @@ class Mixdown:
         s = self.settings
         placed = sorted(self._placed, key=lambda p: p.start)
         self._placed = []
-        if not placed:
-            return
         groups = [placed[i : i + _GROUP] for i in range(0, len(placed), _GROUP)]
         cut = s.highpass_hz
         hps = [HighPass(s.rate, 1, cut) for _ in range(2)] if cut is not None else []
+        meter = LoudnessMeter(s.rate, 2)
 
         def filtered(args: tuple[AudioArray, int]) -> AudioArray:
             blk, c = args
             return hps[c].process(blk[:, c : c + 1])
+
+        def env_max(padded: AudioArray) -> float:
+            env = true_peak_envelope(padded, pad=_CONTEXT)
+            return float(env.max()) if env.size else 0.0
 
         with (
             ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
@@ -463,6 +495,9 @@ class Mixdown:
         ):
             ahead: deque[list[Future[AudioArray | None]]] = deque()
             bounds = list(self._blocks())
+            maxima: list[Future[float]] = []
+            edge = np.zeros((_CONTEXT, 2), dtype=np.float32)  # the frames before ``prev``
+            prev: AudioArray | None = None
 
             def submit(k: int) -> None:
                 a, b = bounds[k]
@@ -478,14 +513,30 @@ class Mixdown:
                 for part in parts:
                     if part is not None:
                         blk += part
-                if hps and jobs >= 2:
+                if hps and placed and jobs >= 2:
                     left, right = channels.map(filtered, ((blk, 0), (blk, 1)))
                     blk = np.concatenate([left, right], axis=1)
-                elif hps:
+                elif hps and placed:
                     blk = np.concatenate([filtered((blk, 0)), filtered((blk, 1))], axis=1)
                 if self._reverb is not None:
                     blk = np.asarray(blk + self._reverb.process(blk), dtype=np.float32)
-                self.bus.write(a, blk)
+                backing = self._backing_block(a, b)
+                if backing is not None:
+                    blk += backing
+                if placed or backing is not None:
+                    self.bus.write(a, blk)
+                meter.feed(blk)
+                if prev is not None:  # prev's envelope needs _CONTEXT frames either side
+                    padded = np.concatenate([edge, prev, blk[:_CONTEXT]])
+                    maxima.append(pool.submit(env_max, padded))
+                    edge = _tail(edge, prev)
+                prev = blk
+            if prev is not None:
+                padded = np.concatenate([edge, prev, np.zeros((_CONTEXT, 2), np.float32)])
+                maxima.append(pool.submit(env_max, padded))
+            peaks = np.array([f.result() for f in maxima], dtype=np.float64)
+        self._backing = []
+        self._pre = (peaks, float(meter.integrated()))
 
     # -- stage 3: backing ------------------------------------------------------------------
     def add_backing(self, block: AudioArray, start: int, gain_db: float = 0.0) -> None:
@@ -499,6 +550,7 @@ class Mixdown:
         if hi <= lo:
             return
         g = np.float32(db_to_gain(gain_db))
+        self._pre = None  # the voice pass's measurements no longer hold
         with self._lock:
             cur = np.array(self.bus.read(start + lo, start + hi), dtype=np.float32)
             cur += block[lo:hi] * g
@@ -627,7 +679,10 @@ class Mixdown:
         limiter = Limiter(s.rate, ceiling_db=s.ceiling_dbtp) if s.limiter else None
         window = 2 * max(1, jobs) + 1
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            env, pre_lufs = self._envelope_and_loudness(pool)
+            if self._pre is not None:
+                env, pre_lufs = _Peaks(self, self._pre[0]), self._pre[1]
+            else:
+                env, pre_lufs = self._envelope_and_loudness(pool)
             env_max = env.max_over(0, self.frames)
             gain_db = 0.0
             iterations = 0
@@ -674,6 +729,13 @@ class Mixdown:
         return MasterReport(
             pre_lufs, gain_db, out_lufs, tp, limited, iterations, self.frames, tuple(warnings)
         )
+
+
+def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
+    """The last ``_CONTEXT`` frames of ``before`` followed by ``block``."""
+    if block.shape[0] >= _CONTEXT:
+        return np.array(block[-_CONTEXT:], dtype=np.float32)
+    return np.concatenate([before, block])[-_CONTEXT:]
 
 
 class _Peaks:

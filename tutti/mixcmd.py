@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -254,20 +255,28 @@ class _Resampler:
         return self(np.zeros((0, self.channels), np.float32), last=True)
 
 
-def _decode(item: _Input, rate: int, raw: RawAudio, analyser: VoiceAnalyser, what: str) -> None:
-    """Decode a recording once, in blocks, at the mix rate into ``raw``, measuring it."""
+def _decode(
+    path: Path, rate: int, raw: RawAudio, analyser: VoiceAnalyser | None, what: str
+) -> None:
+    """Decode an audio file once, in blocks, at the mix rate (resampled if the file's rate
+    differs) into ``raw``, feeding ``analyser``."""
 
     def keep(block: AudioArray) -> None:
         try:
-            analyser.feed(block)
+            if analyser is not None:
+                analyser.feed(block)
+            else:
+                as_audio(block, name=what)  # finite samples only
         except AudioError as exc:
             raise MixError(f"{what}: {exc}") from None
         raw.append(block)
 
-    resample = _Resampler(item.rate, rate, item.channels) if item.rate != rate else None
+    resample: _Resampler | None = None
     decoded = 0
     try:
-        with sf.SoundFile(str(item.path)) as f:
+        with sf.SoundFile(str(path)) as f:
+            if f.samplerate != rate:
+                resample = _Resampler(f.samplerate, rate, f.channels)
             expected = f.frames
             # large reads into one buffer: soundfile seeks after every read, and a FLAC seek
             # costs a frame's decoding
@@ -279,10 +288,10 @@ def _decode(item: _Input, rate: int, raw: RawAudio, analyser: VoiceAnalyser, wha
                 decoded += block.shape[0]
                 keep(resample(block) if resample else block)
     except _READ_ERRORS as exc:
-        raise MixError(f"{what}: reading {item.path} failed ({exc})") from None
+        raise MixError(f"{what}: reading {path} failed ({exc})") from None
     if decoded != expected:
         raise MixError(
-            f"{what}: {item.path} ended after {decoded} of its {expected} frames (truncated?)"
+            f"{what}: {path} ended after {decoded} of its {expected} frames (truncated?)"
         )
     if resample:
         keep(resample.flush())
@@ -311,12 +320,14 @@ def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) ->
     pad = max(64, round(0.005 * rate))  # find_markers' own context
     margin = window + 2 * pad + 16
     head_hi, tail_lo = min(n, _EDGE_S * rate + margin), max(0, n - _EDGE_S * rate - margin)
+    found: list[float | None]
     if tail_lo <= head_hi:  # a short recording: the two ends overlap
-        return align.find_markers(raw.read(0, n), rate, expected, window=window)
+        found = align.find_markers(raw.read(0, n), rate, expected, window=window)
+        return found
     head = [e for e in expected if e < head_hi - margin]
     tail = [e for e in expected if e >= head_hi - margin]
     found = align.find_markers(raw.read(0, head_hi), rate, head, window=window)
-    late = align.find_markers(
+    late: list[float | None] = align.find_markers(
         raw.read(tail_lo, n), rate, [e - tail_lo for e in tail], window=window
     )
     return found + [None if f is None else f + tail_lo for f in late]
@@ -506,7 +517,7 @@ def _mix_in(
         raw = RawAudio(work / f"{item.index:04d}.f32", item.channels)
         opened.append(raw)
         analyser = VoiceAnalyser(rate, item.channels)
-        _decode(item, rate, raw, analyser, what)
+        _decode(item.path, rate, raw, analyser, what)
         if not item.rec.shared_clock and not args.no_drift:
             fixed, again = _dedrift(item, raw, rate, session, what)
             if again is not None:
@@ -529,32 +540,25 @@ def _mix_in(
             _write_stem(outputs.temp_for(stem), raw, item.timeline_start, frames, fmt, rate)
         return item.rec.file
 
-    with progress.stage("reading and analysing", len(items)) as step:
+    def backing(k: int) -> str:
+        b, _info = backings[k]
+        raw = RawAudio(work / f"backing{k:02d}.f32", _info.channels)
+        opened.append(raw)
+        _decode(take_dir / b.file, rate, raw, None, f"backing {b.file}")
+        mix.add_backing_source(raw, b.timeline_start, args.backing_db)
+        return str(b.file)
+
+    jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(backings))]
+    jobs += [partial(voice, item) for item in items]
+    with progress.stage("reading and analysing", len(jobs)) as step:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             try:
-                for name in pool.map(voice, items):
+                for name in pool.map(lambda job: job(), jobs):
                     step(name)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
                 raise
     mix.finish_voices(args.jobs)
-    for b, info in backings:
-        what = f"backing {b.file}"
-        resample = (
-            _Resampler(info.samplerate, rate, info.channels) if info.samplerate != rate else None
-        )
-        pos = b.timeline_start
-        try:
-            with sf.SoundFile(str(take_dir / b.file)) as f:
-                for block in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True):
-                    out = resample(block) if resample else as_audio(block, name=what)
-                    mix.add_backing(out, pos, args.backing_db)
-                    pos += out.shape[0]
-        except _READ_ERRORS as exc:
-            raise MixError(f"{what}: reading failed ({exc})") from None
-        if resample:
-            mix.add_backing(resample.flush(), pos, args.backing_db)
-
     kind, subtype = FORMATS[fmt]
     tmp = outputs.temp_for(out_path)
     n_blocks = -(-mix.frames // settings.block)

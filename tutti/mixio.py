@@ -73,7 +73,7 @@ class RawAudio:
             raise ValueError(
                 f"{self.path}: block shape {data.shape}; expected (n, {self.channels})"
             )
-        view = memoryview(data.reshape(-1).view(np.uint8))
+        view = data.reshape(-1).view(np.uint8).data
         offset = lo * self.channels * _SAMPLE
         fd = self._fileno()
         while view:
@@ -87,7 +87,7 @@ class RawAudio:
         stop = min(hi, self._frames)
         if stop <= lo:
             return out
-        view = memoryview(out[: stop - lo].reshape(-1).view(np.uint8))
+        view = out[: stop - lo].reshape(-1).view(np.uint8).data
         offset = lo * self.channels * _SAMPLE
         fd = self._fileno()
         while view:
