@@ -424,19 +424,24 @@ class Mixdown:
 
     # -- stage 2: the voice pass -----------------------------------------------------------
     def _sum_group(self, group: Sequence[_Placed], a: int, b: int) -> AudioArray | None:
-        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps)."""
-        out: AudioArray | None = None
-        for p in group:
+        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps): the
+        voices' mono folds as rows of one matrix, times their (left, right) gains."""
+        rows: npt.NDArray[np.float32] | None = None
+        for i, p in enumerate(group):
             lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
             if hi <= lo:
                 continue
             seg = p.source.read(lo - p.start, hi - p.start)
-            mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
-            if out is None:
-                out = np.zeros((b - a, 2), dtype=np.float32)
-            out[lo - a : hi - a, 0] += mono * np.float32(p.left)
-            out[lo - a : hi - a, 1] += mono * np.float32(p.right)
-        return out
+            if rows is None:
+                rows = np.zeros((len(group), b - a), dtype=np.float32)
+            if seg.shape[1] == 1:
+                rows[i, lo - a : hi - a] = seg[:, 0]
+            else:
+                rows[i, lo - a : hi - a] = seg.mean(axis=1, dtype=np.float32)
+        if rows is None:
+            return None
+        gains = np.array([(p.left, p.right) for p in group], dtype=np.float32)
+        return np.asarray(rows.T @ gains, dtype=np.float32)
 
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
         """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
