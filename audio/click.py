@@ -22,7 +22,7 @@ import numpy as np
 
 from .types import AudioArray, AudioError
 
-__all__ = ["Beat", "beat_frames", "render_click", "click_burst", "exact_bpm"]
+__all__ = ["Beat", "beat_frames", "backing_start_frame", "render_click", "click_burst", "exact_bpm"]
 
 #: Longest take the click is computed for, in seconds (a guard against runaway loops).
 MAX_SECONDS = 6 * 3600
@@ -311,3 +311,35 @@ def render_click(
             cache[key] = click_burst(rate, freq, length)
         out[onset : onset + length] += np.float32(gain) * cache[key]
     return out
+
+
+def backing_start_frame(settings: Any) -> int:
+    """Timeline frame where the backing starts (``backing_offset_beats`` after the count-in).
+
+    ``settings`` is a :class:`tutti.wire.SessionSettings`; the server (take manifests) and the
+    singer's client (headset program) both call this, so they agree on the frame.
+
+    Whole and fractional beat offsets follow the song's beat grid (tempo map included);
+    negative offsets (a pick-up inside the count-in) follow the count-in's tempo.
+    """
+    rate = settings.rate
+    n_count = settings.count_in_bars * settings.beats_per_bar
+    off = settings.backing_offset_beats
+    whole = math.floor(off)
+    frac = off - whole
+    if off < 0:
+        start_beat = n_count + whole
+        grid = beat_frames(settings, rate, n_bars=1)  # count-in beats (+1 song bar)
+        base = grid[start_beat].frame if 0 <= start_beat < len(grid) else 0
+        step = 60.0 / settings.bpm * rate
+        if start_beat < 0:
+            return int(round(start_beat * step + frac * step))
+        return int(round(base + frac * step))
+    need_bars = int(whole // max(1, settings.beats_per_bar)) + 2
+    grid = beat_frames(settings, rate, n_bars=need_bars + 1)
+    idx = n_count + whole
+    a = grid[idx].frame
+    if frac == 0:
+        return int(a)
+    b = grid[idx + 1].frame
+    return int(round(a + frac * (b - a)))

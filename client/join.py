@@ -199,6 +199,7 @@ class Singer:
         conn = Connection(self.base_url, info.token, on_state=self._conn_state)
         conn.on(Ev.TAKE_START, self._on_take_start)
         conn.on(Ev.TAKE_STOP, self._on_take_stop)
+        conn.on(Ev.WELCOME, self._on_welcome)
         conn.on(Ev.TAKE_ARMED, self._on_take_armed)
         conn.on(Ev.SESSION_CLOSED, self._on_closed)
         conn.on(Ev.SESSION, self._on_session)
@@ -432,6 +433,22 @@ class Singer:
         ):
             take.stopped.set()
 
+    async def _on_welcome(self, data: Any) -> None:
+        """On every (re)connect: finish a take whose ``take.stop`` this client missed.
+
+        The server may die right after broadcasting a stop; the welcome on reconnect carries
+        the session's latest take, and a take of ours that is stopped there, or superseded by
+        a newer one, is ended here so that it is finished and uploaded.
+        """
+        take = self.take
+        latest = data.get("take") if isinstance(data, dict) else None
+        if take is None or not isinstance(latest, dict):
+            return
+        if latest.get("take_id") != take.start.take_id or latest.get("state") == "stopped":
+            if not take.stopped.is_set():
+                self.state.note(f"take {take.start.take_id} was stopped while disconnected")
+            take.stopped.set()
+
     async def _on_take_start(self, data: Any) -> None:
         try:
             start = TakeStart.from_dict(data)
@@ -449,6 +466,13 @@ class Singer:
 
     async def _run_take(self, start: TakeStart) -> None:
         assert self.clock is not None
+        if self.take is not None:
+            # Only one take runs at a time on the server, so a new start means the old take
+            # was stopped (its take.stop was lost): finish recording it, then go on.
+            self.take.stopped.set()
+            deadline = time.monotonic() + 1.0
+            while self.take is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         if self.take is not None:
             await self._emit_take_state(start.take_id, "failed", "another take is still running")
             return
@@ -536,7 +560,9 @@ class Singer:
             await self._emit_take_state(start.take_id, "failed", str(exc))
             return
         await self._emit_take_state(start.take_id, "recorded")
-        await self._upload(finished)
+        # The upload goes on in the background: the next take may start while it runs.
+        self._uploads.add(finished.take_id)
+        self._spawn(self._upload(finished))
 
     async def _upload(self, finished: FinishedTake) -> None:
         from tutti.client.takestore import TakeStore, TakeStoreError

@@ -9,14 +9,13 @@ with :func:`tutti.audio.headset.headset_mix`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from tutti.audio.click import beat_frames, render_click
+from tutti.audio.click import backing_start_frame, beat_frames, render_click
 from tutti.audio.headset import headset_mix
 from tutti.audio.types import AudioArray
 from tutti.wire import SessionSettings
@@ -52,35 +51,6 @@ class Program:
     backing_start: int
     count_in_frames: int
     rate: int
-
-
-def backing_start_frame(settings: SessionSettings) -> int:
-    """Timeline frame where the backing starts (``backing_offset_beats`` after the count-in).
-
-    Whole and fractional beat offsets follow the song's beat grid (tempo map included);
-    negative offsets (a pick-up inside the count-in) follow the count-in's tempo.
-    """
-    rate = settings.rate
-    n_count = settings.count_in_bars * settings.beats_per_bar
-    off = settings.backing_offset_beats
-    whole = math.floor(off)
-    frac = off - whole
-    if off < 0:
-        start_beat = n_count + whole
-        grid = beat_frames(settings, rate, n_bars=1)  # count-in beats (+1 song bar)
-        base = grid[start_beat].frame if 0 <= start_beat < len(grid) else 0
-        step = 60.0 / settings.bpm * rate
-        if start_beat < 0:
-            return int(round(start_beat * step + frac * step))
-        return int(round(base + frac * step))
-    need_bars = int(whole // max(1, settings.beats_per_bar)) + 2
-    grid = beat_frames(settings, rate, n_bars=need_bars + 1)
-    idx = n_count + whole
-    a = grid[idx].frame
-    if frac == 0:
-        return int(a)
-    b = grid[idx + 1].frame
-    return int(round(a + frac * (b - a)))
 
 
 def load_backing(path: Path, rate: int) -> AudioArray:

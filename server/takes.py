@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tutti.audio.click import backing_start_frame
 from tutti.takeformat import Backing, TakeFormatError, TakeManifest, check_relpath
 from tutti.wire import MIN_START_LEAD_S, Ev, TakeStart
 
@@ -125,8 +126,7 @@ class Takes:
     @staticmethod
     def backing_start(take: Take) -> int:
         """Timeline frame where the backing starts (after the count-in, plus the offset)."""
-        s = take.settings
-        return s.count_in_frames + round(s.backing_offset_beats * 60.0 / s.bpm * s.rate)
+        return backing_start_frame(take.settings)
 
     def manifest(self, p: Principal, take_id: str) -> TakeManifest:
         """The take's ``take.json``: the uploaded recordings and the backing per part."""

@@ -608,10 +608,9 @@ async def test_singer_killed_mid_take_and_server_restarted(
             res = await run1
             assert res.code == 0, res
             take1 = str(res.json()["take_id"])
-            # "between takes": once every singer has stopped recording take 1 (their uploads
-            # may still be running).  Killing the server before the stop has reached everyone
-            # loses the stop for them — see the report.
-            await _wait_take_states(take1, ("recorded", "uploading", "uploaded"))
+            # Between takes, right after the stop: the take.stop broadcast may not have
+            # reached every singer before the kill; the welcome they get on reconnecting
+            # tells them take 1 is stopped, and they finish and upload it.
             await c.serve.kill9()
             await asyncio.sleep(1.0)
             assert await c.serve.start() == c.url
