@@ -351,19 +351,6 @@ async def _wait_roster(n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         await asyncio.sleep(0.5)
 
 
-async def _wait_take_states(take_id: str, states: tuple[str, ...],
-                            timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = await run_cli("lead", "takes", "--json")
-        take = next(t for t in res.json()["takes"] if t["take_id"] == take_id)
-        if all(s["state"] in states for s in take["singers"]):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"take {take_id} singers not in {states}: {take['singers']}")
-        await asyncio.sleep(0.2)
-
-
 # -- analysis -------------------------------------------------------------------------------
 
 
