@@ -95,6 +95,9 @@ class Sessions:
         if session.state != "open":
             raise Forbidden("this session is closed and takes no more singers",
                             code="session_closed")
+        if payload.get("part") in (None, ""):
+            raise BadRequest("join: choose your voice part; this session's parts are "
+                             f"{', '.join(session.settings.parts)}", code="bad_part")
         part = check_part(payload.get("part"), session.settings.parts)
         token = new_token()
         participant = Participant(new_id(), session.session_id, name, part, time.time())

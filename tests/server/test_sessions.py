@@ -116,6 +116,15 @@ async def test_join_checks_name_and_part(http: aiohttp.ClientSession) -> None:
     await join(http, leader.code, "Ann", "S")
 
 
+async def test_join_without_part_lists_the_sessions_parts(http: aiohttp.ClientSession) -> None:
+    leader = await create_session(http)
+    async with http.post("/api/join", json={"code": leader.code, "name": "Ann"}) as r:
+        assert r.status == 400
+        err = await error_of(r)
+    assert err["code"] == "bad_part"
+    assert ", ".join(SETTINGS["parts"]) in err["message"]
+
+
 async def test_join_code_guessing_is_rate_limited(http: aiohttp.ClientSession) -> None:
     leader = await create_session(http)
     statuses = []
