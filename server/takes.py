@@ -126,7 +126,7 @@ class Takes:
     @staticmethod
     def backing_start(take: Take) -> int:
         """Timeline frame where the backing starts (after the count-in, plus the offset)."""
-        return backing_start_frame(take.settings)
+        return int(backing_start_frame(take.settings))
 
     def manifest(self, p: Principal, take_id: str) -> TakeManifest:
         """The take's ``take.json``: the uploaded recordings and the backing per part."""
