@@ -424,24 +424,23 @@ class Mixdown:
 
     # -- stage 2: the voice pass -----------------------------------------------------------
     def _sum_group(self, group: Sequence[_Placed], a: int, b: int) -> AudioArray | None:
-        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps): the
-        voices' mono folds as rows of one matrix, times their (left, right) gains."""
-        rows: npt.NDArray[np.float32] | None = None
-        for i, p in enumerate(group):
+        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps).
+
+        Left and right are summed in two contiguous rows (not the strided columns of a
+        (frames, 2) array) and without BLAS (whose own threads would compete with ours).
+        """
+        sums: npt.NDArray[np.float32] | None = None
+        for p in group:
             lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
             if hi <= lo:
                 continue
             seg = p.source.read(lo - p.start, hi - p.start)
-            if rows is None:
-                rows = np.zeros((len(group), b - a), dtype=np.float32)
-            if seg.shape[1] == 1:
-                rows[i, lo - a : hi - a] = seg[:, 0]
-            else:
-                rows[i, lo - a : hi - a] = seg.mean(axis=1, dtype=np.float32)
-        if rows is None:
-            return None
-        gains = np.array([(p.left, p.right) for p in group], dtype=np.float32)
-        return np.asarray(rows.T @ gains, dtype=np.float32)
+            mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
+            if sums is None:
+                sums = np.zeros((2, b - a), dtype=np.float32)
+            sums[0, lo - a : hi - a] += mono * np.float32(p.left)
+            sums[1, lo - a : hi - a] += mono * np.float32(p.right)
+        return None if sums is None else np.ascontiguousarray(sums.T)
 
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
         """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
