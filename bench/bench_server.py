@@ -341,6 +341,8 @@ def merge(runs: list[Any], key: str = "") -> Any:
             return [merge([r[i] for r in runs]) for i in range(len(first))]
         return first
     if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if all(r == first for r in runs) and key not in _SUMMED:
+            return first  # a setting (N, takes, uploads) or a figure every run agrees on
         if key in _SUMMED:
             return sum(runs)
         return float(np.median(np.asarray(runs, dtype=np.float64)))
