@@ -2,9 +2,27 @@
 
 This is the I/O edge of the mixdown: it reads ``take.json`` (:mod:`tutti.takeformat`) and the
 audio files with soundfile, checks everything before any work starts, runs the pure pipeline
-of :mod:`tutti.audio.mixdown` (recordings read and analysed in parallel, ``--jobs`` threads),
-and writes every output to a temporary file in the output folder that is renamed into place
-only when it is complete — a failed or interrupted mix leaves no output behind.
+of :mod:`tutti.audio.mixdown`, and writes every output to a temporary file in the output
+folder that is renamed into place only when it is complete — a failed or interrupted mix
+leaves no output behind.
+
+It streams: memory does not grow with the length of the take or the number of recordings.
+
+1. **Pass 1** (``--jobs`` threads, one recording each): every recording and backing track is
+   decoded once, in blocks, resampled to the take's rate if needed (soxr, streaming), measured
+   (loudness, peak, clipping) and written as raw float32 to a scratch folder beside the output
+   (:mod:`tutti.mixio`).  For a separate-clock recording the drift markers are searched in the
+   first and last seconds of that file, and a drifting recording is resampled (streaming)
+   into a new scratch file.  Stems are written from the scratch files.
+2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
+   needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
+   and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
+   true-peak block maxima are measured on the way.
+3. **Master** (:meth:`Mixdown.master`): gain to the target, true-peak limiter, output blocks
+   encoded in this thread while the pool computes the next ones.
+
+The scratch folder (about 4 bytes per sample of every recording, plus 8 bytes per timeline
+frame) is removed at the end, also after an error.
 
 Policies (see docs/take-format.md):
 
