@@ -2,11 +2,14 @@
 
 One command (from the repository root)::
 
-    .venv/bin/python bench/bench_server.py [--singers 100,500,1000] [--takes 5]
-        [--uploads 50 --upload-mb 50] [--clock-estimates 200] [--quick]
+    .venv/bin/python bench/bench_server.py [--singers 100,500,1000] [--takes 10]
+        [--clients socketio,raw] [--uploads 50 --upload-mb 50] [--clock-estimates 200]
+        [--quick] [--out FILE]
+    .venv/bin/python bench/bench_server.py --merge RUN1.json RUN2.json RUN3.json
 
 ``tutti serve --port 0 --data TMP`` runs in its own process; the simulated singers (real
-python-socketio clients, ``bench/_singers.py``) run in ``--procs`` other processes; the
+python-socketio clients, or raw Engine.IO websocket clients: ``bench/_singers.py``) run in
+``--procs`` other processes; the
 orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
 
 1. **clock** — ``tutti.client.clock.ClockSync`` against the server as the client uses it at
@@ -18,7 +21,7 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    connected to the peer, a bare python-socketio server (``bench/_peer_sio.py``), and the
    takes alternate: tutti, peer, tutti, ...
 3. **uploads** — ``--uploads`` singers join, a take is armed, started and stopped, then each
-   uploads a valid ``--upload-mb`` MB WAV at once over tus (4 MB PATCHes with
+   uploads a valid ``--upload-mb`` MB WAV at once over tus (4 MiB PATCHes with
    ``Upload-Checksum``); every stored file is downloaded back through the leader's take
    file route and its sha256 compared.  Then the same bytes as plain streamed PUTs to
    ``bench/_peer_put.py`` (written + fsynced), verified on disk.
