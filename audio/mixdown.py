@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -744,17 +744,23 @@ def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
 
 class _Peaks:
     """The bus's true-peak envelope, kept small: one maximum per block, and per-frame values
-    computed (and cached) only for the regions where the limiter acts.
+    computed only for the regions where the limiter acts, the last few of them cached.
 
-    Keeping the per-frame envelope of the whole timeline would cost 4 bytes per frame
-    (58 MB for five minutes at 48 kHz); most blocks of a mix never reach the ceiling.
+    Keeping the per-frame envelope of the whole timeline (or of every region where the
+    limiter acts: all of a loud mix) would cost 4 bytes per frame, 58 MB for five minutes at
+    48 kHz; memory would grow with the length of the take.  The cache holds at most
+    ``_CACHED`` regions (about 9 MB with the default block); a later iteration of the master
+    recomputes the envelopes it needs.
     """
+
+    _CACHED = 32
 
     def __init__(self, mix: Mixdown, maxima: npt.NDArray[np.float64]) -> None:
         self._mix = mix
         self._maxima = maxima
         self._block = mix.settings.block
-        self._cache: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
+        self._cache: OrderedDict[tuple[int, int], npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def max_over(self, lo: int, hi: int) -> float:
         """Largest envelope value of frames [lo, hi), or an upper bound (whole blocks)."""
@@ -766,15 +772,22 @@ class _Peaks:
 
     def release(self) -> None:
         """Drop the cached per-frame envelopes."""
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
 
     def frames(self, lo: int, hi: int) -> npt.NDArray[np.float32]:
-        """Per-frame envelope of frames [lo, hi) (zeros beyond the bus)."""
+        """Per-frame envelope of frames [lo, hi) (zeros beyond the bus); thread-safe."""
         key = (lo, hi)
-        env = self._cache.get(key)
-        if env is None:
-            env = self._mix._envelope_region(lo, hi)
+        with self._lock:
+            env = self._cache.get(key)
+            if env is not None:
+                self._cache.move_to_end(key)
+                return env
+        env = self._mix._envelope_region(lo, hi)
+        with self._lock:
             self._cache[key] = env
+            while len(self._cache) > self._CACHED:
+                self._cache.popitem(last=False)
         return env
 
 
