@@ -274,45 +274,59 @@ class _Resampler:
 
 
 def _decode(
-    path: Path, rate: int, raw: RawAudio, analyser: VoiceAnalyser | None, what: str
-) -> None:
+    path: Path, rate: int, scratch: Path, analyser: VoiceAnalyser | None, what: str
+) -> RawAudio:
     """Decode an audio file once, in blocks, at the mix rate (resampled if the file's rate
-    differs) into ``raw``, feeding ``analyser``."""
-
-    def keep(block: AudioArray) -> None:
-        try:
-            if analyser is not None:
-                analyser.feed(block)
-            else:
-                as_audio(block, name=what)  # finite samples only
-        except AudioError as exc:
-            raise MixError(f"{what}: {exc}") from None
-        raw.append(block)
-
-    resample: _Resampler | None = None
-    decoded = 0
+    differs) into a new raw file ``scratch``, feeding ``analyser``.  A 16-bit file at the mix
+    rate is kept as 16-bit integers (exact, half the bytes); anything else as float32."""
+    raw: RawAudio | None = None
     try:
         with sf.SoundFile(str(path)) as f:
-            if f.samplerate != rate:
-                resample = _Resampler(f.samplerate, rate, f.channels)
+            resample = _Resampler(f.samplerate, rate, f.channels) if f.samplerate != rate else None
+            int16 = resample is None and f.subtype == "PCM_16"
+            raw = RawAudio(scratch, f.channels, int16=int16)
+
+            def keep(block: AudioArray) -> None:
+                try:
+                    if analyser is not None:
+                        analyser.feed(block)
+                    else:
+                        as_audio(block, name=what)  # finite samples only
+                except AudioError as exc:
+                    raise MixError(f"{what}: {exc}") from None
+                assert raw is not None
+                raw.append(block)
+
             expected = f.frames
             # large reads into one buffer: soundfile seeks after every read, and a FLAC seek
             # costs a frame's decoding
-            buf = np.empty((min(_DECODE_BLOCK, max(1, expected)), f.channels), np.float32)
+            shape = (min(_DECODE_BLOCK, max(1, expected)), f.channels)
+            buf = np.empty(shape, np.int16 if int16 else np.float32)
+            decoded = 0
             while decoded < expected:
                 block = f.read(out=buf)
                 if block.shape[0] == 0:
                     break
                 decoded += block.shape[0]
-                keep(resample(block) if resample else block)
-    except _READ_ERRORS as exc:
-        raise MixError(f"{what}: reading {path} failed ({exc})") from None
-    if decoded != expected:
-        raise MixError(
-            f"{what}: {path} ended after {decoded} of its {expected} frames (truncated?)"
-        )
-    if resample:
-        keep(resample.flush())
+                if int16:
+                    if analyser is not None:
+                        analyser.feed(np.multiply(block, np.float32(1 / 32768), dtype=np.float32))
+                    raw.append(block)
+                else:
+                    keep(resample(block) if resample else block)
+            if decoded != expected:
+                raise MixError(
+                    f"{what}: {path} ended after {decoded} of its {expected} frames (truncated?)"
+                )
+            if resample:
+                keep(resample.flush())
+        return raw
+    except BaseException as exc:
+        if raw is not None:
+            raw.close()
+        if isinstance(exc, _READ_ERRORS):
+            raise MixError(f"{what}: reading {path} failed ({exc})") from None
+        raise
 
 
 def _markers(item: _Input, frames: int, rate: int, settings: Any) -> list[int]:
@@ -532,10 +546,9 @@ def _mix_in(
 
     def voice(item: _Input) -> str:
         what = f"recording {item.rec.file} ({item.name})"
-        raw = RawAudio(work / f"{item.index:04d}.f32", item.channels)
-        opened.append(raw)
         analyser = VoiceAnalyser(rate, item.channels)
-        _decode(item.path, rate, raw, analyser, what)
+        raw = _decode(item.path, rate, work / f"{item.index:04d}.raw", analyser, what)
+        opened.append(raw)
         if not item.rec.shared_clock and not args.no_drift:
             fixed, again = _dedrift(item, raw, rate, session, what)
             if again is not None:
@@ -560,9 +573,10 @@ def _mix_in(
 
     def backing(k: int) -> str:
         b, _info = backings[k]
-        raw = RawAudio(work / f"backing{k:02d}.f32", _info.channels)
+        raw = _decode(
+            take_dir / b.file, rate, work / f"backing{k:02d}.raw", None, f"backing {b.file}"
+        )
         opened.append(raw)
-        _decode(take_dir / b.file, rate, raw, None, f"backing {b.file}")
         mix.add_backing_source(raw, b.timeline_start, args.backing_db)
         return str(b.file)
 

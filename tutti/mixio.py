@@ -21,11 +21,10 @@ from tutti.audio.types import AudioArray
 
 __all__ = ["RawAudio"]
 
-_SAMPLE = 4  # bytes per float32 sample
-
 
 class RawAudio:
-    """A raw file of float32 frames (frames, channels), written by appending or by range.
+    """A raw file of audio frames (frames, channels), written by appending or by range, read
+    as float32.
 
     Parameters
     ----------
@@ -34,6 +33,10 @@ class RawAudio:
     channels : int
     frames : int
         Initial length: that many frames of zeros (a sparse file; used for the bus).
+    int16 : bool
+        Store 16-bit integers (for 16-bit files: exact, and half the bytes); blocks are then
+        written as int16 and read back as float32 in [-1, 1) (sample / 32768, as libsndfile
+        reads them).
 
     Notes
     -----
@@ -41,13 +44,15 @@ class RawAudio:
     one writer.
     """
 
-    def __init__(self, path: Path, channels: int, frames: int = 0) -> None:
+    def __init__(self, path: Path, channels: int, frames: int = 0, *, int16: bool = False) -> None:
         self.path = path
         self.channels = channels
+        self.dtype = np.dtype(np.int16 if int16 else np.float32)
+        self._size = self.dtype.itemsize
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._frames = 0
         if frames:
-            os.ftruncate(self._fd, frames * channels * _SAMPLE)
+            os.ftruncate(self._fd, frames * channels * self._size)
             self._frames = frames
 
     @property
@@ -61,20 +66,22 @@ class RawAudio:
         return self._fd
 
     def append(self, block: AudioArray) -> None:
-        """Write ``block`` (float32 (n, channels)) after the last frame."""
+        """Write ``block`` ((n, channels), of :attr:`dtype`) after the last frame."""
         self.write(self._frames, block)
 
     def write(self, lo: int, block: AudioArray) -> None:
         """Overwrite (or extend to) frames [lo, lo + len(block))."""
         if block.shape[0] == 0:
             return
-        data = np.ascontiguousarray(block, dtype=np.float32)
+        if block.dtype != self.dtype:
+            raise ValueError(f"{self.path}: {block.dtype} block; expected {self.dtype}")
+        data = np.ascontiguousarray(block)
         if data.ndim != 2 or data.shape[1] != self.channels:
             raise ValueError(
                 f"{self.path}: block shape {data.shape}; expected (n, {self.channels})"
             )
         view = data.reshape(-1).view(np.uint8).data
-        offset = lo * self.channels * _SAMPLE
+        offset = lo * self.channels * self._size
         fd = self._fileno()
         while view:
             done = os.pwrite(fd, view, offset)
@@ -83,23 +90,27 @@ class RawAudio:
 
     def read(self, lo: int, hi: int) -> AudioArray:
         """Frames [lo, hi) as float32 (hi - lo, channels); zeros beyond the file's end."""
-        out = np.zeros((max(0, hi - lo), self.channels), dtype=np.float32)
+        out = np.zeros((max(0, hi - lo), self.channels), dtype=self.dtype)
         stop = min(hi, self._frames)
-        if stop <= lo:
+        if stop > lo:
+            self._read_into(out[: stop - lo], lo)
+        if self.dtype == np.float32:
             return out
-        view = out[: stop - lo].reshape(-1).view(np.uint8).data
-        offset = lo * self.channels * _SAMPLE
+        return np.multiply(out, np.float32(1.0 / 32768.0), dtype=np.float32)
+
+    def _read_into(self, out: np.ndarray, lo: int) -> None:
+        view = out.reshape(-1).view(np.uint8).data
+        offset = lo * self.channels * self._size
         fd = self._fileno()
         while view:
             got = os.preadv(fd, [view], offset)
             if got == 0:
                 raise OSError(f"{self.path}: ended early (short read at byte {offset})")
             view, offset = view[got:], offset + got
-        return out
 
     def truncate(self, frames: int) -> None:
         """Cut the file to ``frames`` frames."""
-        os.ftruncate(self._fileno(), frames * self.channels * _SAMPLE)
+        os.ftruncate(self._fileno(), frames * self.channels * self._size)
         self._frames = min(self._frames, frames)
 
     def close(self) -> None:
