@@ -414,3 +414,27 @@ def test_memory_does_not_grow_with_take_length(
         rss[minutes] = _mix_peak_rss_mb(folder, *options)
     assert rss[short] > 50.0, rss  # the mix's own memory, not a launcher's
     assert rss[long] < rss[short] + 40.0, rss
+
+
+def test_16_bit_scratch_mixes_like_float(tmp_path: Path) -> None:
+    """16-bit recordings are kept as integers in the scratch files: the mix must be the same,
+    sample for sample, as from float files holding the same 16-bit values."""
+    voices = choir(3.0)
+    for s in voices:
+        s.audio = np.round(s.audio * 32768).clip(-32768, 32767).astype(np.float32) / 32768
+    mixes = []
+    for subtype in ("PCM_16", "FLOAT"):
+        singers = [
+            Singer(s.name, s.part, s.audio, s.start_offset, s.latency, file=f"{s.name}.wav",
+                   subtype=subtype)
+            for s in voices
+        ]  # fmt: skip
+        take = build_take(tmp_path / subtype, singers)
+        assert main(["mix", str(take), "-o", str(take / "mix.wav"), "--stems"]) == 0
+        mixes.append(sf.read(str(take / "mix.wav"), dtype="int32")[0])
+        stems = sorted((take / "mix-stems").iterdir())
+        for stem, s in zip(stems, voices, strict=True):  # the scratch values, scaled right
+            peak = float(np.abs(sf.read(str(stem), dtype="float32")[0]).max())
+            assert peak == pytest.approx(float(np.abs(s.audio).max()), abs=1e-6)
+    assert mixes[0].shape == mixes[1].shape and np.abs(mixes[0]).max() > 2**20
+    np.testing.assert_array_equal(mixes[0], mixes[1])
