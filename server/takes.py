@@ -72,8 +72,10 @@ class Takes:
         )
         self.store.create_take(take)
         expected = [x.participant_id for x in take.singers]
+        # Singers need only the take and its settings; the list of expected singers (N ids to
+        # each of N sockets) stays with the leader, in this reply and in GET /takes.
         await self.fanout.to_session(s.session_id, Ev.TAKE_ARMED,
-                                     {"take_id": take.take_id, "expected": expected,
+                                     {"take_id": take.take_id, "expected_count": len(expected),
                                       "settings": s.settings.to_dict()})
         return {"take_id": take.take_id, "state": "armed", "expected": expected}
 
