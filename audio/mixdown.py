@@ -447,6 +447,9 @@ class Mixdown:
         the voice pass adds it after the voices' high-pass and reverb (thread-safe)."""
         if self._voices_done:
             raise AudioError("mixdown: backing sources must be added before finish_voices()")
+        channels = source.read(0, 0).shape[1]
+        if channels not in (1, 2):
+            raise AudioError(f"backing: {channels} channels; accepted: 1 or 2")
         g = db_to_gain(gain_db)
         with self._lock:
             self._backing.append(_Placed(source, start, g, g))
@@ -458,8 +461,6 @@ class Mixdown:
             if hi <= lo:
                 continue
             seg = p.source.read(lo - p.start, hi - p.start)
-            if seg.shape[1] not in (1, 2):
-                raise AudioError(f"backing: {seg.shape[1]} channels; accepted: 1 or 2")
             if out is None:
                 out = np.zeros((b - a, 2), dtype=np.float32)
             out[lo - a : hi - a] += seg * np.float32(p.left)
@@ -826,9 +827,9 @@ def mix_arrays(
     mix = Mixdown(settings, frames)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         reports = list(pool.map(lambda av: mix.add_voice(av[0], av[1]), voices))
-    mix.finish_voices(jobs)
     for audio, start, gain_db in backing:
-        mix.add_backing(audio, start, gain_db)
+        mix.add_backing_source(ArraySource(audio), start, gain_db)
+    mix.finish_voices(jobs)
     blocks: list[AudioArray] = []
     master = mix.master(blocks.append, jobs=jobs)
     out = np.concatenate(blocks) if blocks else np.zeros((0, 2), np.float32)

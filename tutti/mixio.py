@@ -108,11 +108,6 @@ class RawAudio:
                 raise OSError(f"{self.path}: ended early (short read at byte {offset})")
             view, offset = view[got:], offset + got
 
-    def truncate(self, frames: int) -> None:
-        """Cut the file to ``frames`` frames."""
-        os.ftruncate(self._fileno(), frames * self.channels * self._size)
-        self._frames = min(self._frames, frames)
-
     def close(self) -> None:
         """Close the file (it is left on disk: the scratch folder's owner removes it)."""
         if self._fd is not None:

@@ -12,7 +12,7 @@ from tutti.audio.daw import Stem, audacity_lof, reaper_project
 from tutti.audio.filters import HighPass
 from tutti.audio.layout import pan_gains
 from tutti.audio.loudness import integrated_loudness
-from tutti.audio.mixdown import Mixdown, MixSettings, Voice, mix_arrays
+from tutti.audio.mixdown import ArraySource, Mixdown, MixSettings, Voice, mix_arrays
 from tutti.audio.reverb import ConvolutionReverb, hall_ir
 from tutti.audio.types import AudioError
 
@@ -220,3 +220,23 @@ def test_loudness_match_measures_what_is_mixed() -> None:
     out, reports, _ = mix_arrays([(rec, Voice("one-sided", pan=-1.0))], settings)
     assert integrated_loudness(out[:, :1], RATE) == pytest.approx(settings.singer_lufs, abs=0.05)
     assert reports[0].analysis.peak_dbfs == pytest.approx(20 * math.log10(0.3), abs=0.01)
+
+
+def test_backing_source_equals_backing_blocks() -> None:
+    """Backing placed before the voice pass (mix_arrays) lands where add_backing puts it after."""
+    voice = noise(30_000, seed=7)
+    backing = noise(20_000, seed=8, channels=2)
+    settings = MixSettings(RATE, target_lufs=None, limiter=False)  # high-pass on voices only
+    out, _, _ = mix_arrays(
+        [(voice, Voice("v", 500, pan=0.3))], settings, backing=[(backing, 12_000, -6.0)]
+    )
+    mix = Mixdown(settings, out.shape[0])
+    mix.add_voice(voice, Voice("v", 500, pan=0.3))
+    mix.finish_voices()
+    mix.add_backing(backing, 12_000, -6.0)
+    np.testing.assert_allclose(out, mix.bus.read(0, out.shape[0]), atol=1e-7)
+    assert float(np.abs(out[12_000:32_000] - out[12_000:32_000].mean()).max()) > 0.01
+    with pytest.raises(AudioError, match="before finish_voices"):
+        mix.add_backing_source(ArraySource(backing), 0)
+    with pytest.raises(AudioError, match="3 channels"):
+        Mixdown(settings, 10).add_backing_source(ArraySource(np.zeros((5, 3), np.float32)), 0)
