@@ -296,6 +296,7 @@ def test_failure_midway_leaves_no_output(
     assert not (take / "mix.flac").exists()
     assert not [p for p in take.rglob("*.part")]
     assert not (take / "mix-stems").exists() or not any((take / "mix-stems").iterdir())
+    assert not list(take.glob(".tutti-mix-*")), "the scratch folder must be removed"
 
 
 def test_drift_is_found_and_corrected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -436,5 +437,6 @@ def test_16_bit_scratch_mixes_like_float(tmp_path: Path) -> None:
         for stem, s in zip(stems, voices, strict=True):  # the scratch values, scaled right
             peak = float(np.abs(sf.read(str(stem), dtype="float32")[0]).max())
             assert peak == pytest.approx(float(np.abs(s.audio).max()), abs=1e-6)
+    assert not list(tmp_path.rglob(".tutti-mix-*"))  # scratch removed after a mix
     assert mixes[0].shape == mixes[1].shape and np.abs(mixes[0]).max() > 2**20
     np.testing.assert_array_equal(mixes[0], mixes[1])
