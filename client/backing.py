@@ -15,7 +15,6 @@ use, so a damaged cache is noticed and fetched again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Final
 import aiohttp
 
 from tutti.client.connection import TrackInfo
+from tutti.fsutil import file_sha256
 
 __all__ = ["BackingError", "fetch_backing", "cache_path"]
 
@@ -42,14 +42,6 @@ def cache_path(cache_dir: Path, track: TrackInfo) -> Path:
     """Where a complete, checked copy of ``track`` lives."""
     ext = _EXT.get(track.format, "audio")
     return cache_dir / "backing" / f"{track.sha256}.{ext}"
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 async def fetch_backing(
@@ -78,7 +70,7 @@ async def fetch_backing(
     """
     final = cache_path(cache_dir, track)
     if final.exists():
-        if await asyncio.to_thread(_hash_file, final) == track.sha256:
+        if await asyncio.to_thread(file_sha256, final) == track.sha256:
             if progress is not None:
                 progress(track.size, track.size)
             return final
@@ -100,7 +92,7 @@ async def fetch_backing(
                 ) from exc
             await asyncio.sleep(min(5.0, 0.2 * 2**failures))
             continue
-        digest = await asyncio.to_thread(_hash_file, part)
+        digest = await asyncio.to_thread(file_sha256, part)
         if digest == track.sha256:
             os.replace(part, final)
             return final

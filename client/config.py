@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tutti.fsutil import write_json_atomic
 
 __all__ = ["ConfigError", "config_dir", "data_dir", "load", "save", "update_section"]
 
@@ -65,22 +66,8 @@ def load() -> dict[str, Any]:
 
 
 def save(data: dict[str, Any]) -> Path:
-    """Write the whole configuration atomically; returns its path."""
-    path = _path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)  # it holds tokens
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the whole configuration atomically (mode 0600: it holds tokens); returns its path."""
+    return write_json_atomic(_path(), data, indent=2, mode=0o600)
 
 
 def update_section(section: str, key: str, value: Any) -> Path:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ from rich.text import Text
 from tutti import takeformat, wire
 from tutti.client import config
 from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
+from tutti.fsutil import write_json_atomic
 
 __all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
 
@@ -554,19 +553,7 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     """Write ``take.json`` atomically (it is written last: its presence means complete)."""
-    path = folder / takeformat.MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".take-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(folder / takeformat.MANIFEST_NAME, manifest, indent=2)
 
 
 def _missing_singers(take: dict[str, Any] | None) -> list[dict[str, Any]]:

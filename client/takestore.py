@@ -19,13 +19,11 @@ nothing is deleted until :meth:`TakeStore.confirm_uploaded` is given the right s
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -38,9 +36,12 @@ import soundfile as sf
 
 from tutti.audio.types import AudioArray
 from tutti.client.config import data_dir
+from tutti.fsutil import file_sha256, fsync_dir, write_json_atomic
 from tutti.takeformat import Recording, parse_recording
 
 __all__ = ["TakeStoreError", "FinishedTake", "TakeWriter", "TakeStore", "sha256_file"]
+
+sha256_file = file_sha256  # the name this module has always exported
 
 JOURNAL = "journal.json"
 RAW = "audio.f32"
@@ -52,37 +53,6 @@ _CHUNK = 1 << 16  # frames per chunk when converting
 
 class TakeStoreError(RuntimeError):
     """A local take cannot be written, finished or confirmed; the message says which and why."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _safe(name: str) -> str:
@@ -141,7 +111,7 @@ class TakeWriter:
         self._lockfh = (folder / LOCK).open("a+b")
         fcntl.flock(self._lockfh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._raw: BinaryIO = (folder / RAW).open("ab")
-        _write_json_atomic(folder / JOURNAL, journal)
+        write_json_atomic(folder / JOURNAL, journal)
         self._finished: FinishedTake | None = None
         self._thread = threading.Thread(target=self._run, name="tutti-take-writer", daemon=True)
         self._thread.start()
@@ -167,7 +137,7 @@ class TakeWriter:
         self.frames_durable = self.frames_written
         self._journal["frames_durable"] = self.frames_durable
         self._journal["updated"] = time.time()
-        _write_json_atomic(self.folder / JOURNAL, self._journal)
+        write_json_atomic(self.folder / JOURNAL, self._journal)
 
     def _run(self) -> None:
         last_sync = time.monotonic()
@@ -224,7 +194,7 @@ class TakeWriter:
             "underflows": int(underflows),
             "dropped_frames": int(dropped_frames),
         }
-        _write_json_atomic(self.folder / JOURNAL, self._journal)
+        write_json_atomic(self.folder / JOURNAL, self._journal)
         try:
             done = _finalise(self.folder, self._journal, recovered=False)
         finally:
@@ -250,7 +220,7 @@ def _finalise(folder: Path, journal: dict[str, Any], *, recovered: bool) -> Fini
     start_offset = journal.get("start_offset")
     if start_offset is None:
         journal["state"] = "abandoned"
-        _write_json_atomic(folder / JOURNAL, journal)
+        write_json_atomic(folder / JOURNAL, journal)
         return None
     channels = int(meta["channels"])
     rate = int(meta["rate"])
@@ -274,7 +244,7 @@ def _finalise(folder: Path, journal: dict[str, Any], *, recovered: bool) -> Fini
     with tmp.open("rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     counters = journal.get("counters", {})
     rec = parse_recording(
         {
@@ -305,10 +275,10 @@ def _finalise(folder: Path, journal: dict[str, Any], *, recovered: bool) -> Fini
         "dropped_frames": int(counters.get("dropped_frames", 0)),
         "recording": rec.to_dict(),
     }
-    _write_json_atomic(folder / RECORDING, info)
+    write_json_atomic(folder / RECORDING, info)
     journal["state"] = "finished"
     journal["final"] = {"file": final.name, "sha256": rec.sha256, "frames": frames}
-    _write_json_atomic(folder / JOURNAL, journal)
+    write_json_atomic(folder / JOURNAL, journal)
     return _load_finished(folder)
 
 
@@ -379,7 +349,7 @@ class TakeStore:
             self.root / f"{time.strftime('%Y%m%dT%H%M%S')}-{_safe(take_id)}-{uuid.uuid4().hex[:8]}"
         )
         folder.mkdir()
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         journal: dict[str, Any] = {
             "format": FORMAT,
             "version": 1,
@@ -469,4 +439,4 @@ class TakeStore:
                 f"{local[:12]}… ({done.path.name}); keeping it for another upload"
             )
         shutil.rmtree(folder)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)

@@ -36,6 +36,8 @@ from typing import Any, Final
 
 import aiohttp
 
+from tutti.fsutil import file_sha256
+
 __all__ = [
     "UploadError",
     "UploadRejected",
@@ -97,15 +99,6 @@ class UploadProgress:
 def encode_metadata(meta: dict[str, str]) -> str:
     """tus ``Upload-Metadata``: comma-separated ``key base64(value)``."""
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Retry(Exception):

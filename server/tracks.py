@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tutti.fsutil import fsync_dir
 from tutti.wire import SessionSettings
 
 from .audiocheck import AudioCheckError, check_audio
@@ -26,15 +27,6 @@ __all__ = ["TrackStore", "fsync_dir", "receive_body"]
 
 _BATCH = 1 << 20
 _ACCEPTED_TYPES = ("audio/", "application/octet-stream")
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a rename inside it is durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def receive_body(request: web.Request, dest: Path, cap: int) -> tuple[str, int]:
