@@ -74,7 +74,9 @@ def init_app(config: Config) -> web.Application:
     store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
     realtime = Realtime(store, list(config.cors_origins))
     sessions = Sessions(store, realtime,
-                        JoinLimiter(config.join_failures_per_minute, 60.0))
+                        JoinLimiter(config.join_failures_per_minute, 60.0),
+                        lifetime_s=config.session_lifetime_s)
+    realtime.expired_message = sessions.expired_message
     takes = Takes(store, sessions, realtime, data / "takes")
     services = Services(config=config, store=store, sessions=sessions, takes=takes,
                         tracks=TrackStore(data, config.max_track_bytes), realtime=realtime)

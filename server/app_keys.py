@@ -36,6 +36,9 @@ class Config:
         Largest JSON request body, bytes (413 beyond).
     join_failures_per_minute : int
         Wrong join codes allowed per client address per minute (429 beyond).
+    session_lifetime_s : float
+        Seconds after its creation when a session expires: it takes no joins, settings,
+        tracks or takes any more; its takes stay downloadable by the leader.
     """
 
     data_dir: Path
@@ -45,6 +48,7 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     max_json_bytes: int = 64 * 1024
     join_failures_per_minute: int = 10
+    session_lifetime_s: float = 30 * 24 * 3600.0
 
 
 @dataclass

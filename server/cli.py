@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upload-expiry", type=_positive_float, default=24 * 3600.0,
                         metavar="SECONDS",
                         help="unfinished take uploads expire after this long (default 86400)")
+    parser.add_argument("--session-days", type=_positive_float, default=30.0, metavar="DAYS",
+                        help="sessions expire this many days after creation (default 30); "
+                        "their takes stay downloadable")
     parser.add_argument("--max-track-mb", type=_positive_int, default=200, metavar="N",
                         help="largest backing track, MiB (default 200)")
     parser.add_argument("--max-upload-mb", type=_positive_int, default=500, metavar="N",
@@ -70,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_track_bytes=int(args.max_track_mb) * MB,
         max_upload_bytes=int(args.max_upload_mb) * MB,
         upload_expiry_s=float(args.upload_expiry),
+        session_lifetime_s=float(args.session_days) * 86400.0,
         cors_origins=tuple(args.cors_origin),
     )
 

@@ -95,6 +95,8 @@ class Realtime:
             engineio_logger=False,
         )
         self.conns: dict[str, Principal] = {}
+        #: Why a session has expired (None while it has not); the app sets Sessions' rule.
+        self.expired_message: Callable[[Any], str | None] = lambda session: None
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, dict[str, Any]]] = {}
@@ -241,6 +243,9 @@ class Realtime:
         session = self.store.get_session(p.session_id)
         if session is None or session.state != "open":
             raise refuse("session_closed", "the session is closed")
+        expired = self.expired_message(session)
+        if expired is not None:
+            raise refuse("session_expired", expired)
         ident: Participant | None = None
         if not p.is_leader:
             ident = self.store.get_participant(p.participant_id or "")

@@ -23,10 +23,22 @@ __all__ = ["Sessions"]
 class Sessions:
     """Session rules over a :class:`SessionStore`, announcing changes through a :class:`Fanout`."""
 
-    def __init__(self, store: SessionStore, fanout: Fanout, limiter: JoinLimiter) -> None:
+    def __init__(self, store: SessionStore, fanout: Fanout, limiter: JoinLimiter, *,
+                 lifetime_s: float = 30 * 24 * 3600.0) -> None:
         self.store = store
         self.fanout = fanout
         self.limiter = limiter
+        self.lifetime_s = lifetime_s
+
+    def expired_message(self, s: Session) -> str | None:
+        """Why ``s`` has expired, or None while it is within its lifetime."""
+        ends = s.created_at + self.lifetime_s
+        if time.time() < ends:
+            return None
+        day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
+        return (f"the session expired on {day} (sessions last {self.lifetime_s / 86400:g} days "
+                "from creation); its takes can still be downloaded — start a new session "
+                "with `tutti lead create`")
 
     # ------------------------------------------------------------------ lookups
 
@@ -50,6 +62,9 @@ class Sessions:
         if s.state != "open":
             raise Conflict("the session is closed; nothing can change in it any more",
                            code="session_closed")
+        expired = self.expired_message(s)
+        if expired is not None:
+            raise Conflict(expired, code="session_expired")
         return s
 
     @staticmethod
@@ -95,6 +110,9 @@ class Sessions:
         if session.state != "open":
             raise Forbidden("this session is closed and takes no more singers",
                             code="session_closed")
+        expired = self.expired_message(session)
+        if expired is not None:
+            raise Forbidden(expired, code="session_expired")
         if payload.get("part") in (None, ""):
             raise BadRequest("join: choose your voice part; this session's parts are "
                              f"{', '.join(session.settings.parts)}", code="bad_part")
