@@ -5,7 +5,8 @@ mixer meets audio one block at a time (a five-minute take is 14 M samples; a hun
 do not fit in memory at once), so :class:`LoudnessMeter` keeps what the BS.1770 gating needs
 and nothing more: the K-weighting filter state (pyloudnorm's own filter coefficients, run with
 :func:`scipy.signal.sosfilt` in float32 along contiguous channel rows, with its carried state)
-and one sum of squares (float64) per 100 ms hop per channel.  The 400 ms gating blocks with
+and one sum of squares per 100 ms hop per channel (summed in float32 in one fused pass, kept
+as float64).  The 400 ms gating blocks with
 75 % overlap are sums of four consecutive hops, so the result equals pyloudnorm's on the same
 signal (tested to 0.01 LU; float32 filtering moves it by under 0.001 LU).
 
@@ -66,6 +67,16 @@ def k_weighting_sos(rate: int) -> npt.NDArray[np.float64]:
     return np.vstack(sections).astype(np.float64)
 
 
+def _sum_squares(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Sum of squares along the last axis, as float64.
+
+    One fused float32 pass (``einsum``: no squared copy, no float64 cast of every sample); a
+    hop of 4 800 squares summed in float32 is within 1e-6 of the float64 sum, which moves a
+    loudness by under 1e-5 LU.
+    """
+    return np.asarray(np.einsum("...k,...k->...", x, x), dtype=np.float64)
+
+
 class LoudnessMeter:
     """Integrated loudness of a stream, fed block by block.
 
@@ -110,11 +121,10 @@ class LoudnessMeter:
         # summed per 100 ms hop in float64
         rows = np.ascontiguousarray(block.T, dtype=np.float32)
         weighted, self._zi = signal.sosfilt(self._sos, rows, axis=1, zi=self._zi)
-        sq = np.square(weighted, dtype=np.float64)
         pos = 0
         if self._in_hop:
             take = min(self._hop - self._in_hop, n)
-            self._partial += sq[:, :take].sum(axis=1)
+            self._partial += _sum_squares(weighted[:, :take])
             self._in_hop += take
             pos = take
             if self._in_hop == self._hop:
@@ -123,11 +133,13 @@ class LoudnessMeter:
                 self._in_hop = 0
         whole = (n - pos) // self._hop
         if whole:
-            seg = sq[:, pos : pos + whole * self._hop].reshape(self.channels, whole, self._hop)
-            self._hops.extend(seg.sum(axis=2).T)
+            seg = weighted[:, pos : pos + whole * self._hop].reshape(
+                self.channels, whole, self._hop
+            )
+            self._hops.extend(_sum_squares(seg).T)
             pos += whole * self._hop
         if pos < n:
-            self._partial += sq[:, pos:].sum(axis=1)
+            self._partial += _sum_squares(weighted[:, pos:])
             self._in_hop += n - pos
         self.frames += n
 

@@ -47,6 +47,8 @@ def test_equals_pyloudnorm(rate: int, channels: int, frames: int) -> None:
 
 
 def test_block_size_does_not_change_the_result() -> None:
+    # hop sums are float32 sums: a hop split across blocks is summed in another order, which
+    # moves the result by ~1e-8 LU (a lost or doubled block would move it by far more)
     rng = np.random.default_rng(3)
     x = (0.2 * rng.standard_normal((5 * RATE + 17, 2))).astype(np.float32)
     whole = integrated_loudness(x, RATE, block=x.shape[0])
@@ -56,9 +58,9 @@ def test_block_size_does_not_change_the_result() -> None:
             for a in range(0, 9600, 1):  # frame by frame for the first 0.2 s
                 m.feed(x[a : a + 1])
             m.feed(x[9600:])
-            assert m.integrated() == pytest.approx(whole, abs=1e-9)
+            assert m.integrated() == pytest.approx(whole, abs=1e-6)
         else:
-            assert integrated_loudness(x, RATE, block=block) == pytest.approx(whole, abs=1e-9)
+            assert integrated_loudness(x, RATE, block=block) == pytest.approx(whole, abs=1e-6)
 
 
 def test_gating_ignores_silence() -> None:
