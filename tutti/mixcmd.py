@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,7 @@ __all__ = ["MixError", "add_arguments", "run"]
 FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
 _READ_BLOCK = 1 << 16
 _DECODE_BLOCK = 1 << 18  # frames per read of a recording (1 MB per channel)
+_BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
 
 
 class MixError(Exception):
@@ -417,6 +419,13 @@ def _session_settings(manifest: TakeManifest) -> Any:
         return None
 
 
+def _delete(raws: list[RawAudio]) -> None:
+    """Close and delete scratch files (those already gone are skipped)."""
+    for raw in raws:
+        raw.close()
+        raw.path.unlink(missing_ok=True)
+
+
 # -- writing ---------------------------------------------------------------------------------
 class _Outputs:
     """Files being written: each to a temporary name in its folder, renamed when all are done."""
@@ -591,19 +600,28 @@ def _mix_in(
                 pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
                 raise
     mix.finish_voices(args.jobs)
+    # the recordings' scratch files are done with (only the bus is read from here on): delete
+    # them while the master pass runs (≈ 0.2 s for 1 GB, otherwise spent at the end)
+    cleaner = threading.Thread(
+        target=_delete, args=([r for r in opened if r.path.name != _BUS_NAME],), daemon=True
+    )
+    cleaner.start()
     kind, subtype = FORMATS[fmt]
     tmp = outputs.temp_for(out_path)
     n_blocks = -(-mix.frames // settings.block)
-    with (
-        progress.stage("mastering and writing", n_blocks) as step,
-        sf.SoundFile(str(tmp), "w", rate, 2, subtype, format=kind) as f,
-    ):
+    try:
+        with (
+            progress.stage("mastering and writing", n_blocks) as step,
+            sf.SoundFile(str(tmp), "w", rate, 2, subtype, format=kind) as f,
+        ):
 
-        def sink(block: AudioArray) -> None:
-            f.write(block)
-            step("")
+            def sink(block: AudioArray) -> None:
+                f.write(block)
+                step("")
 
-        master = mix.master(sink, jobs=args.jobs)
+            master = mix.master(sink, jobs=args.jobs)
+    finally:
+        cleaner.join()
     if args.project:
         ordered = sorted(stems, key=lambda s: s.file)
         title = manifest.title or manifest.take_id
@@ -658,7 +676,7 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
         opened: list[RawAudio] = []
 
         def bus(n: int) -> RawAudio:
-            raw = RawAudio(work / "bus.f32", 2, n)
+            raw = RawAudio(work / _BUS_NAME, 2, n)
             opened.append(raw)
             return raw
 
