@@ -13,7 +13,9 @@ It streams: memory does not grow with the length of the take or the number of re
    (loudness, peak, clipping) and written as raw float32 to a scratch folder beside the output
    (:mod:`tutti.mixio`).  For a separate-clock recording the drift markers are searched in the
    first and last seconds of that file, and a drifting recording is resampled (streaming)
-   into a new scratch file.  Stems are written from the scratch files.
+   into a new scratch file.  Stems are written from the scratch files.  The analysis code
+   (scipy, pyloudnorm: ≈ 0.5 s to import) is loaded in a thread meanwhile (:class:`_Pipeline`);
+   the recordings decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
    needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
    and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
@@ -47,12 +49,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -62,12 +64,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tutti import takeformat
-from tutti.audio import align, daw, drift
+from tutti.audio import daw
 from tutti.audio.layout import default_pans
-from tutti.audio.mixdown import Mixdown, MixSettings, Voice, VoiceAnalyser, VoiceReport
 from tutti.audio.types import AudioArray, AudioError, as_audio
 from tutti.mixio import RawAudio
 from tutti.takeformat import Recording, TakeFormatError, TakeManifest
+
+if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
+    from tutti.audio.mixdown import Mixdown, VoiceAnalyser, VoiceReport
 
 __all__ = ["MixError", "add_arguments", "run"]
 
@@ -350,6 +354,8 @@ _EDGE_S = 20  # seconds at each end searched for drift markers
 
 def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) -> list[float | None]:
     """:func:`align.find_markers` on the first and last seconds of ``raw`` only."""
+    from tutti.audio import align
+
     n = raw.frames
     pad = max(64, round(0.005 * rate))  # find_markers' own context
     margin = window + 2 * pad + 16
@@ -373,6 +379,9 @@ def _dedrift(
     """Measure the clock drift from markers at both ends; if there is any, resample ``raw``
     (streaming) into a new raw file and measure that.  Returns the file to mix and its new
     analyser (None if the recording was left as it was)."""
+    from tutti.audio import drift
+    from tutti.audio.mixdown import VoiceAnalyser
+
     if settings is None:
         item.warnings.append("drift not checked (no tempo in take.json)")
         return raw, None
@@ -417,6 +426,67 @@ def _session_settings(manifest: TakeManifest) -> Any:
         return wire.parse_settings(payload)
     except Exception:  # a manifest from another tool: its settings are optional for a mix
         return None
+
+
+def _analyse(raw: RawAudio, rate: int, what: str) -> VoiceAnalyser:
+    """Measure a recording from its scratch file, in the blocks :func:`_decode` reads (for a
+    recording decoded before the analysis code was loaded: same values as fed while decoding)."""
+    from tutti.audio.mixdown import VoiceAnalyser
+
+    analyser = VoiceAnalyser(rate, raw.channels)
+    for a in range(0, raw.frames, _DECODE_BLOCK):
+        try:
+            analyser.feed(raw.read(a, min(raw.frames, a + _DECODE_BLOCK)))
+        except AudioError as exc:
+            raise MixError(f"{what}: {exc}") from None
+    return analyser
+
+
+class _Pipeline:
+    """The :class:`~tutti.audio.mixdown.Mixdown`, imported and made in a thread.
+
+    Importing the analysis code (scipy.signal, scipy.ndimage, pyloudnorm) takes ≈ 0.5 s of
+    one core; meanwhile pass 1 decodes the first recordings (libsndfile does not hold the
+    GIL), which are then measured from their scratch files (:func:`_analyse`).
+    """
+
+    def __init__(self, make: Callable[[], Mixdown]) -> None:
+        self._future: Future[Mixdown] = Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(make,), name="mix-import", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, make: Callable[[], Mixdown]) -> None:
+        try:
+            self._future.set_result(make())
+        except BaseException as exc:  # handed to whoever asks for the mixdown
+            self._future.set_exception(exc)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the mixdown exists (or failed): :meth:`get` does not wait."""
+        return self._future.done()
+
+    def get(self) -> Mixdown:
+        """The mixdown, once made (re-raises what making it raised)."""
+        return self._future.result()
+
+    def join(self) -> None:
+        """Wait until the thread has finished (before the scratch folder is removed)."""
+        self._thread.join()
+
+
+def _new_mixdown(args: argparse.Namespace, rate: int, frames: int, bus: Any) -> Mixdown:
+    from tutti.audio.mixdown import Mixdown, MixSettings
+
+    settings = MixSettings(
+        rate,
+        target_lufs=args.target_lufs,
+        singer_lufs=None if args.no_loudness_match else MixSettings.singer_lufs,
+        reverb_wet=args.reverb,
+    )
+    return Mixdown(settings, frames, bus=bus)
 
 
 def _delete(raws: list[RawAudio]) -> None:
@@ -532,7 +602,6 @@ def _mix_in(
     manifest: TakeManifest,
     items: list[_Input],
     backings: list[tuple[Any, Any]],
-    settings: MixSettings,
     frames: int,
     session: Any,
     work: Path,
@@ -548,16 +617,25 @@ def _mix_in(
     rate = manifest.rate
     take_dir: Path = args.take_dir
     stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
-    mix = Mixdown(settings, frames, bus=bus)
+    pipeline = _Pipeline(partial(_new_mixdown, args, rate, frames, bus))
     stem_dir = out_path.parent / f"{out_path.stem}-stems"
     stems: list[daw.Stem] = []
     progress = _Progress(console)
 
     def voice(item: _Input) -> str:
         what = f"recording {item.rec.file} ({item.name})"
-        analyser = VoiceAnalyser(rate, item.channels)
+        analyser: VoiceAnalyser | None = None
+        if pipeline.ready:
+            from tutti.audio.mixdown import VoiceAnalyser
+
+            analyser = VoiceAnalyser(rate, item.channels)
         raw = _decode(item.path, rate, work / f"{item.index:04d}.raw", analyser, what)
         opened.append(raw)
+        mix = pipeline.get()
+        from tutti.audio.mixdown import Voice
+
+        if analyser is None:  # decoded while the analysis code was loading
+            analyser = _analyse(raw, rate, what)
         if not item.rec.shared_clock and not args.no_drift:
             fixed, again = _dedrift(item, raw, rate, session, what)
             if again is not None:
@@ -586,7 +664,7 @@ def _mix_in(
             take_dir / b.file, rate, work / f"backing{k:02d}.raw", None, f"backing {b.file}"
         )
         opened.append(raw)
-        mix.add_backing_source(raw, b.timeline_start, args.backing_db)
+        pipeline.get().add_backing_source(raw, b.timeline_start, args.backing_db)
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(backings))]
@@ -598,7 +676,9 @@ def _mix_in(
                     step(name)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
+                pipeline.join()
                 raise
+    mix = pipeline.get()
     mix.finish_voices(args.jobs)
     # the recordings' scratch files are done with (only the bus is read from here on): delete
     # them while the master pass runs (≈ 0.2 s for 1 GB, otherwise spent at the end)
@@ -608,7 +688,7 @@ def _mix_in(
     cleaner.start()
     kind, subtype = FORMATS[fmt]
     tmp = outputs.temp_for(out_path)
-    n_blocks = -(-mix.frames // settings.block)
+    n_blocks = -(-mix.frames // mix.settings.block)
     try:
         with (
             progress.stage("mastering and writing", n_blocks) as step,
@@ -652,10 +732,12 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
                 raise MixError(f"backing {b.file}: {info.channels} channels; accepted: 1 or 2")
             backings.append((b, info))
     ends = []
+    if not args.no_drift and not all(i.rec.shared_clock for i in items):
+        from tutti.audio.drift import MAX_PPM
     for i in items:
         length = _to_rate(i.frames, i.rate, rate)
         if not i.rec.shared_clock and not args.no_drift:
-            length += -(-length * int(drift.MAX_PPM) // 1_000_000)  # room for a corrected clock
+            length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
         ends.append(i.timeline_start + length)
     ends += [
         b.timeline_start + _to_rate(int(info.frames), info.samplerate, rate) for b, info in backings
@@ -663,12 +745,6 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
     frames = max(ends)
     if frames <= 0:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
-    settings = MixSettings(
-        rate,
-        target_lufs=args.target_lufs,
-        singer_lufs=None if args.no_loudness_match else MixSettings.singer_lufs,
-        reverb_wet=args.reverb,
-    )
     session = None if args.no_drift else _session_settings(manifest)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tutti-mix-", dir=out_path.parent) as scratch:
@@ -681,7 +757,7 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
             return raw
 
         try:
-            master = _mix_in(args, manifest, items, backings, settings, frames, session, work,
+            master = _mix_in(args, manifest, items, backings, frames, session, work,
                              bus, opened, outputs, out_path, fmt, console)  # fmt: skip
         finally:
             for raw in opened:

@@ -440,3 +440,29 @@ def test_16_bit_scratch_mixes_like_float(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob(".tutti-mix-*"))  # scratch removed after a mix
     assert mixes[0].shape == mixes[1].shape and np.abs(mixes[0]).max() > 2**20
     np.testing.assert_array_equal(mixes[0], mixes[1])
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_recording_decoded_before_the_analysis_code_measures_the_same(
+    tmp_path: Path, subtype: str
+) -> None:
+    # the first recordings are decoded while scipy loads and measured from the scratch file
+    from tutti import mixcmd
+    from tutti.audio.mixdown import VoiceAnalyser
+
+    rng = np.random.default_rng(7)
+    x = (0.1 * rng.standard_normal((600_000, 1))).clip(-0.9, 0.9).astype(np.float32)
+    x[1000] = 1.0  # one clipped sample
+    path = tmp_path / "r.wav"
+    sf.write(path, x, RATE, subtype=subtype)
+    live = VoiceAnalyser(RATE, 1)
+    raw_live = mixcmd._decode(path, RATE, tmp_path / "a.raw", live, "r")
+    raw_late = mixcmd._decode(path, RATE, tmp_path / "b.raw", None, "r")
+    try:
+        late = mixcmd._analyse(raw_late, RATE, "r").result()
+        assert late == live.result()
+        assert late.clipped == 1
+        assert np.array_equal(raw_late.read(0, raw_late.frames), raw_live.read(0, raw_live.frames))
+    finally:
+        raw_live.close()
+        raw_late.close()
