@@ -32,9 +32,10 @@ __all__ = ["serve", "Singer", "CuttingProxy", "write_wav", "tone"]
 
 
 @contextlib.asynccontextmanager
-async def serve(data_dir: Path) -> AsyncIterator[str]:
-    """Coroutine context: the real tutti server on 127.0.0.1, port 0; yields its URL."""
-    async with running_server(data_dir) as srv:
+async def serve(data_dir: Path, **config: Any) -> AsyncIterator[str]:
+    """Coroutine context: the real tutti server on 127.0.0.1, port 0; yields its URL.
+    ``config`` overrides server :class:`Config` fields."""
+    async with running_server(data_dir, **config) as srv:
         yield srv.url
 
 

@@ -7,6 +7,7 @@ tus uploads) by :class:`tests.client.lead_support.Singer`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -355,3 +356,14 @@ async def test_server_refusals_reach_the_leader_as_its_sentence(
         with pytest.raises(LeaderError) as info:
             await api.roster()
         assert info.value.status == 401 and "no longer valid" in str(info.value)
+
+
+async def test_expired_session_is_a_clear_message(tmp_path: Path) -> None:
+    async with serve(tmp_path / "data", session_lifetime_s=1.0) as url:
+        await _create(url)
+        await asyncio.sleep(1.2)
+        res = await run_cli("lead", "take", "start")
+        assert res.code == 1, res
+        assert "expired on" in res.err and "tutti lead create" in res.err, res
+        res = await run_cli("lead", "takes")  # what was recorded stays listable
+        assert res.code == 0, res
