@@ -584,13 +584,12 @@ class Singer:
             )
 
             def progress(p: UploadProgress) -> None:
-                mb = 1e6
+                unit, scale = ("MB", 1e6) if p.total >= 1e6 else ("kB", 1e3)
+                amount = f"{p.offset / scale:.1f}/{p.total / scale:.1f} {unit}"
                 if p.state == "retrying":
-                    self.state.upload = (
-                        f"retrying ({p.retries}) {p.offset / mb:.1f}/{p.total / mb:.1f} MB"
-                    )
+                    self.state.upload = f"retrying ({p.retries}) {amount}"
                 else:
-                    self.state.upload = f"{p.state} {p.offset / mb:.1f}/{p.total / mb:.1f} MB"
+                    self.state.upload = f"{p.state} {amount}"
 
             up = TusUploader(
                 self.http_session, self.base_url, self.info.token, on_progress=progress
