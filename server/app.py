@@ -76,7 +76,7 @@ def init_app(config: Config) -> web.Application:
     sessions = Sessions(store, realtime,
                         JoinLimiter(config.join_failures_per_minute, 60.0),
                         lifetime_s=config.session_lifetime_s)
-    realtime.expired_message = sessions.expired_message
+    realtime.not_open = sessions.not_open
     takes = Takes(store, sessions, realtime, data / "takes")
     services = Services(config=config, store=store, sessions=sessions, takes=takes,
                         tracks=TrackStore(data, config.max_track_bytes), realtime=realtime)

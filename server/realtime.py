@@ -95,8 +95,10 @@ class Realtime:
             engineio_logger=False,
         )
         self.conns: dict[str, Principal] = {}
-        #: Why a session has expired (None while it has not); the app sets Sessions' rule.
-        self.expired_message: Callable[[Any], str | None] = lambda session: None
+        #: ``(code, message)`` why a session takes no connections, None while it is open;
+        #: the app sets :meth:`Sessions.not_open`.
+        self.not_open: Callable[[Any], tuple[str, str] | None] = (
+            lambda s: None if s.state == "open" else ("session_closed", "the session is closed"))
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, dict[str, Any]]] = {}
@@ -241,11 +243,11 @@ class Realtime:
         if p is None:
             raise refuse("bad_token", "unknown token")
         session = self.store.get_session(p.session_id)
-        if session is None or session.state != "open":
-            raise refuse("session_closed", "the session is closed")
-        expired = self.expired_message(session)
-        if expired is not None:
-            raise refuse("session_expired", expired)
+        if session is None:
+            raise refuse("session_closed", "the session no longer exists")
+        refusal = self.not_open(session)
+        if refusal is not None:
+            raise refuse(*refusal)
         ident: Participant | None = None
         if not p.is_leader:
             ident = self.store.get_participant(p.participant_id or "")

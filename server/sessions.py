@@ -30,13 +30,19 @@ class Sessions:
         self.limiter = limiter
         self.lifetime_s = lifetime_s
 
-    def expired_message(self, s: Session) -> str | None:
-        """Why ``s`` has expired, or None while it is within its lifetime."""
+    def not_open(self, s: Session) -> tuple[str, str] | None:
+        """``(code, message)`` saying why ``s`` takes no joins or changes (closed by its
+        leader, or past its lifetime), or None while it is open.  Every entry point — HTTP
+        actions, joins, Socket.IO connects — refuses with this one answer."""
+        if s.state != "open":
+            return ("session_closed", "the session is closed by its leader: it takes no more "
+                    "singers, settings, tracks or takes")
         ends = s.created_at + self.lifetime_s
         if time.time() < ends:
             return None
         day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
-        return (f"the session expired on {day} (sessions last {self.lifetime_s / 86400:g} days "
+        return ("session_expired",
+                f"the session expired on {day} (sessions last {self.lifetime_s / 86400:g} days "
                 "from creation); its takes can still be downloaded — start a new session "
                 "with `tutti lead create`")
 
@@ -57,14 +63,11 @@ class Sessions:
         return s
 
     def open_session(self, session_id: str) -> Session:
-        """The session, or 409 if it is closed."""
+        """The session, or 409 if it is closed or expired."""
         s = self.session(session_id)
-        if s.state != "open":
-            raise Conflict("the session is closed; nothing can change in it any more",
-                           code="session_closed")
-        expired = self.expired_message(s)
-        if expired is not None:
-            raise Conflict(expired, code="session_expired")
+        refusal = self.not_open(s)
+        if refusal is not None:
+            raise Conflict(refusal[1], code=refusal[0])
         return s
 
     @staticmethod
@@ -107,12 +110,9 @@ class Sessions:
             self.limiter.failed(client)
             raise NotFound("no session has this join code; check it with your leader",
                            code="bad_code")
-        if session.state != "open":
-            raise Forbidden("this session is closed and takes no more singers",
-                            code="session_closed")
-        expired = self.expired_message(session)
-        if expired is not None:
-            raise Forbidden(expired, code="session_expired")
+        refusal = self.not_open(session)
+        if refusal is not None:
+            raise Forbidden(refusal[1], code=refusal[0])
         if payload.get("part") in (None, ""):
             raise BadRequest("join: choose your voice part; this session's parts are "
                              f"{', '.join(session.settings.parts)}", code="bad_part")
