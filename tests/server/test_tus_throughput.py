@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from tests.server.tus_support import OCTET, auth, create, head_offset
+from tutti.fsutil import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOADS = 50
@@ -56,14 +57,6 @@ async def upload_one(s: aiohttp.ClientSession, base: str, i: int, size: int) -> 
             assert r.status == 204, (r.status, await r.text())
             offset = int(r.headers["Upload-Offset"])
     return url.rsplit("/", 1)[1], h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.mark.slow
