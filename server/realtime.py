@@ -256,12 +256,11 @@ class Realtime:
         tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
         session_view = {"session_id": session.session_id, "settings": session.settings.to_dict(),
                         "state": session.state, "tracks": tracks}
-        takes = self.store.takes(p.session_id)
-        latest = takes[-1] if takes else None
+        latest = self.store.latest_take(p.session_id)
         # The latest take's state lets a reconnecting singer finish a take whose stop it
         # missed (the server may have died between broadcasting the stop and sending it).
-        take_view = None if latest is None else {
-            "take_id": latest.take_id, "state": latest.state, "t0": latest.t0}
+        take_view = None if latest is None else dict(zip(("take_id", "state", "t0"), latest,
+                                                          strict=True))
         welcome: dict[str, Any] = {"role": p.role, "session": session_view,
                                    "server_time": time.monotonic(), "take": take_view}
         self.conns[sid] = p

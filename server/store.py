@@ -44,6 +44,7 @@ class SessionStore(Protocol):
     def create_take(self, take: Take) -> None: ...
     def get_take(self, take_id: str) -> Take | None: ...
     def takes(self, session_id: str) -> list[Take]: ...
+    def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None: ...
     def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
                        stopped_at: float | None = None) -> None: ...
     def set_singer_state(self, take_id: str, participant_id: str, state: str,
@@ -294,6 +295,13 @@ class SqliteStore:
     def takes(self, session_id: str) -> list[Take]:
         rows = self._all("SELECT * FROM takes WHERE session_id = ? ORDER BY seq", session_id)
         return [self._take(r) for r in rows]
+
+    def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None:
+        """``(take_id, state, t0)`` of the session's newest take — one row, no singers (it is
+        read on every Socket.IO connect)."""
+        row = self._one("SELECT take_id, state, t0 FROM takes WHERE session_id = ? "
+                        "ORDER BY seq DESC LIMIT 1", session_id)
+        return None if row is None else (row["take_id"], row["state"], row["t0"])
 
     def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
                        stopped_at: float | None = None) -> None:

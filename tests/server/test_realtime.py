@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import socketio
 
-from tests.server.helpers import Recorder, create_session, error_of, join
+from tests.server.helpers import Recorder, bearer, create_session, error_of, join
 from tests.support.server import RunningServer
 from tutti.wire import MAX_EVENT_BYTES, Ev
 
@@ -278,3 +278,23 @@ async def test_two_sockets_one_participant(server: RunningServer,
         (p,) = (await r.json())["participants"]
     assert p["connected"] is False and p["last_seen"] is not None
     await lead.close()
+
+
+async def test_welcome_carries_the_latest_take(server: RunningServer,
+                                               http: aiohttp.ClientSession) -> None:
+    leader = await create_session(http)
+    singer = await join(http, leader.code, "Ann", "S")
+    first = Recorder()
+    await first.connect(server.url, singer.token)
+    assert (await first.wait(Ev.WELCOME))["take"] is None
+    await first.close()
+    async with http.post("/api/session/takes", headers=bearer(leader.token)) as r:
+        take_id = (await r.json())["take_id"]
+    async with http.post(f"/api/session/takes/{take_id}/stop",
+                         headers=bearer(leader.token)) as r:
+        assert r.status == 200
+    again = Recorder()  # a singer reconnecting after missing the stop learns of it here
+    await again.connect(server.url, singer.token)
+    welcome = await again.wait(Ev.WELCOME)
+    assert welcome["take"] == {"take_id": take_id, "state": "stopped", "t0": None}
+    await again.close()
