@@ -67,7 +67,8 @@ from tutti import takeformat
 from tutti.audio import daw
 from tutti.audio.layout import default_pans
 from tutti.audio.types import AudioArray, AudioError, as_audio
-from tutti.mixio import RawAudio
+from tutti.mixio import RawAudio, keep_freed_blocks
+from tutti.mixread import read_blocks
 from tutti.takeformat import Recording, TakeFormatError, TakeManifest
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
@@ -287,45 +288,43 @@ def _decode(
     rate is kept as 16-bit integers (exact, half the bytes); anything else as float32."""
     raw: RawAudio | None = None
     try:
-        with sf.SoundFile(str(path)) as f:
-            resample = _Resampler(f.samplerate, rate, f.channels) if f.samplerate != rate else None
-            int16 = resample is None and f.subtype == "PCM_16"
-            raw = RawAudio(scratch, f.channels, int16=int16)
+        info = sf.info(str(path))
+        resample = (
+            _Resampler(info.samplerate, rate, info.channels) if info.samplerate != rate else None
+        )
+        int16 = resample is None and info.subtype == "PCM_16"
+        raw = RawAudio(scratch, info.channels, int16=int16)
 
-            def keep(block: AudioArray) -> None:
-                try:
-                    if analyser is not None:
-                        analyser.feed(block)
-                    else:
-                        as_audio(block, name=what)  # finite samples only
-                except AudioError as exc:
-                    raise MixError(f"{what}: {exc}") from None
-                assert raw is not None
-                raw.append(block)
-
-            expected = f.frames
-            # large reads into one buffer: soundfile seeks after every read, and a FLAC seek
-            # costs a frame's decoding
-            shape = (min(_DECODE_BLOCK, max(1, expected)), f.channels)
-            buf = np.empty(shape, np.int16 if int16 else np.float32)
-            decoded = 0
-            while decoded < expected:
-                block = f.read(out=buf)
-                if block.shape[0] == 0:
-                    break
-                decoded += block.shape[0]
-                if int16:
-                    if analyser is not None:
-                        analyser.feed(np.multiply(block, np.float32(1 / 32768), dtype=np.float32))
-                    raw.append(block)
+        def keep(block: AudioArray) -> None:
+            try:
+                if analyser is not None:
+                    analyser.feed(block)
                 else:
-                    keep(resample(block) if resample else block)
-            if decoded != expected:
-                raise MixError(
-                    f"{what}: {path} ended after {decoded} of its {expected} frames (truncated?)"
-                )
-            if resample:
-                keep(resample.flush())
+                    as_audio(block, name=what)  # finite samples only
+            except AudioError as exc:
+                raise MixError(f"{what}: {exc}") from None
+            assert raw is not None
+            raw.append(block)
+
+        expected = int(info.frames)
+        decoded = 0
+        for block in read_blocks(path, info, _DECODE_BLOCK, int16=int16):
+            decoded += block.shape[0]
+            if decoded > expected:
+                break
+            if int16:
+                if analyser is not None:
+                    analyser.feed(np.multiply(block, np.float32(1 / 32768), dtype=np.float32))
+                raw.append(block)
+            else:
+                keep(resample(block) if resample else block)
+        if decoded != expected:
+            raise MixError(
+                f"{what}: {path} gave {decoded} of the {expected} frames its header promises "
+                "(cut off or damaged)"
+            )
+        if resample:
+            keep(resample.flush())
         return raw
     except BaseException as exc:
         if raw is not None:
@@ -799,6 +798,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure)."""
     console = Console()
     outputs = _Outputs()
+    keep_freed_blocks()
     try:
         return _mix(args, console, outputs)
     except MixError as exc:

@@ -1,0 +1,87 @@
+"""Reading an audio file block by block for ``tutti mix`` (pass 1 decodes every recording once).
+
+FLAC files (what ``tutti join`` records) are decoded with miniaudio's dr_flac; everything
+else (WAV, OGG, …) with libsndfile through soundfile.  Both give the same samples — FLAC is
+lossless, and 24-bit samples fit float32 exactly (``tests/audio/test_mixread.py`` compares
+them) — but dr_flac decodes a 5-minute 48 kHz FLAC in about 0.085 s where soundfile takes
+0.14 s (0.17 s with a second decoding thread beside it; libsndfile copies every sample
+through its own buffer once more).  See docs/benchmarks-mix.md.
+
+A damaged FLAC frame fails its CRC and dr_flac skips it, and a cut-off file simply ends: either
+way the file yields fewer frames than its header promises, which the caller checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import miniaudio
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+__all__ = ["read_blocks"]
+
+
+def read_blocks(path: Path, info: Any, block: int, *, int16: bool) -> Iterator[npt.NDArray[Any]]:
+    """Yield the file's frames in blocks of at most ``block`` frames, (frames, channels).
+
+    Parameters
+    ----------
+    path : Path
+    info : soundfile info
+        ``sf.info(path)`` (format, subtype, channels, samplerate).
+    block : int
+        Frames per block.
+    int16 : bool
+        Yield int16 samples (only for a 16-bit file: exact); otherwise float32 in [-1, 1].
+
+    Raises
+    ------
+    RuntimeError
+        The decoder failed (the message says why); ``sf.LibsndfileError`` from soundfile.
+
+    Notes
+    -----
+    A block may be a view of a buffer that the next block overwrites: use it (or copy it)
+    before asking for the next.
+    """
+    if info.format == "FLAC":
+        yield from _flac_blocks(path, info.channels, info.samplerate, block, int16=int16)
+        return
+    with sf.SoundFile(str(path)) as f:
+        # large reads into one buffer: soundfile seeks after every read
+        buf = np.empty(
+            (max(1, min(block, f.frames)), f.channels), np.int16 if int16 else np.float32
+        )
+        while True:
+            got = f.read(out=buf)
+            if got.shape[0] == 0:
+                return
+            yield got
+
+
+def _flac_blocks(
+    path: Path, channels: int, rate: int, block: int, *, int16: bool
+) -> Iterator[npt.NDArray[Any]]:
+    try:
+        if int16:
+            stream = miniaudio.flac_stream_file(str(path), frames_to_read=block)
+            dtype: type[np.generic] = np.int16
+        else:
+            stream = miniaudio.stream_file(
+                str(path),
+                output_format=miniaudio.SampleFormat.FLOAT32,
+                nchannels=channels,
+                sample_rate=rate,
+                frames_to_read=block,
+            )
+            dtype = np.float32
+        with closing(stream):
+            for chunk in stream:
+                yield np.frombuffer(chunk, dtype=dtype).reshape(-1, channels)
+    except miniaudio.MiniaudioError as exc:
+        raise RuntimeError(f"the FLAC decoder failed: {exc}") from None
