@@ -48,7 +48,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -282,6 +282,11 @@ class Source(Protocol):
         """Frames [lo, hi) with 0 ≤ lo ≤ hi ≤ frames: float32 (hi - lo, channels)."""
         ...
 
+    def read_scaled(self, lo: int, hi: int) -> tuple[npt.NDArray[Any], float]:
+        """Frames [lo, hi) as stored (float32, or int16 for a 16-bit recording) and the factor
+        that makes them float32 samples: ``read(lo, hi) == stored * factor``."""
+        ...
+
 
 class Bus(Protocol):
     """The stereo timeline the mixer sums into: ``frames`` frames of float32 (frames, 2),
@@ -308,6 +313,9 @@ class ArraySource:
 
     def read(self, lo: int, hi: int) -> AudioArray:
         return self.audio[lo:hi]
+
+    def read_scaled(self, lo: int, hi: int) -> tuple[npt.NDArray[Any], float]:
+        return self.audio[lo:hi], 1.0
 
 
 class ArrayBus:
@@ -427,19 +435,26 @@ class Mixdown:
         """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps).
 
         Left and right are summed in two contiguous rows (not the strided columns of a
-        (frames, 2) array) and without BLAS (whose own threads would compete with ours).
+        (frames, 2) array) and without BLAS (whose own threads would compete with ours).  A
+        16-bit recording is read as stored and scaled to float32 in the same multiplication
+        as its gain: one pass over its samples per channel.
         """
         sums: npt.NDArray[np.float32] | None = None
+        tmp = np.empty(0, dtype=np.float32)
         for p in group:
             lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
             if hi <= lo:
                 continue
-            seg = p.source.read(lo - p.start, hi - p.start)
+            seg, scale = p.source.read_scaled(lo - p.start, hi - p.start)
             mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
             if sums is None:
                 sums = np.zeros((2, b - a), dtype=np.float32)
-            sums[0, lo - a : hi - a] += mono * np.float32(p.left)
-            sums[1, lo - a : hi - a] += mono * np.float32(p.right)
+                tmp = np.empty(b - a, dtype=np.float32)
+            part = tmp[: hi - lo]
+            for row, gain in ((0, p.left), (1, p.right)):
+                if gain:
+                    np.multiply(mono, np.float32(gain * scale), out=part)
+                    sums[row, lo - a : hi - a] += part
         return None if sums is None else np.ascontiguousarray(sums.T)
 
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
