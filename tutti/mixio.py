@@ -8,18 +8,56 @@ raw file of native-endian float32 frames in a scratch folder beside the output, 
 bus in another.  They are read and written with ``os.preadv`` / ``os.pwrite`` — positional,
 thread-safe, into preallocated arrays — not memory-mapped: pages of a mapping a process has
 touched count in its resident size, pages in the kernel's file cache do not.
+
+:func:`keep_freed_blocks` tunes glibc's allocator for this block-by-block work.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
 
 from tutti.audio.types import AudioArray
 
-__all__ = ["RawAudio"]
+__all__ = ["RawAudio", "keep_freed_blocks"]
+
+_M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit systems
+_TRIM_THRESHOLD = 256 << 20
+
+
+def keep_freed_blocks() -> bool:
+    """Let glibc's malloc reuse freed block-sized buffers instead of handing them back to the
+    kernel and faulting fresh zeroed pages in for the next block.
+
+    The mix allocates and frees arrays of 0.1–2 MB for every block (numpy, scipy and the
+    decoders allocate their results).  By default glibc serves each from a fresh ``mmap`` (or
+    trims its heap after the free), so every block costs page faults: 790 000 of them and
+    1.4 s of system time for 32 five-minute recordings.  Raising the mmap threshold to
+    32 MB and the trim threshold to 256 MB keeps those buffers in the heap: 27 000 faults,
+    0.5 s of system time, the same peak memory (docs/benchmarks-mix.md).
+
+    Returns
+    -------
+    bool
+        Whether the setting was applied (glibc only; elsewhere nothing is changed).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
 
 
 class RawAudio:
@@ -97,6 +135,16 @@ class RawAudio:
         if self.dtype == np.float32:
             return out
         return np.multiply(out, np.float32(1.0 / 32768.0), dtype=np.float32)
+
+    def read_scaled(self, lo: int, hi: int) -> tuple[np.ndarray, float]:
+        """Frames [lo, hi) as stored (:attr:`dtype`; zeros beyond the file's end) and the
+        factor that makes them float32 samples (1/32768 for int16, 1 for float32)."""
+        out = np.empty((max(0, hi - lo), self.channels), dtype=self.dtype)
+        stop = min(hi, self._frames)
+        if stop > lo:
+            self._read_into(out[: stop - lo], lo)
+        out[max(0, stop - lo) :] = 0
+        return out, (1.0 if self.dtype == np.float32 else 1.0 / 32768.0)
 
     def _read_into(self, out: np.ndarray, lo: int) -> None:
         view = out.reshape(-1).view(np.uint8).data
