@@ -1,8 +1,7 @@
 """True-peak measurement and a look-ahead true-peak limiter.
 
 True peak is measured as ITU-R BS.1770-4 Annex 2 suggests: the signal is oversampled four
-times (the FIR of :func:`scipy.signal.resample_poly`, run as its four polyphase branches
-with :func:`scipy.ndimage.convolve1d`)
+times (the FIR of :func:`scipy.signal.resample_poly`, run as its four polyphase branches)
 and the largest absolute value of the oversampled signal is taken, in dBTP (dB relative
 to full scale).
 
@@ -49,6 +48,10 @@ _FIR = (signal.firwin(2 * _HALF + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0)) *
 )
 _CENTRE = np.float32(_FIR[_HALF])
 _PHASES = [np.ascontiguousarray(_FIR[p::OVERSAMPLE]) for p in range(1, OVERSAMPLE)]
+#: Phases 1–3 as correlation taps (reversed), one row each, and where frame 0 sits in them.
+_BANK = np.stack([taps[::-1] for taps in _PHASES])
+_TAPS = _BANK.shape[1]
+_LEFT = _TAPS // 2 - 1
 if float(np.abs(np.delete(_FIR[::OVERSAMPLE], _HALF // OVERSAMPLE)).max()) > 1e-6:
     raise RuntimeError("true peak: phase 0 of the interpolator is not a single tap")
 
@@ -78,14 +81,16 @@ def true_peak_envelope(audio: npt.NDArray[np.floating], pad: int = 0) -> npt.NDA
     n = audio.shape[0]
     if n <= 2 * pad:
         return np.zeros(0, dtype=np.float32)
-    # channel-major: the convolutions run along contiguous rows
-    rows = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).T)
-    peak = np.abs(rows) * _CENTRE
-    for taps in _PHASES:
-        phase = ndimage.convolve1d(rows, taps, axis=1, mode="constant")
-        np.maximum(peak, np.abs(phase, out=phase), out=peak)
-    env = peak.max(axis=0)
-    return np.asarray(env[pad : n - pad], dtype=np.float32)
+    # channel-major, with the zeros the FIR reads beyond the ends; every output of phases
+    # 1–3 is the dot product of a 20-frame window with that phase's taps (one einsum over
+    # strided windows: no copies, about twice as fast as three scipy.ndimage convolutions)
+    rows = np.zeros((audio.shape[1], n + _TAPS - 1), dtype=np.float32)
+    rows[:, _LEFT : _LEFT + n] = np.asarray(audio, dtype=np.float32).T
+    windows = np.lib.stride_tricks.sliding_window_view(rows, _TAPS, axis=1)
+    phases = np.einsum("cnk,pk->cpn", windows, _BANK)
+    np.abs(phases, out=phases)
+    env = np.maximum(phases.max(axis=1), np.abs(rows[:, _LEFT : _LEFT + n]) * _CENTRE)
+    return np.asarray(env.max(axis=0)[pad : n - pad], dtype=np.float32)
 
 
 def true_peak_db(audio: AudioArray, block: int = 1 << 18) -> float:
