@@ -432,7 +432,8 @@ class Mixdown:
 
     # -- stage 2: the voice pass -----------------------------------------------------------
     def _sum_group(self, group: Sequence[_Placed], a: int, b: int) -> AudioArray | None:
-        """Stereo sum of ``group`` over timeline frames [a, b) (None if none overlaps).
+        """Stereo sum of ``group`` over timeline frames [a, b), channel-major: float32
+        (2, b - a) (None if none overlaps).
 
         Left and right are summed in two contiguous rows (not the strided columns of a
         (frames, 2) array) and without BLAS (whose own threads would compete with ours).  A
@@ -455,7 +456,7 @@ class Mixdown:
                 if gain:
                     np.multiply(mono, np.float32(gain * scale), out=part)
                     sums[row, lo - a : hi - a] += part
-        return None if sums is None else np.ascontiguousarray(sums.T)
+        return sums
 
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
         """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
@@ -502,21 +503,25 @@ class Mixdown:
         meter = LoudnessMeter(s.rate, 2)
 
         def filtered(args: tuple[AudioArray, int]) -> AudioArray:
-            blk, c = args
-            return hps[c].process(blk[:, c : c + 1])
+            rows, c = args
+            return hps[c].process(rows[c][:, None])[:, 0]
 
         def env_max(padded: AudioArray) -> float:
-            env = true_peak_envelope(padded, pad=_CONTEXT)
+            env = true_peak_envelope(padded.T, pad=_CONTEXT)
             return float(env.max()) if env.size else 0.0
 
+        # The block travels channel-major, (2, frames): the group sums, the high-pass and the
+        # meters work along contiguous rows; it is interleaved once, for the bus.
         with (
             ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
             ThreadPoolExecutor(max_workers=2) as channels,
+            ThreadPoolExecutor(max_workers=1) as metering,  # in order, beside this thread
         ):
             ahead: deque[list[Future[AudioArray | None]]] = deque()
             bounds = list(self._blocks())
             maxima: list[Future[float]] = []
-            edge = np.zeros((_CONTEXT, 2), dtype=np.float32)  # the frames before ``prev``
+            fed: list[Future[None]] = []
+            edge = np.zeros((2, _CONTEXT), dtype=np.float32)  # the frames before ``prev``
             prev: AudioArray | None = None
 
             def submit(k: int) -> None:
@@ -529,32 +534,33 @@ class Mixdown:
                 parts = [f.result() for f in ahead.popleft()]
                 if k + 2 < len(bounds):
                     submit(k + 2)  # read and sum ahead while this block is filtered
-                blk = np.zeros((b - a, 2), dtype=np.float32)
+                blk = np.zeros((2, b - a), dtype=np.float32)
                 for part in parts:
                     if part is not None:
                         blk += part
                 if hps and placed and jobs >= 2:
-                    left, right = channels.map(filtered, ((blk, 0), (blk, 1)))
-                    blk = np.concatenate([left, right], axis=1)
+                    blk = np.stack(list(channels.map(filtered, ((blk, 0), (blk, 1)))))
                 elif hps and placed:
-                    blk = np.concatenate([filtered((blk, 0)), filtered((blk, 1))], axis=1)
+                    blk = np.stack([filtered((blk, 0)), filtered((blk, 1))])
                 if self._reverb is not None:
-                    blk = np.asarray(blk + self._reverb.process(blk), dtype=np.float32)
+                    blk = np.asarray(blk + self._reverb.process(blk.T).T, dtype=np.float32)
                 backing = self._backing_block(a, b)
                 if backing is not None:
-                    blk += backing
+                    blk += backing.T
                 if placed or backing is not None:
-                    self.bus.write(a, blk)
-                meter.feed(blk)
+                    self.bus.write(a, blk.T)
+                fed.append(metering.submit(meter.feed, blk.T))
                 if prev is not None:  # prev's envelope needs _CONTEXT frames either side
-                    padded = np.concatenate([edge, prev, blk[:_CONTEXT]])
+                    padded = np.concatenate([edge, prev, blk[:, :_CONTEXT]], axis=1)
                     maxima.append(pool.submit(env_max, padded))
                     edge = _tail(edge, prev)
                 prev = blk
             if prev is not None:
-                padded = np.concatenate([edge, prev, np.zeros((_CONTEXT, 2), np.float32)])
+                padded = np.concatenate([edge, prev, np.zeros((2, _CONTEXT), np.float32)], axis=1)
                 maxima.append(pool.submit(env_max, padded))
             peaks = np.array([f.result() for f in maxima], dtype=np.float64)
+            for done in fed:
+                done.result()
         self._backing = []
         self._pre = (peaks, float(meter.integrated()))
 
@@ -752,10 +758,11 @@ class Mixdown:
 
 
 def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
-    """The last ``_CONTEXT`` frames of ``before`` followed by ``block``."""
-    if block.shape[0] >= _CONTEXT:
-        return np.array(block[-_CONTEXT:], dtype=np.float32)
-    return np.concatenate([before, block])[-_CONTEXT:]
+    """The last ``_CONTEXT`` frames of ``before`` followed by ``block``, both channel-major
+    (channels, frames)."""
+    if block.shape[1] >= _CONTEXT:
+        return np.array(block[:, -_CONTEXT:], dtype=np.float32)
+    return np.concatenate([before, block], axis=1)[:, -_CONTEXT:]
 
 
 class _Peaks:
