@@ -219,8 +219,9 @@ class VoiceAnalyser:
         self._peak = 0.0
         self._clipped = 0
 
-    def feed(self, block: AudioArray) -> None:
-        """Add the next block, float32 (frames, channels).
+    def feed(self, block: npt.NDArray[Any]) -> None:
+        """Add the next block, (frames, channels): float32 samples, or the int16 samples of
+        a 16-bit file (which stand for ``sample / 32768``, as libsndfile reads them).
 
         Raises
         ------
@@ -229,13 +230,22 @@ class VoiceAnalyser:
         """
         if block.shape[0] == 0:
             return
-        peak = max(float(block.max()), -float(block.min()))
+        scale = 1.0 / 32768.0 if block.dtype == np.int16 else 1.0
+        # max and min of the stored values: for int16 half the bytes of float32
+        peak = max(float(block.max()), -float(block.min())) * scale
         if not math.isfinite(peak):
             raise AudioError("contains NaN or infinite samples")
         if peak >= CLIP_LEVEL:
-            self._clipped += int(np.count_nonzero(np.abs(block) >= CLIP_LEVEL))
+            level = CLIP_LEVEL / scale
+            self._clipped += int(np.count_nonzero((block >= level) | (block <= -level)))
         self._peak = max(self._peak, peak)
-        self._meter.feed(_to_mono(block)[:, None] if self._mono else block)
+        if self._mono and block.shape[1] == 1:  # as float64 for the meter, in one pass
+            mono = np.multiply(block, scale, dtype=np.float64)
+        elif self._mono:
+            mono = np.multiply(block.mean(axis=1, dtype=np.float64), scale)[:, None]
+        else:
+            mono = np.multiply(block, scale, dtype=np.float64)
+        self._meter.feed(mono)
 
     def result(self) -> VoiceAnalysis:
         """The analysis of everything fed so far."""
@@ -339,14 +349,6 @@ class _Placed:
     start: int
     left: float
     right: float
-
-
-def _to_mono(audio: AudioArray) -> npt.NDArray[np.float32]:
-    """Fold a recording to mono: the mean of its channels (a headset mic is mono; a stereo
-    recording of one singer is the same voice twice)."""
-    if audio.shape[1] == 1:
-        return np.asarray(audio[:, 0], dtype=np.float32)
-    return np.asarray(audio.mean(axis=1), dtype=np.float32)
 
 
 class Mixdown:

@@ -314,7 +314,7 @@ def _decode(
                 break
             if int16:
                 if analyser is not None:
-                    analyser.feed(np.multiply(block, np.float32(1 / 32768), dtype=np.float32))
+                    analyser.feed(block)
                 raw.append(block)
             else:
                 keep(resample(block) if resample else block)
