@@ -24,8 +24,11 @@ Pipeline (one :class:`Mixdown` per mix):
    (it is a finished recording: no high-pass, no hall).
 4. **Master** (:meth:`Mixdown.master`): the integrated loudness of the bus is measured; the
    master gain brings it to ``target_lufs``; the true-peak limiter keeps the output at or
-   below ``ceiling_dbtp``.  Limiting lowers loudness a little, so the gain is corrected and
-   the loudness measured again until it is within ``tolerance_lu`` of the target.  The true-
+   below ``ceiling_dbtp``.  Limiting lowers loudness, so the gain is corrected and the
+   loudness measured again until it is within ``tolerance_lu`` of the target (secant steps on
+   the measured gain → loudness curve; when more gain no longer makes the mix louder — a
+   target beyond what the limiter can reach at the ceiling — the search stops at the least
+   gain that comes within 0.1 LU of the loudest output, and says so).  The true-
    peak envelope (4× oversampled) does not depend on the gain: its block maxima are computed
    once, and so are its per-frame values where the limiter acts, so the iterations only redo
    the cheap part.  The final pass hands output blocks to a sink (computed ahead on a thread
@@ -717,17 +720,27 @@ class Mixdown:
             if s.target_lufs is not None and math.isfinite(pre_lufs):
                 gain_db = s.target_lufs - pre_lufs
                 # limiting lowers loudness: correct the gain until the output lands
+                tried: list[tuple[float, float]] = []
                 while (
                     limiter is not None
                     and env_max * db_to_gain(gain_db) > limiter.ceiling_linear
-                    and iterations < 8
+                    and iterations < _MAX_ITERATIONS
                 ):
                     iterations += 1
                     out = self._measure(db_to_gain(gain_db), limiter, env, pool, window)
-                    miss = s.target_lufs - out
-                    if abs(miss) <= s.tolerance_lu / 2:
+                    tried.append((gain_db, out))
+                    step = _next_gain_step(tried, s.target_lufs, s.tolerance_lu)
+                    if step is None:
                         break
-                    gain_db += miss
+                    if isinstance(step, _Saturated):
+                        gain_db = step.gain_db
+                        warnings.append(
+                            f"the target is beyond the limiter: this mix gets no louder than "
+                            f"{step.loudest:.2f} LUFS at a ceiling of {s.ceiling_dbtp:.1f} dBTP; "
+                            "kept the least gain that comes within 0.1 LU of that"
+                        )
+                        break
+                    gain_db += step
             elif s.target_lufs is not None:
                 warnings.append("the mix is silent: no loudness to match")
             gain = db_to_gain(gain_db)
@@ -765,6 +778,44 @@ def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
     if block.shape[1] >= _CONTEXT:
         return np.array(block[:, -_CONTEXT:], dtype=np.float32)
     return np.concatenate([before, block], axis=1)[:, -_CONTEXT:]
+
+
+_MAX_ITERATIONS = 8  # loudness measurements of the limited output, at most
+_SATURATED_SLOPE = 0.1  # LU of output per dB of gain below which more gain is pointless
+_NEAR_LOUDEST = 0.1  # LU: when saturated, the least gain that comes this close to the loudest
+
+
+@dataclass(frozen=True)
+class _Saturated:
+    """The limited output's loudness has stopped following the gain."""
+
+    gain_db: float  # the smallest gain tried that came within _NEAR_LOUDEST of the loudest
+    loudest: float  # LUFS: the loudest output measured
+
+
+def _next_gain_step(
+    tried: Sequence[tuple[float, float]], target: float, tolerance: float
+) -> float | _Saturated | None:
+    """The next master-gain correction (dB) from the (gain dB, output LUFS) pairs measured so
+    far: None when the last one is within half the tolerance of ``target``; a secant step
+    (the limiter makes the output follow the gain less than 1:1, so a plain ``target - out``
+    step creeps up on the target), at most twice the miss; :class:`_Saturated` when the output
+    no longer gets louder — more gain would only add distortion.
+    """
+    gain, out = tried[-1]
+    miss = target - out
+    if abs(miss) <= tolerance / 2:
+        return None
+    if len(tried) < 2:
+        return miss
+    g0, o0 = tried[-2]
+    slope = (out - o0) / (gain - g0) if gain != g0 else 0.0
+    if slope < _SATURATED_SLOPE and miss > 0:
+        loudest = max(o for _, o in tried)
+        least = min(g for g, o in tried if o >= loudest - _NEAR_LOUDEST)
+        return _Saturated(least, loudest)
+    step = miss / max(slope, _SATURATED_SLOPE)
+    return max(step, 2 * miss) if miss < 0 else min(step, 2 * miss)
 
 
 class _Peaks:
