@@ -4,7 +4,8 @@ One command::
 
     .venv/bin/python bench/bench_mix.py [--takes 32] [--minutes 5] [--runs 3]
 
-generates (once; cached in bench/out/) a take folder of ``--takes`` mono 48 kHz 16-bit FLAC
+generates (once; cached in bench/out/) a take folder of ``--takes`` mono 48 kHz 16-bit
+(``--bits 24``: 24-bit, as ``tutti join`` records) FLAC
 recordings of ``--minutes`` each with a take.json, then runs, ``--runs`` times each and
 interleaved, in the same session:
 
@@ -53,9 +54,9 @@ def _voice(seconds: float, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def make_take(takes: int, minutes: float) -> Path:
-    """The cached take folder for this size (generated on first use)."""
-    folder = OUT / f"take-{takes}x{minutes:g}min"
+def make_take(takes: int, minutes: float, bits: int = 16) -> Path:
+    """The cached take folder for this size and sample width (generated on first use)."""
+    folder = OUT / (f"take-{takes}x{minutes:g}min" + ("" if bits == 16 else f"-{bits}bit"))
     manifest = folder / "take.json"
     if manifest.is_file():
         return folder
@@ -66,7 +67,7 @@ def make_take(takes: int, minutes: float) -> Path:
     for i in range(takes):
         name = f"singer{i:03d}.flac"
         audio = _voice(minutes * 60, seed=i)
-        sf.write(folder / name, audio, RATE, subtype="PCM_16")
+        sf.write(folder / name, audio, RATE, subtype=f"PCM_{bits}")
         recs.append(
             {
                 "file": name,
@@ -119,19 +120,26 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=(16, 24),
+        default=16,
+        help="sample width of the generated FLAC files (tutti join records 24-bit)",
+    )
     parser.add_argument("--no-ffmpeg", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.generate:
-        make_take(args.takes, args.minutes)
+        make_take(args.takes, args.minutes, args.bits)
         return 0
     # generate in a child process: a child forked from a parent that held the generated
     # audio would report the parent's memory as its own peak RSS
     gen = [sys.executable, __file__, "--generate", "--takes", str(args.takes)]
-    subprocess.run([*gen, "--minutes", str(args.minutes)], check=True)
-    take = make_take(args.takes, args.minutes)
+    subprocess.run([*gen, "--minutes", str(args.minutes), "--bits", str(args.bits)], check=True)
+    take = make_take(args.takes, args.minutes, args.bits)
     files = [
         str(take / r["file"]) for r in json.loads((take / "take.json").read_text())["recordings"]
     ]
@@ -181,8 +189,8 @@ def main() -> int:
         for k, v in results.items()
     }
     sox_wall, sox_cpu = med["sox -m"][0], med["sox -m"][2]
-    print(f"\n{args.takes} takes × {args.minutes:g} min mono 48 kHz FLAC, {args.runs} runs, "
-          f"jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}, "
+    print(f"\n{args.takes} takes × {args.minutes:g} min mono 48 kHz {args.bits}-bit FLAC, "
+          f"{args.runs} runs, jobs={args.jobs}, {os.cpu_count()} CPUs, {platform.machine()}, "
           f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
     print("| command | median wall (s) | runs (s) | median CPU (s) | peak RSS (MB) "
           "| wall / sox | CPU / sox |")  # fmt: skip
