@@ -6,7 +6,11 @@ Routes are listed in :func:`add_routes`; the contract is in ``docs/protocol.md``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +24,10 @@ from .download import send_file
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .models import Principal
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "HEALTHZ_PROBE"]
+
+#: File in the data directory that ``GET /healthz`` rewrites to prove it can store files.
+HEALTHZ_PROBE = ".healthz"
 
 
 async def _json(request: web.Request, *, optional: bool = False) -> Any:
@@ -53,15 +60,40 @@ def _part(request: web.Request) -> str:
         raise BadRequest(str(exc), code="bad_part") from None
 
 
+def _probe_data_dir(data_dir: Path) -> None:
+    """Create a fresh file in ``data_dir``, fsync it and rename it over ``.healthz``.
+
+    Creating a new name is what uploads, tracks and takes need; rewriting an existing file
+    would still succeed in a directory that became read-only.  Blocking: run in a thread.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".healthz-", dir=data_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, data_dir / HEALTHZ_PROBE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 async def healthz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     try:
         await asyncio.to_thread(svc.store.ping)
-        probe = svc.config.data_dir / ".healthz"
-        await asyncio.to_thread(probe.write_bytes, b"ok")
     except Exception as exc:
-        raise ServiceUnavailable(f"the server cannot use its database or data directory "
-                                 f"({type(exc).__name__})") from None
+        raise ServiceUnavailable(f"the server cannot use its database ({type(exc).__name__})",
+                                 code="database_unavailable") from None
+    try:
+        await asyncio.to_thread(_probe_data_dir, svc.config.data_dir)
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"the server cannot write to its data directory: creating and renaming a probe "
+            f"file onto {HEALTHZ_PROBE} failed ({exc.strerror or type(exc).__name__}); "
+            "uploads, tracks and takes cannot be stored until it is writable again",
+            code="data_dir_unwritable") from None
     return web.json_response({"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION})
 
 
