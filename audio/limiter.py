@@ -1,7 +1,8 @@
 """True-peak measurement and a look-ahead true-peak limiter.
 
 True peak is measured as ITU-R BS.1770-4 Annex 2 suggests: the signal is oversampled four
-times (the FIR of :func:`scipy.signal.resample_poly`, run as its four polyphase branches)
+times (the FIR of :func:`scipy.signal.resample_poly`, run as its four polyphase branches by
+:func:`tutti.audio.kernels.true_peak_rows`)
 and the largest absolute value of the oversampled signal is taken, in dBTP (dB relative
 to full scale).
 
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
 
+from tutti.audio.kernels import true_peak_rows
 from tutti.audio.types import AudioArray, AudioError
 
 __all__ = [
@@ -48,6 +50,8 @@ _FIR = (signal.firwin(2 * _HALF + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0)) *
 )
 _CENTRE = np.float32(_FIR[_HALF])
 _PHASES = [np.ascontiguousarray(_FIR[p::OVERSAMPLE]) for p in range(1, OVERSAMPLE)]
+#: The envelope at a frame is at least the frame's absolute sample times this (phase 0).
+SAMPLE_FLOOR = float(_CENTRE)
 #: Phases 1–3 as correlation taps (reversed), one row each, and where frame 0 sits in them.
 _BANK = np.stack([taps[::-1] for taps in _PHASES])
 _TAPS = _BANK.shape[1]
@@ -81,16 +85,12 @@ def true_peak_envelope(audio: npt.NDArray[np.floating], pad: int = 0) -> npt.NDA
     n = audio.shape[0]
     if n <= 2 * pad:
         return np.zeros(0, dtype=np.float32)
-    # channel-major, with the zeros the FIR reads beyond the ends; every output of phases
-    # 1–3 is the dot product of a 20-frame window with that phase's taps (one einsum over
-    # strided windows: no copies, about twice as fast as three scipy.ndimage convolutions)
+    # channel-major, with the zeros the FIR reads beyond the ends
     rows = np.zeros((audio.shape[1], n + _TAPS - 1), dtype=np.float32)
     rows[:, _LEFT : _LEFT + n] = np.asarray(audio, dtype=np.float32).T
-    windows = np.lib.stride_tricks.sliding_window_view(rows, _TAPS, axis=1)
-    phases = np.einsum("cnk,pk->cpn", windows, _BANK)
-    np.abs(phases, out=phases)
-    env = np.maximum(phases.max(axis=1), np.abs(rows[:, _LEFT : _LEFT + n]) * _CENTRE)
-    return np.asarray(env.max(axis=0)[pad : n - pad], dtype=np.float32)
+    env = np.empty(n, dtype=np.float32)
+    true_peak_rows(rows, _BANK, SAMPLE_FLOOR, _LEFT, env)
+    return env[pad : n - pad]
 
 
 def true_peak_db(audio: AudioArray, block: int = 1 << 18) -> float:

@@ -242,13 +242,10 @@ class VoiceAnalyser:
             level = CLIP_LEVEL / scale
             self._clipped += int(np.count_nonzero((block >= level) | (block <= -level)))
         self._peak = max(self._peak, peak)
-        if self._mono and block.shape[1] == 1:  # as float64 for the meter, in one pass
-            mono = np.multiply(block, scale, dtype=np.float64)
-        elif self._mono:
-            mono = np.multiply(block.mean(axis=1, dtype=np.float64), scale)[:, None]
-        else:
-            mono = np.multiply(block, scale, dtype=np.float64)
-        self._meter.feed(mono)
+        if self._mono and block.shape[1] > 1:
+            self._meter.feed(np.multiply(block.mean(axis=1, dtype=np.float64), scale)[:, None])
+        else:  # the meter takes int16 samples as they are
+            self._meter.feed(block)
 
     def result(self) -> VoiceAnalysis:
         """The analysis of everything fed so far."""
