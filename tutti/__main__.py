@@ -1,3 +1,3 @@
-from tutti.cli import main
+from tutti.cli import entry
 
-raise SystemExit(main())
+entry()

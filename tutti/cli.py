@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -66,3 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+#: Subcommands that end with everything written and closed, whose process may skip the
+#: interpreter's teardown: ``tutti mix`` has numba's LLVM loaded, whose teardown costs
+#: ≈ 0.15 s of CPU at exit and frees nothing the operating system would not.
+_EXIT_WITHOUT_TEARDOWN = frozenset({"mix"})
+
+
+def entry() -> None:
+    """The ``tutti`` command: :func:`main`, then the process exits with its code."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if next((a for a in argv if not a.startswith("-")), None) in _EXIT_WITHOUT_TEARDOWN:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

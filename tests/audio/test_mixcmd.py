@@ -466,3 +466,31 @@ def test_recording_decoded_before_the_analysis_code_measures_the_same(
     finally:
         raw_live.close()
         raw_late.close()
+
+
+def test_command_process_exits_with_its_code_and_its_output(tmp_path: Path) -> None:
+    """``python -m tutti mix`` ends its process without the interpreter's teardown (numba's
+    LLVM): the report must still be on stdout, the file complete, the code right; an error
+    still says what was wrong, with code 2."""
+    import subprocess
+    import sys
+
+    take = build_take(tmp_path / "take", choir(1.0))
+    out = take / "out.flac"
+    done = subprocess.run(
+        [sys.executable, "-m", "tutti", "mix", str(take), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and str(out.name) in done.stdout
+    assert sf.info(str(out)).frames > 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "tutti", "mix", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert "nowhere" in bad.stderr and "not a folder" in bad.stderr
