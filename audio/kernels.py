@@ -28,7 +28,8 @@ Measured (one core, 5 minutes at 48 kHz, see docs/benchmarks-mix.md): K-weightin
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
@@ -36,8 +37,21 @@ import numpy.typing as npt
 
 __all__ = ["kweight_hop_energies", "true_peak_rows"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+
+def _compiled(fn: _F) -> _F:
+    """``fn`` compiled without the GIL, cached on disk where numba finds a writable place
+    (beside this file, or its per-user cache); compiled on every run where it finds none."""
+    compiled: Any
+    try:
+        compiled = numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+    except RuntimeError:  # "cannot cache function …: no locator available"
+        compiled = numba.njit(cache=False, nogil=True, boundscheck=False)(fn)
+    return cast(_F, compiled)
+
+
+@_compiled
 def kweight_hop_energies(
     x: npt.NDArray[Any],
     scale: float,
@@ -106,7 +120,7 @@ def kweight_hop_energies(
                 acc[lane] = 0.0
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+@_compiled
 def true_peak_rows(
     rows: npt.NDArray[np.float32],
     bank: npt.NDArray[np.float32],
