@@ -11,10 +11,14 @@ Sub-commands (each a small coroutine over :class:`tutti.client.leader_api.Leader
     tutti lead download TAKE_ID [DIR] [--wait S]
     tutti lead close
     tutti lead watch
+    tutti lead token [--json]
+    tutti lead adopt --server URL --session ID     (the token on stdin or in $TUTTI_LEADER_TOKEN)
 
 ``--server URL`` and ``--session ID`` choose the session; by default the one the last
 ``create`` made (the leader token is kept in the user's config, section ``"leader"``, keyed by
-server URL, with ``"current"`` naming the session in use).
+server URL, with ``"current"`` naming the session in use).  To lead from another computer,
+``token`` prints the saved token there and ``adopt`` on the other computer checks it against
+the server and saves it as if the session had been created there.
 
 Exit codes: 0 done; 1 the server refused or the action failed (the message says why); 2 bad
 input on the command line or no session chosen; 3 the server could not be reached or is not a
@@ -26,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +69,12 @@ EXIT_INCOMPLETE = 4
 
 SECTION = "leader"
 
+#: Environment variable ``adopt`` reads the leader token from (before stdin).
+TOKEN_ENV = "TUTTI_LEADER_TOKEN"
+
+#: What a token looks like: urlsafe base64 (the server's are 43 characters of 32 bytes).
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
+
 
 class UsageError(Exception):
     """Bad input on the command line (exit 2); the message says what is accepted."""
@@ -85,8 +98,14 @@ def _leader_section() -> dict[str, Any]:
     return sec if isinstance(sec, dict) else {}
 
 
-def remember_session(server: str, session_id: str, token: str, code: str, title: str) -> Path:
-    """Save a new session's leader token and make it the current one."""
+def remember_session(
+    server: str, session_id: str, token: str, code: str, title: str, *, adopted: bool = False
+) -> Path:
+    """Save a session's leader token and make it the current one.
+
+    ``adopted`` marks a token brought from another computer (``tutti lead adopt``): the entry
+    gets ``"adopted_at"`` instead of ``"created_at"``.
+    """
     data = config.load()
     sec = data.setdefault(SECTION, {})
     if not isinstance(sec, dict):
@@ -96,7 +115,7 @@ def remember_session(server: str, session_id: str, token: str, code: str, title:
         "token": token,
         "code": code,
         "title": title,
-        "created_at": time.time(),
+        ("adopted_at" if adopted else "created_at"): time.time(),
     }
     sec["current"] = {"server": server, "session_id": session_id}
     return Path(config.save(data))
@@ -112,7 +131,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not server:
         raise UsageError(
             "no session yet: create one with `tutti lead create URL --title TITLE`, "
-            "or pass --server URL --session ID"
+            "adopt one created on another computer with `tutti lead adopt --server URL "
+            "--session ID`, or pass --server URL --session ID"
         )
     sessions = sec.get(server, {})
     if not isinstance(sessions, dict):
@@ -131,8 +151,9 @@ def resolve_target(args: argparse.Namespace) -> Target:
     entry = sessions.get(session_id)
     if not isinstance(entry, dict) or not entry.get("token"):
         raise UsageError(
-            f"no leader token saved for session {session_id} on {server}; only the leader who "
-            "created a session (on this computer) can lead it"
+            f"no leader token saved for session {session_id} on {server} on this computer; "
+            "on the computer that created it, `tutti lead token` prints the token, and here "
+            f"`tutti lead adopt --server {server} --session {session_id}` takes it (on stdin)"
         )
     return Target(server, str(session_id), str(entry["token"]), str(entry.get("code", "")))
 
@@ -235,6 +256,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="quit after S seconds (default: run until q or Ctrl-C)")
     _common(p)
+
+    p = sub.add_parser(
+        "token",
+        help="print the session's leader token, to lead it from another computer",
+        description="Print the leader token saved here for the session, with its server and "
+        "id. Anyone holding it has full control of the session: pass it only to yourself or a "
+        "co-leader, over a private channel.",
+    )
+    _common(p, with_json=True)
+
+    p = sub.add_parser(
+        "adopt",
+        help="lead a session created on another computer (token on stdin)",
+        description="Read the leader token (printed by `tutti lead token` on the computer that "
+        f"created the session) from ${TOKEN_ENV} or else from stdin (one line; typed without "
+        "echo at a terminal), check it with the server, then save it here and make the session "
+        "the current one. The token is never taken as an argument: arguments land in shell "
+        "history and in the process list.",
+    )
+    g = p.add_argument_group("session")
+    g.add_argument("--server", metavar="URL", required=True, help="the session's server URL")
+    g.add_argument("--session", metavar="ID", required=True, help="the session id")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 # -- output helpers -------------------------------------------------------------------------
@@ -653,6 +697,115 @@ async def _close(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
+async def _token(args: argparse.Namespace, target: Target) -> int:
+    err = _err_console()
+    err.print(
+        f"[yellow]warning:[/] this token gives full control of session {target.session_id} "
+        "(takes, every recording, closing it); share it only over a private channel",
+        markup=True,
+    )
+    if args.json:
+        _print_json({"server": target.server, "session": target.session_id,
+                     "token": target.token})
+        return EXIT_OK
+    sys.stdout.write(f"server:  {target.server}\nsession: {target.session_id}\n"
+                     f"token:   {target.token}\n")
+    sys.stdout.flush()
+    err.print(
+        f"on the other computer run `tutti lead adopt --server {target.server} "
+        f"--session {target.session_id}` and paste the token"
+    )
+    return EXIT_OK
+
+
+def read_token() -> str:
+    """The leader token for ``adopt``: ``$TUTTI_LEADER_TOKEN``, else one line of stdin.
+
+    At a terminal the line is read without echo.  Raises :class:`UsageError` when there is
+    none or it does not look like a token (the message never repeats what was read).
+    """
+    where = f"${TOKEN_ENV}"
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        where = "stdin"
+        stdin = sys.stdin
+        if stdin is None or stdin.closed:
+            raise UsageError(f"no token: set {TOKEN_ENV} or give it on stdin")
+        try:
+            if stdin.isatty():
+                token = getpass.getpass("leader token (from `tutti lead token`): ",
+                                        stream=sys.stderr)
+            else:
+                token = stdin.readline()
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the token from stdin ({exc})") from None
+        token = token.strip()
+    if not token:
+        raise UsageError(
+            f"no token on stdin: pipe or paste the line `tutti lead token` printed on the "
+            f"computer that created the session (or set {TOKEN_ENV}); nothing was stored"
+        )
+    if not _TOKEN_RE.fullmatch(token):
+        raise UsageError(
+            f"what {where} holds ({len(token)} characters) does not look like a leader token: "
+            "expected one line of letters, digits, '-' and '_' (43 characters), as "
+            "`tutti lead token` prints it; nothing was stored"
+        )
+    return token
+
+
+async def _adopt(args: argparse.Namespace) -> int:
+    server = normalize_server_url(args.server)
+    session_id = str(args.session).strip()
+    if not session_id:
+        raise UsageError("--session must name the session id `tutti lead token` printed")
+    token = read_token()
+    async with LeaderClient(server, token) as api:
+        try:
+            sess = await api.session()
+        except LeaderError as exc:
+            if exc.status in (401, 403):
+                raise LeaderError(
+                    f"{server} refused this token ({exc.status} {exc.code}): it is not the "
+                    "leader token of a session there — it may be cut short or mistyped, or "
+                    "the session's data is gone. Copy it again with `tutti lead token` on the "
+                    "computer that created the session; nothing was stored",
+                    status=exc.status, code=exc.code,
+                ) from None
+            raise
+    role = sess.get("role")
+    found = str(sess.get("session_id", ""))
+    if role != "leader":
+        raise LeaderError(
+            f"this token belongs to a {role or 'non-leader'} of session {found} "
+            f"({sess.get('name', '?')}), not to its leader; use the token `tutti lead token` "
+            "prints; nothing was stored",
+            code="not_leader",
+        )
+    if found != session_id:
+        raise LeaderError(
+            f"this token leads session {found} on {server}, not {session_id}; check --session "
+            "(`tutti lead token` prints both); nothing was stored",
+            code="wrong_session",
+        )
+    settings = sess.get("settings") if isinstance(sess.get("settings"), dict) else {}
+    assert isinstance(settings, dict)
+    title = str(settings.get("title", ""))
+    code = str(sess.get("code", ""))
+    path = remember_session(server, session_id, token, code, title, adopted=True)
+    state = str(sess.get("state", ""))
+    if args.json:
+        _print_json({"server": server, "session": session_id, "code": code, "title": title,
+                     "state": state, "config": str(path)})
+        return EXIT_OK
+    closed = " (the session is closed)" if state == "closed" else ""
+    _out_console().print(
+        f"now leading “{escape(title)}”: session {session_id} on {server}, join code "
+        f"{code}{closed} (leader token saved in {path})"
+    )
+    return EXIT_OK
+
+
 async def _watch(args: argparse.Namespace, target: Target) -> int:
     from tutti.client.leadview import watch
 
@@ -668,12 +821,15 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace, Target], Awaitable[int]]] = {
     "download": _download,
     "close": _close,
     "watch": _watch,
+    "token": _token,
 }
 
 
 async def _main(args: argparse.Namespace) -> int:
     if args.action == "create":
         return await _create(args)
+    if args.action == "adopt":
+        return await _adopt(args)
     target = resolve_target(args)
     return await _ACTIONS[args.action](args, target)
 
