@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from .app_keys import CONFIG, SERVICES, Config, Services
 from .auth import JoinLimiter
+from .client_address import parse_proxies
 from .errors import error_middleware
 from .http_api import add_routes
 from .realtime import Realtime
@@ -66,6 +67,7 @@ def init_app(config: Config) -> web.Application:
     The data directory is created if missing; the SQLite database is ``tutti.db`` in it.
     """
     data = config.data_dir
+    proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
     data.mkdir(parents=True, exist_ok=True)
     middlewares: list[Middleware] = [error_middleware]
     if config.cors_origins:
@@ -79,7 +81,8 @@ def init_app(config: Config) -> web.Application:
     realtime.not_open = sessions.not_open
     takes = Takes(store, sessions, realtime, data / "takes")
     services = Services(config=config, store=store, sessions=sessions, takes=takes,
-                        tracks=TrackStore(data, config.max_track_bytes), realtime=realtime)
+                        tracks=TrackStore(data, config.max_track_bytes), realtime=realtime,
+                        proxies=proxies)
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .client_address import IPNetwork
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore
@@ -39,6 +40,10 @@ class Config:
     session_lifetime_s : float
         Seconds after its creation when a session expires: it takes no joins, settings,
         tracks or takes any more; its takes stay downloadable by the leader.
+    trusted_proxies : tuple of str
+        Reverse proxies (IP addresses or CIDR networks) whose ``X-Forwarded-For`` is
+        believed when they are the direct peer; empty = the header is always ignored.
+        See :mod:`tutti.server.client_address`.
     """
 
     data_dir: Path
@@ -49,6 +54,7 @@ class Config:
     max_json_bytes: int = 64 * 1024
     join_failures_per_minute: int = 10
     session_lifetime_s: float = 30 * 24 * 3600.0
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Services:
     takes: Takes
     tracks: TrackStore
     realtime: Realtime
+    proxies: tuple[IPNetwork, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)
 
 

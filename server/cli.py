@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .app import init_app
 from .app_keys import MB, Config
+from .client_address import parse_proxies
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -42,6 +43,14 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _proxy(text: str) -> str:
+    try:
+        parse_proxies([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tutti serve``."""
     parser.add_argument("--host", default="127.0.0.1",
@@ -63,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="browser origin allowed cross-origin (repeatable); "
                         "default: same origin only")
+    parser.add_argument("--trust-proxy", action="append", default=[], type=_proxy,
+                        metavar="ADDR",
+                        help="reverse proxy (IP address or CIDR network, repeatable) whose "
+                        "X-Forwarded-For names the client, for the per-address join-code "
+                        "limit; only when the direct peer is one of them, and the right-most "
+                        "address that is not itself a trusted proxy is taken. Default: none, "
+                        "the header is ignored")
     parser.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
 
@@ -75,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         upload_expiry_s=float(args.upload_expiry),
         session_lifetime_s=float(args.session_days) * 86400.0,
         cors_origins=tuple(args.cors_origin),
+        trusted_proxies=tuple(args.trust_proxy),
     )
 
 

@@ -20,6 +20,7 @@ from tutti.wire import PROTOCOL_VERSION, Ev, WireError, check_part
 
 from .app_keys import SERVICES
 from .auth import bearer_token
+from .client_address import client_address
 from .download import send_file
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .models import Principal
@@ -50,7 +51,7 @@ def _me(request: web.Request) -> Principal:
 
 
 def _client_key(request: web.Request) -> str:
-    return request.remote or "unknown"
+    return client_address(request, request.app[SERVICES].proxies)
 
 
 def _part(request: web.Request) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import aiohttp
 from yarl import URL
 
 from tests.support.server import ServeProcess
@@ -38,3 +39,22 @@ async def test_bad_options(tmp_path: Path) -> None:
     assert code == 2 and "not a TCP port" in err
     code, _, err = await run_serve("--upload-expiry", "-5", "--data", str(tmp_path))
     assert code == 2 and "positive number of seconds" in err
+    code, _, err = await run_serve("--trust-proxy", "nginx.local", "--data", str(tmp_path))
+    assert code == 2 and "'nginx.local' is not an IP address or CIDR network" in err
+
+
+async def test_trust_proxy_flag_reaches_the_join_limit(tmp_path: Path) -> None:
+    proc = ServeProcess(tmp_path / "data", "--trust-proxy", "10.0.0.0/8",
+                        "--trust-proxy", "127.0.0.1")
+    try:
+        url = await proc.start()
+        async with aiohttp.ClientSession(url) as http:
+            statuses = []
+            for addr in ["203.0.113.5"] * 11 + ["203.0.113.6"]:
+                async with http.post("/api/join", json={"code": "WRONG2", "name": "Eve",
+                                                        "part": "S"},
+                                     headers={"X-Forwarded-For": addr}) as r:
+                    statuses.append(r.status)
+        assert statuses == [404] * 10 + [429, 404]
+    finally:
+        assert await proc.stop() == 0
