@@ -13,6 +13,9 @@ of the stereo bus.  Both are per-sample loops that scipy runs one sample after t
   (radius 0.995 at 48 kHz: after 8,192 samples the difference is below 1e-13 of the signal),
   so the result equals sequential filtering to double precision.  It sums the squared output
   per 100 ms hop in the same pass, which is all the gating needs.
+- **Summing the voices** into the left and right rows: :func:`pan_add` reads each sample once
+  (int16 as stored) and adds it, times each side's gain, to both rows; numpy needs a product
+  and a sum per row, each a pass with a temporary (3.5 × slower for a group of 8 voices).
 - **True-peak interpolation** (3 polyphase branches of 20 taps): :func:`true_peak_rows` runs
   each tap as a multiply-add along the whole row, which the compiler vectorises along time.
 
@@ -35,7 +38,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["kweight_hop_energies", "true_peak_rows"]
+__all__ = ["kweight_hop_energies", "pan_add", "true_peak_rows"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -165,3 +168,28 @@ def true_peak_rows(
                 a = abs(tmp[i])
                 if a > out[i]:
                     out[i] = a
+
+
+@_compiled
+def pan_add(
+    x: npt.NDArray[Any],
+    left: np.float32,
+    right: np.float32,
+    out_left: npt.NDArray[np.float32],
+    out_right: npt.NDArray[np.float32],
+) -> None:
+    """``out_left += left * x`` and ``out_right += right * x`` in one pass over ``x``.
+
+    Parameters
+    ----------
+    x : ndarray
+        1-D samples (int16 as stored, or float32), as long as the outputs.
+    left, right : float32
+        The gains (including int16's 1/32768).
+    out_left, out_right : ndarray
+        float32, 1-D, two different arrays; added to in place.
+    """
+    for i in range(x.shape[0]):
+        v = np.float32(x[i])
+        out_left[i] += left * v
+        out_right[i] += right * v

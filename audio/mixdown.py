@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tutti.audio.filters import DEFAULT_CUTOFF_HZ, HighPass
+from tutti.audio.kernels import pan_add
 from tutti.audio.layout import pan_gains
 from tutti.audio.limiter import Limiter, true_peak_envelope
 from tutti.audio.loudness import LoudnessMeter, db_to_gain, gain_to_target
@@ -440,10 +441,9 @@ class Mixdown:
         Left and right are summed in two contiguous rows (not the strided columns of a
         (frames, 2) array) and without BLAS (whose own threads would compete with ours).  A
         16-bit recording is read as stored and scaled to float32 in the same multiplication
-        as its gain: one pass over its samples per channel.
+        as its gain, both rows in one pass (:func:`tutti.audio.kernels.pan_add`).
         """
         sums: npt.NDArray[np.float32] | None = None
-        tmp = np.empty(0, dtype=np.float32)
         for p in group:
             lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
             if hi <= lo:
@@ -452,12 +452,13 @@ class Mixdown:
             mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
             if sums is None:
                 sums = np.zeros((2, b - a), dtype=np.float32)
-                tmp = np.empty(b - a, dtype=np.float32)
-            part = tmp[: hi - lo]
-            for row, gain in ((0, p.left), (1, p.right)):
-                if gain:
-                    np.multiply(mono, np.float32(gain * scale), out=part)
-                    sums[row, lo - a : hi - a] += part
+            pan_add(
+                np.ascontiguousarray(mono),
+                np.float32(p.left * scale),
+                np.float32(p.right * scale),
+                sums[0, lo - a : hi - a],
+                sums[1, lo - a : hi - a],
+            )
         return sums
 
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:

@@ -78,3 +78,18 @@ def test_true_peak_rows_equal_three_convolutions() -> None:
     for taps in _PHASES:
         want = np.maximum(want, np.abs(ndimage.convolve1d(x, taps, axis=1, mode="constant")))
     np.testing.assert_allclose(got, want.max(axis=0), atol=1e-6)
+
+
+def test_pan_add_equals_two_numpy_products() -> None:
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(1000) * 5000).astype(np.int16)
+    left = np.zeros(1000, np.float32) + 0.5
+    right = np.zeros(1000, np.float32)
+    gl, gr = np.float32(0.7 / 32768), np.float32(0.3 / 32768)
+    want_l = left + x.astype(np.float32) * gl
+    want_r = right + x.astype(np.float32) * gr
+    from tutti.audio.kernels import pan_add
+
+    pan_add(x, gl, gr, left, right)
+    np.testing.assert_allclose(left, want_l, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(right, want_r, rtol=1e-6, atol=1e-9)
