@@ -11,8 +11,10 @@ import asyncio
 import io
 import os
 import secrets
+import select
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,51 @@ async def test_adopt_unreachable_and_token_without_session(machine_b: Computer) 
     res = await machine_b.cli("lead", "token", "--server", url, "--session", "abc")
     assert res.code == 2, res
     assert f"no leader token saved for session abc on {url}" in res.err
+
+
+async def _read_pty(master: int, until: bytes | None, timeout: float = 30.0) -> bytes:
+    """Bytes from a pty's master side until ``until`` shows up (``None``: until the child's
+    side closes)."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while until is None or until not in buf:
+        assert time.monotonic() < deadline, buf
+        ready, _, _ = await asyncio.to_thread(select.select, [master], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every process holding the other side has exited
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+async def test_adopt_at_a_terminal_reads_the_token_without_echo(
+    server: str, machine_a: Computer, machine_b: Computer
+) -> None:
+    created = await _create(machine_a, server)
+    sid = str(created["session_id"])
+    token = machine_a.config()["leader"][server][sid]["token"]
+    env = {k: v for k, v in os.environ.items() if k != "TUTTI_LEADER_TOKEN"}
+    env["TUTTI_CONFIG_DIR"] = str(machine_b.folder)
+    master, slave = os.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _TUTTI, "lead", "adopt", "--server", server, "--session", sid,
+            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+        )
+        os.close(slave)
+        shown = await _read_pty(master, b"leader token (from `tutti lead token`): ")
+        os.write(master, token.encode() + b"\n")
+        shown += await _read_pty(master, None)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+    finally:
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert code == 0, text
+    assert token not in text  # not echoed
+    assert f"now leading “Sofa Singers”: session {sid}" in text  # (rich wraps at the pty's width)
+    assert machine_b.config()["leader"][server][sid]["token"] == token
