@@ -87,9 +87,11 @@ def init_app(config: Config) -> web.Application:
     app[SERVICES] = services
     add_routes(app)
     realtime.attach(app)
-    hooks = TakeUploadHooks(store, sessions, takes, realtime)
+    hooks = TakeUploadHooks(store, sessions, takes, realtime,
+                            max_open_uploads=config.max_open_uploads_per_participant)
     tus = TusHandler(data / "uploads", hooks, max_size=config.max_upload_bytes,
                      expiry_s=config.upload_expiry_s)
+    hooks.open_uploads = tus.open_uploads
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus
     app.cleanup_ctx.append(tus.cleanup_ctx)

@@ -44,6 +44,9 @@ class Config:
         Reverse proxies (IP addresses or CIDR networks) whose ``X-Forwarded-For`` is
         believed when they are the direct peer; empty = the header is always ignored.
         See :mod:`tutti.server.client_address`.
+    max_open_uploads_per_participant : int
+        Unfinished take uploads (receiving, or refused and not yet expired) one singer may
+        hold at once; creating one more answers 409 ``too_many_open_uploads``.
     """
 
     data_dir: Path
@@ -55,6 +58,7 @@ class Config:
     join_failures_per_minute: int = 10
     session_lifetime_s: float = 30 * 24 * 3600.0
     trusted_proxies: tuple[str, ...] = ()
+    max_open_uploads_per_participant: int = 8
 
 
 @dataclass

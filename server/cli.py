@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest backing track, MiB (default 200)")
     parser.add_argument("--max-upload-mb", type=_positive_int, default=500, metavar="N",
                         help="largest take upload, MiB (default 500)")
+    parser.add_argument("--max-open-uploads", type=_positive_int, default=8, metavar="N",
+                        help="unfinished take uploads one singer may hold at once (default 8); "
+                        "one more is refused with 409 until one is finished, terminated or "
+                        "expired")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="browser origin allowed cross-origin (repeatable); "
                         "default: same origin only")
@@ -92,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         session_lifetime_s=float(args.session_days) * 86400.0,
         cors_origins=tuple(args.cors_origin),
         trusted_proxies=tuple(args.trust_proxy),
+        max_open_uploads_per_participant=int(args.max_open_uploads),
     )
 
 

@@ -40,21 +40,25 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A refused request: HTTP ``status``, a snake_case ``code`` and a sentence for people.
 
-    The message says what was wrong and what is accepted.
+    The message says what was wrong and what is accepted.  ``details`` adds fields beside
+    ``code`` and ``message`` in the error object for programs (e.g. counts and limits).
     """
 
     status = 400
     default_code = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.headers = dict(headers or {})
+        self.details = {k: v for k, v in (details or {}).items() if k not in ("code", "message")}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message}
+        """``{"code", "message"}`` plus any machine-readable ``details`` (JSON values)."""
+        return {"code": self.code, "message": self.message, **self.details}
 
     def response(self) -> web.Response:
         """The JSON error response."""

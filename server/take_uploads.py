@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,17 @@ class TakeUploadHooks:
     """The application side of tus uploads for take recordings."""
 
     def __init__(self, store: SessionStore, sessions: Sessions, takes: Takes,
-                 fanout: Fanout) -> None:
+                 fanout: Fanout, *, max_open_uploads: int = 8) -> None:
+        if max_open_uploads < 1:
+            raise ValueError(f"max_open_uploads must be at least 1, got {max_open_uploads}")
         self.store = store
         self.sessions = sessions
         self.takes = takes
         self.fanout = fanout
+        self.max_open_uploads = max_open_uploads
+        #: Unfinished uploads of an owner: the tus handler's
+        #: :meth:`~tutti.server.tus.TusHandler.open_uploads`, wired in by the app factory.
+        self.open_uploads: Callable[[str], int] | None = None
 
     # -------------------------------------------------------------- validation
 
@@ -116,13 +123,34 @@ class TakeUploadHooks:
                                code="already_uploaded")
             if take.state == "armed":
                 raise Conflict(f"take {take.take_id} has not started yet", code="take_not_started")
+            self._check_open_slots(p.participant_id)
         except ApiError as exc:
             raise exc.to_http() from None
-        self.store.set_singer_state(take.take_id, p.participant_id, "uploading")
-        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, {
-            "take_id": take.take_id, "participant_id": p.participant_id,
-            "state": "uploading", "detail": ""})
+        # Nothing may be awaited from the slot check to here: the handler counts the new
+        # upload as soon as this returns, which keeps the cap exact under concurrent POSTs.
         return p.participant_id
+
+    def _check_open_slots(self, participant_id: str) -> None:
+        """409 ``too_many_open_uploads`` when the singer holds ``max_open_uploads`` already."""
+        if self.open_uploads is None:
+            raise RuntimeError("TakeUploadHooks.open_uploads is not wired to the tus handler")
+        n = self.open_uploads(participant_id)
+        if n >= self.max_open_uploads:
+            raise Conflict(
+                f"you have {n} unfinished uploads open, the most one singer may hold is "
+                f"{self.max_open_uploads}; finish one (send its remaining bytes), terminate "
+                "one (DELETE its upload URL) or wait for one to expire to free a slot",
+                code="too_many_open_uploads",
+                details={"open_uploads": n, "limit": self.max_open_uploads})
+
+    async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
+        take = self.store.get_take(metadata.get("take_id", ""))
+        if take is None:
+            return
+        self.store.set_singer_state(take.take_id, owner, "uploading")
+        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, {
+            "take_id": take.take_id, "participant_id": owner,
+            "state": "uploading", "detail": ""})
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
         try:

@@ -96,7 +96,20 @@ class UploadHooks(Protocol):
     ) -> str:
         """Allow a new upload of ``length`` bytes with ``metadata``; return its owner key.
 
-        Raise an aiohttp HTTP exception (e.g. ``web.HTTPForbidden``) to refuse.
+        Raise an aiohttp HTTP exception (e.g. ``web.HTTPForbidden``) to refuse.  The
+        handler counts the new upload in :meth:`TusHandler.open_uploads` from the moment
+        this returns, without suspending in between: a limit checked here against
+        ``open_uploads(owner)`` with no ``await`` after the check holds under concurrent
+        requests.
+        """
+        ...
+
+    async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
+        """Note that the upload ``authorize_create`` allowed now exists (its state is durable).
+
+        The place for side effects of a new upload (announcing it), so that nothing is
+        announced for a creation refused later.  An exception here is logged; the upload
+        stays created.
         """
         ...
 
@@ -269,6 +282,7 @@ class TusHandler:
         self._clock = clock
         self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all()}
         self._tasks: set[asyncio.Task[web.StreamResponse]] = set()
+        self._creating: dict[str, int] = {}  # owner → creations past authorize_create
 
     # ----------------------------------------------------------------- wiring
 
@@ -319,6 +333,20 @@ class TusHandler:
                 await task
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=5.0)
+
+    def open_uploads(self, owner: str) -> int:
+        """How many unfinished uploads ``owner`` holds (each one keeps disk space).
+
+        Unfinished: receiving (even if fully received and awaiting completion) or failed,
+        and not past its deadline.  Completed, terminated and expired uploads do not count;
+        creations already authorised but not yet stored do (see
+        :meth:`UploadHooks.authorize_create`).  Cost: one pass over the uploads in memory.
+        """
+        now = self._clock()
+        stored = sum(1 for u in self._uploads.values()
+                     if u.state.owner == owner and u.state.status is not UploadStatus.COMPLETED
+                     and now < u.state.expires_at)
+        return stored + self._creating.get(owner, 0)
 
     def expire_now(self) -> int:
         """Remove unfinished uploads whose deadline has passed; return how many were removed."""
@@ -407,19 +435,32 @@ class TusHandler:
                             f"the server has {max(free - DISK_RESERVE, 0)} bytes of space for "
                             f"uploads left; Upload-Length {length} does not fit")
         owner = await self._hooks.authorize_create(request, metadata, length)
-        now = self._clock()
-        state = UploadState(new_upload_id(), length, 0, metadata, owner, now,
-                            now + self._expiry_s)
+        # no await between the hook's return and this reservation (see open_uploads)
+        self._creating[owner] = self._creating.get(owner, 0) + 1
         try:
-            await asyncio.to_thread(self._store.create, state)
-        except OSError as exc:
-            log.error("upload %s: cannot create: %s", state.upload_id, exc)
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise _TusError(507 if full else 500, "storage_error",
-                            f"the server could not create the upload ({exc.strerror}); "
-                            "try again later") from None
-        upload = _Upload(state, sha256=hashlib.sha256())
-        self._uploads[state.upload_id] = upload
+            now = self._clock()
+            state = UploadState(new_upload_id(), length, 0, metadata, owner, now,
+                                now + self._expiry_s)
+            try:
+                await asyncio.to_thread(self._store.create, state)
+            except OSError as exc:
+                log.error("upload %s: cannot create: %s", state.upload_id, exc)
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                raise _TusError(507 if full else 500, "storage_error",
+                                f"the server could not create the upload ({exc.strerror}); "
+                                "try again later") from None
+            upload = _Upload(state, sha256=hashlib.sha256())
+            self._uploads[state.upload_id] = upload
+        finally:
+            left = self._creating[owner] - 1
+            if left:
+                self._creating[owner] = left
+            else:
+                del self._creating[owner]
+        try:
+            await self._hooks.created(state.upload_id, dict(metadata), owner)
+        except Exception:
+            log.exception("upload %s: the created hook failed", state.upload_id)
         base = request.path if request.path.endswith("/") else request.path + "/"
         headers = {"Location": base + state.upload_id,
                    "Upload-Expires": _http_date(state.expires_at)}

@@ -41,6 +41,8 @@ async def test_bad_options(tmp_path: Path) -> None:
     assert code == 2 and "positive number of seconds" in err
     code, _, err = await run_serve("--trust-proxy", "nginx.local", "--data", str(tmp_path))
     assert code == 2 and "'nginx.local' is not an IP address or CIDR network" in err
+    code, _, err = await run_serve("--max-open-uploads", "0", "--data", str(tmp_path))
+    assert code == 2 and "must be greater than 0" in err
 
 
 async def test_trust_proxy_flag_reaches_the_join_limit(tmp_path: Path) -> None:

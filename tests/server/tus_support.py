@@ -47,6 +47,7 @@ class FileHooks:
 
     done_dir: Path
     completed: list[tuple[str, str]] = field(default_factory=list)  # (upload_id, sha256)
+    created_ids: list[str] = field(default_factory=list)  # in the order they were created
     fail_next: int = 0  # complete() raises OSError this many more times (e.g. a full disk)
 
     @staticmethod
@@ -59,6 +60,9 @@ class FileHooks:
     async def authorize_create(self, request: web.Request, metadata: dict[str, str],
                                length: int) -> str:
         return self._token(request)
+
+    async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
+        self.created_ids.append(upload_id)
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
         if self._token(request) != owner:
