@@ -413,3 +413,28 @@ async def test_creation_refused_when_disk_cannot_hold_it(tmp_path: Path) -> None
             assert r.status == 507
             assert (await r.json())["error"]["code"] == "insufficient_storage"
         assert list(srv.upload_dir.iterdir()) == []
+
+
+async def test_created_hook_runs_once_per_stored_upload_and_its_failure_is_only_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
+        url = await create(s, srv.url, 10, owner="alice")
+        assert srv.hooks.created_ids == [upload_id(url)]
+        # the owner's unfinished uploads are counted until one completes or is terminated
+        url2 = await create(s, srv.url, 4, owner="alice")
+        await create(s, srv.url, 4, owner="bob")
+        assert srv.handler.open_uploads("alice") == 2 and srv.handler.open_uploads("bob") == 1
+        assert (await patch(s, url2, 0, b"done")).status == 204
+        assert srv.handler.open_uploads("alice") == 1
+        async with s.delete(url, headers=auth("alice")) as r:
+            assert r.status == 204
+        assert srv.handler.open_uploads("alice") == 0
+
+        async def broken(upload_id: str, metadata: dict[str, str], owner: str) -> None:
+            raise RuntimeError("announcing failed")
+
+        srv.hooks.created = broken  # type: ignore[method-assign]
+        url3 = await create(s, srv.url, 10, owner="alice")  # still 201: the upload exists
+        assert "the created hook failed" in caplog.text
+        assert await head_offset(s, url3, "alice") == 0
+        assert srv.handler.open_uploads("alice") == 1
