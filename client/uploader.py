@@ -339,11 +339,24 @@ class TusUploader:
                 except UploadRejected as exc:
                     prog.state, prog.detail = "failed", str(exc)
                     self._notify(prog)
+                    if url is not None:
+                        await self._terminate(url)
                     raise
         prog.offset, prog.state = total, "uploaded"
         self._notify(prog)
         assert url is not None
         return url
+
+    async def _terminate(self, url: str) -> None:
+        """Best effort: delete a refused upload on the server (tus termination), so that it
+        stops counting against this singer's open uploads before it expires.  The local take
+        is kept."""
+        try:
+            async with self.http.delete(url, headers=self._headers()) as resp:
+                if resp.status not in (204, 404, 410):
+                    log.info("refused upload %s not deleted: HTTP %d", url, resp.status)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            log.info("refused upload %s not deleted: %r", url, exc)
 
     def forget(self, job: UploadJob) -> None:
         """Remove the saved upload URL (after the take is confirmed and deleted locally)."""

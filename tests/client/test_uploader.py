@@ -217,3 +217,10 @@ async def test_server_refusal_is_final_and_clear(setup: Setup, tmp_path: Path) -
         up = TusUploader(http, s.server.url, s.token, chunk_size=256 * 1024)
         with pytest.raises(UploadRejected, match="frames"):
             await asyncio.wait_for(up.upload(bad), 60)
+        # the refused upload is deleted on the server at once (it would otherwise count
+        # against this singer's open uploads until it expires); the local take is kept
+        url = up._load_url(bad)
+        assert url is not None
+        async with http.head(url, headers={"Tus-Resumable": "1.0.0", **up._headers()}) as r:
+            assert r.status in (404, 410), r.status
+        assert bad.path.exists()
