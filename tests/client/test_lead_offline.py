@@ -7,7 +7,6 @@ own event loop) with ``TUTTI_CONFIG_DIR`` in ``tmp_path``.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.client.lead_cli import CliResult, run_cli
+from tests.support.ports import unused_port
 from tutti.client import config
 from tutti.client.lead import remember_session
 from tutti.client.leader_api import LeaderError, normalize_server_url
@@ -25,14 +25,6 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cfg"
     monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
     return d
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ def test_normalize_server_url() -> None:
 
 
 async def test_unreachable_server_is_named_and_exit_3() -> None:
-    port = _closed_port()
+    port = unused_port()
     res = await run_cli("lead", "create", f"http://127.0.0.1:{port}", "--title", "Choir")
     assert res.code == 3, res
     assert f"cannot reach the tutti server at http://127.0.0.1:{port}" in res.err
@@ -89,7 +81,7 @@ async def test_foreign_server_is_not_mistaken_for_tutti(foreign_server: str) -> 
 async def test_bad_settings_are_refused_before_any_request(
     extra: list[str], needle: str
 ) -> None:
-    port = _closed_port()  # would give exit 3 if a request were made
+    port = unused_port()  # would give exit 3 if a request were made
     res = await run_cli("lead", "create", f"http://127.0.0.1:{port}", "--title", "T", *extra)
     assert res.code == 2, res
     assert needle in res.err
@@ -130,7 +122,7 @@ async def test_config_remembers_current_session_per_server() -> None:
     assert sec["current"] == {"server": "http://b:2", "session_id": "s2"}
     assert sec["http://a:1"]["s1"]["token"] == "t1"
     # --server picks that server's only session; an unknown --session is refused clearly
-    port = _closed_port()
+    port = unused_port()
     res = await run_cli("lead", "roster", "--server", "http://a:1", "--session", "nope")
     assert res.code == 2 and "no leader token saved for session nope" in res.err, res
     remember_session(f"http://127.0.0.1:{port}", "s3", "t3", "CCCCCC", "three")

@@ -12,7 +12,6 @@ import io
 import os
 import secrets
 import select
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ import pytest
 
 from tests.client.lead_cli import CliResult, run_cli
 from tests.client.lead_support import Singer, serve
+from tests.support.ports import unused_port
 from tutti.client import config
 
 _TUTTI = "import sys; from tutti.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -182,16 +182,8 @@ async def test_adopt_refuses_wrong_tokens_and_stores_nothing(
     assert machine_b.config()["leader"][server][sid]["token"] == token_a
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 async def test_adopt_unreachable_and_token_without_session(machine_b: Computer) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{unused_port()}"
     res = await machine_b.cli("lead", "adopt", "--server", url, "--session", "abc",
                               stdin=secrets.token_urlsafe(32))
     assert res.code == 3, res

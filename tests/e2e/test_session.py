@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -51,6 +50,7 @@ from tests.support.jack import (
     jackd_available,
     new_ports,
 )
+from tests.support.ports import unused_port
 from tests.support.server import ServeProcess
 from tutti import takeformat, wire
 
@@ -259,14 +259,6 @@ def _retry(fn: Any, *args: Any) -> Any:
             time.sleep(0.1)
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 # -- fixtures -------------------------------------------------------------------------------
 
 
@@ -302,7 +294,7 @@ class Choir:
 @contextlib.asynccontextmanager
 async def choir(jack: JackServer, tmp_path: Path) -> AsyncIterator[Choir]:
     """Server + session with a noise backing per part + harness + four calibrated singers."""
-    serve = ServeProcess(tmp_path / "server-data", "--port", str(_free_port()))
+    serve = ServeProcess(tmp_path / "server-data", "--port", str(unused_port()))
     url = await serve.start()
     harness = Harness(seconds=150).start()
     singers: list[SingerProc] = []
