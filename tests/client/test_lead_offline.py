@@ -20,13 +20,6 @@ from tutti.client.lead import remember_session
 from tutti.client.leader_api import LeaderError, normalize_server_url
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "cfg"
-    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
-    return d
-
-
 @pytest.fixture
 async def foreign_server() -> AsyncIterator[str]:
     """A real HTTP server that is not tutti: 404 (text/plain) for everything."""
@@ -130,9 +123,9 @@ async def test_config_remembers_current_session_per_server() -> None:
     assert res.code == 3 and f"127.0.0.1:{port}" in res.err, res
 
 
-async def test_config_file_is_private_json(_config_dir: Path) -> None:
+async def test_config_file_is_private_json(config_dir: Path) -> None:
     remember_session("http://a:1", "s1", "secret", "AAAAAA", "one")
-    path = _config_dir / "config.json"
+    path = config_dir / "config.json"
     assert json.loads(path.read_text())["leader"]["http://a:1"]["s1"]["token"] == "secret"
     assert path.stat().st_mode & 0o077 == 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,6 @@ from tests.client.lead_support import CuttingProxy, Singer, serve, tone, write_w
 from tutti import takeformat
 from tutti.client import config
 from tutti.client.lead import remember_session
-
-
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "cfg"
-    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
-    return d
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[str]:
-    async with serve(tmp_path / "server-data") as url:
-        yield url
 
 
 async def _create(server: str, *extra: str) -> dict[str, object]:
@@ -66,7 +52,7 @@ async def _take_with_uploads(server: str, tmp_path: Path, n: int = 2,
     return take_id, singers, files
 
 
-async def test_create_prints_code_and_remembers_token(server: str, _config_dir: Path) -> None:
+async def test_create_prints_code_and_remembers_token(server: str, config_dir: Path) -> None:
     res = await run_cli("lead", "create", server, "--title", "Sofa Singers", "--meter", "3/4",
                         "--count-in", "2", "--parts", "S,A,Men")
     assert res.code == 0, res
@@ -83,7 +69,7 @@ async def test_create_prints_code_and_remembers_token(server: str, _config_dir: 
     assert f"nobody has joined yet (join code {code})" in res.out
     # the settings went through: 3/4, 2 bars count-in, the custom parts
     res = await run_cli("lead", "create", server, "--title", "Second", "--json",
-                        "--tempo-map", str(_write_tempo_map(_config_dir.parent)))
+                        "--tempo-map", str(_write_tempo_map(config_dir.parent)))
     assert res.code == 0, res
     s2 = res.json()["settings"]
     assert s2["tempo_map"][0]["bpm"] == 72.0 and s2["tempo_map"][0]["bar"] == 8

@@ -11,26 +11,10 @@ import asyncio
 import os
 import pty
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from tests.client.lead_cli import run_cli
-from tests.client.lead_support import Singer, serve
-
-
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "cfg"
-    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
-    return d
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[str]:
-    async with serve(tmp_path / "server-data") as url:
-        yield url
+from tests.client.lead_support import Singer
 
 
 async def _expect(stream: asyncio.StreamReader, needle: str, seen: list[str],
