@@ -35,7 +35,8 @@ Pipeline (one :class:`Mixdown` per mix):
    pool while the sink encodes) and measures the output's true peak as written and its
    loudness.
 
-Memory: a few blocks of ``block`` frames per thread, one loudness sum per 100 ms, one
+Memory: a few blocks of ``block`` frames per thread, each loudness meter's fixed input buffer
+(64 s per channel, :class:`~tutti.audio.loudness.LoudnessMeter`) and one sum per 100 ms, one
 true-peak maximum per block, and per-frame envelopes only where the limiter acts.
 
 With all processing off (:meth:`MixSettings.linear`: no loudness matching, high-pass, reverb,
