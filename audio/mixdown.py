@@ -26,9 +26,12 @@ Pipeline (one :class:`Mixdown` per mix):
    master gain brings it to ``target_lufs``; the true-peak limiter keeps the output at or
    below ``ceiling_dbtp``.  Limiting lowers loudness, so the gain is corrected and the
    loudness measured again until it is within ``tolerance_lu`` of the target (secant steps on
-   the measured gain → loudness curve; when more gain no longer makes the mix louder — a
-   target beyond what the limiter can reach at the ceiling — the search stops at the least
-   gain that comes within 0.1 LU of the loudest output, and says so).  The true-
+   the measured gain → loudness curve, kept inside the narrowest pair of gains that brackets
+   the target; when more gain no longer makes the mix louder — a target beyond what the
+   limiter can reach at the ceiling — the search stops at the least gain that comes within
+   0.1 LU of the loudest output, and says so; when the target falls in a jump of the gated
+   loudness — equally loud blocks crossing the relative gate together — or the measurements
+   run out, it keeps the measured gain closest to the target, and says why).  The true-
    peak envelope (4× oversampled) does not depend on the gain: its block maxima are computed
    once, and so are its per-frame values where the limiter acts, so the iterations only redo
    the cheap part.  The final pass hands output blocks to a sink (computed ahead on a thread
@@ -718,28 +721,18 @@ class Mixdown:
             iterations = 0
             if s.target_lufs is not None and math.isfinite(pre_lufs):
                 gain_db = s.target_lufs - pre_lufs
-                # limiting lowers loudness: correct the gain until the output lands
-                tried: list[tuple[float, float]] = []
-                while (
-                    limiter is not None
-                    and env_max * db_to_gain(gain_db) > limiter.ceiling_linear
-                    and iterations < _MAX_ITERATIONS
-                ):
-                    iterations += 1
-                    out = self._measure(db_to_gain(gain_db), limiter, env, pool, window)
-                    tried.append((gain_db, out))
-                    step = _next_gain_step(tried, s.target_lufs, s.tolerance_lu)
-                    if step is None:
-                        break
-                    if isinstance(step, _Saturated):
-                        gain_db = step.gain_db
-                        warnings.append(
-                            f"the target is beyond the limiter: this mix gets no louder than "
-                            f"{step.loudest:.2f} LUFS at a ceiling of {s.ceiling_dbtp:.1f} dBTP; "
-                            "kept the least gain that comes within 0.1 LU of that"
-                        )
-                        break
-                    gain_db += step
+                if limiter is not None:
+                    # limiting lowers loudness: correct the gain until the output lands
+                    lim = limiter
+                    gain_db, iterations, why = _search_gain(
+                        gain_db,
+                        s.target_lufs,
+                        s.tolerance_lu,
+                        limits=lambda g: env_max * db_to_gain(g) > lim.ceiling_linear,
+                        measure=lambda g: self._measure(db_to_gain(g), lim, env, pool, window),
+                        ceiling_dbtp=s.ceiling_dbtp,
+                    )
+                    warnings.extend(why)
             elif s.target_lufs is not None:
                 warnings.append("the mix is silent: no loudness to match")
             gain = db_to_gain(gain_db)
@@ -782,6 +775,10 @@ def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
 _MAX_ITERATIONS = 8  # loudness measurements of the limited output, at most
 _SATURATED_SLOPE = 0.1  # LU of output per dB of gain below which more gain is pointless
 _NEAR_LOUDEST = 0.1  # LU: when saturated, the least gain that comes this close to the loudest
+# LU per dB: gain changes loudness at most 1:1 (the limiter only takes away), except where
+# 400 ms blocks cross BS.1770's relative gate; a bracket steeper than this holds such a jump
+_JUMP_SLOPE = 1.5
+_FINEST_GAIN = 0.005  # dB: a bracket this narrow that still misses holds a jump
 
 
 @dataclass(frozen=True)
@@ -792,14 +789,38 @@ class _Saturated:
     loudest: float  # LUFS: the loudest output measured
 
 
+@dataclass(frozen=True)
+class _Jump:
+    """The target lies in a jump of the gated loudness: no gain lands on it."""
+
+
+def _bracket(
+    tried: Sequence[tuple[float, float]], target: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The narrowest pair of gains, adjacent among those tried, whose outputs lie on either
+    side of ``target`` (lower gain first), or None."""
+    pts = sorted(tried)
+    pairs = [
+        (a, b) for a, b in zip(pts, pts[1:], strict=False)
+        if (a[1] - target) * (b[1] - target) < 0 and b[0] > a[0]
+    ]
+    return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
+
+
 def _next_gain_step(
     tried: Sequence[tuple[float, float]], target: float, tolerance: float
-) -> float | _Saturated | None:
+) -> float | _Saturated | _Jump | None:
     """The next master-gain correction (dB) from the (gain dB, output LUFS) pairs measured so
-    far: None when the last one is within half the tolerance of ``target``; a secant step
-    (the limiter makes the output follow the gain less than 1:1, so a plain ``target - out``
-    step creeps up on the target), at most twice the miss; :class:`_Saturated` when the output
-    no longer gets louder — more gain would only add distortion.
+    far.
+
+    None when the last one is within half the tolerance of ``target``.  Once two gains
+    bracket the target, the next one stays inside the bracket: interpolated, or halfway when
+    the bracket is steeper than gain can make loudness move (blocks crossing the gate: the
+    loudness jumps there); :class:`_Jump` when such a bracket is down to ``_FINEST_GAIN``.
+    Before that, a secant step (the limiter makes the output follow the gain less than 1:1,
+    so a plain ``target - out`` step creeps up on the target), at most twice the miss;
+    :class:`_Saturated` when the output no longer gets louder — more gain would only add
+    distortion.
     """
     gain, out = tried[-1]
     miss = target - out
@@ -807,6 +828,15 @@ def _next_gain_step(
         return None
     if len(tried) < 2:
         return miss
+    bracket = _bracket(tried, target)
+    if bracket is not None:
+        (g0, o0), (g1, o1) = bracket
+        slope = (o1 - o0) / (g1 - g0)
+        if slope > _JUMP_SLOPE or slope <= 0:
+            if g1 - g0 <= _FINEST_GAIN:
+                return _Jump()
+            return (g0 + g1) / 2 - gain
+        return g0 + (target - o0) / slope - gain
     g0, o0 = tried[-2]
     slope = (out - o0) / (gain - g0) if gain != g0 else 0.0
     if slope < _SATURATED_SLOPE and miss > 0:
@@ -815,6 +845,65 @@ def _next_gain_step(
         return _Saturated(least, loudest)
     step = miss / max(slope, _SATURATED_SLOPE)
     return max(step, 2 * miss) if miss < 0 else min(step, 2 * miss)
+
+
+def _closest(tried: Sequence[tuple[float, float]], target: float) -> tuple[float, list[str]]:
+    """The measured gain whose output came closest to ``target``, and, when the target sits
+    in a jump of the gated loudness, a warning that says so."""
+    gain, out = min(tried, key=lambda t: abs(t[1] - target))
+    bracket = _bracket(tried, target)
+    if bracket is None:
+        return gain, []
+    (g0, o0), (g1, o1) = bracket
+    if (o1 - o0) / (g1 - g0) <= _JUMP_SLOPE:
+        return gain, []
+    return gain, [
+        f"the loudness jumps from {o0:.2f} to {o1:.2f} LUFS between master gains "
+        f"{g0:+.3f} and {g1:+.3f} dB: a run of equally loud 400 ms blocks (a steady "
+        f"count-in, say) sits at BS.1770's relative gate and is counted or not; kept "
+        f"{gain:+.2f} dB, {out:.2f} LUFS"
+    ]
+
+
+def _search_gain(
+    gain_db: float,
+    target: float,
+    tolerance: float,
+    *,
+    limits: Callable[[float], bool],
+    measure: Callable[[float], float],
+    ceiling_dbtp: float,
+) -> tuple[float, int, list[str]]:
+    """The master gain (dB) that brings the limited output to ``target`` LUFS, starting from
+    ``gain_db`` (the gain that would without limiting).
+
+    ``limits(g)`` says whether the limiter acts at gain ``g`` (if not, the output's loudness
+    is the bus's plus ``g``: nothing to measure); ``measure(g)`` is the integrated loudness
+    of the limited output at gain ``g``.  At most ``_MAX_ITERATIONS`` measurements; the gain
+    returned is always either one the limiter leaves alone or one that was measured (the
+    closest to the target when the search ends without landing).  Returns the gain, the
+    number of measurements and warnings for the leader.
+    """
+    tried: list[tuple[float, float]] = []
+    while limits(gain_db):
+        if len(tried) == _MAX_ITERATIONS:
+            gain_db, why = _closest(tried, target)
+            return gain_db, len(tried), why
+        tried.append((gain_db, measure(gain_db)))
+        step = _next_gain_step(tried, target, tolerance)
+        if step is None:
+            break
+        if isinstance(step, _Saturated):
+            return step.gain_db, len(tried), [
+                f"the target is beyond the limiter: this mix gets no louder than "
+                f"{step.loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
+                "kept the least gain that comes within 0.1 LU of that"
+            ]
+        if isinstance(step, _Jump):
+            gain_db, why = _closest(tried, target)
+            return gain_db, len(tried), why
+        gain_db += step
+    return gain_db, len(tried), []
 
 
 class _Peaks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -133,6 +134,72 @@ def test_gain_steps_hand_computed() -> None:
     got = _next_gain_step([(13.0, -8.27), (15.0, -7.93), (19.0, -7.85)], -6.0, 0.05)
     assert isinstance(got, _Saturated)
     assert got.gain_db == 15.0 and got.loudest == pytest.approx(-7.85)
+
+
+def test_gain_steps_inside_a_bracket() -> None:
+    """Once two gains bracket the target the next one stays between them: interpolated on a
+    plausible slope, halfway on a slope that only a jump of the gated loudness makes (or a
+    falling one), and :class:`_Jump` once that bracket is 0.005 dB wide."""
+    from tutti.audio.mixdown import _Jump, _next_gain_step
+
+    # the narrowest bracket is +2..+3 dB (slope 1): −16.5 + 0.5 at +2.5 dB, from the last +2
+    got = _next_gain_step([(1.0, -17.0), (3.0, -15.5), (2.0, -16.5)], -16.0, 0.1)
+    assert got == pytest.approx(0.5)
+    # the failed CI run's first two measurements: 7.2 LU per dB is a jump → halfway
+    got = _next_gain_step([(3.806882, -16.287944), (4.094826, -14.215592)], -16.0, 0.1)
+    assert got == pytest.approx((3.806882 + 4.094826) / 2 - 4.094826)
+    # louder at less gain: halfway as well
+    assert _next_gain_step([(2.0, -15.0), (2.5, -17.0)], -16.0, 0.1) == pytest.approx(-0.25)
+    got = _next_gain_step([(3.807, -16.29), (3.811, -14.48)], -16.0, 0.1)
+    assert isinstance(got, _Jump)
+
+
+def _search(
+    curve: Callable[[float], float], start: float, target: float = -16.0, tolerance: float = 0.1
+) -> tuple[float, list[float], list[str]]:
+    from tutti.audio.mixdown import _search_gain
+
+    measured: list[float] = []
+
+    def measure(g: float) -> float:
+        measured.append(g)
+        return float(curve(g))
+
+    gain, n, why = _search_gain(
+        start, target, tolerance, limits=lambda g: True, measure=measure, ceiling_dbtp=-1.0
+    )
+    assert n == len(measured)
+    return gain, measured, why
+
+
+def test_gain_search_keeps_the_closest_measured_gain_across_a_jump() -> None:
+    """The e2e failure: the gated loudness jumped 1.8 LU within 0.004 dB of gain (a steady
+    count-in at the relative gate), the search ran out of measurements and kept an untried
+    gain, 1.8 LU loud.  Now it narrows the jump, keeps the measured gain closest to the
+    target and says why."""
+
+    def curve(g: float) -> float:
+        return g - 20.1 if g < 3.81 else g - 18.3
+
+    gain, measured, why = _search(curve, 4.1)
+    assert gain in measured and gain < 3.81
+    assert curve(gain) == pytest.approx(-16.0, abs=0.31)
+    assert len(measured) <= 8
+    assert len(why) == 1 and "jumps from" in why[0] and "relative gate" in why[0]
+
+
+def test_gain_search_lands_on_a_smooth_curve_and_never_keeps_an_untried_gain() -> None:
+    # a limiter-like curve: 0.6 LU per dB
+    gain, measured, why = _search(lambda g: -20.0 + 0.6 * g, 4.0)
+    assert abs(-20.0 + 0.6 * gain + 16.0) <= 0.05 and len(measured) <= 3 and why == []
+    # a curve too ragged to land on within 0.01 LU in 8 measurements
+
+    def ragged(g: float) -> float:
+        return g - 20.0 + 0.3 * math.sin(400.0 * g)
+
+    gain, measured, why = _search(ragged, 4.0, tolerance=0.001)
+    assert len(measured) == 8 and gain in measured
+    assert abs(ragged(gain) + 16.0) == min(abs(ragged(g) + 16.0) for g in measured)
 
 
 def sung(seconds: float, seed: int) -> np.ndarray:

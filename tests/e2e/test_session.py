@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -441,6 +442,7 @@ class TakeCheck:
     mix_gains: list[float]
     lufs: float
     xruns: list[tuple[int, int]]  # (overflows, underflows) each singer's client reported
+    mix_output: str  # what ``tutti mix`` printed
 
 
 def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path,
@@ -498,7 +500,8 @@ def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path,
                      [sg.off_program for sg in sung], [sg.blocks for sg in sung], stem_lags,
                      stem_off, mix_lags,
                      [float(g) for g in gains], lufs,
-                     [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS])
+                     [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS],
+                     (folder / "mix-output.txt").read_text())
 
 
 async def _run_take(c: Choir, seconds: float) -> tuple[str, int]:
@@ -515,6 +518,31 @@ async def _fetch_and_mix(take_id: str, folder: Path, wait: float = 120) -> None:
     assert res.json()["missing"] == []
     res = await run_cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
     assert res.code == 0, res
+    (folder / "mix-output.txt").write_text(res.out + res.err)
+
+
+_JUMP = re.compile(
+    r"the loudness jumps from (-?[\d.]+) to (-?[\d.]+) LUFS .*? kept [-+][\d.]+ dB, "
+    r"(-?[\d.]+) LUFS"
+)
+
+
+def _loudness_ok(t: TakeCheck) -> bool:
+    """Within 0.5 LU of −16 LUFS, or — when the mix reported that the gated loudness jumps
+    over the target (the click bleeding into the mics during the count-in makes a run of
+    equally loud blocks that the relative gate counts or not) — on the side of the jump
+    closest to the target, as reported."""
+    if abs(t.lufs - (-16.0)) <= 0.5:
+        return True
+    m = _JUMP.search(" ".join(t.mix_output.split()))
+    if m is None:
+        return False
+    a, b, kept = (float(v) for v in m.groups())
+    return (
+        min(a, b) <= -16.0 <= max(a, b)
+        and abs(kept - min(a, b, key=lambda v: abs(v + 16.0))) <= 0.01
+        and abs(t.lufs - kept) <= 0.02
+    )
 
 
 def _report(checks: list[TakeCheck], c: Choir) -> None:
@@ -540,7 +568,7 @@ def _assert_take(t: TakeCheck) -> None:
     assert all(abs(d) <= 1 for d in t.stem_lags), t
     assert all(abs(d) <= 1 for d in t.mix_lags), t
     assert all(g > 0 for g in t.mix_gains), t
-    assert abs(t.lufs - (-16.0)) <= 0.5, t
+    assert _loudness_ok(t), t
 
 
 # -- the tests ------------------------------------------------------------------------------
