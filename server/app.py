@@ -15,7 +15,7 @@ from .app_keys import CONFIG, SERVICES, Config, Services
 from .auth import JoinLimiter
 from .client_address import parse_proxies
 from .errors import error_middleware
-from .http_api import add_routes
+from .http_api import add_routes, remove_stale_probes
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore, SqliteStore
@@ -69,6 +69,7 @@ def init_app(config: Config) -> web.Application:
     data = config.data_dir
     proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
     data.mkdir(parents=True, exist_ok=True)
+    remove_stale_probes(data)
     middlewares: list[Middleware] = [error_middleware]
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))

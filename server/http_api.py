@@ -25,7 +25,7 @@ from .download import send_file
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .models import Principal
 
-__all__ = ["add_routes", "HEALTHZ_PROBE"]
+__all__ = ["add_routes", "HEALTHZ_PROBE", "remove_stale_probes"]
 
 #: File in the data directory that ``GET /healthz`` rewrites to prove it can store files.
 HEALTHZ_PROBE = ".healthz"
@@ -78,6 +78,17 @@ def _probe_data_dir(data_dir: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_probes(data_dir: Path) -> int:
+    """Remove probe files a server killed during ``/healthz`` left behind (one server owns a
+    data directory, so at start-up none is in use); returns how many."""
+    gone = 0
+    for stale in data_dir.glob(".healthz-*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            gone += 1
+    return gone
 
 
 async def healthz(request: web.Request) -> web.Response:

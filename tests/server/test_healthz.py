@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.server.helpers import error_of
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_server
 from tutti.server.http_api import HEALTHZ_PROBE
 
 
@@ -79,3 +79,18 @@ async def test_read_only_data_dir_gives_503_even_with_an_existing_probe_file(
     assert "Permission denied" in str(err["message"])
     assert (await _healthz(http))[0] == 200
 
+
+
+async def test_a_killed_servers_probe_file_is_removed_at_start(tmp_path: Path) -> None:
+    """A server killed between creating its probe and renaming it leaves a ``.healthz-*``
+    file behind; the next start removes it (and nothing else)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".healthz-k9x2_a1").write_bytes(b"ok")
+    (data / ".healthz-other").write_bytes(b"")
+    (data / "keep-me").write_bytes(b"x")
+    async with running_server(data) as srv, aiohttp.ClientSession(srv.url) as http:
+        assert sorted(p.name for p in data.glob(".healthz-*")) == []
+        assert (data / "keep-me").read_bytes() == b"x"
+        status, _ = await _healthz(http)
+        assert status == 200
