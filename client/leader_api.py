@@ -188,7 +188,9 @@ class LeaderClient:
         if resp.status == 401 and code in ("", "unauthorized", "unknown_token", "bad_token"):
             message += (
                 " (the leader token saved for this session is no longer valid — the session may"
-                " have expired or the server's data been reset; create a new session)"
+                " have expired or the server's data been reset; create a new session with"
+                " `tutti lead create`, or, if it is led from another computer, run `tutti lead"
+                " token` there and `tutti lead adopt` here)"
             )
         if resp.status == 429:
             retry = resp.headers.get("Retry-After")

@@ -306,6 +306,7 @@ async def test_closed_session_and_stale_token(server: str, tmp_path: Path) -> No
         res = await run_cli("lead", "roster")
     assert res.code == 1, res
     assert "no longer valid" in res.err and "create a new session" in res.err
+    assert "`tutti lead adopt`" in res.err
 
 
 async def test_help_texts_name_every_action() -> None:
