@@ -801,7 +801,8 @@ def _bracket(
     side of ``target`` (lower gain first), or None."""
     pts = sorted(tried)
     pairs = [
-        (a, b) for a, b in zip(pts, pts[1:], strict=False)
+        (a, b)
+        for a, b in zip(pts, pts[1:], strict=False)
         if (a[1] - target) * (b[1] - target) < 0 and b[0] > a[0]
     ]
     return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
@@ -894,11 +895,15 @@ def _search_gain(
         if step is None:
             break
         if isinstance(step, _Saturated):
-            return step.gain_db, len(tried), [
-                f"the target is beyond the limiter: this mix gets no louder than "
-                f"{step.loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
-                "kept the least gain that comes within 0.1 LU of that"
-            ]
+            return (
+                step.gain_db,
+                len(tried),
+                [
+                    f"the target is beyond the limiter: this mix gets no louder than "
+                    f"{step.loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
+                    "kept the least gain that comes within 0.1 LU of that"
+                ],
+            )
         if isinstance(step, _Jump):
             gain_db, why = _closest(tried, target)
             return gain_db, len(tried), why

@@ -23,7 +23,7 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def make_app(folder: Path) -> web.Application:

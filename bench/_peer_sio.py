@@ -30,8 +30,9 @@ def make_app(async_handlers: bool = True) -> web.Application:
     ``async_handlers=False`` runs each event handler inline in the socket's read loop instead
     of in a new task (python-socketio's default is a task per event, as tutti uses).
     """
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False,
-                               async_handlers=async_handlers)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=async_handlers
+    )
     app = web.Application()
     sio.attach(app)
     settings = SessionSettings(title="bench")
@@ -43,8 +44,12 @@ def make_app(async_handlers: bool = True) -> web.Application:
 
     async def start(request: web.Request) -> web.Response:
         count[0] += 1
-        msg = TakeStart(take_id=f"peer{count[0]}", t0=time.monotonic() + 1.0,
-                        settings=settings, sent_at=time.monotonic())
+        msg = TakeStart(
+            take_id=f"peer{count[0]}",
+            t0=time.monotonic() + 1.0,
+            settings=settings,
+            sent_at=time.monotonic(),
+        )
         await sio.emit(Ev.TAKE_START, msg.to_dict(), room=ROOM)
         return web.json_response({"take_id": msg.take_id})
 

@@ -46,8 +46,9 @@ class Child:
                 await self.proc.wait()
 
 
-async def start_child(args: list[str], log: Path, *, serves: bool = True,
-                      timeout: float = 30.0) -> Child:
+async def start_child(
+    args: list[str], log: Path, *, serves: bool = True, timeout: float = 30.0
+) -> Child:
     """Coroutine: run ``python -m ...args`` from the repository root.
 
     With ``serves``, wait for its ``... serving on http://127.0.0.1:PORT`` line and keep the URL.
@@ -55,8 +56,15 @@ async def start_child(args: list[str], log: Path, *, serves: bool = True,
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "ab") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=err)
+            sys.executable,
+            "-m",
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
     child = Child(proc, log)
     if serves:
         assert proc.stdout is not None
@@ -91,8 +99,17 @@ class Swarm:
         The singers' client (see ``bench._singers``).
     """
 
-    def __init__(self, url: str, mode: str, code: str, count: int, procs: int,
-                 concurrency: int, logdir: Path, client: str = "socketio") -> None:
+    def __init__(
+        self,
+        url: str,
+        mode: str,
+        code: str,
+        count: int,
+        procs: int,
+        concurrency: int,
+        logdir: Path,
+        client: str = "socketio",
+    ) -> None:
         self.url, self.mode, self.code, self.client = url, mode, code, client
         self.count, self.procs, self.concurrency = count, max(1, min(procs, count)), concurrency
         self.logdir = logdir
@@ -105,11 +122,25 @@ class Swarm:
         for k in range(self.procs):
             n = base + (1 if k < extra else 0)
             child = await start_child(
-                ["bench._singers", self.url, "--mode", self.mode, "--code", self.code,
-                 "--client", self.client,
-                 "--count", str(n), "--first", str(first),
-                 "--concurrency", str(self.concurrency)],
-                self.logdir / f"singers-{self.mode}-{self.client}-{k}.log", serves=False)
+                [
+                    "bench._singers",
+                    self.url,
+                    "--mode",
+                    self.mode,
+                    "--code",
+                    self.code,
+                    "--client",
+                    self.client,
+                    "--count",
+                    str(n),
+                    "--first",
+                    str(first),
+                    "--concurrency",
+                    str(self.concurrency),
+                ],
+                self.logdir / f"singers-{self.mode}-{self.client}-{k}.log",
+                serves=False,
+            )
             self.children.append(child)
             first += n
         for c in self.children:
@@ -128,8 +159,9 @@ class Swarm:
         try:
             line = await asyncio.wait_for(c.proc.stdout.readline(), timeout)
         except TimeoutError:
-            raise RuntimeError(f"a singer process did not answer within {timeout} s:\n"
-                               f"{c.log_tail()}") from None
+            raise RuntimeError(
+                f"a singer process did not answer within {timeout} s:\n{c.log_tail()}"
+            ) from None
         if not line:
             raise RuntimeError(f"a singer process exited:\n{c.log_tail()}")
         result: dict[str, Any] = json.loads(line)
@@ -140,19 +172,25 @@ class Swarm:
         t = time.monotonic()
         await self._send("join")
         parts = [await self._read(c, timeout) for c in self.children]
-        return {"times": [x for p in parts for x in p["times"]],
-                "wall": max(p["end"] for p in parts) - t,
-                "failed": sum(p["failed"] for p in parts),
-                "error": next((p["error"] for p in parts if p["error"]), "")}
+        return {
+            "times": [x for p in parts for x in p["times"]],
+            "wall": max(p["end"] for p in parts) - t,
+            "failed": sum(p["failed"] for p in parts),
+            "error": next((p["error"] for p in parts if p["error"]), ""),
+        }
 
-    async def collect(self, take_id: str, timeout: float = 30.0
-                      ) -> tuple[list[float], list[float], int]:
+    async def collect(
+        self, take_id: str, timeout: float = 30.0
+    ) -> tuple[list[float], list[float], int]:
         """Coroutine: one take's take.start delivery delays (s), take.armed receipt times
         (``time.monotonic()``), and how many singers missed the take.start."""
         await self._send(f"collect {take_id} {timeout}")
         parts = [await self._read(c, timeout + 30) for c in self.children]
-        return ([x for p in parts for x in p["delays"]], [x for p in parts for x in p["armed"]],
-                sum(p["missing"] for p in parts))
+        return (
+            [x for p in parts for x in p["delays"]],
+            [x for p in parts for x in p["armed"]],
+            sum(p["missing"] for p in parts),
+        )
 
     async def close(self) -> None:
         """Coroutine: tell every child to disconnect and exit; end stragglers."""

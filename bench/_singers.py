@@ -81,14 +81,17 @@ class Singer:
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def join(self, url: str, http: aiohttp.ClientSession | None, code: str,
-                   part: str, timeout: float) -> float:
+    async def join(
+        self, url: str, http: aiohttp.ClientSession | None, code: str, part: str, timeout: float
+    ) -> float:
         """Coroutine: join (HTTP, tutti mode) and connect until ``welcome``; seconds taken."""
         t = time.monotonic()
         auth: dict[str, Any] | None = None
         if http is not None:
-            async with http.post(f"{url}/api/join", json={
-                    "code": code, "name": f"Singer {self.index:04d}", "part": part}) as r:
+            async with http.post(
+                f"{url}/api/join",
+                json={"code": code, "name": f"Singer {self.index:04d}", "part": part},
+            ) as r:
                 if r.status != 200:
                     raise RuntimeError(f"join: HTTP {r.status} {(await r.text())[:200]}")
                 auth = {"token": (await r.json())["token"], "protocol": PROTOCOL_VERSION}
@@ -111,6 +114,7 @@ class SioSinger(Singer):
     def _handler(self, event: str) -> Any:
         async def handler(data: Any) -> None:
             self.on_event(event, data, time.monotonic())
+
         return handler
 
     @property
@@ -143,11 +147,12 @@ class RawSinger(Singer):
 
     async def connect(self, url: str, auth: dict[str, Any] | None, timeout: float) -> None:
         if RawSinger.ws_session is None:
-            RawSinger.ws_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0))
+            RawSinger.ws_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.ws = await RawSinger.ws_session.ws_connect(
-            f"{url}/socket.io/?EIO=4&transport=websocket", timeout=aiohttp.ClientWSTimeout(
-                ws_receive=None, ws_close=5.0), max_msg_size=1 << 24)
+            f"{url}/socket.io/?EIO=4&transport=websocket",
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+            max_msg_size=1 << 24,
+        )
         opened = await asyncio.wait_for(self.ws.receive_str(), timeout)
         if not opened.startswith("0"):
             raise RuntimeError(f"expected an Engine.IO open packet, got {opened[:80]!r}")
@@ -194,17 +199,29 @@ async def join_all(singers: list[Singer], args: argparse.Namespace) -> dict[str,
         async def one(s: Singer) -> None:
             async with sem:
                 try:
-                    times.append(await s.join(args.url, http if args.mode == "tutti" else None,
-                                              args.code, parts[s.index % len(parts)],
-                                              args.timeout))
+                    times.append(
+                        await s.join(
+                            args.url,
+                            http if args.mode == "tutti" else None,
+                            args.code,
+                            parts[s.index % len(parts)],
+                            args.timeout,
+                        )
+                    )
                 except Exception as exc:  # counted and reported, the others go on
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
 
         start = time.monotonic()
         await asyncio.gather(*(one(s) for s in singers))
         end = time.monotonic()
-    return {"type": "joined", "times": times, "start": start, "end": end,
-            "failed": len(errors), "error": errors[0] if errors else ""}
+    return {
+        "type": "joined",
+        "times": times,
+        "start": start,
+        "end": end,
+        "failed": len(errors),
+        "error": errors[0] if errors else "",
+    }
 
 
 async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[str, Any]:
@@ -214,8 +231,13 @@ async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[s
         await asyncio.sleep(0.02)
     delays = [s.arrivals[take_id] for s in live if take_id in s.arrivals]
     armed = [s.armed[take_id] for s in live if take_id in s.armed]
-    return {"type": "delays", "take_id": take_id, "delays": delays, "armed": armed,
-            "missing": len(singers) - len(delays)}
+    return {
+        "type": "delays",
+        "take_id": take_id,
+        "delays": delays,
+        "armed": armed,
+        "missing": len(singers) - len(delays),
+    }
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -233,8 +255,7 @@ async def main(args: argparse.Namespace) -> int:
             emit(await collect(singers, line[1], float(line[2])))
         else:
             emit({"type": "error", "error": f"unknown command {line[0]!r}"})
-    await asyncio.gather(*(s.close() for s in singers if s.connected),
-                         return_exceptions=True)
+    await asyncio.gather(*(s.close() for s in singers if s.connected), return_exceptions=True)
     if RawSinger.ws_session is not None:
         await RawSinger.ws_session.close()
     return 0
@@ -244,8 +265,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench._singers", description=__doc__)
     p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8765")
     p.add_argument("--mode", choices=["tutti", "peer"], default="tutti")
-    p.add_argument("--client", choices=["socketio", "raw"], default="socketio",
-                   help="python-socketio AsyncClient, or raw Engine.IO frames on aiohttp")
+    p.add_argument(
+        "--client",
+        choices=["socketio", "raw"],
+        default="socketio",
+        help="python-socketio AsyncClient, or raw Engine.IO frames on aiohttp",
+    )
     p.add_argument("--code", default="", help="session join code (tutti mode)")
     p.add_argument("--count", type=int, required=True, help="singers in this process")
     p.add_argument("--first", type=int, default=0, help="index of the first singer (names)")

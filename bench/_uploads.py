@@ -62,22 +62,28 @@ class WavSource:
 
     def header(self) -> bytes:
         data = self.size - _HEADER
-        return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE"
-                + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, self.rate, self.rate * 2, 2, 16)
-                + b"data" + struct.pack("<I", data))
+        return (
+            b"RIFF"
+            + struct.pack("<I", 36 + data)
+            + b"WAVE"
+            + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, self.rate, self.rate * 2, 2, 16)
+            + b"data"
+            + struct.pack("<I", data)
+        )
 
     def chunk(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of the file."""
         end = min(offset + length, self.size)
         out = bytearray()
         if offset < _HEADER:
-            out += self.header()[offset:min(end, _HEADER)]
+            out += self.header()[offset : min(end, _HEADER)]
             offset = _HEADER
         while offset < end:
             mib, within = divmod(offset - _HEADER, _MIB)
             block = struct.pack("<QQ", self.index, mib) + _BLOCK[16:]
             n = min(_MIB - within, end - offset)
-            out += block[within:within + n]
+            out += block[within : within + n]
             offset += n
         return bytes(out)
 
@@ -95,28 +101,44 @@ class WavSource:
 
     def recording(self) -> dict[str, object]:
         """The ``recording`` metadata a tutti client sends for this file."""
-        return {"rate": self.rate, "channels": 1, "frames": self.frames, "start_offset": 0,
-                "latency": 480, "latency_source": "measured", "overflows": 0, "underflows": 0,
-                "shared_clock": True, "device": {"name": "bench"}}
+        return {
+            "rate": self.rate,
+            "channels": 1,
+            "frames": self.frames,
+            "start_offset": 0,
+            "latency": 480,
+            "latency_source": "measured",
+            "overflows": 0,
+            "underflows": 0,
+            "shared_clock": True,
+            "device": {"name": "bench"},
+        }
 
 
 def _metadata(meta: dict[str, str]) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}"
-                    for k, v in meta.items())
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
 
 
-async def tus_upload(http: aiohttp.ClientSession, base: str, token: str, take_id: str,
-                     src: WavSource, chunk: int) -> float:
+async def tus_upload(
+    http: aiohttp.ClientSession, base: str, token: str, take_id: str, src: WavSource, chunk: int
+) -> float:
     """Coroutine: upload ``src`` with tus; return seconds from creation to the last 204.
 
     Raises ``RuntimeError`` naming the request that got an unexpected status.
     """
     auth = {**TUS_HEADERS, "Authorization": f"Bearer {token}"}
-    meta = _metadata({"take_id": take_id, "filename": "take.wav", "sha256": src.sha256,
-                      "recording": json.dumps(src.recording())})
+    meta = _metadata(
+        {
+            "take_id": take_id,
+            "filename": "take.wav",
+            "sha256": src.sha256,
+            "recording": json.dumps(src.recording()),
+        }
+    )
     t = time.monotonic()
-    async with http.post(f"{base}/files/", headers={
-            **auth, "Upload-Length": str(src.size), "Upload-Metadata": meta}) as r:
+    async with http.post(
+        f"{base}/files/", headers={**auth, "Upload-Length": str(src.size), "Upload-Metadata": meta}
+    ) as r:
         if r.status != 201:
             raise RuntimeError(f"tus POST: HTTP {r.status} {(await r.text())[:300]}")
         location = r.headers["Location"]
@@ -125,12 +147,20 @@ async def tus_upload(http: aiohttp.ClientSession, base: str, token: str, take_id
     for off, n in src.chunks(chunk):
         body = src.chunk(off, n)
         digest = base64.b64encode(hashlib.sha1(body).digest()).decode("ascii")
-        async with http.patch(url, data=body, headers={
-                **auth, "Upload-Offset": str(offset), "Upload-Checksum": f"sha1 {digest}",
-                "Content-Type": "application/offset+octet-stream"}) as r:
+        async with http.patch(
+            url,
+            data=body,
+            headers={
+                **auth,
+                "Upload-Offset": str(offset),
+                "Upload-Checksum": f"sha1 {digest}",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        ) as r:
             if r.status != 204:
-                raise RuntimeError(f"tus PATCH at {offset}: HTTP {r.status} "
-                                   f"{(await r.text())[:300]}")
+                raise RuntimeError(
+                    f"tus PATCH at {offset}: HTTP {r.status} {(await r.text())[:300]}"
+                )
             offset = int(r.headers["Upload-Offset"])
     if offset != src.size:
         raise RuntimeError(f"tus upload ended at offset {offset} of {src.size}")

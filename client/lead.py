@@ -175,10 +175,18 @@ def remember_take(target: Target, take_id: str | None) -> None:
 
 def _common(p: argparse.ArgumentParser, *, with_json: bool = False) -> None:
     g = p.add_argument_group("session")
-    g.add_argument("--server", metavar="URL", default=argparse.SUPPRESS,
-                   help="server URL (default: the session's server from your config)")
-    g.add_argument("--session", metavar="ID", default=argparse.SUPPRESS,
-                   help="session id (default: the last session you created)")
+    g.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="server URL (default: the session's server from your config)",
+    )
+    g.add_argument(
+        "--session",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="session id (default: the last session you created)",
+    )
     if with_json:
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -199,14 +207,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
     p.add_argument("--bpm", type=float, default=100.0, help="tempo in beats per minute")
     p.add_argument("--meter", default="4/4", help="beats per bar / beat unit (default 4/4)")
-    p.add_argument("--count-in", type=int, default=1, metavar="BARS",
-                   help="bars of click before the song (default 1)")
-    p.add_argument("--parts", default="S,A,T,B",
-                   help="voice parts, comma-separated (default S,A,T,B)")
-    p.add_argument("--tempo-map", type=Path, metavar="FILE.json",
-                   help='tempo changes: a JSON list of {"bar", "bpm", "beats_per_bar"?}')
-    p.add_argument("--max-take-seconds", type=int, default=None,
-                   help="longest take in seconds (default: the server's, 900)")
+    p.add_argument(
+        "--count-in",
+        type=int,
+        default=1,
+        metavar="BARS",
+        help="bars of click before the song (default 1)",
+    )
+    p.add_argument(
+        "--parts", default="S,A,T,B", help="voice parts, comma-separated (default S,A,T,B)"
+    )
+    p.add_argument(
+        "--tempo-map",
+        type=Path,
+        metavar="FILE.json",
+        help='tempo changes: a JSON list of {"bar", "bpm", "beats_per_bar"?}',
+    )
+    p.add_argument(
+        "--max-take-seconds",
+        type=int,
+        default=None,
+        help="longest take in seconds (default: the server's, 900)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     p = sub.add_parser("track", help="upload the backing track for a voice part")
@@ -222,8 +244,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q = tsub.add_parser("arm", help="arm a take (the singers get ready)")
     _common(q, with_json=True)
     q = tsub.add_parser("start", help="start the armed take (arms one first if needed)")
-    q.add_argument("--lead", type=float, default=None, metavar="S",
-                   help="seconds from now until the count-in starts (≥ 1, default 2)")
+    q.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds from now until the count-in starts (≥ 1, default 2)",
+    )
     q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the armed one)")
     _common(q, with_json=True)
     q = tsub.add_parser("stop", help="stop the running take")
@@ -231,30 +258,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(q, with_json=True)
     q = tsub.add_parser("run", help="arm, start, and stop after --seconds")
     q.add_argument("--seconds", type=float, required=True, help="length of the take (seconds)")
-    q.add_argument("--lead", type=float, default=None, metavar="S",
-                   help="seconds from now until the count-in starts (≥ 1, default 2)")
+    q.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds from now until the count-in starts (≥ 1, default 2)",
+    )
     _common(q, with_json=True)
 
     p = sub.add_parser("takes", help="list takes with each singer's upload state")
     _common(p, with_json=True)
 
     p = sub.add_parser("download", help="download a take folder for `tutti mix`")
-    p.add_argument("take_id", metavar="TAKE",
-                   help="'last', the take's number in `tutti lead takes`, or its id (or prefix)")
-    p.add_argument("dir", metavar="DIR", nargs="?", type=Path,
-                   help="destination folder (default ./take-TAKE_ID)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                   help="wait up to S seconds for every expected singer's upload")
+    p.add_argument(
+        "take_id",
+        metavar="TAKE",
+        help="'last', the take's number in `tutti lead takes`, or its id (or prefix)",
+    )
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        type=Path,
+        help="destination folder (default ./take-TAKE_ID)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for every expected singer's upload",
+    )
     _common(p, with_json=True)
 
     p = sub.add_parser("close", help="close the session (no more joins or takes)")
     _common(p)
 
     p = sub.add_parser("watch", help="live view of the roster; keys: s start, x stop, q quit")
-    p.add_argument("--lead", type=float, default=None, metavar="S",
-                   help="seconds of lead before a take started with 's'")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="quit after S seconds (default: run until q or Ctrl-C)")
+    p.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds of lead before a take started with 's'",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="quit after S seconds (default: run until q or Ctrl-C)",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -385,16 +440,19 @@ async def _create(args: argparse.Namespace) -> int:
     async with LeaderClient(server) as api:
         await api.health()
         created = await api.create_session(settings)
-    path = remember_session(server, created.session_id, created.leader_token, created.code,
-                            settings["title"])
+    path = remember_session(
+        server, created.session_id, created.leader_token, created.code, settings["title"]
+    )
     if args.json:
-        _print_json({
-            "server": server,
-            "session_id": created.session_id,
-            "code": created.code,
-            "settings": created.settings,
-            "config": str(path),
-        })
+        _print_json(
+            {
+                "server": server,
+                "session_id": created.session_id,
+                "code": created.code,
+                "settings": created.settings,
+                "config": str(path),
+            }
+        )
         return EXIT_OK
     out = _out_console()
     body = Text.assemble(
@@ -523,8 +581,9 @@ async def stop_take(api: LeaderClient, take_id: str | None) -> dict[str, Any]:
     if take_id is None:
         running = _find_take(await api.takes(), ("running", "started", "recording"))
         if running is None:
-            raise LeaderError("no take is running; start one with `tutti lead take start`",
-                              code="no_take")
+            raise LeaderError(
+                "no take is running; start one with `tutti lead take start`", code="no_take"
+            )
         take_id = str(running["take_id"])
     res: dict[str, Any] = await api.stop_take(take_id)
     return res
@@ -589,8 +648,13 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
             f"{s.get('state')}[/]"
             for s in singers
         )
-        t.add_row(str(number), str(take.get("take_id")), str(take.get("state")), who or "—",
-                  f"{done}/{len(singers)}")
+        t.add_row(
+            str(number),
+            str(take.get("take_id")),
+            str(take.get("state")),
+            who or "—",
+            f"{done}/{len(singers)}",
+        )
     out.print(t)
     return EXIT_OK
 
@@ -646,8 +710,9 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         try:
             manifest = takeformat.parse_manifest(raw)
         except takeformat.TakeFormatError as exc:
-            raise LeaderError(f"the server sent an invalid take manifest: {exc}",
-                              code="bad_manifest") from exc
+            raise LeaderError(
+                f"the server sent an invalid take manifest: {exc}", code="bad_manifest"
+            ) from exc
         files = [(r.file, r.sha256) for r in manifest.recordings]
         files += [(b.file, b.sha256) for b in manifest.backing]
         folder.mkdir(parents=True, exist_ok=True)
@@ -657,7 +722,10 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
                 dest = folder / rel
                 task = prog.add_task(rel, total=None)
                 total_bytes += await api.download_file(
-                    take_id, rel, dest, sha256=sha,
+                    take_id,
+                    rel,
+                    dest,
+                    sha256=sha,
                     progress=lambda d, t, task=task: prog.update(task, completed=d, total=t),
                 )
     path = _write_manifest(folder, manifest.to_dict())
@@ -669,8 +737,12 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         "backing": [b.file for b in manifest.backing],
         "bytes_downloaded": total_bytes,
         "missing": [
-            {"participant_id": s.get("participant_id"), "name": s.get("name"),
-             "part": s.get("part"), "state": s.get("state")}
+            {
+                "participant_id": s.get("participant_id"),
+                "name": s.get("name"),
+                "part": s.get("part"),
+                "state": s.get("state"),
+            }
             for s in missing
         ],
     }
@@ -684,8 +756,10 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         )
     if missing:
         names = ", ".join(f"{s.get('name')} ({s.get('state')})" for s in missing)
-        err.print(f"[yellow]not yet uploaded: {names}[/]; run the same command later "
-                  "(or with --wait S) to fetch them")
+        err.print(
+            f"[yellow]not yet uploaded: {names}[/]; run the same command later "
+            "(or with --wait S) to fetch them"
+        )
         return EXIT_INCOMPLETE
     return EXIT_OK
 
@@ -705,11 +779,11 @@ async def _token(args: argparse.Namespace, target: Target) -> int:
         markup=True,
     )
     if args.json:
-        _print_json({"server": target.server, "session": target.session_id,
-                     "token": target.token})
+        _print_json({"server": target.server, "session": target.session_id, "token": target.token})
         return EXIT_OK
-    sys.stdout.write(f"server:  {target.server}\nsession: {target.session_id}\n"
-                     f"token:   {target.token}\n")
+    sys.stdout.write(
+        f"server:  {target.server}\nsession: {target.session_id}\ntoken:   {target.token}\n"
+    )
     sys.stdout.flush()
     err.print(
         f"on the other computer run `tutti lead adopt --server {target.server} "
@@ -733,8 +807,9 @@ def read_token() -> str:
             raise UsageError(f"no token: set {TOKEN_ENV} or give it on stdin")
         try:
             if stdin.isatty():
-                token = getpass.getpass("leader token (from `tutti lead token`): ",
-                                        stream=sys.stderr)
+                token = getpass.getpass(
+                    "leader token (from `tutti lead token`): ", stream=sys.stderr
+                )
             else:
                 token = stdin.readline()
         except (OSError, EOFError, UnicodeDecodeError) as exc:
@@ -770,7 +845,8 @@ async def _adopt(args: argparse.Namespace) -> int:
                     "leader token of a session there — it may be cut short or mistyped, or "
                     "the session's data is gone. Copy it again with `tutti lead token` on the "
                     "computer that created the session; nothing was stored",
-                    status=exc.status, code=exc.code,
+                    status=exc.status,
+                    code=exc.code,
                 ) from None
             raise
     role = sess.get("role")
@@ -795,8 +871,16 @@ async def _adopt(args: argparse.Namespace) -> int:
     path = remember_session(server, session_id, token, code, title, adopted=True)
     state = str(sess.get("state", ""))
     if args.json:
-        _print_json({"server": server, "session": session_id, "code": code, "title": title,
-                     "state": state, "config": str(path)})
+        _print_json(
+            {
+                "server": server,
+                "session": session_id,
+                "code": code,
+                "title": title,
+                "state": state,
+                "config": str(path),
+            }
+        )
         return EXIT_OK
     closed = " (the session is closed)" if state == "closed" else ""
     _out_console().print(

@@ -231,8 +231,10 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
     head = Text.assemble(
         (state.title or "tutti session", "bold"),
         f"   join code {state.code}   " if state.code else "   ",
-        ("connected" if state.connected else "reconnecting…",
-         "green" if state.connected else "red"),
+        (
+            "connected" if state.connected else "reconnecting…",
+            "green" if state.connected else "red",
+        ),
     )
     take = f"take: {state.take_state}"
     if state.take_id:
@@ -246,8 +248,11 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
     order = {part: i for i, part in enumerate(state.parts)}
     ordered = sorted(
         state.participants.values(),
-        key=lambda p: (order.get(str(p.get("part")), len(order)), str(p.get("part")),
-                       str(p.get("name"))),
+        key=lambda p: (
+            order.get(str(p.get("part")), len(order)),
+            str(p.get("part")),
+            str(p.get("name")),
+        ),
     )
     for p in ordered:
         lv = p.get("level") if isinstance(p.get("level"), dict) else {}
@@ -263,15 +268,23 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
             Text("●", style="green") if p.get("connected") else Text("○", style="red"),
             _latency(p, state.rate),
             _clock(p),
-            level_meter(rms if isinstance(rms, (int, float)) else None,
-                        peak if isinstance(peak, (int, float)) else None),
+            level_meter(
+                rms if isinstance(rms, (int, float)) else None,
+                peak if isinstance(peak, (int, float)) else None,
+            ),
             db,
             Text(f"{xr} ⚠", style="bold yellow") if xr else Text("0"),
         )
     if not state.participants:
         t.add_row("nobody yet", "", "", "", "", "", "", "")
-    keys = Text("s", style="bold").append(" start take   ").append("x", style="bold").append(
-        " stop   ").append("q", style="bold").append(" quit")
+    keys = (
+        Text("s", style="bold")
+        .append(" start take   ")
+        .append("x", style="bold")
+        .append(" stop   ")
+        .append("q", style="bold")
+        .append(" quit")
+    )
     log = Text("\n".join(state.log), style="dim")
     return Group(head, Text(take), t, log, keys)
 
@@ -321,8 +334,9 @@ async def watch(
     state = RosterState()
     quit_event = asyncio.Event()
     refused: list[str] = []
-    sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5,
-                               reconnection_delay_max=5.0)
+    sio = socketio.AsyncClient(
+        reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5.0
+    )
     loop = asyncio.get_running_loop()
 
     def say(lines: list[str]) -> None:
@@ -338,9 +352,17 @@ async def watch(
 
         sio.on(event, handler)
 
-    for ev in (wire.Ev.WELCOME, wire.Ev.ROSTER, wire.Ev.PARTICIPANT, wire.Ev.LEVELS,
-               wire.Ev.TAKE_ARMED, wire.Ev.TAKE_START, wire.Ev.TAKE_STOP, wire.Ev.TAKE_UPDATE,
-               wire.Ev.SESSION_CLOSED):
+    for ev in (
+        wire.Ev.WELCOME,
+        wire.Ev.ROSTER,
+        wire.Ev.PARTICIPANT,
+        wire.Ev.LEVELS,
+        wire.Ev.TAKE_ARMED,
+        wire.Ev.TAKE_START,
+        wire.Ev.TAKE_STOP,
+        wire.Ev.TAKE_UPDATE,
+        wire.Ev.SESSION_CLOSED,
+    ):
         on(ev)
 
     async def connect() -> None:
@@ -396,23 +418,34 @@ async def watch(
     state.code = str(info.get("code", ""))
     if info.get("state") == "closed":
         await api.__aexit__(None, None, None)
-        out.print("tutti lead watch: this session is closed; create a new one with "
-                  "`tutti lead create`", markup=False)
+        out.print(
+            "tutti lead watch: this session is closed; create a new one with `tutti lead create`",
+            markup=False,
+        )
         return 1
     fd = _stdin_fd() if stdin_fd is None else stdin_fd
     keys = fd >= 0 and _isatty(fd)
     try:
         try:
-            await sio.connect(server, auth={"token": token, "protocol": wire.PROTOCOL_VERSION},
-                              wait_timeout=10)
+            await sio.connect(
+                server, auth={"token": token, "protocol": wire.PROTOCOL_VERSION}, wait_timeout=10
+            )
         except socketio.exceptions.ConnectionError as exc:
             detail = refused[-1] if refused else str(exc)
-            out.print(f"tutti lead watch: the server refused the connection: {detail}",
-                      markup=False)
+            out.print(
+                f"tutti lead watch: the server refused the connection: {detail}", markup=False
+            )
             return 1
         if not live_mode:
-            out.print("watching; " + ("keys: s start, x stop, q quit" if keys else
-                                      "no terminal on stdin, keys ignored"), markup=False)
+            out.print(
+                "watching; "
+                + (
+                    "keys: s start, x stop, q quit"
+                    if keys
+                    else "no terminal on stdin, keys ignored"
+                ),
+                markup=False,
+            )
         stack = contextlib.ExitStack()
         if keys:
             stack.enter_context(_cbreak(fd))
@@ -422,8 +455,11 @@ async def watch(
             deadline = None if duration is None else time.monotonic() + duration
             last_levels = ""
             next_level_line = time.monotonic() + 2.0
-            live = Live(render(state), console=out, auto_refresh=False,
-                        transient=False) if live_mode else None
+            live = (
+                Live(render(state), console=out, auto_refresh=False, transient=False)
+                if live_mode
+                else None
+            )
             with live if live is not None else contextlib.nullcontext():
                 while not quit_event.is_set():
                     if deadline is not None and time.monotonic() >= deadline:

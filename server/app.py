@@ -27,12 +27,12 @@ from .tus import TusHandler
 __all__ = ["init_app", "Config"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_EXPOSED = ("ETag, Content-Range, X-Tutti-Sha256, Location, Upload-Offset, Upload-Length, "
-            "Upload-Expires, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, "
-            "Tus-Max-Size, Tus-Checksum-Algorithm, X-Tutti-Upload-State, X-Tutti-Upload-Error, "
-            "Retry-After")
-
-
+_EXPOSED = (
+    "ETag, Content-Range, X-Tutti-Sha256, Location, Upload-Offset, Upload-Length, "
+    "Upload-Expires, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, "
+    "Tus-Max-Size, Tus-Checksum-Algorithm, X-Tutti-Upload-State, X-Tutti-Upload-Error, "
+    "Retry-After"
+)
 
 
 def _cors_middleware(origins: tuple[str, ...]) -> Middleware:
@@ -42,14 +42,21 @@ def _cors_middleware(origins: tuple[str, ...]) -> Middleware:
     async def cors(request: web.Request, handler: _Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = origin is not None and origin in origins
-        if (allowed and request.method == "OPTIONS"
-                and "Access-Control-Request-Method" in request.headers):
-            resp: web.StreamResponse = web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": request.headers.get(
-                    "Access-Control-Request-Headers", "Authorization, Content-Type"),
-                "Access-Control-Max-Age": "600",
-            })
+        if (
+            allowed
+            and request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+        ):
+            resp: web.StreamResponse = web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get(
+                        "Access-Control-Request-Headers", "Authorization, Content-Type"
+                    ),
+                    "Access-Control-Max-Age": "600",
+                },
+            )
         else:
             resp = await handler(request)
         if allowed and origin is not None:
@@ -76,22 +83,33 @@ def init_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
     store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
     realtime = Realtime(store, list(config.cors_origins))
-    sessions = Sessions(store, realtime,
-                        JoinLimiter(config.join_failures_per_minute, 60.0),
-                        lifetime_s=config.session_lifetime_s)
+    sessions = Sessions(
+        store,
+        realtime,
+        JoinLimiter(config.join_failures_per_minute, 60.0),
+        lifetime_s=config.session_lifetime_s,
+    )
     realtime.not_open = sessions.not_open
     takes = Takes(store, sessions, realtime, data / "takes")
-    services = Services(config=config, store=store, sessions=sessions, takes=takes,
-                        tracks=TrackStore(data, config.max_track_bytes), realtime=realtime,
-                        proxies=proxies)
+    services = Services(
+        config=config,
+        store=store,
+        sessions=sessions,
+        takes=takes,
+        tracks=TrackStore(data, config.max_track_bytes),
+        realtime=realtime,
+        proxies=proxies,
+    )
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)
     realtime.attach(app)
-    hooks = TakeUploadHooks(store, sessions, takes, realtime,
-                            max_open_uploads=config.max_open_uploads_per_participant)
-    tus = TusHandler(data / "uploads", hooks, max_size=config.max_upload_bytes,
-                     expiry_s=config.upload_expiry_s)
+    hooks = TakeUploadHooks(
+        store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
+    )
+    tus = TusHandler(
+        data / "uploads", hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
+    )
     hooks.open_uploads = tus.open_uploads
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus

@@ -64,11 +64,13 @@ def _check_wav_sizes(path: Path) -> None:
                 if clen > have:
                     raise AudioCheckError(
                         f"the WAV header declares {clen} bytes of audio but the file holds "
-                        f"{have}; it is truncated or its header is corrupt")
+                        f"{have}; it is truncated or its header is corrupt"
+                    )
                 return
             pos += 8 + clen + (clen & 1)
-        raise AudioCheckError("the WAV file has no complete 'data' chunk; it is truncated "
-                              "or corrupt")
+        raise AudioCheckError(
+            "the WAV file has no complete 'data' chunk; it is truncated or corrupt"
+        )
 
 
 def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3600) -> AudioInfo:
@@ -100,7 +102,8 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
             raise AudioCheckError(f"audio container {fmt} is not supported; {accepted}")
         if not 1 <= f.channels <= max_channels:
             raise AudioCheckError(
-                f"the file has {f.channels} channels; accepted: 1 to {max_channels}")
+                f"the file has {f.channels} channels; accepted: 1 to {max_channels}"
+            )
         if f.samplerate <= 0:
             raise AudioCheckError(f"the file declares sample rate {f.samplerate}")
         frames = int(f.frames)
@@ -109,7 +112,8 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
         if frames / f.samplerate > max_seconds:
             raise AudioCheckError(
                 f"the file claims {frames / f.samplerate:.0f} s of audio; at most "
-                f"{max_seconds:.0f} s are accepted")
+                f"{max_seconds:.0f} s are accepted"
+            )
         if fmt == "WAV":
             _check_wav_sizes(path)
         try:
@@ -118,11 +122,18 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
             f.seek(tail_start)
             tail = f.read(frames - tail_start, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise AudioCheckError(f"the audio data cannot be decoded ({exc}); "
-                                  "the file is truncated or corrupt") from None
+            raise AudioCheckError(
+                f"the audio data cannot be decoded ({exc}); the file is truncated or corrupt"
+            ) from None
         if len(head) < min(frames, _PROBE_FRAMES) or len(tail) < frames - tail_start:
             raise AudioCheckError(
                 f"the header claims {frames} frames but fewer can be read; the file is "
-                "truncated or corrupt")
-        return AudioInfo(format=fmt, subtype=f.subtype, rate=int(f.samplerate),
-                         channels=int(f.channels), frames=frames)
+                "truncated or corrupt"
+            )
+        return AudioInfo(
+            format=fmt,
+            subtype=f.subtype,
+            rate=int(f.samplerate),
+            channels=int(f.channels),
+            frames=frames,
+        )

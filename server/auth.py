@@ -64,8 +64,10 @@ def bearer_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("this needs 'Authorization: Bearer <token>' with a leader or "
-                           "singer token", code="no_token")
+        raise Unauthorized(
+            "this needs 'Authorization: Bearer <token>' with a leader or singer token",
+            code="no_token",
+        )
     return token.strip()
 
 
@@ -82,8 +84,12 @@ class JoinLimiter:
         Monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, max_failures: int = 10, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock

@@ -53,38 +53,86 @@ def _proxy(text: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tutti serve``."""
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=8765,
-                        help="TCP port (default 8765; 0 = any free port, printed at start)")
-    parser.add_argument("--data", type=Path, default=Path("tutti-data"),
-                        help="data directory: database, tracks, takes (default ./tutti-data)")
-    parser.add_argument("--upload-expiry", type=_positive_float, default=24 * 3600.0,
-                        metavar="SECONDS",
-                        help="unfinished take uploads expire after this long (default 86400)")
-    parser.add_argument("--session-days", type=_positive_float, default=30.0, metavar="DAYS",
-                        help="sessions expire this many days after creation (default 30); "
-                        "their takes stay downloadable")
-    parser.add_argument("--max-track-mb", type=_positive_int, default=200, metavar="N",
-                        help="largest backing track, MiB (default 200)")
-    parser.add_argument("--max-upload-mb", type=_positive_int, default=500, metavar="N",
-                        help="largest take upload, MiB (default 500)")
-    parser.add_argument("--max-open-uploads", type=_positive_int, default=8, metavar="N",
-                        help="unfinished take uploads one singer may hold at once (default 8); "
-                        "one more is refused with 409 until one is finished, terminated or "
-                        "expired")
-    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                        help="browser origin allowed cross-origin (repeatable); "
-                        "default: same origin only")
-    parser.add_argument("--trust-proxy", action="append", default=[], type=_proxy,
-                        metavar="ADDR",
-                        help="reverse proxy (IP address or CIDR network, repeatable) whose "
-                        "X-Forwarded-For names the client, for the per-address join-code "
-                        "limit; only when the direct peer is one of them, and the right-most "
-                        "address that is not itself a trusted proxy is taken. Default: none, "
-                        "the header is ignored")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="TCP port (default 8765; 0 = any free port, printed at start)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("tutti-data"),
+        help="data directory: database, tracks, takes (default ./tutti-data)",
+    )
+    parser.add_argument(
+        "--upload-expiry",
+        type=_positive_float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="unfinished take uploads expire after this long (default 86400)",
+    )
+    parser.add_argument(
+        "--session-days",
+        type=_positive_float,
+        default=30.0,
+        metavar="DAYS",
+        help="sessions expire this many days after creation (default 30); "
+        "their takes stay downloadable",
+    )
+    parser.add_argument(
+        "--max-track-mb",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="largest backing track, MiB (default 200)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="largest take upload, MiB (default 500)",
+    )
+    parser.add_argument(
+        "--max-open-uploads",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="unfinished take uploads one singer may hold at once (default 8); "
+        "one more is refused with 409 until one is finished, terminated or "
+        "expired",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed cross-origin (repeatable); default: same origin only",
+    )
+    parser.add_argument(
+        "--trust-proxy",
+        action="append",
+        default=[],
+        type=_proxy,
+        metavar="ADDR",
+        help="reverse proxy (IP address or CIDR network, repeatable) whose "
+        "X-Forwarded-For names the client, for the per-address join-code "
+        "limit; only when the direct peer is one of them, and the right-most "
+        "address that is not itself a trusted proxy is taken. Default: none, "
+        "the header is ignored",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -112,8 +160,7 @@ async def serve(config: Config, host: str, port: int) -> None:
         sockets = getattr(server, "sockets", None) or []
         real_port = sockets[0].getsockname()[1] if sockets else port
         shown = f"[{host}]" if ":" in host else host
-        print(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})",
-              flush=True)
+        print(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,8 +173,9 @@ async def serve(config: Config, host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tutti serve``; returns the exit code."""
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not 0 <= args.port <= 65535:
         print(f"tutti serve: --port {args.port} is not a TCP port (0–65535)", file=sys.stderr)
         return 2
@@ -135,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config, args.host, args.port))
     except OSError as exc:
-        print(f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -39,8 +39,10 @@ def parse_proxies(specs: Iterable[str]) -> tuple[IPNetwork, ...]:
         try:
             out.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ValueError(f"trusted proxy {spec!r} is not an IP address or CIDR network "
-                             "(accepted: e.g. 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8)") from None
+            raise ValueError(
+                f"trusted proxy {spec!r} is not an IP address or CIDR network "
+                "(accepted: e.g. 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8)"
+            ) from None
     return tuple(out)
 
 
@@ -73,8 +75,11 @@ def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     peer = parse_address(remote)
     if not proxies or peer is None or not _trusted(peer, proxies):
         return str(peer) if peer is not None else remote
-    entries = [e.strip() for value in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
-               for e in value.split(",")]
+    entries = [
+        e.strip()
+        for value in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
+        for e in value.split(",")
+    ]
     entries = [e for e in entries if e]
     reporter = peer  # the nearest trusted hop so far: whoever wrote the entry looked at next
     for entry in reversed(entries):

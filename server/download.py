@@ -50,13 +50,18 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def send_file(request: web.Request, path: Path, *, sha256: str,
-                    content_type: str) -> web.StreamResponse:
+async def send_file(
+    request: web.Request, path: Path, *, sha256: str, content_type: str
+) -> web.StreamResponse:
     """Coroutine: answer ``request`` with the file at ``path`` (200, 206, 304 or 416)."""
     etag = f'"{sha256}"'
     size = (await asyncio.to_thread(path.stat)).st_size
-    base = {"ETag": etag, "Accept-Ranges": "bytes", "X-Tutti-Sha256": sha256,
-            "Cache-Control": "private, no-cache"}
+    base = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "X-Tutti-Sha256": sha256,
+        "Cache-Control": "private, no-cache",
+    }
     inm = request.headers.get("If-None-Match")
     if inm is not None and _etag_matches(inm, etag):
         return web.Response(status=304, headers=base)
@@ -68,9 +73,15 @@ async def send_file(request: web.Request, path: Path, *, sha256: str,
             span = parse_range(rng, size)
         except ValueError:
             return web.json_response(
-                {"error": {"code": "range_not_satisfiable",
-                           "message": f"Range {rng[:80]!r} is outside the file's {size} bytes"}},
-                status=416, headers={**base, "Content-Range": f"bytes */{size}"})
+                {
+                    "error": {
+                        "code": "range_not_satisfiable",
+                        "message": f"Range {rng[:80]!r} is outside the file's {size} bytes",
+                    }
+                },
+                status=416,
+                headers={**base, "Content-Range": f"bytes */{size}"},
+            )
     start, end = span if span is not None else (0, size)
     headers = {**base, "Content-Type": content_type, "Content-Length": str(end - start)}
     if span is not None:

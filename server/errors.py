@@ -47,9 +47,14 @@ class ApiError(Exception):
     status = 400
     default_code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None,
-                 headers: dict[str, str] | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
@@ -62,13 +67,17 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         """The JSON error response."""
-        return web.json_response({"error": self.to_dict()}, status=self.status,
-                                 headers=self.headers)
+        return web.json_response(
+            {"error": self.to_dict()}, status=self.status, headers=self.headers
+        )
 
     def to_http(self) -> web.HTTPException:
         """The same error as an aiohttp HTTP exception (for code that must raise those)."""
-        exc = web.HTTPException(text=json.dumps({"error": self.to_dict()}),
-                                content_type="application/json", headers=self.headers)
+        exc = web.HTTPException(
+            text=json.dumps({"error": self.to_dict()}),
+            content_type="application/json",
+            headers=self.headers,
+        )
         exc.set_status(self.status)
         return exc
 
@@ -156,12 +165,15 @@ def _translate_http(request: web.Request, exc: web.HTTPException) -> web.StreamR
         allowed = exc.headers.get("Allow", "")
         message = f"{request.method} is not allowed on {request.path[:200]} (allowed: {allowed})"
     elif exc.status == 413:
-        message = (f"request body too large: at most {request.app._client_max_size} bytes "
-                   "are accepted here")
+        message = (
+            f"request body too large: at most {request.app._client_max_size} bytes "
+            "are accepted here"
+        )
     else:
         message = exc.text or exc.reason
-    headers = {k: v for k, v in exc.headers.items()
-               if k.lower() not in ("content-type", "content-length")}
+    headers = {
+        k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+    }
     return web.json_response(error_body(code, message), status=exc.status, headers=headers)
 
 

@@ -35,8 +35,10 @@ async def _json(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not request.can_read_body:
         return None
     if request.content_type != "application/json":
-        raise BadRequest(f"send a JSON body with Content-Type application/json "
-                         f"(got {request.content_type!r})", code="bad_content_type")
+        raise BadRequest(
+            f"send a JSON body with Content-Type application/json (got {request.content_type!r})",
+            code="bad_content_type",
+        )
     raw = await request.read()  # bounded by the app's client_max_size (413 beyond)
     if optional and not raw.strip():
         return None
@@ -96,8 +98,10 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await asyncio.to_thread(svc.store.ping)
     except Exception as exc:
-        raise ServiceUnavailable(f"the server cannot use its database ({type(exc).__name__})",
-                                 code="database_unavailable") from None
+        raise ServiceUnavailable(
+            f"the server cannot use its database ({type(exc).__name__})",
+            code="database_unavailable",
+        ) from None
     try:
         await asyncio.to_thread(_probe_data_dir, svc.config.data_dir)
     except OSError as exc:
@@ -105,7 +109,8 @@ async def healthz(request: web.Request) -> web.Response:
             f"the server cannot write to its data directory: creating and renaming a probe "
             f"file onto {HEALTHZ_PROBE} failed ({exc.strerror or type(exc).__name__}); "
             "uploads, tracks and takes cannot be stored until it is writable again",
-            code="data_dir_unwritable") from None
+            code="data_dir_unwritable",
+        ) from None
     return web.json_response({"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION})
 
 
@@ -148,8 +153,10 @@ async def put_track(request: web.Request) -> web.Response:
     session = svc.sessions.open_session(p.session_id)
     part = _part(request)
     if part not in session.settings.parts:
-        raise BadRequest(f"part {part!r} is not one of this session's parts "
-                         f"{list(session.settings.parts)}", code="bad_part")
+        raise BadRequest(
+            f"part {part!r} is not one of this session's parts {list(session.settings.parts)}",
+            code="bad_part",
+        )
     track = await svc.tracks.receive(request, part, session.settings)
     svc.store.put_track(p.session_id, track)
     await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))
@@ -162,10 +169,10 @@ async def get_track(request: web.Request) -> web.StreamResponse:
     part = _part(request)
     track = svc.store.tracks(p.session_id).get(part)
     if track is None:
-        raise NotFound(f"no backing track for part {part!r} in this session",
-                       code="no_track")
-    return await send_file(request, svc.tracks.path(track.sha256), sha256=track.sha256,
-                           content_type=track.content_type)
+        raise NotFound(f"no backing track for part {part!r} in this session", code="no_track")
+    return await send_file(
+        request, svc.tracks.path(track.sha256), sha256=track.sha256, content_type=track.content_type
+    )
 
 
 async def arm_take(request: web.Request) -> web.Response:
@@ -197,11 +204,13 @@ async def manifest(request: web.Request) -> web.Response:
 
 async def take_file(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICES]
-    path, sha, ctype = svc.takes.file(_me(request), request.match_info["take_id"],
-                                      request.match_info["path"], svc.tracks.path)
+    path, sha, ctype = svc.takes.file(
+        _me(request), request.match_info["take_id"], request.match_info["path"], svc.tracks.path
+    )
     if not path.exists():
-        raise NotFound("the file is listed but not on disk yet; retry in a moment",
-                       code="file_pending")
+        raise NotFound(
+            "the file is listed but not on disk yet; retry in a moment", code="file_pending"
+        )
     return await send_file(request, path, sha256=sha, content_type=ctype)
 
 

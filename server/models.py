@@ -97,8 +97,14 @@ class Track:
         return TRACK_FORMATS[self.format][1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "frames": self.frames, "rate": self.rate,
-                "channels": self.channels, "size": self.size, "format": self.format}
+        return {
+            "sha256": self.sha256,
+            "frames": self.frames,
+            "rate": self.rate,
+            "channels": self.channels,
+            "size": self.size,
+            "format": self.format,
+        }
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,13 @@ class TakeSinger:
     recording: Recording | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"participant_id": self.participant_id, "name": self.name, "part": self.part,
-                "state": self.state, "detail": self.detail}
+        return {
+            "participant_id": self.participant_id,
+            "name": self.name,
+            "part": self.part,
+            "state": self.state,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,12 @@ class Realtime:
         Largest incoming Socket.IO message; a larger one closes that connection.
     """
 
-    def __init__(self, store: SessionStore, cors_origins: list[str] | None = None,
-                 max_message_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        cors_origins: list[str] | None = None,
+        max_message_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         self.store = store
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
@@ -97,8 +101,9 @@ class Realtime:
         self.conns: dict[str, Principal] = {}
         #: ``(code, message)`` why a session takes no connections, None while it is open;
         #: the app sets :meth:`Sessions.not_open`.
-        self.not_open: Callable[[Any], tuple[str, str] | None] = (
-            lambda s: None if s.state == "open" else ("session_closed", "the session is closed"))
+        self.not_open: Callable[[Any], tuple[str, str] | None] = lambda s: (
+            None if s.state == "open" else ("session_closed", "the session is closed")
+        )
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, dict[str, Any]]] = {}
@@ -188,8 +193,9 @@ class Realtime:
 
     # ----------------------------------------------------------------- handlers
 
-    def _guard(self, event: str, fn: Callable[[str, Any], Awaitable[Any]]
-               ) -> Callable[..., Awaitable[Any]]:
+    def _guard(
+        self, event: str, fn: Callable[[str, Any], Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
         """Wrap a handler: unknown sockets and bad payloads get Ev.ERROR, never a crash."""
 
         async def handler(sid: str, *args: Any) -> Any:
@@ -219,26 +225,37 @@ class Realtime:
         else:
             code, message = "bad_payload", str(exc)
         with contextlib.suppress(Exception):
-            await self.sio.emit(Ev.ERROR, {"event": event, "code": code, "message": message},
-                                to=sid)
+            await self.sio.emit(
+                Ev.ERROR, {"event": event, "code": code, "message": message}, to=sid
+            )
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> None:
-        await self._refuse(sid, str(event)[:64], WireError(
-            f"unknown event {str(event)[:64]!r}; clients send: clock.probe, clock.report, "
-            "level, calibration, take.state"))
+        await self._refuse(
+            sid,
+            str(event)[:64],
+            WireError(
+                f"unknown event {str(event)[:64]!r}; clients send: clock.probe, clock.report, "
+                "level, calibration, take.state"
+            ),
+        )
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
             # The client's connect_error handler gets {"message": message, "data": {...}}.
             return socketio.exceptions.ConnectionRefusedError(
-                message, {"code": code, "message": message})
+                message, {"code": code, "message": message}
+            )
 
         if not isinstance(auth, dict) or not isinstance(auth.get("token"), str):
-            raise refuse("no_token", 'connect with auth={"token": ..., "protocol": '
-                         f'{PROTOCOL_VERSION}}}')
+            raise refuse(
+                "no_token", f'connect with auth={{"token": ..., "protocol": {PROTOCOL_VERSION}}}'
+            )
         if auth.get("protocol") != PROTOCOL_VERSION:
-            raise refuse("protocol", f"protocol {auth.get('protocol')!r} is not spoken here; "
-                         f"this server speaks protocol {PROTOCOL_VERSION}")
+            raise refuse(
+                "protocol",
+                f"protocol {auth.get('protocol')!r} is not spoken here; "
+                f"this server speaks protocol {PROTOCOL_VERSION}",
+            )
         p = self.store.principal(hash_token(auth["token"]))
         if p is None:
             raise refuse("bad_token", "unknown token")
@@ -254,15 +271,24 @@ class Realtime:
             if ident is None:
                 raise refuse("bad_token", "unknown participant")
         tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
-        session_view = {"session_id": session.session_id, "settings": session.settings.to_dict(),
-                        "state": session.state, "tracks": tracks}
+        session_view = {
+            "session_id": session.session_id,
+            "settings": session.settings.to_dict(),
+            "state": session.state,
+            "tracks": tracks,
+        }
         latest = self.store.latest_take(p.session_id)
         # The latest take's state lets a reconnecting singer finish a take whose stop it
         # missed (the server may have died between broadcasting the stop and sending it).
-        take_view = None if latest is None else dict(zip(("take_id", "state", "t0"), latest,
-                                                          strict=True))
-        welcome: dict[str, Any] = {"role": p.role, "session": session_view,
-                                   "server_time": time.monotonic(), "take": take_view}
+        take_view = (
+            None if latest is None else dict(zip(("take_id", "state", "t0"), latest, strict=True))
+        )
+        welcome: dict[str, Any] = {
+            "role": p.role,
+            "session": session_view,
+            "server_time": time.monotonic(),
+            "take": take_view,
+        }
         self.conns[sid] = p
         await self.sio.enter_room(sid, session_room(p.session_id))
         if ident is None:
@@ -304,8 +330,7 @@ class Realtime:
         rep = parse_clock_report(payload)
         _, pid = self._singer(sid)
         live = self.live.setdefault(pid, Live())
-        live.clock = {"offset": rep.offset, "error_bound": rep.error_bound,
-                      "rtt_min": rep.rtt_min}
+        live.clock = {"offset": rep.offset, "error_bound": rep.error_bound, "rtt_min": rep.rtt_min}
         live.last_seen = time.time()
         await self._participant_changed(pid)
 
@@ -331,8 +356,10 @@ class Realtime:
         take_id, state, detail = parse_take_state(payload)
         p, pid = self._singer(sid)
         if state in _SERVER_STATES:
-            raise WireError(f"take.state: {state!r} is set by the server; clients send "
-                            "recording, recorded, uploading or failed")
+            raise WireError(
+                f"take.state: {state!r} is set by the server; clients send "
+                "recording, recorded, uploading or failed"
+            )
         take = self.store.get_take(take_id)
         if take is None or take.session_id != p.session_id:
             raise LookupError(f"take.state: no take {take_id!r} in your session")
@@ -342,5 +369,8 @@ class Realtime:
         if me.state == "uploaded":
             return  # already complete on the server; a late client report changes nothing
         self.store.set_singer_state(take_id, pid, state, detail)
-        await self.to_leaders(p.session_id, Ev.TAKE_UPDATE, {
-            "take_id": take_id, "participant_id": pid, "state": state, "detail": detail})
+        await self.to_leaders(
+            p.session_id,
+            Ev.TAKE_UPDATE,
+            {"take_id": take_id, "participant_id": pid, "state": state, "detail": detail},
+        )

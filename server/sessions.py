@@ -23,8 +23,14 @@ __all__ = ["Sessions"]
 class Sessions:
     """Session rules over a :class:`SessionStore`, announcing changes through a :class:`Fanout`."""
 
-    def __init__(self, store: SessionStore, fanout: Fanout, limiter: JoinLimiter, *,
-                 lifetime_s: float = 30 * 24 * 3600.0) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        fanout: Fanout,
+        limiter: JoinLimiter,
+        *,
+        lifetime_s: float = 30 * 24 * 3600.0,
+    ) -> None:
         self.store = store
         self.fanout = fanout
         self.limiter = limiter
@@ -35,16 +41,21 @@ class Sessions:
         leader, or past its lifetime), or None while it is open.  Every entry point — HTTP
         actions, joins, Socket.IO connects — refuses with this one answer."""
         if s.state != "open":
-            return ("session_closed", "the session is closed by its leader: it takes no more "
-                    "singers, settings, tracks or takes")
+            return (
+                "session_closed",
+                "the session is closed by its leader: it takes no more "
+                "singers, settings, tracks or takes",
+            )
         ends = s.created_at + self.lifetime_s
         if time.time() < ends:
             return None
         day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
-        return ("session_expired",
-                f"the session expired on {day} (sessions last {self.lifetime_s / 86400:g} days "
-                "from creation); its takes can still be downloaded — start a new session "
-                "with `tutti lead create`")
+        return (
+            "session_expired",
+            f"the session expired on {day} (sessions last {self.lifetime_s / 86400:g} days "
+            "from creation); its takes can still be downloaded — start a new session "
+            "with `tutti lead create`",
+        )
 
     # ------------------------------------------------------------------ lookups
 
@@ -52,8 +63,11 @@ class Sessions:
         """The leader or singer a bearer token belongs to; 401 for an unknown token."""
         p = self.store.principal(hash_token(token))
         if p is None:
-            raise Unauthorized("unknown token: use the leader token from creating the session "
-                               "or the singer token from joining it", code="bad_token")
+            raise Unauthorized(
+                "unknown token: use the leader token from creating the session "
+                "or the singer token from joining it",
+                code="bad_token",
+            )
         return p
 
     def session(self, session_id: str) -> Session:
@@ -90,44 +104,55 @@ class Sessions:
                 continue
         else:
             raise Conflict("could not find a free join code; try again", code="code_space_full")
-        return {"session_id": session.session_id, "code": session.code,
-                "leader_token": token, "settings": settings.to_dict(),
-                "protocol": PROTOCOL_VERSION}
+        return {
+            "session_id": session.session_id,
+            "code": session.code,
+            "leader_token": token,
+            "settings": settings.to_dict(),
+            "protocol": PROTOCOL_VERSION,
+        }
 
     def join(self, payload: Any, client: str) -> dict[str, Any]:
         """A singer joins with ``{"code", "name", "part"}``; wrong codes count per ``client``."""
         if not isinstance(payload, dict):
-            raise BadRequest('join: expected a JSON object {"code", "name", "part"}',
-                             code="bad_payload")
+            raise BadRequest(
+                'join: expected a JSON object {"code", "name", "part"}', code="bad_payload"
+            )
         self.limiter.check(client)
         code = payload.get("code")
         if not isinstance(code, str) or not 1 <= len(code) <= 32:
-            raise BadRequest("join: field 'code' must be the session's join code (a string)",
-                             code="bad_payload")
+            raise BadRequest(
+                "join: field 'code' must be the session's join code (a string)", code="bad_payload"
+            )
         name = check_name(payload.get("name"))
         session = self.store.session_by_code(normalize_code(code))
         if session is None:
             self.limiter.failed(client)
-            raise NotFound("no session has this join code; check it with your leader",
-                           code="bad_code")
+            raise NotFound(
+                "no session has this join code; check it with your leader", code="bad_code"
+            )
         refusal = self.not_open(session)
         if refusal is not None:
             raise Forbidden(refusal[1], code=refusal[0])
         if payload.get("part") in (None, ""):
-            raise BadRequest("join: choose your voice part; this session's parts are "
-                             f"{', '.join(session.settings.parts)}", code="bad_part")
+            raise BadRequest(
+                "join: choose your voice part; this session's parts are "
+                f"{', '.join(session.settings.parts)}",
+                code="bad_part",
+            )
         part = check_part(payload.get("part"), session.settings.parts)
         token = new_token()
         participant = Participant(new_id(), session.session_id, name, part, time.time())
         self.store.add_participant(participant, hash_token(token))
-        return {"session_id": session.session_id,
-                "participant_id": participant.participant_id,
-                "token": token,
-                "name": name,
-                "part": part,
-                "settings": session.settings.to_dict(),
-                "tracks": {p: t.to_dict()
-                           for p, t in self.store.tracks(session.session_id).items()}}
+        return {
+            "session_id": session.session_id,
+            "participant_id": participant.participant_id,
+            "token": token,
+            "name": name,
+            "part": part,
+            "settings": session.settings.to_dict(),
+            "tracks": {p: t.to_dict() for p, t in self.store.tracks(session.session_id).items()},
+        }
 
     def info(self, p: Principal) -> dict[str, Any]:
         """What a member sees of the session (the leader also sees the join code)."""
@@ -151,8 +176,12 @@ class Sessions:
     def public(self, session_id: str) -> dict[str, Any]:
         """The session as broadcast to everyone in it (no code)."""
         s = self.session(session_id)
-        return {"session_id": s.session_id, "settings": s.settings.to_dict(), "state": s.state,
-                "tracks": {part: t.to_dict() for part, t in self.store.tracks(session_id).items()}}
+        return {
+            "session_id": s.session_id,
+            "settings": s.settings.to_dict(),
+            "state": s.state,
+            "tracks": {part: t.to_dict() for part, t in self.store.tracks(session_id).items()},
+        }
 
     async def update_settings(self, p: Principal, payload: Any) -> dict[str, Any]:
         """Coroutine: apply a partial settings object; broadcast :data:`Ev.SESSION`."""
@@ -162,7 +191,9 @@ class Sessions:
         if new.rate != s.settings.rate and self.store.tracks(s.session_id):
             raise Conflict(
                 f"the session has backing tracks at {s.settings.rate} Hz; the rate cannot "
-                f"change to {new.rate} Hz while they exist", code="rate_locked")
+                f"change to {new.rate} Hz while they exist",
+                code="rate_locked",
+            )
         self.store.update_settings(s.session_id, new)
         await self.fanout.to_session(s.session_id, Ev.SESSION, self.public(s.session_id))
         return new.to_dict()
@@ -173,6 +204,7 @@ class Sessions:
         s = self.session(p.session_id)
         if s.state == "open":
             self.store.close_session(s.session_id)
-            await self.fanout.to_session(s.session_id, Ev.SESSION_CLOSED,
-                                         {"session_id": s.session_id})
+            await self.fanout.to_session(
+                s.session_id, Ev.SESSION_CLOSED, {"session_id": s.session_id}
+            )
         return {"session_id": s.session_id, "state": "closed"}

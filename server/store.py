@@ -45,10 +45,12 @@ class SessionStore(Protocol):
     def get_take(self, take_id: str) -> Take | None: ...
     def takes(self, session_id: str) -> list[Take]: ...
     def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None: ...
-    def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
-                       stopped_at: float | None = None) -> None: ...
-    def set_singer_state(self, take_id: str, participant_id: str, state: str,
-                         detail: str = "") -> None: ...
+    def set_take_state(
+        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
+    ) -> None: ...
+    def set_singer_state(
+        self, take_id: str, participant_id: str, state: str, detail: str = ""
+    ) -> None: ...
     def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None: ...
 
 
@@ -107,8 +109,15 @@ CREATE TABLE IF NOT EXISTS take_singers (
 
 
 def _track_from_dict(part: str, d: dict[str, Any]) -> Track:
-    return Track(part=part, sha256=d["sha256"], frames=d["frames"], rate=d["rate"],
-                 channels=d["channels"], size=d["size"], format=d["format"])
+    return Track(
+        part=part,
+        sha256=d["sha256"],
+        frames=d["frames"],
+        rate=d["rate"],
+        channels=d["channels"],
+        size=d["size"],
+        format=d["format"],
+    )
 
 
 class SqliteStore:
@@ -165,16 +174,26 @@ class SqliteStore:
 
     @staticmethod
     def _session(row: sqlite3.Row) -> Session:
-        return Session(session_id=row["session_id"], code=row["code"],
-                       settings=parse_settings(json.loads(row["settings"])),
-                       state=row["state"], created_at=row["created_at"])
+        return Session(
+            session_id=row["session_id"],
+            code=row["code"],
+            settings=parse_settings(json.loads(row["settings"])),
+            state=row["state"],
+            created_at=row["created_at"],
+        )
 
     def create_session(self, session: Session, leader_hash: str) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                (session.session_id, session.code, leader_hash,
-                 json.dumps(session.settings.to_dict()), session.state, session.created_at),
+                (
+                    session.session_id,
+                    session.code,
+                    leader_hash,
+                    json.dumps(session.settings.to_dict()),
+                    session.state,
+                    session.created_at,
+                ),
             )
 
     def get_session(self, session_id: str) -> Session | None:
@@ -187,20 +206,22 @@ class SqliteStore:
 
     def update_settings(self, session_id: str, settings: SessionSettings) -> None:
         with self._tx() as db:
-            db.execute("UPDATE sessions SET settings = ? WHERE session_id = ?",
-                       (json.dumps(settings.to_dict()), session_id))
+            db.execute(
+                "UPDATE sessions SET settings = ? WHERE session_id = ?",
+                (json.dumps(settings.to_dict()), session_id),
+            )
 
     def close_session(self, session_id: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE sessions SET state = 'closed' WHERE session_id = ?",
-                       (session_id,))
+            db.execute("UPDATE sessions SET state = 'closed' WHERE session_id = ?", (session_id,))
 
     def principal(self, token_hash: str) -> Principal | None:
         row = self._one("SELECT session_id FROM sessions WHERE leader_hash = ?", token_hash)
         if row:
             return Principal("leader", row["session_id"])
-        row = self._one("SELECT session_id, participant_id FROM participants "
-                        "WHERE token_hash = ?", token_hash)
+        row = self._one(
+            "SELECT session_id, participant_id FROM participants WHERE token_hash = ?", token_hash
+        )
         if row:
             return Principal("singer", row["session_id"], row["participant_id"])
         return None
@@ -209,18 +230,31 @@ class SqliteStore:
 
     @staticmethod
     def _participant(row: sqlite3.Row) -> Participant:
-        return Participant(participant_id=row["participant_id"], session_id=row["session_id"],
-                           name=row["name"], part=row["part"], created_at=row["created_at"],
-                           latency_frames=row["latency_frames"],
-                           latency_source=row["latency_source"])
+        return Participant(
+            participant_id=row["participant_id"],
+            session_id=row["session_id"],
+            name=row["name"],
+            part=row["part"],
+            created_at=row["created_at"],
+            latency_frames=row["latency_frames"],
+            latency_source=row["latency_source"],
+        )
 
     def add_participant(self, participant: Participant, token_hash: str) -> None:
         p = participant
         with self._tx() as db:
             db.execute(
                 "INSERT INTO participants VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (p.participant_id, p.session_id, p.name, p.part, token_hash, p.created_at,
-                 p.latency_frames, p.latency_source),
+                (
+                    p.participant_id,
+                    p.session_id,
+                    p.name,
+                    p.part,
+                    token_hash,
+                    p.created_at,
+                    p.latency_frames,
+                    p.latency_source,
+                ),
             )
 
     def get_participant(self, participant_id: str) -> Participant | None:
@@ -228,14 +262,18 @@ class SqliteStore:
         return self._participant(row) if row else None
 
     def participants(self, session_id: str) -> list[Participant]:
-        rows = self._all("SELECT * FROM participants WHERE session_id = ? ORDER BY created_at",
-                         session_id)
+        rows = self._all(
+            "SELECT * FROM participants WHERE session_id = ? ORDER BY created_at", session_id
+        )
         return [self._participant(r) for r in rows]
 
     def set_latency(self, participant_id: str, frames: int, source: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE participants SET latency_frames = ?, latency_source = ? "
-                       "WHERE participant_id = ?", (frames, source, participant_id))
+            db.execute(
+                "UPDATE participants SET latency_frames = ?, latency_source = ? "
+                "WHERE participant_id = ?",
+                (frames, source, participant_id),
+            )
 
     # ------------------------------------------------------------------- tracks
 
@@ -256,14 +294,22 @@ class SqliteStore:
     def create_take(self, take: Take) -> None:
         t = take
         with self._tx() as db:
-            seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM takes WHERE session_id = ?",
-                             (t.session_id,)).fetchone()[0]
+            seq = db.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM takes WHERE session_id = ?", (t.session_id,)
+            ).fetchone()[0]
             db.execute(
                 "INSERT INTO takes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (t.take_id, t.session_id, seq, t.state, t.created_at,
-                 json.dumps(t.settings.to_dict()),
-                 json.dumps({p: tr.to_dict() for p, tr in t.tracks.items()}),
-                 t.t0, t.stopped_at),
+                (
+                    t.take_id,
+                    t.session_id,
+                    seq,
+                    t.state,
+                    t.created_at,
+                    json.dumps(t.settings.to_dict()),
+                    json.dumps({p: tr.to_dict() for p, tr in t.tracks.items()}),
+                    t.t0,
+                    t.stopped_at,
+                ),
             )
             db.executemany(
                 "INSERT INTO take_singers VALUES (?, ?, ?, ?, NULL)",
@@ -273,20 +319,36 @@ class SqliteStore:
     def _take(self, row: sqlite3.Row) -> Take:
         singer_rows = self._all(
             "SELECT ts.*, p.name, p.part FROM take_singers ts JOIN participants p "
-            "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at", row["take_id"])
+            "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at",
+            row["take_id"],
+        )
         singers = []
         for s in singer_rows:
             rec: Recording | None = None
             if s["recording"]:
                 rec = parse_recording(json.loads(s["recording"]))
-            singers.append(TakeSinger(participant_id=s["participant_id"], name=s["name"],
-                                      part=s["part"], state=s["state"], detail=s["detail"],
-                                      recording=rec))
+            singers.append(
+                TakeSinger(
+                    participant_id=s["participant_id"],
+                    name=s["name"],
+                    part=s["part"],
+                    state=s["state"],
+                    detail=s["detail"],
+                    recording=rec,
+                )
+            )
         tracks = {p: _track_from_dict(p, d) for p, d in json.loads(row["tracks"]).items()}
-        return Take(take_id=row["take_id"], session_id=row["session_id"], state=row["state"],
-                    created_at=row["created_at"],
-                    settings=parse_settings(json.loads(row["settings"])), tracks=tracks,
-                    t0=row["t0"], stopped_at=row["stopped_at"], singers=tuple(singers))
+        return Take(
+            take_id=row["take_id"],
+            session_id=row["session_id"],
+            state=row["state"],
+            created_at=row["created_at"],
+            settings=parse_settings(json.loads(row["settings"])),
+            tracks=tracks,
+            t0=row["t0"],
+            stopped_at=row["stopped_at"],
+            singers=tuple(singers),
+        )
 
     def get_take(self, take_id: str) -> Take | None:
         row = self._one("SELECT * FROM takes WHERE take_id = ?", take_id)
@@ -299,26 +361,36 @@ class SqliteStore:
     def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None:
         """``(take_id, state, t0)`` of the session's newest take — one row, no singers (it is
         read on every Socket.IO connect)."""
-        row = self._one("SELECT take_id, state, t0 FROM takes WHERE session_id = ? "
-                        "ORDER BY seq DESC LIMIT 1", session_id)
+        row = self._one(
+            "SELECT take_id, state, t0 FROM takes WHERE session_id = ? ORDER BY seq DESC LIMIT 1",
+            session_id,
+        )
         return None if row is None else (row["take_id"], row["state"], row["t0"])
 
-    def set_take_state(self, take_id: str, state: str, *, t0: float | None = None,
-                       stopped_at: float | None = None) -> None:
+    def set_take_state(
+        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
+    ) -> None:
         with self._tx() as db:
-            db.execute("UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
-                       "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?",
-                       (state, t0, stopped_at, take_id))
+            db.execute(
+                "UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
+                "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?",
+                (state, t0, stopped_at, take_id),
+            )
 
-    def set_singer_state(self, take_id: str, participant_id: str, state: str,
-                         detail: str = "") -> None:
+    def set_singer_state(
+        self, take_id: str, participant_id: str, state: str, detail: str = ""
+    ) -> None:
         with self._tx() as db:
-            db.execute("UPDATE take_singers SET state = ?, detail = ? "
-                       "WHERE take_id = ? AND participant_id = ?",
-                       (state, detail, take_id, participant_id))
+            db.execute(
+                "UPDATE take_singers SET state = ?, detail = ? "
+                "WHERE take_id = ? AND participant_id = ?",
+                (state, detail, take_id, participant_id),
+            )
 
     def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None:
         with self._tx() as db:
-            db.execute("UPDATE take_singers SET state = 'uploaded', detail = '', recording = ? "
-                       "WHERE take_id = ? AND participant_id = ?",
-                       (json.dumps(recording.to_dict()), take_id, participant_id))
+            db.execute(
+                "UPDATE take_singers SET state = 'uploaded', detail = '', recording = ? "
+                "WHERE take_id = ? AND participant_id = ?",
+                (json.dumps(recording.to_dict()), take_id, participant_id),
+            )

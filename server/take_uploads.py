@@ -51,8 +51,15 @@ _EXTS = {ext: fmt for fmt, (ext, _) in TRACK_FORMATS.items()}
 class TakeUploadHooks:
     """The application side of tus uploads for take recordings."""
 
-    def __init__(self, store: SessionStore, sessions: Sessions, takes: Takes,
-                 fanout: Fanout, *, max_open_uploads: int = 8) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        sessions: Sessions,
+        takes: Takes,
+        fanout: Fanout,
+        *,
+        max_open_uploads: int = 8,
+    ) -> None:
         if max_open_uploads < 1:
             raise ValueError(f"max_open_uploads must be at least 1, got {max_open_uploads}")
         self.store = store
@@ -66,61 +73,86 @@ class TakeUploadHooks:
 
     # -------------------------------------------------------------- validation
 
-    def _target(self, session_id: str, participant_id: str,
-                metadata: dict[str, str]) -> tuple[Take, Participant, Recording]:
+    def _target(
+        self, session_id: str, participant_id: str, metadata: dict[str, str]
+    ) -> tuple[Take, Participant, Recording]:
         """Take, singer and declared recording of an upload's metadata (ApiError if bad)."""
         take_id = metadata.get("take_id", "")
         take = self.store.get_take(take_id) if 0 < len(take_id) <= 64 else None
         if take is None or take.session_id != session_id:
-            raise NotFound(f"upload metadata 'take_id': no take {take_id[:64]!r} in your "
-                           "session", code="no_take")
+            raise NotFound(
+                f"upload metadata 'take_id': no take {take_id[:64]!r} in your session",
+                code="no_take",
+            )
         me = take.singer(participant_id)
         participant = self.store.get_participant(participant_id)
         if me is None or participant is None:
-            raise Forbidden(f"you were not in the session when take {take_id} was armed, so "
-                            "it expects no recording from you", code="not_expected")
+            raise Forbidden(
+                f"you were not in the session when take {take_id} was armed, so "
+                "it expects no recording from you",
+                code="not_expected",
+            )
         filename = metadata.get("filename", "")
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if ext not in _EXTS:
-            raise BadRequest(f"upload metadata 'filename' {filename[:80]!r}: accepted "
-                             "extensions are .wav, .flac and .ogg", code="bad_metadata")
+            raise BadRequest(
+                f"upload metadata 'filename' {filename[:80]!r}: accepted "
+                "extensions are .wav, .flac and .ogg",
+                code="bad_metadata",
+            )
         try:
             raw = json.loads(metadata.get("recording", ""))
         except ValueError:
-            raise BadRequest("upload metadata 'recording' must be a JSON object with rate, "
-                             "channels, frames, start_offset, latency, ...",
-                             code="bad_metadata") from None
+            raise BadRequest(
+                "upload metadata 'recording' must be a JSON object with rate, "
+                "channels, frames, start_offset, latency, ...",
+                code="bad_metadata",
+            ) from None
         if not isinstance(raw, dict):
-            raise BadRequest("upload metadata 'recording' must be a JSON object",
-                             code="bad_metadata")
-        fields = {k: v for k, v in raw.items()
-                  if k in Recording.__dataclass_fields__
-                  and k not in ("file", "singer", "part", "participant_id", "sha256")}
-        fields.update(file=f"recordings/{participant_id}.{ext}", singer=participant.name,
-                      part=participant.part, participant_id=participant_id)
+            raise BadRequest(
+                "upload metadata 'recording' must be a JSON object", code="bad_metadata"
+            )
+        fields = {
+            k: v
+            for k, v in raw.items()
+            if k in Recording.__dataclass_fields__
+            and k not in ("file", "singer", "part", "participant_id", "sha256")
+        }
+        fields.update(
+            file=f"recordings/{participant_id}.{ext}",
+            singer=participant.name,
+            part=participant.part,
+            participant_id=participant_id,
+        )
         try:
             rec = parse_recording(fields, "upload metadata 'recording'")
         except TakeFormatError as exc:
             raise BadRequest(str(exc), code="bad_metadata") from None
         if rec.rate != take.settings.rate:
-            raise Unprocessable(f"the recording is at {rec.rate} Hz but the take runs at "
-                                f"{take.settings.rate} Hz", code="wrong_rate")
+            raise Unprocessable(
+                f"the recording is at {rec.rate} Hz but the take runs at {take.settings.rate} Hz",
+                code="wrong_rate",
+            )
         return take, participant, rec
 
     # ------------------------------------------------------------------- hooks
 
-    async def authorize_create(self, request: web.Request, metadata: dict[str, str],
-                               length: int) -> str:
+    async def authorize_create(
+        self, request: web.Request, metadata: dict[str, str], length: int
+    ) -> str:
         try:
             p = self.sessions.principal(bearer_token(request))
             if p.is_leader or p.participant_id is None:
-                raise Forbidden("only singers upload recordings, each with its own token",
-                                code="singer_only")
+                raise Forbidden(
+                    "only singers upload recordings, each with its own token", code="singer_only"
+                )
             take, _, _ = self._target(p.session_id, p.participant_id, metadata)
             me = take.singer(p.participant_id)
             if me is not None and me.state == "uploaded":
-                raise Conflict(f"your recording of take {take.take_id} is already uploaded",
-                               code="already_uploaded")
+                raise Conflict(
+                    f"your recording of take {take.take_id} is already uploaded",
+                    code="already_uploaded",
+                )
             if take.state == "armed":
                 raise Conflict(f"take {take.take_id} has not started yet", code="take_not_started")
             self._check_open_slots(p.participant_id)
@@ -141,16 +173,19 @@ class TakeUploadHooks:
                 f"{self.max_open_uploads}; finish one (send its remaining bytes), terminate "
                 "one (DELETE its upload URL) or wait for one to expire to free a slot",
                 code="too_many_open_uploads",
-                details={"open_uploads": n, "limit": self.max_open_uploads})
+                details={"open_uploads": n, "limit": self.max_open_uploads},
+            )
 
     async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
         take = self.store.get_take(metadata.get("take_id", ""))
         if take is None:
             return
         self.store.set_singer_state(take.take_id, owner, "uploading")
-        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, {
-            "take_id": take.take_id, "participant_id": owner,
-            "state": "uploading", "detail": ""})
+        await self.fanout.to_leaders(
+            take.session_id,
+            Ev.TAKE_UPDATE,
+            {"take_id": take.take_id, "participant_id": owner, "state": "uploading", "detail": ""},
+        )
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
         try:
@@ -160,8 +195,9 @@ class TakeUploadHooks:
         except ApiError as exc:
             raise exc.to_http() from None
 
-    async def complete(self, upload_id: str, path: Path, metadata: dict[str, str], owner: str,
-                       sha256_hex: str) -> None:
+    async def complete(
+        self, upload_id: str, path: Path, metadata: dict[str, str], owner: str, sha256_hex: str
+    ) -> None:
         participant = self.store.get_participant(owner)
         if participant is None:
             raise VerificationError("the uploading singer no longer exists")
@@ -183,26 +219,32 @@ class TakeUploadHooks:
         await asyncio.to_thread(self._place, path, dest)
         await self._announce(take, owner, "uploaded", "")
 
-    async def _verify(self, take: Take, rec: Recording, path: Path, metadata: dict[str, str],
-                      sha256_hex: str) -> None:
+    async def _verify(
+        self, take: Take, rec: Recording, path: Path, metadata: dict[str, str], sha256_hex: str
+    ) -> None:
         declared = metadata.get("sha256", "").lower()
         if declared and declared != sha256_hex:
-            raise VerificationError(f"sha256 of the received file is {sha256_hex}, but the "
-                                    f"metadata declared {declared[:64]}")
+            raise VerificationError(
+                f"sha256 of the received file is {sha256_hex}, but the "
+                f"metadata declared {declared[:64]}"
+            )
         limit = take.settings.max_take_seconds + DURATION_MARGIN_S
         try:
             info = await asyncio.to_thread(check_audio, path, max_seconds=limit)
         except AudioCheckError as exc:
             raise VerificationError(str(exc)) from None
         if info.rate != take.settings.rate:
-            raise VerificationError(f"the file is at {info.rate} Hz; the take runs at "
-                                    f"{take.settings.rate} Hz")
+            raise VerificationError(
+                f"the file is at {info.rate} Hz; the take runs at {take.settings.rate} Hz"
+            )
         if info.frames != rec.frames:
-            raise VerificationError(f"the file holds {info.frames} frames; the metadata "
-                                    f"declared {rec.frames}")
+            raise VerificationError(
+                f"the file holds {info.frames} frames; the metadata declared {rec.frames}"
+            )
         if info.channels != rec.channels:
-            raise VerificationError(f"the file has {info.channels} channels; the metadata "
-                                    f"declared {rec.channels}")
+            raise VerificationError(
+                f"the file has {info.channels} channels; the metadata declared {rec.channels}"
+            )
         ext = rec.file.rsplit(".", 1)[-1]
         if TRACK_FORMATS[info.format][0] != ext:
             raise VerificationError(f"the file is {info.format} but is named .{ext}")
@@ -219,6 +261,10 @@ class TakeUploadHooks:
                 fsync_dir(d)
 
     async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
-        data: dict[str, Any] = {"take_id": take.take_id, "participant_id": participant_id,
-                                "state": state, "detail": detail}
+        data: dict[str, Any] = {
+            "take_id": take.take_id,
+            "participant_id": participant_id,
+            "state": state,
+            "detail": detail,
+        }
         await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, data)

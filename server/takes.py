@@ -34,8 +34,9 @@ class Takes:
     Layout: ``<takes_dir>/<session_id>/<take_id>/recordings/<participant_id>.<ext>``.
     """
 
-    def __init__(self, store: SessionStore, sessions: Sessions, fanout: Fanout,
-                 takes_dir: Path) -> None:
+    def __init__(
+        self, store: SessionStore, sessions: Sessions, fanout: Fanout, takes_dir: Path
+    ) -> None:
         self.store = store
         self.sessions = sessions
         self.fanout = fanout
@@ -58,25 +59,39 @@ class Takes:
         s = self.sessions.open_session(p.session_id)
         busy = [t for t in self.store.takes(s.session_id) if t.state in ("armed", "running")]
         if busy:
-            raise Conflict(f"take {busy[-1].take_id} is {busy[-1].state}; stop it first",
-                           code="take_active")
+            raise Conflict(
+                f"take {busy[-1].take_id} is {busy[-1].state}; stop it first", code="take_active"
+            )
         singers = self.store.participants(s.session_id)
         if not singers:
-            raise Conflict("nobody has joined the session yet; a take needs at least one "
-                           "singer", code="no_singers")
+            raise Conflict(
+                "nobody has joined the session yet; a take needs at least one singer",
+                code="no_singers",
+            )
         take = Take(
-            take_id=new_id(), session_id=s.session_id, state="armed", created_at=time.time(),
-            settings=s.settings, tracks=self.store.tracks(s.session_id),
-            singers=tuple(TakeSinger(x.participant_id, x.name, x.part, "expected")
-                          for x in singers),
+            take_id=new_id(),
+            session_id=s.session_id,
+            state="armed",
+            created_at=time.time(),
+            settings=s.settings,
+            tracks=self.store.tracks(s.session_id),
+            singers=tuple(
+                TakeSinger(x.participant_id, x.name, x.part, "expected") for x in singers
+            ),
         )
         self.store.create_take(take)
         expected = [x.participant_id for x in take.singers]
         # Singers need only the take and its settings; the list of expected singers (N ids to
         # each of N sockets) stays with the leader, in this reply and in GET /takes.
-        await self.fanout.to_session(s.session_id, Ev.TAKE_ARMED,
-                                     {"take_id": take.take_id, "expected_count": len(expected),
-                                      "settings": s.settings.to_dict()})
+        await self.fanout.to_session(
+            s.session_id,
+            Ev.TAKE_ARMED,
+            {
+                "take_id": take.take_id,
+                "expected_count": len(expected),
+                "settings": s.settings.to_dict(),
+            },
+        )
         return {"take_id": take.take_id, "state": "armed", "expected": expected}
 
     async def start(self, p: Principal, take_id: str, payload: Any) -> dict[str, Any]:
@@ -85,25 +100,37 @@ class Takes:
         self.sessions.open_session(p.session_id)
         take = self.get(p, take_id)
         if take.state != "armed":
-            raise Conflict(f"take {take_id} is {take.state}; only an armed take can start",
-                           code="take_not_armed")
+            raise Conflict(
+                f"take {take_id} is {take.state}; only an armed take can start",
+                code="take_not_armed",
+            )
         if payload is None:
             payload = {}
         if not isinstance(payload, dict):
-            raise BadRequest('start: expected a JSON object {"lead_s"?: seconds}',
-                             code="bad_payload")
+            raise BadRequest(
+                'start: expected a JSON object {"lead_s"?: seconds}', code="bad_payload"
+            )
         lead = payload.get("lead_s", DEFAULT_START_LEAD_S)
-        if (isinstance(lead, bool) or not isinstance(lead, (int, float))
-                or not MIN_START_LEAD_S <= lead <= MAX_START_LEAD_S):
-            raise BadRequest(f"start: lead_s must be a number of seconds from "
-                             f"{MIN_START_LEAD_S} to {MAX_START_LEAD_S}, got {lead!r}",
-                             code="bad_payload")
+        if (
+            isinstance(lead, bool)
+            or not isinstance(lead, (int, float))
+            or not MIN_START_LEAD_S <= lead <= MAX_START_LEAD_S
+        ):
+            raise BadRequest(
+                f"start: lead_s must be a number of seconds from "
+                f"{MIN_START_LEAD_S} to {MAX_START_LEAD_S}, got {lead!r}",
+                code="bad_payload",
+            )
         now = time.monotonic()
         t0 = now + float(lead)
         self.store.set_take_state(take.take_id, "running", t0=t0)
-        msg = TakeStart(take_id=take.take_id, t0=t0, settings=take.settings,
-                        sent_at=time.monotonic(),
-                        tracks={part: t.sha256 for part, t in take.tracks.items()})
+        msg = TakeStart(
+            take_id=take.take_id,
+            t0=t0,
+            settings=take.settings,
+            sent_at=time.monotonic(),
+            tracks={part: t.sha256 for part, t in take.tracks.items()},
+        )
         await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg.to_dict())
         return {"take_id": take.take_id, "t0": t0, "server_time": now}
 
@@ -115,8 +142,9 @@ class Takes:
             raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
         stopped_at = time.time()
         self.store.set_take_state(take.take_id, "stopped", stopped_at=stopped_at)
-        await self.fanout.to_session(p.session_id, Ev.TAKE_STOP,
-                                     {"take_id": take.take_id, "stopped_at": stopped_at})
+        await self.fanout.to_session(
+            p.session_id, Ev.TAKE_STOP, {"take_id": take.take_id, "stopped_at": stopped_at}
+        )
         return {"take_id": take.take_id, "state": "stopped", "stopped_at": stopped_at}
 
     def list(self, p: Principal) -> dict[str, Any]:
@@ -136,14 +164,24 @@ class Takes:
         take = self.get(p, take_id)
         recs = tuple(s.recording for s in take.singers if s.recording is not None)
         start = self.backing_start(take)
-        backing = tuple(Backing(part=part, file=f"backing/{part}.{t.ext}", sha256=t.sha256,
-                                timeline_start=start) for part, t in take.tracks.items())
-        return TakeManifest(take_id=take.take_id, rate=take.settings.rate, recordings=recs,
-                            settings=take.settings.to_dict(), backing=backing,
-                            title=take.settings.title)
+        backing = tuple(
+            Backing(
+                part=part, file=f"backing/{part}.{t.ext}", sha256=t.sha256, timeline_start=start
+            )
+            for part, t in take.tracks.items()
+        )
+        return TakeManifest(
+            take_id=take.take_id,
+            rate=take.settings.rate,
+            recordings=recs,
+            settings=take.settings.to_dict(),
+            backing=backing,
+            title=take.settings.title,
+        )
 
-    def file(self, p: Principal, take_id: str, relpath: str,
-             tracks_path: Any) -> tuple[Path, str, str]:
+    def file(
+        self, p: Principal, take_id: str, relpath: str, tracks_path: Any
+    ) -> tuple[Path, str, str]:
         """(path on disk, sha256, content type) of a file the manifest names; 404 otherwise.
 
         Only names listed in the manifest resolve, so no path can leave the take folder.
@@ -163,5 +201,6 @@ class Takes:
         for part, t in take.tracks.items():
             if rel == f"backing/{part}.{t.ext}":
                 return tracks_path(t.sha256), t.sha256, t.content_type
-        raise NotFound(f"take {take_id} has no file {rel!r}; the manifest lists its files",
-                       code="no_file")
+        raise NotFound(
+            f"take {take_id} has no file {rel!r}; the manifest lists its files", code="no_file"
+        )

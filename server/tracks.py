@@ -100,8 +100,7 @@ class TrackStore:
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return self.root / sha256
 
-    async def receive(self, request: web.Request, part: str,
-                      settings: SessionSettings) -> Track:
+    async def receive(self, request: web.Request, part: str, settings: SessionSettings) -> Track:
         """Coroutine: store the request body as ``part``'s backing track and return it.
 
         Raises 415 for a non-audio Content-Type, 413 over the cap, 422 for a file that is
@@ -111,30 +110,42 @@ class TrackStore:
         if not any(ctype.startswith(t) for t in _ACCEPTED_TYPES):
             raise UnsupportedMedia(
                 f"Content-Type {ctype!r} is not accepted for a backing track; send the file "
-                "as audio/wav, audio/flac, audio/ogg or application/octet-stream")
+                "as audio/wav, audio/flac, audio/ogg or application/octet-stream"
+            )
         tmp = self.tmp / f"{secrets.token_hex(8)}.part"
         sha, size = await receive_body(request, tmp, self.max_bytes)
         try:
             try:
                 info = await asyncio.to_thread(check_audio, tmp, max_channels=8)
             except AudioCheckError as exc:
-                raise Unprocessable(f"backing track for {part!r}: {exc}",
-                                    code="bad_audio") from None
+                raise Unprocessable(
+                    f"backing track for {part!r}: {exc}", code="bad_audio"
+                ) from None
             if info.rate != settings.rate:
                 raise Unprocessable(
                     f"backing track for {part!r} is at {info.rate} Hz but the session runs at "
                     f"{settings.rate} Hz; resample it to {settings.rate} Hz",
-                    code="wrong_rate")
+                    code="wrong_rate",
+                )
             if info.channels not in (1, 2):
                 raise Unprocessable(
                     f"backing track for {part!r} has {info.channels} channels; accepted: "
-                    "1 (mono) or 2 (stereo)", code="wrong_channels")
+                    "1 (mono) or 2 (stereo)",
+                    code="wrong_channels",
+                )
             final = self.path(sha)
             await asyncio.to_thread(self._place, tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        return Track(part=part, sha256=sha, frames=info.frames, rate=info.rate,
-                     channels=info.channels, size=size, format=info.format)
+        return Track(
+            part=part,
+            sha256=sha,
+            frames=info.frames,
+            rate=info.rate,
+            channels=info.channels,
+            size=size,
+            format=info.format,
+        )
 
     def _place(self, tmp: Path, final: Path) -> None:
         if final.exists() and final.stat().st_size == tmp.stat().st_size:

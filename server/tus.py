@@ -137,8 +137,15 @@ class UploadHooks(Protocol):
 class _TusError(Exception):
     """An error response: status, snake_case code and a message for the client."""
 
-    def __init__(self, status: int, code: str, message: str, *, reason: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -151,7 +158,9 @@ class _TusError(Exception):
             return web.Response(status=self.status, reason=self.reason, headers=self.headers)
         return web.json_response(
             {"error": {"code": self.code, "message": self.message}},
-            status=self.status, reason=self.reason, headers=self.headers,
+            status=self.status,
+            reason=self.reason,
+            headers=self.headers,
         )
 
 
@@ -269,9 +278,16 @@ class TusHandler:
         resume on a new connection instead of meeting "409 busy" until TCP gives up.
     """
 
-    def __init__(self, upload_dir: Path, hooks: UploadHooks, *, max_size: int,
-                 expiry_s: float, clock: Callable[[], float] = time.time,
-                 idle_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        upload_dir: Path,
+        hooks: UploadHooks,
+        *,
+        max_size: int,
+        expiry_s: float,
+        clock: Callable[[], float] = time.time,
+        idle_timeout_s: float = 30.0,
+    ) -> None:
         if max_size < 0 or expiry_s <= 0 or idle_timeout_s <= 0:
             raise ValueError("max_size must be >= 0, expiry_s and idle_timeout_s > 0")
         self._idle_timeout_s = idle_timeout_s
@@ -319,11 +335,15 @@ class TusHandler:
                     try:
                         await self._complete(upload)
                     except _TusError as exc:
-                        log.warning("upload %s not completed at start-up: %s", st.upload_id,
-                                    exc.message)
+                        log.warning(
+                            "upload %s not completed at start-up: %s", st.upload_id, exc.message
+                        )
                     except web.HTTPException as exc:
-                        log.warning("upload %s not completed at start-up: %s", st.upload_id,
-                                    exc.text or exc.reason)
+                        log.warning(
+                            "upload %s not completed at start-up: %s",
+                            st.upload_id,
+                            exc.text or exc.reason,
+                        )
         task = asyncio.create_task(self._expiry_loop())
         try:
             yield
@@ -343,9 +363,13 @@ class TusHandler:
         :meth:`UploadHooks.authorize_create`).  Cost: one pass over the uploads in memory.
         """
         now = self._clock()
-        stored = sum(1 for u in self._uploads.values()
-                     if u.state.owner == owner and u.state.status is not UploadStatus.COMPLETED
-                     and now < u.state.expires_at)
+        stored = sum(
+            1
+            for u in self._uploads.values()
+            if u.state.owner == owner
+            and u.state.status is not UploadStatus.COMPLETED
+            and now < u.state.expires_at
+        )
         return stored + self._creating.get(owner, 0)
 
     def expire_now(self) -> int:
@@ -378,7 +402,9 @@ class TusHandler:
                     version = request.headers.get("Tus-Resumable")
                     if version != TUS_VERSION:
                         raise _TusError(
-                            412, "tus_version", f"Tus-Resumable {version!r} is not supported; "
+                            412,
+                            "tus_version",
+                            f"Tus-Resumable {version!r} is not supported; "
                             f"this server speaks tus {TUS_VERSION}",
                             headers={"Tus-Version": TUS_VERSION},
                         )
@@ -396,59 +422,77 @@ class TusHandler:
     # --------------------------------------------------------------- requests
 
     async def _options(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(status=204, headers={
-            "Tus-Version": TUS_VERSION,
-            "Tus-Extension": ",".join(TUS_EXTENSIONS),
-            "Tus-Max-Size": str(self._max_size),
-            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
-        })
+        return web.Response(
+            status=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Max-Size": str(self._max_size),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            },
+        )
 
     async def _override(self, request: web.Request) -> web.StreamResponse:
         """POST + ``X-HTTP-Method-Override`` (tus core) for clients that cannot send PATCH."""
         method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
         targets = {"PATCH": self._patch, "DELETE": self._delete, "HEAD": self._head}
         if method not in targets:
-            raise _TusError(405, "method_not_allowed",
-                            "POST on an upload needs X-HTTP-Method-Override: PATCH, HEAD or "
-                            f"DELETE (got {method[:20]!r})", headers={"Allow": "HEAD, PATCH, "
-                            "DELETE, OPTIONS, POST"})
+            raise _TusError(
+                405,
+                "method_not_allowed",
+                "POST on an upload needs X-HTTP-Method-Override: PATCH, HEAD or "
+                f"DELETE (got {method[:20]!r})",
+                headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS, POST"},
+            )
         return await targets[method](request)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         length = _uint_header(request, "Upload-Length")
         if length is None:
-            extra = (" (Upload-Defer-Length is not supported)"
-                     if "Upload-Defer-Length" in request.headers else "")
-            raise _TusError(400, "missing_length",
-                            f"Upload-Length is required: the total size in bytes{extra}")
+            extra = (
+                " (Upload-Defer-Length is not supported)"
+                if "Upload-Defer-Length" in request.headers
+                else ""
+            )
+            raise _TusError(
+                400, "missing_length", f"Upload-Length is required: the total size in bytes{extra}"
+            )
         if length > self._max_size:
-            raise _TusError(413, "too_large",
-                            f"Upload-Length {length} exceeds the largest upload, "
-                            f"{self._max_size} bytes")
+            raise _TusError(
+                413,
+                "too_large",
+                f"Upload-Length {length} exceeds the largest upload, {self._max_size} bytes",
+            )
         try:
             metadata = parse_metadata(request.headers.get("Upload-Metadata"))
         except ValueError as exc:
             raise _TusError(400, "bad_metadata", str(exc)) from None
         free = (await asyncio.to_thread(shutil.disk_usage, self._store.root)).free
         if length > free - DISK_RESERVE:
-            raise _TusError(507, "insufficient_storage",
-                            f"the server has {max(free - DISK_RESERVE, 0)} bytes of space for "
-                            f"uploads left; Upload-Length {length} does not fit")
+            raise _TusError(
+                507,
+                "insufficient_storage",
+                f"the server has {max(free - DISK_RESERVE, 0)} bytes of space for "
+                f"uploads left; Upload-Length {length} does not fit",
+            )
         owner = await self._hooks.authorize_create(request, metadata, length)
         # no await between the hook's return and this reservation (see open_uploads)
         self._creating[owner] = self._creating.get(owner, 0) + 1
         try:
             now = self._clock()
-            state = UploadState(new_upload_id(), length, 0, metadata, owner, now,
-                                now + self._expiry_s)
+            state = UploadState(
+                new_upload_id(), length, 0, metadata, owner, now, now + self._expiry_s
+            )
             try:
                 await asyncio.to_thread(self._store.create, state)
             except OSError as exc:
                 log.error("upload %s: cannot create: %s", state.upload_id, exc)
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                raise _TusError(507 if full else 500, "storage_error",
-                                f"the server could not create the upload ({exc.strerror}); "
-                                "try again later") from None
+                raise _TusError(
+                    507 if full else 500,
+                    "storage_error",
+                    f"the server could not create the upload ({exc.strerror}); try again later",
+                ) from None
             upload = _Upload(state, sha256=hashlib.sha256())
             self._uploads[state.upload_id] = upload
         finally:
@@ -462,8 +506,10 @@ class TusHandler:
         except Exception:
             log.exception("upload %s: the created hook failed", state.upload_id)
         base = request.path if request.path.endswith("/") else request.path + "/"
-        headers = {"Location": base + state.upload_id,
-                   "Upload-Expires": _http_date(state.expires_at)}
+        headers = {
+            "Location": base + state.upload_id,
+            "Upload-Expires": _http_date(state.expires_at),
+        }
         if length == 0:  # nothing to send: complete now
             async with upload.lock:
                 state.sha256 = hashlib.sha256().hexdigest()
@@ -496,11 +542,17 @@ class TusHandler:
         upload = await self._lookup(request)
         st = upload.state
         if st.status is UploadStatus.COMPLETED:
-            raise _TusError(403, "upload_complete",
-                            f"upload {st.upload_id} is complete; it can no longer be terminated")
+            raise _TusError(
+                403,
+                "upload_complete",
+                f"upload {st.upload_id} is complete; it can no longer be terminated",
+            )
         if upload.lock.locked():
-            raise _TusError(409, "upload_busy",
-                            f"upload {st.upload_id} is receiving a PATCH; terminate it afterwards")
+            raise _TusError(
+                409,
+                "upload_busy",
+                f"upload {st.upload_id} is receiving a PATCH; terminate it afterwards",
+            )
         if self._uploads.get(st.upload_id) is not upload:
             raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         await asyncio.to_thread(self._store.remove, st.upload_id)
@@ -511,15 +563,21 @@ class TusHandler:
         upload = await self._lookup(request)
         st = upload.state
         if st.status is UploadStatus.COMPLETED:
-            raise _TusError(403, "upload_complete",
-                            f"upload {st.upload_id} is already complete; nothing more is accepted")
+            raise _TusError(
+                403,
+                "upload_complete",
+                f"upload {st.upload_id} is already complete; nothing more is accepted",
+            )
         if st.status is UploadStatus.FAILED:
-            raise _TusError(422, "upload_rejected",
-                            f"upload {st.upload_id} was refused: {st.failure}")
+            raise _TusError(
+                422, "upload_rejected", f"upload {st.upload_id} was refused: {st.failure}"
+            )
         if request.content_type != OFFSET_OCTET_STREAM:
-            raise _TusError(415, "bad_content_type",
-                            f"PATCH needs Content-Type {OFFSET_OCTET_STREAM}, "
-                            f"got {request.content_type!r}")
+            raise _TusError(
+                415,
+                "bad_content_type",
+                f"PATCH needs Content-Type {OFFSET_OCTET_STREAM}, got {request.content_type!r}",
+            )
         offset = _uint_header(request, "Upload-Offset")
         if offset is None:
             raise _TusError(400, "missing_offset", "Upload-Offset is required on PATCH")
@@ -532,8 +590,9 @@ class TusHandler:
         if self._uploads.get(st.upload_id) is not upload:  # terminated or expired meanwhile
             raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         if upload.lock.locked():
-            raise _TusError(409, "upload_busy",
-                            f"another PATCH to upload {st.upload_id} is in progress")
+            raise _TusError(
+                409, "upload_busy", f"another PATCH to upload {st.upload_id} is in progress"
+            )
         await upload.lock.acquire()  # free, so this does not suspend
         # The body is received in a task of its own, shielded from the handler's cancellation,
         # so that an offset is always either committed or rolled back before the lock is freed.
@@ -557,9 +616,11 @@ class TusHandler:
         await self._hooks.authorize_access(request, upload.state.owner)
         st = upload.state
         if st.status is not UploadStatus.COMPLETED and self._clock() >= st.expires_at:
-            raise _TusError(410, "upload_expired",
-                            f"upload {upload_id} expired at {_http_date(st.expires_at)}; "
-                            "start a new upload")
+            raise _TusError(
+                410,
+                "upload_expired",
+                f"upload {upload_id} expired at {_http_date(st.expires_at)}; start a new upload",
+            )
         return upload
 
     def _patch_headers(self, st: UploadState) -> dict[str, str]:
@@ -568,40 +629,54 @@ class TusHandler:
             headers["Upload-Expires"] = _http_date(st.expires_at)
         return headers
 
-    async def _patch_locked(self, request: web.Request, upload: _Upload, offset: int,
-                            checksum: tuple[str, bytes] | None) -> web.StreamResponse:
+    async def _patch_locked(
+        self, request: web.Request, upload: _Upload, offset: int, checksum: tuple[str, bytes] | None
+    ) -> web.StreamResponse:
         try:
             st = upload.state
             if offset != st.offset:
-                raise _TusError(409, "offset_mismatch",
-                                f"Upload-Offset {offset} does not match the upload's offset "
-                                f"{st.offset}; ask with HEAD and resume from there",
-                                headers={"Upload-Offset": str(st.offset)})
+                raise _TusError(
+                    409,
+                    "offset_mismatch",
+                    f"Upload-Offset {offset} does not match the upload's offset "
+                    f"{st.offset}; ask with HEAD and resume from there",
+                    headers={"Upload-Offset": str(st.offset)},
+                )
             remaining = st.length - st.offset
             declared = request.content_length
             if declared is not None and declared > remaining:
-                raise _TusError(413, "beyond_length",
-                                f"the body ({declared} bytes) goes past the declared "
-                                f"Upload-Length {st.length}: only {remaining} bytes remain",
-                                headers={"Upload-Offset": str(st.offset)})
+                raise _TusError(
+                    413,
+                    "beyond_length",
+                    f"the body ({declared} bytes) goes past the declared "
+                    f"Upload-Length {st.length}: only {remaining} bytes remain",
+                    headers={"Upload-Offset": str(st.offset)},
+                )
             if remaining > 0:
                 await self._receive(request, upload, remaining, checksum)
             elif await request.content.read(1):
-                raise _TusError(413, "beyond_length",
-                                f"upload {st.upload_id} has all {st.length} bytes already")
+                raise _TusError(
+                    413, "beyond_length", f"upload {st.upload_id} has all {st.length} bytes already"
+                )
             if st.received_all:
                 await self._complete(upload)
             return web.Response(status=204, headers=self._patch_headers(st))
         finally:
             upload.lock.release()
 
-    async def _receive(self, request: web.Request, upload: _Upload, remaining: int,
-                       checksum: tuple[str, bytes] | None) -> None:
+    async def _receive(
+        self,
+        request: web.Request,
+        upload: _Upload,
+        remaining: int,
+        checksum: tuple[str, bytes] | None,
+    ) -> None:
         """Stream the body to disk, then commit it, or roll back and raise a ``_TusError``."""
         st = upload.state
         if upload.sha256 is None:
-            upload.sha256 = await asyncio.to_thread(self._store.hash_prefix, st.upload_id,
-                                                    st.offset)
+            upload.sha256 = await asyncio.to_thread(
+                self._store.hash_prefix, st.upload_id, st.offset
+            )
         check = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
         writer = await asyncio.to_thread(self._store.writer, st, upload.sha256.copy(), check)
         try:
@@ -634,48 +709,62 @@ class TusHandler:
                 await asyncio.to_thread(writer.write, batch)
             if too_long:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(413, "beyond_length",
-                                f"the body goes past the declared Upload-Length {st.length}: "
-                                f"only {remaining} bytes remained; nothing was kept",
-                                headers={"Upload-Offset": str(st.offset)})
+                raise _TusError(
+                    413,
+                    "beyond_length",
+                    f"the body goes past the declared Upload-Length {st.length}: "
+                    f"only {remaining} bytes remained; nothing was kept",
+                    headers={"Upload-Offset": str(st.offset)},
+                )
             if cut is not None and checksum is not None:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(400, "body_cut",
-                                f"the body was cut off ({cut}) so its Upload-Checksum cannot be "
-                                "checked; nothing was kept",
-                                headers={"Upload-Offset": str(st.offset)})
+                raise _TusError(
+                    400,
+                    "body_cut",
+                    f"the body was cut off ({cut}) so its Upload-Checksum cannot be "
+                    "checked; nothing was kept",
+                    headers={"Upload-Offset": str(st.offset)},
+                )
             if checksum is not None and check is not None and check.digest() != checksum[1]:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(460, "checksum_mismatch",
-                                f"the body's {checksum[0]} does not match Upload-Checksum; "
-                                "the chunk was dropped, resend it",
-                                reason="Checksum Mismatch",
-                                headers={"Upload-Offset": str(st.offset)})
-            await self._commit(upload, writer.start + writer.written, writer.sha256,
-                               writer.sync)
+                raise _TusError(
+                    460,
+                    "checksum_mismatch",
+                    f"the body's {checksum[0]} does not match Upload-Checksum; "
+                    "the chunk was dropped, resend it",
+                    reason="Checksum Mismatch",
+                    headers={"Upload-Offset": str(st.offset)},
+                )
+            await self._commit(upload, writer.start + writer.written, writer.sha256, writer.sync)
             if cut is not None:
-                raise _TusError(408 if stalled else 400, "body_cut",
-                                f"the body was cut off ({cut}); {writer.written} bytes kept, "
-                                f"resume at offset {st.offset}",
-                                headers={**self._patch_headers(st), "Connection": "close"})
+                raise _TusError(
+                    408 if stalled else 400,
+                    "body_cut",
+                    f"the body was cut off ({cut}); {writer.written} bytes kept, "
+                    f"resume at offset {st.offset}",
+                    headers={**self._patch_headers(st), "Connection": "close"},
+                )
         except OSError as exc:
             log.error("upload %s: disk error: %s", st.upload_id, exc)
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(writer.rollback)
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise _TusError(507 if full else 500, "storage_error",
-                            f"the server could not store the upload ({exc.strerror}); "
-                            f"resume at offset {st.offset} later",
-                            headers={"Upload-Offset": str(st.offset)}) from None
+            raise _TusError(
+                507 if full else 500,
+                "storage_error",
+                f"the server could not store the upload ({exc.strerror}); "
+                f"resume at offset {st.offset} later",
+                headers={"Upload-Offset": str(st.offset)},
+            ) from None
         finally:
             await asyncio.to_thread(writer.close)
 
-    async def _commit(self, upload: _Upload, new_offset: int, sha256: Hasher,
-                      sync: Callable[[], None]) -> None:
+    async def _commit(
+        self, upload: _Upload, new_offset: int, sha256: Hasher, sync: Callable[[], None]
+    ) -> None:
         """fsync the data, then durably record ``new_offset`` (data before state, always)."""
         st = upload.state
-        new = dataclasses.replace(st, offset=new_offset,
-                                  expires_at=self._clock() + self._expiry_s)
+        new = dataclasses.replace(st, offset=new_offset, expires_at=self._clock() + self._expiry_s)
         if new.received_all:
             new.sha256 = sha256.hexdigest()
 
@@ -691,26 +780,38 @@ class TusHandler:
         """Hand a fully received upload to the completion hook and record the outcome."""
         st = upload.state
         if st.sha256 is None:  # state written by an older run before the digest was stored
-            st.sha256 = (await asyncio.to_thread(
-                self._store.hash_prefix, st.upload_id, st.offset)).hexdigest()
+            st.sha256 = (
+                await asyncio.to_thread(self._store.hash_prefix, st.upload_id, st.offset)
+            ).hexdigest()
         try:
-            await self._hooks.complete(st.upload_id, self._store.data_path(st.upload_id),
-                                       dict(st.metadata), st.owner, st.sha256)
+            await self._hooks.complete(
+                st.upload_id,
+                self._store.data_path(st.upload_id),
+                dict(st.metadata),
+                st.owner,
+                st.sha256,
+            )
         except VerificationError as exc:
             st.status = UploadStatus.FAILED
             st.failure = str(exc) or "refused by the server"
             await asyncio.to_thread(self._store.save, st)
-            raise _TusError(422, "upload_rejected",
-                            f"upload {st.upload_id} was refused: {st.failure}",
-                            headers={"Upload-Offset": str(st.offset)}) from None
+            raise _TusError(
+                422,
+                "upload_rejected",
+                f"upload {st.upload_id} was refused: {st.failure}",
+                headers={"Upload-Offset": str(st.offset)},
+            ) from None
         except web.HTTPException:
             raise
         except Exception as exc:
             log.exception("upload %s: completion hook failed", st.upload_id)
-            raise _TusError(500, "completion_failed",
-                            f"upload {st.upload_id} arrived complete but could not be finished "
-                            f"({type(exc).__name__}); it is kept: retry with an empty PATCH at "
-                            f"offset {st.offset}", headers={"Upload-Offset": str(st.offset)}
-                            ) from None
+            raise _TusError(
+                500,
+                "completion_failed",
+                f"upload {st.upload_id} arrived complete but could not be finished "
+                f"({type(exc).__name__}); it is kept: retry with an empty PATCH at "
+                f"offset {st.offset}",
+                headers={"Upload-Offset": str(st.offset)},
+            ) from None
         st.status = UploadStatus.COMPLETED
         await asyncio.to_thread(self._store.save, st)

@@ -181,8 +181,18 @@ class UploadState:
             raise bad("failure must be a string or null")
         if sha256 is not None and not isinstance(sha256, str):
             raise bad("sha256 must be a string or null")
-        return cls(upload_id, length, offset, metadata, owner, created_at, expires_at,
-                   status, failure, sha256)
+        return cls(
+            upload_id,
+            length,
+            offset,
+            metadata,
+            owner,
+            created_at,
+            expires_at,
+            status,
+            failure,
+            sha256,
+        )
 
 
 @dataclass
@@ -361,19 +371,19 @@ class UploadStore:
         if state.received_all and not path.exists():
             # Crash between the completion hook moving the file away and the state saying so:
             # only the hook removes a fully received data file, so it accepted it.
-            log.warning("upload %s: data file gone after completion; marking completed",
-                        state.upload_id)
+            log.warning(
+                "upload %s: data file gone after completion; marking completed", state.upload_id
+            )
             state.status = UploadStatus.COMPLETED
             self.save(state)
             return
         size = path.stat().st_size  # FileNotFoundError → OSError → set aside by the caller
         if size < state.offset:
-            raise UploadStateError(
-                f"{path}: {size} bytes on disk but {state.offset} committed"
-            )
+            raise UploadStateError(f"{path}: {size} bytes on disk but {state.offset} committed")
         if size > state.offset:
-            log.info("upload %s: dropping %d uncommitted bytes", state.upload_id,
-                     size - state.offset)
+            log.info(
+                "upload %s: dropping %d uncommitted bytes", state.upload_id, size - state.offset
+            )
             with open(path, "r+b") as f:
                 f.truncate(state.offset)
                 os.fsync(f.fileno())

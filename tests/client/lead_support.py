@@ -65,8 +65,9 @@ class Singer:
 
     async def join(self, code: str) -> Singer:
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.server}/api/join",
-                                 json={"code": code, "name": self.name, "part": self.part}) as r:
+            async with http.post(
+                f"{self.server}/api/join", json={"code": code, "name": self.name, "part": self.part}
+            ) as r:
                 body = await r.json()
                 assert r.status == 200, body
         self.token, self.participant_id = body["token"], body["participant_id"]
@@ -80,47 +81,71 @@ class Singer:
 
         sio.on("*", any_event)
 
-        await sio.connect(self.server, auth={"token": self.token,
-                                             "protocol": wire.PROTOCOL_VERSION})
+        await sio.connect(
+            self.server, auth={"token": self.token, "protocol": wire.PROTOCOL_VERSION}
+        )
         self.sio = sio
 
-    async def report(self, latency: int = 512, rms_db: float = -20.0,
-                     overflows: int = 0) -> None:
+    async def report(self, latency: int = 512, rms_db: float = -20.0, overflows: int = 0) -> None:
         assert self.sio is not None
-        await self.sio.emit(wire.Ev.CALIBRATION, {"latency_frames": latency,
-                                                  "source": "measured"})
-        await self.sio.emit(wire.Ev.CLOCK_REPORT, {"offset": 0.001, "error_bound": 0.0002,
-                                                   "rtt_min": 0.0005, "samples": 20})
-        await self.sio.emit(wire.Ev.LEVEL, {"rms_db": rms_db, "peak_db": rms_db + 6,
-                                            "overflows": overflows})
+        await self.sio.emit(wire.Ev.CALIBRATION, {"latency_frames": latency, "source": "measured"})
+        await self.sio.emit(
+            wire.Ev.CLOCK_REPORT,
+            {"offset": 0.001, "error_bound": 0.0002, "rtt_min": 0.0005, "samples": 20},
+        )
+        await self.sio.emit(
+            wire.Ev.LEVEL, {"rms_db": rms_db, "peak_db": rms_db + 6, "overflows": overflows}
+        )
 
     async def close(self) -> None:
         if self.sio is not None:
             await self.sio.disconnect()
             self.sio = None
 
-    async def upload(self, take_id: str, path: Path, *, start_offset: int = 100,
-                     latency: int = 512) -> str:
+    async def upload(
+        self, take_id: str, path: Path, *, start_offset: int = 100, latency: int = 512
+    ) -> str:
         """Upload ``path`` as this singer's recording of ``take_id`` with tus 1.0; its sha256."""
         data = path.read_bytes()
         info = sf.info(str(path))
         sha = hashlib.sha256(data).hexdigest()
-        rec = {"rate": info.samplerate, "channels": info.channels, "frames": info.frames,
-               "start_offset": start_offset, "latency": latency, "latency_source": "measured",
-               "overflows": 0, "underflows": 0, "shared_clock": True, "device": {}}
-        meta = {"take_id": take_id, "filename": f"take{path.suffix}", "sha256": sha,
-                "recording": json.dumps(rec)}
+        rec = {
+            "rate": info.samplerate,
+            "channels": info.channels,
+            "frames": info.frames,
+            "start_offset": start_offset,
+            "latency": latency,
+            "latency_source": "measured",
+            "overflows": 0,
+            "underflows": 0,
+            "shared_clock": True,
+            "device": {},
+        }
+        meta = {
+            "take_id": take_id,
+            "filename": f"take{path.suffix}",
+            "sha256": sha,
+            "recording": json.dumps(rec),
+        }
         header = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
         auth = {"Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0"}
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.server}/files/", headers={
-                    **auth, "Upload-Length": str(len(data)), "Upload-Metadata": header}) as r:
+            async with http.post(
+                f"{self.server}/files/",
+                headers={**auth, "Upload-Length": str(len(data)), "Upload-Metadata": header},
+            ) as r:
                 assert r.status == 201, await r.text()
                 location = r.headers["Location"]
             url = location if location.startswith("http") else self.server + location
-            async with http.patch(url, data=io.BytesIO(data), headers={
-                    **auth, "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream"}) as r:
+            async with http.patch(
+                url,
+                data=io.BytesIO(data),
+                headers={
+                    **auth,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            ) as r:
                 assert r.status == 204, await r.text()
         return sha
 

@@ -71,9 +71,7 @@ async def test_foreign_server_is_not_mistaken_for_tutti(foreign_server: str) -> 
         (["--parts", "../x"], "part: 1–32 characters"),
     ],
 )
-async def test_bad_settings_are_refused_before_any_request(
-    extra: list[str], needle: str
-) -> None:
+async def test_bad_settings_are_refused_before_any_request(extra: list[str], needle: str) -> None:
     port = unused_port()  # would give exit 3 if a request were made
     res = await run_cli("lead", "create", f"http://127.0.0.1:{port}", "--title", "T", *extra)
     assert res.code == 2, res

@@ -23,24 +23,28 @@ from tutti.client.lead import remember_session
 
 
 async def _create(server: str, *extra: str) -> dict[str, object]:
-    res = await run_cli("lead", "create", server, "--title", "Sofa Singers", "--bpm", "96",
-                        "--json", *extra)
+    res = await run_cli(
+        "lead", "create", server, "--title", "Sofa Singers", "--bpm", "96", "--json", *extra
+    )
     assert res.code == 0, res
     data = res.json()
     assert isinstance(data, dict)
     return data
 
 
-async def _take_with_uploads(server: str, tmp_path: Path, n: int = 2,
-                             upload: int | None = None) -> tuple[str, list[Singer], list[Path]]:
+async def _take_with_uploads(
+    server: str, tmp_path: Path, n: int = 2, upload: int | None = None
+) -> tuple[str, list[Singer], list[Path]]:
     """A session with a WAV backing for S, ``n`` singers, one stopped take; ``upload`` of them
     (default all) have uploaded a recording.  Returns (take id, singers, their files)."""
     created = await _create(server)
     backing = write_wav(tmp_path / "soprano.wav", tone(440, 1.0))
     assert (await run_cli("lead", "track", "S", str(backing))).code == 0
     parts = ["S", "A", "T", "B"]
-    singers = [await Singer(server, f"Singer {i}", parts[i % 4]).join(str(created["code"]))
-               for i in range(n)]
+    singers = [
+        await Singer(server, f"Singer {i}", parts[i % 4]).join(str(created["code"]))
+        for i in range(n)
+    ]
     res = await run_cli("lead", "take", "run", "--seconds", "0.1", "--lead", "1", "--json")
     assert res.code == 0, res
     take_id = res.json()["take_id"]
@@ -53,8 +57,19 @@ async def _take_with_uploads(server: str, tmp_path: Path, n: int = 2,
 
 
 async def test_create_prints_code_and_remembers_token(server: str, config_dir: Path) -> None:
-    res = await run_cli("lead", "create", server, "--title", "Sofa Singers", "--meter", "3/4",
-                        "--count-in", "2", "--parts", "S,A,Men")
+    res = await run_cli(
+        "lead",
+        "create",
+        server,
+        "--title",
+        "Sofa Singers",
+        "--meter",
+        "3/4",
+        "--count-in",
+        "2",
+        "--parts",
+        "S,A,Men",
+    )
     assert res.code == 0, res
     sec = config.load()["leader"]
     sid = sec["current"]["session_id"]
@@ -68,8 +83,16 @@ async def test_create_prints_code_and_remembers_token(server: str, config_dir: P
     res = await run_cli("lead", "roster")
     assert f"nobody has joined yet (join code {code})" in res.out
     # the settings went through: 3/4, 2 bars count-in, the custom parts
-    res = await run_cli("lead", "create", server, "--title", "Second", "--json",
-                        "--tempo-map", str(_write_tempo_map(config_dir.parent)))
+    res = await run_cli(
+        "lead",
+        "create",
+        server,
+        "--title",
+        "Second",
+        "--json",
+        "--tempo-map",
+        str(_write_tempo_map(config_dir.parent)),
+    )
     assert res.code == 0, res
     s2 = res.json()["settings"]
     assert s2["tempo_map"][0]["bpm"] == 72.0 and s2["tempo_map"][0]["bar"] == 8
@@ -121,8 +144,14 @@ async def test_roster_shows_singers_live_state(server: str) -> None:
         assert people["Ann"]["level"]["rms_db"] == -18.0 and people["Ann"]["overflows"] == 3
         res = await run_cli("lead", "roster")
         assert res.code == 0
-        for needle in ("Ann", "Bo", "480 frames (10.0 ms) measured", "±0.20 ms",
-                       "not calibrated", "-18.0 dB"):
+        for needle in (
+            "Ann",
+            "Bo",
+            "480 frames (10.0 ms) measured",
+            "±0.20 ms",
+            "not calibrated",
+            "-18.0 dB",
+        ):
             assert needle in res.out, (needle, res.out)
     finally:
         await ann.close()

@@ -41,8 +41,9 @@ class Computer:
         self.folder = folder
         self._mp = monkeypatch
 
-    async def cli(self, *argv: str, stdin: str | None = None,
-                  env_token: str | None = None) -> CliResult:
+    async def cli(
+        self, *argv: str, stdin: str | None = None, env_token: str | None = None
+    ) -> CliResult:
         self._mp.setenv("TUTTI_CONFIG_DIR", str(self.folder))
         if env_token is None:
             self._mp.delenv("TUTTI_LEADER_TOKEN", raising=False)
@@ -74,24 +75,28 @@ async def _create(a: Computer, server: str, title: str = "Sofa Singers") -> dict
     return data
 
 
-async def _adopt_subprocess(config_dir: Path, server: str, session: str,
-                            stdin: bytes) -> tuple[int, str, str, list[str]]:
+async def _adopt_subprocess(
+    config_dir: Path, server: str, session: str, stdin: bytes
+) -> tuple[int, str, str, list[str]]:
     """``tutti lead adopt`` as a separate process; returns (code, out, err, its argv)."""
-    argv = [sys.executable, "-c", _TUTTI, "lead", "adopt", "--server", server,
-            "--session", session]
+    argv = [sys.executable, "-c", _TUTTI, "lead", "adopt", "--server", server, "--session", session]
     env = {k: v for k, v in os.environ.items() if k != "TUTTI_LEADER_TOKEN"}
     env["TUTTI_CONFIG_DIR"] = str(config_dir)
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env,
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode(), argv
 
 
-async def test_lead_from_another_computer(server: str, machine_a: Computer,
-                                          machine_b: Computer) -> None:
+async def test_lead_from_another_computer(
+    server: str, machine_a: Computer, machine_b: Computer
+) -> None:
     created = await _create(machine_a, server)
     sid = str(created["session_id"])
     saved_a = machine_a.config()["leader"][server][sid]["token"]
@@ -108,7 +113,8 @@ async def test_lead_from_another_computer(server: str, machine_a: Computer,
 
     # computer B: a separate process, the token only on its stdin
     code, out, err, argv = await _adopt_subprocess(
-        machine_b.folder, server, sid, (shown["token"] + "\n").encode())
+        machine_b.folder, server, sid, (shown["token"] + "\n").encode()
+    )
     assert code == 0, (out, err)
     assert saved_a not in " ".join(argv) and saved_a not in out + err
     assert f"session {sid} on {server}" in out and str(created["code"]) in out
@@ -184,8 +190,9 @@ async def test_adopt_refuses_wrong_tokens_and_stores_nothing(
 
 async def test_adopt_unreachable_and_token_without_session(machine_b: Computer) -> None:
     url = f"http://127.0.0.1:{unused_port()}"
-    res = await machine_b.cli("lead", "adopt", "--server", url, "--session", "abc",
-                              stdin=secrets.token_urlsafe(32))
+    res = await machine_b.cli(
+        "lead", "adopt", "--server", url, "--session", "abc", stdin=secrets.token_urlsafe(32)
+    )
     assert res.code == 3, res
     assert f"cannot reach the tutti server at {url}" in res.err
     assert not (machine_b.folder / "config.json").exists()
@@ -231,8 +238,20 @@ async def test_adopt_at_a_terminal_reads_the_token_without_echo(
     master, slave = os.openpty()
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _TUTTI, "lead", "adopt", "--server", server, "--session", sid,
-            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+            sys.executable,
+            "-c",
+            _TUTTI,
+            "lead",
+            "adopt",
+            "--server",
+            server,
+            "--session",
+            sid,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
         )
         os.close(slave)
         shown = await _read_pty(master, b"leader token (from `tutti lead token`): ")

@@ -25,20 +25,28 @@ def test_level_meter_fills_to_rms_and_marks_peak() -> None:
 
 def test_roster_events_tell_what_changed() -> None:
     st = RosterState()
-    lines = st.apply(Ev.WELCOME, {"role": "leader", "session": {
-        "code": "K7PX2M", "settings": {"title": "Sofa", "rate": 48000}}})
+    lines = st.apply(
+        Ev.WELCOME,
+        {
+            "role": "leader",
+            "session": {"code": "K7PX2M", "settings": {"title": "Sofa", "rate": 48000}},
+        },
+    )
     assert st.rate == 48000 and st.code == "K7PX2M" and "K7PX2M" in lines[0]
     lines = st.apply(Ev.ROSTER, {"participants": [_p("p1", "Ann", "S"), _p("p2", "Bo", "B")]})
     assert lines == ["Ann (S) joined, connected", "Bo (B) joined, connected"]
     assert st.apply(Ev.PARTICIPANT, _p("p1", "Ann", "S", connected=False)) == [
-        "Ann (S) disconnected"]
-    assert st.apply(Ev.PARTICIPANT, _p("p1", "Ann", "S", latency_frames=512,
-                                       latency_source="measured")) == [
-        "Ann (S) reconnected", "Ann (S) calibrated: 512 frames (measured)"]
+        "Ann (S) disconnected"
+    ]
+    assert st.apply(
+        Ev.PARTICIPANT, _p("p1", "Ann", "S", latency_frames=512, latency_source="measured")
+    ) == ["Ann (S) reconnected", "Ann (S) calibrated: 512 frames (measured)"]
     # levels in both accepted shapes; an xrun increase is a warning line
     assert st.apply(Ev.LEVELS, {"levels": {"p1": {"rms_db": -20.0, "peak_db": -6.0}}}) == []
-    lines = st.apply(Ev.LEVELS, {"levels": [{"participant_id": "p2", "rms_db": -30.0,
-                                             "peak_db": -10.0, "overflows": 2}]})
+    lines = st.apply(
+        Ev.LEVELS,
+        {"levels": [{"participant_id": "p2", "rms_db": -30.0, "peak_db": -10.0, "overflows": 2}]},
+    )
     assert lines and lines[0].startswith("WARNING Bo (B): audio dropouts (overflows 2")
     assert st.participants["p1"]["level"] == {"rms_db": -20.0, "peak_db": -6.0}
     assert st.level_line() == "levels: Ann -20 dB, Bo -30 dB"
@@ -55,10 +63,16 @@ def test_take_events_and_countdown() -> None:
     assert st.take_state == "running" and st.take_t0_local == 52.0
     st.apply(Ev.TAKE_STOP, {"take_id": "t1", "stopped_at": 110.0})
     assert st.take_state == "stopped"
-    lines = st.apply(Ev.TAKE_UPDATE, {"take_id": "t1", "singers": [
-        {"participant_id": "p1", "state": "uploaded"},
-        {"participant_id": "p2", "state": "uploading"},
-    ]})
+    lines = st.apply(
+        Ev.TAKE_UPDATE,
+        {
+            "take_id": "t1",
+            "singers": [
+                {"participant_id": "p1", "state": "uploaded"},
+                {"participant_id": "p2", "state": "uploading"},
+            ],
+        },
+    )
     assert lines == ["take t1: 1/2 uploaded"]
     st.apply(Ev.SESSION_CLOSED, {})
     assert st.closed
@@ -66,12 +80,24 @@ def test_take_events_and_countdown() -> None:
 
 def test_render_shows_every_column() -> None:
     st = RosterState(rate=48000, title="Sofa", code="K7PX2M", connected=True)
-    st.apply(Ev.ROSTER, {"participants": [
-        _p("p1", "Ann", "S", latency_frames=480, latency_source="measured",
-           clock={"offset": 0.1, "error_bound": 0.0004, "rtt_min": 0.001},
-           level={"rms_db": -18.0, "peak_db": -3.0, "clipped": True}, overflows=1),
-        _p("p2", "Bo [x]", "B", connected=False),
-    ]})
+    st.apply(
+        Ev.ROSTER,
+        {
+            "participants": [
+                _p(
+                    "p1",
+                    "Ann",
+                    "S",
+                    latency_frames=480,
+                    latency_source="measured",
+                    clock={"offset": 0.1, "error_bound": 0.0004, "rtt_min": 0.001},
+                    level={"rms_db": -18.0, "peak_db": -3.0, "clipped": True},
+                    overflows=1,
+                ),
+                _p("p2", "Bo [x]", "B", connected=False),
+            ]
+        },
+    )
     st.apply(Ev.TAKE_START, {"take_id": "t9", "t0": 5.0, "sent_at": 3.0}, now=10.0)
     con = Console(width=140, record=True, file=io.StringIO())
     con.print(render(st, now=11.0))

@@ -17,9 +17,11 @@ from tests.client.lead_cli import run_cli
 from tests.client.lead_support import Singer
 
 
-async def _expect(stream: asyncio.StreamReader, needle: str, seen: list[str],
-                  timeout: float = 15.0) -> str:
+async def _expect(
+    stream: asyncio.StreamReader, needle: str, seen: list[str], timeout: float = 15.0
+) -> str:
     """Read lines until one contains ``needle``; every line read is appended to ``seen``."""
+
     async def scan() -> str:
         while True:
             raw = await stream.readline()
@@ -39,8 +41,16 @@ async def test_watch_keys_start_and_stop_takes(server: str, tmp_path: Path) -> N
     code = res.json()["code"]
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tutti", "lead", "watch", "--lead", "1",
-        stdin=slave, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tutti",
+        "lead",
+        "watch",
+        "--lead",
+        "1",
+        stdin=slave,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "120"},
     )
     os.close(slave)
@@ -71,7 +81,10 @@ async def test_watch_keys_start_and_stop_takes(server: str, tmp_path: Path) -> N
         await ann.close()
     # the singer got the take the leader's key started, and the server has it stopped
     assert [e for e, _ in ann.events if e.startswith("take.")] == [
-        "take.armed", "take.start", "take.stop"]
+        "take.armed",
+        "take.start",
+        "take.stop",
+    ]
     res = await run_cli("lead", "takes", "--json")
     (take,) = res.json()["takes"]
     assert take["take_id"] == take_id and take["state"] == "stopped"
@@ -95,8 +108,14 @@ async def test_watch_on_a_terminal_draws_the_live_table(server: str) -> None:
     code = res.json()["code"]
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tutti", "lead", "watch",
-        stdin=slave, stdout=slave, stderr=slave,
+        sys.executable,
+        "-m",
+        "tutti",
+        "lead",
+        "watch",
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
         env={**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"},
     )
     os.close(slave)

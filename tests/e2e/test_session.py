@@ -107,8 +107,14 @@ class Harness:
         import sounddevice as sd
 
         with new_ports() as ports:
-            self._stream = sd.Stream(samplerate=RATE, blocksize=PERIOD, device="system",
-                                     channels=len(SINGERS), dtype="float32", callback=self._cb)
+            self._stream = sd.Stream(
+                samplerate=RATE,
+                blocksize=PERIOD,
+                device="system",
+                channels=len(SINGERS),
+                dtype="float32",
+                callback=self._cb,
+            )
         isolate_ports(ports)
         self.ins = [p for p in ports if ":in_" in p]
         self.outs = [p for p in ports if ":out_" in p]
@@ -185,8 +191,12 @@ class SingerProc:
         return SINGERS[self.k][0]
 
     def _env(self) -> dict[str, str]:
-        return {**self.env, "TUTTI_CONFIG_DIR": str(self.home / "config"),
-                "TUTTI_DATA_DIR": str(self.home / "data"), "PYTHONUNBUFFERED": "1"}
+        return {
+            **self.env,
+            "TUTTI_CONFIG_DIR": str(self.home / "config"),
+            "TUTTI_DATA_DIR": str(self.home / "data"),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     async def calibrate(self, harness: Harness, attempts: int = 3) -> int:
         """``tutti calibrate`` through the harness in loopback mode; the frames it stored.
@@ -198,27 +208,56 @@ class SingerProc:
         for attempt in range(attempts):
             wirer = Wirer(harness, self.k)
             p = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tutti", "calibrate", "--device", "system",
-                "--blocksize", str(PERIOD), "--json", cwd=ROOT, env=self._env(),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "tutti",
+                "calibrate",
+                "--device",
+                "system",
+                "--blocksize",
+                str(PERIOD),
+                "--json",
+                cwd=ROOT,
+                env=self._env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             out, err = await asyncio.wait_for(p.communicate(), 120)
             wirer._stop.set()
             assert wirer.client, "calibrate's stream was never wired to the harness"
             if p.returncode == 0:
                 harness.ring[self.k] = 1.0
                 return int(json.loads(out)["frames"])
-            print(f"calibration attempt {attempt + 1} of {self.name} failed:\n"
-                  f"{err.decode()[-800:]}")
+            print(
+                f"calibration attempt {attempt + 1} of {self.name} failed:\n{err.decode()[-800:]}"
+            )
         raise AssertionError(f"{self.name}: calibration failed {attempts} times")
 
     async def start(self, harness: Harness) -> str:
         wirer = Wirer(harness, self.k)
         name, part, _ = SINGERS[self.k]
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tutti", "join", self.url, "--code", self.code, "--name", name,
-            "--part", part, "--device", "system", "--blocksize", str(PERIOD), "--plain",
-            cwd=ROOT, env=self._env(), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "tutti",
+            "join",
+            self.url,
+            "--code",
+            self.code,
+            "--name",
+            name,
+            "--part",
+            part,
+            "--device",
+            "system",
+            "--blocksize",
+            str(PERIOD),
+            "--plain",
+            cwd=ROOT,
+            env=self._env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         self._pump = asyncio.create_task(self._read())
         return await wirer.wait(60)
 
@@ -300,8 +339,20 @@ async def choir(jack: JackServer, tmp_path: Path) -> AsyncIterator[Choir]:
     harness = Harness(seconds=150).start()
     singers: list[SingerProc] = []
     try:
-        res = await run_cli("lead", "create", url, "--title", "Sofa Singers E2E", "--bpm", "120",
-                            "--count-in", "1", "--parts", "S,A,T,B", "--json")
+        res = await run_cli(
+            "lead",
+            "create",
+            url,
+            "--title",
+            "Sofa Singers E2E",
+            "--bpm",
+            "120",
+            "--count-in",
+            "1",
+            "--parts",
+            "S,A,T,B",
+            "--json",
+        )
         assert res.code == 0, res
         created = res.json()
         settings = wire.parse_settings(created["settings"])
@@ -350,8 +401,10 @@ async def _wait_roster(n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
 def _best_lag(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], span: int) -> int:
     """Lag d in [-span, span] maximising sum x[n] * y[n - d]."""
     n = min(len(x), len(y)) - 2 * span
-    scores = [float(np.dot(x[span : span + n], y[span - d : span - d + n]))
-              for d in range(-span, span + 1)]
+    scores = [
+        float(np.dot(x[span : span + n], y[span - d : span - d + n]))
+        for d in range(-span, span + 1)
+    ]
     return int(np.argmax(scores)) - span
 
 
@@ -403,8 +456,7 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
             t0 = t_base + shift + extra
             lo = max(0, -t0)  # the first block may start before timeline 0
             want = prog[t0 + lo : t0 + PERIOD]
-            if np.allclose(block[lo:], want, atol=1e-6, rtol=0) and (
-                    extra == 0 or np.any(want)):
+            if np.allclose(block[lo:], want, atol=1e-6, rtol=0) and (extra == 0 or np.any(want)):
                 if extra:
                     skips += abs(extra) // PERIOD
                     shift += extra
@@ -418,8 +470,9 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
     return Sung(ref, h0, skips, unmatched, blocks)
 
 
-def _program_first(settings: wire.SessionSettings, backing: npt.NDArray[np.float32]) -> tuple[
-        int, npt.NDArray[np.float32]]:
+def _program_first(
+    settings: wire.SessionSettings, backing: npt.NDArray[np.float32]
+) -> tuple[int, npt.NDArray[np.float32]]:
     from tutti.client.program import render_program
 
     prog = render_program(settings, backing, channels=2).audio[:, 0]
@@ -445,9 +498,14 @@ class TakeCheck:
     mix_output: str  # what ``tutti mix`` printed
 
 
-def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path,
-                min_seconds: dict[str, float] | None = None,
-                until: dict[str, int] | None = None) -> TakeCheck:
+def _check_take(
+    c: Choir,
+    take_id: str,
+    harness_from: int,
+    folder: Path,
+    min_seconds: dict[str, float] | None = None,
+    until: dict[str, int] | None = None,
+) -> TakeCheck:
     """Check a downloaded and mixed take against what the harness sang (see module doc).
 
     ``min_seconds``: per singer, the least audio a recording must hold (default 3.5 s);
@@ -496,18 +554,26 @@ def _check_take(c: Choir, take_id: str, harness_from: int, folder: Path,
 
     lufs = float(pyloudnorm.Meter(RATE).integrated_loudness(mix))
     h0s = [sg.h0 for sg in sung]
-    return TakeCheck(take_id, h0s, max(h0s) - min(h0s), [sg.slips for sg in sung],
-                     [sg.off_program for sg in sung], [sg.blocks for sg in sung], stem_lags,
-                     stem_off, mix_lags,
-                     [float(g) for g in gains], lufs,
-                     [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS],
-                     (folder / "mix-output.txt").read_text())
+    return TakeCheck(
+        take_id,
+        h0s,
+        max(h0s) - min(h0s),
+        [sg.slips for sg in sung],
+        [sg.off_program for sg in sung],
+        [sg.blocks for sg in sung],
+        stem_lags,
+        stem_off,
+        mix_lags,
+        [float(g) for g in gains],
+        lufs,
+        [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS],
+        (folder / "mix-output.txt").read_text(),
+    )
 
 
 async def _run_take(c: Choir, seconds: float) -> tuple[str, int]:
     harness_from = c.harness.pos
-    res = await run_cli("lead", "take", "run", "--seconds", str(seconds), "--lead", "2",
-                        "--json")
+    res = await run_cli("lead", "take", "run", "--seconds", str(seconds), "--lead", "2", "--json")
     assert res.code == 0, res
     return str(res.json()["take_id"]), harness_from
 
@@ -548,12 +614,14 @@ def _loudness_ok(t: TakeCheck) -> bool:
 def _report(checks: list[TakeCheck], c: Choir) -> None:
     print(f"\ncalibrated round trips through the harness: {c.latencies} frames")
     for t in checks:
-        print(f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
-              f"slipped periods {t.slips}; singer periods off-program "
-              f"{t.off_program} of {t.blocks}; stem lags {t.stem_lags}, periods off "
-              f"{t.stem_off}; mix lags {t.mix_lags}, gains "
-              f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
-              f"xruns (over, under) {t.xruns}")
+        print(
+            f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
+            f"slipped periods {t.slips}; singer periods off-program "
+            f"{t.off_program} of {t.blocks}; stem lags {t.stem_lags}, periods off "
+            f"{t.stem_off}; mix lags {t.mix_lags}, gains "
+            f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
+            f"xruns (over, under) {t.xruns}"
+        )
 
 
 def _assert_take(t: TakeCheck) -> None:
@@ -606,8 +674,9 @@ async def test_singer_killed_mid_take_and_server_restarted(
         ben = c.singers[1]
         try:
             since1 = c.harness.pos
-            run1 = asyncio.create_task(run_cli("lead", "take", "run", "--seconds", "6",
-                                               "--lead", "2", "--json"))
+            run1 = asyncio.create_task(
+                run_cli("lead", "take", "run", "--seconds", "6", "--lead", "2", "--json")
+            )
             await asyncio.sleep(2 + 3)
             killed_at = c.harness.pos
             await ben.kill9()
@@ -627,9 +696,14 @@ async def test_singer_killed_mid_take_and_server_restarted(
             await _fetch_and_mix(take2, tmp_path / "take2")
             # Ben sang from the start of take 1 until he was killed; at most ~1 s may be lost
             sung_s = (killed_at - since1) / RATE - 2.0
-            check1 = _check_take(c, take1, since1, tmp_path / "take1",
-                                 {"Ben": sung_s - 1.5, "Ann": 5.5, "Cleo": 5.5, "Dev": 5.5},
-                                 {"Ben": killed_at})
+            check1 = _check_take(
+                c,
+                take1,
+                since1,
+                tmp_path / "take1",
+                {"Ben": sung_s - 1.5, "Ann": 5.5, "Cleo": 5.5, "Dev": 5.5},
+                {"Ben": killed_at},
+            )
             check2 = _check_take(c, take2, since2, tmp_path / "take2")
         except BaseException:
             print("\n".join(s.tail() for s in c.singers))

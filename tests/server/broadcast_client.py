@@ -27,13 +27,18 @@ async def main(url: str, tokens_file: Path, out: Path, timeout: float = 60.0) ->
     def on_start(i: int) -> Any:
         async def handler(data: dict[str, Any]) -> None:
             arrived[i] = (time.monotonic(), float(data["sent_at"]))
+
         return handler
 
     for i, token in enumerate(tokens):
         c = socketio.AsyncClient(reconnection=False)
         c.on(Ev.TAKE_START, on_start(i))
-        await c.connect(url, auth={"token": token, "protocol": PROTOCOL_VERSION},
-                        transports=["websocket"], wait_timeout=30)
+        await c.connect(
+            url,
+            auth={"token": token, "protocol": PROTOCOL_VERSION},
+            transports=["websocket"],
+            wait_timeout=30,
+        )
         clients.append(c)
     print("ready", flush=True)
     deadline = time.monotonic() + timeout

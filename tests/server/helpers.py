@@ -17,8 +17,13 @@ import soundfile as sf
 
 from tutti.wire import PROTOCOL_VERSION
 
-SETTINGS: dict[str, Any] = {"title": "Tuesday choir", "rate": 48000, "bpm": 120,
-                            "parts": ["S", "A", "T", "B"], "count_in_bars": 1}
+SETTINGS: dict[str, Any] = {
+    "title": "Tuesday choir",
+    "rate": 48000,
+    "bpm": 120,
+    "parts": ["S", "A", "T", "B"],
+    "count_in_bars": 1,
+}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -55,8 +60,9 @@ async def create_session(http: aiohttp.ClientSession, **settings: Any) -> Leader
     return Leader(d["session_id"], d["code"], d["leader_token"])
 
 
-async def join(http: aiohttp.ClientSession, code: str, name: str = "Ann",
-               part: str = "S") -> Singer:
+async def join(
+    http: aiohttp.ClientSession, code: str, name: str = "Ann", part: str = "S"
+) -> Singer:
     async with http.post("/api/join", json={"code": code, "name": name, "part": part}) as r:
         assert r.status == 200, await r.text()
         d = await r.json()
@@ -92,14 +98,24 @@ class Recorder:
         # the server refuses with {"message", "data": {"code", "message"}}
         self.connect_error = data.get("data", data) if isinstance(data, dict) else data
 
-    async def connect(self, url: str, token: str, protocol: int = PROTOCOL_VERSION,
-                      headers: dict[str, str] | None = None) -> None:
-        await self.client.connect(url, auth={"token": token, "protocol": protocol},
-                                  transports=["websocket"], headers=headers or {},
-                                  wait_timeout=10)
+    async def connect(
+        self,
+        url: str,
+        token: str,
+        protocol: int = PROTOCOL_VERSION,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await self.client.connect(
+            url,
+            auth={"token": token, "protocol": protocol},
+            transports=["websocket"],
+            headers=headers or {},
+            wait_timeout=10,
+        )
 
-    async def wait(self, event: str, pred: Callable[[Any], bool] = lambda d: True,
-                   timeout: float = 5.0) -> Any:
+    async def wait(
+        self, event: str, pred: Callable[[Any], bool] = lambda d: True, timeout: float = 5.0
+    ) -> Any:
         """Coroutine: the first recorded ``event`` whose payload satisfies ``pred``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -129,8 +145,16 @@ class Recorder:
             await http.close()
 
 
-def write_audio(path: Path, *, rate: int = 48000, frames: int = 4800, channels: int = 1,
-                fmt: str | None = None, subtype: str | None = None, seed: int = 0) -> str:
+def write_audio(
+    path: Path,
+    *,
+    rate: int = 48000,
+    frames: int = 4800,
+    channels: int = 1,
+    fmt: str | None = None,
+    subtype: str | None = None,
+    seed: int = 0,
+) -> str:
     """Write a noise-and-sine test file with soundfile; return its sha256 hex."""
     rng = np.random.default_rng(seed)
     t = np.arange(frames, dtype=np.float64) / rate

@@ -14,8 +14,14 @@ from tests.support.server import ServeProcess
 
 async def run_serve(*args: str) -> tuple[int, str, str]:
     p = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tutti", "serve", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tutti",
+        "serve",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(p.communicate(), 30)
     assert p.returncode is not None
     return p.returncode, out.decode(), err.decode()
@@ -46,16 +52,19 @@ async def test_bad_options(tmp_path: Path) -> None:
 
 
 async def test_trust_proxy_flag_reaches_the_join_limit(tmp_path: Path) -> None:
-    proc = ServeProcess(tmp_path / "data", "--trust-proxy", "10.0.0.0/8",
-                        "--trust-proxy", "127.0.0.1")
+    proc = ServeProcess(
+        tmp_path / "data", "--trust-proxy", "10.0.0.0/8", "--trust-proxy", "127.0.0.1"
+    )
     try:
         url = await proc.start()
         async with aiohttp.ClientSession(url) as http:
             statuses = []
             for addr in ["203.0.113.5"] * 11 + ["203.0.113.6"]:
-                async with http.post("/api/join", json={"code": "WRONG2", "name": "Eve",
-                                                        "part": "S"},
-                                     headers={"X-Forwarded-For": addr}) as r:
+                async with http.post(
+                    "/api/join",
+                    json={"code": "WRONG2", "name": "Eve", "part": "S"},
+                    headers={"X-Forwarded-For": addr},
+                ) as r:
                     statuses.append(r.status)
         assert statuses == [404] * 10 + [429, 404]
     finally:

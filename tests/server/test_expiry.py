@@ -21,8 +21,9 @@ async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> N
             async with http.post("/api/session/takes", headers=bearer(leader.token)) as r:
                 assert r.status == 201
                 take_id = (await r.json())["take_id"]
-            async with http.post(f"/api/session/takes/{take_id}/stop",
-                                 headers=bearer(leader.token)) as r:
+            async with http.post(
+                f"/api/session/takes/{take_id}/stop", headers=bearer(leader.token)
+            ) as r:
                 assert r.status == 200
             await asyncio.sleep(1.6)
 
@@ -32,20 +33,26 @@ async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> N
             assert err["code"] == "session_expired"
             assert "expired on" in err["message"] and "tutti lead create" in err["message"]
 
-            async with http.post("/api/join", json={"code": leader.code, "name": "Bo",
-                                                    "part": "A"}) as r:
+            async with http.post(
+                "/api/join", json={"code": leader.code, "name": "Bo", "part": "A"}
+            ) as r:
                 assert r.status == 403
                 assert (await error_of(r))["code"] == "session_expired"
 
-            async with http.patch("/api/session", json={"bpm": 90},
-                                  headers=bearer(leader.token)) as r:
+            async with http.patch(
+                "/api/session", json={"bpm": 90}, headers=bearer(leader.token)
+            ) as r:
                 assert r.status == 409
                 assert (await error_of(r))["code"] == "session_expired"
 
             rec = Recorder()
             with pytest.raises(socketio.exceptions.ConnectionError):
-                await rec.client.connect(server.url, auth={"token": singer.token, "protocol": 1},
-                                         transports=["websocket"], wait_timeout=5)
+                await rec.client.connect(
+                    server.url,
+                    auth={"token": singer.token, "protocol": 1},
+                    transports=["websocket"],
+                    wait_timeout=5,
+                )
             assert rec.connect_error["code"] == "session_expired"
             await rec.close()
 
@@ -53,6 +60,7 @@ async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> N
             async with http.get("/api/session/takes", headers=bearer(leader.token)) as r:
                 assert r.status == 200
                 assert [t["take_id"] for t in (await r.json())["takes"]] == [take_id]
-            async with http.get(f"/api/session/takes/{take_id}/manifest",
-                                headers=bearer(leader.token)) as r:
+            async with http.get(
+                f"/api/session/takes/{take_id}/manifest", headers=bearer(leader.token)
+            ) as r:
                 assert r.status == 200

@@ -24,7 +24,8 @@ async def _healthz(http: aiohttp.ClientSession) -> tuple[int, dict[str, object]]
 
 
 async def test_probe_blocked_by_a_directory_gives_503_then_recovers(
-        server: RunningServer, http: aiohttp.ClientSession) -> None:
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     data = server.config.data_dir
     status, body = await _healthz(http)
     assert status == 200 and body["ok"] is True
@@ -63,10 +64,13 @@ def _read_only_dirs_stop_writes() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _read_only_dirs_stop_writes(),
-                    reason="this process writes into read-only directories (root)")
+@pytest.mark.skipif(
+    not _read_only_dirs_stop_writes(),
+    reason="this process writes into read-only directories (root)",
+)
 async def test_read_only_data_dir_gives_503_even_with_an_existing_probe_file(
-        server: RunningServer, http: aiohttp.ClientSession) -> None:
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     data = server.config.data_dir
     assert (await _healthz(http))[0] == 200  # the probe file now exists and is writable
     mode = data.stat().st_mode
@@ -78,7 +82,6 @@ async def test_read_only_data_dir_gives_503_even_with_an_existing_probe_file(
     assert status == 503 and err["code"] == "data_dir_unwritable"
     assert "Permission denied" in str(err["message"])
     assert (await _healthz(http))[0] == 200
-
 
 
 async def test_a_killed_servers_probe_file_is_removed_at_start(tmp_path: Path) -> None:

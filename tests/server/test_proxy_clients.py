@@ -20,23 +20,28 @@ LIMIT = 10  # Config.join_failures_per_minute
 
 async def wrong_join(http: aiohttp.ClientSession, forwarded: str | None) -> int:
     headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
-    async with http.post("/api/join", json={"code": "WRONG2", "name": "Eve", "part": "S"},
-                         headers=headers) as r:
+    async with http.post(
+        "/api/join", json={"code": "WRONG2", "name": "Eve", "part": "S"}, headers=headers
+    ) as r:
         if r.status == 429:
             assert (await error_of(r))["code"] == "rate_limited"
         return r.status
 
 
 async def right_join(http: aiohttp.ClientSession, code: str, forwarded: str) -> int:
-    async with http.post("/api/join", json={"code": code, "name": "Ann", "part": "S"},
-                         headers={"X-Forwarded-For": forwarded}) as r:
+    async with http.post(
+        "/api/join",
+        json={"code": code, "name": "Ann", "part": "S"},
+        headers={"X-Forwarded-For": forwarded},
+    ) as r:
         await r.read()
         return r.status
 
 
 async def test_singers_behind_a_trusted_proxy_each_get_their_own_limit(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "data",
-                              trusted_proxies=("127.0.0.1", "10.0.0.0/8")) as srv:
+    async with running_server(
+        tmp_path / "data", trusted_proxies=("127.0.0.1", "10.0.0.0/8")
+    ) as srv:
         async with aiohttp.ClientSession(srv.url) as http:
             leader = await create_session(http)
             eve = [await wrong_join(http, "203.0.113.5") for _ in range(LIMIT + 1)]
@@ -54,10 +59,12 @@ async def test_singers_behind_a_trusted_proxy_each_get_their_own_limit(tmp_path:
             assert await wrong_join(http, None) == 404
 
 
-@pytest.mark.parametrize("trusted", [(), ("10.0.0.0/8", "::1")],
-                         ids=["no trusted proxies", "peer not among them"])
+@pytest.mark.parametrize(
+    "trusted", [(), ("10.0.0.0/8", "::1")], ids=["no trusted proxies", "peer not among them"]
+)
 async def test_forwarded_header_from_an_untrusted_peer_is_ignored(
-        tmp_path: Path, trusted: tuple[str, ...]) -> None:
+    tmp_path: Path, trusted: tuple[str, ...]
+) -> None:
     async with running_server(tmp_path / "data", trusted_proxies=trusted) as srv:
         async with aiohttp.ClientSession(srv.url) as http:
             leader = await create_session(http)
@@ -68,18 +75,21 @@ async def test_forwarded_header_from_an_untrusted_peer_is_ignored(
             assert await right_join(http, leader.code, "198.51.100.2") == 429
 
 
-@pytest.mark.parametrize("peer, header, want", [
-    ("127.0.0.1", None, "127.0.0.1"),                       # no header: the peer
-    ("127.0.0.1", "203.0.113.5", "203.0.113.5"),
-    ("127.0.0.1", "10.0.0.2, 10.0.0.1", "10.0.0.2"),        # all trusted: the left-most
-    ("127.0.0.1", "203.0.113.5, not-an-ip", "127.0.0.1"),   # garbage: the hop that wrote it
-    ("127.0.0.1", "203.0.113.5, 10.0.0.1, bad", "127.0.0.1"),
-    ("127.0.0.1", "bad, 10.0.0.1", "10.0.0.1"),
-    ("127.0.0.1", " 203.0.113.5 ,, ", "203.0.113.5"),       # spaces and empty entries
-    ("::ffff:127.0.0.1", "203.0.113.5", "203.0.113.5"),     # IPv4-mapped peer
-    ("::1", "2001:db8::1", "2001:db8::1"),
-    ("192.0.2.1", "203.0.113.5", "192.0.2.1"),              # untrusted peer: header ignored
-])
+@pytest.mark.parametrize(
+    "peer, header, want",
+    [
+        ("127.0.0.1", None, "127.0.0.1"),  # no header: the peer
+        ("127.0.0.1", "203.0.113.5", "203.0.113.5"),
+        ("127.0.0.1", "10.0.0.2, 10.0.0.1", "10.0.0.2"),  # all trusted: the left-most
+        ("127.0.0.1", "203.0.113.5, not-an-ip", "127.0.0.1"),  # garbage: the hop that wrote it
+        ("127.0.0.1", "203.0.113.5, 10.0.0.1, bad", "127.0.0.1"),
+        ("127.0.0.1", "bad, 10.0.0.1", "10.0.0.1"),
+        ("127.0.0.1", " 203.0.113.5 ,, ", "203.0.113.5"),  # spaces and empty entries
+        ("::ffff:127.0.0.1", "203.0.113.5", "203.0.113.5"),  # IPv4-mapped peer
+        ("::1", "2001:db8::1", "2001:db8::1"),
+        ("192.0.2.1", "203.0.113.5", "192.0.2.1"),  # untrusted peer: header ignored
+    ],
+)
 def test_client_address_rules(peer: str, header: str | None, want: str) -> None:
     proxies = parse_proxies(["127.0.0.1", "10.0.0.0/8", "::1"])
     headers = {} if header is None else {"X-Forwarded-For": header}

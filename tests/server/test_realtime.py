@@ -16,20 +16,23 @@ from tests.support.server import RunningServer
 from tutti.wire import MAX_EVENT_BYTES, Ev
 
 
-@pytest.mark.parametrize("auth, code", [
-    ({"token": "nope", "protocol": 1}, "bad_token"),
-    ({"protocol": 1}, "no_token"),
-    ({"token": "LEADER", "protocol": 99}, "protocol"),
-])
-async def test_connect_refused(server: RunningServer, http: aiohttp.ClientSession,
-                               auth: dict[str, object], code: str) -> None:
+@pytest.mark.parametrize(
+    "auth, code",
+    [
+        ({"token": "nope", "protocol": 1}, "bad_token"),
+        ({"protocol": 1}, "no_token"),
+        ({"token": "LEADER", "protocol": 99}, "protocol"),
+    ],
+)
+async def test_connect_refused(
+    server: RunningServer, http: aiohttp.ClientSession, auth: dict[str, object], code: str
+) -> None:
     leader = await create_session(http)
     if auth.get("token") == "LEADER":
         auth = {**auth, "token": leader.token}
     rec = Recorder()
     with pytest.raises(socketio.exceptions.ConnectionError):
-        await rec.client.connect(server.url, auth=auth, transports=["websocket"],
-                                 wait_timeout=5)
+        await rec.client.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=5)
     assert rec.connect_error["code"] == code and rec.connect_error["message"]
     await rec.close()
 
@@ -52,6 +55,7 @@ async def test_cors_origin_configured(tmp_path: object) -> None:
     from pathlib import Path
 
     from tests.support.server import running_server
+
     assert isinstance(tmp_path, Path)
     async with running_server(tmp_path / "d", cors_origins=("http://app.example",)) as srv:
         async with aiohttp.ClientSession(srv.url) as http:
@@ -61,8 +65,9 @@ async def test_cors_origin_configured(tmp_path: object) -> None:
                 assert "Access-Control-Allow-Origin" not in r.headers
 
 
-async def test_roster_join_leave_reconnect(server: RunningServer,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_roster_join_leave_reconnect(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     singer = await join(http, leader.code, "Ann", "S")
     lead = Recorder()
@@ -85,8 +90,9 @@ async def test_roster_join_leave_reconnect(server: RunningServer,
     again = Recorder()  # reconnect with the same token: the same participant
     await again.connect(server.url, singer.token)
     assert (await again.wait(Ev.WELCOME))["participant_id"] == singer.participant_id
-    await lead.wait(Ev.PARTICIPANT,
-                    lambda d: d["connected"] is True and len(lead.of(Ev.PARTICIPANT)) > 2)
+    await lead.wait(
+        Ev.PARTICIPANT, lambda d: d["connected"] is True and len(lead.of(Ev.PARTICIPANT)) > 2
+    )
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         people = (await r.json())["participants"]
     assert len(people) == 1
@@ -111,8 +117,9 @@ async def test_levels_relayed_batched(server: RunningServer, http: aiohttp.Clien
     t_start = time.monotonic()
     for k in range(10):  # 3 singers × 10 reports in ~0.3 s
         for c in clients:
-            await c.client.emit(Ev.LEVEL, {"rms_db": -20.0 - k, "peak_db": -6.0,
-                                           "overflows": k, "underflows": 0})
+            await c.client.emit(
+                Ev.LEVEL, {"rms_db": -20.0 - k, "peak_db": -6.0, "overflows": k, "underflows": 0}
+            )
         await asyncio.sleep(0.03)
     latest: dict[str, int] = {}
 
@@ -134,8 +141,9 @@ async def test_levels_relayed_batched(server: RunningServer, http: aiohttp.Clien
     await lead.close()
 
 
-async def test_clock_probe_estimator_on_loopback(server: RunningServer,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_clock_probe_estimator_on_loopback(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     """NTP-style estimate from the lowest-RTT probes; on one host the true offset is 0."""
     leader = await create_session(http)
     singer = await join(http, leader.code)
@@ -159,13 +167,17 @@ async def test_clock_probe_estimator_on_loopback(server: RunningServer,
         # the error never exceeds the bound the estimator reports
         assert abs(offset) <= bounds[-1] + 1e-6
     p99 = float(np.percentile(errors, 99))
-    print(f"\nclock probe on loopback, 20 estimates: |offset error| median "
-          f"{statistics.median(errors) * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs; "
-          f"rtt_min median {statistics.median(rtts) * 1e6:.0f} µs")
+    print(
+        f"\nclock probe on loopback, 20 estimates: |offset error| median "
+        f"{statistics.median(errors) * 1e6:.1f} µs, p99 {p99 * 1e6:.1f} µs; "
+        f"rtt_min median {statistics.median(rtts) * 1e6:.0f} µs"
+    )
     # robust to a load spike hitting one estimate (the bound above holds for every one)
     assert statistics.median(errors) < 100e-6
-    await c.client.emit(Ev.CLOCK_REPORT, {"offset": offset, "error_bound": bounds[-1],
-                                          "rtt_min": rtts[-1], "samples": 5})
+    await c.client.emit(
+        Ev.CLOCK_REPORT,
+        {"offset": offset, "error_bound": bounds[-1], "rtt_min": rtts[-1], "samples": 5},
+    )
     await c.client.call(Ev.CLOCK_PROBE, {"t0": 0.0}, timeout=5)  # the report was handled
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         p = (await r.json())["participants"][0]
@@ -186,10 +198,12 @@ BAD_EVENTS = [
 ]
 
 
-@pytest.mark.parametrize("event, payload", BAD_EVENTS,
-                         ids=[f"{e}-{i}" for i, (e, _) in enumerate(BAD_EVENTS)])
-async def test_malformed_event_payloads(server: RunningServer, http: aiohttp.ClientSession,
-                                        event: str, payload: object) -> None:
+@pytest.mark.parametrize(
+    "event, payload", BAD_EVENTS, ids=[f"{e}-{i}" for i, (e, _) in enumerate(BAD_EVENTS)]
+)
+async def test_malformed_event_payloads(
+    server: RunningServer, http: aiohttp.ClientSession, event: str, payload: object
+) -> None:
     leader = await create_session(http)
     bad_s, good_s = await join(http, leader.code, "Bad"), await join(http, leader.code, "Good")
     bad, good = Recorder(), Recorder()
@@ -207,8 +221,9 @@ async def test_malformed_event_payloads(server: RunningServer, http: aiohttp.Cli
     await good.close()
 
 
-async def test_oversize_socketio_message_refused(server: RunningServer,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_oversize_socketio_message_refused(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     bad_s, good_s = await join(http, leader.code, "Bad"), await join(http, leader.code, "Good")
     lead, bad, good = Recorder(), Recorder(), Recorder()
@@ -216,20 +231,25 @@ async def test_oversize_socketio_message_refused(server: RunningServer,
     await bad.connect(server.url, bad_s.token)
     await good.connect(server.url, good_s.token)
     await bad.client.emit(Ev.LEVEL, {"rms_db": -20, "peak_db": -6, "pad": "x" * MAX_EVENT_BYTES})
-    await lead.wait(Ev.PARTICIPANT, lambda d: d["participant_id"] == bad_s.participant_id
-                    and d["connected"] is False, timeout=5)
+    await lead.wait(
+        Ev.PARTICIPANT,
+        lambda d: d["participant_id"] == bad_s.participant_id and d["connected"] is False,
+        timeout=5,
+    )
     reply = await good.client.call(Ev.CLOCK_PROBE, {"t0": 2.0}, timeout=5)
     assert reply["t0"] == 2.0
     # a message just under the limit is fine
-    await good.client.emit(Ev.TAKE_STATE, {"take_id": "t", "state": "recording",
-                                           "detail": "y" * 400})
+    await good.client.emit(
+        Ev.TAKE_STATE, {"take_id": "t", "state": "recording", "detail": "y" * 400}
+    )
     assert (await good.wait(Ev.ERROR))["code"] == "not_found"
     for c in (lead, bad, good):
         await c.close()
 
 
-async def test_closed_session_refuses_connections(server: RunningServer,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_closed_session_refuses_connections(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     singer = await join(http, leader.code)
     s = Recorder()
@@ -247,21 +267,26 @@ async def test_closed_session_refuses_connections(server: RunningServer,
         assert (await error_of(r))["code"] == "session_closed"
 
 
-async def test_leader_socket_cannot_send_singer_events(server: RunningServer,
-                                                       http: aiohttp.ClientSession) -> None:
+async def test_leader_socket_cannot_send_singer_events(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     lead = Recorder()
     await lead.connect(server.url, leader.token)
     await lead.client.emit(Ev.CALIBRATION, {"latency_frames": 10, "source": "measured"})
     err = await lead.wait(Ev.ERROR)
-    assert err == {"event": Ev.CALIBRATION, "code": "forbidden",
-                   "message": "only singers send this event"}
+    assert err == {
+        "event": Ev.CALIBRATION,
+        "code": "forbidden",
+        "message": "only singers send this event",
+    }
     assert (await lead.client.call(Ev.CLOCK_PROBE, {"t0": 3.0}, timeout=5))["t0"] == 3.0
     await lead.close()
 
 
-async def test_two_sockets_one_participant(server: RunningServer,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_two_sockets_one_participant(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     ann = await join(http, leader.code)
     lead, a, b = Recorder(), Recorder(), Recorder()
@@ -280,8 +305,9 @@ async def test_two_sockets_one_participant(server: RunningServer,
     await lead.close()
 
 
-async def test_welcome_carries_the_latest_take(server: RunningServer,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_welcome_carries_the_latest_take(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     singer = await join(http, leader.code, "Ann", "S")
     first = Recorder()
@@ -290,8 +316,7 @@ async def test_welcome_carries_the_latest_take(server: RunningServer,
     await first.close()
     async with http.post("/api/session/takes", headers=bearer(leader.token)) as r:
         take_id = (await r.json())["take_id"]
-    async with http.post(f"/api/session/takes/{take_id}/stop",
-                         headers=bearer(leader.token)) as r:
+    async with http.post(f"/api/session/takes/{take_id}/stop", headers=bearer(leader.token)) as r:
         assert r.status == 200
     again = Recorder()  # a singer reconnecting after missing the stop learns of it here
     await again.connect(server.url, singer.token)

@@ -19,19 +19,38 @@ from tutti.wire import Ev
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-async def upload_take(http: aiohttp.ClientSession, token: str, take_id: str, data: bytes,
-                      frames: int) -> None:
+async def upload_take(
+    http: aiohttp.ClientSession, token: str, take_id: str, data: bytes, frames: int
+) -> None:
     sha = hashlib.sha256(data).hexdigest()
-    async with http.post("/files/", headers={
-            **TUS, "Authorization": f"Bearer {token}", "Upload-Length": str(len(data)),
-            "Upload-Metadata": encode_metadata({"take_id": take_id, "filename": "t.flac",
-                                                "sha256": sha,
-                                                "recording": recording_meta(frames)})}) as r:
+    async with http.post(
+        "/files/",
+        headers={
+            **TUS,
+            "Authorization": f"Bearer {token}",
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": encode_metadata(
+                {
+                    "take_id": take_id,
+                    "filename": "t.flac",
+                    "sha256": sha,
+                    "recording": recording_meta(frames),
+                }
+            ),
+        },
+    ) as r:
         assert r.status == 201, await r.text()
         loc = r.headers["Location"]
-    async with http.patch(loc, data=io.BytesIO(data), headers={
-            **TUS, "Authorization": f"Bearer {token}", "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream"}) as r:
+    async with http.patch(
+        loc,
+        data=io.BytesIO(data),
+        headers={
+            **TUS,
+            "Authorization": f"Bearer {token}",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    ) as r:
         assert r.status == 204, await r.text()
 
 
@@ -50,13 +69,15 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
             leader = await create_session(http, bpm=96)
             ann = await join(http, leader.code, "Ann", "S")
             bob = await join(http, leader.code, "Bob", "B")
-            async with http.put("/api/session/tracks/S", data=track.read_bytes(),
-                                headers={**leader.headers, "Content-Type": "audio/wav"}) as r:
+            async with http.put(
+                "/api/session/tracks/S",
+                data=track.read_bytes(),
+                headers={**leader.headers, "Content-Type": "audio/wav"},
+            ) as r:
                 assert r.status == 201
             async with http.post("/api/session/takes", headers=leader.headers) as r:
                 take1 = (await r.json())["take_id"]
-            async with http.post(f"/api/session/takes/{take1}/start",
-                                 headers=leader.headers) as r:
+            async with http.post(f"/api/session/takes/{take1}/start", headers=leader.headers) as r:
                 assert r.status == 200
             async with http.post(f"/api/session/takes/{take1}/stop", headers=leader.headers):
                 pass
@@ -64,8 +85,7 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
             # a second take is running when the server dies; sockets are connected
             async with http.post("/api/session/takes", headers=leader.headers) as r:
                 take2 = (await r.json())["take_id"]
-            async with http.post(f"/api/session/takes/{take2}/start",
-                                 headers=leader.headers) as r:
+            async with http.post(f"/api/session/takes/{take2}/start", headers=leader.headers) as r:
                 assert r.status == 200
             sock = Recorder()
             await sock.connect(url, bob.token)
@@ -91,8 +111,10 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
             assert takes[take1]["state"] == "stopped" and takes[take2]["state"] == "running"
             states = {x["participant_id"]: x["state"] for x in takes[take1]["singers"]}
             assert states == {ann.participant_id: "uploaded", bob.participant_id: "expected"}
-            async with http.get(f"/api/session/takes/{take1}/files/recordings/"
-                                f"{ann.participant_id}.flac", headers=leader.headers) as r:
+            async with http.get(
+                f"/api/session/takes/{take1}/files/recordings/{ann.participant_id}.flac",
+                headers=leader.headers,
+            ) as r:
                 assert r.status == 200 and await r.read() == take_bytes
             async with http.get("/api/session/roster", headers=leader.headers) as r:
                 roster = {p["name"]: p for p in (await r.json())["participants"]}
@@ -103,8 +125,7 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
             assert (await again.wait(Ev.WELCOME))["participant_id"] == bob.participant_id
             await again.close()
             # the take that was running can be stopped; new singers can still join
-            async with http.post(f"/api/session/takes/{take2}/stop",
-                                 headers=leader.headers) as r:
+            async with http.post(f"/api/session/takes/{take2}/stop", headers=leader.headers) as r:
                 assert r.status == 200
             await join(http, leader.code, "Cy", "T")
             await upload_take(http, bob.token, take2, take_bytes, 96000)

@@ -51,26 +51,34 @@ async def test_tokens_are_stored_hashed(server: RunningServer, http: aiohttp.Cli
     assert leader.token.encode() not in db and singer.token.encode() not in db
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "no_token"),
-    ({"Authorization": "Bearer not-a-token"}, "bad_token"),
-    ({"Authorization": "Basic abc"}, "no_token"),
-])
-async def test_unknown_or_missing_token_401(http: aiohttp.ClientSession, headers: dict[str, str],
-                                            code: str) -> None:
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "no_token"),
+        ({"Authorization": "Bearer not-a-token"}, "bad_token"),
+        ({"Authorization": "Basic abc"}, "no_token"),
+    ],
+)
+async def test_unknown_or_missing_token_401(
+    http: aiohttp.ClientSession, headers: dict[str, str], code: str
+) -> None:
     async with http.get("/api/session", headers=headers) as r:
         assert r.status == 401
         assert (await error_of(r))["code"] == code
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"title": "x", "rate": 12345}, 400, "bad_payload"),
-    ({"title": "x", "nonsense": 1}, 400, "bad_payload"),
-    ({"rate": 48000}, 400, "bad_payload"),
-    ([1, 2], 400, "bad_payload"),
-])
-async def test_bad_settings(http: aiohttp.ClientSession, body: object, status: int,
-                            code: str) -> None:
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"title": "x", "rate": 12345}, 400, "bad_payload"),
+        ({"title": "x", "nonsense": 1}, 400, "bad_payload"),
+        ({"rate": 48000}, 400, "bad_payload"),
+        ([1, 2], 400, "bad_payload"),
+    ],
+)
+async def test_bad_settings(
+    http: aiohttp.ClientSession, body: object, status: int, code: str
+) -> None:
     async with http.post("/api/sessions", json=body) as r:
         assert r.status == status
         assert (await error_of(r))["code"] == code
@@ -78,26 +86,34 @@ async def test_bad_settings(http: aiohttp.ClientSession, body: object, status: i
 
 
 async def test_malformed_and_oversize_json(http: aiohttp.ClientSession) -> None:
-    async with http.post("/api/sessions", data=b"{not json",
-                         headers={"Content-Type": "application/json"}) as r:
+    async with http.post(
+        "/api/sessions", data=b"{not json", headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 400 and (await error_of(r))["code"] == "bad_json"
     huge = b'{"title": "' + b"x" * 200_000 + b'"}'
-    async with http.post("/api/sessions", data=huge,
-                         headers={"Content-Type": "application/json"}) as r:
+    async with http.post(
+        "/api/sessions", data=huge, headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 413 and (await error_of(r))["code"] == "too_large"
-    async with http.post("/api/sessions", data=b"title=x",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        "/api/sessions",
+        data=b"title=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         assert r.status == 400 and (await error_of(r))["code"] == "bad_content_type"
     async with http.get("/api/nothing-here") as r:
         assert r.status == 404 and (await error_of(r))["code"] == "not_found"
     await create_session(http)
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"code": "ZZZZZZ", "name": "Ann", "part": "S"}, "bad_code"),
-    ({"name": "Ann", "part": "S"}, "bad_payload"),
-    ("just a string", "bad_payload"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"code": "ZZZZZZ", "name": "Ann", "part": "S"}, "bad_code"),
+        ({"name": "Ann", "part": "S"}, "bad_payload"),
+        ("just a string", "bad_payload"),
+    ],
+)
 async def test_bad_join(http: aiohttp.ClientSession, body: object, code: str) -> None:
     await create_session(http)
     async with http.post("/api/join", json=body) as r:
@@ -108,8 +124,9 @@ async def test_bad_join(http: aiohttp.ClientSession, body: object, code: str) ->
 async def test_join_checks_name_and_part(http: aiohttp.ClientSession) -> None:
     leader = await create_session(http)
     for name, part in (("Ann", "Descant"), ("../../etc", "S"), ("", "S"), ("Ann", "../S")):
-        async with http.post("/api/join",
-                             json={"code": leader.code, "name": name, "part": part}) as r:
+        async with http.post(
+            "/api/join", json={"code": leader.code, "name": name, "part": part}
+        ) as r:
             assert r.status == 400, (name, part)
             err = await error_of(r)
             assert err["code"] == "bad_payload"
@@ -129,8 +146,9 @@ async def test_join_code_guessing_is_rate_limited(http: aiohttp.ClientSession) -
     leader = await create_session(http)
     statuses = []
     for i in range(12):
-        async with http.post("/api/join",
-                             json={"code": f"WRONG{i}", "name": "Eve", "part": "S"}) as r:
+        async with http.post(
+            "/api/join", json={"code": f"WRONG{i}", "name": "Eve", "part": "S"}
+        ) as r:
             statuses.append(r.status)
             if r.status == 429:
                 retry = int(r.headers["Retry-After"])
@@ -138,8 +156,7 @@ async def test_join_code_guessing_is_rate_limited(http: aiohttp.ClientSession) -
                 assert (await error_of(r))["code"] == "rate_limited"
     assert statuses[:10] == [404] * 10 and statuses[10:] == [429, 429]
     # even the right code is refused while the address is locked out
-    async with http.post("/api/join", json={"code": leader.code, "name": "Eve",
-                                            "part": "S"}) as r:
+    async with http.post("/api/join", json={"code": leader.code, "name": "Eve", "part": "S"}) as r:
         assert r.status == 429
 
 
@@ -147,8 +164,7 @@ async def test_closed_session_refuses_joins(http: aiohttp.ClientSession) -> None
     leader = await create_session(http)
     async with http.post("/api/session/close", headers=leader.headers) as r:
         assert r.status == 200 and (await r.json())["state"] == "closed"
-    async with http.post("/api/join", json={"code": leader.code, "name": "Ann",
-                                            "part": "S"}) as r:
+    async with http.post("/api/join", json={"code": leader.code, "name": "Ann", "part": "S"}) as r:
         assert r.status == 403 and (await error_of(r))["code"] == "session_closed"
     async with http.patch("/api/session", json={"bpm": 90}, headers=leader.headers) as r:
         assert r.status == 409 and (await error_of(r))["code"] == "session_closed"
@@ -159,8 +175,9 @@ async def test_patch_settings(server: RunningServer, http: aiohttp.ClientSession
     singer = await join(http, leader.code)
     sock = Recorder()
     await sock.connect(server.url, singer.token)
-    async with http.patch("/api/session", json={"bpm": 90, "count_in_bars": 2},
-                          headers=leader.headers) as r:
+    async with http.patch(
+        "/api/session", json={"bpm": 90, "count_in_bars": 2}, headers=leader.headers
+    ) as r:
         assert r.status == 200
         s = await r.json()
     assert s["bpm"] == 90 and s["count_in_bars"] == 2 and s["title"] == SETTINGS["title"]
@@ -185,11 +202,12 @@ LEADER_ONLY = [
 ]
 
 
-@pytest.mark.parametrize("method, path, opts", LEADER_ONLY,
-                         ids=[f"{m} {p}" for m, p, _ in LEADER_ONLY])
+@pytest.mark.parametrize(
+    "method, path, opts", LEADER_ONLY, ids=[f"{m} {p}" for m, p, _ in LEADER_ONLY]
+)
 async def test_leader_only_actions_refused_for_singer(
-        http: aiohttp.ClientSession, tmp_path: Path, method: str, path: str,
-        opts: dict[str, object]) -> None:
+    http: aiohttp.ClientSession, tmp_path: Path, method: str, path: str, opts: dict[str, object]
+) -> None:
     leader = await create_session(http)
     singer = await join(http, leader.code)
     async with http.post("/api/session/takes", headers=leader.headers) as r:

@@ -18,8 +18,9 @@ async def test_arm_needs_a_singer(http: aiohttp.ClientSession) -> None:
         assert r.status == 409 and (await error_of(r))["code"] == "no_singers"
 
 
-async def test_take_arm_start_stop_broadcast(server: RunningServer,
-                                             http: aiohttp.ClientSession) -> None:
+async def test_take_arm_start_stop_broadcast(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
     leader = await create_session(http)
     singers = [await join(http, leader.code, f"Singer {i}", "SATB"[i % 4]) for i in range(8)]
     lead = Recorder()
@@ -42,8 +43,9 @@ async def test_take_arm_start_stop_broadcast(server: RunningServer,
         assert r.status == 409 and (await error_of(r))["code"] == "take_active"
 
     take_id = armed["take_id"]
-    async with http.post(f"/api/session/takes/{take_id}/start", json={"lead_s": 3.0},
-                         headers=leader.headers) as r:
+    async with http.post(
+        f"/api/session/takes/{take_id}/start", json={"lead_s": 3.0}, headers=leader.headers
+    ) as r:
         assert r.status == 200
         started = await r.json()
     assert started["t0"] - started["server_time"] == pytest.approx(3.0, abs=1e-6)
@@ -70,8 +72,12 @@ async def test_take_arm_start_stop_broadcast(server: RunningServer,
     # singers report progress; the leader sees it and the take list shows it
     await clients[0].client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
     upd = await lead.wait(Ev.TAKE_UPDATE)
-    assert upd == {"take_id": take_id, "participant_id": singers[0].participant_id,
-                   "state": "recorded", "detail": ""}
+    assert upd == {
+        "take_id": take_id,
+        "participant_id": singers[0].participant_id,
+        "state": "recorded",
+        "detail": "",
+    }
     async with http.get("/api/session/takes", headers=leader.headers) as r:
         takes = (await r.json())["takes"]
     assert len(takes) == 1 and takes[0]["state"] == "stopped"
@@ -89,8 +95,9 @@ async def test_start_lead_checked(http: aiohttp.ClientSession, body: object) -> 
     await join(http, leader.code)
     async with http.post("/api/session/takes", headers=leader.headers) as r:
         take_id = (await r.json())["take_id"]
-    async with http.post(f"/api/session/takes/{take_id}/start", json=body,
-                         headers=leader.headers) as r:
+    async with http.post(
+        f"/api/session/takes/{take_id}/start", json=body, headers=leader.headers
+    ) as r:
         assert r.status == 400
         assert "lead_s" in (await error_of(r))["message"]
     async with http.post(f"/api/session/takes/{take_id}/start", headers=leader.headers) as r:
@@ -104,6 +111,7 @@ async def test_unknown_take_404(http: aiohttp.ClientSession) -> None:
     for path in ("/api/session/takes/nope/start", "/api/session/takes/nope/stop"):
         async with http.post(path, headers=leader.headers) as r:
             assert r.status == 404 and (await error_of(r))["code"] == "no_take"
-    async with http.get("/api/session/takes/" + "x" * 500 + "/manifest",
-                        headers=leader.headers) as r:
+    async with http.get(
+        "/api/session/takes/" + "x" * 500 + "/manifest", headers=leader.headers
+    ) as r:
         assert r.status == 404

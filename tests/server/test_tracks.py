@@ -15,16 +15,23 @@ from tests.support.server import RunningServer, running_server
 from tutti.wire import Ev
 
 
-async def put_track(http: aiohttp.ClientSession, headers: dict[str, str], part: str,
-                    body: bytes, ctype: str = "audio/wav") -> aiohttp.ClientResponse:
-    r = await http.put(f"/api/session/tracks/{part}", data=body,
-                       headers={**headers, "Content-Type": ctype})
+async def put_track(
+    http: aiohttp.ClientSession,
+    headers: dict[str, str],
+    part: str,
+    body: bytes,
+    ctype: str = "audio/wav",
+) -> aiohttp.ClientResponse:
+    r = await http.put(
+        f"/api/session/tracks/{part}", data=body, headers={**headers, "Content-Type": ctype}
+    )
     await r.read()
     return r
 
 
-async def test_upload_and_download(server: RunningServer, http: aiohttp.ClientSession,
-                                   tmp_path: Path) -> None:
+async def test_upload_and_download(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     leader = await create_session(http)
     singer = await join(http, leader.code, "Ann", "S")
     sock = Recorder()
@@ -35,8 +42,15 @@ async def test_upload_and_download(server: RunningServer, http: aiohttp.ClientSe
     r = await put_track(http, leader.headers, "S", body, "audio/flac")
     assert r.status == 201
     info = await r.json()
-    assert info == {"part": "S", "sha256": sha, "frames": 48000, "rate": 48000, "channels": 2,
-                    "size": len(body), "format": "FLAC"}
+    assert info == {
+        "part": "S",
+        "sha256": sha,
+        "frames": 48000,
+        "rate": 48000,
+        "channels": 2,
+        "size": len(body),
+        "format": "FLAC",
+    }
     assert (server.config.data_dir / "tracks" / sha).read_bytes() == body
     ev = await sock.wait(Ev.SESSION, lambda d: "S" in d["tracks"])
     assert ev["tracks"]["S"]["sha256"] == sha
@@ -54,23 +68,26 @@ async def test_upload_and_download(server: RunningServer, http: aiohttp.ClientSe
         assert resp.headers["Content-Range"] == f"bytes 10-99/{len(body)}"
     async with http.get("/api/session/tracks/S", headers={**h, "Range": "bytes=-16"}) as resp:
         assert resp.status == 206 and await resp.read() == body[-16:]
-    async with http.get("/api/session/tracks/S",
-                        headers={**h, "Range": f"bytes={len(body) - 5}-"}) as resp:
+    async with http.get(
+        "/api/session/tracks/S", headers={**h, "Range": f"bytes={len(body) - 5}-"}
+    ) as resp:
         assert resp.status == 206 and await resp.read() == body[-5:]
-    async with http.get("/api/session/tracks/S",
-                        headers={**h, "Range": f"bytes={len(body)}-"}) as resp:
+    async with http.get(
+        "/api/session/tracks/S", headers={**h, "Range": f"bytes={len(body)}-"}
+    ) as resp:
         assert resp.status == 416
         assert resp.headers["Content-Range"] == f"bytes */{len(body)}"
         assert (await error_of(resp))["code"] == "range_not_satisfiable"
-    async with http.get("/api/session/tracks/S",
-                        headers={**h, "If-None-Match": f'"{sha}"'}) as resp:
+    async with http.get(
+        "/api/session/tracks/S", headers={**h, "If-None-Match": f'"{sha}"'}
+    ) as resp:
         assert resp.status == 304 and await resp.read() == b""
-    async with http.get("/api/session/tracks/S",
-                        headers={**h, "If-None-Match": '"other"'}) as resp:
+    async with http.get("/api/session/tracks/S", headers={**h, "If-None-Match": '"other"'}) as resp:
         assert resp.status == 200
     # If-Range with a stale ETag: the whole (new) file, not a piece of it
-    async with http.get("/api/session/tracks/S",
-                        headers={**h, "Range": "bytes=0-9", "If-Range": '"stale"'}) as resp:
+    async with http.get(
+        "/api/session/tracks/S", headers={**h, "Range": "bytes=0-9", "If-Range": '"stale"'}
+    ) as resp:
         assert resp.status == 200 and len(await resp.read()) == len(body)
     await sock.close()
 
@@ -93,8 +110,16 @@ async def test_download_needs_membership(http: aiohttp.ClientSession, tmp_path: 
 def wav_header(channels: int, rate: int, bits: int, data_bytes: int) -> bytes:
     block = channels * bits // 8
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
-    return (b"RIFF" + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF)) + b"WAVE" + b"fmt "
-            + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes))
+    return (
+        b"RIFF"
+        + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 def _good_wav(tmp: Path, **kw: object) -> bytes:
@@ -115,8 +140,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path], bytes], str, str]] = {
     "truncated_wav": (lambda t: _good_wav(t, frames=48000)[:40000], "bad_audio", "truncated"),
     "truncated_flac": (lambda t: _good_flac(t)[: len(_good_flac(t)) // 2], "bad_audio", ""),
     "zero_channels": (lambda t: wav_header(0, 48000, 16, 4000) + b"\0" * 4000, "bad_audio", ""),
-    "huge_header": (lambda t: wav_header(1, 48000, 16, 0xFFFFFFF0) + b"\0" * 4000,
-                    "bad_audio", ""),
+    "huge_header": (lambda t: wav_header(1, 48000, 16, 0xFFFFFFF0) + b"\0" * 4000, "bad_audio", ""),
     "empty_data": (lambda t: wav_header(1, 48000, 16, 0), "bad_audio", ""),
     "wrong_rate": (lambda t: _good_wav(t, rate=44100), "wrong_rate", "44100 Hz"),
     "three_channels": (lambda t: _good_wav(t, channels=3), "wrong_channels", "1 (mono)"),
@@ -124,8 +148,9 @@ BAD_FILES: dict[str, tuple[Callable[[Path], bytes], str, str]] = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-async def test_bad_track_files(server: RunningServer, http: aiohttp.ClientSession,
-                               tmp_path: Path, kind: str) -> None:
+async def test_bad_track_files(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path, kind: str
+) -> None:
     make, code, words = BAD_FILES[kind]
     leader = await create_session(http)
     other = await create_session(http, title="Other")
@@ -162,10 +187,13 @@ async def test_oversize_track_413(tmp_path: Path) -> None:
 
             async def chunks() -> AsyncIterator[bytes]:
                 for i in range(0, len(big), 8192):  # no Content-Length: counted as it arrives
-                    yield big[i:i + 8192]
+                    yield big[i : i + 8192]
 
-            async with http.put("/api/session/tracks/S", data=chunks(),
-                                headers={**leader.headers, "Content-Type": "audio/wav"}) as r2:
+            async with http.put(
+                "/api/session/tracks/S",
+                data=chunks(),
+                headers={**leader.headers, "Content-Type": "audio/wav"},
+            ) as r2:
                 assert r2.status == 413
             assert list((srv.config.data_dir / "tmp").iterdir()) == []
             small = _good_wav(tmp_path, frames=4800)

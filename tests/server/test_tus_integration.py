@@ -22,38 +22,66 @@ FRAMES = 48000 * 6
 
 
 def recording(frames: int = FRAMES) -> str:
-    return json.dumps({"rate": 48000, "channels": 1, "frames": frames, "start_offset": 1234,
-                       "latency": 512, "latency_source": "measured", "overflows": 0,
-                       "underflows": 0, "shared_clock": True, "device": {"name": "test"}})
+    return json.dumps(
+        {
+            "rate": 48000,
+            "channels": 1,
+            "frames": frames,
+            "start_offset": 1234,
+            "latency": 512,
+            "latency_source": "measured",
+            "overflows": 0,
+            "underflows": 0,
+            "shared_clock": True,
+            "device": {"name": "test"},
+        }
+    )
 
 
-async def started_take(http: aiohttp.ClientSession, n_singers: int = 1
-                       ) -> tuple[Leader, list[Singer], str]:
+async def started_take(
+    http: aiohttp.ClientSession, n_singers: int = 1
+) -> tuple[Leader, list[Singer], str]:
     leader = await create_session(http)
     singers = [await join(http, leader.code, name=f"Singer {i}") for i in range(n_singers)]
     async with http.post("/api/session/takes", headers=leader.headers) as r:
         assert r.status == 201, await r.text()
         take_id = (await r.json())["take_id"]
-    async with http.post(f"/api/session/takes/{take_id}/start", json={"lead_s": 1.0},
-                         headers=leader.headers) as r:
+    async with http.post(
+        f"/api/session/takes/{take_id}/start", json={"lead_s": 1.0}, headers=leader.headers
+    ) as r:
         assert r.status == 200, await r.text()
     return leader, singers, take_id
 
 
-async def tus_create(http: aiohttp.ClientSession, token: str, length: int,
-                     metadata: dict[str, str]) -> aiohttp.ClientResponse:
-    async with http.post("/files/", headers={
-            **TUS, "Authorization": f"Bearer {token}", "Upload-Length": str(length),
-            "Upload-Metadata": encode_metadata(metadata)}) as r:
+async def tus_create(
+    http: aiohttp.ClientSession, token: str, length: int, metadata: dict[str, str]
+) -> aiohttp.ClientResponse:
+    async with http.post(
+        "/files/",
+        headers={
+            **TUS,
+            "Authorization": f"Bearer {token}",
+            "Upload-Length": str(length),
+            "Upload-Metadata": encode_metadata(metadata),
+        },
+    ) as r:
         await r.read()
         return r
 
 
-async def tus_patch(http: aiohttp.ClientSession, location: str, token: str, offset: int,
-                    body: bytes) -> aiohttp.ClientResponse:
-    async with http.patch(location, data=io.BytesIO(body), headers={
-            **TUS, "Authorization": f"Bearer {token}", "Upload-Offset": str(offset),
-            "Content-Type": OCTET}) as r:
+async def tus_patch(
+    http: aiohttp.ClientSession, location: str, token: str, offset: int, body: bytes
+) -> aiohttp.ClientResponse:
+    async with http.patch(
+        location,
+        data=io.BytesIO(body),
+        headers={
+            **TUS,
+            "Authorization": f"Bearer {token}",
+            "Upload-Offset": str(offset),
+            "Content-Type": OCTET,
+        },
+    ) as r:
         await r.read()
         return r
 
@@ -63,24 +91,27 @@ async def tus_head(http: aiohttp.ClientSession, location: str, token: str) -> An
         return r
 
 
-async def singer_state(http: aiohttp.ClientSession, leader: Leader, take_id: str,
-                       participant_id: str) -> str:
+async def singer_state(
+    http: aiohttp.ClientSession, leader: Leader, take_id: str, participant_id: str
+) -> str:
     async with http.get("/api/session/takes", headers=leader.headers) as r:
         takes = (await r.json())["takes"]
     take = next(t for t in takes if t["take_id"] == take_id)
-    return str(next(s["state"] for s in take["singers"]
-                    if s["participant_id"] == participant_id))
+    return str(next(s["state"] for s in take["singers"] if s["participant_id"] == participant_id))
 
 
 async def test_take_upload_cut_and_resumed(tmp_path: Path) -> None:
     flac = tmp_path / "take.flac"
     sha = write_audio(flac, frames=FRAMES, fmt="FLAC")
     data = flac.read_bytes()
-    async with running_server(tmp_path / "data") as srv, \
-            aiohttp.ClientSession(srv.url) as http:
+    async with running_server(tmp_path / "data") as srv, aiohttp.ClientSession(srv.url) as http:
         leader, (ann, bob), take_id = await started_take(http, 2)
-        meta = {"take_id": take_id, "filename": "take.flac", "sha256": sha,
-                "recording": recording()}
+        meta = {
+            "take_id": take_id,
+            "filename": "take.flac",
+            "sha256": sha,
+            "recording": recording(),
+        }
         # the leader does not upload recordings
         assert (await tus_create(http, leader.token, len(data), meta)).status == 403
         r = await tus_create(http, ann.token, len(data), meta)
@@ -93,22 +124,31 @@ async def test_take_upload_cut_and_resumed(tmp_path: Path) -> None:
         port = URL(srv.url).port
         assert port is not None
         cut = len(data) // 2 + 17
-        await raw_patch_cut("127.0.0.1", port, location, 0, len(data), data[:cut],
-                            owner=ann.token, pause=0.3)
+        await raw_patch_cut(
+            "127.0.0.1", port, location, 0, len(data), data[:cut], owner=ann.token, pause=0.3
+        )
         assert await wait_offset(http, location, cut, owner=ann.token) == cut
-        async with http.patch(location, data=io.BytesIO(data[cut:]), headers={
-                **TUS, "Authorization": f"Bearer {ann.token}", "Upload-Offset": str(cut),
-                "Content-Type": OCTET}) as r:
+        async with http.patch(
+            location,
+            data=io.BytesIO(data[cut:]),
+            headers={
+                **TUS,
+                "Authorization": f"Bearer {ann.token}",
+                "Upload-Offset": str(cut),
+                "Content-Type": OCTET,
+            },
+        ) as r:
             assert r.status == 204, await r.text()
         assert await singer_state(http, leader, take_id, ann.participant_id) == "uploaded"
-        async with http.get(f"/api/session/takes/{take_id}/manifest",
-                            headers=leader.headers) as r:
+        async with http.get(f"/api/session/takes/{take_id}/manifest", headers=leader.headers) as r:
             manifest = await r.json()
-        rec = next(x for x in manifest["recordings"]
-                   if x.get("participant_id") == ann.participant_id)
+        rec = next(
+            x for x in manifest["recordings"] if x.get("participant_id") == ann.participant_id
+        )
         assert rec["sha256"] == sha and rec["frames"] == FRAMES and rec["start_offset"] == 1234
-        async with http.get(f"/api/session/takes/{take_id}/files/{rec['file']}",
-                            headers=leader.headers) as r:
+        async with http.get(
+            f"/api/session/takes/{take_id}/files/{rec['file']}", headers=leader.headers
+        ) as r:
             assert r.status == 200
             assert await r.read() == data
 
@@ -117,17 +157,27 @@ async def test_take_upload_refused_on_verification(tmp_path: Path) -> None:
     flac = tmp_path / "take.flac"
     sha = write_audio(flac, frames=FRAMES, fmt="FLAC")
     data = flac.read_bytes()
-    async with running_server(tmp_path / "data") as srv, \
-            aiohttp.ClientSession(srv.url) as http:
+    async with running_server(tmp_path / "data") as srv, aiohttp.ClientSession(srv.url) as http:
         leader, (ann,), take_id = await started_take(http)
-        meta = {"take_id": take_id, "filename": "take.flac", "sha256": sha,
-                "recording": recording(frames=FRAMES + 1)}  # declares one frame too many
+        meta = {
+            "take_id": take_id,
+            "filename": "take.flac",
+            "sha256": sha,
+            "recording": recording(frames=FRAMES + 1),
+        }  # declares one frame too many
         r = await tus_create(http, ann.token, len(data), meta)
         assert r.status == 201
         location = r.headers["Location"]
-        async with http.patch(location, data=io.BytesIO(data), headers={
-                **TUS, "Authorization": f"Bearer {ann.token}", "Upload-Offset": "0",
-                "Content-Type": OCTET}) as resp:
+        async with http.patch(
+            location,
+            data=io.BytesIO(data),
+            headers={
+                **TUS,
+                "Authorization": f"Bearer {ann.token}",
+                "Upload-Offset": "0",
+                "Content-Type": OCTET,
+            },
+        ) as resp:
             assert resp.status == 422
             message = (await resp.json())["error"]["message"]
         assert f"{FRAMES} frames" in message
@@ -157,19 +207,32 @@ async def test_kill_9_tutti_serve_mid_upload(tmp_path: Path) -> None:
         url = await server.start()
         async with aiohttp.ClientSession(url) as http:
             leader, (ann,), take_id = await started_take(http)
-            r = await tus_create(http, ann.token, len(data), {
-                "take_id": take_id, "filename": "take.wav", "sha256": sha,
-                "recording": recording(frames=48000 * 40)})
+            r = await tus_create(
+                http,
+                ann.token,
+                len(data),
+                {
+                    "take_id": take_id,
+                    "filename": "take.wav",
+                    "sha256": sha,
+                    "recording": recording(frames=48000 * 40),
+                },
+            )
             assert r.status == 201
             location = r.headers["Location"]
             part = tmp_path / "data" / "uploads" / (location.rsplit("/", 1)[1] + ".part")
             assert (await tus_patch(http, location, ann.token, 0, data[:committed])).status == 204
             port = URL(url).port
             assert port is not None
-            _, writer = await raw_patch_open("127.0.0.1", port, location, committed,
-                                             len(data) - committed,
-                                             data[committed:committed + 3 * READ_CHUNK],
-                                             owner=ann.token)
+            _, writer = await raw_patch_open(
+                "127.0.0.1",
+                port,
+                location,
+                committed,
+                len(data) - committed,
+                data[committed : committed + 3 * READ_CHUNK],
+                owner=ann.token,
+            )
             await _poll_size(part, committed + 2 * READ_CHUNK)
             await server.kill9()
             writer.close()
@@ -181,12 +244,13 @@ async def test_kill_9_tutti_serve_mid_upload(tmp_path: Path) -> None:
             r = await tus_patch(http, location, ann.token, committed, data[committed:])
             assert r.status == 204, r.status
             assert await singer_state(http, leader, take_id, ann.participant_id) == "uploaded"
-            async with http.get(f"/api/session/takes/{take_id}/files/recordings/"
-                                f"{ann.participant_id}.wav", headers=leader.headers) as resp:
+            async with http.get(
+                f"/api/session/takes/{take_id}/files/recordings/{ann.participant_id}.wav",
+                headers=leader.headers,
+            ) as resp:
                 assert resp.status == 200 and await resp.read() == data
     finally:
         await server.stop()
-
 
 
 async def test_tuspy_uploads_a_take(tmp_path: Path) -> None:
@@ -196,20 +260,30 @@ async def test_tuspy_uploads_a_take(tmp_path: Path) -> None:
 
     wav = tmp_path / "take.wav"
     sha = write_audio(wav, frames=FRAMES, fmt="WAV")
-    async with running_server(tmp_path / "data") as srv, \
-            aiohttp.ClientSession(srv.url) as http:
+    async with running_server(tmp_path / "data") as srv, aiohttp.ClientSession(srv.url) as http:
         leader, (ann,), take_id = await started_take(http)
 
         def upload() -> None:
-            client = tus_client.TusClient(srv.url + "/files/",
-                                          headers={"Authorization": f"Bearer {ann.token}"})
+            client = tus_client.TusClient(
+                srv.url + "/files/", headers={"Authorization": f"Bearer {ann.token}"}
+            )
             with open(wav, "rb") as f:
-                client.uploader(file_stream=f, chunk_size=200_000, upload_checksum=True,
-                                metadata={"take_id": take_id, "filename": "take.wav",
-                                          "sha256": sha, "recording": recording()}).upload()
+                client.uploader(
+                    file_stream=f,
+                    chunk_size=200_000,
+                    upload_checksum=True,
+                    metadata={
+                        "take_id": take_id,
+                        "filename": "take.wav",
+                        "sha256": sha,
+                        "recording": recording(),
+                    },
+                ).upload()
 
         await asyncio.to_thread(upload)
         assert await singer_state(http, leader, take_id, ann.participant_id) == "uploaded"
-        async with http.get(f"/api/session/takes/{take_id}/files/recordings/"
-                            f"{ann.participant_id}.wav", headers=leader.headers) as r:
+        async with http.get(
+            f"/api/session/takes/{take_id}/files/recordings/{ann.participant_id}.wav",
+            headers=leader.headers,
+        ) as r:
             assert await r.read() == wav.read_bytes()

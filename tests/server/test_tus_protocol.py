@@ -40,7 +40,11 @@ async def test_options_discovery(tmp_path: Path) -> None:
             assert r.headers["Tus-Resumable"] == "1.0.0"
             assert r.headers["Tus-Version"] == "1.0.0"
             assert set(r.headers["Tus-Extension"].split(",")) == {
-                "creation", "checksum", "expiration", "termination"}
+                "creation",
+                "checksum",
+                "expiration",
+                "termination",
+            }
             assert r.headers["Tus-Max-Size"] == "12345"
             assert set(r.headers["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "md5", "sha256"}
 
@@ -48,14 +52,19 @@ async def test_options_discovery(tmp_path: Path) -> None:
 async def test_create_head_patch_complete(tmp_path: Path) -> None:
     clock = Clock()
     meta = {"filename": "take.flac", "sha256": sha256(DATA), "note": "Grüße", "flag": ""}
-    async with tus_server(tmp_path, clock=clock, expiry_s=600) as srv, \
-            aiohttp.ClientSession() as s:
-        headers = {**auth("alice"), "Upload-Length": str(len(DATA)),
-                   "Upload-Metadata": ",".join([
-                       f"filename {base64.b64encode(b'take.flac').decode()}",
-                       f"sha256 {base64.b64encode(meta['sha256'].encode()).decode()}",
-                       f"note {base64.b64encode('Grüße'.encode()).decode()}",
-                       "flag"])}
+    async with tus_server(tmp_path, clock=clock, expiry_s=600) as srv, aiohttp.ClientSession() as s:
+        headers = {
+            **auth("alice"),
+            "Upload-Length": str(len(DATA)),
+            "Upload-Metadata": ",".join(
+                [
+                    f"filename {base64.b64encode(b'take.flac').decode()}",
+                    f"sha256 {base64.b64encode(meta['sha256'].encode()).decode()}",
+                    f"note {base64.b64encode('Grüße'.encode()).decode()}",
+                    "flag",
+                ]
+            ),
+        }
         async with s.post(srv.url, headers=headers) as r:
             assert r.status == 201
             assert r.headers["Tus-Resumable"] == "1.0.0"
@@ -72,6 +81,7 @@ async def test_create_head_patch_complete(tmp_path: Path) -> None:
             assert r.headers["X-Tutti-Upload-State"] == "receiving"
             assert "Upload-Expires" in r.headers
             from tutti.server.tus import parse_metadata
+
             assert parse_metadata(r.headers["Upload-Metadata"]) == meta
         r = await patch(s, url, 0, DATA[:100_000])
         assert r.status == 204 and r.headers["Upload-Offset"] == "100000"
@@ -108,15 +118,17 @@ async def test_creation_errors(tmp_path: Path) -> None:
         async with s.post(srv.url, headers={**auth("a"), "Upload-Length": "1000"}) as r:
             assert r.status == 201
         bad_meta = f"filename {base64.b64encode(b'x').decode()},take_id not*base64!"
-        async with s.post(srv.url, headers={**auth("a"), "Upload-Length": "10",
-                                            "Upload-Metadata": bad_meta}) as r:
+        async with s.post(
+            srv.url, headers={**auth("a"), "Upload-Length": "10", "Upload-Metadata": bad_meta}
+        ) as r:
             assert r.status == 400
             body = await r.json()
             assert body["error"]["code"] == "bad_metadata"
             assert "'take_id'" in body["error"]["message"]
         dup = "a YQ==,a Yg=="
-        async with s.post(srv.url, headers={**auth("a"), "Upload-Length": "10",
-                                            "Upload-Metadata": dup}) as r:
+        async with s.post(
+            srv.url, headers={**auth("a"), "Upload-Length": "10", "Upload-Metadata": dup}
+        ) as r:
             assert r.status == 400 and "twice" in (await r.json())["error"]["message"]
         # the hook refuses: its exception reaches the client, still with Tus-Resumable
         async with s.post(srv.url, headers={**TUS, "Upload-Length": "10"}) as r:
@@ -146,13 +158,15 @@ async def test_patch_errors(tmp_path: Path) -> None:
         url = await create(s, srv.url, 1000)
         part = srv.upload_dir / f"{upload_id(url)}.part"
         # wrong content type
-        async with s.patch(url, data=b"abc", headers={**auth("alice"), "Upload-Offset": "0",
-                                                       "Content-Type": "text/plain"}) as r:
+        async with s.patch(
+            url,
+            data=b"abc",
+            headers={**auth("alice"), "Upload-Offset": "0", "Content-Type": "text/plain"},
+        ) as r:
             assert r.status == 415
             assert OCTET in (await r.json())["error"]["message"]
         # missing / malformed offset
-        async with s.patch(url, data=b"abc", headers={**auth("alice"),
-                                                       "Content-Type": OCTET}) as r:
+        async with s.patch(url, data=b"abc", headers={**auth("alice"), "Content-Type": OCTET}) as r:
             assert r.status == 400
         r = await patch(s, url, 0, b"abc", **{"Upload-Offset": "1e3"})
         assert r.status == 400
@@ -173,8 +187,11 @@ async def test_patch_errors(tmp_path: Path) -> None:
             for _ in range(7):
                 yield b"d" * 100
 
-        async with s.patch(url, data=chunks(), headers={**auth("alice"), "Upload-Offset": "400",
-                                                        "Content-Type": OCTET}) as r:
+        async with s.patch(
+            url,
+            data=chunks(),
+            headers={**auth("alice"), "Upload-Offset": "400", "Content-Type": OCTET},
+        ) as r:
             assert r.status == 413
         assert part.stat().st_size == 400 and await head_offset(s, url) == 400
         # someone else's upload
@@ -219,9 +236,16 @@ async def test_checksum(tmp_path: Path, algo: str) -> None:
 async def test_unsupported_checksum_names_supported(tmp_path: Path) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, 10)
-        async with s.patch(url, data=b"0123456789", headers={
-                **auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET,
-                "Upload-Checksum": "crc32 AAAAAA=="}) as r:
+        async with s.patch(
+            url,
+            data=b"0123456789",
+            headers={
+                **auth("alice"),
+                "Upload-Offset": "0",
+                "Content-Type": OCTET,
+                "Upload-Checksum": "crc32 AAAAAA==",
+            },
+        ) as r:
             assert r.status == 400
             msg = (await r.json())["error"]["message"]
             assert "crc32" in msg and "sha1" in msg and "sha256" in msg
@@ -231,8 +255,11 @@ async def test_unsupported_checksum_names_supported(tmp_path: Path) -> None:
 async def test_verification_failure_is_kept_as_failed(tmp_path: Path) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, 100, metadata={"sha256": "0" * 64})
-        async with s.patch(url, data=b"z" * 100, headers={
-                **auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET}) as r:
+        async with s.patch(
+            url,
+            data=b"z" * 100,
+            headers={**auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET},
+        ) as r:
             assert r.status == 422
             body = await r.json()
             assert body["error"]["code"] == "upload_rejected"
@@ -261,17 +288,27 @@ async def test_delete_terminates(tmp_path: Path) -> None:
         assert list(srv.upload_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("path", [
-    "..%2F..%2Fetc%2Fpasswd", "%2e%2e", "..", "0123456789ABCDEF0123456789ABCDEF",
-    "0123456789abcdef0123456789abcdef0", "0123456789abcdef0123456789abcde.",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e",
+        "..",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "0123456789abcdef0123456789abcdef0",
+        "0123456789abcdef0123456789abcde.",
+    ],
+)
 async def test_bad_ids_are_404(tmp_path: Path, path: str) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = f"http://{srv.host}:{srv.port}/files/{path}"
         async with s.head(URL(url, encoded=True), headers=auth("alice")) as r:
             assert r.status == 404
-        async with s.patch(URL(url, encoded=True), data=b"x", headers={
-                **auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET}) as r:
+        async with s.patch(
+            URL(url, encoded=True),
+            data=b"x",
+            headers={**auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET},
+        ) as r:
             assert r.status == 404
 
 
@@ -287,8 +324,11 @@ async def test_concurrent_patch_is_409(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.01)
             assert r.status == 409
-            async with s.patch(url, data=b"y", headers={**auth("alice"), "Upload-Offset": "0",
-                                                        "Content-Type": OCTET}) as r2:
+            async with s.patch(
+                url,
+                data=b"y",
+                headers={**auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET},
+            ) as r2:
                 assert (await r2.json())["error"]["code"] == "upload_busy"
             async with s.delete(url, headers=auth("alice")) as r2:
                 assert r2.status == 409
@@ -304,8 +344,7 @@ async def test_concurrent_patch_is_409(tmp_path: Path) -> None:
 
 async def test_expiry(tmp_path: Path) -> None:
     clock = Clock()
-    async with tus_server(tmp_path, clock=clock, expiry_s=100) as srv, \
-            aiohttp.ClientSession() as s:
+    async with tus_server(tmp_path, clock=clock, expiry_s=100) as srv, aiohttp.ClientSession() as s:
         stale = await create(s, srv.url, 100)
         active = await create(s, srv.url, 100)
         finished = await create(s, srv.url, 10)
@@ -353,8 +392,10 @@ async def test_background_expiry(tmp_path: Path) -> None:
     """The cleanup context removes expired partial uploads by itself (real clock)."""
     import time
 
-    async with tus_server(tmp_path, expiry_s=1.0, clock=time.time) as srv, \
-            aiohttp.ClientSession() as s:
+    async with (
+        tus_server(tmp_path, expiry_s=1.0, clock=time.time) as srv,
+        aiohttp.ClientSession() as s,
+    ):
         url = await create(s, srv.url, 100)
         part = srv.upload_dir / f"{upload_id(url)}.part"
         assert part.exists()
@@ -389,8 +430,11 @@ async def test_method_override(tmp_path: Path) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, 20)
         base = {**auth("alice"), "Content-Type": OCTET}
-        async with s.post(url, data=b"0123456789", headers={
-                **base, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}) as r:
+        async with s.post(
+            url,
+            data=b"0123456789",
+            headers={**base, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"},
+        ) as r:
             assert r.status == 204 and r.headers["Upload-Offset"] == "10"
         async with s.post(url, headers={**auth("alice"), "X-HTTP-Method-Override": "HEAD"}) as r:
             assert r.status == 200 and r.headers["Upload-Offset"] == "10"
@@ -398,8 +442,7 @@ async def test_method_override(tmp_path: Path) -> None:
             assert r.status == 405
         async with s.post(url, headers=auth("alice")) as r:
             assert r.status == 405
-        async with s.post(url, headers={**auth("alice"),
-                                        "X-HTTP-Method-Override": "DELETE"}) as r:
+        async with s.post(url, headers={**auth("alice"), "X-HTTP-Method-Override": "DELETE"}) as r:
             assert r.status == 204
         assert list(srv.upload_dir.iterdir()) == []
 
@@ -416,7 +459,8 @@ async def test_creation_refused_when_disk_cannot_hold_it(tmp_path: Path) -> None
 
 
 async def test_created_hook_runs_once_per_stored_upload_and_its_failure_is_only_logged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, 10, owner="alice")
         assert srv.hooks.created_ids == [upload_id(url)]

@@ -68,8 +68,9 @@ async def test_random_cuts_resume_identical(tmp_path: Path, seed: int) -> None:
             end = min(len(data), offset + rng.randint(1, 2 * READ_CHUNK))
             if cuts < 8 or rng.random() < 0.5:  # cut this request off part-way
                 cut = offset + rng.randint(0, end - offset - 1)
-                await raw_patch_cut(srv.host, srv.port, path, offset, end - offset,
-                                    data[offset:cut])
+                await raw_patch_cut(
+                    srv.host, srv.port, path, offset, end - offset, data[offset:cut]
+                )
                 kept = await settle(s, url)
                 assert offset <= kept <= cut
                 cuts += 1
@@ -95,8 +96,9 @@ async def test_cut_after_pause_keeps_every_byte(tmp_path: Path, seed: int) -> No
         offset = 0
         for _ in range(4):
             cut = offset + rng.randint(1, READ_CHUNK // 2)
-            _, writer = await raw_patch_open(srv.host, srv.port, path, offset,
-                                             len(data) - offset, data[offset:cut])
+            _, writer = await raw_patch_open(
+                srv.host, srv.port, path, offset, len(data) - offset, data[offset:cut]
+            )
             await asyncio.sleep(0.3)  # the server reads it all, then the line drops
             writer.close()
             await writer.wait_closed()
@@ -115,13 +117,16 @@ async def test_streaming_body_that_fails_midway(tmp_path: Path) -> None:
 
         async def body() -> AsyncIterator[bytes]:
             for i in range(0, sent, 65536):
-                yield data[i:min(i + 65536, sent)]
+                yield data[i : min(i + 65536, sent)]
             await asyncio.sleep(0.3)  # the server reads them all before the failure
             raise RuntimeError("microphone cable pulled")
 
         with pytest.raises((aiohttp.ClientError, RuntimeError)):
-            async with s.patch(url, data=body(), headers={
-                    **auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET}) as r:
+            async with s.patch(
+                url,
+                data=body(),
+                headers={**auth("alice"), "Upload-Offset": "0", "Content-Type": OCTET},
+            ) as r:
                 await r.read()
         assert await wait_offset(s, url, sent) == sent
         r = await patch(s, url, sent, data[sent:])
@@ -139,7 +144,9 @@ async def test_cut_with_checksum_keeps_nothing(tmp_path: Path) -> None:
             f"PATCH /files/{upload_id(url)} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
             f"Authorization: Bearer alice\r\nContent-Type: {OCTET}\r\nUpload-Offset: 100\r\n"
             "Upload-Checksum: sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
-            "Content-Length: 900\r\n\r\n".encode() + b"b" * 500)
+            "Content-Length: 900\r\n\r\n".encode()
+            + b"b" * 500
+        )
         await writer.drain()
         await asyncio.sleep(0.1)
         writer.close()
@@ -158,8 +165,9 @@ async def test_restart_resumes(tmp_path: Path) -> None:
         url2 = await create(s, srv.url, len(data), metadata={"sha256": sha256(data)})
         half = len(data) // 2 + 3
         assert (await patch(s, url1, 0, data[:half])).status == 204
-        await raw_patch_cut(srv.host, srv.port, "/files/" + upload_id(url2), 0, len(data),
-                            data[:half], pause=0.3)
+        await raw_patch_cut(
+            srv.host, srv.port, "/files/" + upload_id(url2), 0, len(data), data[:half], pause=0.3
+        )
         assert await wait_offset(s, url2, half) == half
     # what a kill -9 in the middle of a PATCH leaves: bytes on disk past the committed offset
     part = tmp_path / "uploads" / f"{upload_id(url1)}.part"
@@ -199,16 +207,24 @@ async def test_tuspy_client(tmp_path: Path) -> None:
     resumes an upload it stopped part-way."""
     data = os.urandom(3 * READ_CHUNK + 5)
     async with tus_server(tmp_path) as srv:
+
         def run() -> tuple[str, int]:
             client = tus_client.TusClient(srv.url, headers={"Authorization": "Bearer alice"})
-            first = client.uploader(file_stream=io.BytesIO(data), chunk_size=700_000,
-                                    metadata={"filename": "take.flac", "sha256": sha256(data)},
-                                    upload_checksum=True)
+            first = client.uploader(
+                file_stream=io.BytesIO(data),
+                chunk_size=700_000,
+                metadata={"filename": "take.flac", "sha256": sha256(data)},
+                upload_checksum=True,
+            )
             first.upload(stop_at=1_400_000)
             assert first.url is not None
             stopped = first.offset
-            again = client.uploader(file_stream=io.BytesIO(data), url=first.url,
-                                    chunk_size=1 << 20, upload_checksum=True)
+            again = client.uploader(
+                file_stream=io.BytesIO(data),
+                url=first.url,
+                chunk_size=1 << 20,
+                upload_checksum=True,
+            )
             again.upload()
             return str(first.url), stopped
 
@@ -221,7 +237,10 @@ async def test_tuspy_client(tmp_path: Path) -> None:
 def _start(directory: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.server.tus_support", "--dir", str(directory)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("listening on "), line
@@ -241,9 +260,14 @@ async def test_kill_9_mid_patch(tmp_path: Path) -> None:
             url = await create(s, base, len(data), metadata={"sha256": sha256(data)})
             part = tmp_path / "uploads" / f"{upload_id(url)}.part"
             assert (await patch(s, url, 0, data[:committed])).status == 204
-            _, writer = await raw_patch_open("127.0.0.1", port, "/files/" + upload_id(url),
-                                             committed, len(data) - committed,
-                                             data[committed:committed + 3 * READ_CHUNK])
+            _, writer = await raw_patch_open(
+                "127.0.0.1",
+                port,
+                "/files/" + upload_id(url),
+                committed,
+                len(data) - committed,
+                data[committed : committed + 3 * READ_CHUNK],
+            )
             for _ in range(500):  # until uncommitted bytes have reached the file
                 if part.stat().st_size >= committed + 2 * READ_CHUNK:
                     break
@@ -275,8 +299,9 @@ async def test_stalled_patch_frees_the_upload(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     async with tus_server(tmp_path, idle_timeout_s=0.5) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, len(data))
-        reader, writer = await raw_patch_open(srv.host, srv.port, "/files/" + upload_id(url),
-                                              0, len(data), data[:123_456])
+        reader, writer = await raw_patch_open(
+            srv.host, srv.port, "/files/" + upload_id(url), 0, len(data), data[:123_456]
+        )
         try:
             await asyncio.sleep(0.1)
             assert (await patch(s, url, 0, b"x")).status == 409  # still held

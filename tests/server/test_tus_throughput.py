@@ -40,7 +40,7 @@ def chunk_of(upload: int, start: int, size: int) -> bytes:
         mib, within = divmod(pos, 1 << 20)
         block = struct.pack("<QQ", upload, mib) + BLOCK[16:]
         take = min(len(block) - within, start + size - pos)
-        out += block[within:within + take]
+        out += block[within : within + take]
         pos += take
     return bytes(out)
 
@@ -52,8 +52,11 @@ async def upload_one(s: aiohttp.ClientSession, base: str, i: int, size: int) -> 
     while offset < size:
         body = chunk_of(i, offset, min(PATCH_BYTES, size - offset))
         h.update(body)
-        async with s.patch(url, data=io.BytesIO(body), headers={
-                **auth(f"singer{i}"), "Upload-Offset": str(offset), "Content-Type": OCTET}) as r:
+        async with s.patch(
+            url,
+            data=io.BytesIO(body),
+            headers={**auth(f"singer{i}"), "Upload-Offset": str(offset), "Content-Type": OCTET},
+        ) as r:
             assert r.status == 204, (r.status, await r.text())
             offset = int(r.headers["Upload-Offset"])
     return url.rsplit("/", 1)[1], h.hexdigest()
@@ -64,7 +67,10 @@ async def test_concurrent_uploads(tmp_path: Path) -> None:
     size = SIZE_MB * 1_000_000
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.server.tus_support", "--dir", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.to_thread(proc.stdout.readline)
@@ -84,8 +90,7 @@ async def test_concurrent_uploads(tmp_path: Path) -> None:
 
             prober = asyncio.create_task(measure())
             t0 = time.perf_counter()
-            results = await asyncio.gather(*(upload_one(s, base, i, size)
-                                             for i in range(UPLOADS)))
+            results = await asyncio.gather(*(upload_one(s, base, i, size) for i in range(UPLOADS)))
             wall = time.perf_counter() - t0
             done.set()
             await prober
@@ -96,10 +101,12 @@ async def test_concurrent_uploads(tmp_path: Path) -> None:
         total_mb = UPLOADS * size / 1e6
         lat_ms = sorted(x * 1000 for x in latencies)
         p99 = lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))]
-        print(f"\n{UPLOADS} concurrent uploads x {SIZE_MB} MB = {total_mb:.0f} MB in {wall:.2f} s"
-              f" -> {total_mb / wall:.0f} MB/s; corrupt: {corrupt}; HEAD latency during the"
-              f" uploads: median {statistics.median(lat_ms):.1f} ms, p99 {p99:.1f} ms,"
-              f" max {lat_ms[-1]:.1f} ms over {len(lat_ms)} probes")
+        print(
+            f"\n{UPLOADS} concurrent uploads x {SIZE_MB} MB = {total_mb:.0f} MB in {wall:.2f} s"
+            f" -> {total_mb / wall:.0f} MB/s; corrupt: {corrupt}; HEAD latency during the"
+            f" uploads: median {statistics.median(lat_ms):.1f} ms, p99 {p99:.1f} ms,"
+            f" max {lat_ms[-1]:.1f} ms over {len(lat_ms)} probes"
+        )
         assert corrupt == 0
         assert len(lat_ms) >= 2
         assert lat_ms[-1] < 2000, "the server's event loop stalled during the uploads"

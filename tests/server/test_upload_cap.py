@@ -20,24 +20,42 @@ FRAMES = 4800
 
 
 def meta(take_id: str) -> str:
-    return str(encode_metadata({"take_id": take_id, "filename": "take.wav",
-                                "recording": recording_meta(FRAMES)}))
+    return str(
+        encode_metadata(
+            {"take_id": take_id, "filename": "take.wav", "recording": recording_meta(FRAMES)}
+        )
+    )
 
 
-async def post(http: aiohttp.ClientSession, who: Singer, take_id: str,
-               length: int) -> tuple[int, Any]:
+async def post(
+    http: aiohttp.ClientSession, who: Singer, take_id: str, length: int
+) -> tuple[int, Any]:
     """Create an upload; (201, its URL) or (status, the error object)."""
-    async with http.post("/files/", headers={**TUS, **who.headers, "Upload-Length": str(length),
-                                             "Upload-Metadata": meta(take_id)}) as r:
+    async with http.post(
+        "/files/",
+        headers={
+            **TUS,
+            **who.headers,
+            "Upload-Length": str(length),
+            "Upload-Metadata": meta(take_id),
+        },
+    ) as r:
         if r.status == 201:
             return r.status, r.headers["Location"]
         return r.status, await error_of(r)
 
 
 async def patch_all(http: aiohttp.ClientSession, who: Singer, url: str, body: bytes) -> int:
-    async with http.patch(url, data=io.BytesIO(body), headers={
-            **TUS, **who.headers, "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream"}) as r:
+    async with http.patch(
+        url,
+        data=io.BytesIO(body),
+        headers={
+            **TUS,
+            **who.headers,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    ) as r:
         await r.read()
         return r.status
 
@@ -47,8 +65,9 @@ async def delete(http: aiohttp.ClientSession, who: Singer, url: str) -> int:
         return r.status
 
 
-async def singer_state(http: aiohttp.ClientSession, leader: Leader, take_id: str,
-                       who: Singer) -> str:
+async def singer_state(
+    http: aiohttp.ClientSession, leader: Leader, take_id: str, who: Singer
+) -> str:
     async with http.get("/api/session/takes", headers=leader.headers) as r:
         takes = (await r.json())["takes"]
     (take,) = [t for t in takes if t["take_id"] == take_id]
@@ -65,8 +84,7 @@ async def next_take(http: aiohttp.ClientSession, leader: Leader, take_id: str) -
     return new
 
 
-async def test_cap_is_per_singer_and_finishing_or_terminating_frees_a_slot(
-        tmp_path: Path) -> None:
+async def test_cap_is_per_singer_and_finishing_or_terminating_frees_a_slot(tmp_path: Path) -> None:
     wav = tmp_path / "take.wav"
     write_audio(wav, frames=FRAMES)
     body = wav.read_bytes()
@@ -101,9 +119,16 @@ async def test_cap_is_per_singer_and_finishing_or_terminating_frees_a_slot(
             assert status == 201
             # a refused (failed) upload keeps its bytes until it expires: it still counts
             garbage = bytes(len(body))
-            async with http.patch(bad, data=garbage, headers={
-                    **TUS, **ann.headers, "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream"}) as r:
+            async with http.patch(
+                bad,
+                data=garbage,
+                headers={
+                    **TUS,
+                    **ann.headers,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            ) as r:
                 assert r.status == 422
             status, err = await post(http, ann, take2, len(body))
             assert status == 409 and err["open_uploads"] == 3
@@ -140,8 +165,9 @@ async def test_concurrent_creations_cannot_overshoot_the_cap(tmp_path: Path) -> 
 
 async def test_expired_uploads_free_their_slots(tmp_path: Path) -> None:
     expiry = 2.0
-    async with running_server(tmp_path / "data", max_open_uploads_per_participant=2,
-                              upload_expiry_s=expiry) as srv:
+    async with running_server(
+        tmp_path / "data", max_open_uploads_per_participant=2, upload_expiry_s=expiry
+    ) as srv:
         async with aiohttp.ClientSession(srv.url) as http:
             _, (ann, _), take1 = await started_take(http)
             loop = asyncio.get_running_loop()

@@ -57,8 +57,9 @@ class FileHooks:
             raise web.HTTPUnauthorized(text="bearer token required")
         return header[7:]
 
-    async def authorize_create(self, request: web.Request, metadata: dict[str, str],
-                               length: int) -> str:
+    async def authorize_create(
+        self, request: web.Request, metadata: dict[str, str], length: int
+    ) -> str:
         return self._token(request)
 
     async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
@@ -68,8 +69,9 @@ class FileHooks:
         if self._token(request) != owner:
             raise web.HTTPForbidden(text="not your upload")
 
-    async def complete(self, upload_id: str, path: Path, metadata: dict[str, str], owner: str,
-                       sha256_hex: str) -> None:
+    async def complete(
+        self, upload_id: str, path: Path, metadata: dict[str, str], owner: str, sha256_hex: str
+    ) -> None:
         if self.fail_next > 0:
             self.fail_next -= 1
             raise OSError("simulated failure while placing the file")
@@ -114,27 +116,44 @@ def make_app(handler: TusHandler) -> web.Application:
 
 
 @asynccontextmanager
-async def tus_server(root: Path, *, max_size: int = 64 << 20, expiry_s: float = 3600.0,
-                     clock: Callable[[], float] | None = None,
-                     idle_timeout_s: float = 30.0) -> AsyncIterator[TusServer]:
+async def tus_server(
+    root: Path,
+    *,
+    max_size: int = 64 << 20,
+    expiry_s: float = 3600.0,
+    clock: Callable[[], float] | None = None,
+    idle_timeout_s: float = 30.0,
+) -> AsyncIterator[TusServer]:
     """Serve a :class:`TusHandler` on ``root/uploads`` at a free loopback port."""
     hooks = FileHooks(root / "done")
-    handler = TusHandler(root / "uploads", hooks, max_size=max_size, expiry_s=expiry_s,
-                         clock=clock or Clock(), idle_timeout_s=idle_timeout_s)
+    handler = TusHandler(
+        root / "uploads",
+        hooks,
+        max_size=max_size,
+        expiry_s=expiry_s,
+        clock=clock or Clock(),
+        idle_timeout_s=idle_timeout_s,
+    )
     runner = web.AppRunner(make_app(handler))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield TusServer(f"http://127.0.0.1:{port}/files/", "127.0.0.1", port, handler, hooks,
-                        root / "uploads")
+        yield TusServer(
+            f"http://127.0.0.1:{port}/files/", "127.0.0.1", port, handler, hooks, root / "uploads"
+        )
     finally:
         await runner.cleanup()
 
 
-async def create(session: aiohttp.ClientSession, url: str, length: int, owner: str = "alice",
-                 metadata: dict[str, str] | None = None) -> str:
+async def create(
+    session: aiohttp.ClientSession,
+    url: str,
+    length: int,
+    owner: str = "alice",
+    metadata: dict[str, str] | None = None,
+) -> str:
     """POST a new upload and return its absolute URL."""
     headers = {**auth(owner), "Upload-Length": str(length)}
     if metadata:
@@ -151,8 +170,14 @@ async def head_offset(session: aiohttp.ClientSession, url: str, owner: str = "al
         return int(r.headers["Upload-Offset"])
 
 
-async def patch(session: aiohttp.ClientSession, url: str, offset: int, body: bytes,
-                owner: str = "alice", **extra: str) -> aiohttp.ClientResponse:
+async def patch(
+    session: aiohttp.ClientSession,
+    url: str,
+    offset: int,
+    body: bytes,
+    owner: str = "alice",
+    **extra: str,
+) -> aiohttp.ClientResponse:
     """PATCH ``body`` at ``offset``; returns the (read) response."""
     headers = {**auth(owner), "Upload-Offset": str(offset), "Content-Type": OCTET, **extra}
     async with session.patch(url, data=io.BytesIO(body), headers=headers) as r:
@@ -160,9 +185,9 @@ async def patch(session: aiohttp.ClientSession, url: str, offset: int, body: byt
         return r
 
 
-async def raw_patch_open(host: str, port: int, path: str, offset: int, declared: int,
-                         sent: bytes, owner: str = "alice"
-                         ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_patch_open(
+    host: str, port: int, path: str, offset: int, declared: int, sent: bytes, owner: str = "alice"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Start a PATCH over a raw socket announcing ``declared`` body bytes, send ``sent``.
 
     Returns the open connection so the caller can cut it (``writer.close()``) or finish it.
@@ -178,8 +203,16 @@ async def raw_patch_open(host: str, port: int, path: str, offset: int, declared:
     return reader, writer
 
 
-async def raw_patch_cut(host: str, port: int, path: str, offset: int, declared: int,
-                        sent: bytes, owner: str = "alice", pause: float = 0.0) -> None:
+async def raw_patch_cut(
+    host: str,
+    port: int,
+    path: str,
+    offset: int,
+    declared: int,
+    sent: bytes,
+    owner: str = "alice",
+    pause: float = 0.0,
+) -> None:
     """A PATCH whose connection closes after ``len(sent)`` of ``declared`` body bytes,
     ``pause`` seconds after sending them (time for the server to read them all)."""
     _, writer = await raw_patch_open(host, port, path, offset, declared, sent, owner)
@@ -188,8 +221,9 @@ async def raw_patch_cut(host: str, port: int, path: str, offset: int, declared: 
     await writer.wait_closed()
 
 
-async def wait_offset(session: aiohttp.ClientSession, url: str, want: int,
-                      timeout: float = 10.0, owner: str = "alice") -> int:
+async def wait_offset(
+    session: aiohttp.ClientSession, url: str, want: int, timeout: float = 10.0, owner: str = "alice"
+) -> int:
     """Poll HEAD until the upload's offset is ``want`` (the server commits a cut body
     asynchronously); returns the last offset seen."""
     loop = asyncio.get_running_loop()

@@ -77,8 +77,17 @@ class ServeProcess:
             raise RuntimeError("already running")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tutti", "serve", "--port", "0", "--data", str(self.data_dir),
-            *self.extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "tutti",
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            str(self.data_dir),
+            *self.extra,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=env,
         )
         assert self.proc.stdout is not None
