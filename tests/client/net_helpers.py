@@ -1,125 +1,23 @@
-"""Helpers for the singer-side network tests: a real ``tutti serve`` subprocess and a leader.
+"""Helpers for the singer-side network tests: a leader over plain HTTP and WAV bytes.
 
-The server runs as ``python -m tutti serve --port 0 --data DIR`` in its own process (so it
-can be ``kill -9``-ed and restarted on the same data dir, and so its clock work does not
-share an event loop with the client under test); the leader is plain HTTP.
+The server they talk to runs as ``python -m tutti serve`` in its own process
+(:class:`tests.support.server.ServerProcess`: so it can be ``kill -9``-ed and restarted on the
+same data dir, and so its clock work does not share an event loop with the client under test).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import soundfile as sf
 
-__all__ = ["ServerProcess", "Leader", "wav_bytes", "ROOT"]
-
-ROOT = Path(__file__).resolve().parents[2]
-_LINE = re.compile(r"tutti serving on (http://\S+):(\d+)")
-
-
-class ServerProcess:
-    """``tutti serve`` in a subprocess on a free port; :meth:`kill` + :meth:`start` restart it."""
-
-    def __init__(self, data_dir: Path, port: int = 0, extra: tuple[str, ...] = ()) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.extra = extra
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.log: list[str] = []
-        self._drainer: threading.Thread | None = None
-
-    def start(self, timeout: float = 20.0) -> str:
-        """Start (or restart on the same port) and return the base URL."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "tutti",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data_dir),
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        lines: list[str] = []
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = _LINE.search(line)
-            if m:
-                self.port = int(m.group(2))
-                self.url = f"http://127.0.0.1:{self.port}"
-                # keep reading its output so a chatty server never blocks on a full pipe
-                self._drainer = threading.Thread(
-                    target=_drain, args=(self.proc.stdout, self.log), daemon=True
-                )
-                self._drainer.start()
-                return self.url
-        self.kill()
-        raise RuntimeError("tutti serve did not start: " + "".join(lines))
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """``kill -9`` the server (no clean shutdown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._drainer is not None:
-            self._drainer.join(10)
-            self._drainer = None
-        elif self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._reap()
-
-
-def _drain(stream: Any, log: list[str]) -> None:
-    with contextlib.suppress(ValueError, OSError):
-        for line in stream:
-            log.append(line)
-            del log[:-200]
-    stream.close()
+__all__ = ["Leader", "wav_bytes"]
 
 
 def wav_bytes(frames: int, rate: int = 48000, channels: int = 2, seed: int = 1) -> bytes:

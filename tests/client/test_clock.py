@@ -17,8 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.client.net_helpers import Leader, ServerProcess
+from tests.client.net_helpers import Leader
 from tests.support.jitter_proxy import JitterProxy
+from tests.support.server import ServerProcess
 from tutti.client.clock import ClockEstimator, ClockSync
 from tutti.client.connection import Connection, join_session
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.client.net_helpers import ROOT, Leader, ServerProcess
+from tests.client.net_helpers import Leader
 from tests.support.jitter_proxy import JitterProxy
+from tests.support.server import ROOT, ServerProcess
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

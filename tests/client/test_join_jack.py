@@ -22,8 +22,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.client.net_helpers import ROOT, Leader, ServerProcess
+from tests.client.net_helpers import Leader
 from tests.support.jack import JackServer, RecorderProcess, first_nonzero, jack_ports
+from tests.support.server import ROOT, ServerProcess
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

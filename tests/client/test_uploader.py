@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.client.net_helpers import Leader, ServerProcess
+from tests.client.net_helpers import Leader
 from tests.support.jitter_proxy import JitterProxy
+from tests.support.server import ServerProcess
 from tutti.client.connection import join_session
 from tutti.client.uploader import (
     TusUploader,

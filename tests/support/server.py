@@ -9,18 +9,24 @@ As a subprocess that a test may ``kill -9`` and restart on the same data directo
 
     proc = ServeProcess(tmp_path / "data")
     url = await proc.start()
-    proc.kill9()
-    url = await proc.start()   # same data dir, maybe another port
+    await proc.kill9()
+    url = await proc.start()   # same data dir and port
     await proc.stop()
+
+(:class:`ServerProcess` is the same without coroutines.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -32,7 +38,9 @@ from aiohttp import web
 from tutti.server.app import init_app
 from tutti.server.app_keys import Config
 
-__all__ = ["RunningServer", "running_server", "ServeProcess"]
+__all__ = ["ROOT", "RunningServer", "running_server", "ServeProcess", "ServerProcess"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _LINE_RE = re.compile(r"^tutti serving on (http://\S+) \(data: (.+)\)$")
 
@@ -62,78 +70,130 @@ async def running_server(data_dir: Path, **config: Any) -> AsyncIterator[Running
         await runner.cleanup()
 
 
-class ServeProcess:
-    """``python -m tutti serve --port 0 --data DIR`` as a child process."""
+class ServerProcess:
+    """``python -m tutti serve --port PORT --data DIR`` as a child process; :meth:`kill` and
+    :meth:`start` restart it on the same port and data directory.
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    Its output (stdout and stderr) is read all the time by a thread, so a chatty server never
+    blocks on a full pipe; the last 200 lines stay in :attr:`log`.
+    """
+
+    def __init__(self, data_dir: Path, port: int = 0, extra: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.port = port
         self.extra = extra
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.log: list[str] = []
+        self._drainer: threading.Thread | None = None
 
-    async def start(self, timeout: float = 30.0) -> str:
-        """Coroutine: start the server and return its URL once it prints its line."""
-        if self.proc is not None and self.proc.returncode is None:
+    def start(self, timeout: float = 20.0) -> str:
+        """Start (or restart on the port it had) and return the base URL."""
+        if self.is_running():
             raise RuntimeError("already running")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tutti",
-            "serve",
-            "--port",
-            "0",
-            "--data",
-            str(self.data_dir),
-            *self.extra,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
+        cmd = [sys.executable, "-m", "tutti", "serve", "--port", str(self.port),
+               "--data", str(self.data_dir), *self.extra]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        except TimeoutError:
-            await self.stop()
-            raise RuntimeError("tutti serve printed nothing within the timeout") from None
-        m = _LINE_RE.match(line.decode().strip())
-        if m is None:
-            err = b""
-            if self.proc.stderr is not None:
-                await self.proc.wait()
-                err = await self.proc.stderr.read()
-            raise RuntimeError(f"unexpected first line {line!r}; stderr: {err.decode()[-2000:]}")
-        self.url = m.group(1)
-        return self.url
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = _LINE_RE.match(line.strip())
+            if m:
+                self.url = m.group(1)
+                self.port = int(self.url.rsplit(":", 1)[1])
+                self._drainer = threading.Thread(
+                    target=_drain, args=(self.proc.stdout, self.log), daemon=True
+                )
+                self._drainer.start()
+                return self.url
+        self.kill()
+        raise RuntimeError("tutti serve did not start: " + "".join(lines)[-2000:])
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9`` the server (no clean shutdown) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._reap()
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 10 s) and reap; return the exit code (None if not started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        code = None if self.proc is None else self.proc.returncode
+        if self._drainer is not None:
+            self._drainer.join(10)
+            self._drainer = None
+        elif self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+
+def _drain(stream: Any, log: list[str]) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        for line in stream:
+            log.append(line)
+            del log[:-200]
+    stream.close()
+
+
+class ServeProcess:
+    """:class:`ServerProcess` for coroutines: each call runs in a worker thread."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self._p = ServerProcess(data_dir, extra=extra)
+
+    @property
+    def data_dir(self) -> Path:
+        return self._p.data_dir
+
+    @property
+    def url(self) -> str:
+        return self._p.url
+
+    @property
+    def pid(self) -> int:
+        return self._p.pid
+
+    async def start(self, timeout: float = 30.0) -> str:
+        """Coroutine: start the server (again) and return its URL once it prints its line."""
+        return await asyncio.to_thread(self._p.start, timeout)
+
     async def kill9(self) -> None:
         """Coroutine: SIGKILL the server (no cleanup runs) and reap it."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        await self.proc.wait()
-        await self._drain()
+        await asyncio.to_thread(self._p.kill)
 
     async def stop(self) -> int | None:
         """Coroutine: SIGTERM (then SIGKILL after 10 s) and reap; return the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._drain()
-        return self.proc.returncode
-
-    async def _drain(self) -> None:
-        assert self.proc is not None
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                await stream.read()
+        return await asyncio.to_thread(self._p.stop)
