@@ -173,6 +173,17 @@ def remember_take(target: Target, take_id: str | None) -> None:
 # -- argument parsing -----------------------------------------------------------------------
 
 
+def _lead_arg(p: argparse.ArgumentParser) -> None:
+    """``--lead S``: how far ahead ``take start`` and ``take run`` schedule the count-in."""
+    p.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds from now until the count-in starts (≥ 1, default 2)",
+    )
+
+
 def _common(p: argparse.ArgumentParser, *, with_json: bool = False) -> None:
     g = p.add_argument_group("session")
     g.add_argument(
@@ -244,13 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q = tsub.add_parser("arm", help="arm a take (the singers get ready)")
     _common(q, with_json=True)
     q = tsub.add_parser("start", help="start the armed take (arms one first if needed)")
-    q.add_argument(
-        "--lead",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds from now until the count-in starts (≥ 1, default 2)",
-    )
+    _lead_arg(q)
     q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the armed one)")
     _common(q, with_json=True)
     q = tsub.add_parser("stop", help="stop the running take")
@@ -258,13 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(q, with_json=True)
     q = tsub.add_parser("run", help="arm, start, and stop after --seconds")
     q.add_argument("--seconds", type=float, required=True, help="length of the take (seconds)")
-    q.add_argument(
-        "--lead",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds from now until the count-in starts (≥ 1, default 2)",
-    )
+    _lead_arg(q)
     _common(q, with_json=True)
 
     p = sub.add_parser("takes", help="list takes with each singer's upload state")
