@@ -45,8 +45,12 @@ def hash_token(token: str) -> str:
 
 
 def new_id() -> str:
-    """A random id for sessions, participants and takes (22 urlsafe characters)."""
-    return secrets.token_urlsafe(16)
+    """A random id for sessions, participants and takes (22 urlsafe characters, 128 random
+    bits), never starting with ``-``: leaders type ids on the command line
+    (``tutti lead download ID``, ``--session ID``), where a leading dash reads as an option."""
+    while (i := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return i
 
 
 def new_code() -> str:
