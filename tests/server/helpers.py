@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import numpy as np
 import socketio
 import soundfile as sf
 
+from tests.server.tus_support import OCTET, TUS
+from tutti.server.tus import encode_metadata
 from tutti.wire import PROTOCOL_VERSION
 
 SETTINGS: dict[str, Any] = {
@@ -28,6 +31,39 @@ SETTINGS: dict[str, Any] = {
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def tus_create(
+    http: aiohttp.ClientSession, token: str, length: int, metadata: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """POST /files/: a new take upload; the response, its body read."""
+    headers = {
+        **TUS,
+        **bearer(token),
+        "Upload-Length": str(length),
+        "Upload-Metadata": encode_metadata(metadata),
+    }
+    async with http.post("/files/", headers=headers) as r:
+        await r.read()
+        return r
+
+
+async def tus_patch(
+    http: aiohttp.ClientSession, location: str, token: str, offset: int, body: bytes
+) -> aiohttp.ClientResponse:
+    """PATCH ``body`` at ``offset``; the response, its body read."""
+    headers = {**TUS, **bearer(token), "Upload-Offset": str(offset), "Content-Type": OCTET}
+    async with http.patch(location, data=io.BytesIO(body), headers=headers) as r:
+        await r.read()
+        return r
+
+
+async def tus_head(
+    http: aiohttp.ClientSession, location: str, token: str
+) -> aiohttp.ClientResponse:
+    """HEAD an upload."""
+    async with http.head(location, headers={**TUS, **bearer(token)}) as r:
+        return r
 
 
 @dataclass

@@ -4,54 +4,30 @@ sessions, tracks, completed takes and tokens are all still there."""
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.server.helpers import Recorder, create_session, join, write_audio
+from tests.server.helpers import Recorder, create_session, join, tus_create, tus_patch, write_audio
 from tests.server.test_take_uploads import recording_meta
 from tests.support.server import ServeProcess
-from tutti.server.tus import encode_metadata
 from tutti.wire import Ev
-
-TUS = {"Tus-Resumable": "1.0.0"}
 
 
 async def upload_take(
     http: aiohttp.ClientSession, token: str, take_id: str, data: bytes, frames: int
 ) -> None:
-    sha = hashlib.sha256(data).hexdigest()
-    async with http.post(
-        "/files/",
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {token}",
-            "Upload-Length": str(len(data)),
-            "Upload-Metadata": encode_metadata(
-                {
-                    "take_id": take_id,
-                    "filename": "t.flac",
-                    "sha256": sha,
-                    "recording": recording_meta(frames),
-                }
-            ),
-        },
-    ) as r:
-        assert r.status == 201, await r.text()
-        loc = r.headers["Location"]
-    async with http.patch(
-        loc,
-        data=io.BytesIO(data),
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {token}",
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-        },
-    ) as r:
-        assert r.status == 204, await r.text()
+    meta = {
+        "take_id": take_id,
+        "filename": "t.flac",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "recording": recording_meta(frames),
+    }
+    r = await tus_create(http, token, len(data), meta)
+    assert r.status == 201, await r.text()
+    r = await tus_patch(http, r.headers["Location"], token, 0, data)
+    assert r.status == 204, await r.text()
 
 
 @pytest.mark.slow

@@ -21,15 +21,15 @@ from tests.server.helpers import (
     create_session,
     error_of,
     join,
+    tus_create,
+    tus_patch,
     write_audio,
 )
 from tests.support.server import RunningServer
-from tutti.server.tus import encode_metadata
 from tutti.takeformat import parse_manifest
 from tutti.wire import Ev
 
 FRAMES = 48000 * 3
-TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def recording_meta(frames: int = FRAMES, **over: Any) -> str:
@@ -59,22 +59,6 @@ async def started_take(http: aiohttp.ClientSession, n: int = 2) -> tuple[Leader,
     ) as r:
         assert r.status == 200
     return leader, singers, take_id
-
-
-async def create(
-    http: aiohttp.ClientSession, token: str, length: int, meta: dict[str, str]
-) -> aiohttp.ClientResponse:
-    r = await http.post(
-        "/files/",
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {token}",
-            "Upload-Length": str(length),
-            "Upload-Metadata": encode_metadata(meta),
-        },
-    )
-    await r.read()
-    return r
 
 
 async def test_tuspy_upload_of_a_flac_take(
@@ -143,7 +127,7 @@ async def test_tuspy_upload_of_a_flac_take(
     states = {s["participant_id"]: s["state"] for s in takes[-1]["singers"]}
     assert states == {ann.participant_id: "uploaded", bob.participant_id: "expected"}
     # a second upload of the same take by Ann is refused
-    r = await create(
+    r = await tus_create(
         http,
         ann.token,
         10,
@@ -192,25 +176,25 @@ async def test_upload_metadata_checked(
         "recording": recording_meta(),
         **meta_change,
     }
-    r = await create(http, ann.token, 1000, meta)
+    r = await tus_create(http, ann.token, 1000, meta)
     assert r.status == status
     assert (await error_of(r))["code"] == code
     assert r.headers["Tus-Resumable"] == "1.0.0"
     good = {"take_id": take_id, "filename": "take.wav", "recording": recording_meta()}
-    assert (await create(http, bob.token, 1000, good)).status == 201
+    assert (await tus_create(http, bob.token, 1000, good)).status == 201
 
 
 async def test_only_expected_singers_upload(http: aiohttp.ClientSession) -> None:
     leader, _, take_id = await started_take(http, 1)
     late = await join(http, leader.code, "Late", "T")  # joined after the take was armed
     meta = {"take_id": take_id, "filename": "take.wav", "recording": recording_meta()}
-    r = await create(http, late.token, 1000, meta)
+    r = await tus_create(http, late.token, 1000, meta)
     assert r.status == 403 and (await error_of(r))["code"] == "not_expected"
     other = await create_session(http, title="Other")
     stranger = await join(http, other.code)
-    r = await create(http, stranger.token, 1000, meta)
+    r = await tus_create(http, stranger.token, 1000, meta)
     assert r.status == 404 and (await error_of(r))["code"] == "no_take"
-    r = await create(http, "made-up", 1000, meta)
+    r = await tus_create(http, "made-up", 1000, meta)
     assert r.status == 401
 
 
@@ -223,7 +207,7 @@ async def test_wrong_sha_fails_and_leader_hears(
     wav = tmp_path / "t.wav"
     write_audio(wav, frames=FRAMES)
     data = wav.read_bytes()
-    r = await create(
+    r = await tus_create(
         http,
         ann.token,
         len(data),
@@ -235,18 +219,9 @@ async def test_wrong_sha_fails_and_leader_hears(
         },
     )
     loc = r.headers["Location"]
-    async with http.patch(
-        loc,
-        data=io.BytesIO(data),
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {ann.token}",
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-        },
-    ) as resp:
-        assert resp.status == 422
-        assert "sha256" in (await resp.json())["error"]["message"]
+    resp = await tus_patch(http, loc, ann.token, 0, data)
+    assert resp.status == 422
+    assert "sha256" in (await resp.json())["error"]["message"]
     upd = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "failed")
     assert "sha256" in upd["detail"]
     take_dir = server.config.data_dir / "takes" / leader.session_id / take_id
@@ -294,5 +269,5 @@ async def test_no_upload_before_the_take_starts(http: aiohttp.ClientSession) -> 
     async with http.post("/api/session/takes", headers=leader.headers) as r:
         take_id = (await r.json())["take_id"]
     meta = {"take_id": take_id, "filename": "take.wav", "recording": recording_meta()}
-    r = await create(http, ann.token, 1000, meta)
+    r = await tus_create(http, ann.token, 1000, meta)
     assert r.status == 409 and (await error_of(r))["code"] == "take_not_started"

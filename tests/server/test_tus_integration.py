@@ -4,19 +4,26 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from yarl import URL
 
-from tests.server.helpers import Leader, Singer, create_session, join, write_audio
-from tests.server.tus_support import OCTET, TUS, raw_patch_cut, raw_patch_open, wait_offset
+from tests.server.helpers import (
+    Leader,
+    Singer,
+    create_session,
+    join,
+    tus_create,
+    tus_head,
+    tus_patch,
+    write_audio,
+)
+from tests.server.tus_support import raw_patch_cut, raw_patch_open, wait_offset
 from tests.support.server import ServeProcess, running_server
-from tutti.server.tus import READ_CHUNK, encode_metadata
+from tutti.server.tus import READ_CHUNK
 
 FRAMES = 48000 * 6
 
@@ -51,44 +58,6 @@ async def started_take(
     ) as r:
         assert r.status == 200, await r.text()
     return leader, singers, take_id
-
-
-async def tus_create(
-    http: aiohttp.ClientSession, token: str, length: int, metadata: dict[str, str]
-) -> aiohttp.ClientResponse:
-    async with http.post(
-        "/files/",
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {token}",
-            "Upload-Length": str(length),
-            "Upload-Metadata": encode_metadata(metadata),
-        },
-    ) as r:
-        await r.read()
-        return r
-
-
-async def tus_patch(
-    http: aiohttp.ClientSession, location: str, token: str, offset: int, body: bytes
-) -> aiohttp.ClientResponse:
-    async with http.patch(
-        location,
-        data=io.BytesIO(body),
-        headers={
-            **TUS,
-            "Authorization": f"Bearer {token}",
-            "Upload-Offset": str(offset),
-            "Content-Type": OCTET,
-        },
-    ) as r:
-        await r.read()
-        return r
-
-
-async def tus_head(http: aiohttp.ClientSession, location: str, token: str) -> Any:
-    async with http.head(location, headers={**TUS, "Authorization": f"Bearer {token}"}) as r:
-        return r
 
 
 async def singer_state(
@@ -128,17 +97,8 @@ async def test_take_upload_cut_and_resumed(tmp_path: Path) -> None:
             "127.0.0.1", port, location, 0, len(data), data[:cut], owner=ann.token, pause=0.3
         )
         assert await wait_offset(http, location, cut, owner=ann.token) == cut
-        async with http.patch(
-            location,
-            data=io.BytesIO(data[cut:]),
-            headers={
-                **TUS,
-                "Authorization": f"Bearer {ann.token}",
-                "Upload-Offset": str(cut),
-                "Content-Type": OCTET,
-            },
-        ) as r:
-            assert r.status == 204, await r.text()
+        r = await tus_patch(http, location, ann.token, cut, data[cut:])
+        assert r.status == 204, await r.text()
         assert await singer_state(http, leader, take_id, ann.participant_id) == "uploaded"
         async with http.get(f"/api/session/takes/{take_id}/manifest", headers=leader.headers) as r:
             manifest = await r.json()
@@ -168,18 +128,9 @@ async def test_take_upload_refused_on_verification(tmp_path: Path) -> None:
         r = await tus_create(http, ann.token, len(data), meta)
         assert r.status == 201
         location = r.headers["Location"]
-        async with http.patch(
-            location,
-            data=io.BytesIO(data),
-            headers={
-                **TUS,
-                "Authorization": f"Bearer {ann.token}",
-                "Upload-Offset": "0",
-                "Content-Type": OCTET,
-            },
-        ) as resp:
-            assert resp.status == 422
-            message = (await resp.json())["error"]["message"]
+        resp = await tus_patch(http, location, ann.token, 0, data)
+        assert resp.status == 422
+        message = (await resp.json())["error"]["message"]
         assert f"{FRAMES} frames" in message
         head = await tus_head(http, location, ann.token)
         assert head.status == 422 and head.headers["X-Tutti-Upload-State"] == "failed"

@@ -4,18 +4,17 @@ finishing, terminating or expiring an upload frees a slot; other singers are not
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.server.helpers import Leader, Singer, error_of, write_audio
+from tests.server.helpers import Leader, Singer, error_of, tus_patch, write_audio
 from tests.server.test_take_uploads import recording_meta, started_take
+from tests.server.tus_support import TUS
 from tests.support.server import running_server
 from tutti.server.tus import encode_metadata
 
-TUS = {"Tus-Resumable": "1.0.0"}
 FRAMES = 4800
 
 
@@ -46,18 +45,7 @@ async def post(
 
 
 async def patch_all(http: aiohttp.ClientSession, who: Singer, url: str, body: bytes) -> int:
-    async with http.patch(
-        url,
-        data=io.BytesIO(body),
-        headers={
-            **TUS,
-            **who.headers,
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-        },
-    ) as r:
-        await r.read()
-        return r.status
+    return (await tus_patch(http, url, who.token, 0, body)).status
 
 
 async def delete(http: aiohttp.ClientSession, who: Singer, url: str) -> int:
@@ -119,17 +107,7 @@ async def test_cap_is_per_singer_and_finishing_or_terminating_frees_a_slot(tmp_p
             assert status == 201
             # a refused (failed) upload keeps its bytes until it expires: it still counts
             garbage = bytes(len(body))
-            async with http.patch(
-                bad,
-                data=garbage,
-                headers={
-                    **TUS,
-                    **ann.headers,
-                    "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream",
-                },
-            ) as r:
-                assert r.status == 422
+            assert (await tus_patch(http, bad, ann.token, 0, garbage)).status == 422
             status, err = await post(http, ann, take2, len(body))
             assert status == 409 and err["open_uploads"] == 3
             # a refused creation announces nothing: Ann's state is the failure's, untouched
