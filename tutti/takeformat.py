@@ -24,10 +24,14 @@ __all__ = [
     "MANIFEST_NAME",
     "TakeFormatError",
     "Recording",
+    "Gap",
+    "ClockPoint",
     "Backing",
     "TakeManifest",
     "parse_manifest",
     "parse_recording",
+    "parse_gaps",
+    "parse_clock_map",
     "check_relpath",
 ]
 
@@ -66,6 +70,41 @@ def _get(d: dict[str, Any], key: str, what: str, typ: type | tuple[type, ...]) -
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A stretch of the timeline where a recording or a headset lost frames.
+
+    For a recording (``gaps``) the file holds ``frames`` of silence there, so every later
+    sample keeps its timeline place; for the headset (``slips``) the program jumped ahead by
+    ``frames`` at that point (the singer heard a skip, not a shift).
+
+    Attributes
+    ----------
+    at : int
+        Timeline frame where the loss starts.
+    frames : int
+        Length of the loss in frames (> 0).
+    """
+
+    at: int
+    frames: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"at": self.at, "frames": self.frames}
+
+
+@dataclass(frozen=True)
+class ClockPoint:
+    """One point of a recording's clock map: file frame ``frame`` sits at timeline frame
+    ``timeline`` (input and output ran on separate clocks; the mixer interpolates)."""
+
+    frame: int
+    timeline: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"frame": self.frame, "timeline": self.timeline}
+
+
+@dataclass(frozen=True)
 class Recording:
     """One singer's recording of a take, with its timeline numbers.
 
@@ -80,6 +119,15 @@ class Recording:
         ("measured") or taken from the device's report ("reported").
     frames, rate, channels : int
         Length in frames, sample rate (Hz) and channel count of the file.
+    shared_clock : bool
+        Whether input and output ran on one clock, as measured by the recorder.
+    gaps : tuple[Gap, ...]
+        Input frames the recorder lost (overflow, stalled process); silence in the file.
+    slips : tuple[Gap, ...]
+        Where the singer's headset program skipped ahead to stay on the timeline.
+    clock_map : tuple[ClockPoint, ...]
+        File frame ↔ timeline frame every few seconds, for a recording whose input clock
+        is not the output's; empty when ``shared_clock``.
     """
 
     file: str
@@ -97,14 +145,26 @@ class Recording:
     underflows: int = 0
     shared_clock: bool = True
     device: dict[str, Any] = field(default_factory=dict)
+    gaps: tuple[Gap, ...] = ()
+    slips: tuple[Gap, ...] = ()
+    clock_map: tuple[ClockPoint, ...] = ()
 
     @property
     def timeline_start(self) -> int:
         """Timeline position (frames) of the recording's first sample."""
         return self.start_offset - self.latency
 
+    @property
+    def lost_frames(self) -> int:
+        """Input frames this recorder lost in all (each replaced by silence)."""
+        return sum(g.frames for g in self.gaps)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["gaps"] = [g.to_dict() for g in self.gaps]
+        d["slips"] = [g.to_dict() for g in self.slips]
+        d["clock_map"] = [p.to_dict() for p in self.clock_map]
+        return d
 
 
 @dataclass(frozen=True)
@@ -142,6 +202,58 @@ class TakeManifest:
             "backing": [b.to_dict() for b in self.backing],
             "recordings": [r.to_dict() for r in self.recordings],
         }
+
+
+#: Most entries a gap, slip or clock-map list may hold (hours of a take, far beyond a song).
+MAX_EVENTS: Final = 100_000
+#: Largest frame number accepted in a gap, slip or clock map (a day at 192 kHz).
+MAX_FRAME: Final = 192_000 * 86_400
+
+
+def _frame(v: Any, what: str, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= MAX_FRAME:
+        raise TakeFormatError(f"{what}: must be a whole number of frames in {lo}…{MAX_FRAME}")
+    return v
+
+
+def _entries(d: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    raw = d.get(key, [])
+    if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
+        raise TakeFormatError(f"{what}: {key} must be a list of at most {MAX_EVENTS} objects")
+    if not all(isinstance(e, dict) for e in raw):
+        raise TakeFormatError(f"{what}: every entry of {key} must be an object")
+    return raw
+
+
+def parse_gaps(d: dict[str, Any], key: str, what: str) -> tuple[Gap, ...]:
+    """``gaps`` or ``slips`` of a recording entry: objects ``{"at": frame, "frames": n}``."""
+    gaps = tuple(
+        Gap(
+            at=_frame(e.get("at"), f"{what}: {key}[{i}].at", -MAX_FRAME),
+            frames=_frame(e.get("frames"), f"{what}: {key}[{i}].frames", 1),
+        )
+        for i, e in enumerate(_entries(d, key, what))
+    )
+    if any(b.at < a.at for a, b in zip(gaps, gaps[1:], strict=False)):
+        raise TakeFormatError(f"{what}: {key} must be in timeline order")
+    return gaps
+
+
+def parse_clock_map(d: dict[str, Any], what: str) -> tuple[ClockPoint, ...]:
+    """A recording's ``clock_map``: ``{"frame": file frame, "timeline": timeline frame}``,
+    file frames strictly increasing."""
+    pts = tuple(
+        ClockPoint(
+            frame=_frame(e.get("frame"), f"{what}: clock_map[{i}].frame", 0),
+            timeline=_frame(e.get("timeline"), f"{what}: clock_map[{i}].timeline", -MAX_FRAME),
+        )
+        for i, e in enumerate(_entries(d, "clock_map", what))
+    )
+    if any(b.frame <= a.frame for a, b in zip(pts, pts[1:], strict=False)):
+        raise TakeFormatError(f"{what}: clock_map frames must increase")
+    if len(pts) == 1:
+        raise TakeFormatError(f"{what}: clock_map needs at least two points (or none)")
+    return pts
 
 
 def parse_recording(d: Any, what: str = "recording") -> Recording:
@@ -185,6 +297,9 @@ def parse_recording(d: Any, what: str = "recording") -> Recording:
         underflows=int(d.get("underflows", 0) or 0),
         shared_clock=shared,
         device=device,
+        gaps=parse_gaps(d, "gaps", what),
+        slips=parse_gaps(d, "slips", what),
+        clock_map=parse_clock_map(d, what),
     )
 
 
