@@ -41,6 +41,7 @@ from tutti.client.devices import (
     resolve_device,
     set_jack_client_name,
 )
+from tutti.client.frameclock import MAX_EVENTS, ClockTrace, FrameAccount
 
 __all__ = [
     "EngineError",
@@ -58,9 +59,18 @@ RING_SECONDS = 10.0
 DRAIN_PERIOD = 0.02
 #: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
 HISTORY = 8
+#: Seconds between the clock samples a take keeps for its clock map.
+CLOCK_TRACE_S = 0.5
+#: Output slips a take keeps (more are counted in the losses but not listed).
+MAX_SLIPS = 256
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
+
+
+def _is_jack(hostapi: str) -> bool:
+    """Whether a host API is JACK (which loses whole periods, never parts of one)."""
+    return "JACK" in hostapi
 
 
 class EngineError(RuntimeError):
@@ -173,10 +183,18 @@ class ScheduledTake:
         JACK these are the server's xrun notifications: any client's xrun counts.)
     late_frames : int
         How many frames after its scheduled frame the first timeline sample went out
-        (0 when on time; > 0 only after an xrun just before the start).
+        (0 when on time; the timeline position a late joiner started at).
     dropped_frames : int
         Frames lost because the drain thread fell more than RING_SECONDS behind (zeros
         were written in their place, so the timeline stays right).
+    gaps : list[tuple[int, int]]
+        ``(recording frame, frames)``: input frames this stream lost during the take, each
+        replaced by as many frames of silence (so every later sample keeps its place).
+    slips : list[tuple[int, int]]
+        ``(timeline frame, frames)``: where the headset program jumped ahead because the
+        output lost frames (the singer heard a skip, never a shift).
+    clock_trace : ClockTrace
+        Input-minus-output clock levels sampled during the take (for the clock map).
     error : str | None
         Why the take failed (e.g. scheduled in the past), else None.
     """
@@ -205,12 +223,21 @@ class ScheduledTake:
         self.underflows = 0
         self.dropped_frames = 0
         self.late_frames = 0
+        self.late_ok = False
         self.error: str | None = None
         self.first_dac_time: float | None = None  # monotonic estimate of o0's DAC time
-        # callback-owned state
+        self.gaps: list[tuple[int, int]] = []
+        self.slips: list[tuple[int, int]] = []
+        self.clock_trace = ClockTrace.new(int(7200 / CLOCK_TRACE_S))
+        # callback-owned state (o0 in output device frames, r0 in input device frames)
         self._state = _WAITING
-        self._end: int | None = None  # exclusive stream frame where the take ends
+        self._end: int | None = None  # exclusive output device frame where the take ends
+        self._end_stream: int | None = None  # the same end as a stream frame
+        self._r0_stream: int | None = None  # stream frame of r0
         self._stop_requested = False
+        self._slip_rows = np.zeros((MAX_SLIPS, 2), np.int64)
+        self._slip_count = 0
+        self._next_trace = 0
         self._blocks: list[AudioArray] = []
         self._drained_to: int | None = None
 
@@ -224,6 +251,11 @@ class ScheduledTake:
     @property
     def ended(self) -> bool:
         return self.done.is_set()
+
+    @property
+    def lost_frames(self) -> int:
+        """Input frames lost during the take (silence in the recording)."""
+        return sum(f for _, f in self.gaps)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the take is done; True if it is."""
@@ -310,9 +342,13 @@ class DuplexEngine:
         self._drain_thread: threading.Thread | None = None
         self._level = InputLevel(0.0, 0.0, 0)
         self._hist = np.full(HISTORY, np.inf)
-        self._skew_floor = float("inf")
-        self._skips = 0
         self._out_latency = 0.0
+        # JACK skips whole periods; elsewhere a loss may be any number of frames
+        self._jack = _is_jack(self.output_device.hostapi)
+        self.input_account = FrameAccount(rate)
+        self.output_account = FrameAccount(rate)
+        self._in_events_read = 0
+        self._drain_lost = 0  # input frames lost before the drain's read position
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -518,75 +554,34 @@ class DuplexEngine:
             k = cap - i
             ring[i:] = indata[:k]
             ring[: j - cap] = indata[k:]
-        # Where frame n meets the DAC on time.monotonic(), measured this very cycle:
-        # now + (DAC time - current time) - n / rate.  A callback that woke late reads a
-        # later "now", never an earlier one, so the smallest of the last HISTORY cycles is
-        # the truest; a short window follows stream clocks that drift or jump (JACK's
-        # dummy driver loses time under load; an xrun skips frames).
+        # Account for frames the device passed that this stream never saw, each direction
+        # on its own timestamps (PortAudio's JACK xrun flags are server-wide: useless here).
+        if self._callbacks == 0 and self._jack:
+            self.input_account.set_quantum(frames)
+            self.output_account.set_quantum(frames)
         dac = time_info.outputBufferDacTime
         cur = time_info.currentTime
+        adc = time_info.inputBufferAdcTime
         ahead = dac - cur if dac > 0.0 else self._out_latency
+        self.input_account.update(n, frames, adc if adc > 0.0 else cur)
+        slipped = self.output_account.update(n, frames, cur + ahead)
+        d_in = n + self.input_account.lost
+        d_out = n + self.output_account.lost
+        # Where device output frame d meets the DAC on time.monotonic(), measured this very
+        # cycle: now + (DAC time - current time) - d / rate.  A callback that woke late reads
+        # a later "now", never an earlier one, so the smallest of the last HISTORY cycles is
+        # the truest; a short window follows stream clocks that drift.
         hist = self._hist
-        # Frames this stream never saw (its own xrun) show as a jump of the stream clock
-        # against the frame count; a late wake-up also reads a later clock, but only once.
-        # (PortAudio's JACK xrun flags are server-wide, so they cannot tell which it was.)
-        skew = cur - n / self.rate
-        if skew < self._skew_floor:
-            self._skew_floor = skew
-            self._skips = 0
-        elif skew - self._skew_floor > 1.5 * frames / self.rate:
-            self._skips += 1
-            if self._skips >= 3:  # three late in a row: frames were skipped
-                hist.fill(np.inf)
-                self._skew_floor = skew
-                self._skips = 0
-        else:
-            self._skips = 0
-        hist[self._callbacks % HISTORY] = now + ahead - n / self.rate
+        hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
         base = hist.min()
-        # output
         outdata.fill(0)
         if take is not None:
             if take._state == _WAITING:
-                # o0 is recomputed every callback until it starts, so an xrun while
-                # waiting (frames the stream never saw) cannot shift the start.
-                o0 = round((take.t0 - base) * self.rate)
-                if take._stop_requested:
-                    take._end = n
-                    take._state = _ENDED
-                    take.error = "stopped before it started"
-                elif take.o0 is None and o0 < n:
-                    take.error = (
-                        f"t0 was {(n - o0) / self.rate * 1000:.1f} ms in the past when "
-                        "the stream first saw it; schedule further ahead"
-                    )
-                    take._end = n
-                    take._state = _ENDED
-                else:
-                    take.o0 = o0
-                    take.first_dac_time = base + o0 / self.rate
-                    if o0 < n + frames:
-                        take.late_frames = n - o0 if o0 < n else 0
-                        if take.record:
-                            take.r0 = n
-                        if take.tail_frames is not None:
-                            take._end = o0 + take.program.shape[0] + take.tail_frames
-                        take._state = _RUNNING
+                self._maybe_start(take, n, frames, d_in, d_out, base)
             if take._state == _RUNNING and take.o0 is not None:
-                o0 = take.o0
-                if take._stop_requested and (take._end is None or take._end > n):
-                    take._end = n
-                end = take._end
-                hi = o0 + take.program.shape[0]
-                if end is not None and end < hi:
-                    hi = end
-                if n + frames < hi:
-                    hi = n + frames
-                lo = o0 if o0 > n else n
-                if hi > lo:
-                    outdata[lo - n : hi - n] = take.program[lo - o0 : hi - o0]
-                if end is not None and n + frames >= end:
-                    take._state = _ENDED
+                if slipped:
+                    self._note_slip(take, d_out, slipped)
+                self._play(take, outdata, n, frames, d_in, d_out)
             if take._state == _ENDED:
                 self._take = None
         # publish the input frames last, so the drain thread sees r0 / the end with them
@@ -594,74 +589,190 @@ class DuplexEngine:
         self._n = n + frames
         self._callbacks += 1
 
+    def _maybe_start(
+        self, take: ScheduledTake, n: int, frames: int, d_in: int, d_out: int, base: float
+    ) -> None:
+        """Waiting take: recompute o0 with this cycle's mapping; start when it is due."""
+        o0 = round((take.t0 - base) * self.rate)
+        too_late = take.o0 is None and o0 < d_out and not take.late_ok
+        over = take.late_ok and o0 + take.program.shape[0] + (take.tail_frames or 0) <= d_out
+        if take._stop_requested or too_late or over:
+            take._end = d_out
+            take._end_stream = n
+            take._state = _ENDED
+            if take._stop_requested:
+                take.error = "stopped before it started"
+            elif over:
+                take.error = "the take was already over when this singer's audio was ready"
+            else:
+                take.error = (
+                    f"t0 was {(d_out - o0) / self.rate * 1000:.1f} ms in the past when "
+                    "the stream first saw it; schedule further ahead"
+                )
+            return
+        # o0 is recomputed every callback until it starts, so lost frames while waiting
+        # cannot shift the start.
+        take.o0 = o0
+        take.first_dac_time = base + o0 / self.rate
+        if o0 < d_out + frames:
+            take.late_frames = d_out - o0 if o0 < d_out else 0
+            if take.record:
+                take.r0 = d_in
+                take._r0_stream = n
+            if take.tail_frames is not None:
+                take._end = o0 + take.program.shape[0] + take.tail_frames
+            take._state = _RUNNING
+
+    def _note_slip(self, take: ScheduledTake, d_out: int, frames: int) -> None:
+        """The output lost ``frames``: the program jumps with the device (no allocation)."""
+        assert take.o0 is not None
+        acct = self.output_account
+        at = int(acct.event_at[(acct.events - 1) % MAX_EVENTS])  # stream frame after the loss
+        k = take._slip_count
+        if k < MAX_SLIPS:
+            take._slip_rows[k, 0] = at + acct.lost - frames - take.o0
+            take._slip_rows[k, 1] = frames
+            take._slip_count = k + 1
+
+    def _play(
+        self, take: ScheduledTake, outdata: Any, n: int, frames: int, d_in: int, d_out: int
+    ) -> None:
+        """Copy the program's frames due in this callback (device frames d_out…)."""
+        o0 = take.o0
+        assert o0 is not None
+        if take._stop_requested and (take._end is None or take._end > d_out):
+            take._end = d_out
+        end = take._end
+        hi = o0 + take.program.shape[0]
+        if end is not None and end < hi:
+            hi = end
+        if d_out + frames < hi:
+            hi = d_out + frames
+        lo = o0 if o0 > d_out else d_out
+        if hi > lo:
+            outdata[lo - d_out : hi - d_out] = take.program[lo - o0 : hi - o0]
+        if take.r0 is not None and d_in >= take._next_trace:
+            take.clock_trace.add(d_in, self.input_account.level - self.output_account.level)
+            take._next_trace = d_in + int(CLOCK_TRACE_S * self.rate)
+        if end is not None and d_out + frames >= end:
+            take._end_stream = n + max(0, end - d_out)
+            take._state = _ENDED
+
     # ------------------------------------------------------------------ drain thread
 
     def _drain_loop(self) -> None:
         while True:
             closing = self._closing.wait(DRAIN_PERIOD)
-            self._drain_once()
+            self._drain_once(final=closing)
             if closing:
-                self._drain_once()
                 take = self._draining
                 if take is not None and not take.done.is_set():
                     take.error = take.error or "the engine closed during the take"
                     take.done.set()
                 return
 
-    def _drain_once(self) -> None:
-        ring = self._ring
-        cap = ring.shape[0]
-        w = self._ring_w
+    def _drain_once(self, final: bool = False) -> None:
+        """Hand on the input frames whose losses are all known (``settled``), with silence
+        in place of every loss, so recorded frames keep their device positions."""
+        settled = self.input_account.settled  # read before the events: they precede it
+        w = self._ring_w if final else min(self._ring_w, settled)
         r = self._ring_r
         take = self._draining
-        lost = 0
-        if w - r > cap:
-            lost = w - r - cap
         if w > r:
-            block = np.empty((w - r, self.in_channels), np.float32)
-            start = max(r, w - cap)
-            if lost:
-                block[:lost] = 0.0
-            i = start % cap
-            m = w - start
-            first = min(m, cap - i)
-            block[lost : lost + first] = ring[i : i + first]
-            block[lost + first :] = ring[: m - first]
-            w2 = self._ring_w
-            if w2 - start > cap:  # the callback overwrote part of what we copied
-                bad = min(w2 - start - cap, m)
-                block[lost : lost + bad] = 0.0
-                lost += bad
+            block, overwritten = self._read_ring(r, w)
             self._ring_r = w
-            self._meter(block[lost:])
+            self._meter(block[overwritten:])
             if take is not None:
-                take.dropped_frames += self._record(take, block, r, w, lost)
+                take.dropped_frames += self._record_span(take, block, r, w, overwritten)
         if take is not None and not take.done.is_set() and take._state == _ENDED:
-            end = take._end if take._end is not None else w
+            end = take._end_stream if take._end_stream is not None else w
             if w >= end:
+                self._finish_slips(take)
                 take.done.set()
 
-    def _record(self, take: ScheduledTake, block: AudioArray, r: int, w: int, lost: int) -> int:
-        """Hand the part of ``block`` (stream frames r..w) inside the take on; frames lost."""
-        if not take.record or take.r0 is None or take.o0 is None:
+    def _read_ring(self, r: int, w: int) -> tuple[AudioArray, int]:
+        """Stream frames r..w from the ring; frames the callback already overwrote (the
+        drain fell RING_SECONDS behind) come back as zeros, counted first."""
+        ring = self._ring
+        cap = ring.shape[0]
+        lost = w - r - cap if w - r > cap else 0
+        block = np.empty((w - r, self.in_channels), np.float32)
+        start = max(r, w - cap)
+        if lost:
+            block[:lost] = 0.0
+        i = start % cap
+        m = w - start
+        first = min(m, cap - i)
+        block[lost : lost + first] = ring[i : i + first]
+        block[lost + first :] = ring[: m - first]
+        w2 = self._ring_w
+        if w2 - start > cap:  # the callback overwrote part of what we copied
+            bad = min(w2 - start - cap, m)
+            block[lost : lost + bad] = 0.0
+            lost += bad
+        return block, lost
+
+    def _record_span(
+        self, take: ScheduledTake, block: AudioArray, r: int, w: int, overwritten: int
+    ) -> int:
+        """Split stream frames r..w at the input losses confirmed in it and record the
+        pieces, silence in each loss's place; returns ring frames lost to overwriting."""
+        acct = self.input_account
+        s = r
+        while self._in_events_read < acct.events:
+            k = self._in_events_read % MAX_EVENTS
+            at = max(s, int(acct.event_at[k]))
+            if at >= w:
+                break
+            self._record_piece(take, block[s - r : at - r], s)
+            self._record_gap(take, at, int(acct.event_frames[k]))
+            self._in_events_read += 1
+            s = at
+        self._record_piece(take, block[s - r :], s)
+        if take._r0_stream is None:
             return 0
-        lo = max(r, take.r0)
-        end = take._end
-        hi = w if end is None else min(w, end)
-        if hi <= lo:
-            return 0
-        if take._drained_to is None:
-            take._drained_to = take.r0
-            if take.sink is not None:
-                take.sink.set_start_offset(take.r0 - take.o0)
-        part = block[lo - r : hi - r]
+        return max(0, min(r + overwritten, w) - max(r, take._r0_stream))
+
+    def _in_take(self, take: ScheduledTake, s: int, e: int) -> tuple[int, int]:
+        """The part of stream frames s..e that the take records (may be empty)."""
+        if not take.record or take._r0_stream is None:
+            return s, s
+        lo = max(s, take._r0_stream)
+        hi = e if take._end_stream is None else min(e, take._end_stream)
+        return lo, max(lo, hi)
+
+    def _record_piece(self, take: ScheduledTake, data: AudioArray, s: int) -> None:
+        lo, hi = self._in_take(take, s, s + data.shape[0])
+        if hi > lo:
+            if take._drained_to is None:
+                assert take.o0 is not None and take._r0_stream is not None
+                take.r0 = take._r0_stream + self._drain_lost  # device frame, losses known
+                take._drained_to = take.r0
+                if take.sink is not None:
+                    take.sink.set_start_offset(take.r0 - take.o0)
+            self._hand_on(take, data[lo - s : hi - s])
+
+    def _record_gap(self, take: ScheduledTake, at: int, frames: int) -> None:
+        """``frames`` input frames were lost before stream frame ``at``."""
+        self._drain_lost += frames
+        lo, hi = self._in_take(take, at, at + 1)
+        if hi > lo and take._drained_to is not None and at > (take._r0_stream or at):
+            assert take.r0 is not None
+            take.gaps.append((take.frames_recorded, frames))
+            for a in range(0, frames, self.rate):
+                n = min(self.rate, frames - a)
+                self._hand_on(take, np.zeros((n, self.in_channels), np.float32))
+
+    def _hand_on(self, take: ScheduledTake, part: AudioArray) -> None:
         if take.sink is not None:
             take.sink.write(part)
         else:
             take._blocks.append(part.copy())
-        take.frames_recorded += hi - lo
-        take._drained_to = hi
-        return max(0, min(hi, r + lost) - lo)
+        take.frames_recorded += part.shape[0]
+
+    @staticmethod
+    def _finish_slips(take: ScheduledTake) -> None:
+        take.slips = [(int(a), int(f)) for a, f in take._slip_rows[: take._slip_count].tolist()]
 
     def _meter(self, block: AudioArray) -> None:
         if block.shape[0] == 0:

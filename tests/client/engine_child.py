@@ -7,6 +7,11 @@ marker at local monotonic time ``--t0``, print the take's numbers as JSON, exit.
 ``record``: wire the engine's own output to its input (digital loopback), measure L, record
 a long program through a crash-safe :class:`TakeWriter` into ``--store``; prints
 ``RECORDING <json>`` once the take runs, then waits to be killed.
+
+``loop``: the same loopback and calibration, then a ``--seconds`` noise program recorded in
+memory; prints ``RECORDING <json>`` once the take runs (the parent may stop this process
+meanwhile) and, when it ends, saves the recording to ``--out`` (``.npy``) and prints
+``DONE <json>`` with the take's numbers, gaps and slips.
 """
 
 from __future__ import annotations
@@ -99,6 +104,35 @@ def _record(a: argparse.Namespace) -> int:
     return 0
 
 
+def _loop(a: argparse.Namespace) -> int:
+    with new_ports() as ports:
+        eng = DuplexEngine(rate=48000, device="system", blocksize=256)
+        eng.start()
+    isolate_ports(ports)
+    jack_connect(ports[1], ports[0])  # out_0 -> in_0
+    cal = measure(eng, repeats=1)
+    prog = noise_program(int(a.seconds * 48000), a.seed)
+    t0 = time.monotonic() + 0.5
+    take = eng.schedule(prog, t0, record=True, tail=0.0)
+    while take.r0 is None and take.error is None:
+        time.sleep(0.01)
+    print("RECORDING " + json.dumps({"t0": t0, "pid": os.getpid()}), flush=True)
+    take.wait()
+    np.save(a.out, take.audio())
+    info = {
+        "latency": cal.frames,
+        "start_offset": take.start_offset,
+        "error": take.error,
+        "gaps": take.gaps,
+        "slips": take.slips,
+        "lost_in": eng.input_account.lost,
+        "lost_out": eng.output_account.lost,
+    }
+    print("DONE " + json.dumps(info), flush=True)
+    eng.close()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -110,8 +144,12 @@ def main() -> int:
     r.add_argument("--store", required=True)
     r.add_argument("--seconds", type=float, default=60.0)
     r.add_argument("--seed", type=int, default=7)
+    lp = sub.add_parser("loop")
+    lp.add_argument("--out", required=True)
+    lp.add_argument("--seconds", type=float, default=6.0)
+    lp.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
-    return _play(a) if a.cmd == "play" else _record(a)
+    return {"play": _play, "record": _record, "loop": _loop}[a.cmd](a)
 
 
 if __name__ == "__main__":

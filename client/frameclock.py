@@ -1,0 +1,221 @@
+"""Frame accounting: which frames a stream really passed, read from its own time information.
+
+A stream callback counts the frames it is handed (``n``); the device counts the frames it
+played and captured.  The two part when frames are lost: an input overflow, an output
+underflow, a process that stalled (a laptop under load, a GC pause, swapping) or a JACK
+client that missed cycles.  PortAudio's ADC/DAC timestamps keep the device's count, so
+``reading = time · rate − (n + lost)`` stays level while nothing is lost and steps up by the
+lost frames when something is.  Wake-up jitter only ever reads late, so the level is the
+reading's lower envelope over a short window; a step is believed only once it has held for a
+few callbacks (a single late wake-up falls back).  On JACK whole periods are skipped, so a
+step is rounded to whole callbacks there.
+
+:class:`FrameAccount` runs inside the audio callback (no allocation, no locks: it only fills
+preallocated arrays); :func:`clock_map` turns what two accounts saw during a take into the
+input-frame ↔ timeline map of a recording made with separate input and output clocks.
+See docs/client.md, "Dropouts and clocks".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FrameAccount", "ClockTrace", "ClockFit", "fit_clock", "clock_map"]
+
+#: Callbacks over which the lower envelope of the reading is taken (~0.35 s at 256 frames).
+WINDOW = 64
+#: Consecutive callbacks a step must hold before it counts as lost frames.
+CONFIRM = 4
+#: Most loss events an account keeps (each take reads them as they come).
+MAX_EVENTS = 4096
+
+
+class FrameAccount:
+    """Frames one direction of a stream lost, from its timestamps (callback-safe).
+
+    Parameters
+    ----------
+    rate : int
+        Stream rate (Hz).
+    quantum : int
+        Losses come in whole multiples of this many frames (a JACK period); 1 elsewhere.
+
+    Attributes
+    ----------
+    lost : int
+        Frames lost so far (confirmed).  Device frame of stream frame ``n`` is ``n + lost``.
+    settled : int
+        Stream frame before which every loss is known (a suspected step holds it back).
+    level : float
+        Current lower envelope of ``time · rate − (n + lost)`` in frames.
+    events : int
+        Losses recorded so far; ``event_at[i]``, ``event_frames[i]`` (for ``i % MAX_EVENTS``)
+        give the stream frame before which ``event_frames[i]`` frames were lost.
+    """
+
+    def __init__(self, rate: int, quantum: int = 1) -> None:
+        self.rate = rate
+        self.set_quantum(quantum)
+        self.lost = 0
+        self.settled = 0
+        self.level = float("nan")
+        self.events = 0
+        self.event_at = np.zeros(MAX_EVENTS, np.int64)
+        self.event_frames = np.zeros(MAX_EVENTS, np.int64)
+        self._window = np.full(WINDOW, np.inf)
+        self._pushed = 0
+        self._pending = False
+        self._pend_n = 0
+        self._pend_min = 0.0
+        self._pend_count = 0
+        self._pend_base = 0.0
+
+    def set_quantum(self, quantum: int) -> None:
+        """Losses come in multiples of ``quantum`` frames; a step must exceed half of one
+        (and 1 ms) to be suspected."""
+        self.quantum = max(1, quantum)
+        self.threshold = max(self.quantum / 2, 1e-3 * self.rate)
+
+    def update(self, n: int, frames: int, t: float) -> int:
+        """Account the callback holding stream frames ``n … n+frames`` whose first frame met
+        the device at stream time ``t`` (seconds); returns frames newly confirmed lost."""
+        x = t * self.rate - (n + self.lost)
+        found = 0
+        if self._pending:
+            if x < self._pend_min:
+                self._pend_min = x
+            self._pend_count += 1
+            step = self._pend_min - self._pend_base
+            if step <= self.threshold:
+                self._pending = False  # late wake-ups, not lost frames
+            elif self._pend_count >= CONFIRM:
+                found = self._confirm(step)
+                x -= found
+        else:
+            base = self._window.min()
+            if base < np.inf and x - base > self.threshold:
+                self._pending = True
+                self._pend_n = n
+                self._pend_min = x
+                self._pend_count = 1
+                self._pend_base = base
+        self._window[self._pushed % WINDOW] = x
+        self._pushed += 1
+        self.level = float(self._window.min())
+        self.settled = self._pend_n if self._pending else n + frames
+        return found
+
+    def _confirm(self, step: float) -> int:
+        self._pending = False
+        q = int(round(step / self.quantum)) * self.quantum
+        if q <= 0:
+            return 0
+        self.lost += q
+        i = self.events % MAX_EVENTS
+        self.event_at[i] = self._pend_n
+        self.event_frames[i] = q
+        self.events += 1
+        # readings since the step were taken before the loss was known: bring them down
+        self._window.fill(np.inf)
+        self._window[0] = self._pend_min - q
+        self._pushed = 1
+        return q
+
+
+@dataclass
+class ClockTrace:
+    """What the callback samples during a take for the clock map (preallocated).
+
+    Each row: input device frame, input level minus output level (frames).
+    """
+
+    rows: npt.NDArray[np.float64]
+    count: int = 0
+
+    @classmethod
+    def new(cls, capacity: int) -> ClockTrace:
+        return cls(np.zeros((capacity, 2), np.float64))
+
+    def add(self, in_frame: int, difference: float) -> None:
+        """Append one sample (callback-safe: writes into the preallocated rows)."""
+        if self.count < self.rows.shape[0]:
+            self.rows[self.count, 0] = in_frame
+            self.rows[self.count, 1] = difference
+            self.count += 1
+
+    def samples(self) -> npt.NDArray[np.float64]:
+        return self.rows[: self.count]
+
+
+@dataclass(frozen=True)
+class ClockFit:
+    """How the input clock ran against the output clock over a take.
+
+    Attributes
+    ----------
+    ppm : float
+        Input frames per output frame, minus one, in parts per million (positive: the input
+        clock runs fast).
+    spread : float
+        Largest distance (frames) of a sample from the fitted line.
+    shared : bool
+        Whether the two run on one clock (no measurable rate difference).
+    """
+
+    ppm: float
+    spread: float
+    shared: bool
+
+
+#: Rate differences below this (ppm) are one clock read twice; crystals differ by 20–150.
+SHARED_PPM = 5.0
+#: Shortest stretch (seconds) over which a rate difference is believed.
+MIN_SPAN_S = 4.0
+
+
+def fit_clock(trace: npt.NDArray[np.float64], rate: int) -> ClockFit:
+    """Fit the input-minus-output level ``d`` against the input frame.
+
+    ``d`` falls by ``ppm · 1e-6`` frames per input frame when the input clock runs fast.
+    A trace shorter than ``MIN_SPAN_S`` or a flat one counts as one clock.
+    """
+    if trace.shape[0] < 3 or trace[-1, 0] - trace[0, 0] < MIN_SPAN_S * rate:
+        return ClockFit(0.0, 0.0, True)
+    x = trace[:, 0] - trace[0, 0]
+    d = trace[:, 1]
+    slope, icept = np.polyfit(x, d, 1)
+    spread = float(np.max(np.abs(d - (icept + slope * x))))
+    ppm = float(-slope * 1e6)
+    return ClockFit(ppm, spread, abs(ppm) < SHARED_PPM and spread < 0.5e-3 * rate)
+
+
+def clock_map(
+    trace: npt.NDArray[np.float64], r0: int, timeline_start: int, step: int, max_points: int
+) -> list[tuple[int, int]]:
+    """``(file frame, timeline frame)`` pairs for a recording whose input clock is its own.
+
+    Parameters
+    ----------
+    trace : array (rows, 2)
+        :class:`ClockTrace` samples: input device frame, input level minus output level.
+    r0 : int
+        Input device frame of the recording's first sample.
+    timeline_start : int
+        Timeline frame of the recording's first sample (``start_offset - latency``).
+    step : int
+        Input frames between points (the points are spread further to stay within
+        ``max_points``).
+    """
+    if trace.shape[0] < 2:
+        return []
+    frames = trace[:, 0] - r0
+    d = trace[:, 1] - trace[0, 1]
+    last = float(frames[-1])
+    step = max(step, int(np.ceil(last / max(1, max_points - 1))))
+    at = np.arange(0.0, last, float(step))
+    at = np.append(at, last) if at.size == 0 or at[-1] < last else at
+    dd = np.interp(at, frames, d)
+    return [(int(a), int(round(timeline_start + a + v))) for a, v in zip(at, dd, strict=True)]
