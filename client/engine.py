@@ -41,7 +41,7 @@ from tutti.client.devices import (
     resolve_device,
     set_jack_client_name,
 )
-from tutti.client.frameclock import MAX_EVENTS, ClockTrace, FrameAccount
+from tutti.client.frameclock import MAX_EVENTS, ClockTrace, FrameAccount, clock_map, fit_clock
 
 __all__ = [
     "EngineError",
@@ -63,6 +63,10 @@ HISTORY = 8
 CLOCK_TRACE_S = 0.5
 #: Output slips a take keeps (more are counted in the losses but not listed).
 MAX_SLIPS = 256
+#: Gaps and slips listed in a recording's metadata (which travels in one HTTP header).
+MAX_LISTED = 100
+#: Most clock-map points a recording carries.
+MAX_MAP_POINTS = 40
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
@@ -260,6 +264,26 @@ class ScheduledTake:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the take is done; True if it is."""
         return self.done.wait(timeout)
+
+    def timeline_fields(self, latency: int, rate: int) -> dict[str, Any]:
+        """The take-format fields this take measured (``gaps``, ``slips``, ``clock_map``,
+        ``shared_clock``), for a recording whose round trip is ``latency`` frames.
+
+        Lists are capped (:data:`MAX_LISTED`) so the recording's metadata stays small; the
+        audio itself holds every gap."""
+        if self.o0 is None or self.r0 is None:
+            return {}
+        shift = self.start_offset - latency  # timeline frame of recording frame 0
+        fit = fit_clock(self.clock_trace.samples(), rate)
+        points: list[tuple[int, int]] = []
+        if not fit.shared and self.r0 is not None:
+            points = clock_map(self.clock_trace.samples(), self.r0, shift, 5 * rate, MAX_MAP_POINTS)
+        return {
+            "gaps": [{"at": a + shift, "frames": f} for a, f in self.gaps[:MAX_LISTED]],
+            "slips": [{"at": a, "frames": f} for a, f in self.slips[:MAX_LISTED]],
+            "clock_map": [{"frame": a, "timeline": t} for a, t in points],
+            "shared_clock": fit.shared,
+        }
 
     def audio(self) -> AudioArray:
         """The recording kept in memory (only when scheduled without a sink)."""

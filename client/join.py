@@ -288,6 +288,8 @@ class Singer:
             s = self.state
             s.rms_db, s.peak_db = _db(lv.rms), _db(lv.peak)
             s.overflows, s.underflows = eng.overflows, eng.underflows
+            s.lost_frames, s.dropouts = eng.input_account.lost, eng.input_account.events
+            s.rate = eng.rate
             if clipped:
                 s.clipped_until = time.monotonic() + 2.0
             self._update_beat()
@@ -299,6 +301,9 @@ class Singer:
                     "overflows": eng.overflows,
                     "underflows": eng.underflows,
                     "clipped": clipped,
+                    "lost_frames": eng.input_account.lost,
+                    "dropouts": eng.input_account.events,
+                    "skipped_frames": eng.output_account.lost,
                 },
             )
 
@@ -555,6 +560,7 @@ class Singer:
                 overflows=sched.overflows,
                 underflows=sched.underflows,
                 dropped_frames=sched.dropped_frames,
+                timeline=sched.timeline_fields(self.latency[0], start.settings.rate),
             )
         except TakeStoreError as exc:
             await self._emit_take_state(start.take_id, "failed", str(exc))

@@ -516,15 +516,23 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
+def _fmt_dropouts(p: dict[str, Any], rate: int | None) -> str:
+    """A singer's own dropouts (from their frame accounting) and the audio they cost."""
+    count, lost = int(p.get("dropouts") or 0), int(p.get("lost_frames") or 0)
+    if not count:
+        return "0"
+    return f"[yellow]{count} ({lost / (rate or 48000) * 1000:.0f} ms)[/]"
+
+
 def roster_table(participants: list[dict[str, Any]], rate: int | None) -> Table:
     """The roster as a rich table (shared with the watch view)."""
     t = Table(show_header=True, header_style="bold", expand=False)
-    for col in ("name", "part", "connected", "latency", "clock", "level", "peak", "xruns"):
+    for col in ("name", "part", "connected", "latency", "clock", "level", "peak", "dropouts"):
         t.add_column(col)
     for p in participants:
         level = p.get("level") if isinstance(p.get("level"), dict) else {}
         assert isinstance(level, dict)
-        xr = int(p.get("overflows") or 0) + int(p.get("underflows") or 0)
+        xr = _fmt_dropouts(p, rate)
         t.add_row(
             str(p.get("name", "?")),
             str(p.get("part", "?")),
@@ -533,7 +541,7 @@ def roster_table(participants: list[dict[str, Any]], rate: int | None) -> Table:
             _fmt_clock(p),
             _fmt_db(level.get("rms_db")),
             _fmt_db(level.get("peak_db")) + (" [red]CLIP[/]" if level.get("clipped") else ""),
-            f"[yellow]{xr}[/]" if xr else "0",
+            xr,
         )
     return t
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import termios
 import time
@@ -38,6 +39,8 @@ from tutti.client.leader_api import LeaderClient, LeaderError
 
 __all__ = ["RosterState", "render", "level_meter", "watch"]
 
+#: Seconds between two summaries of one singer's ongoing dropouts.
+DROPOUT_SUMMARY_S = 30.0
 #: Meter range: dBFS at the left end of the bar.
 METER_FLOOR_DB = -60.0
 METER_WIDTH = 20
@@ -75,6 +78,9 @@ class RosterState:
     closed: bool = False
     connected: bool = False
     log: deque[str] = field(default_factory=lambda: deque(maxlen=6))
+    now: float = 0.0  # local monotonic time of the event being applied
+    # per singer: (dropouts, lost frames) last told, and when
+    _told: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
     def _note(self, line: str) -> list[str]:
         self.log.append(line)
@@ -104,18 +110,31 @@ class RosterState:
                     f"{who} calibrated: {new['latency_frames']} frames "
                     f"({new.get('latency_source', '?')})"
                 )
-            xr_old = int(old.get("overflows") or 0) + int(old.get("underflows") or 0)
-            xr_new = int(new.get("overflows") or 0) + int(new.get("underflows") or 0)
-            if xr_new > xr_old:
-                lines += self._note(
-                    f"WARNING {who}: audio dropouts (overflows {new.get('overflows', 0)}, "
-                    f"underflows {new.get('underflows', 0)})"
-                )
+            lines += self._dropouts(pid, who, new)
         return lines
+
+    def _dropouts(self, pid: str, who: str, p: dict[str, Any]) -> list[str]:
+        """A singer's own dropouts: told the first time, then summed up at most every
+        DROPOUT_SUMMARY_S while they go on (never a line per level report)."""
+        count, lost = int(p.get("dropouts") or 0), int(p.get("lost_frames") or 0)
+        told_count, told_lost, when = self._told.get(pid, (0, 0, -math.inf))
+        if count <= told_count or (told_count and self.now - when < DROPOUT_SUMMARY_S):
+            return []
+        self._told[pid] = (count, lost, self.now)
+        ms = (lost - told_lost) / (self.rate or 48000) * 1000
+        if not told_count:
+            return self._note(
+                f"WARNING {who}: audio dropout on their computer, {ms:.0f} ms lost "
+                "(their take stays in time)"
+            )
+        return self._note(
+            f"WARNING {who}: {count - told_count} more dropouts, {ms:.0f} ms lost ({count} in all)"
+        )
 
     def apply(self, event: str, data: Any, now: float | None = None) -> list[str]:
         """Apply one server event; returns plain-text lines describing what changed."""
         now = time.monotonic() if now is None else now
+        self.now = now
         if not isinstance(data, dict):
             return []
         if event == wire.Ev.WELCOME:
@@ -190,7 +209,7 @@ class RosterState:
                 continue
             level = {k: lv[k] for k in ("rms_db", "peak_db", "clipped") if k in lv}
             update: dict[str, Any] = {"participant_id": pid, "level": level}
-            for k in ("overflows", "underflows"):
+            for k in ("overflows", "underflows", "lost_frames", "dropouts", "skipped_frames"):
                 if isinstance(lv.get(k), int):
                     update[k] = lv[k]
             lines += self._merge(update)
@@ -243,7 +262,7 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
         dt = state.take_t0_local - now
         take += f" — count-in in {dt:.1f} s" if dt > 0 else f" — recording {-dt:.0f} s"
     t = Table(show_header=True, header_style="bold", expand=False)
-    for col in ("name", "part", "conn", "latency", "clock", "input level", "dB", "xruns"):
+    for col in ("name", "part", "conn", "latency", "clock", "input level", "dB", "dropouts"):
         t.add_column(col)
     order = {part: i for i, part in enumerate(state.parts)}
     ordered = sorted(
@@ -261,7 +280,7 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
         db = Text(f"{rms:5.1f}" if isinstance(rms, (int, float)) else "  —")
         if lv.get("clipped"):
             db.append(" CLIP", style="bold red")
-        xr = int(p.get("overflows") or 0) + int(p.get("underflows") or 0)
+        xr = int(p.get("dropouts") or 0)
         t.add_row(
             escape(str(p.get("name", "?"))),
             escape(str(p.get("part", "?"))),

@@ -48,6 +48,9 @@ class LiveState:
     clipped_until: float = 0.0
     overflows: int = 0
     underflows: int = 0
+    lost_frames: int = 0  # input frames this singer's own stream lost (frame accounting)
+    dropouts: int = 0
+    rate: int = 48000
     upload: str = ""  # e.g. "3.1 / 5.0 MB", "retrying (3)", "uploaded ✓"
     message: str = ""
     history: list[str] = field(default_factory=list)
@@ -124,8 +127,15 @@ class LiveView:
         if self.now() < s.clipped_until:
             lvl += Text("  CLIP — turn the mic down", style="bold red")
         t.add_row("input", lvl)
-        if s.overflows or s.underflows:
-            t.add_row("xruns", Text(f"in {s.overflows}  out {s.underflows}", style="yellow"))
+        if s.dropouts:
+            lost_ms = s.lost_frames / max(1, s.rate) * 1000
+            t.add_row(
+                "dropouts",
+                Text(
+                    f"{s.dropouts} ({lost_ms:.0f} ms of audio lost; the take stays in time)",
+                    style="yellow",
+                ),
+            )
         if s.upload:
             t.add_row("upload", s.upload)
         parts: list[Table | Text] = [t]

@@ -167,7 +167,12 @@ class TakeWriter:
     # --- finishing -------------------------------------------------------------------
 
     def finish(
-        self, *, overflows: int = 0, underflows: int = 0, dropped_frames: int = 0
+        self,
+        *,
+        overflows: int = 0,
+        underflows: int = 0,
+        dropped_frames: int = 0,
+        timeline: dict[str, Any] | None = None,
     ) -> FinishedTake:
         """Flush, close and turn the take into its final audio file with metadata.
 
@@ -175,6 +180,9 @@ class TakeWriter:
         ----------
         overflows, underflows, dropped_frames : int
             The engine's counters for the take (stored in the recording entry).
+        timeline : dict | None
+            What the engine measured of the take's timeline: take-format ``gaps``,
+            ``slips``, ``clock_map`` and ``shared_clock`` (stored in the recording entry).
 
         Raises
         ------
@@ -194,6 +202,8 @@ class TakeWriter:
             "underflows": int(underflows),
             "dropped_frames": int(dropped_frames),
         }
+        if timeline is not None:
+            self._journal["timeline"] = timeline
         write_json_atomic(self.folder / JOURNAL, self._journal)
         try:
             done = _finalise(self.folder, self._journal, recovered=False)
@@ -246,8 +256,10 @@ def _finalise(folder: Path, journal: dict[str, Any], *, recovered: bool) -> Fini
     os.replace(tmp, final)
     fsync_dir(folder)
     counters = journal.get("counters", {})
+    timeline = journal.get("timeline", {})
     rec = parse_recording(
         {
+            **{k: timeline[k] for k in ("gaps", "slips", "clock_map") if k in timeline},
             "file": final.name,
             "singer": meta.get("singer", ""),
             "part": meta.get("part", ""),
@@ -261,7 +273,7 @@ def _finalise(folder: Path, journal: dict[str, Any], *, recovered: bool) -> Fini
             "sha256": sha256_file(final),
             "overflows": int(counters.get("overflows", 0)),
             "underflows": int(counters.get("underflows", 0)),
-            "shared_clock": bool(meta.get("shared_clock", True)),
+            "shared_clock": bool(timeline.get("shared_clock", meta.get("shared_clock", True))),
             "device": dict(meta.get("device", {})),
         },
         "local take",

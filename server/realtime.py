@@ -66,6 +66,9 @@ class Live:
     level: dict[str, Any] | None = None
     overflows: int = 0
     underflows: int = 0
+    lost_frames: int = 0  # the singer's own losses, from its frame accounting
+    dropouts: int = 0
+    skipped_frames: int = 0
     last_seen: float | None = None  # wall-clock seconds since the epoch
 
 
@@ -179,6 +182,9 @@ class Realtime:
             "level": level,
             "overflows": live.overflows,
             "underflows": live.underflows,
+            "lost_frames": live.lost_frames,
+            "dropouts": live.dropouts,
+            "skipped_frames": live.skipped_frames,
             "last_seen": live.last_seen,
         }
 
@@ -340,6 +346,8 @@ class Realtime:
         live = self.live.setdefault(pid, Live())
         live.level = rep.to_dict()
         live.overflows, live.underflows = rep.overflows, rep.underflows
+        live.lost_frames, live.dropouts = rep.lost_frames, rep.dropouts
+        live.skipped_frames = rep.skipped_frames
         live.last_seen = time.time()
         self._levels.setdefault(p.session_id, {})[pid] = live.level
 

@@ -310,13 +310,22 @@ def parse_clock_report(payload: Any) -> ClockReport:
 
 @dataclass(frozen=True)
 class LevelReport:
-    """~10 Hz from each singer: input level (dBFS) and cumulative xrun counts."""
+    """~10 Hz from each singer: input level (dBFS) and what the singer's own stream lost.
+
+    ``lost_frames``/``dropouts``: input frames this singer's stream lost since it started,
+    and in how many events; ``skipped_frames``: output frames its headset skipped.  They come
+    from the client's frame accounting.  ``overflows``/``underflows`` are the host API's
+    flags, which on JACK count every client's xruns: kept for the record, not for warnings.
+    """
 
     rms_db: float
     peak_db: float
     overflows: int = 0
     underflows: int = 0
     clipped: bool = False
+    lost_frames: int = 0
+    dropouts: int = 0
+    skipped_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -334,6 +343,9 @@ def parse_level_report(payload: Any) -> LevelReport:
         overflows=_int(d, "overflows", w, lo=0, hi=2**53, default=0),
         underflows=_int(d, "underflows", w, lo=0, hi=2**53, default=0),
         clipped=clipped,
+        lost_frames=_int(d, "lost_frames", w, lo=0, hi=2**53, default=0),
+        dropouts=_int(d, "dropouts", w, lo=0, hi=2**53, default=0),
+        skipped_frames=_int(d, "skipped_frames", w, lo=0, hi=2**53, default=0),
     )
 
 

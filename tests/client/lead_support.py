@@ -86,7 +86,9 @@ class Singer:
         )
         self.sio = sio
 
-    async def report(self, latency: int = 512, rms_db: float = -20.0, overflows: int = 0) -> None:
+    async def report(
+        self, latency: int = 512, rms_db: float = -20.0, dropouts: int = 0, overflows: int = 0
+    ) -> None:
         assert self.sio is not None
         await self.sio.emit(wire.Ev.CALIBRATION, {"latency_frames": latency, "source": "measured"})
         await self.sio.emit(
@@ -94,7 +96,14 @@ class Singer:
             {"offset": 0.001, "error_bound": 0.0002, "rtt_min": 0.0005, "samples": 20},
         )
         await self.sio.emit(
-            wire.Ev.LEVEL, {"rms_db": rms_db, "peak_db": rms_db + 6, "overflows": overflows}
+            wire.Ev.LEVEL,
+            {
+                "rms_db": rms_db,
+                "peak_db": rms_db + 6,
+                "overflows": overflows,
+                "dropouts": dropouts,
+                "lost_frames": 256 * dropouts,
+            },
         )
 
     async def close(self) -> None:

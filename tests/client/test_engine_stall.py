@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ PERIOD = 256
 SECONDS = 6.0
 
 
-def _run_stalled(jack: JackServer, tmp_path: Path, stall: float) -> tuple[dict, np.ndarray, float]:
+def _run_stalled(
+    jack: JackServer, tmp_path: Path, stall: float
+) -> tuple[dict[str, Any], np.ndarray, float]:
     """Run the loopback child, stop it ``stall`` seconds 1.5 s into the take; returns its
     report, its recording and the measured stop length (s)."""
     out = tmp_path / "rec.npy"

@@ -41,13 +41,22 @@ def test_roster_events_tell_what_changed() -> None:
     assert st.apply(
         Ev.PARTICIPANT, _p("p1", "Ann", "S", latency_frames=512, latency_source="measured")
     ) == ["Ann (S) reconnected", "Ann (S) calibrated: 512 frames (measured)"]
-    # levels in both accepted shapes; an xrun increase is a warning line
-    assert st.apply(Ev.LEVELS, {"levels": {"p1": {"rms_db": -20.0, "peak_db": -6.0}}}) == []
-    lines = st.apply(
-        Ev.LEVELS,
-        {"levels": [{"participant_id": "p2", "rms_db": -30.0, "peak_db": -10.0, "overflows": 2}]},
-    )
-    assert lines and lines[0].startswith("WARNING Bo (B): audio dropouts (overflows 2")
+    # levels in both accepted shapes; the host's xrun flags (server-wide on JACK) warn of
+    # nothing, a singer's own dropout is a warning line
+    lv = {"rms_db": -20.0, "peak_db": -6.0, "overflows": 7, "underflows": 3}
+    assert st.apply(Ev.LEVELS, {"levels": {"p1": lv}}) == []
+    bo = {"participant_id": "p2", "rms_db": -30.0, "peak_db": -10.0}
+    lines = st.apply(Ev.LEVELS, {"levels": [{**bo, "dropouts": 1, "lost_frames": 2304}]}, now=0.0)
+    assert lines == [
+        "WARNING Bo (B): audio dropout on their computer, 48 ms lost (their take stays in time)"
+    ]
+    # an ongoing condition is summed up every 30 s, not repeated with every report
+    for k in range(2, 12):
+        more = {**bo, "dropouts": k, "lost_frames": 2304 + 256 * (k - 1)}
+        assert st.apply(Ev.LEVELS, {"levels": [more]}, now=k) == []
+    more = {**bo, "dropouts": 12, "lost_frames": 2304 + 256 * 11}
+    lines = st.apply(Ev.LEVELS, {"levels": [more]}, now=31.0)
+    assert lines == ["WARNING Bo (B): 11 more dropouts, 59 ms lost (12 in all)"]
     assert st.participants["p1"]["level"] == {"rms_db": -20.0, "peak_db": -6.0}
     assert st.level_line() == "levels: Ann -20 dB, Bo -30 dB"
     # levels for someone unknown are ignored, malformed payloads change nothing
@@ -92,7 +101,8 @@ def test_render_shows_every_column() -> None:
                     latency_source="measured",
                     clock={"offset": 0.1, "error_bound": 0.0004, "rtt_min": 0.001},
                     level={"rms_db": -18.0, "peak_db": -3.0, "clipped": True},
-                    overflows=1,
+                    overflows=5,
+                    dropouts=1,
                 ),
                 _p("p2", "Bo [x]", "B", connected=False),
             ]
