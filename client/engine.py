@@ -496,6 +496,7 @@ class DuplexEngine:
         record: bool = True,
         writer: TakeSink | None = None,
         tail: float | None = 1.0,
+        late_ok: bool = False,
     ) -> ScheduledTake:
         """Play ``program`` so that its sample 0 leaves the DAC at local time ``t0``.
 
@@ -513,6 +514,9 @@ class DuplexEngine:
         tail : float | None
             Seconds to keep recording after the program ends, then stop by itself; None
             records until :meth:`stop_take`.
+        late_ok : bool
+            ``t0`` may be past (a singer joining a running take): play and record from
+            where the timeline is now; the take's numbers place it like any other.
 
         Raises
         ------
@@ -527,7 +531,7 @@ class DuplexEngine:
         if tail is not None and not (0.0 <= tail <= 3600.0):
             raise EngineError(f"tail must be 0–3600 seconds or None, not {tail!r}")
         now = time.monotonic()
-        if t0 <= now:
+        if t0 <= now and not late_ok:
             raise EngineError(f"t0 is {now - t0:.3f} s in the past; schedule takes ahead of time")
         take = ScheduledTake(
             program,
@@ -537,6 +541,7 @@ class DuplexEngine:
             tail_frames=None if tail is None else int(round(tail * self.rate)),
             in_channels=self.in_channels,
         )
+        take.late_ok = late_ok
         self._draining = take
         self._take = take  # the callback picks it up from here
         return take

@@ -161,6 +161,8 @@ class Singer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._uploads: set[str] = set()
         self._program: tuple[tuple[str, str], _Rendered] | None = None
+        self._ready = asyncio.Event()  # clock synced, backing and program ready
+        self._started: set[str] = set()  # takes whose start this client has acted on
 
     # ------------------------------------------------------------------ main
     async def main(self) -> int:
@@ -216,6 +218,7 @@ class Singer:
             await self._send_calibration()
             self._spawn(self._level_loop())
             self._spawn(self._recover_takes())
+        self._ready.set()
 
     @property
     def http_session(self) -> aiohttp.ClientSession:
@@ -470,6 +473,11 @@ class Singer:
             )
 
     async def _run_take(self, start: TakeStart) -> None:
+        if start.take_id in self._started:
+            return  # the server repeats a running take's start on reconnect
+        self._started.add(start.take_id)
+        # a start that came with the first connect (a running take) waits for the clock
+        await self._ready.wait()
         assert self.clock is not None
         if self.take is not None:
             # Only one take runs at a time on the server, so a new start means the old take
@@ -537,7 +545,7 @@ class Singer:
         )
         try:
             sched = self.engine.schedule(
-                take.program.audio, take.t0_local, writer=writer, tail=None
+                take.program.audio, take.t0_local, writer=writer, tail=None, late_ok=True
             )
         except EngineError as exc:
             with contextlib.suppress(TakeStoreError):

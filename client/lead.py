@@ -646,7 +646,7 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
     t = Table(show_header=True, header_style="bold")
     for col in ("#", "take", "state", "singers", "uploaded"):
         t.add_column(col)
-    colours = {"uploaded": "green", "failed": "red", "uploading": "yellow"}
+    colours = {"uploaded": "green", "failed": "red", "missed": "red", "uploading": "yellow"}
     for number, take in enumerate(takes, start=1):
         singers = take.get("singers", [])
         done = sum(1 for s in singers if s.get("state") == "uploaded")
@@ -675,6 +675,11 @@ def _missing_singers(take: dict[str, Any] | None) -> list[dict[str, Any]]:
     if take is None:
         return []
     return [s for s in take.get("singers", []) if s.get("state") != "uploaded"]
+
+
+def _awaited(missing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The missing recordings that may still come ("missed" ones never will)."""
+    return [s for s in missing if s.get("state") != "missed"]
 
 
 def resolve_take(takes: list[dict[str, Any]], ref: str) -> dict[str, Any]:
@@ -708,7 +713,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
             take = resolve_take(await api.takes(), args.take_id)
             missing = _missing_singers(take)
             # "failed" is not final: a singer's client retries until the server has the take
-            if not missing or time.monotonic() >= deadline:
+            if not _awaited(missing) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.5)
         take_id = str(take["take_id"])
@@ -749,6 +754,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
                 "name": s.get("name"),
                 "part": s.get("part"),
                 "state": s.get("state"),
+                "detail": s.get("detail", ""),
             }
             for s in missing
         ],
@@ -761,12 +767,16 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
             f"{len(manifest.backing)} backing track(s) in {folder} — mix with "
             f"`tutti mix {folder}`"
         )
-    if missing:
-        names = ", ".join(f"{s.get('name')} ({s.get('state')})" for s in missing)
+    for s in missing:
+        if s.get("state") == "missed":
+            err.print(f"[yellow]{s.get('name')} did not record this take: {s.get('detail')}[/]")
+    if _awaited(missing):
+        names = ", ".join(f"{s.get('name')} ({s.get('state')})" for s in _awaited(missing))
         err.print(
             f"[yellow]not yet uploaded: {names}[/]; run the same command later "
             "(or with --wait S) to fetch them"
         )
+    if missing:
         return EXIT_INCOMPLETE
     return EXIT_OK
 

@@ -28,6 +28,7 @@ from tutti.wire import (
     PROTOCOL_VERSION,
     ClockReply,
     Ev,
+    TakeStart,
     WireError,
     parse_calibration,
     parse_clock_probe,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.1
 #: Upload states only the server sets (a client's take.state cannot claim them).
-_SERVER_STATES = ("expected", "uploaded")
+_SERVER_STATES = ("expected", "uploaded", "missed")
 
 
 def session_room(session_id: str) -> str:
@@ -310,6 +311,41 @@ class Realtime:
         welcome.update(participant_id=pid, name=ident.name, part=ident.part)
         await self.sio.emit(Ev.WELCOME, welcome, to=sid)
         await self._participant_changed(pid)
+        if latest is not None and latest[1] in ("armed", "running"):
+            await self._catch_up(sid, p.session_id, pid, latest[0])
+
+    async def _catch_up(self, sid: str, session_id: str, pid: str, take_id: str) -> None:
+        """A singer connected while a take is armed or running: expect a recording from
+        them, and hand a running take's start to them so they join it where it is now (the
+        timeline is absolute: they are placed like everyone else)."""
+        take = self.store.get_take(take_id)
+        if take is None:
+            return
+        me = take.singer(pid)
+        if me is None:
+            self.store.add_take_singer(take_id, pid, "expected", "joined after the take was armed")
+            await self.to_leaders(
+                session_id,
+                Ev.TAKE_UPDATE,
+                {"take_id": take_id, "participant_id": pid, "state": "expected", "detail": ""},
+            )
+        elif me.state != "expected":
+            return  # already recording it (a reconnect), or done with it
+        if take.state != "running" or take.t0 is None:
+            return
+        # CLOCK_MONOTONIC is the host's: a t0 from before a server restart still holds,
+        # unless the take has run longer than any take may
+        now = time.monotonic()
+        if now - take.t0 > take.settings.max_take_seconds:
+            return
+        start = TakeStart(
+            take_id=take_id,
+            t0=take.t0,
+            settings=take.settings,
+            sent_at=now,
+            tracks={part: t.sha256 for part, t in take.tracks.items()},
+        )
+        await self.sio.emit(Ev.TAKE_START, start.to_dict(), to=sid)
 
     async def _disconnect(self, sid: str, *reason: Any) -> None:
         p = self.conns.pop(sid, None)
@@ -319,7 +355,28 @@ class Realtime:
         if live is not None:
             live.sids.discard(sid)
             live.last_seen = time.time()
+            if not live.sids:
+                await self._left_take(p.session_id, p.participant_id)
         await self._participant_changed(p.participant_id)
+
+    async def _left_take(self, session_id: str, pid: str) -> None:
+        """A singer recording the running take lost their connection: say when (their
+        client goes on recording, and uploads when it can)."""
+        latest = self.store.latest_take(session_id)
+        if latest is None or latest[1] != "running" or latest[2] is None:
+            return
+        take = self.store.get_take(latest[0])
+        me = None if take is None else take.singer(pid)
+        if me is None or me.state != "recording":
+            return
+        at = max(0.0, time.monotonic() - latest[2])
+        detail = f"left at {int(at // 60)}:{int(at % 60):02d} (their recording may still arrive)"
+        self.store.set_singer_state(latest[0], pid, "recording", detail)
+        await self.to_leaders(
+            session_id,
+            Ev.TAKE_UPDATE,
+            {"take_id": latest[0], "participant_id": pid, "state": "recording", "detail": detail},
+        )
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
         now = time.monotonic()

@@ -51,6 +51,9 @@ class SessionStore(Protocol):
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
+    def add_take_singer(
+        self, take_id: str, participant_id: str, state: str, detail: str = ""
+    ) -> None: ...
     def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None: ...
 
 
@@ -386,6 +389,20 @@ class SqliteStore:
                 "WHERE take_id = ? AND participant_id = ?",
                 (state, detail, take_id, participant_id),
             )
+
+    def add_take_singer(
+        self, take_id: str, participant_id: str, state: str, detail: str = ""
+    ) -> None:
+        """Expect a recording from one more singer (who joined after the take was armed)."""
+        with self._tx() as db:
+            if not db.execute(
+                "SELECT 1 FROM take_singers WHERE take_id = ? AND participant_id = ?",
+                (take_id, participant_id),
+            ).fetchone():
+                db.execute(
+                    "INSERT INTO take_singers VALUES (?, ?, ?, ?, NULL)",
+                    (take_id, participant_id, state, detail),
+                )
 
     def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None:
         with self._tx() as db:

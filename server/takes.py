@@ -145,7 +145,30 @@ class Takes:
         await self.fanout.to_session(
             p.session_id, Ev.TAKE_STOP, {"take_id": take.take_id, "stopped_at": stopped_at}
         )
+        await self._resolve_missed(take)
         return {"take_id": take.take_id, "state": "stopped", "stopped_at": stopped_at}
+
+    async def _resolve_missed(self, take: Take) -> None:
+        """At the stop, a singer still only "expected" never recorded: say so, and why."""
+        why = (
+            "never started: the take was stopped before it began"
+            if take.state == "armed"
+            else "not connected with audio while the take ran"
+        )
+        for s in take.singers:
+            if s.state != "expected":
+                continue
+            self.store.set_singer_state(take.take_id, s.participant_id, "missed", why)
+            await self.fanout.to_leaders(
+                take.session_id,
+                Ev.TAKE_UPDATE,
+                {
+                    "take_id": take.take_id,
+                    "participant_id": s.participant_id,
+                    "state": "missed",
+                    "detail": why,
+                },
+            )
 
     def list(self, p: Principal) -> dict[str, Any]:
         self.sessions.require_leader(p, "list the takes")

@@ -90,12 +90,13 @@ RETIRED_EVENTS: Final[dict[str, int]] = {}
 
 #: Per-singer upload states of a take, in order of progress.
 TAKE_UPLOAD_STATES: Final = (
-    "expected",  # the singer was in the session when the take was armed
+    "expected",  # the singer was in the session when the take was armed (or joined it since)
     "recording",
     "recorded",  # stopped; the file is safe on the singer's disk
     "uploading",
     "uploaded",  # complete on the server, sha256 verified
     "failed",
+    "missed",  # set by the server at the stop: the singer never recorded this take
 )
 
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,64}$")

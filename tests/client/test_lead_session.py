@@ -17,7 +17,7 @@ import soundfile as sf
 
 from tests.client.lead_cli import run_cli
 from tests.client.lead_support import CuttingProxy, Singer, serve, tone, write_wav
-from tutti import takeformat
+from tutti import takeformat, wire
 from tutti.client import config
 from tutti.client.lead import remember_session
 
@@ -237,9 +237,24 @@ async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> 
     dest = tmp_path / "dl"
     res = await run_cli("lead", "download", take_id, str(dest), "--wait", "0.6")
     assert res.code == 4, res
-    assert f"not yet uploaded: {singers[1].name} (expected)" in res.err
+    # nobody recorded for Singer 1 (no connection during the take): missed, and why
+    assert "not yet uploaded" not in res.err
+    assert (
+        f"{singers[1].name} did not record this take: not connected with audio while the "
+        "take ran" in " ".join(res.err.split())
+    ), res.err
     manifest = takeformat.parse_manifest(json.loads((dest / "take.json").read_text()))
     assert [r.participant_id for r in manifest.recordings] == [singers[0].participant_id]
+    # a singer who did record but has not uploaded yet is waited for, then reported
+    await singers[1].connect()
+    assert singers[1].sio is not None
+    await singers[1].sio.call(
+        wire.Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"}, timeout=10
+    )
+    res = await run_cli("lead", "download", take_id, str(dest), "--wait", "0.6")
+    assert res.code == 4, res
+    assert f"not yet uploaded: {singers[1].name} (recorded)" in res.err
+    await singers[1].close()
     res = await run_cli("lead", "download", "no-such-take", str(dest))
     assert res.code == 1 and "take 'no-such-take' matches no take" in res.err, res
     assert "give 'last', a number 1–1, or a take id" in res.err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -62,6 +64,11 @@ async def test_take_arm_start_stop_broadcast(
 
     async with http.post(f"/api/session/takes/{take_id}/start", headers=leader.headers) as r:
         assert r.status == 409 and (await error_of(r))["code"] == "take_not_armed"
+    # all but the last singer's clients say they are recording
+    for c in clients[:-1]:
+        await c.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recording"})
+    for sg in singers[:-1]:
+        await lead.wait(Ev.TAKE_UPDATE, _about(sg.participant_id))
     async with http.post(f"/api/session/takes/{take_id}/stop", headers=leader.headers) as r:
         assert r.status == 200
         stopped = await r.json()
@@ -69,9 +76,17 @@ async def test_take_arm_start_stop_broadcast(
     for c in clients:
         assert (await c.wait(Ev.TAKE_STOP))["take_id"] == take_id
 
+    # the singer who never recorded is "missed", with the reason, not "expected" forever
+    missed = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "missed")
+    assert missed == {
+        "take_id": take_id,
+        "participant_id": singers[-1].participant_id,
+        "state": "missed",
+        "detail": "not connected with audio while the take ran",
+    }
     # singers report progress; the leader sees it and the take list shows it
     await clients[0].client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
-    upd = await lead.wait(Ev.TAKE_UPDATE)
+    upd = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "recorded")
     assert upd == {
         "take_id": take_id,
         "participant_id": singers[0].participant_id,
@@ -83,10 +98,16 @@ async def test_take_arm_start_stop_broadcast(
     assert len(takes) == 1 and takes[0]["state"] == "stopped"
     states = {s["participant_id"]: s["state"] for s in takes[0]["singers"]}
     assert states[singers[0].participant_id] == "recorded"
-    assert sum(v == "expected" for v in states.values()) == 7
+    assert states[singers[-1].participant_id] == "missed"
+    assert sum(v == "recording" for v in states.values()) == 6
+    assert "expected" not in states.values()
     assert takes[0]["settings"]["bpm"] == 120
     for c in [*clients, lead]:
         await c.close()
+
+
+def _about(participant_id: str) -> Callable[[Any], bool]:
+    return lambda d: bool(d["participant_id"] == participant_id)
 
 
 @pytest.mark.parametrize("body", [{"lead_s": 0.5}, {"lead_s": "soon"}, {"lead_s": 1e9}, [1]])
