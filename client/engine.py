@@ -373,6 +373,9 @@ class DuplexEngine:
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
         self._drain_lost = 0  # input frames lost before the drain's read position
+        # TUTTI_CLOCK_TRACE=FILE.npy keeps every callback's timing for a look at dropouts
+        self._trace_path = os.environ.get("TUTTI_CLOCK_TRACE")
+        self._trace = np.zeros((200_000 if self._trace_path else 0, 6))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -460,6 +463,8 @@ class DuplexEngine:
         if self._drain_thread is not None:
             self._drain_thread.join(5.0)
             self._drain_thread = None
+        if self._trace_path:
+            np.save(self._trace_path, self._trace[: self._callbacks])
 
     def __enter__(self) -> DuplexEngine:
         self.start()
@@ -592,6 +597,8 @@ class DuplexEngine:
         cur = time_info.currentTime
         adc = time_info.inputBufferAdcTime
         ahead = dac - cur if dac > 0.0 else self._out_latency
+        if self._callbacks < self._trace.shape[0]:
+            self._trace[self._callbacks] = (n, frames, cur, adc, dac, now)
         self.input_account.update(n, frames, adc if adc > 0.0 else cur)
         slipped = self.output_account.update(n, frames, cur + ahead)
         d_in = n + self.input_account.lost

@@ -27,14 +27,22 @@ __all__ = ["FrameAccount", "ClockTrace", "ClockFit", "fit_clock", "clock_map"]
 
 #: Callbacks over which the lower envelope of the reading is taken (~0.35 s at 256 frames).
 WINDOW = 64
-#: Consecutive callbacks a step must hold before it counts as lost frames.
-CONFIRM = 4
+#: Callbacks whose readings must all sit above the accounted level before frames count as
+#: lost (~40 ms at 256 frames): a late wake-up or two never does.
+CONFIRM = 8
 #: Most loss events an account keeps (each take reads them as they come).
 MAX_EVENTS = 4096
 
 
 class FrameAccount:
     """Frames one direction of a stream lost, from its timestamps (callback-safe).
+
+    The reading ``x = t · rate − n`` of every callback is the device's frame count minus the
+    stream's, plus noise: a late wake-up reads later, and JACK's clock filter wanders by up
+    to about a period on a busy machine, so one step cannot be trusted to a period, but the
+    reading's level is right over time.  So losses are counted against the first level
+    ``x0``: once the lowest reading of the last CONFIRM callbacks sits ``k`` quanta above
+    ``x0 + lost``, ``k`` quanta were lost, placed where that run of high readings began.
 
     Parameters
     ----------
@@ -66,62 +74,50 @@ class FrameAccount:
         self.event_at = np.zeros(MAX_EVENTS, np.int64)
         self.event_frames = np.zeros(MAX_EVENTS, np.int64)
         self._window = np.full(WINDOW, np.inf)
+        self._recent = np.full(CONFIRM, np.inf)
         self._pushed = 0
+        self._origin = np.inf  # x0: the lowest reading of the first WINDOW callbacks
         self._pending = False
         self._pend_n = 0
-        self._pend_min = 0.0
-        self._pend_count = 0
-        self._pend_base = 0.0
 
     def set_quantum(self, quantum: int) -> None:
-        """Losses come in multiples of ``quantum`` frames; a step must exceed half of one
-        (and 1 ms) to be suspected."""
+        """Losses come in multiples of ``quantum`` frames (a JACK period) or of one frame;
+        a reading half a quantum (at least 1 ms) above the accounted level is suspect."""
         self.quantum = max(1, quantum)
         self.threshold = max(self.quantum / 2, 1e-3 * self.rate)
 
     def update(self, n: int, frames: int, t: float) -> int:
         """Account the callback holding stream frames ``n … n+frames`` whose first frame met
         the device at stream time ``t`` (seconds); returns frames newly confirmed lost."""
-        x = t * self.rate - (n + self.lost)
-        found = 0
-        if self._pending:
-            if x < self._pend_min:
-                self._pend_min = x
-            self._pend_count += 1
-            step = self._pend_min - self._pend_base
-            if step <= self.threshold:
-                self._pending = False  # late wake-ups, not lost frames
-            elif self._pend_count >= CONFIRM:
-                found = self._confirm(step)
-                x -= found
-        else:
-            base = self._window.min()
-            if base < np.inf and x - base > self.threshold:
-                self._pending = True
-                self._pend_n = n
-                self._pend_min = x
-                self._pend_count = 1
-                self._pend_base = base
-        self._window[self._pushed % WINDOW] = x
-        self._pushed += 1
+        x = t * self.rate - n
+        i = self._pushed
+        self._pushed = i + 1
+        self._recent[i % CONFIRM] = x
+        self._window[i % WINDOW] = x - self.lost
         self.level = float(self._window.min())
+        found = 0
+        if i < WINDOW:
+            self._origin = min(self._origin, x)
+        elif x - self._origin - self.lost > self.threshold:
+            if not self._pending:
+                self._pending, self._pend_n = True, n
+            above = self._recent.min() - self._origin - self.lost
+            q = int(round(above / self.quantum)) * self.quantum
+            if q > 0 and above > self.threshold:
+                found = self._confirm(q)
+        else:
+            self._pending = False  # a reading at the accounted level: it was late wake-ups
         self.settled = self._pend_n if self._pending else n + frames
         return found
 
-    def _confirm(self, step: float) -> int:
+    def _confirm(self, q: int) -> int:
         self._pending = False
-        q = int(round(step / self.quantum)) * self.quantum
-        if q <= 0:
-            return 0
         self.lost += q
         i = self.events % MAX_EVENTS
         self.event_at[i] = self._pend_n
         self.event_frames[i] = q
         self.events += 1
-        # readings since the step were taken before the loss was known: bring them down
-        self._window.fill(np.inf)
-        self._window[0] = self._pend_min - q
-        self._pushed = 1
+        self._window -= q  # readings taken before the loss was known
         return q
 
 

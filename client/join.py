@@ -163,6 +163,7 @@ class Singer:
         self._program: tuple[tuple[str, str], _Rendered] | None = None
         self._ready = asyncio.Event()  # clock synced, backing and program ready
         self._started: set[str] = set()  # takes whose start this client has acted on
+        self._losses_from = (0, 0, 0)  # engine loss counters when the latest take started
 
     # ------------------------------------------------------------------ main
     async def main(self) -> int:
@@ -291,7 +292,8 @@ class Singer:
             s = self.state
             s.rms_db, s.peak_db = _db(lv.rms), _db(lv.peak)
             s.overflows, s.underflows = eng.overflows, eng.underflows
-            s.lost_frames, s.dropouts = eng.input_account.lost, eng.input_account.events
+            losses = self._losses(eng)
+            s.lost_frames, s.dropouts = losses["lost_frames"], losses["dropouts"]
             s.rate = eng.rate
             if clipped:
                 s.clipped_until = time.monotonic() + 2.0
@@ -304,11 +306,19 @@ class Singer:
                     "overflows": eng.overflows,
                     "underflows": eng.underflows,
                     "clipped": clipped,
-                    "lost_frames": eng.input_account.lost,
-                    "dropouts": eng.input_account.events,
-                    "skipped_frames": eng.output_account.lost,
+                    **self._losses(eng),
                 },
             )
+
+    def _losses(self, eng: DuplexEngine) -> dict[str, int]:
+        """What this singer's own stream lost since the latest take started (or since it
+        joined): input frames, in how many events, and output frames skipped."""
+        lost, events, skipped = self._losses_from
+        return {
+            "lost_frames": eng.input_account.lost - lost,
+            "dropouts": eng.input_account.events - events,
+            "skipped_frames": eng.output_account.lost - skipped,
+        }
 
     def _update_beat(self) -> None:
         take = self.take
@@ -552,6 +562,8 @@ class Singer:
                 writer.finish()
             await self._emit_take_state(start.take_id, "failed", str(exc))
             return
+        acct_in, acct_out = self.engine.input_account, self.engine.output_account
+        self._losses_from = (acct_in.lost, acct_in.events, acct_out.lost)
         await self._emit_take_state(start.take_id, "recording")
         limit = start.settings.max_take_seconds + max(0.0, take.t0_local - time.monotonic())
         with contextlib.suppress(TimeoutError):

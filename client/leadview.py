@@ -114,10 +114,14 @@ class RosterState:
         return lines
 
     def _dropouts(self, pid: str, who: str, p: dict[str, Any]) -> list[str]:
-        """A singer's own dropouts: told the first time, then summed up at most every
-        DROPOUT_SUMMARY_S while they go on (never a line per level report)."""
+        """A singer's own dropouts (counted from each take's start): told the first time,
+        then summed up at most every DROPOUT_SUMMARY_S while they go on (never a line per
+        level report)."""
         count, lost = int(p.get("dropouts") or 0), int(p.get("lost_frames") or 0)
         told_count, told_lost, when = self._told.get(pid, (0, 0, -math.inf))
+        if count < told_count:  # a new take: the singer counts from zero again
+            told_count, told_lost, when = 0, 0, -math.inf
+            self._told[pid] = (0, 0, when)
         if count <= told_count or (told_count and self.now - when < DROPOUT_SUMMARY_S):
             return []
         self._told[pid] = (count, lost, self.now)

@@ -20,6 +20,7 @@ hook sees the stored row with the same sha256 and only redoes the rename.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -211,7 +212,7 @@ class TakeUploadHooks:
             self.store.set_singer_state(take.take_id, owner, "failed", str(exc))
             await self._announce(take, owner, "failed", str(exc))
             raise
-        rec = Recording(**{**rec.to_dict(), "sha256": sha256_hex})
+        rec = dataclasses.replace(rec, sha256=sha256_hex)
         me = take.singer(owner)
         if me is None or me.recording is None or me.recording.sha256 != sha256_hex:
             self.store.set_recording(take.take_id, owner, rec)

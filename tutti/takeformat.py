@@ -160,10 +160,9 @@ class Recording:
         return sum(g.frames for g in self.gaps)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["gaps"] = [g.to_dict() for g in self.gaps]
-        d["slips"] = [g.to_dict() for g in self.slips]
-        d["clock_map"] = [p.to_dict() for p in self.clock_map]
+        d = asdict(self)  # nested records become dicts; JSON wants lists
+        for key in ("gaps", "slips", "clock_map"):
+            d[key] = list(d[key])
         return d
 
 

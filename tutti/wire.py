@@ -313,8 +313,9 @@ def parse_clock_report(payload: Any) -> ClockReport:
 class LevelReport:
     """~10 Hz from each singer: input level (dBFS) and what the singer's own stream lost.
 
-    ``lost_frames``/``dropouts``: input frames this singer's stream lost since it started,
-    and in how many events; ``skipped_frames``: output frames its headset skipped.  They come
+    ``lost_frames``/``dropouts``: input frames this singer's stream lost since the latest
+    take started (or since it joined), and in how many events; ``skipped_frames``: output
+    frames its headset skipped.  They come
     from the client's frame accounting.  ``overflows``/``underflows`` are the host API's
     flags, which on JACK count every client's xruns: kept for the record, not for warnings.
     """

@@ -22,18 +22,10 @@ nothing is lost (all recordings uploaded, sha256-checked, long enough).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
-import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,358 +33,14 @@ import pytest
 import soundfile as sf
 
 from tests.client.lead_cli import run_cli
-from tests.support.jack import (
-    JackError,
-    JackServer,
-    first_nonzero,
-    isolate_ports,
-    jack_connect,
-    jack_ports,
-    jackd_available,
-    new_ports,
-)
-from tests.support.ports import unused_port
-from tests.support.server import ServeProcess
+from tests.e2e.choir import PERIOD, RATE, TABLE, Choir, choir, wait_roster
+from tests.support.jack import JackServer, first_nonzero
 from tutti import takeformat, wire
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow, pytest.mark.timeout(600)]
 
-RATE = 48000
-PERIOD = 256
-#: (name, part, carrier Hz).  Carriers are multiples of 10 Hz, so a 4800-frame table holds
-#: whole cycles of every one of them.
+#: (name, part, carrier Hz).  Carriers are multiples of 10 Hz (see choir.TABLE).
 SINGERS = (("Ann", "S", 310.0), ("Ben", "A", 530.0), ("Cleo", "T", 770.0), ("Dev", "B", 1090.0))
-TABLE = 4800
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# -- the harness ----------------------------------------------------------------------------
-
-
-class Harness:
-    """One JACK client between each singer's headset output and microphone input.
-
-    Channel ``k``: ``out_k = in_k * carrier_k`` when ``ring[k]`` is set (singing), else
-    ``out_k = in_k`` (a plain loopback, for ``tutti calibrate``).  ``heard`` records every
-    input frame (what the singers played) by harness frame number.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        n = np.arange(TABLE)
-        self.table = np.stack(
-            [np.sin(2 * np.pi * f * n / RATE) for _, _, f in SINGERS], axis=1
-        ).astype(np.float32)
-        self.ring = np.zeros(len(SINGERS), np.float32)
-        self.heard = np.zeros((int(seconds * RATE), len(SINGERS)), np.float32)
-        self.pos = 0
-        self.flags = 0
-        self.ins: list[str] = []
-        self.outs: list[str] = []
-        self._stream: Any = None
-        self._idx = np.arange(8192)
-
-    def _cb(self, indata: Any, outdata: Any, frames: int, _t: Any, status: Any) -> None:
-        n = self.pos
-        if status:
-            self.flags += 1
-        carrier = self.table[(n + self._idx[:frames]) % TABLE]
-        gain = carrier * self.ring + (1.0 - self.ring)
-        np.multiply(indata, gain, out=outdata)
-        m = min(frames, self.heard.shape[0] - n)
-        if m > 0:
-            self.heard[n : n + m] = indata[:m]
-        self.pos = n + frames
-
-    def start(self) -> Harness:
-        import sounddevice as sd
-
-        with new_ports() as ports:
-            self._stream = sd.Stream(
-                samplerate=RATE,
-                blocksize=PERIOD,
-                device="system",
-                channels=len(SINGERS),
-                dtype="float32",
-                callback=self._cb,
-            )
-        isolate_ports(ports)
-        self.ins = [p for p in ports if ":in_" in p]
-        self.outs = [p for p in ports if ":out_" in p]
-        assert len(self.ins) == len(self.outs) == len(SINGERS), ports
-        self._stream.start()
-        return self
-
-    def stop(self) -> None:
-        if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
-            self._stream = None
-
-
-class Wirer:
-    """Wires the next JACK client that appears to harness channel ``k`` (in a thread)."""
-
-    def __init__(self, harness: Harness, k: int) -> None:
-        self.harness, self.k = harness, k
-        self.before = set(_retry(jack_ports))
-        self.client = ""
-        self.done = threading.Event()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                self._try()
-            except JackError:  # jack_lsp refused under load: look again
-                continue
-            if self.client:
-                return
-
-    def _try(self) -> None:
-        """Wire a new client if one is there (idempotent: its ports are isolated first)."""
-        new = sorted(set(jack_ports()) - self.before)
-        for c in sorted({p.rsplit(":", 1)[0] for p in new}):
-            mine = [p for p in new if p.startswith(c + ":")]
-            if f"{c}:in_0" in mine and f"{c}:out_0" in mine:
-                isolate_ports(mine)
-                jack_connect(f"{c}:out_0", self.harness.ins[self.k])
-                jack_connect(self.harness.outs[self.k], f"{c}:in_0")
-                self.client = c
-                self.done.set()
-                return
-
-    async def wait(self, timeout: float) -> str:
-        ok = await asyncio.to_thread(self.done.wait, timeout)
-        self._stop.set()
-        assert ok, f"no JACK stream appeared for singer {self.k} within {timeout} s"
-        return self.client
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class SingerProc:
-    """One ``tutti join`` process with its own config and data folders."""
-
-    k: int
-    url: str
-    code: str
-    home: Path
-    env: dict[str, str]
-    proc: asyncio.subprocess.Process | None = None
-    lines: list[str] = field(default_factory=list)
-    _pump: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return SINGERS[self.k][0]
-
-    def _env(self) -> dict[str, str]:
-        return {
-            **self.env,
-            "TUTTI_CONFIG_DIR": str(self.home / "config"),
-            "TUTTI_DATA_DIR": str(self.home / "data"),
-            "PYTHONUNBUFFERED": "1",
-        }
-
-    async def calibrate(self, harness: Harness, attempts: int = 3) -> int:
-        """``tutti calibrate`` through the harness in loopback mode; the frames it stored.
-
-        Like a singer, run it again if it could not measure (on this shared, non-real-time
-        machine an xrun during a run can spoil it); every failed attempt is printed.
-        """
-        harness.ring[self.k] = 0.0
-        for attempt in range(attempts):
-            wirer = Wirer(harness, self.k)
-            p = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tutti",
-                "calibrate",
-                "--device",
-                "system",
-                "--blocksize",
-                str(PERIOD),
-                "--json",
-                cwd=ROOT,
-                env=self._env(),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(p.communicate(), 120)
-            wirer._stop.set()
-            assert wirer.client, "calibrate's stream was never wired to the harness"
-            if p.returncode == 0:
-                harness.ring[self.k] = 1.0
-                return int(json.loads(out)["frames"])
-            print(
-                f"calibration attempt {attempt + 1} of {self.name} failed:\n{err.decode()[-800:]}"
-            )
-        raise AssertionError(f"{self.name}: calibration failed {attempts} times")
-
-    async def start(self, harness: Harness) -> str:
-        wirer = Wirer(harness, self.k)
-        name, part, _ = SINGERS[self.k]
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tutti",
-            "join",
-            self.url,
-            "--code",
-            self.code,
-            "--name",
-            name,
-            "--part",
-            part,
-            "--device",
-            "system",
-            "--blocksize",
-            str(PERIOD),
-            "--plain",
-            cwd=ROOT,
-            env=self._env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._pump = asyncio.create_task(self._read())
-        return await wirer.wait(60)
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    async def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        await self.proc.wait()
-        if self._pump is not None:
-            await self._pump
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._pump is not None:
-            await self._pump
-
-    def tail(self) -> str:
-        return f"--- {self.name} ---\n" + "\n".join(self.lines[-25:])
-
-
-def _retry(fn: Any, *args: Any) -> Any:
-    """Call a JACK tool wrapper, retrying a few times (jack_lsp can fail under load)."""
-    for i in range(20):
-        try:
-            return fn(*args)
-        except JackError:
-            if i == 19:
-                raise
-            time.sleep(0.1)
-
-
-# -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def jack() -> Iterator[JackServer]:
-    if not jackd_available():
-        pytest.skip("jackd / jack_lsp / jack_connect not installed (apt-get install jackd2)")
-    server = JackServer(rate=RATE, period=PERIOD).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def leader_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "leader"
-    monkeypatch.setenv("TUTTI_CONFIG_DIR", str(d))
-    return d
-
-
-@dataclass
-class Choir:
-    url: str
-    serve: ServeProcess
-    harness: Harness
-    singers: list[SingerProc]
-    settings: wire.SessionSettings
-    backings: dict[str, npt.NDArray[np.float32]]
-    latencies: list[int]
-
-
-@contextlib.asynccontextmanager
-async def choir(jack: JackServer, tmp_path: Path) -> AsyncIterator[Choir]:
-    """Server + session with a noise backing per part + harness + four calibrated singers."""
-    serve = ServeProcess(tmp_path / "server-data", "--port", str(unused_port()))
-    url = await serve.start()
-    harness = Harness(seconds=150).start()
-    singers: list[SingerProc] = []
-    try:
-        res = await run_cli(
-            "lead",
-            "create",
-            url,
-            "--title",
-            "Sofa Singers E2E",
-            "--bpm",
-            "120",
-            "--count-in",
-            "1",
-            "--parts",
-            "S,A,T,B",
-            "--json",
-        )
-        assert res.code == 0, res
-        created = res.json()
-        settings = wire.parse_settings(created["settings"])
-        backings = {}
-        rng = np.random.default_rng(5)
-        for _, part, _ in SINGERS:
-            noise = (0.1 * rng.standard_normal((RATE * 5, 1))).astype(np.float32)
-            path = tmp_path / f"backing-{part}.wav"
-            sf.write(str(path), noise, RATE, subtype="FLOAT")
-            backings[part] = sf.read(str(path), dtype="float32", always_2d=True)[0]
-            res = await run_cli("lead", "track", part, str(path))
-            assert res.code == 0, res
-        latencies = []
-        for k in range(len(SINGERS)):
-            s = SingerProc(k, url, created["code"], tmp_path / f"singer{k}", jack.env)
-            singers.append(s)
-            latencies.append(await s.calibrate(harness))
-        for s in singers:
-            await s.start(harness)
-        await _wait_roster(len(SINGERS))
-        yield Choir(url, serve, harness, singers, settings, backings, latencies)
-    finally:
-        for s in singers:
-            with contextlib.suppress(Exception):
-                await s.stop()
-        harness.stop()
-        await serve.stop()
-
-
-async def _wait_roster(n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = await run_cli("lead", "roster", "--json")
-        people = res.json()["participants"] if res.code == 0 else []
-        ready = [p for p in people if p["connected"] and p["latency_source"] == "measured"]
-        if len(ready) >= n:
-            return list(people)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"roster not ready: {people}")
-        await asyncio.sleep(0.5)
 
 
 # -- analysis -------------------------------------------------------------------------------
@@ -645,7 +293,7 @@ def _assert_take(t: TakeCheck) -> None:
 async def test_four_singers_two_takes_mixed(
     jack: JackServer, tmp_path: Path, leader_config: Path
 ) -> None:
-    async with choir(jack, tmp_path) as c:
+    async with choir(jack, tmp_path, SINGERS) as c:
         try:
             checks = []
             for i in range(2):
@@ -670,7 +318,7 @@ async def test_singer_killed_mid_take_and_server_restarted(
     """Ben's client is killed (SIGKILL) 3 s into take 1 and started again; the server is
     killed (SIGKILL) right after take 1 stops, while uploads are in flight, and restarted on
     its data folder.  Both takes complete, with Ben's recovered recording of take 1."""
-    async with choir(jack, tmp_path) as c:
+    async with choir(jack, tmp_path, SINGERS) as c:
         ben = c.singers[1]
         try:
             since1 = c.harness.pos
@@ -690,7 +338,7 @@ async def test_singer_killed_mid_take_and_server_restarted(
             await c.serve.kill9()
             await asyncio.sleep(1.0)
             assert await c.serve.start() == c.url
-            await _wait_roster(len(SINGERS))
+            await wait_roster(len(SINGERS))
             take2, since2 = await _run_take(c, 4.0)
             await _fetch_and_mix(take1, tmp_path / "take1")
             await _fetch_and_mix(take2, tmp_path / "take2")

@@ -186,6 +186,11 @@ class ServeProcess:
     def pid(self) -> int:
         return self._p.pid
 
+    @property
+    def log(self) -> list[str]:
+        """The server's last 200 lines of output."""
+        return self._p.log
+
     async def start(self, timeout: float = 30.0) -> str:
         """Coroutine: start the server (again) and return its URL once it prints its line."""
         return await asyncio.to_thread(self._p.start, timeout)
