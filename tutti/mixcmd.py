@@ -63,6 +63,7 @@ import soxr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tutti.audio import daw
 from tutti.audio.layout import default_pans
@@ -558,7 +559,10 @@ class _Progress:
             def step(detail: str) -> None:
                 done[0] += 1
                 self.console.print(
-                    f"{label}: {done[0]}/{total} {detail}", highlight=False, soft_wrap=True
+                    f"{label}: {done[0]}/{total} {detail}",
+                    markup=False,  # file names are text, not rich markup
+                    highlight=False,
+                    soft_wrap=True,
                 )
 
             yield step
@@ -787,17 +791,19 @@ def _report(
         drift_s = "—" if i.drift_ppm is None else f"{i.drift_ppm:+.1f}"
         warn = ", ".join([*r.warnings, *i.warnings]) or "—"
         offset = f"{i.timeline_start} fr = {1000.0 * i.timeline_start / rate:.1f} ms"
-        table.add_row(i.name, i.rec.part, lufs, gain, offset, drift_s, warn)
+        # names come from take.json: Text, so "[alto]" is shown and "[/]" is no markup error
+        table.add_row(Text(i.name), Text(i.rec.part), lufs, gain, offset, drift_s, Text(warn))
     console.print(table)
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
         f"in {secs:.1f} s",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
     for w in master.warnings:
-        console.print(f"warning: {w}", highlight=False, soft_wrap=True)
+        console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -813,7 +819,8 @@ def run(args: argparse.Namespace) -> int:
             _say(f"error: {exc}")
             return 2
         except Interrupted as exc:
-            _say(f"interrupted by {exc}; no output written")
+            done = "the outputs were written" if guard.committed else "no output written"
+            _say(f"interrupted by {exc}; {done}")
             return exc.exit_code
         except (AudioError, sf.LibsndfileError, OSError) as exc:
             _say(f"failed: {exc}")

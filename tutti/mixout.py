@@ -15,6 +15,7 @@ that arrives then is raised when they are done, so they are never left half-way.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -56,6 +57,8 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        #: set by :meth:`Workspace.commit`: a signal after it did not stop the outputs
+        self.committed = False
         self._raised = False
         self._holding = 0
         self._previous: dict[int, object] = {}
@@ -115,6 +118,7 @@ class Workspace:
         self._guard = guard
         self._created: list[Path] = []  # folders this mix made, parents first
         self._pending: list[tuple[Path, Path]] = []  # (file in scratch, final path)
+        self._names = itertools.count()  # stems are written from several threads
         self._scratch: Path | None = None
 
     @property
@@ -151,7 +155,7 @@ class Workspace:
 
     def temp_for(self, final: Path) -> Path:
         """A new file in the scratch folder that :meth:`commit` moves to ``final``."""
-        tmp = self.scratch / f"out{len(self._pending):04d}{final.suffix}"
+        tmp = self.scratch / f"out{next(self._names):04d}{final.suffix}"
         self._pending.append((tmp, final))
         return tmp
 
@@ -177,6 +181,7 @@ class Workspace:
                         final.unlink(missing_ok=True)
                 raise
             self._pending.clear()
+            self._guard.committed = True
 
     def _make_dirs(self, folder: Path) -> None:
         missing = []

@@ -94,3 +94,18 @@ def test_a_failed_mix_keeps_the_previous_one(tmp_path: Path) -> None:
     assert (take / "mix.flac").read_bytes() == old
     assert sorted((take / "mix-stems").iterdir()) == stems
     assert not list(take.glob(f"{SCRATCH_PREFIX}*"))
+
+
+def test_names_are_shown_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Brackets in names are text, not rich markup: "[alto]" is shown, "[/]" breaks nothing."""
+    monkeypatch.setenv("COLUMNS", "200")  # the table on one line per singer
+    take = write_base(tmp_path / "take")
+    text = (take / "take.json").read_text()
+    text = text.replace('"Anna"', '"Anna [alto]"').replace('"Ben"', '"[/] Ben"')
+    (take / "take.json").write_text(text)
+    assert main(["mix", str(take), "--project"]) == 0
+    out = capsys.readouterr().out
+    assert "Anna [alto]" in out and "[/] Ben" in out
+    assert 'NAME "Anna [alto]"' in (take / "mix.rpp").read_text()
