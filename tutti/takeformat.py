@@ -43,8 +43,9 @@ RATE_MAX: Final = 192000
 MAX_CHANNELS: Final = 8
 #: longest recording or backing track, seconds (of its own rate)
 MAX_RECORDING_SECONDS: Final = 24 * 3600
-#: farthest a recording or backing track may start from timeline 0, seconds either way
-MAX_OFFSET_SECONDS: Final = 3600
+#: farthest a recording or backing track may start from timeline 0, seconds either way (a take
+#: lasts at most an hour, and a singer who joins late starts recording within it)
+MAX_OFFSET_SECONDS: Final = 2 * 3600
 #: largest round-trip latency, seconds (Bluetooth headsets measure ≈ 0.3 s)
 MAX_LATENCY_SECONDS: Final = 10
 #: largest dropped-block count a recorder may report

@@ -210,7 +210,7 @@ def _int_cases() -> list[Case]:
     out = _field_cases(("rate",), [*bad_rate, "null"], required=True)
     for i, rate in ((0, RATE), (1, BEN_RATE)):
         rec = ("recordings", i)
-        reach = 3600 * rate
+        reach = 2 * 3600 * rate
         bad_channels = [*NOT_INT, "0", "-1", "9", str(2**63), "null"]
         bad_frames = [*NOT_INT, "-1", str(24 * 3600 * rate + 1), str(2**63), "null"]
         bad_offset = [*NOT_INT, str(reach + 1), str(-reach - 1), str(2**62), str(-(2**62))]
@@ -225,7 +225,7 @@ def _int_cases() -> list[Case]:
     bad_count = [*NOT_INT, "-1", str(10**9 + 1), str(2**64)]
     for key in ("overflows", "underflows"):
         out += _field_cases(("recordings", 0, key), bad_count, required=False)
-    bad_start = [*NOT_INT, str(3600 * RATE + 1), str(-(2**62)), "1000000000000"]
+    bad_start = [*NOT_INT, str(2 * 3600 * RATE + 1), str(-(2**62)), "1000000000000"]
     out += _field_cases(("backing", 0, "timeline_start"), bad_start, required=False)
     return out
 

@@ -80,8 +80,8 @@ def test_drop_counts_are_small_non_negative_integers(key: str, value: Any) -> No
     [
         ("latency", 10**30, "0 to 480000"),
         ("latency", -1, "0 to 480000"),
-        ("start_offset", 10**30, "-172800000 to 172800000"),
-        ("start_offset", -(2**62), "-172800000 to 172800000"),
+        ("start_offset", 10**30, "-345600000 to 345600000"),
+        ("start_offset", -(2**62), "-345600000 to 345600000"),
         ("frames", 24 * 3600 * 48000 + 1, "0 to 4147200000"),
         ("rate", 10**9, "8000 to 192000"),
         ("rate", 2**63, "8000 to 192000"),
@@ -95,9 +95,9 @@ def test_numbers_are_typed_and_bounded(key: str, value: Any, accepted: str) -> N
 
 
 def test_bounds_follow_the_recordings_rate() -> None:
-    # an hour of offset at 8 kHz is 28.8 M frames; at 48 kHz 172.8 M
-    refused(recording(rate=8000, start_offset=28_800_001), "'start_offset'", "28800000")
-    assert parse_recording(recording(start_offset=28_800_001)).start_offset == 28_800_001
+    # two hours of offset at 8 kHz are 57.6 M frames; at 48 kHz 345.6 M
+    refused(recording(rate=8000, start_offset=57_600_001), "'start_offset'", "57600000")
+    assert parse_recording(recording(start_offset=57_600_001)).start_offset == 57_600_001
 
 
 def test_a_huge_integer_is_not_printed() -> None:
@@ -149,7 +149,7 @@ def test_sha256_is_hex() -> None:
         ({"backing": [{"part": "all", "file": "b.flac", "timeline_start": "0"}]},
          ("backing[0]", "'timeline_start'")),
         ({"backing": [{"part": "all", "file": "b.flac", "timeline_start": 10**12}]},
-         ("backing[0]", "'timeline_start'", "172800000")),
+         ("backing[0]", "'timeline_start'", "345600000")),
         ({"recordings": [recording()] * 2}, ("same file",)),
         ({"recordings": [recording(file=f"r{i}.flac") for i in range(1001)]}, ("1001",)),
     ],
