@@ -471,8 +471,8 @@ class _Pipeline:
 
     @property
     def ready(self) -> bool:
-        """Whether the mixdown exists (or failed): :meth:`get` does not wait."""
-        return self._future.done()
+        """Whether the mixdown exists (so the analysis code is loaded)."""
+        return self._future.done() and self._future.exception() is None
 
     def get(self) -> Mixdown:
         """The mixdown, once made (re-raises what making it raised)."""
