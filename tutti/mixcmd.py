@@ -456,6 +456,9 @@ class _Pipeline:
         self._thread = threading.Thread(
             target=self._run, args=(make,), name="mix-import", daemon=True
         )
+
+    def start(self) -> None:
+        """Start importing (in a daemon thread)."""
         self._thread.start()
 
     def _run(self, make: Callable[[], Mixdown]) -> None:
@@ -625,6 +628,8 @@ def _mix_in(
     work = ws.scratch
     stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
     pipeline = _Pipeline(partial(_new_mixdown, args, rate, frames, bus))
+    ws.before_removal(pipeline.cancel)  # whatever ends the mix, no bus file comes after
+    pipeline.start()
     stem_dir = _stem_dir(out_path)
     stems: list[daw.Stem] = []
     progress = _Progress(console)

@@ -21,7 +21,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -119,6 +119,7 @@ class Workspace:
         self._created: list[Path] = []  # folders this mix made, parents first
         self._pending: list[tuple[Path, Path]] = []  # (file in scratch, final path)
         self._names = itertools.count()  # stems are written from several threads
+        self._before_removal: list[Callable[[], None]] = []
         self._scratch: Path | None = None
 
     @property
@@ -147,11 +148,18 @@ class Workspace:
         tb: TracebackType | None,
     ) -> None:
         with self._guard.hold():
+            for stop_writing in self._before_removal:
+                stop_writing()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
             if typ is not None:
                 self._remove_created()
+
+    def before_removal(self, stop_writing: Callable[[], None]) -> None:
+        """Call ``stop_writing`` before the scratch folder is removed: a thread that may still
+        create files in it must stop first (or the removal could leave the folder behind)."""
+        self._before_removal.append(stop_writing)
 
     def temp_for(self, final: Path) -> Path:
         """A new file in the scratch folder that :meth:`commit` moves to ``final``."""
