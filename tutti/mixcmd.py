@@ -68,7 +68,7 @@ from rich.text import Text
 from tutti.audio import daw
 from tutti.audio.layout import default_pans
 from tutti.audio.types import AudioArray, AudioError, as_audio
-from tutti.mixfolder import AudioFile, MixError, load_manifest, probe
+from tutti.mixfolder import AudioFile, MixError, check_path_text, load_manifest, probe
 from tutti.mixio import RawAudio, keep_freed_blocks
 from tutti.mixout import Interrupted, SignalGuard, Workspace
 from tutti.mixread import read_blocks
@@ -585,6 +585,7 @@ def _output_path(args: argparse.Namespace) -> tuple[Path, str]:
         out = args.take_dir / f"mix.{fmt}"
     if out.is_dir():
         raise MixError(f"-o {out}: is a folder; give a file name")
+    check_path_text(out.absolute(), "-o")
     stems = _stem_dir(out)
     if (args.stems or args.project) and (stems.is_symlink() or stems.exists()):
         if stems.is_symlink() or not stems.is_dir():

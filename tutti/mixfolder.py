@@ -27,7 +27,15 @@ from tutti import takeformat
 from tutti.mixread import UNKNOWN_LENGTH, count_flac_frames
 from tutti.takeformat import TakeFormatError, TakeManifest
 
-__all__ = ["MAX_MANIFEST_BYTES", "AudioFile", "MixError", "inside", "load_manifest", "probe"]
+__all__ = [
+    "MAX_MANIFEST_BYTES",
+    "AudioFile",
+    "MixError",
+    "check_path_text",
+    "inside",
+    "load_manifest",
+    "probe",
+]
 
 #: a take.json for a thousand singers is about 400 kB
 MAX_MANIFEST_BYTES = 16 << 20
@@ -65,6 +73,16 @@ class AudioFile:
         return int(self.info.samplerate)
 
 
+def check_path_text(path: Path, what: str) -> None:
+    """Refuse a path that is not UTF-8 text (bytes the file system allows, but libsndfile
+    and dr_flac cannot be given): a clear message instead of an encoding error."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = ascii(str(path))[1:-1]
+        raise MixError(f"{what}: {shown} is not a UTF-8 name; rename it") from None
+
+
 def inside(root: Path, rel: str, what: str) -> Path:
     """``root / rel`` with symbolic links resolved, refused if that leaves ``root`` (resolved).
 
@@ -99,6 +117,7 @@ def load_manifest(take_dir: Path) -> tuple[Path, TakeManifest]:
     if not take_dir.is_dir():
         raise MixError(f"{take_dir}: not a folder; give the take folder that holds take.json")
     root = take_dir.resolve()
+    check_path_text(root, "the take folder")
     name = takeformat.MANIFEST_NAME
     if not (take_dir / name).exists() and not (take_dir / name).is_symlink():
         content = "it is empty" if not any(take_dir.iterdir()) else "there is no take.json in it"

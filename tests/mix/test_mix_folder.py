@@ -3,6 +3,7 @@ where its outputs go: created only when complete, nothing left after a failure."
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -109,3 +110,18 @@ def test_names_are_shown_as_written(
     out = capsys.readouterr().out
     assert "Anna [alto]" in out and "[/] Ben" in out
     assert 'NAME "Anna [alto]"' in (take / "mix.rpp").read_text()
+
+
+def test_a_folder_name_that_is_not_utf8_is_refused_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Linux allows any bytes in a name; libsndfile cannot be given them."""
+    take = write_base(tmp_path / "take")
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/take-\xff"))
+    take.rename(odd)
+    assert main(["mix", str(odd)]) == 2
+    assert "not a UTF-8 name" in capsys.readouterr().err
+    fine = odd.rename(tmp_path / "take")
+    assert main(["mix", str(fine), "-o", os.fsdecode(bytes(tmp_path) + b"/mix-\xff.flac")]) == 2
+    assert "-o" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take"]
