@@ -1,10 +1,10 @@
 """``tutti mix``: mix a take folder into one choir recording (and stems, and DAW projects).
 
-This is the I/O edge of the mixdown: it reads ``take.json`` (:mod:`tutti.takeformat`) and the
-audio files with soundfile, checks everything before any work starts, runs the pure pipeline
-of :mod:`tutti.audio.mixdown`, and writes every output to a temporary file in the output
-folder that is renamed into place only when it is complete — a failed or interrupted mix
-leaves no output behind.
+This is the I/O edge of the mixdown: it checks the take folder — ``take.json`` and every file
+it names (:mod:`tutti.mixfolder`) — before anything is written, runs the pure pipeline of
+:mod:`tutti.audio.mixdown`, and writes every output into a scratch folder from which they are
+moved into place only when all are complete (:mod:`tutti.mixout`) — a failed or interrupted mix
+(an error, Ctrl-C, SIGTERM) leaves nothing behind.
 
 It streams: memory does not grow with the length of the take or the number of recordings.
 
@@ -24,15 +24,17 @@ It streams: memory does not grow with the length of the take or the number of re
    encoded in this thread while the pool computes the next ones.
 
 The scratch folder (about 4 bytes per sample of every recording, plus 8 bytes per timeline
-frame) is removed at the end, also after an error.
+frame, plus the outputs) is removed at the end, also after an error or a signal.  When one
+recording fails in pass 1 the others stop at their next block and the import thread is
+cancelled, so a bad file ends the command at once.
 
 Policies (see docs/take-format.md):
 
 - A recording whose rate differs from the take's ``rate`` is resampled (soxr, very high
   quality) to the take's rate; a recording with several channels is folded to mono (the mean
-  of its channels).  The file's own header wins over nothing: a file whose rate or channel
-  count differs from what its manifest entry says is an error (the manifest is wrong, and so
-  may be its timeline numbers).
+  of its channels).  The file's own header wins over nothing: a file whose rate, channel
+  count or length differs from what its manifest entry says is an error (the manifest is
+  wrong, and so may be its timeline numbers, or the file is a cut-off copy).
 - Backing tracks may be mono or stereo, at any rate (resampled like recordings).
 - Drift is estimated only for recordings with ``shared_clock: false`` (separate input and
   output devices), from clicks or claps near the start and the end of the recording.
@@ -41,15 +43,14 @@ Policies (see docs/take-format.md):
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,14 +63,16 @@ import soxr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from tutti import takeformat
 from tutti.audio import daw
 from tutti.audio.layout import default_pans
 from tutti.audio.types import AudioArray, AudioError, as_audio
+from tutti.mixfolder import AudioFile, MixError, check_path_text, load_manifest, probe
 from tutti.mixio import RawAudio, keep_freed_blocks
+from tutti.mixout import Interrupted, SignalGuard, Workspace
 from tutti.mixread import read_blocks
-from tutti.takeformat import Recording, TakeFormatError, TakeManifest
+from tutti.takeformat import Backing, Recording, TakeManifest
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
     from tutti.audio.mixdown import Mixdown, VoiceAnalyser, VoiceReport
@@ -85,8 +88,8 @@ _DECODE_BLOCK = 1 << 18  # frames per read of a recording (1 MB per channel)
 _BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
 
 
-class MixError(Exception):
-    """The take folder or the options cannot be mixed; the message says what and where."""
+class _Stopped(Exception):
+    """Another part of the mix failed (or a signal came): this one stops at its next block."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +155,7 @@ class _Input:
     """A recording as found on disk, with what the mix will do to it."""
 
     rec: Recording
-    path: Path
+    audio: AudioFile
     frames: int
     channels: int
     rate: int
@@ -167,56 +170,28 @@ class _Input:
     report: VoiceReport | None = None
 
 
-def _info(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise MixError(f"{what}: file {path} is missing")
-    try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise MixError(
-            f"{what}: {path} is not readable audio ({exc}); accepted: WAV, FLAC, OGG"
-        ) from None
-
-
-def _load_manifest(take_dir: Path) -> TakeManifest:
-    if not take_dir.is_dir():
-        raise MixError(f"{take_dir}: not a folder; give the take folder that holds take.json")
-    path = take_dir / takeformat.MANIFEST_NAME
-    if not path.is_file():
-        content = "it is empty" if not any(take_dir.iterdir()) else "there is no take.json in it"
-        raise MixError(f"{take_dir}: not a take folder ({content}); see docs/take-format.md")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MixError(f"{path}: not valid JSON ({exc})") from None
-    try:
-        manifest = takeformat.parse_manifest(raw)
-    except TakeFormatError as exc:
-        raise MixError(f"{path}: {exc}") from None
-    if not manifest.recordings:
-        raise MixError(f"{path}: lists no recordings; nothing to mix")
-    return manifest
-
-
-def _inputs(take_dir: Path, manifest: TakeManifest) -> list[_Input]:
+def _inputs(root: Path, manifest: TakeManifest) -> list[_Input]:
     out = []
     for rec in manifest.recordings:
-        path = take_dir / rec.file
         what = f"recording {rec.file} ({rec.singer})"
-        info = _info(path, what)
-        if info.samplerate != rec.rate:
+        audio = probe(root, rec.file, what)
+        if audio.rate != rec.rate:
             raise MixError(
-                f"{what}: the file is at {info.samplerate} Hz but take.json says {rec.rate} Hz; "
+                f"{what}: the file is at {audio.rate} Hz but take.json says {rec.rate} Hz; "
                 "correct the manifest (rate must match the file)"
             )
-        if info.channels != rec.channels:
+        if audio.channels != rec.channels:
             raise MixError(
-                f"{what}: the file has {info.channels} channel(s) but take.json says "
+                f"{what}: the file has {audio.channels} channel(s) but take.json says "
                 f"{rec.channels}; correct the manifest"
             )
-        item = _Input(rec, path, int(info.frames), info.channels, info.samplerate, rec.singer)
-        if info.frames != rec.frames:
-            item.warnings.append(f"{info.frames} frames, manifest says {rec.frames}")
+        if audio.frames != rec.frames:
+            how = "decodes to" if audio.counted else "has"
+            raise MixError(
+                f"{what}: the file {how} {audio.frames} frames but take.json says {rec.frames}; "
+                "a cut-off copy? (if the file is right, correct the manifest)"
+            )
+        item = _Input(rec, audio, audio.frames, audio.channels, audio.rate, rec.singer)
         item.timeline_start = _to_rate(rec.timeline_start, rec.rate, manifest.rate)
         if rec.overflows:
             item.warnings.append(f"{rec.overflows} input overflows")
@@ -284,14 +259,20 @@ class _Resampler:
 
 
 def _decode(
-    path: Path, rate: int, scratch: Path, analyser: VoiceAnalyser | None, what: str
+    audio: AudioFile,
+    rate: int,
+    scratch: Path,
+    analyser: VoiceAnalyser | None,
+    what: str,
+    stop: threading.Event | None = None,
 ) -> RawAudio:
     """Decode an audio file once, in blocks, at the mix rate (resampled if the file's rate
     differs) into a new raw file ``scratch``, feeding ``analyser``.  A 16-bit file at the mix
-    rate is kept as 16-bit integers (exact, half the bytes); anything else as float32."""
+    rate is kept as 16-bit integers (exact, half the bytes); anything else as float32.
+    Raises :class:`_Stopped` at the next block once ``stop`` is set."""
     raw: RawAudio | None = None
+    path, info = audio.path, audio.info
     try:
-        info = sf.info(str(path))
         resample = (
             _Resampler(info.samplerate, rate, info.channels) if info.samplerate != rate else None
         )
@@ -309,12 +290,17 @@ def _decode(
             assert raw is not None
             raw.append(block)
 
-        expected = int(info.frames)
+        expected = audio.frames
         decoded = 0
         for block in read_blocks(path, info, _DECODE_BLOCK, int16=int16):
+            if stop is not None and stop.is_set():
+                raise _Stopped
             decoded += block.shape[0]
             if decoded > expected:
-                break
+                raise MixError(
+                    f"{what}: {path.name} holds more than the {expected} frames its header "
+                    "says (a damaged header)"
+                )
             if int16:
                 if analyser is not None:
                     analyser.feed(block)
@@ -323,8 +309,8 @@ def _decode(
                 keep(resample(block) if resample else block)
         if decoded != expected:
             raise MixError(
-                f"{what}: {path} gave {decoded} of the {expected} frames its header promises "
-                "(cut off or damaged)"
+                f"{what}: {path.name} gave {decoded} of the {expected} frames its header "
+                "promises (cut off or damaged)"
             )
         if resample:
             keep(resample.flush())
@@ -333,7 +319,7 @@ def _decode(
         if raw is not None:
             raw.close()
         if isinstance(exc, _READ_ERRORS):
-            raise MixError(f"{what}: reading {path} failed ({exc})") from None
+            raise MixError(f"{what}: reading {path.name} failed ({exc})") from None
         raise
 
 
@@ -376,7 +362,7 @@ def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) ->
 
 
 def _dedrift(
-    item: _Input, raw: RawAudio, rate: int, settings: Any, what: str
+    item: _Input, raw: RawAudio, rate: int, settings: Any, what: str, stop: threading.Event
 ) -> tuple[RawAudio, VoiceAnalyser | None]:
     """Measure the clock drift from markers at both ends; if there is any, resample ``raw``
     (streaming) into a new raw file and measure that.  Returns the file to mix and its new
@@ -405,13 +391,19 @@ def _dedrift(
     out = RawAudio(raw.path.with_suffix(".dedrift.f32"), raw.channels)
     analyser = VoiceAnalyser(rate, raw.channels)
     resample = _Resampler(rate * (1.0 + est.ppm * 1e-6), float(rate), raw.channels)
-    for a in range(0, raw.frames, _READ_BLOCK):
-        block = resample(raw.read(a, min(raw.frames, a + _READ_BLOCK)))
-        analyser.feed(block)
-        out.append(block)
-    tail = resample.flush()
-    analyser.feed(tail)
-    out.append(tail)
+    try:
+        for a in range(0, raw.frames, _READ_BLOCK):
+            if stop.is_set():
+                raise _Stopped
+            block = resample(raw.read(a, min(raw.frames, a + _READ_BLOCK)))
+            analyser.feed(block)
+            out.append(block)
+        tail = resample.flush()
+        analyser.feed(tail)
+        out.append(tail)
+    except BaseException:
+        out.close()  # the scratch folder's removal deletes the file
+        raise
     raw.close()
     raw.path.unlink()
     return out, analyser
@@ -430,13 +422,17 @@ def _session_settings(manifest: TakeManifest) -> Any:
         return None
 
 
-def _analyse(raw: RawAudio, rate: int, what: str) -> VoiceAnalyser:
+def _analyse(
+    raw: RawAudio, rate: int, what: str, stop: threading.Event | None = None
+) -> VoiceAnalyser:
     """Measure a recording from its scratch file, in the blocks :func:`_decode` reads (for a
     recording decoded before the analysis code was loaded: same values as fed while decoding)."""
     from tutti.audio.mixdown import VoiceAnalyser
 
     analyser = VoiceAnalyser(rate, raw.channels)
     for a in range(0, raw.frames, _DECODE_BLOCK):
+        if stop is not None and stop.is_set():
+            raise _Stopped
         try:
             analyser.feed(raw.read(a, min(raw.frames, a + _DECODE_BLOCK)))
         except AudioError as exc:
@@ -449,34 +445,49 @@ class _Pipeline:
 
     Importing the analysis code (scipy.signal, scipy.ndimage, pyloudnorm) takes ≈ 0.5 s of
     one core; meanwhile pass 1 decodes the first recordings (libsndfile does not hold the
-    GIL), which are then measured from their scratch files (:func:`_analyse`).
+    GIL), which are then measured from their scratch files (:func:`_analyse`).  A failing mix
+    cancels it (:meth:`cancel`) rather than wait for the import to end.
     """
 
     def __init__(self, make: Callable[[], Mixdown]) -> None:
         self._future: Future[Mixdown] = Future()
+        self._lock = threading.Lock()  # making the mixdown (it creates the bus file) or cancelling
+        self._cancelled = False
         self._thread = threading.Thread(
             target=self._run, args=(make,), name="mix-import", daemon=True
         )
+
+    def start(self) -> None:
+        """Start importing (in a daemon thread)."""
         self._thread.start()
 
     def _run(self, make: Callable[[], Mixdown]) -> None:
         try:
-            self._future.set_result(make())
+            importlib.import_module("tutti.audio.mixdown")
+            with self._lock:
+                if not self._cancelled:
+                    self._future.set_result(make())
         except BaseException as exc:  # handed to whoever asks for the mixdown
-            self._future.set_exception(exc)
+            with self._lock:
+                if not self._future.done():
+                    self._future.set_exception(exc)
 
     @property
     def ready(self) -> bool:
-        """Whether the mixdown exists (or failed): :meth:`get` does not wait."""
-        return self._future.done()
+        """Whether the mixdown exists (so the analysis code is loaded)."""
+        return self._future.done() and self._future.exception() is None
 
     def get(self) -> Mixdown:
         """The mixdown, once made (re-raises what making it raised)."""
         return self._future.result()
 
-    def join(self) -> None:
-        """Wait until the thread has finished (before the scratch folder is removed)."""
-        self._thread.join()
+    def cancel(self) -> None:
+        """Make no mixdown (and no bus file) from now on; :meth:`get` raises
+        :class:`_Stopped`.  The import may go on in its daemon thread: it writes nothing."""
+        with self._lock:
+            self._cancelled = True
+            if not self._future.done():
+                self._future.set_exception(_Stopped())
 
 
 def _new_mixdown(args: argparse.Namespace, rate: int, frames: int, bus: Any) -> Mixdown:
@@ -499,31 +510,6 @@ def _delete(raws: list[RawAudio]) -> None:
 
 
 # -- writing ---------------------------------------------------------------------------------
-class _Outputs:
-    """Files being written: each to a temporary name in its folder, renamed when all are done."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Path, Path]] = []
-
-    def temp_for(self, final: Path) -> Path:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
-        self.pending.append((tmp, final))
-        return tmp
-
-    def commit(self) -> None:
-        for tmp, final in self.pending:
-            os.replace(tmp, final)
-        self.pending.clear()
-
-    def discard(self) -> None:
-        for tmp, _ in self.pending:
-            tmp.unlink(missing_ok=True)
-        self.pending.clear()
-
-
 def _open_out(path: Path, fmt: str, rate: int, channels: int) -> sf.SoundFile:
     """A new audio file of format ``fmt`` (a key of :data:`FORMATS`) for writing."""
     kind, subtype = FORMATS[fmt]
@@ -532,10 +518,14 @@ def _open_out(path: Path, fmt: str, rate: int, channels: int) -> sf.SoundFile:
                         compression_level=level)  # fmt: skip
 
 
-def _write_stem(path: Path, audio: RawAudio, start: int, frames: int, fmt: str, rate: int) -> None:
+def _write_stem(
+    path: Path, audio: RawAudio, start: int, frames: int, fmt: str, rate: int, stop: threading.Event
+) -> None:
     """The recording placed on the timeline: zeros before ``start``, cut or padded to ``frames``."""
     with _open_out(path, fmt, rate, audio.channels) as f:
         for a in range(0, frames, _READ_BLOCK):
+            if stop.is_set():
+                raise _Stopped
             b = min(frames, a + _READ_BLOCK)
             block = np.zeros((b - a, audio.channels), dtype=np.float32)
             lo, hi = max(a, start), min(b, start + audio.frames)
@@ -572,7 +562,10 @@ class _Progress:
             def step(detail: str) -> None:
                 done[0] += 1
                 self.console.print(
-                    f"{label}: {done[0]}/{total} {detail}", highlight=False, soft_wrap=True
+                    f"{label}: {done[0]}/{total} {detail}",
+                    markup=False,  # file names are text, not rich markup
+                    highlight=False,
+                    soft_wrap=True,
                 )
 
             yield step
@@ -592,7 +585,16 @@ def _output_path(args: argparse.Namespace) -> tuple[Path, str]:
         out = args.take_dir / f"mix.{fmt}"
     if out.is_dir():
         raise MixError(f"-o {out}: is a folder; give a file name")
+    check_path_text(out.absolute(), "-o")
+    stems = _stem_dir(out)
+    if (args.stems or args.project) and (stems.is_symlink() or stems.exists()):
+        if stems.is_symlink() or not stems.is_dir():
+            raise MixError(f"{stems}: is not a folder (stems go there); move it away")
     return out, fmt
+
+
+def _stem_dir(out_path: Path) -> Path:
+    return out_path.parent / f"{out_path.stem}-stems"
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -610,26 +612,29 @@ def _mix_in(
     args: argparse.Namespace,
     manifest: TakeManifest,
     items: list[_Input],
-    backings: list[tuple[Any, Any]],
+    backings: list[tuple[Backing, AudioFile]],
     frames: int,
     session: Any,
-    work: Path,
+    ws: Workspace,
     bus: Callable[[int], RawAudio],
     opened: list[RawAudio],
-    outputs: _Outputs,
     out_path: Path,
     fmt: str,
     console: Console,
 ) -> Any:
-    """Pass 1 (decode, measure, de-drift every recording into ``work``, in parallel), the voice
-    pass, the backing, and the master pass writing ``out_path`` (and the stems)."""
+    """Pass 1 (decode, measure, de-drift every recording into the scratch folder, in
+    parallel), the voice pass, the backing, and the master pass writing the mix (and the
+    stems) into the scratch folder, for :meth:`Workspace.commit` to move into place."""
     rate = manifest.rate
-    take_dir: Path = args.take_dir
+    work = ws.scratch
     stems_wanted = args.stems or args.project  # a project opens the stems: it needs them
     pipeline = _Pipeline(partial(_new_mixdown, args, rate, frames, bus))
-    stem_dir = out_path.parent / f"{out_path.stem}-stems"
+    ws.before_removal(pipeline.cancel)  # whatever ends the mix, no bus file comes after
+    pipeline.start()
+    stem_dir = _stem_dir(out_path)
     stems: list[daw.Stem] = []
     progress = _Progress(console)
+    stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
 
     def voice(item: _Input) -> str:
         what = f"recording {item.rec.file} ({item.name})"
@@ -638,15 +643,15 @@ def _mix_in(
             from tutti.audio.mixdown import VoiceAnalyser
 
             analyser = VoiceAnalyser(rate, item.channels)
-        raw = _decode(item.path, rate, work / f"{item.index:04d}.raw", analyser, what)
+        raw = _decode(item.audio, rate, work / f"{item.index:04d}.raw", analyser, what, stop)
         opened.append(raw)
         mix = pipeline.get()
         from tutti.audio.mixdown import Voice
 
         if analyser is None:  # decoded while the analysis code was loading
-            analyser = _analyse(raw, rate, what)
+            analyser = _analyse(raw, rate, what, stop)
         if not item.rec.shared_clock and not args.no_drift:
-            fixed, again = _dedrift(item, raw, rate, session, what)
+            fixed, again = _dedrift(item, raw, rate, session, what, stop)
             if again is not None:
                 opened.append(fixed)
                 raw, analyser = fixed, again
@@ -664,14 +669,14 @@ def _mix_in(
                     item.gain_db,
                 )
             )
-            _write_stem(outputs.temp_for(stem), raw, item.timeline_start, frames, fmt, rate)
+            tmp = ws.temp_for(stem)
+            _write_stem(tmp, raw, item.timeline_start, frames, fmt, rate, stop)
         return item.rec.file
 
     def backing(k: int) -> str:
-        b, _info = backings[k]
-        raw = _decode(
-            take_dir / b.file, rate, work / f"backing{k:02d}.raw", None, f"backing {b.file}"
-        )
+        b, audio = backings[k]
+        what = f"backing {b.file}"
+        raw = _decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
         opened.append(raw)
         pipeline.get().add_backing_source(raw, b.timeline_start, args.backing_db)
         return str(b.file)
@@ -680,12 +685,14 @@ def _mix_in(
     jobs += [partial(voice, item) for item in items]
     with progress.stage("reading and analysing", len(jobs)) as step:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(job) for job in jobs]
             try:
-                for name in pool.map(lambda job: job(), jobs):
-                    step(name)
+                for done in as_completed(futures):  # the first failure ends pass 1 at once
+                    step(done.result())
             except BaseException:
+                stop.set()
+                pipeline.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
-                pipeline.join()
                 raise
     mix = pipeline.get()
     mix.finish_voices(args.jobs)
@@ -695,7 +702,7 @@ def _mix_in(
         target=_delete, args=([r for r in opened if r.path.name != _BUS_NAME],), daemon=True
     )
     cleaner.start()
-    tmp = outputs.temp_for(out_path)
+    tmp = ws.temp_for(out_path)
     n_blocks = -(-mix.frames // mix.settings.block)
     try:
         with (
@@ -718,27 +725,30 @@ def _mix_in(
             (".rpp", daw.reaper_project(ordered, rate, title=title)),
             (".lof", daw.audacity_lof(ordered, rate)),
         ):
-            tmp_p = outputs.temp_for(base.with_suffix(ext))
-            tmp_p.write_text(text, encoding="utf-8")
+            ws.temp_for(base.with_suffix(ext)).write_text(text, encoding="utf-8")
     return master
 
 
-def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
+def _backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, AudioFile]]:
+    out = []
+    for b in manifest.backing:
+        audio = probe(root, b.file, f"backing {b.file} ({b.part})")
+        if audio.channels not in (1, 2):
+            raise MixError(f"backing {b.file}: {audio.channels} channels; accepted: 1 or 2")
+        out.append((b, audio))
+    return out
+
+
+def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     _check_args(args)
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
     take_dir: Path = args.take_dir
-    manifest = _load_manifest(take_dir)
-    items = _inputs(take_dir, manifest)
+    root, manifest = load_manifest(take_dir)
+    items = _inputs(root, manifest)
     _apply_choices(items, args.gain, args.mute)
     rate = manifest.rate
-    backings = []
-    if not args.no_backing:
-        for b in manifest.backing:
-            info = _info(take_dir / b.file, f"backing {b.file} ({b.part})")
-            if info.channels not in (1, 2):
-                raise MixError(f"backing {b.file}: {info.channels} channels; accepted: 1 or 2")
-            backings.append((b, info))
+    backings = [] if args.no_backing else _backings(root, manifest)
     ends = []
     if not args.no_drift and not all(i.rec.shared_clock for i in items):
         from tutti.audio.drift import MAX_PPM
@@ -747,30 +757,27 @@ def _mix(args: argparse.Namespace, console: Console, outputs: _Outputs) -> int:
         if not i.rec.shared_clock and not args.no_drift:
             length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
         ends.append(i.timeline_start + length)
-    ends += [
-        b.timeline_start + _to_rate(int(info.frames), info.samplerate, rate) for b, info in backings
-    ]
+    ends += [b.timeline_start + _to_rate(a.frames, a.rate, rate) for b, a in backings]
     frames = max(ends)
     if frames <= 0:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
     session = None if args.no_drift else _session_settings(manifest)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tutti-mix-", dir=out_path.parent) as scratch:
-        work = Path(scratch)
+    # nothing is created before this point; from here on, a failure removes what was
+    with Workspace(out_path, guard) as ws:
         opened: list[RawAudio] = []
 
         def bus(n: int) -> RawAudio:
-            raw = RawAudio(work / _BUS_NAME, 2, n)
+            raw = RawAudio(ws.scratch / _BUS_NAME, 2, n)
             opened.append(raw)
             return raw
 
         try:
-            master = _mix_in(args, manifest, items, backings, frames, session, work,
-                             bus, opened, outputs, out_path, fmt, console)  # fmt: skip
+            master = _mix_in(args, manifest, items, backings, frames, session, ws,
+                             bus, opened, out_path, fmt, console)  # fmt: skip
         finally:
             for raw in opened:
                 raw.close()
-    outputs.commit()
+        ws.commit()
     _report(console, items, master, out_path, rate, time.perf_counter() - t_start)
     return 0
 
@@ -790,31 +797,46 @@ def _report(
         drift_s = "—" if i.drift_ppm is None else f"{i.drift_ppm:+.1f}"
         warn = ", ".join([*r.warnings, *i.warnings]) or "—"
         offset = f"{i.timeline_start} fr = {1000.0 * i.timeline_start / rate:.1f} ms"
-        table.add_row(i.name, i.rec.part, lufs, gain, offset, drift_s, warn)
+        # names come from take.json: Text, so "[alto]" is shown and "[/]" is no markup error
+        table.add_row(Text(i.name), Text(i.rec.part), lufs, gain, offset, drift_s, Text(warn))
     console.print(table)
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
         f"in {secs:.1f} s",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
     for w in master.warnings:
-        console.print(f"warning: {w}", highlight=False, soft_wrap=True)
+        console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure)."""
+    """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure, 128 + the
+    signal number when SIGINT, SIGTERM or SIGHUP stopped it).  Every failure prints one line
+    on stderr and leaves nothing behind (:mod:`tutti.mixout`)."""
     console = Console()
-    outputs = _Outputs()
     keep_freed_blocks()
-    try:
-        return _mix(args, console, outputs)
-    except MixError as exc:
-        print(f"tutti mix: error: {exc}", file=sys.stderr)
-        return 2
-    except (AudioError, sf.LibsndfileError, OSError) as exc:
-        print(f"tutti mix: failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        outputs.discard()
+    with SignalGuard() as guard:
+        try:
+            return _mix(args, console, guard)
+        except MixError as exc:
+            _say(f"error: {exc}")
+            return 2
+        except Interrupted as exc:
+            done = "the outputs were written" if guard.committed else "no output written"
+            _say(f"interrupted by {exc}; {done}")
+            return exc.exit_code
+        except (AudioError, sf.LibsndfileError, OSError) as exc:
+            _say(f"failed: {exc}")
+            return 1
+        except Exception as exc:  # a bug, but still one line for the person at the terminal
+            _say(f"failed: unexpected {type(exc).__name__}: {exc} (please report this)")
+            return 1
+
+
+def _say(message: str) -> None:
+    """One line on stderr: control characters and lone surrogates (from file names) escaped."""
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    print(f"tutti mix: {line}", file=sys.stderr)

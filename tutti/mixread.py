@@ -8,7 +8,9 @@ them) — but dr_flac decodes a 5-minute 48 kHz FLAC in about 0.085 s where soun
 through its own buffer once more).  See docs/benchmarks-mix.md.
 
 A damaged FLAC frame fails its CRC and dr_flac skips it, and a cut-off file simply ends: either
-way the file yields fewer frames than its header promises, which the caller checks.
+way the file yields fewer frames than its header promises, which the caller checks.  A FLAC
+written by a streaming encoder may leave its length out of the header (STREAMINFO total 0,
+which libsndfile reports as 2**63 - 1 frames): :func:`count_flac_frames` decodes it to count.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-__all__ = ["read_blocks"]
+__all__ = ["UNKNOWN_LENGTH", "count_flac_frames", "read_blocks"]
+
+#: what libsndfile reports as the length of a FLAC whose header does not give one
+UNKNOWN_LENGTH = 2**63 - 1
+_COUNT_CHUNK = 1 << 16  # frames per decoded chunk while counting
 
 
 def read_blocks(path: Path, info: Any, block: int, *, int16: bool) -> Iterator[npt.NDArray[Any]]:
@@ -85,3 +91,26 @@ def _flac_blocks(
                 yield np.frombuffer(chunk, dtype=dtype).reshape(-1, channels)
     except miniaudio.MiniaudioError as exc:
         raise RuntimeError(f"the FLAC decoder failed: {exc}") from None
+
+
+def count_flac_frames(path: Path, channels: int, limit: int) -> int:
+    """Frames in a FLAC file, by decoding it (for a header that gives no length).
+
+    Stops once more than ``limit`` frames have been counted and returns that count (a
+    file too long to mix is not decoded to its end).
+
+    Raises
+    ------
+    RuntimeError
+        The decoder failed (the message says why).
+    """
+    counted = 0
+    try:
+        with closing(miniaudio.flac_stream_file(str(path), frames_to_read=_COUNT_CHUNK)) as s:
+            for chunk in s:
+                counted += len(chunk) // channels
+                if counted > limit:
+                    break
+    except miniaudio.MiniaudioError as exc:
+        raise RuntimeError(f"the FLAC decoder failed: {exc}") from None
+    return counted

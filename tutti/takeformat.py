@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -40,14 +41,65 @@ VERSION: Final = 1
 MANIFEST_NAME: Final = "take.json"
 
 
+#: sample rates a take and its recordings may have, Hz
+RATE_MIN: Final = 8000
+RATE_MAX: Final = 192000
+MAX_CHANNELS: Final = 8
+#: longest recording or backing track, seconds (of its own rate)
+MAX_RECORDING_SECONDS: Final = 24 * 3600
+#: farthest a recording or backing track may start from timeline 0, seconds either way (a take
+#: lasts at most an hour, and a singer who joins late starts recording within it)
+MAX_OFFSET_SECONDS: Final = 2 * 3600
+#: largest round-trip latency, seconds (Bluetooth headsets measure ≈ 0.3 s)
+MAX_LATENCY_SECONDS: Final = 10
+#: largest dropped-block count a recorder may report
+MAX_COUNT: Final = 10**9
+MAX_RECORDINGS: Final = 1000
+#: characters in a name, part, title or id
+MAX_TEXT: Final = 200
+#: nesting depth of the free-form objects (``device``, ``settings``)
+MAX_DEPTH: Final = 8
+
+
 class TakeFormatError(ValueError):
     """The manifest is not a valid take manifest; the message names the field."""
 
 
+def show(v: Any) -> str:
+    """A value for an error message: short and on one line (a huge integer is not printed)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of about {round(v.bit_length() * math.log10(2))} digits"
+    text = ascii(v)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def check_text(v: Any, what: str, *, maxlen: int = MAX_TEXT) -> str:
+    """Text that can be shown on one line and written as UTF-8: a string of at most
+    ``maxlen`` characters, without control characters or lone surrogates."""
+    if not isinstance(v, str) or len(v) > maxlen:
+        raise TakeFormatError(
+            f"{what} must be a string of at most {maxlen} characters, got {show(v)}"
+        )
+    if not v.isprintable() and any(unicodedata.category(c) == "Cc" for c in v):
+        raise TakeFormatError(f"{what}: {show(v)} contains a control character")
+    _check_unicode(v, what)
+    return v
+
+
+def _check_unicode(v: str, what: str) -> None:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TakeFormatError(
+            f"{what}: {show(v)} is not valid Unicode text (a lone surrogate)"
+        ) from None
+
+
 def check_relpath(path: Any, what: str) -> str:
     """A file name inside the take folder: relative, POSIX separators, no ``..``."""
-    if not isinstance(path, str) or not path or len(path) > 255 or "\x00" in path:
+    if not isinstance(path, str) or not path:
         raise TakeFormatError(f"{what}: must be a non-empty relative path")
+    check_text(path, what, maxlen=255)  # also refuses NUL, as a control character
     if "\\" in path or path.startswith("/") or posixpath.isabs(path):
         raise TakeFormatError(f"{what}: {path!r} must be relative, with '/' separators")
     norm = posixpath.normpath(path)
@@ -61,11 +113,64 @@ def _get(d: dict[str, Any], key: str, what: str, typ: type | tuple[type, ...]) -
         raise TakeFormatError(f"{what}: missing field {key!r}")
     v = d[key]
     if isinstance(v, bool) and typ is not bool:
-        raise TakeFormatError(f"{what}: field {key!r} has the wrong type")
+        raise TakeFormatError(f"{what}: field {key!r} has the wrong type (bool)")
     if not isinstance(v, typ):
         raise TakeFormatError(f"{what}: field {key!r} has the wrong type ({type(v).__name__})")
     if isinstance(v, float) and not math.isfinite(v):
         raise TakeFormatError(f"{what}: field {key!r} must be finite")
+    return v
+
+
+def _int_in(
+    d: dict[str, Any], key: str, lo: int, hi: int, what: str, *, default: int | None = None
+) -> int:
+    """Field ``key`` of ``d``: an integer (a bool is not one) from ``lo`` to ``hi``.
+
+    A missing or null field gives ``default``; without a default it is an error.
+    """
+    v = d.get(key)
+    if v is None:
+        if default is None:
+            raise TakeFormatError(f"{what}: missing field {key!r}")
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TakeFormatError(
+            f"{what}: field {key!r} must be an integer from {lo} to {hi}, got {show(v)}"
+        )
+    if not lo <= v <= hi:
+        raise TakeFormatError(f"{what}: field {key!r} is {show(v)}; accepted: {lo} to {hi}")
+    return v
+
+
+def _text_in(d: dict[str, Any], key: str, what: str, *, default: str | None = None) -> str:
+    """Field ``key`` of ``d``: text (:func:`check_text`); missing or null gives ``default``."""
+    v = d.get(key)
+    if v is None:
+        if default is None:
+            raise TakeFormatError(f"{what}: missing field {key!r}")
+        return default
+    return check_text(v, f"{what}: field {key!r}")
+
+
+def _object_in(d: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """Field ``key`` of ``d``: a free-form JSON object (missing or null: empty), at most
+    :data:`MAX_DEPTH` deep, all its text valid Unicode.  Walked without recursion."""
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise TakeFormatError(f"{what}: field {key!r} must be an object, got {show(v)}")
+    todo: list[tuple[Any, int]] = [(v, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise TakeFormatError(f"{what}: field {key!r} nests deeper than {MAX_DEPTH} levels")
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        for item in items:
+            if isinstance(item, str):
+                _check_unicode(item, f"{what}: field {key!r}")
+            elif isinstance(item, dict | list):
+                todo.append((item, depth + 1))
     return v
 
 
@@ -255,50 +360,60 @@ def parse_clock_map(d: dict[str, Any], what: str) -> tuple[ClockPoint, ...]:
     return pts
 
 
+def _sha256_in(d: dict[str, Any], key: str, what: str) -> str:
+    v = _text_in(d, key, what, default="")
+    if v and not (len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v)):
+        raise TakeFormatError(f"{what}: field {key!r} must be 64 hex digits, got {show(v)}")
+    return v
+
+
 def parse_recording(d: Any, what: str = "recording") -> Recording:
-    """Check one recording entry."""
+    """Check one recording entry: every field typed and in range (the message names it)."""
     if not isinstance(d, dict):
         raise TakeFormatError(f"{what}: expected an object")
-    rate = _get(d, "rate", what, int)
-    channels = _get(d, "channels", what, int)
-    frames = _get(d, "frames", what, int)
-    if not 8000 <= rate <= 192000:
-        raise TakeFormatError(f"{what}: rate {rate} outside 8000–192000 Hz")
-    if not 1 <= channels <= 8:
-        raise TakeFormatError(f"{what}: channels {channels} outside 1–8")
-    if frames < 0:
-        raise TakeFormatError(f"{what}: frames must be ≥ 0")
-    latency = _get(d, "latency", what, int)
-    if latency < 0:
-        raise TakeFormatError(f"{what}: latency must be ≥ 0 frames")
+    rate = _int_in(d, "rate", RATE_MIN, RATE_MAX, what)
+    channels = _int_in(d, "channels", 1, MAX_CHANNELS, what)
+    frames = _int_in(d, "frames", 0, MAX_RECORDING_SECONDS * rate, what)
+    reach = MAX_OFFSET_SECONDS * rate
+    start_offset = _int_in(d, "start_offset", -reach, reach, what)
+    latency = _int_in(d, "latency", 0, MAX_LATENCY_SECONDS * rate, what)
     source = d.get("latency_source", "measured")
     if source not in ("measured", "reported"):
         raise TakeFormatError(f"{what}: latency_source must be 'measured' or 'reported'")
-    device = d.get("device", {})
-    if not isinstance(device, dict):
-        raise TakeFormatError(f"{what}: device must be an object")
     shared = d.get("shared_clock", True)
     if not isinstance(shared, bool):
         raise TakeFormatError(f"{what}: shared_clock must be true or false")
     return Recording(
         file=check_relpath(d.get("file"), f"{what}.file"),
-        singer=_get(d, "singer", what, str),
-        part=_get(d, "part", what, str),
+        singer=_text_in(d, "singer", what),
+        part=_text_in(d, "part", what),
         rate=rate,
         channels=channels,
         frames=frames,
-        start_offset=_get(d, "start_offset", what, int),
+        start_offset=start_offset,
         latency=latency,
         latency_source=source,
-        participant_id=str(d.get("participant_id", "")),
-        sha256=str(d.get("sha256", "")),
-        overflows=int(d.get("overflows", 0) or 0),
-        underflows=int(d.get("underflows", 0) or 0),
+        participant_id=_text_in(d, "participant_id", what, default=""),
+        sha256=_sha256_in(d, "sha256", what),
+        overflows=_int_in(d, "overflows", 0, MAX_COUNT, what, default=0),
+        underflows=_int_in(d, "underflows", 0, MAX_COUNT, what, default=0),
         shared_clock=shared,
-        device=device,
+        device=_object_in(d, "device", what),
         gaps=parse_gaps(d, "gaps", what),
         slips=parse_gaps(d, "slips", what),
         clock_map=parse_clock_map(d, what),
+    )
+
+
+def _parse_backing(b: Any, rate: int, what: str) -> Backing:
+    if not isinstance(b, dict):
+        raise TakeFormatError(f"{what}: expected an object")
+    reach = MAX_OFFSET_SECONDS * rate
+    return Backing(
+        part=_text_in(b, "part", what),
+        file=check_relpath(b.get("file"), f"{what}.file"),
+        sha256=_sha256_in(b, "sha256", what),
+        timeline_start=_int_in(b, "timeline_start", -reach, reach, what, default=0),
     )
 
 
@@ -310,40 +425,29 @@ def parse_manifest(d: Any) -> TakeManifest:
     if d.get("format") != FORMAT:
         raise TakeFormatError(f"{what}: field 'format' must be {FORMAT!r}")
     version = d.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version != VERSION:
         raise TakeFormatError(
-            f"{what}: version {version!r} not supported (this tutti reads {VERSION})"
+            f"{what}: version {show(version)} not supported (this tutti reads {VERSION})"
         )
-    rate = _get(d, "rate", what, int)
+    rate = _int_in(d, "rate", RATE_MIN, RATE_MAX, what)
     recs_raw = _get(d, "recordings", what, list)
+    if len(recs_raw) > MAX_RECORDINGS:
+        raise TakeFormatError(f"{what}: {len(recs_raw)} recordings; accepted: {MAX_RECORDINGS}")
     recs = tuple(parse_recording(r, f"{what}: recordings[{i}]") for i, r in enumerate(recs_raw))
     files = [r.file for r in recs]
     if len(set(files)) != len(files):
         raise TakeFormatError(f"{what}: two recordings name the same file")
     backing_raw = d.get("backing", [])
-    if not isinstance(backing_raw, list):
-        raise TakeFormatError(f"{what}: backing must be a list")
-    backing = []
-    for i, b in enumerate(backing_raw):
-        bw = f"{what}: backing[{i}]"
-        if not isinstance(b, dict):
-            raise TakeFormatError(f"{bw}: expected an object")
-        backing.append(
-            Backing(
-                part=_get(b, "part", bw, str),
-                file=check_relpath(b.get("file"), f"{bw}.file"),
-                sha256=str(b.get("sha256", "")),
-                timeline_start=int(b.get("timeline_start", 0)),
-            )
-        )
-    settings = d.get("settings", {})
-    if not isinstance(settings, dict):
-        raise TakeFormatError(f"{what}: settings must be an object")
+    if backing_raw is None:
+        backing_raw = []
+    if not isinstance(backing_raw, list) or len(backing_raw) > MAX_RECORDINGS:
+        raise TakeFormatError(f"{what}: backing must be a list of at most {MAX_RECORDINGS}")
+    backing = [_parse_backing(b, rate, f"{what}: backing[{i}]") for i, b in enumerate(backing_raw)]
     return TakeManifest(
-        take_id=str(d.get("take_id", "")),
+        take_id=_text_in(d, "take_id", what, default=""),
         rate=rate,
         recordings=recs,
-        settings=settings,
+        settings=_object_in(d, "settings", what),
         backing=tuple(backing),
-        title=str(d.get("title", "")),
+        title=_text_in(d, "title", what, default=""),
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tutti.mixread import read_blocks
+from tutti.mixread import UNKNOWN_LENGTH, count_flac_frames, read_blocks
 
 RATE = 48000
 
@@ -81,3 +81,29 @@ def test_not_flac_inside_gives_a_clear_error(tmp_path: Path) -> None:
     good.write_bytes(b"not audio at all" * 100)  # replaced after its header was read
     with pytest.raises(RuntimeError, match="FLAC decoder failed"):
         list(read_blocks(good, info, 1 << 16, int16=True))
+
+
+def _zero_streaminfo_total(path: Path) -> None:
+    """What a streaming encoder writes: STREAMINFO's 36-bit total-samples field left 0."""
+    b = bytearray(path.read_bytes())
+    assert b[:4] == b"fLaC"
+    b[21] &= 0xF0
+    b[22:26] = bytes(4)
+    path.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_24", 2)])
+def test_flac_without_a_length_is_counted_and_read_whole(
+    tmp_path: Path, subtype: str, channels: int
+) -> None:
+    frames = 100_003
+    path = tmp_path / "stream.flac"
+    sf.write(str(path), _noise(frames, channels), RATE, subtype=subtype)
+    want = _read_all(path, 1 << 16, int16=False)
+    _zero_streaminfo_total(path)
+    info = sf.info(str(path))
+    assert info.frames == UNKNOWN_LENGTH  # libsndfile's "unknown"
+    assert count_flac_frames(path, channels, limit=10**9) == frames
+    assert 1000 < count_flac_frames(path, channels, limit=1000) <= 1000 + (1 << 16)  # stops
+    got = _read_all(path, 1 << 16, int16=False)
+    np.testing.assert_array_equal(got, want)

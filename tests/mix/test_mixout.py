@@ -1,0 +1,85 @@
+"""The mix's workspace: outputs moved into place all or none, folders it made removed after a
+failure, signals turned into an exception that is held while files move."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tutti.mixout import SCRATCH_PREFIX, Interrupted, SignalGuard, Workspace
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_commit_moves_everything_and_the_mix_last(tmp_path: Path) -> None:
+    main = tmp_path / "out" / "mix.flac"
+    with SignalGuard() as guard, Workspace(main, guard) as ws:
+        assert ws.scratch.parent == main.parent and ws.scratch.name.startswith(SCRATCH_PREFIX)
+        ws.temp_for(main).write_text("mix")
+        ws.temp_for(main.parent / "mix-stems" / "a.flac").write_text("a")
+        ws.commit()
+    assert _entries(tmp_path) == ["out", "out/mix-stems", "out/mix-stems/a.flac", "out/mix.flac"]
+    assert main.read_text() == "mix"
+
+
+def test_a_failure_removes_the_scratch_and_the_folders_made(tmp_path: Path) -> None:
+    main = tmp_path / "a" / "b" / "mix.flac"
+    with pytest.raises(ValueError), SignalGuard() as guard, Workspace(main, guard) as ws:
+        ws.temp_for(main).write_text("half")
+        raise ValueError("decoding failed")
+    assert _entries(tmp_path) == []
+
+
+def test_a_commit_that_fails_halfway_puts_back_what_it_replaced(tmp_path: Path) -> None:
+    main = tmp_path / "mix.flac"
+    main.write_text("old mix")
+    (tmp_path / "mix.rpp").write_text("old project")
+    with pytest.raises(OSError), SignalGuard() as guard, Workspace(main, guard) as ws:
+        ws.temp_for(tmp_path / "mix.rpp").write_text("new project")
+        ws.temp_for(tmp_path / "blocked" / "stem.flac").write_text("new stem")
+        ws.temp_for(main).write_text("new mix")
+        (tmp_path / "blocked").write_text("a file where the stem folder goes")
+        ws.commit()
+    assert main.read_text() == "old mix"
+    assert (tmp_path / "mix.rpp").read_text() == "old project"
+    assert _entries(tmp_path) == ["blocked", "mix.flac", "mix.rpp"]
+
+
+def test_a_signal_becomes_interrupted_and_the_handler_comes_back(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as info, SignalGuard():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**6):  # the handler runs between two bytecodes of this thread
+            pass
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_while_files_move_is_raised_after(tmp_path: Path) -> None:
+    done = []
+    with pytest.raises(Interrupted), SignalGuard() as guard:
+        with guard.hold():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10**5):
+                pass
+            done.append("moved")  # not interrupted
+        done.append("after")  # the signal is raised when the hold ends
+    assert done == ["moved"]
+
+
+def test_a_second_signal_does_not_interrupt_the_cleanup(tmp_path: Path) -> None:
+    with pytest.raises(Interrupted) as info, SignalGuard():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10**6):
+                pass
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored: the cleanup goes on
+            for _ in range(10**5):
+                pass
+    assert info.value.signum == signal.SIGINT
