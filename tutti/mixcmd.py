@@ -11,9 +11,10 @@ It streams: memory does not grow with the length of the take or the number of re
 1. **Pass 1** (``--jobs`` threads, one recording each): every recording and backing track is
    decoded once, in blocks, resampled to the take's rate if needed (soxr, streaming), measured
    (loudness, peak, clipping) and written as raw float32 to a scratch folder beside the output
-   (:mod:`tutti.mixio`).  For a separate-clock recording the drift markers are searched in the
-   first and last seconds of that file, and a drifting recording is resampled (streaming)
-   into a new scratch file.  Stems are written from the scratch files.  The analysis code
+   (:mod:`tutti.mixio`).  For a separate-clock recording the drift comes from its clock map,
+   or else from markers searched in the first and last seconds of that file, and a drifting
+   recording is resampled (streaming) into a new scratch file; its input gaps are then faded
+   in place.  Stems are written from the scratch files.  The analysis code
    (scipy, pyloudnorm: ≈ 0.5 s to import) is loaded in a thread meanwhile (:class:`_Pipeline`);
    the recordings decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the

@@ -78,6 +78,7 @@ def test_gap_is_silent_faded_placed_and_reported(
         near = stem[edge - 2 * ramp : edge + 2 * ramp]
         step = float(np.abs(np.diff(near)).max())
         assert step <= 1.05 * tone_step, (edge, step, tone_step)
+        print(f"gap edge {edge}: largest step {step:.4f}, the tone's own {tone_step:.4f}")
     # the fade is short: a few ms away from the gap the tone is untouched
     away = slice(GAP_AT - 3 * ramp, GAP_AT - 2 * ramp)
     assert np.allclose(stem[away], timeline[away], atol=1e-5)
