@@ -460,6 +460,26 @@ def _dedrift(
     return out, analyser
 
 
+#: A gap whose recording holds more than this (−50 dBFS) is not where the take says: left alone.
+_GAP_SILENCE = 10 ** (-50 / 20)
+
+
+def _silent_in(raw: RawAudio, at: int, frames: int, margin: int, item: _Input, rate: int) -> bool:
+    """Whether ``raw`` is silent inside the gap (``margin`` frames in from each edge, where a
+    resampler rings); if not, the gap is not where the take says and a warning says so (the
+    audio is then kept: better an unfaded edge than a voice cut)."""
+    lo, hi = max(0, at + margin), min(raw.frames, at + frames - margin)
+    loudest = 0.0
+    for a in range(lo, hi, _READ_BLOCK):
+        block = raw.read(a, min(hi, a + _READ_BLOCK))
+        loudest = max(loudest, float(np.abs(block).max(initial=0.0)))
+    if loudest <= _GAP_SILENCE:
+        return True
+    when = _at(item.timeline_start + at, rate)
+    item.warnings.append(f"gap at {when} not silent in the file: left unfaded")
+    return False
+
+
 def _fade_gaps(item: _Input, raw: RawAudio, rate: int) -> None:
     """Silence each input gap of the recording in ``raw`` (placed and de-drifted: its frame
     ``j`` sits at timeline ``item.timeline_start + j``) with fades of a few ms at its edges,
@@ -471,8 +491,8 @@ def _fade_gaps(item: _Input, raw: RawAudio, rate: int) -> None:
         (_to_rate(g.at, rec.rate, rate) - item.timeline_start, _to_rate(g.frames, rec.rate, rate))
         for g in rec.gaps
     ]
-    gaps = [(at, max(1, n)) for at, n in gaps]
     ramp = max(1, round(FADE_S * rate))
+    gaps = [(at, max(1, n)) for at, n in gaps if _silent_in(raw, at, max(1, n), ramp, item, rate)]
     for lo, hi in gap_regions(gaps, ramp, raw.frames):
         for a in range(lo, hi, _READ_BLOCK):
             b = min(hi, a + _READ_BLOCK)
@@ -916,6 +936,8 @@ def _report(
         warn = ", ".join([*r.warnings, *i.warnings, *_slip_warning(i.rec)]) or "—"
         offset = f"{i.timeline_start} fr = {1000.0 * i.timeline_start / rate:.1f} ms"
         table.add_row(i.name, i.rec.part, lufs, gain, offset, drift_s, _lost_cell(i.rec), warn)
+    if not console.is_terminal:  # a pipe or a log: 80 columns would squeeze the warnings
+        console.width = max(console.width, 132)
     console.print(table)
     for i in items:
         for line in _loss_lines(i):

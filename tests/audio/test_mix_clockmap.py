@@ -23,6 +23,8 @@ MINUTES = 10
 BURST_S = 0.05
 #: Timeline positions (seconds) of the noise bursts judged: start, middle, end of the take.
 BURSTS_AT = (2.0, 300.0, 590.0)
+#: An input gap of the fast singer: timeline frame and lost input frames (silence in the file).
+GAP_AT, GAP_FRAMES = 400 * RATE, 2400
 
 
 def _burst(seed: int) -> np.ndarray:
@@ -32,7 +34,9 @@ def _burst(seed: int) -> np.ndarray:
     return np.asarray(0.5 * noise / np.abs(noise).max() * np.hanning(n), dtype=np.float32)
 
 
-def _recorded(ppm: float, timeline_start: int, seed: int) -> tuple[np.ndarray, list[int]]:
+def _recorded(
+    ppm: float, timeline_start: int, seed: int, gap: bool = False
+) -> tuple[np.ndarray, list[int]]:
     """What a recorder whose input clock runs ``ppm`` fast writes over ten minutes.
 
     File frame ``j`` sits at timeline ``timeline_start + j / (1 + ppm·1e-6)``, so a burst
@@ -49,6 +53,9 @@ def _recorded(ppm: float, timeline_start: int, seed: int) -> tuple[np.ndarray, l
         burst = _burst(seed * 10 + k)
         audio[j : j + burst.shape[0]] += burst
         at.append(j)
+    if gap:  # as the recorder writes it: that many frames of silence where the input was lost
+        j = round((GAP_AT - timeline_start) * ratio)
+        audio[j : j + GAP_FRAMES] = 0.0
     return audio[:, None], at
 
 
@@ -77,12 +84,13 @@ def test_clock_map_places_ten_minutes_within_a_millisecond(
 ) -> None:
     """Two singers, input clocks +100 and −100 ppm off the timeline (±60 ms after ten minutes),
     ``shared_clock: false`` with a clock map and no tempo (nothing to search markers in): each
-    stem's bursts at 2 s, 5:00 and 9:50 are within 1 ms of where the timeline has them."""
+    stem's bursts at 2 s, 5:00 and 9:50 are within 1 ms of where the timeline has them, and an
+    input gap at 6:40 is silent where the take says."""
     ts = {"Fast": 800, "Slow": -400}  # start_offset − latency of each
     ppm = {"Fast": 100.0, "Slow": -100.0}
     singers, maps, seeds = [], {}, {"Fast": 1, "Slow": 2}
     for name in ("Fast", "Slow"):
-        audio, file_at = _recorded(ppm[name], ts[name], seeds[name])
+        audio, file_at = _recorded(ppm[name], ts[name], seeds[name], gap=name == "Fast")
         # uncorrected, the last burst would sit 59 ms off (590 s · 100 ppm): worth correcting
         naive = ts[name] + file_at[-1] - BURSTS_AT[-1] * RATE
         assert abs(naive) > 0.055 * RATE
@@ -96,6 +104,7 @@ def test_clock_map_places_ten_minutes_within_a_millisecond(
         for rec in m["recordings"]:
             rec["shared_clock"] = False
             rec["clock_map"] = maps[rec["singer"]]
+        m["recordings"][0]["gaps"] = [{"at": GAP_AT, "frames": GAP_FRAMES}]
 
     take = build_take(tmp_path / "take", singers, edit=measured_clocks)
     started = time.monotonic()
@@ -103,6 +112,11 @@ def test_clock_map_places_ten_minutes_within_a_millisecond(
     took = time.monotonic() - started
     out = capsys.readouterr().out
     stems = sorted((take / "mix-stems").iterdir())
+    fast, _ = sf.read(stems[0], dtype="float32")
+    # the gap, 40 ms from where it would be without the clock map, is found silent and kept so
+    assert "unfaded" not in out, out
+    assert not np.any(fast[GAP_AT : GAP_AT + GAP_FRAMES - 1])
+    assert np.abs(fast[GAP_AT - 200 : GAP_AT - 50]).max() > 0.001  # the voice up to its fade
     worst = 0.0
     for path, name in zip(stems, ("Fast", "Slow"), strict=True):
         stem, rate = sf.read(path, dtype="float32")

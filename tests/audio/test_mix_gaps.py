@@ -86,6 +86,7 @@ def test_gap_is_silent_faded_placed_and_reported(
         assert _lag(stem, at, burst) == 0, at
 
     assert "1 gap, 0.35 s" in out, out  # the table's "lost" cell, legible in an 80-column pipe
+    assert "headset skipped 1× (300 ms)" in out.split("Ann: input lost")[0], "table warning"
     assert "Ann: input lost 350 ms at 0:02" in out, out
     assert "Ann: headset skipped 300 ms at 0:02" in out, out
     assert "overflow" not in out and "underflow" not in out, out
@@ -108,6 +109,27 @@ def test_gaps_in_a_16_bit_recording_are_faded_too(tmp_path: Path) -> None:
     ramp = round(FADE_S * RATE)
     step = float(np.abs(np.diff(stem[RATE - 2 * ramp : RATE + 2 * ramp])).max())
     assert step <= 1.05 * LEVEL * 2 * np.pi * TONE_HZ / RATE + 2 / 32768
+
+
+def test_gap_where_the_file_is_not_silent_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gap listed where the recording holds a voice (a manifest that disagrees with its
+    file): the voice is kept as it is, and the table says so."""
+    timeline, _ = _timeline_voice(3 * RATE)
+    singers = [Singer("Di", "A", timeline[:, None])]
+
+    def wrong(m: dict[str, Any]) -> None:
+        m["recordings"][0]["gaps"] = [{"at": RATE, "frames": 4800}]
+
+    take = build_take(tmp_path / "take", singers, edit=wrong)
+    assert main(["mix", str(take), "--stems", "--no-loudness-match"]) == 0
+    out = capsys.readouterr().out
+    stem, _ = sf.read(next((take / "mix-stems").iterdir()), dtype="float32")
+    np.testing.assert_allclose(
+        stem[RATE - 500 : RATE + 5300], timeline[RATE - 500 : RATE + 5300], atol=1e-5
+    )
+    assert "gap at 0:01 not silent in the file: left unfaded" in out, out
 
 
 def test_old_take_without_gaps_shows_xruns_as_information(
