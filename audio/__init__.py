@@ -11,7 +11,8 @@ module                          what it does
 :mod:`~tutti.audio.headset`     a singer's headset mix (backing + click + guide)
 :mod:`~tutti.audio.latency`     round-trip latency test signal and estimator
 :mod:`~tutti.audio.align`       placing recordings on the timeline, markers, resampling
-:mod:`~tutti.audio.drift`       clock drift from markers at both ends, and its correction
+:mod:`~tutti.audio.drift`       clock drift from markers or a clock map, and its correction
+:mod:`~tutti.audio.gaps`        silence and short fades across dropout gaps
 :mod:`~tutti.audio.mixdown`     the streaming block mixer
 :mod:`~tutti.audio.loudness`    BS.1770 loudness, gain to a target
 :mod:`~tutti.audio.limiter`     true-peak measurement and limiter

@@ -8,7 +8,9 @@ the mic at both ends of the take (the count-in clicks, or claps) are found with
     found = offset_frames + (1 + ppm · 1e-6) · expected
 
 gives the drift, and :func:`correct_drift` resamples the recording by ``1 / (1 + ppm · 1e-6)``
-with soxr so that its clock matches the timeline.  Pure.
+with soxr so that its clock matches the timeline.  A recorder that measured its two clocks
+writes a clock map instead (file frame ↔ timeline frame); :func:`drift_from_clock_map` turns
+it into the same :class:`DriftEstimate`, so no marker is needed.  Pure.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import soxr
 
 from .types import AudioArray, AudioError, as_audio
 
-__all__ = ["DriftEstimate", "estimate_drift", "correct_drift"]
+__all__ = ["DriftEstimate", "estimate_drift", "drift_from_clock_map", "correct_drift"]
 
 #: Drift larger than this (ppm) is not a clock difference but a wrong rate or wrong markers.
 MAX_PPM = 2000.0
@@ -145,6 +147,66 @@ def estimate_drift(
     return DriftEstimate(
         ppm=ppm,
         offset_frames=intercept,
+        markers_used=int(x.shape[0]),
+        residual_frames=float(res.max()),
+    )
+
+
+#: A clock map whose best line misses a point by more than this (seconds) bends: said so.
+MAP_BEND_S = 0.25e-3
+
+
+def drift_from_clock_map(
+    points: Sequence[tuple[float, float]], timeline_start: float
+) -> DriftEstimate:
+    """The drift of a recording from its clock map, as :func:`estimate_drift` gives it.
+
+    The map's points are measurements (the recorder read both clocks), not detections, so a
+    plain least-squares line ``timeline = a + b · frame`` is fitted through all of them.  In
+    the terms of :class:`DriftEstimate` (recording frame found for the frame expected from
+    ``timeline_start`` without drift): ``found = (timeline_start − a) / b + expected / b``, so
+    ``ppm = (1/b − 1)·1e6`` and ``corrected_timeline_start`` gives ``round(a)``.
+
+    Parameters
+    ----------
+    points : sequence of (float, float)
+        ``(file frame, timeline frame)`` pairs, file frames increasing, at one rate.
+    timeline_start : float
+        Timeline frame of the recording's sample 0 from ``start_offset − latency``.
+
+    Returns
+    -------
+    DriftEstimate
+        ``residual_frames`` is the largest |timeline − line| of the points (compare with
+        :data:`MAP_BEND_S`: a map that bends more is not one straight clock ratio).
+
+    Raises
+    ------
+    AudioError
+        Fewer than two points, non-finite values, frames not increasing, or a ratio beyond
+        ±2000 ppm (not clock drift: a wrong rate or a broken map).
+    """
+    pts = np.asarray(list(points), dtype=np.float64).reshape(-1, 2)
+    if pts.shape[0] < 2:
+        raise AudioError(f"clock map: need at least two points, got {pts.shape[0]}")
+    if not np.isfinite(pts).all() or not math.isfinite(timeline_start):
+        raise AudioError("clock map: frames must be finite numbers")
+    x, t = pts[:, 0], pts[:, 1]
+    if not bool(np.all(np.diff(x) > 0)):
+        raise AudioError("clock map: file frames must increase")
+    x0 = float(x[0])  # fitted about the first point: the slope stays exact for long takes
+    b, a0 = _fit(x - x0, t)
+    a = a0 - b * x0
+    res = np.abs(t - (a + b * x))
+    ppm = (1.0 / b - 1.0) * 1e6 if b > 0 else math.inf
+    if not abs(ppm) <= MAX_PPM:
+        raise AudioError(
+            f"clock map: {ppm:.0f} ppm is not clock drift (accepted: ±{MAX_PPM:.0f} ppm); "
+            "check the recording's sample rate"
+        )
+    return DriftEstimate(
+        ppm=ppm,
+        offset_frames=(timeline_start - a) / b,
         markers_used=int(x.shape[0]),
         residual_frames=float(res.max()),
     )

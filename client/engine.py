@@ -278,8 +278,14 @@ class ScheduledTake:
         points: list[tuple[int, int]] = []
         if not fit.shared and self.r0 is not None:
             points = clock_map(self.clock_trace.samples(), self.r0, shift, 5 * rate, MAX_MAP_POINTS)
+
+        def timeline_of(frame: int) -> int:  # through the clock map where there is one
+            if not points:
+                return frame + shift
+            return int(round(np.interp(frame, [p[0] for p in points], [p[1] for p in points])))
+
         return {
-            "gaps": [{"at": a + shift, "frames": f} for a, f in self.gaps[:MAX_LISTED]],
+            "gaps": [{"at": timeline_of(a), "frames": f} for a, f in self.gaps[:MAX_LISTED]],
             "slips": [{"at": a, "frames": f} for a, f in self.slips[:MAX_LISTED]],
             "clock_map": [{"frame": a, "timeline": t} for a, t in points],
             "shared_clock": fit.shared,

@@ -11,9 +11,10 @@ It streams: memory does not grow with the length of the take or the number of re
 1. **Pass 1** (``--jobs`` threads, one recording each): every recording and backing track is
    decoded once, in blocks, resampled to the take's rate if needed (soxr, streaming), measured
    (loudness, peak, clipping) and written as raw float32 to a scratch folder beside the output
-   (:mod:`tutti.mixio`).  For a separate-clock recording the drift markers are searched in the
-   first and last seconds of that file, and a drifting recording is resampled (streaming)
-   into a new scratch file.  Stems are written from the scratch files.  The analysis code
+   (:mod:`tutti.mixio`).  For a separate-clock recording the drift comes from its clock map,
+   or else from markers searched in the first and last seconds of that file, and a drifting
+   recording is resampled (streaming) into a new scratch file; its input gaps are then faded
+   in place.  Stems are written from the scratch files.  The analysis code
    (scipy, pyloudnorm: ≈ 0.5 s to import) is loaded in a thread meanwhile (:class:`_Pipeline`);
    the recordings decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
@@ -36,8 +37,12 @@ Policies (see docs/take-format.md):
   count or length differs from what its manifest entry says is an error (the manifest is
   wrong, and so may be its timeline numbers, or the file is a cut-off copy).
 - Backing tracks may be mono or stereo, at any rate (resampled like recordings).
-- Drift is estimated only for recordings with ``shared_clock: false`` (separate input and
-  output devices), from clicks or claps near the start and the end of the recording.
+- Drift is corrected only for recordings with ``shared_clock: false`` (separate input and
+  output devices) or a clock map: from the clock map the recorder measured if there is one,
+  else from clicks or claps near the start and the end of the recording.
+- Gaps (input frames the recorder lost, silence in the file) are faded into and out of
+  (:mod:`tutti.audio.gaps`) and listed per singer with the headset's slips; the recorder's
+  ``overflows`` / ``underflows`` counts (a host API's device-wide flags) are shown, not warned of.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from tutti.mixread import read_blocks
 from tutti.takeformat import Backing, Recording, TakeManifest
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
+    from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import Mixdown, VoiceAnalyser, VoiceReport
 
 __all__ = ["MixError", "add_arguments", "run"]
@@ -166,6 +172,7 @@ class _Input:
     mute: bool = False
     timeline_start: int = 0  # at the take rate
     drift_ppm: float | None = None
+    drift_from: str = ""  # "map" when the drift came from the recording's clock map
     warnings: list[str] = field(default_factory=list)
     report: VoiceReport | None = None
 
@@ -193,10 +200,6 @@ def _inputs(root: Path, manifest: TakeManifest) -> list[_Input]:
             )
         item = _Input(rec, audio, audio.frames, audio.channels, audio.rate, rec.singer)
         item.timeline_start = _to_rate(rec.timeline_start, rec.rate, manifest.rate)
-        if rec.overflows:
-            item.warnings.append(f"{rec.overflows} input overflows")
-        if rec.underflows:
-            item.warnings.append(f"{rec.underflows} output underflows")
         if rec.latency_source != "measured":
             item.warnings.append("latency not measured")
         if rec.rate != manifest.rate:
@@ -361,26 +364,66 @@ def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) ->
     return found + [None if f is None else f + tail_lo for f in late]
 
 
-def _dedrift(
-    item: _Input, raw: RawAudio, rate: int, settings: Any, what: str, stop: threading.Event
-) -> tuple[RawAudio, VoiceAnalyser | None]:
-    """Measure the clock drift from markers at both ends; if there is any, resample ``raw``
-    (streaming) into a new raw file and measure that.  Returns the file to mix and its new
-    analyser (None if the recording was left as it was)."""
+def _drifts(rec: Recording, args: argparse.Namespace) -> bool:
+    """Whether the mix corrects this recording's clock (separate clocks, or a clock map)."""
+    return not args.no_drift and (not rec.shared_clock or bool(rec.clock_map))
+
+
+def _marker_drift(item: _Input, raw: RawAudio, rate: int, settings: Any) -> DriftEstimate | None:
+    """The drift from count-in clicks (or claps) at both ends; None (and a warning) if not."""
     from tutti.audio import drift
-    from tutti.audio.mixdown import VoiceAnalyser
 
     if settings is None:
         item.warnings.append("drift not checked (no tempo in take.json)")
-        return raw, None
+        return None
     expected = _markers(item, raw.frames, rate, settings)
     window = int(0.05 * rate + 300e-6 * raw.frames)
     found = _find_markers(raw, rate, expected, window)
     pairs = [(float(e), f) for e, f in zip(expected, found, strict=True) if f is not None]
     try:
-        est = drift.estimate_drift(pairs, min_span=10.0 * rate)
+        return drift.estimate_drift(pairs, min_span=10.0 * rate)
     except AudioError as exc:
         item.warnings.append(f"drift not measured: {exc}")
+        return None
+
+
+def _map_drift(item: _Input, rate: int) -> DriftEstimate | None:
+    """The drift from the clock map the recorder measured (no marker needed); None (and a
+    warning) if the map is unusable."""
+    from tutti.audio import drift
+
+    rec = item.rec
+    points = [
+        (p.frame * rate / rec.rate, p.timeline * rate / rec.rate) for p in rec.clock_map
+    ]  # the map is in the recording's frames; the mix runs at the take's rate
+    try:
+        est = drift.drift_from_clock_map(points, item.timeline_start)
+    except AudioError as exc:
+        item.warnings.append(f"{exc}; placed without it")
+        return None
+    item.drift_from = "map"
+    if est.residual_frames > drift.MAP_BEND_S * rate:
+        item.warnings.append(
+            f"clock map bends {1000 * est.residual_frames / rate:.2f} ms off a straight line; "
+            "placed on its best line"
+        )
+    return est
+
+
+def _dedrift(
+    item: _Input, raw: RawAudio, rate: int, settings: Any, what: str, stop: threading.Event
+) -> tuple[RawAudio, VoiceAnalyser | None]:
+    """Measure the clock drift (from the clock map, else from markers at both ends); if there
+    is any, resample ``raw`` (streaming) into a new raw file and measure that.  Returns the
+    file to mix and its new analyser (None if the recording was left as it was)."""
+    from tutti.audio import drift
+    from tutti.audio.mixdown import VoiceAnalyser
+
+    if item.rec.clock_map:
+        est = _map_drift(item, rate)
+    else:
+        est = _marker_drift(item, raw, rate, settings)
+    if est is None:
         return raw, None
     item.drift_ppm = est.ppm
     item.timeline_start = est.corrected_timeline_start(item.timeline_start)
@@ -407,6 +450,48 @@ def _dedrift(
     raw.close()
     raw.path.unlink()
     return out, analyser
+
+
+#: A gap whose recording holds more than this (−50 dBFS) is not where the take says: left alone.
+_GAP_SILENCE = 10 ** (-50 / 20)
+
+
+def _silent_in(raw: RawAudio, at: int, frames: int, margin: int, item: _Input, rate: int) -> bool:
+    """Whether ``raw`` is silent inside the gap (``margin`` frames in from each edge, where a
+    resampler rings); if not, the gap is not where the take says and a warning says so (the
+    audio is then kept: better an unfaded edge than a voice cut)."""
+    lo, hi = max(0, at + margin), min(raw.frames, at + frames - margin)
+    loudest = 0.0
+    for a in range(lo, hi, _READ_BLOCK):
+        block = raw.read(a, min(hi, a + _READ_BLOCK))
+        loudest = max(loudest, float(np.abs(block).max(initial=0.0)))
+    if loudest <= _GAP_SILENCE:
+        return True
+    when = _at(item.timeline_start + at, rate)
+    item.warnings.append(f"gap at {when} not silent in the file: left unfaded")
+    return False
+
+
+def _fade_gaps(item: _Input, raw: RawAudio, rate: int) -> None:
+    """Silence each input gap of the recording in ``raw`` (placed and de-drifted: its frame
+    ``j`` sits at timeline ``item.timeline_start + j``) with fades of a few ms at its edges,
+    in place, so cutting to silence and back does not click."""
+    from tutti.audio.gaps import FADE_S, gap_envelope, gap_regions
+
+    rec = item.rec
+    gaps = [
+        (_to_rate(g.at, rec.rate, rate) - item.timeline_start, _to_rate(g.frames, rec.rate, rate))
+        for g in rec.gaps
+    ]
+    ramp = max(1, round(FADE_S * rate))
+    gaps = [(at, max(1, n)) for at, n in gaps if _silent_in(raw, at, max(1, n), ramp, item, rate)]
+    for lo, hi in gap_regions(gaps, ramp, raw.frames):
+        for a in range(lo, hi, _READ_BLOCK):
+            b = min(hi, a + _READ_BLOCK)
+            block = raw.read(a, b) * gap_envelope(a, b, gaps, ramp)[:, None]
+            if raw.dtype == np.int16:
+                block = np.clip(np.round(block * 32768.0), -32768, 32767).astype(np.int16)
+            raw.write(a, block)
 
 
 def _session_settings(manifest: TakeManifest) -> Any:
@@ -650,11 +735,13 @@ def _mix_in(
 
         if analyser is None:  # decoded while the analysis code was loading
             analyser = _analyse(raw, rate, what, stop)
-        if not item.rec.shared_clock and not args.no_drift:
+        if _drifts(item.rec, args):
             fixed, again = _dedrift(item, raw, rate, session, what, stop)
             if again is not None:
                 opened.append(fixed)
                 raw, analyser = fixed, again
+        if item.rec.gaps:
+            _fade_gaps(item, raw, rate)
         v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())
         if stems_wanted:
@@ -750,11 +837,11 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     rate = manifest.rate
     backings = [] if args.no_backing else _backings(root, manifest)
     ends = []
-    if not args.no_drift and not all(i.rec.shared_clock for i in items):
+    if any(_drifts(i.rec, args) for i in items):
         from tutti.audio.drift import MAX_PPM
     for i in items:
         length = _to_rate(i.frames, i.rate, rate)
-        if not i.rec.shared_clock and not args.no_drift:
+        if _drifts(i.rec, args):
             length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
         ends.append(i.timeline_start + length)
     ends += [b.timeline_start + _to_rate(a.frames, a.rate, rate) for b, a in backings]
@@ -782,12 +869,68 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     return 0
 
 
+#: Gaps and slips listed one by one per singer below the table; the rest are counted.
+_LISTED_LOSSES = 5
+
+
+def _span(frames: int, rate: int) -> str:
+    """A length for people: "300 ms", "2.0 s"."""
+    secs = frames / rate
+    return f"{1000 * secs:.0f} ms" if secs < 1.0 else f"{secs:.1f} s"
+
+
+def _at(frame: int, rate: int) -> str:
+    """A timeline position for people: "2:41" (minutes:seconds from the count-in)."""
+    whole = int(abs(frame) // rate)
+    return f"{'-' if frame < 0 else ''}{whole // 60}:{whole % 60:02d}"
+
+
+def _lost_cell(rec: Recording) -> str:
+    """The table's "lost" cell: the input this recorder lost (silence in the file).  A take
+    without gaps shows its overflow/underflow counts, if any, for information only: host APIs
+    such as JACK report them for the whole server, not for this singer."""
+    if rec.gaps:
+        n = len(rec.gaps)
+        return f"{n} gap{'s' if n > 1 else ''}, {rec.lost_frames / rec.rate:.2f} s"
+    if rec.overflows or rec.underflows:
+        return f"— ({rec.overflows}/{rec.underflows} device xruns)"
+    return "—"
+
+
+def _slip_warning(rec: Recording) -> list[str]:
+    """A table warning when the singer's headset skipped (they sang on after a jump)."""
+    if not rec.slips:
+        return []
+    total = sum(g.frames for g in rec.slips)
+    return [f"headset skipped {len(rec.slips)}× ({_span(total, rec.rate)})"]
+
+
+def _loss_lines(item: _Input) -> list[str]:
+    """One line per gap and headset slip of a singer (the first few; then a count)."""
+    rec = item.rec
+    events = sorted(
+        [(g.at, f"input lost {_span(g.frames, rec.rate)} at {_at(g.at, rec.rate)}")
+         for g in rec.gaps]
+        + [(g.at, f"headset skipped {_span(g.frames, rec.rate)} at {_at(g.at, rec.rate)}")
+           for g in rec.slips]
+    )  # fmt: skip
+    lines = [f"{item.name}: {text}" for _, text in events[:_LISTED_LOSSES]]
+    if len(events) > _LISTED_LOSSES:
+        lines.append(f"{item.name}: … and {len(events) - _LISTED_LOSSES} more gaps or skips")
+    return lines
+
+
 def _report(
     console: Console, items: list[_Input], master: Any, out: Path, rate: int, secs: float
 ) -> None:
     table = Table(title="singers (offset: timeline position of the recording's sample 0)")
-    for col in ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "warnings"):
-        table.add_column(col, justify="left" if col in ("singer", "part", "warnings") else "right")
+    cols = ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "lost", "warnings")
+    for col in cols:
+        table.add_column(
+            col,
+            justify="left" if col in ("singer", "part", "lost", "warnings") else "right",
+            no_wrap=col == "lost",  # "3 gaps, 0.35 s" reads as one thing
+        )
     for i in items:
         r = i.report
         assert r is not None
@@ -795,11 +938,27 @@ def _report(
         lufs = f"{loud:.1f}" if math.isfinite(loud) else "-inf"
         gain = "muted" if r.muted else f"{r.match_db + r.gain_db:+.1f}"
         drift_s = "—" if i.drift_ppm is None else f"{i.drift_ppm:+.1f}"
-        warn = ", ".join([*r.warnings, *i.warnings]) or "—"
+        if i.drift_from:
+            drift_s += f" ({i.drift_from})"
+        warn = ", ".join([*r.warnings, *i.warnings, *_slip_warning(i.rec)]) or "—"
         offset = f"{i.timeline_start} fr = {1000.0 * i.timeline_start / rate:.1f} ms"
         # names come from take.json: Text, so "[alto]" is shown and "[/]" is no markup error
-        table.add_row(Text(i.name), Text(i.rec.part), lufs, gain, offset, drift_s, Text(warn))
+        table.add_row(
+            Text(i.name),
+            Text(i.rec.part),
+            lufs,
+            gain,
+            offset,
+            drift_s,
+            Text(_lost_cell(i.rec)),
+            Text(warn),
+        )
+    if not console.is_terminal:  # a pipe or a log: 80 columns would squeeze the warnings
+        console.width = max(console.width, 132)
     console.print(table)
+    for i in items:
+        for line in _loss_lines(i):
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
