@@ -30,6 +30,9 @@ WINDOW = 64
 #: Callbacks whose readings must all sit above the accounted level before frames count as
 #: lost (~40 ms at 256 frames): a late wake-up or two never does.
 CONFIRM = 8
+#: Callbacks a loss may wait for its readings to agree (a process catching up after a stall
+#: reads late for a while) before it is measured as it stands (~2 s at 256 frames).
+SETTLE_MAX = 375
 #: Most loss events an account keeps (each take reads them as they come).
 MAX_EVENTS = 4096
 
@@ -41,8 +44,9 @@ class FrameAccount:
     stream's, plus noise: a late wake-up reads later, and JACK's clock filter wanders by up
     to about a period on a busy machine, so one step cannot be trusted to a period, but the
     reading's level is right over time.  So losses are counted against the first level
-    ``x0``: once the lowest reading of the last CONFIRM callbacks sits ``k`` quanta above
-    ``x0 + lost``, ``k`` quanta were lost, placed where that run of high readings began.
+    ``x0``: once the last CONFIRM readings agree (within half a quantum) and their lowest sits
+    ``k`` quanta above ``x0 + lost``, ``k`` quanta were lost, placed where that run of high
+    readings began.
 
     Parameters
     ----------
@@ -79,6 +83,7 @@ class FrameAccount:
         self._origin = np.inf  # x0: the lowest reading of the first WINDOW callbacks
         self._pending = False
         self._pend_n = 0
+        self._pend_count = 0
 
     def set_quantum(self, quantum: int) -> None:
         """Losses come in multiples of ``quantum`` frames (a JACK period) or of one frame;
@@ -100,10 +105,13 @@ class FrameAccount:
             self._origin = min(self._origin, x)
         elif x - self._origin - self.lost > self.threshold:
             if not self._pending:
-                self._pending, self._pend_n = True, n
-            above = self._recent.min() - self._origin - self.lost
+                self._pending, self._pend_n, self._pend_count = True, n, 0
+            self._pend_count += 1
+            r = self._recent
+            steady = r.max() - r.min() < self.threshold or self._pend_count > SETTLE_MAX
+            above = r.min() - self._origin - self.lost
             q = int(round(above / self.quantum)) * self.quantum
-            if q > 0 and above > self.threshold:
+            if q > 0 and above > self.threshold and steady:
                 found = self._confirm(q)
         else:
             self._pending = False  # a reading at the accounted level: it was late wake-ups

@@ -1,5 +1,9 @@
 """An exact-frame JACK injector for timeline tests, and the rig that wires singers to it.
 
+The injector runs in a process of its own (``python -m tests.support.jackprobe N``, driven
+over its stdin and stdout by :class:`InjectorProcess`): every singer waits for its outputs each
+cycle, so it must not share a GIL with a busy test.
+
 Each singer's headset output is wired straight back to its own microphone (a digital
 loopback), so no other client sits in a singer's path and a singer whose process stops holds
 up nobody else.  :class:`Injector`, made with the ``jack`` package (JACK-Client), has only
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Injector", "Probes"]
+__all__ = ["Injector", "InjectorProcess", "Probes", "burst"]
 
 
 def _client(prefix: str) -> Any:
@@ -63,15 +67,85 @@ class Injector:
         self.client.close()
 
 
+def burst(seed: int = 16, frames: int = 48) -> npt.NDArray[np.float32]:
+    """The outside event: ``frames`` of a fixed ±0.6 pseudo-random sequence."""
+    signs = np.sign(np.random.default_rng(seed).standard_normal(frames))
+    return (0.6 * signs).astype(np.float32)
+
+
+class InjectorProcess:
+    """An :class:`Injector` in a child process; its ports are ``{name}:out_k``."""
+
+    def __init__(self, n: int) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.jackprobe", str(n)],
+            cwd=Path(__file__).resolve().parents[2],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.name = self._reply()
+        self.ports = [f"{self.name}:out_{k}" for k in range(n)]
+
+    def _reply(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the injector process ended")
+        return line.strip()
+
+    def _ask(self, command: str) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return int(self._reply())
+
+    @property
+    def now(self) -> int:
+        """JACK frame of the injector's latest cycle."""
+        return self._ask("now")
+
+    def inject(self, ahead: int) -> int:
+        """Play :func:`burst` on every output ``ahead`` frames from now; its JACK frame."""
+        return self._ask(f"inject {ahead}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _serve(n: int) -> None:
+    """The child: an injector answering ``now`` and ``inject AHEAD`` on stdin, one per line."""
+    import sys
+
+    inj = Injector(n).start()
+    print(inj.client.name, flush=True)
+    for line in sys.stdin:
+        cmd, *arg = line.split()
+        if cmd == "now":
+            print(inj.now, flush=True)
+        elif cmd == "inject":
+            print(inj.inject(burst(), int(arg[0])), flush=True)
+    inj.stop()
+
+
 class Probes:
     """The timeline tests' rig (tests/e2e/choir.py's ``Rig``): singers on digital loopback,
     fed by one :class:`Injector`."""
 
     def __init__(self, n: int) -> None:
-        self.injector = Injector(n)
+        self.injector = InjectorProcess(n)
 
     def start(self) -> Probes:
-        self.injector.start()
         return self
 
     def wire(self, k: int, client: str) -> None:
@@ -80,10 +154,16 @@ class Probes:
         from tests.support.jack import jack_connect
 
         jack_connect(f"{client}:out_0", f"{client}:in_0")
-        jack_connect(self.injector.ports[k].name, f"{client}:in_0")
+        jack_connect(self.injector.ports[k], f"{client}:in_0")
 
     def calibrating(self, k: int, on: bool) -> None:
         """Nothing to switch: the loopback is what calibration measures."""
 
     def stop(self) -> None:
         self.injector.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(int(sys.argv[1]))
