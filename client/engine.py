@@ -605,7 +605,7 @@ class DuplexEngine:
         ahead = dac - cur if dac > 0.0 else self._out_latency
         if self._callbacks < self._trace.shape[0]:
             self._trace[self._callbacks] = (n, frames, cur, adc, dac, now)
-        self.input_account.update(n, frames, adc if adc > 0.0 else cur)
+        self.input_account.update(n, frames, adc if adc != 0.0 else cur)  # 0: not known
         slipped = self.output_account.update(n, frames, cur + ahead)
         d_in = n + self.input_account.lost
         d_out = n + self.output_account.lost

@@ -33,6 +33,8 @@ CONFIRM = 8
 #: Callbacks a loss may wait for its readings to agree (a process catching up after a stall
 #: reads late for a while) before it is measured as it stands (~2 s at 256 frames).
 SETTLE_MAX = 375
+#: Readings of a pending run kept to place its loss (the run's first ones are enough).
+RUN = 64
 #: Most loss events an account keeps (each take reads them as they come).
 MAX_EVENTS = 4096
 
@@ -43,10 +45,11 @@ class FrameAccount:
     The reading ``x = t · rate − n`` of every callback is the device's frame count minus the
     stream's, plus noise: a late wake-up reads later, and JACK's clock filter wanders by up
     to about a period on a busy machine, so one step cannot be trusted to a period, but the
-    reading's level is right over time.  So losses are counted against the first level
-    ``x0``: once the last CONFIRM readings agree (within half a quantum) and their lowest sits
-    ``k`` quanta above ``x0 + lost``, ``k`` quanta were lost, placed where that run of high
-    readings began.
+    reading's level is right over time.  So on JACK losses are counted against the first
+    level ``x0``: once the last CONFIRM readings agree (within half a quantum) and their lowest
+    sits ``k`` quanta above ``x0 + lost``, ``k`` quanta were lost, placed where that run of high
+    readings began.  Elsewhere (one-frame quanta, and input and output possibly on clocks of
+    their own that drift apart) a loss is measured from the level just before the step.
 
     Parameters
     ----------
@@ -84,6 +87,9 @@ class FrameAccount:
         self._pending = False
         self._pend_n = 0
         self._pend_count = 0
+        self._pend_base = 0.0
+        self._run_n = np.zeros(RUN, np.int64)  # the pending run's callbacks and readings
+        self._run_x = np.zeros(RUN)
 
     def set_quantum(self, quantum: int) -> None:
         """Losses come in multiples of ``quantum`` frames (a JACK period) or of one frame;
@@ -94,38 +100,54 @@ class FrameAccount:
     def update(self, n: int, frames: int, t: float) -> int:
         """Account the callback holding stream frames ``n … n+frames`` whose first frame met
         the device at stream time ``t`` (seconds); returns frames newly confirmed lost."""
-        x = t * self.rate - n
+        x = t * self.rate - n - self.lost  # the reading against what is accounted
         i = self._pushed
         self._pushed = i + 1
-        self._recent[i % CONFIRM] = x
-        self._window[i % WINDOW] = x - self.lost
-        self.level = float(self._window.min())
         found = 0
+        if i >= WINDOW:
+            if not self._pending:
+                # JACK has one clock, so its first level holds for good; elsewhere the
+                # input and output clocks may drift apart, so a loss is a step from the
+                # level just before it
+                base = self._origin if self.quantum > 1 else float(self._recent.min())
+                if x - base > self.threshold:
+                    self._pending, self._pend_n, self._pend_count = True, n, 0
+                    self._pend_base = base
+            else:
+                self._pend_count += 1
+            k = min(self._pend_count, RUN - 1)
+            self._run_n[k], self._run_x[k] = n, x
+        self._recent[i % CONFIRM] = x
+        self._window[i % WINDOW] = x
+        self.level = float(self._window.min())
         if i < WINDOW:
             self._origin = min(self._origin, x)
-        elif x - self._origin - self.lost > self.threshold:
-            if not self._pending:
-                self._pending, self._pend_n, self._pend_count = True, n, 0
-            self._pend_count += 1
+        elif self._pending:
             r = self._recent
-            steady = r.max() - r.min() < self.threshold or self._pend_count > SETTLE_MAX
-            above = r.min() - self._origin - self.lost
-            q = int(round(above / self.quantum)) * self.quantum
-            if q > 0 and above > self.threshold and steady:
-                found = self._confirm(q)
-        else:
-            self._pending = False  # a reading at the accounted level: it was late wake-ups
+            if x - self._pend_base <= self.threshold:
+                self._pending = False  # a reading at the accounted level: late wake-ups
+            else:
+                steady = r.max() - r.min() < self.threshold or self._pend_count > SETTLE_MAX
+                above = float(r.min()) - self._pend_base
+                q = int(round(above / self.quantum)) * self.quantum
+                if q > 0 and above > self.threshold and steady:
+                    found = self._confirm(q)
         self.settled = self._pend_n if self._pending else n + frames
         return found
 
     def _confirm(self, q: int) -> int:
         self._pending = False
+        # the loss came before the first reading that holds it (earlier ones were late)
+        run = min(self._pend_count, RUN - 1) + 1
+        held = np.flatnonzero(self._run_x[:run] >= self._pend_base + q - self.threshold)
+        at = int(self._run_n[held[0]]) if held.size else self._pend_n
         self.lost += q
         i = self.events % MAX_EVENTS
-        self.event_at[i] = self._pend_n
+        self.event_at[i] = at
         self.event_frames[i] = q
         self.events += 1
         self._window -= q  # readings taken before the loss was known
+        self._recent -= q
         return q
 
 
