@@ -111,7 +111,8 @@ def test_stalled_process_keeps_its_recording_on_the_timeline(
         f"{int(after.sum())} of {after.size}"
     )
     assert before.size > 100 and after.size > 100
-    # other xruns on this loaded machine each spoil a few periods; a shift would spoil all
-    allowed = 8 * (len(gaps) - 1) + 2
+    # other xruns on this loaded machine each spoil the periods until they are measured (up
+    # to ~40 ms, longer while the clock readings disagree); a shift would spoil all the rest
+    allowed = 30 * (len(gaps) - 1) + 2
     assert int(before.sum()) + int(after.sum()) <= allowed, (bad.nonzero(), gaps)
     assert not after[-50:].any(), "the end of the take must be on the timeline"
