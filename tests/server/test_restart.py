@@ -86,7 +86,7 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
                 takes = {t["take_id"]: t for t in (await r.json())["takes"]}
             assert takes[take1]["state"] == "stopped" and takes[take2]["state"] == "running"
             states = {x["participant_id"]: x["state"] for x in takes[take1]["singers"]}
-            # Bob never recorded take 1: at its stop he became "missed", and stays so after a restart
+            # Bob never recorded take 1: "missed" since its stop, also after a restart
             assert states == {ann.participant_id: "uploaded", bob.participant_id: "missed"}
             async with http.get(
                 f"/api/session/takes/{take1}/files/recordings/{ann.participant_id}.flac",
