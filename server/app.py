@@ -16,6 +16,7 @@ from .auth import JoinLimiter
 from .client_address import parse_proxies
 from .errors import error_middleware
 from .http_api import add_routes, remove_stale_probes
+from .logfilter import install_malformed_input_filter
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore, SqliteStore
@@ -77,6 +78,7 @@ def init_app(config: Config) -> web.Application:
     proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
     data.mkdir(parents=True, exist_ok=True)
     remove_stale_probes(data)
+    install_malformed_input_filter()
     middlewares: list[Middleware] = [error_middleware]
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))

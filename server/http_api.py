@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from .app_keys import SERVICES
 from .auth import bearer_token
 from .client_address import client_address
 from .download import send_file
+from .edge import EdgeError, loads_json
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .models import Principal
 
@@ -43,9 +43,9 @@ async def _json(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON ({exc})", code="bad_json") from None
+        return loads_json(raw, "the body")
+    except EdgeError as exc:
+        raise BadRequest(str(exc), code="bad_json") from None
 
 
 def _me(request: web.Request) -> Principal:

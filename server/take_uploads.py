@@ -20,7 +20,6 @@ hook sees the stored row with the same sha256 and only redoes the rename.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from tutti.wire import Ev
 
 from .audiocheck import AudioCheckError, check_audio
 from .auth import bearer_token
+from .edge import EdgeError, check_recording_fields, loads_json
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from .models import TRACK_FORMATS, Fanout, Participant, Take
 from .sessions import Sessions
@@ -100,12 +100,13 @@ class TakeUploadHooks:
                 "extensions are .wav, .flac and .ogg",
                 code="bad_metadata",
             )
+        what = "upload metadata 'recording'"
         try:
-            raw = json.loads(metadata.get("recording", ""))
-        except ValueError:
+            raw = loads_json(metadata.get("recording", ""), what)
+        except EdgeError as exc:
             raise BadRequest(
-                "upload metadata 'recording' must be a JSON object with rate, "
-                "channels, frames, start_offset, latency, ...",
+                f"{exc}; it must be a JSON object with rate, channels, frames, "
+                "start_offset, latency, ...",
                 code="bad_metadata",
             ) from None
         if not isinstance(raw, dict):
@@ -125,8 +126,9 @@ class TakeUploadHooks:
             participant_id=participant_id,
         )
         try:
-            rec = parse_recording(fields, "upload metadata 'recording'")
-        except TakeFormatError as exc:
+            check_recording_fields(fields, what)
+            rec = parse_recording(fields, what)
+        except (TakeFormatError, ValueError, TypeError, OverflowError) as exc:
             raise BadRequest(str(exc), code="bad_metadata") from None
         if rec.rate != take.settings.rate:
             raise Unprocessable(
