@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from tests.server.helpers import (
     error_of,
     join,
     tus_create,
+    write_audio,
 )
 from tests.support.server import RunningServer
 from tutti.wire import Ev
@@ -88,7 +90,7 @@ async def test_reserved_event_names_are_refused_and_the_socket_keeps_working(
         await watcher.wait("roster")
         for name in ("disconnect", "connect", "connect_error", "*"):
             await rec.client.emit(name, {})
-            await rec.wait(Ev.ERROR, lambda d, n=name: d["event"] == n)
+            await rec.wait(Ev.ERROR, lambda d, n=name: bool(d["event"] == n))
         reply = await rec.client.call("clock.probe", {"t0": 1.0}, timeout=5)
         assert reply["t0"] == 1.0
         async with http.get("/api/session/roster", headers=leader.headers) as r:
@@ -118,3 +120,33 @@ async def test_malformed_http_logs_one_line_without_traceback(
     async with aiohttp.ClientSession(server.url) as http:
         async with http.get("/healthz", headers=bearer("x")) as r:
             assert r.status == 200
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+@pytest.mark.parametrize("fmt", ["WAV", "WAVEX"])
+async def test_every_standard_wav_form_is_a_backing_track(
+    http: aiohttp.ClientSession, tmp_path: Path, fmt: str, subtype: str
+) -> None:
+    leader = await create_session(http)
+    path = tmp_path / "t.wav"
+    write_audio(path, fmt=fmt, subtype=subtype)
+    headers = {**leader.headers, "Content-Type": "audio/wav"}
+    async with http.put("/api/session/tracks/S", data=path.read_bytes(), headers=headers) as r:
+        assert r.status == 201, await r.text()
+        assert (await r.json())["format"] == "WAV"
+
+
+async def test_flac_damaged_in_the_middle_is_refused(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    leader = await create_session(http)
+    path = tmp_path / "t.flac"
+    write_audio(path, frames=48000 * 4, fmt="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(64)
+    headers = {**leader.headers, "Content-Type": "audio/flac"}
+    async with http.put("/api/session/tracks/S", data=bytes(data), headers=headers) as r:
+        assert r.status == 422, await r.text()
+        err = await error_of(r)
+    assert err["code"] == "bad_audio"
