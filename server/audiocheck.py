@@ -4,8 +4,9 @@ Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel
 rate and length, and every frame the header claims decodable (a truncated file, a header
 that lies about its size or damage in the middle is caught: WAV chunk sizes are checked
 against the file, and the whole file is decoded block by block, never held in memory).
-WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.  Every refusal is an
-:class:`AudioCheckError` whose message says what was wrong and what is accepted.
+WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.
+Every refusal is an :class:`AudioCheckError` whose message says what was wrong and what is
+accepted.
 """
 
 from __future__ import annotations
