@@ -15,6 +15,7 @@ from .app_keys import CONFIG, SERVICES, Config, Services
 from .auth import JoinLimiter
 from .client_address import parse_proxies
 from .errors import error_middleware
+from .headers import add_security_headers
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .realtime import Realtime
@@ -105,6 +106,7 @@ def init_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)
+    add_security_headers(app)
     realtime.attach(app)
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant

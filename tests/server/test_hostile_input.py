@@ -150,3 +150,27 @@ async def test_flac_damaged_in_the_middle_is_refused(
         assert r.status == 422, await r.text()
         err = await error_of(r)
     assert err["code"] == "bad_audio"
+
+
+async def test_every_reply_has_security_headers_and_no_versions(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    leader = await create_session(http)
+    replies = []
+    for method, path in [("GET", "/healthz"), ("GET", "/api/session"), ("GET", "/nowhere")]:
+        async with http.request(method, path, headers=leader.headers) as r:
+            await r.read()
+            replies.append(r)
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"\x00garbage\r\n\r\n")
+    raw = await reader.read(1000)
+    writer.close()
+    await writer.wait_closed()
+    assert b"\r\nServer: tutti\r\n" in raw and b"aiohttp" not in raw
+    for r in replies:
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Server"] == "tutti"
+        assert r.headers["Cache-Control"] == "no-store"
