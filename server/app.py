@@ -16,6 +16,7 @@ from .auth import JoinLimiter
 from .client_address import parse_proxies
 from .errors import error_middleware
 from .headers import add_security_headers
+from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .realtime import Realtime
@@ -70,6 +71,13 @@ def _cors_middleware(origins: tuple[str, ...]) -> Middleware:
     return cors
 
 
+def _session_key(config: Config) -> str | None:
+    """The key session creation needs, None on an open server."""
+    if config.open_sessions:
+        return None
+    return config.session_key or load_or_create_key(config.data_dir)[0]
+
+
 def init_app(config: Config) -> web.Application:
     """Build the tutti server application for ``config`` (no sockets are opened).
 
@@ -91,6 +99,8 @@ def init_app(config: Config) -> web.Application:
         realtime,
         JoinLimiter(config.join_failures_per_minute, 60.0),
         lifetime_s=config.session_lifetime_s,
+        max_sessions=config.max_sessions,
+        max_joins=config.max_joins_per_session,
     )
     realtime.not_open = sessions.not_open
     takes = Takes(store, sessions, realtime, data / "takes")
@@ -101,6 +111,7 @@ def init_app(config: Config) -> web.Application:
         takes=takes,
         tracks=TrackStore(data, config.max_track_bytes),
         realtime=realtime,
+        host_key=HostKey(_session_key(config)),
         proxies=proxies,
     )
     app[CONFIG] = config

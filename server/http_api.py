@@ -116,6 +116,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def create_session(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
+    svc.host_key.check(request)
     return web.json_response(svc.sessions.create(await _json(request)), status=201)
 
 
