@@ -19,6 +19,7 @@ from .headers import add_security_headers
 from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
+from .quota import StorageQuota
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore, SqliteStore
@@ -112,6 +113,7 @@ def init_app(config: Config) -> web.Application:
         tracks=TrackStore(data, config.max_track_bytes),
         realtime=realtime,
         host_key=HostKey(_session_key(config)),
+        quota=StorageQuota(data, config.max_session_bytes, config.max_server_bytes),
         proxies=proxies,
     )
     app[CONFIG] = config
@@ -126,6 +128,7 @@ def init_app(config: Config) -> web.Application:
         data / "uploads", hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
     )
     hooks.open_uploads = tus.open_uploads
+    hooks.quota = services.quota
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus
     app.cleanup_ctx.append(tus.cleanup_ctx)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .client_address import IPNetwork
 from .hostkey import HostKey
+from .quota import StorageQuota
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore
@@ -57,6 +58,9 @@ class Config:
         Open sessions allowed per key (403 ``session_quota`` beyond).
     max_joins_per_session : int
         Singers who may join one session (403 ``join_quota`` beyond).
+    max_session_bytes, max_server_bytes : int
+        Bytes of tracks and takes one session, and of everything in the data directory, the
+        server may hold (413 ``storage_quota`` for an upload that would pass them).
     """
 
     data_dir: Path
@@ -73,6 +77,8 @@ class Config:
     session_key: str | None = None
     max_sessions: int = 50
     max_joins_per_session: int = 200
+    max_session_bytes: int = 5 * 1024 * MB
+    max_server_bytes: int = 100 * 1024 * MB
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Services:
     tracks: TrackStore
     realtime: Realtime
     host_key: HostKey
+    quota: StorageQuota
     proxies: tuple[IPNetwork, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)
 

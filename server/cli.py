@@ -131,6 +131,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="singers who may join one session (default 200)",
     )
     parser.add_argument(
+        "--max-session-gb",
+        type=_positive_float,
+        default=5.0,
+        metavar="GIB",
+        help="bytes of backing tracks and takes one session may hold, GiB (default 5)",
+    )
+    parser.add_argument(
+        "--max-server-gb",
+        type=_positive_float,
+        default=100.0,
+        metavar="GIB",
+        help="bytes the whole data directory may hold, GiB (default 100)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         default=[],
@@ -170,6 +184,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         open_sessions=bool(args.open),
         max_sessions=int(args.max_sessions),
         max_joins_per_session=int(args.max_joins),
+        max_session_bytes=int(float(args.max_session_gb) * 1024 * MB),
+        max_server_bytes=int(float(args.max_server_gb) * 1024 * MB),
     )
 
 

@@ -158,6 +158,8 @@ async def put_track(request: web.Request) -> web.Response:
             f"part {part!r} is not one of this session's parts {list(session.settings.parts)}",
             code="bad_part",
         )
+    held = sum(t.size for t in svc.store.tracks(p.session_id).values())
+    await svc.quota.check(p.session_id, held, request.content_length or 0)
     track = await svc.tracks.receive(request, part, session.settings)
     svc.store.put_track(p.session_id, track)
     await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))

@@ -35,6 +35,7 @@ from .auth import bearer_token
 from .edge import EdgeError, check_recording_fields, loads_json
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from .models import TRACK_FORMATS, Fanout, Participant, Take
+from .quota import StorageQuota
 from .sessions import Sessions
 from .store import SessionStore
 from .takes import Takes
@@ -70,6 +71,8 @@ class TakeUploadHooks:
         #: Unfinished uploads of an owner: the tus handler's
         #: :meth:`~tutti.server.tus.TusHandler.open_uploads`, wired in by the app factory.
         self.open_uploads: Callable[[str], int] | None = None
+        #: Byte limits per session and server (None = none), wired in by the app factory.
+        self.quota: StorageQuota | None = None
 
     # -------------------------------------------------------------- validation
 
@@ -157,6 +160,9 @@ class TakeUploadHooks:
                 )
             if take.state == "armed":
                 raise Conflict(f"take {take.take_id} has not started yet", code="take_not_started")
+            if self.quota is not None:
+                tracks = sum(t.size for t in self.store.tracks(p.session_id).values())
+                await self.quota.check(p.session_id, tracks, length)
             self._check_open_slots(p.participant_id)
         except ApiError as exc:
             raise exc.to_http() from None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
 
-from tests.server.helpers import SETTINGS, create_session, error_of, join
+from tests.server.helpers import SETTINGS, create_session, error_of, join, tus_create, write_audio
 from tests.support.server import ServeProcess, running_server
 from tutti.server.app_keys import SERVICES
 from tutti.server.client_address import address_bucket
 from tutti.server.hostkey import KEY_FILE, KEY_HEADER
+
+REC = {"rate": 48000, "channels": 1, "frames": 48000, "start_offset": 0, "latency": 0}
 
 
 async def test_creation_needs_the_key_401_without_201_with(tmp_path: Path) -> None:
@@ -101,3 +104,36 @@ def test_ipv6_limits_key_on_the_64() -> None:
     assert address_bucket("2001:db8:1:2:aaaa::1") == address_bucket("2001:db8:1:2:ffff::9")
     assert address_bucket("2001:db8:1:2::1") != address_bucket("2001:db8:1:3::1")
     assert address_bucket("192.0.2.7") == "192.0.2.7"
+
+
+async def test_storage_quotas_refuse_uploads_with_413_naming_the_limit(tmp_path: Path) -> None:
+    track = tmp_path / "t.wav"
+    write_audio(track, frames=48000)  # 96 kB
+    body = track.read_bytes()
+    headers_ct = {"Content-Type": "audio/wav"}
+    async with running_server(tmp_path / "a", max_session_bytes=150_000) as srv:
+        async with aiohttp.ClientSession(srv.url) as http:
+            leader = await create_session(http)
+            h = {**leader.headers, **headers_ct}
+            async with http.put("/api/session/tracks/S", data=body, headers=h) as r:
+                assert r.status == 201
+            async with http.put("/api/session/tracks/A", data=body, headers=h) as r:
+                assert r.status == 413
+                err = await error_of(r)
+            assert err["code"] == "storage_quota" and "--max-session-gb" in err["message"]
+            singer = await join(http, leader.code)
+            async with http.post("/api/session/takes", headers=leader.headers) as r:
+                take_id = (await r.json())["take_id"]
+            async with http.post(f"/api/session/takes/{take_id}/start", headers=leader.headers):
+                pass
+            meta = {"take_id": take_id, "filename": "a.wav", "recording": json.dumps(REC)}
+            r = await tus_create(http, singer.token, 100_000, meta)
+            assert r.status == 413
+    async with running_server(tmp_path / "b", max_server_bytes=50_000) as srv:
+        async with aiohttp.ClientSession(srv.url) as http:
+            leader = await create_session(http)
+            h = {**leader.headers, **headers_ct}
+            async with http.put("/api/session/tracks/S", data=body, headers=h) as r:
+                assert r.status == 413
+                err = await error_of(r)
+            assert "--max-server-gb" in err["message"]
