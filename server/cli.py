@@ -35,6 +35,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_gib(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of GiB")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -132,14 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-session-gb",
-        type=_positive_float,
+        type=_positive_gib,
         default=5.0,
         metavar="GIB",
         help="bytes of backing tracks and takes one session may hold, GiB (default 5)",
     )
     parser.add_argument(
         "--max-server-gb",
-        type=_positive_float,
+        type=_positive_gib,
         default=100.0,
         metavar="GIB",
         help="bytes the whole data directory may hold, GiB (default 100)",
