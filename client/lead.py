@@ -71,6 +71,8 @@ SECTION = "leader"
 
 #: Environment variable ``adopt`` reads the leader token from (before stdin).
 TOKEN_ENV = "TUTTI_LEADER_TOKEN"
+#: The host's session key for ``create`` when ``--key`` is not given.
+SESSION_KEY_ENV = "TUTTI_SESSION_KEY"
 
 #: What a token looks like: urlsafe base64 (the server's are 43 characters of 32 bytes).
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
@@ -214,6 +216,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("create", help="create a session and print the join code")
     p.add_argument("url", metavar="URL", help="the tutti server, e.g. http://127.0.0.1:8765")
+    p.add_argument(
+        "--key",
+        default=None,
+        help=f"the server host's session key (default: ${SESSION_KEY_ENV}); not needed on "
+        "a server started with --open",
+    )
     p.add_argument("--title", required=True, help="the session's title (1–120 characters)")
     p.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
     p.add_argument("--bpm", type=float, default=100.0, help="tempo in beats per minute")
@@ -438,7 +446,8 @@ async def _create(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     async with LeaderClient(server) as api:
         await api.health()
-        created = await api.create_session(settings)
+        key = args.key or os.environ.get(SESSION_KEY_ENV) or None
+        created = await api.create_session(settings, session_key=key)
     path = remember_session(
         server, created.session_id, created.leader_token, created.code, settings["title"]
     )

@@ -36,6 +36,9 @@ __all__ = [
     "CHUNK_BYTES",
 ]
 
+#: Header carrying the host's session key on session creation (see docs/hosting.md).
+SESSION_KEY_HEADER = "X-Tutti-Session-Key"
+
 #: Bytes per chunk when streaming files up or down.
 CHUNK_BYTES: Final = 256 * 1024
 
@@ -252,9 +255,14 @@ class LeaderClient:
             )
         return data
 
-    async def create_session(self, settings: dict[str, Any]) -> CreatedSession:
-        """``POST /api/sessions``; ``settings`` as :func:`tutti.wire.parse_settings` accepts."""
-        d = await self._request("POST", "/api/sessions", json_body=settings)
+    async def create_session(
+        self, settings: dict[str, Any], session_key: str | None = None
+    ) -> CreatedSession:
+        """``POST /api/sessions``; ``settings`` as :func:`tutti.wire.parse_settings` accepts;
+        ``session_key`` is the host's key (sent as ``X-Tutti-Session-Key``; none on an
+        open server)."""
+        headers = {SESSION_KEY_HEADER: session_key} if session_key else None
+        d = await self._request("POST", "/api/sessions", json_body=settings, headers=headers)
         try:
             return CreatedSession(
                 session_id=str(d["session_id"]),

@@ -15,7 +15,11 @@ from .app_keys import CONFIG, SERVICES, Config, Services
 from .auth import JoinLimiter
 from .client_address import parse_proxies
 from .errors import error_middleware
+from .headers import add_security_headers
+from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
+from .logfilter import install_malformed_input_filter
+from .quota import StorageQuota
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore, SqliteStore
@@ -68,6 +72,13 @@ def _cors_middleware(origins: tuple[str, ...]) -> Middleware:
     return cors
 
 
+def _session_key(config: Config) -> str | None:
+    """The key session creation needs, None on an open server."""
+    if config.open_sessions:
+        return None
+    return config.session_key or load_or_create_key(config.data_dir)[0]
+
+
 def init_app(config: Config) -> web.Application:
     """Build the tutti server application for ``config`` (no sockets are opened).
 
@@ -77,6 +88,7 @@ def init_app(config: Config) -> web.Application:
     proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
     data.mkdir(parents=True, exist_ok=True)
     remove_stale_probes(data)
+    install_malformed_input_filter()
     middlewares: list[Middleware] = [error_middleware]
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
@@ -88,6 +100,8 @@ def init_app(config: Config) -> web.Application:
         realtime,
         JoinLimiter(config.join_failures_per_minute, 60.0),
         lifetime_s=config.session_lifetime_s,
+        max_sessions=config.max_sessions,
+        max_joins=config.max_joins_per_session,
     )
     realtime.not_open = sessions.not_open
     takes = Takes(store, sessions, realtime, data / "takes")
@@ -98,11 +112,14 @@ def init_app(config: Config) -> web.Application:
         takes=takes,
         tracks=TrackStore(data, config.max_track_bytes),
         realtime=realtime,
+        host_key=HostKey(_session_key(config)),
+        quota=StorageQuota(data, config.max_session_bytes, config.max_server_bytes),
         proxies=proxies,
     )
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)
+    add_security_headers(app)
     realtime.attach(app)
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
@@ -111,6 +128,7 @@ def init_app(config: Config) -> web.Application:
         data / "uploads", hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
     )
     hooks.open_uploads = tus.open_uploads
+    hooks.quota = services.quota
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus
     app.cleanup_ctx.append(tus.cleanup_ctx)

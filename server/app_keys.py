@@ -8,6 +8,8 @@ from pathlib import Path
 from aiohttp import web
 
 from .client_address import IPNetwork
+from .hostkey import HostKey
+from .quota import StorageQuota
 from .realtime import Realtime
 from .sessions import Sessions
 from .store import SessionStore
@@ -47,6 +49,18 @@ class Config:
     max_open_uploads_per_participant : int
         Unfinished take uploads (receiving, or refused and not yet expired) one singer may
         hold at once; creating one more answers 409 ``too_many_open_uploads``.
+    open_sessions : bool
+        True: anyone who reaches the server may create sessions (a private network).
+        False: ``POST /api/sessions`` needs the host's key (:mod:`tutti.server.hostkey`).
+    session_key : str or None
+        The key when ``open_sessions`` is False; None = read (or create) it in the data dir.
+    max_sessions : int
+        Open sessions allowed per key (403 ``session_quota`` beyond).
+    max_joins_per_session : int
+        Singers who may join one session (403 ``join_quota`` beyond).
+    max_session_bytes, max_server_bytes : int
+        Bytes of tracks and takes one session, and of everything in the data directory, the
+        server may hold (413 ``storage_quota`` for an upload that would pass them).
     """
 
     data_dir: Path
@@ -59,6 +73,12 @@ class Config:
     session_lifetime_s: float = 30 * 24 * 3600.0
     trusted_proxies: tuple[str, ...] = ()
     max_open_uploads_per_participant: int = 8
+    open_sessions: bool = False
+    session_key: str | None = None
+    max_sessions: int = 50
+    max_joins_per_session: int = 200
+    max_session_bytes: int = 5 * 1024 * MB
+    max_server_bytes: int = 100 * 1024 * MB
 
 
 @dataclass
@@ -71,6 +91,8 @@ class Services:
     takes: Takes
     tracks: TrackStore
     realtime: Realtime
+    host_key: HostKey
+    quota: StorageQuota
     proxies: tuple[IPNetwork, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)
 

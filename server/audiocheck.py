@@ -1,10 +1,12 @@
 """Check that a file is audio the server can use, with soundfile, before anything trusts it.
 
 Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel, a positive
-rate and length, and as many frames present as the header claims (a truncated file or a
-header that lies about its size is caught: WAV chunk sizes are checked against the file,
-and the last frames are decoded).  Every refusal is an
-:class:`AudioCheckError` whose message says what was wrong and what is accepted.
+rate and length, and every frame the header claims decodable (a truncated file, a header
+that lies about its size or damage in the middle is caught: WAV chunk sizes are checked
+against the file, and the whole file is decoded block by block, never held in memory).
+WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.
+Every refusal is an :class:`AudioCheckError` whose message says what was wrong and what is
+accepted.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from .models import TRACK_FORMATS
 
 __all__ = ["AudioCheckError", "AudioInfo", "check_audio"]
 
-#: Frames read at each end of the file to prove it is really there.
-_PROBE_FRAMES = 4096
+#: Frames decoded per block: the whole file is decoded, never held in memory at once.
+_BLOCK_FRAMES = 65536
+#: libsndfile containers that are one of ours under another name: WAVE_FORMAT_EXTENSIBLE
+#: (24- and 32-bit WAVs from sox, DAWs and Audacity) is WAV.
+_CONTAINER_ALIASES = {"WAVEX": "WAV"}
 
 
 class AudioCheckError(ValueError):
@@ -73,6 +78,30 @@ def _check_wav_sizes(path: Path) -> None:
         )
 
 
+def _decode_all(f: sf.SoundFile, frames: int) -> None:
+    """Decode every frame of ``f`` in blocks; refuse a file whose data ends early or breaks.
+
+    Damage in the middle of a FLAC or OGG stream (lost sync, a bad frame CRC) is only found
+    by decoding it; checking the two ends lets such a file through.
+    """
+    got = 0
+    try:
+        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            got += len(block)
+            if got > frames:
+                break
+    except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as exc:
+        raise AudioCheckError(
+            f"the audio data cannot be decoded after frame {got} ({exc}); the file is "
+            "truncated or corrupt"
+        ) from None
+    if got != frames:
+        raise AudioCheckError(
+            f"the header claims {frames} frames but {got} can be decoded; the file is "
+            "truncated or corrupt"
+        )
+
+
 def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3600) -> AudioInfo:
     """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
 
@@ -97,7 +126,7 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
         reason = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip()
         raise AudioCheckError(f"not a readable audio file ({reason}); {accepted}") from None
     with f:
-        fmt = f.format
+        fmt = _CONTAINER_ALIASES.get(f.format, f.format)
         if fmt not in TRACK_FORMATS:
             raise AudioCheckError(f"audio container {fmt} is not supported; {accepted}")
         if not 1 <= f.channels <= max_channels:
@@ -116,20 +145,7 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
             )
         if fmt == "WAV":
             _check_wav_sizes(path)
-        try:
-            head = f.read(min(frames, _PROBE_FRAMES), dtype="float32", always_2d=True)
-            tail_start = max(frames - _PROBE_FRAMES, 0)
-            f.seek(tail_start)
-            tail = f.read(frames - tail_start, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise AudioCheckError(
-                f"the audio data cannot be decoded ({exc}); the file is truncated or corrupt"
-            ) from None
-        if len(head) < min(frames, _PROBE_FRAMES) or len(tail) < frames - tail_start:
-            raise AudioCheckError(
-                f"the header claims {frames} frames but fewer can be read; the file is "
-                "truncated or corrupt"
-            )
+        _decode_all(f, frames)
         return AudioInfo(
             format=fmt,
             subtype=f.subtype,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from aiohttp import web
 from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
+from .hostkey import KEY_FILE, load_or_create_key
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -30,6 +32,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return v
+
+
+def _positive_gib(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of GiB")
     return v
 
 
@@ -109,6 +121,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "expired",
     )
     parser.add_argument(
+        "--open",
+        action="store_true",
+        help="let anyone who reaches the server create sessions, without the host's "
+        "session key (for a private network only)",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="open sessions allowed per session key (default 50)",
+    )
+    parser.add_argument(
+        "--max-joins",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="singers who may join one session (default 200)",
+    )
+    parser.add_argument(
+        "--max-session-gb",
+        type=_positive_gib,
+        default=5.0,
+        metavar="GIB",
+        help="bytes of backing tracks and takes one session may hold, GiB (default 5)",
+    )
+    parser.add_argument(
+        "--max-server-gb",
+        type=_positive_gib,
+        default=100.0,
+        metavar="GIB",
+        help="bytes the whole data directory may hold, GiB (default 100)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         default=[],
@@ -145,11 +191,33 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cors_origins=tuple(args.cors_origin),
         trusted_proxies=tuple(args.trust_proxy),
         max_open_uploads_per_participant=int(args.max_open_uploads),
+        open_sessions=bool(args.open),
+        max_sessions=int(args.max_sessions),
+        max_joins_per_session=int(args.max_joins),
+        max_session_bytes=int(float(args.max_session_gb) * 1024 * MB),
+        max_server_bytes=int(float(args.max_server_gb) * 1024 * MB),
     )
 
 
-async def serve(config: Config, host: str, port: int) -> None:
-    """Coroutine: serve ``config`` on ``host:port`` until SIGINT/SIGTERM."""
+def _load_key(config: Config) -> tuple[Config, str]:
+    """Read (or create) the session key; the config with it, and the line telling the host
+    how leaders get it (printed once the server listens)."""
+    if config.open_sessions:
+        return config, "tutti serve: --open: anyone who reaches this server can create sessions"
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    key, created = load_or_create_key(config.data_dir)
+    where = config.data_dir / KEY_FILE
+    notice = (
+        f"tutti serve: session key {'created' if created else 'kept'} in {where}; give it to "
+        "leaders, who create sessions with `tutti lead create URL --key KEY` (or "
+        "TUTTI_SESSION_KEY=KEY); delete the file and restart to issue a new key"
+    )
+    return replace(config, session_key=key), notice
+
+
+async def serve(config: Config, host: str, port: int, notice: str = "") -> None:
+    """Coroutine: serve ``config`` on ``host:port`` until SIGINT/SIGTERM; ``notice`` is
+    printed after the serving line."""
     app = init_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -161,6 +229,8 @@ async def serve(config: Config, host: str, port: int) -> None:
         real_port = sockets[0].getsockname()[1] if sockets else port
         shown = f"[{host}]" if ":" in host else host
         print(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})", flush=True)
+        if notice:
+            print(notice, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = config_from_args(args)
     try:
-        asyncio.run(serve(config, args.host, args.port))
+        config, notice = _load_key(config)
+        asyncio.run(serve(config, args.host, args.port, notice))
     except OSError as exc:
         print(
             f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "

@@ -22,7 +22,14 @@ from typing import TypeAlias
 
 from aiohttp import hdrs, web
 
-__all__ = ["IPNetwork", "IPAddress", "parse_proxies", "parse_address", "client_address"]
+__all__ = [
+    "IPNetwork",
+    "IPAddress",
+    "parse_proxies",
+    "parse_address",
+    "client_address",
+    "address_bucket",
+]
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -90,3 +97,12 @@ def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
             return str(addr)
         reporter = addr
     return str(reporter)
+
+
+def address_bucket(client: str) -> str:
+    """The key per-address limits count on: the address itself for IPv4, its /64 network
+    for IPv6 (one subscriber is given a whole /64 and could otherwise rotate through it)."""
+    addr = parse_address(client)
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return client

@@ -29,6 +29,7 @@ __all__ = [
     "UnsupportedMedia",
     "Unprocessable",
     "TooManyRequests",
+    "InsufficientStorage",
     "ServiceUnavailable",
     "error_body",
     "error_middleware",
@@ -129,6 +130,11 @@ class TooManyRequests(ApiError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after))})
         self.retry_after = retry_after
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+    default_code = "disk_full"
 
 
 class ServiceUnavailable(ApiError):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from .app_keys import SERVICES
 from .auth import bearer_token
 from .client_address import client_address
 from .download import send_file
+from .edge import EdgeError, loads_json
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .models import Principal
 
@@ -43,9 +43,9 @@ async def _json(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON ({exc})", code="bad_json") from None
+        return loads_json(raw, "the body")
+    except EdgeError as exc:
+        raise BadRequest(str(exc), code="bad_json") from None
 
 
 def _me(request: web.Request) -> Principal:
@@ -116,6 +116,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def create_session(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
+    svc.host_key.check(request)
     return web.json_response(svc.sessions.create(await _json(request)), status=201)
 
 
@@ -157,6 +158,8 @@ async def put_track(request: web.Request) -> web.Response:
             f"part {part!r} is not one of this session's parts {list(session.settings.parts)}",
             code="bad_part",
         )
+    held = sum(t.size for t in svc.store.tracks(p.session_id).values())
+    await svc.quota.check(p.session_id, held, request.content_length or 0)
     track = await svc.tracks.receive(request, part, session.settings)
     svc.store.put_track(p.session_id, track)
     await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))

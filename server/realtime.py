@@ -50,6 +50,20 @@ LEVEL_INTERVAL_S = 0.1
 _SERVER_STATES = ("expected", "uploaded", "missed")
 
 
+#: Event names python-socketio gives a meaning of its own (its server's and its client's
+#: reserved names and the catch-all); a client may not send them.
+_RESERVED = frozenset(
+    {*socketio.AsyncServer.reserved_events, *socketio.AsyncClient.reserved_events, "*"}
+)
+
+
+def _reserved_message(event: str) -> str:
+    return (
+        f"event name {event[:64]!r} is reserved by Socket.IO and cannot be sent; clients "
+        "send: clock.probe, clock.report, level, calibration, take.state"
+    )
+
+
 def session_room(session_id: str) -> str:
     return f"s:{session_id}"
 
@@ -155,8 +169,8 @@ class Realtime:
 
     def _register(self) -> None:
         sio = self.sio
-        sio.on("connect", self._connect)
-        sio.on("disconnect", self._disconnect)
+        sio.on("connect", self._lifecycle("connect", self._connect))
+        sio.on("disconnect", self._lifecycle("disconnect", self._disconnect))
         sio.on(Ev.CLOCK_PROBE, self._guard(Ev.CLOCK_PROBE, self._clock_probe))
         sio.on(Ev.CLOCK_REPORT, self._guard(Ev.CLOCK_REPORT, self._clock_report))
         sio.on(Ev.LEVEL, self._guard(Ev.LEVEL, self._level))
@@ -222,6 +236,23 @@ class Realtime:
 
         return handler
 
+    def _lifecycle(
+        self, event: str, fn: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """Wrap the connect/disconnect handler so that a client *event* by that name is
+        refused: python-socketio dispatches it to the same handler, and a fake
+        ``disconnect`` would make the server forget a socket that is still there."""
+
+        async def handler(sid: str, *args: Any) -> Any:
+            # A real connect runs while the socket is pending, a real disconnect after it
+            # is marked leaving; only a client event arrives on a fully connected socket.
+            if self.sio.manager.is_connected(sid, "/"):
+                await self._refuse(sid, event, WireError(_reserved_message(event)))
+                return None
+            return await fn(sid, *args)
+
+        return handler
+
     async def _refuse(self, sid: str, event: str, exc: Exception, internal: bool = False) -> None:
         if internal:
             code, message = "internal_error", "the server failed on this event; it is logged"
@@ -236,7 +267,18 @@ class Realtime:
                 Ev.ERROR, {"event": event, "code": code, "message": message}, to=sid
             )
 
-    async def _unknown(self, event: str, sid: str, *args: Any) -> None:
+    async def _unknown(self, *args: Any) -> None:
+        # The catch-all gets (event, sid, *data); an event literally named "*" is dispatched
+        # to it directly as (sid, *data).
+        if len(args) >= 2 and isinstance(args[1], str) and args[1] in self.conns:
+            event, sid = str(args[0]), args[1]
+        elif args and isinstance(args[0], str):
+            event, sid = "*", args[0]
+        else:
+            return
+        if event in _RESERVED:
+            await self._refuse(sid, event[:64], WireError(_reserved_message(event)))
+            return
         await self._refuse(
             sid,
             str(event)[:64],

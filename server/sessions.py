@@ -13,6 +13,7 @@ from typing import Any
 from tutti.wire import PROTOCOL_VERSION, Ev, check_name, check_part, parse_settings
 
 from .auth import JoinLimiter, hash_token, new_code, new_id, new_token, normalize_code
+from .client_address import address_bucket
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from .models import Fanout, Participant, Principal, Session
 from .store import SessionStore
@@ -30,7 +31,12 @@ class Sessions:
         limiter: JoinLimiter,
         *,
         lifetime_s: float = 30 * 24 * 3600.0,
+        max_sessions: int = 50,
+        max_joins: int = 200,
     ) -> None:
+        self.address_limiter = JoinLimiter(limiter.max_failures * 3, limiter.window_s)
+        self.max_sessions = max_sessions
+        self.max_joins = max_joins
         self.store = store
         self.fanout = fanout
         self.limiter = limiter
@@ -94,6 +100,14 @@ class Sessions:
     def create(self, payload: Any) -> dict[str, Any]:
         """Create a session from a settings object; return its id, code and leader token."""
         settings = parse_settings(payload)
+        n = self.store.count_open_sessions(time.time() - self.lifetime_s)
+        if n >= self.max_sessions:
+            raise Forbidden(
+                f"this server holds {n} open sessions, the most its host allows per session "
+                f"key ({self.max_sessions}); close one with `tutti lead close`, or ask the "
+                "host to raise the limit (`tutti serve --max-sessions N`)",
+                code="session_quota",
+            )
         token = new_token()
         for _ in range(20):  # a code collision is rare; retry with another code
             session = Session(new_id(), new_code(), settings, "open", time.time())
@@ -118,16 +132,23 @@ class Sessions:
             raise BadRequest(
                 'join: expected a JSON object {"code", "name", "part"}', code="bad_payload"
             )
-        self.limiter.check(client)
         code = payload.get("code")
         if not isinstance(code, str) or not 1 <= len(code) <= 32:
             raise BadRequest(
                 "join: field 'code' must be the session's join code (a string)", code="bad_payload"
             )
+        # Wrong codes count per address and typed code, and (three times as many) per
+        # address: one singer retyping a wrong code behind a shared NAT cannot lock the
+        # others out, and guessing many codes from one address (an IPv6 /64) stays limited.
+        addr = address_bucket(client)
+        pair = f"{addr} {normalize_code(code)}"
+        self.limiter.check(pair)
+        self.address_limiter.check(addr)
         name = check_name(payload.get("name"))
         session = self.store.session_by_code(normalize_code(code))
         if session is None:
-            self.limiter.failed(client)
+            self.limiter.failed(pair)
+            self.address_limiter.failed(addr)
             raise NotFound(
                 "no session has this join code; check it with your leader", code="bad_code"
             )
@@ -141,6 +162,14 @@ class Sessions:
                 code="bad_part",
             )
         part = check_part(payload.get("part"), session.settings.parts)
+        joined = len(self.store.participants(session.session_id))
+        if joined >= self.max_joins:
+            raise Forbidden(
+                f"this session already has {joined} joins, the most the server's host allows "
+                f"per session ({self.max_joins}); the host can raise it with "
+                "`tutti serve --max-joins N`",
+                code="join_quota",
+            )
         token = new_token()
         participant = Participant(new_id(), session.session_id, name, part, time.time())
         self.store.add_participant(participant, hash_token(token))

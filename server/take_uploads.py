@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +33,10 @@ from tutti.wire import Ev
 
 from .audiocheck import AudioCheckError, check_audio
 from .auth import bearer_token
+from .edge import EdgeError, check_recording_fields, loads_json
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from .models import TRACK_FORMATS, Fanout, Participant, Take
+from .quota import StorageQuota
 from .sessions import Sessions
 from .store import SessionStore
 from .takes import Takes
@@ -71,6 +72,8 @@ class TakeUploadHooks:
         #: Unfinished uploads of an owner: the tus handler's
         #: :meth:`~tutti.server.tus.TusHandler.open_uploads`, wired in by the app factory.
         self.open_uploads: Callable[[str], int] | None = None
+        #: Byte limits per session and server (None = none), wired in by the app factory.
+        self.quota: StorageQuota | None = None
 
     # -------------------------------------------------------------- validation
 
@@ -101,12 +104,13 @@ class TakeUploadHooks:
                 "extensions are .wav, .flac and .ogg",
                 code="bad_metadata",
             )
+        what = "upload metadata 'recording'"
         try:
-            raw = json.loads(metadata.get("recording", ""))
-        except ValueError:
+            raw = loads_json(metadata.get("recording", ""), what)
+        except EdgeError as exc:
             raise BadRequest(
-                "upload metadata 'recording' must be a JSON object with rate, "
-                "channels, frames, start_offset, latency, ...",
+                f"{exc}; it must be a JSON object with rate, channels, frames, "
+                "start_offset, latency, ...",
                 code="bad_metadata",
             ) from None
         if not isinstance(raw, dict):
@@ -126,8 +130,9 @@ class TakeUploadHooks:
             participant_id=participant_id,
         )
         try:
-            rec = parse_recording(fields, "upload metadata 'recording'")
-        except TakeFormatError as exc:
+            check_recording_fields(fields, what)
+            rec = parse_recording(fields, what)
+        except (TakeFormatError, ValueError, TypeError, OverflowError) as exc:
             raise BadRequest(str(exc), code="bad_metadata") from None
         if rec.rate != take.settings.rate:
             raise Unprocessable(
@@ -156,6 +161,9 @@ class TakeUploadHooks:
                 )
             if take.state == "armed":
                 raise Conflict(f"take {take.take_id} has not started yet", code="take_not_started")
+            if self.quota is not None:
+                tracks = sum(t.size for t in self.store.tracks(p.session_id).values())
+                await self.quota.check(p.session_id, tracks, length)
             self._check_open_slots(p.participant_id)
         except ApiError as exc:
             raise exc.to_http() from None

@@ -9,6 +9,8 @@ same content uploaded twice (or for two parts) is stored once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -20,7 +22,7 @@ from tutti.fsutil import fsync_dir
 from tutti.wire import SessionSettings
 
 from .audiocheck import AudioCheckError, check_audio
-from .errors import TooLarge, Unprocessable, UnsupportedMedia
+from .errors import InsufficientStorage, TooLarge, Unprocessable, UnsupportedMedia
 from .models import Track
 
 __all__ = ["TrackStore", "fsync_dir", "receive_body"]
@@ -66,6 +68,16 @@ async def receive_body(request: web.Request, dest: Path, cap: int) -> tuple[str,
             os.fsync(f.fileno())
 
         await asyncio.to_thread(sync)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            f.close()
+        dest.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(
+                "the server's disk is full; nothing was stored. Tell the server's host, "
+                "who must free space before uploads work again"
+            ) from None
+        raise
     except BaseException:
         f.close()
         dest.unlink(missing_ok=True)

@@ -56,8 +56,11 @@ class RunningServer:
 
 @asynccontextmanager
 async def running_server(data_dir: Path, **config: Any) -> AsyncIterator[RunningServer]:
-    """Serve a fresh app on 127.0.0.1, port 0; ``config`` overrides :class:`Config` fields."""
-    cfg = replace(Config(data_dir=data_dir), **config)
+    """Serve a fresh app on 127.0.0.1, port 0; ``config`` overrides :class:`Config` fields.
+
+    The server is open (no session key) unless ``open_sessions=False`` is given: only the
+    tests of the key are about it."""
+    cfg = replace(Config(data_dir=data_dir, open_sessions=True), **config)
     app = init_app(cfg)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -78,7 +81,15 @@ class ServerProcess:
     blocks on a full pipe; the last 200 lines stay in :attr:`log`.
     """
 
-    def __init__(self, data_dir: Path, port: int = 0, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        extra: tuple[str, ...] = (),
+        *,
+        open_sessions: bool = True,
+    ) -> None:
+        self.open_sessions = open_sessions
         self.data_dir = data_dir
         self.port = port
         self.extra = extra
@@ -91,8 +102,10 @@ class ServerProcess:
         """Start (or restart on the port it had) and return the base URL."""
         if self.is_running():
             raise RuntimeError("already running")
+        # Open (no session key) unless the test is about the key: open_sessions=False.
+        opened = ("--open",) if self.open_sessions else ()
         cmd = [sys.executable, "-m", "tutti", "serve", "--port", str(self.port),
-               "--data", str(self.data_dir), *self.extra]  # fmt: skip
+               "--data", str(self.data_dir), *opened, *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -171,8 +184,8 @@ def _drain(stream: Any, log: list[str]) -> None:
 class ServeProcess:
     """:class:`ServerProcess` for coroutines: each call runs in a worker thread."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self._p = ServerProcess(data_dir, extra=extra)
+    def __init__(self, data_dir: Path, *extra: str, open_sessions: bool = True) -> None:
+        self._p = ServerProcess(data_dir, extra=extra, open_sessions=open_sessions)
 
     @property
     def data_dir(self) -> Path:
