@@ -9,8 +9,10 @@ error format.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "TooManyRequests",
     "InsufficientStorage",
     "ServiceUnavailable",
+    "disk_full",
     "error_body",
     "error_middleware",
 ]
@@ -183,6 +186,19 @@ def _translate_http(request: web.Request, exc: web.HTTPException) -> web.StreamR
     return web.json_response(error_body(code, message), status=exc.status, headers=headers)
 
 
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or quota, from the OS or SQLite
+    (which rolls the transaction back: nothing half-written stays)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.Error) and "disk is full" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Translate every error raised by a view into the JSON error shape."""
@@ -196,7 +212,13 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return _translate_http(request, exc)
-    except Exception:
+    except Exception as exc:
+        if disk_full(exc):
+            log.error("disk full during %s %s: %s", request.method, request.path, exc)
+            return InsufficientStorage(
+                "the server's disk is full, so nothing was stored; ask the host to free "
+                "space (or raise the server's storage), then try again"
+            ).response()
         log.exception("unhandled error in %s %s", request.method, request.path)
         return web.json_response(
             error_body("internal_error", "the server failed on this request; it is logged"),

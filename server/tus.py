@@ -40,6 +40,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from .errors import disk_full
 from .uploads import (
     Hasher,
     UploadState,
@@ -804,6 +805,15 @@ class TusHandler:
         except web.HTTPException:
             raise
         except Exception as exc:
+            if disk_full(exc):
+                log.error("upload %s: disk full while finishing it: %s", st.upload_id, exc)
+                raise _TusError(
+                    507,
+                    "disk_full",
+                    f"upload {st.upload_id} arrived complete, but the server's disk is full; "
+                    f"it is kept: retry with an empty PATCH at offset {st.offset} later",
+                    headers={"Upload-Offset": str(st.offset)},
+                ) from None
             log.exception("upload %s: completion hook failed", st.upload_id)
             raise _TusError(
                 500,
