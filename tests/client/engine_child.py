@@ -74,13 +74,18 @@ def _play(a: argparse.Namespace) -> int:
     return 0
 
 
-def _record(a: argparse.Namespace) -> int:
+def _loopback_engine() -> tuple[DuplexEngine, int]:
+    """A started engine whose output is wired to its own input, and its measured round trip."""
     with new_ports() as ports:
         eng = DuplexEngine(rate=48000, device="system", blocksize=256)
         eng.start()
     isolate_ports(ports)
     jack_connect(ports[1], ports[0])  # out_0 -> in_0
-    cal = measure(eng, repeats=1)
+    return eng, measure(eng, repeats=1).frames
+
+
+def _record(a: argparse.Namespace) -> int:
+    eng, latency = _loopback_engine()
     store = TakeStore(a.store)
     writer = store.begin(
         "take-kill",
@@ -88,7 +93,7 @@ def _record(a: argparse.Namespace) -> int:
         channels=1,
         singer="kill-test",
         part="A",
-        latency=cal.frames,
+        latency=latency,
         device=eng.device_info,
     )
     prog = noise_program(int(a.seconds * 48000), a.seed)
@@ -96,7 +101,7 @@ def _record(a: argparse.Namespace) -> int:
     take = eng.schedule(prog, t0, record=True, writer=writer, tail=0.0)
     while take.r0 is None and take.error is None:
         time.sleep(0.01)
-    info = {"t0": t0, "latency": cal.frames, "start_offset": take.start_offset, "pid": os.getpid()}
+    info = {"t0": t0, "latency": latency, "start_offset": take.start_offset, "pid": os.getpid()}
     print("RECORDING " + json.dumps(info), flush=True)
     take.wait()
     writer.finish()
@@ -105,12 +110,7 @@ def _record(a: argparse.Namespace) -> int:
 
 
 def _loop(a: argparse.Namespace) -> int:
-    with new_ports() as ports:
-        eng = DuplexEngine(rate=48000, device="system", blocksize=256)
-        eng.start()
-    isolate_ports(ports)
-    jack_connect(ports[1], ports[0])  # out_0 -> in_0
-    cal = measure(eng, repeats=1)
+    eng, latency = _loopback_engine()
     prog = noise_program(int(a.seconds * 48000), a.seed)
     t0 = time.monotonic() + 0.5
     take = eng.schedule(prog, t0, record=True, tail=0.0)
@@ -120,7 +120,7 @@ def _loop(a: argparse.Namespace) -> int:
     take.wait()
     np.save(a.out, take.audio())
     info = {
-        "latency": cal.frames,
+        "latency": latency,
         "start_offset": take.start_offset,
         "error": take.error,
         "gaps": take.gaps,
