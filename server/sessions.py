@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tutti.wire import PROTOCOL_VERSION, Ev, check_name, check_part, parse_settings
@@ -33,7 +34,9 @@ class Sessions:
         lifetime_s: float = 30 * 24 * 3600.0,
         max_sessions: int = 50,
         max_joins: int = 200,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # wall-clock seconds; tests move it instead of sleeping
         self.address_limiter = JoinLimiter(limiter.max_failures * 3, limiter.window_s)
         self.max_sessions = max_sessions
         self.max_joins = max_joins
@@ -53,7 +56,7 @@ class Sessions:
                 "singers, settings, tracks or takes",
             )
         ends = s.created_at + self.lifetime_s
-        if time.time() < ends:
+        if self.clock() < ends:
             return None
         day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
         return (
@@ -100,7 +103,7 @@ class Sessions:
     def create(self, payload: Any) -> dict[str, Any]:
         """Create a session from a settings object; return its id, code and leader token."""
         settings = parse_settings(payload)
-        n = self.store.count_open_sessions(time.time() - self.lifetime_s)
+        n = self.store.count_open_sessions(self.clock() - self.lifetime_s)
         if n >= self.max_sessions:
             raise Forbidden(
                 f"this server holds {n} open sessions, the most its host allows per session "
@@ -110,7 +113,7 @@ class Sessions:
             )
         token = new_token()
         for _ in range(20):  # a code collision is rare; retry with another code
-            session = Session(new_id(), new_code(), settings, "open", time.time())
+            session = Session(new_id(), new_code(), settings, "open", self.clock())
             try:
                 self.store.create_session(session, hash_token(token))
                 break
@@ -171,7 +174,7 @@ class Sessions:
                 code="join_quota",
             )
         token = new_token()
-        participant = Participant(new_id(), session.session_id, name, part, time.time())
+        participant = Participant(new_id(), session.session_id, name, part, self.clock())
         self.store.add_participant(participant, hash_token(token))
         return {
             "session_id": session.session_id,

@@ -390,6 +390,7 @@ def _write_noise(path: Path, frames: int, seed: int) -> None:
     [(1, 6, ()), (1, 4, ("--target-lufs", "-6"))],
     ids=["quiet", "limited"],
 )
+@pytest.mark.slow
 def test_memory_does_not_grow_with_take_length(
     tmp_path: Path, short: int, long: int, options: tuple[str, ...]
 ) -> None:

@@ -54,6 +54,7 @@ def _entries(cfgdir: Path) -> dict[str, dict[str, object]]:
     return data["calibration"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_cli_measures_exact_jack_round_trip_and_repeats_identically(
     jack: JackServer, cfgdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -85,6 +85,7 @@ async def test_loopback_offset_error_p99_below_50_us(server: ServerProcess) -> N
     assert _pct(env, 0.99) < 50e-6
 
 
+@pytest.mark.slow
 async def test_jitter_proxy_offset_error_p99_below_1_ms(server: ServerProcess) -> None:
     async with aiohttp.ClientSession() as http:
         _, token, _ = await _singer_token(http, server.url)

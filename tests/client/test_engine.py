@@ -49,6 +49,7 @@ def _headset_program(seconds: float) -> AudioArray:
     return as_audio(mix)
 
 
+@pytest.mark.slow
 def test_loopback_take_placed_by_its_numbers_matches_the_program(
     loopback: DuplexEngine,
 ) -> None:

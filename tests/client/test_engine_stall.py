@@ -77,6 +77,7 @@ def _mismatched_periods(rec: np.ndarray, prog: np.ndarray, shift: int) -> np.nda
     return np.asarray(bad[:n].reshape(-1, PERIOD).any(axis=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stall", [0.05, 0.3, 2.0], ids=["50ms", "300ms", "2s"])
 def test_stalled_process_keeps_its_recording_on_the_timeline(
     jack: JackServer, tmp_path: Path, stall: float

@@ -41,7 +41,11 @@ def _ready(p: subprocess.Popen[str]) -> None:
 
 @pytest.mark.parametrize(
     "blocksizes",
-    [(0, 0), (256, 0), pytest.param((0,) * 8, marks=pytest.mark.slow)],
+    [
+        (0, 0),
+        pytest.param((256, 0), marks=pytest.mark.slow),
+        pytest.param((0,) * 8, marks=pytest.mark.slow),
+    ],
     ids=["two", "two-mixed-blocksize", "eight"],
 )
 def test_processes_first_samples_within_48_frames(
@@ -94,6 +98,7 @@ def test_processes_first_samples_within_48_frames(
     assert skew <= 48
 
 
+@pytest.mark.slow
 def test_recorder_process_harness_records_ports(jack: JackServer, tmp_path: Path) -> None:
     """The out-of-process harness (for `tutti join` tests) records what a singer plays."""
     name = f"solo-{uuid.uuid4().hex[:6]}"

@@ -181,6 +181,7 @@ def test_kill_9_writer_loses_under_a_second_and_recovers(tmp_path: Path) -> None
 
 
 @pytest.mark.jack
+@pytest.mark.slow
 def test_kill_9_of_a_recording_engine_process(jack: JackServer, tmp_path: Path) -> None:
     """A real engine on JACK records a loopback through the take store and is killed."""
     from tests.client.engine_child import noise_program

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -11,10 +11,13 @@ import socketio
 
 from tests.server.helpers import Recorder, bearer, create_session, error_of, join
 from tests.support.server import running_server
+from tutti.server.app_keys import SERVICES
 
 
 async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "data", session_lifetime_s=1.5) as server:
+    lifetime = 30 * 24 * 3600.0
+    async with running_server(tmp_path / "data", session_lifetime_s=lifetime) as server:
+        sessions = server.app[SERVICES].sessions
         async with aiohttp.ClientSession(server.url) as http:
             leader = await create_session(http)
             singer = await join(http, leader.code, "Ann", "S")
@@ -25,7 +28,8 @@ async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> N
                 f"/api/session/takes/{take_id}/stop", headers=bearer(leader.token)
             ) as r:
                 assert r.status == 200
-            await asyncio.sleep(1.6)
+            # a month and a second later, by the sessions' clock
+            sessions.clock = lambda: time.time() + lifetime + 1.0
 
             async with http.post("/api/session/takes", headers=bearer(leader.token)) as r:
                 assert r.status == 409

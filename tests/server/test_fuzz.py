@@ -92,6 +92,7 @@ async def _healthy(http: aiohttp.ClientSession) -> None:
         assert r.status == 200
 
 
+@pytest.mark.slow
 async def test_mutated_audio_as_backing_and_as_takes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
