@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import sounddevice as sd
@@ -41,7 +41,17 @@ from tutti.client.devices import (
     resolve_device,
     set_jack_client_name,
 )
-from tutti.client.frameclock import MAX_EVENTS, ClockTrace, FrameAccount, clock_map, fit_clock
+from tutti.client.frameclock import MAX_EVENTS, FrameAccount
+from tutti.client.scheduled import (
+    CLOCK_TRACE_S,
+    ENDED,
+    MAX_SLIPS,
+    RUNNING,
+    WAITING,
+    EngineError,
+    ScheduledTake,
+    TakeSink,
+)
 
 __all__ = [
     "EngineError",
@@ -59,14 +69,6 @@ RING_SECONDS = 10.0
 DRAIN_PERIOD = 0.02
 #: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
 HISTORY = 8
-#: Seconds between the clock samples a take keeps for its clock map.
-CLOCK_TRACE_S = 0.5
-#: Output slips a take keeps (more are counted in the losses but not listed).
-MAX_SLIPS = 256
-#: Gaps and slips listed in a recording's metadata (which travels in one HTTP header).
-MAX_LISTED = 100
-#: Most clock-map points a recording carries.
-MAX_MAP_POINTS = 40
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
@@ -75,20 +77,6 @@ _jack_name_applied = False
 def _is_jack(hostapi: str) -> bool:
     """Whether a host API is JACK (which loses whole periods, never parts of one)."""
     return "JACK" in hostapi
-
-
-class EngineError(RuntimeError):
-    """The engine cannot do what was asked (not started, a take already running, too late)."""
-
-
-class TakeSink(Protocol):
-    """Where a take's recorded frames go (called from the engine's drain thread)."""
-
-    def set_start_offset(self, frames: int) -> None:
-        """``r0 - o0`` is known (before the first :meth:`write`)."""
-
-    def write(self, block: AudioArray) -> None:
-        """The next recorded frames, float32 (frames, channels); must not block for long."""
 
 
 @dataclass(frozen=True)
@@ -160,144 +148,6 @@ def measure_clock(stream: sd.Stream, rate: int, span: float = 0.1) -> ClockMappi
         uncertainty=width / 2.0 + (0.5 / rate if quantised else 0.0),
         samples=len(rows),
     )
-
-
-_WAITING, _RUNNING, _ENDED = 0, 1, 2
-
-
-class ScheduledTake:
-    """A take handed to :meth:`DuplexEngine.schedule`; filled in as it runs.
-
-    Attributes
-    ----------
-    t0 : float
-        Local ``time.monotonic()`` seconds at which timeline sample 0 leaves the DAC.
-    o0 : int | None
-        Stream frame of timeline sample 0: None until the first callback after
-        :meth:`DuplexEngine.schedule`, then re-estimated every callback until the take
-        starts, final from then on.
-    r0 : int | None
-        Input frame of the recording's first sample (None if not recording / not started).
-    done : threading.Event
-        Set when the take has ended and every recorded frame has been handed on.
-    frames_recorded : int
-        Frames handed to the sink (or kept in memory).
-    overflows, underflows : int
-        Input overflows / output underflows PortAudio reported while the take ran.  (With
-        JACK these are the server's xrun notifications: any client's xrun counts.)
-    late_frames : int
-        How many frames after its scheduled frame the first timeline sample went out
-        (0 when on time; the timeline position a late joiner started at).
-    dropped_frames : int
-        Frames lost because the drain thread fell more than RING_SECONDS behind (zeros
-        were written in their place, so the timeline stays right).
-    gaps : list[tuple[int, int]]
-        ``(recording frame, frames)``: input frames this stream lost during the take, each
-        replaced by as many frames of silence (so every later sample keeps its place).
-    slips : list[tuple[int, int]]
-        ``(timeline frame, frames)``: where the headset program jumped ahead because the
-        output lost frames (the singer heard a skip, never a shift).
-    clock_trace : ClockTrace
-        Input-minus-output clock levels sampled during the take (for the clock map).
-    error : str | None
-        Why the take failed (e.g. scheduled in the past), else None.
-    """
-
-    def __init__(
-        self,
-        program: AudioArray,
-        t0: float,
-        *,
-        record: bool,
-        sink: TakeSink | None,
-        tail_frames: int | None,
-        in_channels: int,
-    ) -> None:
-        self.program = program
-        self.in_channels = in_channels
-        self.t0 = t0
-        self.record = record
-        self.sink = sink
-        self.tail_frames = tail_frames
-        self.done = threading.Event()
-        self.o0: int | None = None
-        self.r0: int | None = None
-        self.frames_recorded = 0
-        self.overflows = 0
-        self.underflows = 0
-        self.dropped_frames = 0
-        self.late_frames = 0
-        self.late_ok = False
-        self.error: str | None = None
-        self.first_dac_time: float | None = None  # monotonic estimate of o0's DAC time
-        self.gaps: list[tuple[int, int]] = []
-        self.slips: list[tuple[int, int]] = []
-        self.clock_trace = ClockTrace.new(int(7200 / CLOCK_TRACE_S))
-        # callback-owned state (o0 in output device frames, r0 in input device frames)
-        self._state = _WAITING
-        self._end: int | None = None  # exclusive output device frame where the take ends
-        self._end_stream: int | None = None  # the same end as a stream frame
-        self._r0_stream: int | None = None  # stream frame of r0
-        self._stop_requested = False
-        self._slip_rows = np.zeros((MAX_SLIPS, 2), np.int64)
-        self._slip_count = 0
-        self._next_trace = 0
-        self._blocks: list[AudioArray] = []
-        self._drained_to: int | None = None
-
-    @property
-    def start_offset(self) -> int:
-        """``r0 - o0`` in frames (≤ 0: recording starts in the callback holding o0)."""
-        if self.o0 is None or self.r0 is None:
-            raise EngineError("the take has not started recording yet")
-        return self.r0 - self.o0
-
-    @property
-    def ended(self) -> bool:
-        return self.done.is_set()
-
-    @property
-    def lost_frames(self) -> int:
-        """Input frames lost during the take (silence in the recording)."""
-        return sum(f for _, f in self.gaps)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the take is done; True if it is."""
-        return self.done.wait(timeout)
-
-    def timeline_fields(self, latency: int, rate: int) -> dict[str, Any]:
-        """The take-format fields this take measured (``gaps``, ``slips``, ``clock_map``,
-        ``shared_clock``), for a recording whose round trip is ``latency`` frames.
-
-        Lists are capped (:data:`MAX_LISTED`) so the recording's metadata stays small; the
-        audio itself holds every gap."""
-        if self.o0 is None or self.r0 is None:
-            return {}
-        shift = self.start_offset - latency  # timeline frame of recording frame 0
-        fit = fit_clock(self.clock_trace.samples(), rate)
-        points: list[tuple[int, int]] = []
-        if not fit.shared and self.r0 is not None:
-            points = clock_map(self.clock_trace.samples(), self.r0, shift, 5 * rate, MAX_MAP_POINTS)
-
-        def timeline_of(frame: int) -> int:  # through the clock map where there is one
-            if not points:
-                return frame + shift
-            return int(round(np.interp(frame, [p[0] for p in points], [p[1] for p in points])))
-
-        return {
-            "gaps": [{"at": timeline_of(a), "frames": f} for a, f in self.gaps[:MAX_LISTED]],
-            "slips": [{"at": a, "frames": f} for a, f in self.slips[:MAX_LISTED]],
-            "clock_map": [{"frame": a, "timeline": t} for a, t in points],
-            "shared_clock": fit.shared,
-        }
-
-    def audio(self) -> AudioArray:
-        """The recording kept in memory (only when scheduled without a sink)."""
-        if self.sink is not None:
-            raise EngineError("this take's frames went to its sink, not to memory")
-        if not self._blocks:
-            return np.zeros((0, self.in_channels), np.float32)
-        return np.concatenate(self._blocks, axis=0)
 
 
 class DuplexEngine:
@@ -460,11 +310,11 @@ class DuplexEngine:
             finally:
                 stream.close()
         take = self._draining
-        if take is not None and take._end is None:
-            take._end = self._n
-            if take._state == _WAITING:
+        if take is not None and take.cb_end is None:
+            take.cb_end = self._n
+            if take.cb_state == WAITING:
                 take.error = take.error or "the engine was closed before the take started"
-            take._state = _ENDED
+            take.cb_state = ENDED
         self._closing.set()
         if self._drain_thread is not None:
             self._drain_thread.join(5.0)
@@ -561,7 +411,7 @@ class DuplexEngine:
         """End the running take at the next callback (its recording stops there)."""
         take = self._draining
         if take is not None:
-            take._stop_requested = True
+            take.stop_requested = True
 
     def input_level(self) -> InputLevel:
         """The latest input level (updated by the drain thread, ~every 20 ms)."""
@@ -618,13 +468,13 @@ class DuplexEngine:
         base = hist.min()
         outdata.fill(0)
         if take is not None:
-            if take._state == _WAITING:
+            if take.cb_state == WAITING:
                 self._maybe_start(take, n, frames, d_in, d_out, base)
-            if take._state == _RUNNING and take.o0 is not None:
+            if take.cb_state == RUNNING and take.o0 is not None:
                 if slipped:
                     self._note_slip(take, d_out, slipped)
                 self._play(take, outdata, n, frames, d_in, d_out)
-            if take._state == _ENDED:
+            if take.cb_state == ENDED:
                 self._take = None
         # publish the input frames last, so the drain thread sees r0 / the end with them
         self._ring_w = n + frames
@@ -638,11 +488,11 @@ class DuplexEngine:
         o0 = round((take.t0 - base) * self.rate)
         too_late = take.o0 is None and o0 < d_out and not take.late_ok
         over = take.late_ok and o0 + take.program.shape[0] + (take.tail_frames or 0) <= d_out
-        if take._stop_requested or too_late or over:
-            take._end = d_out
-            take._end_stream = n
-            take._state = _ENDED
-            if take._stop_requested:
+        if take.stop_requested or too_late or over:
+            take.cb_end = d_out
+            take.cb_end_stream = n
+            take.cb_state = ENDED
+            if take.stop_requested:
                 take.error = "stopped before it started"
             elif over:
                 take.error = "the take was already over when this singer's audio was ready"
@@ -660,21 +510,21 @@ class DuplexEngine:
             take.late_frames = d_out - o0 if o0 < d_out else 0
             if take.record:
                 take.r0 = d_in
-                take._r0_stream = n
+                take.cb_r0_stream = n
             if take.tail_frames is not None:
-                take._end = o0 + take.program.shape[0] + take.tail_frames
-            take._state = _RUNNING
+                take.cb_end = o0 + take.program.shape[0] + take.tail_frames
+            take.cb_state = RUNNING
 
     def _note_slip(self, take: ScheduledTake, d_out: int, frames: int) -> None:
         """The output lost ``frames``: the program jumps with the device (no allocation)."""
         assert take.o0 is not None
         acct = self.output_account
         at = int(acct.event_at[(acct.events - 1) % MAX_EVENTS])  # stream frame after the loss
-        k = take._slip_count
+        k = take.cb_slip_count
         if k < MAX_SLIPS:
-            take._slip_rows[k, 0] = at + acct.lost - frames - take.o0
-            take._slip_rows[k, 1] = frames
-            take._slip_count = k + 1
+            take.cb_slip_rows[k, 0] = at + acct.lost - frames - take.o0
+            take.cb_slip_rows[k, 1] = frames
+            take.cb_slip_count = k + 1
 
     def _play(
         self, take: ScheduledTake, outdata: Any, n: int, frames: int, d_in: int, d_out: int
@@ -682,9 +532,9 @@ class DuplexEngine:
         """Copy the program's frames due in this callback (device frames d_out…)."""
         o0 = take.o0
         assert o0 is not None
-        if take._stop_requested and (take._end is None or take._end > d_out):
-            take._end = d_out
-        end = take._end
+        if take.stop_requested and (take.cb_end is None or take.cb_end > d_out):
+            take.cb_end = d_out
+        end = take.cb_end
         hi = o0 + take.program.shape[0]
         if end is not None and end < hi:
             hi = end
@@ -693,12 +543,12 @@ class DuplexEngine:
         lo = o0 if o0 > d_out else d_out
         if hi > lo:
             outdata[lo - d_out : hi - d_out] = take.program[lo - o0 : hi - o0]
-        if take.r0 is not None and d_in >= take._next_trace:
+        if take.r0 is not None and d_in >= take.cb_next_trace:
             take.clock_trace.add(d_in, self.input_account.level - self.output_account.level)
-            take._next_trace = d_in + int(CLOCK_TRACE_S * self.rate)
+            take.cb_next_trace = d_in + int(CLOCK_TRACE_S * self.rate)
         if end is not None and d_out + frames >= end:
-            take._end_stream = n + max(0, end - d_out)
-            take._state = _ENDED
+            take.cb_end_stream = n + max(0, end - d_out)
+            take.cb_state = ENDED
 
     # ------------------------------------------------------------------ drain thread
 
@@ -726,8 +576,8 @@ class DuplexEngine:
             self._meter(block[overwritten:])
             if take is not None:
                 take.dropped_frames += self._record_span(take, block, r, w, overwritten)
-        if take is not None and not take.done.is_set() and take._state == _ENDED:
-            end = take._end_stream if take._end_stream is not None else w
+        if take is not None and not take.done.is_set() and take.cb_state == ENDED:
+            end = take.cb_end_stream if take.cb_end_stream is not None else w
             if w >= end:
                 self._finish_slips(take)
                 take.done.set()
@@ -771,25 +621,25 @@ class DuplexEngine:
             self._in_events_read += 1
             s = at
         self._record_piece(take, block[s - r :], s)
-        if take._r0_stream is None:
+        if take.cb_r0_stream is None:
             return 0
-        return max(0, min(r + overwritten, w) - max(r, take._r0_stream))
+        return max(0, min(r + overwritten, w) - max(r, take.cb_r0_stream))
 
     def _in_take(self, take: ScheduledTake, s: int, e: int) -> tuple[int, int]:
         """The part of stream frames s..e that the take records (may be empty)."""
-        if not take.record or take._r0_stream is None:
+        if not take.record or take.cb_r0_stream is None:
             return s, s
-        lo = max(s, take._r0_stream)
-        hi = e if take._end_stream is None else min(e, take._end_stream)
+        lo = max(s, take.cb_r0_stream)
+        hi = e if take.cb_end_stream is None else min(e, take.cb_end_stream)
         return lo, max(lo, hi)
 
     def _record_piece(self, take: ScheduledTake, data: AudioArray, s: int) -> None:
         lo, hi = self._in_take(take, s, s + data.shape[0])
         if hi > lo:
-            if take._drained_to is None:
-                assert take.o0 is not None and take._r0_stream is not None
-                take.r0 = take._r0_stream + self._drain_lost  # device frame, losses known
-                take._drained_to = take.r0
+            if take.drained_to is None:
+                assert take.o0 is not None and take.cb_r0_stream is not None
+                take.r0 = take.cb_r0_stream + self._drain_lost  # device frame, losses known
+                take.drained_to = take.r0
                 if take.sink is not None:
                     take.sink.set_start_offset(take.r0 - take.o0)
             self._hand_on(take, data[lo - s : hi - s])
@@ -798,7 +648,7 @@ class DuplexEngine:
         """``frames`` input frames were lost before stream frame ``at``."""
         self._drain_lost += frames
         lo, hi = self._in_take(take, at, at + 1)
-        if hi > lo and take._drained_to is not None and at > (take._r0_stream or at):
+        if hi > lo and take.drained_to is not None and at > (take.cb_r0_stream or at):
             assert take.r0 is not None
             take.gaps.append((take.frames_recorded, frames))
             for a in range(0, frames, self.rate):
@@ -809,12 +659,12 @@ class DuplexEngine:
         if take.sink is not None:
             take.sink.write(part)
         else:
-            take._blocks.append(part.copy())
+            take.blocks.append(part.copy())
         take.frames_recorded += part.shape[0]
 
     @staticmethod
     def _finish_slips(take: ScheduledTake) -> None:
-        take.slips = [(int(a), int(f)) for a, f in take._slip_rows[: take._slip_count].tolist()]
+        take.slips = [(int(a), int(f)) for a, f in take.cb_slip_rows[: take.cb_slip_count].tolist()]
 
     def _meter(self, block: AudioArray) -> None:
         if block.shape[0] == 0:

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from tutti.audio.click import backing_start_frame, beat_frames, render_click
 from tutti.audio.headset import headset_mix
-from tutti.audio.types import AudioArray
+from tutti.audio.types import AudioArray, as_audio
 from tutti.wire import SessionSettings
 
 __all__ = ["ProgramError", "Program", "backing_start_frame", "load_backing", "render_program"]
@@ -63,7 +63,7 @@ def load_backing(path: Path, rate: int) -> AudioArray:
         raise ProgramError(
             f"the backing track is at {file_rate} Hz but the session runs at {rate} Hz"
         )
-    return np.clip(data, -1.0, 1.0).astype(np.float32, copy=False)
+    return as_audio(np.clip(data, -1.0, 1.0))
 
 
 def render_program(
