@@ -266,7 +266,7 @@ class ClockSync:
         the Socket.IO stack wake up first), which delays the request more than the reply;
         probes sent back to back find the path warm and both directions at their floor.
         The envelope estimator keeps the tightest bound in each direction, so the tail can
-        only narrow the estimate (measured on loopback, one client: p99 error 92 µs → 16 µs).
+        only narrow the estimate (docs/benchmarks-client.md has the measured effect).
 
         Raises
         ------
