@@ -42,6 +42,7 @@ from tutti.client.devices import (
     set_jack_client_name,
 )
 from tutti.client.frameclock import MAX_EVENTS, FrameAccount
+from tutti.client.jackframes import JackFrames, open_jack_frames
 from tutti.client.scheduled import (
     CLOCK_TRACE_S,
     ENDED,
@@ -225,13 +226,15 @@ class DuplexEngine:
         self._out_latency = 0.0
         # JACK skips whole periods; elsewhere a loss may be any number of frames
         self._jack = _is_jack(self.output_device.hostapi)
+        self._jack_frames: JackFrames | None = None  # JACK's exact counter, when it answers
+        self._use_jack_frames = False
         self.input_account = FrameAccount(rate)
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
         self._drain_lost = 0  # input frames lost before the drain's read position
         # TUTTI_CLOCK_TRACE=FILE.npy keeps every callback's timing for a look at dropouts
         self._trace_path = os.environ.get("TUTTI_CLOCK_TRACE")
-        self._trace = np.zeros((200_000 if self._trace_path else 0, 6))
+        self._trace = np.zeros((200_000 if self._trace_path else 0, 9))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -270,6 +273,8 @@ class DuplexEngine:
         """
         if self._stream is not None:
             raise EngineError("the engine is already started")
+        if self._jack:
+            self._jack_frames = open_jack_frames()
         try:
             self._stream = sd.Stream(
                 samplerate=self.rate,
@@ -285,6 +290,7 @@ class DuplexEngine:
             self._stream.start()
         except sd.PortAudioError as exc:
             self._stream = None
+            self._close_jack_frames()
             raise DeviceError(
                 f"cannot open {self.device_key!r} at {self.rate} Hz "
                 f"({self.in_channels} in / {self.out_channels} out): {exc}"
@@ -319,8 +325,14 @@ class DuplexEngine:
         if self._drain_thread is not None:
             self._drain_thread.join(5.0)
             self._drain_thread = None
+        self._close_jack_frames()
         if self._trace_path:
             np.save(self._trace_path, self._trace[: self._callbacks])
+
+    def _close_jack_frames(self) -> None:
+        jf, self._jack_frames = self._jack_frames, None
+        if jf is not None:
+            jf.close()
 
     def __enter__(self) -> DuplexEngine:
         self.start()
@@ -449,14 +461,19 @@ class DuplexEngine:
         if self._callbacks == 0 and self._jack:
             self.input_account.set_quantum(frames)
             self.output_account.set_quantum(frames)
+            # one callback per JACK cycle: the server's cycle count places every frame
+            jf = self._jack_frames
+            self._use_jack_frames = jf is not None and jf.buffer_size == frames
         dac = time_info.outputBufferDacTime
         cur = time_info.currentTime
         adc = time_info.inputBufferAdcTime
         ahead = dac - cur if dac > 0.0 else self._out_latency
-        if self._callbacks < self._trace.shape[0]:
-            self._trace[self._callbacks] = (n, frames, cur, adc, dac, now)
-        self.input_account.update(n, frames, adc if adc != 0.0 else cur)  # 0: not known
-        slipped = self.output_account.update(n, frames, cur + ahead)
+        if self._use_jack_frames and self._jack_frames is not None:
+            t_in = t_out = self._jack_frames.frame() / self.rate
+        else:
+            t_in, t_out = (adc if adc != 0.0 else cur), cur + ahead  # adc 0: not known
+        self.input_account.update(n, frames, t_in)
+        slipped = self.output_account.update(n, frames, t_out)
         d_in = n + self.input_account.lost
         d_out = n + self.output_account.lost
         # Where device output frame d meets the DAC on time.monotonic(), measured this very
@@ -466,6 +483,8 @@ class DuplexEngine:
         hist = self._hist
         hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
         base = hist.min()
+        if self._callbacks < self._trace.shape[0]:
+            self._trace[self._callbacks] = (n, frames, cur, adc, dac, now, t_out, d_out, base)
         outdata.fill(0)
         if take is not None:
             if take.cb_state == WAITING:
@@ -485,6 +504,8 @@ class DuplexEngine:
         self, take: ScheduledTake, n: int, frames: int, d_in: int, d_out: int, base: float
     ) -> None:
         """Waiting take: recompute o0 with this cycle's mapping; start when it is due."""
+        if not self.output_account.trusted and (take.late_ok or take.o0 is not None):
+            return  # frames may have been lost: the mapping is late until they are counted
         o0 = round((take.t0 - base) * self.rate)
         too_late = take.o0 is None and o0 < d_out and not take.late_ok
         over = take.late_ok and o0 + take.program.shape[0] + (take.tail_frames or 0) <= d_out

@@ -97,6 +97,11 @@ class FrameAccount:
         self.quantum = max(1, quantum)
         self.threshold = max(self.quantum / 2, 1e-3 * self.rate)
 
+    @property
+    def trusted(self) -> bool:
+        """Every loss so far is counted: the first level is known and no loss is pending."""
+        return self._pushed > WINDOW and not self._pending
+
     def update(self, n: int, frames: int, t: float) -> int:
         """Account the callback holding stream frames ``n … n+frames`` whose first frame met
         the device at stream time ``t`` (seconds); returns frames newly confirmed lost."""

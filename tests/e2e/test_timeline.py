@@ -11,15 +11,20 @@ frame in every stem but for the singers' start skew (their clocks' agreement).
 
 While a take runs, three singers' processes are stopped (``kill -STOP``) for 50 ms, 300 ms and
 2 s, one stays healthy, one singer starts ``tutti join`` 5 s into the take, and one who joined
-the session never connects.
+the session never connects.  A second test runs eight singers through a dropout storm (a CPU
+hog forcing xruns on every JACK client) between the two events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ from tests.e2e.choir import PERIOD, RATE, Choir, choir
 from tests.support.jack import JackServer
 from tests.support.jackprobe import Probes, burst
 from tutti import takeformat
+from tutti.client.frameclock import CONFIRM
 from tutti.client.program import render_program
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -48,13 +54,18 @@ VOICES = (
 )
 #: Who is stopped, how long (s), and when (s after timeline 0).
 STALLS = {"Ann": (0.05, 2.0), "Ben": (0.3, 2.6), "Cleo": (2.0, 3.2)}
-#: What a singer who was not stopped may lose to this shared machine's own xruns (s).
-HEALTHY_LOSS = 0.1
+#: What a singer who was not stopped may lose to this shared machine's own xruns (s): a
+#: quarter of the longest stall (a CPU hog on both cores cost 133 ms in 8 s), so no other
+#: singer's stall shows in a healthy singer's count.
+HEALTHY_LOSS = 0.5
 LATE = "Eve"
 LATE_AT = 5.0
 #: The outside event: 48 frames of a fixed pseudo-random burst, far louder than the backing.
 BURST = burst()
 TOL = 2.0**-22  # the recordings and stems are 24-bit
+#: Timeline frames after a loss before the program is re-locked: the callbacks it takes to
+#: count the loss (frameclock.CONFIRM) and the round trip back into the microphone.
+RELOCK = (CONFIRM + 4) * PERIOD
 
 
 async def _cli(*argv: str) -> CliResult:
@@ -113,27 +124,24 @@ def _lag0_match(
     a: int,
     b: int,
     skip: tuple[int | None, ...] = (),
+    losses: Sequence[takeformat.Gap] = (),
 ) -> float:
     """Share of samples in timeline a..b where the stem is the program (loopback) exactly,
-    leaving out the events (at ``skip``)."""
+    leaving out the events (at ``skip``) and what the headset played after each loss until
+    the loss was counted and the program re-locked (``losses``: gaps and slips)."""
     ok = np.abs(stem[a:b] - prog[a:b]) <= TOL + 1e-7
     for at in skip:
         if at is not None and a <= at < b:
             ok[at - a : at - a + BURST.shape[0] + PERIOD] = True
+    for g in losses:
+        lo, hi = max(a, g.at - PERIOD), min(b, g.at + g.frames + RELOCK)
+        if lo < hi:
+            ok[lo - a : hi - a] = True
     return float(np.mean(ok))
 
 
-@pytest.mark.parametrize(
-    "stalls",
-    [
-        pytest.param({}, id="late-and-missed"),
-        # exact to the sample only on a quiet machine: JACK's clock filter misreads losses by
-        # periods under load (docs/client.md, "Dropouts and clocks"); run with -m stress
-        pytest.param(STALLS, id="stalls", marks=pytest.mark.stress),
-    ],
-)
 async def test_singers_stay_on_the_timeline(
-    jack: JackServer, tmp_path: Path, leader_config: Path, stalls: dict[str, tuple[float, float]]
+    jack: JackServer, tmp_path: Path, leader_config: Path
 ) -> None:
     probes = Probes(len(VOICES)).start()
     async with choir(jack, tmp_path, VOICES, start=4, backing_seconds=24, rig=probes) as c:
@@ -149,8 +157,9 @@ async def test_singers_stay_on_the_timeline(
             take_id, t0 = str(res.json()["take_id"]), float(res.json()["t0"])
             await _until(t0 + 1.0)
             events = [injector.inject(RATE // 4)]
+            walls = [time.monotonic()]
             stopped: dict[str, float] = {}
-            for name, (length, at) in sorted(stalls.items(), key=lambda kv: kv[1][1]):
+            for name, (length, at) in sorted(STALLS.items(), key=lambda kv: kv[1][1]):
                 await _until(t0 + at)
                 a = time.monotonic()
                 await procs[name].signal(signal.SIGSTOP)
@@ -164,17 +173,21 @@ async def test_singers_stay_on_the_timeline(
             while injector.now < joined + 3 * RATE:  # the latecomer sings a while
                 await asyncio.sleep(0.05)
             events.append(injector.inject(RATE // 4))
+            walls.append(time.monotonic())
             while injector.now < events[-1] + 2 * RATE:
                 await asyncio.sleep(0.05)
+            # the roster as the take ends (its counts run from the take's start)
+            people = (await _cli("lead", "roster", "--json")).json()["participants"]
             await _cli("lead", "take", "stop", "--take", take_id)
             folder = tmp_path / "take"
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
             assert res.code == 4, res  # Fay's recording is missing: she never connected
             missing = {m["name"]: m for m in res.json()["missing"]}
             mixed = await _cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
-            people = (await _cli("lead", "roster", "--json")).json()["participants"]
             roster = {p["name"]: p for p in people}
-            _check(c, folder, events, stopped, missing, mixed, roster, strict=bool(stalls))
+            # JACK's dummy driver keeps no time on a loaded machine: its frames per second
+            jack_rate = (events[1] - events[0]) / (walls[1] - walls[0])
+            _check(c, folder, events, jack_rate, stopped, missing, mixed, roster)
         except BaseException:
             print("\n".join(s.tail() for s in c.singers))
             print("--- server ---\n" + "".join(list(c.serve.log)[-40:]))
@@ -187,16 +200,15 @@ def _check(
     c: Choir,
     folder: Path,
     events: list[int],
+    jack_rate: float,
     stopped: dict[str, float],
     missing: dict[str, Any],
     mixed: CliResult,
     roster: dict[str, dict[str, Any]],
-    strict: bool,
 ) -> None:
-    """``strict``: the outside events must land exactly (see the module doc); else they are
-    reported, and what a busy machine cannot upset is checked: the late singer recorded from
-    where the take was and is at lag 0 on its own timeline, the absent one is missed, every
-    stem is its singer's own program at lag 0."""
+    """The outside events land exactly as far apart in every stem, each stem is its singer's
+    own program at lag 0 around the losses, the latecomer is where the clock puts it, the
+    absent singer is missed and the roster counts each singer's own losses."""
     manifest = takeformat.parse_manifest(json.loads((folder / "take.json").read_text()))
     recs = {r.singer: r for r in manifest.recordings}
     assert sorted(recs) == sorted(n for n, _, _ in VOICES), sorted(recs)
@@ -209,6 +221,7 @@ def _check(
         stems[name] = stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
         prog = _program(c, part)
         lost = sum(g.frames for g in rec.gaps)
+        losses = [*rec.gaps, *rec.slips]
         p2 = _event_at(stem, max(0, rec.timeline_start), len(stem))
         p1 = None if name == LATE else _event_at(stem, max(0, rec.timeline_start), p2 - RATE)
         report.append(
@@ -217,37 +230,45 @@ def _check(
             f"{[(g.at, g.frames) for g in rec.slips]}, recording from {rec.timeline_start}"
         )
         print(report[-1])
-        if p1 is not None and strict:  # a stall did not move what came after it
+        if p1 is not None:  # a stall did not move what came after it
             assert abs((p2 - p1) - (e2 - e1)) <= 1, (report[-1], e2 - e1)
         # loopback: the stem is the program at lag 0 before the stall and after it
         start = max(0, rec.timeline_start) + RATE // 2
         if name in stopped:
             gap = max(rec.gaps, key=lambda g: g.frames)
-            assert abs(gap.frames - stopped[name] * RATE) <= PERIOD + 0.01 * RATE, report[-1]
+            # the stop is timed from outside, and a loaded machine may keep the resumed
+            # process waiting for a core a while longer (it loses those frames too)
+            extra = gap.frames - stopped[name] * RATE
+            assert -PERIOD - 0.01 * RATE <= extra <= 0.05 * RATE, report[-1]
             assert not np.any(stem[gap.at + 64 : gap.at + gap.frames - 64]), "gap not silent"
-            before = _lag0_match(stem, prog, start, gap.at - PERIOD, (p1,))
+            before = _lag0_match(stem, prog, start, gap.at - PERIOD, (p1,), losses)
             after_from = gap.at + gap.frames + RATE // 4
         else:
             before, after_from = 1.0, start
             # no stall: at most a few of this shared machine's own xruns
-            assert lost <= HEALTHY_LOSS * RATE or not strict, report[-1]
+            assert lost <= HEALTHY_LOSS * RATE, report[-1]
         if name == LATE:
             assert rec.timeline_start >= LATE_AT * RATE, report[-1]
-        after = _lag0_match(stem, prog, after_from, p2 - PERIOD, (p1,))
+        after = _lag0_match(stem, prog, after_from, p2 - PERIOD, (p1,), losses)
         print(f"   the program at lag 0 in {before:.1%} before the stall, {after:.1%} after")
-        # each loss costs the periods before it is confirmed (more when a busy machine keeps
-        # the clock readings apart): most of the take, not all of it, when not strict
-        least = 0.97 if strict else 0.8
-        assert before >= least and after >= least, report[-1]
+        assert before >= 0.99 and after >= 0.99, report[-1]
     seconds = {n: _event_at(stems[n], 0, len(stems[n])) for n in stems}
     skew = max(seconds.values()) - min(seconds.values())
     print(mixed.out + mixed.err + f"event 2 by singer {seconds}; spread {skew} frames")
-    if not strict:
-        return
     # one JACK frame lands at one timeline frame for all, but for the start skew
     on_time = [seconds[n] for n, _, _ in VOICES if n != LATE]
     assert max(on_time) - min(on_time) <= 48, seconds
-    assert abs(seconds[LATE] - float(np.median(on_time))) <= 0.003 * RATE, seconds
+    # The singers who started on time count timeline frames in JACK frames; the latecomer
+    # finds its place by the clock (the timeline's definition), so a JACK server that ran
+    # slow since the start puts it later by what JACK fell behind by then.
+    late_start_s = float(recs[LATE].timeline_start) / RATE
+    behind = late_start_s * (RATE - jack_rate)
+    off = seconds[LATE] - float(np.median(on_time))
+    print(
+        f"JACK ran at {jack_rate:.0f} frames/s: the latecomer is {off:.0f} frames after the "
+        f"others, {behind:.0f} expected"
+    )
+    assert abs(off - behind) <= 0.5 * abs(behind) + 0.003 * RATE, (seconds, behind)
     # per-singer counts: the leader's roster shows each stalled singer's own losses
     for name, _, _ in VOICES:
         lost = int(roster[name].get("lost_frames") or 0)
@@ -256,3 +277,93 @@ def _check(
         else:
             assert lost <= HEALTHY_LOSS * RATE, (name, roster[name])
     assert roster["Fay"]["connected"] is False
+
+
+#: Eight singers for the dropout storm (two per part).
+OCTET = tuple(
+    (f"{n}", p, 300.0 + 90 * k)
+    for k, (n, p) in enumerate(
+        [
+            ("Ann", "S"),
+            ("Ben", "A"),
+            ("Cleo", "T"),
+            ("Dev", "B"),
+            ("Eve", "S"),
+            ("Finn", "A"),
+            ("Gus", "T"),
+            ("Hal", "B"),
+        ]
+    )
+)
+#: Seconds the CPU hog runs between the two events.
+STORM_S = 6.0
+
+
+def _hog(cores: int) -> list[subprocess.Popen[bytes]]:
+    """Busy loops, one more than the machine has cores: the JACK clients (no real-time
+    priority) then miss cycles, as on a laptop under load."""
+    loop = "while True: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(cores + 1)]
+
+
+async def test_dropout_storm_moves_no_singer_off_the_timeline(
+    jack: JackServer, tmp_path: Path, leader_config: Path
+) -> None:
+    """Eight singers while a CPU hog forces xruns: one outside event before the storm and one
+    after it land exactly as far apart on every singer's timeline as they were fed."""
+    probes = Probes(len(OCTET)).start()
+    async with choir(jack, tmp_path, OCTET, backing_seconds=24, rig=probes) as c:
+        injector = probes.injector
+        hogs: list[subprocess.Popen[bytes]] = []
+        try:
+            res = await _cli("lead", "take", "start", "--lead", "2", "--json")
+            take_id, t0 = str(res.json()["take_id"]), float(res.json()["t0"])
+            await _until(t0 + 1.0)
+            e1 = injector.inject(RATE // 4)
+            await _until(t0 + 1.5)
+            hogs = _hog(os.cpu_count() or 2)
+            await asyncio.sleep(STORM_S)  # the storm itself is the stimulus
+        finally:
+            for h in hogs:
+                h.kill()
+                h.wait()
+        try:
+            await _until(t0 + 1.5 + STORM_S + 1.0)
+            e2 = injector.inject(RATE // 4)
+            while injector.now < e2 + RATE:
+                await asyncio.sleep(0.05)
+            await _cli("lead", "take", "stop", "--take", take_id)
+            folder = tmp_path / "take"
+            res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
+            assert res.code == 0, res
+            mixed = await _cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
+            _check_storm(folder, e2 - e1, mixed)
+        except BaseException:
+            print("\n".join(s.tail() for s in c.singers))
+            raise
+        finally:
+            probes.stop()
+
+
+def _check_storm(folder: Path, distance: int, mixed: CliResult) -> None:
+    manifest = takeformat.parse_manifest(json.loads((folder / "take.json").read_text()))
+    recs = {r.singer: r for r in manifest.recordings}
+    assert sorted(recs) == sorted(n for n, _, _ in OCTET), sorted(recs)
+    moved, first, lost_by = {}, {}, {}
+    for name, _, _ in OCTET:
+        rec = recs[name]
+        stem_file = next((folder / "mix-stems").glob(f"*-{rec.participant_id}.flac"))
+        stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
+        p2 = _event_at(stem, max(0, rec.timeline_start), len(stem))
+        p1 = _event_at(stem, max(0, rec.timeline_start), p2 - RATE)
+        moved[name], first[name] = (p2 - p1) - distance, p1
+        lost_by[name] = sum(g.frames for g in rec.gaps)
+        print(f"{name}: events at {p1} and {p2}, gaps {[(g.at, g.frames) for g in rec.gaps]}")
+    print(mixed.out + mixed.err)
+    print(f"lost frames {lost_by}; event 2 minus event 1 against what was fed: {moved}")
+    # the hog must have cost frames, or the storm proved nothing
+    assert sum(lost_by.values()) > 0, lost_by
+    assert all(abs(d) <= 1 for d in moved.values()), moved
+    # and the singers' relative places (their start skew) came through the storm unchanged
+    spread1 = max(first.values()) - min(first.values())
+    assert spread1 <= 48, first

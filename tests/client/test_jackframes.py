@@ -1,0 +1,36 @@
+"""JACK's own frame counter, read through libjack: steps by whole cycles, None without a server."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.support.jack import JackServer
+from tutti.client.jackframes import open_jack_frames
+
+pytestmark = pytest.mark.jack
+
+
+def test_reads_the_servers_cycle_count(jack: JackServer) -> None:
+    frames = open_jack_frames()
+    assert frames is not None
+    try:
+        assert frames.buffer_size == jack.period
+        seen = {frames.frame()}
+        deadline = time.monotonic() + 10
+        while len(seen) < 5 and time.monotonic() < deadline:
+            seen.add(frames.frame())
+            time.sleep(0.002)
+        assert len(seen) >= 5, seen
+        steps = {b - a for a, b in zip(sorted(seen), sorted(seen)[1:], strict=False)}
+        assert all(s % jack.period == 0 for s in steps), steps
+    finally:
+        frames.close()
+
+
+def test_no_server_is_none(jack: JackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"no-such-server-{os.getpid()}")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    assert open_jack_frames() is None
