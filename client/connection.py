@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -341,29 +342,40 @@ class Connection:
             self.refused = str(data.get("message"))
         self._set("refused" if self.refused else "reconnecting")
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    async def connect(self, timeout: float = 10.0, patience: float = 60.0) -> None:
         """Coroutine: connect once (the client then reconnects by itself).
+
+        A server that cannot be reached (restarting, a network blip) is tried again with a
+        growing pause for up to ``patience`` seconds; a refusal ends it at once.
 
         Raises
         ------
         JoinError
             The server refused the socket (bad token, wrong protocol, closed session) or
-            cannot be reached.
+            could not be reached within ``patience`` seconds.
         """
-        try:
-            await self.sio.connect(
-                self.base_url,
-                auth={"token": self.token, "protocol": PROTOCOL_VERSION},
-                transports=["websocket"],
-                socketio_path="socket.io",
-                wait_timeout=timeout,
-            )
-        except socketio.exceptions.ConnectionError as exc:
-            why = self.refused or str(exc)
-            raise JoinError(
-                f"the server at {self.base_url} refused the live connection: {why}",
-                exit_code=EXIT_REFUSED if self.refused else EXIT_UNREACHABLE,
-            ) from exc
+        deadline = time.monotonic() + patience
+        pause = 0.5
+        while True:
+            try:
+                await self.sio.connect(
+                    self.base_url,
+                    auth={"token": self.token, "protocol": PROTOCOL_VERSION},
+                    transports=["websocket"],
+                    socketio_path="socket.io",
+                    wait_timeout=timeout,
+                )
+                return
+            except socketio.exceptions.ConnectionError as exc:
+                if self.refused or time.monotonic() + pause > deadline:
+                    why = self.refused or str(exc)
+                    raise JoinError(
+                        f"the server at {self.base_url} refused the live connection: {why}",
+                        exit_code=EXIT_REFUSED if self.refused else EXIT_UNREACHABLE,
+                    ) from exc
+            self._set("reconnecting")
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 5.0)
 
     @property
     def connected(self) -> bool:

@@ -31,6 +31,16 @@ def _spawn(jack: JackServer, name: str, t0: float, blocksize: int) -> subprocess
     )
 
 
+def _stop(p: subprocess.Popen[str]) -> None:
+    """Kill ``p`` if it still runs, reap it and close its pipes, whatever happened before."""
+    if p.poll() is None:
+        p.kill()
+    for pipe in (p.stdout, p.stderr):
+        if pipe is not None:
+            pipe.close()
+    p.wait(timeout=10)
+
+
 def _ready(p: subprocess.Popen[str]) -> None:
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -71,9 +81,7 @@ def test_processes_first_samples_within_48_frames(
             results.append(json.loads(out.strip().splitlines()[-1]))
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            _stop(p)
         audio = rec.stop()
     # where each singer's timeline sample 0 arrived: by cross-correlation with the program
     # (robust to a start clipped by an xrun), and by the marker sample itself
@@ -111,9 +119,7 @@ def test_recorder_process_harness_records_ports(jack: JackServer, tmp_path: Path
         assert p.returncode == 0, err
         audio = harness.wait()
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
+        _stop(p)
     assert audio.shape[1] == 1
     (i,) = first_nonzero(audio, 0.5)
     assert i is not None and abs(float(audio[i, 0]) - 0.8) < 1e-6
