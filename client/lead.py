@@ -48,6 +48,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TransferSpeedColumn,
 )
@@ -372,6 +373,15 @@ def _transfer_progress(console: Console) -> Progress:
         transient=not console.is_terminal,
         disable=not console.is_terminal,
     )
+
+
+def _shown_in(prog: Progress, task: TaskID) -> Callable[[int, int | None], None]:
+    """A transfer's ``progress(done, total)`` callback that moves ``task``'s bar."""
+
+    def update(done: int, total: int | None) -> None:
+        prog.update(task, completed=done, total=total)
+
+    return update
 
 
 def _fmt_db(v: Any) -> str:
@@ -747,7 +757,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
                     rel,
                     dest,
                     sha256=sha,
-                    progress=lambda d, t, task=task: prog.update(task, completed=d, total=t),
+                    progress=_shown_in(prog, task),
                 )
     path = _write_manifest(folder, manifest.to_dict())
     summary = {

@@ -4,7 +4,7 @@
 # to tutti.server, tutti.client, tutti.audio (every cross-package import would be Any), so it
 # checks a tree of symbolic links laid out as the installed package, built from pyproject.toml.
 set -euo pipefail
-. "$(dirname "$0")/bootstrap.sh" "test,dev"
+. "$(dirname "$0")/bootstrap.sh" "test"
 
 cd "$ROOT"
 ruff check .

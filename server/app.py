@@ -19,6 +19,7 @@ from .headers import add_security_headers
 from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
+from .metrics import Metrics, access_log_middleware, add_metrics
 from .quota import StorageQuota
 from .realtime import Realtime
 from .sessions import Sessions
@@ -89,7 +90,7 @@ def init_app(config: Config) -> web.Application:
     data.mkdir(parents=True, exist_ok=True)
     remove_stale_probes(data)
     install_malformed_input_filter()
-    middlewares: list[Middleware] = [error_middleware]
+    middlewares: list[Middleware] = [access_log_middleware, error_middleware]
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
@@ -114,11 +115,13 @@ def init_app(config: Config) -> web.Application:
         realtime=realtime,
         host_key=HostKey(_session_key(config)),
         quota=StorageQuota(data, config.max_session_bytes, config.max_server_bytes),
+        metrics=Metrics(),
         proxies=proxies,
     )
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)
+    add_metrics(app)
     add_security_headers(app)
     realtime.attach(app)
     hooks = TakeUploadHooks(
@@ -129,6 +132,8 @@ def init_app(config: Config) -> web.Application:
     )
     hooks.open_uploads = tus.open_uploads
     hooks.quota = services.quota
+    hooks.outcome = services.metrics.upload_outcome
+    tus.on_stored = services.metrics.upload_bytes.inc
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus
     app.cleanup_ctx.append(tus.cleanup_ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from .sessions import Sessions
 from .store import SessionStore
 from .takes import Takes
 from .tracks import TrackStore
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["Config", "Services", "CONFIG", "SERVICES"]
 
@@ -93,6 +97,7 @@ class Services:
     realtime: Realtime
     host_key: HostKey
     quota: StorageQuota
+    metrics: Metrics
     proxies: tuple[IPNetwork, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)
 

@@ -175,9 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level",
-        default="WARNING",
+        default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity",
+        help="log verbosity (INFO: a line per request and per take event; WARNING: problems only)",
     )
 
 

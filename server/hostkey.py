@@ -64,6 +64,12 @@ class HostKey:
     def open(self) -> bool:
         return self._key is None
 
+    def matches(self, given: str) -> bool:
+        """Whether ``given`` is the host's key (never on an open server)."""
+        if self._key is None:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._key.encode())
+
     def check(self, request: web.Request) -> str:
         """The key id of the request's key; 401 when it is missing or wrong."""
         if self._key is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = ["TakeUploadHooks", "DURATION_MARGIN_S"]
 
 #: A recording may be this much longer than the session's max_take_seconds.
 DURATION_MARGIN_S = 60.0
+log = logging.getLogger("tutti.takes")
 _EXTS = {ext: fmt for fmt, (ext, _) in TRACK_FORMATS.items()}
 
 
@@ -74,6 +76,8 @@ class TakeUploadHooks:
         self.open_uploads: Callable[[str], int] | None = None
         #: Byte limits per session and server (None = none), wired in by the app factory.
         self.quota: StorageQuota | None = None
+        #: Called with True for every take upload stored, False for every one refused.
+        self.outcome: Callable[[bool], None] = lambda stored: None
 
     # -------------------------------------------------------------- validation
 
@@ -219,6 +223,8 @@ class TakeUploadHooks:
         except VerificationError as exc:
             self.store.set_singer_state(take.take_id, owner, "failed", str(exc))
             await self._announce(take, owner, "failed", str(exc))
+            self.outcome(False)
+            log.info("event=upload_refused take=%s singer=%s", take.take_id, owner)
             raise
         rec = dataclasses.replace(rec, sha256=sha256_hex)
         me = take.singer(owner)
@@ -226,6 +232,8 @@ class TakeUploadHooks:
             self.store.set_recording(take.take_id, owner, rec)
         dest = self.takes.folder(take.session_id, take.take_id) / rec.file
         await asyncio.to_thread(self._place, path, dest)
+        self.outcome(True)
+        log.info("event=upload_stored take=%s singer=%s", take.take_id, owner)
         await self._announce(take, owner, "uploaded", "")
 
     async def _verify(

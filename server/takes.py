@@ -8,6 +8,7 @@ and broadcasts :class:`tutti.wire.TakeStart` once to the session room.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from .errors import BadRequest, Conflict, NotFound
 from .models import Fanout, Principal, Take, TakeSinger
 from .sessions import Sessions
 from .store import SessionStore
+
+log = logging.getLogger("tutti.takes")
 
 __all__ = ["Takes", "MAX_START_LEAD_S", "DEFAULT_START_LEAD_S"]
 
@@ -92,6 +95,9 @@ class Takes:
                 "settings": s.settings.to_dict(),
             },
         )
+        log.info(
+            "event=armed session=%s take=%s singers=%d", p.session_id, take.take_id, len(expected)
+        )
         return {"take_id": take.take_id, "state": "armed", "expected": expected}
 
     async def start(self, p: Principal, take_id: str, payload: Any) -> dict[str, Any]:
@@ -132,6 +138,7 @@ class Takes:
             tracks={part: t.sha256 for part, t in take.tracks.items()},
         )
         await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg.to_dict())
+        log.info("event=started session=%s take=%s lead_s=%.2f", p.session_id, take.take_id, lead)
         return {"take_id": take.take_id, "t0": t0, "server_time": now}
 
     async def stop(self, p: Principal, take_id: str) -> dict[str, Any]:
@@ -146,6 +153,7 @@ class Takes:
             p.session_id, Ev.TAKE_STOP, {"take_id": take.take_id, "stopped_at": stopped_at}
         )
         await self._resolve_missed(take)
+        log.info("event=stopped session=%s take=%s", p.session_id, take.take_id)
         return {"take_id": take.take_id, "state": "stopped", "stopped_at": stopped_at}
 
     async def _resolve_missed(self, take: Take) -> None:

@@ -300,6 +300,8 @@ class TusHandler:
         self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all()}
         self._tasks: set[asyncio.Task[web.StreamResponse]] = set()
         self._creating: dict[str, int] = {}  # owner → creations past authorize_create
+        #: Called with the bytes of every chunk stored for good (the host's metrics).
+        self.on_stored: Callable[[int], None] = lambda nbytes: None
 
     # ----------------------------------------------------------------- wiring
 
@@ -774,6 +776,7 @@ class TusHandler:
             self._store.save(new)
 
         await asyncio.to_thread(durable)
+        self.on_stored(new.offset - st.offset)
         st.offset, st.expires_at, st.sha256 = new.offset, new.expires_at, new.sha256
         upload.sha256 = sha256
 

@@ -20,6 +20,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from tutti.audio.types import AudioArray
 
@@ -103,11 +104,11 @@ class RawAudio:
             raise ValueError(f"{self.path}: raw audio file is closed")
         return self._fd
 
-    def append(self, block: AudioArray) -> None:
+    def append(self, block: AudioArray | npt.NDArray[np.int16]) -> None:
         """Write ``block`` ((n, channels), of :attr:`dtype`) after the last frame."""
         self.write(self._frames, block)
 
-    def write(self, lo: int, block: AudioArray) -> None:
+    def write(self, lo: int, block: AudioArray | npt.NDArray[np.int16]) -> None:
         """Overwrite (or extend to) frames [lo, lo + len(block))."""
         if block.shape[0] == 0:
             return

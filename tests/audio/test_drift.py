@@ -65,7 +65,7 @@ def test_bad_marker_sets_are_refused_clearly() -> None:
         estimate_drift([(0.0, 0.0), (1e6, float("nan"))])
     with pytest.raises(AudioError, match="ppm"):
         correct_drift(np.zeros((10, 1), np.float32), RATE, 1e5)
-    x = np.arange(5, dtype=np.float32)[:, None] / 10
+    x = np.arange(5, dtype=np.float32)[:, None] / np.float32(10)
     same = correct_drift(x, RATE, 0.0)
     assert same is not x and np.array_equal(same, x)
 

@@ -65,9 +65,12 @@ def test_voice_lands_at_its_timeline_position_with_its_pan() -> None:
 
 
 def test_negative_start_is_cut_and_mute_leaves_out() -> None:
-    x = np.arange(1, 101, dtype=np.float32)[:, None] / 1000
+    x = np.arange(1, 101, dtype=np.float32)[:, None] / np.float32(1000)
     out, reports, _ = mix_arrays(
-        [(x, Voice("early", timeline_start=-40)), (x * 0 + 0.3, Voice("muted", mute=True))],
+        [
+            (x, Voice("early", timeline_start=-40)),
+            (np.full_like(x, 0.3), Voice("muted", mute=True)),
+        ],
         MixSettings.linear(RATE),
         frames=100,
     )
