@@ -22,6 +22,7 @@ from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
 from .quota import StorageQuota
 from .realtime import Realtime
+from .retention import Retention
 from .sessions import Sessions
 from .store import SessionStore, SqliteStore
 from .take_uploads import TakeUploadHooks
@@ -105,17 +106,19 @@ def init_app(config: Config) -> web.Application:
         max_joins=config.max_joins_per_session,
     )
     realtime.not_open = sessions.not_open
-    takes = Takes(store, sessions, realtime, data / "takes")
+    takes = Takes(store, sessions, realtime, data / "takes", keep_days=config.keep_days)
+    tracks = TrackStore(data, config.max_track_bytes)
     services = Services(
         config=config,
         store=store,
         sessions=sessions,
         takes=takes,
-        tracks=TrackStore(data, config.max_track_bytes),
+        tracks=tracks,
         realtime=realtime,
         host_key=HostKey(_session_key(config)),
         quota=StorageQuota(data, config.max_session_bytes, config.max_server_bytes),
         metrics=Metrics(),
+        retention=Retention(store, sessions, takes, tracks, realtime),
         proxies=proxies,
     )
     app[CONFIG] = config
@@ -134,6 +137,8 @@ def init_app(config: Config) -> web.Application:
     hooks.quota = services.quota
     hooks.outcome = services.metrics.upload_outcome
     tus.on_stored = services.metrics.upload_bytes.inc
+    services.retention.discard_uploads = tus.discard
+    app.cleanup_ctx.append(services.retention.run)
     tus.add_routes(app, "/files/")
     services.extras["tus"] = tus
     app.cleanup_ctx.append(tus.cleanup_ctx)

@@ -19,6 +19,7 @@ from .tracks import TrackStore
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .retention import Retention
 
 __all__ = ["Config", "Services", "CONFIG", "SERVICES"]
 
@@ -65,6 +66,8 @@ class Config:
     max_session_bytes, max_server_bytes : int
         Bytes of tracks and takes one session, and of everything in the data directory, the
         server may hold (413 ``storage_quota`` for an upload that would pass them).
+    keep_days : float
+        Days a stopped take (its recordings) is kept before it is removed for good.
     """
 
     data_dir: Path
@@ -83,6 +86,7 @@ class Config:
     max_joins_per_session: int = 200
     max_session_bytes: int = 5 * 1024 * MB
     max_server_bytes: int = 100 * 1024 * MB
+    keep_days: float = 90.0
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Services:
     realtime: Realtime
     host_key: HostKey
     quota: StorageQuota
+    retention: Retention
     metrics: Metrics
     proxies: tuple[IPNetwork, ...] = ()
     extras: dict[str, object] = field(default_factory=dict)

@@ -35,6 +35,17 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _days(text: str) -> float:
+    """A ``--keep-days`` value: a number of days from 1 to 3650."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 1 <= days <= 3650:
+        raise argparse.ArgumentTypeError(f"{text} days: keep takes from 1 to 3650 days")
+    return days
+
+
 def _positive_gib(text: str) -> float:
     try:
         v = float(text)
@@ -155,6 +166,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes the whole data directory may hold, GiB (default 100)",
     )
     parser.add_argument(
+        "--keep-days",
+        type=_days,
+        default=90.0,
+        metavar="DAYS",
+        help="days a stopped take and its recordings are kept, then removed for good (default 90)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         default=[],
@@ -196,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_joins_per_session=int(args.max_joins),
         max_session_bytes=int(float(args.max_session_gb) * 1024 * MB),
         max_server_bytes=int(float(args.max_server_gb) * 1024 * MB),
+        keep_days=float(args.keep_days),
     )
 
 

@@ -217,6 +217,44 @@ async def take_file(request: web.Request) -> web.StreamResponse:
     return await send_file(request, path, sha256=sha, content_type=ctype)
 
 
+async def delete_take(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(
+        await svc.retention.delete_take(_me(request), request.match_info["take_id"])
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(await svc.retention.delete_session(_me(request)))
+
+
+async def delete_my_recordings(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return web.json_response(await svc.retention.delete_my_recordings(_me(request)))
+
+
+async def my_data(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICES]
+    path = await svc.retention.my_data(_me(request))
+    try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": 'attachment; filename="my-tutti-data.zip"',
+            },
+        )
+        response.content_length = path.stat().st_size
+        await response.prepare(request)
+        with path.open("rb") as f:
+            while block := await asyncio.to_thread(f.read, 1 << 20):
+                await response.write(block)
+        await response.write_eof()
+        return response
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def add_routes(app: web.Application) -> None:
     """Register the HTTP API on ``app``."""
     r = app.router
@@ -226,6 +264,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/session", get_session)
     r.add_patch("/api/session", patch_session)
     r.add_post("/api/session/close", close_session)
+    r.add_delete("/api/session", delete_session)
+    r.add_delete("/api/session/recordings", delete_my_recordings)
+    r.add_get("/api/session/my-data", my_data)
     r.add_get("/api/session/roster", roster)
     r.add_put("/api/session/tracks/{part}", put_track)
     r.add_get("/api/session/tracks/{part}", get_track)
@@ -234,4 +275,5 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/session/takes/{take_id}/start", start_take)
     r.add_post("/api/session/takes/{take_id}/stop", stop_take)
     r.add_get("/api/session/takes/{take_id}/manifest", manifest)
+    r.add_delete("/api/session/takes/{take_id}", delete_take)
     r.add_get("/api/session/takes/{take_id}/files/{path:.+}", take_file)

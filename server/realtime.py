@@ -150,6 +150,20 @@ class Realtime:
         with contextlib.suppress(Exception):
             await self.sio.shutdown()
 
+    async def disconnect_session(self, session_id: str) -> None:
+        """Close every connection of a session that is being deleted (forgotten first, so
+        no disconnect handler looks for its rows)."""
+        sids = [sid for sid, p in self.conns.items() if p.session_id == session_id]
+        for sid in sids:
+            p = self.conns.pop(sid)
+            if p.participant_id is not None:
+                self.live.pop(p.participant_id, None)
+                self.identity.pop(p.participant_id, None)
+        for sid in sids:
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+        self._levels.pop(session_id, None)
+
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._relay_levels())
         yield

@@ -57,6 +57,14 @@ class SessionStore(Protocol):
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
     def set_recording(self, take_id: str, participant_id: str, recording: Recording) -> None: ...
+    def clear_recording(
+        self, take_id: str, participant_id: str, state: str, detail: str
+    ) -> None: ...
+    def delete_take(self, take_id: str) -> None: ...
+    def delete_session(self, session_id: str) -> None: ...
+    def stopped_before(self, when: float) -> list[tuple[str, str]]: ...
+    def sessions_created_before(self, when: float) -> list[str]: ...
+    def track_hashes(self) -> set[str]: ...
 
 
 _SCHEMA = """
@@ -424,3 +432,47 @@ class SqliteStore:
                 "WHERE take_id = ? AND participant_id = ?",
                 (json.dumps(recording.to_dict()), take_id, participant_id),
             )
+
+    # ------------------------------------------------------------------ deletion
+
+    def clear_recording(self, take_id: str, participant_id: str, state: str, detail: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE take_singers SET state = ?, detail = ?, recording = NULL "
+                "WHERE take_id = ? AND participant_id = ?",
+                (state, detail, take_id, participant_id),
+            )
+
+    def delete_take(self, take_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM take_singers WHERE take_id = ?", (take_id,))
+            db.execute("DELETE FROM takes WHERE take_id = ?", (take_id,))
+
+    def delete_session(self, session_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM take_singers WHERE take_id IN "
+                "(SELECT take_id FROM takes WHERE session_id = ?)",
+                (session_id,),
+            )
+            for table in ("takes", "tracks", "participants", "sessions"):
+                db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+    def stopped_before(self, when: float) -> list[tuple[str, str]]:
+        """``(session_id, take_id)`` of the takes stopped before ``when`` (epoch seconds)."""
+        rows = self._all(
+            "SELECT session_id, take_id FROM takes WHERE stopped_at IS NOT NULL AND stopped_at < ?",
+            when,
+        )
+        return [(str(r["session_id"]), str(r["take_id"])) for r in rows]
+
+    def sessions_created_before(self, when: float) -> list[str]:
+        rows = self._all("SELECT session_id FROM sessions WHERE created_at < ?", when)
+        return [str(r["session_id"]) for r in rows]
+
+    def track_hashes(self) -> set[str]:
+        """Every backing track's sha256 that a session or a take still names."""
+        found = {str(r["sha256"]) for r in self._all("SELECT sha256 FROM tracks")}
+        for r in self._all("SELECT tracks FROM takes"):
+            found |= {str(t["sha256"]) for t in json.loads(r["tracks"]).values()}
+        return found

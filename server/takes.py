@@ -38,13 +38,20 @@ class Takes:
     """
 
     def __init__(
-        self, store: SessionStore, sessions: Sessions, fanout: Fanout, takes_dir: Path
+        self,
+        store: SessionStore,
+        sessions: Sessions,
+        fanout: Fanout,
+        takes_dir: Path,
+        keep_days: float = 90.0,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.fanout = fanout
         self.takes_dir = takes_dir
         takes_dir.mkdir(parents=True, exist_ok=True)
+        #: Seconds a stopped take is kept (the host's ``--keep-days``; see server/retention.py).
+        self.keep_s = keep_days * 86400.0
 
     def folder(self, session_id: str, take_id: str) -> Path:
         return self.takes_dir / session_id / take_id
@@ -180,7 +187,12 @@ class Takes:
 
     def list(self, p: Principal) -> dict[str, Any]:
         self.sessions.require_leader(p, "list the takes")
-        return {"takes": [t.to_dict() for t in self.store.takes(p.session_id)]}
+        return {"takes": [self.reply(t) for t in self.store.takes(p.session_id)]}
+
+    def reply(self, take: Take) -> dict[str, Any]:
+        """A take as the leader sees it, with when the host will remove it."""
+        expires = None if take.stopped_at is None else take.stopped_at + self.keep_s
+        return {**take.to_dict(), "expires_at": expires}
 
     # ---------------------------------------------------------- take folder view
 

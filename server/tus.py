@@ -389,6 +389,17 @@ class TusHandler:
             log.info("upload %s expired (%d of %d bytes)", upload_id, st.offset, st.length)
         return removed
 
+    def discard(self, match: Callable[[UploadState], bool]) -> int:
+        """Remove every upload (finished or not) that ``match`` selects, data and state:
+        what a deleted take or recording left here.  Returns how many were removed."""
+        removed = 0
+        for upload_id, upload in list(self._uploads.items()):
+            if match(upload.state):
+                self._store.remove(upload_id)
+                del self._uploads[upload_id]
+                removed += 1
+        return removed
+
     async def _expiry_loop(self) -> None:
         interval = min(max(self._expiry_s / 10, 1.0), 600.0)
         while True:
