@@ -23,6 +23,7 @@ from typing import Final
 import aiohttp
 
 from tutti.client.connection import TrackInfo
+from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
 
 __all__ = ["BackingError", "fetch_backing", "cache_path"]
@@ -34,7 +35,7 @@ _EXT = {"wav": "wav", "flac": "flac", "ogg": "ogg", "audio/wav": "wav", "audio/f
 Progress = Callable[[int, int], None]
 
 
-class BackingError(RuntimeError):
+class BackingError(TuttiError):
     """The backing track could not be fetched or failed its check; the message says which."""
 
 

@@ -29,6 +29,7 @@ from tutti.audio.latency import LatencyError, LatencyEstimate, estimate_latency,
 from tutti.client import config
 from tutti.client.devices import DeviceError
 from tutti.client.engine import DuplexEngine, EngineError
+from tutti.errors import TuttiError
 
 __all__ = [
     "CalibrationError",
@@ -47,7 +48,7 @@ __all__ = [
 SECTION = "calibration"
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(TuttiError):
     """The latency could not be measured reliably; the message says why and what to try."""
 
 

@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from tutti.errors import TuttiError
 from tutti.wire import ClockReport, WireError
 
 __all__ = [
@@ -59,7 +60,7 @@ KEEP_FRACTION: Final = 0.25
 MAX_AGE_S: Final = 120.0
 
 
-class ClockError(RuntimeError):
+class ClockError(TuttiError):
     """No usable clock estimate (no probe answered, or answers that make no sense)."""
 
 

@@ -16,13 +16,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tutti.errors import ExitCode, TuttiError
 from tutti.fsutil import write_json_atomic
 
 __all__ = ["ConfigError", "config_dir", "data_dir", "load", "save", "update_section"]
 
 
-class ConfigError(RuntimeError):
+class ConfigError(TuttiError):
     """The configuration file exists but cannot be read as tutti configuration."""
+
+    exit_code = ExitCode.USAGE
 
 
 def config_dir() -> Path:

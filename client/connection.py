@@ -15,13 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import socketio
 
 from tutti.client import config
+from tutti.errors import ExitCode, TuttiError
 from tutti.wire import PROTOCOL_VERSION, SessionSettings, WireError, parse_settings
 
 __all__ = [
@@ -31,26 +32,21 @@ __all__ = [
     "normalise_url",
     "join_session",
     "Connection",
-    "EXIT_UNREACHABLE",
-    "EXIT_REFUSED",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Exit code of ``tutti join`` when the server cannot be reached.
-EXIT_UNREACHABLE: Final = 3
-#: Exit code of ``tutti join`` when the server refuses the join (bad code, closed session, …).
-EXIT_REFUSED: Final = 4
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
 
 
-class JoinError(RuntimeError):
+class JoinError(TuttiError):
     """Joining failed; ``str(exc)`` is a sentence for the singer, ``exit_code`` for the shell."""
 
-    def __init__(self, message: str, *, exit_code: int = EXIT_REFUSED, code: str = "") -> None:
-        super().__init__(message)
-        self.exit_code: int = exit_code
+    def __init__(
+        self, message: str, *, exit_code: ExitCode = ExitCode.REFUSED, code: str = ""
+    ) -> None:
+        super().__init__(message, exit_code=exit_code)
         self.code: str = code
 
 
@@ -116,7 +112,7 @@ def normalise_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise JoinError(
             f"server URL {url!r} is not valid; expected e.g. http://choir.example.org:8765",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         )
     path = parts.path.rstrip("/")
     return f"{parts.scheme}://{parts.netloc}{path}"
@@ -184,14 +180,14 @@ async def join_session(
         raise JoinError(
             f"cannot reach the tutti server at {base_url} ({exc.os_error.strerror or exc}); "
             "check the address and that the server is running",
-            exit_code=EXIT_UNREACHABLE,
+            exit_code=ExitCode.UNREACHABLE,
             code="unreachable",
         ) from exc
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise JoinError(
             f"the tutti server at {base_url} did not answer properly "
             f"({exc.__class__.__name__}: {exc})",
-            exit_code=EXIT_UNREACHABLE,
+            exit_code=ExitCode.UNREACHABLE,
             code="unreachable",
         ) from exc
     try:
@@ -265,7 +261,7 @@ def _refusal(resp: aiohttp.ClientResponse, ecode: str, msg: str, code: str) -> J
         text = msg or "this session is closed; ask your choir leader for the new code"
     else:
         text = msg or f"the server refused the join (HTTP {resp.status})"
-    return JoinError(text, exit_code=EXIT_REFUSED, code=ecode or f"http_{resp.status}")
+    return JoinError(text, exit_code=ExitCode.REFUSED, code=ecode or f"http_{resp.status}")
 
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -371,7 +367,7 @@ class Connection:
                     why = self.refused or str(exc)
                     raise JoinError(
                         f"the server at {self.base_url} refused the live connection: {why}",
-                        exit_code=EXIT_REFUSED if self.refused else EXIT_UNREACHABLE,
+                        exit_code=ExitCode.REFUSED if self.refused else ExitCode.UNREACHABLE,
                     ) from exc
             self._set("reconnecting")
             await asyncio.sleep(pause)

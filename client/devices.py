@@ -18,6 +18,8 @@ from typing import Any
 
 import sounddevice as sd
 
+from tutti.errors import ExitCode, TuttiError
+
 __all__ = [
     "DeviceError",
     "DeviceInfo",
@@ -37,8 +39,10 @@ __all__ = [
 DeviceSpec = int | str | tuple[int | str | None, int | str | None] | None
 
 
-class DeviceError(RuntimeError):
+class DeviceError(TuttiError):
     """No such device, or the device cannot do what was asked (channels, sample rate)."""
+
+    exit_code = ExitCode.DEVICE
 
 
 @dataclass(frozen=True)

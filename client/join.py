@@ -16,9 +16,8 @@ What happens, in order:
    uploaded with tus (resumes after drops and server restarts); the local copy is deleted only
    once the server confirmed its sha256.
 
-Levels go to the server ~10 Hz.  Exit codes: 0 session closed or interrupted, 2 bad
-arguments, 3 server unreachable, 4 join refused (bad code, closed session), 5 audio device
-problem (no device, wrong device, unsupported rate).
+Levels go to the server ~10 Hz.  Exit codes: :class:`tutti.errors.ExitCode` (the README's
+table).
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from tutti.client.connection import Connection, JoinError, JoinInfo, join_sessio
 from tutti.client.liveview import LiveState, LiveView
 from tutti.client.program import Program, ProgramError, load_backing, render_program
 from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
+from tutti.errors import EXIT_CODES_HELP, ExitCode
 from tutti.wire import Ev, SessionSettings, TakeStart, WireError, check_name, check_part
 
 if TYPE_CHECKING:
@@ -52,13 +52,10 @@ if TYPE_CHECKING:
     from tutti.client.engine import DuplexEngine
     from tutti.client.takestore import FinishedTake
 
-__all__ = ["add_arguments", "run", "EXIT_DEVICE"]
+__all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
-#: Exit code for audio device problems.
-EXIT_DEVICE: Final = 5
-EXIT_USAGE: Final = 2
 #: Levels sent to the server per second.
 LEVEL_HZ: Final = 10.0
 #: Clock re-probe interval during the session (seconds) and probes per re-probe.
@@ -85,10 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(checks your connection; takes are not recorded)",
     )
     parser.add_argument("--plain", action="store_true", help="plain text lines, no live view")
-    parser.epilog = (
-        "exit codes: 0 done, 2 bad arguments, 3 server unreachable, 4 join refused, "
-        "5 audio device problem"
-    )
+    parser.epilog = EXIT_CODES_HELP
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
         base_url = normalise_url(args.url)
     except WireError as exc:
         print(f"tutti join: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except JoinError as exc:
         print(f"tutti join: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     if args.blocksize < 0 or args.blocksize > 8192:
         print("tutti join: --blocksize must be 0–8192 frames", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     singer = Singer(args, base_url)
     return asyncio.run(singer.main())
 
@@ -119,7 +113,7 @@ def _device_spec(text: str | None) -> Any:
         return conv[0]
     if len(conv) == 2:
         return (conv[0], conv[1])
-    raise JoinError("--device takes one device or 'IN,OUT'", exit_code=EXIT_USAGE)
+    raise JoinError("--device takes one device or 'IN,OUT'", exit_code=ExitCode.USAGE)
 
 
 def _db(x: float) -> float:
@@ -182,7 +176,7 @@ class Singer:
             except BackingError as exc:
                 print(f"tutti join: {exc}", file=sys.stderr)
                 await self._teardown()
-                return 1
+                return int(exc.exit_code)
             self.view.start()
             try:
                 await self.done.wait()
@@ -265,7 +259,7 @@ class Singer:
             )
             engine.start()
         except (DeviceError, EngineError) as exc:
-            raise JoinError(f"audio device problem: {exc}", exit_code=EXIT_DEVICE) from exc
+            raise JoinError(f"audio device problem: {exc}", exit_code=ExitCode.DEVICE) from exc
         self.engine = engine
         from tutti.client.calibrate import latency_for
 
@@ -344,7 +338,9 @@ class Singer:
                 self.clock.estimator.clear()
                 est = await self.clock.burst(probes)
             else:
-                raise JoinError(f"clock sync failed: {exc}", exit_code=3) from exc
+                raise JoinError(
+                    f"clock sync failed: {exc}", exit_code=ExitCode.UNREACHABLE
+                ) from exc
         await self._report_clock(est)
         return est
 

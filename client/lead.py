@@ -58,15 +58,10 @@ from rich.text import Text
 from tutti import takeformat, wire
 from tutti.client import config
 from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
+from tutti.errors import EXIT_CODES_HELP, ExitCode, TuttiError
 from tutti.fsutil import write_json_atomic
 
-__all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_INCOMPLETE = 4
+__all__ = ["add_arguments", "run"]
 
 SECTION = "leader"
 
@@ -79,8 +74,10 @@ SESSION_KEY_ENV = "TUTTI_SESSION_KEY"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
 
 
-class UsageError(Exception):
-    """Bad input on the command line (exit 2); the message says what is accepted."""
+class UsageError(TuttiError):
+    """Bad input on the command line; the message says what is accepted."""
+
+    exit_code = ExitCode.USAGE
 
 
 # -- the leader's config --------------------------------------------------------------------
@@ -207,10 +204,7 @@ def _common(p: argparse.ArgumentParser, *, with_json: bool = False) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``tutti lead``'s sub-commands to ``parser``."""
-    parser.epilog = (
-        "exit codes: 0 ok, 1 refused/failed, 2 bad input or no session, 3 server unreachable, "
-        "4 download incomplete"
-    )
+    parser.epilog = EXIT_CODES_HELP
     parser.add_argument("--server", metavar="URL", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--session", metavar="ID", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -471,7 +465,7 @@ async def _create(args: argparse.Namespace) -> int:
                 "config": str(path),
             }
         )
-        return EXIT_OK
+        return ExitCode.OK
     out = _out_console()
     body = Text.assemble(
         ("Join code\n\n", "bold"),
@@ -484,7 +478,7 @@ async def _create(args: argparse.Namespace) -> int:
     )
     out.print(Panel(body, title=settings["title"], expand=False, padding=(1, 4)))
     out.print(f"session {created.session_id} on {server} (leader token saved in {path})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _check_audio_file(path: Path) -> tuple[int, int, int]:
@@ -532,7 +526,7 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
             f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch, "
             f"sha256 {str(info.get('sha256', ''))[:12]}…"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _fmt_dropouts(p: dict[str, Any], rate: int | None) -> str:
@@ -573,14 +567,14 @@ async def _roster(args: argparse.Namespace, target: Target) -> int:
             rate = (await api.session()).get("settings", {}).get("rate")
     if args.json:
         _print_json({"participants": participants})
-        return EXIT_OK
+        return ExitCode.OK
     out = _out_console()
     if not participants:
         code = f" (join code {target.code})" if target.code else ""
         out.print(f"nobody has joined yet{code}")
-        return EXIT_OK
+        return ExitCode.OK
     out.print(roster_table(participants, rate if isinstance(rate, int) else None))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _find_take(takes: list[dict[str, Any]], states: tuple[str, ...]) -> dict[str, Any] | None:
@@ -649,7 +643,7 @@ async def _take(args: argparse.Namespace, target: Target) -> int:
         _print_json(res)
     else:
         out.print(msg)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _takes(args: argparse.Namespace, target: Target) -> int:
@@ -657,11 +651,11 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
         takes = await api.takes()
     if args.json:
         _print_json({"takes": takes})
-        return EXIT_OK
+        return ExitCode.OK
     out = _out_console()
     if not takes:
         out.print("no takes yet; run one with `tutti lead take start`")
-        return EXIT_OK
+        return ExitCode.OK
     t = Table(show_header=True, header_style="bold")
     for col in ("#", "take", "state", "singers", "uploaded"):
         t.add_column(col)
@@ -682,7 +676,7 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
             f"{done}/{len(singers)}",
         )
     out.print(t)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
@@ -796,15 +790,15 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
             "(or with --wait S) to fetch them"
         )
     if missing:
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+        return ExitCode.INCOMPLETE
+    return ExitCode.OK
 
 
 async def _close(args: argparse.Namespace, target: Target) -> int:
     async with LeaderClient(target.server, target.token) as api:
         await api.close_session()
     _out_console().print(f"session {target.session_id} closed; singers can no longer join")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _token(args: argparse.Namespace, target: Target) -> int:
@@ -816,7 +810,7 @@ async def _token(args: argparse.Namespace, target: Target) -> int:
     )
     if args.json:
         _print_json({"server": target.server, "session": target.session_id, "token": target.token})
-        return EXIT_OK
+        return ExitCode.OK
     sys.stdout.write(
         f"server:  {target.server}\nsession: {target.session_id}\ntoken:   {target.token}\n"
     )
@@ -825,7 +819,7 @@ async def _token(args: argparse.Namespace, target: Target) -> int:
         f"on the other computer run `tutti lead adopt --server {target.server} "
         f"--session {target.session_id}` and paste the token"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def read_token() -> str:
@@ -917,13 +911,13 @@ async def _adopt(args: argparse.Namespace) -> int:
                 "config": str(path),
             }
         )
-        return EXIT_OK
+        return ExitCode.OK
     closed = " (the session is closed)" if state == "closed" else ""
     _out_console().print(
         f"now leading “{escape(title)}”: session {session_id} on {server}, join code "
         f"{code}{closed} (leader token saved in {path})"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _watch(args: argparse.Namespace, target: Target) -> int:
@@ -962,16 +956,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         code: int = asyncio.run(_main(args))
         return code
-    except UsageError as exc:
+    except TuttiError as exc:
         err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
-        return EXIT_USAGE
-    except LeaderError as exc:
-        err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
-        if exc.code == "bad_url":
-            return EXIT_USAGE
-        if exc.code in ("unreachable", "not_tutti"):
-            return EXIT_UNREACHABLE
-        return EXIT_FAILED
-    except config.ConfigError as exc:
-        err.print(f"[red]tutti lead {args.action}:[/] {escape(str(exc))}", markup=True)
-        return EXIT_USAGE
+        return int(exc.exit_code)

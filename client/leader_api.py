@@ -27,6 +27,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from tutti.errors import ExitCode, TuttiError
+
 __all__ = [
     "LeaderError",
     "LeaderClient",
@@ -46,7 +48,7 @@ CHUNK_BYTES: Final = 256 * 1024
 Progress = Callable[[int, int | None], None]
 
 
-class LeaderError(RuntimeError):
+class LeaderError(TuttiError):
     """A leader action failed.  ``str()`` is a sentence meant for the leader.
 
     Attributes
@@ -59,9 +61,17 @@ class LeaderError(RuntimeError):
     """
 
     def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, exit_code=_exit_code(status, code))
         self.status = status
         self.code = code
+
+
+def _exit_code(status: int | None, code: str) -> ExitCode:
+    if code == "bad_url":
+        return ExitCode.USAGE
+    if code in ("unreachable", "not_tutti"):
+        return ExitCode.UNREACHABLE
+    return ExitCode.FAILED
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import soundfile as sf
 from tutti.audio.click import backing_start_frame, beat_frames, render_click
 from tutti.audio.headset import headset_mix
 from tutti.audio.types import AudioArray, as_audio
+from tutti.errors import TuttiError
 from tutti.wire import SessionSettings
 
 __all__ = ["ProgramError", "Program", "backing_start_frame", "load_backing", "render_program"]
@@ -29,7 +30,7 @@ CLICK_ONLY_BARS = 64
 TAIL_BARS = 1
 
 
-class ProgramError(ValueError):
+class ProgramError(TuttiError, ValueError):
     """The headset program cannot be made (unreadable backing, wrong rate); says which."""
 
 

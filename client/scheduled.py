@@ -13,6 +13,7 @@ import numpy as np
 
 from tutti.audio.types import AudioArray
 from tutti.client.frameclock import ClockTrace, clock_map, fit_clock
+from tutti.errors import TuttiError
 
 __all__ = ["EngineError", "TakeSink", "ScheduledTake", "WAITING", "RUNNING", "ENDED"]
 
@@ -26,7 +27,7 @@ MAX_LISTED = 100
 MAX_MAP_POINTS = 40
 
 
-class EngineError(RuntimeError):
+class EngineError(TuttiError):
     """The engine cannot do what was asked (not started, a take already running, too late)."""
 
 

@@ -36,6 +36,7 @@ import soundfile as sf
 
 from tutti.audio.types import AudioArray
 from tutti.client.config import data_dir
+from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256, fsync_dir, write_json_atomic
 from tutti.takeformat import Recording, parse_recording
 
@@ -51,7 +52,7 @@ FORMAT = "tutti-local-take"
 _CHUNK = 1 << 16  # frames per chunk when converting
 
 
-class TakeStoreError(RuntimeError):
+class TakeStoreError(TuttiError):
     """A local take cannot be written, finished or confirmed; the message says which and why."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
 
 __all__ = [
@@ -55,7 +56,7 @@ DEFAULT_CHUNK: Final = 256 * 1024
 _TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_read=30)
 
 
-class UploadError(RuntimeError):
+class UploadError(TuttiError):
     """The upload cannot go on (e.g. refused credentials); the message says why."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from tutti import __version__
+from tutti.errors import ExitCode, TuttiError
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,9 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(mod.run(args) or 0)
+    except TuttiError as exc:  # what a command did not report itself
+        print(f"tutti {args.command}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
 
 
 #: Subcommands that end with everything written and closed, whose process may skip the

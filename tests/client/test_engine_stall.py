@@ -25,6 +25,7 @@ import pytest
 from tests.client.engine_child import noise_program
 from tests.client.test_takestore import _reaped
 from tests.support.jack import JackServer
+from tutti.client.frameclock import CONFIRM
 
 pytestmark = pytest.mark.jack
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,18 +103,18 @@ def test_stalled_process_keeps_its_recording_on_the_timeline(
     assert not np.any(rec[at : at + frames]), "the gap must be silent"
     # placed by its numbers, the recording is the program before and after the stall; only
     # the periods around each loss may differ (what the lost output cycles left in the port,
-    # and the few callbacks before a loss is confirmed)
+    # and the callbacks before the loss is counted and the program re-locks), for the stall
+    # and for any other xrun of a loaded machine; a shift would spoil all the rest
     bad = _mismatched_periods(rec, prog, shift)
-    before = bad[: at // PERIOD - 1]
-    after = bad[(at + frames) // PERIOD + 16 :]
+    excused = np.zeros_like(bad)
+    for g_at, g_frames in gaps:
+        excused[max(0, g_at // PERIOD - 1) : (g_at + g_frames) // PERIOD + CONFIRM + 4] = True
+    before = bad[: at // PERIOD - 1] & ~excused[: at // PERIOD - 1]
+    after = (bad & ~excused)[(at + frames) // PERIOD :]
     print(
-        f"periods off the program: {int(bad.sum())} of {bad.size}; before the stall "
-        f"{int(before.sum())} of {before.size}; from 16 periods after it "
-        f"{int(after.sum())} of {after.size}"
+        f"periods off the program: {int(bad.sum())} of {bad.size}, "
+        f"{int(excused.sum())} around the {len(gaps)} losses; elsewhere before the stall "
+        f"{int(before.sum())} of {before.size}, after it {int(after.sum())} of {after.size}"
     )
     assert before.size > 100 and after.size > 100
-    # other xruns on this loaded machine each spoil the periods until they are measured (up
-    # to ~40 ms, longer while the clock readings disagree); a shift would spoil all the rest
-    allowed = 30 * (len(gaps) - 1) + 2
-    assert int(before.sum()) + int(after.sum()) <= allowed, (bad.nonzero(), gaps)
-    assert not after[-50:].any(), "the end of the take must be on the timeline"
+    assert not before.any() and not after.any(), (np.flatnonzero(bad & ~excused), gaps)

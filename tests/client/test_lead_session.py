@@ -236,7 +236,7 @@ async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> 
     take_id, singers, _ = await _take_with_uploads(server, tmp_path, n=2, upload=1)
     dest = tmp_path / "dl"
     res = await run_cli("lead", "download", take_id, str(dest), "--wait", "0.6")
-    assert res.code == 4, res
+    assert res.code == 6, res
     # nobody recorded for Singer 1 (no connection during the take): missed, and why
     assert "not yet uploaded" not in res.err
     assert (
@@ -252,7 +252,7 @@ async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> 
         wire.Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"}, timeout=10
     )
     res = await run_cli("lead", "download", take_id, str(dest), "--wait", "0.6")
-    assert res.code == 4, res
+    assert res.code == 6, res
     assert f"not yet uploaded: {singers[1].name} (recorded)" in res.err
     await singers[1].close()
     res = await run_cli("lead", "download", "no-such-take", str(dest))
