@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,3 +199,51 @@ def write_audio(
     data = np.repeat(sig, channels, axis=1).astype(np.float32)
     sf.write(path, data, rate, format=fmt, subtype=subtype)
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recording_meta(frames: int = 48000 * 3, **over: Any) -> str:
+    """A take upload's ``recording`` metadata (the numbers the singer's client sends)."""
+    d = {
+        "rate": 48000,
+        "channels": 1,
+        "frames": frames,
+        "start_offset": 700,
+        "latency": 512,
+        "latency_source": "measured",
+        "overflows": 2,
+        "underflows": 0,
+        "shared_clock": True,
+        "device": {"name": "JACK dummy"},
+    }
+    d.update(over)
+    return json.dumps(d)
+
+
+def take_meta(take_id: str, data: bytes, frames: int) -> dict[str, str]:
+    """tus metadata for a singer's FLAC recording ``data`` of ``frames`` for ``take_id``."""
+    return {
+        "take_id": take_id,
+        "filename": "t.flac",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "recording": recording_meta(frames),
+    }
+
+
+async def upload_take(
+    http: aiohttp.ClientSession, token: str, take_id: str, data: bytes, frames: int
+) -> None:
+    """Upload a whole recording in one PATCH; it must be accepted."""
+    r = await tus_create(http, token, len(data), take_meta(take_id, data, frames))
+    assert r.status == 201, await r.text()
+    r = await tus_patch(http, r.headers["Location"], token, 0, data)
+    assert r.status == 204, await r.text()
+
+
+async def put_track(http: aiohttp.ClientSession, leader: Leader, part: str, path: Path) -> None:
+    """Upload a WAV backing track for ``part``; it must be accepted."""
+    async with http.put(
+        f"/api/session/tracks/{part}",
+        data=path.read_bytes(),
+        headers={**leader.headers, "Content-Type": "audio/wav"},
+    ) as r:
+        assert r.status == 201, await r.text()

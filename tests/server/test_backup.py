@@ -15,13 +15,14 @@ from tests.server.helpers import (
     Leader,
     create_session,
     join,
+    put_track,
+    take_meta,
     tus_create,
     tus_head,
     tus_patch,
+    upload_take,
     write_audio,
 )
-from tests.server.test_restart import upload_take
-from tests.server.test_take_uploads import recording_meta
 from tests.support.server import ServeProcess
 from tutti import takeformat
 
@@ -58,13 +59,7 @@ async def _slow_upload(
     http: aiohttp.ClientSession, token: str, take_id: str, data: bytes, backed_up: asyncio.Event
 ) -> None:
     """A take upload in small chunks that keeps arriving until the backup is done."""
-    meta = {
-        "take_id": take_id,
-        "filename": "t.flac",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "recording": recording_meta(FRAMES),
-    }
-    r = await tus_create(http, token, len(data), meta)
+    r = await tus_create(http, token, len(data), take_meta(take_id, data, FRAMES))
     assert r.status == 201, await r.text()
     where = r.headers["Location"]
     at = 0
@@ -127,23 +122,13 @@ async def test_backup_while_uploading_and_restore(tmp_path: Path) -> None:
                 await join(http, leader.code, n, p)
                 for n, p in (("Ann", "S"), ("Bob", "A"), ("Cleo", "T"))
             ]
-            async with http.put(
-                "/api/session/tracks/S",
-                data=track.read_bytes(),
-                headers={**leader.headers, "Content-Type": "audio/wav"},
-            ) as r:
-                assert r.status == 201
+            await put_track(http, leader, "S", track)
             take1 = await _take(http, leader, stop=True)
             await upload_take(http, ann.token, take1, takes[0], FRAMES)
             await upload_take(http, bob.token, take1, takes[1], FRAMES)
             take2 = await _take(http, leader, stop=False)
             # Cleo's upload is half done when the backup starts; Bob's arrives during it
-            meta = {
-                "take_id": take2,
-                "filename": "t.flac",
-                "sha256": hashlib.sha256(takes[2]).hexdigest(),
-                "recording": recording_meta(FRAMES),
-            }
+            meta = take_meta(take2, takes[2], FRAMES)
             r = await tus_create(http, cleo.token, len(takes[2]), meta)
             cleo_at = r.headers["Location"]
             half = len(takes[2]) // 2

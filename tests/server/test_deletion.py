@@ -11,8 +11,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.server.helpers import Recorder, create_session, error_of, join, write_audio
-from tests.server.test_restart import upload_take
+from tests.server.helpers import (
+    Recorder,
+    create_session,
+    error_of,
+    join,
+    put_track,
+    upload_take,
+    write_audio,
+)
 from tests.support.server import running_server
 from tutti.server.app_keys import SERVICES
 from tutti.server.backup import create_backup
@@ -51,12 +58,7 @@ async def test_deletion_and_retention(tmp_path: Path) -> None:
             leader = await create_session(http)
             ann = await join(http, leader.code, "Ann", "S")
             bob = await join(http, leader.code, "Bob", "B")
-            async with http.put(
-                "/api/session/tracks/S",
-                data=track.read_bytes(),
-                headers={**leader.headers, "Content-Type": "audio/wav"},
-            ) as r:
-                assert r.status == 201
+            await put_track(http, leader, "S", track)
             take1 = await _take(http, leader.headers)
             await upload_take(http, ann.token, take1, audio[0], FRAMES)
             await upload_take(http, bob.token, take1, audio[1], FRAMES)

@@ -3,7 +3,6 @@ one structured log line per request and per take event."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -16,12 +15,12 @@ from tests.server.helpers import (
     create_session,
     error_of,
     join,
+    take_meta,
     tus_create,
     tus_patch,
+    upload_take,
     write_audio,
 )
-from tests.server.test_restart import upload_take
-from tests.server.test_take_uploads import recording_meta
 from tests.support.server import running_server
 from tutti.wire import Ev
 
@@ -74,13 +73,7 @@ async def test_metrics_move_when_a_take_runs(
                     assert r.status == 200
                 await upload_take(http, ann.token, take_id, data, 96000)
                 junk = b"not audio at all" * 4096
-                meta = {
-                    "take_id": take_id,
-                    "filename": "t.flac",
-                    "sha256": hashlib.sha256(junk).hexdigest(),
-                    "recording": recording_meta(96000),
-                }
-                r = await tus_create(http, bob.token, len(junk), meta)
+                r = await tus_create(http, bob.token, len(junk), take_meta(take_id, junk, 96000))
                 r = await tus_patch(http, r.headers["Location"], bob.token, 0, junk)
                 assert r.status == 422, await r.text()
                 after = await _scrape(http)

@@ -9,25 +9,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.server.helpers import Recorder, create_session, join, tus_create, tus_patch, write_audio
-from tests.server.test_take_uploads import recording_meta
+from tests.server.helpers import (
+    Recorder,
+    create_session,
+    join,
+    put_track,
+    upload_take,
+    write_audio,
+)
 from tests.support.server import ServeProcess
 from tutti.wire import Ev
-
-
-async def upload_take(
-    http: aiohttp.ClientSession, token: str, take_id: str, data: bytes, frames: int
-) -> None:
-    meta = {
-        "take_id": take_id,
-        "filename": "t.flac",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "recording": recording_meta(frames),
-    }
-    r = await tus_create(http, token, len(data), meta)
-    assert r.status == 201, await r.text()
-    r = await tus_patch(http, r.headers["Location"], token, 0, data)
-    assert r.status == 204, await r.text()
 
 
 @pytest.mark.slow
@@ -45,12 +36,7 @@ async def test_kill_9_mid_session_and_restart(tmp_path: Path) -> None:
             leader = await create_session(http, bpm=96)
             ann = await join(http, leader.code, "Ann", "S")
             bob = await join(http, leader.code, "Bob", "B")
-            async with http.put(
-                "/api/session/tracks/S",
-                data=track.read_bytes(),
-                headers={**leader.headers, "Content-Type": "audio/wav"},
-            ) as r:
-                assert r.status == 201
+            await put_track(http, leader, "S", track)
             async with http.post("/api/session/takes", headers=leader.headers) as r:
                 take1 = (await r.json())["take_id"]
             async with http.post(f"/api/session/takes/{take1}/start", headers=leader.headers) as r:

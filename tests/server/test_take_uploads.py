@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,6 +19,7 @@ from tests.server.helpers import (
     create_session,
     error_of,
     join,
+    recording_meta,
     tus_create,
     tus_patch,
     write_audio,
@@ -30,23 +29,6 @@ from tutti.takeformat import parse_manifest
 from tutti.wire import Ev
 
 FRAMES = 48000 * 3
-
-
-def recording_meta(frames: int = FRAMES, **over: Any) -> str:
-    d = {
-        "rate": 48000,
-        "channels": 1,
-        "frames": frames,
-        "start_offset": 700,
-        "latency": 512,
-        "latency_source": "measured",
-        "overflows": 2,
-        "underflows": 0,
-        "shared_clock": True,
-        "device": {"name": "JACK dummy"},
-    }
-    d.update(over)
-    return json.dumps(d)
 
 
 async def started_take(http: aiohttp.ClientSession, n: int = 2) -> tuple[Leader, list[Singer], str]:

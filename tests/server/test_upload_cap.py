@@ -9,8 +9,15 @@ from typing import Any
 
 import aiohttp
 
-from tests.server.helpers import Leader, Singer, error_of, tus_patch, write_audio
-from tests.server.test_take_uploads import recording_meta, started_take
+from tests.server.helpers import (
+    Leader,
+    Singer,
+    error_of,
+    recording_meta,
+    tus_patch,
+    write_audio,
+)
+from tests.server.test_take_uploads import started_take
 from tests.server.tus_support import TUS
 from tests.support.server import running_server
 from tutti.server.tus import encode_metadata
