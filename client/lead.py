@@ -297,6 +297,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("close", help="close the session (no more joins or takes)")
     _common(p)
 
+    p = sub.add_parser(
+        "delete", help="delete a take, or the whole session, with every recording, for good"
+    )
+    p.add_argument("take", nargs="?", metavar="TAKE_ID", help="the take to delete")
+    p.add_argument(
+        "--whole-session",
+        action="store_true",
+        help="delete the session itself: its singers, every take and recording, its tracks",
+    )
+    p.add_argument("--yes", action="store_true", help="do it without asking (for scripts)")
+    _common(p)
+
     p = sub.add_parser("watch", help="live view of the roster; keys: s start, x stop, q quit")
     p.add_argument(
         "--lead",
@@ -801,6 +813,33 @@ async def _close(args: argparse.Namespace, target: Target) -> int:
     return ExitCode.OK
 
 
+async def _delete(args: argparse.Namespace, target: Target) -> int:
+    if bool(args.take) == bool(args.whole_session):
+        raise UsageError("name one take to delete, or --whole-session (not both)")
+    what = (
+        f"take {args.take} and its recordings"
+        if args.take
+        else f"session {target.session_id}: its singers, every take and recording"
+    )
+    if not args.yes and not _confirmed(f"Delete {what}? This cannot be undone. [y/N] "):
+        _err_console().print("nothing was deleted")
+        return ExitCode.FAILED
+    async with LeaderClient(target.server, target.token) as api:
+        if args.take:
+            await api.delete_take(args.take)
+        else:
+            await api.delete_session()
+    _out_console().print(f"deleted {what}")
+    return ExitCode.OK
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; anything but yes (or no terminal to ask on) is no."""
+    if not sys.stdin.isatty():
+        raise UsageError("deleting asks first: run it in a terminal, or add --yes")
+    return input(question).strip().lower() in ("y", "yes")
+
+
 async def _token(args: argparse.Namespace, target: Target) -> int:
     err = _err_console()
     err.print(
@@ -934,6 +973,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace, Target], Awaitable[int]]] = {
     "takes": _takes,
     "download": _download,
     "close": _close,
+    "delete": _delete,
     "watch": _watch,
     "token": _token,
 }

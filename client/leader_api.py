@@ -298,6 +298,14 @@ class LeaderClient:
         d = await self._request("POST", "/api/session/close")
         return dict(d) if isinstance(d, dict) else None
 
+    async def delete_take(self, take_id: str) -> None:
+        """``DELETE /api/session/takes/{id}``: the take and its recordings, for good."""
+        await self._request("DELETE", f"/api/session/takes/{quote(take_id, safe='')}")
+
+    async def delete_session(self) -> None:
+        """``DELETE /api/session``: the whole session, its singers, takes and recordings."""
+        await self._request("DELETE", "/api/session")
+
     async def upload_track(
         self, part: str, path: Path, *, progress: Progress | None = None
     ) -> dict[str, Any]:

@@ -398,3 +398,20 @@ async def test_expired_session_is_a_clear_message(tmp_path: Path) -> None:
         assert "expired on" in res.err and "tutti lead create" in res.err, res
         res = await run_cli("lead", "takes")  # what was recorded stays listable
         assert res.code == 0, res
+
+
+async def test_delete_a_take_then_the_session(server: str, tmp_path: Path) -> None:
+    take_id, _, _ = await _take_with_uploads(server, tmp_path, n=1)
+    res = await run_cli("lead", "delete", take_id)
+    assert res.code == 2 and "--yes" in res.err, res  # no terminal to ask on: refused
+    res = await run_cli("lead", "delete")
+    assert res.code == 2 and "name one take to delete, or --whole-session" in res.err, res
+    res = await run_cli("lead", "delete", take_id, "--yes")
+    assert res.code == 0 and f"deleted take {take_id}" in res.out, res
+    assert (await run_cli("lead", "takes", "--json")).json()["takes"] == []
+    res = await run_cli("lead", "delete", take_id, "--yes")
+    assert res.code == 1 and "take" in res.err, res
+    res = await run_cli("lead", "delete", "--whole-session", "--yes")
+    assert res.code == 0 and "deleted session" in res.out, res
+    res = await run_cli("lead", "takes")
+    assert res.code == 1 and "unknown token" in res.err, res  # the session is gone
