@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -277,6 +278,16 @@ def _check(
         else:
             assert lost <= HEALTHY_LOSS * RATE, (name, roster[name])
     assert roster["Fay"]["connected"] is False
+    # and so does the mix table ("N gaps, S s" in each singer's row)
+    table = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"│ (\w+) +│[^\n]*?│ \d+ gaps?, ([\d.]+) s", mixed.out + mixed.err)
+    }
+    for name, _, _ in VOICES:
+        if name in stopped:
+            assert table.get(name, 0.0) >= 0.9 * stopped[name], (name, table)
+        else:
+            assert table.get(name, 0.0) <= HEALTHY_LOSS, (name, table)
 
 
 #: Eight singers for the dropout storm (two per part).
