@@ -504,7 +504,7 @@ class DuplexEngine:
         self, take: ScheduledTake, n: int, frames: int, d_in: int, d_out: int, base: float
     ) -> None:
         """Waiting take: recompute o0 with this cycle's mapping; start when it is due."""
-        if not self.output_account.trusted and (take.late_ok or take.o0 is not None):
+        if take.late_ok and not self.output_account.trusted:
             return  # frames may have been lost: the mapping is late until they are counted
         o0 = round((take.t0 - base) * self.rate)
         too_late = take.o0 is None and o0 < d_out and not take.late_ok
