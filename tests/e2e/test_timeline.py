@@ -18,6 +18,7 @@ hog forcing xruns on every JACK client) between the two events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,39 @@ async def _wait_state(take_id: str, name: str, state: str, timeout: float) -> No
         await asyncio.sleep(0.3)
 
 
+class JackLag:
+    """How far JACK's frames fall behind the wall clock as a take runs: samples of
+    ``t * RATE - frame`` taken often, read as their minimum near a time (a sample read late
+    only looks further behind, as in the engine's own mapping)."""
+
+    def __init__(self, now: Callable[[], int]) -> None:
+        self._now = now
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            self.samples.append((t, t * RATE - self._now()))
+            await asyncio.sleep(0.02)
+
+    def start(self) -> JackLag:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def at(self, t: float, span: float = 0.25) -> float:
+        """Frames JACK is behind at monotonic time ``t`` (up to a constant)."""
+        near = [d for s, d in self.samples if abs(s - t) <= span]
+        assert len(near) >= 3, f"too few JACK clock samples near {t:.2f}"
+        return min(near)
+
+
 def _program(c: Choir, part: str) -> npt.NDArray[np.float32]:
     audio: npt.NDArray[np.float32] = render_program(c.settings, c.backings[part], channels=2).audio
     return audio[:, 0]
@@ -153,9 +187,11 @@ async def test_singers_stay_on_the_timeline(
             ) as r:
                 assert r.status == 200, await r.text()
         injector = probes.injector
+        lag: JackLag | None = None
         try:
             res = await _cli("lead", "take", "start", "--lead", "2", "--json")
             take_id, t0 = str(res.json()["take_id"]), float(res.json()["t0"])
+            lag = JackLag(lambda: injector.now).start()
             await _until(t0 + 1.0)
             events = [injector.inject(RATE // 4)]
             walls = [time.monotonic()]
@@ -179,6 +215,7 @@ async def test_singers_stay_on_the_timeline(
                 await asyncio.sleep(0.05)
             # the roster as the take ends (its counts run from the take's start)
             people = (await _cli("lead", "roster", "--json")).json()["participants"]
+            await lag.stop()
             await _cli("lead", "take", "stop", "--take", take_id)
             folder = tmp_path / "take"
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
@@ -188,12 +225,14 @@ async def test_singers_stay_on_the_timeline(
             roster = {p["name"]: p for p in people}
             # JACK's dummy driver keeps no time on a loaded machine: its frames per second
             jack_rate = (events[1] - events[0]) / (walls[1] - walls[0])
-            _check(c, folder, events, jack_rate, stopped, missing, mixed, roster)
+            _check(c, folder, events, (jack_rate, t0, lag), stopped, missing, mixed, roster)
         except BaseException:
             print("\n".join(s.tail() for s in c.singers))
             print("--- server ---\n" + "".join(list(c.serve.log)[-40:]))
             raise
         finally:
+            if lag is not None:
+                await lag.stop()
             probes.stop()
 
 
@@ -201,7 +240,7 @@ def _check(
     c: Choir,
     folder: Path,
     events: list[int],
-    jack_rate: float,
+    jack: tuple[float, float, JackLag],
     stopped: dict[str, float],
     missing: dict[str, Any],
     mixed: CliResult,
@@ -261,13 +300,13 @@ def _check(
     assert max(on_time) - min(on_time) <= 48, seconds
     # The singers who started on time count timeline frames in JACK frames; the latecomer
     # finds its place by the clock (the timeline's definition), so a JACK server that ran
-    # slow since the start puts it later by what JACK fell behind by then.
-    late_start_s = float(recs[LATE].timeline_start) / RATE
-    behind = late_start_s * (RATE - jack_rate)
+    # slow since the start puts it later by what JACK fell behind between t0 and its start.
+    jack_rate, t0, lag = jack
+    behind = lag.at(t0 + recs[LATE].timeline_start / RATE) - lag.at(t0)
     off = seconds[LATE] - float(np.median(on_time))
     print(
-        f"JACK ran at {jack_rate:.0f} frames/s: the latecomer is {off:.0f} frames after the "
-        f"others, {behind:.0f} expected"
+        f"JACK ran at {jack_rate:.0f} frames/s between the events: the latecomer is "
+        f"{off:.0f} frames after the others, {behind:.0f} expected"
     )
     assert abs(off - behind) <= 0.5 * abs(behind) + 0.003 * RATE, (seconds, behind)
     # per-singer counts: the leader's roster shows each stalled singer's own losses
