@@ -597,6 +597,8 @@ class DuplexEngine:
             self._meter(block[overwritten:])
             if take is not None:
                 take.dropped_frames += self._record_span(take, block, r, w, overwritten)
+        if take is not None and take.sink is not None and take.losses_changed():
+            take.sink.note_loss()  # a slip or an xrun the callback counted: journal it now
         if take is not None and not take.done.is_set() and take.cb_state == ENDED:
             end = take.cb_end_stream if take.cb_end_stream is not None else w
             if w >= end:
@@ -672,6 +674,8 @@ class DuplexEngine:
         if hi > lo and take.drained_to is not None and at > (take.cb_r0_stream or at):
             assert take.r0 is not None
             take.gaps.append((take.frames_recorded, frames))
+            if take.sink is not None:
+                take.sink.note_loss()
             for a in range(0, frames, self.rate):
                 n = min(self.rate, frames - a)
                 self._hand_on(take, np.zeros((n, self.in_channels), np.float32))

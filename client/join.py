@@ -558,6 +558,8 @@ class Singer:
                 writer.finish()
             await self._emit_take_state(start.take_id, "failed", str(exc))
             return
+        rate, latency = start.settings.rate, self.latency[0]
+        writer.journal_progress(lambda frames: sched.progress(latency, rate, frames))
         acct_in, acct_out = self.engine.input_account, self.engine.output_account
         self._losses_from = (acct_in.lost, acct_in.events, acct_out.lost)
         await self._emit_take_state(start.take_id, "recording")

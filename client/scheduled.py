@@ -40,6 +40,9 @@ class TakeSink(Protocol):
     def write(self, block: AudioArray) -> None:
         """The next recorded frames, float32 (frames, channels); must not block for long."""
 
+    def note_loss(self) -> None:
+        """A gap was just counted: keep a record of it before the frames that follow it."""
+
 
 #: States of a take, owned by the engine's callback.
 WAITING, RUNNING, ENDED = 0, 1, 2
@@ -124,6 +127,7 @@ class ScheduledTake:
         self.cb_next_trace = 0
         self.blocks: list[AudioArray] = []
         self.drained_to: int | None = None
+        self._losses_seen = (0, 0, 0)  # the drain thread's, for losses_changed
 
     @property
     def start_offset(self) -> int:
@@ -145,7 +149,33 @@ class ScheduledTake:
         """Block until the take is done; True if it is."""
         return self.done.wait(timeout)
 
-    def timeline_fields(self, latency: int, rate: int) -> dict[str, Any]:
+    def losses_changed(self) -> bool:
+        """True once after the callback counted another slip or xrun (for the drain thread)."""
+        mark = (self.cb_slip_count, self.overflows, self.underflows)
+        changed, self._losses_seen = mark != self._losses_seen, mark
+        return changed
+
+    def slips_so_far(self) -> list[tuple[int, int]]:
+        """The output slips counted until now (all of them once the take is done)."""
+        if self.done.is_set():
+            return list(self.slips)
+        n = self.cb_slip_count  # the callback fills a row before it counts it
+        return [(int(a), int(f)) for a, f in self.cb_slip_rows[:n].tolist()]
+
+    def progress(self, latency: int, rate: int, frames: int | None = None) -> dict[str, Any]:
+        """What the take has measured so far, as a take writer journals it (``counters`` and
+        ``timeline``, its gaps up to recording frame ``frames``); safe to call from any
+        thread while the take runs."""
+        return {
+            "counters": {
+                "overflows": self.overflows,
+                "underflows": self.underflows,
+                "dropped_frames": self.dropped_frames,
+            },
+            "timeline": self.timeline_fields(latency, rate, frames),
+        }
+
+    def timeline_fields(self, latency: int, rate: int, frames: int | None = None) -> dict[str, Any]:
         """The take-format fields this take measured (``gaps``, ``slips``, ``clock_map``,
         ``shared_clock``), for a recording whose round trip is ``latency`` frames.
 
@@ -153,6 +183,7 @@ class ScheduledTake:
         audio itself holds every gap."""
         if self.o0 is None or self.r0 is None:
             return {}
+        gaps = [(a, f) for a, f in list(self.gaps) if frames is None or a <= frames]
         shift = self.start_offset - latency  # timeline frame of recording frame 0
         fit = fit_clock(self.clock_trace.samples(), rate)
         points: list[tuple[int, int]] = []
@@ -165,8 +196,8 @@ class ScheduledTake:
             return int(round(np.interp(frame, [p[0] for p in points], [p[1] for p in points])))
 
         return {
-            "gaps": [{"at": timeline_of(a), "frames": f} for a, f in self.gaps[:MAX_LISTED]],
-            "slips": [{"at": a, "frames": f} for a, f in self.slips[:MAX_LISTED]],
+            "gaps": [{"at": timeline_of(a), "frames": f} for a, f in gaps[:MAX_LISTED]],
+            "slips": [{"at": a, "frames": f} for a, f in self.slips_so_far()[:MAX_LISTED]],
             "clock_map": [{"frame": a, "timeline": t} for a, t in points],
             "shared_clock": fit.shared,
         }

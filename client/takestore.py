@@ -10,8 +10,10 @@ Each take gets a folder under ``<data dir>/takes/``::
 
 A :class:`TakeWriter` runs a writer thread: blocks from the engine's drain thread are
 appended to ``audio.f32`` at once, and at least every ``sync_interval`` (0.5 s) the file is
-fsynced and the journal rewritten with the number of frames on disk — so a crashed process
-loses only what the engine had not yet drained (tens of ms) and a power cut at most ~0.5 s.
+fsynced and the journal rewritten with the number of frames on disk and what the engine
+measured so far (gaps, counters; a gap at once, before the frames after it) — so a crashed
+process loses only what the engine had not yet drained (tens of ms) and a power cut at most
+~0.5 s, and a recovered take still lists its losses.
 :meth:`TakeStore.recover` finalises every take left unfinished by a dead process;
 nothing is deleted until :meth:`TakeStore.confirm_uploaded` is given the right sha256.
 """
@@ -27,6 +29,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,7 +100,8 @@ class TakeWriter:
     """Writes one take to its folder from a background thread (see the module docstring).
 
     Made by :meth:`TakeStore.begin`; implements the engine's ``TakeSink``
-    (:meth:`set_start_offset`, :meth:`write`).  Call :meth:`finish` when the take is done.
+    (:meth:`set_start_offset`, :meth:`write`, :meth:`note_loss`).  Call :meth:`finish` when
+    the take is done.
     """
 
     def __init__(self, folder: Path, journal: dict[str, Any], *, sync_interval: float = 0.5):
@@ -114,6 +118,7 @@ class TakeWriter:
         self._raw: BinaryIO = (folder / RAW).open("ab")
         write_json_atomic(folder / JOURNAL, journal)
         self._finished: FinishedTake | None = None
+        self._progress: Callable[[int], dict[str, Any]] | None = None
         self._thread = threading.Thread(target=self._run, name="tutti-take-writer", daemon=True)
         self._thread.start()
 
@@ -130,9 +135,21 @@ class TakeWriter:
             return
         self._q.put(("audio", block))
 
+    def note_loss(self) -> None:
+        """Journal the take's measurements before the frames queued after this call."""
+        self._q.put(("sync", None))
+
+    def journal_progress(self, progress: Callable[[int], dict[str, Any]]) -> None:
+        """Journal ``progress(frames)`` (``counters`` and ``timeline`` as :meth:`finish` takes
+        them, up to recording frame ``frames``) at every sync, so that a take recovered after
+        a crash keeps its gaps and counters."""
+        self._progress = progress
+
     # --- writer thread -------------------------------------------------------------
 
     def _sync(self) -> None:
+        if self._progress is not None:
+            self._journal.update(self._progress(self.frames_written))
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self.frames_durable = self.frames_written
@@ -154,6 +171,9 @@ class TakeWriter:
                     self.frames_written += data.shape[0]
                 elif kind == "offset":
                     self._journal["start_offset"] = item
+                    self._sync()
+                    last_sync = time.monotonic()
+                elif kind == "sync":
                     self._sync()
                     last_sync = time.monotonic()
                 if kind == "stop" or time.monotonic() - last_sync >= self.sync_interval:

@@ -180,6 +180,56 @@ def test_kill_9_writer_loses_under_a_second_and_recovers(tmp_path: Path) -> None
     assert store.recover() == []  # finalised once
 
 
+_GAP_CHILD = r"""
+import sys, time, numpy as np
+from tutti.client.takestore import TakeStore
+w = TakeStore(sys.argv[1]).begin("gap", rate=48000, channels=1, singer="G", part="S",
+                                  latency=300, sync_interval=3600.0)
+gaps = []
+w.journal_progress(lambda frames: {
+    "counters": {"overflows": len(gaps), "underflows": 0, "dropped_frames": 0},
+    "timeline": {"gaps": [{"at": a - 317, "frames": f} for a, f in gaps if a <= frames]},
+})
+w.set_start_offset(-17)
+n = 0
+for k in range(100):
+    if k == 50:  # a loss, as the engine records one: counted, journaled, then silence
+        gaps.append((n, 960))
+        w.note_loss()
+        w.write(np.zeros((960, 1), np.float32))
+        n += 960
+    w.write(np.full((480, 1), 0.5, np.float32))
+    n += 480
+print(n, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_loss_is_journaled_before_the_frames_after_it(tmp_path: Path) -> None:
+    """Killed between periodic syncs, a take still lists the loss its audio holds."""
+    store_dir = tmp_path / "takes"
+    p = subprocess.Popen(
+        [sys.executable, "-c", _GAP_CHILD, str(store_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with _reaped(p):
+        assert p.stdout is not None
+        written = int(p.stdout.readline())
+        (raw,) = store_dir.glob("*/audio.f32")
+        deadline = time.monotonic() + 60
+        while raw.stat().st_size < 4 * (50 * 480 + 960 + 480):  # frames after the gap are out
+            assert time.monotonic() < deadline, raw.stat().st_size
+            time.sleep(0.01)
+        os.kill(p.pid, signal.SIGKILL)
+    (done,) = TakeStore(store_dir).recover()
+    rec = done.recording
+    assert 50 * 480 + 960 < rec.frames <= written
+    assert [(g.at, g.frames) for g in rec.gaps] == [(50 * 480 - 317, 960)]
+    assert (rec.overflows, rec.underflows) == (1, 0)
+
+
 @pytest.mark.jack
 @pytest.mark.slow
 def test_kill_9_of_a_recording_engine_process(jack: JackServer, tmp_path: Path) -> None:
