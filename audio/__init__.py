@@ -10,10 +10,13 @@ module                          what it does
 :mod:`~tutti.audio.click`       beat positions on the timeline and the click track
 :mod:`~tutti.audio.headset`     a singer's headset mix (backing + click + guide)
 :mod:`~tutti.audio.latency`     round-trip latency test signal and estimator
-:mod:`~tutti.audio.align`       placing recordings on the timeline, markers, resampling
+:mod:`~tutti.audio.align`       placing recordings on the timeline, markers
 :mod:`~tutti.audio.drift`       clock drift from markers or a clock map, and its correction
 :mod:`~tutti.audio.gaps`        silence and short fades across dropout gaps
+:mod:`~tutti.audio.resample`    the streaming resampler (soxr) every resampling goes through
+:mod:`~tutti.audio.analysis`    a recording's loudness, peak and clipping, block by block
 :mod:`~tutti.audio.mixdown`     the streaming block mixer
+:mod:`~tutti.audio.master`      the master stage: gain search to the target, true-peak envelope
 :mod:`~tutti.audio.loudness`    BS.1770 loudness, gain to a target
 :mod:`~tutti.audio.limiter`     true-peak measurement and limiter
 :mod:`~tutti.audio.filters`     high-pass against rumble

@@ -10,17 +10,17 @@ clicks or claps near where they are expected (the input of :mod:`tutti.audio.dri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 import scipy.ndimage
 import scipy.signal
-import soxr
 
+from .resample import resample_whole
 from .types import AudioArray, AudioError, as_audio
 
-__all__ = ["place", "refine_offset", "find_markers", "resample"]
+__all__ = ["place", "place_range", "refine_offset", "find_markers", "resample"]
 
 
 def place(recording: AudioArray, timeline_start: int, length: int) -> AudioArray:
@@ -45,11 +45,25 @@ def place(recording: AudioArray, timeline_start: int, length: int) -> AudioArray
     rec = as_audio(recording, name="recording")
     if length < 0:
         raise AudioError(f"place: length must be ≥ 0, got {length}")
-    out = np.zeros((length, rec.shape[1]), np.float32)
-    lo = max(0, timeline_start)
-    hi = min(length, timeline_start + rec.shape[0])
-    if hi > lo:
-        out[lo:hi] = rec[lo - timeline_start : hi - timeline_start]
+    return place_range(lambda a, b: rec[a:b], rec.shape, timeline_start, 0, length)
+
+
+def place_range(
+    read: Callable[[int, int], AudioArray],
+    shape: tuple[int, int],
+    timeline_start: int,
+    lo: int,
+    hi: int,
+) -> AudioArray:
+    """Timeline frames [lo, hi) of a placed recording (what :func:`place` returns there).
+
+    ``read(a, b)`` hands out the recording's frames [a, b) (an array slice, or a scratch file
+    read by ``tutti mix``); ``shape`` is the recording's (frames, channels)."""
+    frames, channels = shape
+    out = np.zeros((hi - lo, channels), np.float32)
+    a, b = max(lo, timeline_start), min(hi, timeline_start + frames)
+    if b > a:
+        out[a - lo : b - lo] = read(a - timeline_start, b - timeline_start)
     return out
 
 
@@ -214,7 +228,8 @@ def find_markers(
 
 
 def resample(recording: AudioArray, from_rate: int, to_rate: int) -> AudioArray:
-    """Resample with soxr at its very-high quality ('VHQ').
+    """Resample with soxr at its very-high quality ('VHQ'), through the mix's own streaming
+    resampler (:mod:`tutti.audio.resample`).
 
     Parameters
     ----------
@@ -237,5 +252,4 @@ def resample(recording: AudioArray, from_rate: int, to_rate: int) -> AudioArray:
         return rec.copy()
     if rec.shape[0] == 0:
         return np.zeros((0, rec.shape[1]), np.float32)
-    out = soxr.resample(rec, from_rate, to_rate, quality="VHQ")
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(-1, rec.shape[1])
+    return resample_whole(rec, from_rate, to_rate)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.stats
-import soxr
 
+from .resample import resample_whole
 from .types import AudioArray, AudioError, as_audio
 
 __all__ = ["DriftEstimate", "estimate_drift", "drift_from_clock_map", "correct_drift"]
@@ -236,5 +236,10 @@ def correct_drift(recording: AudioArray, rate: int, ppm: float) -> AudioArray:
         raise AudioError(f"correct_drift: rate must be positive, got {rate}")
     if ppm == 0.0 or rec.shape[0] == 0:
         return rec.copy()
-    out = soxr.resample(rec, rate * (1.0 + ppm * 1e-6), float(rate), quality="VHQ")
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(-1, rec.shape[1])
+    return resample_whole(rec, clock_rate(rate, ppm), float(rate))
+
+
+def clock_rate(rate: int, ppm: float) -> float:
+    """The true rate of a clock that ran ``ppm`` fast at nominal ``rate`` (what a drifting
+    recording is resampled from)."""
+    return rate * (1.0 + ppm * 1e-6)

@@ -3,15 +3,16 @@
 Pure: the audio comes in through small *source* objects (:class:`Source`: a recording that
 can hand out any range of its frames) and the summed stereo mix lives on a *bus*
 (:class:`Bus`: a timeline of stereo frames that can be read and written by range).
-:func:`mix_arrays` uses arrays for both; ``tutti mix`` (:mod:`tutti.mixcmd`) uses raw float32
-files on disk (:mod:`tutti.mixio`), so nothing the mixer holds grows with the length of the
+:func:`mix_arrays` uses arrays for both; ``tutti mix`` (:mod:`tutti.mix.command`) uses raw float32
+files on disk (:mod:`tutti.mix.scratch`), so nothing the mixer holds grows with the length of the
 take or the number of recordings.
 
 Pipeline (one :class:`Mixdown` per mix):
 
 1. **Voices** (:meth:`Mixdown.add_voice` for an array, :meth:`Mixdown.add_source` for a
    source measured while it was decoded; thread-safe): each recording's analysis (BS.1770
-   loudness of its mono fold, peak, clipped samples, from :class:`VoiceAnalyser`) gives its
+   loudness of its mono fold, peak, clipped samples, from
+   :class:`~tutti.audio.analysis.VoiceAnalyser`) gives its
    gain — the loudness-matching gain that brings it to ``singer_lufs`` plus the leader's own
    gain in dB — and its constant-power pan.  Nothing is mixed yet.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): the timeline is walked block by block;
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,11 +61,13 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from tutti.audio.analysis import VoiceAnalysis, analyse
 from tutti.audio.filters import DEFAULT_CUTOFF_HZ, HighPass
 from tutti.audio.kernels import pan_add
 from tutti.audio.layout import pan_gains
 from tutti.audio.limiter import Limiter, true_peak_envelope
 from tutti.audio.loudness import LoudnessMeter, db_to_gain, gain_to_target
+from tutti.audio.master import PeakEnvelope, search_gain
 from tutti.audio.reverb import ConvolutionReverb, hall_ir
 from tutti.audio.types import AudioArray, AudioError
 
@@ -78,15 +81,9 @@ __all__ = [
     "Bus",
     "ArraySource",
     "ArrayBus",
-    "VoiceAnalyser",
-    "analyse",
     "mix_arrays",
 ]
 
-#: A recording quieter than this (integrated, LUFS) is reported as silent.
-SILENT_LUFS = -60.0
-#: A sample at or above this absolute value counts as clipped.
-CLIP_LEVEL = 0.999
 _CONTEXT = 16  # frames of context for the true-peak interpolator
 _GROUP = 8  # voices summed by one task of the voice pass (fixed: the sum does not depend on jobs)
 _T = TypeVar("_T")
@@ -168,19 +165,6 @@ class Voice:
 
 
 @dataclass(frozen=True)
-class VoiceAnalysis:
-    """What a recording measures: loudness (LUFS), sample peak (dBFS), clipped samples."""
-
-    loudness_lufs: float
-    peak_dbfs: float
-    clipped: int
-
-    @property
-    def silent(self) -> bool:
-        return not self.loudness_lufs > SILENT_LUFS
-
-
-@dataclass(frozen=True)
 class VoiceReport:
     """A voice as mixed: its analysis, the gains applied (dB) and any warnings."""
 
@@ -204,85 +188,6 @@ class MasterReport:
     iterations: int
     frames: int
     warnings: tuple[str, ...] = field(default=())
-
-
-class VoiceAnalyser:
-    """What :func:`analyse` measures, fed block by block (a recording as it is decoded).
-
-    Parameters
-    ----------
-    rate : int
-        Hz.
-    channels : int
-        Channels of the blocks fed.
-    mono : bool
-        Measure the loudness of the mono fold (the mean of the channels, as the mixer uses
-        it) instead of the channels as a 1–5 channel programme (L, R, C, Ls, Rs).  Peak and
-        clipping always look at every channel.
-    """
-
-    def __init__(self, rate: int, channels: int, *, mono: bool = True) -> None:
-        self._mono = mono or channels > 5
-        self._meter = LoudnessMeter(rate, 1 if self._mono else channels)
-        self._peak = 0.0
-        self._clipped = 0
-
-    def feed(self, block: npt.NDArray[Any]) -> None:
-        """Add the next block, (frames, channels): float32 samples, or the int16 samples of
-        a 16-bit file (which stand for ``sample / 32768``, as libsndfile reads them).
-
-        Raises
-        ------
-        AudioError
-            The block holds NaN or infinite samples (possible only in float files).
-        """
-        if block.shape[0] == 0:
-            return
-        scale = 1.0 / 32768.0 if block.dtype == np.int16 else 1.0
-        # max and min of the stored values: for int16 half the bytes of float32
-        peak = max(float(block.max()), -float(block.min())) * scale
-        if not math.isfinite(peak):
-            raise AudioError("contains NaN or infinite samples")
-        if peak >= CLIP_LEVEL:
-            level = CLIP_LEVEL / scale
-            self._clipped += int(np.count_nonzero((block >= level) | (block <= -level)))
-        self._peak = max(self._peak, peak)
-        if self._mono and block.shape[1] > 1:
-            self._meter.feed(np.multiply(block.mean(axis=1, dtype=np.float64), scale)[:, None])
-        else:  # the meter takes int16 samples as they are
-            self._meter.feed(block)
-
-    def result(self) -> VoiceAnalysis:
-        """The analysis of everything fed so far."""
-        peak_db = 20.0 * math.log10(self._peak) if self._peak > 0 else -math.inf
-        return VoiceAnalysis(self._meter.integrated(), peak_db, self._clipped)
-
-
-def analyse(
-    audio: AudioArray, rate: int, block: int = 1 << 16, *, mono: bool = False
-) -> VoiceAnalysis:
-    """Loudness, sample peak and clipped-sample count of a recording (frames, channels).
-
-    Parameters
-    ----------
-    audio : AudioArray
-        The recording, (frames, channels).
-    rate : int
-        Hz.
-    block : int
-        Frames per block of the measurement.
-    mono : bool
-        See :class:`VoiceAnalyser`.
-
-    Raises
-    ------
-    AudioError
-        The recording holds NaN or infinite samples (possible only in float files).
-    """
-    meter = VoiceAnalyser(rate, audio.shape[1], mono=mono)
-    for start in range(0, audio.shape[0], block):
-        meter.feed(audio[start : start + block])
-    return meter.result()
 
 
 class Source(Protocol):
@@ -611,7 +516,7 @@ class Mixdown:
         )
         return env
 
-    def _envelope_and_loudness(self, pool: ThreadPoolExecutor) -> tuple[_Peaks, float]:
+    def _envelope_and_loudness(self, pool: ThreadPoolExecutor) -> tuple[PeakEnvelope, float]:
         """Per-block true-peak maxima of the bus (pool threads) and its loudness (this thread)."""
 
         def one(a: int, b: int) -> float:
@@ -623,9 +528,16 @@ class Mixdown:
         for a, b in self._blocks():
             meter.feed(self.bus.read(a, b))
         maxima = np.array([f.result() for f in futures], dtype=np.float64)
-        return _Peaks(self, maxima), float(meter.integrated())
+        return PeakEnvelope(self._envelope_region, maxima, self.settings.block, self.frames), float(
+            meter.integrated()
+        )
 
-    def _unlimited(self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks) -> bool:
+    def _peaks(self, maxima: npt.NDArray[np.float64]) -> PeakEnvelope:
+        return PeakEnvelope(self._envelope_region, maxima, self.settings.block, self.frames)
+
+    def _unlimited(
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: PeakEnvelope
+    ) -> bool:
         """Whether the limiter leaves frames [a, b) alone (gain 1 everywhere it can reach)."""
         if limiter is None:
             return True
@@ -633,7 +545,7 @@ class Mixdown:
         return bool(reach * gain <= limiter.ceiling_linear)
 
     def _output_block(
-        self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: PeakEnvelope
     ) -> tuple[AudioArray, int]:
         """Output frames [a, b): the bus times the master gain, limited; and frames limited."""
         x = self.bus.read(a, b)
@@ -645,7 +557,7 @@ class Mixdown:
         return y, int(np.count_nonzero(g < 1.0))
 
     def _final_block(
-        self, a: int, b: int, gain: float, limiter: Limiter | None, env: _Peaks
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: PeakEnvelope
     ) -> tuple[AudioArray, int, float]:
         """Output block [a, b) (one of :meth:`_blocks`), frames limited, and its true peak
         (linear) as it will be written.
@@ -681,7 +593,7 @@ class Mixdown:
         self,
         gain: float,
         limiter: Limiter | None,
-        env: _Peaks,
+        env: PeakEnvelope,
         pool: ThreadPoolExecutor,
         window: int,
     ) -> float:
@@ -713,7 +625,12 @@ class Mixdown:
         window = 2 * max(1, jobs) + 1
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             if self._pre is not None:
-                env, pre_lufs = _Peaks(self, self._pre[0]), self._pre[1]
+                env, pre_lufs = (
+                    PeakEnvelope(
+                        self._envelope_region, self._pre[0], self.settings.block, self.frames
+                    ),
+                    self._pre[1],
+                )
             else:
                 env, pre_lufs = self._envelope_and_loudness(pool)
             env_max = env.max_over(0, self.frames)
@@ -724,7 +641,7 @@ class Mixdown:
                 if limiter is not None:
                     # limiting lowers loudness: correct the gain until the output lands
                     lim = limiter
-                    gain_db, iterations, why = _search_gain(
+                    gain_db, iterations, why = search_gain(
                         gain_db,
                         s.target_lufs,
                         s.tolerance_lu,
@@ -770,194 +687,6 @@ def _tail(before: AudioArray, block: AudioArray) -> AudioArray:
     if block.shape[1] >= _CONTEXT:
         return np.array(block[:, -_CONTEXT:], dtype=np.float32)
     return np.concatenate([before, block], axis=1)[:, -_CONTEXT:]
-
-
-_MAX_ITERATIONS = 8  # loudness measurements of the limited output, at most
-_SATURATED_SLOPE = 0.1  # LU of output per dB of gain below which more gain is pointless
-_NEAR_LOUDEST = 0.1  # LU: when saturated, the least gain that comes this close to the loudest
-# LU per dB: gain changes loudness at most 1:1 (the limiter only takes away), except where
-# 400 ms blocks cross BS.1770's relative gate; a bracket steeper than this holds such a jump
-_JUMP_SLOPE = 1.5
-_FINEST_GAIN = 0.005  # dB: a bracket this narrow that still misses holds a jump
-
-
-@dataclass(frozen=True)
-class _Saturated:
-    """The limited output's loudness has stopped following the gain."""
-
-    gain_db: float  # the smallest gain tried that came within _NEAR_LOUDEST of the loudest
-    loudest: float  # LUFS: the loudest output measured
-
-
-@dataclass(frozen=True)
-class _Jump:
-    """The target lies in a jump of the gated loudness: no gain lands on it."""
-
-
-def _bracket(
-    tried: Sequence[tuple[float, float]], target: float
-) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """The narrowest pair of gains, adjacent among those tried, whose outputs lie on either
-    side of ``target`` (lower gain first), or None."""
-    pts = sorted(tried)
-    pairs = [
-        (a, b)
-        for a, b in zip(pts, pts[1:], strict=False)
-        if (a[1] - target) * (b[1] - target) < 0 and b[0] > a[0]
-    ]
-    return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
-
-
-def _next_gain_step(
-    tried: Sequence[tuple[float, float]], target: float, tolerance: float
-) -> float | _Saturated | _Jump | None:
-    """The next master-gain correction (dB) from the (gain dB, output LUFS) pairs measured so
-    far.
-
-    None when the last one is within half the tolerance of ``target``.  Once two gains
-    bracket the target, the next one stays inside the bracket: interpolated, or halfway when
-    the bracket is steeper than gain can make loudness move (blocks crossing the gate: the
-    loudness jumps there); :class:`_Jump` when such a bracket is down to ``_FINEST_GAIN``.
-    Before that, a secant step (the limiter makes the output follow the gain less than 1:1,
-    so a plain ``target - out`` step creeps up on the target), at most twice the miss;
-    :class:`_Saturated` when the output no longer gets louder — more gain would only add
-    distortion.
-    """
-    gain, out = tried[-1]
-    miss = target - out
-    if abs(miss) <= tolerance / 2:
-        return None
-    if len(tried) < 2:
-        return miss
-    bracket = _bracket(tried, target)
-    if bracket is not None:
-        (g0, o0), (g1, o1) = bracket
-        slope = (o1 - o0) / (g1 - g0)
-        if slope > _JUMP_SLOPE or slope <= 0:
-            if g1 - g0 <= _FINEST_GAIN:
-                return _Jump()
-            return (g0 + g1) / 2 - gain
-        return g0 + (target - o0) / slope - gain
-    g0, o0 = tried[-2]
-    slope = (out - o0) / (gain - g0) if gain != g0 else 0.0
-    if slope < _SATURATED_SLOPE and miss > 0:
-        loudest = max(o for _, o in tried)
-        least = min(g for g, o in tried if o >= loudest - _NEAR_LOUDEST)
-        return _Saturated(least, loudest)
-    step = miss / max(slope, _SATURATED_SLOPE)
-    return max(step, 2 * miss) if miss < 0 else min(step, 2 * miss)
-
-
-def _closest(tried: Sequence[tuple[float, float]], target: float) -> tuple[float, list[str]]:
-    """The measured gain whose output came closest to ``target``, and, when the target sits
-    in a jump of the gated loudness, a warning that says so."""
-    gain, out = min(tried, key=lambda t: abs(t[1] - target))
-    bracket = _bracket(tried, target)
-    if bracket is None:
-        return gain, []
-    (g0, o0), (g1, o1) = bracket
-    if (o1 - o0) / (g1 - g0) <= _JUMP_SLOPE:
-        return gain, []
-    return gain, [
-        f"the loudness jumps from {o0:.2f} to {o1:.2f} LUFS between master gains "
-        f"{g0:+.3f} and {g1:+.3f} dB: a run of equally loud 400 ms blocks (a steady "
-        f"count-in, say) sits at BS.1770's relative gate and is counted or not; kept "
-        f"{gain:+.2f} dB, {out:.2f} LUFS"
-    ]
-
-
-def _search_gain(
-    gain_db: float,
-    target: float,
-    tolerance: float,
-    *,
-    limits: Callable[[float], bool],
-    measure: Callable[[float], float],
-    ceiling_dbtp: float,
-) -> tuple[float, int, list[str]]:
-    """The master gain (dB) that brings the limited output to ``target`` LUFS, starting from
-    ``gain_db`` (the gain that would without limiting).
-
-    ``limits(g)`` says whether the limiter acts at gain ``g`` (if not, the output's loudness
-    is the bus's plus ``g``: nothing to measure); ``measure(g)`` is the integrated loudness
-    of the limited output at gain ``g``.  At most ``_MAX_ITERATIONS`` measurements; the gain
-    returned is always either one the limiter leaves alone or one that was measured (the
-    closest to the target when the search ends without landing).  Returns the gain, the
-    number of measurements and warnings for the leader.
-    """
-    tried: list[tuple[float, float]] = []
-    while limits(gain_db):
-        if len(tried) == _MAX_ITERATIONS:
-            gain_db, why = _closest(tried, target)
-            return gain_db, len(tried), why
-        tried.append((gain_db, measure(gain_db)))
-        step = _next_gain_step(tried, target, tolerance)
-        if step is None:
-            break
-        if isinstance(step, _Saturated):
-            return (
-                step.gain_db,
-                len(tried),
-                [
-                    f"the target is beyond the limiter: this mix gets no louder than "
-                    f"{step.loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
-                    "kept the least gain that comes within 0.1 LU of that"
-                ],
-            )
-        if isinstance(step, _Jump):
-            gain_db, why = _closest(tried, target)
-            return gain_db, len(tried), why
-        gain_db += step
-    return gain_db, len(tried), []
-
-
-class _Peaks:
-    """The bus's true-peak envelope, kept small: one maximum per block, and per-frame values
-    computed only for the regions where the limiter acts, the last few of them cached.
-
-    Keeping the per-frame envelope of the whole timeline (or of every region where the
-    limiter acts: all of a loud mix) would cost 4 bytes per frame, 58 MB for five minutes at
-    48 kHz; memory would grow with the length of the take.  The cache holds at most
-    ``_CACHED`` regions (about 9 MB with the default block); a later iteration of the master
-    recomputes the envelopes it needs.
-    """
-
-    _CACHED = 32
-
-    def __init__(self, mix: Mixdown, maxima: npt.NDArray[np.float64]) -> None:
-        self._mix = mix
-        self._maxima = maxima
-        self._block = mix.settings.block
-        self._cache: OrderedDict[tuple[int, int], npt.NDArray[np.float32]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def max_over(self, lo: int, hi: int) -> float:
-        """Largest envelope value of frames [lo, hi), or an upper bound (whole blocks)."""
-        first = max(0, lo) // self._block
-        last = min(self._mix.frames, hi) - 1
-        if last < max(0, lo) or self._maxima.size == 0:
-            return 0.0
-        return float(self._maxima[first : last // self._block + 1].max())
-
-    def release(self) -> None:
-        """Drop the cached per-frame envelopes."""
-        with self._lock:
-            self._cache.clear()
-
-    def frames(self, lo: int, hi: int) -> npt.NDArray[np.float32]:
-        """Per-frame envelope of frames [lo, hi) (zeros beyond the bus); thread-safe."""
-        key = (lo, hi)
-        with self._lock:
-            env = self._cache.get(key)
-            if env is not None:
-                self._cache.move_to_end(key)
-                return env
-        env = self._mix._envelope_region(lo, hi)
-        with self._lock:
-            self._cache[key] = env
-            while len(self._cache) > self._CACHED:
-                self._cache.popitem(last=False)
-        return env
 
 
 def mix_arrays(

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "join": ("tutti.client.join", "join a session as a singer and sing the takes"),
     "calibrate": ("tutti.client.calibrate", "measure your headset's round-trip latency"),
     "devices": ("tutti.client.devices", "list audio input and output devices"),
-    "mix": ("tutti.mixcmd", "mix a take folder into one choir recording"),
+    "mix": ("tutti.mix.command", "mix a take folder into one choir recording"),
     "backup": (
         "tutti.server.backup",
         "back up a server's data folder (also while it runs), restore it",

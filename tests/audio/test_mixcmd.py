@@ -448,9 +448,9 @@ def test_recording_decoded_before_the_analysis_code_measures_the_same(
     tmp_path: Path, subtype: str
 ) -> None:
     # the first recordings are decoded while scipy loads and measured from the scratch file
-    from tutti import mixcmd
-    from tutti.audio.mixdown import VoiceAnalyser
-    from tutti.mixfolder import probe
+    from tutti.audio.analysis import VoiceAnalyser
+    from tutti.mix import decode as mixdecode
+    from tutti.mix.folder import probe
 
     rng = np.random.default_rng(7)
     x = (0.1 * rng.standard_normal((600_000, 1))).clip(-0.9, 0.9).astype(np.float32)
@@ -459,10 +459,10 @@ def test_recording_decoded_before_the_analysis_code_measures_the_same(
     sf.write(path, x, RATE, subtype=subtype)
     live = VoiceAnalyser(RATE, 1)
     audio = probe(tmp_path.resolve(), "r.wav", "r")
-    raw_live = mixcmd._decode(audio, RATE, tmp_path / "a.raw", live, "r")
-    raw_late = mixcmd._decode(audio, RATE, tmp_path / "b.raw", None, "r")
+    raw_live = mixdecode.decode(audio, RATE, tmp_path / "a.raw", live, "r")
+    raw_late = mixdecode.decode(audio, RATE, tmp_path / "b.raw", None, "r")
     try:
-        late = mixcmd._analyse(raw_late, RATE, "r").result()
+        late = mixdecode.analyse(raw_late, RATE, "r").result()
         assert late == live.result()
         assert late.clipped == 1
         assert np.array_equal(raw_late.read(0, raw_late.frames), raw_live.read(0, raw_live.frames))

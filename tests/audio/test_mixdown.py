@@ -123,44 +123,44 @@ def test_master_loudness_and_true_peak_in_memory() -> None:
 def test_gain_steps_hand_computed() -> None:
     """The master-gain search: done within half the tolerance; a plain step first; then a
     secant step capped at twice the miss; saturation when the output stops following."""
-    from tutti.audio.mixdown import _next_gain_step, _Saturated
+    from tutti.audio.master import Saturated, next_gain_step
 
-    assert _next_gain_step([(10.0, -9.02)], -9.0, 0.05) is None  # 0.02 ≤ 0.025
-    assert _next_gain_step([(10.0, -9.5)], -9.0, 0.05) == pytest.approx(0.5)
+    assert next_gain_step([(10.0, -9.02)], -9.0, 0.05) is None  # 0.02 ≤ 0.025
+    assert next_gain_step([(10.0, -9.5)], -9.0, 0.05) == pytest.approx(0.5)
     # slope (−9.2 − −9.5) / 0.5 = 0.6 LU/dB; miss 0.2 → 0.2 / 0.6
-    assert _next_gain_step([(10.0, -9.5), (10.5, -9.2)], -9.0, 0.05) == pytest.approx(1 / 3)
+    assert next_gain_step([(10.0, -9.5), (10.5, -9.2)], -9.0, 0.05) == pytest.approx(1 / 3)
     # slope 0.15: miss 1.5 / 0.15 = 10 dB, capped at 2 × 1.5
-    assert _next_gain_step([(13.0, -7.8), (15.0, -7.5)], -6.0, 0.05) == pytest.approx(3.0)
+    assert next_gain_step([(13.0, -7.8), (15.0, -7.5)], -6.0, 0.05) == pytest.approx(3.0)
     # overshoot: slope 1, miss −0.3 → −0.3
-    assert _next_gain_step([(3.0, -9.7), (4.0, -8.7)], -9.0, 0.05) == pytest.approx(-0.3)
+    assert next_gain_step([(3.0, -9.7), (4.0, -8.7)], -9.0, 0.05) == pytest.approx(-0.3)
     # slope 0.02 < 0.1: saturated; loudest −7.84 at +19 dB, −7.93 at +15 dB is within 0.1 LU
-    got = _next_gain_step([(13.0, -8.27), (15.0, -7.93), (19.0, -7.85)], -6.0, 0.05)
-    assert isinstance(got, _Saturated)
+    got = next_gain_step([(13.0, -8.27), (15.0, -7.93), (19.0, -7.85)], -6.0, 0.05)
+    assert isinstance(got, Saturated)
     assert got.gain_db == 15.0 and got.loudest == pytest.approx(-7.85)
 
 
 def test_gain_steps_inside_a_bracket() -> None:
     """Once two gains bracket the target the next one stays between them: interpolated on a
     plausible slope, halfway on a slope that only a jump of the gated loudness makes (or a
-    falling one), and :class:`_Jump` once that bracket is 0.005 dB wide."""
-    from tutti.audio.mixdown import _Jump, _next_gain_step
+    falling one), and :class:`Jump` once that bracket is 0.005 dB wide."""
+    from tutti.audio.master import Jump, next_gain_step
 
     # the narrowest bracket is +2..+3 dB (slope 1): −16.5 + 0.5 at +2.5 dB, from the last +2
-    got = _next_gain_step([(1.0, -17.0), (3.0, -15.5), (2.0, -16.5)], -16.0, 0.1)
+    got = next_gain_step([(1.0, -17.0), (3.0, -15.5), (2.0, -16.5)], -16.0, 0.1)
     assert got == pytest.approx(0.5)
     # the failed CI run's first two measurements: 7.2 LU per dB is a jump → halfway
-    got = _next_gain_step([(3.806882, -16.287944), (4.094826, -14.215592)], -16.0, 0.1)
+    got = next_gain_step([(3.806882, -16.287944), (4.094826, -14.215592)], -16.0, 0.1)
     assert got == pytest.approx((3.806882 + 4.094826) / 2 - 4.094826)
     # louder at less gain: halfway as well
-    assert _next_gain_step([(2.0, -15.0), (2.5, -17.0)], -16.0, 0.1) == pytest.approx(-0.25)
-    got = _next_gain_step([(3.807, -16.29), (3.811, -14.48)], -16.0, 0.1)
-    assert isinstance(got, _Jump)
+    assert next_gain_step([(2.0, -15.0), (2.5, -17.0)], -16.0, 0.1) == pytest.approx(-0.25)
+    got = next_gain_step([(3.807, -16.29), (3.811, -14.48)], -16.0, 0.1)
+    assert isinstance(got, Jump)
 
 
 def _search(
     curve: Callable[[float], float], start: float, target: float = -16.0, tolerance: float = 0.1
 ) -> tuple[float, list[float], list[str]]:
-    from tutti.audio.mixdown import _search_gain
+    from tutti.audio.master import search_gain
 
     measured: list[float] = []
 
@@ -168,7 +168,7 @@ def _search(
         measured.append(g)
         return float(curve(g))
 
-    gain, n, why = _search_gain(
+    gain, n, why = search_gain(
         start, target, tolerance, limits=lambda g: True, measure=measure, ceiling_dbtp=-1.0
     )
     assert n == len(measured)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tutti.mixio import RawAudio
+from tutti.mix.scratch import RawAudio
 
 _FAULTS = """
 import resource, sys
 import numpy as np
-from tutti.mixio import keep_freed_blocks
+from tutti.mix.scratch import keep_freed_blocks
 applied = keep_freed_blocks() if sys.argv[1] == "keep" else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(300):  # a block loop: allocate, fill and free 1 MB arrays

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tutti.mixread import UNKNOWN_LENGTH, count_flac_frames, read_blocks
+from tutti.mix.read import UNKNOWN_LENGTH, count_flac_frames, read_blocks
 
 RATE = 48000
 

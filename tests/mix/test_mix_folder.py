@@ -13,7 +13,7 @@ import soundfile as sf
 
 from tests.mix.badtakes import ANNA, BEN, PIANO, write_base
 from tutti.cli import main
-from tutti.mixout import SCRATCH_PREFIX
+from tutti.mix.outputs import SCRATCH_PREFIX
 
 
 def _zero_streaminfo_total(path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from tests.mix.test_mix_badtakes import _snapshot, mix_command, mix_env
-from tutti.mixout import SCRATCH_PREFIX
+from tutti.mix.outputs import SCRATCH_PREFIX
 
 RATE = 48000
 SINGERS = 8

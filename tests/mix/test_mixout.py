@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tutti.mixout import SCRATCH_PREFIX, Interrupted, SignalGuard, Workspace
+from tutti.mix.outputs import SCRATCH_PREFIX, Interrupted, SignalGuard, Workspace
 
 
 def _entries(folder: Path) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import soundfile as sf
 
 from tutti import takeformat
-from tutti.mixread import UNKNOWN_LENGTH, count_flac_frames
+from tutti.mix.read import UNKNOWN_LENGTH, count_flac_frames
 from tutti.takeformat import TakeFormatError, TakeManifest
 
 __all__ = [

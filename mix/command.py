@@ -1,0 +1,252 @@
+"""``tutti mix``: mix a take folder into one choir recording (and stems, and DAW projects).
+
+This is the I/O edge of the mixdown: it checks the take folder — ``take.json`` and every file
+it names (:mod:`tutti.mix.folder`) — before anything is written, runs the pure pipeline of
+:mod:`tutti.audio.mixdown`, and writes every output into a scratch folder from which they are
+moved into place only when all are complete (:mod:`tutti.mix.outputs`) — a failed or interrupted mix
+(an error, Ctrl-C, SIGTERM) leaves nothing behind.
+
+It streams: memory does not grow with the length of the take or the number of recordings.
+
+1. **Pass 1** (``--jobs`` threads, one recording each): every recording and backing track is
+   decoded once, in blocks, resampled to the take's rate if needed (soxr, streaming), measured
+   (loudness, peak, clipping) and written as raw float32 to a scratch folder beside the output
+   (:mod:`tutti.mix.decode`, :mod:`tutti.mix.scratch`).  For a separate-clock recording the
+   drift comes from its clock map, or else from markers searched in the first and last seconds
+   of that file, and a drifting recording is resampled (streaming) into a new scratch file; its
+   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  Stems are written from the
+   scratch files.  The analysis code (scipy, pyloudnorm) is loaded in a thread meanwhile
+   (:mod:`tutti.mix.passes`); the recordings decoded before it is there are measured from
+   their scratch files.
+2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
+   needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
+   and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
+   true-peak block maxima are measured on the way.
+3. **Master** (:meth:`Mixdown.master`): gain to the target, true-peak limiter, output blocks
+   encoded in this thread while the pool computes the next ones.
+
+The scratch folder (about 4 bytes per sample of every recording, plus 8 bytes per timeline
+frame, plus the outputs) is removed at the end, also after an error or a signal.  When one
+recording fails in pass 1 the others stop at their next block and the import thread is
+cancelled, so a bad file ends the command at once.
+
+Policies (see docs/take-format.md):
+
+- A recording whose rate differs from the take's ``rate`` is resampled (soxr, very high
+  quality) to the take's rate; a recording with several channels is folded to mono (the mean
+  of its channels).  The file's own header wins over nothing: a file whose rate, channel
+  count or length differs from what its manifest entry says is an error (the manifest is
+  wrong, and so may be its timeline numbers, or the file is a cut-off copy).
+- Backing tracks may be mono or stereo, at any rate (resampled like recordings).
+- Drift is corrected only for recordings with ``shared_clock: false`` (separate input and
+  output devices) or a clock map: from the clock map the recorder measured if there is one,
+  else from clicks or claps near the start and the end of the recording.
+- Gaps (input frames the recorder lost, silence in the file) are faded into and out of
+  (:mod:`tutti.audio.gaps`) and listed per singer with the headset's slips; the recorder's
+  ``overflows`` / ``underflows`` counts (a host API's device-wide flags) are shown, not warned of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+from rich.console import Console
+
+from tutti.audio.types import AudioError
+from tutti.mix.folder import MixError, check_path_text, load_manifest
+from tutti.mix.inputs import (
+    apply_choices,
+    corrects_drift,
+    find_backings,
+    find_inputs,
+    session_settings,
+    to_rate,
+)
+from tutti.mix.outputs import Interrupted, SignalGuard, Workspace
+from tutti.mix.passes import BUS_NAME, FORMATS, MixPlan, mix_into, stem_dir_for
+from tutti.mix.report import report
+from tutti.mix.scratch import RawAudio, keep_freed_blocks
+
+__all__ = ["MixError", "add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tutti mix``."""
+    parser.add_argument(
+        "take_dir", metavar="TAKE_DIR", type=Path, help="take folder with take.json"
+    )
+    parser.add_argument("-o", "--output", type=Path, help="mix file (default: TAKE_DIR/mix.FORMAT)")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="default: from -o, else flac")
+    parser.add_argument(
+        "--target-lufs",
+        type=float,
+        default=-16.0,
+        help="master loudness, LUFS (default −16; the true peak stays ≤ −1 dBTP)",
+    )
+    parser.add_argument(
+        "--gain",
+        action="append",
+        default=[],
+        metavar="NAME=DB",
+        help="a singer's gain in dB on top of loudness matching (repeatable)",
+    )
+    parser.add_argument(
+        "--mute",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a singer out (repeatable)",
+    )
+    parser.add_argument(
+        "--reverb",
+        type=float,
+        default=0.0,
+        metavar="WET",
+        help="hall reverb level: 0 off (default), 0.3 modest, up to 4",
+    )
+    backing = parser.add_mutually_exclusive_group()
+    backing.add_argument(
+        "--backing-db", type=float, default=-6.0, help="backing track gain, dB (default −6)"
+    )
+    backing.add_argument("--no-backing", action="store_true", help="leave the backing out")
+    parser.add_argument("--stems", action="store_true", help="also write aligned stems")
+    parser.add_argument(
+        "--project",
+        action="store_true",
+        help="also write stems and a REAPER .rpp and Audacity .lof that open them aligned",
+    )
+    parser.add_argument(
+        "--no-loudness-match", action="store_true", help="keep each singer's own level"
+    )
+    parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads (default: the number of CPUs)",
+    )
+
+
+def _output_path(args: argparse.Namespace) -> tuple[Path, str]:
+    fmt = args.format
+    out: Path | None = args.output
+    if out is not None and fmt is None:
+        ext = out.suffix.lower().lstrip(".")
+        if ext not in FORMATS:
+            raise MixError(f"-o {out}: unknown extension; accepted: {sorted(FORMATS)} or --format")
+        fmt = ext
+    fmt = fmt or "flac"
+    if out is None:
+        out = args.take_dir / f"mix.{fmt}"
+    if out.is_dir():
+        raise MixError(f"-o {out}: is a folder; give a file name")
+    check_path_text(out.absolute(), "-o")
+    stems = stem_dir_for(out)
+    if (args.stems or args.project) and (stems.is_symlink() or stems.exists()):
+        if stems.is_symlink() or not stems.is_dir():
+            raise MixError(f"{stems}: is not a folder (stems go there); move it away")
+    return out, fmt
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not -70.0 <= args.target_lufs <= -5.0:
+        raise MixError(f"--target-lufs {args.target_lufs}: accepted: -70 to -5 LUFS")
+    if not 0.0 <= args.reverb <= 4.0:
+        raise MixError(f"--reverb {args.reverb}: accepted: 0 (off) to 4")
+    if not -60.0 <= args.backing_db <= 20.0:
+        raise MixError(f"--backing-db {args.backing_db}: accepted: -60 to 20 dB")
+    if args.jobs < 1:
+        raise MixError(f"--jobs {args.jobs}: accepted: 1 or more")
+
+
+def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
+    _check_args(args)
+    t_start = time.perf_counter()
+    out_path, fmt = _output_path(args)
+    take_dir: Path = args.take_dir
+    root, manifest = load_manifest(take_dir)
+    items = find_inputs(root, manifest)
+    apply_choices(items, args.gain, args.mute)
+    rate = manifest.rate
+    backings = [] if args.no_backing else find_backings(root, manifest)
+    ends = []
+    if any(corrects_drift(i.rec, args.no_drift) for i in items):
+        from tutti.audio.drift import MAX_PPM
+    for i in items:
+        length = to_rate(i.frames, i.rate, rate)
+        if corrects_drift(i.rec, args.no_drift):
+            length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
+        ends.append(i.timeline_start + length)
+    ends += [b.timeline_start + to_rate(a.frames, a.rate, rate) for b, a in backings]
+    frames = max(ends)
+    if frames <= 0:
+        raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
+    plan = MixPlan(
+        manifest,
+        items,
+        backings,
+        frames,
+        None if args.no_drift else session_settings(manifest),
+        out_path,
+        fmt,
+        target_lufs=args.target_lufs,
+        reverb=args.reverb,
+        backing_db=args.backing_db,
+        loudness_match=not args.no_loudness_match,
+        no_drift=args.no_drift,
+        stems=args.stems,
+        project=args.project,
+        jobs=args.jobs,
+    )
+    # nothing is created before this point; from here on, a failure removes what was
+    with Workspace(out_path, guard) as ws:
+        opened: list[RawAudio] = []
+
+        def bus(n: int) -> RawAudio:
+            raw = RawAudio(ws.scratch / BUS_NAME, 2, n)
+            opened.append(raw)
+            return raw
+
+        try:
+            master = mix_into(plan, ws, bus, opened, console)
+        finally:
+            for raw in opened:
+                raw.close()
+        ws.commit()
+    report(console, items, master, out_path, rate, time.perf_counter() - t_start)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tutti mix``; returns the exit code (0 done, 2 bad input, 1 failure, 128 + the
+    signal number when SIGINT, SIGTERM or SIGHUP stopped it).  Every failure prints one line
+    on stderr and leaves nothing behind (:mod:`tutti.mix.outputs`)."""
+    console = Console()
+    keep_freed_blocks()
+    with SignalGuard() as guard:
+        try:
+            return _mix(args, console, guard)
+        except MixError as exc:
+            _say(f"error: {exc}")
+            return 2
+        except Interrupted as exc:
+            done = "the outputs were written" if guard.committed else "no output written"
+            _say(f"interrupted by {exc}; {done}")
+            return exc.exit_code
+        except (AudioError, sf.LibsndfileError, OSError) as exc:
+            _say(f"failed: {exc}")
+            return 1
+        except Exception as exc:  # a bug, but still one line for the person at the terminal
+            _say(f"failed: unexpected {type(exc).__name__}: {exc} (please report this)")
+            return 1
+
+
+def _say(message: str) -> None:
+    """One line on stderr: control characters and lone surrogates (from file names) escaped."""
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    print(f"tutti mix: {line}", file=sys.stderr)

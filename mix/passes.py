@@ -1,0 +1,278 @@
+"""The passes of ``tutti mix`` over a checked :class:`MixPlan`: pass 1 (decode, measure,
+de-drift and fade every recording into the scratch folder, in parallel), the voice pass, and
+the master pass writing the mix, the stems and the DAW projects into the scratch folder (see
+:mod:`tutti.mix.command` for the whole pipeline)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import soundfile as sf
+from rich.console import Console
+
+from tutti.audio import daw
+from tutti.audio.align import place_range
+from tutti.audio.types import AudioArray
+from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
+from tutti.mix.dedrift import dedrift, fade_gaps
+from tutti.mix.folder import AudioFile
+from tutti.mix.inputs import Input, corrects_drift
+from tutti.mix.outputs import Workspace
+from tutti.mix.report import StageProgress
+from tutti.mix.scratch import RawAudio
+from tutti.takeformat import Backing, TakeManifest
+from tutti.wire import SessionSettings
+
+if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
+    from tutti.audio.analysis import VoiceAnalyser
+    from tutti.audio.mixdown import MasterReport, Mixdown
+
+__all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
+
+FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
+# FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
+# few per cent larger (docs/benchmarks-mix.md)
+_FLAC_LEVEL = 0.0
+BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """One run of ``tutti mix``, checked: the take, what it mixes, and how.
+
+    ``frames`` is the mix's length at the take's rate (room for a corrected clock
+    included); ``session`` the take's tempo (for drift markers), None without one."""
+
+    manifest: TakeManifest
+    items: list[Input]
+    backings: list[tuple[Backing, AudioFile]]
+    frames: int
+    session: SessionSettings | None
+    out_path: Path
+    fmt: str
+    target_lufs: float = -16.0
+    reverb: float = 0.0
+    backing_db: float = -6.0
+    loudness_match: bool = True
+    no_drift: bool = False
+    stems: bool = False
+    project: bool = False
+    jobs: int = 1
+
+
+def stem_dir_for(out_path: Path) -> Path:
+    """The folder the stems of mix ``out_path`` go to."""
+    return out_path.parent / f"{out_path.stem}-stems"
+
+
+class _Pipeline:
+    """The :class:`~tutti.audio.mixdown.Mixdown`, imported and made in a thread.
+
+    Importing the analysis code (scipy.signal, scipy.ndimage, pyloudnorm) takes ≈ 0.5 s of
+    one core; meanwhile pass 1 decodes the first recordings (libsndfile does not hold the
+    GIL), which are then measured from their scratch files (:func:`_analyse`).  A failing mix
+    cancels it (:meth:`cancel`) rather than wait for the import to end.
+    """
+
+    def __init__(self, make: Callable[[], Mixdown]) -> None:
+        self._future: Future[Mixdown] = Future()
+        self._lock = threading.Lock()  # making the mixdown (it creates the bus file) or cancelling
+        self._cancelled = False
+        self._thread = threading.Thread(
+            target=self._run, args=(make,), name="mix-import", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start importing (in a daemon thread)."""
+        self._thread.start()
+
+    def _run(self, make: Callable[[], Mixdown]) -> None:
+        try:
+            importlib.import_module("tutti.audio.mixdown")
+            with self._lock:
+                if not self._cancelled:
+                    self._future.set_result(make())
+        except BaseException as exc:  # handed to whoever asks for the mixdown
+            with self._lock:
+                if not self._future.done():
+                    self._future.set_exception(exc)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the mixdown exists (so the analysis code is loaded)."""
+        return self._future.done() and self._future.exception() is None
+
+    def get(self) -> Mixdown:
+        """The mixdown, once made (re-raises what making it raised)."""
+        return self._future.result()
+
+    def cancel(self) -> None:
+        """Make no mixdown (and no bus file) from now on; :meth:`get` raises
+        :class:`Stopped`.  The import may go on in its daemon thread: it writes nothing."""
+        with self._lock:
+            self._cancelled = True
+            if not self._future.done():
+                self._future.set_exception(Stopped())
+
+
+def _new_mixdown(plan: MixPlan, bus: Callable[[int], RawAudio]) -> Mixdown:
+    from tutti.audio.mixdown import Mixdown, MixSettings
+
+    settings = MixSettings(
+        plan.manifest.rate,
+        target_lufs=plan.target_lufs,
+        singer_lufs=MixSettings.singer_lufs if plan.loudness_match else None,
+        reverb_wet=plan.reverb,
+    )
+    return Mixdown(settings, plan.frames, bus=bus)
+
+
+def _delete(raws: list[RawAudio]) -> None:
+    """Close and delete scratch files (those already gone are skipped)."""
+    for raw in raws:
+        raw.close()
+        raw.path.unlink(missing_ok=True)
+
+
+def open_out(path: Path, fmt: str, rate: int, channels: int) -> sf.SoundFile:
+    """A new audio file of format ``fmt`` (a key of :data:`FORMATS`) for writing."""
+    kind, subtype = FORMATS[fmt]
+    level = _FLAC_LEVEL if kind == "FLAC" else None
+    return sf.SoundFile(str(path), "w", rate, channels, subtype, format=kind,
+                        compression_level=level)  # fmt: skip
+
+
+def write_stem(
+    path: Path, audio: RawAudio, start: int, frames: int, fmt: str, rate: int, stop: threading.Event
+) -> None:
+    """The recording placed on the timeline: zeros before ``start``, cut or padded to ``frames``."""
+    with open_out(path, fmt, rate, audio.channels) as f:
+        for a in range(0, frames, READ_BLOCK):
+            if stop.is_set():
+                raise Stopped
+            shape = (audio.frames, audio.channels)
+            f.write(place_range(audio.read, shape, start, a, min(frames, a + READ_BLOCK)))
+
+
+def mix_into(
+    plan: MixPlan,
+    ws: Workspace,
+    bus: Callable[[int], RawAudio],
+    opened: list[RawAudio],
+    console: Console,
+) -> MasterReport:
+    """Pass 1 (decode, measure, de-drift every recording into the scratch folder, in
+    parallel), the voice pass, the backing, and the master pass writing the mix (and the
+    stems) into the scratch folder, for :meth:`Workspace.commit` to move into place."""
+    rate = plan.manifest.rate
+    work = ws.scratch
+    stems_wanted = plan.stems or plan.project  # a project opens the stems: it needs them
+    pipeline = _Pipeline(partial(_new_mixdown, plan, bus))
+    ws.before_removal(pipeline.cancel)  # whatever ends the mix, no bus file comes after
+    pipeline.start()
+    stem_dir = stem_dir_for(plan.out_path)
+    stems: list[daw.Stem] = []
+    progress = StageProgress(console)
+    stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
+
+    def voice(item: Input) -> str:
+        what = f"recording {item.rec.file} ({item.name})"
+        analyser: VoiceAnalyser | None = None
+        if pipeline.ready:
+            from tutti.audio.analysis import VoiceAnalyser
+
+            analyser = VoiceAnalyser(rate, item.channels)
+        raw = decode(item.audio, rate, work / f"{item.index:04d}.raw", analyser, what, stop)
+        opened.append(raw)
+        mix = pipeline.get()
+        from tutti.audio.mixdown import Voice
+
+        if analyser is None:  # decoded while the analysis code was loading
+            analyser = analyse(raw, rate, what, stop)
+        if corrects_drift(item.rec, plan.no_drift):
+            fixed, again = dedrift(item, raw, rate, plan.session, what, stop)
+            if again is not None:
+                opened.append(fixed)
+                raw, analyser = fixed, again
+        if item.rec.gaps:
+            fade_gaps(item, raw, rate)
+        v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
+        item.report = mix.add_source(raw, v, analyser.result())
+        if stems_wanted:
+            stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{plan.fmt}"
+            stems.append(
+                daw.Stem(
+                    os.path.relpath(stem, plan.out_path.parent),
+                    item.name,
+                    0,
+                    plan.frames,
+                    item.pan,
+                    item.gain_db,
+                )
+            )
+            tmp = ws.temp_for(stem)
+            write_stem(tmp, raw, item.timeline_start, plan.frames, plan.fmt, rate, stop)
+        return item.rec.file
+
+    def backing(k: int) -> str:
+        b, audio = plan.backings[k]
+        what = f"backing {b.file}"
+        raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
+        opened.append(raw)
+        pipeline.get().add_backing_source(raw, b.timeline_start, plan.backing_db)
+        return str(b.file)
+
+    jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]
+    jobs += [partial(voice, item) for item in plan.items]
+    with progress.stage("reading and analysing", len(jobs)) as step:
+        with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
+            futures = [pool.submit(job) for job in jobs]
+            try:
+                for done in as_completed(futures):  # the first failure ends pass 1 at once
+                    step(done.result())
+            except BaseException:
+                stop.set()
+                pipeline.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
+                raise
+    mix = pipeline.get()
+    mix.finish_voices(plan.jobs)
+    # the recordings' scratch files are done with (only the bus is read from here on): delete
+    # them while the master pass runs (≈ 0.2 s for 1 GB, otherwise spent at the end)
+    cleaner = threading.Thread(
+        target=_delete, args=([r for r in opened if r.path.name != BUS_NAME],), daemon=True
+    )
+    cleaner.start()
+    tmp = ws.temp_for(plan.out_path)
+    n_blocks = -(-mix.frames // mix.settings.block)
+    try:
+        with (
+            progress.stage("mastering and writing", n_blocks) as step,
+            open_out(tmp, plan.fmt, rate, 2) as f,
+        ):
+
+            def sink(block: AudioArray) -> None:
+                f.write(block)
+                step("")
+
+            master = mix.master(sink, jobs=plan.jobs)
+    finally:
+        cleaner.join()
+    if plan.project:
+        ordered = sorted(stems, key=lambda s: s.file)
+        title = plan.manifest.title or plan.manifest.take_id
+        base = plan.out_path.parent / plan.out_path.stem
+        for ext, text in (
+            (".rpp", daw.reaper_project(ordered, rate, title=title)),
+            (".lof", daw.audacity_lof(ordered, rate)),
+        ):
+            ws.temp_for(base.with_suffix(ext)).write_text(text, encoding="utf-8")
+    return master
