@@ -275,7 +275,12 @@ def _check(
         # loopback: the stem is the program at lag 0 before the stall and after it
         start = max(0, rec.timeline_start) + RATE // 2
         if name in stopped:
-            gap = max(rec.gaps, key=lambda g: g.frames)
+            # the stall's gap: the longest that begins near the stop (the machine's own xruns
+            # may cost a longer one elsewhere)
+            when = STALLS[name][1] * RATE
+            near = [g for g in rec.gaps if when - RATE // 4 <= g.at <= when + RATE // 2]
+            assert near, report[-1]
+            gap = max(near, key=lambda g: g.frames)
             # the stop is timed from outside, and a loaded machine may keep the resumed
             # process waiting for a core a while longer (it loses those frames too)
             extra = gap.frames - stopped[name] * RATE
