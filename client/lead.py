@@ -22,7 +22,7 @@ the server and saves it as if the session had been created there.
 
 Exit codes: 0 done; 1 the server refused or the action failed (the message says why); 2 bad
 input on the command line or no session chosen; 3 the server could not be reached or is not a
-tutti server; 4 ``download`` wrote the take but some expected singers' recordings are missing.
+tutti server; 6 ``download`` wrote the take but some expected singers' recordings are missing.
 Data goes to stdout (``--json`` for machine-readable output); progress and messages go to stderr.
 """
 
@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,300 +52,22 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tutti import takeformat, wire
-from tutti.client import config
+from tutti import takeformat
+from tutti.client.leadargs import add_arguments, settings_from_args
+from tutti.client.leadconfig import (
+    SESSION_KEY_ENV,
+    Target,
+    UsageError,
+    read_token,
+    remember_session,
+    remember_take,
+    resolve_target,
+)
 from tutti.client.leader_api import LeaderClient, LeaderError, normalize_server_url
-from tutti.errors import EXIT_CODES_HELP, ExitCode, TuttiError
+from tutti.errors import ExitCode, TuttiError
 from tutti.fsutil import write_json_atomic
 
 __all__ = ["add_arguments", "run"]
-
-SECTION = "leader"
-
-#: Environment variable ``adopt`` reads the leader token from (before stdin).
-TOKEN_ENV = "TUTTI_LEADER_TOKEN"
-#: The host's session key for ``create`` when ``--key`` is not given.
-SESSION_KEY_ENV = "TUTTI_SESSION_KEY"
-
-#: What a token looks like: urlsafe base64 (the server's are 43 characters of 32 bytes).
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
-
-
-class UsageError(TuttiError):
-    """Bad input on the command line; the message says what is accepted."""
-
-    exit_code = ExitCode.USAGE
-
-
-# -- the leader's config --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """The session a command acts on."""
-
-    server: str
-    session_id: str
-    token: str
-    code: str = ""
-
-
-def _leader_section() -> dict[str, Any]:
-    sec = config.load().get(SECTION, {})
-    return sec if isinstance(sec, dict) else {}
-
-
-def remember_session(
-    server: str, session_id: str, token: str, code: str, title: str, *, adopted: bool = False
-) -> Path:
-    """Save a session's leader token and make it the current one.
-
-    ``adopted`` marks a token brought from another computer (``tutti lead adopt``): the entry
-    gets ``"adopted_at"`` instead of ``"created_at"``.
-    """
-    data = config.load()
-    sec = data.setdefault(SECTION, {})
-    if not isinstance(sec, dict):
-        raise config.ConfigError(f"section {SECTION!r} of the config must be an object")
-    per_server = sec.setdefault(server, {})
-    per_server[session_id] = {
-        "token": token,
-        "code": code,
-        "title": title,
-        ("adopted_at" if adopted else "created_at"): time.time(),
-    }
-    sec["current"] = {"server": server, "session_id": session_id}
-    return Path(config.save(data))
-
-
-def resolve_target(args: argparse.Namespace) -> Target:
-    """The session from ``--server``/``--session`` or the remembered current one."""
-    sec = _leader_section()
-    current = sec.get("current") if isinstance(sec.get("current"), dict) else {}
-    assert isinstance(current, dict)
-    server_arg = getattr(args, "server", None)
-    server = normalize_server_url(server_arg) if server_arg else current.get("server")
-    if not server:
-        raise UsageError(
-            "no session yet: create one with `tutti lead create URL --title TITLE`, "
-            "adopt one created on another computer with `tutti lead adopt --server URL "
-            "--session ID`, or pass --server URL --session ID"
-        )
-    sessions = sec.get(server, {})
-    if not isinstance(sessions, dict):
-        sessions = {}
-    session_id = getattr(args, "session", None)
-    if not session_id:
-        if current.get("server") == server:
-            session_id = current.get("session_id")
-        elif len(sessions) == 1:
-            session_id = next(iter(sessions))
-    if not session_id:
-        raise UsageError(
-            f"no session chosen for {server}: pass --session ID "
-            f"(known here: {', '.join(sessions) or 'none'})"
-        )
-    entry = sessions.get(session_id)
-    if not isinstance(entry, dict) or not entry.get("token"):
-        raise UsageError(
-            f"no leader token saved for session {session_id} on {server} on this computer; "
-            "on the computer that created it, `tutti lead token` prints the token, and here "
-            f"`tutti lead adopt --server {server} --session {session_id}` takes it (on stdin)"
-        )
-    return Target(server, str(session_id), str(entry["token"]), str(entry.get("code", "")))
-
-
-def remember_take(target: Target, take_id: str | None) -> None:
-    """Keep the id of the take last armed, for ``take start``/``stop`` without an id."""
-    data = config.load()
-    entry = data.get(SECTION, {}).get(target.server, {}).get(target.session_id)
-    if isinstance(entry, dict):
-        if take_id is None:
-            entry.pop("take_id", None)
-        else:
-            entry["take_id"] = take_id
-        config.save(data)
-
-
-# -- argument parsing -----------------------------------------------------------------------
-
-
-def _lead_arg(p: argparse.ArgumentParser) -> None:
-    """``--lead S``: how far ahead ``take start`` and ``take run`` schedule the count-in."""
-    p.add_argument(
-        "--lead",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds from now until the count-in starts (≥ 1, default 2)",
-    )
-
-
-def _common(p: argparse.ArgumentParser, *, with_json: bool = False) -> None:
-    g = p.add_argument_group("session")
-    g.add_argument(
-        "--server",
-        metavar="URL",
-        default=argparse.SUPPRESS,
-        help="server URL (default: the session's server from your config)",
-    )
-    g.add_argument(
-        "--session",
-        metavar="ID",
-        default=argparse.SUPPRESS,
-        help="session id (default: the last session you created)",
-    )
-    if with_json:
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``tutti lead``'s sub-commands to ``parser``."""
-    parser.epilog = EXIT_CODES_HELP
-    parser.add_argument("--server", metavar="URL", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--session", metavar="ID", default=None, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    p = sub.add_parser("create", help="create a session and print the join code")
-    p.add_argument("url", metavar="URL", help="the tutti server, e.g. http://127.0.0.1:8765")
-    p.add_argument(
-        "--key",
-        default=None,
-        help=f"the server host's session key (default: ${SESSION_KEY_ENV}); not needed on "
-        "a server started with --open",
-    )
-    p.add_argument("--title", required=True, help="the session's title (1–120 characters)")
-    p.add_argument("--rate", type=int, default=48000, help="sample rate in Hz (default 48000)")
-    p.add_argument("--bpm", type=float, default=100.0, help="tempo in beats per minute")
-    p.add_argument("--meter", default="4/4", help="beats per bar / beat unit (default 4/4)")
-    p.add_argument(
-        "--count-in",
-        type=int,
-        default=1,
-        metavar="BARS",
-        help="bars of click before the song (default 1)",
-    )
-    p.add_argument(
-        "--parts", default="S,A,T,B", help="voice parts, comma-separated (default S,A,T,B)"
-    )
-    p.add_argument(
-        "--tempo-map",
-        type=Path,
-        metavar="FILE.json",
-        help='tempo changes: a JSON list of {"bar", "bpm", "beats_per_bar"?}',
-    )
-    p.add_argument(
-        "--max-take-seconds",
-        type=int,
-        default=None,
-        help="longest take in seconds (default: the server's, 900)",
-    )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-    p = sub.add_parser("track", help="upload the backing track for a voice part")
-    p.add_argument("part", metavar="PART", help="voice part (one of the session's parts)")
-    p.add_argument("file", metavar="FILE", type=Path, help="WAV, FLAC or OGG at the session rate")
-    _common(p, with_json=True)
-
-    p = sub.add_parser("roster", help="who has joined: parts, connection, latency, clock, level")
-    _common(p, with_json=True)
-
-    p = sub.add_parser("take", help="arm, start or stop a take")
-    tsub = p.add_subparsers(dest="take_action", metavar="STEP", required=True)
-    q = tsub.add_parser("arm", help="arm a take (the singers get ready)")
-    _common(q, with_json=True)
-    q = tsub.add_parser("start", help="start the armed take (arms one first if needed)")
-    _lead_arg(q)
-    q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the armed one)")
-    _common(q, with_json=True)
-    q = tsub.add_parser("stop", help="stop the running take")
-    q.add_argument("--take", metavar="TAKE_ID", help="the take (default: the running one)")
-    _common(q, with_json=True)
-    q = tsub.add_parser("run", help="arm, start, and stop after --seconds")
-    q.add_argument("--seconds", type=float, required=True, help="length of the take (seconds)")
-    _lead_arg(q)
-    _common(q, with_json=True)
-
-    p = sub.add_parser("takes", help="list takes with each singer's upload state")
-    _common(p, with_json=True)
-
-    p = sub.add_parser("download", help="download a take folder for `tutti mix`")
-    p.add_argument(
-        "take_id",
-        metavar="TAKE",
-        help="'last', the take's number in `tutti lead takes`, or its id (or prefix)",
-    )
-    p.add_argument(
-        "dir",
-        metavar="DIR",
-        nargs="?",
-        type=Path,
-        help="destination folder (default ./take-TAKE_ID)",
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="wait up to S seconds for every expected singer's upload",
-    )
-    _common(p, with_json=True)
-
-    p = sub.add_parser("close", help="close the session (no more joins or takes)")
-    _common(p)
-
-    p = sub.add_parser(
-        "delete", help="delete a take, or the whole session, with every recording, for good"
-    )
-    p.add_argument("take", nargs="?", metavar="TAKE_ID", help="the take to delete")
-    p.add_argument(
-        "--whole-session",
-        action="store_true",
-        help="delete the session itself: its singers, every take and recording, its tracks",
-    )
-    p.add_argument("--yes", action="store_true", help="do it without asking (for scripts)")
-    _common(p)
-
-    p = sub.add_parser("watch", help="live view of the roster; keys: s start, x stop, q quit")
-    p.add_argument(
-        "--lead",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds of lead before a take started with 's'",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        metavar="S",
-        help="quit after S seconds (default: run until q or Ctrl-C)",
-    )
-    _common(p)
-
-    p = sub.add_parser(
-        "token",
-        help="print the session's leader token, to lead it from another computer",
-        description="Print the leader token saved here for the session, with its server and "
-        "id. Anyone holding it has full control of the session: pass it only to yourself or a "
-        "co-leader, over a private channel.",
-    )
-    _common(p, with_json=True)
-
-    p = sub.add_parser(
-        "adopt",
-        help="lead a session created on another computer (token on stdin)",
-        description="Read the leader token (printed by `tutti lead token` on the computer that "
-        f"created the session) from ${TOKEN_ENV} or else from stdin (one line; typed without "
-        "echo at a terminal), check it with the server, then save it here and make the session "
-        "the current one. The token is never taken as an argument: arguments land in shell "
-        "history and in the process list.",
-    )
-    g = p.add_argument_group("session")
-    g.add_argument("--server", metavar="URL", required=True, help="the session's server URL")
-    g.add_argument("--session", metavar="ID", required=True, help="the session id")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
 
 # -- output helpers -------------------------------------------------------------------------
 
@@ -413,53 +132,13 @@ def _fmt_clock(p: dict[str, Any]) -> str:
 # -- the sub-commands -----------------------------------------------------------------------
 
 
-def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    meter = str(args.meter).strip()
-    try:
-        bpb_s, unit_s = meter.split("/")
-        bpb, unit = int(bpb_s), int(unit_s)
-    except ValueError:
-        raise UsageError(
-            f"--meter {meter!r}: give beats per bar and beat unit like 4/4, 3/4 or 6/8"
-        ) from None
-    parts = [p.strip() for p in str(args.parts).split(",") if p.strip()]
-    settings: dict[str, Any] = {
-        "title": args.title,
-        "rate": args.rate,
-        "bpm": args.bpm,
-        "beats_per_bar": bpb,
-        "beat_unit": unit,
-        "count_in_bars": args.count_in,
-        "parts": parts,
-    }
-    if args.max_take_seconds is not None:
-        settings["max_take_seconds"] = args.max_take_seconds
-    if args.tempo_map is not None:
-        try:
-            raw = json.loads(Path(args.tempo_map).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"--tempo-map {args.tempo_map}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"--tempo-map {args.tempo_map}: not valid JSON ({exc.msg} at line {exc.lineno})"
-            ) from None
-        if isinstance(raw, dict) and "tempo_map" in raw:
-            raw = raw["tempo_map"]
-        settings["tempo_map"] = raw
-    try:
-        checked = wire.parse_settings(settings)
-    except wire.WireError as exc:
-        raise UsageError(str(exc)) from None
-    return checked.to_dict()
-
-
 def _spaced(code: str) -> str:
     return " ".join(code)
 
 
 async def _create(args: argparse.Namespace) -> int:
     server = normalize_server_url(args.url)
-    settings = _settings_from_args(args)
+    settings = settings_from_args(args)
     async with LeaderClient(server) as api:
         await api.health()
         key = args.key or os.environ.get(SESSION_KEY_ENV) or None
@@ -859,43 +538,6 @@ async def _token(args: argparse.Namespace, target: Target) -> int:
         f"--session {target.session_id}` and paste the token"
     )
     return ExitCode.OK
-
-
-def read_token() -> str:
-    """The leader token for ``adopt``: ``$TUTTI_LEADER_TOKEN``, else one line of stdin.
-
-    At a terminal the line is read without echo.  Raises :class:`UsageError` when there is
-    none or it does not look like a token (the message never repeats what was read).
-    """
-    where = f"${TOKEN_ENV}"
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        where = "stdin"
-        stdin = sys.stdin
-        if stdin is None or stdin.closed:
-            raise UsageError(f"no token: set {TOKEN_ENV} or give it on stdin")
-        try:
-            if stdin.isatty():
-                token = getpass.getpass(
-                    "leader token (from `tutti lead token`): ", stream=sys.stderr
-                )
-            else:
-                token = stdin.readline()
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read the token from stdin ({exc})") from None
-        token = token.strip()
-    if not token:
-        raise UsageError(
-            f"no token on stdin: pipe or paste the line `tutti lead token` printed on the "
-            f"computer that created the session (or set {TOKEN_ENV}); nothing was stored"
-        )
-    if not _TOKEN_RE.fullmatch(token):
-        raise UsageError(
-            f"what {where} holds ({len(token)} characters) does not look like a leader token: "
-            "expected one line of letters, digits, '-' and '_' (43 characters), as "
-            "`tutti lead token` prints it; nothing was stored"
-        )
-    return token
 
 
 async def _adopt(args: argparse.Namespace) -> int:

@@ -23,8 +23,6 @@ A 422 (the server refused the file: wrong rate, not audio, sha mismatch) is fina
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +36,7 @@ import aiohttp
 
 from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
+from tutti.tusheaders import TUS_VERSION, encode_metadata, sha256_checksum
 
 __all__ = [
     "UploadError",
@@ -45,13 +44,11 @@ __all__ = [
     "UploadJob",
     "UploadProgress",
     "TusUploader",
-    "encode_metadata",
     "file_sha256",
 ]
 
 log = logging.getLogger(__name__)
 
-TUS_VERSION: Final = "1.0.0"
 DEFAULT_CHUNK: Final = 256 * 1024
 _TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_read=30)
 
@@ -95,11 +92,6 @@ class UploadProgress:
     state: str = "uploading"  # uploading | retrying | uploaded | failed
     retries: int = 0
     detail: str = ""
-
-
-def encode_metadata(meta: dict[str, str]) -> str:
-    """tus ``Upload-Metadata``: comma-separated ``key base64(value)``."""
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
 
 
 class _Retry(Exception):
@@ -223,7 +215,6 @@ class TusUploader:
 
     async def _patch(self, url: str, offset: int, chunk: bytes) -> int | None:
         """New offset, or ``None`` if the server says the upload is already complete."""
-        digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
         self.requests += 1
         async with self.http.patch(
             url,
@@ -232,7 +223,7 @@ class TusUploader:
                 {
                     "Content-Type": "application/offset+octet-stream",
                     "Upload-Offset": str(offset),
-                    "Upload-Checksum": f"sha256 {digest}",
+                    "Upload-Checksum": sha256_checksum(chunk),
                 }
             ),
             timeout=_TIMEOUT,

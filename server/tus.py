@@ -22,8 +22,6 @@ reason is in the ``X-Tutti-Upload-Error`` header); every HEAD says ``X-Tutti-Upl
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
 import email.utils
@@ -40,6 +38,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from tutti.tusheaders import TUS_VERSION, encode_metadata, parse_checksum, parse_metadata
+
 from .errors import disk_full
 from .uploads import (
     Hasher,
@@ -51,20 +51,15 @@ from .uploads import (
 )
 
 __all__ = [
-    "TUS_VERSION",
     "TUS_EXTENSIONS",
     "CHECKSUM_ALGORITHMS",
     "VerificationError",
     "UploadHooks",
     "TusHandler",
-    "parse_metadata",
-    "encode_metadata",
-    "parse_checksum",
 ]
 
 log = logging.getLogger(__name__)
 
-TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = ("creation", "checksum", "expiration", "termination")
 CHECKSUM_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
@@ -172,70 +167,6 @@ class _Upload:
     state: UploadState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sha256: Hasher | None = None  # whole-file hash over [0, offset); None until needed
-
-
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """Decode an ``Upload-Metadata`` header: ``key base64value`` pairs separated by commas.
-
-    A key may stand alone (empty value).  Keys are unique printable ASCII without spaces or
-    commas; values are standard base64 of UTF-8 text.  Raises ``ValueError`` naming the key.
-    """
-    if header is None or not header.strip():
-        return {}
-    out: dict[str, str] = {}
-    for item in header.split(","):
-        parts = item.strip().split(" ")
-        key = parts[0]
-        if len(parts) > 2 or not key:
-            raise ValueError(
-                f"Upload-Metadata entry {item.strip()!r} is malformed: expected 'key base64value'"
-            )
-        if not (key.isascii() and key.isprintable()):
-            raise ValueError(f"Upload-Metadata key {key!r} must be printable ASCII")
-        if key in out:
-            raise ValueError(f"Upload-Metadata key {key!r} appears twice")
-        value = ""
-        if len(parts) == 2:
-            try:
-                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
-            except binascii.Error:
-                raise ValueError(
-                    f"Upload-Metadata value of key {key!r} is not valid base64"
-                ) from None
-            except UnicodeDecodeError:
-                raise ValueError(
-                    f"Upload-Metadata value of key {key!r} is not UTF-8 text"
-                ) from None
-        out[key] = value
-    return out
-
-
-def encode_metadata(metadata: dict[str, str]) -> str:
-    """Encode ``metadata`` as an ``Upload-Metadata`` header value (inverse of parse_metadata)."""
-    return ",".join(
-        f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in metadata.items()
-    )
-
-
-def parse_checksum(header: str) -> tuple[str, bytes]:
-    """Decode an ``Upload-Checksum`` header (``algorithm base64digest``).
-
-    Returns the algorithm name and the raw digest.  Raises ``ValueError`` for an
-    unsupported algorithm or a malformed value.
-    """
-    parts = header.strip().split(" ")
-    if len(parts) != 2:
-        raise ValueError("Upload-Checksum must be '<algorithm> <base64 digest>'")
-    algo, encoded = parts[0].lower(), parts[1]
-    if algo not in CHECKSUM_ALGORITHMS:
-        raise ValueError(
-            f"Upload-Checksum algorithm {parts[0]!r} is not supported; "
-            f"supported: {', '.join(CHECKSUM_ALGORITHMS)}"
-        )
-    try:
-        return algo, base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        raise ValueError("Upload-Checksum digest is not valid base64") from None
 
 
 def _uint_header(request: web.Request, name: str) -> int | None:
@@ -598,7 +529,7 @@ class TusHandler:
         checksum: tuple[str, bytes] | None = None
         if "Upload-Checksum" in request.headers:
             try:
-                checksum = parse_checksum(request.headers["Upload-Checksum"])
+                checksum = parse_checksum(request.headers["Upload-Checksum"], CHECKSUM_ALGORITHMS)
             except ValueError as exc:
                 raise _TusError(400, "bad_checksum", str(exc)) from None
         if self._uploads.get(st.upload_id) is not upload:  # terminated or expired meanwhile

@@ -16,7 +16,7 @@ from aiohttp import web
 from tests.client.lead_cli import CliResult, run_cli
 from tests.support.ports import unused_port
 from tutti.client import config
-from tutti.client.lead import remember_session
+from tutti.client.leadconfig import remember_session
 from tutti.client.leader_api import LeaderError, normalize_server_url
 
 

@@ -19,7 +19,7 @@ from tests.client.lead_cli import run_cli
 from tests.client.lead_support import CuttingProxy, Singer, serve, tone, write_wav
 from tutti import takeformat, wire
 from tutti.client import config
-from tutti.client.lead import remember_session
+from tutti.client.leadconfig import remember_session
 
 
 async def _create(server: str, *extra: str) -> dict[str, object]:

@@ -18,7 +18,7 @@ import socketio
 import soundfile as sf
 
 from tests.server.tus_support import OCTET, TUS
-from tutti.server.tus import encode_metadata
+from tutti.tusheaders import encode_metadata
 from tutti.wire import PROTOCOL_VERSION
 
 SETTINGS: dict[str, Any] = {

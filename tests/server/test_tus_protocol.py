@@ -80,7 +80,7 @@ async def test_create_head_patch_complete(tmp_path: Path) -> None:
             assert r.headers["Cache-Control"] == "no-store"
             assert r.headers["X-Tutti-Upload-State"] == "receiving"
             assert "Upload-Expires" in r.headers
-            from tutti.server.tus import parse_metadata
+            from tutti.tusheaders import parse_metadata
 
             assert parse_metadata(r.headers["Upload-Metadata"]) == meta
         r = await patch(s, url, 0, DATA[:100_000])

@@ -20,7 +20,7 @@ from tests.server.helpers import (
 from tests.server.test_take_uploads import started_take
 from tests.server.tus_support import TUS
 from tests.support.server import running_server
-from tutti.server.tus import encode_metadata
+from tutti.tusheaders import encode_metadata
 
 FRAMES = 4800
 

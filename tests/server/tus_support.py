@@ -26,7 +26,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tutti.server.tus import TUS_VERSION, TusHandler, VerificationError, encode_metadata
+from tutti.server.tus import TusHandler, VerificationError
+from tutti.tusheaders import TUS_VERSION, encode_metadata
 
 TUS = {"Tus-Resumable": TUS_VERSION}
 OCTET = "application/offset+octet-stream"
