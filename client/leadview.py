@@ -23,7 +23,7 @@ import termios
 import time
 import tty
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,158 +352,201 @@ async def watch(
         Exit code: 0; 1 when the server refused the connection or the session is closed;
         3 when the server cannot be reached.
     """
-    out = console or Console(highlight=False)
-    live_mode = out.is_terminal
-    state = RosterState()
-    quit_event = asyncio.Event()
-    refused: list[str] = []
-    sio = socketio.AsyncClient(
-        reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5.0
-    )
-    loop = asyncio.get_running_loop()
+    view = LeaderWatch(server, token, lead_s=lead_s, console=console)
+    return await view.run(duration=duration, stdin_fd=stdin_fd)
 
-    def say(lines: list[str]) -> None:
-        if not live_mode:
+
+#: The events the live view follows.
+_WATCHED = (
+    wire.Ev.WELCOME,
+    wire.Ev.ROSTER,
+    wire.Ev.PARTICIPANT,
+    wire.Ev.LEVELS,
+    wire.Ev.TAKE_ARMED,
+    wire.Ev.TAKE_START,
+    wire.Ev.TAKE_STOP,
+    wire.Ev.TAKE_UPDATE,
+    wire.Ev.SESSION_CLOSED,
+)
+
+
+class LeaderWatch:
+    """``tutti lead watch``: the session's live view, and keys to start and stop takes.
+
+    Lifecycle: made with the server, token and console; :meth:`run` checks the session over
+    HTTP, connects the Socket.IO client, shows the view until asked to quit, and disconnects
+    and closes everything it opened on every way out.  One :meth:`run` per object.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        lead_s: float | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.server, self.token, self.lead_s = server, token, lead_s
+        self.out = console or Console(highlight=False)
+        self.live_mode = self.out.is_terminal
+        self.state = RosterState()
+        self.quit = asyncio.Event()
+        self._refused: list[str] = []
+        self._actions: set[asyncio.Task[None]] = set()
+        self._api: LeaderClient | None = None
+        self.sio = socketio.AsyncClient(
+            reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5.0
+        )
+        for ev in _WATCHED:
+            self.sio.on(ev, self._handler(ev))
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("connect_error", self._on_connect_error)
+
+    # -- what the server sends --------------------------------------------------------------
+
+    def _say(self, lines: list[str]) -> None:
+        """Print event lines when there is no live panel to show them in."""
+        if not self.live_mode:
             for line in lines:
-                out.print(line, markup=False, highlight=False, soft_wrap=True)
+                self.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    def on(event: str) -> None:
+    def _handler(self, event: str) -> Callable[[Any], Awaitable[None]]:
         async def handler(data: Any = None) -> None:
-            say(state.apply(event, data))
-            if state.closed:
-                quit_event.set()
+            self._say(self.state.apply(event, data))
+            if self.state.closed:
+                self.quit.set()
 
-        sio.on(event, handler)
+        return handler
 
-    for ev in (
-        wire.Ev.WELCOME,
-        wire.Ev.ROSTER,
-        wire.Ev.PARTICIPANT,
-        wire.Ev.LEVELS,
-        wire.Ev.TAKE_ARMED,
-        wire.Ev.TAKE_START,
-        wire.Ev.TAKE_STOP,
-        wire.Ev.TAKE_UPDATE,
-        wire.Ev.SESSION_CLOSED,
-    ):
-        on(ev)
+    async def _on_connect(self) -> None:
+        self.state.connected = True
 
-    async def connect() -> None:
-        state.connected = True
+    async def _on_disconnect(self, *_a: Any) -> None:
+        self.state.connected = False
+        self._say(["disconnected from the server; reconnecting…"])
 
-    async def disconnect(*_a: Any) -> None:
-        state.connected = False
-        say(["disconnected from the server; reconnecting…"])
-
-    async def connect_error(data: Any = None) -> None:
+    async def _on_connect_error(self, data: Any = None) -> None:
         msg = data.get("message") if isinstance(data, dict) else data
-        refused.append(str(msg or "connection refused"))
+        self._refused.append(str(msg or "connection refused"))
 
-    sio.on("connect", connect)
-    sio.on("disconnect", disconnect)
-    sio.on("connect_error", connect_error)
+    # -- keys ----------------------------------------------------------------------------------
 
-    api = LeaderClient(server, token)
-    await api.__aenter__()
-    actions: set[asyncio.Task[None]] = set()
-
-    async def act(key: str) -> None:
+    async def _act(self, key: str) -> None:
         from tutti.client.lead import start_take, stop_take
 
+        assert self._api is not None
         try:
             if key == "s":
-                res = await start_take(api, None, lead_s)
-                say(state._note(f"requested start of take {res['take_id']}"))
+                res = await start_take(self._api, None, self.lead_s)
+                self._say(self.state._note(f"requested start of take {res['take_id']}"))
             elif key == "x":
-                res = await stop_take(api, None)
-                say(state._note(f"requested stop of take {res['take_id']}"))
+                res = await stop_take(self._api, None)
+                self._say(self.state._note(f"requested stop of take {res['take_id']}"))
         except LeaderError as exc:
-            say(state._note(f"cannot {'start' if key == 's' else 'stop'}: {exc}"))
+            self._say(self.state._note(f"cannot {'start' if key == 's' else 'stop'}: {exc}"))
 
-    def on_key() -> None:
+    def _on_key(self, fd: int) -> None:
         try:
             ch = _read1(fd)
         except OSError:
             ch = ""
         if ch in ("q", "Q", "") or ch == "\x04":
-            quit_event.set()
+            self.quit.set()
         elif ch in ("s", "S", "x", "X"):
-            task = loop.create_task(act(ch.lower()))
-            actions.add(task)
-            task.add_done_callback(actions.discard)
+            task = asyncio.get_running_loop().create_task(self._act(ch.lower()))
+            self._actions.add(task)
+            task.add_done_callback(self._actions.discard)
 
-    try:
-        info = await api.session()
-    except LeaderError as exc:
-        await api.__aexit__(None, None, None)
-        out.print(f"tutti lead watch: {exc}", markup=False)
-        return 3 if exc.code in ("unreachable", "not_tutti") else 1
-    state.code = str(info.get("code", ""))
-    if info.get("state") == "closed":
-        await api.__aexit__(None, None, None)
-        out.print(
-            "tutti lead watch: this session is closed; create a new one with `tutti lead create`",
-            markup=False,
-        )
-        return 1
-    fd = _stdin_fd() if stdin_fd is None else stdin_fd
-    keys = fd >= 0 and _isatty(fd)
-    try:
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self, *, duration: float | None = None, stdin_fd: int | None = None) -> int:
+        """Show the view until quit; the exit code (see :func:`watch`)."""
+        async with LeaderClient(self.server, self.token) as api:
+            self._api = api
+            refused = await self._check_session(api)
+            if refused is not None:
+                return refused
+            fd = _stdin_fd() if stdin_fd is None else stdin_fd
+            keys = fd >= 0 and _isatty(fd)
+            try:
+                if not await self._connect():
+                    return 1
+                if not self.live_mode:
+                    hint = (
+                        "keys: s start, x stop, q quit"
+                        if keys
+                        else "no terminal on stdin, keys ignored"
+                    )
+                    self.out.print(f"watching; {hint}", markup=False)
+                with contextlib.ExitStack() as stack:
+                    if keys:
+                        loop = asyncio.get_running_loop()
+                        stack.enter_context(_cbreak(fd))
+                        loop.add_reader(fd, self._on_key, fd)
+                        stack.callback(loop.remove_reader, fd)
+                    await self._show(duration)
+                for task in list(self._actions):
+                    with contextlib.suppress(Exception):
+                        await task
+                return 0
+            finally:
+                await self.sio.disconnect()
+
+    async def _check_session(self, api: LeaderClient) -> int | None:
+        """None if the session is open; else the exit code, having said why."""
         try:
-            await sio.connect(
-                server, auth={"token": token, "protocol": wire.PROTOCOL_VERSION}, wait_timeout=10
-            )
-        except socketio.exceptions.ConnectionError as exc:
-            detail = refused[-1] if refused else str(exc)
-            out.print(
-                f"tutti lead watch: the server refused the connection: {detail}", markup=False
-            )
-            return 1
-        if not live_mode:
-            out.print(
-                "watching; "
-                + (
-                    "keys: s start, x stop, q quit"
-                    if keys
-                    else "no terminal on stdin, keys ignored"
-                ),
+            info = await api.session()
+        except LeaderError as exc:
+            self.out.print(f"tutti lead watch: {exc}", markup=False)
+            return 3 if exc.code in ("unreachable", "not_tutti") else 1
+        self.state.code = str(info.get("code", ""))
+        if info.get("state") == "closed":
+            self.out.print(
+                "tutti lead watch: this session is closed; create a new one with "
+                "`tutti lead create`",
                 markup=False,
             )
-        stack = contextlib.ExitStack()
-        if keys:
-            stack.enter_context(_cbreak(fd))
-            loop.add_reader(fd, on_key)
-            stack.callback(loop.remove_reader, fd)
-        with stack:
-            deadline = None if duration is None else time.monotonic() + duration
-            last_levels = ""
-            next_level_line = time.monotonic() + 2.0
-            live = (
-                Live(render(state), console=out, auto_refresh=False, transient=False)
-                if live_mode
-                else None
+            return 1
+        return None
+
+    async def _connect(self) -> bool:
+        """Connect the live events; False (having said why) if the server refused."""
+        auth = {"token": self.token, "protocol": wire.PROTOCOL_VERSION}
+        try:
+            await self.sio.connect(self.server, auth=auth, wait_timeout=10)
+        except socketio.exceptions.ConnectionError as exc:
+            detail = self._refused[-1] if self._refused else str(exc)
+            self.out.print(
+                f"tutti lead watch: the server refused the connection: {detail}", markup=False
             )
-            with live if live is not None else contextlib.nullcontext():
-                while not quit_event.is_set():
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(quit_event.wait(), 0.1 if live else 0.25)
-                    if live is not None:
-                        live.update(render(state), refresh=True)
-                    elif time.monotonic() >= next_level_line:
-                        next_level_line = time.monotonic() + 2.0
-                        line = state.level_line()
-                        if line and line != last_levels:
-                            out.print(line, markup=False, highlight=False)
-                            last_levels = line
-        for task in list(actions):
-            with contextlib.suppress(Exception):
-                await task
-        return 0
-    finally:
-        await sio.disconnect()
-        await api.__aexit__(None, None, None)
+            return False
+        return True
+
+    async def _show(self, duration: float | None) -> None:
+        """Redraw the panel (a terminal) or print level lines (a pipe) until quit."""
+        deadline = None if duration is None else time.monotonic() + duration
+        last_levels = ""
+        next_level_line = time.monotonic() + 2.0
+        live = (
+            Live(render(self.state), console=self.out, auto_refresh=False, transient=False)
+            if self.live_mode
+            else None
+        )
+        with live if live is not None else contextlib.nullcontext():
+            while not self.quit.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.quit.wait(), 0.1 if live else 0.25)
+                if live is not None:
+                    live.update(render(self.state), refresh=True)
+                elif time.monotonic() >= next_level_line:
+                    next_level_line = time.monotonic() + 2.0
+                    line = self.state.level_line()
+                    if line and line != last_levels:
+                        self.out.print(line, markup=False, highlight=False)
+                        last_levels = line
 
 
 def _stdin_fd() -> int:
