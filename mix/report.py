@@ -4,6 +4,7 @@ singer's losses and the result."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,8 @@ __all__ = ["StageProgress", "duration", "timeline_time", "report"]
 
 
 class StageProgress:
-    """A rich progress bar on a terminal, plain lines otherwise."""
+    """A rich progress bar on a terminal; piped or logged, one line as a stage starts and one
+    as it ends (a log wants the stages, not every file)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -45,18 +47,13 @@ class StageProgress:
                 task = bar.add_task(label, total=total)
                 yield lambda _detail: bar.advance(task)
         else:
-            done = [0]
+            started = time.perf_counter()
+            self._line(f"{label}: {total} to do")
+            yield lambda _detail: None
+            self._line(f"{label}: done in {time.perf_counter() - started:.1f} s")
 
-            def step(detail: str) -> None:
-                done[0] += 1
-                self.console.print(
-                    f"{label}: {done[0]}/{total} {detail}",
-                    markup=False,  # file names are text, not rich markup
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
-            yield step
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 #: Gaps and slips listed one by one per singer below the table; the rest are counted.
