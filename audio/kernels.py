@@ -3,9 +3,9 @@
 ``tutti mix`` measures the BS.1770 loudness of every singer and the 4×-oversampled true peak
 of the stereo bus.  Both are per-sample loops that scipy runs one sample after the other:
 
-- **K-weighting** (two biquads): :func:`scipy.signal.lfilter` costs ≈ 4 ns per sample whatever
-  the filter's order — its loop, not the arithmetic, is the cost — so the 32 singers of a
-  5-minute take were 1.8 s of CPU, a fifth of the whole mix.  An IIR filter cannot be
+- **K-weighting** (two biquads): :func:`scipy.signal.lfilter` costs the same per sample
+  whatever the filter's order — its loop, not the arithmetic, is the cost — so measuring every
+  singer was a large share of the whole mix.  An IIR filter cannot be
   vectorised along time, but independent stretches of one signal can be filtered side by side:
   :func:`kweight_hop_energies` cuts a stretch into ``lanes`` chunks and runs the same biquads
   on all of them at once (one SIMD register holds several lanes).  Each chunk starts
@@ -15,7 +15,7 @@ of the stereo bus.  Both are per-sample loops that scipy runs one sample after t
   per 100 ms hop in the same pass, which is all the gating needs.
 - **Summing the voices** into the left and right rows: :func:`pan_add` reads each sample once
   (int16 as stored) and adds it, times each side's gain, to both rows; numpy needs a product
-  and a sum per row, each a pass with a temporary (3.5 × slower for a group of 8 voices).
+  and a sum per row, each a pass with a temporary.
 - **True-peak interpolation** (3 polyphase branches of 20 taps): :func:`true_peak_rows` runs
   each tap as a multiply-add along the whole row, which the compiler vectorises along time.
 
@@ -24,9 +24,7 @@ with scipy); these functions only run them.  ``cache=True`` keeps the compiled c
 file (or in numba's user cache), so only the first mix on a machine pays for compiling;
 ``nogil=True`` lets the mix's threads run them in parallel.
 
-Measured (one core, 5 minutes at 48 kHz, see docs/benchmarks-mix.md): K-weighting and hop sums
-≈ 16 ms with 32 lanes against 56 ms for ``lfilter`` alone; the bus's true-peak envelope
-≈ 0.4 ms per 65,536-frame stereo block against 2.6 ms with one ``einsum`` over strided windows.
+Their speed against scipy's own loops is measured in docs/benchmarks-mix.md.
 """
 
 from __future__ import annotations

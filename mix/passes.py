@@ -76,10 +76,11 @@ def stem_dir_for(out_path: Path) -> Path:
 class _Pipeline:
     """The :class:`~tutti.audio.mixdown.Mixdown`, imported and made in a thread.
 
-    Importing the analysis code (scipy.signal, scipy.ndimage, pyloudnorm) takes ≈ 0.5 s of
-    one core; meanwhile pass 1 decodes the first recordings (libsndfile does not hold the
-    GIL), which are then measured from their scratch files (:func:`_analyse`).  A failing mix
-    cancels it (:meth:`cancel`) rather than wait for the import to end.
+    Importing the analysis code (scipy.signal, scipy.ndimage, pyloudnorm, numba) takes a
+    good part of a second of one core; meanwhile pass 1 decodes the first recordings
+    (libsndfile does not hold the GIL), which are then measured from their scratch files
+    (:func:`~tutti.mix.decode.analyse`).  A failing mix cancels it (:meth:`cancel`) rather
+    than wait for the import to end.
     """
 
     def __init__(self, make: Callable[[], Mixdown]) -> None:
@@ -246,7 +247,7 @@ def mix_into(
     mix = pipeline.get()
     mix.finish_voices(plan.jobs)
     # the recordings' scratch files are done with (only the bus is read from here on): delete
-    # them while the master pass runs (≈ 0.2 s for 1 GB, otherwise spent at the end)
+    # them while the master pass runs (time otherwise spent at the end)
     cleaner = threading.Thread(
         target=_delete, args=([r for r in opened if r.path.name != BUS_NAME],), daemon=True
     )

@@ -3,9 +3,8 @@
 FLAC files (what ``tutti join`` records) are decoded with miniaudio's dr_flac; everything
 else (WAV, OGG, …) with libsndfile through soundfile.  Both give the same samples — FLAC is
 lossless, and 24-bit samples fit float32 exactly (``tests/audio/test_mixread.py`` compares
-them) — but dr_flac decodes a 5-minute 48 kHz FLAC in about 0.085 s where soundfile takes
-0.14 s (0.17 s with a second decoding thread beside it; libsndfile copies every sample
-through its own buffer once more).  See docs/benchmarks-mix.md.
+them) — but dr_flac is the faster (libsndfile copies every sample through its own buffer
+once more; the figures are in docs/benchmarks-mix.md).
 
 A damaged FLAC frame fails its CRC and dr_flac skips it, and a cut-off file simply ends: either
 way the file yields fewer frames than its header promises, which the caller checks.  A FLAC

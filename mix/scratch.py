@@ -38,10 +38,9 @@ def keep_freed_blocks() -> bool:
 
     The mix allocates and frees arrays of 0.1–2 MB for every block (numpy, scipy and the
     decoders allocate their results).  By default glibc serves each from a fresh ``mmap`` (or
-    trims its heap after the free), so every block costs page faults: 790 000 of them and
-    1.4 s of system time for 32 five-minute recordings.  Raising the mmap threshold to
-    32 MB and the trim threshold to 256 MB keeps those buffers in the heap: 27 000 faults,
-    0.5 s of system time, the same peak memory (docs/benchmarks-mix.md).
+    trims its heap after the free), so every block costs page faults.  Raising the mmap
+    threshold to 32 MB and the trim threshold to 256 MB keeps those buffers in the heap, with
+    the same peak memory (the faults and system time saved: docs/benchmarks-mix.md).
 
     Returns
     -------

@@ -79,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: Subcommands that end with everything written and closed, whose process may skip the
-#: interpreter's teardown: ``tutti mix`` has numba's LLVM loaded, whose teardown costs
-#: ≈ 0.15 s of CPU at exit and frees nothing the operating system would not.
+#: interpreter's teardown: ``tutti mix`` has numba's LLVM loaded, whose teardown costs CPU at
+#: exit (docs/benchmarks-mix.md) and frees nothing the operating system would not.
 _EXIT_WITHOUT_TEARDOWN = frozenset({"mix"})
 
 
