@@ -16,6 +16,7 @@ module                          what it does
 :mod:`~tutti.audio.resample`    the streaming resampler (soxr) every resampling goes through
 :mod:`~tutti.audio.analysis`    a recording's loudness, peak and clipping, block by block
 :mod:`~tutti.audio.mixdown`     the streaming block mixer
+:mod:`~tutti.audio.buses`       what the mixer reads from and sums into (sources, the bus)
 :mod:`~tutti.audio.master`      the master stage: gain search to the target, true-peak envelope
 :mod:`~tutti.audio.loudness`    BS.1770 loudness, gain to a target
 :mod:`~tutti.audio.limiter`     true-peak measurement and limiter

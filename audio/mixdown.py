@@ -1,11 +1,11 @@
 """The leader's mixdown: many aligned voices into one stereo choir recording, in blocks.
 
-Pure: the audio comes in through small *source* objects (:class:`Source`: a recording that
-can hand out any range of its frames) and the summed stereo mix lives on a *bus*
-(:class:`Bus`: a timeline of stereo frames that can be read and written by range).
-:func:`mix_arrays` uses arrays for both; ``tutti mix`` (:mod:`tutti.mix.command`) uses raw float32
-files on disk (:mod:`tutti.mix.scratch`), so nothing the mixer holds grows with the length of the
-take or the number of recordings.
+Pure: the audio comes in through small *source* objects (a recording that can hand out any
+range of its frames) and the summed stereo mix lives on a *bus* (a timeline of stereo frames
+that can be read and written by range): :mod:`tutti.audio.buses`.  :func:`mix_arrays` uses
+arrays for both; ``tutti mix`` (:mod:`tutti.mix.command`) uses raw float32 files on disk
+(:mod:`tutti.mix.scratch`), so nothing the mixer holds grows with the length of the take or the
+number of recordings.
 
 Pipeline (one :class:`Mixdown` per mix):
 
@@ -56,12 +56,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from tutti.audio.analysis import VoiceAnalysis, analyse
+from tutti.audio.buses import ArrayBus, ArraySource, Bus, Source
 from tutti.audio.filters import DEFAULT_CUTOFF_HZ, HighPass
 from tutti.audio.kernels import pan_add
 from tutti.audio.layout import pan_gains
@@ -77,10 +78,6 @@ __all__ = [
     "VoiceReport",
     "MasterReport",
     "Mixdown",
-    "Source",
-    "Bus",
-    "ArraySource",
-    "ArrayBus",
     "mix_arrays",
 ]
 
@@ -188,67 +185,6 @@ class MasterReport:
     iterations: int
     frames: int
     warnings: tuple[str, ...] = field(default=())
-
-
-class Source(Protocol):
-    """A recording the mixer can read by range: ``frames`` frames of float32 audio."""
-
-    @property
-    def frames(self) -> int:
-        """Length, frames."""
-        ...
-
-    def read(self, lo: int, hi: int) -> AudioArray:
-        """Frames [lo, hi) with 0 ≤ lo ≤ hi ≤ frames: float32 (hi - lo, channels)."""
-        ...
-
-    def read_scaled(self, lo: int, hi: int) -> tuple[npt.NDArray[Any], float]:
-        """Frames [lo, hi) as stored (float32, or int16 for a 16-bit recording) and the factor
-        that makes them float32 samples: ``read(lo, hi) == stored * factor``."""
-        ...
-
-
-class Bus(Protocol):
-    """The stereo timeline the mixer sums into: ``frames`` frames of float32 (frames, 2),
-    zeros until written."""
-
-    def read(self, lo: int, hi: int) -> AudioArray:
-        """Frames [lo, hi) with 0 ≤ lo ≤ hi ≤ frames: float32 (hi - lo, 2)."""
-        ...
-
-    def write(self, lo: int, block: AudioArray) -> None:
-        """Overwrite frames [lo, lo + len(block)) with ``block`` (float32 (n, 2))."""
-        ...
-
-
-class ArraySource:
-    """A recording held in memory, as a :class:`Source`."""
-
-    def __init__(self, audio: AudioArray) -> None:
-        self.audio = audio
-
-    @property
-    def frames(self) -> int:
-        return int(self.audio.shape[0])
-
-    def read(self, lo: int, hi: int) -> AudioArray:
-        return self.audio[lo:hi]
-
-    def read_scaled(self, lo: int, hi: int) -> tuple[npt.NDArray[Any], float]:
-        return self.audio[lo:hi], 1.0
-
-
-class ArrayBus:
-    """A bus held in memory (for :func:`mix_arrays`: frames × 8 bytes)."""
-
-    def __init__(self, frames: int) -> None:
-        self.data = np.zeros((frames, 2), dtype=np.float32)
-
-    def read(self, lo: int, hi: int) -> AudioArray:
-        return self.data[lo:hi]
-
-    def write(self, lo: int, block: AudioArray) -> None:
-        self.data[lo : lo + block.shape[0]] = block
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Take uploads: the tus hooks that decide who may upload a recording and accept it when done.
 
-:class:`TakeUploadHooks` implements :class:`tutti.server.tus.UploadHooks`:
+:class:`TakeUploadHooks` implements :class:`tutti.server.tushooks.UploadHooks`:
 
 - create: only a singer (its bearer token), for a take of its session in which it is
   expected and has not uploaded yet, with metadata ``take_id``, ``filename`` (``.wav``,
@@ -42,7 +42,7 @@ from .sessions import Sessions
 from .store import SessionStore
 from .takes import Takes
 from .tracks import fsync_dir
-from .tus import VerificationError
+from .tushooks import VerificationError
 
 __all__ = ["TakeUploadHooks", "DURATION_MARGIN_S"]
 

@@ -24,23 +24,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import errno
 import hashlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 
 from tutti.tusheaders import TUS_VERSION, encode_metadata, parse_checksum, parse_metadata
 
 from .errors import disk_full
+from .tushooks import UploadHooks, VerificationError
+from .tushttp import TusError, header_safe, http_date, uint_header
 from .uploads import (
     Hasher,
     UploadState,
@@ -53,8 +52,6 @@ from .uploads import (
 __all__ = [
     "TUS_EXTENSIONS",
     "CHECKSUM_ALGORITHMS",
-    "VerificationError",
-    "UploadHooks",
     "TusHandler",
 ]
 
@@ -76,88 +73,7 @@ WRITE_BATCH = 1 << 20
 #: Disk space (bytes) a new upload must leave free beside its declared length.
 DISK_RESERVE = 64 << 20
 
-_UINT_RE = re.compile(r"[0-9]{1,19}")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class VerificationError(Exception):
-    """The completed upload is not acceptable; ``str()`` is the reason for the client."""
-
-
-class UploadHooks(Protocol):
-    """What the application decides about uploads.  All methods are coroutines."""
-
-    async def authorize_create(
-        self, request: web.Request, metadata: dict[str, str], length: int
-    ) -> str:
-        """Allow a new upload of ``length`` bytes with ``metadata``; return its owner key.
-
-        Raise an aiohttp HTTP exception (e.g. ``web.HTTPForbidden``) to refuse.  The
-        handler counts the new upload in :meth:`TusHandler.open_uploads` from the moment
-        this returns, without suspending in between: a limit checked here against
-        ``open_uploads(owner)`` with no ``await`` after the check holds under concurrent
-        requests.
-        """
-        ...
-
-    async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
-        """Note that the upload ``authorize_create`` allowed now exists (its state is durable).
-
-        The place for side effects of a new upload (announcing it), so that nothing is
-        announced for a creation refused later.  An exception here is logged; the upload
-        stays created.
-        """
-        ...
-
-    async def authorize_access(self, request: web.Request, owner: str) -> None:
-        """Allow ``request`` (HEAD, PATCH, DELETE) to touch an upload owned by ``owner``.
-
-        Raise an aiohttp HTTP exception to refuse.
-        """
-        ...
-
-    async def complete(
-        self, upload_id: str, path: Path, metadata: dict[str, str], owner: str, sha256_hex: str
-    ) -> None:
-        """Verify a fully received upload and move ``path`` into place atomically.
-
-        ``path`` is fsynced; ``sha256_hex`` is the sha256 of all its bytes.  Raise
-        :class:`VerificationError` to refuse (the client gets 422 with the reason; the
-        upload is kept as failed).  Any other exception leaves the upload fully received but
-        not completed: completion is retried by an empty PATCH and at the next start-up.
-        The data file is the hook's to move: once it is gone, the upload counts as completed.
-        """
-        ...
-
-
-class _TusError(Exception):
-    """An error response: status, snake_case code and a message for the client."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        reason: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.reason = reason
-        self.headers = headers or {}
-
-    def response(self, method: str) -> web.Response:
-        if method == "HEAD":
-            return web.Response(status=self.status, reason=self.reason, headers=self.headers)
-        return web.json_response(
-            {"error": {"code": self.code, "message": self.message}},
-            status=self.status,
-            reason=self.reason,
-            headers=self.headers,
-        )
 
 
 @dataclass
@@ -167,23 +83,6 @@ class _Upload:
     state: UploadState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sha256: Hasher | None = None  # whole-file hash over [0, offset); None until needed
-
-
-def _uint_header(request: web.Request, name: str) -> int | None:
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not _UINT_RE.fullmatch(value.strip()):
-        raise _TusError(400, "bad_header", f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
-
-
-def _header_safe(text: str) -> str:
-    return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
 
 
 class TusHandler:
@@ -268,7 +167,7 @@ class TusHandler:
                 async with upload.lock:
                     try:
                         await self._complete(upload)
-                    except _TusError as exc:
+                    except TusError as exc:
                         log.warning(
                             "upload %s not completed at start-up: %s", st.upload_id, exc.message
                         )
@@ -346,7 +245,7 @@ class TusHandler:
                 if request.method != "OPTIONS":
                     version = request.headers.get("Tus-Resumable")
                     if version != TUS_VERSION:
-                        raise _TusError(
+                        raise TusError(
                             412,
                             "tus_version",
                             f"Tus-Resumable {version!r} is not supported; "
@@ -354,7 +253,7 @@ class TusHandler:
                             headers={"Tus-Version": TUS_VERSION},
                         )
                 response = await fn(request)
-            except _TusError as exc:
+            except TusError as exc:
                 response = exc.response(request.method)
             except web.HTTPException as exc:  # refused by a hook
                 exc.headers["Tus-Resumable"] = TUS_VERSION
@@ -382,7 +281,7 @@ class TusHandler:
         method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
         targets = {"PATCH": self._patch, "DELETE": self._delete, "HEAD": self._head}
         if method not in targets:
-            raise _TusError(
+            raise TusError(
                 405,
                 "method_not_allowed",
                 "POST on an upload needs X-HTTP-Method-Override: PATCH, HEAD or "
@@ -392,18 +291,18 @@ class TusHandler:
         return await targets[method](request)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        length = _uint_header(request, "Upload-Length")
+        length = uint_header(request, "Upload-Length")
         if length is None:
             extra = (
                 " (Upload-Defer-Length is not supported)"
                 if "Upload-Defer-Length" in request.headers
                 else ""
             )
-            raise _TusError(
+            raise TusError(
                 400, "missing_length", f"Upload-Length is required: the total size in bytes{extra}"
             )
         if length > self._max_size:
-            raise _TusError(
+            raise TusError(
                 413,
                 "too_large",
                 f"Upload-Length {length} exceeds the largest upload, {self._max_size} bytes",
@@ -411,10 +310,10 @@ class TusHandler:
         try:
             metadata = parse_metadata(request.headers.get("Upload-Metadata"))
         except ValueError as exc:
-            raise _TusError(400, "bad_metadata", str(exc)) from None
+            raise TusError(400, "bad_metadata", str(exc)) from None
         free = (await asyncio.to_thread(shutil.disk_usage, self._store.root)).free
         if length > free - DISK_RESERVE:
-            raise _TusError(
+            raise TusError(
                 507,
                 "insufficient_storage",
                 f"the server has {max(free - DISK_RESERVE, 0)} bytes of space for "
@@ -433,7 +332,7 @@ class TusHandler:
             except OSError as exc:
                 log.error("upload %s: cannot create: %s", state.upload_id, exc)
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                raise _TusError(
+                raise TusError(
                     507 if full else 500,
                     "storage_error",
                     f"the server could not create the upload ({exc.strerror}); try again later",
@@ -453,14 +352,14 @@ class TusHandler:
         base = request.path if request.path.endswith("/") else request.path + "/"
         headers = {
             "Location": base + state.upload_id,
-            "Upload-Expires": _http_date(state.expires_at),
+            "Upload-Expires": http_date(state.expires_at),
         }
         if length == 0:  # nothing to send: complete now
             async with upload.lock:
                 state.sha256 = hashlib.sha256().hexdigest()
                 try:
                     await self._complete(upload)
-                except _TusError as exc:
+                except TusError as exc:
                     exc.headers.update(headers)
                     raise
         return web.Response(status=201, headers=headers)
@@ -477,9 +376,9 @@ class TusHandler:
         if st.metadata:
             headers["Upload-Metadata"] = encode_metadata(st.metadata)
         if st.status is not UploadStatus.COMPLETED:
-            headers["Upload-Expires"] = _http_date(st.expires_at)
+            headers["Upload-Expires"] = http_date(st.expires_at)
         if st.status is UploadStatus.FAILED:
-            headers["X-Tutti-Upload-Error"] = _header_safe(st.failure or "refused")
+            headers["X-Tutti-Upload-Error"] = header_safe(st.failure or "refused")
             return web.Response(status=422, headers=headers)
         return web.Response(status=200, headers=headers)
 
@@ -487,19 +386,19 @@ class TusHandler:
         upload = await self._lookup(request)
         st = upload.state
         if st.status is UploadStatus.COMPLETED:
-            raise _TusError(
+            raise TusError(
                 403,
                 "upload_complete",
                 f"upload {st.upload_id} is complete; it can no longer be terminated",
             )
         if upload.lock.locked():
-            raise _TusError(
+            raise TusError(
                 409,
                 "upload_busy",
                 f"upload {st.upload_id} is receiving a PATCH; terminate it afterwards",
             )
         if self._uploads.get(st.upload_id) is not upload:
-            raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
+            raise TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         await asyncio.to_thread(self._store.remove, st.upload_id)
         self._uploads.pop(st.upload_id, None)
         return web.Response(status=204)
@@ -508,34 +407,34 @@ class TusHandler:
         upload = await self._lookup(request)
         st = upload.state
         if st.status is UploadStatus.COMPLETED:
-            raise _TusError(
+            raise TusError(
                 403,
                 "upload_complete",
                 f"upload {st.upload_id} is already complete; nothing more is accepted",
             )
         if st.status is UploadStatus.FAILED:
-            raise _TusError(
+            raise TusError(
                 422, "upload_rejected", f"upload {st.upload_id} was refused: {st.failure}"
             )
         if request.content_type != OFFSET_OCTET_STREAM:
-            raise _TusError(
+            raise TusError(
                 415,
                 "bad_content_type",
                 f"PATCH needs Content-Type {OFFSET_OCTET_STREAM}, got {request.content_type!r}",
             )
-        offset = _uint_header(request, "Upload-Offset")
+        offset = uint_header(request, "Upload-Offset")
         if offset is None:
-            raise _TusError(400, "missing_offset", "Upload-Offset is required on PATCH")
+            raise TusError(400, "missing_offset", "Upload-Offset is required on PATCH")
         checksum: tuple[str, bytes] | None = None
         if "Upload-Checksum" in request.headers:
             try:
                 checksum = parse_checksum(request.headers["Upload-Checksum"], CHECKSUM_ALGORITHMS)
             except ValueError as exc:
-                raise _TusError(400, "bad_checksum", str(exc)) from None
+                raise TusError(400, "bad_checksum", str(exc)) from None
         if self._uploads.get(st.upload_id) is not upload:  # terminated or expired meanwhile
-            raise _TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
+            raise TusError(404, "no_such_upload", f"upload {st.upload_id} no longer exists")
         if upload.lock.locked():
-            raise _TusError(
+            raise TusError(
                 409, "upload_busy", f"another PATCH to upload {st.upload_id} is in progress"
             )
         await upload.lock.acquire()  # free, so this does not suspend
@@ -557,21 +456,21 @@ class TusHandler:
         upload_id = request.match_info.get("upload_id", "")
         upload = self._uploads.get(upload_id) if is_upload_id(upload_id) else None
         if upload is None:
-            raise _TusError(404, "no_such_upload", f"no upload {upload_id[:80]!r} here")
+            raise TusError(404, "no_such_upload", f"no upload {upload_id[:80]!r} here")
         await self._hooks.authorize_access(request, upload.state.owner)
         st = upload.state
         if st.status is not UploadStatus.COMPLETED and self._clock() >= st.expires_at:
-            raise _TusError(
+            raise TusError(
                 410,
                 "upload_expired",
-                f"upload {upload_id} expired at {_http_date(st.expires_at)}; start a new upload",
+                f"upload {upload_id} expired at {http_date(st.expires_at)}; start a new upload",
             )
         return upload
 
     def _patch_headers(self, st: UploadState) -> dict[str, str]:
         headers = {"Upload-Offset": str(st.offset)}
         if st.status is not UploadStatus.COMPLETED:
-            headers["Upload-Expires"] = _http_date(st.expires_at)
+            headers["Upload-Expires"] = http_date(st.expires_at)
         return headers
 
     async def _patch_locked(
@@ -580,7 +479,7 @@ class TusHandler:
         try:
             st = upload.state
             if offset != st.offset:
-                raise _TusError(
+                raise TusError(
                     409,
                     "offset_mismatch",
                     f"Upload-Offset {offset} does not match the upload's offset "
@@ -590,7 +489,7 @@ class TusHandler:
             remaining = st.length - st.offset
             declared = request.content_length
             if declared is not None and declared > remaining:
-                raise _TusError(
+                raise TusError(
                     413,
                     "beyond_length",
                     f"the body ({declared} bytes) goes past the declared "
@@ -600,7 +499,7 @@ class TusHandler:
             if remaining > 0:
                 await self._receive(request, upload, remaining, checksum)
             elif await request.content.read(1):
-                raise _TusError(
+                raise TusError(
                     413, "beyond_length", f"upload {st.upload_id} has all {st.length} bytes already"
                 )
             if st.received_all:
@@ -616,7 +515,7 @@ class TusHandler:
         remaining: int,
         checksum: tuple[str, bytes] | None,
     ) -> None:
-        """Stream the body to disk, then commit it, or roll back and raise a ``_TusError``."""
+        """Stream the body to disk, then commit it, or roll back and raise a ``TusError``."""
         st = upload.state
         if upload.sha256 is None:
             upload.sha256 = await asyncio.to_thread(
@@ -654,7 +553,7 @@ class TusHandler:
                 await asyncio.to_thread(writer.write, batch)
             if too_long:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(
+                raise TusError(
                     413,
                     "beyond_length",
                     f"the body goes past the declared Upload-Length {st.length}: "
@@ -663,7 +562,7 @@ class TusHandler:
                 )
             if cut is not None and checksum is not None:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(
+                raise TusError(
                     400,
                     "body_cut",
                     f"the body was cut off ({cut}) so its Upload-Checksum cannot be "
@@ -672,7 +571,7 @@ class TusHandler:
                 )
             if checksum is not None and check is not None and check.digest() != checksum[1]:
                 await asyncio.to_thread(writer.rollback)
-                raise _TusError(
+                raise TusError(
                     460,
                     "checksum_mismatch",
                     f"the body's {checksum[0]} does not match Upload-Checksum; "
@@ -682,7 +581,7 @@ class TusHandler:
                 )
             await self._commit(upload, writer.start + writer.written, writer.sha256, writer.sync)
             if cut is not None:
-                raise _TusError(
+                raise TusError(
                     408 if stalled else 400,
                     "body_cut",
                     f"the body was cut off ({cut}); {writer.written} bytes kept, "
@@ -694,7 +593,7 @@ class TusHandler:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(writer.rollback)
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise _TusError(
+            raise TusError(
                 507 if full else 500,
                 "storage_error",
                 f"the server could not store the upload ({exc.strerror}); "
@@ -741,7 +640,7 @@ class TusHandler:
             st.status = UploadStatus.FAILED
             st.failure = str(exc) or "refused by the server"
             await asyncio.to_thread(self._store.save, st)
-            raise _TusError(
+            raise TusError(
                 422,
                 "upload_rejected",
                 f"upload {st.upload_id} was refused: {st.failure}",
@@ -752,7 +651,7 @@ class TusHandler:
         except Exception as exc:
             if disk_full(exc):
                 log.error("upload %s: disk full while finishing it: %s", st.upload_id, exc)
-                raise _TusError(
+                raise TusError(
                     507,
                     "disk_full",
                     f"upload {st.upload_id} arrived complete, but the server's disk is full; "
@@ -760,7 +659,7 @@ class TusHandler:
                     headers={"Upload-Offset": str(st.offset)},
                 ) from None
             log.exception("upload %s: completion hook failed", st.upload_id)
-            raise _TusError(
+            raise TusError(
                 500,
                 "completion_failed",
                 f"upload {st.upload_id} arrived complete but could not be finished "

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from tutti.audio.buses import ArraySource
 from tutti.audio.daw import Stem, audacity_lof, reaper_project
 from tutti.audio.filters import HighPass
 from tutti.audio.layout import pan_gains
 from tutti.audio.loudness import integrated_loudness
-from tutti.audio.mixdown import ArraySource, Mixdown, MixSettings, Voice, mix_arrays
+from tutti.audio.mixdown import Mixdown, MixSettings, Voice, mix_arrays
 from tutti.audio.reverb import ConvolutionReverb, hall_ir
 from tutti.audio.types import AudioError
 

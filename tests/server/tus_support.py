@@ -26,7 +26,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tutti.server.tus import TusHandler, VerificationError
+from tutti.server.tus import TusHandler
+from tutti.server.tushooks import VerificationError
 from tutti.tusheaders import TUS_VERSION, encode_metadata
 
 TUS = {"Tus-Resumable": TUS_VERSION}
