@@ -172,6 +172,7 @@ class DuplexEngine:
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
         self._drain_lost = 0  # input frames lost before the drain's read position
+        self._skip_in = 0  # input frames still to leave out: a loss given back (frameclock)
         # TUTTI_CLOCK_TRACE=FILE.npy keeps every callback's timing for a look at dropouts
         self._trace_path = os.environ.get("TUTTI_CLOCK_TRACE")
         self._trace = np.zeros((200_000 if self._trace_path else 0, 9))
@@ -355,6 +356,7 @@ class DuplexEngine:
             in_channels=self.in_channels,
         )
         take.late_ok = late_ok
+        self._skip_in = 0  # a give-back left over from the take before is not this one's
         self._draining = take
         self._take = take  # the callback picks it up from here
         return take
@@ -399,11 +401,11 @@ class DuplexEngine:
         # Account for frames the device passed that this stream never saw, each direction
         # on its own timestamps (PortAudio's JACK xrun flags are server-wide: useless here).
         if self._callbacks == 0 and self._jack:
-            self.input_account.set_quantum(frames)
-            self.output_account.set_quantum(frames)
             # one callback per JACK cycle: the server's cycle count places every frame
             jf = self._jack_frames
             self._use_jack_frames = jf is not None and jf.buffer_size == frames
+            self.input_account.set_quantum(frames, exact=self._use_jack_frames)
+            self.output_account.set_quantum(frames, exact=self._use_jack_frames)
         dac = time_info.outputBufferDacTime
         cur = time_info.currentTime
         adc = time_info.inputBufferAdcTime
@@ -477,8 +479,12 @@ class DuplexEngine:
             take.cb_state = RUNNING
 
     def _note_slip(self, take: ScheduledTake, d_out: int, frames: int) -> None:
-        """The output lost ``frames``: the program jumps with the device (no allocation)."""
+        """The output lost ``frames``: the program jumps with the device (no allocation).
+        Frames given back (negative) come off the latest skips: the program went back."""
         assert take.o0 is not None
+        if frames < 0:
+            self._net_slips(take, -frames)
+            return
         acct = self.output_account
         at = int(acct.event_at[(acct.events - 1) % MAX_EVENTS])  # stream frame after the loss
         k = take.cb_slip_count
@@ -486,6 +492,17 @@ class DuplexEngine:
             take.cb_slip_rows[k, 0] = at + acct.lost - frames - take.o0
             take.cb_slip_rows[k, 1] = frames
             take.cb_slip_count = k + 1
+
+    @staticmethod
+    def _net_slips(take: ScheduledTake, frames: int) -> None:
+        k = take.cb_slip_count
+        while frames > 0 and k > 0:
+            cut = min(frames, int(take.cb_slip_rows[k - 1, 1]))
+            take.cb_slip_rows[k - 1, 1] -= cut
+            frames -= cut
+            if take.cb_slip_rows[k - 1, 1] == 0:
+                k -= 1
+        take.cb_slip_count = k
 
     def _play(
         self, take: ScheduledTake, outdata: Any, n: int, frames: int, d_in: int, d_out: int
@@ -597,6 +614,10 @@ class DuplexEngine:
         return lo, max(lo, hi)
 
     def _record_piece(self, take: ScheduledTake, data: AudioArray, s: int) -> None:
+        if self._skip_in:
+            k = min(self._skip_in, data.shape[0])
+            self._skip_in -= k
+            data, s = data[k:], s + k
         lo, hi = self._in_take(take, s, s + data.shape[0])
         if hi > lo:
             if take.drained_to is None:
@@ -608,9 +629,14 @@ class DuplexEngine:
             self._hand_on(take, data[lo - s : hi - s])
 
     def _record_gap(self, take: ScheduledTake, at: int, frames: int) -> None:
-        """``frames`` input frames were lost before stream frame ``at``."""
+        """``frames`` input frames were lost before stream frame ``at``; a negative count
+        was counted lost too soon, and that many frames from ``at`` on are left out."""
         self._drain_lost += frames
         lo, hi = self._in_take(take, at, at + 1)
+        if frames < 0:
+            if hi > lo and take.drained_to is not None:
+                self._skip_in += -frames
+            return
         if hi > lo and take.drained_to is not None and at > (take.cb_r0_stream or at):
             assert take.r0 is not None
             take.gaps.append((take.frames_recorded, frames))

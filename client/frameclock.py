@@ -66,15 +66,21 @@ class FrameAccount:
         Stream frame before which every loss is known (a suspected step holds it back).
     level : float
         Current lower envelope of ``time · rate − (n + lost)`` in frames.
+    given_back : int
+        Frames counted lost and later given back (exact readings only, below).
     events : int
         Losses recorded so far; ``event_at[i]``, ``event_frames[i]`` (for ``i % MAX_EVENTS``)
-        give the stream frame before which ``event_frames[i]`` frames were lost.
+        give the stream frame before which ``event_frames[i]`` frames were lost.  A negative
+        count gives frames back: with exact readings (JACK's own cycle count) a reading below
+        the accounted level proves that a run of late callbacks was counted as a loss and the
+        stream has caught up since, so the stream frames from there on sit that much earlier.
     """
 
     def __init__(self, rate: int, quantum: int = 1) -> None:
         self.rate = rate
         self.set_quantum(quantum)
         self.lost = 0
+        self.given_back = 0
         self.settled = 0
         self.level = float("nan")
         self.events = 0
@@ -91,11 +97,14 @@ class FrameAccount:
         self._run_n = np.zeros(RUN, np.int64)  # the pending run's callbacks and readings
         self._run_x = np.zeros(RUN)
 
-    def set_quantum(self, quantum: int) -> None:
+    def set_quantum(self, quantum: int, exact: bool = False) -> None:
         """Losses come in multiples of ``quantum`` frames (a JACK period) or of one frame;
-        a reading half a quantum (at least 1 ms) above the accounted level is suspect."""
+        a reading half a quantum (at least 1 ms) above the accounted level is suspect.
+        ``exact``: readings are the server's own cycle count (JACK's last frame time), which
+        a late callback reads late but never early."""
         self.quantum = max(1, quantum)
         self.threshold = max(self.quantum / 2, 1e-3 * self.rate)
+        self.exact = exact and self.quantum > 1
 
     @property
     def trusted(self) -> bool:
@@ -104,11 +113,15 @@ class FrameAccount:
 
     def update(self, n: int, frames: int, t: float) -> int:
         """Account the callback holding stream frames ``n … n+frames`` whose first frame met
-        the device at stream time ``t`` (seconds); returns frames newly confirmed lost."""
+        the device at stream time ``t`` (seconds); returns frames newly confirmed lost
+        (negative: given back)."""
         x = t * self.rate - n - self.lost  # the reading against what is accounted
         i = self._pushed
         self._pushed = i + 1
         found = 0
+        if self.exact and i > WINDOW and self._origin - x >= self.quantum - self.threshold:
+            found = self._give_back(x, n)
+            x += found
         if i >= WINDOW:
             if not self._pending:
                 # JACK has one clock, so its first level holds for good; elsewhere the
@@ -139,6 +152,23 @@ class FrameAccount:
                     found = self._confirm(q)
         self.settled = self._pend_n if self._pending else n + frames
         return found
+
+    def _give_back(self, x: float, n: int) -> int:
+        """An exact reading below the accounted level: a run of late callbacks was counted
+        as lost and the stream has since caught up.  Returns minus the frames given back."""
+        q = min(self.lost, int(round((self._origin - x) / self.quantum)) * self.quantum)
+        if q <= 0:
+            return 0
+        self._pending = False
+        self.lost -= q
+        self.given_back += q
+        i = self.events % MAX_EVENTS
+        self.event_at[i] = n
+        self.event_frames[i] = -q
+        self.events += 1
+        self._window += q  # readings taken against the larger count
+        self._recent += q
+        return -q
 
     def _confirm(self, q: int) -> int:
         self._pending = False

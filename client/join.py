@@ -308,10 +308,10 @@ class Singer:
         """What this singer's own stream lost since the latest take started (or since it
         joined): input frames, in how many events, and output frames skipped."""
         lost, events, skipped = self._losses_from
-        return {
-            "lost_frames": eng.input_account.lost - lost,
+        return {  # a loss given back may reach past the start: never below zero
+            "lost_frames": max(0, eng.input_account.lost - lost),
             "dropouts": eng.input_account.events - events,
-            "skipped_frames": eng.output_account.lost - skipped,
+            "skipped_frames": max(0, eng.output_account.lost - skipped),
         }
 
     def _update_beat(self) -> None:

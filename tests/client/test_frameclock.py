@@ -89,6 +89,48 @@ def test_a_loss_holds_back_the_frames_after_it_until_measured() -> None:
     assert acct.lost == 9 * P and acct.settled == n[-1] + P
 
 
+def _exact_cycles(callbacks: int, late: dict[int, tuple[int, int]]) -> list[tuple[int, int]]:
+    """JACK's own cycle count as callbacks read it: ``late`` maps a first callback to (how
+    many run late, by how many periods); a late callback reads a later cycle, never an
+    earlier one, and the stream then catches up one callback per cycle."""
+    behind = np.zeros(callbacks, np.int64)
+    for i, (count, periods) in late.items():
+        behind[i : i + count] = periods
+    return [(k * P, (5000 + k + int(behind[k])) * P) for k in range(callbacks)]
+
+
+@pytest.mark.parametrize("periods", [1, 3, 19])
+def test_a_late_run_counted_as_lost_is_given_back_when_the_stream_catches_up(
+    periods: int,
+) -> None:
+    acct = FrameAccount(RATE, P)
+    acct.set_quantum(P, exact=True)
+    for n, frame in _exact_cycles(3000, {1000: (40, periods)}):
+        acct.update(n, P, frame / RATE)
+    # the late run held long enough to be counted, then the catch-up took it back
+    assert _events(acct) == [(1000 * P, periods * P), (1040 * P, -periods * P)]
+    assert acct.lost == 0 and acct.given_back == periods * P
+
+
+def test_exact_readings_keep_a_real_loss_after_a_late_run() -> None:
+    acct = FrameAccount(RATE, P)
+    acct.set_quantum(P, exact=True)
+    cycles = _exact_cycles(3000, {1000: (40, 4)})
+    # 7 cycles really missed at callback 2000: the count steps and stays
+    cycles = cycles[:2000] + [(n, f + 7 * P) for n, f in cycles[2000:]]
+    for n, frame in cycles:
+        acct.update(n, P, frame / RATE)
+    assert acct.lost == 7 * P
+    assert _events(acct)[-1] == (2000 * P, 7 * P)
+
+
+def test_readings_that_are_not_exact_never_give_back() -> None:
+    acct = FrameAccount(RATE, P)  # PortAudio's estimate wanders both ways: a loss stands
+    for n, frame in _exact_cycles(3000, {1000: (40, 3)}):
+        acct.update(n, P, frame / RATE)
+    assert acct.lost == 3 * P and acct.given_back == 0
+
+
 @pytest.mark.parametrize("ppm", [100.0, -100.0])
 def test_clock_map_of_separate_clocks_over_ten_minutes(ppm: float) -> None:
     """Input on a clock ``ppm`` fast against the output's (two devices, so not JACK: losses
