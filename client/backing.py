@@ -22,9 +22,10 @@ from typing import Final
 
 import aiohttp
 
-from tutti.client.connection import TrackInfo
+from tutti.client.connection import PartTrack
 from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
+from tutti.wire import error_message
 
 __all__ = ["BackingError", "fetch_backing", "cache_path"]
 
@@ -39,17 +40,17 @@ class BackingError(TuttiError):
     """The backing track could not be fetched or failed its check; the message says which."""
 
 
-def cache_path(cache_dir: Path, track: TrackInfo) -> Path:
+def cache_path(cache_dir: Path, track: PartTrack) -> Path:
     """Where a complete, checked copy of ``track`` lives."""
-    ext = _EXT.get(track.format, "audio")
-    return cache_dir / "backing" / f"{track.sha256}.{ext}"
+    ext = _EXT.get(track.info.format.lower(), "audio")
+    return cache_dir / "backing" / f"{track.info.sha256}.{ext}"
 
 
 async def fetch_backing(
     http: aiohttp.ClientSession,
     base_url: str,
     token: str,
-    track: TrackInfo,
+    track: PartTrack,
     cache_dir: Path,
     *,
     progress: Progress | None = None,
@@ -67,13 +68,13 @@ async def fetch_backing(
     ------
     BackingError
         The server refused, the download kept failing, or the bytes do not hash to
-        ``track.sha256`` even after a fresh download.
+        ``track.info.sha256`` even after a fresh download.
     """
     final = cache_path(cache_dir, track)
     if final.exists():
-        if await asyncio.to_thread(file_sha256, final) == track.sha256:
+        if await asyncio.to_thread(file_sha256, final) == track.info.sha256:
             if progress is not None:
-                progress(track.size, track.size)
+                progress(track.info.size, track.info.size)
             return final
         final.unlink()  # damaged cache: fetch again
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -94,15 +95,15 @@ async def fetch_backing(
             await asyncio.sleep(min(5.0, 0.2 * 2**failures))
             continue
         digest = await asyncio.to_thread(file_sha256, part)
-        if digest == track.sha256:
+        if digest == track.info.sha256:
             os.replace(part, final)
             return final
         part.unlink(missing_ok=True)
         fresh_restarts += 1
         if fresh_restarts > 1:
             raise BackingError(
-                f"the backing for part {track.part!r} does not match its sha256 "
-                f"(expected {track.sha256[:12]}…, got {digest[:12]}…) even after a fresh download"
+                f"the backing for part {track.part!r} does not match its sha256 (expected "
+                f"{track.info.sha256[:12]}…, got {digest[:12]}…) even after a fresh download"
             )
 
 
@@ -110,7 +111,7 @@ async def _download(
     http: aiohttp.ClientSession,
     url: str,
     token: str,
-    track: TrackInfo,
+    track: PartTrack,
     part: Path,
     progress: Progress | None,
 ) -> None:
@@ -118,7 +119,7 @@ async def _download(
     headers = {"Authorization": f"Bearer {token}"}
     if have > 0:
         headers["Range"] = f"bytes={have}-"
-        headers["If-Range"] = f'"{track.sha256}"'
+        headers["If-Range"] = f'"{track.info.sha256}"'
     async with http.get(url, headers=headers, timeout=_TIMEOUT) as resp:
         if resp.status == 416:
             return  # nothing more to fetch: the partial file is whole (or wrong: the hash says)
@@ -131,9 +132,7 @@ async def _download(
             msg = ""
             try:
                 body = await resp.json(content_type=None)
-                msg = (
-                    str(body.get("error", {}).get("message", "")) if isinstance(body, dict) else ""
-                )
+                msg = error_message(body)
             except (ValueError, aiohttp.ClientError):
                 pass
             raise BackingError(
@@ -141,12 +140,12 @@ async def _download(
                 f"HTTP {resp.status} {msg}".strip()
             )
         etag = resp.headers.get("ETag", "").strip('W/"')
-        if etag and etag != track.sha256:
+        if etag and etag != track.info.sha256:
             raise BackingError(
                 f"the server sent a different backing for part {track.part!r} than announced "
                 f"(ETag {etag[:12]}…); rejoin to get the current track"
             )
-        total = track.size
+        total = track.info.size
         with open(part, mode) as fh:
             done = have
             async for block in resp.content.iter_chunked(_CHUNK):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from tutti.errors import TuttiError
-from tutti.wire import ClockReport, WireError
+from tutti.wire import ClockProbe, ClockReply, ClockReport, WireError
 
 __all__ = [
     "ClockError",
@@ -237,7 +237,7 @@ class ClockSync:
 
         t0 = self.now()
         try:
-            reply = await self._ack(Ev.CLOCK_PROBE, {"t0": t0}, self.probe_timeout)
+            reply = await self._ack(Ev.CLOCK_PROBE, ClockProbe(t0).to_dict(), self.probe_timeout)
         except (
             TimeoutError,
             ConnectionError,
@@ -325,12 +325,7 @@ class ClockSync:
 
 
 def _parse_reply(reply: Any, t0: float, t1: float) -> ClockSample:
-    if not isinstance(reply, dict):
-        raise WireError("clock reply: expected an object")
-    server = reply.get("server_time")
-    echoed = reply.get("t0")
-    if isinstance(server, bool) or not isinstance(server, (int, float)):
-        raise WireError("clock reply: server_time must be a number")
-    if echoed is not None and echoed != t0:
+    r = ClockReply.from_dict(reply, "clock reply")
+    if r.t0 != t0:
         raise WireError("clock reply: t0 does not echo the probe")
-    return ClockSample(t0=t0, server=float(server), t1=t1)
+    return ClockSample(t0=t0, server=r.server_time, t1=t1)

@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tutti.errors import ExitCode, TuttiError
 from tutti.fsutil import write_json_atomic
 
-__all__ = ["ConfigError", "config_dir", "data_dir", "load", "save", "update_section"]
+__all__ = [
+    "ConfigError",
+    "SavedJoin",
+    "config_dir",
+    "data_dir",
+    "load",
+    "save",
+    "update_section",
+    "saved_join",
+    "remember_join",
+]
 
 
 class ConfigError(TuttiError):
@@ -84,3 +95,30 @@ def update_section(section: str, key: str, value: Any) -> Path:
     else:
         sec[key] = value
     return save(data)
+
+
+@dataclass(frozen=True)
+class SavedJoin:
+    """A singer's token for one session, kept so that ``tutti join`` again is the same singer."""
+
+    token: str
+    participant_id: str
+    part: str
+    session_id: str
+
+
+def saved_join(key: str) -> SavedJoin | None:
+    """The saved join under ``key`` (server, code and name), or None if there is none usable."""
+    sec = load().get("singer")
+    entry = sec.get(key) if isinstance(sec, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    try:
+        saved = SavedJoin(**{k: str(entry[k]) for k in SavedJoin.__dataclass_fields__})
+    except KeyError:
+        return None  # written by an older tutti: join anew
+    return saved if saved.token else None
+
+
+def remember_join(key: str, saved: SavedJoin) -> Path:
+    return update_section("singer", key, asdict(saved))

@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 import aiohttp
 import socketio
 
+from tutti import wire
 from tutti.client import config
 from tutti.errors import ExitCode, TuttiError
-from tutti.wire import PROTOCOL_VERSION, SessionSettings, WireError, parse_settings
+from tutti.wire import PROTOCOL_VERSION, SessionSettings, WireError
 
 __all__ = [
     "JoinError",
-    "TrackInfo",
+    "PartTrack",
     "JoinInfo",
     "normalise_url",
     "join_session",
@@ -51,33 +52,11 @@ class JoinError(TuttiError):
 
 
 @dataclass(frozen=True)
-class TrackInfo:
-    """A part's backing track as the server describes it."""
+class PartTrack:
+    """The backing track a singer sings to: the part it belongs to and the server's record."""
 
     part: str
-    sha256: str
-    size: int
-    frames: int
-    rate: int
-    channels: int
-    format: str
-
-    @classmethod
-    def from_dict(cls, part: str, d: Any) -> TrackInfo:
-        if not isinstance(d, dict):
-            raise WireError(f"tracks.{part}: expected an object")
-        try:
-            return cls(
-                part=part,
-                sha256=str(d["sha256"]),
-                size=int(d["size"]),
-                frames=int(d.get("frames", 0)),
-                rate=int(d.get("rate", 0)),
-                channels=int(d.get("channels", 0)),
-                format=str(d.get("format", "wav")).lower(),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WireError(f"tracks.{part}: missing or malformed field ({exc})") from exc
+    info: wire.TrackInfo
 
 
 @dataclass(frozen=True)
@@ -91,15 +70,15 @@ class JoinInfo:
     part: str
     name: str
     settings: SessionSettings
-    tracks: dict[str, TrackInfo] = field(default_factory=dict)
+    tracks: dict[str, wire.TrackInfo] = field(default_factory=dict)
 
     @property
-    def track(self) -> TrackInfo | None:
+    def track(self) -> PartTrack | None:
         """This singer's backing: the track for their part (or the session's only track)."""
         if self.part in self.tracks:
-            return self.tracks[self.part]
+            return PartTrack(self.part, self.tracks[self.part])
         if len(self.tracks) == 1:
-            return next(iter(self.tracks.values()))
+            return PartTrack(*next(iter(self.tracks.items())))
         return None
 
 
@@ -120,17 +99,10 @@ def normalise_url(url: str) -> str:
 
 async def _error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
     try:
-        body = await resp.json(content_type=None)
-        err = body.get("error", {}) if isinstance(body, dict) else {}
-        return str(err.get("code", "")), str(err.get("message", ""))
-    except (aiohttp.ContentTypeError, ValueError, aiohttp.ClientError):
+        err = wire.ErrorBody.from_dict(await resp.json(content_type=None)).error
+        return err.code, err.message
+    except (aiohttp.ContentTypeError, ValueError, aiohttp.ClientError):  # ValueError: WireError
         return "", ""
-
-
-def _tracks(raw: Any) -> dict[str, TrackInfo]:
-    if not isinstance(raw, dict):
-        return {}
-    return {str(p): TrackInfo.from_dict(str(p), d) for p, d in raw.items()}
 
 
 def _saved_key(base_url: str, code: str, name: str) -> str:
@@ -155,19 +127,13 @@ async def join_session(
         bad name or part, rate limited (``exit_code`` 4).
     """
     key = _saved_key(base_url, code, name)
-    saved = config.load().get("singer", {}).get(key) if remember else None
+    saved = config.saved_join(key) if remember else None
     try:
-        if (
-            isinstance(saved, dict)
-            and saved.get("token")
-            and (part is None or saved.get("part") == part)
-        ):
+        if saved is not None and (part is None or saved.part == part):
             info = await _resume(http, base_url, saved, name)
             if info is not None:
                 return info
-        body: dict[str, Any] = {"code": code.strip(), "name": name}
-        if part is not None:
-            body["part"] = part
+        body = wire.JoinRequest(code.strip(), name, part).to_dict()
         async with http.post(f"{base_url}/api/join", json=body, timeout=_HTTP_TIMEOUT) as resp:
             if resp.status != 200:
                 ecode, msg = await _error_of(resp)
@@ -191,38 +157,29 @@ async def join_session(
             code="unreachable",
         ) from exc
     try:
-        settings = parse_settings(data["settings"])
-        got_part = str(data.get("part") or part or settings.parts[0])
-        info = JoinInfo(
-            base_url=base_url,
-            session_id=str(data["session_id"]),
-            participant_id=str(data["participant_id"]),
-            token=str(data["token"]),
-            part=got_part,
-            name=name,
-            settings=settings,
-            tracks=_tracks(data.get("tracks")),
-        )
-    except (KeyError, TypeError, WireError) as exc:
+        joined = wire.Joined.from_dict(data, "the join answer")
+    except WireError as exc:
         raise JoinError(f"the server's join answer is malformed ({exc})", code="protocol") from exc
+    info = JoinInfo(
+        base_url=base_url,
+        session_id=joined.session_id,
+        participant_id=joined.participant_id,
+        token=joined.token,
+        part=joined.part,
+        name=name,
+        settings=joined.settings,
+        tracks=joined.tracks,
+    )
     if remember:
-        config.update_section(
-            "singer",
-            key,
-            {
-                "token": info.token,
-                "participant_id": info.participant_id,
-                "part": info.part,
-                "session_id": info.session_id,
-            },
-        )
+        saving = config.SavedJoin(info.token, info.participant_id, info.part, info.session_id)
+        config.remember_join(key, saving)
     return info
 
 
 async def _resume(
-    http: aiohttp.ClientSession, base_url: str, saved: dict[str, Any], name: str
+    http: aiohttp.ClientSession, base_url: str, saved: config.SavedJoin, name: str
 ) -> JoinInfo | None:
-    token = str(saved["token"])
+    token = saved.token
     async with http.get(
         f"{base_url}/api/session",
         headers={"Authorization": f"Bearer {token}"},
@@ -231,21 +188,22 @@ async def _resume(
         if resp.status != 200:
             return None  # token no longer valid (session closed or server data reset): join anew
         data = await resp.json()
-    if data.get("state") == "closed":
-        return None
     try:
-        return JoinInfo(
-            base_url=base_url,
-            session_id=str(data["session_id"]),
-            participant_id=str(data.get("participant_id") or saved.get("participant_id", "")),
-            token=token,
-            part=str(saved.get("part") or ""),
-            name=name,
-            settings=parse_settings(data["settings"]),
-            tracks=_tracks(data.get("tracks")),
-        )
-    except (KeyError, TypeError, WireError):
+        sess = wire.SessionInfo.from_dict(data, "the session")
+    except WireError:
+        return None  # not a session this client can sing in: join anew
+    if sess.state == "closed" or sess.participant_id is None:
         return None
+    return JoinInfo(
+        base_url=base_url,
+        session_id=sess.session_id,
+        participant_id=sess.participant_id,
+        token=token,
+        part=sess.part or saved.part,
+        name=name,
+        settings=sess.settings,
+        tracks=sess.tracks,
+    )
 
 
 def _refusal(resp: aiohttp.ClientResponse, ecode: str, msg: str, code: str) -> JoinError:
@@ -264,6 +222,7 @@ def _refusal(resp: aiohttp.ClientResponse, ecode: str, msg: str, code: str) -> J
     return JoinError(text, exit_code=ExitCode.REFUSED, code=ecode or f"http_{resp.status}")
 
 
+#: Takes the event's record (:data:`tutti.wire.SERVER_EVENTS` names its type).
 Handler = Callable[[Any], Awaitable[None]]
 
 
@@ -277,7 +236,9 @@ class Connection:
     token : str
         The participant's bearer token (sent in the connect ``auth``).
     handlers : dict
-        Event name → coroutine taking the payload (S→C events of :class:`tutti.wire.Ev`).
+        Event name → coroutine taking the event's record (S→C events of
+        :class:`tutti.wire.Ev`); each payload is parsed here, once, and one that does not
+        match the contract is logged and dropped.
     """
 
     def __init__(
@@ -306,12 +267,24 @@ class Connection:
         self.sio.on("connect", self._connected)
         self.sio.on("disconnect", self._disconnected)
         self.sio.on("connect_error", self._connect_error)
+        self.malformed: list[str] = []  # what the server sent off the contract, said once each
         for event, fn in (handlers or {}).items():
-            self.sio.on(event, fn)
+            self.on(event, fn)
 
     def on(self, event: str, fn: Handler) -> None:
-        """Register a handler for a server event."""
-        self.sio.on(event, fn)
+        """Register a handler for a server event; it gets the payload parsed into its record."""
+        kind = wire.SERVER_EVENTS[event]
+
+        async def parsed(data: Any = None) -> None:
+            try:
+                record = kind.from_dict(data, event)
+            except WireError as exc:
+                log.warning("ignored a malformed %s event: %s", event, exc)
+                self.malformed.append(str(exc))
+                return
+            await fn(record)
+
+        self.sio.on(event, parsed)
 
     def on_reconnect(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Register a coroutine run after every *re*-connect (not the first connect)."""
@@ -334,8 +307,7 @@ class Connection:
         self._set("reconnecting")
 
     async def _connect_error(self, data: Any = None) -> None:
-        if isinstance(data, dict) and data.get("message"):
-            self.refused = str(data.get("message"))
+        self.refused = wire.connect_refusal(data) or self.refused
         self._set("refused" if self.refused else "reconnecting")
 
     async def connect(self, timeout: float = 10.0, patience: float = 60.0) -> None:
@@ -356,7 +328,7 @@ class Connection:
             try:
                 await self.sio.connect(
                     self.base_url,
-                    auth={"token": self.token, "protocol": PROTOCOL_VERSION},
+                    auth=wire.ConnectAuth(self.token, PROTOCOL_VERSION).to_dict(),
                     transports=["websocket"],
                     socketio_path="socket.io",
                     wait_timeout=timeout,
@@ -377,12 +349,12 @@ class Connection:
     def connected(self) -> bool:
         return bool(self.sio.connected)
 
-    async def emit(self, event: str, data: dict[str, Any]) -> bool:
-        """Coroutine: send an event if connected; returns False (dropped) otherwise."""
+    async def emit(self, event: str, data: wire.Record) -> bool:
+        """Coroutine: send an event's record if connected; returns False (dropped) otherwise."""
         if not self.sio.connected:
             return False
         try:
-            await self.sio.emit(event, data)
+            await self.sio.emit(event, data.to_dict())
         except socketio.exceptions.SocketIOError:
             return False
         return True

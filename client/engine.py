@@ -603,7 +603,7 @@ class DuplexEngine:
         self._record_piece(take, block[s - r :], s)
         if take.cb_r0_stream is None:
             return 0
-        return max(0, min(r + overwritten, w) - max(r, take.cb_r0_stream))
+        return int(max(0, min(r + overwritten, w) - max(r, take.cb_r0_stream)))
 
     def _in_take(self, take: ScheduledTake, s: int, e: int) -> tuple[int, int]:
         """The part of stream frames s..e that the take records (may be empty)."""

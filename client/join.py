@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
+from tutti import wire
 from tutti.client import config
 from tutti.client.backing import BackingError, fetch_backing
 from tutti.client.clock import ClockError, ClockEstimate, ClockSync
@@ -271,7 +272,7 @@ class Singer:
     async def _send_calibration(self) -> None:
         if self.conn is not None and self.engine is not None:
             frames, source = self.latency
-            await self.conn.emit(Ev.CALIBRATION, {"latency_frames": frames, "source": source})
+            await self.conn.emit(Ev.CALIBRATION, wire.CalibrationReport(frames, source))
 
     async def _level_loop(self) -> None:
         clips_seen = 0
@@ -292,17 +293,17 @@ class Singer:
             if clipped:
                 s.clipped_until = time.monotonic() + 2.0
             self._update_beat()
-            await self.conn.emit(
-                Ev.LEVEL,
-                {
-                    "rms_db": s.rms_db,
-                    "peak_db": s.peak_db,
-                    "overflows": eng.overflows,
-                    "underflows": eng.underflows,
-                    "clipped": clipped,
-                    **self._losses(eng),
-                },
+            report = wire.LevelReport(
+                rms_db=s.rms_db,
+                peak_db=s.peak_db,
+                overflows=eng.overflows,
+                underflows=eng.underflows,
+                clipped=clipped,
+                lost_frames=losses["lost_frames"],
+                dropouts=losses["dropouts"],
+                skipped_frames=losses["skipped_frames"],
             )
+            await self.conn.emit(Ev.LEVEL, report)
 
     def _losses(self, eng: DuplexEngine) -> dict[str, int]:
         """What this singer's own stream lost since the latest take started (or since it
@@ -348,7 +349,7 @@ class Singer:
         self.state.clock_error_ms = est.error_bound * 1e3
         self.state.clock_rtt_ms = est.rtt_min * 1e3
         if self.conn is not None:
-            await self.conn.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+            await self.conn.emit(Ev.CLOCK_REPORT, est.report())
 
     async def _clock_loop(self) -> None:
         assert self.clock is not None
@@ -369,11 +370,10 @@ class Singer:
             await self._sync_clock(32)
         await self._send_calibration()
 
-    async def _on_error(self, data: Any) -> None:
-        if isinstance(data, dict):
-            self.state.note(f"server refused {data.get('event')}: {data.get('message')}")
+    async def _on_error(self, report: wire.ErrorReport) -> None:
+        self.state.note(f"server refused {report.event}: {report.message}")
 
-    async def _on_closed(self, data: Any = None) -> None:
+    async def _on_closed(self, _closed: wire.SessionClosed) -> None:
         self.state.note("the leader closed the session")
         if self.take is not None:
             self.take.stopped.set()
@@ -385,7 +385,7 @@ class Singer:
             await asyncio.sleep(0.2)
         self.done.set()
 
-    async def _on_session(self, data: Any) -> None:
+    async def _on_session(self, _view: wire.SessionView) -> None:
         """Settings or tracks changed: refresh, fetch a new backing, re-render the program."""
         self._spawn(self._refresh())
 
@@ -399,7 +399,7 @@ class Singer:
             part=self.info.part,
         )
         track = self.info.track
-        if (track.sha256 if track else "") != self.backing_sha:
+        if (track.info.sha256 if track else "") != self.backing_sha:
             await self._fetch_backing()
         if self.engine is not None:
             await self._program_for(self.info.settings)
@@ -429,54 +429,40 @@ class Singer:
             self.backing = await asyncio.to_thread(load_backing, path, info.settings.rate)
         except ProgramError as exc:
             raise BackingError(str(exc)) from exc
-        self.backing_sha = track.sha256
-        self.state.backing = f"ready ({track.frames / max(1, track.rate):.0f} s)"
+        self.backing_sha = track.info.sha256
+        self.state.backing = f"ready ({track.info.frames / max(1, track.info.rate):.0f} s)"
 
     # ------------------------------------------------------------------ takes
-    async def _on_take_armed(self, data: Any) -> None:
-        if isinstance(data, dict):
-            self.state.take_id = str(data.get("take_id", ""))
-            self.state.take_state = "armed"
+    async def _on_take_armed(self, armed: wire.TakeArmed) -> None:
+        self.state.take_id, self.state.take_state = armed.take_id, "armed"
 
-    async def _on_take_stop(self, data: Any) -> None:
+    async def _on_take_stop(self, stop: wire.TakeStop) -> None:
         take = self.take
-        if (
-            take is not None
-            and isinstance(data, dict)
-            and data.get("take_id") == take.start.take_id
-        ):
+        if take is not None and stop.take_id == take.start.take_id:
             take.stopped.set()
 
-    async def _on_welcome(self, data: Any) -> None:
+    async def _on_welcome(self, welcome: wire.Welcome) -> None:
         """On every (re)connect: finish a take whose ``take.stop`` this client missed.
 
         The server may die right after broadcasting a stop; the welcome on reconnect carries
         the session's latest take, and a take of ours that is stopped there, or superseded by
         a newer one, is ended here so that it is finished and uploaded.
         """
-        take = self.take
-        latest = data.get("take") if isinstance(data, dict) else None
-        if take is None or not isinstance(latest, dict):
+        take, latest = self.take, welcome.take
+        if take is None or latest is None:
             return
-        if latest.get("take_id") != take.start.take_id or latest.get("state") == "stopped":
+        if latest.take_id != take.start.take_id or latest.state == "stopped":
             if not take.stopped.is_set():
                 self.state.note(f"take {take.start.take_id} was stopped while disconnected")
             take.stopped.set()
 
-    async def _on_take_start(self, data: Any) -> None:
-        try:
-            start = TakeStart.from_dict(data)
-        except WireError as exc:
-            self.state.note(f"ignored a malformed take.start: {exc}")
-            return
+    async def _on_take_start(self, start: TakeStart) -> None:
         self._spawn(self._run_take(start))
 
     async def _emit_take_state(self, take_id: str, state: str, detail: str = "") -> None:
         self.state.take_id, self.state.take_state = take_id, state
         if self.conn is not None:
-            await self.conn.emit(
-                Ev.TAKE_STATE, {"take_id": take_id, "state": state, "detail": detail[:500]}
-            )
+            await self.conn.emit(Ev.TAKE_STATE, wire.TakeState(take_id, state, detail[:500]))
 
     async def _run_take(self, start: TakeStart) -> None:
         if start.take_id in self._started:

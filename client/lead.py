@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tutti import takeformat
+from tutti import takeformat, wire
 from tutti.client.leadargs import add_arguments, settings_from_args
 from tutti.client.leadconfig import (
     SESSION_KEY_ENV,
@@ -113,20 +113,18 @@ def _fmt_db(v: Any) -> str:
     return "—" if not isinstance(v, (int, float)) else f"{v:6.1f} dB"
 
 
-def _fmt_latency(p: dict[str, Any], rate: int | None) -> str:
-    lat = p.get("latency_frames")
-    if not isinstance(lat, int):
+def _fmt_latency(p: wire.RosterEntry, rate: int | None) -> str:
+    lat = p.latency_frames
+    if lat is None:
         return "not calibrated"
     ms = f" ({lat / rate * 1000:.1f} ms)" if rate else ""
-    src = p.get("latency_source") or "?"
-    return f"{lat} frames{ms} {src}"
+    return f"{lat} frames{ms} {p.latency_source or '?'}"
 
 
-def _fmt_clock(p: dict[str, Any]) -> str:
-    clk = p.get("clock")
-    if not isinstance(clk, dict) or not isinstance(clk.get("error_bound"), (int, float)):
+def _fmt_clock(p: wire.RosterEntry) -> str:
+    if p.clock is None:
         return "not synced"
-    return f"±{clk['error_bound'] * 1000:.2f} ms"
+    return f"±{p.clock.error_bound * 1000:.2f} ms"
 
 
 # -- the sub-commands -----------------------------------------------------------------------
@@ -143,8 +141,9 @@ async def _create(args: argparse.Namespace) -> int:
         await api.health()
         key = args.key or os.environ.get(SESSION_KEY_ENV) or None
         created = await api.create_session(settings, session_key=key)
+    made = created.settings
     path = remember_session(
-        server, created.session_id, created.leader_token, created.code, settings["title"]
+        server, created.session_id, created.leader_token, created.code, made.title
     )
     if args.json:
         _print_json(
@@ -152,7 +151,7 @@ async def _create(args: argparse.Namespace) -> int:
                 "server": server,
                 "session_id": created.session_id,
                 "code": created.code,
-                "settings": created.settings,
+                "settings": made.to_dict(),
                 "config": str(path),
             }
         )
@@ -163,11 +162,11 @@ async def _create(args: argparse.Namespace) -> int:
         (_spaced(created.code), "bold reverse"),
         "\n\nSingers run:\n",
         (f"tutti join {server} --code {created.code} --name 'Your Name' --part PART", "cyan"),
-        f"\n\nparts: {', '.join(settings['parts'])} · {settings['bpm']:g} bpm "
-        f"{settings['beats_per_bar']}/{settings['beat_unit']} · {settings['rate']} Hz",
+        f"\n\nparts: {', '.join(made.parts)} · {made.bpm:g} bpm "
+        f"{made.beats_per_bar}/{made.beat_unit} · {made.rate} Hz",
         justify="center",
     )
-    out.print(Panel(body, title=settings["title"], expand=False, padding=(1, 4)))
+    out.print(Panel(body, title=made.title, expand=False, padding=(1, 4)))
     out.print(f"session {created.session_id} on {server} (leader token saved in {path})")
     return ExitCode.OK
 
@@ -194,11 +193,10 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
     err = _err_console()
     async with LeaderClient(target.server, target.token) as api:
         sess = await api.session()
-        parts = tuple(sess.get("settings", {}).get("parts", ()))
-        srate = sess.get("settings", {}).get("rate")
-        if parts and args.part not in parts:
+        parts, srate = sess.settings.parts, sess.settings.rate
+        if args.part not in parts:
             raise UsageError(f"part {args.part!r} is not one of this session's parts {list(parts)}")
-        if isinstance(srate, int) and srate != rate:
+        if srate != rate:
             raise UsageError(
                 f"{args.file} is at {rate} Hz but the session runs at {srate} Hz; "
                 f"resample it first (e.g. `sox {args.file} -r {srate} out.wav`)"
@@ -210,42 +208,41 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
                 args.part, args.file, progress=lambda done, _t: prog.update(task, completed=done)
             )
     if args.json:
-        _print_json(info)
+        _print_json(info.to_dict())
     else:
         secs = frames / rate if rate else 0.0
         _out_console().print(
             f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch, "
-            f"sha256 {str(info.get('sha256', ''))[:12]}…"
+            f"sha256 {info.sha256[:12]}…"
         )
     return ExitCode.OK
 
 
-def _fmt_dropouts(p: dict[str, Any], rate: int | None) -> str:
+def _fmt_dropouts(p: wire.RosterEntry, rate: int | None) -> str:
     """A singer's own dropouts (from their frame accounting) and the audio they cost."""
-    count, lost = int(p.get("dropouts") or 0), int(p.get("lost_frames") or 0)
+    count, lost = p.dropouts, p.lost_frames
     if not count:
         return "0"
     return f"[yellow]{count} ({lost / (rate or 48000) * 1000:.0f} ms)[/]"
 
 
-def roster_table(participants: list[dict[str, Any]], rate: int | None) -> Table:
+def roster_table(participants: Sequence[wire.RosterEntry], rate: int | None) -> Table:
     """The roster as a rich table (shared with the watch view)."""
     t = Table(show_header=True, header_style="bold", expand=False)
     for col in ("name", "part", "connected", "latency", "clock", "level", "peak", "dropouts"):
         t.add_column(col)
     for p in participants:
-        level = p.get("level") if isinstance(p.get("level"), dict) else {}
-        assert isinstance(level, dict)
-        xr = _fmt_dropouts(p, rate)
+        lv = p.level
+        clip = " [red]CLIP[/]" if lv is not None and lv.clipped else ""
         t.add_row(
-            str(p.get("name", "?")),
-            str(p.get("part", "?")),
-            "[green]yes[/]" if p.get("connected") else "[red]no[/]",
+            p.name,
+            p.part,
+            "[green]yes[/]" if p.connected else "[red]no[/]",
             _fmt_latency(p, rate),
             _fmt_clock(p),
-            _fmt_db(level.get("rms_db")),
-            _fmt_db(level.get("peak_db")) + (" [red]CLIP[/]" if level.get("clipped") else ""),
-            xr,
+            _fmt_db(lv.rms_db if lv else None),
+            _fmt_db(lv.peak_db if lv else None) + clip,
+            _fmt_dropouts(p, rate),
         )
     return t
 
@@ -253,83 +250,82 @@ def roster_table(participants: list[dict[str, Any]], rate: int | None) -> Table:
 async def _roster(args: argparse.Namespace, target: Target) -> int:
     async with LeaderClient(target.server, target.token) as api:
         participants = await api.roster()
-        rate = None
-        if not args.json:
-            rate = (await api.session()).get("settings", {}).get("rate")
+        rate = None if args.json else (await api.session()).settings.rate
     if args.json:
-        _print_json({"participants": participants})
+        _print_json(wire.Roster(participants).to_dict())
         return ExitCode.OK
     out = _out_console()
     if not participants:
         code = f" (join code {target.code})" if target.code else ""
         out.print(f"nobody has joined yet{code}")
         return ExitCode.OK
-    out.print(roster_table(participants, rate if isinstance(rate, int) else None))
+    out.print(roster_table(participants, rate))
     return ExitCode.OK
 
 
-def _find_take(takes: list[dict[str, Any]], states: tuple[str, ...]) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = None
+def _find_take(takes: Sequence[wire.TakeInfo], state: str) -> wire.TakeInfo | None:
+    found = None
     for t in takes:
-        if t.get("state") in states:
+        if t.state == state:
             found = t
     return found
 
 
 async def start_take(
     api: LeaderClient, take_id: str | None, lead_s: float | None
-) -> dict[str, Any]:
+) -> wire.TakeStarted:
     """Start ``take_id`` or the armed take, arming one first if none is armed."""
     if take_id is None:
-        armed = _find_take(await api.takes(), ("armed",))
-        take_id = str(armed["take_id"]) if armed else str((await api.arm_take())["take_id"])
-    res: dict[str, Any] = await api.start_take(take_id, lead_s)
-    return res
+        armed = _find_take(await api.takes(), "armed")
+        take_id = armed.take_id if armed else (await api.arm_take()).take_id
+    return await api.start_take(take_id, lead_s)
 
 
-async def stop_take(api: LeaderClient, take_id: str | None) -> dict[str, Any]:
+async def stop_take(api: LeaderClient, take_id: str | None) -> wire.TakeStopped:
     """Stop ``take_id`` or the running take."""
     if take_id is None:
-        running = _find_take(await api.takes(), ("running", "started", "recording"))
+        running = _find_take(await api.takes(), "running")
         if running is None:
             raise LeaderError(
                 "no take is running; start one with `tutti lead take start`", code="no_take"
             )
-        take_id = str(running["take_id"])
-    res: dict[str, Any] = await api.stop_take(take_id)
-    return res
+        take_id = running.take_id
+    return await api.stop_take(take_id)
 
 
 async def _take(args: argparse.Namespace, target: Target) -> int:
     out = _out_console()
     step = args.take_action
     async with LeaderClient(target.server, target.token) as api:
+        res: dict[str, Any]
         if step == "arm":
-            res = await api.arm_take()
-            remember_take(target, str(res["take_id"]))
-            msg = f"take {res['take_id']} armed; {len(res.get('expected', []))} singer(s) expected"
+            armed = await api.arm_take()
+            remember_take(target, armed.take_id)
+            res = armed.to_dict()
+            msg = f"take {armed.take_id} armed; {len(armed.expected)} singer(s) expected"
         elif step == "start":
-            res = await start_take(api, args.take, args.lead)
-            remember_take(target, str(res["take_id"]))
-            ahead = float(res["t0"]) - float(res.get("server_time", res["t0"]))
-            msg = f"take {res['take_id']} starts in {ahead:.1f} s (count-in first)"
+            started = await start_take(api, args.take, args.lead)
+            remember_take(target, started.take_id)
+            res = started.to_dict()
+            ahead = started.t0 - started.server_time
+            msg = f"take {started.take_id} starts in {ahead:.1f} s (count-in first)"
         elif step == "stop":
-            res = await stop_take(api, args.take)
-            msg = f"take {res['take_id']} stopped; singers are uploading (see `tutti lead takes`)"
+            stopped = await stop_take(api, args.take)
+            res = stopped.to_dict()
+            msg = f"take {stopped.take_id} stopped; singers are uploading (see `tutti lead takes`)"
         else:  # run
             if args.seconds <= 0:
                 raise UsageError("--seconds must be > 0")
             started = await start_take(api, None, args.lead)
-            remember_take(target, str(started["take_id"]))
-            ahead = float(started["t0"]) - float(started.get("server_time", started["t0"]))
+            remember_take(target, started.take_id)
+            ahead = started.t0 - started.server_time
             _err_console().print(
-                f"take {started['take_id']}: count-in in {ahead:.1f} s, "
-                f"recording {args.seconds:g} s"
+                f"take {started.take_id}: count-in in {ahead:.1f} s, recording {args.seconds:g} s"
             )
             await asyncio.sleep(max(0.0, ahead) + args.seconds)
-            res = await api.stop_take(str(started["take_id"]))
-            res = {**started, **res}
-            msg = f"take {res['take_id']} done; singers are uploading (see `tutti lead takes`)"
+            stopped = await api.stop_take(started.take_id)
+            res = {**started.to_dict(), **stopped.to_dict()}
+            msg = f"take {stopped.take_id} done; singers are uploading (see `tutti lead takes`)"
     if args.json:
         _print_json(res)
     else:
@@ -341,7 +337,7 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
     async with LeaderClient(target.server, target.token) as api:
         takes = await api.takes()
     if args.json:
-        _print_json({"takes": takes})
+        _print_json(wire.TakeList(takes).to_dict())
         return ExitCode.OK
     out = _out_console()
     if not takes:
@@ -352,20 +348,12 @@ async def _takes(args: argparse.Namespace, target: Target) -> int:
         t.add_column(col)
     colours = {"uploaded": "green", "failed": "red", "missed": "red", "uploading": "yellow"}
     for number, take in enumerate(takes, start=1):
-        singers = take.get("singers", [])
-        done = sum(1 for s in singers if s.get("state") == "uploaded")
+        singers = take.singers
+        done = sum(1 for s in singers if s.state == "uploaded")
         who = ", ".join(
-            f"{s.get('name')} ({s.get('part')}): [{colours.get(s.get('state', ''), 'white')}]"
-            f"{s.get('state')}[/]"
-            for s in singers
+            f"{s.name} ({s.part}): [{colours.get(s.state, 'white')}]{s.state}[/]" for s in singers
         )
-        t.add_row(
-            str(number),
-            str(take.get("take_id")),
-            str(take.get("state")),
-            who or "—",
-            f"{done}/{len(singers)}",
-        )
+        t.add_row(str(number), take.take_id, take.state, who or "—", f"{done}/{len(singers)}")
     out.print(t)
     return ExitCode.OK
 
@@ -375,18 +363,16 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     return write_json_atomic(folder / takeformat.MANIFEST_NAME, manifest, indent=2)
 
 
-def _missing_singers(take: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if take is None:
-        return []
-    return [s for s in take.get("singers", []) if s.get("state") != "uploaded"]
+def _missing_singers(take: wire.TakeInfo) -> list[wire.TakeSingerInfo]:
+    return [s for s in take.singers if s.state != "uploaded"]
 
 
-def _awaited(missing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _awaited(missing: list[wire.TakeSingerInfo]) -> list[wire.TakeSingerInfo]:
     """The missing recordings that may still come ("missed" ones never will)."""
-    return [s for s in missing if s.get("state") != "missed"]
+    return [s for s in missing if s.state != "missed"]
 
 
-def resolve_take(takes: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+def resolve_take(takes: Sequence[wire.TakeInfo], ref: str) -> wire.TakeInfo:
     """The take ``ref`` names: ``last``, its number in ``tutti lead takes`` (1 = first), its
     id, or a unique prefix of its id.  Raises :class:`LeaderError` naming what is accepted."""
     if not takes:
@@ -395,10 +381,10 @@ def resolve_take(takes: list[dict[str, Any]], ref: str) -> dict[str, Any]:
         return takes[-1]
     if ref.isdigit() and 1 <= int(ref) <= len(takes) and len(ref) <= 4:
         return takes[int(ref) - 1]
-    exact = [t for t in takes if t.get("take_id") == ref]
+    exact = [t for t in takes if t.take_id == ref]
     if exact:
         return exact[0]
-    prefixed = [t for t in takes if str(t.get("take_id", "")).startswith(ref)]
+    prefixed = [t for t in takes if t.take_id.startswith(ref)]
     if len(prefixed) == 1:
         return prefixed[0]
     what = "is ambiguous" if prefixed else "matches no take"
@@ -420,7 +406,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
             if not _awaited(missing) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.5)
-        take_id = str(take["take_id"])
+        take_id = take.take_id
         folder: Path = args.dir if args.dir is not None else Path(f"take-{take_id}")
         raw = await api.manifest(take_id)
         try:
@@ -452,16 +438,7 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
         "recordings": [r.file for r in manifest.recordings],
         "backing": [b.file for b in manifest.backing],
         "bytes_downloaded": total_bytes,
-        "missing": [
-            {
-                "participant_id": s.get("participant_id"),
-                "name": s.get("name"),
-                "part": s.get("part"),
-                "state": s.get("state"),
-                "detail": s.get("detail", ""),
-            }
-            for s in missing
-        ],
+        "missing": [s.to_dict() for s in missing],
     }
     if args.json:
         _print_json(summary)
@@ -472,10 +449,10 @@ async def _download(args: argparse.Namespace, target: Target) -> int:
             f"`tutti mix {folder}`"
         )
     for s in missing:
-        if s.get("state") == "missed":
-            err.print(f"[yellow]{s.get('name')} did not record this take: {s.get('detail')}[/]")
+        if s.state == "missed":
+            err.print(f"[yellow]{s.name} did not record this take: {s.detail}[/]")
     if _awaited(missing):
-        names = ", ".join(f"{s.get('name')} ({s.get('state')})" for s in _awaited(missing))
+        names = ", ".join(f"{s.name} ({s.state})" for s in _awaited(missing))
         err.print(
             f"[yellow]not yet uploaded: {names}[/]; run the same command later "
             "(or with --wait S) to fetch them"
@@ -560,12 +537,11 @@ async def _adopt(args: argparse.Namespace) -> int:
                     code=exc.code,
                 ) from None
             raise
-    role = sess.get("role")
-    found = str(sess.get("session_id", ""))
-    if role != "leader":
+    found = sess.session_id
+    if sess.role != "leader":
         raise LeaderError(
-            f"this token belongs to a {role or 'non-leader'} of session {found} "
-            f"({sess.get('name', '?')}), not to its leader; use the token `tutti lead token` "
+            f"this token belongs to a {sess.role} of session {found} "
+            f"({sess.name or '?'}), not to its leader; use the token `tutti lead token` "
             "prints; nothing was stored",
             code="not_leader",
         )
@@ -575,12 +551,8 @@ async def _adopt(args: argparse.Namespace) -> int:
             "(`tutti lead token` prints both); nothing was stored",
             code="wrong_session",
         )
-    settings = sess.get("settings") if isinstance(sess.get("settings"), dict) else {}
-    assert isinstance(settings, dict)
-    title = str(settings.get("title", ""))
-    code = str(sess.get("code", ""))
+    title, code, state = sess.settings.title, sess.code or "", sess.state
     path = remember_session(server, session_id, token, code, title, adopted=True)
-    state = str(sess.get("state", ""))
     if args.json:
         _print_json(
             {

@@ -20,19 +20,18 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from tutti import wire
 from tutti.errors import ExitCode, TuttiError
 
 __all__ = [
     "LeaderError",
     "LeaderClient",
-    "CreatedSession",
     "Progress",
     "normalize_server_url",
     "CHUNK_BYTES",
@@ -74,14 +73,12 @@ def _exit_code(status: int | None, code: str) -> ExitCode:
     return ExitCode.FAILED
 
 
-@dataclass(frozen=True)
-class CreatedSession:
-    """The server's answer to creating a session."""
+R = TypeVar("R", bound=wire.Record)
 
-    session_id: str
-    code: str
-    leader_token: str
-    settings: dict[str, Any]
+
+def _q(segment: str) -> str:
+    """One path segment, quoted."""
+    return quote(segment, safe="")
 
 
 def normalize_server_url(url: str) -> str:
@@ -179,12 +176,9 @@ class LeaderClient:
         ctype = resp.headers.get("Content-Type", "")
         if "json" in ctype:
             try:
-                data = json.loads(body)
-                err = data.get("error") if isinstance(data, dict) else None
-                if isinstance(err, dict):
-                    message = str(err.get("message", ""))
-                    code = str(err.get("code", ""))
-            except ValueError:
+                err = wire.ErrorBody.from_dict(json.loads(body)).error
+                message, code = err.message, err.code
+            except ValueError:  # not JSON, or not the API's error shape (WireError)
                 pass
         if not message:
             if resp.status == 404 and not code:
@@ -256,59 +250,56 @@ class LeaderClient:
 
     # -- the API ----------------------------------------------------------------------------
 
-    async def health(self) -> dict[str, Any]:
-        """``GET /healthz``: ``{"ok", "version", "protocol"}``."""
-        data = await self._request("GET", "/healthz")
-        if not isinstance(data, dict) or "protocol" not in data:
+    async def _call(self, reply: type[R], method: str, path: str, **kw: Any) -> R:
+        """One request whose answer is the contract's ``reply`` record, parsed here."""
+        data = await self._request(method, path, **kw)
+        try:
+            return reply.from_dict(data, f"{method} {path}")
+        except wire.WireError as exc:
             raise LeaderError(
-                f"{self.server}/healthz answered, but not like a tutti server", code="not_tutti"
-            )
-        return data
+                f"{self.server} answered in a form this client does not read ({exc}); "
+                "is it a tutti server of the same version?",
+                code="not_tutti",
+            ) from None
+
+    async def health(self) -> wire.Health:
+        """``GET /healthz``: ``{"ok", "version", "protocol"}``."""
+        return await self._call(wire.Health, "GET", "/healthz")
 
     async def create_session(
         self, settings: dict[str, Any], session_key: str | None = None
-    ) -> CreatedSession:
+    ) -> wire.SessionCreated:
         """``POST /api/sessions``; ``settings`` as :func:`tutti.wire.parse_settings` accepts;
         ``session_key`` is the host's key (sent as ``X-Tutti-Session-Key``; none on an
         open server)."""
         headers = {SESSION_KEY_HEADER: session_key} if session_key else None
-        d = await self._request("POST", "/api/sessions", json_body=settings, headers=headers)
-        try:
-            return CreatedSession(
-                session_id=str(d["session_id"]),
-                code=str(d["code"]),
-                leader_token=str(d["leader_token"]),
-                settings=dict(d.get("settings") or {}),
-            )
-        except (KeyError, TypeError) as exc:
-            raise LeaderError(
-                f"the server's answer to creating a session lacks {exc}", code="not_tutti"
-            ) from exc
+        return await self._call(
+            wire.SessionCreated, "POST", "/api/sessions", json_body=settings, headers=headers
+        )
 
-    async def session(self) -> dict[str, Any]:
+    async def session(self) -> wire.SessionInfo:
         """``GET /api/session``: settings, state, tracks, join code."""
-        return dict(await self._request("GET", "/api/session"))
+        return await self._call(wire.SessionInfo, "GET", "/api/session")
 
-    async def update_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update_settings(self, changes: dict[str, Any]) -> wire.SessionSettings:
         """``PATCH /api/session`` with a partial settings object; returns the new settings."""
-        return dict(await self._request("PATCH", "/api/session", json_body=changes))
+        return await self._call(wire.SessionSettings, "PATCH", "/api/session", json_body=changes)
 
-    async def close_session(self) -> dict[str, Any] | None:
+    async def close_session(self) -> wire.SessionState:
         """``POST /api/session/close``."""
-        d = await self._request("POST", "/api/session/close")
-        return dict(d) if isinstance(d, dict) else None
+        return await self._call(wire.SessionState, "POST", "/api/session/close")
 
-    async def delete_take(self, take_id: str) -> None:
+    async def delete_take(self, take_id: str) -> wire.Deleted:
         """``DELETE /api/session/takes/{id}``: the take and its recordings, for good."""
-        await self._request("DELETE", f"/api/session/takes/{quote(take_id, safe='')}")
+        return await self._call(wire.Deleted, "DELETE", f"/api/session/takes/{_q(take_id)}")
 
-    async def delete_session(self) -> None:
+    async def delete_session(self) -> wire.Deleted:
         """``DELETE /api/session``: the whole session, its singers, takes and recordings."""
-        await self._request("DELETE", "/api/session")
+        return await self._call(wire.Deleted, "DELETE", "/api/session")
 
     async def upload_track(
         self, part: str, path: Path, *, progress: Progress | None = None
-    ) -> dict[str, Any]:
+    ) -> wire.TrackStored:
         """``PUT /api/session/tracks/{part}``: stream an audio file; returns the track info."""
         size = path.stat().st_size
         ctype = {
@@ -316,49 +307,40 @@ class LeaderClient:
             ".flac": "audio/flac",
             ".ogg": "audio/ogg",
         }.get(path.suffix.lower(), "application/octet-stream")
-        return dict(
-            await self._request(
-                "PUT",
-                f"/api/session/tracks/{quote(part, safe='')}",
-                data=_file_chunks(path, progress, size),
-                headers={"Content-Type": ctype, "Content-Length": str(size)},
-            )
+        return await self._call(
+            wire.TrackStored,
+            "PUT",
+            f"/api/session/tracks/{_q(part)}",
+            data=_file_chunks(path, progress, size),
+            headers={"Content-Type": ctype, "Content-Length": str(size)},
         )
 
-    async def roster(self) -> list[dict[str, Any]]:
+    async def roster(self) -> tuple[wire.RosterEntry, ...]:
         """``GET /api/session/roster``: the participants."""
-        d = await self._request("GET", "/api/session/roster")
-        return list(d.get("participants", []))
+        return (await self._call(wire.Roster, "GET", "/api/session/roster")).participants
 
-    async def arm_take(self) -> dict[str, Any]:
-        """``POST /api/session/takes``: ``{"take_id", "state": "armed", "expected"}``."""
-        return dict(await self._request("POST", "/api/session/takes"))
+    async def arm_take(self) -> wire.TakeArmedReply:
+        """``POST /api/session/takes``: the take and the singers it expects."""
+        return await self._call(wire.TakeArmedReply, "POST", "/api/session/takes")
 
-    async def start_take(self, take_id: str, lead_s: float | None = None) -> dict[str, Any]:
-        """Start an armed take ``lead_s`` seconds from now: ``{"take_id", "t0", "server_time"}``."""
+    async def start_take(self, take_id: str, lead_s: float | None = None) -> wire.TakeStarted:
+        """Start an armed take ``lead_s`` seconds from now (the server's default if None)."""
         body = {} if lead_s is None else {"lead_s": lead_s}
-        return dict(
-            await self._request(
-                "POST", f"/api/session/takes/{quote(take_id, safe='')}/start", json_body=body
-            )
-        )
+        path = f"/api/session/takes/{_q(take_id)}/start"
+        return await self._call(wire.TakeStarted, "POST", path, json_body=body)
 
-    async def stop_take(self, take_id: str) -> dict[str, Any]:
-        """Stop a running take: ``{"take_id", "state": "stopped", "stopped_at"}``."""
-        return dict(
-            await self._request("POST", f"/api/session/takes/{quote(take_id, safe='')}/stop")
-        )
+    async def stop_take(self, take_id: str) -> wire.TakeStopped:
+        """Stop a running take."""
+        return await self._call(wire.TakeStopped, "POST", f"/api/session/takes/{_q(take_id)}/stop")
 
-    async def takes(self) -> list[dict[str, Any]]:
+    async def takes(self) -> tuple[wire.TakeInfo, ...]:
         """``GET /api/session/takes``: every take with each singer's upload state."""
-        d = await self._request("GET", "/api/session/takes")
-        return list(d.get("takes", []))
+        return (await self._call(wire.TakeList, "GET", "/api/session/takes")).takes
 
-    async def manifest(self, take_id: str) -> dict[str, Any]:
-        """The take's ``take.json`` object as the server has it now."""
-        return dict(
-            await self._request("GET", f"/api/session/takes/{quote(take_id, safe='')}/manifest")
-        )
+    async def manifest(self, take_id: str) -> Any:
+        """The take's ``take.json`` object as the server has it now (the caller parses it
+        with :func:`tutti.takeformat.parse_manifest`)."""
+        return await self._request("GET", f"/api/session/takes/{_q(take_id)}/manifest")
 
     async def download_file(
         self,

@@ -2,9 +2,10 @@
 
 Three layers, kept apart:
 
-- :class:`RosterState` — pure: applies the server's leader events (``Ev.ROSTER``,
-  ``Ev.PARTICIPANT``, ``Ev.LEVELS``, take events) to a dict of participants and returns the
-  plain-text lines worth telling the leader (joined, left, calibrated, overflows, take state).
+- :class:`RosterState` — pure: parses the server's leader events (``Ev.ROSTER``,
+  ``Ev.PARTICIPANT``, ``Ev.LEVELS``, take events) into their :mod:`tutti.wire` records, keeps
+  the roster entries and returns the plain-text lines worth telling the leader (joined, left,
+  calibrated, dropouts, take state).
 - :func:`render` — the state as a rich renderable: a table of names, parts, connection,
   calibrated latency, clock quality, an input level meter, and xrun warnings.
 - :func:`watch` — the coroutine: connects as the leader (``auth={"token", "protocol"}``), shows
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import sys
 import termios
@@ -65,9 +67,12 @@ def level_meter(rms_db: float | None, peak_db: float | None, width: int = METER_
 
 @dataclass
 class RosterState:
-    """What the leader sees, built from the server's leader events.  Pure (no I/O)."""
+    """What the leader sees, built from the server's leader events.  Pure (no I/O).
 
-    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    Each event is parsed once, here at the edge, into its :mod:`tutti.wire` record; a payload
+    that does not match the contract is told in one line and changes nothing."""
+
+    participants: dict[str, wire.RosterEntry] = field(default_factory=dict)
     rate: int | None = None
     parts: tuple[str, ...] = ()  # the session's voice parts, in the leader's order
     title: str = ""
@@ -86,38 +91,30 @@ class RosterState:
         self.log.append(line)
         return [line]
 
-    def _merge(self, p: dict[str, Any]) -> list[str]:
-        pid = str(p.get("participant_id", ""))
-        if not pid:
-            return []
+    def _merge(self, new: wire.RosterEntry) -> list[str]:
+        pid = new.participant_id
         old = self.participants.get(pid)
-        new = {**(old or {}), **p}
         self.participants[pid] = new
-        who = f"{new.get('name', pid)} ({new.get('part', '?')})"
+        who = f"{new.name} ({new.part})"
         lines: list[str] = []
         if old is None:
-            state = "connected" if new.get("connected") else "not connected"
+            state = "connected" if new.connected else "not connected"
             lines += self._note(f"{who} joined, {state}")
         else:
-            if bool(old.get("connected")) != bool(new.get("connected")):
+            if old.connected != new.connected:
+                lines += self._note(f"{who} {'reconnected' if new.connected else 'disconnected'}")
+            if old.latency_frames != new.latency_frames and new.latency_frames is not None:
                 lines += self._note(
-                    f"{who} {'reconnected' if new.get('connected') else 'disconnected'}"
-                )
-            if old.get("latency_frames") != new.get("latency_frames") and isinstance(
-                new.get("latency_frames"), int
-            ):
-                lines += self._note(
-                    f"{who} calibrated: {new['latency_frames']} frames "
-                    f"({new.get('latency_source', '?')})"
+                    f"{who} calibrated: {new.latency_frames} frames ({new.latency_source or '?'})"
                 )
             lines += self._dropouts(pid, who, new)
         return lines
 
-    def _dropouts(self, pid: str, who: str, p: dict[str, Any]) -> list[str]:
+    def _dropouts(self, pid: str, who: str, p: wire.RosterEntry) -> list[str]:
         """A singer's own dropouts (counted from each take's start): told the first time,
         then summed up at most every DROPOUT_SUMMARY_S while they go on (never a line per
         level report)."""
-        count, lost = int(p.get("dropouts") or 0), int(p.get("lost_frames") or 0)
+        count, lost = p.dropouts, p.lost_frames
         told_count, told_lost, when = self._told.get(pid, (0, 0, -math.inf))
         if count < told_count:  # a new take: the singer counts from zero again
             told_count, told_lost, when = 0, 0, -math.inf
@@ -137,113 +134,89 @@ class RosterState:
 
     def apply(self, event: str, data: Any, now: float | None = None) -> list[str]:
         """Apply one server event; returns plain-text lines describing what changed."""
-        now = time.monotonic() if now is None else now
-        self.now = now
-        if not isinstance(data, dict):
+        self.now = time.monotonic() if now is None else now
+        kind = wire.SERVER_EVENTS.get(event)
+        if kind is None:
             return []
-        if event == wire.Ev.WELCOME:
-            sess = data.get("session") if isinstance(data.get("session"), dict) else {}
-            assert isinstance(sess, dict)
-            settings = sess.get("settings") if isinstance(sess.get("settings"), dict) else {}
-            assert isinstance(settings, dict)
-            self.rate = settings.get("rate") if isinstance(settings.get("rate"), int) else None
-            self.title = str(settings.get("title", ""))
-            parts = settings.get("parts")
-            if isinstance(parts, list):
-                self.parts = tuple(str(x) for x in parts)
-            self.code = str(sess.get("code") or self.code)
+        try:
+            record = kind.from_dict(data, event)
+        except wire.WireError as exc:
+            return self._note(f"the server sent something this client does not read: {exc}")
+        return self._apply(record)
+
+    def _apply(self, ev: wire.Record) -> list[str]:  # noqa: C901 - one branch per event
+        if isinstance(ev, wire.Welcome):
+            settings = ev.session.settings
+            self.rate, self.title, self.parts = settings.rate, settings.title, settings.parts
             code = f" (join code {self.code})" if self.code else ""
             return self._note(f"watching {self.title or 'session'}{code}")
-        if event == wire.Ev.ROSTER:
-            lines: list[str] = []
-            for p in data.get("participants", []):
-                if isinstance(p, dict):
-                    lines += self._merge(p)
-            return lines
-        if event == wire.Ev.PARTICIPANT:
-            p = data.get("participant") if isinstance(data.get("participant"), dict) else data
-            assert isinstance(p, dict)
-            return self._merge(p)
-        if event == wire.Ev.LEVELS:
-            return self._apply_levels(data)
-        if event == wire.Ev.TAKE_ARMED:
-            self.take_id, self.take_state = str(data.get("take_id")), "armed"
-            self.take_t0_local = None
+        if isinstance(ev, wire.Roster):
+            return [line for p in ev.participants for line in self._merge(p)]
+        if isinstance(ev, wire.RosterEntry):
+            return self._merge(ev)
+        if isinstance(ev, wire.Levels):
+            return self._apply_levels(ev)
+        if isinstance(ev, wire.TakeArmed):
+            self.take_id, self.take_state, self.take_t0_local = ev.take_id, "armed", None
             return self._note(f"take {self.take_id} armed")
-        if event == wire.Ev.TAKE_START:
-            self.take_id, self.take_state = str(data.get("take_id")), "running"
-            t0, sent = data.get("t0"), data.get("sent_at")
-            if isinstance(t0, (int, float)) and isinstance(sent, (int, float)):
-                self.take_t0_local = now + (float(t0) - float(sent))
+        if isinstance(ev, wire.TakeStart):
+            self.take_id, self.take_state = ev.take_id, "running"
+            self.take_t0_local = self.now + (ev.t0 - ev.sent_at)
             return self._note(f"take {self.take_id} started")
-        if event == wire.Ev.TAKE_STOP:
-            self.take_id, self.take_state = str(data.get("take_id")), "stopped"
+        if isinstance(ev, wire.TakeStop):
+            self.take_id, self.take_state = ev.take_id, "stopped"
             return self._note(f"take {self.take_id} stopped; singers uploading")
-        if event == wire.Ev.TAKE_UPDATE:
-            singers = data.get("singers")
-            if isinstance(singers, list):
-                done = sum(
-                    1 for s in singers if isinstance(s, dict) and s.get("state") == "uploaded"
-                )
-                return self._note(f"take {data.get('take_id')}: {done}/{len(singers)} uploaded")
-            if data.get("participant_id"):
-                p = self.participants.get(str(data["participant_id"]), {})
-                return self._note(
-                    f"take {data.get('take_id')}: {p.get('name', data['participant_id'])} "
-                    f"{data.get('state', '?')}"
-                )
-            return []
-        if event == wire.Ev.SESSION_CLOSED:
+        if isinstance(ev, wire.TakeUpdate):
+            p = self.participants.get(ev.participant_id)
+            who = p.name if p is not None else ev.participant_id
+            return self._note(f"take {ev.take_id}: {who} {ev.state}")
+        if isinstance(ev, wire.SessionClosed):
             self.closed = True
             return self._note("the session was closed")
         return []
 
-    def _apply_levels(self, data: dict[str, Any]) -> list[str]:
-        raw = data.get("levels", data)
-        items: list[tuple[str, Any]]
-        if isinstance(raw, dict):
-            items = [(str(k), v) for k, v in raw.items()]
-        elif isinstance(raw, list):
-            items = [(str(v.get("participant_id", "")), v) for v in raw if isinstance(v, dict)]
-        else:
-            return []
+    def _apply_levels(self, ev: wire.Levels) -> list[str]:
         lines: list[str] = []
-        for pid, lv in items:
-            if pid not in self.participants or not isinstance(lv, dict):
+        for pid, lv in ev.levels.items():
+            p = self.participants.get(pid)
+            if p is None:
                 continue
-            level = {k: lv[k] for k in ("rms_db", "peak_db", "clipped") if k in lv}
-            update: dict[str, Any] = {"participant_id": pid, "level": level}
-            for k in ("overflows", "underflows", "lost_frames", "dropouts", "skipped_frames"):
-                if isinstance(lv.get(k), int):
-                    update[k] = lv[k]
-            lines += self._merge(update)
+            lines += self._merge(
+                dataclasses.replace(
+                    p,
+                    level=wire.LiveLevel(lv.rms_db, lv.peak_db, lv.clipped),
+                    overflows=lv.overflows,
+                    underflows=lv.underflows,
+                    lost_frames=lv.lost_frames,
+                    dropouts=lv.dropouts,
+                    skipped_frames=lv.skipped_frames,
+                )
+            )
         return lines
 
     def level_line(self) -> str:
         """One plain line with every connected singer's level (for non-terminal output)."""
         parts = []
         for p in self.participants.values():
-            lv = p.get("level") if isinstance(p.get("level"), dict) else None
-            if lv and isinstance(lv.get("rms_db"), (int, float)):
-                clip = " CLIP" if lv.get("clipped") else ""
-                parts.append(f"{p.get('name')} {lv['rms_db']:.0f} dB{clip}")
+            if p.level is not None:
+                clip = " CLIP" if p.level.clipped else ""
+                parts.append(f"{p.name} {p.level.rms_db:.0f} dB{clip}")
         return "levels: " + ", ".join(parts) if parts else ""
 
 
-def _latency(p: dict[str, Any], rate: int | None) -> Text:
-    lat = p.get("latency_frames")
-    if not isinstance(lat, int):
+def _latency(p: wire.RosterEntry, rate: int | None) -> Text:
+    lat = p.latency_frames
+    if lat is None:
         return Text("not calibrated", style="yellow")
     ms = f" {lat / rate * 1000:.1f} ms" if rate else ""
-    src = p.get("latency_source") or "?"
+    src = p.latency_source or "?"
     return Text(f"{lat} fr{ms} ({src})", style="green" if src == "measured" else "yellow")
 
 
-def _clock(p: dict[str, Any]) -> Text:
-    clk = p.get("clock")
-    if not isinstance(clk, dict) or not isinstance(clk.get("error_bound"), (int, float)):
+def _clock(p: wire.RosterEntry) -> Text:
+    if p.clock is None:
         return Text("not synced", style="yellow")
-    eb_ms = float(clk["error_bound"]) * 1000
+    eb_ms = p.clock.error_bound * 1000
     style = "green" if eb_ms < 2 else ("yellow" if eb_ms < 10 else "red")
     return Text(f"±{eb_ms:.2f} ms", style=style)
 
@@ -271,30 +244,21 @@ def render(state: RosterState, now: float | None = None) -> RenderableType:
     order = {part: i for i, part in enumerate(state.parts)}
     ordered = sorted(
         state.participants.values(),
-        key=lambda p: (
-            order.get(str(p.get("part")), len(order)),
-            str(p.get("part")),
-            str(p.get("name")),
-        ),
+        key=lambda p: (order.get(p.part, len(order)), p.part, p.name),
     )
     for p in ordered:
-        lv = p.get("level") if isinstance(p.get("level"), dict) else {}
-        assert isinstance(lv, dict)
-        rms, peak = lv.get("rms_db"), lv.get("peak_db")
-        db = Text(f"{rms:5.1f}" if isinstance(rms, (int, float)) else "  —")
-        if lv.get("clipped"):
+        lv = p.level
+        db = Text(f"{lv.rms_db:5.1f}" if lv is not None else "  —")
+        if lv is not None and lv.clipped:
             db.append(" CLIP", style="bold red")
-        xr = int(p.get("dropouts") or 0)
+        xr = p.dropouts
         t.add_row(
-            escape(str(p.get("name", "?"))),
-            escape(str(p.get("part", "?"))),
-            Text("●", style="green") if p.get("connected") else Text("○", style="red"),
+            escape(p.name),
+            escape(p.part),
+            Text("●", style="green") if p.connected else Text("○", style="red"),
             _latency(p, state.rate),
             _clock(p),
-            level_meter(
-                rms if isinstance(rms, (int, float)) else None,
-                peak if isinstance(peak, (int, float)) else None,
-            ),
+            level_meter(lv.rms_db if lv else None, lv.peak_db if lv else None),
             db,
             Text(f"{xr} ⚠", style="bold yellow") if xr else Text("0"),
         )
@@ -427,8 +391,7 @@ class LeaderWatch:
         self._say(["disconnected from the server; reconnecting…"])
 
     async def _on_connect_error(self, data: Any = None) -> None:
-        msg = data.get("message") if isinstance(data, dict) else data
-        self._refused.append(str(msg or "connection refused"))
+        self._refused.append(wire.connect_refusal(data) or "connection refused")
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -438,11 +401,11 @@ class LeaderWatch:
         assert self._api is not None
         try:
             if key == "s":
-                res = await start_take(self._api, None, self.lead_s)
-                self._say(self.state._note(f"requested start of take {res['take_id']}"))
+                started = await start_take(self._api, None, self.lead_s)
+                self._say(self.state._note(f"requested start of take {started.take_id}"))
             elif key == "x":
-                res = await stop_take(self._api, None)
-                self._say(self.state._note(f"requested stop of take {res['take_id']}"))
+                stopped = await stop_take(self._api, None)
+                self._say(self.state._note(f"requested stop of take {stopped.take_id}"))
         except LeaderError as exc:
             self._say(self.state._note(f"cannot {'start' if key == 's' else 'stop'}: {exc}"))
 
@@ -500,8 +463,8 @@ class LeaderWatch:
         except LeaderError as exc:
             self.out.print(f"tutti lead watch: {exc}", markup=False)
             return 3 if exc.code in ("unreachable", "not_tutti") else 1
-        self.state.code = str(info.get("code", ""))
-        if info.get("state") == "closed":
+        self.state.code = info.code or ""
+        if info.state == "closed":
             self.out.print(
                 "tutti lead watch: this session is closed; create a new one with "
                 "`tutti lead create`",
@@ -512,7 +475,7 @@ class LeaderWatch:
 
     async def _connect(self) -> bool:
         """Connect the live events; False (having said why) if the server refused."""
-        auth = {"token": self.token, "protocol": wire.PROTOCOL_VERSION}
+        auth = wire.ConnectAuth(self.token, wire.PROTOCOL_VERSION).to_dict()
         try:
             await self.sio.connect(self.server, auth=auth, wait_timeout=10)
         except socketio.exceptions.ConnectionError as exc:

@@ -37,6 +37,7 @@ import aiohttp
 from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
 from tutti.tusheaders import TUS_VERSION, encode_metadata, sha256_checksum
+from tutti.wire import UploadMetadata, error_message
 
 __all__ = [
     "UploadError",
@@ -178,12 +179,12 @@ class TusUploader:
 
     # -------------------------------------------------------------- protocol
     async def _create(self, job: UploadJob) -> str:
-        meta = {
-            "take_id": job.take_id,
-            "filename": job.filename or job.path.name,
-            "sha256": job.sha256,
-            "recording": json.dumps(job.recording, separators=(",", ":")),
-        }
+        meta = UploadMetadata(
+            take_id=job.take_id,
+            filename=job.filename or job.path.name,
+            recording=json.dumps(job.recording, separators=(",", ":")),
+            sha256=job.sha256,
+        ).to_dict()
         self.requests += 1
         async with self.http.post(
             f"{self.base_url}/files/",
@@ -245,7 +246,7 @@ class TusUploader:
         text = ""
         try:
             body = await resp.json(content_type=None)
-            text = str(body.get("error", {}).get("message", "")) if isinstance(body, dict) else ""
+            text = error_message(body)
         except (ValueError, aiohttp.ClientError):
             pass
         if resp.status == 422:

@@ -64,7 +64,6 @@ from tutti.mix.inputs import (
     corrects_drift,
     find_backings,
     find_inputs,
-    session_settings,
     to_rate,
 )
 from tutti.mix.outputs import Interrupted, SignalGuard, Workspace
@@ -191,7 +190,7 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         items,
         backings,
         frames,
-        None if args.no_drift else session_settings(manifest),
+        None if args.no_drift else manifest.settings,
         out_path,
         fmt,
         target_lufs=args.target_lufs,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from tutti.audio.layout import default_pans
 from tutti.mix.folder import AudioFile, MixError, probe
 from tutti.takeformat import Backing, Recording, TakeManifest
-from tutti.wire import SessionSettings, WireError, parse_settings
 
 if TYPE_CHECKING:
     from tutti.audio.mixdown import VoiceReport
@@ -23,7 +22,6 @@ __all__ = [
     "to_rate",
     "apply_choices",
     "corrects_drift",
-    "session_settings",
 ]
 
 
@@ -130,15 +128,3 @@ def find_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, Aud
 def corrects_drift(rec: Recording, no_drift: bool) -> bool:
     """Whether the mix corrects this recording's clock (separate clocks, or a clock map)."""
     return not no_drift and (not rec.shared_clock or bool(rec.clock_map))
-
-
-def session_settings(manifest: TakeManifest) -> SessionSettings | None:
-    """The session's tempo from take.json (for drift markers); None if it has none."""
-    if not manifest.settings:
-        return None
-    try:
-        payload = dict(manifest.settings)
-        payload["title"] = str(payload.get("title") or manifest.title or "take")
-        return parse_settings(payload)
-    except WireError:  # a manifest from another tool: its settings are optional for a mix
-        return None

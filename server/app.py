@@ -6,6 +6,7 @@ is :mod:`tutti.server.cli`'s job (or a test's, on port 0).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from .take_uploads import TakeUploadHooks
 from .takes import Takes
 from .tracks import TrackStore
 from .tus import TusHandler
+from .wirelog import WireLog
 
 __all__ = ["init_app", "Config"]
 
@@ -81,6 +83,26 @@ def _session_key(config: Config) -> str | None:
     return config.session_key or load_or_create_key(config.data_dir)[0]
 
 
+def _wire_log_middleware(wire_log: WireLog) -> Middleware:
+    """Every JSON reply (errors too) into the wire log, named by method and route."""
+
+    @web.middleware
+    async def log_replies(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        resp = await handler(request)
+        if isinstance(resp, web.Response) and resp.content_type == "application/json":
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else request.path
+            body = resp.body if isinstance(resp.body, bytes) else b"null"
+            wire_log.note("reply", f"{request.method} {route}", json.loads(body), resp.status)
+        return resp
+
+    return log_replies
+
+
+async def _closed(wire_log: WireLog) -> None:
+    wire_log.close()
+
+
 def init_app(config: Config) -> web.Application:
     """Build the tutti server application for ``config`` (no sockets are opened).
 
@@ -92,11 +114,14 @@ def init_app(config: Config) -> web.Application:
     remove_stale_probes(data)
     install_malformed_input_filter()
     middlewares: list[Middleware] = [access_log_middleware, error_middleware]
+    wire_log = None if config.wire_log is None else WireLog(config.wire_log)
+    if wire_log is not None:
+        middlewares.insert(0, _wire_log_middleware(wire_log))
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
     store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
-    realtime = Realtime(store, list(config.cors_origins))
+    realtime = Realtime(store, list(config.cors_origins), wire_log=wire_log)
     sessions = Sessions(
         store,
         realtime,
@@ -127,6 +152,8 @@ def init_app(config: Config) -> web.Application:
     add_metrics(app)
     add_security_headers(app)
     realtime.attach(app)
+    if wire_log is not None:
+        app.on_cleanup.append(lambda _app: _closed(wire_log))
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
     )

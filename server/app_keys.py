@@ -68,6 +68,8 @@ class Config:
         server may hold (413 ``storage_quota`` for an upload that would pass them).
     keep_days : float
         Days a stopped take (its recordings) is kept before it is removed for good.
+    wire_log : Path or None
+        Append every message the server sends to this file (:mod:`tutti.server.wirelog`).
     """
 
     data_dir: Path
@@ -87,6 +89,7 @@ class Config:
     max_session_bytes: int = 5 * 1024 * MB
     max_server_bytes: int = 100 * 1024 * MB
     keep_days: float = 90.0
+    wire_log: Path | None = None
 
 
 @dataclass

@@ -192,6 +192,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the header is ignored",
     )
     parser.add_argument(
+        "--wire-log",
+        type=Path,
+        metavar="FILE",
+        help="append every message the server sends (events, acks, JSON replies) to FILE, "
+        "one JSON line each: for debugging a client; it holds singers' names and levels",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -215,6 +222,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_session_bytes=int(float(args.max_session_gb) * 1024 * MB),
         max_server_bytes=int(float(args.max_server_gb) * 1024 * MB),
         keep_days=float(args.keep_days),
+        wire_log=None if args.wire_log is None else Path(args.wire_log).resolve(),
     )
 
 

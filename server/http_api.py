@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from tutti import __version__
-from tutti.wire import PROTOCOL_VERSION, Ev, WireError, check_part
+from tutti.wire import PROTOCOL_VERSION, Ev, Health, Record, TrackStored, WireError, check_part
 
 from .app_keys import SERVICES
 from .auth import bearer_token
@@ -93,6 +94,11 @@ def remove_stale_probes(data_dir: Path) -> int:
     return gone
 
 
+def _reply(body: Record, status: int = 200) -> web.Response:
+    """A JSON reply: always one of the contract's records (tutti.wire.replies)."""
+    return web.json_response(body.to_dict(), status=status)
+
+
 async def healthz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     try:
@@ -111,40 +117,40 @@ async def healthz(request: web.Request) -> web.Response:
             "uploads, tracks and takes cannot be stored until it is writable again",
             code="data_dir_unwritable",
         ) from None
-    return web.json_response({"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION})
+    return _reply(Health(True, __version__, PROTOCOL_VERSION))
 
 
 async def create_session(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     svc.host_key.check(request)
-    return web.json_response(svc.sessions.create(await _json(request)), status=201)
+    return _reply(svc.sessions.create(await _json(request)), status=201)
 
 
 async def join(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    return web.json_response(svc.sessions.join(await _json(request), _client_key(request)))
+    return _reply(svc.sessions.join(await _json(request), _client_key(request)))
 
 
 async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICES].sessions.info(_me(request)))
+    return _reply(request.app[SERVICES].sessions.info(_me(request)))
 
 
 async def patch_session(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = _me(request)
     svc.sessions.require_leader(p, "change the session's settings")
-    return web.json_response(await svc.sessions.update_settings(p, await _json(request)))
+    return _reply(await svc.sessions.update_settings(p, await _json(request)))
 
 
 async def close_session(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SERVICES].sessions.close(_me(request)))
+    return _reply(await request.app[SERVICES].sessions.close(_me(request)))
 
 
 async def roster(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = _me(request)
     svc.sessions.require_leader(p, "see the roster")
-    return web.json_response({"participants": svc.realtime.roster(p.session_id)})
+    return _reply(svc.realtime.roster(p.session_id))
 
 
 async def put_track(request: web.Request) -> web.Response:
@@ -163,7 +169,8 @@ async def put_track(request: web.Request) -> web.Response:
     track = await svc.tracks.receive(request, part, session.settings)
     svc.store.put_track(p.session_id, track)
     await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))
-    return web.json_response({"part": part, **track.to_dict()}, status=201)
+    stored = TrackStored(part, *astuple(track.info()))
+    return _reply(stored, status=201)
 
 
 async def get_track(request: web.Request) -> web.StreamResponse:
@@ -179,7 +186,7 @@ async def get_track(request: web.Request) -> web.StreamResponse:
 
 
 async def arm_take(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SERVICES].takes.arm(_me(request)), status=201)
+    return _reply(await request.app[SERVICES].takes.arm(_me(request)), status=201)
 
 
 async def start_take(request: web.Request) -> web.Response:
@@ -187,16 +194,16 @@ async def start_take(request: web.Request) -> web.Response:
     p = _me(request)
     svc.sessions.require_leader(p, "start a take")
     body = await _json(request, optional=True)
-    return web.json_response(await svc.takes.start(p, request.match_info["take_id"], body))
+    return _reply(await svc.takes.start(p, request.match_info["take_id"], body))
 
 
 async def stop_take(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    return web.json_response(await svc.takes.stop(_me(request), request.match_info["take_id"]))
+    return _reply(await svc.takes.stop(_me(request), request.match_info["take_id"]))
 
 
 async def list_takes(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICES].takes.list(_me(request)))
+    return _reply(request.app[SERVICES].takes.list(_me(request)))
 
 
 async def manifest(request: web.Request) -> web.Response:
@@ -219,19 +226,17 @@ async def take_file(request: web.Request) -> web.StreamResponse:
 
 async def delete_take(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    return web.json_response(
-        await svc.retention.delete_take(_me(request), request.match_info["take_id"])
-    )
+    return _reply(await svc.retention.delete_take(_me(request), request.match_info["take_id"]))
 
 
 async def delete_session(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    return web.json_response(await svc.retention.delete_session(_me(request)))
+    return _reply(await svc.retention.delete_session(_me(request)))
 
 
 async def delete_my_recordings(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    return web.json_response(await svc.retention.delete_my_recordings(_me(request)))
+    return _reply(await svc.retention.delete_my_recordings(_me(request)))
 
 
 async def my_data(request: web.Request) -> web.StreamResponse:

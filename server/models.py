@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tutti.takeformat import Recording
-from tutti.wire import SessionSettings
+from tutti.wire import (
+    TAKE_STATES,
+    Record,
+    SessionSettings,
+    SessionView,
+    TakeInfo,
+    TakeSingerInfo,
+    TrackInfo,
+)
 
 __all__ = [
     "Role",
@@ -24,12 +32,11 @@ __all__ = [
     "TAKE_STATES",
     "TRACK_FORMATS",
     "Fanout",
+    "session_view",
 ]
 
 Role = Literal["leader", "singer"]
 
-#: Lifecycle of a take as the server sees it.
-TAKE_STATES = ("armed", "running", "stopped")
 
 #: Audio container -> (file extension, MIME type), for tracks and take files.
 TRACK_FORMATS: dict[str, tuple[str, str]] = {
@@ -96,15 +103,11 @@ class Track:
     def content_type(self) -> str:
         return TRACK_FORMATS[self.format][1]
 
+    def info(self) -> TrackInfo:
+        return TrackInfo(self.sha256, self.frames, self.rate, self.channels, self.size, self.format)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256,
-            "frames": self.frames,
-            "rate": self.rate,
-            "channels": self.channels,
-            "size": self.size,
-            "format": self.format,
-        }
+        return self.info().to_dict()
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,8 @@ class TakeSinger:
     detail: str = ""
     recording: Recording | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "participant_id": self.participant_id,
-            "name": self.name,
-            "part": self.part,
-            "state": self.state,
-            "detail": self.detail,
-        }
+    def info(self) -> TakeSingerInfo:
+        return TakeSingerInfo(self.participant_id, self.name, self.part, self.state, self.detail)
 
 
 @dataclass(frozen=True)
@@ -149,16 +146,25 @@ class Take:
     def singer(self, participant_id: str) -> TakeSinger | None:
         return next((s for s in self.singers if s.participant_id == participant_id), None)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "take_id": self.take_id,
-            "state": self.state,
-            "t0": self.t0,
-            "created_at": self.created_at,
-            "stopped_at": self.stopped_at,
-            "settings": self.settings.to_dict(),
-            "singers": [s.to_dict() for s in self.singers],
-        }
+    def info(self, expires_at: float | None = None) -> TakeInfo:
+        """The take as the leader sees it; ``expires_at``: when the host will remove it."""
+        return TakeInfo(
+            take_id=self.take_id,
+            state=self.state,
+            t0=self.t0,
+            created_at=self.created_at,
+            stopped_at=self.stopped_at,
+            settings=self.settings,
+            singers=tuple(x.info() for x in self.singers),
+            expires_at=expires_at,
+        )
+
+
+def session_view(s: Session, tracks: dict[str, Track]) -> SessionView:
+    """The session as broadcast to everyone in it (no join code)."""
+    return SessionView(
+        s.session_id, s.settings, s.state, {part: t.info() for part, t in tracks.items()}
+    )
 
 
 class Fanout(Protocol):
@@ -168,5 +174,5 @@ class Fanout(Protocol):
     server processes, a Redis-backed Socket.IO manager fans the same calls out.
     """
 
-    async def to_session(self, session_id: str, event: str, data: dict[str, Any]) -> None: ...
-    async def to_leaders(self, session_id: str, event: str, data: dict[str, Any]) -> None: ...
+    async def to_session(self, session_id: str, event: str, data: Record) -> None: ...
+    async def to_leaders(self, session_id: str, event: str, data: Record) -> None: ...

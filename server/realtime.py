@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,8 +28,21 @@ from tutti.wire import (
     MAX_EVENT_BYTES,
     PROTOCOL_VERSION,
     ClockReply,
+    ConnectAuth,
+    ErrorReport,
     Ev,
+    LevelReport,
+    Levels,
+    LiveClock,
+    LiveLevel,
+    Record,
+    Refusal,
+    Roster,
+    RosterEntry,
     TakeStart,
+    TakeUpdate,
+    TakeView,
+    Welcome,
     WireError,
     parse_calibration,
     parse_clock_probe,
@@ -38,8 +52,9 @@ from tutti.wire import (
 )
 
 from .auth import hash_token
-from .models import Participant, Principal
+from .models import Participant, Principal, session_view
 from .store import SessionStore
+from .wirelog import WireLog
 
 __all__ = ["Realtime", "LEVEL_INTERVAL_S", "session_room", "leader_room"]
 
@@ -77,8 +92,8 @@ class Live:
     """What the server knows of a participant right now (not stored)."""
 
     sids: set[str] = field(default_factory=set)
-    clock: dict[str, float] | None = None
-    level: dict[str, Any] | None = None
+    clock: LiveClock | None = None
+    level: LevelReport | None = None
     overflows: int = 0
     underflows: int = 0
     lost_frames: int = 0  # the singer's own losses, from its frame accounting
@@ -98,6 +113,8 @@ class Realtime:
         Origins allowed to connect from a browser; empty or None = same origin only.
     max_message_bytes : int
         Largest incoming Socket.IO message; a larger one closes that connection.
+    wire_log : WireLog, optional
+        Where every message sent is also written (``tutti serve --wire-log``).
     """
 
     def __init__(
@@ -105,8 +122,10 @@ class Realtime:
         store: SessionStore,
         cors_origins: list[str] | None = None,
         max_message_bytes: int = MAX_EVENT_BYTES,
+        wire_log: WireLog | None = None,
     ) -> None:
         self.store = store
+        self.wire_log = wire_log
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             # None = same origin only.  (An empty list would switch engineio's origin check
@@ -124,16 +143,23 @@ class Realtime:
         )
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
-        self._levels: dict[str, dict[str, dict[str, Any]]] = {}
+        self._levels: dict[str, dict[str, LevelReport]] = {}
         self._register()
 
     # ------------------------------------------------------------------- Fanout
 
-    async def to_session(self, session_id: str, event: str, data: dict[str, Any]) -> None:
-        await self.sio.emit(event, data, room=session_room(session_id))
+    async def to_session(self, session_id: str, event: str, data: Record) -> None:
+        await self._send(event, data, room=session_room(session_id))
 
-    async def to_leaders(self, session_id: str, event: str, data: dict[str, Any]) -> None:
-        await self.sio.emit(event, data, room=leader_room(session_id))
+    async def to_leaders(self, session_id: str, event: str, data: Record) -> None:
+        await self._send(event, data, room=leader_room(session_id))
+
+    async def _send(self, event: str, data: Record, **target: str) -> None:
+        """Every event the server sends goes out here: one record, to a room or a socket."""
+        payload = data.to_dict()
+        if self.wire_log is not None:
+            self.wire_log.note("event", event, payload)
+        await self.sio.emit(event, payload, **target)
 
     # ------------------------------------------------------------------- wiring
 
@@ -177,7 +203,7 @@ class Realtime:
             pending, self._levels = self._levels, {}
             for session_id, levels in pending.items():
                 try:
-                    await self.to_leaders(session_id, Ev.LEVELS, {"levels": levels})
+                    await self.to_leaders(session_id, Ev.LEVELS, Levels(levels))
                 except Exception:  # keep relaying for the other sessions
                     log.exception("level relay to session %s failed", session_id)
 
@@ -194,32 +220,32 @@ class Realtime:
 
     # ----------------------------------------------------------------- roster
 
-    def entry(self, p: Participant) -> dict[str, Any]:
+    def entry(self, p: Participant) -> RosterEntry:
         """A participant's roster entry: stored identity plus live state."""
         live = self.live.get(p.participant_id) or Live()
         level = None
         if live.level is not None:
-            level = {k: live.level[k] for k in ("rms_db", "peak_db", "clipped")}
-        return {
-            "participant_id": p.participant_id,
-            "name": p.name,
-            "part": p.part,
-            "connected": bool(live.sids),
-            "latency_frames": p.latency_frames,
-            "latency_source": p.latency_source,
-            "clock": live.clock,
-            "level": level,
-            "overflows": live.overflows,
-            "underflows": live.underflows,
-            "lost_frames": live.lost_frames,
-            "dropouts": live.dropouts,
-            "skipped_frames": live.skipped_frames,
-            "last_seen": live.last_seen,
-        }
+            level = LiveLevel(live.level.rms_db, live.level.peak_db, live.level.clipped)
+        return RosterEntry(
+            participant_id=p.participant_id,
+            name=p.name,
+            part=p.part,
+            connected=bool(live.sids),
+            latency_frames=p.latency_frames,
+            latency_source=p.latency_source,
+            clock=live.clock,
+            level=level,
+            overflows=live.overflows,
+            underflows=live.underflows,
+            lost_frames=live.lost_frames,
+            dropouts=live.dropouts,
+            skipped_frames=live.skipped_frames,
+            last_seen=live.last_seen,
+        )
 
-    def roster(self, session_id: str) -> list[dict[str, Any]]:
+    def roster(self, session_id: str) -> Roster:
         """The whole roster of a session (reads the store: not for the broadcast path)."""
-        return [self.entry(p) for p in self.store.participants(session_id)]
+        return Roster(tuple(self.entry(p) for p in self.store.participants(session_id)))
 
     async def _participant_changed(self, participant_id: str) -> None:
         p = self.identity.get(participant_id)
@@ -277,9 +303,7 @@ class Realtime:
         else:
             code, message = "bad_payload", str(exc)
         with contextlib.suppress(Exception):
-            await self.sio.emit(
-                Ev.ERROR, {"event": event, "code": code, "message": message}, to=sid
-            )
+            await self._send(Ev.ERROR, ErrorReport(event, code, message), to=sid)
 
     async def _unknown(self, *args: Any) -> None:
         # The catch-all gets (event, sid, *data); an event literally named "*" is dispatched
@@ -306,20 +330,23 @@ class Realtime:
         def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
             # The client's connect_error handler gets {"message": message, "data": {...}}.
             return socketio.exceptions.ConnectionRefusedError(
-                message, {"code": code, "message": message}
+                message, Refusal(code, message).to_dict()
             )
 
-        if not isinstance(auth, dict) or not isinstance(auth.get("token"), str):
+        try:
+            creds = ConnectAuth.from_dict(auth, "connect auth")
+        except WireError as exc:
             raise refuse(
-                "no_token", f'connect with auth={{"token": ..., "protocol": {PROTOCOL_VERSION}}}'
-            )
-        if auth.get("protocol") != PROTOCOL_VERSION:
+                "no_token",
+                f'{exc}; connect with auth={{"token": ..., "protocol": {PROTOCOL_VERSION}}}',
+            ) from None
+        if creds.protocol != PROTOCOL_VERSION:
             raise refuse(
                 "protocol",
-                f"protocol {auth.get('protocol')!r} is not spoken here; "
+                f"protocol {creds.protocol!r} is not spoken here; "
                 f"this server speaks protocol {PROTOCOL_VERSION}",
             )
-        p = self.store.principal(hash_token(auth["token"]))
+        p = self.store.principal(hash_token(creds.token))
         if p is None:
             raise refuse("bad_token", "unknown token")
         session = self.store.get_session(p.session_id)
@@ -333,39 +360,26 @@ class Realtime:
             ident = self.store.get_participant(p.participant_id or "")
             if ident is None:
                 raise refuse("bad_token", "unknown participant")
-        tracks = {part: t.to_dict() for part, t in self.store.tracks(p.session_id).items()}
-        session_view = {
-            "session_id": session.session_id,
-            "settings": session.settings.to_dict(),
-            "state": session.state,
-            "tracks": tracks,
-        }
+        view = session_view(session, self.store.tracks(p.session_id))
         latest = self.store.latest_take(p.session_id)
         # The latest take's state lets a reconnecting singer finish a take whose stop it
         # missed (the server may have died between broadcasting the stop and sending it).
-        take_view = (
-            None if latest is None else dict(zip(("take_id", "state", "t0"), latest, strict=True))
-        )
-        welcome: dict[str, Any] = {
-            "role": p.role,
-            "session": session_view,
-            "server_time": time.monotonic(),
-            "take": take_view,
-        }
+        take_view = None if latest is None else TakeView(*latest)
+        welcome = Welcome(p.role, view, time.monotonic(), take_view)
         self.conns[sid] = p
         await self.sio.enter_room(sid, session_room(p.session_id))
         if ident is None:
             await self.sio.enter_room(sid, leader_room(p.session_id))
-            await self.sio.emit(Ev.WELCOME, welcome, to=sid)
-            await self.sio.emit(Ev.ROSTER, {"participants": self.roster(p.session_id)}, to=sid)
+            await self._send(Ev.WELCOME, welcome, to=sid)
+            await self._send(Ev.ROSTER, self.roster(p.session_id), to=sid)
             return
         pid = ident.participant_id
         self.identity[pid] = ident
         live = self.live.setdefault(pid, Live())
         live.sids.add(sid)
         live.last_seen = time.time()
-        welcome.update(participant_id=pid, name=ident.name, part=ident.part)
-        await self.sio.emit(Ev.WELCOME, welcome, to=sid)
+        welcome = dataclasses.replace(welcome, participant_id=pid, name=ident.name, part=ident.part)
+        await self._send(Ev.WELCOME, welcome, to=sid)
         await self._participant_changed(pid)
         if latest is not None and latest[1] in ("armed", "running"):
             await self._catch_up(sid, p.session_id, pid, latest[0])
@@ -383,7 +397,7 @@ class Realtime:
             await self.to_leaders(
                 session_id,
                 Ev.TAKE_UPDATE,
-                {"take_id": take_id, "participant_id": pid, "state": "expected", "detail": ""},
+                TakeUpdate(take_id, pid, "expected"),
             )
         elif me.state != "expected":
             return  # already recording it (a reconnect), or done with it
@@ -401,7 +415,7 @@ class Realtime:
             sent_at=now,
             tracks={part: t.sha256 for part, t in take.tracks.items()},
         )
-        await self.sio.emit(Ev.TAKE_START, start.to_dict(), to=sid)
+        await self._send(Ev.TAKE_START, start, to=sid)
 
     async def _disconnect(self, sid: str, *reason: Any) -> None:
         p = self.conns.pop(sid, None)
@@ -431,13 +445,16 @@ class Realtime:
         await self.to_leaders(
             session_id,
             Ev.TAKE_UPDATE,
-            {"take_id": latest[0], "participant_id": pid, "state": "recording", "detail": detail},
+            TakeUpdate(latest[0], pid, "recording", detail),
         )
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
         now = time.monotonic()
         t0 = parse_clock_probe(payload)
-        return ClockReply(t0=t0, server_time=now).to_dict()
+        reply = ClockReply(t0=t0, server_time=now).to_dict()
+        if self.wire_log is not None:
+            self.wire_log.note("ack", Ev.CLOCK_PROBE, reply)
+        return reply
 
     def _singer(self, sid: str) -> tuple[Principal, str]:
         p = self.conns[sid]
@@ -449,7 +466,7 @@ class Realtime:
         rep = parse_clock_report(payload)
         _, pid = self._singer(sid)
         live = self.live.setdefault(pid, Live())
-        live.clock = {"offset": rep.offset, "error_bound": rep.error_bound, "rtt_min": rep.rtt_min}
+        live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
         await self._participant_changed(pid)
 
@@ -457,7 +474,7 @@ class Realtime:
         rep = parse_level_report(payload)
         p, pid = self._singer(sid)
         live = self.live.setdefault(pid, Live())
-        live.level = rep.to_dict()
+        live.level = rep
         live.overflows, live.underflows = rep.overflows, rep.underflows
         live.lost_frames, live.dropouts = rep.lost_frames, rep.dropouts
         live.skipped_frames = rep.skipped_frames
@@ -493,5 +510,5 @@ class Realtime:
         await self.to_leaders(
             p.session_id,
             Ev.TAKE_UPDATE,
-            {"take_id": take_id, "participant_id": pid, "state": state, "detail": detail},
+            TakeUpdate(take_id, pid, state, detail),
         )

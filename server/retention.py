@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tutti.wire import Deleted, MyRecordingsDeleted, UploadMetadata, WireError
+
 from .errors import Conflict, Forbidden
 from .models import Principal
 from .realtime import Realtime
@@ -38,6 +40,14 @@ log = logging.getLogger("tutti.takes")
 
 #: Seconds between retention passes.
 PASS_S = 3600.0
+
+
+def _take_of(metadata: dict[str, str]) -> str:
+    """The take an upload is for ("" when its metadata never named one: a refused upload)."""
+    try:
+        return UploadMetadata.from_dict(metadata).take_id
+    except WireError:
+        return ""
 
 
 class Retention:
@@ -61,7 +71,7 @@ class Retention:
 
     # ------------------------------------------------------------------ on request
 
-    async def delete_take(self, p: Principal, take_id: str) -> dict[str, Any]:
+    async def delete_take(self, p: Principal, take_id: str) -> Deleted:
         self.sessions.require_leader(p, "delete a take")
         take = self.takes.get(p, take_id)
         if take.state == "running":
@@ -70,15 +80,15 @@ class Retention:
             )
         await self._remove_take(take.session_id, take.take_id)
         log.info("event=deleted session=%s take=%s by=leader", p.session_id, take_id)
-        return {"take_id": take_id, "deleted": True}
+        return Deleted(True, take_id=take_id)
 
-    async def delete_session(self, p: Principal) -> dict[str, Any]:
+    async def delete_session(self, p: Principal) -> Deleted:
         self.sessions.require_leader(p, "delete the session")
         await self._remove_session(p.session_id)
         log.info("event=session_deleted session=%s by=leader", p.session_id)
-        return {"session_id": p.session_id, "deleted": True}
+        return Deleted(True, session_id=p.session_id)
 
-    async def delete_my_recordings(self, p: Principal) -> dict[str, Any]:
+    async def delete_my_recordings(self, p: Principal) -> MyRecordingsDeleted:
         pid = self._singer(p, "delete their recordings")
         removed = 0
         for take in self.store.takes(p.session_id):
@@ -93,7 +103,7 @@ class Retention:
             removed += 1
         uploads = self.discard_uploads(lambda st: st.owner == pid)
         log.info("event=recordings_deleted session=%s singer=%s n=%d", p.session_id, pid, removed)
-        return {"deleted_recordings": removed, "deleted_uploads": uploads}
+        return MyRecordingsDeleted(removed, uploads)
 
     async def my_data(self, p: Principal) -> Path:
         """A zip of what the session holds of this singer: ``me.json`` and their recordings.
@@ -106,7 +116,9 @@ class Retention:
             s = take.singer(pid)
             if s is None:
                 continue
-            takes.append({**s.to_dict(), "take_id": take.take_id, "created_at": take.created_at})
+            takes.append(
+                {**s.info().to_dict(), "take_id": take.take_id, "created_at": take.created_at}
+            )
             if s.recording is not None:
                 path = self.takes.folder(take.session_id, take.take_id) / s.recording.file
                 files.append((path, f"{take.take_id}/{s.recording.file}"))
@@ -166,7 +178,7 @@ class Retention:
         self.store.delete_take(take_id)
         folder = self.takes.folder(session_id, take_id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
-        self.discard_uploads(lambda st: st.metadata.get("take_id") == take_id)
+        self.discard_uploads(lambda st: _take_of(st.metadata) == take_id)
 
     async def _remove_session(self, session_id: str) -> None:
         people = {p.participant_id for p in self.store.participants(session_id)}

@@ -6,17 +6,32 @@ a closed session refuses.  Views call these methods and return their results as 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tutti.wire import PROTOCOL_VERSION, Ev, check_name, check_part, parse_settings
+from tutti.wire import (
+    PROTOCOL_VERSION,
+    Ev,
+    Joined,
+    JoinRequest,
+    SessionClosed,
+    SessionCreated,
+    SessionInfo,
+    SessionSettings,
+    SessionState,
+    SessionView,
+    check_name,
+    check_part,
+    parse_settings,
+)
 
 from .auth import JoinLimiter, hash_token, new_code, new_id, new_token, normalize_code
 from .client_address import address_bucket
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from .models import Fanout, Participant, Principal, Session
+from .models import Fanout, Participant, Principal, Session, session_view
 from .store import SessionStore
 
 __all__ = ["Sessions"]
@@ -100,7 +115,7 @@ class Sessions:
 
     # ------------------------------------------------------------------ actions
 
-    def create(self, payload: Any) -> dict[str, Any]:
+    def create(self, payload: Any) -> SessionCreated:
         """Create a session from a settings object; return its id, code and leader token."""
         settings = parse_settings(payload)
         n = self.store.count_open_sessions(self.clock() - self.lifetime_s)
@@ -121,25 +136,12 @@ class Sessions:
                 continue
         else:
             raise Conflict("could not find a free join code; try again", code="code_space_full")
-        return {
-            "session_id": session.session_id,
-            "code": session.code,
-            "leader_token": token,
-            "settings": settings.to_dict(),
-            "protocol": PROTOCOL_VERSION,
-        }
+        return SessionCreated(session.session_id, session.code, token, settings, PROTOCOL_VERSION)
 
-    def join(self, payload: Any, client: str) -> dict[str, Any]:
+    def join(self, payload: Any, client: str) -> Joined:
         """A singer joins with ``{"code", "name", "part"}``; wrong codes count per ``client``."""
-        if not isinstance(payload, dict):
-            raise BadRequest(
-                'join: expected a JSON object {"code", "name", "part"}', code="bad_payload"
-            )
-        code = payload.get("code")
-        if not isinstance(code, str) or not 1 <= len(code) <= 32:
-            raise BadRequest(
-                "join: field 'code' must be the session's join code (a string)", code="bad_payload"
-            )
+        req = JoinRequest.from_dict(payload, "join")
+        code = req.code
         # Wrong codes count per address and typed code, and (three times as many) per
         # address: one singer retyping a wrong code behind a shared NAT cannot lock the
         # others out, and guessing many codes from one address (an IPv6 /64) stays limited.
@@ -147,7 +149,7 @@ class Sessions:
         pair = f"{addr} {normalize_code(code)}"
         self.limiter.check(pair)
         self.address_limiter.check(addr)
-        name = check_name(payload.get("name"))
+        name = check_name(req.name)
         session = self.store.session_by_code(normalize_code(code))
         if session is None:
             self.limiter.failed(pair)
@@ -158,13 +160,13 @@ class Sessions:
         refusal = self.not_open(session)
         if refusal is not None:
             raise Forbidden(refusal[1], code=refusal[0])
-        if payload.get("part") in (None, ""):
+        if not req.part:
             raise BadRequest(
                 "join: choose your voice part; this session's parts are "
                 f"{', '.join(session.settings.parts)}",
                 code="bad_part",
             )
-        part = check_part(payload.get("part"), session.settings.parts)
+        part = check_part(req.part, session.settings.parts)
         joined = len(self.store.participants(session.session_id))
         if joined >= self.max_joins:
             raise Forbidden(
@@ -176,46 +178,37 @@ class Sessions:
         token = new_token()
         participant = Participant(new_id(), session.session_id, name, part, self.clock())
         self.store.add_participant(participant, hash_token(token))
-        return {
-            "session_id": session.session_id,
-            "participant_id": participant.participant_id,
-            "token": token,
-            "name": name,
-            "part": part,
-            "settings": session.settings.to_dict(),
-            "tracks": {p: t.to_dict() for p, t in self.store.tracks(session.session_id).items()},
-        }
+        tracks = self.store.tracks(session.session_id)
+        return Joined(
+            session.session_id,
+            participant.participant_id,
+            token,
+            name,
+            part,
+            session.settings,
+            {p: t.info() for p, t in tracks.items()},
+        )
 
-    def info(self, p: Principal) -> dict[str, Any]:
+    def info(self, p: Principal) -> SessionInfo:
         """What a member sees of the session (the leader also sees the join code)."""
         s = self.session(p.session_id)
-        d: dict[str, Any] = {
-            "session_id": s.session_id,
-            "role": p.role,
-            "settings": s.settings.to_dict(),
-            "state": s.state,
-            "tracks": {part: t.to_dict() for part, t in self.store.tracks(s.session_id).items()},
-        }
+        tracks = {part: t.info() for part, t in self.store.tracks(s.session_id).items()}
+        info = SessionInfo(s.session_id, p.role, s.settings, s.state, tracks)
         if p.is_leader:
-            d["code"] = s.code
-        else:
-            d["participant_id"] = p.participant_id
-            me = self.store.get_participant(p.participant_id or "")
-            if me is not None:
-                d["name"], d["part"] = me.name, me.part
-        return d
+            return dataclasses.replace(info, code=s.code)
+        me = self.store.get_participant(p.participant_id or "")
+        return dataclasses.replace(
+            info,
+            participant_id=p.participant_id,
+            name=None if me is None else me.name,
+            part=None if me is None else me.part,
+        )
 
-    def public(self, session_id: str) -> dict[str, Any]:
+    def public(self, session_id: str) -> SessionView:
         """The session as broadcast to everyone in it (no code)."""
-        s = self.session(session_id)
-        return {
-            "session_id": s.session_id,
-            "settings": s.settings.to_dict(),
-            "state": s.state,
-            "tracks": {part: t.to_dict() for part, t in self.store.tracks(session_id).items()},
-        }
+        return session_view(self.session(session_id), self.store.tracks(session_id))
 
-    async def update_settings(self, p: Principal, payload: Any) -> dict[str, Any]:
+    async def update_settings(self, p: Principal, payload: Any) -> SessionSettings:
         """Coroutine: apply a partial settings object; broadcast :data:`Ev.SESSION`."""
         self.require_leader(p, "change the session's settings")
         s = self.open_session(p.session_id)
@@ -228,15 +221,15 @@ class Sessions:
             )
         self.store.update_settings(s.session_id, new)
         await self.fanout.to_session(s.session_id, Ev.SESSION, self.public(s.session_id))
-        return new.to_dict()
+        return new
 
-    async def close(self, p: Principal) -> dict[str, Any]:
+    async def close(self, p: Principal) -> SessionState:
         """Coroutine: close the session; later joins and connections are refused."""
         self.require_leader(p, "close the session")
         s = self.session(p.session_id)
         if s.state == "open":
             self.store.close_session(s.session_id)
             await self.fanout.to_session(
-                s.session_id, Ev.SESSION_CLOSED, {"session_id": s.session_id}
+                s.session_id, Ev.SESSION_CLOSED, SessionClosed(s.session_id)
             )
-        return {"session_id": s.session_id, "state": "closed"}
+        return SessionState(s.session_id, "closed")

@@ -25,12 +25,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from tutti.takeformat import Recording, TakeFormatError, parse_recording
-from tutti.wire import Ev
+from tutti.wire import Ev, TakeUpdate, UploadMetadata, WireError
 
 from .audiocheck import AudioCheckError, check_audio
 from .auth import bearer_token
@@ -50,6 +49,14 @@ __all__ = ["TakeUploadHooks", "DURATION_MARGIN_S"]
 DURATION_MARGIN_S = 60.0
 log = logging.getLogger("tutti.takes")
 _EXTS = {ext: fmt for fmt, (ext, _) in TRACK_FORMATS.items()}
+
+
+def upload_metadata(metadata: dict[str, str]) -> UploadMetadata:
+    """An upload's tus metadata as the contract's record (400 ``bad_metadata`` if it is not)."""
+    try:
+        return UploadMetadata.from_dict(metadata, "upload metadata")
+    except WireError as exc:
+        raise BadRequest(str(exc), code="bad_metadata") from None
 
 
 class TakeUploadHooks:
@@ -85,8 +92,9 @@ class TakeUploadHooks:
         self, session_id: str, participant_id: str, metadata: dict[str, str]
     ) -> tuple[Take, Participant, Recording]:
         """Take, singer and declared recording of an upload's metadata (ApiError if bad)."""
-        take_id = metadata.get("take_id", "")
-        take = self.store.get_take(take_id) if 0 < len(take_id) <= 64 else None
+        meta = upload_metadata(metadata)
+        take_id = meta.take_id
+        take = self.store.get_take(take_id) if take_id else None
         if take is None or take.session_id != session_id:
             raise NotFound(
                 f"upload metadata 'take_id': no take {take_id[:64]!r} in your session",
@@ -100,7 +108,7 @@ class TakeUploadHooks:
                 "it expects no recording from you",
                 code="not_expected",
             )
-        filename = metadata.get("filename", "")
+        filename = meta.filename
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if ext not in _EXTS:
             raise BadRequest(
@@ -110,7 +118,7 @@ class TakeUploadHooks:
             )
         what = "upload metadata 'recording'"
         try:
-            raw = loads_json(metadata.get("recording", ""), what)
+            raw = loads_json(meta.recording, what)
         except EdgeError as exc:
             raise BadRequest(
                 f"{exc}; it must be a JSON object with rate, channels, frames, "
@@ -190,14 +198,14 @@ class TakeUploadHooks:
             )
 
     async def created(self, upload_id: str, metadata: dict[str, str], owner: str) -> None:
-        take = self.store.get_take(metadata.get("take_id", ""))
+        take = self.store.get_take(upload_metadata(metadata).take_id)
         if take is None:
             return
         self.store.set_singer_state(take.take_id, owner, "uploading")
         await self.fanout.to_leaders(
             take.session_id,
             Ev.TAKE_UPDATE,
-            {"take_id": take.take_id, "participant_id": owner, "state": "uploading", "detail": ""},
+            TakeUpdate(take.take_id, owner, "uploading"),
         )
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
@@ -239,7 +247,7 @@ class TakeUploadHooks:
     async def _verify(
         self, take: Take, rec: Recording, path: Path, metadata: dict[str, str], sha256_hex: str
     ) -> None:
-        declared = metadata.get("sha256", "").lower()
+        declared = upload_metadata(metadata).sha256.lower()
         if declared and declared != sha256_hex:
             raise VerificationError(
                 f"sha256 of the received file is {sha256_hex}, but the "
@@ -278,10 +286,5 @@ class TakeUploadHooks:
                 fsync_dir(d)
 
     async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
-        data: dict[str, Any] = {
-            "take_id": take.take_id,
-            "participant_id": participant_id,
-            "state": state,
-            "detail": detail,
-        }
-        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, data)
+        update = TakeUpdate(take.take_id, participant_id, state, detail)
+        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, update)

@@ -15,7 +15,19 @@ from typing import Any
 
 from tutti.audio.click import backing_start_frame
 from tutti.takeformat import Backing, TakeFormatError, TakeManifest, check_relpath
-from tutti.wire import MIN_START_LEAD_S, Ev, TakeStart
+from tutti.wire import (
+    Ev,
+    StartRequest,
+    TakeArmed,
+    TakeArmedReply,
+    TakeInfo,
+    TakeList,
+    TakeStart,
+    TakeStarted,
+    TakeStop,
+    TakeStopped,
+    TakeUpdate,
+)
 
 from .auth import new_id
 from .errors import BadRequest, Conflict, NotFound
@@ -25,10 +37,7 @@ from .store import SessionStore
 
 log = logging.getLogger("tutti.takes")
 
-__all__ = ["Takes", "MAX_START_LEAD_S", "DEFAULT_START_LEAD_S"]
-
-DEFAULT_START_LEAD_S = 2.0
-MAX_START_LEAD_S = 30.0
+__all__ = ["Takes"]
 
 
 class Takes:
@@ -63,7 +72,7 @@ class Takes:
             raise NotFound(f"no take {take_id[:64]!r} in this session", code="no_take")
         return take
 
-    async def arm(self, p: Principal) -> dict[str, Any]:
+    async def arm(self, p: Principal) -> TakeArmedReply:
         """Coroutine: arm a new take expecting every joined singer; broadcast TAKE_ARMED."""
         self.sessions.require_leader(p, "arm a take")
         s = self.sessions.open_session(p.session_id)
@@ -96,18 +105,14 @@ class Takes:
         await self.fanout.to_session(
             s.session_id,
             Ev.TAKE_ARMED,
-            {
-                "take_id": take.take_id,
-                "expected_count": len(expected),
-                "settings": s.settings.to_dict(),
-            },
+            TakeArmed(take.take_id, len(expected), s.settings),
         )
         log.info(
             "event=armed session=%s take=%s singers=%d", p.session_id, take.take_id, len(expected)
         )
-        return {"take_id": take.take_id, "state": "armed", "expected": expected}
+        return TakeArmedReply(take.take_id, "armed", tuple(expected))
 
-    async def start(self, p: Principal, take_id: str, payload: Any) -> dict[str, Any]:
+    async def start(self, p: Principal, take_id: str, payload: Any) -> TakeStarted:
         """Coroutine: schedule the armed take at ``t0`` and broadcast TAKE_START."""
         self.sessions.require_leader(p, "start a take")
         self.sessions.open_session(p.session_id)
@@ -117,25 +122,9 @@ class Takes:
                 f"take {take_id} is {take.state}; only an armed take can start",
                 code="take_not_armed",
             )
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise BadRequest(
-                'start: expected a JSON object {"lead_s"?: seconds}', code="bad_payload"
-            )
-        lead = payload.get("lead_s", DEFAULT_START_LEAD_S)
-        if (
-            isinstance(lead, bool)
-            or not isinstance(lead, (int, float))
-            or not MIN_START_LEAD_S <= lead <= MAX_START_LEAD_S
-        ):
-            raise BadRequest(
-                f"start: lead_s must be a number of seconds from "
-                f"{MIN_START_LEAD_S} to {MAX_START_LEAD_S}, got {lead!r}",
-                code="bad_payload",
-            )
+        lead = StartRequest.from_dict({} if payload is None else payload, "start").lead_s
         now = time.monotonic()
-        t0 = now + float(lead)
+        t0 = now + lead
         self.store.set_take_state(take.take_id, "running", t0=t0)
         msg = TakeStart(
             take_id=take.take_id,
@@ -144,11 +133,11 @@ class Takes:
             sent_at=time.monotonic(),
             tracks={part: t.sha256 for part, t in take.tracks.items()},
         )
-        await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg.to_dict())
+        await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg)
         log.info("event=started session=%s take=%s lead_s=%.2f", p.session_id, take.take_id, lead)
-        return {"take_id": take.take_id, "t0": t0, "server_time": now}
+        return TakeStarted(take.take_id, t0, now)
 
-    async def stop(self, p: Principal, take_id: str) -> dict[str, Any]:
+    async def stop(self, p: Principal, take_id: str) -> TakeStopped:
         """Coroutine: stop an armed or running take; broadcast TAKE_STOP."""
         self.sessions.require_leader(p, "stop a take")
         take = self.get(p, take_id)
@@ -156,12 +145,10 @@ class Takes:
             raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
         stopped_at = time.time()
         self.store.set_take_state(take.take_id, "stopped", stopped_at=stopped_at)
-        await self.fanout.to_session(
-            p.session_id, Ev.TAKE_STOP, {"take_id": take.take_id, "stopped_at": stopped_at}
-        )
+        await self.fanout.to_session(p.session_id, Ev.TAKE_STOP, TakeStop(take.take_id, stopped_at))
         await self._resolve_missed(take)
         log.info("event=stopped session=%s take=%s", p.session_id, take.take_id)
-        return {"take_id": take.take_id, "state": "stopped", "stopped_at": stopped_at}
+        return TakeStopped(take.take_id, "stopped", stopped_at)
 
     async def _resolve_missed(self, take: Take) -> None:
         """At the stop, a singer still only "expected" never recorded: say so, and why."""
@@ -177,22 +164,17 @@ class Takes:
             await self.fanout.to_leaders(
                 take.session_id,
                 Ev.TAKE_UPDATE,
-                {
-                    "take_id": take.take_id,
-                    "participant_id": s.participant_id,
-                    "state": "missed",
-                    "detail": why,
-                },
+                TakeUpdate(take.take_id, s.participant_id, "missed", why),
             )
 
-    def list(self, p: Principal) -> dict[str, Any]:
+    def list(self, p: Principal) -> TakeList:
         self.sessions.require_leader(p, "list the takes")
-        return {"takes": [self.reply(t) for t in self.store.takes(p.session_id)]}
+        return TakeList(tuple(self.reply(t) for t in self.store.takes(p.session_id)))
 
-    def reply(self, take: Take) -> dict[str, Any]:
+    def reply(self, take: Take) -> TakeInfo:
         """A take as the leader sees it, with when the host will remove it."""
         expires = None if take.stopped_at is None else take.stopped_at + self.keep_s
-        return {**take.to_dict(), "expires_at": expires}
+        return take.info(expires)
 
     # ---------------------------------------------------------- take folder view
 
@@ -217,7 +199,7 @@ class Takes:
             take_id=take.take_id,
             rate=take.settings.rate,
             recordings=recs,
-            settings=take.settings.to_dict(),
+            settings=take.settings,
             backing=backing,
             title=take.settings.title,
         )

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("tutti.client.calibrate", "measure your headset's round-trip latency"),
     "devices": ("tutti.client.devices", "list audio input and output devices"),
     "mix": ("tutti.mix.command", "mix a take folder into one choir recording"),
+    "wire-schema": (
+        "tutti.wire.schema",
+        "print the wire contract (Socket.IO events, HTTP bodies) as a JSON Schema",
+    ),
     "backup": (
         "tutti.server.backup",
         "back up a server's data folder (also while it runs), restore it",

@@ -19,6 +19,8 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from tutti.wire import SessionSettings, WireError, parse_settings
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -291,7 +293,7 @@ class TakeManifest:
     take_id: str
     rate: int
     recordings: tuple[Recording, ...]
-    settings: dict[str, Any] = field(default_factory=dict)  # wire.SessionSettings.to_dict()
+    settings: SessionSettings | None = None  # the session's, when the take was armed
     backing: tuple[Backing, ...] = ()
     title: str = ""
 
@@ -302,7 +304,7 @@ class TakeManifest:
             "take_id": self.take_id,
             "title": self.title,
             "rate": self.rate,
-            "settings": dict(self.settings),
+            "settings": {} if self.settings is None else self.settings.to_dict(),
             "backing": [b.to_dict() for b in self.backing],
             "recordings": [r.to_dict() for r in self.recordings],
         }
@@ -443,11 +445,26 @@ def parse_manifest(d: Any) -> TakeManifest:
     if not isinstance(backing_raw, list) or len(backing_raw) > MAX_RECORDINGS:
         raise TakeFormatError(f"{what}: backing must be a list of at most {MAX_RECORDINGS}")
     backing = [_parse_backing(b, rate, f"{what}: backing[{i}]") for i, b in enumerate(backing_raw)]
+    title = _text_in(d, "title", what, default="")
     return TakeManifest(
         take_id=_text_in(d, "take_id", what, default=""),
         rate=rate,
         recordings=recs,
-        settings=_object_in(d, "settings", what),
+        settings=_settings(_object_in(d, "settings", what), title, what),
         backing=tuple(backing),
-        title=_text_in(d, "title", what, default=""),
+        title=title,
     )
+
+
+def _settings(raw: dict[str, Any], title: str, what: str) -> SessionSettings | None:
+    """The session's settings of a take (None: the manifest has none).  Fields tutti does
+    not know are left out (another tool may add its own); the title defaults to the take's."""
+    if not raw:
+        return None
+    known = {k: v for k, v in raw.items() if k in SessionSettings.__dataclass_fields__}
+    if not known.get("title"):
+        known["title"] = title or "take"
+    try:
+        return parse_settings(known)
+    except WireError as exc:
+        raise TakeFormatError(f"{what}: {exc}") from None

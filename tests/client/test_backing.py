@@ -44,7 +44,7 @@ async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
 
 async def test_download_is_checked_cached_and_reported(env: Env, tmp_path: Path) -> None:
     track = env.info.track
-    assert track is not None and track.sha256 == hashlib.sha256(env.data).hexdigest()
+    assert track is not None and track.info.sha256 == hashlib.sha256(env.data).hexdigest()
     seen: list[tuple[int, int]] = []
     path = await fetch_backing(
         env.http,

@@ -114,7 +114,7 @@ async def test_report_reaches_the_leaders_roster(server: ServerProcess) -> None:
         try:
             sync = ClockSync(conn.call, now=lambda: time.monotonic() + K)
             est = await sync.burst(32, spacing=0.0, concurrency=1)
-            assert await conn.emit("clock.report", est.report().to_dict())
+            assert await conn.emit("clock.report", est.report())
             deadline = time.monotonic() + 5
             clock = None
             while time.monotonic() < deadline and clock is None:

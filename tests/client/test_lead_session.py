@@ -180,7 +180,7 @@ async def test_take_arm_start_stop_and_takes_list(server: str, tmp_path: Path) -
         assert res.code == 1 and "no take is running" in res.err
         # `take start` with nothing armed arms a new one first; --lead below 1 s is refused
         res = await run_cli("lead", "take", "start", "--lead", "0.2")
-        assert res.code == 1 and "lead_s must be a number of seconds from 1.0" in res.err, res
+        assert res.code == 1 and "lead_s: must be from 1.0 to 30.0 seconds, got 0.2" in res.err, res
         # the singer heard it all
         names = [e for e, _ in singer.events]
         assert "take.armed" in names and "take.start" in names and "take.stop" in names

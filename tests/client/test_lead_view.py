@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from rich.console import Console
 
+from tutti import wire
 from tutti.client.leadview import RosterState, level_meter, render
 from tutti.wire import Ev
 
+SETTINGS = wire.SessionSettings(title="Sofa", rate=48000)
 
-def _p(pid: str, name: str, part: str, **kw: object) -> dict[str, object]:
-    return {"participant_id": pid, "name": name, "part": part, "connected": True, **kw}
+
+def _p(pid: str, name: str, part: str, **kw: Any) -> dict[str, Any]:
+    return wire.RosterEntry(pid, name, part, connected=True).to_dict() | kw
+
+
+def _level(**kw: Any) -> dict[str, Any]:
+    return wire.LevelReport(**({"rms_db": -30.0, "peak_db": -10.0} | kw)).to_dict()
 
 
 def test_level_meter_fills_to_rms_and_marks_peak() -> None:
@@ -24,15 +32,10 @@ def test_level_meter_fills_to_rms_and_marks_peak() -> None:
 
 
 def test_roster_events_tell_what_changed() -> None:
-    st = RosterState()
-    lines = st.apply(
-        Ev.WELCOME,
-        {
-            "role": "leader",
-            "session": {"code": "K7PX2M", "settings": {"title": "Sofa", "rate": 48000}},
-        },
-    )
-    assert st.rate == 48000 and st.code == "K7PX2M" and "K7PX2M" in lines[0]
+    st = RosterState(code="K7PX2M")
+    view = wire.SessionView("s1", SETTINGS, "open")
+    lines = st.apply(Ev.WELCOME, wire.Welcome("leader", view, 1.0).to_dict())
+    assert st.rate == 48000 and st.title == "Sofa" and "K7PX2M" in lines[0]
     lines = st.apply(Ev.ROSTER, {"participants": [_p("p1", "Ann", "S"), _p("p2", "Bo", "B")]})
     assert lines == ["Ann (S) joined, connected", "Bo (B) joined, connected"]
     assert st.apply(Ev.PARTICIPANT, _p("p1", "Ann", "S", connected=False)) == [
@@ -41,49 +44,46 @@ def test_roster_events_tell_what_changed() -> None:
     assert st.apply(
         Ev.PARTICIPANT, _p("p1", "Ann", "S", latency_frames=512, latency_source="measured")
     ) == ["Ann (S) reconnected", "Ann (S) calibrated: 512 frames (measured)"]
-    # levels in both accepted shapes; the host's xrun flags (server-wide on JACK) warn of
-    # nothing, a singer's own dropout is a warning line
-    lv = {"rms_db": -20.0, "peak_db": -6.0, "overflows": 7, "underflows": 3}
+    # the host's xrun flags (server-wide on JACK) warn of nothing, a singer's own dropout
+    # is a warning line
+    lv = _level(rms_db=-20.0, peak_db=-6.0, overflows=7, underflows=3)
     assert st.apply(Ev.LEVELS, {"levels": {"p1": lv}}) == []
-    bo = {"participant_id": "p2", "rms_db": -30.0, "peak_db": -10.0}
-    lines = st.apply(Ev.LEVELS, {"levels": [{**bo, "dropouts": 1, "lost_frames": 2304}]}, now=0.0)
+    lines = st.apply(Ev.LEVELS, {"levels": {"p2": _level(dropouts=1, lost_frames=2304)}}, now=0.0)
     assert lines == [
         "WARNING Bo (B): audio dropout on their computer, 48 ms lost (their take stays in time)"
     ]
     # an ongoing condition is summed up every 30 s, not repeated with every report
     for k in range(2, 12):
-        more = {**bo, "dropouts": k, "lost_frames": 2304 + 256 * (k - 1)}
-        assert st.apply(Ev.LEVELS, {"levels": [more]}, now=k) == []
-    more = {**bo, "dropouts": 12, "lost_frames": 2304 + 256 * 11}
-    lines = st.apply(Ev.LEVELS, {"levels": [more]}, now=31.0)
+        more = _level(dropouts=k, lost_frames=2304 + 256 * (k - 1))
+        assert st.apply(Ev.LEVELS, {"levels": {"p2": more}}, now=k) == []
+    more = _level(dropouts=12, lost_frames=2304 + 256 * 11)
+    lines = st.apply(Ev.LEVELS, {"levels": {"p2": more}}, now=31.0)
     assert lines == ["WARNING Bo (B): 11 more dropouts, 59 ms lost (12 in all)"]
-    assert st.participants["p1"]["level"] == {"rms_db": -20.0, "peak_db": -6.0}
+    assert st.participants["p1"].level == wire.LiveLevel(-20.0, -6.0)
     assert st.level_line() == "levels: Ann -20 dB, Bo -30 dB"
-    # levels for someone unknown are ignored, malformed payloads change nothing
-    assert st.apply(Ev.LEVELS, {"levels": {"zz": {"rms_db": 0.0}}}) == []
-    assert st.apply(Ev.ROSTER, "garbage") == [] and len(st.participants) == 2
+    # levels for someone unknown are ignored
+    assert st.apply(Ev.LEVELS, {"levels": {"zz": _level()}}) == []
+    # a payload off the contract is told once and changes nothing
+    (line,) = st.apply(Ev.ROSTER, "garbage")
+    assert "does not read" in line and "expected a JSON object" in line
+    (line,) = st.apply(Ev.LEVELS, {"levels": {"p1": {"rms_db": "loud"}}})
+    assert "rms_db" in line and st.participants["p1"].level == wire.LiveLevel(-20.0, -6.0)
+    assert len(st.participants) == 2
 
 
 def test_take_events_and_countdown() -> None:
     st = RosterState()
-    st.apply(Ev.TAKE_ARMED, {"take_id": "t1", "expected": ["p1"]})
+    st.apply(Ev.PARTICIPANT, _p("p1", "Ann", "S"))
+    st.apply(Ev.TAKE_ARMED, wire.TakeArmed("t1", 1, SETTINGS).to_dict())
     assert st.take_state == "armed"
-    st.apply(Ev.TAKE_START, {"take_id": "t1", "t0": 102.0, "sent_at": 100.0}, now=50.0)
+    start = wire.TakeStart("t1", 102.0, SETTINGS, 100.0)
+    st.apply(Ev.TAKE_START, start.to_dict(), now=50.0)
     assert st.take_state == "running" and st.take_t0_local == 52.0
-    st.apply(Ev.TAKE_STOP, {"take_id": "t1", "stopped_at": 110.0})
+    st.apply(Ev.TAKE_STOP, wire.TakeStop("t1", 110.0).to_dict())
     assert st.take_state == "stopped"
-    lines = st.apply(
-        Ev.TAKE_UPDATE,
-        {
-            "take_id": "t1",
-            "singers": [
-                {"participant_id": "p1", "state": "uploaded"},
-                {"participant_id": "p2", "state": "uploading"},
-            ],
-        },
-    )
-    assert lines == ["take t1: 1/2 uploaded"]
-    st.apply(Ev.SESSION_CLOSED, {})
+    lines = st.apply(Ev.TAKE_UPDATE, wire.TakeUpdate("t1", "p1", "uploaded").to_dict())
+    assert lines == ["take t1: Ann uploaded"]
+    st.apply(Ev.SESSION_CLOSED, wire.SessionClosed("s1").to_dict())
     assert st.closed
 
 
@@ -108,7 +108,7 @@ def test_render_shows_every_column() -> None:
             ]
         },
     )
-    st.apply(Ev.TAKE_START, {"take_id": "t9", "t0": 5.0, "sent_at": 3.0}, now=10.0)
+    st.apply(Ev.TAKE_START, wire.TakeStart("t9", 5.0, SETTINGS, 3.0).to_dict(), now=10.0)
     con = Console(width=140, record=True, file=io.StringIO())
     con.print(render(st, now=11.0))
     text = con.export_text()

@@ -322,6 +322,7 @@ class Choir:
     backings: dict[str, npt.NDArray[np.float32]]
     latencies: list[int]
     code: str = ""
+    wire_log: Path | None = None
 
     @property
     def harness(self) -> Harness:
@@ -343,7 +344,10 @@ async def choir(
 ) -> AsyncIterator[Choir]:
     """Server + session with a noise backing per part + harness + calibrated singers, the
     first ``start`` of them (default all) running ``tutti join``."""
-    serve = ServeProcess(tmp_path / "server-data", "--port", str(unused_port()))
+    wire_log = tmp_path / "wire.jsonl"  # every message the server sends (tests/support/wirecheck)
+    serve = ServeProcess(
+        tmp_path / "server-data", "--port", str(unused_port()), "--wire-log", str(wire_log)
+    )
     url = await serve.start()
     harness = rig if rig is not None else Harness(voices, seconds=seconds).start()
     singers: list[SingerProc] = []
@@ -383,7 +387,9 @@ async def choir(
         for s in running:
             await s.start(harness)
         await wait_roster(len(running))
-        yield Choir(url, serve, harness, singers, settings, backings, latencies, created["code"])
+        yield Choir(
+            url, serve, harness, singers, settings, backings, latencies, created["code"], wire_log
+        )
     finally:
         for s in singers:
             with contextlib.suppress(Exception):

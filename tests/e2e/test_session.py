@@ -35,6 +35,7 @@ import soundfile as sf
 from tests.client.lead_cli import run_cli
 from tests.e2e.choir import PERIOD, RATE, TABLE, Choir, choir, wait_roster
 from tests.support.jack import JackServer, first_nonzero
+from tests.support.wirecheck import check_wire_log
 from tutti import takeformat, wire
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -311,6 +312,22 @@ async def test_four_singers_two_takes_mixed(
         res = await run_cli("lead", "takes", "--json")
         states = [[s["state"] for s in t["singers"]] for t in res.json()["takes"]]
         assert states == [["uploaded"] * 4] * 2
+    # every message the server sent during the session met the contract's JSON Schema
+    assert c.wire_log is not None
+    seen = check_wire_log(c.wire_log)
+    print("messages the server sent, by kind:", dict(sorted(seen.items())))
+    events = {name.split(" ", 1)[1] for name in seen if name.startswith("event ")}
+    assert events >= {  # (no leader watches here: no roster event)
+        wire.Ev.WELCOME,
+        wire.Ev.PARTICIPANT,
+        wire.Ev.LEVELS,
+        wire.Ev.SESSION,
+        wire.Ev.TAKE_ARMED,
+        wire.Ev.TAKE_START,
+        wire.Ev.TAKE_STOP,
+        wire.Ev.TAKE_UPDATE,
+    }, events
+    assert seen[f"ack {wire.Ev.CLOCK_PROBE}"] > 100 and seen["reply POST /api/join"] >= 4
 
 
 async def test_singer_killed_mid_take_and_server_restarted(

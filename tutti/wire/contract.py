@@ -1,9 +1,8 @@
-"""The wire contract between the tutti server and its clients (singers and leaders).
+"""Event names, session settings, and what clients send on Socket.IO (with ``take.start``).
 
-Pure: no I/O.  Both ``tutti.server`` and ``tutti.client`` import this module, so an event
-name or a payload field is spelled in exactly one place.  Payloads travel as JSON objects;
-each ``parse_*`` function checks one and returns a typed dataclass or raises
-:class:`WireError` with a message that says which field was wrong and what is accepted.
+Pure: no I/O.  Payloads travel as JSON objects; each record's ``from_dict`` (and the
+``parse_*`` shorthands) checks one and returns a typed record or raises :class:`WireError`
+with a message that says which field was wrong and what is accepted.
 
 Versioning: :data:`PROTOCOL_VERSION` is sent by every client in the Socket.IO ``auth``
 object; the server refuses a connection whose version it does not speak.  Event names are
@@ -18,8 +17,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Self
+
+from tutti.wire.record import Record, WireError, spec
+from tutti.wire.record import obj as _obj
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -32,7 +34,13 @@ __all__ = [
     "ClockReport",
     "LevelReport",
     "TakeStart",
+    "ClockProbe",
+    "ConnectAuth",
+    "TakeState",
+    "CalibrationReport",
+    "TAKE_STATES",
     "TAKE_UPLOAD_STATES",
+    "SAMPLE_RATES",
     "parse_settings",
     "parse_clock_probe",
     "parse_clock_report",
@@ -43,6 +51,8 @@ __all__ = [
     "check_part",
     "MAX_EVENT_BYTES",
     "MIN_START_LEAD_S",
+    "MAX_START_LEAD_S",
+    "DEFAULT_START_LEAD_S",
 ]
 
 #: Version of this contract.  Bump on any incompatible change.
@@ -54,12 +64,11 @@ MAX_EVENT_BYTES: Final = 64 * 1024
 #: A take's T0 is scheduled at least this far ahead of "now" (seconds), so the broadcast
 #: reaches every singer before the first sample must leave their DAC.
 MIN_START_LEAD_S: Final = 1.0
+#: The latest a leader may schedule it, and where it goes when the leader does not say.
+MAX_START_LEAD_S: Final = 30.0
+DEFAULT_START_LEAD_S: Final = 2.0
 
 SAMPLE_RATES: Final = (22050, 32000, 44100, 48000, 88200, 96000)
-
-
-class WireError(ValueError):
-    """A payload does not match the contract.  The message names the field."""
 
 
 class Ev:
@@ -88,6 +97,9 @@ class Ev:
 #: Event names no longer in use, with the protocol version that retired them.  Never reuse.
 RETIRED_EVENTS: Final[dict[str, int]] = {}
 
+#: Lifecycle of a take as the server sees it.
+TAKE_STATES: Final = ("armed", "running", "stopped")
+
 #: Per-singer upload states of a take, in order of progress.
 TAKE_UPLOAD_STATES: Final = (
     "expected",  # the singer was in the session when the take was armed (or joined it since)
@@ -103,16 +115,10 @@ _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,64}$")
 _PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
 
 
-def _obj(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise WireError(f"{what}: expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
 def _num(
     d: dict[str, Any], key: str, what: str, *, lo: float, hi: float, default: float | None = None
 ) -> float:
-    if key not in d or d[key] is None:
+    if key not in d:
         if default is None:
             raise WireError(f"{what}: missing field {key!r}")
         return default
@@ -127,7 +133,7 @@ def _num(
 def _int(
     d: dict[str, Any], key: str, what: str, *, lo: int, hi: int, default: int | None = None
 ) -> int:
-    if key not in d or d[key] is None:
+    if key not in d:
         if default is None:
             raise WireError(f"{what}: missing field {key!r}")
         return default
@@ -142,7 +148,7 @@ def _int(
 def _str(
     d: dict[str, Any], key: str, what: str, *, maxlen: int = 200, default: str | None = None
 ) -> str:
-    if key not in d or d[key] is None:
+    if key not in d:
         if default is None:
             raise WireError(f"{what}: missing field {key!r}")
         return default
@@ -169,39 +175,42 @@ def check_part(part: Any, parts: tuple[str, ...] | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class TempoSection:
+class TempoSection(Record):
     """A section of a tempo map: from ``bar`` (0-based, after the count-in) on."""
 
-    bar: int
-    bpm: float
-    beats_per_bar: int
-    beat_unit: int = 4
+    bar: int = spec(lo=0, hi=100000)
+    bpm: float = spec(lo=20, hi=400)
+    beats_per_bar: int = spec(lo=1, hi=32)
+    beat_unit: int = spec(one_of=(1, 2, 4, 8, 16, 32), default=4)
 
 
 @dataclass(frozen=True)
-class SessionSettings:
+class SessionSettings(Record):
     """What the leader sets for a session; snapshotted into every take.
 
     ``backing_offset_beats``: where the backing starts on the timeline, in beats after the
     end of the count-in (0 = on the first downbeat after the count-in).
     """
 
-    title: str
-    rate: int = 48000
-    bpm: float = 100.0
-    beats_per_bar: int = 4
-    beat_unit: int = 4
-    count_in_bars: int = 1
-    parts: tuple[str, ...] = ("S", "A", "T", "B")
-    tempo_map: tuple[TempoSection, ...] = ()
-    backing_offset_beats: float = 0.0
-    max_take_seconds: int = 900
+    STRICT = True
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["parts"] = list(self.parts)
-        d["tempo_map"] = [asdict(s) for s in self.tempo_map]
-        return d
+    title: str = spec(maxlen=120)
+    rate: int = spec(one_of=SAMPLE_RATES, default=48000)
+    bpm: float = spec(lo=20, hi=400, default=100.0)
+    beats_per_bar: int = spec(lo=1, hi=32, default=4)
+    beat_unit: int = spec(one_of=(1, 2, 4, 8, 16, 32), default=4)
+    count_in_bars: int = spec(lo=0, hi=8, default=1)
+    parts: tuple[str, ...] = spec(maxlen=16, default=("S", "A", "T", "B"))
+    tempo_map: tuple[TempoSection, ...] = spec(maxlen=256, default=())
+    backing_offset_beats: float = spec(lo=-64, hi=4096, default=0.0)
+    max_take_seconds: int = spec(lo=5, hi=3600, default=900)
+
+    @classmethod
+    def from_dict(cls, payload: Any, what: str | None = None) -> Self:
+        """The settings' own checks (parts distinct, bars increasing) run too."""
+        settings = parse_settings(payload)
+        assert isinstance(settings, cls)
+        return settings
 
     @property
     def count_in_frames(self) -> int:
@@ -269,143 +278,113 @@ def parse_settings(payload: Any, base: SessionSettings | None = None) -> Session
     )
 
 
+@dataclass(frozen=True)
+class ConnectAuth(Record):
+    """The Socket.IO ``auth`` object every client connects with: its bearer token and the
+    protocol version it speaks (the server refuses another version)."""
+
+    token: str = spec(maxlen=200)
+    protocol: int | None = spec(default=None)
+
+
+@dataclass(frozen=True)
+class ClockProbe(Record):
+    """``clock.probe``: the client's time as it sent the probe (echoed in the ack)."""
+
+    t0: float = spec(lo=-1e12, hi=1e12)
+
+
 def parse_clock_probe(payload: Any) -> float:
     """``clock.probe`` payload: ``{"t0": client time}``; returns t0."""
-    return _num(_obj(payload, "clock.probe"), "t0", "clock.probe", lo=-1e12, hi=1e12)
+    return ClockProbe.from_dict(payload, Ev.CLOCK_PROBE).t0
 
 
 @dataclass(frozen=True)
-class ClockReply:
+class ClockReply(Record):
     """Ack of ``clock.probe``: the client's t0 echoed and the server's monotonic time."""
 
-    t0: float
-    server_time: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    t0: float = spec()
+    server_time: float = spec()
 
 
 @dataclass(frozen=True)
-class ClockReport:
+class ClockReport(Record):
     """The client's clock estimate: ``server_time ≈ client_time + offset`` (seconds)."""
 
-    offset: float
-    error_bound: float  # seconds, ≈ (RTT − RTT_min) / 2 of the samples used
-    rtt_min: float  # seconds
-    samples: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    offset: float = spec(lo=-1e12, hi=1e12)
+    error_bound: float = spec(lo=0, hi=3600)  # ≈ (RTT − RTT_min) / 2 of the samples used
+    rtt_min: float = spec(lo=0, hi=3600)
+    samples: int = spec(lo=1, hi=10**6)
 
 
 def parse_clock_report(payload: Any) -> ClockReport:
-    w = "clock.report"
-    d = _obj(payload, w)
-    return ClockReport(
-        offset=_num(d, "offset", w, lo=-1e12, hi=1e12),
-        error_bound=_num(d, "error_bound", w, lo=0, hi=3600),
-        rtt_min=_num(d, "rtt_min", w, lo=0, hi=3600),
-        samples=_int(d, "samples", w, lo=1, hi=10**6),
-    )
+    return ClockReport.from_dict(payload, Ev.CLOCK_REPORT)
+
+
+_COUNT = 2**53  # largest count a JSON number carries exactly
 
 
 @dataclass(frozen=True)
-class LevelReport:
+class LevelReport(Record):
     """~10 Hz from each singer: input level (dBFS) and what the singer's own stream lost.
 
     ``lost_frames``/``dropouts``: input frames this singer's stream lost since the latest
     take started (or since it joined), and in how many events; ``skipped_frames``: output
-    frames its headset skipped.  They come
-    from the client's frame accounting.  ``overflows``/``underflows`` are the host API's
-    flags, which on JACK count every client's xruns: kept for the record, not for warnings.
+    frames its headset skipped.  They come from the client's frame accounting.
+    ``overflows``/``underflows`` are the host API's flags, which on JACK count every
+    client's xruns: kept for the record, not for warnings.
     """
 
-    rms_db: float
-    peak_db: float
-    overflows: int = 0
-    underflows: int = 0
-    clipped: bool = False
-    lost_frames: int = 0
-    dropouts: int = 0
-    skipped_frames: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    rms_db: float = spec(lo=-200, hi=20)
+    peak_db: float = spec(lo=-200, hi=20)
+    overflows: int = spec(lo=0, hi=_COUNT, default=0)
+    underflows: int = spec(lo=0, hi=_COUNT, default=0)
+    clipped: bool = spec(default=False)
+    lost_frames: int = spec(lo=0, hi=_COUNT, default=0)
+    dropouts: int = spec(lo=0, hi=_COUNT, default=0)
+    skipped_frames: int = spec(lo=0, hi=_COUNT, default=0)
 
 
 def parse_level_report(payload: Any) -> LevelReport:
-    w = "level"
-    d = _obj(payload, w)
-    clipped = d.get("clipped", False)
-    if not isinstance(clipped, bool):
-        raise WireError(f"{w}: field 'clipped' must be true or false")
-    return LevelReport(
-        rms_db=_num(d, "rms_db", w, lo=-200, hi=20),
-        peak_db=_num(d, "peak_db", w, lo=-200, hi=20),
-        overflows=_int(d, "overflows", w, lo=0, hi=2**53, default=0),
-        underflows=_int(d, "underflows", w, lo=0, hi=2**53, default=0),
-        clipped=clipped,
-        lost_frames=_int(d, "lost_frames", w, lo=0, hi=2**53, default=0),
-        dropouts=_int(d, "dropouts", w, lo=0, hi=2**53, default=0),
-        skipped_frames=_int(d, "skipped_frames", w, lo=0, hi=2**53, default=0),
-    )
+    return LevelReport.from_dict(payload, Ev.LEVEL)
+
+
+@dataclass(frozen=True)
+class TakeState(Record):
+    """``take.state``: the singer's progress on one take."""
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_UPLOAD_STATES)
+    detail: str = spec(maxlen=500, default="")
 
 
 def parse_take_state(payload: Any) -> tuple[str, str, str]:
     """``take.state``: ``{"take_id", "state", "detail"?}``; returns the three strings."""
-    w = "take.state"
-    d = _obj(payload, w)
-    take_id = _str(d, "take_id", w, maxlen=64)
-    state = _str(d, "state", w, maxlen=16)
-    if state not in TAKE_UPLOAD_STATES:
-        raise WireError(f"{w}: state {state!r} not one of {list(TAKE_UPLOAD_STATES)}")
-    detail = _str(d, "detail", w, maxlen=500, default="")
-    return take_id, state, detail
+    t = TakeState.from_dict(payload, Ev.TAKE_STATE)
+    return t.take_id, t.state, t.detail
+
+
+@dataclass(frozen=True)
+class CalibrationReport(Record):
+    """``calibration``: the singer's round-trip latency, measured or as the device reports."""
+
+    latency_frames: int = spec(lo=0, hi=10 * 192000)
+    source: str = spec(one_of=("measured", "reported"))
 
 
 def parse_calibration(payload: Any) -> tuple[int, str]:
     """``calibration``: ``{"latency_frames", "source": "measured"|"reported"}``."""
-    w = "calibration"
-    d = _obj(payload, w)
-    frames = _int(d, "latency_frames", w, lo=0, hi=10 * 192000)
-    source = _str(d, "source", w, maxlen=16)
-    if source not in ("measured", "reported"):
-        raise WireError(f"{w}: source must be 'measured' or 'reported'")
-    return frames, source
+    c = CalibrationReport.from_dict(payload, Ev.CALIBRATION)
+    return c.latency_frames, c.source
 
 
 @dataclass(frozen=True)
-class TakeStart:
+class TakeStart(Record):
     """``take.start`` broadcast: play timeline sample 0 at server time ``t0``."""
 
-    take_id: str
-    t0: float  # server monotonic seconds
-    settings: SessionSettings
-    sent_at: float  # server monotonic seconds when broadcast (for delivery-latency stats)
-    tracks: dict[str, str] = field(default_factory=dict)  # part -> sha256 of its backing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "take_id": self.take_id,
-            "t0": self.t0,
-            "settings": self.settings.to_dict(),
-            "sent_at": self.sent_at,
-            "tracks": dict(self.tracks),
-        }
-
-    @classmethod
-    def from_dict(cls, payload: Any) -> TakeStart:
-        w = "take.start"
-        d = _obj(payload, w)
-        tracks = d.get("tracks", {})
-        if not isinstance(tracks, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in tracks.items()
-        ):
-            raise WireError(f"{w}: tracks must map part names to sha256 strings")
-        return cls(
-            take_id=_str(d, "take_id", w, maxlen=64),
-            t0=_num(d, "t0", w, lo=-1e12, hi=1e12),
-            settings=parse_settings(d.get("settings")),
-            sent_at=_num(d, "sent_at", w, lo=-1e12, hi=1e12),
-            tracks=dict(tracks),
-        )
+    take_id: str = spec(maxlen=64)
+    t0: float = spec(lo=-1e12, hi=1e12)  # server monotonic seconds
+    settings: SessionSettings = spec()
+    # server monotonic seconds when broadcast (for delivery-latency stats)
+    sent_at: float = spec(lo=-1e12, hi=1e12)
+    tracks: dict[str, str] = spec(factory=dict)  # part -> sha256 of its backing

@@ -1,0 +1,224 @@
+"""What the server sends on Socket.IO: one record per event, built by the server, parsed once
+by each client at its edge (``Record.from_dict``).  :data:`SERVER_EVENTS` maps every
+server-to-client event name to its record; :mod:`tutti.wire.schema` exports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tutti.wire.contract import (
+    TAKE_UPLOAD_STATES,
+    Ev,
+    LevelReport,
+    SessionSettings,
+    TakeStart,
+)
+from tutti.wire.record import Record, WireError, spec
+
+__all__ = [
+    "TrackInfo",
+    "SessionView",
+    "TakeView",
+    "Welcome",
+    "LiveLevel",
+    "LiveClock",
+    "RosterEntry",
+    "Roster",
+    "Levels",
+    "TakeArmed",
+    "TakeStop",
+    "TakeUpdate",
+    "SessionClosed",
+    "ErrorReport",
+    "Refusal",
+    "ConnectRefused",
+    "connect_refusal",
+    "SERVER_EVENTS",
+    "SESSION_STATES",
+    "TAKE_STATES",
+]
+
+#: A session's states; a take's states.
+SESSION_STATES: Final = ("open", "closed")
+TAKE_STATES: Final = ("armed", "running", "stopped")
+
+
+@dataclass(frozen=True)
+class TrackInfo(Record):
+    """A backing track as stored: its checksum, length and format."""
+
+    sha256: str = spec(maxlen=64)
+    frames: int = spec(lo=0)
+    rate: int = spec(lo=1)
+    channels: int = spec(lo=1, hi=64)
+    size: int = spec(lo=0)
+    format: str = spec(maxlen=16)
+
+
+@dataclass(frozen=True)
+class SessionView(Record):
+    """The session as everyone in it sees it (no join code): ``session`` event and welcome."""
+
+    session_id: str = spec(maxlen=64)
+    settings: SessionSettings = spec()
+    state: str = spec(one_of=SESSION_STATES)
+    tracks: dict[str, TrackInfo] = spec(factory=dict)  # part -> its backing
+
+
+@dataclass(frozen=True)
+class TakeView(Record):
+    """The session's latest take, so a reconnecting singer can finish one whose stop it missed."""
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_STATES)
+    t0: float | None = spec(default=None)  # server monotonic seconds, once running
+
+
+@dataclass(frozen=True)
+class Welcome(Record):
+    """``welcome``, to the connecting socket: who you are and the session as it is now."""
+
+    role: str = spec(one_of=("leader", "singer"))
+    session: SessionView = spec()
+    server_time: float = spec()  # server monotonic seconds when sent
+    take: TakeView | None = spec(default=None)
+    participant_id: str | None = spec(default=None, maxlen=64)  # singers only
+    name: str | None = spec(default=None, maxlen=64)
+    part: str | None = spec(default=None, maxlen=32)
+
+
+@dataclass(frozen=True)
+class LiveLevel(Record):
+    """A singer's input level in a roster entry (the rest of the report is in the entry)."""
+
+    rms_db: float = spec(lo=-200, hi=20)
+    peak_db: float = spec(lo=-200, hi=20)
+    clipped: bool = spec(default=False)
+
+
+@dataclass(frozen=True)
+class LiveClock(Record):
+    """A singer's clock estimate as its last ``clock.report`` gave it (seconds)."""
+
+    offset: float = spec()
+    error_bound: float = spec(lo=0)
+    rtt_min: float = spec(lo=0)
+
+
+@dataclass(frozen=True)
+class RosterEntry(Record):
+    """``participant``, and each entry of ``roster``: one singer, stored and live."""
+
+    participant_id: str = spec(maxlen=64)
+    name: str = spec(maxlen=64)
+    part: str = spec(maxlen=32)
+    connected: bool = spec()
+    latency_frames: int | None = spec(default=None, lo=0)
+    latency_source: str | None = spec(default=None, one_of=("measured", "reported"))
+    clock: LiveClock | None = spec(default=None)
+    level: LiveLevel | None = spec(default=None)
+    overflows: int = spec(lo=0, default=0)
+    underflows: int = spec(lo=0, default=0)
+    lost_frames: int = spec(lo=0, default=0)
+    dropouts: int = spec(lo=0, default=0)
+    skipped_frames: int = spec(lo=0, default=0)
+    last_seen: float | None = spec(default=None)  # wall-clock seconds since the epoch
+
+
+@dataclass(frozen=True)
+class Roster(Record):
+    """``roster``, to a leader as it connects: every singer of the session."""
+
+    participants: tuple[RosterEntry, ...] = spec()
+
+
+@dataclass(frozen=True)
+class Levels(Record):
+    """``levels``, to the leaders every interval: the reports that came in, by participant."""
+
+    levels: dict[str, LevelReport] = spec()
+
+
+@dataclass(frozen=True)
+class TakeArmed(Record):
+    """``take.armed``, to the session: a take is about to start with these settings."""
+
+    take_id: str = spec(maxlen=64)
+    expected_count: int = spec(lo=0)
+    settings: SessionSettings = spec()
+
+
+@dataclass(frozen=True)
+class TakeStop(Record):
+    """``take.stop``, to the session: the leader stopped the take."""
+
+    take_id: str = spec(maxlen=64)
+    stopped_at: float = spec()  # wall-clock seconds since the epoch
+
+
+@dataclass(frozen=True)
+class TakeUpdate(Record):
+    """``take.update``, to the leaders: one singer's upload state on one take changed."""
+
+    take_id: str = spec(maxlen=64)
+    participant_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_UPLOAD_STATES)
+    detail: str = spec(maxlen=500, default="")
+
+
+@dataclass(frozen=True)
+class SessionClosed(Record):
+    """``session.closed``, to the session: nothing more will happen in it."""
+
+    session_id: str = spec(maxlen=64)
+
+
+@dataclass(frozen=True)
+class ErrorReport(Record):
+    """``error.report``, to one socket: an event it sent was refused, and why."""
+
+    event: str = spec(maxlen=64)
+    code: str = spec(maxlen=64)
+    message: str = spec(maxlen=2000)
+
+
+@dataclass(frozen=True)
+class Refusal(Record):
+    """Why the server refused a Socket.IO connection: a stable code and a sentence."""
+
+    code: str = spec(maxlen=64)
+    message: str = spec(maxlen=2000)
+
+
+@dataclass(frozen=True)
+class ConnectRefused(Record):
+    """What a client's ``connect_error`` handler receives when the server refuses it."""
+
+    message: str = spec(maxlen=2000)
+    data: Refusal | None = spec(default=None)
+
+
+def connect_refusal(payload: Any) -> str | None:
+    """The sentence of a ``connect_error`` payload, or None when it carries none (a network
+    failure, not a refusal)."""
+    try:
+        return ConnectRefused.from_dict(payload, "connect_error").message or None
+    except WireError:
+        return None
+
+
+#: Every server-to-client event and the record it carries.
+SERVER_EVENTS: Final[dict[str, type[Record]]] = {
+    Ev.WELCOME: Welcome,
+    Ev.ROSTER: Roster,
+    Ev.PARTICIPANT: RosterEntry,
+    Ev.LEVELS: Levels,
+    Ev.SESSION: SessionView,
+    Ev.TAKE_ARMED: TakeArmed,
+    Ev.TAKE_START: TakeStart,
+    Ev.TAKE_STOP: TakeStop,
+    Ev.TAKE_UPDATE: TakeUpdate,
+    Ev.SESSION_CLOSED: SessionClosed,
+    Ev.ERROR: ErrorReport,
+}

@@ -1,0 +1,279 @@
+"""The HTTP API's bodies: what clients send to ``/api/…`` and every JSON reply, one record
+each.  The server builds the replies; ``tutti lead``, ``tutti join`` and the pages parse each
+once where it arrives.  (The take folder's ``take.json`` is :mod:`tutti.takeformat`'s.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tutti.wire.contract import (
+    DEFAULT_START_LEAD_S,
+    MAX_START_LEAD_S,
+    MIN_START_LEAD_S,
+    TAKE_STATES,
+    TAKE_UPLOAD_STATES,
+    SessionSettings,
+)
+from tutti.wire.outbound import SESSION_STATES, Roster, TrackInfo
+from tutti.wire.record import Record, WireError, spec
+
+__all__ = [
+    "JoinRequest",
+    "StartRequest",
+    "UploadMetadata",
+    "Health",
+    "SessionCreated",
+    "Joined",
+    "SessionInfo",
+    "SessionState",
+    "TrackStored",
+    "TakeArmedReply",
+    "TakeStarted",
+    "TakeStopped",
+    "TakeSingerInfo",
+    "TakeInfo",
+    "TakeList",
+    "Deleted",
+    "MyRecordingsDeleted",
+    "ErrorDetail",
+    "ErrorBody",
+    "error_message",
+    "HTTP_REPLIES",
+    "HTTP_REQUESTS",
+]
+
+#: Longest join code a singer may type (codes are short; spaces and dashes are ignored).
+MAX_CODE_CHARS: Final = 32
+
+
+@dataclass(frozen=True)
+class JoinRequest(Record):
+    """``POST /api/join``: the join code, the singer's name and voice part (checked by the
+    server against the session, in that order: a wrong code says nothing of the parts)."""
+
+    code: str = spec(maxlen=MAX_CODE_CHARS)
+    name: str | None = spec(default=None, maxlen=200)
+    part: str | None = spec(default=None, maxlen=200)
+
+
+@dataclass(frozen=True)
+class StartRequest(Record):
+    """``POST /api/takes/{id}/start``: how far ahead of now timeline sample 0 is (seconds)."""
+
+    STRICT = True
+
+    lead_s: float = spec(
+        default=DEFAULT_START_LEAD_S, lo=MIN_START_LEAD_S, hi=MAX_START_LEAD_S, unit="seconds"
+    )
+
+
+@dataclass(frozen=True)
+class UploadMetadata(Record):
+    """A take upload's tus ``Upload-Metadata`` (every value a string, as tus carries them):
+    which take, the file's name and sha256, and its ``take.json`` recording entry as JSON
+    (:func:`tutti.takeformat.parse_recording` reads that)."""
+
+    take_id: str = spec(maxlen=64)
+    filename: str = spec(maxlen=255)
+    recording: str = spec(maxlen=256 * 1024)
+    sha256: str = spec(maxlen=64, default="")
+
+
+@dataclass(frozen=True)
+class Health(Record):
+    """``GET /healthz``: the server answers, its version and protocol."""
+
+    ok: bool = spec()
+    version: str = spec(maxlen=64)
+    protocol: int = spec(lo=1)
+
+
+@dataclass(frozen=True)
+class SessionCreated(Record):
+    """``POST /api/sessions``: the new session, its join code and the leader's token."""
+
+    session_id: str = spec(maxlen=64)
+    code: str = spec(maxlen=MAX_CODE_CHARS)
+    leader_token: str = spec(maxlen=200)
+    settings: SessionSettings = spec()
+    protocol: int = spec(lo=1)
+
+
+@dataclass(frozen=True)
+class Joined(Record):
+    """``POST /api/join``: the singer's identity and token, and the session to sing in."""
+
+    session_id: str = spec(maxlen=64)
+    participant_id: str = spec(maxlen=64)
+    token: str = spec(maxlen=200)
+    name: str = spec(maxlen=64)
+    part: str = spec(maxlen=32)
+    settings: SessionSettings = spec()
+    tracks: dict[str, TrackInfo] = spec(factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionInfo(Record):
+    """``GET /api/session``: the session as a member sees it; the leader also gets the join
+    code, a singer their own identity."""
+
+    session_id: str = spec(maxlen=64)
+    role: str = spec(one_of=("leader", "singer"))
+    settings: SessionSettings = spec()
+    state: str = spec(one_of=SESSION_STATES)
+    tracks: dict[str, TrackInfo] = spec(factory=dict)
+    code: str | None = spec(default=None, maxlen=MAX_CODE_CHARS)
+    participant_id: str | None = spec(default=None, maxlen=64)
+    name: str | None = spec(default=None, maxlen=64)
+    part: str | None = spec(default=None, maxlen=32)
+
+
+@dataclass(frozen=True)
+class SessionState(Record):
+    """``POST /api/session/close``: the session and its state now."""
+
+    session_id: str = spec(maxlen=64)
+    state: str = spec(one_of=SESSION_STATES)
+
+
+@dataclass(frozen=True)
+class TrackStored(Record):
+    """``PUT /api/tracks/{part}``: the backing track as stored."""
+
+    part: str = spec(maxlen=32)
+    sha256: str = spec(maxlen=64)
+    frames: int = spec(lo=0)
+    rate: int = spec(lo=1)
+    channels: int = spec(lo=1, hi=64)
+    size: int = spec(lo=0)
+    format: str = spec(maxlen=16)
+
+
+@dataclass(frozen=True)
+class TakeArmedReply(Record):
+    """``POST /api/takes``: the armed take and the singers it expects a recording from."""
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_STATES)
+    expected: tuple[str, ...] = spec()  # participant ids
+
+
+@dataclass(frozen=True)
+class TakeStarted(Record):
+    """``POST /api/takes/{id}/start``: when timeline sample 0 plays (server monotonic s)."""
+
+    take_id: str = spec(maxlen=64)
+    t0: float = spec()
+    server_time: float = spec()
+
+
+@dataclass(frozen=True)
+class TakeStopped(Record):
+    """``POST /api/takes/{id}/stop``."""
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_STATES)
+    stopped_at: float = spec()  # wall-clock seconds since the epoch
+
+
+@dataclass(frozen=True)
+class TakeSingerInfo(Record):
+    """One expected singer of a take and how far their recording got."""
+
+    participant_id: str = spec(maxlen=64)
+    name: str = spec(maxlen=64)
+    part: str = spec(maxlen=32)
+    state: str = spec(one_of=TAKE_UPLOAD_STATES)
+    detail: str = spec(maxlen=500, default="")
+
+
+@dataclass(frozen=True)
+class TakeInfo(Record):
+    """A take as the leader sees it, with when the host will remove it."""
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=TAKE_STATES)
+    t0: float | None = spec()
+    created_at: float = spec()  # wall-clock seconds since the epoch
+    stopped_at: float | None = spec()
+    settings: SessionSettings = spec()
+    singers: tuple[TakeSingerInfo, ...] = spec()
+    expires_at: float | None = spec(default=None)  # None: kept until the leader deletes it
+
+
+@dataclass(frozen=True)
+class TakeList(Record):
+    """``GET /api/takes``: the session's takes, oldest first."""
+
+    takes: tuple[TakeInfo, ...] = spec()
+
+
+@dataclass(frozen=True)
+class Deleted(Record):
+    """``DELETE`` of a take or a session: what is gone."""
+
+    deleted: bool = spec()
+    take_id: str | None = spec(default=None, maxlen=64)
+    session_id: str | None = spec(default=None, maxlen=64)
+
+
+@dataclass(frozen=True)
+class MyRecordingsDeleted(Record):
+    """``DELETE /api/me/recordings``: how many of the singer's recordings and uploads went."""
+
+    deleted_recordings: int = spec(lo=0)
+    deleted_uploads: int = spec(lo=0)
+
+
+@dataclass(frozen=True)
+class ErrorDetail(Record):
+    """What went wrong: a stable code for programs, a sentence for people."""
+
+    code: str = spec(maxlen=64)
+    message: str = spec(maxlen=4000)
+
+
+@dataclass(frozen=True)
+class ErrorBody(Record):
+    """Every 4xx/5xx reply of the API: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail = spec()
+
+
+def error_message(payload: Any) -> str:
+    """The sentence of an API error body, or "" when the body is not one (a proxy's page)."""
+    try:
+        return ErrorBody.from_dict(payload, "error").error.message
+    except WireError:
+        return ""
+
+
+#: The JSON bodies clients send, by route (``PATCH /api/session`` takes any subset of the
+#: settings' fields).
+HTTP_REQUESTS: Final[dict[str, type[Record]]] = {
+    "POST /api/sessions": SessionSettings,
+    "POST /api/join": JoinRequest,
+    "POST /api/session/takes/{take_id}/start": StartRequest,
+    "POST /files/ (Upload-Metadata)": UploadMetadata,
+}
+
+#: Every JSON reply, by route (errors: :class:`ErrorBody`; ``…/manifest``: ``take.json``).
+HTTP_REPLIES: Final[dict[str, type[Record]]] = {
+    "GET /healthz": Health,
+    "POST /api/sessions": SessionCreated,
+    "POST /api/join": Joined,
+    "GET /api/session": SessionInfo,
+    "PATCH /api/session": SessionSettings,
+    "POST /api/session/close": SessionState,
+    "DELETE /api/session": Deleted,
+    "DELETE /api/session/recordings": MyRecordingsDeleted,
+    "GET /api/session/roster": Roster,
+    "PUT /api/session/tracks/{part}": TrackStored,
+    "POST /api/session/takes": TakeArmedReply,
+    "GET /api/session/takes": TakeList,
+    "POST /api/session/takes/{take_id}/start": TakeStarted,
+    "POST /api/session/takes/{take_id}/stop": TakeStopped,
+    "DELETE /api/session/takes/{take_id}": Deleted,
+    "error": ErrorBody,
+}
