@@ -7,17 +7,23 @@ frames (0 for stems that are already padded so sample 0 is timeline 0) and its l
 - REAPER: a minimal ``.rpp`` (REAPER's plain-text project format): one track per stem, one
   media item at ``POSITION`` seconds, ``SOURCE`` type by file extension.
 - Audacity: a ``.lof`` ("list of files") — one ``file "NAME" offset SECONDS`` line per stem;
-  opening it in Audacity imports every file into its own track at that offset.
+  opening it in Audacity imports every file into its own track at that offset, named after
+  the file: so a stem's file name carries the singer's name and part (:func:`stem_file_name`).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tutti.audio.types import AudioError
 
-__all__ = ["Stem", "reaper_project", "audacity_lof"]
+__all__ = ["Stem", "reaper_project", "audacity_lof", "stem_file_name", "safe_name"]
+
+#: Longest piece of a name kept in a file name (characters).
+NAME_CHARS = 40
 
 _SOURCE_TYPES = {".wav": "WAVE", ".flac": "FLAC", ".ogg": "VORBIS"}
 
@@ -50,10 +56,30 @@ class Stem:
     gain_db: float = 0.0
 
 
+def safe_name(text: str, fallback: str) -> str:
+    """``text`` as a piece of a file name on any system: letters, digits and their marks of
+    any script kept (NFC), every run of anything else (spaces, quotes, slashes, emoji) one
+    ``_``."""
+    text = unicodedata.normalize("NFC", text)
+    kept = "".join(c if c.isalnum() or unicodedata.category(c)[0] == "M" else "_" for c in text)
+    return re.sub(r"_+", "_", kept).strip("_")[:NAME_CHARS].strip("_") or fallback
+
+
+def stem_file_name(index: int, name: str, part: str, ext: str) -> str:
+    """``NN-Name-Part.ext``: the index keeps names apart (two singers may share a name) and
+    orders the tracks; the name and part say whose it is."""
+    return f"{index:02d}-{safe_name(name, 'singer')}-{safe_name(part, 'part')}.{ext}"
+
+
 def _quote(text: str) -> str:
-    """A string as REAPER and Audacity read it: in double quotes, with no quotes or newlines."""
-    cleaned = "".join(c for c in text if c not in '"\r\n' and (c == "\t" or ord(c) >= 32))
-    return f'"{cleaned}"'
+    """A string as REAPER reads it: in the first of ``"``, ``'`` and backtick that it does
+    not contain (REAPER's own rule; a backtick in a name that holds all three becomes ``'``),
+    with no control characters."""
+    cleaned = "".join(c for c in text if c == "\t" or (ord(c) >= 32 and c != "\x7f"))
+    for q in ('"', "'", "`"):
+        if q not in cleaned:
+            return f"{q}{cleaned}{q}"
+    return "`" + cleaned.replace("`", "'") + "`"
 
 
 def _source_type(file: str) -> str:
@@ -102,4 +128,7 @@ def reaper_project(stems: Sequence[Stem], rate: int, *, title: str = "") -> str:
 
 def audacity_lof(stems: Sequence[Stem], rate: int) -> str:
     """Text of an Audacity list-of-files that imports every stem at its timeline offset."""
-    return "".join(f"file {_quote(s.file)} offset {s.position / rate:.9f}\n" for s in stems)
+    for s in stems:
+        if '"' in s.file or "\n" in s.file:
+            raise AudioError(f"project: stem file {s.file!r} cannot be named in an Audacity list")
+    return "".join(f'file "{s.file}" offset {s.position / rate:.9f}\n' for s in stems)

@@ -208,20 +208,21 @@ def mix_into(
         v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())
         if stems_wanted:
-            stem = stem_dir / f"{item.index:02d}-{Path(item.rec.file).stem}.{plan.fmt}"
-            stems.append(
-                daw.Stem(
-                    os.path.relpath(stem, plan.out_path.parent),
-                    item.name,
-                    0,
-                    plan.frames,
-                    item.pan,
-                    item.gain_db,
-                )
-            )
-            tmp = ws.temp_for(stem)
-            write_stem(tmp, raw, item.timeline_start, plan.frames, plan.fmt, rate, stop)
+            name = daw.stem_file_name(item.index, item.name, item.rec.part, plan.fmt)
+            track = f"{item.name} ({item.rec.part})"
+            add_stem(name, track, raw, item.timeline_start, item.pan, item.gain_db)
         return item.rec.file
+
+    def add_stem(
+        name: str, track: str, raw: RawAudio, start: int, pan: float, gain_db: float
+    ) -> None:
+        stem = stem_dir / name
+        stems.append(
+            daw.Stem(
+                os.path.relpath(stem, plan.out_path.parent), track, 0, plan.frames, pan, gain_db
+            )
+        )
+        write_stem(ws.temp_for(stem), raw, start, plan.frames, plan.fmt, rate, stop)
 
     def backing(k: int) -> str:
         b, audio = plan.backings[k]
@@ -229,6 +230,9 @@ def mix_into(
         raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
         opened.append(raw)
         pipeline.get().add_backing_source(raw, b.timeline_start, plan.backing_db)
+        if stems_wanted:  # after the singers' stems, in the order of the take's backing
+            name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, plan.fmt)
+            add_stem(name, f"Backing ({b.part})", raw, b.timeline_start, 0.0, plan.backing_db)
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]

@@ -314,7 +314,7 @@ def test_daw_projects() -> None:
     rpp = reaper_project(stems, 48000, title="Take 1")
     assert rpp.startswith("<REAPER_PROJECT") and rpp.rstrip().endswith(">")
     assert rpp.count("<TRACK") == 2 and rpp.count("<") == rpp.count(">") - rpp.count("->")
-    assert 'NAME "Anna S"' in rpp and "<SOURCE FLAC" in rpp and "<SOURCE WAVE" in rpp
+    assert "NAME 'Anna \"S\"'" in rpp and "<SOURCE FLAC" in rpp and "<SOURCE WAVE" in rpp
     assert "POSITION 0.500000000" in rpp and "LENGTH 2.000000000" in rpp
     assert 'FILE "stems/01-b.wav"' in rpp
     lof = audacity_lof(stems, 48000)

@@ -176,7 +176,7 @@ def _check_take(
         assert rec.frames >= least * RATE, f"{name}: only {rec.frames} frames recorded"
         sg = _sung(c, k, harness_from, frames, (until or {}).get(name))
         sung.append(sg)
-        (stem_file,) = (folder / "mix-stems").glob(f"*-{rec.participant_id}.flac")
+        (stem_file,) = (folder / "mix-stems").glob(f"*-{rec.singer}-{rec.part}.flac")
         stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
         assert len(stem) == frames
         # placement: the count-in (timeline 0 … count_in) must sit at lag 0

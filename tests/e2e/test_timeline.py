@@ -281,7 +281,7 @@ def _check(
     stems, report, seconds = {}, [], {}
     for name, part, _ in VOICES:
         rec = recs[name]
-        stem_file = next((folder / "mix-stems").glob(f"*-{rec.participant_id}.flac"))
+        stem_file = next((folder / "mix-stems").glob(f"*-{rec.singer}-{rec.part}.flac"))
         stems[name] = stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
         prog = _program(c, part)
         lost = sum(g.frames for g in rec.gaps)
@@ -433,7 +433,7 @@ def _check_storm(folder: Path, distance: int, mixed: CliResult) -> None:
     moved, first, lost_by = {}, {}, {}
     for name, _, _ in OCTET:
         rec = recs[name]
-        stem_file = next((folder / "mix-stems").glob(f"*-{rec.participant_id}.flac"))
+        stem_file = next((folder / "mix-stems").glob(f"*-{rec.singer}-{rec.part}.flac"))
         stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
         p1, p2 = _two_events(stem, max(0, rec.timeline_start), distance, rec.gaps)
         print(f"{name}: events at {p1} and {p2}, gaps {[(g.at, g.frames) for g in rec.gaps]}")

@@ -109,7 +109,7 @@ def test_names_are_shown_as_written(
     assert main(["mix", str(take), "--project"]) == 0
     out = capsys.readouterr().out
     assert "Anna [alto]" in out and "[/] Ben" in out
-    assert 'NAME "Anna [alto]"' in (take / "mix.rpp").read_text()
+    assert 'NAME "Anna [alto] (S)"' in (take / "mix.rpp").read_text()
 
 
 def test_a_folder_name_that_is_not_utf8_is_refused_clearly(

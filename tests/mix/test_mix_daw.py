@@ -1,0 +1,58 @@
+"""The stems and the projects a leader drops into a DAW: every stem named after its singer and
+part (safe for any Unicode name, never two alike), the backing a stem of its own, and both
+project files referencing exactly the stems on disk, with the singers' names as track names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tests.audio.test_mixcmd import RATE, Singer, build_take, tone
+from tutti.cli import main
+
+ZOE = 'Zoë "Z" Ñ 🎵'
+#: REAPER quotes a string in the first of ", ' and ` that it does not contain.
+RPP_STRING = r"""("[^"]*"|'[^']*'|`[^`]*`)"""
+
+
+def _rpp_values(text: str, key: str) -> list[str]:
+    return [m.group(1)[1:-1] for m in re.finditer(rf"^\s*{key} {RPP_STRING}\s*$", text, re.M)]
+
+
+def test_stems_and_projects_agree_for_any_name(tmp_path: Path) -> None:
+    singers = [
+        Singer(ZOE, "S", tone(440, 3.0, seed=1), file="rec0.flac"),
+        Singer("Ann", "A", tone(330, 3.0, seed=2), file="rec1.flac"),
+        Singer("Ann", "A", tone(220, 3.0, seed=3), file="rec2.flac"),  # two singers, one name
+        Singer("Mañana/Ω", "T", tone(165, 3.0, seed=4), file="rec3.flac"),
+    ]
+    backing = (0.1 * np.random.default_rng(9).standard_normal((3 * RATE, 2))).astype(np.float32)
+    take = build_take(tmp_path / "take", singers, backing=backing)
+    assert main(["mix", str(take), "--project", "--jobs", "2"]) == 0
+    on_disk = sorted(p.name for p in (take / "mix-stems").iterdir())
+    assert on_disk == [
+        "00-Zoë_Z_Ñ-S.flac",
+        "01-Ann-A.flac",
+        "02-Ann-A.flac",
+        "03-Mañana_Ω-T.flac",
+        "04-Backing-all.flac",
+    ], on_disk
+    # REAPER: one track per stem, its FILE on disk, the singer's name as given
+    rpp = (take / "mix.rpp").read_text(encoding="utf-8")
+    files = _rpp_values(rpp, "FILE")
+    assert sorted(Path(f).name for f in files) == on_disk
+    assert all((take / f).is_file() for f in files)
+    names = _rpp_values(rpp, "NAME")[::2]  # the track's NAME, then its item's
+    assert names == [f"{ZOE} (S)", "Ann (A)", "Ann (A)", "Mañana/Ω (T)", "Backing (all)"]
+    # Audacity: the same files (its tracks are named after them)
+    lof = (take / "mix.lof").read_text(encoding="utf-8")
+    listed = re.findall(r'^file "([^"]+)" offset 0\.000000000$', lof, re.M)
+    assert listed == files
+    # the backing stem is the backing on the timeline, at the mix's backing gain (-6 dB)
+    stem, rate = sf.read(take / "mix-stems" / "04-Backing-all.flac", dtype="float32")
+    assert rate == RATE
+    np.testing.assert_allclose(stem[: backing.shape[0]], backing, atol=2e-6)
+    assert "VOLPAN 0.501187" in rpp  # -6 dB on the backing's track
