@@ -49,6 +49,7 @@ Policies (see docs/take-format.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -58,8 +59,9 @@ import soundfile as sf
 from rich.console import Console
 
 from tutti.audio.types import AudioError
-from tutti.mix.folder import MixError, check_path_text, load_manifest
+from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
+    Input,
     apply_choices,
     corrects_drift,
     find_backings,
@@ -70,6 +72,7 @@ from tutti.mix.outputs import Interrupted, SignalGuard, Workspace
 from tutti.mix.passes import BUS_NAME, FORMATS, MixPlan, mix_into, stem_dir_for
 from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
+from tutti.takeformat import Backing, TakeManifest
 
 __all__ = ["MixError", "add_arguments", "run"]
 
@@ -124,6 +127,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
     parser.add_argument(
+        "--keep-count-in",
+        action="store_true",
+        help="start the mix at the count-in (default: at the song, where the count-in ends)",
+    )
+    parser.add_argument(
+        "--tail",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep up to S seconds of backing after the last singer stopped (default 0)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
@@ -161,6 +176,39 @@ def _check_args(args: argparse.Namespace) -> None:
         raise MixError(f"--backing-db {args.backing_db}: accepted: -60 to 20 dB")
     if args.jobs < 1:
         raise MixError(f"--jobs {args.jobs}: accepted: 1 or more")
+    if not 0.0 <= args.tail <= 600.0:
+        raise MixError(f"--tail {args.tail}: accepted: 0 to 600 seconds")
+
+
+def _span(
+    args: argparse.Namespace,
+    manifest: TakeManifest,
+    items: list[Input],
+    backings: list[tuple[Backing, AudioFile]],
+) -> tuple[int, int]:
+    """Timeline frames the mix runs from and to: from the song's first beat (the count-in's
+    end; timeline 0 with ``--keep-count-in``, without a tempo, or when the take stopped
+    before the song began) to where the last singer stopped, plus ``--tail`` seconds of what
+    still sounds (the backing)."""
+    rate = manifest.rate
+    settings = manifest.settings
+    start = 0
+    if settings is not None and not args.keep_count_in:
+        start = dataclasses.replace(settings, rate=rate).count_in_frames
+    if any(corrects_drift(i.rec, args.no_drift) for i in items):
+        from tutti.audio.drift import MAX_PPM
+    sung, sounding = [], []
+    for i in items:
+        length = to_rate(i.frames, i.rate, rate)
+        sung.append(i.timeline_start + length)
+        if corrects_drift(i.rec, args.no_drift):
+            length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
+        sounding.append(i.timeline_start + length)
+    sounding += [b.timeline_start + to_rate(a.frames, a.rate, rate) for b, a in backings]
+    end = min(max(sounding), (max(sung) if sung else max(sounding)) + round(args.tail * rate))
+    if end <= start:  # stopped during the count-in: there is no song, so mix what there is
+        start = 0
+    return start, end
 
 
 def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
@@ -173,23 +221,14 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     apply_choices(items, args.gain, args.mute)
     rate = manifest.rate
     backings = [] if args.no_backing else find_backings(root, manifest)
-    ends = []
-    if any(corrects_drift(i.rec, args.no_drift) for i in items):
-        from tutti.audio.drift import MAX_PPM
-    for i in items:
-        length = to_rate(i.frames, i.rate, rate)
-        if corrects_drift(i.rec, args.no_drift):
-            length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
-        ends.append(i.timeline_start + length)
-    ends += [b.timeline_start + to_rate(a.frames, a.rate, rate) for b, a in backings]
-    frames = max(ends)
-    if frames <= 0:
+    start, end = _span(args, manifest, items, backings)
+    if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
     plan = MixPlan(
         manifest,
         items,
         backings,
-        frames,
+        end - start,
         None if args.no_drift else manifest.settings,
         out_path,
         fmt,
@@ -201,6 +240,7 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         stems=args.stems,
         project=args.project,
         jobs=args.jobs,
+        start=start,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:

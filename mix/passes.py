@@ -48,8 +48,8 @@ BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
 class MixPlan:
     """One run of ``tutti mix``, checked: the take, what it mixes, and how.
 
-    ``frames`` is the mix's length at the take's rate (room for a corrected clock
-    included); ``session`` the take's tempo (for drift markers), None without one."""
+    ``frames`` is the mix's length at the take's rate from timeline frame ``start``;
+    ``session`` the take's tempo (for drift markers), None without one."""
 
     manifest: TakeManifest
     items: list[Input]
@@ -66,6 +66,7 @@ class MixPlan:
     stems: bool = False
     project: bool = False
     jobs: int = 1
+    start: int = 0  # timeline frame of the mix's sample 0 (the count-in's end by default)
 
 
 def stem_dir_for(out_path: Path) -> Path:
@@ -205,12 +206,13 @@ def mix_into(
                 raw, analyser = fixed, again
         if item.rec.gaps:
             fade_gaps(item, raw, rate)
-        v = Voice(item.name, item.timeline_start, item.gain_db, item.pan, item.mute)
+        placed = item.timeline_start - plan.start  # where it sits in the mix
+        v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())
         if stems_wanted:
             name = daw.stem_file_name(item.index, item.name, item.rec.part, plan.fmt)
             track = f"{item.name} ({item.rec.part})"
-            add_stem(name, track, raw, item.timeline_start, item.pan, item.gain_db)
+            add_stem(name, track, raw, placed, item.pan, item.gain_db)
         return item.rec.file
 
     def add_stem(
@@ -229,10 +231,11 @@ def mix_into(
         what = f"backing {b.file}"
         raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
         opened.append(raw)
-        pipeline.get().add_backing_source(raw, b.timeline_start, plan.backing_db)
+        placed = b.timeline_start - plan.start
+        pipeline.get().add_backing_source(raw, placed, plan.backing_db)
         if stems_wanted:  # after the singers' stems, in the order of the take's backing
             name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, plan.fmt)
-            add_stem(name, f"Backing ({b.part})", raw, b.timeline_start, 0.0, plan.backing_db)
+            add_stem(name, f"Backing ({b.part})", raw, placed, 0.0, plan.backing_db)
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]

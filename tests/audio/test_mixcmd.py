@@ -329,7 +329,7 @@ def test_drift_is_found_and_corrected(tmp_path: Path, capsys: pytest.CaptureFixt
         m["recordings"][0]["shared_clock"] = False
 
     take = build_take(tmp_path / "take", singers, settings=settings, edit=separate_clock)
-    assert main(["mix", str(take), "--stems", "--no-loudness-match"]) == 0
+    assert main(["mix", str(take), "--stems", "--no-loudness-match", "--keep-count-in"]) == 0
     out = capsys.readouterr().out
     assert "+100" in out or "+99" in out  # the drift column
     stem, _ = sf.read(next((take / "mix-stems").iterdir()), dtype="float32")

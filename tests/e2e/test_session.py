@@ -231,7 +231,9 @@ async def _fetch_and_mix(take_id: str, folder: Path, wait: float = 120) -> None:
     res = await run_cli("lead", "download", take_id, str(folder), "--wait", str(wait), "--json")
     assert res.code == 0, res
     assert res.json()["missing"] == []
-    res = await run_cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
+    res = await run_cli(
+        "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--jobs", "1"
+    )
     assert res.code == 0, res
     (folder / "mix-output.txt").write_text(res.out + res.err)
 

@@ -245,7 +245,9 @@ async def test_singers_stay_on_the_timeline(
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
             assert res.code == 6, res  # incomplete: Fay never connected
             missing = {m["name"]: m for m in res.json()["missing"]}
-            mixed = await _cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
+            mixed = await _cli(
+                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--jobs", "1"
+            )
             roster = {p["name"]: p for p in people}
             # JACK's dummy driver keeps no time on a loaded machine: its frames per second
             jack_rate = (events[1] - events[0]) / (walls[1] - walls[0])
@@ -417,7 +419,9 @@ async def test_dropout_storm_moves_no_singer_off_the_timeline(
             folder = tmp_path / "take"
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
             assert res.code == 0, res
-            mixed = await _cli("mix", str(folder), "--stems", "--no-backing", "--jobs", "1")
+            mixed = await _cli(
+                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--jobs", "1"
+            )
             _check_storm(folder, e2 - e1, mixed)
         except BaseException:
             print("\n".join(s.tail() for s in c.singers))

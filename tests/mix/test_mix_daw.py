@@ -56,3 +56,31 @@ def test_stems_and_projects_agree_for_any_name(tmp_path: Path) -> None:
     assert rate == RATE
     np.testing.assert_allclose(stem[: backing.shape[0]], backing, atol=2e-6)
     assert "VOLPAN 0.501187" in rpp  # -6 dB on the backing's track
+
+
+def test_the_mix_runs_from_the_song_to_where_the_singing_stopped(tmp_path: Path) -> None:
+    """Count-in trimmed (one bar at 120 bpm: 2 s), the backing cut where the last singer
+    stopped; --keep-count-in and --tail S keep them."""
+    settings = {"title": "t", "rate": RATE, "bpm": 120.0, "beats_per_bar": 4, "count_in_bars": 1}
+    voice = np.zeros((5 * RATE, 1), np.float32)
+    voice[3 * RATE, 0] = 0.5  # a click 3 s into the recording: 1 s into the song
+    singers = [Singer("Ann", "S", voice, start_offset=0, latency=0)]
+    backing = (0.05 * np.random.default_rng(3).standard_normal((9 * RATE, 1))).astype(np.float32)
+    take = build_take(tmp_path / "take", singers, backing=backing, settings=settings)
+
+    def mixed(*options: str) -> tuple[np.ndarray, np.ndarray]:
+        out = tmp_path / f"mix{len(options)}-{'-'.join(options)}.wav"
+        args = ["mix", str(take), "-o", str(out), "--stems", "--no-loudness-match", *options]
+        assert main(args) == 0
+        stem, _ = sf.read(out.parent / f"{out.stem}-stems" / "00-Ann-S.wav", dtype="float32")
+        return sf.read(out, dtype="float32")[0], stem
+
+    mix, stem = mixed()
+    assert mix.shape[0] == 3 * RATE and stem.shape[0] == 3 * RATE  # 2 s to 5 s
+    assert int(np.argmax(np.abs(stem))) == RATE
+    mix, stem = mixed("--keep-count-in")
+    assert mix.shape[0] == 5 * RATE and int(np.argmax(np.abs(stem))) == 3 * RATE
+    mix, stem = mixed("--tail", "2.5")
+    assert mix.shape[0] == int(5.5 * RATE)
+    mix, stem = mixed("--tail", "60")  # no more than there is: the backing ends at 9 s
+    assert mix.shape[0] == 7 * RATE
