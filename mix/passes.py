@@ -5,10 +5,12 @@ the master pass writing the mix, the stems and the DAW projects into the scratch
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +27,7 @@ from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input, corrects_drift
+from tutti.mix.lossy import LOSSY, encode_on_target
 from tutti.mix.outputs import Workspace
 from tutti.mix.report import StageProgress
 from tutti.mix.scratch import RawAudio
@@ -37,7 +40,7 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
 
 __all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
 
-FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
+FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), **LOSSY}
 # FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
 # few per cent larger (docs/benchmarks-mix.md)
 _FLAC_LEVEL = 0.0
@@ -164,6 +167,18 @@ def write_stem(
             f.write(place_range(audio.read, shape, start, a, min(frames, a + READ_BLOCK)))
 
 
+@contextlib.contextmanager
+def _master_out(
+    path: Path, fmt: str, rate: int, floats: RawAudio | None
+) -> Iterator[Callable[[AudioArray], object]]:
+    """Where the master pass writes: the output file, or the float scratch of a lossy one."""
+    if floats is not None:
+        yield floats.append
+        return
+    with open_out(path, fmt, rate, 2) as f:
+        yield f.write
+
+
 def mix_into(
     plan: MixPlan,
     ws: Workspace,
@@ -177,6 +192,7 @@ def mix_into(
     rate = plan.manifest.rate
     work = ws.scratch
     stems_wanted = plan.stems or plan.project  # a project opens the stems: it needs them
+    stem_fmt = "flac" if plan.fmt in LOSSY else plan.fmt  # stems stay lossless
     pipeline = _Pipeline(partial(_new_mixdown, plan, bus))
     ws.before_removal(pipeline.cancel)  # whatever ends the mix, no bus file comes after
     pipeline.start()
@@ -210,7 +226,7 @@ def mix_into(
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())
         if stems_wanted:
-            name = daw.stem_file_name(item.index, item.name, item.rec.part, plan.fmt)
+            name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
             track = f"{item.name} ({item.rec.part})"
             add_stem(name, track, raw, placed, item.pan, item.gain_db)
         return item.rec.file
@@ -224,7 +240,7 @@ def mix_into(
                 os.path.relpath(stem, plan.out_path.parent), track, 0, plan.frames, pan, gain_db
             )
         )
-        write_stem(ws.temp_for(stem), raw, start, plan.frames, plan.fmt, rate, stop)
+        write_stem(ws.temp_for(stem), raw, start, plan.frames, stem_fmt, rate, stop)
 
     def backing(k: int) -> str:
         b, audio = plan.backings[k]
@@ -234,7 +250,7 @@ def mix_into(
         placed = b.timeline_start - plan.start
         pipeline.get().add_backing_source(raw, placed, plan.backing_db)
         if stems_wanted:  # after the singers' stems, in the order of the take's backing
-            name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, plan.fmt)
+            name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, stem_fmt)
             add_stem(name, f"Backing ({b.part})", raw, placed, 0.0, plan.backing_db)
         return str(b.file)
 
@@ -261,19 +277,35 @@ def mix_into(
     cleaner.start()
     tmp = ws.temp_for(plan.out_path)
     n_blocks = -(-mix.frames // mix.settings.block)
+    # a lossy master is written in float first, to be encoded and measured after
+    floats = RawAudio(work / "master.f32", 2) if plan.fmt in LOSSY else None
+    if floats is not None:
+        opened.append(floats)
     try:
         with (
             progress.stage("mastering and writing", n_blocks) as step,
-            open_out(tmp, plan.fmt, rate, 2) as f,
+            _master_out(tmp, plan.fmt, rate, floats) as write,
         ):
 
             def sink(block: AudioArray) -> None:
-                f.write(block)
+                write(block)
                 step("")
 
             master = mix.master(sink, jobs=plan.jobs)
     finally:
         cleaner.join()
+    if floats is not None:
+        with progress.stage(f"encoding {plan.fmt} on target", 1) as step:
+            ceiling = mix.settings.ceiling_dbtp
+            enc = encode_on_target(floats, tmp, plan.fmt, rate, plan.target_lufs, ceiling, stop)
+            step(f"{enc.rounds} encoding(s)")
+        master = dataclasses.replace(
+            master,
+            output_lufs=enc.lufs,
+            true_peak_dbtp=enc.true_peak_dbtp,
+            gain_db=master.gain_db + enc.gain_db,
+            warnings=master.warnings + ((enc.warning,) if enc.warning else ()),
+        )
     if plan.project:
         ordered = sorted(stems, key=lambda s: s.file)
         title = plan.manifest.title or plan.manifest.take_id
