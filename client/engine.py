@@ -423,6 +423,8 @@ class DuplexEngine:
         # a later "now", never an earlier one, so the smallest of the last HISTORY cycles is
         # the truest; a short window follows stream clocks that drift.
         hist = self._hist
+        if slipped < 0:  # frames given back: the earlier readings counted them, and read early
+            hist += -slipped / self.rate
         hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
         base = hist.min()
         if self._callbacks < self._trace.shape[0]:
