@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from dataclasses import astuple
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ async def put_track(request: web.Request) -> web.Response:
     track = await svc.tracks.receive(request, part, session.settings)
     svc.store.put_track(p.session_id, track)
     await svc.realtime.to_session(p.session_id, Ev.SESSION, svc.sessions.public(p.session_id))
-    stored = TrackStored(part, *astuple(track.info()))
+    stored = TrackStored(**asdict(track.info()), part=part)
     return _reply(stored, status=201)
 
 

@@ -138,16 +138,10 @@ class SessionState(Record):
 
 
 @dataclass(frozen=True)
-class TrackStored(Record):
-    """``PUT /api/tracks/{part}``: the backing track as stored."""
+class TrackStored(TrackInfo):
+    """``PUT /api/session/tracks/{part}``: the backing track as stored, and its part."""
 
     part: str = spec(maxlen=32)
-    sha256: str = spec(maxlen=64)
-    frames: int = spec(lo=0)
-    rate: int = spec(lo=1)
-    channels: int = spec(lo=1, hi=64)
-    size: int = spec(lo=0)
-    format: str = spec(maxlen=16)
 
 
 @dataclass(frozen=True)
