@@ -132,6 +132,12 @@ class Rig(Protocol):
     def stop(self) -> None: ...
 
 
+#: How often a Wirer looks for the new client: every jack_lsp is a JACK client opening and
+#: closing, and polled every 20 ms they cost the whole graph dozens of xruns (a killed singer's
+#: restart: 40 per singer in one take, the harness slipping back and forth for 1.3 s).
+_POLL_S = 0.25
+
+
 class Wirer:
     """Wires the next JACK client that appears to singer ``k``'s place in ``rig`` (in a
     thread)."""
@@ -146,7 +152,7 @@ class Wirer:
         self._t.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(_POLL_S):
             try:
                 self._try()
             except JackError:  # jack_lsp refused under load: look again

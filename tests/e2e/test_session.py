@@ -77,9 +77,11 @@ class Sung:
     blocks: int  # periods examined
 
 
-#: Slips tried when a period does not follow on from the previous one: up to 64 periods
-#: (1.4 s) either way, nearest first (a burst of xruns can cost several in a row).
-_EXTRAS = [0] + [sign * i * PERIOD for i in range(1, 65) for sign in (1, -1)]
+#: Slips tried when a period does not follow on from the previous one, nearest first: a
+#: burst of xruns costs a few, and a singer killed mid-take upsets the whole JACK graph for a
+#: second or more (the harness slipped 25-65 periods against the singers in that time in
+#: runs here; two fresh-clone runs found no match within 64 from the kill on), so up to 6 s.
+_EXTRAS = [0] + [sign * i * PERIOD for i in range(1, 6 * RATE // PERIOD) for sign in (1, -1)]
 
 
 def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = None) -> Sung:
@@ -103,6 +105,8 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
             break
         for extra in _EXTRAS:
             t0 = t_base + shift + extra
+            if t0 + PERIOD <= 0 or t0 + PERIOD > len(prog):
+                continue  # no program there
             lo = max(0, -t0)  # the first block may start before timeline 0
             want = prog[t0 + lo : t0 + PERIOD]
             if np.allclose(block[lo:], want, atol=1e-6, rtol=0) and (extra == 0 or np.any(want)):
