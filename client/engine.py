@@ -405,9 +405,7 @@ class DuplexEngine:
             jf = self._jack_frames
             self._use_jack_frames = jf is not None and jf.buffer_size == frames
             self.input_account.set_quantum(frames, exact=self._use_jack_frames)
-            # the output keeps counting as before: giving back there is not yet proven on
-            # the full suite (a killed-singer run played half a take off the program)
-            self.output_account.set_quantum(frames)
+            self.output_account.set_quantum(frames, exact=self._use_jack_frames)
         dac = time_info.outputBufferDacTime
         cur = time_info.currentTime
         adc = time_info.inputBufferAdcTime
