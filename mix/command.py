@@ -127,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
     parser.add_argument(
+        "--keep-bleed",
+        action="store_true",
+        help="leave the click and backing that leaked from each headset into its microphone "
+        "(default: fitted on quiet passages and removed)",
+    )
+    parser.add_argument(
         "--keep-count-in",
         action="store_true",
         help="start the mix at the count-in (default: at the song, where the count-in ends)",
@@ -220,8 +226,10 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
     rate = manifest.rate
-    backings = [] if args.no_backing else find_backings(root, manifest)
-    start, end = _span(args, manifest, items, backings)
+    # without the backing in the mix, it is still read to know what the singers heard
+    heard_only = args.no_backing and not args.keep_bleed
+    backings = [] if args.no_backing and not heard_only else find_backings(root, manifest)
+    start, end = _span(args, manifest, items, [] if args.no_backing else backings)
     if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
     plan = MixPlan(
@@ -241,6 +249,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         project=args.project,
         jobs=args.jobs,
         start=start,
+        keep_bleed=args.keep_bleed,
+        mix_backing=not args.no_backing,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:

@@ -113,11 +113,11 @@ def report(
 ) -> None:
     """The singers' table, each singer's gaps and skips, and the master's figures."""
     table = Table(title="singers (offset: timeline position of the recording's sample 0)")
-    cols = ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "lost", "warnings")
+    cols = ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "lost", "bleed", "warnings")
     for col in cols:
         table.add_column(
             col,
-            justify="left" if col in ("singer", "part", "lost", "warnings") else "right",
+            justify="left" if col in ("singer", "part", "lost", "bleed", "warnings") else "right",
             no_wrap=col == "lost",  # "3 gaps, 0.35 s" reads as one thing
         )
     for i in items:
@@ -140,6 +140,7 @@ def report(
             offset,
             drift_s,
             Text(_lost_cell(i.rec)),
+            Text(i.bleed),
             Text(warn),
         )
     if not console.is_terminal:  # a pipe or a log: 80 columns would squeeze the warnings
