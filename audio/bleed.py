@@ -119,14 +119,20 @@ class LeakFit:
 
     def filter_at(self, t: float) -> F64:
         """The filter at timeline frame ``t`` (linear between window centres), (channels, taps)."""
-        c = self.centres
-        if len(c) == 1 or t <= c[0] or t >= c[-1]:
-            end: F64 = self.filters[0 if len(c) == 1 or t <= c[0] else -1]
-            return end
-        k = int(np.searchsorted(c, t)) - 1
-        w = (t - c[k]) / (c[k + 1] - c[k])
-        out: F64 = (1 - w) * self.filters[k] + w * self.filters[k + 1]
+        if len(self.centres) == 1:
+            one: F64 = self.filters[0]
+            return one
+        k, w = _between(self.centres, np.array([float(t)]))
+        out: F64 = (1 - w[0]) * self.filters[k[0]] + w[0] * self.filters[k[0] + 1]
         return out
+
+
+def _between(centres: F64, t: F64) -> tuple[npt.NDArray[np.intp], F64]:
+    """For times ``t``: the window ``k`` before each and the weight ``w`` of window ``k + 1``
+    (linear interpolation; continued for half a spacing beyond the outer centres, then held)."""
+    k = np.clip(np.searchsorted(centres, t) - 1, 0, len(centres) - 2)
+    w = (t - centres[k]) / (centres[k + 1] - centres[k])
+    return k, np.clip(w, -0.5, 1.5)
 
 
 def hop_energies(x: npt.NDArray[np.floating], hop: int) -> F64:
@@ -147,9 +153,9 @@ def candidate_hops(
     ex: F64, ep: F64, quiet: npt.NDArray[np.bool_], usable: npt.NDArray[np.bool_], per_window: int
 ) -> npt.NDArray[np.intp]:
     """Hops worth fitting on: every usable hop in ``quiet`` (the count-in) where the program
-    sounds, plus, in every span of ``per_window`` hops, those where the recording is least
-    loud relative to the program (a quiet singer leaves only bleed and noise), at most
-    :data:`MAX_HOPS_PER_WINDOW`.  Fitting then keeps only those the fit explains.
+    sounds (or has just sounded), plus, in every span of ``per_window`` hops, those where the
+    recording is least loud relative to the program (a quiet singer leaves only bleed and
+    noise), at most :data:`MAX_HOPS_PER_WINDOW`.  Fitting then keeps only those the fit explains.
 
     Parameters
     ----------
@@ -162,8 +168,10 @@ def candidate_hops(
     per_window : int
         Hops per selection span.
     """
-    sounding = usable & (ep > 1e-12)
-    chosen = quiet & usable
+    heard = ep > 1e-12
+    heard[1:] |= heard[:-1]  # the leak of a program's last frames rings into the next hop
+    sounding = usable & heard
+    chosen = quiet & sounding
     ratio = np.full(ex.shape, np.inf)
     ratio[sounding] = ex[sounding] / ep[sounding]
     for lo in range(0, len(ex), per_window):
@@ -284,7 +292,8 @@ class _Fitter:
         self.stats, self.times, self.layout = stats, times, layout
         span = max(times[-1] - times[0], 1.0)
         k = max(1, int(np.ceil(span / layout.window)) + 1)
-        self.centres = np.linspace(times[0], times[-1], k) if k > 1 else times[:1].copy()
+        self.grid = np.linspace(times[0], times[-1], k) if k > 1 else times[:1].copy()
+        self.centres = self.grid.copy()
 
     def _runs(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
         """A run number per hop: consecutive kept hops share one."""
@@ -292,11 +301,23 @@ class _Fitter:
         runs: npt.NDArray[np.intp] = np.cumsum(start) - 1
         return runs
 
-    def fit(self, keep: npt.NDArray[np.bool_], windows: bool = True) -> F64:
+    def fit(self, keep: npt.NDArray[np.bool_], windows: bool = True, equalise: bool = False) -> F64:
         """Window filters (K, C, taps) from the hops ``keep`` (or, with ``windows`` False, the
-        whole-take filter (C, taps))."""
+        whole-take filter (C, taps)); each window's centre moves to the mean time of what it
+        was fitted on (:attr:`centres`).  With ``equalise`` each run of consecutive hops weighs
+        by the inverse of its mean energy, so that sung hops among them cannot dominate."""
         c, taps = self.stats.channels, self.stats.taps
-        r_mat, r_vec = self.stats.normal(keep.astype(np.float64))
+        runs = self._runs(keep)
+        n_runs = int(runs[keep].max()) + 1 if keep.any() else 0
+        if not n_runs:
+            raise AudioError("bleed: no hop to fit on")
+        counts = np.bincount(runs[keep], minlength=n_runs)
+        base = np.ones(n_runs)
+        if equalise:
+            energy = np.bincount(runs[keep], self.stats.exx[keep], minlength=n_runs) / counts
+            base = 1.0 / np.maximum(energy, 1e-20)
+        run_of = np.clip(runs, 0, None)
+        r_mat, r_vec = self.stats.normal(np.where(keep, base[run_of], 0.0))
         whole = _solve(r_mat, r_vec, None, _RIDGE)
         if not windows:
             return whole.reshape(c, taps)
@@ -304,21 +325,21 @@ class _Fitter:
         if len(self.centres) == 1:
             out[0] = whole.reshape(c, taps)
             return out
-        # each run of quiet hops weighs in a window by the triangle at the run's middle
-        runs = self._runs(keep)
-        n_runs = int(runs.max()) + 1 if keep.any() else 0
-        mid = np.zeros(max(n_runs, 1))
-        if n_runs:
-            counts = np.bincount(runs[keep], minlength=n_runs)
-            mid = np.bincount(runs[keep], self.times[keep], minlength=n_runs) / counts
-        for i, centre in enumerate(self.centres):
+        # each run weighs in a window by the triangle at the run's middle (constant along a
+        # run, so that only its two ends enter the normal equations' edge terms)
+        mid = np.bincount(runs[keep], self.times[keep], minlength=n_runs) / counts
+        centres = self.grid.copy()
+        for i, centre in enumerate(self.grid):
             tri = np.clip(1.0 - np.abs(mid - centre) / self.layout.window, 0.0, None)
-            wts = np.where(keep, tri[np.clip(runs, 0, None)], 0.0)
+            wts = np.where(keep, (base * tri)[run_of], 0.0)
             if not wts.any():
                 out[i] = whole.reshape(c, taps)
                 continue
             rm, rv = self.stats.normal(wts)
             out[i] = _solve(rm, rv, whole, _WINDOW_PULL).reshape(c, taps)
+            centres[i] = float(np.sum(wts * self.times) / np.sum(wts))
+        # a window at the take's edge sees data on one side only: its filter belongs there
+        self.centres = np.maximum.accumulate(centres) + np.arange(len(centres)) * 1e-3
         return out
 
     def residual(self, filters: F64) -> F64:
@@ -326,13 +347,13 @@ class _Fitter:
         (K, C, taps), interpolated between window centres as :meth:`LeakFit.filter_at` does."""
         spec = scipy.fft.rfft(filters, n=self.stats.nfft, axis=2)  # (K, C, F)
         spec = np.transpose(spec, (0, 2, 1))  # (K, F, C)
-        c = self.centres
-        if len(c) == 1 or len(filters) == 1:
+        if len(self.centres) == 1 or len(filters) == 1:
             per_hop = np.broadcast_to(spec[0], (len(self.times), *spec.shape[1:]))
             return self.stats.residual(per_hop)
-        k = np.clip(np.searchsorted(c, self.times) - 1, 0, len(c) - 2)
-        w = np.clip((self.times - c[k]) / (c[k + 1] - c[k]), 0.0, 1.0)[:, None, None]
-        return self.stats.residual((1 - w) * spec[k] + w * spec[k + 1])
+        k, w = _between(self.centres, self.times)
+        return self.stats.residual(
+            (1 - w[:, None, None]) * spec[k] + w[:, None, None] * spec[k + 1]
+        )
 
 
 def fit_leak(
@@ -368,11 +389,11 @@ def fit_leak(
     stats = _HopStats(xs, q, times.astype(np.float64), layout)
     fitter = _Fitter(stats, times.astype(np.float64), layout)
     ex = stats.exx
-    # first pass: every candidate, each hop weighted to equal energy, so that sung hops among
-    # them cannot dominate; then keep the hops the fit explains and fit on those alone
-    r_mat, r_vec = stats.normal(1.0 / np.maximum(ex, 1e-20))
-    whole = _solve(r_mat, r_vec, None, _RIDGE).reshape(1, c, layout.taps)
-    keep = np.ones(n_hops, dtype=bool)
+    # first pass: every candidate, each run of hops weighted to equal energy, so that sung
+    # hops among them cannot dominate; then keep the hops the fit explains and fit on those
+    every = np.ones(n_hops, dtype=bool)
+    whole = fitter.fit(every, windows=False, equalise=True)[None]
+    keep = every
     for explained in (0.3, 0.3):
         keep = _explained(fitter.residual(whole), ex, explained)
         if keep.sum() < MIN_HOPS:
@@ -381,22 +402,27 @@ def fit_leak(
         whole = fitter.fit(keep, windows=False)[None]
     gain = _cross_validated_gain(fitter, keep)
     if not gain >= MIN_GAIN_DB:
-        empty.reason = f"no leak above the noise (a fit lowers quiet passages {gain:.1f} dB)"
+        empty.reason = f"no leak found where the singer is quiet (a fit lowers it {gain:.1f} dB)"
         return empty
-    # then per window, so that a path that changes during the take is followed
-    filters = fitter.fit(keep)
-    keep = _explained(fitter.residual(filters), ex, 0.1)
-    if keep.sum() < MIN_HOPS:
-        empty.reason = "no quiet passage the program explains"
-        return empty
-    filters = fitter.fit(keep)
+    # then per window, so that a path that changes during the take is followed: the
+    # selection starts again from every candidate, since a changed path is what made the
+    # whole-take fit miss some quiet hops
+    filters = fitter.fit(every, equalise=True)
+    for explained in (0.3, 0.1):
+        keep = _explained(fitter.residual(filters), ex, explained)
+        if keep.sum() < MIN_HOPS:
+            empty.reason = "no quiet passage the program explains"
+            return empty
+        filters = fitter.fit(keep)
     res = fitter.residual(filters)
     lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     result = LeakFit(layout, fitter.centres, filters, lowered, quiet_s)
     result.extra["cross_validated_db"] = gain
     if not lowered >= MIN_GAIN_DB:
-        result.reason = f"no leak above the noise (a fit lowers quiet passages {lowered:.1f} dB)"
+        result.reason = (
+            f"no leak found where the singer is quiet (a fit lowers it {lowered:.1f} dB)"
+        )
     return result
 
 
