@@ -32,10 +32,12 @@ __all__ = [
     "hop_energies",
     "candidate_hops",
     "fit_leak",
+    "probe_hops",
     "predict",
 ]
 
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 
 #: Length of a hop, the unit of quiet-passage selection, in seconds.
 HOP_S = 0.02
@@ -51,8 +53,11 @@ WINDOW_S = 8.0
 MIN_GAIN_DB = 1.0
 #: Fewer quiet hops than this (0.6 s) and no fit is attempted.
 MIN_HOPS = 30
+#: Candidate hops of a first, cheap look for a leak (:func:`probe_hops`); the whole fit
+#: follows only if it finds one.
+PROBE_HOPS = 300
 #: Most candidate hops per window span (the fit's cost is bounded, whatever the take's length).
-MAX_HOPS_PER_WINDOW = 120
+MAX_HOPS_PER_WINDOW = 40
 
 
 @dataclass(frozen=True)
@@ -138,12 +143,12 @@ def _between(centres: F64, t: F64) -> tuple[npt.NDArray[np.intp], F64]:
 def hop_energies(x: npt.NDArray[np.floating], hop: int) -> F64:
     """Mean square per hop of ``x`` (frames,) or (frames, channels) — all channels summed —
     over whole hops; a last partial hop is averaged over what there is."""
-    a = np.asarray(x, dtype=np.float64)
+    a = np.asarray(x)
     sq = a * a if a.ndim == 1 else np.einsum("ij,ij->i", a, a)
     n = sq.shape[0]
     full = n // hop
     out = np.empty(full + (1 if n % hop else 0))
-    out[:full] = sq[: full * hop].reshape(full, hop).mean(axis=1)
+    out[:full] = sq[: full * hop].reshape(full, hop).mean(axis=1, dtype=np.float64)
     if n % hop:
         out[full] = sq[full * hop :].mean()
     return out
@@ -173,7 +178,7 @@ def candidate_hops(
     sounding = usable & heard
     chosen = quiet & sounding
     ratio = np.full(ex.shape, np.inf)
-    ratio[sounding] = ex[sounding] / ep[sounding]
+    ratio[sounding] = ex[sounding] / np.maximum(ep[sounding], 1e-12)
     for lo in range(0, len(ex), per_window):
         r = ratio[lo : lo + per_window]
         order = np.argsort(r, kind="stable")[:MAX_HOPS_PER_WINDOW]
@@ -252,15 +257,18 @@ class _HopStats:
             big[:, i + 1, :, 1:] = big[:, i, :, :-1] + m4[:, i, :, :]
         return big.reshape(c * taps, c * taps), rr.reshape(c * taps)
 
-    def residual(self, spectra: npt.NDArray[np.complex128]) -> F64:
-        """Energy per hop of the recording minus its predicted bleed, given each hop's filter
-        spectrum (S, F, C)."""
+    def residual(self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64) -> F64:
+        """Energy per hop of the recording minus its predicted bleed, each hop's filter
+        spectrum being ``(1 - w) · spec[k] + w · spec[k + 1]`` (spec (K, F, C))."""
         out = np.empty(self.xs.shape[0])
         t = self.taps
         for lo in range(0, len(out), self._CHUNK):
             hi = min(len(out), lo + self._CHUNK)
+            wc = w[lo:hi, None, None].astype(np.float32)
+            kc = k[lo:hi]
+            spectra = (1 - wc) * spec[kc] + wc * spec[np.minimum(kc + 1, len(spec) - 1)]
             y = scipy.fft.irfft(
-                np.einsum("sfc,sfc->sf", self.qf[lo:hi], spectra[lo:hi]), n=self.nfft, axis=1
+                np.einsum("sfc,sfc->sf", self.qf[lo:hi], spectra), n=self.nfft, axis=1
             )
             d = self.xs[lo:hi] - y[:, t - 1 : t - 1 + self.hop]
             out[lo:hi] = np.einsum("ij,ij->i", d, d)
@@ -346,19 +354,15 @@ class _Fitter:
         """Energy per hop of the recording minus the prediction of the window ``filters``
         (K, C, taps), interpolated between window centres as :meth:`LeakFit.filter_at` does."""
         spec = scipy.fft.rfft(filters, n=self.stats.nfft, axis=2)  # (K, C, F)
-        spec = np.transpose(spec, (0, 2, 1))  # (K, F, C)
+        spec = np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
         if len(self.centres) == 1 or len(filters) == 1:
-            per_hop = np.broadcast_to(spec[0], (len(self.times), *spec.shape[1:]))
-            return self.stats.residual(per_hop)
+            n = len(self.times)
+            return self.stats.residual(spec[:1], np.zeros(n, dtype=np.intp), np.zeros(n))
         k, w = _between(self.centres, self.times)
-        return self.stats.residual(
-            (1 - w[:, None, None]) * spec[k] + w[:, None, None] * spec[k + 1]
-        )
+        return self.stats.residual(spec, k, w)
 
 
-def fit_leak(
-    xs: F64, q: F64, times: F64, quiet: npt.NDArray[np.bool_], layout: FitLayout
-) -> LeakFit:
+def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = True) -> LeakFit:
     """Fit the leak path on candidate hops (from :func:`candidate_hops`).
 
     Parameters
@@ -370,9 +374,10 @@ def fit_leak(
         timeline frame ``start_s - (taps - 1 - pre) + m`` (see :attr:`FitLayout.context`).
     times : ndarray (S,)
         Timeline frame of each hop's start (increasing).
-    quiet : ndarray of bool (S,)
-        Hops presumed quiet (the count-in): kept in the first fit.
     layout : FitLayout
+    windows : bool
+        False: stop after the whole-take fit and its check (a cheap look for a leak, e.g. on
+        :func:`probe_hops` of the candidates).
 
     Returns
     -------
@@ -404,11 +409,19 @@ def fit_leak(
     if not gain >= MIN_GAIN_DB:
         empty.reason = f"no leak found where the singer is quiet (a fit lowers it {gain:.1f} dB)"
         return empty
+    if not windows:
+        return LeakFit(
+            layout,
+            fitter.grid[:1],
+            whole.copy(),
+            gain,
+            float(keep.sum() * layout.hop / layout.rate),
+        )
     # then per window, so that a path that changes during the take is followed: the
     # selection starts again from every candidate, since a changed path is what made the
     # whole-take fit miss some quiet hops
     filters = fitter.fit(every, equalise=True)
-    for explained in (0.3, 0.1):
+    for explained in (0.1,):
         keep = _explained(fitter.residual(filters), ex, explained)
         if keep.sum() < MIN_HOPS:
             empty.reason = "no quiet passage the program explains"
@@ -424,6 +437,14 @@ def fit_leak(
             f"no leak found where the singer is quiet (a fit lowers it {lowered:.1f} dB)"
         )
     return result
+
+
+def probe_hops(n: int) -> npt.NDArray[np.intp]:
+    """At most :data:`PROBE_HOPS` of ``n`` candidate hops, spread evenly over them."""
+    picked: npt.NDArray[np.intp] = np.unique(
+        np.linspace(0, n - 1, min(n, PROBE_HOPS)).round().astype(np.intp)
+    )
+    return picked
 
 
 def _explained(res: F64, ex: F64, share: float) -> npt.NDArray[np.bool_]:
@@ -452,7 +473,7 @@ def _cross_validated_gain(fitter: _Fitter, keep: npt.NDArray[np.bool_]) -> float
     return 10.0 * float(np.log10(before / after))
 
 
-def predict(fit: LeakFit, q: F64, t0: int) -> F64:
+def predict(fit: LeakFit, q: F32, t0: int) -> F32:
     """The bleed in timeline frames ``[t0, t0 + n)`` from the program around them.
 
     Parameters
@@ -467,14 +488,16 @@ def predict(fit: LeakFit, q: F64, t0: int) -> F64:
     Returns
     -------
     ndarray (n,)
-        The predicted bleed, float64.  The filter is the one at the range's centre (ranges
+        The predicted bleed, float32 (computed in single precision: its error is far below
+        what a 24-bit file holds).  The filter is the one at the range's centre (ranges
         of a few thousand frames follow a slowly changing path closely).
     """
     taps = fit.layout.taps
     n = q.shape[0] - taps + 1
-    filt = fit.filter_at(t0 + n / 2)
+    filt = fit.filter_at(t0 + n / 2).astype(np.float32)
     nfft = scipy.fft.next_fast_len(q.shape[0], real=True)
     qf = scipy.fft.rfft(q, n=nfft, axis=0)
     hf = scipy.fft.rfft(filt.T, n=nfft, axis=0)
-    y: F64 = scipy.fft.irfft((qf * hf).sum(axis=1), n=nfft)[taps - 1 : taps - 1 + n]
+    spec = qf[:, 0] * hf[:, 0] if q.shape[1] == 1 else (qf * hf).sum(axis=1)
+    y: F32 = scipy.fft.irfft(spec, n=nfft)[taps - 1 : taps - 1 + n]
     return y

@@ -13,6 +13,7 @@ range, to know what each singer's microphone could pick up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -184,12 +185,17 @@ class ProgramSound:
             soft_limit(out)
         return out
 
-    def scan_peak(self) -> float:
-        """The whole program's peak before limiting (linear); sets :attr:`limited`."""
+    def scan_peak(
+        self, visit: Callable[[AudioArray], object] | None = None, block: int = _BLOCK
+    ) -> float:
+        """The whole program's peak before limiting (linear); sets :attr:`limited`.  Each
+        range of ``block`` frames (before limiting) is also handed to ``visit``, if given."""
         peak = 0.0
-        for a in range(0, self.frames, _BLOCK):
-            block = self.raw(a, min(self.frames, a + _BLOCK))
-            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        for a in range(0, self.frames, block):
+            part = self.raw(a, min(self.frames, a + block))
+            peak = max(peak, float(np.abs(part).max(initial=0.0)))
+            if visit is not None:
+                visit(part)
         self.limited = peak > 1.0
         return peak
 

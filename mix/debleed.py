@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see tutti.mix.pas
 
 __all__ = ["HeardPrograms", "debleed"]
 
-_BLOCK = 1 << 16  # frames of recording per subtraction step
+_BLOCK = 1 << 15  # frames of program per subtraction step (its FFT length)
 _HOPS_PER_READ = 64  # hops per read while measuring a recording
 
 
@@ -120,16 +120,18 @@ class HeardPrograms:
         )
         if sound.frames <= 0:
             return None
-        sound.scan_peak()
         hop = self.layout.hop
-        step = hop * _HOPS_PER_READ
-        parts = [hop_energies(sound.render(a, a + step), hop) for a in range(0, sound.frames, step)]
+        parts: list[npt.NDArray[np.float64]] = []
+        # hop energies of the program before its soft limit, if any: they only rank hops
+        sound.scan_peak(lambda part: parts.append(hop_energies(part, hop)), hop * _HOPS_PER_READ)
         channels = 2 if raw is not None and raw.channels == 2 else 1
         return _Heard(sound, channels, np.concatenate(parts) / 2.0)
 
 
-def _mono(block: AudioArray) -> npt.NDArray[np.float64]:
-    out: npt.NDArray[np.float64] = block.mean(axis=1, dtype=np.float64)
+def _mono(block: AudioArray) -> AudioArray:
+    if block.shape[1] == 1:
+        return block[:, 0]
+    out: AudioArray = block.mean(axis=1, dtype=np.float32)
     return out
 
 
@@ -161,19 +163,21 @@ def _faded_gaps(raw: RawAudio, gaps: list[tuple[int, int]], ramp: int) -> list[t
 
 
 def _measure(
-    raw: RawAudio, first: int, n_hops: int, hop: int, stop: threading.Event
+    raw: RawAudio, first: int, hops: tuple[int, int], hop: int, stop: threading.Event
 ) -> npt.NDArray[np.float64]:
-    """Mean square of the recording's mono fold per hop, hops from frame ``first``."""
+    """Mean square of the recording's mono fold per hop (hops counted from frame ``first``),
+    for the hops ``[lo, hi)`` only (zeros elsewhere)."""
     from tutti.audio.bleed import hop_energies
 
-    out = []
-    step = hop * _HOPS_PER_READ
-    end = first + n_hops * hop
-    for a in range(first, end, step):
+    out = np.zeros(hops[1] if hops[1] > 0 else 0)
+    step = _HOPS_PER_READ
+    for k in range(max(0, hops[0]), hops[1], step):
         if stop.is_set():
             raise Stopped
-        out.append(hop_energies(_mono(raw.read(a, min(end, a + step))), hop))
-    return np.concatenate(out) if out else np.zeros(0)
+        a = first + k * hop
+        e = min(hops[1], k + step)
+        out[k:e] = hop_energies(_mono(raw.read(a, first + e * hop)), hop)
+    return out
 
 
 def _blocked(
@@ -200,8 +204,10 @@ def _fit(
     first = (-ts) % hop  # first recording frame on the timeline's hop grid
     n_hops = max(0, (raw.frames - first) // hop)
     k0 = (ts + first) // hop  # its timeline hop number
-    ex = _measure(raw, first, n_hops, hop, stop)
     ks = k0 + np.arange(n_hops)
+    # the program sounds on timeline hops [0, len(heard.hop_energy)): only there can it leak
+    ex = _measure(raw, first, (-k0, min(n_hops, len(heard.hop_energy) - k0)), hop, stop)
+    ex = np.pad(ex, (0, n_hops - len(ex)))
     ep = np.zeros(n_hops)
     inside = (ks >= 0) & (ks < len(heard.hop_energy))
     ep[inside] = heard.hop_energy[ks[inside]]
@@ -209,10 +215,23 @@ def _fit(
     quiet = ks * hop + hop <= count_in
     usable = ~_blocked(blocked, first, n_hops, hop, layout.taps)
     idx = bleed.candidate_hops(ex, ep, quiet, usable, max(1, layout.window // hop))
-    if len(idx) < bleed.MIN_HOPS:
-        return bleed.fit_leak(
-            np.zeros((0, hop)), np.zeros((0, 0, 0)), np.zeros(0), quiet[:0], layout
+    if len(idx) > bleed.PROBE_HOPS:  # a cheap look first: most recordings hold no leak
+        probe = bleed.fit_leak(
+            *_hops(raw, heard, layout, ts, first, idx[bleed.probe_hops(len(idx))]),
+            layout,
+            windows=False,
         )
+        if not probe.usable:
+            return probe
+    return bleed.fit_leak(*_hops(raw, heard, layout, ts, first, idx), layout)
+
+
+def _hops(
+    raw: RawAudio, heard: _Heard, layout: FitLayout, ts: int, first: int, idx: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The recording and the program (with the filter's context) in the hops ``idx`` (counted
+    from recording frame ``first``), and their timeline frames, for :func:`bleed.fit_leak`."""
+    hop = layout.hop
     before, after = layout.context
     c = heard.channels
     xs = np.empty((len(idx), hop))
@@ -222,7 +241,7 @@ def _fit(
         xs[s] = _mono(raw.read(lo, lo + hop))
         t = ts + lo
         q[s] = heard.sound.render(t - before, t + hop + after)[:, :c]
-    return bleed.fit_leak(xs, q, (ts + first + idx * hop).astype(np.float64), quiet[idx], layout)
+    return xs, q, (ts + first + idx * hop).astype(np.float64)
 
 
 def _subtract(
@@ -243,24 +262,25 @@ def _subtract(
     analyser = VoiceAnalyser(rate, raw.channels)
     energy, counted = 0.0, 0
     try:
-        for a in range(0, raw.frames, _BLOCK):
+        step = _BLOCK - fit.layout.taps + 1  # so that the program's FFT is _BLOCK long
+        for a in range(0, raw.frames, step):
             if stop.is_set():
                 raise Stopped
-            b = min(raw.frames, a + _BLOCK)
+            b = min(raw.frames, a + step)
             block = raw.read(a, b)
             t = ts + a
             lo, hi = max(t, 0), min(ts + b, heard.sound.frames)
             if hi > lo:  # the program sounds in this block
-                q = heard.sound.render(lo - before, hi + after)[:, :c].astype(np.float64)
-                pred = np.zeros(b - a)
+                q = heard.sound.render(lo - before, hi + after)[:, :c]
+                pred = np.zeros(b - a, np.float32)
                 pred[lo - t : hi - t] = bleed.predict(fit, q, lo)
                 if gaps:
                     pred *= gap_envelope(a, b, gaps, ramp)
                 for at, n in slips:
                     pred[max(0, at - a) : max(0, min(b, at + n) - a)] = 0.0
-                energy += float(pred @ pred)
+                energy += float(np.dot(pred, pred))
                 counted += hi - lo
-                block = (block - pred[:, None]).astype(np.float32)
+                block = block - pred[:, None]
             analyser.feed(block)
             out.append(block)
     except BaseException:
