@@ -15,7 +15,7 @@ Pure: arrays and a rate in, arrays out; the caller reads the recording and rende
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -116,7 +116,6 @@ class LeakFit:
     gain_db: float = float("nan")
     quiet_s: float = 0.0
     reason: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -409,34 +408,36 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     if not gain >= MIN_GAIN_DB:
         empty.reason = f"no leak found where the singer is quiet (a fit lowers it {gain:.1f} dB)"
         return empty
-    if not windows:
-        return LeakFit(
-            layout,
-            fitter.grid[:1],
-            whole.copy(),
-            gain,
-            float(keep.sum() * layout.hop / layout.rate),
-        )
-    # then per window, so that a path that changes during the take is followed: the
-    # selection starts again from every candidate, since a changed path is what made the
-    # whole-take fit miss some quiet hops
+    quiet_s = float(keep.sum() * layout.hop / layout.rate)
+    res = fitter.residual(whole)
+    if not windows or not _changes(res[keep]):
+        lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
+        return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
+    # the path changed during the take: per window, so that it is followed; the selection
+    # starts again from every candidate, since a changed path is what made the whole-take
+    # fit miss some quiet hops
     filters = fitter.fit(every, equalise=True)
-    for explained in (0.1,):
-        keep = _explained(fitter.residual(filters), ex, explained)
-        if keep.sum() < MIN_HOPS:
-            empty.reason = "no quiet passage the program explains"
-            return empty
-        filters = fitter.fit(keep)
+    keep = _explained(fitter.residual(filters), ex, 0.1)
+    if keep.sum() < MIN_HOPS:
+        empty.reason = "no quiet passage the program explains"
+        return empty
+    filters = fitter.fit(keep)
     res = fitter.residual(filters)
     lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     result = LeakFit(layout, fitter.centres, filters, lowered, quiet_s)
-    result.extra["cross_validated_db"] = gain
     if not lowered >= MIN_GAIN_DB:
         result.reason = (
             f"no leak found where the singer is quiet (a fit lowers it {lowered:.1f} dB)"
         )
     return result
+
+
+def _changes(res: F64) -> bool:
+    """Whether what a whole-take fit leaves in the quiet hops is well above their quietest
+    fifth (the room noise): the leak path changed during the take (or the singer was not
+    quite quiet), and window fits may follow it."""
+    return bool(res.mean() > 3.0 * np.percentile(res, 20))
 
 
 def probe_hops(n: int) -> npt.NDArray[np.intp]:
