@@ -56,6 +56,9 @@ MIN_HOPS = 30
 #: Candidate hops of a first, cheap look for a leak (:func:`probe_hops`); the whole fit
 #: follows only if it finds one.
 PROBE_HOPS = 300
+#: Most candidate hops of one recording (a take of an hour is thinned evenly: the fit's
+#: memory and time stay bounded).
+MAX_FIT_HOPS = 3000
 #: Most candidate hops per window span (the fit's cost is bounded, whatever the take's length).
 MAX_HOPS_PER_WINDOW = 40
 
@@ -189,7 +192,7 @@ def candidate_hops(
         order = order[r[order] <= 100.0 * floor]
         chosen[lo + order] = True
     idx: npt.NDArray[np.intp] = np.flatnonzero(chosen)
-    return idx
+    return idx[_spread(len(idx), MAX_FIT_HOPS)]
 
 
 class _HopStats:
@@ -442,9 +445,14 @@ def _changes(res: F64) -> bool:
 
 def probe_hops(n: int) -> npt.NDArray[np.intp]:
     """At most :data:`PROBE_HOPS` of ``n`` candidate hops, spread evenly over them."""
-    picked: npt.NDArray[np.intp] = np.unique(
-        np.linspace(0, n - 1, min(n, PROBE_HOPS)).round().astype(np.intp)
-    )
+    return _spread(n, PROBE_HOPS)
+
+
+def _spread(n: int, most: int) -> npt.NDArray[np.intp]:
+    """At most ``most`` of ``range(n)``, spread evenly."""
+    if n <= most:
+        return np.arange(n, dtype=np.intp)
+    picked: npt.NDArray[np.intp] = np.unique(np.linspace(0, n - 1, most).round().astype(np.intp))
     return picked
 
 

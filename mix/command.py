@@ -14,10 +14,12 @@ It streams: memory does not grow with the length of the take or the number of re
    (:mod:`tutti.mix.decode`, :mod:`tutti.mix.scratch`).  For a separate-clock recording the
    drift comes from its clock map, or else from markers searched in the first and last seconds
    of that file, and a drifting recording is resampled (streaming) into a new scratch file; its
-   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  Stems are written from the
-   scratch files.  The analysis code (scipy, pyloudnorm) is loaded in a thread meanwhile
-   (:mod:`tutti.mix.passes`); the recordings decoded before it is there are measured from
-   their scratch files.
+   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  What its headset leaked
+   into its microphone (the click and backing it heard) is fitted on its quiet passages and
+   subtracted into a new scratch file, measured again (:mod:`tutti.mix.debleed`; not with
+   ``--keep-bleed``).  Stems are written from the scratch files.  The analysis code (scipy,
+   pyloudnorm) is loaded in a thread meanwhile (:mod:`tutti.mix.passes`); the recordings
+   decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
    needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
    and backing; the result goes to a raw stereo bus file, and the pre-master loudness and

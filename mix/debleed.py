@@ -116,7 +116,11 @@ class HeardPrograms:
             return None
         start = self.backings[k].timeline_start if k is not None else 0
         sound = ProgramSound(
-            self.settings, self.rate, _ClippedBacking(raw) if raw else None, start, channels=2
+            self.settings,
+            self.rate,
+            _ClippedBacking(raw) if raw is not None else None,
+            start,
+            channels=2,
         )
         if sound.frames <= 0:
             return None
