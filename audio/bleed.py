@@ -43,7 +43,7 @@ F32 = npt.NDArray[np.float32]
 HOP_S = 0.02
 #: Leak filter length, in seconds (the headphone-to-microphone path is a few centimetres of air
 #: plus the transducers' responses).
-TAPS_S = 0.004
+TAPS_S = 0.006
 #: Lags before 0 the filter covers, in seconds (a latency measured a few frames off).
 PRE_S = 0.0004
 #: Half-width of a refit window (triangular weights), and the spacing of window centres, s.

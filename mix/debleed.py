@@ -89,6 +89,10 @@ class HeardPrograms:
         self._raws[k] = raw
         self._ready[k].set()
 
+    def expects(self, part: str) -> bool:
+        """Whether a singer of ``part`` heard anything known (a click or a backing)."""
+        return self.settings is not None or self.backing_for(part) is not None
+
     def backing_for(self, part: str) -> int | None:
         """Index of the backing a singer of ``part`` heard, or None (click only)."""
         for k, b in enumerate(self.backings):

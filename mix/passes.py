@@ -210,7 +210,9 @@ def mix_into(
     def voice(item: Input) -> str:
         what = f"recording {item.rec.file} ({item.name})"
         analyser: VoiceAnalyser | None = None
-        if pipeline.ready:
+        # a recording that bleed removal may change is measured once, after it
+        later = heard is not None and heard.expects(item.rec.part)
+        if pipeline.ready and not later:
             from tutti.audio.analysis import VoiceAnalyser
 
             analyser = VoiceAnalyser(rate, item.channels)
@@ -219,7 +221,7 @@ def mix_into(
         mix = pipeline.get()
         from tutti.audio.mixdown import Voice
 
-        if analyser is None:  # decoded while the analysis code was loading
+        if analyser is None and not later:  # decoded while the analysis code was loading
             analyser = analyse(raw, rate, what, stop)
         if corrects_drift(item.rec, plan.no_drift):
             fixed, again = dedrift(item, raw, rate, plan.session, what, stop)
@@ -233,6 +235,8 @@ def mix_into(
             if again is not None:
                 opened.append(clean)
                 raw, analyser = clean, again
+        if analyser is None:  # left as it was: measured now
+            analyser = analyse(raw, rate, what, stop)
         placed = item.timeline_start - plan.start  # where it sits in the mix
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())

@@ -64,3 +64,33 @@ def test_no_leak_is_not_fitted() -> None:
     idx = np.arange(0, n // layout.hop - 1, 2)
     fit = bleed.fit_leak(*_hops(x, program, layout, idx), layout)
     assert not fit.usable and "no leak found" in fit.reason
+
+
+def test_ringing_path_removed() -> None:
+    """A leak through a 2nd-order Butterworth band-pass (200 Hz–4 kHz: it rings for several
+    ms) at −25 dBFS, with a voice in every other 2.5 s and room noise at −66 dBFS."""
+    layout = bleed.layout_for(RATE)
+    n = 20 * RATE
+    program = _program(n)
+    b, a = scipy.signal.butter(2, [200, 4000], "bandpass", fs=RATE)
+    leak = scipy.signal.lfilter(b, a, program[:, 0]) + 0.7 * scipy.signal.lfilter(
+        b, a, np.roll(program[:, 1], 5)
+    )
+    leak *= 10 ** (-25 / 20) / np.sqrt(np.mean(leak**2))
+    t = np.arange(n) / RATE
+    sung = np.sin(2 * np.pi * t / 5) > 0
+    voice = 0.1 * np.sin(2 * np.pi * 220 * t) * sung
+    noise = 10 ** (-66 / 20) * np.random.default_rng(4).standard_normal(n)
+    x = voice + leak + noise
+    ex = bleed.hop_energies(x, layout.hop)
+    ep = bleed.hop_energies(program[: len(ex) * layout.hop], layout.hop)
+    usable = np.ones(len(ex), dtype=bool)
+    idx = bleed.candidate_hops(ex, ep, ~usable, usable, layout.window // layout.hop)
+    fit = bleed.fit_leak(*_hops(x, program, layout, idx[idx < len(ex) - 1]), layout)
+    assert fit.usable, fit.reason
+    before, after = layout.context
+    padded = np.pad(program, ((before, after), (0, 0))).astype(np.float32)
+    pred = bleed.predict(fit, padded, 0)
+    err = x - pred - voice - noise
+    assert 10 * np.log10(np.sum(leak**2) / np.sum(err**2)) > 35
+    assert 10 * np.log10(np.sum(voice[sung] ** 2) / np.sum(err[sung] ** 2)) > 40
