@@ -219,6 +219,18 @@ def _span(
     return start, end
 
 
+def _heard_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, AudioFile]]:
+    """The backings a ``--no-backing`` mix reads only for bleed removal: one that cannot be
+    read is left out (the mix itself does not need it)."""
+    out = []
+    for b in manifest.backing:
+        try:
+            out += find_backings(root, dataclasses.replace(manifest, backing=(b,)))
+        except MixError:
+            continue
+    return out
+
+
 def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -228,9 +240,10 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
     rate = manifest.rate
-    # without the backing in the mix, it is still read to know what the singers heard
-    heard_only = args.no_backing and not args.keep_bleed
-    backings = [] if args.no_backing and not heard_only else find_backings(root, manifest)
+    if not args.no_backing:
+        backings = find_backings(root, manifest)
+    else:  # left out of the mix, but still read to know what the singers heard
+        backings = [] if args.keep_bleed else _heard_backings(root, manifest)
     start, end = _span(args, manifest, items, [] if args.no_backing else backings)
     if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")

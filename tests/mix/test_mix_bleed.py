@@ -128,3 +128,21 @@ def test_sixteen_bit_recording(tmp_path: Path, leak_db: float) -> None:
     singers[0].truth["noise"][: len(q)] += q - x
     _, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
     _check(singers, stems)
+
+
+def test_unreadable_backing_left_out_without_backing(tmp_path: Path) -> None:
+    """With ``--no-backing`` the backing is read only for bleed removal: a broken one does not
+    stop the mix (it does without the option)."""
+    import subprocess
+
+    from tests.mix.test_mix_badtakes import mix_command, mix_env
+
+    singers = [Singer("ann", "S", -30.0, seed=1, seconds=12.0)]
+    make_take(tmp_path / "take", singers, seconds=12.0)
+    (tmp_path / "take" / "backing" / "all.wav").write_bytes(b"not audio at all" * 64)
+    for options, code in ((["--no-backing"], 0), ([], 2)):
+        done = subprocess.run(
+            mix_command(tmp_path / "take", *options), capture_output=True, text=True,
+            env=mix_env(tmp_path), timeout=120,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
