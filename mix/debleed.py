@@ -325,7 +325,6 @@ def debleed(
     faded = _faded_gaps(raw, gaps, 0) if gaps else []
     out, analyser, level = _subtract(item, raw, heard, fit, faded, slips, rate, stop)
     item.bleed = f"{level:.1f} dBFS, removed {fit.gain_db:.1f} dB"
-    item.bleed_db = (level, fit.gain_db)
     raw.close()
     raw.path.unlink()
     return out, analyser

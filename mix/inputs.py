@@ -45,7 +45,6 @@ class Input:
     warnings: list[str] = field(default_factory=list)
     report: VoiceReport | None = None
     bleed: str = "—"  # what bleed removal did, for the table
-    bleed_db: tuple[float, float] | None = None  # (leak level dBFS, quiet passages lowered dB)
 
 
 def find_inputs(root: Path, manifest: TakeManifest) -> list[Input]:
