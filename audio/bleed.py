@@ -404,12 +404,12 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     for explained in (0.3, 0.3):
         keep = _explained(fitter.residual(whole), ex, explained)
         if keep.sum() < MIN_HOPS:
-            empty.reason = "no quiet passage the program explains"
+            empty.reason = "no quiet passage"
             return empty
         whole = fitter.fit(keep, windows=False)[None]
     gain = _cross_validated_gain(fitter, keep)
     if not gain >= MIN_GAIN_DB:
-        empty.reason = f"no leak found where the singer is quiet (a fit lowers it {gain:.1f} dB)"
+        empty.reason = f"no leak found ({gain:.1f} dB)"
         return empty
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     res = fitter.residual(whole)
@@ -422,7 +422,7 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     filters = fitter.fit(every, equalise=True)
     keep = _explained(fitter.residual(filters), ex, 0.1)
     if keep.sum() < MIN_HOPS:
-        empty.reason = "no quiet passage the program explains"
+        empty.reason = "no quiet passage"
         return empty
     filters = fitter.fit(keep)
     res = fitter.residual(filters)
@@ -430,9 +430,7 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     result = LeakFit(layout, fitter.centres, filters, lowered, quiet_s)
     if not lowered >= MIN_GAIN_DB:
-        result.reason = (
-            f"no leak found where the singer is quiet (a fit lowers it {lowered:.1f} dB)"
-        )
+        result.reason = f"no leak found ({lowered:.1f} dB)"
     return result
 
 

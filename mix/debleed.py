@@ -311,8 +311,7 @@ def debleed(
     the recording is left alone; ``item.bleed`` says which and why."""
     heard = programs.heard(item.rec.part, stop)
     if heard is None:
-        item.bleed = "kept: nothing heard (no tempo, no backing)"
-        return raw, None
+        return raw, None  # no tempo (no click) and no backing: nothing to remove
     layout = programs.layout
     gaps, slips = _ranges(item, rate)
     try:

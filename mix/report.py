@@ -113,11 +113,11 @@ def report(
 ) -> None:
     """The singers' table, each singer's gaps and skips, and the master's figures."""
     table = Table(title="singers (offset: timeline position of the recording's sample 0)")
-    cols = ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "lost", "bleed", "warnings")
+    cols = ("singer", "part", "LUFS", "gain dB", "offset", "drift ppm", "lost", "warnings")
     for col in cols:
         table.add_column(
             col,
-            justify="left" if col in ("singer", "part", "lost", "bleed", "warnings") else "right",
+            justify="left" if col in ("singer", "part", "lost", "warnings") else "right",
             no_wrap=col == "lost",  # "3 gaps, 0.35 s" reads as one thing
         )
     for i in items:
@@ -140,7 +140,6 @@ def report(
             offset,
             drift_s,
             Text(_lost_cell(i.rec)),
-            Text(i.bleed),
             Text(warn),
         )
     if not console.is_terminal:  # a pipe or a log: 80 columns would squeeze the warnings
@@ -149,6 +148,11 @@ def report(
     for i in items:
         for line in _loss_lines(i):
             console.print(line, highlight=False, soft_wrap=True)
+    for i in items:  # bleed removal: the leak measured and removed, or why it was kept
+        if i.bleed:
+            console.print(
+                f"{i.name}: bleed {i.bleed}", markup=False, highlight=False, soft_wrap=True
+            )
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "
