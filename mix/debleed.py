@@ -223,15 +223,15 @@ def _fit(
     quiet = ks * hop + hop <= count_in
     usable = ~_blocked(blocked, first, n_hops, hop, layout.taps)
     idx = bleed.candidate_hops(ex, ep, quiet, usable, max(1, layout.window // hop))
-    if len(idx) > bleed.PROBE_HOPS:  # a cheap look first: most recordings hold no leak
-        probe = bleed.fit_leak(
-            *_hops(raw, heard, layout, ts, first, idx[bleed.probe_hops(len(idx))]),
-            layout,
-            windows=False,
-        )
-        if not probe.usable:
-            return probe
-    return bleed.fit_leak(*_hops(raw, heard, layout, ts, first, idx), layout)
+    # a cheap look first (a short filter, a few hundred hops): most recordings hold no leak
+    few = idx[bleed.probe_hops(len(idx))]
+    hops = _hops(raw, heard, layout, ts, first, few)
+    probe = bleed.probe_leak(*hops, layout)
+    if not probe.usable:
+        return probe
+    if len(few) < len(idx):
+        hops = _hops(raw, heard, layout, ts, first, idx)
+    return bleed.fit_leak(*hops, layout)
 
 
 def _hops(
