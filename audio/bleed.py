@@ -66,7 +66,7 @@ PROBE_TAPS_S = 0.002
 #: memory and time stay bounded).
 MAX_FIT_HOPS = 3000
 #: Most candidate hops per window span (the fit's cost is bounded, whatever the take's length).
-MAX_HOPS_PER_WINDOW = 40
+MAX_HOPS_PER_WINDOW = 25
 
 
 @dataclass(frozen=True)
