@@ -12,6 +12,8 @@ drifts, even over an hour at a tempo whose beat period is a fractional number of
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +24,17 @@ import numpy as np
 
 from .types import AudioArray, AudioError
 
-__all__ = ["Beat", "beat_frames", "backing_start_frame", "render_click", "click_burst", "exact_bpm"]
+__all__ = [
+    "Beat",
+    "ClickEvent",
+    "beat_frames",
+    "backing_start_frame",
+    "click_events",
+    "render_click",
+    "render_click_range",
+    "click_burst",
+    "exact_bpm",
+]
 
 #: Longest take the click is computed for, in seconds (a guard against runaway loops).
 MAX_SECONDS = 6 * 3600
@@ -284,7 +296,55 @@ def render_click(
     top = max(level_db, level_db + accent_db)
     if top > 0:
         raise AudioError(f"click: levels would clip (downbeat at {top:+.1f} dBFS); keep ≤ 0 dBFS")
-    out = np.zeros((frames, 1), np.float32)
+    return render_click_range(
+        click_events(
+            beats,
+            rate,
+            frames,
+            level_db=level_db,
+            accent_db=accent_db,
+            subdivisions=subdivisions,
+            subdivision_db=subdivision_db,
+            freq_hz=freq_hz,
+            accent_freq_hz=accent_freq_hz,
+            subdivision_freq_hz=subdivision_freq_hz,
+            burst_s=burst_s,
+            count_in_only=count_in_only,
+        ),
+        rate,
+        0,
+        frames,
+    )
+
+
+@dataclass(frozen=True)
+class ClickEvent:
+    """One click as rendered: first frame, length in frames, frequency (Hz), linear gain."""
+
+    onset: int
+    length: int
+    freq_hz: float
+    gain: float
+
+
+def click_events(
+    beats: Sequence[Beat],
+    rate: int,
+    frames: int,
+    *,
+    level_db: float = -6.0,
+    accent_db: float = 0.0,
+    subdivisions: int = 1,
+    subdivision_db: float = -8.0,
+    freq_hz: float = 1000.0,
+    accent_freq_hz: float = 1600.0,
+    subdivision_freq_hz: float = 800.0,
+    burst_s: float = 0.04,
+    count_in_only: bool = False,
+) -> list[ClickEvent]:
+    """The clicks :func:`render_click` renders (same parameters), in timeline order, each cut
+    where the next starts and at ``frames``; :func:`render_click_range` turns any range of
+    them into audio."""
     # (onset frame, frequency, linear gain)
     events: list[tuple[int, float, float]] = []
     for b in beats:
@@ -300,17 +360,35 @@ def render_click(
                 events.append((round((t + j * step) * rate), subdivision_freq_hz, sub_gain))
     events = sorted(e for e in events if 0 <= e[0] < frames)
     max_len = max(1, round(burst_s * rate))
-    cache: dict[tuple[float, int], AudioArray] = {}
+    out = []
     for i, (onset, freq, gain) in enumerate(events):
         nxt = events[i + 1][0] if i + 1 < len(events) else frames
         length = min(max_len, nxt - onset, frames - onset)
-        if length <= 0:
-            continue
-        key = (freq, length)
-        if key not in cache:
-            cache[key] = click_burst(rate, freq, length)
-        out[onset : onset + length] += np.float32(gain) * cache[key]
+        if length > 0:
+            out.append(ClickEvent(onset, length, freq, gain))
     return out
+
+
+def render_click_range(events: Sequence[ClickEvent], rate: int, lo: int, hi: int) -> AudioArray:
+    """Timeline frames ``[lo, hi)`` of the click track made of ``events`` (from
+    :func:`click_events`): float32, shape (hi - lo, 1), equal sample for sample to the same
+    range of the whole track."""
+    out = np.zeros((max(0, hi - lo), 1), np.float32)
+    onsets = [e.onset for e in events]
+    first = max(0, bisect.bisect_right(onsets, lo) - 1)
+    for e in events[first : bisect.bisect_left(onsets, hi)]:
+        a, b = max(lo, e.onset), min(hi, e.onset + e.length)
+        if b <= a:
+            continue
+        burst = _burst(rate, e.freq_hz, e.length)
+        out[a - lo : b - lo] += np.float32(e.gain) * burst[a - e.onset : b - e.onset]
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _burst(rate: int, freq_hz: float, length: int) -> AudioArray:
+    """:func:`click_burst`, kept: a click track reuses a handful of bursts (never modified)."""
+    return click_burst(rate, freq_hz, length)
 
 
 def backing_start_frame(settings: Any) -> int:

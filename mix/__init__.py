@@ -12,3 +12,9 @@
 
 The signal processing itself is pure and lives in :mod:`tutti.audio` (:mod:`~tutti.audio.mixdown`).
 """
+
+import os
+
+# The mix runs its own threads (--jobs); OpenBLAS's pool on top of them made the bleed fit's
+# small solves several times slower on a busy machine (docs/audio.md, "Bleed").
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

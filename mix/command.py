@@ -14,10 +14,12 @@ It streams: memory does not grow with the length of the take or the number of re
    (:mod:`tutti.mix.decode`, :mod:`tutti.mix.scratch`).  For a separate-clock recording the
    drift comes from its clock map, or else from markers searched in the first and last seconds
    of that file, and a drifting recording is resampled (streaming) into a new scratch file; its
-   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  Stems are written from the
-   scratch files.  The analysis code (scipy, pyloudnorm) is loaded in a thread meanwhile
-   (:mod:`tutti.mix.passes`); the recordings decoded before it is there are measured from
-   their scratch files.
+   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  What its headset leaked
+   into its microphone (the click and backing it heard) is fitted on its quiet passages and
+   subtracted into a new scratch file, measured again (:mod:`tutti.mix.debleed`; not with
+   ``--keep-bleed``).  Stems are written from the scratch files.  The analysis code (scipy,
+   pyloudnorm) is loaded in a thread meanwhile (:mod:`tutti.mix.passes`); the recordings
+   decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
    needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
    and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
@@ -127,6 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-drift", action="store_true", help="skip clock-drift correction")
     parser.add_argument(
+        "--keep-bleed",
+        action="store_true",
+        help="leave the click and backing that leaked from each headset into its microphone "
+        "(default: fitted on quiet passages and removed)",
+    )
+    parser.add_argument(
         "--keep-count-in",
         action="store_true",
         help="start the mix at the count-in (default: at the song, where the count-in ends)",
@@ -211,6 +219,18 @@ def _span(
     return start, end
 
 
+def _heard_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, AudioFile]]:
+    """The backings a ``--no-backing`` mix reads only for bleed removal: one that cannot be
+    read is left out (the mix itself does not need it)."""
+    out = []
+    for b in manifest.backing:
+        try:
+            out += find_backings(root, dataclasses.replace(manifest, backing=(b,)))
+        except MixError:
+            continue
+    return out
+
+
 def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -220,8 +240,11 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
     rate = manifest.rate
-    backings = [] if args.no_backing else find_backings(root, manifest)
-    start, end = _span(args, manifest, items, backings)
+    if not args.no_backing:
+        backings = find_backings(root, manifest)
+    else:  # left out of the mix, but still read to know what the singers heard
+        backings = [] if args.keep_bleed else _heard_backings(root, manifest)
+    start, end = _span(args, manifest, items, [] if args.no_backing else backings)
     if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
     plan = MixPlan(
@@ -241,6 +264,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         project=args.project,
         jobs=args.jobs,
         start=start,
+        keep_bleed=args.keep_bleed,
+        mix_backing=not args.no_backing,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:

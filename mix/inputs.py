@@ -44,6 +44,7 @@ class Input:
     drift_from: str = ""  # "map" when the drift came from the recording's clock map
     warnings: list[str] = field(default_factory=list)
     report: VoiceReport | None = None
+    bleed: str = ""  # what bleed removal did, for the report ("" nothing to say)
 
 
 def find_inputs(root: Path, manifest: TakeManifest) -> list[Input]:

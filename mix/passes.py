@@ -23,6 +23,7 @@ from rich.console import Console
 from tutti.audio import daw
 from tutti.audio.align import place_range
 from tutti.audio.types import AudioArray
+from tutti.mix.debleed import HeardPrograms, debleed
 from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
 from tutti.mix.folder import AudioFile
@@ -70,6 +71,8 @@ class MixPlan:
     project: bool = False
     jobs: int = 1
     start: int = 0  # timeline frame of the mix's sample 0 (the count-in's end by default)
+    keep_bleed: bool = False  # leave what the headsets leaked into the microphones
+    mix_backing: bool = True  # False: the backings are decoded only to know what was heard
 
 
 def stem_dir_for(out_path: Path) -> Path:
@@ -200,11 +203,16 @@ def mix_into(
     stems: list[daw.Stem] = []
     progress = StageProgress(console)
     stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
+    heard = None
+    if not plan.keep_bleed:
+        heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings])
 
     def voice(item: Input) -> str:
         what = f"recording {item.rec.file} ({item.name})"
         analyser: VoiceAnalyser | None = None
-        if pipeline.ready:
+        # a recording that bleed removal may change is measured once, after it
+        later = heard is not None and heard.expects(item.rec.part)
+        if pipeline.ready and not later:
             from tutti.audio.analysis import VoiceAnalyser
 
             analyser = VoiceAnalyser(rate, item.channels)
@@ -213,7 +221,7 @@ def mix_into(
         mix = pipeline.get()
         from tutti.audio.mixdown import Voice
 
-        if analyser is None:  # decoded while the analysis code was loading
+        if analyser is None and not later:  # decoded while the analysis code was loading
             analyser = analyse(raw, rate, what, stop)
         if corrects_drift(item.rec, plan.no_drift):
             fixed, again = dedrift(item, raw, rate, plan.session, what, stop)
@@ -222,6 +230,13 @@ def mix_into(
                 raw, analyser = fixed, again
         if item.rec.gaps:
             fade_gaps(item, raw, rate)
+        if heard is not None:
+            clean, again = debleed(item, raw, rate, heard, what, stop)
+            if again is not None:
+                opened.append(clean)
+                raw, analyser = clean, again
+        if analyser is None:  # left as it was: measured now
+            analyser = analyse(raw, rate, what, stop)
         placed = item.timeline_start - plan.start  # where it sits in the mix
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
         item.report = mix.add_source(raw, v, analyser.result())
@@ -247,6 +262,10 @@ def mix_into(
         what = f"backing {b.file}"
         raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
         opened.append(raw)
+        if heard is not None:
+            heard.backing_ready(k, raw)
+        if not plan.mix_backing:
+            return str(b.file)
         placed = b.timeline_start - plan.start
         pipeline.get().add_backing_source(raw, placed, plan.backing_db)
         if stems_wanted:  # after the singers' stems, in the order of the take's backing

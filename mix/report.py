@@ -148,6 +148,11 @@ def report(
     for i in items:
         for line in _loss_lines(i):
             console.print(line, highlight=False, soft_wrap=True)
+    for i in items:  # bleed removal: the leak measured and removed, or why it was kept
+        if i.bleed:
+            console.print(
+                f"{i.name}: bleed {i.bleed}", markup=False, highlight=False, soft_wrap=True
+            )
     console.print(
         f"wrote {out}: {master.frames / rate:.1f} s, {master.output_lufs:.2f} LUFS "
         f"(master gain {master.gain_db:+.2f} dB), true peak {master.true_peak_dbtp:.2f} dBTP, "

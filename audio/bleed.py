@@ -1,0 +1,527 @@
+"""Bleed removal: fit the short path by which a singer's headset program leaks into their
+microphone, on passages where they are quiet, and predict that bleed so it can be subtracted.
+
+The model, per recording: ``x[n] = v[n] + noise[n] + Σ_c Σ_k h_c[k] · p_c[n + PRE − k]`` where
+``p`` is the program the singer heard (1 or 2 channels, on the timeline, sample-aligned with
+the placed recording), ``h_c`` a filter of ``taps`` frames starting ``PRE`` frames before lag 0
+(a latency estimate a few frames off still fits).  The filter is fitted by least squares on
+*hops* (short stretches, :data:`HOP_S`) where the singer is quiet: the count-in and the hops
+where the recording is loud only as far as the program explains it, chosen iteratively by how
+much of each hop the fit explains.  A fit that does not lower quiet hops it was not fitted
+on is not used.  When the whole-take fit leaves the quiet hops well above the room noise, the
+filter is refitted in overlapping windows along the take (regularised towards the whole-take
+fit) so a path that changes slowly is followed.
+
+Pure: arrays and a rate in, arrays out; the caller reads the recording and renders the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+import scipy.linalg
+
+from .types import AudioError
+
+__all__ = [
+    "HOP_S",
+    "LeakFit",
+    "FitLayout",
+    "layout_for",
+    "hop_energies",
+    "candidate_hops",
+    "fit_leak",
+    "probe_hops",
+    "probe_leak",
+    "predict",
+]
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+#: Length of a hop, the unit of quiet-passage selection, in seconds.
+HOP_S = 0.02
+#: Leak filter length, in seconds (the headphone-to-microphone path is a few centimetres of air
+#: plus the transducers' responses).
+TAPS_S = 0.006
+#: Lags before 0 the filter covers, in seconds (a latency measured a few frames off).
+PRE_S = 0.0004
+#: Half-width of a refit window (triangular weights), and the spacing of window centres, s.
+WINDOW_S = 8.0
+#: A fit is used only if it lowers the energy of quiet passages it was not fitted on by this
+#: much, in dB: below that the leak is lost in the room noise (or is not there).
+MIN_GAIN_DB = 1.0
+#: Fewer quiet hops than this (0.6 s) and no fit is attempted.
+MIN_HOPS = 30
+#: Candidate hops of a first, cheap look for a leak (:func:`probe_hops`); the whole fit
+#: follows only if it finds one.
+PROBE_HOPS = 300
+#: Filter length of that look, s.
+PROBE_TAPS_S = 0.002
+#: Most candidate hops of one recording (a take of an hour is thinned evenly: the fit's
+#: memory and time stay bounded).
+MAX_FIT_HOPS = 3000
+#: Most candidate hops per window span (the fit's cost is bounded, whatever the take's length).
+MAX_HOPS_PER_WINDOW = 25
+
+
+@dataclass(frozen=True)
+class FitLayout:
+    """Sizes at one rate: ``hop`` frames per hop, ``taps`` filter length, ``pre`` frames of
+    filter before lag 0, ``window`` half-width of a refit window in frames."""
+
+    rate: int
+    hop: int
+    taps: int
+    pre: int
+    window: int
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """Program frames needed around a range ``[lo, hi)``: ``[lo - before, hi + after)``."""
+        return self.taps - 1 - self.pre, self.pre
+
+
+def layout_for(rate: int) -> FitLayout:
+    """The hop, filter and window sizes at ``rate`` (Hz)."""
+    if rate <= 0:
+        raise AudioError(f"bleed: rate must be positive, got {rate}")
+    return FitLayout(
+        rate,
+        hop=max(16, round(HOP_S * rate)),
+        taps=max(8, round(TAPS_S * rate)),
+        pre=max(2, round(PRE_S * rate)),
+        window=round(WINDOW_S * rate),
+    )
+
+
+@dataclass
+class LeakFit:
+    """A fitted leak path, or why there is none.
+
+    Attributes
+    ----------
+    layout : FitLayout
+    centres : ndarray of float, (K,)
+        Timeline frames of the refit windows' centres (increasing).
+    filters : ndarray of float, (K, channels, taps)
+        The leak filter of each window.
+    gain_db : float
+        How much the fit lowered the energy of quiet hops it was not fitted on (cross-validated),
+        dB; ``nan`` when not measured.
+    quiet_s : float
+        Seconds of quiet hops the fit used.
+    reason : str
+        Empty when the fit is to be used; otherwise why not (for the report).
+    """
+
+    layout: FitLayout
+    centres: F64
+    filters: F64
+    gain_db: float = float("nan")
+    quiet_s: float = 0.0
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.reason
+
+    def filter_at(self, t: float) -> F64:
+        """The filter at timeline frame ``t`` (linear between window centres), (channels, taps)."""
+        if len(self.centres) == 1:
+            one: F64 = self.filters[0]
+            return one
+        k, w = _between(self.centres, np.array([float(t)]))
+        out: F64 = (1 - w[0]) * self.filters[k[0]] + w[0] * self.filters[k[0] + 1]
+        return out
+
+
+def _between(centres: F64, t: F64) -> tuple[npt.NDArray[np.intp], F64]:
+    """For times ``t``: the window ``k`` before each and the weight ``w`` of window ``k + 1``
+    (linear interpolation; continued for half a spacing beyond the outer centres, then held)."""
+    k = np.clip(np.searchsorted(centres, t) - 1, 0, len(centres) - 2)
+    w = (t - centres[k]) / (centres[k + 1] - centres[k])
+    return k, np.clip(w, -0.5, 1.5)
+
+
+def hop_energies(x: npt.NDArray[np.floating], hop: int) -> F64:
+    """Mean square per hop of ``x`` (frames,) or (frames, channels) — all channels summed —
+    over whole hops; a last partial hop is averaged over what there is."""
+    a = np.asarray(x)
+    sq = a * a if a.ndim == 1 else np.einsum("ij,ij->i", a, a)
+    n = sq.shape[0]
+    full = n // hop
+    out = np.empty(full + (1 if n % hop else 0))
+    out[:full] = sq[: full * hop].reshape(full, hop).mean(axis=1, dtype=np.float64)
+    if n % hop:
+        out[full] = sq[full * hop :].mean()
+    return out
+
+
+def candidate_hops(
+    ex: F64, ep: F64, quiet: npt.NDArray[np.bool_], usable: npt.NDArray[np.bool_], per_window: int
+) -> npt.NDArray[np.intp]:
+    """Hops worth fitting on: every usable hop in ``quiet`` (the count-in) where the program
+    sounds (or has just sounded), plus, in every span of ``per_window`` hops, those where the
+    recording is least loud relative to the program (a quiet singer leaves only bleed and
+    noise), at most :data:`MAX_HOPS_PER_WINDOW`.  Fitting then keeps only those the fit explains.
+
+    Parameters
+    ----------
+    ex, ep : ndarray (hops,)
+        Mean square of the recording and of the program per hop.
+    quiet : ndarray of bool (hops,)
+        Hops presumed quiet (the count-in).
+    usable : ndarray of bool (hops,)
+        Hops inside the recording and outside its gaps and the headset's slips.
+    per_window : int
+        Hops per selection span.
+    """
+    heard = ep > 1e-12
+    heard[1:] |= heard[:-1]  # the leak of a program's last frames rings into the next hop
+    sounding = usable & heard
+    chosen = quiet & sounding
+    ratio = np.full(ex.shape, np.inf)
+    ratio[sounding] = ex[sounding] / np.maximum(ep[sounding], 1e-12)
+    for lo in range(0, len(ex), per_window):
+        r = ratio[lo : lo + per_window]
+        order = np.argsort(r, kind="stable")[:MAX_HOPS_PER_WINDOW]
+        order = order[np.isfinite(r[order])]
+        if not len(order):
+            continue
+        floor = r[order[0]]
+        # a hop more than 20 dB louder (for its program) than the quietest is surely sung
+        order = order[r[order] <= 100.0 * floor]
+        chosen[lo + order] = True
+    idx: npt.NDArray[np.intp] = np.flatnonzero(chosen)
+    return idx[_spread(len(idx), MAX_FIT_HOPS)]
+
+
+class _HopStats:
+    """Per-hop sufficient statistics of the least-squares fit (all hops at once, by FFT)."""
+
+    _CHUNK = 256  # hops transformed at a time (bounds the temporaries)
+
+    def __init__(self, xs: F64, q: F64, times: F64, layout: FitLayout) -> None:
+        # xs: (S, H) recording; q: (S, H + taps - 1, C) program with the filter's context
+        s, h = xs.shape
+        c = q.shape[2]
+        taps = layout.taps
+        self.taps, self.channels, self.hop = taps, c, h
+        n = scipy.fft.next_fast_len(h + taps - 1, real=True)
+        self.nfft = n
+        self.xs = xs
+        self.exx = np.einsum("ij,ij->i", xs, xs)
+        self.qf = np.empty((s, n // 2 + 1, c), np.complex64)  # for predictions
+        self.r = np.empty((s, c, taps))
+        self.row = np.empty((s, c, c, taps))
+        for lo in range(0, s, self._CHUNK):
+            hi = min(s, lo + self._CHUNK)
+            qf = scipy.fft.rfft(q[lo:hi], n=n, axis=1)  # (s, F, C)
+            xf = scipy.fft.rfft(xs[lo:hi], n=n, axis=1)  # (s, F)
+            zf = scipy.fft.rfft(q[lo:hi, taps - 1 :, :], n=n, axis=1)  # the hop's own program
+            self.qf[lo:hi] = qf
+            # r[s, c, k] = Σ_n x[n] q_c[n + taps-1 - k]
+            v = scipy.fft.irfft(qf * np.conj(xf)[:, :, None], n=n, axis=1)[:, :taps, :]
+            self.r[lo:hi] = np.transpose(v[:, ::-1, :], (0, 2, 1))
+            # first rows: R_ab[0, j] = Σ_n q_a[n + taps-1] q_b[n + taps-1 - j]
+            g = scipy.fft.irfft(qf[:, :, None, :] * np.conj(zf)[:, :, :, None], n=n, axis=1)
+            self.row[lo:hi] = np.transpose(g[:, taps - 1 :: -1, :, :], (0, 2, 3, 1))
+        # edge terms of the diagonal recursion R[i+1, j+1] = R[i, j] + u_i u_j - w_i w_j,
+        # flattened channel-major; a hop's end edge is its successor's start edge, so over a
+        # run of equally weighted hops only the run's two ends remain
+        self.u = np.transpose(q[:, taps - 2 :: -1, :][:, : taps - 1, :], (0, 2, 1)).reshape(s, -1)
+        self.w = np.transpose(q[:, h + taps - 2 : h - 1 : -1, :], (0, 2, 1)).reshape(s, -1)
+        self.follows = np.zeros(s, dtype=bool)  # hop s starts where hop s - 1 ends
+        self.follows[1:] = np.diff(times) == h
+
+    def normal(self, weights: F64) -> tuple[F64, F64]:
+        """The weighted normal equations ``R h = r`` over the hops (weights (S,)), flattened
+        to (C·taps, C·taps) and (C·taps,)."""
+        c, taps = self.channels, self.taps
+        row = np.einsum("s,sabj->abj", weights, self.row)
+        rr = np.einsum("s,sck->ck", weights, self.r)
+        prev = np.zeros_like(weights)
+        prev[1:] = np.where(self.follows[1:], weights[:-1], 0.0)
+        has_next = np.zeros(len(weights), dtype=bool)
+        has_next[:-1] = self.follows[1:]
+        cu = weights - prev  # start edges: where the weight steps
+        cw = np.where(has_next, 0.0, -weights)  # end edges that are no hop's start
+        m = np.zeros((self.u.shape[1], self.u.shape[1]))
+        for vecs, coef in ((self.u, cu), (self.w, cw)):
+            nz = np.flatnonzero(coef)
+            if len(nz):
+                a = vecs[nz]
+                m += (a.T * coef[nz]) @ a
+        m4 = m.reshape(c, taps - 1, c, taps - 1)
+        big = np.empty((c, taps, c, taps))
+        big[:, 0, :, :] = row  # R_ab[0, j]
+        big[:, :, :, 0] = np.transpose(row, (1, 2, 0))  # R_ab[i, 0] = R_ba[0, i]
+        for i in range(taps - 1):
+            big[:, i + 1, :, 1:] = big[:, i, :, :-1] + m4[:, i, :, :]
+        return big.reshape(c * taps, c * taps), rr.reshape(c * taps)
+
+    def residual(self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64) -> F64:
+        """Energy per hop of the recording minus its predicted bleed, each hop's filter
+        spectrum being ``(1 - w) · spec[k] + w · spec[k + 1]`` (spec (K, F, C))."""
+        out = np.empty(self.xs.shape[0])
+        t = self.taps
+        for lo in range(0, len(out), self._CHUNK):
+            hi = min(len(out), lo + self._CHUNK)
+            wc = w[lo:hi, None, None].astype(np.float32)
+            kc = k[lo:hi]
+            spectra = (1 - wc) * spec[kc] + wc * spec[np.minimum(kc + 1, len(spec) - 1)]
+            y = scipy.fft.irfft(
+                np.einsum("sfc,sfc->sf", self.qf[lo:hi], spectra), n=self.nfft, axis=1
+            )
+            d = self.xs[lo:hi] - y[:, t - 1 : t - 1 + self.hop]
+            out[lo:hi] = np.einsum("ij,ij->i", d, d)
+        return out
+
+
+def _solve(r_mat: F64, r_vec: F64, prior: F64 | None, strength: float) -> F64:
+    """Ridge solution of ``R h = r``, pulled towards ``prior`` (or 0) with weight ``strength``
+    times the mean diagonal of ``R``."""
+    d = r_mat.shape[0]
+    lam = strength * max(float(np.trace(r_mat)) / d, 1e-30)
+    rhs = r_vec + (lam * prior if prior is not None else 0.0)
+    sol: F64 = scipy.linalg.solve(r_mat + lam * np.eye(d), rhs, assume_a="pos")
+    return sol
+
+
+#: Ridge of the whole-take fit (relative to the mean diagonal): keeps it finite where the
+#: program has no energy.
+_RIDGE = 1e-6
+#: Ridge of a window's fit towards the whole-take fit: where the window's program excites
+#: little (a count-in of clicks only), it keeps the whole-take filter.
+_WINDOW_PULL = 3e-3
+
+
+class _Fitter:
+    """Fits over subsets of the candidate hops: whole take, and per window."""
+
+    def __init__(self, stats: _HopStats, times: F64, layout: FitLayout) -> None:
+        self.stats, self.times, self.layout = stats, times, layout
+        span = max(times[-1] - times[0], 1.0)
+        k = max(1, int(np.ceil(span / layout.window)) + 1)
+        self.grid = np.linspace(times[0], times[-1], k) if k > 1 else times[:1].copy()
+        self.centres = self.grid.copy()
+
+    def _runs(self, keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+        """A run number per hop: consecutive kept hops share one."""
+        start = keep & ~(np.concatenate(([False], keep[:-1])) & self.stats.follows)
+        runs: npt.NDArray[np.intp] = np.cumsum(start) - 1
+        return runs
+
+    def fit(self, keep: npt.NDArray[np.bool_], windows: bool = True, equalise: bool = False) -> F64:
+        """Window filters (K, C, taps) from the hops ``keep`` (or, with ``windows`` False, the
+        whole-take filter (C, taps)); each window's centre moves to the mean time of what it
+        was fitted on (:attr:`centres`).  With ``equalise`` each run of consecutive hops weighs
+        by the inverse of its mean energy, so that sung hops among them cannot dominate."""
+        c, taps = self.stats.channels, self.stats.taps
+        runs = self._runs(keep)
+        n_runs = int(runs[keep].max()) + 1 if keep.any() else 0
+        if not n_runs:
+            raise AudioError("bleed: no hop to fit on")
+        counts = np.bincount(runs[keep], minlength=n_runs)
+        base = np.ones(n_runs)
+        if equalise:
+            energy = np.bincount(runs[keep], self.stats.exx[keep], minlength=n_runs) / counts
+            base = 1.0 / np.maximum(energy, 1e-20)
+        run_of = np.clip(runs, 0, None)
+        r_mat, r_vec = self.stats.normal(np.where(keep, base[run_of], 0.0))
+        whole = _solve(r_mat, r_vec, None, _RIDGE)
+        if not windows:
+            return whole.reshape(c, taps)
+        out = np.empty((len(self.centres), c, taps))
+        if len(self.centres) == 1:
+            out[0] = whole.reshape(c, taps)
+            return out
+        # each run weighs in a window by the triangle at the run's middle (constant along a
+        # run, so that only its two ends enter the normal equations' edge terms)
+        mid = np.bincount(runs[keep], self.times[keep], minlength=n_runs) / counts
+        centres = self.grid.copy()
+        for i, centre in enumerate(self.grid):
+            tri = np.clip(1.0 - np.abs(mid - centre) / self.layout.window, 0.0, None)
+            wts = np.where(keep, (base * tri)[run_of], 0.0)
+            if not wts.any():
+                out[i] = whole.reshape(c, taps)
+                continue
+            rm, rv = self.stats.normal(wts)
+            out[i] = _solve(rm, rv, whole, _WINDOW_PULL).reshape(c, taps)
+            centres[i] = float(np.sum(wts * self.times) / np.sum(wts))
+        # a window at the take's edge sees data on one side only: its filter belongs there
+        self.centres = np.maximum.accumulate(centres) + np.arange(len(centres)) * 1e-3
+        return out
+
+    def residual(self, filters: F64) -> F64:
+        """Energy per hop of the recording minus the prediction of the window ``filters``
+        (K, C, taps), interpolated between window centres as :meth:`LeakFit.filter_at` does."""
+        spec = scipy.fft.rfft(filters, n=self.stats.nfft, axis=2)  # (K, C, F)
+        spec = np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
+        if len(self.centres) == 1 or len(filters) == 1:
+            n = len(self.times)
+            return self.stats.residual(spec[:1], np.zeros(n, dtype=np.intp), np.zeros(n))
+        k, w = _between(self.centres, self.times)
+        return self.stats.residual(spec, k, w)
+
+
+def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = True) -> LeakFit:
+    """Fit the leak path on candidate hops (from :func:`candidate_hops`).
+
+    Parameters
+    ----------
+    xs : ndarray (S, hop)
+        The recording (mono) in each candidate hop.
+    q : ndarray (S, hop + taps - 1, C)
+        The program in each hop with the filter's context: ``q[s, m]`` is the program at
+        timeline frame ``start_s - (taps - 1 - pre) + m`` (see :attr:`FitLayout.context`).
+    times : ndarray (S,)
+        Timeline frame of each hop's start (increasing).
+    layout : FitLayout
+    windows : bool
+        False: stop after the whole-take fit and its check (a cheap look for a leak, e.g. on
+        :func:`probe_hops` of the candidates).
+
+    Returns
+    -------
+    LeakFit
+        With ``reason`` set when the fit is not to be trusted (too few quiet hops, or it does
+        not lower the energy of quiet hops it was not fitted on by :data:`MIN_GAIN_DB`).
+    """
+    n_hops = xs.shape[0]
+    c = q.shape[2] if q.ndim == 3 else 0
+    empty = LeakFit(layout, np.zeros(1), np.zeros((1, max(c, 1), layout.taps)))
+    if n_hops < MIN_HOPS:
+        empty.reason = "no quiet passage"
+        return empty
+    stats = _HopStats(xs, q, times.astype(np.float64), layout)
+    fitter = _Fitter(stats, times.astype(np.float64), layout)
+    ex = stats.exx
+    # first pass: every candidate, each run of hops weighted to equal energy, so that sung
+    # hops among them cannot dominate; then keep the hops the fit explains and fit on those
+    every = np.ones(n_hops, dtype=bool)
+    whole = fitter.fit(every, windows=False, equalise=True)[None]
+    keep = every
+    for explained in (0.3, 0.3):
+        keep = _explained(fitter.residual(whole), ex, explained)
+        if keep.sum() < MIN_HOPS:
+            empty.reason = "no quiet passage"
+            return empty
+        whole = fitter.fit(keep, windows=False)[None]
+    gain = _cross_validated_gain(fitter, keep)
+    if not gain >= MIN_GAIN_DB:
+        empty.reason = f"no leak found ({gain:.1f} dB)"
+        return empty
+    quiet_s = float(keep.sum() * layout.hop / layout.rate)
+    res = fitter.residual(whole)
+    if not windows or not _changes(res[keep]):
+        lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
+        return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
+    # the path changed during the take: per window, so that it is followed; the selection
+    # starts again from every candidate, since a changed path is what made the whole-take
+    # fit miss some quiet hops
+    filters = fitter.fit(every, equalise=True)
+    keep = _explained(fitter.residual(filters), ex, 0.1)
+    if keep.sum() < MIN_HOPS:
+        empty.reason = "no quiet passage"
+        return empty
+    filters = fitter.fit(keep)
+    res = fitter.residual(filters)
+    lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
+    quiet_s = float(keep.sum() * layout.hop / layout.rate)
+    result = LeakFit(layout, fitter.centres, filters, lowered, quiet_s)
+    if not lowered >= MIN_GAIN_DB:
+        result.reason = f"no leak found ({lowered:.1f} dB)"
+    return result
+
+
+def _changes(res: F64) -> bool:
+    """Whether what a whole-take fit leaves in the quiet hops is well above their quietest
+    fifth (the room noise): the leak path changed during the take (or the singer was not
+    quite quiet), and window fits may follow it."""
+    return bool(res.mean() > 3.0 * np.percentile(res, 20))
+
+
+def probe_leak(xs: F64, q: F64, times: F64, layout: FitLayout) -> LeakFit:
+    """A cheap look for a leak (on :func:`probe_hops` of the candidates): the whole-take fit
+    and its check with a filter of :data:`PROBE_TAPS_S` only — a truncated path still
+    explains most of a leak, and a sixth of the unknowns solves far faster.  ``q`` is laid
+    out for ``layout`` (as for :func:`fit_leak`)."""
+    short = dataclasses.replace(
+        layout, taps=min(layout.taps, max(layout.pre + 8, round(PROBE_TAPS_S * layout.rate)))
+    )
+    return fit_leak(xs, q[:, layout.taps - short.taps :, :], times, short, windows=False)
+
+
+def probe_hops(n: int) -> npt.NDArray[np.intp]:
+    """At most :data:`PROBE_HOPS` of ``n`` candidate hops, spread evenly over them."""
+    return _spread(n, PROBE_HOPS)
+
+
+def _spread(n: int, most: int) -> npt.NDArray[np.intp]:
+    """At most ``most`` of ``range(n)``, spread evenly."""
+    if n <= most:
+        return np.arange(n, dtype=np.intp)
+    picked: npt.NDArray[np.intp] = np.unique(np.linspace(0, n - 1, most).round().astype(np.intp))
+    return picked
+
+
+def _explained(res: F64, ex: F64, share: float) -> npt.NDArray[np.bool_]:
+    """Hops whose residual is at most ``share`` of their energy, or near the quietest
+    residuals (the room noise): hops where the singer is quiet."""
+    floor = float(np.percentile(res, 20))
+    keep: npt.NDArray[np.bool_] = (res <= np.maximum(4.0 * floor, share * ex)) & (ex > 0)
+    return keep
+
+
+def _cross_validated_gain(fitter: _Fitter, keep: npt.NDArray[np.bool_]) -> float:
+    """dB by which whole-take fits on alternate seconds of the quiet hops lower the energy of
+    the other seconds' quiet hops."""
+    second = (fitter.times // fitter.layout.rate).astype(np.int64)
+    before = after = 0.0
+    for fold in (0, 1):
+        train = keep & (second % 2 == fold)
+        test = keep & (second % 2 != fold)
+        if train.sum() < MIN_HOPS // 2 or not test.any():
+            continue
+        res = fitter.residual(fitter.fit(train, windows=False)[None])
+        before += float(fitter.stats.exx[test].sum())
+        after += float(res[test].sum())
+    if before <= 0 or after <= 0:
+        return float("nan") if before <= 0 else float("inf")
+    return 10.0 * float(np.log10(before / after))
+
+
+def predict(fit: LeakFit, q: F32, t0: int) -> F32:
+    """The bleed in timeline frames ``[t0, t0 + n)`` from the program around them.
+
+    Parameters
+    ----------
+    fit : LeakFit
+    q : ndarray (n + taps - 1, C)
+        The program at timeline frames ``[t0 - before, t0 + n + after)`` (``before``,
+        ``after`` from :attr:`FitLayout.context`).
+    t0 : int
+        Timeline frame of the first output frame.
+
+    Returns
+    -------
+    ndarray (n,)
+        The predicted bleed, float32 (computed in single precision: its error is far below
+        what a 24-bit file holds).  The filter is the one at the range's centre (ranges
+        of a few thousand frames follow a slowly changing path closely).
+    """
+    taps = fit.layout.taps
+    n = q.shape[0] - taps + 1
+    filt = fit.filter_at(t0 + n / 2).astype(np.float32)
+    nfft = scipy.fft.next_fast_len(q.shape[0], real=True)
+    qf = scipy.fft.rfft(q, n=nfft, axis=0)
+    hf = scipy.fft.rfft(filt.T, n=nfft, axis=0)
+    spec = qf[:, 0] * hf[:, 0] if q.shape[1] == 1 else (qf * hf).sum(axis=1)
+    y: F32 = scipy.fft.irfft(spec, n=nfft)[taps - 1 : taps - 1 + n]
+    return y

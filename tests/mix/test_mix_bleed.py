@@ -1,0 +1,149 @@
+"""Bleed removal end to end: synthetic takes whose singers' recordings hold a known leak of
+their headset program (click and backing through a short filter per ear cup, −50 to −20
+dBFS) plus room noise; ``tutti mix --stems`` must leave at least 25 dB less bleed in each
+stem, change the voice by nothing audible (voice-to-error ≥ 40 dB where the singer sings),
+report the leak it measured, and leave alone a recording it cannot fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.mix.bleedtakes import RATE, Singer, bleed_figures, make_take, run_mix
+
+REDUCTION_DB = 25.0
+VOICE_TO_ERROR_DB = 40.0
+
+
+def _check(singers: list[Singer], stems: list[np.ndarray]) -> list[tuple[float, float]]:
+    figures = [bleed_figures(s, stem) for s, stem in zip(singers, stems, strict=True)]
+    for s, (reduction, vte) in zip(singers, figures, strict=True):
+        assert reduction >= REDUCTION_DB, f"{s.name}: bleed only {reduction:.1f} dB lower"
+        assert vte >= VOICE_TO_ERROR_DB, f"{s.name}: voice-to-error {vte:.1f} dB"
+    return figures
+
+
+def _reported(report: str, name: str) -> str:
+    """What the report says of a singer's bleed ("" when it says nothing)."""
+    lines = [ln for ln in report.splitlines() if ln.startswith(f"{name}: bleed ")]
+    assert len(lines) <= 1, lines
+    return lines[0].removeprefix(f"{name}: bleed ") if lines else ""
+
+
+def test_leak_removed_from_each_stem(tmp_path: Path) -> None:
+    singers = [
+        Singer("ann", "S", -50.0, seed=1),
+        Singer("ben", "A", -35.0, seed=2),
+        Singer("cat", "T", -20.0, seed=3),
+    ]
+    make_take(tmp_path / "take", singers)
+    report, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _check(singers, stems)
+    for s in singers:  # the measured leak level is the one the take was made with
+        cell = _reported(report, s.name)
+        level = float(cell.split(" dBFS")[0])
+        assert abs(level - s.leak_db) < 1.0, cell
+    kept_report, kept = run_mix(tmp_path / "take", tmp_path / "tmp", "--keep-bleed")
+    for s, stem in zip(singers, kept, strict=True):
+        assert abs(bleed_figures(s, stem)[0]) < 0.1  # the bleed is all there
+        assert _reported(kept_report, s.name) == ""
+
+
+def test_changing_leak_path_followed(tmp_path: Path) -> None:
+    """The path's gain moves 6 dB over 40 s while its shape changes by a third."""
+    singers = [
+        Singer("ann", "S", -25.0, seed=1, drift_gain_db=6.0, seconds=40.0),
+        Singer("ben", "A", -40.0, seed=2, drift_gain_db=-6.0, seconds=40.0),
+    ]
+    make_take(tmp_path / "take", singers, seconds=40.0)
+    _, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _check(singers, stems)
+
+
+def test_late_start_gap_and_no_backing(tmp_path: Path) -> None:
+    """Ann starts after the count-in (no count-in to fit on) and loses 350 ms of input; the
+    mix leaves the backing out, but the singers heard it."""
+    singers = [
+        Singer("ann", "S", -30.0, seed=1, start=4 * RATE, seconds=26.0, gap=(12 * RATE, 16800)),
+        Singer("ben", "A", -45.0, seed=2, start=RATE, seconds=29.0),
+    ]
+    make_take(tmp_path / "take", singers)
+    report, stems = run_mix(tmp_path / "take", tmp_path / "tmp", "--no-backing")
+    _check(singers, stems)
+    lo, n = singers[0].gap or (0, 0)
+    ramp = round(0.005 * RATE)
+    assert not np.any(stems[0][lo + ramp : lo + n - ramp])  # the gap stays silent
+    assert len(stems) == 2  # and no backing stem
+
+
+def test_take_without_tempo(tmp_path: Path) -> None:
+    """No settings: no click, only the backing was heard."""
+    singers = [Singer("ann", "S", -30.0, seed=1), Singer("ben", "A", -22.0, seed=2)]
+    make_take(tmp_path / "take", singers, settings=False)
+    _, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _check(singers, stems)
+
+
+def test_backing_per_part(tmp_path: Path) -> None:
+    """Mono backings, one per part: each singer heard (and leaks) their own part's."""
+    singers = [
+        Singer("ann", "S", -30.0, seed=1),
+        Singer("ben", "A", -22.0, seed=2),
+        Singer("cy", "T", -48.0, seed=3),
+    ]
+    make_take(tmp_path / "take", singers, stereo=False, backing_parts=["S", "A", "T"])
+    _, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _check(singers, stems)
+
+
+def test_untrustworthy_fit_leaves_the_recording_alone(tmp_path: Path) -> None:
+    """Ann has no leak at all; Ben sings through the count-in and every rest, so nothing
+    shows what his microphone picks up alone.  Both stems stay exactly as recorded, and the
+    table says why."""
+    singers = [
+        Singer("ann", "S", -150.0, seed=1),
+        Singer("ben", "A", -30.0, seed=2, sings_in_rests=True, sings_in_count_in=True),
+    ]
+    make_take(tmp_path / "take", singers)
+    report, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _, kept = run_mix(tmp_path / "take", tmp_path / "tmp", "--keep-bleed")
+    for s, stem, raw in zip(singers, stems, kept, strict=True):
+        assert np.array_equal(stem, raw), s.name
+        assert _reported(report, s.name).startswith("kept: no leak found"), report
+
+
+@pytest.mark.parametrize("leak_db", [-50.0, -20.0])
+def test_sixteen_bit_recording(tmp_path: Path, leak_db: float) -> None:
+    """A 16-bit recording (kept as integers in the scratch folder) is cleaned into float."""
+    import soundfile as sf
+
+    singers = [Singer("ann", "S", leak_db, seed=4)]
+    make_take(tmp_path / "take", singers)
+    wav = tmp_path / "take" / "ann.wav"
+    x, _ = sf.read(wav, dtype="float64")
+    sf.write(wav, x, RATE, subtype="PCM_16")
+    # the truth's voice now carries the 16-bit rounding: measure against what was written
+    q, _ = sf.read(wav, dtype="float64")
+    singers[0].truth["noise"][: len(q)] += q - x
+    _, stems = run_mix(tmp_path / "take", tmp_path / "tmp")
+    _check(singers, stems)
+
+
+def test_unreadable_backing_left_out_without_backing(tmp_path: Path) -> None:
+    """With ``--no-backing`` the backing is read only for bleed removal: a broken one does not
+    stop the mix (it does without the option)."""
+    import subprocess
+
+    from tests.mix.test_mix_badtakes import mix_command, mix_env
+
+    singers = [Singer("ann", "S", -30.0, seed=1, seconds=12.0)]
+    make_take(tmp_path / "take", singers, seconds=12.0)
+    (tmp_path / "take" / "backing" / "all.wav").write_bytes(b"not audio at all" * 64)
+    for options, code in ((["--no-backing"], 0), ([], 2)):
+        done = subprocess.run(
+            mix_command(tmp_path / "take", *options), capture_output=True, text=True,
+            env=mix_env(tmp_path), timeout=120,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
