@@ -1,0 +1,288 @@
+"""Clock drift of separate-clock recordings without a clock map, measured against the rest of
+the take: the program's bleed in each recording, then the onsets of the program and of the
+other singers (see :mod:`tutti.audio.driftfind`), for :func:`tutti.mix.dedrift.dedrift`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+
+from tutti.audio.resample import StreamResampler
+from tutti.audio.types import AudioArray
+from tutti.mix.decode import READ_BLOCK, Stopped
+from tutti.mix.folder import AudioFile
+from tutti.mix.inputs import Input
+from tutti.mix.scratch import RawAudio
+from tutti.takeformat import Backing
+from tutti.wire import SessionSettings
+
+if TYPE_CHECKING:
+    from tutti.audio.drift import DriftEstimate
+    from tutti.audio.driftfind import DriftFit, Floats
+
+__all__ = [
+    "Program",
+    "Sensed",
+    "make_program",
+    "sense",
+    "ensemble_drifts",
+    "choose",
+    "senses_drift",
+    "hop_for",
+    "WAVE_RATE",
+]
+
+WAVE_RATE = 8000  # Hz of the waveforms the bleed is correlated at (the click is 1–1.6 kHz)
+_WINDOW_S = 10.0  # seconds per correlation window
+_MAX_LAG_S = 0.3  # lags searched either way: 400 ppm over 12 minutes
+_BLEED_OFFSET_S = 0.02  # a start error the bleed may show
+_HABIT_S = 0.12  # how far behind (or ahead of) the rest a singer may sing
+
+
+@dataclass
+class Program:
+    """What the singers heard, on the timeline: a waveform at :data:`WAVE_RATE` (timeline
+    frame 0 first) and its onset envelope on the recordings' envelope grid."""
+
+    wave: Floats
+    envelope: Floats
+
+
+@dataclass
+class Sensed:
+    """What pass 1 measured of one recording for the drift: its onset envelope on the
+    timeline grid (at its nominal place), where it holds audio, and its bleed fit."""
+
+    envelope: Floats
+    active: Floats
+    drifting: bool
+    bleed: DriftFit | None = None
+
+
+def senses_drift(item: Input, no_drift: bool) -> bool:
+    """Whether a recording's drift is measured here: a separate clock without a clock map."""
+    return not no_drift and not item.rec.shared_clock and not item.rec.clock_map
+
+
+def hop_for(rate: int) -> int:
+    """Frames per envelope value at the take's rate (about a millisecond)."""
+    from tutti.audio.driftfind import ENV_RATE
+
+    return max(1, rate // ENV_RATE)
+
+
+def _backing_wave(audio: AudioFile, start: int, rate: int, out: Floats) -> None:
+    """Add a backing track, mono at :data:`WAVE_RATE`, into ``out`` from timeline ``start``."""
+    resample = StreamResampler(audio.rate, WAVE_RATE, 1)
+    at = round(start * WAVE_RATE / rate)
+    with sf.SoundFile(str(audio.path)) as f:
+        for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+            part = resample(block.mean(axis=1, keepdims=True))[:, 0]
+            lo, hi = max(0, at), min(out.shape[0], at + part.shape[0])
+            if hi > lo:
+                out[lo:hi] += part[lo - at : hi - at]
+            at += part.shape[0]
+
+
+def make_program(
+    settings: SessionSettings | None,
+    backings: list[tuple[Backing, AudioFile]],
+    frames: int,
+    rate: int,
+) -> Program | None:
+    """The click (from the take's tempo) and every backing track over ``frames`` timeline
+    frames; None when the take has neither."""
+    from tutti.audio.click import beat_frames, render_click
+    from tutti.audio.driftfind import hop_energy, onset_envelope
+
+    if settings is None and not backings:
+        return None
+    n = int(frames * WAVE_RATE / rate) + 1
+    wave = np.zeros(n)
+    if settings is not None:
+        beats = beat_frames(settings, WAVE_RATE, seconds=n / WAVE_RATE)
+        wave += render_click(beats, WAVE_RATE, n)[:, 0]
+    for b, audio in backings:
+        _backing_wave(audio, b.timeline_start, rate, wave)
+    if not np.any(wave):
+        return None
+    hop = hop_for(rate)
+    env_rate = rate / hop
+    small = max(1, round(WAVE_RATE / env_rate))
+    env = onset_envelope(hop_energy(wave.astype(np.float32), small), WAVE_RATE / small)
+    grid = np.arange(int(frames / hop) + 1) * hop / rate * (WAVE_RATE / small)
+    return Program(wave, np.interp(grid, np.arange(env.shape[0]), env, right=0.0))
+
+
+def _read_mono(raw: RawAudio, lo: int, hi: int) -> AudioArray:
+    """Frames [lo, hi) of ``raw`` folded to mono, (frames,)."""
+    out: AudioArray = raw.read(lo, hi).mean(axis=1, dtype=np.float32)
+    return out
+
+
+def _on_grid(env: Floats, start: int, hop: int, ppm: float, cells: int) -> Floats:
+    """A recording's envelope (its own frames) on the timeline grid (cell ``g`` is timeline
+    frame ``g·hop``), read on a clock ``ppm`` fast; zero where it holds nothing."""
+    pos = ((np.arange(cells) * hop - start) * (1 + ppm * 1e-6)) / hop - 0.5
+    out: Floats = np.interp(pos, np.arange(env.shape[0]), env, left=0.0, right=0.0)
+    return out
+
+
+def sense(
+    item: Input,
+    raw: RawAudio,
+    rate: int,
+    cells: int,
+    program: Program | None,
+    drifting: bool,
+    stop: threading.Event,
+) -> Sensed:
+    """Read a decoded recording once: its onset envelope, and for a ``drifting`` one its
+    waveform at :data:`WAVE_RATE` correlated with the program's bleed."""
+    from tutti.audio.driftfind import hop_energy, measure_drift, onset_envelope
+
+    hop = hop_for(rate)
+    block = hop * (READ_BLOCK // hop)
+    energy, waves = [], []
+    low = StreamResampler(rate, WAVE_RATE, 1) if drifting and program is not None else None
+    for a in range(0, raw.frames, block):
+        if stop.is_set():
+            raise Stopped
+        x = _read_mono(raw, a, min(raw.frames, a + block))
+        energy.append(hop_energy(x, hop))
+        if low is not None:
+            waves.append(low(x[:, None])[:, 0])
+    env = onset_envelope(np.concatenate(energy) if energy else np.zeros(0), rate / hop)
+    grid = _on_grid(env, item.timeline_start, hop, 0.0, cells)
+    active = _on_grid(np.ones_like(env), item.timeline_start, hop, 0.0, cells)
+    got = Sensed(grid, active, drifting)
+    if low is not None and program is not None:
+        waves.append(low.flush()[:, 0])
+        wave = np.concatenate(waves).astype(np.float64)
+        at = round(item.timeline_start * WAVE_RATE / rate)
+        ref = np.zeros(wave.shape[0])
+        lo, hi = max(0, at), min(program.wave.shape[0], at + wave.shape[0])
+        if hi > lo:
+            ref[lo - at : hi - at] = program.wave[lo:hi]
+        got.bleed = measure_drift(wave, ref, WAVE_RATE, window_s=_WINDOW_S, max_lag_s=_MAX_LAG_S,
+                                  max_offset_s=_BLEED_OFFSET_S, whiten=True)  # fmt: skip
+    return got
+
+
+def _corrected(env: Floats, start: int, ppm: float, hop: int) -> Floats:
+    """An envelope on the timeline grid at its nominal place, put back onto the timeline's
+    clock: nominal timeline ``p`` holds what was at ``start + (p − start) / (1 + ppm·1e-6)``."""
+    if not ppm:
+        return env
+    e = ppm * 1e-6
+    pos = np.arange(env.shape[0]) * (1 + e) - start * e / hop
+    out: Floats = np.interp(pos, np.arange(env.shape[0]), env, left=0.0, right=0.0)
+    return out
+
+
+def _unit(env: Floats) -> Floats:
+    """An envelope scaled to unit spread (every reference counts alike)."""
+    sd = float(env.std())
+    return env / sd if sd > 0 else env
+
+
+def ensemble_drifts(
+    items: list[Input],
+    sensed: dict[int, Sensed],
+    todo: list[Input],
+    known: dict[int, float],
+    program: Program | None,
+    rate: int,
+) -> dict[int, tuple[DriftFit, bool]]:
+    """The drift of each recording in ``todo`` from its onsets against the others'.
+
+    The reference starts with what runs on the timeline's clock — the program, shared-clock
+    singers, and drifting ones whose drift is ``known`` (map or bleed: index → ppm) — so the
+    first fit is absolute; a second round adds the others, corrected by their first fits.
+    Returns index → (fit, anchored): without anything on the timeline's clock the singers can
+    be compared only with each other, which does not tell whose clock ran (anchored False).
+    """
+    from tutti.audio.driftfind import measure_drift
+
+    hop = hop_for(rate)
+    cells = next(iter(sensed.values())).envelope.shape[0]
+    todo_ids = {i.index for i in todo}
+    anchor = np.zeros(cells)
+    if program is not None:
+        anchor += _unit(program.envelope[:cells])
+    for it in items:
+        if it.index in todo_ids:
+            continue
+        ppm = known.get(it.index, 0.0)
+        env = sensed[it.index].envelope
+        anchor += _unit(_corrected(env, it.timeline_start, ppm, hop))
+    anchored = bool(np.any(anchor))
+    fits: dict[int, DriftFit] = {}
+    for rnd in range(2 if len(todo) > 1 or not anchored else 1):
+        new: dict[int, DriftFit] = {}
+        for it in todo:
+            ref = anchor.copy()
+            for other in todo:
+                if other.index == it.index or (anchored and rnd == 0):
+                    continue
+                prev = fits.get(other.index)
+                ppm = prev.ppm if prev is not None and prev.certain else 0.0
+                env = sensed[other.index].envelope
+                ref += _unit(_corrected(env, other.timeline_start, ppm, hop))
+            s = sensed[it.index]
+            new[it.index] = measure_drift(s.envelope, ref, rate / hop, window_s=_WINDOW_S,
+                                          max_lag_s=_MAX_LAG_S, max_offset_s=_HABIT_S,
+                                          whiten=False, active=s.active)  # fmt: skip
+        fits = new
+    return {k: (f, anchored) for k, f in fits.items()}
+
+
+def _said(fit: DriftFit) -> str:
+    return f"{fit.agreeing} of {fit.windows} windows agree, strength {fit.strength:.1f}"
+
+
+def choose(
+    items: list[Input], sensed: dict[int, Sensed], program: Program | None, rate: int
+) -> dict[int, DriftEstimate]:
+    """The drift of every recording :func:`sense` looked at for bleed: from the bleed where it
+    is certain, else from the onsets where they are certain and anchored to the timeline's
+    clock.  Sets each item's ``drift_from`` (the source and its 95 % interval, ppm); a
+    recording neither measures gets a warning and no estimate (markers are tried next)."""
+    from tutti.audio.drift import DriftEstimate
+
+    out: dict[int, DriftEstimate] = {}
+    fits: dict[int, tuple[DriftFit, str]] = {}
+    todo = []
+    for it in items:
+        got = sensed.get(it.index)
+        if got is None or not got.drifting:
+            continue
+        if got.bleed is not None and got.bleed.certain:
+            fits[it.index] = (got.bleed, "bleed")
+        else:
+            todo.append(it)
+    if todo:
+        known = {k: f.ppm for k, (f, _) in fits.items()}
+        for k, (fit, anchored) in ensemble_drifts(
+            items, sensed, todo, known, program, rate
+        ).items():
+            it = next(i for i in todo if i.index == k)
+            if fit.certain and anchored:
+                fits[k] = (fit, "onsets")
+            elif fit.certain:
+                it.warnings.append(
+                    f"drift {fit.ppm:+.1f} ppm against the other singers only (no click, "
+                    "backing or shared-clock singer to say whose clock ran): not corrected"
+                )
+            else:
+                it.warnings.append(f"drift: cannot tell from bleed or onsets ({_said(fit)})")
+    for k, (fit, how) in fits.items():
+        it = next(i for i in items if i.index == k)
+        it.drift_from = f"{how} ±{max(0.05, 0.5 * (fit.ppm_high - fit.ppm_low)):.1f}"
+        out[k] = DriftEstimate(ppm=fit.ppm, offset_frames=0.0, markers_used=fit.agreeing,
+                               residual_frames=0.0)  # fmt: skip
+    return out
