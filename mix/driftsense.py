@@ -222,7 +222,7 @@ def ensemble_drifts(
         anchor += _unit(_corrected(env, it.timeline_start, ppm, hop))
     anchored = bool(np.any(anchor))
     fits: dict[int, DriftFit] = {}
-    for rnd in range(2 if len(todo) > 1 or not anchored else 1):
+    for rnd in range(2 if len(todo) > 1 and anchored else 1):
         new: dict[int, DriftFit] = {}
         for it in todo:
             ref = anchor.copy()

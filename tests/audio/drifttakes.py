@@ -64,7 +64,7 @@ def voice(s: Song, part: str, seed: int, level: float = 0.15) -> np.ndarray:
         )
         out[a : a + m] += level * rng.uniform(0.7, 1.0) * tone * env
     out += 0.002 * rng.standard_normal(n)
-    return out
+    return out.astype(np.float32)
 
 
 def program(s: Song, with_backing: bool = True) -> np.ndarray:
@@ -123,7 +123,7 @@ def record(
     no bleed) plus room noise, heard from ``start_s`` on and written on an input clock
     ``ppm`` fast; ``gap`` (seconds on the timeline, length) is lost input (silence)."""
     truth = voice(s, part, seed)
-    heard = truth.copy()
+    heard = truth.astype(np.float64)
     if bleed_db is not None and prog is not None:
         heard += 10 ** (bleed_db / 20) * prog
     a = int(start_s * s.rate)
