@@ -14,10 +14,12 @@ It streams: memory does not grow with the length of the take or the number of re
    (:mod:`tutti.mix.decode`, :mod:`tutti.mix.scratch`).  For a separate-clock recording the
    drift comes from its clock map, or else from markers searched in the first and last seconds
    of that file, and a drifting recording is resampled (streaming) into a new scratch file; its
-   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  Stems are written from the
-   scratch files.  The analysis code (scipy, pyloudnorm) is loaded in a thread meanwhile
-   (:mod:`tutti.mix.passes`); the recordings decoded before it is there are measured from
-   their scratch files.
+   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  When a separate-clock
+   recording has no map, every recording is read first and the drift is measured against
+   the program's bleed and the other singers' onsets (:mod:`tutti.mix.driftsense`).  Stems
+   are written from the scratch files.  The analysis code (scipy, pyloudnorm) is loaded in a
+   thread meanwhile (:mod:`tutti.mix.passes`); the recordings decoded before it is there are
+   measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
    needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
    and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
@@ -59,6 +61,7 @@ import soundfile as sf
 from rich.console import Console
 
 from tutti.audio.types import AudioError
+from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
     Input,
@@ -211,6 +214,19 @@ def _span(
     return start, end
 
 
+def _heard(
+    args: argparse.Namespace, root: Path, manifest: TakeManifest, items: list[Input]
+) -> list[tuple[Backing, AudioFile]] | None:
+    """With ``--no-backing``, the backing tracks anyway for measuring drift (what the singers
+    heard tells their clocks), if a recording needs it and they can be read; else None."""
+    if not args.no_backing or not any(senses_drift(i, args.no_drift) for i in items):
+        return None
+    try:
+        return find_backings(root, manifest)
+    except MixError:
+        return []
+
+
 def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -241,6 +257,7 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         project=args.project,
         jobs=args.jobs,
         start=start,
+        heard=_heard(args, root, manifest, items),
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:

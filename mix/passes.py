@@ -72,6 +72,7 @@ class MixPlan:
     project: bool = False
     jobs: int = 1
     start: int = 0  # timeline frame of the mix's sample 0 (the count-in's end by default)
+    heard: list[tuple[Backing, AudioFile]] | None = None  # backings for drift, if not `backings`
 
 
 def stem_dir_for(out_path: Path) -> Path:
@@ -292,7 +293,8 @@ def mix_into(
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
                   pipeline)  # fmt: skip
     else:  # drift measured against the whole take: every recording is read first
-        program = make_program(plan.session, plan.backings, plan.start + plan.frames, rate)
+        heard = plan.backings if plan.heard is None else plan.heard
+        program = make_program(plan.session, heard, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
         held: dict[int, tuple[RawAudio, VoiceAnalyser]] = {}
         sensed: dict[int, Sensed] = {}
