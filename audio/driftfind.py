@@ -171,6 +171,7 @@ def window_lags(
     max_lag_s: float,
     whiten: bool,
     active: Floats | None = None,
+    smooth_s: float = 0.0,
 ) -> LagMatrix:
     """Cross-correlate ``sig`` (the recording at its nominal place) with ``ref`` (the
     reference on the same grid: ``sig[i]`` and ``ref[i]`` are one timeline instant if the
@@ -197,7 +198,10 @@ def window_lags(
             full = cc[: 2 * lag + 1]
         else:
             full = scipy.signal.correlate(wide - wide.mean(), seg - seg.mean(), mode="valid")
-        row = _scaled(np.asarray(full[::-1], dtype=np.float64))  # column k: recording k late
+        full = np.asarray(full[::-1], dtype=np.float64)  # column k: recording k late
+        if smooth_s > 0:  # onsets people place ±20 ms apart: one broad peak, not a comb
+            full = scipy.ndimage.gaussian_filter1d(full, smooth_s * rate)
+        row = _scaled(full)
         if row is not None:
             times.append(a + win / 2)
             rows.append(row)
@@ -316,6 +320,8 @@ def measure_drift(
     whiten: bool,
     active: Floats | None = None,
     rounds: int = 2,
+    tolerance_s: float = 0.002,
+    smooth_s: float = 0.0,
 ) -> DriftFit:
     """:func:`fit_drift` of :func:`window_lags`, then again on ``sig`` stretched by what was
     found (``rounds`` in all): a window ``window_s`` long drifts by itself (120 ppm is a
@@ -326,8 +332,8 @@ def measure_drift(
         here = stretch(sig, total)
         act = None if active is None else stretch(active, total)
         m = window_lags(here, ref, rate, window_s=window_s, max_lag_s=max_lag_s, whiten=whiten,
-                        active=act)  # fmt: skip
-        fit = fit_drift(m, max_offset_s=max_offset_s)
+                        active=act, smooth_s=smooth_s)  # fmt: skip
+        fit = fit_drift(m, max_offset_s=max_offset_s, tolerance_s=tolerance_s)
         if not fit.certain and r == 0:
             return fit
         base = 1 + total * 1e-6

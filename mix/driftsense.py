@@ -41,6 +41,13 @@ _WINDOW_S = 10.0  # seconds per correlation window
 _MAX_LAG_S = 0.3  # lags searched either way: 400 ppm over 12 minutes
 _BLEED_OFFSET_S = 0.02  # a start error the bleed may show
 _HABIT_S = 0.12  # how far behind (or ahead of) the rest a singer may sing
+_ONSET_WINDOW_S = 20.0  # people place notes ±20 ms: more notes per window (if 12 fit)
+_ONSET_TOLERANCE_S = 0.01  # a window of onsets agrees within this of the line
+_ONSET_SMOOTH_S = 0.008  # onset correlations smoothed so (σ, seconds)
+#: A fit whose 95 % interval leaves the recording's end more uncertain than this is not used;
+#: one more uncertain than :data:`_SAY_END_ERROR_S` is used with a warning.
+_MAX_END_ERROR_S = 0.010
+_SAY_END_ERROR_S = 0.001
 
 
 @dataclass
@@ -173,6 +180,12 @@ def sense(
     return got
 
 
+def _onset_window(item: Input) -> float:
+    """Seconds per window of onsets: :data:`_ONSET_WINDOW_S`, shorter (down to 5 s) so that a
+    short recording still has a dozen windows."""
+    return min(_ONSET_WINDOW_S, max(5.0, item.frames / item.rate / 12))
+
+
 def _corrected(env: Floats, start: int, ppm: float, hop: int) -> Floats:
     """An envelope on the timeline grid at its nominal place, put back onto the timeline's
     clock: nominal timeline ``p`` holds what was at ``start + (p − start) / (1 + ppm·1e-6)``."""
@@ -234,9 +247,11 @@ def ensemble_drifts(
                 env = sensed[other.index].envelope
                 ref += _unit(_corrected(env, other.timeline_start, ppm, hop))
             s = sensed[it.index]
-            new[it.index] = measure_drift(s.envelope, ref, rate / hop, window_s=_WINDOW_S,
-                                          max_lag_s=_MAX_LAG_S, max_offset_s=_HABIT_S,
-                                          whiten=False, active=s.active)  # fmt: skip
+            new[it.index] = measure_drift(
+                s.envelope, ref, rate / hop, window_s=_onset_window(it), max_lag_s=_MAX_LAG_S,
+                max_offset_s=_HABIT_S, whiten=False, active=s.active,
+                tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
+            )  # fmt: skip
         fits = new
     return {k: (f, anchored) for k, f in fits.items()}
 
@@ -245,44 +260,75 @@ def _said(fit: DriftFit) -> str:
     return f"{fit.agreeing} of {fit.windows} windows agree, strength {fit.strength:.1f}"
 
 
+def _half(fit: DriftFit) -> float:
+    """Half the fit's 95 % interval, ppm."""
+    return 0.5 * (fit.ppm_high - fit.ppm_low)
+
+
+def _precise(fit: DriftFit, item: Input, rate: int) -> bool:
+    """Whether the fit is certain, places the recording's end within :data:`_MAX_END_ERROR_S`
+    (its 95 % interval) and tells a drift from none (the interval leaves 0 out)."""
+    return (
+        fit.certain
+        and fit.end_error_s(item.frames / item.rate) <= _MAX_END_ERROR_S
+        and not fit.ppm_low <= 0.0 <= fit.ppm_high
+    )
+
+
+def _doubt(fit: DriftFit, item: Input, how: str) -> str:
+    """The warning for a fit that cannot be used."""
+    if not fit.certain:
+        return f"drift: cannot tell from bleed or onsets ({_said(fit)})"
+    end = 1000 * fit.end_error_s(item.frames / item.rate)
+    if fit.ppm_low <= 0.0 <= fit.ppm_high and end <= 1000 * _MAX_END_ERROR_S:
+        return f"no drift found from {how} (within ±{_half(fit):.1f} ppm): not corrected"
+    return (
+        f"drift {fit.ppm:+.1f} ± {_half(fit):.1f} ppm from {how}, ±{end:.0f} ms by the end: "
+        "too uncertain to correct"
+    )
+
+
 def choose(
     items: list[Input], sensed: dict[int, Sensed], program: Program | None, rate: int
 ) -> dict[int, DriftEstimate]:
     """The drift of every recording :func:`sense` looked at for bleed: from the bleed where it
-    is certain, else from the onsets where they are certain and anchored to the timeline's
-    clock.  Sets each item's ``drift_from`` (the source and its 95 % interval, ppm); a
-    recording neither measures gets a warning and no estimate (markers are tried next)."""
+    is certain and precise, else from the onsets where they are and are anchored to the
+    timeline's clock.  Sets each item's ``drift_from`` (the source and half its 95 % interval,
+    ppm); a recording neither measures gets a warning and no estimate (markers are tried
+    next)."""
     from tutti.audio.drift import DriftEstimate
 
-    out: dict[int, DriftEstimate] = {}
     fits: dict[int, tuple[DriftFit, str]] = {}
     todo = []
     for it in items:
         got = sensed.get(it.index)
         if got is None or not got.drifting:
             continue
-        if got.bleed is not None and got.bleed.certain:
+        if got.bleed is not None and _precise(got.bleed, it, rate):
             fits[it.index] = (got.bleed, "bleed")
         else:
             todo.append(it)
     if todo:
         known = {k: f.ppm for k, (f, _) in fits.items()}
-        for k, (fit, anchored) in ensemble_drifts(
-            items, sensed, todo, known, program, rate
-        ).items():
-            it = next(i for i in todo if i.index == k)
-            if fit.certain and anchored:
-                fits[k] = (fit, "onsets")
-            elif fit.certain:
+        found = ensemble_drifts(items, sensed, todo, known, program, rate)
+        for it in todo:
+            fit, anchored = found[it.index]
+            if _precise(fit, it, rate) and anchored:
+                fits[it.index] = (fit, "onsets")
+            elif fit.certain and not anchored:
                 it.warnings.append(
                     f"drift {fit.ppm:+.1f} ppm against the other singers only (no click, "
                     "backing or shared-clock singer to say whose clock ran): not corrected"
                 )
             else:
-                it.warnings.append(f"drift: cannot tell from bleed or onsets ({_said(fit)})")
+                it.warnings.append(_doubt(fit, it, "onsets"))
+    out: dict[int, DriftEstimate] = {}
     for k, (fit, how) in fits.items():
         it = next(i for i in items if i.index == k)
-        it.drift_from = f"{how} ±{max(0.05, 0.5 * (fit.ppm_high - fit.ppm_low)):.1f}"
+        it.drift_from = f"{how} ±{max(0.05, _half(fit)):.1f}"
+        end = fit.end_error_s(it.frames / it.rate)
+        if end > _SAY_END_ERROR_S:
+            it.warnings.append(f"drift from {how} uncertain: ±{1000 * end:.0f} ms by the end")
         out[k] = DriftEstimate(ppm=fit.ppm, offset_frames=0.0, markers_used=fit.agreeing,
                                residual_frames=0.0)  # fmt: skip
     return out

@@ -42,15 +42,17 @@ def song(seconds: float, rate: int, seed: int = 7) -> Song:
     return Song(notes, seconds, rate)
 
 
-def voice(s: Song, part: str, seed: int, level: float = 0.15) -> np.ndarray:
+def voice(s: Song, part: str, seed: int, level: float = 0.15, jitter_s: float = 0.0) -> np.ndarray:
     """One singer on the timeline: the song's rhythm on this singer's own pitches (harmonics,
-    vibrato, a 40 ms attack, breath noise), mono float64."""
+    vibrato, a 40 ms attack, breath noise; each note ``jitter_s`` early or late, as a person
+    sings: a normal spread), mono float32."""
     rng = np.random.default_rng(seed)
     n = int(s.seconds * s.rate)
     out = np.zeros(n)
     base = PART_HZ[part] * 2 ** (rng.uniform(-0.05, 0.05))
     for start, length in s.notes:
-        a, m = int(start * s.rate), int(length * s.rate)
+        late = jitter_s * rng.standard_normal() if jitter_s else 0.0
+        a, m = int((start + late) * s.rate), int(length * s.rate)
         if a + m > n:
             break
         t = np.arange(m) / s.rate
@@ -118,11 +120,12 @@ def record(
     start_s: float = 0.0,
     prog: np.ndarray | None = None,
     gap: tuple[float, float] | None = None,
+    jitter_s: float = 0.0,
 ) -> Recorded:
     """A singer's recording: the voice plus the program at ``bleed_db`` (its peak, dBFS; None:
     no bleed) plus room noise, heard from ``start_s`` on and written on an input clock
     ``ppm`` fast; ``gap`` (seconds on the timeline, length) is lost input (silence)."""
-    truth = voice(s, part, seed)
+    truth = voice(s, part, seed, jitter_s=jitter_s)
     heard = truth.astype(np.float64)
     if bleed_db is not None and prog is not None:
         heard += 10 ** (bleed_db / 20) * prog
