@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 
 from tutti.audio.resample import StreamResampler
@@ -64,10 +65,16 @@ class Sensed:
     """What pass 1 measured of one recording for the drift: its onset envelope on the
     timeline grid (at its nominal place), where it holds audio, and its bleed fit."""
 
-    envelope: Floats
-    active: Floats
+    envelope: npt.NDArray[np.float32]
+    span: tuple[int, int]  # grid cells [lo, hi) the recording covers
     drifting: bool
     bleed: DriftFit | None = None
+
+    def active(self, cells: int) -> Floats:
+        """1 on the grid cells the recording covers, else 0."""
+        out = np.zeros(cells)
+        out[self.span[0] : self.span[1]] = 1.0
+        return out
 
 
 def senses_drift(item: Input, no_drift: bool) -> bool:
@@ -165,8 +172,9 @@ def sense(
             waves.append(low(x[:, None])[:, 0])
     env = onset_envelope(np.concatenate(energy) if energy else np.zeros(0), rate / hop)
     grid = _on_grid(env, item.timeline_start, hop, 0.0, cells)
-    active = _on_grid(np.ones_like(env), item.timeline_start, hop, 0.0, cells)
-    got = Sensed(grid, active, drifting)
+    lo = max(0, -(-item.timeline_start // hop))
+    span = (min(cells, lo), min(cells, max(lo, (item.timeline_start + raw.frames) // hop)))
+    got = Sensed(grid.astype(np.float32), span, drifting)
     if low is not None and program is not None:
         waves.append(low.flush()[:, 0])
         wave = np.concatenate(waves).astype(np.float64)
@@ -231,26 +239,27 @@ def ensemble_drifts(
         if it.index in todo_ids:
             continue
         ppm = known.get(it.index, 0.0)
-        env = sensed[it.index].envelope
+        env = sensed[it.index].envelope.astype(np.float64)
         anchor += _unit(_corrected(env, it.timeline_start, ppm, hop))
     anchored = bool(np.any(anchor))
     fits: dict[int, DriftFit] = {}
     for rnd in range(2 if len(todo) > 1 and anchored else 1):
-        new: dict[int, DriftFit] = {}
-        for it in todo:
-            ref = anchor.copy()
+        crowd = {}  # each undecided singer, corrected by its last fit if that was certain
+        if not anchored or rnd > 0:
             for other in todo:
-                if other.index == it.index or (anchored and rnd == 0):
-                    continue
                 prev = fits.get(other.index)
                 ppm = prev.ppm if prev is not None and prev.certain else 0.0
-                env = sensed[other.index].envelope
-                ref += _unit(_corrected(env, other.timeline_start, ppm, hop))
+                env = sensed[other.index].envelope.astype(np.float64)
+                crowd[other.index] = _unit(_corrected(env, other.timeline_start, ppm, hop))
+        everyone = anchor + sum(crowd.values(), np.zeros(cells))
+        new: dict[int, DriftFit] = {}
+        for it in todo:
             s = sensed[it.index]
+            ref = everyone - crowd[it.index] if crowd else everyone  # leave this one out
             new[it.index] = measure_drift(
-                s.envelope, ref, rate / hop, window_s=_onset_window(it), max_lag_s=_MAX_LAG_S,
-                max_offset_s=_HABIT_S, whiten=False, active=s.active,
-                tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
+                s.envelope.astype(np.float64), ref, rate / hop, window_s=_onset_window(it),
+                max_lag_s=_MAX_LAG_S, max_offset_s=_HABIT_S, whiten=False,
+                active=s.active(cells), tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
             )  # fmt: skip
         fits = new
     return {k: (f, anchored) for k, f in fits.items()}
