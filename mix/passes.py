@@ -36,7 +36,7 @@ from tutti.takeformat import Backing, TakeManifest
 from tutti.wire import SessionSettings
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
-    from tutti.audio.analysis import VoiceAnalyser
+    from tutti.audio.analysis import VoiceAnalyser, VoiceAnalysis
     from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import MasterReport, Mixdown
 
@@ -224,7 +224,7 @@ def mix_into(
     progress = StageProgress(console)
     stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
 
-    def decoded(item: Input) -> tuple[RawAudio, VoiceAnalyser]:
+    def decoded(item: Input) -> tuple[RawAudio, VoiceAnalysis]:
         what = f"recording {item.rec.file} ({item.name})"
         analyser: VoiceAnalyser | None = None
         if pipeline.ready:
@@ -236,10 +236,10 @@ def mix_into(
         pipeline.get()
         if analyser is None:  # decoded while the analysis code was loading
             analyser = analyse(raw, rate, what, stop)
-        return raw, analyser
+        return raw, analyser.result()  # the analyser's buffers (~6 MB) go
 
     def finish(
-        item: Input, raw: RawAudio, analyser: VoiceAnalyser, sensed: DriftEstimate | None
+        item: Input, raw: RawAudio, analysis: VoiceAnalysis, sensed: DriftEstimate | None
     ) -> str:
         what = f"recording {item.rec.file} ({item.name})"
         mix = pipeline.get()
@@ -249,12 +249,12 @@ def mix_into(
             fixed, again = dedrift(item, raw, rate, plan.session, what, stop, sensed)
             if again is not None:
                 opened.append(fixed)
-                raw, analyser = fixed, again
+                raw, analysis = fixed, again.result()
         if item.rec.gaps:
             fade_gaps(item, raw, rate)
         placed = item.timeline_start - plan.start  # where it sits in the mix
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
-        item.report = mix.add_source(raw, v, analyser.result())
+        item.report = mix.add_source(raw, v, analysis)
         if stems_wanted:
             name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
             track = f"{item.name} ({item.rec.part})"
@@ -296,11 +296,11 @@ def mix_into(
         heard = plan.backings if plan.heard is None else plan.heard
         program = make_program(plan.session, heard, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
-        held: dict[int, tuple[RawAudio, VoiceAnalyser]] = {}
+        held: dict[int, tuple[RawAudio, VoiceAnalysis]] = {}
         sensed: dict[int, Sensed] = {}
 
         def read(item: Input) -> str:
-            raw, analyser = held[item.index] = decoded(item)
+            raw, _ = held[item.index] = decoded(item)
             drifts = senses_drift(item, plan.no_drift)
             sensed[item.index] = sense(item, raw, rate, cells, program, drifts, stop)
             return item.rec.file
