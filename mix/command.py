@@ -14,12 +14,14 @@ It streams: memory does not grow with the length of the take or the number of re
    (:mod:`tutti.mix.decode`, :mod:`tutti.mix.scratch`).  For a separate-clock recording the
    drift comes from its clock map, or else from markers searched in the first and last seconds
    of that file, and a drifting recording is resampled (streaming) into a new scratch file; its
-   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  What its headset leaked
-   into its microphone (the click and backing it heard) is fitted on its quiet passages and
-   subtracted into a new scratch file, measured again (:mod:`tutti.mix.debleed`; not with
-   ``--keep-bleed``).  Stems are written from the scratch files.  The analysis code (scipy,
-   pyloudnorm) is loaded in a thread meanwhile (:mod:`tutti.mix.passes`); the recordings
-   decoded before it is there are measured from their scratch files.
+   input gaps are then faded in place (:mod:`tutti.mix.dedrift`).  When a separate-clock
+   recording has no map, every recording is read first and the drift is measured against
+   the program's bleed and the other singers' onsets (:mod:`tutti.mix.driftsense`).  What its
+   headset leaked into its microphone (the click and backing it heard) is fitted on its quiet
+   passages and subtracted into a new scratch file, measured again (:mod:`tutti.mix.debleed`;
+   not with ``--keep-bleed``).  Stems are written from the scratch files.  The analysis code
+   (scipy, pyloudnorm) is loaded in a thread meanwhile (:mod:`tutti.mix.passes`); the
+   recordings decoded before it is there are measured from their scratch files.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): block by block over the timeline, the
    needed range of every scratch file is read, gained, panned and summed; high-pass, reverb
    and backing; the result goes to a raw stereo bus file, and the pre-master loudness and
@@ -61,6 +63,7 @@ import soundfile as sf
 from rich.console import Console
 
 from tutti.audio.types import AudioError
+from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
     Input,
@@ -220,8 +223,8 @@ def _span(
 
 
 def _heard_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, AudioFile]]:
-    """The backings a ``--no-backing`` mix reads only for bleed removal: one that cannot be
-    read is left out (the mix itself does not need it)."""
+    """The backings a ``--no-backing`` mix reads only to know what was heard (for bleed
+    removal and drift): one that cannot be read is left out (the mix itself does not need it)."""
     out = []
     for b in manifest.backing:
         try:
@@ -243,7 +246,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     if not args.no_backing:
         backings = find_backings(root, manifest)
     else:  # left out of the mix, but still read to know what the singers heard
-        backings = [] if args.keep_bleed else _heard_backings(root, manifest)
+        senses = any(senses_drift(i, args.no_drift) for i in items)
+        backings = [] if args.keep_bleed and not senses else _heard_backings(root, manifest)
     start, end = _span(args, manifest, items, [] if args.no_backing else backings)
     if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")

@@ -113,15 +113,19 @@ def dedrift(
     settings: SessionSettings | None,
     what: str,
     stop: threading.Event,
+    sensed: DriftEstimate | None = None,
 ) -> tuple[RawAudio, VoiceAnalyser | None]:
-    """Measure the clock drift (from the clock map, else from markers at both ends); if there
-    is any, resample ``raw`` (streaming) into a new raw file and measure that.  Returns the
-    file to mix and its new analyser (None if the recording was left as it was)."""
+    """Measure the clock drift (from the clock map, else as ``sensed`` from the rest of the
+    take by :mod:`tutti.mix.driftsense`, else from markers at both ends); if there is any,
+    resample ``raw`` (streaming) into a new raw file and measure that.  Returns the file to
+    mix and its new analyser (None if the recording was left as it was)."""
     from tutti.audio import drift
     from tutti.audio.analysis import VoiceAnalyser
 
     if item.rec.clock_map:
         est = _map_drift(item, rate)
+    elif sensed is not None:
+        est = sensed
     else:
         est = _marker_drift(item, raw, rate, settings)
     if est is None:

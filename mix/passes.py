@@ -26,6 +26,7 @@ from tutti.audio.types import AudioArray
 from tutti.mix.debleed import HeardPrograms, debleed
 from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
+from tutti.mix.driftsense import Sensed, choose, hop_for, make_program, sense, senses_drift
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input, corrects_drift
 from tutti.mix.lossy import LOSSY, encode_on_target
@@ -36,7 +37,8 @@ from tutti.takeformat import Backing, TakeManifest
 from tutti.wire import SessionSettings
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
-    from tutti.audio.analysis import VoiceAnalyser
+    from tutti.audio.analysis import VoiceAnalyser, VoiceAnalysis
+    from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import MasterReport, Mixdown
 
 __all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
@@ -182,6 +184,26 @@ def _master_out(
         yield f.write
 
 
+def _run_jobs(
+    stage: contextlib.AbstractContextManager[Callable[[str], None]],
+    jobs: list[Callable[[], str]],
+    workers: int,
+    stop: threading.Event,
+    pipeline: _Pipeline,
+) -> None:
+    """Run pass 1's jobs in a pool under a progress stage; the first failure stops the rest."""
+    with stage as step, ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            for done in as_completed(futures):  # the first failure ends pass 1 at once
+                step(done.result())
+        except BaseException:
+            stop.set()
+            pipeline.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
+            raise
+
+
 def mix_into(
     plan: MixPlan,
     ws: Workspace,
@@ -207,10 +229,11 @@ def mix_into(
     if not plan.keep_bleed:
         heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings])
 
-    def voice(item: Input) -> str:
+    def decoded(item: Input) -> tuple[RawAudio, VoiceAnalysis | None]:
+        """The recording in its scratch file, and its analysis (None when bleed removal may
+        change it: it is measured once, after that)."""
         what = f"recording {item.rec.file} ({item.name})"
         analyser: VoiceAnalyser | None = None
-        # a recording that bleed removal may change is measured once, after it
         later = heard is not None and heard.expects(item.rec.part)
         if pipeline.ready and not later:
             from tutti.audio.analysis import VoiceAnalyser
@@ -218,33 +241,44 @@ def mix_into(
             analyser = VoiceAnalyser(rate, item.channels)
         raw = decode(item.audio, rate, work / f"{item.index:04d}.raw", analyser, what, stop)
         opened.append(raw)
+        pipeline.get()
+        if analyser is None and not later:  # decoded while the analysis code was loading
+            analyser = analyse(raw, rate, what, stop)
+        # the analyser's buffers (~6 MB) go
+        return raw, None if analyser is None else analyser.result()
+
+    def finish(
+        item: Input, raw: RawAudio, analysis: VoiceAnalysis | None, sensed: DriftEstimate | None
+    ) -> str:
+        what = f"recording {item.rec.file} ({item.name})"
         mix = pipeline.get()
         from tutti.audio.mixdown import Voice
 
-        if analyser is None and not later:  # decoded while the analysis code was loading
-            analyser = analyse(raw, rate, what, stop)
         if corrects_drift(item.rec, plan.no_drift):
-            fixed, again = dedrift(item, raw, rate, plan.session, what, stop)
+            fixed, again = dedrift(item, raw, rate, plan.session, what, stop, sensed)
             if again is not None:
                 opened.append(fixed)
-                raw, analyser = fixed, again
+                raw, analysis = fixed, again.result()
         if item.rec.gaps:
             fade_gaps(item, raw, rate)
         if heard is not None:
-            clean, again = debleed(item, raw, rate, heard, what, stop)
-            if again is not None:
+            clean, cleaned = debleed(item, raw, rate, heard, what, stop)
+            if cleaned is not None:
                 opened.append(clean)
-                raw, analyser = clean, again
-        if analyser is None:  # left as it was: measured now
-            analyser = analyse(raw, rate, what, stop)
+                raw, analysis = clean, cleaned.result()
+        if analysis is None:  # left as it was: measured now
+            analysis = analyse(raw, rate, what, stop).result()
         placed = item.timeline_start - plan.start  # where it sits in the mix
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
-        item.report = mix.add_source(raw, v, analyser.result())
+        item.report = mix.add_source(raw, v, analysis)
         if stems_wanted:
             name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
             track = f"{item.name} ({item.rec.part})"
             add_stem(name, track, raw, placed, item.pan, item.gain_db)
         return item.rec.file
+
+    def voice(item: Input) -> str:
+        return finish(item, *decoded(item), None)
 
     def add_stem(
         name: str, track: str, raw: RawAudio, start: int, pan: float, gain_db: float
@@ -274,18 +308,28 @@ def mix_into(
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]
-    jobs += [partial(voice, item) for item in plan.items]
-    with progress.stage("reading and analysing", len(jobs)) as step:
-        with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
-            futures = [pool.submit(job) for job in jobs]
-            try:
-                for done in as_completed(futures):  # the first failure ends pass 1 at once
-                    step(done.result())
-            except BaseException:
-                stop.set()
-                pipeline.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)  # stop before cleaning up
-                raise
+    if not any(senses_drift(i, plan.no_drift) for i in plan.items):
+        jobs += [partial(voice, item) for item in plan.items]
+        _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
+                  pipeline)  # fmt: skip
+    else:  # drift measured against the whole take: every recording is read first
+        program = make_program(plan.session, plan.backings, plan.start + plan.frames, rate)
+        cells = (plan.start + plan.frames) // hop_for(rate) + 1
+        held: dict[int, tuple[RawAudio, VoiceAnalysis | None]] = {}
+        sensed: dict[int, Sensed] = {}
+
+        def read(item: Input) -> str:
+            raw, _ = held[item.index] = decoded(item)
+            drifts = senses_drift(item, plan.no_drift)
+            sensed[item.index] = sense(item, raw, rate, cells, program, drifts, stop)
+            return item.rec.file
+
+        jobs += [partial(read, item) for item in plan.items]
+        _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
+                  pipeline)  # fmt: skip
+        found = choose(plan.items, sensed, program, rate)
+        jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in plan.items]
+        _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline)
     mix = pipeline.get()
     mix.finish_voices(plan.jobs)
     # the recordings' scratch files are done with (only the bus is read from here on): delete

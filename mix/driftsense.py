@@ -1,0 +1,343 @@
+"""Clock drift of separate-clock recordings without a clock map, measured against the rest of
+the take: the program's bleed in each recording, then the onsets of the program and of the
+other singers (see :mod:`tutti.audio.driftfind`), for :func:`tutti.mix.dedrift.dedrift`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from tutti.audio.resample import StreamResampler
+from tutti.audio.types import AudioArray
+from tutti.mix.decode import READ_BLOCK, Stopped
+from tutti.mix.folder import AudioFile
+from tutti.mix.inputs import Input
+from tutti.mix.scratch import RawAudio
+from tutti.takeformat import Backing
+from tutti.wire import SessionSettings
+
+if TYPE_CHECKING:
+    from tutti.audio.drift import DriftEstimate
+    from tutti.audio.driftfind import DriftFit, Floats
+
+__all__ = [
+    "Program",
+    "Sensed",
+    "make_program",
+    "sense",
+    "ensemble_drifts",
+    "choose",
+    "senses_drift",
+    "hop_for",
+    "WAVE_RATE",
+]
+
+WAVE_RATE = 8000  # Hz of the waveforms the bleed is correlated at (the click is 1–1.6 kHz)
+_WINDOW_S = 10.0  # seconds per correlation window
+_MAX_LAG_S = 0.3  # lags searched either way: 400 ppm over 12 minutes
+_BLEED_OFFSET_S = 0.02  # a start error the bleed may show
+_HABIT_S = 0.12  # how far behind (or ahead of) the rest a singer may sing
+_ONSET_WINDOW_S = 20.0  # people place notes ±20 ms: more notes per window (if 12 fit)
+_ONSET_TOLERANCE_S = 0.01  # a window of onsets agrees within this of the line
+_ONSET_SMOOTH_S = 0.008  # onset correlations smoothed so (σ, seconds)
+#: A fit whose 95 % interval leaves the recording's end more uncertain than this is not used;
+#: one more uncertain than :data:`_SAY_END_ERROR_S` is used with a warning.
+_MAX_END_ERROR_S = 0.010
+_SAY_END_ERROR_S = 0.001
+
+
+@dataclass
+class Program:
+    """What the singers heard, on the timeline: a waveform at :data:`WAVE_RATE` (timeline
+    frame 0 first) and its onset envelope on the recordings' envelope grid."""
+
+    wave: Floats
+    envelope: Floats
+
+
+@dataclass
+class Sensed:
+    """What pass 1 measured of one recording for the drift: its onset envelope on the
+    timeline grid (at its nominal place), where it holds audio, and its bleed fit."""
+
+    envelope: npt.NDArray[np.float32]
+    span: tuple[int, int]  # grid cells [lo, hi) the recording covers
+    drifting: bool
+    bleed: DriftFit | None = None
+
+    def active(self, cells: int) -> Floats:
+        """1 on the grid cells the recording covers, else 0."""
+        out = np.zeros(cells)
+        out[self.span[0] : self.span[1]] = 1.0
+        return out
+
+
+def senses_drift(item: Input, no_drift: bool) -> bool:
+    """Whether a recording's drift is measured here: a separate clock without a clock map."""
+    return not no_drift and not item.rec.shared_clock and not item.rec.clock_map
+
+
+def hop_for(rate: int) -> int:
+    """Frames per envelope value at the take's rate (about a millisecond)."""
+    from tutti.audio.driftfind import ENV_RATE
+
+    return max(1, rate // ENV_RATE)
+
+
+def _backing_wave(audio: AudioFile, start: int, rate: int, out: Floats) -> None:
+    """Add a backing track, mono at :data:`WAVE_RATE`, into ``out`` from timeline ``start``."""
+    resample = StreamResampler(audio.rate, WAVE_RATE, 1)
+    at = round(start * WAVE_RATE / rate)
+    with sf.SoundFile(str(audio.path)) as f:
+        for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+            part = resample(block.mean(axis=1, keepdims=True))[:, 0]
+            lo, hi = max(0, at), min(out.shape[0], at + part.shape[0])
+            if hi > lo:
+                out[lo:hi] += part[lo - at : hi - at]
+            at += part.shape[0]
+
+
+def make_program(
+    settings: SessionSettings | None,
+    backings: list[tuple[Backing, AudioFile]],
+    frames: int,
+    rate: int,
+) -> Program | None:
+    """The click (from the take's tempo) and every backing track over ``frames`` timeline
+    frames; None when the take has neither."""
+    from tutti.audio.click import beat_frames, render_click
+    from tutti.audio.driftfind import hop_energy, onset_envelope
+
+    if settings is None and not backings:
+        return None
+    n = int(frames * WAVE_RATE / rate) + 1
+    wave = np.zeros(n)
+    if settings is not None:
+        beats = beat_frames(settings, WAVE_RATE, seconds=n / WAVE_RATE)
+        wave += render_click(beats, WAVE_RATE, n)[:, 0]
+    for b, audio in backings:
+        _backing_wave(audio, b.timeline_start, rate, wave)
+    if not np.any(wave):
+        return None
+    hop = hop_for(rate)
+    env_rate = rate / hop
+    small = max(1, round(WAVE_RATE / env_rate))
+    env = onset_envelope(hop_energy(wave.astype(np.float32), small), WAVE_RATE / small)
+    grid = np.arange(int(frames / hop) + 1) * hop / rate * (WAVE_RATE / small)
+    return Program(wave, np.interp(grid, np.arange(env.shape[0]), env, right=0.0))
+
+
+def _read_mono(raw: RawAudio, lo: int, hi: int) -> AudioArray:
+    """Frames [lo, hi) of ``raw`` folded to mono, (frames,)."""
+    out: AudioArray = raw.read(lo, hi).mean(axis=1, dtype=np.float32)
+    return out
+
+
+def _on_grid(env: Floats, start: int, hop: int, ppm: float, cells: int) -> Floats:
+    """A recording's envelope (its own frames) on the timeline grid (cell ``g`` is timeline
+    frame ``g·hop``), read on a clock ``ppm`` fast; zero where it holds nothing."""
+    pos = ((np.arange(cells) * hop - start) * (1 + ppm * 1e-6)) / hop - 0.5
+    out: Floats = np.interp(pos, np.arange(env.shape[0]), env, left=0.0, right=0.0)
+    return out
+
+
+def sense(
+    item: Input,
+    raw: RawAudio,
+    rate: int,
+    cells: int,
+    program: Program | None,
+    drifting: bool,
+    stop: threading.Event,
+) -> Sensed:
+    """Read a decoded recording once: its onset envelope, and for a ``drifting`` one its
+    waveform at :data:`WAVE_RATE` correlated with the program's bleed."""
+    from tutti.audio.driftfind import hop_energy, measure_drift, onset_envelope
+
+    hop = hop_for(rate)
+    block = hop * (READ_BLOCK // hop)
+    energy, waves = [], []
+    low = StreamResampler(rate, WAVE_RATE, 1) if drifting and program is not None else None
+    for a in range(0, raw.frames, block):
+        if stop.is_set():
+            raise Stopped
+        x = _read_mono(raw, a, min(raw.frames, a + block))
+        energy.append(hop_energy(x, hop))
+        if low is not None:
+            waves.append(low(x[:, None])[:, 0])
+    env = onset_envelope(np.concatenate(energy) if energy else np.zeros(0), rate / hop)
+    grid = _on_grid(env, item.timeline_start, hop, 0.0, cells)
+    lo = max(0, -(-item.timeline_start // hop))
+    span = (min(cells, lo), min(cells, max(lo, (item.timeline_start + raw.frames) // hop)))
+    got = Sensed(grid.astype(np.float32), span, drifting)
+    if low is not None and program is not None:
+        waves.append(low.flush()[:, 0])
+        wave = np.concatenate(waves).astype(np.float64)
+        at = round(item.timeline_start * WAVE_RATE / rate)
+        ref = np.zeros(wave.shape[0])
+        lo, hi = max(0, at), min(program.wave.shape[0], at + wave.shape[0])
+        if hi > lo:
+            ref[lo - at : hi - at] = program.wave[lo:hi]
+        got.bleed = measure_drift(wave, ref, WAVE_RATE, window_s=_WINDOW_S, max_lag_s=_MAX_LAG_S,
+                                  max_offset_s=_BLEED_OFFSET_S, whiten=True)  # fmt: skip
+    return got
+
+
+def _onset_window(item: Input) -> float:
+    """Seconds per window of onsets: :data:`_ONSET_WINDOW_S`, shorter (down to 5 s) so that a
+    short recording still has a dozen windows."""
+    return min(_ONSET_WINDOW_S, max(5.0, item.frames / item.rate / 12))
+
+
+def _corrected(env: Floats, start: int, ppm: float, hop: int) -> Floats:
+    """An envelope on the timeline grid at its nominal place, put back onto the timeline's
+    clock: nominal timeline ``p`` holds what was at ``start + (p − start) / (1 + ppm·1e-6)``."""
+    if not ppm:
+        return env
+    e = ppm * 1e-6
+    pos = np.arange(env.shape[0]) * (1 + e) - start * e / hop
+    out: Floats = np.interp(pos, np.arange(env.shape[0]), env, left=0.0, right=0.0)
+    return out
+
+
+def _unit(env: Floats) -> Floats:
+    """An envelope scaled to unit spread (every reference counts alike)."""
+    sd = float(env.std())
+    return env / sd if sd > 0 else env
+
+
+def ensemble_drifts(
+    items: list[Input],
+    sensed: dict[int, Sensed],
+    todo: list[Input],
+    known: dict[int, float],
+    program: Program | None,
+    rate: int,
+) -> dict[int, tuple[DriftFit, bool]]:
+    """The drift of each recording in ``todo`` from its onsets against the others'.
+
+    The reference starts with what runs on the timeline's clock — the program, shared-clock
+    singers, and drifting ones whose drift is ``known`` (map or bleed: index → ppm) — so the
+    first fit is absolute; a second round adds the others, corrected by their first fits.
+    Returns index → (fit, anchored): without anything on the timeline's clock the singers can
+    be compared only with each other, which does not tell whose clock ran (anchored False).
+    """
+    from tutti.audio.driftfind import measure_drift
+
+    hop = hop_for(rate)
+    cells = next(iter(sensed.values())).envelope.shape[0]
+    todo_ids = {i.index for i in todo}
+    anchor = np.zeros(cells)
+    if program is not None:
+        anchor += _unit(program.envelope[:cells])
+    for it in items:
+        if it.index in todo_ids:
+            continue
+        ppm = known.get(it.index, 0.0)
+        env = sensed[it.index].envelope.astype(np.float64)
+        anchor += _unit(_corrected(env, it.timeline_start, ppm, hop))
+    anchored = bool(np.any(anchor))
+    fits: dict[int, DriftFit] = {}
+    for rnd in range(2 if len(todo) > 1 and anchored else 1):
+        crowd = {}  # each undecided singer, corrected by its last fit if that was certain
+        if not anchored or rnd > 0:
+            for other in todo:
+                prev = fits.get(other.index)
+                ppm = prev.ppm if prev is not None and prev.certain else 0.0
+                env = sensed[other.index].envelope.astype(np.float64)
+                crowd[other.index] = _unit(_corrected(env, other.timeline_start, ppm, hop))
+        everyone = anchor + sum(crowd.values(), np.zeros(cells))
+        new: dict[int, DriftFit] = {}
+        for it in todo:
+            s = sensed[it.index]
+            ref = everyone - crowd[it.index] if crowd else everyone  # leave this one out
+            new[it.index] = measure_drift(
+                s.envelope.astype(np.float64), ref, rate / hop, window_s=_onset_window(it),
+                max_lag_s=_MAX_LAG_S, max_offset_s=_HABIT_S, whiten=False,
+                active=s.active(cells), tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
+            )  # fmt: skip
+        fits = new
+    return {k: (f, anchored) for k, f in fits.items()}
+
+
+def _said(fit: DriftFit) -> str:
+    return f"{fit.agreeing} of {fit.windows} windows agree, strength {fit.strength:.1f}"
+
+
+def _half(fit: DriftFit) -> float:
+    """Half the fit's 95 % interval, ppm."""
+    return 0.5 * (fit.ppm_high - fit.ppm_low)
+
+
+def _precise(fit: DriftFit, item: Input, rate: int) -> bool:
+    """Whether the fit is certain, places the recording's end within :data:`_MAX_END_ERROR_S`
+    (its 95 % interval) and tells a drift from none (the interval leaves 0 out)."""
+    return (
+        fit.certain
+        and fit.end_error_s(item.frames / item.rate) <= _MAX_END_ERROR_S
+        and not fit.ppm_low <= 0.0 <= fit.ppm_high
+    )
+
+
+def _doubt(fit: DriftFit, item: Input, how: str) -> str:
+    """The warning for a fit that cannot be used."""
+    if not fit.certain:
+        return f"drift: cannot tell from bleed or onsets ({_said(fit)})"
+    end = 1000 * fit.end_error_s(item.frames / item.rate)
+    if fit.ppm_low <= 0.0 <= fit.ppm_high and end <= 1000 * _MAX_END_ERROR_S:
+        return f"no drift found from {how} (within ±{_half(fit):.1f} ppm): not corrected"
+    return (
+        f"drift {fit.ppm:+.1f} ± {_half(fit):.1f} ppm from {how}, ±{end:.0f} ms by the end: "
+        "too uncertain to correct"
+    )
+
+
+def choose(
+    items: list[Input], sensed: dict[int, Sensed], program: Program | None, rate: int
+) -> dict[int, DriftEstimate]:
+    """The drift of every recording :func:`sense` looked at for bleed: from the bleed where it
+    is certain and precise, else from the onsets where they are and are anchored to the
+    timeline's clock.  Sets each item's ``drift_from`` (the source and half its 95 % interval,
+    ppm); a recording neither measures gets a warning and no estimate (markers are tried
+    next)."""
+    from tutti.audio.drift import DriftEstimate
+
+    fits: dict[int, tuple[DriftFit, str]] = {}
+    todo = []
+    for it in items:
+        got = sensed.get(it.index)
+        if got is None or not got.drifting:
+            continue
+        if got.bleed is not None and _precise(got.bleed, it, rate):
+            fits[it.index] = (got.bleed, "bleed")
+        else:
+            todo.append(it)
+    if todo:
+        known = {k: f.ppm for k, (f, _) in fits.items()}
+        found = ensemble_drifts(items, sensed, todo, known, program, rate)
+        for it in todo:
+            fit, anchored = found[it.index]
+            if _precise(fit, it, rate) and anchored:
+                fits[it.index] = (fit, "onsets")
+            elif fit.certain and not anchored:
+                it.warnings.append(
+                    f"drift {fit.ppm:+.1f} ppm against the other singers only (no click, "
+                    "backing or shared-clock singer to say whose clock ran): not corrected"
+                )
+            else:
+                it.warnings.append(_doubt(fit, it, "onsets"))
+    out: dict[int, DriftEstimate] = {}
+    for k, (fit, how) in fits.items():
+        it = next(i for i in items if i.index == k)
+        it.drift_from = f"{how} ±{max(0.05, _half(fit)):.1f}"
+        end = fit.end_error_s(it.frames / it.rate)
+        if end > _SAY_END_ERROR_S:
+            it.warnings.append(f"drift from {how} uncertain: ±{1000 * end:.0f} ms by the end")
+        out[k] = DriftEstimate(ppm=fit.ppm, offset_frames=0.0, markers_used=fit.agreeing,
+                               residual_frames=0.0)  # fmt: skip
+    return out
