@@ -74,13 +74,15 @@ class Sung:
     h0: int
     slips: int  # periods by which the harness or the singer's stream slipped (missed cycles)
     off_program: int  # periods the singer played that matched no program period
+    silent_off: int  # of those, periods in which the harness heard nothing at all
     blocks: int  # periods examined
 
 
 #: Slips tried when a period does not follow on from the previous one, nearest first: a
 #: burst of xruns costs a few, and a singer killed mid-take upsets the whole JACK graph for a
-#: second or more (the harness slipped 25-65 periods against the singers in that time in
-#: runs here; two fresh-clone runs found no match within 64 from the kill on), so up to 6 s.
+#: second or more (the harness slipped 25-65 periods against the singers in that time in runs
+#: here), so up to 6 s.  Two fresh-clone runs and one run here with this search still found
+#: no match from the kill on, cause unknown: the report says how much of that was silence.
 _EXTRAS = [0] + [sign * i * PERIOD for i in range(1, 6 * RATE // PERIOD) for sign in (1, -1)]
 
 
@@ -93,7 +95,7 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
     assert first is not None, f"{SINGERS[k][0]} played nothing"
     h0 = harness_from + first - z
     ref = np.full(frames, np.nan)
-    shift, skips, blocks, unmatched = 0, 0, 0, 0
+    shift, skips, blocks, unmatched, silent = 0, 0, 0, 0, 0
     j = h0 // PERIOD
     while True:
         p0 = j * PERIOD
@@ -118,9 +120,10 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
                 break
         else:
             unmatched += 1
+            silent += not np.any(block)
         blocks += 1
         j += 1
-    return Sung(ref, h0, skips, unmatched, blocks)
+    return Sung(ref, h0, skips, unmatched, silent, blocks)
 
 
 def _program_first(
@@ -141,6 +144,7 @@ class TakeCheck:
     start_skew: int
     slips: list[int]
     off_program: list[int]  # periods played off the program (of ``blocks``)
+    silent_off: list[int]  # of those, periods the harness heard as silence
     blocks: list[int]
     stem_lags: list[int]
     stem_off: list[int]  # known periods in which the stem differs from what was sung
@@ -213,6 +217,7 @@ def _check_take(
         max(h0s) - min(h0s),
         [sg.slips for sg in sung],
         [sg.off_program for sg in sung],
+        [sg.silent_off for sg in sung],
         [sg.blocks for sg in sung],
         stem_lags,
         stem_off,
@@ -272,7 +277,8 @@ def _report(checks: list[TakeCheck], c: Choir) -> None:
         print(
             f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
             f"slipped periods {t.slips}; singer periods off-program "
-            f"{t.off_program} of {t.blocks}; stem lags {t.stem_lags}, periods off "
+            f"{t.off_program} of {t.blocks} ({t.silent_off} silent); stem lags {t.stem_lags}, "
+            f"periods off "
             f"{t.stem_off}; mix lags {t.mix_lags}, gains "
             f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
             f"xruns (over, under) {t.xruns}"

@@ -245,9 +245,11 @@ async def test_singers_stay_on_the_timeline(
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
             assert res.code == 6, res  # incomplete: Fay never connected
             missing = {m["name"]: m for m in res.json()["missing"]}
+            # the probes loop each singer's program back whole: all of it is "bleed"
             mixed = await _cli(
-                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--jobs", "1"
-            )
+                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--keep-bleed",
+                "--jobs", "1",
+            )  # fmt: skip
             roster = {p["name"]: p for p in people}
             # JACK's dummy driver keeps no time on a loaded machine: its frames per second
             jack_rate = (events[1] - events[0]) / (walls[1] - walls[0])
@@ -424,9 +426,11 @@ async def test_dropout_storm_moves_no_singer_off_the_timeline(
             folder = tmp_path / "take"
             res = await run_cli("lead", "download", take_id, str(folder), "--wait", "120", "--json")
             assert res.code == 0, res
+            # the probes loop each singer's program back whole: all of it is "bleed"
             mixed = await _cli(
-                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--jobs", "1"
-            )
+                "mix", str(folder), "--stems", "--keep-count-in", "--no-backing", "--keep-bleed",
+                "--jobs", "1",
+            )  # fmt: skip
             _check_storm(folder, e2 - e1, mixed, bounds)
         except BaseException:
             print("\n".join(s.tail() for s in c.singers))
