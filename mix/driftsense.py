@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from tutti.audio.driftfind import DriftFit, Floats
 
 __all__ = [
-    "Program",
+    "HeardReference",
     "Sensed",
-    "make_program",
+    "heard_reference",
     "sense",
     "ensemble_drifts",
     "choose",
@@ -52,9 +52,10 @@ _SAY_END_ERROR_S = 0.001
 
 
 @dataclass
-class Program:
-    """What the singers heard, on the timeline: a waveform at :data:`WAVE_RATE` (timeline
-    frame 0 first) and its onset envelope on the recordings' envelope grid."""
+class HeardReference:
+    """What the singers heard, coarsely, as the drift's reference: a waveform at
+    :data:`WAVE_RATE` (timeline frame 0 first) and its onset envelope on the recordings'
+    envelope grid.  (The exact program is :mod:`tutti.audio.program`'s.)"""
 
     wave: Floats
     envelope: Floats
@@ -102,12 +103,12 @@ def _backing_wave(audio: AudioFile, start: int, rate: int, out: Floats) -> None:
             at += part.shape[0]
 
 
-def make_program(
+def heard_reference(
     settings: SessionSettings | None,
     backings: list[tuple[Backing, AudioFile]],
     frames: int,
     rate: int,
-) -> Program | None:
+) -> HeardReference | None:
     """The click (from the take's tempo) and every backing track over ``frames`` timeline
     frames; None when the take has neither."""
     from tutti.audio.click import beat_frames, render_click
@@ -129,7 +130,7 @@ def make_program(
     small = max(1, round(WAVE_RATE / env_rate))
     env = onset_envelope(hop_energy(wave.astype(np.float32), small), WAVE_RATE / small)
     grid = np.arange(int(frames / hop) + 1) * hop / rate * (WAVE_RATE / small)
-    return Program(wave, np.interp(grid, np.arange(env.shape[0]), env, right=0.0))
+    return HeardReference(wave, np.interp(grid, np.arange(env.shape[0]), env, right=0.0))
 
 
 def _read_mono(raw: RawAudio, lo: int, hi: int) -> AudioArray:
@@ -151,7 +152,7 @@ def sense(
     raw: RawAudio,
     rate: int,
     cells: int,
-    program: Program | None,
+    program: HeardReference | None,
     drifting: bool,
     stop: threading.Event,
 ) -> Sensed:
@@ -216,7 +217,7 @@ def ensemble_drifts(
     sensed: dict[int, Sensed],
     todo: list[Input],
     known: dict[int, float],
-    program: Program | None,
+    program: HeardReference | None,
     rate: int,
 ) -> dict[int, tuple[DriftFit, bool]]:
     """The drift of each recording in ``todo`` from its onsets against the others'.
@@ -298,7 +299,7 @@ def _doubt(fit: DriftFit, item: Input, how: str) -> str:
 
 
 def choose(
-    items: list[Input], sensed: dict[int, Sensed], program: Program | None, rate: int
+    items: list[Input], sensed: dict[int, Sensed], program: HeardReference | None, rate: int
 ) -> dict[int, DriftEstimate]:
     """The drift of every recording :func:`sense` looked at for bleed: from the bleed where it
     is certain and precise, else from the onsets where they are and are anchored to the

@@ -26,7 +26,7 @@ from tutti.audio.types import AudioArray
 from tutti.mix.debleed import HeardPrograms, debleed
 from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
-from tutti.mix.driftsense import Sensed, choose, hop_for, make_program, sense, senses_drift
+from tutti.mix.driftsense import Sensed, choose, heard_reference, hop_for, sense, senses_drift
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input, corrects_drift
 from tutti.mix.lossy import LOSSY, encode_on_target
@@ -313,7 +313,7 @@ def mix_into(
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
                   pipeline)  # fmt: skip
     else:  # drift measured against the whole take: every recording is read first
-        program = make_program(plan.session, plan.backings, plan.start + plan.frames, rate)
+        program = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
         held: dict[int, tuple[RawAudio, VoiceAnalysis | None]] = {}
         sensed: dict[int, Sensed] = {}
