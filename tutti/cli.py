@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: subcommand -> the install extra that brings its libraries (a singer's install has neither)
+EXTRAS: dict[str, str] = {"serve": "server", "backup": "server", "mix": "mix"}
+
+
 def _load(name: str) -> ModuleType | None:
     module, _ = COMMANDS[name]
     try:
@@ -44,7 +48,19 @@ def _load(name: str) -> ModuleType | None:
     except ModuleNotFoundError as exc:
         if exc.name == module:
             return None
+        if name in EXTRAS and not (exc.name or "").startswith("tutti"):
+            raise TuttiError(_missing_extra(name, exc.name or "?")) from None
         raise
+
+
+def _missing_extra(command: str, library: str) -> str:
+    extra = EXTRAS[command]
+    return (
+        f"this install of tutti is for singing; `tutti {command}` also needs {library} and the "
+        f"other libraries of the '{extra}' part. Install them with "
+        f"`pip install 'tutti[{extra}]'` (or `pipx install --force 'tutti[{extra}]'`) and run "
+        "the command again."
+    )
 
 
 def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
@@ -66,16 +82,15 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(wanted)
-    args = parser.parse_args(argv)
-    mod = _load(args.command)
-    if mod is None:
-        print(f"tutti {args.command}: not yet available in this version", file=sys.stderr)
-        return 2
     try:
+        args = build_parser(wanted).parse_args(argv)
+        mod = _load(args.command)
+        if mod is None:
+            print(f"tutti {args.command}: not yet available in this version", file=sys.stderr)
+            return 2
         return int(mod.run(args) or 0)
     except TuttiError as exc:  # what a command did not report itself
-        print(f"tutti {args.command}: {exc}", file=sys.stderr)
+        print(f"tutti {wanted}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -29,6 +29,14 @@ def _exec_start() -> list[str]:
     return shlex.split(m.group(1))
 
 
+def _documented_install() -> str:
+    """What docs/deploy.md tells a host to pip-install, with this tree for the clone."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    m = re.search(r"^/opt/tutti/venv/bin/pip install (\S+)", docs, re.M)
+    assert m, "docs/deploy.md has no pip install line"
+    return shlex.split(m.group(1))[0].replace("/opt/tutti/src", str(ROOT))
+
+
 def _serve_and_probe(argv: list[str], data: Path) -> None:
     """Run the unit's command line on a free port and a test data folder; /healthz answers."""
     port = unused_port()
@@ -55,7 +63,7 @@ def test_fresh_venv_and_the_units_command_line(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     started = time.monotonic()
     pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT)],
+        [str(venv / "bin" / "pip"), "install", "-q", _documented_install()],
         capture_output=True,
         text=True,
         timeout=840,
