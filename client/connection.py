@@ -31,6 +31,7 @@ __all__ = [
     "PartTrack",
     "JoinInfo",
     "normalise_url",
+    "error_of",
     "join_session",
     "Connection",
 ]
@@ -97,7 +98,8 @@ def normalise_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-async def _error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
+async def error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
+    """``(code, message)`` of an API error reply, or empty strings when it is not one."""
     try:
         err = wire.ErrorBody.from_dict(await resp.json(content_type=None)).error
         return err.code, err.message
@@ -136,7 +138,7 @@ async def join_session(
         body = wire.JoinRequest(code.strip(), name, part).to_dict()
         async with http.post(f"{base_url}/api/join", json=body, timeout=_HTTP_TIMEOUT) as resp:
             if resp.status != 200:
-                ecode, msg = await _error_of(resp)
+                ecode, msg = await error_of(resp)
                 err = _refusal(resp, ecode, msg, code)
                 if part is None and resp.status in (400, 422) and "part" in msg:
                     err = JoinError(f"{msg} — choose your voice part with --part", code=err.code)

@@ -41,7 +41,8 @@ from tutti import wire
 from tutti.client import config
 from tutti.client.backing import BackingError, fetch_backing
 from tutti.client.clock import ClockError, ClockEstimate, ClockSync
-from tutti.client.connection import Connection, JoinError, JoinInfo, join_session, normalise_url
+from tutti.client.connection import Connection, JoinError, JoinInfo, join_session
+from tutti.client.invite import resolve_join, stdin_is_terminal
 from tutti.client.liveview import LiveState, LiveView
 from tutti.client.program import Program, ProgramError, load_backing, render_program
 from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
@@ -64,10 +65,16 @@ REPROBE_S: Final = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the session server, e.g. http://choir.example.org:8765")
-    parser.add_argument("--code", required=True, help="the join code your leader gave you")
-    parser.add_argument("--name", required=True, help="your name as the leader sees it")
-    parser.add_argument("--part", help="your voice part (e.g. S, A, T, B); default: the first")
+    parser.add_argument(
+        "url",
+        help="the invite link your leader sent (https://choir.example.org/j/CODE), or the "
+        "server's address with --code",
+    )
+    parser.add_argument("--code", help="the join code (not needed with an invite link)")
+    parser.add_argument("--name", help="your name as the leader sees it (asked for when left out)")
+    parser.add_argument(
+        "--part", help="your voice part, e.g. S, A, T or B (asked for when left out)"
+    )
     parser.add_argument(
         "--device",
         help="audio device number or part of its name; 'IN,OUT' for separate devices "
@@ -88,16 +95,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        base_url, args.code, args.name, args.part = resolve_join(
+            args.url, args.code, args.name, args.part, interactive=stdin_is_terminal()
+        )
         check_name(args.name)
         if args.part is not None:
             check_part(args.part)
-        base_url = normalise_url(args.url)
     except WireError as exc:
         print(f"tutti join: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except JoinError as exc:
         print(f"tutti join: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except EOFError:  # the terminal closed while tutti asked for a name or part
+        print("\ntutti join: no answer; give --name and --part", file=sys.stderr)
+        return ExitCode.USAGE
     if args.blocksize < 0 or args.blocksize > 8192:
         print("tutti join: --blocksize must be 0–8192 frames", file=sys.stderr)
         return ExitCode.USAGE

@@ -151,6 +151,7 @@ async def _create(args: argparse.Namespace) -> int:
                 "server": server,
                 "session_id": created.session_id,
                 "code": created.code,
+                "invite_link": wire.invite_link(server, created.code),
                 "settings": made.to_dict(),
                 "config": str(path),
             }
@@ -160,7 +161,9 @@ async def _create(args: argparse.Namespace) -> int:
     body = Text.assemble(
         ("Join code\n\n", "bold"),
         (_spaced(created.code), "bold reverse"),
-        "\n\nSingers run:\n",
+        "\n\nSend your singers this link (it shows them what to install and do):\n",
+        (wire.invite_link(server, created.code), "bold cyan"),
+        "\n\nSingers who have tutti run:\n",
         (f"tutti join {server} --code {created.code} --name 'Your Name' --part PART", "cyan"),
         f"\n\nparts: {', '.join(made.parts)} · {made.bpm:g} bpm "
         f"{made.beats_per_bar}/{made.beat_unit} · {made.rate} Hz",

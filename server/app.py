@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from . import invite
 from .app_keys import CONFIG, SERVICES, Config, Services
 from .auth import JoinLimiter
 from .client_address import parse_proxies
@@ -149,6 +150,7 @@ def init_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[SERVICES] = services
     add_routes(app)
+    invite.add_routes(app)
     add_metrics(app)
     add_security_headers(app)
     realtime.attach(app)

@@ -28,6 +28,7 @@ __all__ = [
     "parse_proxies",
     "parse_address",
     "client_address",
+    "from_trusted_proxy",
     "address_bucket",
 ]
 
@@ -97,6 +98,12 @@ def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
             return str(addr)
         reporter = addr
     return str(reporter)
+
+
+def from_trusted_proxy(request: web.Request, proxies: tuple[IPNetwork, ...]) -> bool:
+    """Whether the direct peer is a trusted proxy, whose ``X-Forwarded-*`` headers count."""
+    peer = parse_address(request.remote or "")
+    return peer is not None and _trusted(peer, proxies)
 
 
 def address_bucket(client: str) -> str:

@@ -131,6 +131,11 @@ async def join(request: web.Request) -> web.Response:
     return _reply(svc.sessions.join(await _json(request), _client_key(request)))
 
 
+async def invite(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    return _reply(svc.sessions.invite(request.match_info["code"][:64], _client_key(request)))
+
+
 async def get_session(request: web.Request) -> web.Response:
     return _reply(request.app[SERVICES].sessions.info(_me(request)))
 
@@ -266,6 +271,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz)
     r.add_post("/api/sessions", create_session)
     r.add_post("/api/join", join)
+    r.add_get("/api/invite/{code}", invite)
     r.add_get("/api/session", get_session)
     r.add_patch("/api/session", patch_session)
     r.add_post("/api/session/close", close_session)

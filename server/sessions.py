@@ -15,6 +15,7 @@ from typing import Any
 from tutti.wire import (
     PROTOCOL_VERSION,
     Ev,
+    Invite,
     Joined,
     JoinRequest,
     SessionClosed,
@@ -138,25 +139,42 @@ class Sessions:
             raise Conflict("could not find a free join code; try again", code="code_space_full")
         return SessionCreated(session.session_id, session.code, token, settings, PROTOCOL_VERSION)
 
-    def join(self, payload: Any, client: str) -> Joined:
-        """A singer joins with ``{"code", "name", "part"}``; wrong codes count per ``client``."""
-        req = JoinRequest.from_dict(payload, "join")
-        code = req.code
+    def _check_guessing(self, code: str, client: str) -> None:
+        """Refuse a client that guessed too many wrong codes (429)."""
         # Wrong codes count per address and typed code, and (three times as many) per
         # address: one singer retyping a wrong code behind a shared NAT cannot lock the
         # others out, and guessing many codes from one address (an IPv6 /64) stays limited.
         addr = address_bucket(client)
-        pair = f"{addr} {normalize_code(code)}"
-        self.limiter.check(pair)
+        self.limiter.check(f"{addr} {normalize_code(code)}")
         self.address_limiter.check(addr)
-        name = check_name(req.name)
+
+    def _by_code(self, code: str, client: str) -> Session:
+        """The session with join code ``code``; a wrong code counts against ``client``."""
         session = self.store.session_by_code(normalize_code(code))
         if session is None:
-            self.limiter.failed(pair)
+            addr = address_bucket(client)
+            self.limiter.failed(f"{addr} {normalize_code(code)}")
             self.address_limiter.failed(addr)
             raise NotFound(
                 "no session has this join code; check it with your leader", code="bad_code"
             )
+        return session
+
+    def invite(self, code: str, client: str) -> Invite:
+        """What the invite link for ``code`` shows: the open session's title and parts."""
+        self._check_guessing(code, client)
+        session = self._by_code(code, client)
+        refusal = self.not_open(session)
+        if refusal is not None:
+            raise Forbidden(refusal[1], code=refusal[0])
+        return Invite(session.code, session.settings.title, tuple(session.settings.parts))
+
+    def join(self, payload: Any, client: str) -> Joined:
+        """A singer joins with ``{"code", "name", "part"}``; wrong codes count per ``client``."""
+        req = JoinRequest.from_dict(payload, "join")
+        self._check_guessing(req.code, client)
+        name = check_name(req.name)
+        session = self._by_code(req.code, client)
         refusal = self.not_open(session)
         if refusal is not None:
             raise Forbidden(refusal[1], code=refusal[0])

@@ -187,6 +187,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Modules that read tutti's own files, not the wire (each a format of its own).
 LOCAL_FILES = {
     "server/uploads.py": "a tus upload's state file in the data folder",
+    "server/invite.py": "pip's direct_url.json of the installed tutti",
     "client/calibrate.py": "the calibration section of the config file",
     "client/config.py": "the config file",
     "client/leadconfig.py": "the leader's saved sessions in the config file",

@@ -57,8 +57,9 @@ def _missing_extra(command: str, library: str) -> str:
     extra = EXTRAS[command]
     return (
         f"this install of tutti is for singing; `tutti {command}` also needs {library} and the "
-        f"other libraries of the '{extra}' part. Install them with "
-        f"`pip install 'tutti[{extra}]'` (or `pipx install --force 'tutti[{extra}]'`) and run "
+        f"other libraries of tutti's '{extra}' part. Install tutti again from where you got "
+        f"it, with [{extra}] after its path or address: `pip install '/path/to/tutti[{extra}]'`"
+        f" or `pipx install --force 'tutti[{extra}] @ ADDRESS'` (docs/singers.md), then run "
         "the command again."
     )
 

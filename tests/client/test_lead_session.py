@@ -77,6 +77,7 @@ async def test_create_prints_code_and_remembers_token(server: str, config_dir: P
     code = entry["code"]
     assert len(code) >= 4 and " ".join(code) in res.out  # shown big and spaced
     assert f"tutti join {server} --code {code}" in res.out
+    assert f"{server}/j/{code}" in res.out  # the invite link
     assert entry["token"] and entry["token"] not in res.out  # the token is not printed
     res = await run_cli("lead", "roster", "--json")
     assert res.code == 0 and res.json() == {"participants": []}, res

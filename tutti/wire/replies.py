@@ -24,6 +24,8 @@ __all__ = [
     "UploadMetadata",
     "Health",
     "SessionCreated",
+    "Invite",
+    "invite_link",
     "Joined",
     "SessionInfo",
     "SessionState",
@@ -98,6 +100,22 @@ class SessionCreated(Record):
     leader_token: str = spec(maxlen=200)
     settings: SessionSettings = spec()
     protocol: int = spec(lo=1)
+
+
+def invite_link(base_url: str, code: str) -> str:
+    """The link a leader shares (``GET /j/{code}``, a page for the singer's browser; also what
+    ``tutti join LINK`` reads)."""
+    return f"{base_url.rstrip('/')}/j/{code}"
+
+
+@dataclass(frozen=True)
+class Invite(Record):
+    """``GET /api/invite/{code}``: what an invite link (``/j/{code}``) tells before joining:
+    the session's title and voice parts (an unknown code counts toward the join rate limit)."""
+
+    code: str = spec(maxlen=MAX_CODE_CHARS)
+    title: str = spec(maxlen=120)
+    parts: tuple[str, ...] = spec(maxlen=16)
 
 
 @dataclass(frozen=True)
@@ -257,6 +275,7 @@ HTTP_REPLIES: Final[dict[str, type[Record]]] = {
     "GET /healthz": Health,
     "POST /api/sessions": SessionCreated,
     "POST /api/join": Joined,
+    "GET /api/invite/{code}": Invite,
     "GET /api/session": SessionInfo,
     "PATCH /api/session": SessionSettings,
     "POST /api/session/close": SessionState,
