@@ -44,6 +44,7 @@ from tutti.client.clock import ClockError, ClockEstimate, ClockSync
 from tutti.client.connection import Connection, JoinError, JoinInfo, join_session
 from tutti.client.invite import resolve_join, stdin_is_terminal
 from tutti.client.liveview import LiveState, LiveView
+from tutti.client.lyrics import TimedWords, fetch_words
 from tutti.client.program import Program, ProgramError, load_backing, render_program
 from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
 from tutti.errors import EXIT_CODES_HELP, ExitCode
@@ -144,6 +145,7 @@ class _Take:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     beats: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    words: TimedWords = field(default_factory=TimedWords)
 
 
 class Singer:
@@ -334,6 +336,7 @@ class Singer:
         pos = (time.monotonic() - take.t0_local) * take.program.rate
         if pos < 0:
             return
+        self.state.words, self.state.words_next = take.words.at(int(pos))
         i = bisect.bisect_right(take.beats, int(pos)) - 1
         if i >= 0:
             self.state.beat_label = take.labels[i]
@@ -503,7 +506,13 @@ class Singer:
             await self._emit_take_state(start.take_id, "failed", "joined without audio")
             return
         program, beats, labels = await self._program_for(start.settings)
+        assert self.info is not None
+        words = await fetch_words(
+            self.http_session, self.base_url, self.info.token, self.info.part,
+            start.settings, len(program.audio),
+        )  # fmt: skip
         take = _Take(start=start, t0_local=t0_local, program=program, beats=beats, labels=labels)
+        take.words = words
         self.take = take
         try:
             await self._record_and_upload(take)

@@ -5,6 +5,7 @@ Sub-commands (each a small coroutine over :class:`tutti.client.leader_api.Leader
     tutti lead create URL --title T [--rate] [--bpm] [--meter 4/4] [--count-in] [--parts S,A,T,B]
                                     [--tempo-map FILE.json]
     tutti lead track PART FILE
+    tutti lead lyrics PART FILE
     tutti lead roster [--json]
     tutti lead take arm | start [--lead S] | stop | run --seconds N
     tutti lead takes [--json]
@@ -218,6 +219,29 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
             f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch, "
             f"sha256 {info.sha256[:12]}…"
         )
+    return ExitCode.OK
+
+
+async def _lyrics(args: argparse.Namespace, target: Target) -> int:
+    try:
+        text = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+    async with LeaderClient(target.server, target.token) as api:
+        lyrics = await api.upload_lyrics(args.part, text)
+    if args.json:
+        _print_json(lyrics.to_dict())
+        return ExitCode.OK
+    first = lyrics.cues[0]
+    at = (
+        f"{int(first.seconds // 60)}:{first.seconds % 60:04.1f} after the backing starts"
+        if first.seconds is not None
+        else f"{'count-in ' if first.count_in else ''}bar {first.bar} beat {first.beat}"
+    )
+    _out_console().print(
+        f"words for {args.part}: {len(lyrics.cues)} timed lines, the first at {at}; singers "
+        "see them from the next take"
+    )
     return ExitCode.OK
 
 
@@ -585,6 +609,7 @@ async def _watch(args: argparse.Namespace, target: Target) -> int:
 
 _ACTIONS: dict[str, Callable[[argparse.Namespace, Target], Awaitable[int]]] = {
     "track": _track,
+    "lyrics": _lyrics,
     "roster": _roster,
     "take": _take,
     "takes": _takes,

@@ -92,6 +92,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", type=Path, help="WAV, FLAC or OGG at the session rate")
     _common(p, with_json=True)
 
+    p = sub.add_parser("lyrics", help="upload a part's words, timed (LRC or BAR:BEAT lines)")
+    p.add_argument("part", metavar="PART", help="voice part (one of the session's parts)")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        type=Path,
+        help="UTF-8 text: LRC ('[01:02.50] words', times from the backing's start) or cues "
+        "('12:1 words' = bar 12 beat 1 of the song, 'in 1:1 words' in the count-in)",
+    )
+    _common(p, with_json=True)
+
     p = sub.add_parser("roster", help="who has joined: parts, connection, latency, clock, level")
     _common(p, with_json=True)
 

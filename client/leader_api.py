@@ -315,6 +315,16 @@ class LeaderClient:
             headers={"Content-Type": ctype, "Content-Length": str(size)},
         )
 
+    async def upload_lyrics(self, part: str, text: bytes) -> wire.Lyrics:
+        """``PUT /api/session/lyrics/{part}``: a lyrics file (LRC or bar:beat cues)."""
+        return await self._call(
+            wire.Lyrics,
+            "PUT",
+            f"/api/session/lyrics/{_q(part)}",
+            data=text,
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+
     async def roster(self) -> tuple[wire.RosterEntry, ...]:
         """``GET /api/session/roster``: the participants."""
         return (await self._call(wire.Roster, "GET", "/api/session/roster")).participants

@@ -43,6 +43,8 @@ class LiveState:
     take_state: str = "waiting"
     t0_local: float | None = None
     beat_label: str = ""  # "bar:beat" while a take runs
+    words: str = ""  # the line of the song's words sung now, and the next one
+    words_next: str = ""
     rms_db: float = -120.0
     peak_db: float = -120.0
     clipped_until: float = 0.0
@@ -96,6 +98,7 @@ class LiveView:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and not force_plain
         self._task: asyncio.Task[None] | None = None
         self._last_plain: tuple[str, ...] = ()
+        self._last_words = ""
         self._printed_msgs = 0
 
     # ------------------------------------------------------------------ rich
@@ -122,6 +125,8 @@ class LiveView:
         if s.backing:
             t.add_row("backing", s.backing)
         t.add_row("take", self._take_line())
+        if self._singing() and (s.words or s.words_next):
+            t.add_row("words", Text(s.words, style="bold") + Text(f"\n{s.words_next}", style="dim"))
         level_style = "red" if self.now() < s.clipped_until else "cyan"
         lvl = Text(meter(s.peak_db), style=level_style) + Text(f" {s.peak_db:6.1f} dBFS")
         if self.now() < s.clipped_until:
@@ -142,6 +147,9 @@ class LiveView:
         if s.message:
             parts.append(Text(s.message, style="italic"))
         return Group(*parts)
+
+    def _singing(self) -> bool:
+        return self.state.take_state in ("count-in", "recording")
 
     def _take_line(self) -> str:
         s = self.state
@@ -167,6 +175,9 @@ class LiveView:
                 + (f" upload={s.upload}" if s.upload else "")
             )
             self._last_plain = key
+        if self._singing() and s.words and s.words != self._last_words:
+            out.append(f"♪ {s.words}")
+        self._last_words = s.words if self._singing() else ""
         while self._printed_msgs < len(s.history):
             out.append(s.history[self._printed_msgs])
             self._printed_msgs += 1

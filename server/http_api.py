@@ -16,7 +16,19 @@ from typing import Any
 from aiohttp import web
 
 from tutti import __version__
-from tutti.wire import PROTOCOL_VERSION, Ev, Health, Record, TrackStored, WireError, check_part
+from tutti.cues import parse_lyrics
+from tutti.wire import (
+    PROTOCOL_VERSION,
+    Deleted,
+    Ev,
+    Health,
+    Lyrics,
+    Record,
+    SessionSettings,
+    TrackStored,
+    WireError,
+    check_part,
+)
 
 from .app_keys import SERVICES
 from .auth import bearer_token
@@ -24,6 +36,7 @@ from .client_address import client_address
 from .download import send_file
 from .edge import EdgeError, loads_json
 from .errors import BadRequest, NotFound, ServiceUnavailable
+from .lyrics import LyricsStore
 from .models import Principal
 
 __all__ = ["add_routes", "HEALTHZ_PROBE", "remove_stale_probes"]
@@ -158,17 +171,23 @@ async def roster(request: web.Request) -> web.Response:
     return _reply(svc.realtime.roster(p.session_id))
 
 
+def _session_part(request: web.Request, settings: SessionSettings) -> str:
+    """The route's part, which must be one of the session's parts."""
+    part = _part(request)
+    if part not in settings.parts:
+        raise BadRequest(
+            f"part {part!r} is not one of this session's parts {list(settings.parts)}",
+            code="bad_part",
+        )
+    return part
+
+
 async def put_track(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = _me(request)
     svc.sessions.require_leader(p, "upload backing tracks")
     session = svc.sessions.open_session(p.session_id)
-    part = _part(request)
-    if part not in session.settings.parts:
-        raise BadRequest(
-            f"part {part!r} is not one of this session's parts {list(session.settings.parts)}",
-            code="bad_part",
-        )
+    part = _session_part(request, session.settings)
     held = sum(t.size for t in svc.store.tracks(p.session_id).values())
     await svc.quota.check(p.session_id, held, request.content_length or 0)
     track = await svc.tracks.receive(request, part, session.settings)
@@ -188,6 +207,43 @@ async def get_track(request: web.Request) -> web.StreamResponse:
     return await send_file(
         request, svc.tracks.path(track.sha256), sha256=track.sha256, content_type=track.content_type
     )
+
+
+def _lyrics(request: web.Request) -> LyricsStore:
+    return LyricsStore(request.app[SERVICES].takes.takes_dir)
+
+
+async def put_lyrics(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "upload lyrics")
+    session = svc.sessions.open_session(p.session_id)
+    part = _session_part(request, session.settings)
+    try:
+        lyrics = Lyrics(part, parse_lyrics(await request.read()))
+    except WireError as exc:
+        raise BadRequest(str(exc), code="bad_lyrics") from None
+    await asyncio.to_thread(_lyrics(request).put, p.session_id, lyrics)
+    return _reply(lyrics, status=201)
+
+
+async def get_lyrics(request: web.Request) -> web.Response:
+    p = _me(request)
+    part = _part(request)
+    lyrics = await asyncio.to_thread(_lyrics(request).get, p.session_id, part)
+    if lyrics is None:
+        raise NotFound(f"no lyrics for part {part!r} in this session", code="no_lyrics")
+    return _reply(lyrics)
+
+
+async def delete_lyrics(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "delete lyrics")
+    part = _part(request)
+    if not await asyncio.to_thread(_lyrics(request).delete, p.session_id, part):
+        raise NotFound(f"no lyrics for part {part!r} in this session", code="no_lyrics")
+    return _reply(Deleted(True, session_id=p.session_id))
 
 
 async def arm_take(request: web.Request) -> web.Response:
@@ -281,6 +337,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/session/roster", roster)
     r.add_put("/api/session/tracks/{part}", put_track)
     r.add_get("/api/session/tracks/{part}", get_track)
+    r.add_put("/api/session/lyrics/{part}", put_lyrics)
+    r.add_get("/api/session/lyrics/{part}", get_lyrics)
+    r.add_delete("/api/session/lyrics/{part}", delete_lyrics)
     r.add_post("/api/session/takes", arm_take)
     r.add_get("/api/session/takes", list_takes)
     r.add_post("/api/session/takes/{take_id}/start", start_take)

@@ -416,3 +416,18 @@ async def test_delete_a_take_then_the_session(server: str, tmp_path: Path) -> No
     assert res.code == 0 and "deleted session" in res.out, res
     res = await run_cli("lead", "takes")
     assert res.code == 1 and "unknown token" in res.err, res  # the session is gone
+
+
+async def test_lyrics_upload_reports_what_the_singers_will_see(server: str, tmp_path: Path) -> None:
+    await _create(server, "--parts", "S,A")
+    cues = tmp_path / "alto.txt"
+    cues.write_text("in 1:1 Ready\n1:1 Sing\n", encoding="utf-8")
+    res = await run_cli("lead", "lyrics", "A", str(cues))
+    assert res.code == 0, res
+    assert "words for A: 2 timed lines, the first at count-in bar 1 beat 1" in res.out
+    bad = tmp_path / "bad.lrc"
+    bad.write_text("[00:01.00] fine\nno time\n", encoding="utf-8")
+    res = await run_cli("lead", "lyrics", "A", str(bad))
+    assert res.code == 1 and "line 2" in res.err, res
+    res = await run_cli("lead", "lyrics", "A", str(tmp_path / "missing.lrc"))
+    assert res.code == 2 and "missing.lrc" in res.err, res

@@ -90,3 +90,24 @@ def test_program_places_backing_and_click() -> None:
     # backing present from its start (beyond the click's decay)
     assert np.allclose(p.audio[96000 + 5000 : 96000 + 20000], 0.25, atol=1e-6)
     assert len(p.audio) >= 96000 + 48000
+
+
+def test_words_show_while_singing_and_print_once_per_line() -> None:
+    st = LiveState(server="http://x", name="Ada", part="S", connection="connected")
+    st.take_id, st.take_state = "t1", "recording"
+    st.words, st.words_next = "Down to the river", "to pray"
+    view = LiveView(st, stream=io.StringIO())
+    con = Console(file=io.StringIO(), width=100)
+    con.print(view.render())
+    text = con.file.getvalue()  # type: ignore[attr-defined]
+    assert "words" in text and "Down to the river" in text and "to pray" in text
+    out = io.StringIO()
+    view = LiveView(st, stream=out)
+    view.flush_plain()
+    view.flush_plain()
+    st.words, st.words_next = "to pray", ""
+    view.flush_plain()
+    st.take_state = "uploading"  # the take is over: no more words
+    view.flush_plain()
+    sung = [line for line in out.getvalue().splitlines() if line.startswith("♪")]
+    assert sung == ["♪ Down to the river", "♪ to pray"]

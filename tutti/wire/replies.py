@@ -27,6 +27,8 @@ __all__ = [
     "Invite",
     "invite_link",
     "Joined",
+    "Cue",
+    "Lyrics",
     "SessionInfo",
     "SessionState",
     "TrackStored",
@@ -163,6 +165,27 @@ class TrackStored(TrackInfo):
 
 
 @dataclass(frozen=True)
+class Cue(Record):
+    """One timed line of a part's words (:mod:`tutti.cues` reads the uploaded file): at
+    ``seconds`` from the backing's start (LRC), or at ``bar``:``beat`` (1-based; of the
+    count-in when ``count_in``, else of the song)."""
+
+    text: str = spec(maxlen=200)
+    seconds: float | None = spec(default=None, lo=0, hi=86400)
+    bar: int | None = spec(default=None, lo=1, hi=10000)
+    beat: int | None = spec(default=None, lo=1, hi=32)
+    count_in: bool = spec(default=False)
+
+
+@dataclass(frozen=True)
+class Lyrics(Record):
+    """``PUT``/``GET /api/session/lyrics/{part}``: a part's words, timed."""
+
+    part: str = spec(maxlen=32)
+    cues: tuple[Cue, ...] = spec(maxlen=2000)
+
+
+@dataclass(frozen=True)
 class TakeArmedReply(Record):
     """``POST /api/takes``: the armed take and the singers it expects a recording from."""
 
@@ -283,6 +306,9 @@ HTTP_REPLIES: Final[dict[str, type[Record]]] = {
     "DELETE /api/session/recordings": MyRecordingsDeleted,
     "GET /api/session/roster": Roster,
     "PUT /api/session/tracks/{part}": TrackStored,
+    "PUT /api/session/lyrics/{part}": Lyrics,
+    "GET /api/session/lyrics/{part}": Lyrics,
+    "DELETE /api/session/lyrics/{part}": Deleted,
     "POST /api/session/takes": TakeArmedReply,
     "GET /api/session/takes": TakeList,
     "POST /api/session/takes/{take_id}/start": TakeStarted,
