@@ -30,8 +30,9 @@ __all__ = ["BackupError", "Backup", "create_backup", "verify_backup", "restore_b
 MANIFEST = "backup.json"
 DB = "tutti.db"
 FORMAT = 1
-#: Left out: the live database (copied through SQLite instead), scratch space and probes.
-_SKIP_TOP = {DB, f"{DB}-wal", f"{DB}-shm", "tmp", ".healthz"}
+#: Left out: the live database (copied through SQLite instead), scratch space, probes and
+#: the singer's install (rebuilt from the source folder on demand).
+_SKIP_TOP = {DB, f"{DB}-wal", f"{DB}-shm", "tmp", ".healthz", "install"}
 _CHUNK = 1 << 20
 
 
