@@ -20,15 +20,24 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import socketio
 import soundfile as sf
 
-from tests.server.helpers import Recorder, error_of, join, recording_meta, write_audio
+from tests.server.helpers import (
+    Recorder,
+    error_of,
+    join,
+    recording_meta,
+    tus_create,
+    write_audio,
+)
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob
+from tutti.server import webapp
 from tutti.server.app_keys import SERVICES
 from tutti.server.auth import CSRF_COOKIE, CSRF_HEADER, LEADER_COOKIE, hash_token
 from tutti.server.headers import PAGE_CSP
-from tutti.wire import Ev, LevelReport, Levels
+from tutti.wire import PROTOCOL_VERSION, Ev, LevelReport, Levels
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -152,7 +161,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     code = (await page.text_content("#join-code")) or ""
     assert len(code) == 6
     assert await page.text_content("#invite-link") == f"{server.url}/join/{code}"
-    await page.wait_for_function("document.getElementById('invite-qr').naturalWidth > 100")
+    assert await page.eval_on_selector("#invite-qr", "img => img.decode().then(() => img.naturalWidth)") > 100
     await page.wait_for_selector("#link-state:has-text('Live')")
     token = await leader_token(page)
 
@@ -174,7 +183,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
                 await v.start()
                 singers.append(v)
             await page.wait_for_selector("#roster-count:has-text('3 connected of 3')")
-            meter = f"tr[data-participant-id='{singers[0].pid}'] .fill"
+            meter = f".roster-row[data-participant-id='{singers[0].pid}'] .fill"
             first = await page.get_attribute(meter, "style")
             await until(lambda: _changed(page, meter, first))
 
@@ -185,6 +194,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             await page.wait_for_selector("#countdown:has-text('Starting in')")
             counted = await page.text_content("#countdown")
             await page.wait_for_selector("#countdown[data-phase='recording']", timeout=15_000)
+            await page.screenshot(path=str(IMG / "web-take.png"), full_page=True)
             take_id = await page.get_attribute("#takes li.take", "data-take-id")
             assert take_id
             await asyncio.gather(*(v.upload(http, tmp_path, take_id) for v in singers))
@@ -209,3 +219,171 @@ def session_id(server: RunningServer, token: str) -> str:
 
 async def _changed(page: Any, selector: str, before: str | None) -> bool:
     return bool(await page.get_attribute(selector, "style") != before)
+
+
+# ------------------------------------------------------------------------- 1,000 singers
+
+
+async def test_roster_of_1000_updates_within_a_frame(server: RunningServer, page: Any) -> None:
+    """1,000 singers in the roster; each `levels` batch moves all 1,000 meters.  The page
+    measures each batch (script, DOM writes, style and layout) with performance.now()."""
+    svc = server.app[SERVICES]
+    async with aiohttp.ClientSession(server.url) as http:
+        leader = await create_session_by_key(http)
+    pids = [
+        svc.sessions.join(
+            {"code": leader["code"], "name": f"Singer {i:04d}", "part": "SATB"[i % 4]}, "127.0.0.1"
+        ).participant_id
+        for i in range(1000)
+    ]
+    await sign_in(page, server.url, leader["leader_token"])
+    await page.wait_for_selector("#roster-count:has-text('of 1000')")
+    assert await page.locator("#roster .roster-body .roster-row").count() == 1000
+    times: list[float] = []
+    script: list[float] = []
+    for batch in range(30):
+        levels = {
+            # every meter moves; one singer in 20 reports a new dropout
+            pid: LevelReport(
+                rms_db=-50.0 + (i + batch * 7) % 45, peak_db=-3.0, dropouts=(i + batch) // 20
+            )
+            for i, pid in enumerate(pids)
+        }
+        await svc.realtime.to_leaders(leader["session_id"], Ev.LEVELS, Levels(levels))
+        await page.wait_for_selector(f"#roster[data-updates='{batch + 1}']")
+        assert await page.get_attribute("#roster", "data-last-update-rows") == "1000"
+        times.append(float(await page.get_attribute("#roster", "data-last-update-ms") or "nan"))
+        script.append(float(await page.get_attribute("#roster", "data-last-script-ms") or "nan"))
+    median = statistics.median(times)
+    p90 = statistics.quantiles(times, n=10)[-1]
+    print(
+        f"1,000-row level update: median {median:.2f} ms, p90 {p90:.2f} ms, max {max(times):.2f} ms "
+        f"(script and DOM writes: median {statistics.median(script):.2f} ms)"
+    )
+    assert median < 16.0, times
+
+
+async def create_session_by_key(http: aiohttp.ClientSession) -> dict[str, Any]:
+    body = {"title": "Big choir", "parts": ["S", "A", "T", "B"]}
+    async with http.post("/api/sessions", json=body, headers={"X-Tutti-Session-Key": KEY}) as r:
+        assert r.status == 201, await r.text()
+        return dict(await r.json())
+
+
+# ------------------------------------------------------------------------------ security
+
+
+async def test_cookie_needs_csrf_and_own_origin(server: RunningServer) -> None:
+    """No cookie: refused; the cookie without the CSRF header, or from another site's page:
+    refused; signing in from another site: refused; the pages carry the strict CSP."""
+    origin = {"Origin": server.url}
+    jar = aiohttp.CookieJar(unsafe=True)  # keep cookies for 127.0.0.1
+    async with aiohttp.ClientSession(server.url, cookie_jar=jar) as http:
+        async with http.get("/") as r:
+            assert r.status == 200
+            assert r.headers["Content-Security-Policy"] == PAGE_CSP
+            assert "unsafe-inline" not in PAGE_CSP and "script-src 'self'" in PAGE_CSP
+        async with http.get("/api/session") as r:
+            assert r.status == 401
+            assert (await error_of(r))["code"] == "no_token"
+        foreign = {"Origin": "https://evil.example"}
+        async with http.post("/api/web/signin", json={"secret": KEY}, headers=foreign) as r:
+            assert r.status == 403
+            assert (await error_of(r))["code"] == "bad_origin"
+        async with http.post("/api/web/signin", json={"secret": KEY}, headers=origin) as r:
+            assert r.status == 200, await r.text()
+            assert r.cookies["tutti_key"]["httponly"]
+            assert r.cookies["tutti_key"]["samesite"] == "Strict"
+            csrf = r.cookies[CSRF_COOKIE].value
+        body = {"title": "Web", "parts": ["S", "A"]}
+        async with http.post("/api/web/sessions", json=body, headers=origin) as r:
+            assert r.status == 403
+            assert (await error_of(r))["code"] == "bad_csrf"
+        with_csrf = {**origin, CSRF_HEADER: csrf}
+        async with http.post("/api/web/sessions", json=body, headers=with_csrf) as r:
+            assert r.status == 201, await r.text()
+            created = await r.json()
+            assert "leader_token" not in json.dumps(created)
+            assert r.cookies[LEADER_COOKIE]["httponly"]
+        async with http.get("/api/session") as r:  # a read needs no CSRF header
+            assert r.status == 200
+            assert (await r.json())["code"] == created["session"]["code"]
+        rename = {"title": "Web 2"}
+        async with http.patch("/api/session", json=rename, headers=origin) as r:
+            assert r.status == 403
+            assert (await error_of(r))["code"] == "bad_csrf"
+        wrong = {**origin, CSRF_HEADER: csrf[:-2] + "xx"}
+        async with http.patch("/api/session", json=rename, headers=wrong) as r:
+            assert r.status == 403
+        foreign_csrf = {**foreign, CSRF_HEADER: csrf}
+        async with http.patch("/api/session", json=rename, headers=foreign_csrf) as r:
+            assert r.status == 403
+            assert (await error_of(r))["code"] == "bad_origin"
+        async with http.patch("/api/session", json=rename, headers=with_csrf) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["title"] == "Web 2"
+        async with http.get("/api/web/invite.svg") as r:
+            assert r.status == 200 and r.content_type == "image/svg+xml"
+            assert r.headers["Cache-Control"] == "no-store"
+        token = next(c.value for c in jar if c.key == LEADER_COOKIE)
+    async with aiohttp.ClientSession(server.url) as bare:
+        async with bare.get("/api/web/invite.svg") as r:
+            assert r.status == 401
+        # the page's live link: the cookie is its token, from this host's page only
+        cookie = {"Cookie": f"{LEADER_COOKIE}={token}"}
+        mine = Recorder()
+        try:
+            await mine.client.connect(
+                server.url,
+                auth={"protocol": PROTOCOL_VERSION},
+                headers={**cookie, "Origin": server.url},
+                transports=["websocket"],
+                wait_timeout=10,
+            )
+            welcome = await mine.wait(Ev.WELCOME)
+            assert welcome["role"] == "leader"
+        finally:
+            await mine.close()
+        theirs = Recorder()
+        try:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await theirs.client.connect(
+                    server.url,
+                    auth={"protocol": PROTOCOL_VERSION},
+                    headers={**cookie, "Origin": "https://evil.example"},
+                    transports=["websocket"],
+                    wait_timeout=10,
+                )
+        finally:
+            await theirs.close()
+
+
+async def test_singers_cannot_upload_backing(server: RunningServer, tmp_path: Path) -> None:
+    """A backing upload by tus needs the session's leader; a singer's token is refused."""
+    async with aiohttp.ClientSession(server.url) as http:
+        leader = await create_session_by_key(http)
+        singer = await join(http, leader["code"], "Ann", "S")
+        meta = {"kind": "backing", "part": "S", "filename": "s.wav"}
+        r = await tus_create(http, singer.token, 1000, meta)
+        assert r.status == 403
+        r = await tus_create(http, leader["leader_token"], 1000, {**meta, "part": "X"})
+        assert r.status == 400
+        r = await tus_create(http, leader["leader_token"], 1000, meta)
+        assert r.status == 201
+
+
+async def test_page_says_what_to_run_without_its_packages(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without web/node_modules the server still serves, and / says in plain words what to run."""
+    monkeypatch.setitem(webapp.VENDOR, "tus.min.js", "tus-js-client/not-installed.js")
+    async with aiohttp.ClientSession(server.url) as http:
+        async with http.get("/") as r:
+            assert r.status == 200
+            page = await r.text()
+        assert "npm ci" in page and "scripts/serve.sh" in page
+        async with http.get("/web/vendor/tus.min.js") as r:
+            assert r.status == 404
+            assert "npm ci" in (await error_of(r))["message"]
+        async with http.get("/healthz") as r:
+            assert r.status == 200

@@ -12,7 +12,7 @@ const SCREENS = ["loading", "signin", "create", "session"];
 
 const errorBox = $("error");
 function report(message) {
-  errorBox.textContent = message;
+  errorBox.textContent = message ? message[0].toUpperCase() + message.slice(1) : "";
   errorBox.hidden = !message;
 }
 
@@ -104,8 +104,10 @@ async function enter(state) {
     connect();
     await takes.reload();
   } else if (state.can_create) {
+    linkState(state.open_server ? "Open server" : "Signed in with the key", true);
     show("create");
   } else {
+    linkState("Signed out", false);
     show("signin");
   }
 }
@@ -151,6 +153,8 @@ $("sign-out").addEventListener("click", async () => {
   }
 });
 
+$("to-signin").addEventListener("click", () => show("signin"));
+
 $("copy-invite").addEventListener("click", async () => {
   try {
     await navigator.clipboard.writeText($("invite-link").href);
@@ -163,7 +167,6 @@ $("copy-invite").addEventListener("click", async () => {
 async function boot() {
   try {
     PROTOCOL = (await api("GET", "/healthz")).protocol;
-    linkState("Signed out", false);
     await enter(await api("GET", "/api/web/me"));
   } catch (err) {
     show("signin");
