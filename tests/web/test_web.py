@@ -31,12 +31,14 @@ from tests.server.helpers import (
     tus_create,
     write_audio,
 )
+from tests.support.jitter_proxy import JitterProxy
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob
 from tutti.server import webapp
 from tutti.server.app_keys import SERVICES
 from tutti.server.auth import CSRF_COOKIE, CSRF_HEADER, LEADER_COOKIE, hash_token
 from tutti.server.headers import PAGE_CSP
+from tutti.server.tus import TusHandler
 from tutti.wire import PROTOCOL_VERSION, Ev, LevelReport, Levels
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -161,7 +163,8 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     code = (await page.text_content("#join-code")) or ""
     assert len(code) == 6
     assert await page.text_content("#invite-link") == f"{server.url}/join/{code}"
-    assert await page.eval_on_selector("#invite-qr", "img => img.decode().then(() => img.naturalWidth)") > 100
+    qr_width = "img => img.decode().then(() => img.naturalWidth)"
+    assert await page.eval_on_selector("#invite-qr", qr_width) > 100
     await page.wait_for_selector("#link-state:has-text('Live')")
     token = await leader_token(page)
 
@@ -221,6 +224,48 @@ async def _changed(page: Any, selector: str, before: str | None) -> bool:
     return bool(await page.get_attribute(selector, "style") != before)
 
 
+async def test_backing_upload_resumes_after_a_dropped_connection(
+    server: RunningServer, page: Any, tmp_path: Path
+) -> None:
+    """Every connection is cut right after the first 4 MiB chunk is stored: the page's tus
+    upload asks the server where it stopped and sends only the rest."""
+    tus = server.app[SERVICES].extras["tus"]
+    assert isinstance(tus, TusHandler)
+    count = tus.on_stored
+    stored: list[int] = []
+    port = int(server.url.rsplit(":", 1)[1])
+    async with JitterProxy("127.0.0.1", port, delay=0.0, jitter=0.0) as proxy:
+
+        def cut_after_first(nbytes: int) -> None:
+            count(nbytes)
+            stored.append(nbytes)
+            if len(stored) == 1:
+                proxy.drop_all()
+
+        url = f"http://127.0.0.1:{proxy.port}"
+        await sign_in(page, url, KEY)
+        await page.fill("#title", "Resume")
+        await page.fill("#parts", "S")
+        await page.click("#create-form button[type=submit]")
+        await page.wait_for_selector("#link-state:has-text('Live')")
+        wav = tmp_path / "long.wav"
+        write_audio(wav, rate=RATE, frames=RATE * 30, channels=2)
+        size = wav.stat().st_size
+        tus.on_stored = cut_after_first
+        try:
+            await page.set_input_files("li[data-part='S'] input[type=file]", str(wav))
+            await page.wait_for_selector(
+                "li[data-part='S'] .track-state:has-text('Backing ready: 0:30')", timeout=30_000
+            )
+        finally:
+            tus.on_stored = count
+    assert stored[0] == 4 * 1024 * 1024 < size
+    assert sum(stored) == size, stored  # each byte stored once: resumed, not sent again
+    token = await leader_token(page)
+    tracks = server.app[SERVICES].store.tracks(session_id(server, token))
+    assert tracks["S"].sha256 == hashlib.sha256(wav.read_bytes()).hexdigest()
+
+
 # ------------------------------------------------------------------------- 1,000 singers
 
 
@@ -257,7 +302,8 @@ async def test_roster_of_1000_updates_within_a_frame(server: RunningServer, page
     median = statistics.median(times)
     p90 = statistics.quantiles(times, n=10)[-1]
     print(
-        f"1,000-row level update: median {median:.2f} ms, p90 {p90:.2f} ms, max {max(times):.2f} ms "
+        f"1,000-row level update: median {median:.2f} ms, p90 {p90:.2f} ms, "
+        f"max {max(times):.2f} ms "
         f"(script and DOM writes: median {statistics.median(script):.2f} ms)"
     )
     assert median < 16.0, times

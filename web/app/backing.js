@@ -5,6 +5,7 @@
 import { csrfToken, CSRF_HEADER } from "./api.js";
 
 const RETRY_DELAYS_MS = [0, 1000, 3000, 5000, 10000, 20000, 30000];
+const CHUNK_BYTES = 4 * 1024 * 1024; // each PATCH is stored for good: a drop loses at most this
 
 function seconds(track) {
   const s = Math.round(track.frames / track.rate);
@@ -62,11 +63,10 @@ class PartSlot {
       if (file) this.upload(file);
     });
     this.uploading = null;
-    this.track = null;
+    this.onStored = () => {};
   }
 
   show(track) {
-    this.track = track;
     if (this.uploading) return;
     this.li.classList.toggle("has-track", Boolean(track));
     this.state.textContent = track
@@ -86,6 +86,7 @@ class PartSlot {
       metadata: { kind: "backing", part: this.part, filename: file.name },
       headers: { [CSRF_HEADER]: csrfToken() },
       retryDelays: RETRY_DELAYS_MS,
+      chunkSize: CHUNK_BYTES,
       removeFingerprintOnSuccess: true,
       fingerprint: (f) =>
         Promise.resolve(["tutti-backing", slot.sessionId, slot.part, f.name, f.size, f.lastModified].join("/")),
@@ -97,9 +98,8 @@ class PartSlot {
       onSuccess() {
         slot.uploading = null;
         slot.progress.hidden = true;
-        // the `session` event with the stored track may have come first
-        if (slot.track) slot.show(slot.track);
-        else slot.state.textContent = `✓ ${file.name} uploaded; checking it…`;
+        slot.state.textContent = `✓ ${file.name} uploaded`;
+        slot.onStored(); // the `session` event may have been lost to a dropped connection
       },
       onError(err) {
         slot.uploading = null;
@@ -121,6 +121,7 @@ export class Backing {
     this.list = list;
     this.slots = new Map();
     this.sessionId = "";
+    this.onStored = () => {}; // set by the page: fetch the session's tracks again
   }
 
   /** Show the session's parts and their tracks (after a `session` event too). */
@@ -129,6 +130,7 @@ export class Backing {
     if (session.session_id !== this.sessionId || parts.join("\n") !== [...this.slots.keys()].join("\n")) {
       this.sessionId = session.session_id;
       this.slots = new Map(parts.map((p) => [p, new PartSlot(p, session.session_id)]));
+      for (const slot of this.slots.values()) slot.onStored = () => this.onStored();
       this.list.replaceChildren(...[...this.slots.values()].map((s) => s.li));
     }
     for (const [part, slot] of this.slots) slot.show(session.tracks[part] || null);

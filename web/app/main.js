@@ -55,6 +55,13 @@ function nextStep() {
   else el.textContent = "Next: press “Get ready” to arm a take.";
 }
 roster.onChange = nextStep;
+backing.onStored = async () => {
+  try {
+    showSession(await api("GET", "/api/session"));
+  } catch (err) {
+    report(err.message);
+  }
+};
 takes.onChange = nextStep;
 
 function showSession(info) {
@@ -81,6 +88,7 @@ function connect() {
   });
   socket.on("welcome", (w) => {
     report("");
+    showSession({ ...session, ...w.session }); // what changed while the link was down
     if (w.take) takes.setCurrent(w.take.take_id, w.take.state);
   });
   socket.on("roster", (r) => roster.replace(r.participants));
