@@ -3,7 +3,8 @@
 The leader's web page uploads a part's backing through ``/files/`` (resumable, unlike
 ``PUT /api/session/tracks/{part}``) with the metadata of :class:`BackingMetadata`.
 :class:`UploadRouter` is the :class:`tutti.server.tushooks.UploadHooks` the tus handler
-holds: uploads whose metadata says ``kind: backing`` (and whose owner is a session's
+holds: uploads whose metadata says ``kind: backing``
+(:class:`tutti.wire.BackingUploadMetadata`; and whose owner is a session's
 backing, ``backing:<session_id>``) go to :class:`TrackUploadHooks`; every other upload is a
 take recording for :class:`tutti.server.take_uploads.TakeUploadHooks`.
 
@@ -17,13 +18,11 @@ take recording for :class:`tutti.server.take_uploads.TakeUploadHooks`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from tutti.wire import Ev, Record, WireError, check_part
-from tutti.wire.record import spec
+from tutti.wire import BackingUploadMetadata, Ev, WireError, check_part, is_backing_upload
 
 from .auth import bearer_token
 from .errors import ApiError, BadRequest, Conflict, Forbidden, TooLarge
@@ -34,34 +33,15 @@ from .store import SessionStore
 from .tracks import TrackStore
 from .tushooks import UploadHooks, VerificationError
 
-__all__ = [
-    "BACKING",
-    "BackingMetadata",
-    "backing_metadata",
-    "is_backing",
-    "TrackUploadHooks",
-    "UploadRouter",
-]
+__all__ = ["backing_metadata", "TrackUploadHooks", "UploadRouter"]
 
-#: The ``kind`` metadata value of a backing-track upload.
-BACKING = "backing"
 _OWNER_PREFIX = "backing:"
 
 
-@dataclass(frozen=True)
-class BackingMetadata(Record):
-    """A backing upload's tus ``Upload-Metadata``: which part, and the file's name (shown
-    only; the format is read from the file)."""
-
-    kind: str = spec(one_of=(BACKING,))
-    part: str = spec(maxlen=32)
-    filename: str = spec(maxlen=255, default="")
-
-
-def backing_metadata(metadata: dict[str, str]) -> BackingMetadata:
+def backing_metadata(metadata: dict[str, str]) -> BackingUploadMetadata:
     """The metadata as a record (400 ``bad_metadata`` naming what is wrong)."""
     try:
-        meta = BackingMetadata.from_dict(metadata, "upload metadata")
+        meta = BackingUploadMetadata.from_dict(metadata, "upload metadata")
         check_part(meta.part)
     except WireError as exc:
         raise BadRequest(str(exc), code="bad_metadata") from None
@@ -150,11 +130,6 @@ class TrackUploadHooks:
         await self.fanout.to_session(session_id, Ev.SESSION, self.sessions.public(session_id))
 
 
-def is_backing(metadata: dict[str, str]) -> bool:
-    """Whether an upload's metadata asks for a backing track."""
-    return metadata.get("kind") == BACKING
-
-
 class UploadRouter:
     """The tus handler's hooks: backing uploads to ``tracks``, all others to ``takes``."""
 
@@ -166,7 +141,7 @@ class UploadRouter:
         return self.tracks if owner.startswith(_OWNER_PREFIX) else self.takes
 
     def _by_metadata(self, metadata: dict[str, str]) -> UploadHooks:
-        return self.tracks if is_backing(metadata) else self.takes
+        return self.tracks if is_backing_upload(metadata) else self.takes
 
     async def authorize_create(
         self, request: web.Request, metadata: dict[str, str], length: int

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import secrets
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ import segno
 from aiohttp import web
 from yarl import URL
 
-from tutti.wire import Record, SessionInfo, WireError
-from tutti.wire.record import spec
+from tutti.wire import Record, SessionInfo, SignIn, WebState, WireError
 
 from .app_keys import SERVICES, Services
 from .auth import (
@@ -46,8 +44,6 @@ __all__ = [
     "WEB_DIR",
     "VENDOR",
     "add_webapp",
-    "SignIn",
-    "WebState",
     "invite_link",
     "accept_cookie_on_socket",
 ]
@@ -61,24 +57,6 @@ VENDOR: dict[str, str] = {
 }
 _PAGES = {"index": "index.html", "join": "join.html", "missing": "missing.html"}
 _APP_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-
-
-@dataclass(frozen=True)
-class SignIn(Record):
-    """``POST /api/web/signin``: the host's session key or a leader token."""
-
-    secret: str = spec(maxlen=200)
-
-
-@dataclass(frozen=True)
-class WebState(Record):
-    """``GET /api/web/me`` and sign-in: what this browser may do.  ``can_create``: it may
-    create sessions (signed in with the key, or the server is open); ``session``: the
-    session it leads, None when signed in to none."""
-
-    can_create: bool = spec()
-    open_server: bool = spec()
-    session: SessionInfo | None = spec(default=None)
 
 
 # ------------------------------------------------------------------ pages and files

@@ -144,7 +144,6 @@ class VirtualSinger:
 # ---------------------------------------------------------------------- the walkthrough
 
 
-@pytest.mark.slow
 async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Path) -> None:
     IMG.mkdir(parents=True, exist_ok=True)
     await sign_in(page, server.url, "not the key")
