@@ -39,7 +39,15 @@ from tutti.server.app_keys import SERVICES
 from tutti.server.auth import CSRF_COOKIE, CSRF_HEADER, LEADER_COOKIE, hash_token
 from tutti.server.headers import PAGE_CSP
 from tutti.server.tus import TusHandler
-from tutti.wire import PROTOCOL_VERSION, Ev, LevelReport, Levels
+from tutti.wire import (
+    PROTOCOL_VERSION,
+    CalibrationReport,
+    ClockReport,
+    Ev,
+    LevelReport,
+    Levels,
+    TakeState,
+)
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -112,8 +120,13 @@ class VirtualSinger:
         self.sock = Recorder()
         self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, latency_frames: int) -> None:
+        """Connect, report a calibration and a clock estimate, then levels at 20 Hz."""
         await self.sock.connect(self.url, self.token)
+        calibration = CalibrationReport(latency_frames, "measured")
+        await self.sock.client.emit(Ev.CALIBRATION, calibration.to_dict())
+        clock = ClockReport(offset=0.002, error_bound=0.0004, rtt_min=0.0009, samples=40)
+        await self.sock.client.emit(Ev.CLOCK_REPORT, clock.to_dict())
         self.task = asyncio.create_task(self._levels())
 
     async def _levels(self) -> None:
@@ -182,9 +195,11 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             for name, part in (("Ann", "S"), ("Bob", "A"), ("Cleo", "T")):
                 s = await join(http, code, name, part)
                 v = VirtualSinger(server.url, s.token, s.participant_id)
-                await v.start()
+                await v.start(latency_frames=RATE // 100 * (len(singers) + 2))
                 singers.append(v)
             await page.wait_for_selector("#roster-count:has-text('3 connected of 3')")
+            row = f".roster-row[data-participant-id='{singers[2].pid}']"
+            await page.wait_for_selector(f"{row}:has-text('40 ms'):has-text('±0.4 ms')")
             meter = f".roster-row[data-participant-id='{singers[0].pid}'] .fill"
             first = await page.get_attribute(meter, "style")
             await until(lambda: _changed(page, meter, first))
@@ -196,9 +211,15 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             await page.wait_for_selector("#countdown:has-text('Starting in')")
             counted = await page.text_content("#countdown")
             await page.wait_for_selector("#countdown[data-phase='recording']", timeout=15_000)
-            await page.screenshot(path=str(IMG / "web-take.png"), full_page=True)
             take_id = await page.get_attribute("#takes li.take", "data-take-id")
             assert take_id
+            for v in singers:  # as tutti join reports it once its take is under way
+                await v.sock.wait(Ev.TAKE_START)
+                state = TakeState(take_id=take_id, state="recording")
+                await v.sock.client.emit(Ev.TAKE_STATE, state.to_dict())
+            await page.wait_for_selector("#takes li.take.running")
+            await until(lambda: _count(page, "#takes .chip.recording", 3))
+            await page.screenshot(path=str(IMG / "web-take.png"), full_page=True)
             await asyncio.gather(*(v.upload(http, tmp_path, take_id) for v in singers))
             await page.click("#stop")
             await page.wait_for_selector("#countdown:has-text('Stopped')")
@@ -207,6 +228,12 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             )
             assert await page.locator("#takes .chip.uploaded").count() == 3
             await page.screenshot(path=str(IMG / "web-session.png"), full_page=True)
+            # on a phone: one column, nothing wider than the screen (the roster scrolls)
+            await page.set_viewport_size({"width": 390, "height": 844})
+            width = "() => document.documentElement.scrollWidth"
+            assert await page.evaluate(width) <= 390
+            await page.evaluate("() => window.scrollTo(0, 0)")
+            await page.screenshot(path=str(IMG / "web-phone.png"))
         finally:
             for v in singers:
                 await v.close()
@@ -217,6 +244,10 @@ def session_id(server: RunningServer, token: str) -> str:
     p = server.app[SERVICES].store.principal(hash_token(token))
     assert p is not None
     return p.session_id
+
+
+async def _count(page: Any, selector: str, n: int) -> bool:
+    return bool(await page.locator(selector).count() == n)
 
 
 async def _changed(page: Any, selector: str, before: str | None) -> bool:

@@ -51,6 +51,7 @@ function nextStep() {
   if (cur && cur.state === "armed") el.textContent = "Next: press Start when every singer is ready.";
   else if (cur && cur.state === "running") el.textContent = "Next: press Stop when the song is over.";
   else if (roster.connectedCount() === 0) el.textContent = "Next: send singers the join code or the invite link.";
+  else if (takes.takes.size) el.textContent = "Next: press “Get ready” for another take. The recordings of the last one arrive below.";
   else if (missing.length) el.textContent = `Next: upload the backing for ${missing.join(", ")}, or press “Get ready” to sing without it.`;
   else el.textContent = "Next: press “Get ready” to arm a take.";
 }

@@ -60,10 +60,10 @@ export class Takes {
     const r = await api("GET", "/api/session/takes");
     this.takes = new Map(r.takes.map((t) => [t.take_id, t]));
     const last = r.takes[r.takes.length - 1];
+    this.render();
     if (last && (!this.current || this.current.take_id === last.take_id)) {
       this.setCurrent(last.take_id, last.state);
     }
-    this.render();
   }
 
   setCurrent(takeId, state) {
@@ -80,6 +80,13 @@ export class Takes {
   /** `take.start`: count down to timeline sample 0 as the singers' programs do. */
   started(ev) {
     this.setCurrent(ev.take_id, "running");
+    const take = this.takes.get(ev.take_id);
+    if (take) {
+      this.takes.set(ev.take_id, { ...take, state: "running", t0: ev.t0 });
+      this.render();
+    } else {
+      this.reload();
+    }
     const s = ev.settings;
     this.countIn = (s.count_in_bars * s.beats_per_bar * 60) / s.bpm;
     this.beats = s.count_in_bars * s.beats_per_bar;
