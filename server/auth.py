@@ -38,6 +38,7 @@ __all__ = [
     "cookie_credential",
     "check_csrf",
     "check_page_origin",
+    "same_host",
     "LEADER_COOKIE",
     "KEY_COOKIE",
     "CSRF_COOKIE",
@@ -133,18 +134,21 @@ def check_csrf(request: web.Request) -> None:
 def check_page_origin(request: web.Request) -> None:
     """403 when the request names an ``Origin`` other than this host (another site's page)."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    try:
-        host = URL(origin).raw_authority
-    except ValueError:
-        host = ""
-    if origin == "null" or not host or host.lower() != request.host.lower():
+    if origin is not None and not same_host(origin, request.host):
         raise Forbidden(
             f"requests signed in by cookie are accepted only from this server's own page; "
             f"this one came from {origin[:100]!r}",
             code="bad_origin",
         )
+
+
+def same_host(origin: str, host: str) -> bool:
+    """Whether an ``Origin`` header names ``host`` (the request's ``Host``, with its port)."""
+    try:
+        authority = URL(origin).raw_authority
+    except ValueError:
+        return False
+    return origin != "null" and bool(authority) and authority.lower() == host.lower()
 
 
 class JoinLimiter:

@@ -34,6 +34,7 @@ from .auth import (
     check_page_origin,
     cookie_credential,
     hash_token,
+    same_host,
 )
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .headers import PAGE_CSP
@@ -99,9 +100,12 @@ async def app_file(request: web.Request) -> web.FileResponse:
 
 async def vendor_file(request: web.Request) -> web.FileResponse:
     """One of the npm files in :data:`VENDOR`, from ``web/node_modules``."""
-    rel = VENDOR.get(request.match_info["name"])
-    path = None if rel is None else WEB_DIR / "node_modules" / rel
-    if path is None or not path.is_file():
+    name = request.match_info["name"]
+    rel = VENDOR.get(name)
+    if rel is None:
+        raise NotFound(f"no web app package file {name[:80]!r}", code="no_file")
+    path = WEB_DIR / "node_modules" / rel
+    if not path.is_file():
         raise NotFound(
             "the web app's JavaScript packages are not installed: run `npm ci` in the web/ "
             "folder (scripts/serve.sh does it), then reload",
@@ -239,7 +243,13 @@ async def create_session(request: web.Request) -> web.Response:
 def invite_link(request: web.Request, code: str) -> str:
     """The link a leader hands singers: this server's join page for ``code``."""
     scheme = "https" if _secure(request) else "http"
-    return str(URL.build(scheme=scheme, authority=request.host, path=f"/join/{code}"))
+    try:
+        return str(URL.build(scheme=scheme, authority=request.host, path=f"/join/{code}"))
+    except ValueError:
+        raise BadRequest(
+            f"the request's Host header {request.host[:100]!r} is not a host name",
+            code="bad_host",
+        ) from None
 
 
 async def invite_qr(request: web.Request) -> web.Response:
@@ -269,8 +279,9 @@ def _cookie_token(environ: dict[str, Any]) -> str | None:
         return None
     morsel = jar.get(LEADER_COOKIE)
     origin = environ.get("HTTP_ORIGIN")
-    host = str(environ.get("HTTP_HOST", "")).lower()
-    if morsel is None or (origin is not None and URL(origin).raw_authority.lower() != host):
+    if morsel is None or (
+        origin is not None and not same_host(str(origin), str(environ.get("HTTP_HOST", "")))
+    ):
         return None
     return morsel.value or None
 

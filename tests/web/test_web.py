@@ -463,3 +463,21 @@ async def test_page_says_what_to_run_without_its_packages(
             assert "npm ci" in (await error_of(r))["message"]
         async with http.get("/healthz") as r:
             assert r.status == 200
+
+
+async def test_serves_only_its_own_files(server: RunningServer) -> None:
+    async with aiohttp.ClientSession(server.url) as http:
+        async with http.get("/web/app/main.js") as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        async with http.get("/web/vendor/socket.io.esm.min.js") as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        for path in (
+            "/web/app/..%2F..%2Fserver%2Fauth.py",
+            "/web/app/%2E%2E%2Fpackage.json",
+            "/web/app/.hidden.js",
+            "/web/vendor/package.json",
+            "/web/vendor/..%2Fpackage-lock.json",
+        ):
+            async with http.get(path) as r:
+                assert r.status == 404, path
+                assert (await error_of(r))["code"] in ("no_file", "not_found"), path
