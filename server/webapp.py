@@ -1,9 +1,9 @@
 """The leader's web app: its pages and files, sign-in by cookie, and its Socket.IO link.
 
-The page (``web/`` at the top of the repository) is plain HTML, CSS and ES modules; its two
-npm packages (socket.io-client, tus-js-client) are served from ``web/node_modules``, which
-the set-up scripts fill with ``npm ci``.  Without them the server still runs and ``/`` says
-what to run.
+The page (``web/`` at the top of the repository, or ``$TUTTI_WEB_DIR``) is plain HTML, CSS
+and ES modules; its two npm packages (socket.io-client, tus-js-client) are served from
+``web/node_modules``, which the set-up scripts fill with ``npm ci``.  Without them the server
+still runs and ``/`` says what to run.
 
 Signing in trades the host's session key or a leader token for HttpOnly cookies
 (:mod:`tutti.server.auth` reads them, so the page uses the same ``/api`` as ``tutti lead``);
@@ -14,6 +14,7 @@ takes its leader token from the same cookie.
 from __future__ import annotations
 
 import io
+import os
 import secrets
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -42,15 +43,20 @@ from .http_api import _json
 from .realtime import Realtime
 
 __all__ = [
-    "WEB_DIR",
+    "WEB_DIR_ENV",
+    "WEB_ROOT",
     "VENDOR",
+    "web_dir",
     "add_webapp",
     "invite_link",
     "accept_cookie_on_socket",
 ]
 
-#: The web app's files (pages, ``app/`` modules and styles, ``node_modules``).
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+#: Environment variable naming the web app's folder when tutti is installed from a package
+#: (``pip install``, not editable): the ``web/`` folder of the source tree.
+WEB_DIR_ENV = "TUTTI_WEB_DIR"
+#: Where the app serves its files from (pages, ``app/`` modules and styles, ``node_modules``).
+WEB_ROOT = web.AppKey("web_root", Path)
 #: The npm files the page loads, by the name it loads them under ``/web/vendor/``.
 VENDOR: dict[str, str] = {
     "socket.io.esm.min.js": "socket.io-client/dist/socket.io.esm.min.js",
@@ -63,15 +69,28 @@ _APP_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+x
 # ------------------------------------------------------------------ pages and files
 
 
-def _vendor_ready() -> bool:
-    return all((WEB_DIR / "node_modules" / path).is_file() for path in VENDOR.values())
+def web_dir() -> Path:
+    """The web app's folder: ``$TUTTI_WEB_DIR``, else ``web/`` beside the source's ``server/``."""
+    return Path(os.environ.get(WEB_DIR_ENV) or Path(__file__).resolve().parents[1] / "web")
 
 
-def _page(name: str) -> web.FileResponse:
-    if name != "join" and not _vendor_ready():
+def _vendor_ready(root: Path) -> bool:
+    return all((root / "node_modules" / path).is_file() for path in VENDOR.values())
+
+
+def _page(request: web.Request, name: str) -> web.StreamResponse:
+    root = request.app[WEB_ROOT]
+    if not (root / _PAGES["missing"]).is_file():
+        return web.Response(
+            status=503,
+            text=f"The leader's web page is not installed here: its files are not in {root}. "
+            f"Set {WEB_DIR_ENV} to the web/ folder of tutti's source (and run `npm ci` in "
+            "it), then restart the server. See docs/deploy.md.\n",
+        )
+    if name != "join" and not _vendor_ready(root):
         name = "missing"
     return web.FileResponse(
-        WEB_DIR / _PAGES[name],
+        root / _PAGES[name],
         headers={
             "Content-Type": "text/html; charset=utf-8",
             "Content-Security-Policy": PAGE_CSP,
@@ -80,18 +99,18 @@ def _page(name: str) -> web.FileResponse:
     )
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return _page("index")
+async def index(request: web.Request) -> web.StreamResponse:
+    return _page(request, "index")
 
 
-async def join_page(request: web.Request) -> web.FileResponse:
-    return _page("join")
+async def join_page(request: web.Request) -> web.StreamResponse:
+    return _page(request, "join")
 
 
 async def app_file(request: web.Request) -> web.FileResponse:
     """A file of ``web/app/`` (the page's modules and styles), by plain name only."""
     name = request.match_info["name"]
-    path = WEB_DIR / "app" / name
+    path = request.app[WEB_ROOT] / "app" / name
     ctype = _APP_TYPES.get(path.suffix)
     if ctype is None or "/" in name or name.startswith(".") or not path.is_file():
         raise NotFound(f"no web app file {name[:80]!r}", code="no_file")
@@ -104,7 +123,7 @@ async def vendor_file(request: web.Request) -> web.FileResponse:
     rel = VENDOR.get(name)
     if rel is None:
         raise NotFound(f"no web app package file {name[:80]!r}", code="no_file")
-    path = WEB_DIR / "node_modules" / rel
+    path = request.app[WEB_ROOT] / "node_modules" / rel
     if not path.is_file():
         raise NotFound(
             "the web app's JavaScript packages are not installed: run `npm ci` in the web/ "
@@ -306,7 +325,9 @@ def accept_cookie_on_socket(realtime: Realtime) -> None:
 
 
 def add_webapp(app: web.Application) -> None:
-    """Serve the web app at ``/`` and its sign-in API under ``/api/web/``."""
+    """Serve the web app (from :func:`web_dir`) at ``/`` and its sign-in API under
+    ``/api/web/``."""
+    app[WEB_ROOT] = web_dir()
     r = app.router
     r.add_get("/", index)
     r.add_get("/join/{code}", join_page)

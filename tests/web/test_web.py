@@ -465,6 +465,20 @@ async def test_page_says_what_to_run_without_its_packages(
             assert r.status == 200
 
 
+async def test_an_installed_server_without_the_web_folder_says_how_to_add_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server installed from a package has no web/ beside it: / says what to set."""
+    monkeypatch.setenv(webapp.WEB_DIR_ENV, str(tmp_path / "nowhere"))
+    async with running_server(tmp_path / "data") as srv:
+        async with aiohttp.ClientSession(srv.url) as http:
+            async with http.get("/") as r:
+                assert r.status == 503
+                assert webapp.WEB_DIR_ENV in await r.text()
+            async with http.get("/healthz") as r:
+                assert r.status == 200
+
+
 async def test_serves_only_its_own_files(server: RunningServer) -> None:
     async with aiohttp.ClientSession(server.url) as http:
         async with http.get("/web/app/main.js") as r:
