@@ -220,6 +220,9 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             await page.wait_for_selector("#takes li.take.running")
             await until(lambda: _count(page, "#takes .chip.recording", 3))
             await page.screenshot(path=str(IMG / "web-take.png"), full_page=True)
+            await page.reload()  # a reload mid-take: still signed in, the take still counting
+            await page.wait_for_selector("#countdown[data-phase='recording']")
+            await page.wait_for_selector("#stop:enabled")
             await asyncio.gather(*(v.upload(http, tmp_path, take_id) for v in singers))
             await page.click("#stop")
             await page.wait_for_selector("#countdown:has-text('Stopped')")

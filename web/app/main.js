@@ -72,7 +72,8 @@ function showSession(info) {
   const link = `${location.origin}/join/${info.code}`;
   $("invite-link").href = link;
   $("invite-link").textContent = link;
-  $("invite-qr").src = `/api/web/invite.svg?code=${encodeURIComponent(info.code)}`;
+  const qr = `/api/web/invite.svg?code=${encodeURIComponent(info.code)}`;
+  if ($("invite-qr").getAttribute("src") !== qr) $("invite-qr").src = qr;
   roster.configure(info.settings);
   backing.show(info);
   nextStep();
@@ -90,7 +91,13 @@ function connect() {
   socket.on("welcome", (w) => {
     report("");
     showSession({ ...session, ...w.session }); // what changed while the link was down
-    if (w.take) takes.setCurrent(w.take.take_id, w.take.state);
+    const t = w.take;
+    if (t && t.state === "running" && t.t0 != null) {
+      // (re)connected during a take: count from the server's clock as a singer would
+      takes.started({ take_id: t.take_id, t0: t.t0, sent_at: w.server_time, settings: w.session.settings });
+    } else if (t) {
+      takes.setCurrent(t.take_id, t.state);
+    }
   });
   socket.on("roster", (r) => roster.replace(r.participants));
   socket.on("participant", (p) => roster.upsert(p));
@@ -156,6 +163,7 @@ $("sign-out").addEventListener("click", async () => {
     if (socket) socket.disconnect();
     socket = null;
     session = null;
+    takes.reset();
     await enter(await api("POST", "/api/web/signout"));
   } catch (err) {
     report(err.message);

@@ -66,6 +66,16 @@ export class Takes {
     }
   }
 
+  /** Forget the takes of a session the page no longer shows (sign-out). */
+  reset() {
+    this.takes = new Map();
+    this.current = null;
+    this.stopCountdown("");
+    this.render();
+    for (const b of [this.els.start, this.els.stop]) b.disabled = true;
+    this.els.arm.disabled = false;
+  }
+
   setCurrent(takeId, state) {
     this.current = { take_id: takeId, state };
     const { arm, start, stop } = this.els;
