@@ -62,7 +62,7 @@ VENDOR: dict[str, str] = {
     "socket.io.esm.min.js": "socket.io-client/dist/socket.io.esm.min.js",
     "tus.min.js": "tus-js-client/dist/tus.min.js",
 }
-_PAGES = {"index": "index.html", "join": "join.html", "missing": "missing.html"}
+_PAGES = {"index": "index.html", "missing": "missing.html"}
 _APP_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
@@ -87,7 +87,7 @@ def _page(request: web.Request, name: str) -> web.StreamResponse:
             f"Set {WEB_DIR_ENV} to the web/ folder of tutti's source (and run `npm ci` in "
             "it), then restart the server. See docs/deploy.md.\n",
         )
-    if name != "join" and not _vendor_ready(root):
+    if not _vendor_ready(root):
         name = "missing"
     return web.FileResponse(
         root / _PAGES[name],
@@ -101,10 +101,6 @@ def _page(request: web.Request, name: str) -> web.StreamResponse:
 
 async def index(request: web.Request) -> web.StreamResponse:
     return _page(request, "index")
-
-
-async def join_page(request: web.Request) -> web.StreamResponse:
-    return _page(request, "join")
 
 
 async def app_file(request: web.Request) -> web.FileResponse:
@@ -260,10 +256,11 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 def invite_link(request: web.Request, code: str) -> str:
-    """The link a leader hands singers: this server's join page for ``code``."""
+    """The link a leader hands singers: the invite page ``/j/{code}`` of this server (the
+    page the singer's browser opens, and what ``tutti join LINK`` reads)."""
     scheme = "https" if _secure(request) else "http"
     try:
-        return str(URL.build(scheme=scheme, authority=request.host, path=f"/join/{code}"))
+        return str(URL.build(scheme=scheme, authority=request.host, path=f"/j/{code}"))
     except ValueError:
         raise BadRequest(
             f"the request's Host header {request.host[:100]!r} is not a host name",
@@ -330,7 +327,6 @@ def add_webapp(app: web.Application) -> None:
     app[WEB_ROOT] = web_dir()
     r = app.router
     r.add_get("/", index)
-    r.add_get("/join/{code}", join_page)
     r.add_get("/web/app/{name}", app_file)
     r.add_get("/web/vendor/{name}", vendor_file)
     r.add_get("/api/web/me", me)

@@ -174,7 +174,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     await page.wait_for_selector("#screen-session:visible")
     code = (await page.text_content("#join-code")) or ""
     assert len(code) == 6
-    assert await page.text_content("#invite-link") == f"{server.url}/join/{code}"
+    assert await page.text_content("#invite-link") == f"{server.url}/j/{code}"
     qr_width = "img => img.decode().then(() => img.naturalWidth)"
     assert await page.eval_on_selector("#invite-qr", qr_width) > 100
     await page.wait_for_selector("#link-state:has-text('Live')")

@@ -69,7 +69,7 @@ function showSession(info) {
   session = info;
   $("session-title").textContent = info.settings.title;
   $("join-code").textContent = info.code || "";
-  const link = `${location.origin}/join/${info.code}`;
+  const link = `${location.origin}/j/${info.code}`; // the singers' invite page
   $("invite-link").href = link;
   $("invite-link").textContent = link;
   const qr = `/api/web/invite.svg?code=${encodeURIComponent(info.code)}`;
