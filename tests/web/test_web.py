@@ -319,7 +319,7 @@ async def test_roster_of_1000_updates_within_a_frame(server: RunningServer, page
     assert await page.locator("#roster .roster-body .roster-row").count() == 1000
     times: list[float] = []
     script: list[float] = []
-    for batch in range(30):
+    for batch in range(20):
         levels = {
             # every meter moves; one singer in 20 reports a new dropout
             pid: LevelReport(
