@@ -8,6 +8,7 @@ to ``docs/img/``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -188,6 +189,12 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     stored = server.app[SERVICES].store.tracks(session_id(server, token))
     assert stored["S"].sha256 == hashlib.sha256(wav.read_bytes()).hexdigest()
 
+    # dropped on a part: a file at the wrong rate is refused with what to do
+    wrong = tmp_path / "alto-44k.wav"
+    write_audio(wrong, rate=44100, frames=44100)
+    await drop_file(page, "li[data-part='A']", wrong)
+    await page.wait_for_selector("li[data-part='A'].failed:has-text('resample it to 48000 Hz')")
+
     # three virtual singers arrive and their meters move
     singers: list[VirtualSinger] = []
     async with aiohttp.ClientSession(server.url) as http:
@@ -203,6 +210,9 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             meter = f".roster-row[data-participant-id='{singers[0].pid}'] .fill"
             first = await page.get_attribute(meter, "style")
             await until(lambda: _changed(page, meter, first))
+
+            # the refusal stays on screen while the session changes around it
+            assert "resample" in (await page.text_content("li[data-part='A']") or "")
 
             # a take: arm, start (the countdown), the singers upload, stop
             await page.click("#arm")
@@ -241,6 +251,22 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             for v in singers:
                 await v.close()
     assert counted and counted.startswith("Starting in")
+
+
+async def drop_file(page: Any, selector: str, path: Path) -> None:
+    """Drop ``path`` on the element as a person dragging the file from their desktop does."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    transfer = await page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const t = new DataTransfer();
+            t.items.add(new File([bytes], name, { type: "audio/wav" }));
+            return t;
+        }""",
+        [path.name, data],
+    )
+    await page.dispatch_event(selector, "dragover", {"dataTransfer": transfer})
+    await page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
 def session_id(server: RunningServer, token: str) -> str:

@@ -63,20 +63,28 @@ class PartSlot {
       if (file) this.upload(file);
     });
     this.uploading = null;
+    this.failure = null;
     this.onStored = () => {};
   }
 
   show(track) {
     if (this.uploading) return;
-    this.li.classList.toggle("has-track", Boolean(track));
-    this.state.textContent = track
+    const ready = track
       ? `✓ Backing ready: ${seconds(track)}, ${track.channels === 1 ? "mono" : "stereo"}, ${track.format}`
-      : "No backing yet (singers then hear only the click).";
+      : "";
+    this.li.classList.toggle("has-track", Boolean(track));
+    if (this.failure) {
+      // a refusal stays on screen until the next file: it says what to do
+      this.state.textContent = track ? `${this.failure} (still in use: ${ready.slice(2)})` : this.failure;
+    } else {
+      this.state.textContent = ready || "No backing yet (singers then hear only the click).";
+    }
   }
 
   upload(file) {
     if (this.uploading) this.uploading.abort();
     this.li.classList.remove("failed");
+    this.failure = null;
     this.progress.hidden = false;
     this.progress.value = 0;
     this.state.textContent = `Uploading ${file.name}…`;
@@ -105,7 +113,8 @@ class PartSlot {
         slot.uploading = null;
         slot.progress.hidden = true;
         slot.li.classList.add("failed");
-        slot.state.textContent = `Upload of ${file.name} failed: ${uploadError(err)}`;
+        slot.failure = `✗ ${file.name} was not accepted: ${uploadError(err)}`;
+        slot.state.textContent = slot.failure;
       },
     });
     this.uploading = upload;
