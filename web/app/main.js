@@ -81,7 +81,9 @@ function showSession(info) {
 
 function connect() {
   if (socket) socket.disconnect();
-  socket = io({ auth: { protocol: PROTOCOL }, transports: ["websocket"] });
+  // the default transports: long-polling first, so a browser whose CSP "'self'" does not cover
+  // ws: (older Safari) still connects
+  socket = io({ auth: { protocol: PROTOCOL } });
   socket.on("connect", () => linkState("Live", true));
   socket.on("disconnect", () => linkState("Reconnecting…", false));
   socket.on("connect_error", (err) => {
