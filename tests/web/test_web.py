@@ -399,7 +399,14 @@ async def test_cookie_needs_csrf_and_own_origin(server: RunningServer) -> None:
             assert r.status == 200, await r.text()
             assert r.cookies["tutti_key"]["httponly"]
             assert r.cookies["tutti_key"]["samesite"] == "Strict"
+            assert not r.cookies["tutti_key"]["secure"]  # plain http: a Secure one would be lost
+            assert not r.cookies[CSRF_COOKIE]["httponly"]  # the page reads this one
             csrf = r.cookies[CSRF_COOKIE].value
+        async with aiohttp.ClientSession(server.url) as behind_tls:
+            tls = {**origin, "X-Forwarded-Proto": "https"}
+            async with behind_tls.post("/api/web/signin", json={"secret": KEY}, headers=tls) as r:
+                assert r.status == 200
+                assert r.cookies["tutti_key"]["secure"]
         body = {"title": "Web", "parts": ["S", "A"]}
         async with http.post("/api/web/sessions", json=body, headers=origin) as r:
             assert r.status == 403
