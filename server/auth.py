@@ -123,7 +123,8 @@ def check_csrf(request: web.Request) -> None:
     check_page_origin(request)
     sent = request.headers.get(CSRF_HEADER, "")
     expected = request.cookies.get(CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+    wire = "utf-8", "surrogatepass"  # a header is any text: never an encoding error here
+    if not expected or not hmac.compare_digest(sent.encode(*wire), expected.encode(*wire)):
         raise Forbidden(
             f"this request came from a browser without the web page's {CSRF_HEADER} "
             "header; reload the page (if it persists, sign in again)",
