@@ -164,7 +164,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     await page.wait_for_selector("#error:has-text('neither this server')")
     await page.screenshot(path=str(IMG / "web-signin.png"))
     await page.fill("#secret", KEY)
-    await page.click("#signin-form button[type=submit]")
+    await page.press("#secret", "Enter")  # the keyboard alone signs in
 
     await page.wait_for_selector("#screen-create:visible")
     await page.fill("#title", "Tuesday choir")
@@ -215,7 +215,8 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             assert "resample" in (await page.text_content("li[data-part='A']") or "")
 
             # a take: arm, start (the countdown), the singers upload, stop
-            await page.click("#arm")
+            await page.focus("#arm")
+            await page.keyboard.press("Enter")  # keyboard: arm
             await page.wait_for_selector("#start:enabled")
             await page.click("#start")
             await page.wait_for_selector("#countdown:has-text('Starting in')")
