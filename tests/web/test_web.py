@@ -74,6 +74,9 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
 async def page(server: RunningServer) -> AsyncIterator[Any]:
     """A fresh browser page; fails the test on a script error or a CSP refusal (the
     refused sign-ins the tests make on purpose log their 401 and 403 too)."""
+    modules = webapp.web_dir() / "node_modules"
+    missing = [p for p in webapp.VENDOR.values() if not (modules / p).is_file()]
+    assert not missing, f"the web app's npm packages are missing ({missing}): run `npm ci` in web/"
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM))
         context = await browser.new_context(viewport={"width": 1200, "height": 900})
