@@ -51,3 +51,15 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
+
+web_install() {
+    # web_install — the leader's web app's npm packages into web/node_modules (npm ci from
+    # the lockfile, only when it changed); the server serves them from there, never a CDN.
+    command -v npm >/dev/null || apt_install nodejs npm
+    local stamp="$ROOT/web/node_modules/.tutti-installed"
+    if [ ! -f "$stamp" ] || [ "$ROOT/web/package-lock.json" -nt "$stamp" ]; then
+        echo "bootstrap: installing the web app's packages (npm ci in web/)" >&2
+        (cd "$ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        touch "$stamp"
+    fi
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole tutti test suite, installing what the tests need first: Debian packages
-# (JACK with its dummy driver, PortAudio, sox and ffmpeg for the benchmarks' peers), a
-# virtual environment and the Python test dependencies.  Extra arguments go to pytest.
+# (JACK with its dummy driver, PortAudio, sox and ffmpeg for the benchmarks' peers, Chromium
+# for the web app), the web app's npm packages, a virtual environment and the Python test
+# dependencies.  Extra arguments go to pytest.
 set -euo pipefail
 . "$(dirname "$0")/bootstrap.sh" "test"
 apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
@@ -9,6 +10,9 @@ apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
 apt_install pipx
 # the hosting tests: nginx in front of tutti, and the deploy/ files checked by their tools
 apt_install nginx caddy openssl systemd
+# the web app's tests: its npm packages, and Debian's Chromium driven by Playwright
+web_install
+apt_install chromium
 
 cd "$ROOT"
 set +e

@@ -29,8 +29,10 @@ from .sessions import Sessions
 from .store import SessionStore, SqliteStore
 from .take_uploads import TakeUploadHooks
 from .takes import Takes
+from .track_uploads import TrackUploadHooks, UploadRouter
 from .tracks import TrackStore
 from .tus import TusHandler
+from .webapp import add_webapp
 from .wirelog import WireLog
 
 __all__ = ["init_app", "Config"]
@@ -151,6 +153,7 @@ def init_app(config: Config) -> web.Application:
     app[SERVICES] = services
     add_routes(app)
     invite.add_routes(app)
+    add_webapp(app)
     add_metrics(app)
     add_security_headers(app)
     realtime.attach(app)
@@ -159,10 +162,14 @@ def init_app(config: Config) -> web.Application:
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
     )
+    track_hooks = TrackUploadHooks(store, sessions, tracks, realtime, services.quota)
     tus = TusHandler(
-        data / "uploads", hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
+        data / "uploads",
+        UploadRouter(hooks, track_hooks),
+        max_size=config.max_upload_bytes,
+        expiry_s=config.upload_expiry_s,
     )
-    hooks.open_uploads = tus.open_uploads
+    hooks.open_uploads = track_hooks.open_uploads = tus.open_uploads
     hooks.quota = services.quota
     hooks.outcome = services.metrics.upload_outcome
     tus.on_stored = services.metrics.upload_bytes.inc

@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from typing import TypeAlias
 
 from aiohttp import hdrs, web
+from yarl import URL
+
+from .errors import BadRequest
 
 __all__ = [
     "IPNetwork",
@@ -28,7 +31,8 @@ __all__ = [
     "parse_proxies",
     "parse_address",
     "client_address",
-    "from_trusted_proxy",
+    "browser_base_url",
+    "browser_scheme",
     "address_bucket",
 ]
 
@@ -100,10 +104,26 @@ def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     return str(reporter)
 
 
-def from_trusted_proxy(request: web.Request, proxies: tuple[IPNetwork, ...]) -> bool:
-    """Whether the direct peer is a trusted proxy, whose ``X-Forwarded-*`` headers count."""
-    peer = parse_address(request.remote or "")
-    return peer is not None and _trusted(peer, proxies)
+def browser_scheme(request: web.Request) -> str:
+    """``https`` when the browser reached this server over TLS (directly, or through a TLS
+    proxy that says ``X-Forwarded-Proto: https``), else ``http``.
+
+    The header is believed from anyone: it only changes the reply to the request that carried
+    it (a cookie's Secure flag, the links in a page; never cached).
+    """
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return "https" if request.secure or forwarded == "https" else "http"
+
+
+def browser_base_url(request: web.Request) -> str:
+    """``scheme://host[:port]`` as the browser reached this server, for links in pages."""
+    try:
+        return str(URL.build(scheme=browser_scheme(request), authority=request.host))
+    except ValueError:
+        raise BadRequest(
+            f"the request's Host header {request.host[:100]!r} is not a host name",
+            code="bad_host",
+        ) from None
 
 
 def address_bucket(client: str) -> str:

@@ -1,15 +1,17 @@
 """Security headers on every reply, and a ``Server`` header that names no library versions.
 
-The server answers JSON, audio files and Socket.IO; it serves no pages.  So every reply
-forbids MIME sniffing, framing and any active content (a strict CSP), sends no referrer, and
-replies that may carry a token or a join code (every JSON reply) are never cached.
+Every reply forbids MIME sniffing and framing, sends no referrer, and replies that may carry
+a token or a join code (every JSON reply) are never cached.  Replies allow no active content
+(a strict CSP), except the web app's pages (:mod:`tutti.server.webapp`), whose
+:data:`PAGE_CSP` lets them run the app's own scripts and styles only: no inline script, no
+other origin.
 """
 
 from __future__ import annotations
 
 from aiohttp import web, web_response
 
-__all__ = ["SECURITY_HEADERS", "SERVER_NAME", "add_security_headers"]
+__all__ = ["SECURITY_HEADERS", "PAGE_CSP", "SERVER_NAME", "add_security_headers"]
 
 #: The ``Server`` header of every reply (aiohttp's default names Python's and its version).
 SERVER_NAME = "tutti"
@@ -22,6 +24,13 @@ SECURITY_HEADERS: dict[str, str] = {
     ),
     "Referrer-Policy": "no-referrer",
 }
+
+#: The Content-Security-Policy of the web app's pages: this origin's files only.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; media-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:

@@ -29,7 +29,7 @@ from tutti import __version__
 from tutti.wire import Invite, invite_link
 
 from .app_keys import SERVICES
-from .client_address import client_address, from_trusted_proxy
+from .client_address import browser_base_url, client_address
 from .errors import ApiError, NotFound, ServiceUnavailable
 
 __all__ = ["add_routes", "WHEEL_NAME", "SingerWheel"]
@@ -38,17 +38,6 @@ log = logging.getLogger(__name__)
 
 #: The singer's install: a pure-Python wheel of this tutti (its dependencies come from PyPI).
 WHEEL_NAME = f"tutti-{__version__}-py3-none-any.whl"
-
-
-def _base_url(request: web.Request) -> str:
-    """This server's address as the browser reached it (through a trusted proxy's scheme)."""
-    scheme = request.scheme
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    if forwarded in ("http", "https") and from_trusted_proxy(
-        request, request.app[SERVICES].proxies
-    ):
-        scheme = forwarded
-    return f"{scheme}://{request.host}"
 
 
 # --- the page -------------------------------------------------------------------------------
@@ -188,7 +177,7 @@ async def invite_page(request: web.Request) -> web.Response:
         invite = svc.sessions.invite(request.match_info["code"][:64], client)
     except ApiError as exc:
         return _page(_GONE.substitute(style=_STYLE, message=html.escape(str(exc))), exc.status)
-    body = render_invite(invite, _base_url(request), request.headers.get("User-Agent", ""))
+    body = render_invite(invite, browser_base_url(request), request.headers.get("User-Agent", ""))
     return _page(body)
 
 

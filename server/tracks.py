@@ -127,28 +127,36 @@ class TrackStore:
         tmp = self.tmp / f"{secrets.token_hex(8)}.part"
         sha, size = await receive_body(request, tmp, self.max_bytes)
         try:
-            try:
-                info = await asyncio.to_thread(check_audio, tmp, max_channels=8)
-            except AudioCheckError as exc:
-                raise Unprocessable(
-                    f"backing track for {part!r}: {exc}", code="bad_audio"
-                ) from None
-            if info.rate != settings.rate:
-                raise Unprocessable(
-                    f"backing track for {part!r} is at {info.rate} Hz but the session runs at "
-                    f"{settings.rate} Hz; resample it to {settings.rate} Hz",
-                    code="wrong_rate",
-                )
-            if info.channels not in (1, 2):
-                raise Unprocessable(
-                    f"backing track for {part!r} has {info.channels} channels; accepted: "
-                    "1 (mono) or 2 (stereo)",
-                    code="wrong_channels",
-                )
-            final = self.path(sha)
-            await asyncio.to_thread(self._place, tmp, final)
+            return await self.accept(tmp, sha, size, part, settings)
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def accept(
+        self, path: Path, sha: str, size: int, part: str, settings: SessionSettings
+    ) -> Track:
+        """Coroutine: check the received file ``path`` (fsynced, ``size`` bytes, sha256
+        ``sha``) and move it into place as ``part``'s backing track.
+
+        Raises 422 for a file that is not acceptable audio, not at the session rate, or not
+        mono/stereo; ``path`` is then left where it is.
+        """
+        try:
+            info = await asyncio.to_thread(check_audio, path, max_channels=8)
+        except AudioCheckError as exc:
+            raise Unprocessable(f"backing track for {part!r}: {exc}", code="bad_audio") from None
+        if info.rate != settings.rate:
+            raise Unprocessable(
+                f"backing track for {part!r} is at {info.rate} Hz but the session runs at "
+                f"{settings.rate} Hz; resample it to {settings.rate} Hz",
+                code="wrong_rate",
+            )
+        if info.channels not in (1, 2):
+            raise Unprocessable(
+                f"backing track for {part!r} has {info.channels} channels; accepted: "
+                "1 (mono) or 2 (stereo)",
+                code="wrong_channels",
+            )
+        await asyncio.to_thread(self._place, path, self.path(sha))
         return Track(
             part=part,
             sha256=sha,

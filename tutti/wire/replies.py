@@ -22,6 +22,11 @@ __all__ = [
     "JoinRequest",
     "StartRequest",
     "UploadMetadata",
+    "BACKING_UPLOAD",
+    "BackingUploadMetadata",
+    "is_backing_upload",
+    "SignIn",
+    "WebState",
     "Health",
     "SessionCreated",
     "Invite",
@@ -82,6 +87,32 @@ class UploadMetadata(Record):
     filename: str = spec(maxlen=255)
     recording: str = spec(maxlen=256 * 1024)
     sha256: str = spec(maxlen=64, default="")
+
+
+#: ``kind`` in the Upload-Metadata of a backing-track upload (take uploads carry no kind).
+BACKING_UPLOAD: Final = "backing"
+
+
+@dataclass(frozen=True)
+class BackingUploadMetadata(Record):
+    """A backing-track upload's tus ``Upload-Metadata`` (the leader's web page sends it):
+    which part, and the file's name (shown only; the format is read from the file)."""
+
+    kind: str = spec(one_of=(BACKING_UPLOAD,))
+    part: str = spec(maxlen=32)
+    filename: str = spec(maxlen=255, default="")
+
+
+def is_backing_upload(metadata: dict[str, str]) -> bool:
+    """Whether tus ``Upload-Metadata`` asks for a backing track (else it is a take's)."""
+    return metadata.get("kind") == BACKING_UPLOAD
+
+
+@dataclass(frozen=True)
+class SignIn(Record):
+    """``POST /api/web/signin``: the host's session key or a leader token."""
+
+    secret: str = spec(maxlen=200)
 
 
 @dataclass(frozen=True)
@@ -276,6 +307,17 @@ class ErrorBody(Record):
     error: ErrorDetail = spec()
 
 
+@dataclass(frozen=True)
+class WebState(Record):
+    """``GET /api/web/me``, sign-in, sign-out and ``POST /api/web/sessions``: what this
+    browser may do.  ``can_create``: it may create sessions (signed in with the key, or the
+    server is open); ``session``: the session it leads, None when it leads none."""
+
+    can_create: bool = spec()
+    open_server: bool = spec()
+    session: SessionInfo | None = spec(default=None)
+
+
 def error_message(payload: Any) -> str:
     """The sentence of an API error body, or "" when the body is not one (a proxy's page)."""
     try:
@@ -291,6 +333,9 @@ HTTP_REQUESTS: Final[dict[str, type[Record]]] = {
     "POST /api/join": JoinRequest,
     "POST /api/session/takes/{take_id}/start": StartRequest,
     "POST /files/ (Upload-Metadata)": UploadMetadata,
+    "POST /files/ (Upload-Metadata, backing)": BackingUploadMetadata,
+    "POST /api/web/signin": SignIn,
+    "POST /api/web/sessions": SessionSettings,
 }
 
 #: Every JSON reply, by route (errors: :class:`ErrorBody`; ``…/manifest``: ``take.json``).
@@ -314,5 +359,9 @@ HTTP_REPLIES: Final[dict[str, type[Record]]] = {
     "POST /api/session/takes/{take_id}/start": TakeStarted,
     "POST /api/session/takes/{take_id}/stop": TakeStopped,
     "DELETE /api/session/takes/{take_id}": Deleted,
+    "GET /api/web/me": WebState,
+    "POST /api/web/signin": WebState,
+    "POST /api/web/signout": WebState,
+    "POST /api/web/sessions": WebState,
     "error": ErrorBody,
 }
