@@ -2,8 +2,11 @@
 
 :class:`SessionStore` is the interface the rest of the server uses; :class:`SqliteStore` is
 the embedded default (one SQLite file in the data directory, WAL journal,
-``synchronous=FULL``, so a committed change survives ``kill -9`` and power loss).  Calls are
-short synchronous statements; nothing on the Socket.IO broadcast path touches the store.
+``synchronous=FULL``, so a committed change survives ``kill -9`` and power loss);
+:class:`tutti.server.store_pg.PostgresStore` is the same statements on PostgreSQL, for several
+server processes and hosts.  Both are a :class:`SqlStore` over a :class:`Database` (one
+connection; ``?`` placeholders, rows as dicts).  Calls are short synchronous statements;
+nothing on the Socket.IO broadcast path touches the store.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from tutti.takeformat import Recording, parse_recording
 from tutti.wire import SessionSettings, parse_settings
 
 from .models import Participant, Principal, Session, Take, TakeSinger, Track
 
-__all__ = ["SessionStore", "SqliteStore"]
+__all__ = ["SessionStore", "SqlStore", "SqliteStore", "Database", "Row"]
+
+#: A result row: column name to value.
+Row: TypeAlias = dict[str, Any]
 
 
 class SessionStore(Protocol):
@@ -133,30 +139,50 @@ def _track_from_dict(part: str, d: dict[str, Any]) -> Track:
     )
 
 
-class SqliteStore:
-    """:class:`SessionStore` on one SQLite file.
+class Cursor(Protocol):
+    def fetchone(self) -> Row | None: ...
 
-    Parameters
-    ----------
-    path : Path
-        The database file (created with its schema if missing).
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+class Executor(Protocol):
+    """What a transaction runs statements on (``?`` placeholders)."""
+
+    def execute(self, sql: str, args: tuple[Any, ...] = (), /) -> Cursor: ...
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]], /) -> object: ...
+
+
+class Database(Protocol):
+    """One connection to an SQL database, safe to share between threads."""
+
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """A write transaction, serialised with every other writer (all processes)."""
+        ...
+
+    def one(self, sql: str, *args: Any) -> Row | None: ...
+    def all(self, sql: str, *args: Any) -> list[Row]: ...
+    def close(self) -> None: ...
+
+
+def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.description, values, strict=True)}
+
+
+class SqliteDatabase:
+    """:class:`Database` on one SQLite file (created with ``schema`` if missing)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
+        self._db.row_factory = _dict_row
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(schema)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Executor]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock now: other processes wait
             try:
                 yield self._db
             except BaseException:
@@ -164,29 +190,48 @@ class SqliteStore:
                 raise
             self._db.execute("COMMIT")
 
-    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+    def one(self, sql: str, *args: Any) -> Row | None:
         with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+            row: Row | None = self._db.execute(sql, args).fetchone()
             return row
 
-    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+    def all(self, sql: str, *args: Any) -> list[Row]:
         with self._lock:
             return list(self._db.execute(sql, args).fetchall())
-
-    # ------------------------------------------------------------------ general
-
-    def ping(self) -> None:
-        """Raise if the database cannot be read."""
-        self._one("SELECT count(*) FROM sessions")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+
+class SqlStore:
+    """:class:`SessionStore` as SQL statements on a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _tx(self) -> AbstractContextManager[Executor]:
+        return self.db.transaction()
+
+    def _one(self, sql: str, *args: Any) -> Row | None:
+        return self.db.one(sql, *args)
+
+    def _all(self, sql: str, *args: Any) -> list[Row]:
+        return self.db.all(sql, *args)
+
+    # ------------------------------------------------------------------ general
+
+    def ping(self) -> None:
+        """Raise if the database cannot be read."""
+        self._one("SELECT count(*) AS n FROM sessions")
+
+    def close(self) -> None:
+        self.db.close()
+
     # ----------------------------------------------------------------- sessions
 
     @staticmethod
-    def _session(row: sqlite3.Row) -> Session:
+    def _session(row: Row) -> Session:
         return Session(
             session_id=row["session_id"],
             code=row["code"],
@@ -253,7 +298,7 @@ class SqliteStore:
     # ------------------------------------------------------------- participants
 
     @staticmethod
-    def _participant(row: sqlite3.Row) -> Participant:
+    def _participant(row: Row) -> Participant:
         return Participant(
             participant_id=row["participant_id"],
             session_id=row["session_id"],
@@ -305,7 +350,10 @@ class SqliteStore:
         t = track
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id, part) DO UPDATE SET sha256 = excluded.sha256, "
+                "frames = excluded.frames, rate = excluded.rate, channels = excluded.channels, "
+                "size = excluded.size, format = excluded.format",
                 (session_id, t.part, t.sha256, t.frames, t.rate, t.channels, t.size, t.format),
             )
 
@@ -318,9 +366,11 @@ class SqliteStore:
     def create_take(self, take: Take) -> None:
         t = take
         with self._tx() as db:
-            seq = db.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM takes WHERE session_id = ?", (t.session_id,)
-            ).fetchone()[0]
+            found = db.execute(
+                "SELECT coalesce(max(seq), 0) + 1 AS seq FROM takes WHERE session_id = ?",
+                (t.session_id,),
+            ).fetchone()
+            seq = 1 if found is None else int(found["seq"])
             db.execute(
                 "INSERT INTO takes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -340,7 +390,7 @@ class SqliteStore:
                 [(t.take_id, s.participant_id, s.state, s.detail) for s in t.singers],
             )
 
-    def _take(self, row: sqlite3.Row) -> Take:
+    def _take(self, row: Row) -> Take:
         singer_rows = self._all(
             "SELECT ts.*, p.name, p.part FROM take_singers ts JOIN participants p "
             "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at",
@@ -476,3 +526,17 @@ class SqliteStore:
         for r in self._all("SELECT tracks FROM takes"):
             found |= {str(t["sha256"]) for t in json.loads(r["tracks"]).values()}
         return found
+
+
+class SqliteStore(SqlStore):
+    """:class:`SessionStore` on one SQLite file, the embedded default (one host).
+
+    Parameters
+    ----------
+    path : Path
+        The database file (created with its schema if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(SqliteDatabase(path, _SCHEMA))
