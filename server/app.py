@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import socketio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -21,11 +22,12 @@ from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
+from .presence import RedisPresence
 from .quota import StorageQuota
 from .realtime import Realtime
 from .retention import Retention
 from .sessions import Sessions
-from .store import SessionStore, SqliteStore
+from .store import SessionStore, open_store
 from .take_uploads import TakeUploadHooks
 from .takes import Takes
 from .tracks import TrackStore
@@ -103,10 +105,24 @@ async def _closed(wire_log: WireLog) -> None:
     wire_log.close()
 
 
+def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> Realtime:
+    """Socket.IO for one process, or for one of several sharing ``config.redis_url``."""
+    if config.redis_url is None:
+        return Realtime(store, list(config.cors_origins), wire_log=wire_log)
+    return Realtime(
+        store,
+        list(config.cors_origins),
+        wire_log=wire_log,
+        presence=RedisPresence(config.redis_url),
+        client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
+    )
+
+
 def init_app(config: Config) -> web.Application:
     """Build the tutti server application for ``config`` (no sockets are opened).
 
-    The data directory is created if missing; the SQLite database is ``tutti.db`` in it.
+    The data directory is created if missing; the SQLite database is ``tutti.db`` in it
+    (or the store is PostgreSQL at ``config.database_url``).
     """
     data = config.data_dir
     proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
@@ -120,8 +136,8 @@ def init_app(config: Config) -> web.Application:
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
-    store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
-    realtime = Realtime(store, list(config.cors_origins), wire_log=wire_log)
+    store = open_store(data, config.database_url)
+    realtime = _realtime(config, store, wire_log)
     sessions = Sessions(
         store,
         realtime,
@@ -157,8 +173,9 @@ def init_app(config: Config) -> web.Application:
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
     )
+    uploads = data / "uploads" if config.node is None else data / "uploads" / config.node
     tus = TusHandler(
-        data / "uploads", hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
+        uploads, hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
     )
     hooks.open_uploads = tus.open_uploads
     hooks.quota = services.quota

@@ -150,7 +150,7 @@ async def roster(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = _me(request)
     svc.sessions.require_leader(p, "see the roster")
-    return _reply(svc.realtime.roster(p.session_id))
+    return _reply(await svc.realtime.roster(p.session_id))
 
 
 async def put_track(request: web.Request) -> web.Response:

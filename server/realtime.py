@@ -4,10 +4,14 @@ Rooms: every member's socket joins ``s:<session_id>``; leader sockets also join
 ``l:<session_id>``.  Broadcasts are one ``emit`` per room (python-socketio encodes the
 packet once for the room); nothing on the broadcast path reads the database.
 
-Live state (connected sockets, clock quality, last level, xrun counts) is kept in memory per
-participant, apart from the participant's stored identity.  Levels are batched: the
-latest level of each singer is relayed to the leader room at most every
-:data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event.
+Live state (connected sockets, clock quality, last level, xrun counts) is kept per
+participant apart from the participant's stored identity, in a
+:class:`tutti.server.presence.Presence` (this process's memory, or Redis when several
+processes serve one deployment; then python-socketio's ``AsyncRedisManager`` carries every
+room emit to the sockets of the other processes).  Levels are batched: the latest level of
+each singer connected here is relayed to the leader room at most every
+:data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event (one per process), and published to
+the presence in the same beat.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
@@ -53,6 +56,7 @@ from tutti.wire import (
 
 from .auth import hash_token
 from .models import Participant, Principal, session_view
+from .presence import Live, LocalPresence, Presence
 from .store import SessionStore
 from .wirelog import WireLog
 
@@ -87,21 +91,6 @@ def leader_room(session_id: str) -> str:
     return f"l:{session_id}"
 
 
-@dataclass
-class Live:
-    """What the server knows of a participant right now (not stored)."""
-
-    sids: set[str] = field(default_factory=set)
-    clock: LiveClock | None = None
-    level: LevelReport | None = None
-    overflows: int = 0
-    underflows: int = 0
-    lost_frames: int = 0  # the singer's own losses, from its frame accounting
-    dropouts: int = 0
-    skipped_frames: int = 0
-    last_seen: float | None = None  # wall-clock seconds since the epoch
-
-
 class Realtime:
     """The Socket.IO server of tutti and the :class:`tutti.server.models.Fanout` it provides.
 
@@ -115,6 +104,10 @@ class Realtime:
         Largest incoming Socket.IO message; a larger one closes that connection.
     wire_log : WireLog, optional
         Where every message sent is also written (``tutti serve --wire-log``).
+    presence : Presence, optional
+        Where live state is shared (default: this process's memory).
+    client_manager : socketio.AsyncManager, optional
+        Rooms and emits (default: this process's; ``AsyncRedisManager`` for several).
     """
 
     def __init__(
@@ -123,11 +116,15 @@ class Realtime:
         cors_origins: list[str] | None = None,
         max_message_bytes: int = MAX_EVENT_BYTES,
         wire_log: WireLog | None = None,
+        presence: Presence | None = None,
+        client_manager: socketio.AsyncManager | None = None,
     ) -> None:
         self.store = store
         self.wire_log = wire_log
+        self.presence: Presence = presence or LocalPresence()
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            client_manager=client_manager,
             # None = same origin only.  (An empty list would switch engineio's origin check
             # off altogether, letting any web page connect.)
             cors_allowed_origins=list(cors_origins) if cors_origins else None,
@@ -141,6 +138,8 @@ class Realtime:
         self.not_open: Callable[[Any], tuple[str, str] | None] = lambda s: (
             None if s.state == "open" else ("session_closed", "the session is closed")
         )
+        #: Live state of the participants with a socket on this process (published to
+        #: :attr:`presence`).
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, LevelReport]] = {}
@@ -159,13 +158,15 @@ class Realtime:
         payload = data.to_dict()
         if self.wire_log is not None:
             self.wire_log.note("event", event, payload)
-        await self.sio.emit(event, payload, **target)
+        # a socket of this process needs no trip through the message queue
+        await self.sio.emit(event, payload, ignore_queue="to" in target, **target)
 
     # ------------------------------------------------------------------- wiring
 
     def attach(self, app: web.Application) -> None:
         """Serve Socket.IO at ``/socket.io/`` of ``app`` and run the level relay with it."""
         self.sio.attach(app)
+        app.cleanup_ctx.append(self.presence.run)
         app.cleanup_ctx.append(self._relay_ctx)
         app.on_shutdown.append(self._disconnect_all)
 
@@ -189,6 +190,7 @@ class Realtime:
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
+        await self.presence.forget(session_id)
 
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._relay_levels())
@@ -204,6 +206,8 @@ class Realtime:
             for session_id, levels in pending.items():
                 try:
                     await self.to_leaders(session_id, Ev.LEVELS, Levels(levels))
+                    lives = {pid: self.live[pid] for pid in levels if pid in self.live}
+                    await self.presence.put(session_id, lives)
                 except Exception:  # keep relaying for the other sessions
                     log.exception("level relay to session %s failed", session_id)
 
@@ -220,9 +224,9 @@ class Realtime:
 
     # ----------------------------------------------------------------- roster
 
-    def entry(self, p: Participant) -> RosterEntry:
+    @staticmethod
+    def entry(p: Participant, live: Live) -> RosterEntry:
         """A participant's roster entry: stored identity plus live state."""
-        live = self.live.get(p.participant_id) or Live()
         level = None
         if live.level is not None:
             level = LiveLevel(live.level.rms_db, live.level.peak_db, live.level.clipped)
@@ -230,7 +234,7 @@ class Realtime:
             participant_id=p.participant_id,
             name=p.name,
             part=p.part,
-            connected=bool(live.sids),
+            connected=live.connected,
             latency_frames=p.latency_frames,
             latency_source=p.latency_source,
             clock=live.clock,
@@ -243,14 +247,18 @@ class Realtime:
             last_seen=live.last_seen,
         )
 
-    def roster(self, session_id: str) -> Roster:
-        """The whole roster of a session (reads the store: not for the broadcast path)."""
-        return Roster(tuple(self.entry(p) for p in self.store.participants(session_id)))
+    async def roster(self, session_id: str) -> Roster:
+        """Coroutine: the whole roster of a session (reads the store and the presence: not
+        for the broadcast path)."""
+        people = self.store.participants(session_id)
+        lives = await self.presence.get(session_id, [p.participant_id for p in people])
+        return Roster(tuple(self.entry(p, lives[p.participant_id]) for p in people))
 
     async def _participant_changed(self, participant_id: str) -> None:
         p = self.identity.get(participant_id)
         if p is not None:
-            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p))
+            live = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
+            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, live))
 
     # ----------------------------------------------------------------- handlers
 
@@ -371,13 +379,14 @@ class Realtime:
         if ident is None:
             await self.sio.enter_room(sid, leader_room(p.session_id))
             await self._send(Ev.WELCOME, welcome, to=sid)
-            await self._send(Ev.ROSTER, self.roster(p.session_id), to=sid)
+            await self._send(Ev.ROSTER, await self.roster(p.session_id), to=sid)
             return
         pid = ident.participant_id
         self.identity[pid] = ident
         live = self.live.setdefault(pid, Live())
-        live.sids.add(sid)
         live.last_seen = time.time()
+        await self.presence.joined(p.session_id, pid, sid)
+        await self.presence.put(p.session_id, {pid: live})
         welcome = dataclasses.replace(welcome, participant_id=pid, name=ident.name, part=ident.part)
         await self._send(Ev.WELCOME, welcome, to=sid)
         await self._participant_changed(pid)
@@ -421,13 +430,17 @@ class Realtime:
         p = self.conns.pop(sid, None)
         if p is None or p.participant_id is None:
             return
-        live = self.live.get(p.participant_id)
+        pid = p.participant_id
+        still_here = await self.presence.left(p.session_id, pid, sid)
+        live = self.live.get(pid)
         if live is not None:
-            live.sids.discard(sid)
             live.last_seen = time.time()
-            if not live.sids:
-                await self._left_take(p.session_id, p.participant_id)
-        await self._participant_changed(p.participant_id)
+            await self.presence.put(p.session_id, {pid: live})
+            if not any(q.participant_id == pid for q in self.conns.values()):
+                del self.live[pid]  # no socket of theirs here: the presence has the rest
+        if not still_here:
+            await self._left_take(p.session_id, pid)
+        await self._participant_changed(pid)
 
     async def _left_take(self, session_id: str, pid: str) -> None:
         """A singer recording the running take lost their connection: say when (their
@@ -464,10 +477,11 @@ class Realtime:
 
     async def _clock_report(self, sid: str, payload: Any) -> None:
         rep = parse_clock_report(payload)
-        _, pid = self._singer(sid)
+        p, pid = self._singer(sid)
         live = self.live.setdefault(pid, Live())
         live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
+        await self.presence.put(p.session_id, {pid: live})
         await self._participant_changed(pid)
 
     async def _level(self, sid: str, payload: Any) -> None:

@@ -24,7 +24,7 @@ from tutti.wire import SessionSettings, parse_settings
 
 from .models import Participant, Principal, Session, Take, TakeSinger, Track
 
-__all__ = ["SessionStore", "SqlStore", "SqliteStore", "Database", "Row"]
+__all__ = ["SessionStore", "SqlStore", "SqliteStore", "Database", "Row", "open_store"]
 
 #: A result row: column name to value.
 Row: TypeAlias = dict[str, Any]
@@ -540,3 +540,12 @@ class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(SqliteDatabase(path, _SCHEMA))
+
+
+def open_store(data_dir: Path, database_url: str | None) -> SessionStore:
+    """The store of a server: PostgreSQL at ``database_url``, else SQLite in ``data_dir``."""
+    if database_url is None:
+        return SqliteStore(data_dir / "tutti.db")
+    from .store_pg import PostgresStore  # psycopg only with --database: the `cluster` extra
+
+    return PostgresStore(database_url)

@@ -1,0 +1,221 @@
+"""Who is connected and how they are doing right now, seen alike by every server process.
+
+The live half of the roster (which singers have a socket, their clock quality, latest level and
+loss counters) is not stored in the database.  :class:`LocalPresence` keeps it in this
+process's memory (one process: the embedded default); :class:`RedisPresence` keeps it in Redis,
+so a leader connected to one process sees the singers connected to every other
+(``tutti serve --redis URL``).  A process that dies without saying goodbye (``kill -9``) stops
+refreshing its heartbeat key, and the sockets it held stop counting as connected within
+:data:`NODE_TTL_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from tutti.wire import LevelReport, LiveClock
+
+__all__ = ["Live", "Presence", "LocalPresence", "RedisPresence", "NODE_TTL_S", "node_id"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds after its last heartbeat that a process's sockets stop counting as connected.
+NODE_TTL_S = 15.0
+_HEARTBEAT_S = NODE_TTL_S / 3
+#: Live state of a session nobody updates is dropped from Redis after this long.
+_KEEP_S = 24 * 3600
+
+
+@dataclass
+class Live:
+    """What the server knows of a participant right now (not stored in the database)."""
+
+    connected: bool = False  # any socket on any live process (set when read)
+    clock: LiveClock | None = None
+    level: LevelReport | None = None
+    overflows: int = 0
+    underflows: int = 0
+    lost_frames: int = 0  # the singer's own losses, from its frame accounting
+    dropouts: int = 0
+    skipped_frames: int = 0
+    last_seen: float | None = None  # wall-clock seconds since the epoch
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        del d["connected"]
+        d["clock"] = None if self.clock is None else self.clock.to_dict()
+        d["level"] = None if self.level is None else self.level.to_dict()
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, connected: bool) -> Live:
+        d: dict[str, Any] = json.loads(text)
+        clock = None if d.get("clock") is None else LiveClock.from_dict(d["clock"])
+        level = None if d.get("level") is None else LevelReport.from_dict(d["level"])
+        return cls(**{**d, "clock": clock, "level": level, "connected": connected})
+
+
+class Presence(Protocol):
+    """Sockets and live state of the participants of every session.  Coroutines."""
+
+    async def joined(self, session_id: str, participant_id: str, sid: str) -> None: ...
+
+    async def left(self, session_id: str, participant_id: str, sid: str) -> bool:
+        """Forget socket ``sid``; whether the participant still has a socket anywhere."""
+        ...
+
+    async def put(self, session_id: str, lives: dict[str, Live]) -> None:
+        """Publish the live state of some participants (``connected`` is not taken)."""
+        ...
+
+    async def get(self, session_id: str, participant_ids: Iterable[str]) -> dict[str, Live]:
+        """Live state of these participants (a fresh :class:`Live` for one never seen)."""
+        ...
+
+    async def forget(self, session_id: str) -> None: ...
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: whatever the presence needs while the server runs."""
+        yield
+
+
+class LocalPresence:
+    """:class:`Presence` in this process's memory (one server process)."""
+
+    def __init__(self) -> None:
+        self._sids: dict[str, set[str]] = {}
+        self._live: dict[str, dict[str, Live]] = {}
+
+    async def joined(self, session_id: str, participant_id: str, sid: str) -> None:
+        self._sids.setdefault(participant_id, set()).add(sid)
+
+    async def left(self, session_id: str, participant_id: str, sid: str) -> bool:
+        sids = self._sids.get(participant_id, set())
+        sids.discard(sid)
+        if not sids:
+            self._sids.pop(participant_id, None)
+        return bool(sids)
+
+    async def put(self, session_id: str, lives: dict[str, Live]) -> None:
+        mine = self._live.setdefault(session_id, {})
+        mine.update({pid: dataclasses.replace(live) for pid, live in lives.items()})
+
+    async def get(self, session_id: str, participant_ids: Iterable[str]) -> dict[str, Live]:
+        mine = self._live.get(session_id, {})
+        return {
+            pid: dataclasses.replace(mine.get(pid) or Live(), connected=pid in self._sids)
+            for pid in participant_ids
+        }
+
+    async def forget(self, session_id: str) -> None:
+        for pid in self._live.pop(session_id, {}):
+            self._sids.pop(pid, None)
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+
+
+def node_id() -> str:
+    """This process's name in Redis: host name and process id (unique while it runs)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RedisPresence:
+    """:class:`Presence` in Redis, shared by every server process of a deployment.
+
+    Keys: ``tutti:<session>:sockets`` (hash: socket id → participant and process),
+    ``tutti:<session>:live`` (hash: participant → :meth:`Live.to_json`) and
+    ``tutti:node:<process>`` (a heartbeat that expires :data:`NODE_TTL_S` after the process
+    stops refreshing it).
+
+    Parameters
+    ----------
+    url : str
+        ``redis://host:port/db`` (``rediss://`` for TLS).
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
+
+        self.redis: Any = aioredis.Redis.from_url(url)
+        self.node = node_id()
+
+    @staticmethod
+    def _key(session_id: str, what: str) -> str:
+        return f"tutti:{session_id}:{what}"
+
+    async def joined(self, session_id: str, participant_id: str, sid: str) -> None:
+        key = self._key(session_id, "sockets")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, sid, json.dumps({"pid": participant_id, "node": self.node}))
+            pipe.expire(key, _KEEP_S)
+            await pipe.execute()
+
+    async def left(self, session_id: str, participant_id: str, sid: str) -> bool:
+        await self.redis.hdel(self._key(session_id, "sockets"), sid)
+        return participant_id in await self._connected(session_id)
+
+    async def _connected(self, session_id: str) -> set[str]:
+        """Participants with a socket on a process whose heartbeat is alive."""
+        sockets = await self.redis.hgetall(self._key(session_id, "sockets"))
+        held = [json.loads(v) for v in sockets.values()]
+        nodes = sorted({h["node"] for h in held})
+        if not nodes:
+            return set()
+        beats = await self.redis.mget([f"tutti:node:{n}" for n in nodes])
+        alive = {n for n, beat in zip(nodes, beats, strict=True) if beat is not None}
+        return {h["pid"] for h in held if h["node"] in alive}
+
+    async def put(self, session_id: str, lives: dict[str, Live]) -> None:
+        if not lives:
+            return
+        key = self._key(session_id, "live")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={pid: live.to_json() for pid, live in lives.items()})
+            pipe.expire(key, _KEEP_S)
+            await pipe.execute()
+
+    async def get(self, session_id: str, participant_ids: Iterable[str]) -> dict[str, Live]:
+        pids = list(participant_ids)
+        if not pids:
+            return {}
+        connected = await self._connected(session_id)
+        found = await self.redis.hmget(self._key(session_id, "live"), pids)
+        return {
+            pid: Live(connected=pid in connected)
+            if text is None
+            else Live.from_json(text, pid in connected)
+            for pid, text in zip(pids, found, strict=True)
+        }
+
+    async def forget(self, session_id: str) -> None:
+        await self.redis.delete(self._key(session_id, "sockets"), self._key(session_id, "live"))
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await self.redis.set(f"tutti:node:{self.node}", "1", ex=round(NODE_TTL_S))
+            except Exception:  # Redis away for a moment: try again on the next beat
+                log.exception("presence heartbeat to Redis failed")
+            await asyncio.sleep(_HEARTBEAT_S)
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._beat())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await self.redis.delete(f"tutti:node:{self.node}")
+        await self.redis.aclose()
