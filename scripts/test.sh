@@ -7,6 +7,8 @@ set -euo pipefail
 apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
 # the hosting tests: nginx in front of tutti, and the deploy/ files checked by their tools
 apt_install nginx caddy openssl systemd
+# the cluster tests: a real Redis and PostgreSQL 15 (initdb + pg_ctl), started by the tests
+apt_install redis-server postgresql-15
 
 cd "$ROOT"
 set +e

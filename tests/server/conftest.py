@@ -33,3 +33,13 @@ def postgres() -> Iterator[Postgres]:
         pytest.skip(why)
     with services.postgres_server() as pg:
         yield pg
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A fresh real Redis for one test; its URL."""
+    why = services.missing()
+    if why is not None:
+        pytest.skip(why)
+    with services.redis_server() as url:
+        yield url

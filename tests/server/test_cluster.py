@@ -1,0 +1,151 @@
+"""One session served by two ``tutti serve`` processes sharing a real Redis, a real PostgreSQL
+and one data folder: singers on both, the leader on one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.server.helpers import (
+    Leader,
+    Recorder,
+    Singer,
+    create_session,
+    join,
+    upload_take,
+    write_audio,
+)
+from tests.support.server import ServeProcess
+from tests.support.services import Postgres
+from tutti.wire import Ev
+
+FRAMES = 48000 * 2
+
+
+@contextlib.asynccontextmanager
+async def two_servers(
+    data: Path, redis_url: str, database_url: str
+) -> AsyncIterator[tuple[ServeProcess, ServeProcess]]:
+    """Two server processes started at once (both create the schema and the key file)."""
+    shared = ("--redis", redis_url, "--database", database_url)
+    a = ServeProcess(data, *shared, "--node", "a")
+    b = ServeProcess(data, *shared, "--node", "b")
+    try:
+        await asyncio.gather(a.start(), b.start())
+        yield a, b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def _roster(http: aiohttp.ClientSession, leader: Leader) -> list[dict[str, Any]]:
+    async with http.get("/api/session/roster", headers=leader.headers) as r:
+        assert r.status == 200, await r.text()
+        entries: list[dict[str, Any]] = (await r.json())["participants"]
+        return entries
+
+
+async def _until_all_connected(
+    http: aiohttp.ClientSession, leader: Leader, singers: list[Singer], timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    want = {s.participant_id for s in singers}
+    deadline = time.monotonic() + timeout
+    while True:
+        roster = await _roster(http, leader)
+        if {e["participant_id"] for e in roster if e["connected"]} == want:
+            return roster
+        assert time.monotonic() < deadline, f"roster never showed all connected: {roster}"
+        await asyncio.sleep(0.05)
+
+
+def _connected(pid: str) -> Callable[[Any], bool]:
+    return lambda d: bool(d["participant_id"] == pid and d["connected"])
+
+
+def _uploaded(pid: str) -> Callable[[Any], bool]:
+    return lambda d: bool(d["participant_id"] == pid and d["state"] == "uploaded")
+
+
+async def test_one_session_over_two_processes(
+    tmp_path: Path, postgres: Postgres, redis_url: str
+) -> None:
+    data = tmp_path / "data"
+    flac = tmp_path / "take.flac"
+    write_audio(flac, frames=FRAMES, fmt="FLAC", seed=3)
+    take_bytes = flac.read_bytes()
+    async with (
+        two_servers(data, redis_url, postgres.new_database()) as (a, b),
+        aiohttp.ClientSession(a.url) as http_a,
+        aiohttp.ClientSession(b.url) as http_b,
+    ):
+        leader = await create_session(http_a)
+        # joining works on either process: the store is shared
+        homes = [(a.url, http_a), (b.url, http_b)] * 2
+        singers = [
+            await join(http, leader.code, f"Singer {i}", "SATB"[i]) for i, (_, http) in
+            enumerate(homes)
+        ]  # fmt: skip
+        lead = Recorder()
+        recorders = [Recorder() for _ in singers]
+        try:
+            await lead.connect(a.url, leader.token)
+            for rec, singer, (url, _) in zip(recorders, singers, homes, strict=True):
+                await rec.connect(url, singer.token)
+            # the leader on A hears of the singers connected to B, and both see all four
+            for s in singers:
+                await lead.wait(Ev.PARTICIPANT, _connected(s.participant_id), timeout=20)
+            for http in (http_a, http_b):
+                roster = await _until_all_connected(http, leader, singers)
+                assert [e["name"] for e in roster] == [s.name for s in singers]
+
+            async with http_a.post("/api/session/takes", headers=leader.headers) as r:
+                assert r.status == 201, await r.text()
+                take_id = (await r.json())["take_id"]
+            async with http_a.post(
+                f"/api/session/takes/{take_id}/start", json={"lead_s": 2.0}, headers=leader.headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            for rec in recorders:
+                start = await rec.wait(Ev.TAKE_START, lambda d: d["take_id"] == take_id, 20)
+                (arrived,) = [t for n, d, t in rec.events if n == Ev.TAKE_START]
+                # one host, one CLOCK_MONOTONIC: the server's t0 and our arrival time compare
+                assert arrived < start["t0"], (
+                    f"take.start arrived {arrived - start['t0']:.3f} s late"
+                )
+
+            # each singer uploads to the process it is connected to
+            await asyncio.gather(
+                *(
+                    upload_take(http, s.token, take_id, take_bytes, FRAMES)
+                    for s, (_, http) in zip(singers, homes, strict=True)
+                )
+            )
+            for s in singers:
+                await lead.wait(Ev.TAKE_UPDATE, _uploaded(s.participant_id), timeout=20)
+
+            async with http_b.post(
+                f"/api/session/takes/{take_id}/stop", headers=leader.headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            for rec in [lead, *recorders]:
+                await rec.wait(Ev.TAKE_STOP, lambda d: d["take_id"] == take_id, 20)
+            async with http_b.get(
+                f"/api/session/takes/{take_id}/manifest", headers=leader.headers
+            ) as r:
+                manifest = await r.json()
+            files = sorted(rec["file"] for rec in manifest["recordings"])
+            assert files == sorted(f"recordings/{s.participant_id}.flac" for s in singers)
+            folder = data / "takes" / leader.session_id / take_id
+            for f in files:
+                assert (folder / f).read_bytes() == take_bytes
+            # each process kept its partial uploads in a folder of its own
+            assert (data / "uploads" / "a").is_dir() and (data / "uploads" / "b").is_dir()
+        finally:
+            for rec in [lead, *recorders]:
+                await rec.close()
