@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.server.helpers import (
     Leader,
@@ -61,6 +60,13 @@ async def _until_all_connected(
         if {e["participant_id"] for e in roster if e["connected"]} == want:
             return roster
         assert time.monotonic() < deadline, f"roster never showed all connected: {roster}"
+        await asyncio.sleep(0.05)
+
+
+async def _until_disconnected(rec: Recorder, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while rec.client.connected:
+        assert time.monotonic() < deadline, "the socket of a killed server stayed connected"
         await asyncio.sleep(0.05)
 
 
@@ -148,4 +154,65 @@ async def test_one_session_over_two_processes(
             assert (data / "uploads" / "a").is_dir() and (data / "uploads" / "b").is_dir()
         finally:
             for rec in [lead, *recorders]:
+                await rec.close()
+
+
+async def test_killed_worker_loses_only_its_own_sockets(
+    tmp_path: Path, postgres: Postgres, redis_url: str
+) -> None:
+    """kill -9 of one process mid-take: the singers on the other keep their sockets; those
+    of the killed one reconnect to the other (as the proxy sends them), are handed the
+    running take, and upload there."""
+    data = tmp_path / "data"
+    flac = tmp_path / "take.flac"
+    write_audio(flac, frames=FRAMES, fmt="FLAC", seed=4)
+    take_bytes = flac.read_bytes()
+    async with (
+        two_servers(data, redis_url, postgres.new_database()) as (a, b),
+        aiohttp.ClientSession(b.url) as http_b,
+    ):
+        leader = await create_session(http_b)
+        singers = [await join(http_b, leader.code, f"Singer {i}", "SATB"[i]) for i in range(4)]
+        urls = [a.url, b.url, a.url, b.url]
+        lead = Recorder()
+        recorders = [Recorder() for _ in singers]
+        again: list[Recorder] = []
+        try:
+            await lead.connect(b.url, leader.token)
+            for rec, singer, url in zip(recorders, singers, urls, strict=True):
+                await rec.connect(url, singer.token)
+            await _until_all_connected(http_b, leader, singers)
+            async with http_b.post("/api/session/takes", headers=leader.headers) as r:
+                take_id = (await r.json())["take_id"]
+            async with http_b.post(
+                f"/api/session/takes/{take_id}/start", json={"lead_s": 1.0}, headers=leader.headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            t0s = {
+                (await rec.wait(Ev.TAKE_START, lambda d: d["take_id"] == take_id, 20))["t0"]
+                for rec in recorders
+            }
+            assert len(t0s) == 1
+
+            await a.kill9()
+            on_a = [i for i, url in enumerate(urls) if url == a.url]
+            for i in on_a:
+                await _until_disconnected(recorders[i])
+                rec = Recorder()
+                again.append(rec)
+                await rec.connect(b.url, singers[i].token)
+                start = await rec.wait(Ev.TAKE_START, lambda d: d["take_id"] == take_id, 20)
+                assert {start["t0"]} == t0s  # the same take, on the same timeline
+            for i, rec in enumerate(recorders):
+                assert rec.client.connected == (i not in on_a)  # B's sockets are untouched
+            await _until_all_connected(http_b, leader, singers)
+
+            await asyncio.gather(
+                *(upload_take(http_b, s.token, take_id, take_bytes, FRAMES) for s in singers)
+            )
+            for s in singers:
+                await lead.wait(Ev.TAKE_UPDATE, _uploaded(s.participant_id), timeout=20)
+            assert lead.client.connected and len(lead.of(Ev.WELCOME)) == 1
+        finally:
+            for rec in [lead, *recorders, *again]:
                 await rec.close()
