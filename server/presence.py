@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds after its last heartbeat that a process's sockets stop counting as connected.
 NODE_TTL_S = 15.0
-_HEARTBEAT_S = NODE_TTL_S / 3
 #: Live state of a session nobody updates is dropped from Redis after this long.
 _KEEP_S = 24 * 3600
 
@@ -94,17 +93,18 @@ class LocalPresence:
     """:class:`Presence` in this process's memory (one server process)."""
 
     def __init__(self) -> None:
-        self._sids: dict[str, set[str]] = {}
+        self._sids: dict[str, dict[str, set[str]]] = {}  # session → participant → sockets
         self._live: dict[str, dict[str, Live]] = {}
 
     async def joined(self, session_id: str, participant_id: str, sid: str) -> None:
-        self._sids.setdefault(participant_id, set()).add(sid)
+        self._sids.setdefault(session_id, {}).setdefault(participant_id, set()).add(sid)
 
     async def left(self, session_id: str, participant_id: str, sid: str) -> bool:
-        sids = self._sids.get(participant_id, set())
+        people = self._sids.get(session_id, {})
+        sids = people.get(participant_id, set())
         sids.discard(sid)
         if not sids:
-            self._sids.pop(participant_id, None)
+            people.pop(participant_id, None)
         return bool(sids)
 
     async def put(self, session_id: str, lives: dict[str, Live]) -> None:
@@ -112,15 +112,15 @@ class LocalPresence:
         mine.update({pid: dataclasses.replace(live) for pid, live in lives.items()})
 
     async def get(self, session_id: str, participant_ids: Iterable[str]) -> dict[str, Live]:
-        mine = self._live.get(session_id, {})
+        mine, here = self._live.get(session_id, {}), self._sids.get(session_id, {})
         return {
-            pid: dataclasses.replace(mine.get(pid) or Live(), connected=pid in self._sids)
+            pid: dataclasses.replace(mine.get(pid) or Live(), connected=pid in here)
             for pid in participant_ids
         }
 
     async def forget(self, session_id: str) -> None:
-        for pid in self._live.pop(session_id, {}):
-            self._sids.pop(pid, None)
+        self._live.pop(session_id, None)
+        self._sids.pop(session_id, None)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         yield
@@ -143,13 +143,18 @@ class RedisPresence:
     ----------
     url : str
         ``redis://host:port/db`` (``rediss://`` for TLS).
+    node : str, optional
+        This process's name (default :func:`node_id`).
+    node_ttl_s : float
+        Seconds after this process's last heartbeat that its sockets stop counting.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, node: str | None = None, node_ttl_s: float = NODE_TTL_S) -> None:
         import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
 
         self.redis: Any = aioredis.Redis.from_url(url)
-        self.node = node_id()
+        self.node = node or node_id()
+        self.node_ttl_s = node_ttl_s
 
     @staticmethod
     def _key(session_id: str, what: str) -> str:
@@ -167,15 +172,19 @@ class RedisPresence:
         return participant_id in await self._connected(session_id)
 
     async def _connected(self, session_id: str) -> set[str]:
-        """Participants with a socket on a process whose heartbeat is alive."""
-        sockets = await self.redis.hgetall(self._key(session_id, "sockets"))
-        held = [json.loads(v) for v in sockets.values()]
-        nodes = sorted({h["node"] for h in held})
+        """Participants with a socket on a process whose heartbeat is alive (the sockets of
+        dead processes are dropped)."""
+        key = self._key(session_id, "sockets")
+        held = {sid: json.loads(v) for sid, v in (await self.redis.hgetall(key)).items()}
+        nodes = sorted({h["node"] for h in held.values()})
         if not nodes:
             return set()
         beats = await self.redis.mget([f"tutti:node:{n}" for n in nodes])
         alive = {n for n, beat in zip(nodes, beats, strict=True) if beat is not None}
-        return {h["pid"] for h in held if h["node"] in alive}
+        dead = [sid for sid, h in held.items() if h["node"] not in alive]
+        if dead:
+            await self.redis.hdel(key, *dead)
+        return {h["pid"] for h in held.values() if h["node"] in alive}
 
     async def put(self, session_id: str, lives: dict[str, Live]) -> None:
         if not lives:
@@ -202,13 +211,18 @@ class RedisPresence:
     async def forget(self, session_id: str) -> None:
         await self.redis.delete(self._key(session_id, "sockets"), self._key(session_id, "live"))
 
+    async def beat(self) -> None:
+        """Coroutine: say this process is alive for the next ``node_ttl_s`` seconds."""
+        ttl_ms = max(1, round(self.node_ttl_s * 1000))
+        await self.redis.set(f"tutti:node:{self.node}", "1", px=ttl_ms)
+
     async def _beat(self) -> None:
         while True:
             try:
-                await self.redis.set(f"tutti:node:{self.node}", "1", ex=round(NODE_TTL_S))
+                await self.beat()
             except Exception:  # Redis away for a moment: try again on the next beat
                 log.exception("presence heartbeat to Redis failed")
-            await asyncio.sleep(_HEARTBEAT_S)
+            await asyncio.sleep(self.node_ttl_s / 3)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._beat())
