@@ -1,0 +1,132 @@
+"""``tutti serve --workers N --redis URL``: N processes on one data folder, started again
+when one dies; and the cluster options' clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from tests.server.helpers import create_session, join
+from tests.server.test_cli import run_serve
+from tests.support.server import ROOT
+
+_SERVING = re.compile(r"^tutti serving on (http://\S+) ")
+
+
+class Supervisor:
+    """``tutti serve --workers N`` as a child process, its output read by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tutti", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def urls(self) -> list[str]:
+        return [m.group(1) for line in self.lines if (m := _SERVING.match(line))]
+
+    async def until(self, what: str, ready: Callable[[], bool], timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
+            assert time.monotonic() < deadline, f"{what}; output:\n" + "\n".join(self.lines[-30:])
+            await asyncio.sleep(0.05)
+
+    def workers(self) -> list[psutil.Process]:
+        children: list[psutil.Process] = psutil.Process(self.proc.pid).children()
+        return children
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                for child in self.workers():
+                    child.kill()
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path, redis_url: str) -> Iterator[Supervisor]:
+    sup = Supervisor("--workers", "2", "--redis", redis_url, "--port", "0", "--open",
+                     "--data", str(tmp_path / "data"))  # fmt: skip
+    try:
+        yield sup
+    finally:
+        sup.stop()
+
+
+async def test_workers_share_one_deployment_and_come_back(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    await supervisor.until("two workers serving", lambda: len(supervisor.urls()) == 2)
+    first, second = supervisor.urls()
+    assert first != second
+    async with aiohttp.ClientSession(first) as a, aiohttp.ClientSession(second) as b:
+        leader = await create_session(a)  # SQLite in the shared data folder, one host
+        singer = await join(b, leader.code, "Ann", "S")
+        async with b.get("/api/session/roster", headers=leader.headers) as r:
+            names = [e["name"] for e in (await r.json())["participants"]]
+        assert names == ["Ann"] and singer.name == "Ann"
+    uploads = tmp_path / "data" / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == sorted(
+        f"{os.uname().nodename}-{i}" for i in range(2)
+    )
+
+    workers = supervisor.workers()
+    assert len(workers) == 2
+    workers[0].kill()  # kill -9 one worker: the supervisor starts it again
+    await supervisor.until("a third serving line", lambda: len(supervisor.urls()) == 3)
+    assert "worker" in "\n".join(supervisor.lines) and "starting it again" in "\n".join(
+        supervisor.lines
+    )
+    await supervisor.until("two workers again", lambda: len(supervisor.workers()) == 2)
+    async with aiohttp.ClientSession(supervisor.urls()[-1]) as again:
+        async with again.get("/healthz") as r:
+            assert r.status == 200
+
+    children = supervisor.workers()
+    assert supervisor.stop() == 0
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_cluster_options_fail_clearly(tmp_path: Path) -> None:
+    code, _, err = await run_serve("--workers", "2", "--data", str(tmp_path))
+    assert code == 2 and "--workers needs --redis URL" in err
+    code, _, err = await run_serve("--database", "mysql://db/tutti", "--data", str(tmp_path))
+    assert code == 2 and "is not a URL of the form postgresql://... or postgres://..." in err
+    code, _, err = await run_serve("--redis", "localhost:6379", "--data", str(tmp_path))
+    assert code == 2 and "redis://..." in err
+    code, _, err = await run_serve("--node", "a/b", "--data", str(tmp_path))
+    assert code == 2 and "a node name is 1-64 letters" in err
