@@ -24,7 +24,7 @@ from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
 from .presence import RedisPresence
 from .quota import StorageQuota
-from .realtime import Realtime
+from .realtime import SERVER_CLOCKS, Realtime
 from .retention import Retention
 from .sessions import Sessions
 from .store import SessionStore, open_store
@@ -107,12 +107,14 @@ async def _closed(wire_log: WireLog) -> None:
 
 def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> Realtime:
     """Socket.IO for one process, or for one of several sharing ``config.redis_url``."""
+    clock = SERVER_CLOCKS[config.clock]
     if config.redis_url is None:
-        return Realtime(store, list(config.cors_origins), wire_log=wire_log)
+        return Realtime(store, list(config.cors_origins), wire_log=wire_log, clock=clock)
     return Realtime(
         store,
         list(config.cors_origins),
         wire_log=wire_log,
+        clock=clock,
         presence=RedisPresence(config.redis_url),
         client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
     )
@@ -147,7 +149,9 @@ def init_app(config: Config) -> web.Application:
         max_joins=config.max_joins_per_session,
     )
     realtime.not_open = sessions.not_open
-    takes = Takes(store, sessions, realtime, data / "takes", keep_days=config.keep_days)
+    takes = Takes(
+        store, sessions, realtime, data / "takes", keep_days=config.keep_days, clock=realtime.clock
+    )
     tracks = TrackStore(data, config.max_track_bytes)
     services = Services(
         config=config,

@@ -76,6 +76,10 @@ class Config:
     redis_url : str or None
         Redis that carries Socket.IO emits and live state between processes; None = one
         process.
+    clock : str
+        The server clock clients synchronise to and takes are scheduled on, a key of
+        :data:`tutti.server.realtime.SERVER_CLOCKS`: "monotonic" (one host) or "realtime"
+        (several hosts, their clocks kept in step by NTP).
     node : str or None
         This process's name in a deployment of several: its unfinished uploads are kept in
         ``uploads/<node>/`` of the (shared) data directory; None = ``uploads/``.
@@ -102,6 +106,7 @@ class Config:
     database_url: str | None = None
     redis_url: str | None = None
     node: str | None = None
+    clock: str = "monotonic"
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
+from .realtime import SERVER_CLOCKS
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -252,6 +253,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in DATA/uploads/NAME/",
     )
     parser.add_argument(
+        "--clock",
+        choices=sorted(SERVER_CLOCKS),
+        default="monotonic",
+        help="the clock singers synchronise to and takes start on: monotonic (default: one "
+        "host, however many processes) or realtime (processes on several hosts, whose clocks "
+        "NTP keeps in step, e.g. chrony; see docs/deploy.md)",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
@@ -287,6 +296,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         database_url=args.database,
         redis_url=args.redis,
         node=args.node or (socket.gethostname() if args.redis else None),
+        clock=args.clock,
     )
 
 

@@ -60,11 +60,15 @@ from .presence import Live, LocalPresence, Presence
 from .store import SessionStore
 from .wirelog import WireLog
 
-__all__ = ["Realtime", "LEVEL_INTERVAL_S", "session_room", "leader_room"]
+__all__ = ["Realtime", "LEVEL_INTERVAL_S", "SERVER_CLOCKS", "session_room", "leader_room"]
 
 log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.1
+#: The clock clients synchronise to and takes are scheduled on (``tutti serve --clock``):
+#: CLOCK_MONOTONIC for one host (all its processes read the one clock, which never steps);
+#: CLOCK_REALTIME, kept in step between hosts by NTP, for several.
+SERVER_CLOCKS: dict[str, Callable[[], float]] = {"monotonic": time.monotonic, "realtime": time.time}
 #: Upload states only the server sets (a client's take.state cannot claim them).
 _SERVER_STATES = ("expected", "uploaded", "missed")
 
@@ -108,6 +112,8 @@ class Realtime:
         Where live state is shared (default: this process's memory).
     client_manager : socketio.AsyncManager, optional
         Rooms and emits (default: this process's; ``AsyncRedisManager`` for several).
+    clock : callable
+        The server clock, seconds (one of :data:`SERVER_CLOCKS`).
     """
 
     def __init__(
@@ -118,8 +124,10 @@ class Realtime:
         wire_log: WireLog | None = None,
         presence: Presence | None = None,
         client_manager: socketio.AsyncManager | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.wire_log = wire_log
         self.presence: Presence = presence or LocalPresence()
         self.sio = socketio.AsyncServer(
@@ -373,7 +381,7 @@ class Realtime:
         # The latest take's state lets a reconnecting singer finish a take whose stop it
         # missed (the server may have died between broadcasting the stop and sending it).
         take_view = None if latest is None else TakeView(*latest)
-        welcome = Welcome(p.role, view, time.monotonic(), take_view)
+        welcome = Welcome(p.role, view, self.clock(), take_view)
         self.conns[sid] = p
         await self.sio.enter_room(sid, session_room(p.session_id))
         if ident is None:
@@ -412,9 +420,9 @@ class Realtime:
             return  # already recording it (a reconnect), or done with it
         if take.state != "running" or take.t0 is None:
             return
-        # CLOCK_MONOTONIC is the host's: a t0 from before a server restart still holds,
-        # unless the take has run longer than any take may
-        now = time.monotonic()
+        # the server clock outlives a server restart: an earlier t0 still holds, unless the
+        # take has run longer than any take may
+        now = self.clock()
         if now - take.t0 > take.settings.max_take_seconds:
             return
         start = TakeStart(
@@ -452,7 +460,7 @@ class Realtime:
         me = None if take is None else take.singer(pid)
         if me is None or me.state != "recording":
             return
-        at = max(0.0, time.monotonic() - latest[2])
+        at = max(0.0, self.clock() - latest[2])
         detail = f"left at {int(at // 60)}:{int(at % 60):02d} (their recording may still arrive)"
         self.store.set_singer_state(latest[0], pid, "recording", detail)
         await self.to_leaders(
@@ -462,7 +470,7 @@ class Realtime:
         )
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
-        now = time.monotonic()
+        now = self.clock()
         t0 = parse_clock_probe(payload)
         reply = ClockReply(t0=t0, server_time=now).to_dict()
         if self.wire_log is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,11 @@ class Takes:
         fanout: Fanout,
         takes_dir: Path,
         keep_days: float = 90.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        #: The server clock takes are scheduled on (:data:`tutti.server.realtime.SERVER_CLOCKS`).
+        self.clock = clock
         self.sessions = sessions
         self.fanout = fanout
         self.takes_dir = takes_dir
@@ -123,14 +127,14 @@ class Takes:
                 code="take_not_armed",
             )
         lead = StartRequest.from_dict({} if payload is None else payload, "start").lead_s
-        now = time.monotonic()
+        now = self.clock()
         t0 = now + lead
         self.store.set_take_state(take.take_id, "running", t0=t0)
         msg = TakeStart(
             take_id=take.take_id,
             t0=t0,
             settings=take.settings,
-            sent_at=time.monotonic(),
+            sent_at=self.clock(),
             tracks={part: t.sha256 for part, t in take.tracks.items()},
         )
         await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg)

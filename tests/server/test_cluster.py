@@ -30,10 +30,10 @@ FRAMES = 48000 * 2
 
 @contextlib.asynccontextmanager
 async def two_servers(
-    data: Path, redis_url: str, database_url: str
+    data: Path, redis_url: str, database_url: str, *extra: str
 ) -> AsyncIterator[tuple[ServeProcess, ServeProcess]]:
     """Two server processes started at once (both create the schema and the key file)."""
-    shared = ("--redis", redis_url, "--database", database_url)
+    shared = ("--redis", redis_url, "--database", database_url, *extra)
     a = ServeProcess(data, *shared, "--node", "a")
     b = ServeProcess(data, *shared, "--node", "b")
     try:
@@ -162,13 +162,13 @@ async def test_killed_worker_loses_only_its_own_sockets(
 ) -> None:
     """kill -9 of one process mid-take: the singers on the other keep their sockets; those
     of the killed one reconnect to the other (as the proxy sends them), are handed the
-    running take, and upload there."""
+    running take, and upload there.  On the wall clock, as processes on two hosts run."""
     data = tmp_path / "data"
     flac = tmp_path / "take.flac"
     write_audio(flac, frames=FRAMES, fmt="FLAC", seed=4)
     take_bytes = flac.read_bytes()
     async with (
-        two_servers(data, redis_url, postgres.new_database()) as (a, b),
+        two_servers(data, redis_url, postgres.new_database(), "--clock", "realtime") as (a, b),
         aiohttp.ClientSession(b.url) as http_b,
     ):
         leader = await create_session(http_b)
@@ -193,6 +193,8 @@ async def test_killed_worker_loses_only_its_own_sockets(
                 for rec in recorders
             }
             assert len(t0s) == 1
+            (t0,) = t0s
+            assert abs(t0 - (time.time() + 1.0)) < 10  # CLOCK_REALTIME, not the host's uptime
 
             await a.kill9()
             on_a = [i for i, url in enumerate(urls) if url == a.url]
