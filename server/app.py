@@ -115,7 +115,7 @@ def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> 
         list(config.cors_origins),
         wire_log=wire_log,
         clock=clock,
-        presence=RedisPresence(config.redis_url),
+        presence=RedisPresence(config.redis_url, clock=config.clock),
         client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
     )
 

@@ -31,6 +31,7 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
+from .presence import ClockMismatch
 from .realtime import SERVER_CLOCKS
 
 __all__ = ["add_arguments", "run", "serve"]
@@ -363,6 +364,9 @@ def run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return _supervise(args, config)
         asyncio.run(serve(config, args.host, args.port, notice))
+    except ClockMismatch as exc:
+        print(f"tutti serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "

@@ -26,7 +26,16 @@ from aiohttp import web
 
 from tutti.wire import LevelReport, LiveClock
 
-__all__ = ["Live", "Presence", "LocalPresence", "RedisPresence", "NODE_TTL_S", "node_id"]
+__all__ = [
+    "Live",
+    "Presence",
+    "LocalPresence",
+    "RedisPresence",
+    "NODE_TTL_S",
+    "node_id",
+    "ClockMismatch",
+    "clock_conflict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,31 @@ class LocalPresence:
         yield
 
 
+class ClockMismatch(RuntimeError):
+    """This process's server clock cannot serve beside the processes already running."""
+
+
+def clock_conflict(mine: tuple[str, str], others: Iterable[tuple[str, str]]) -> str | None:
+    """Why a process on ``(host, clock)`` cannot join processes on ``others``, None if it can.
+
+    Singers synchronise to the process they are connected to and a take's ``t0`` reaches all
+    of them: every process must read one clock.  ``monotonic`` is one host's own."""
+    host, clock = mine
+    for other_host, other_clock in others:
+        if other_clock != clock:
+            return (
+                f"a process on {other_host} runs with --clock {other_clock}, this one with "
+                f"--clock {clock}; give every process of a deployment the same --clock"
+            )
+        if clock == "monotonic" and other_host != host:
+            return (
+                f"a process on {other_host} shares this deployment: processes on several "
+                "hosts need --clock realtime (their clocks kept in step by NTP), since "
+                "--clock monotonic is one host's own clock"
+            )
+    return None
+
+
 def node_id() -> str:
     """This process's name in Redis: host name and process id (unique while it runs)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -147,14 +181,25 @@ class RedisPresence:
         This process's name (default :func:`node_id`).
     node_ttl_s : float
         Seconds after this process's last heartbeat that its sockets stop counting.
+    clock : str
+        This process's server clock (``tutti serve --clock``), told in its heartbeat so that
+        a process whose clock cannot agree with the others' refuses to start.
     """
 
-    def __init__(self, url: str, node: str | None = None, node_ttl_s: float = NODE_TTL_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        node: str | None = None,
+        node_ttl_s: float = NODE_TTL_S,
+        clock: str = "monotonic",
+    ) -> None:
         import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
 
         self.redis: Any = aioredis.Redis.from_url(url)
         self.node = node or node_id()
         self.node_ttl_s = node_ttl_s
+        self.clock = clock
+        self.host = socket.gethostname()
 
     @staticmethod
     def _key(session_id: str, what: str) -> str:
@@ -214,7 +259,22 @@ class RedisPresence:
     async def beat(self) -> None:
         """Coroutine: say this process is alive for the next ``node_ttl_s`` seconds."""
         ttl_ms = max(1, round(self.node_ttl_s * 1000))
-        await self.redis.set(f"tutti:node:{self.node}", "1", px=ttl_ms)
+        me = json.dumps({"host": self.host, "clock": self.clock})
+        await self.redis.set(f"tutti:node:{self.node}", me, px=ttl_ms)
+
+    async def check_clock(self) -> None:
+        """Coroutine: raise :class:`ClockMismatch` when a live process of the deployment
+        reads a clock this one cannot agree with."""
+        others = []
+        async for key in self.redis.scan_iter(match="tutti:node:*", count=500):
+            text = await self.redis.get(key)
+            if text is not None and key != f"tutti:node:{self.node}".encode():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    d = json.loads(text)
+                    others.append((str(d["host"]), str(d["clock"])))
+        why = clock_conflict((self.host, self.clock), others)
+        if why is not None:
+            raise ClockMismatch(why)
 
     async def _beat(self) -> None:
         while True:
@@ -225,6 +285,7 @@ class RedisPresence:
             await asyncio.sleep(self.node_ttl_s / 3)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
+        await self.check_clock()
         task = asyncio.create_task(self._beat())
         yield
         task.cancel()

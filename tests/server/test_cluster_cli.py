@@ -20,7 +20,7 @@ import pytest
 
 from tests.server.helpers import create_session, join
 from tests.server.test_cli import run_serve
-from tests.support.server import ROOT
+from tests.support.server import ROOT, ServeProcess
 
 _SERVING = re.compile(r"^tutti serving on (http://\S+) ")
 
@@ -130,3 +130,16 @@ async def test_cluster_options_fail_clearly(tmp_path: Path) -> None:
     assert code == 2 and "redis://..." in err
     code, _, err = await run_serve("--node", "a/b", "--data", str(tmp_path))
     assert code == 2 and "a node name is 1-64 letters" in err
+
+
+async def test_a_process_on_another_clock_refuses_to_start(tmp_path: Path, redis_url: str) -> None:
+    first = ServeProcess(tmp_path / "data", "--redis", redis_url, "--clock", "realtime")
+    try:
+        await first.start()
+        code, out, err = await run_serve(
+            "--redis", redis_url, "--node", "second", "--open", "--data", str(tmp_path / "data")
+        )
+        assert code == 1 and "serving" not in out
+        assert "runs with --clock realtime, this one with --clock monotonic" in err
+    finally:
+        assert await first.stop() == 0

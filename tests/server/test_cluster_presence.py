@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tutti.server.presence import Live, LocalPresence, Presence, RedisPresence
+from tutti.server.presence import (
+    ClockMismatch,
+    Live,
+    LocalPresence,
+    Presence,
+    RedisPresence,
+    clock_conflict,
+)
 from tutti.wire import LevelReport, LiveClock
 
 
@@ -73,3 +80,29 @@ async def test_a_dead_process_sockets_stop_counting(redis_url: str) -> None:
     finally:
         await dead.redis.aclose()
         await alive.redis.aclose()
+
+
+def test_clock_conflicts() -> None:
+    assert clock_conflict(("h1", "monotonic"), [("h1", "monotonic")]) is None
+    assert clock_conflict(("h1", "realtime"), [("h2", "realtime"), ("h1", "realtime")]) is None
+    why = clock_conflict(("h1", "monotonic"), [("h2", "monotonic")])
+    assert why is not None and "need --clock realtime" in why and "h2" in why
+    why = clock_conflict(("h1", "realtime"), [("h1", "monotonic")])
+    assert why is not None and "the same --clock" in why
+
+
+async def test_a_process_on_another_host_with_the_monotonic_clock_refuses(
+    redis_url: str,
+) -> None:
+    first = RedisPresence(redis_url, node="h1-0")
+    other = RedisPresence(redis_url, node="h2-0")
+    other.host = "h2"  # as a process on a second host would say
+    same_host = RedisPresence(redis_url, node="h1-1")
+    try:
+        await first.beat()
+        await same_host.check_clock()  # a second process on the same host is fine
+        with pytest.raises(ClockMismatch, match="need --clock realtime"):
+            await other.check_clock()
+    finally:
+        for p in (first, other, same_host):
+            await p.redis.aclose()
