@@ -115,7 +115,11 @@ def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> 
         list(config.cors_origins),
         wire_log=wire_log,
         clock=clock,
-        presence=RedisPresence(config.redis_url, clock=config.clock),
+        presence=RedisPresence(
+            config.redis_url,
+            clock=config.clock,
+            store="sqlite" if config.database_url is None else "postgresql",
+        ),
         client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
     )
 

@@ -31,7 +31,7 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
-from .presence import ClockMismatch
+from .presence import Mismatch
 from .realtime import SERVER_CLOCKS
 
 __all__ = ["add_arguments", "run", "serve"]
@@ -364,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return _supervise(args, config)
         asyncio.run(serve(config, args.host, args.port, notice))
-    except ClockMismatch as exc:
+    except Mismatch as exc:
         print(f"tutti serve: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -33,8 +33,9 @@ __all__ = [
     "RedisPresence",
     "NODE_TTL_S",
     "node_id",
-    "ClockMismatch",
-    "clock_conflict",
+    "Mismatch",
+    "NodeInfo",
+    "conflict",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,27 +136,48 @@ class LocalPresence:
         yield
 
 
-class ClockMismatch(RuntimeError):
-    """This process's server clock cannot serve beside the processes already running."""
+class Mismatch(RuntimeError):
+    """This process cannot serve beside the processes of the deployment already running."""
 
 
-def clock_conflict(mine: tuple[str, str], others: Iterable[tuple[str, str]]) -> str | None:
-    """Why a process on ``(host, clock)`` cannot join processes on ``others``, None if it can.
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a process tells the others in its heartbeat."""
+
+    host: str
+    clock: str  # tutti serve --clock
+    store: str  # "sqlite" or "postgresql"
+
+
+def conflict(mine: NodeInfo, others: Iterable[NodeInfo]) -> str | None:
+    """Why a process ``mine`` cannot join processes ``others``, None if it can.
 
     Singers synchronise to the process they are connected to and a take's ``t0`` reaches all
-    of them: every process must read one clock.  ``monotonic`` is one host's own."""
-    host, clock = mine
-    for other_host, other_clock in others:
-        if other_clock != clock:
+    of them, so every process must read one clock (``monotonic`` is one host's own); and
+    every process must see one store (a SQLite file serves the processes of one host)."""
+    for other in others:
+        if other.clock != mine.clock:
             return (
-                f"a process on {other_host} runs with --clock {other_clock}, this one with "
-                f"--clock {clock}; give every process of a deployment the same --clock"
+                f"a process on {other.host} runs with --clock {other.clock}, this one with "
+                f"--clock {mine.clock}; give every process of a deployment the same --clock"
             )
-        if clock == "monotonic" and other_host != host:
+        if other.store != mine.store:
             return (
-                f"a process on {other_host} shares this deployment: processes on several "
+                f"a process on {other.host} keeps sessions in {other.store}, this one in "
+                f"{mine.store}; give every process of a deployment the same --database"
+            )
+        if other.host == mine.host:
+            continue
+        if mine.clock == "monotonic":
+            return (
+                f"a process on {other.host} shares this deployment: processes on several "
                 "hosts need --clock realtime (their clocks kept in step by NTP), since "
                 "--clock monotonic is one host's own clock"
+            )
+        if mine.store == "sqlite":
+            return (
+                f"a process on {other.host} shares this deployment: processes on several "
+                "hosts need --database postgresql://... (a SQLite file serves one host)"
             )
     return None
 
@@ -181,9 +203,10 @@ class RedisPresence:
         This process's name (default :func:`node_id`).
     node_ttl_s : float
         Seconds after this process's last heartbeat that its sockets stop counting.
-    clock : str
-        This process's server clock (``tutti serve --clock``), told in its heartbeat so that
-        a process whose clock cannot agree with the others' refuses to start.
+    clock, store : str
+        This process's server clock (``tutti serve --clock``) and kind of store ("sqlite" or
+        "postgresql"), told in its heartbeat so that a process that cannot agree with the
+        others refuses to start (:func:`conflict`).
     """
 
     def __init__(
@@ -192,14 +215,14 @@ class RedisPresence:
         node: str | None = None,
         node_ttl_s: float = NODE_TTL_S,
         clock: str = "monotonic",
+        store: str = "sqlite",
     ) -> None:
         import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
 
         self.redis: Any = aioredis.Redis.from_url(url)
         self.node = node or node_id()
         self.node_ttl_s = node_ttl_s
-        self.clock = clock
-        self.host = socket.gethostname()
+        self.info = NodeInfo(socket.gethostname(), clock, store)
 
     @staticmethod
     def _key(session_id: str, what: str) -> str:
@@ -259,22 +282,21 @@ class RedisPresence:
     async def beat(self) -> None:
         """Coroutine: say this process is alive for the next ``node_ttl_s`` seconds."""
         ttl_ms = max(1, round(self.node_ttl_s * 1000))
-        me = json.dumps({"host": self.host, "clock": self.clock})
+        me = json.dumps(dataclasses.asdict(self.info))
         await self.redis.set(f"tutti:node:{self.node}", me, px=ttl_ms)
 
-    async def check_clock(self) -> None:
-        """Coroutine: raise :class:`ClockMismatch` when a live process of the deployment
-        reads a clock this one cannot agree with."""
+    async def check_deployment(self) -> None:
+        """Coroutine: raise :class:`Mismatch` when a live process of the deployment reads a
+        clock or a store this one cannot agree with."""
         others = []
         async for key in self.redis.scan_iter(match="tutti:node:*", count=500):
             text = await self.redis.get(key)
             if text is not None and key != f"tutti:node:{self.node}".encode():
                 with contextlib.suppress(ValueError, KeyError, TypeError):
-                    d = json.loads(text)
-                    others.append((str(d["host"]), str(d["clock"])))
-        why = clock_conflict((self.host, self.clock), others)
+                    others.append(NodeInfo(**json.loads(text)))
+        why = conflict(self.info, others)
         if why is not None:
-            raise ClockMismatch(why)
+            raise Mismatch(why)
 
     async def _beat(self) -> None:
         while True:
@@ -285,7 +307,7 @@ class RedisPresence:
             await asyncio.sleep(self.node_ttl_s / 3)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
-        await self.check_clock()
+        await self.check_deployment()
         task = asyncio.create_task(self._beat())
         yield
         task.cancel()

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tutti.server.presence import (
-    ClockMismatch,
     Live,
     LocalPresence,
+    Mismatch,
+    NodeInfo,
     Presence,
     RedisPresence,
-    clock_conflict,
+    conflict,
 )
 from tutti.wire import LevelReport, LiveClock
 
@@ -82,13 +83,18 @@ async def test_a_dead_process_sockets_stop_counting(redis_url: str) -> None:
         await alive.redis.aclose()
 
 
-def test_clock_conflicts() -> None:
-    assert clock_conflict(("h1", "monotonic"), [("h1", "monotonic")]) is None
-    assert clock_conflict(("h1", "realtime"), [("h2", "realtime"), ("h1", "realtime")]) is None
-    why = clock_conflict(("h1", "monotonic"), [("h2", "monotonic")])
+def test_deployment_conflicts() -> None:
+    mono, pg = NodeInfo("h1", "monotonic", "sqlite"), NodeInfo("h1", "realtime", "postgresql")
+    assert conflict(mono, [NodeInfo("h1", "monotonic", "sqlite")]) is None
+    assert conflict(pg, [NodeInfo("h2", "realtime", "postgresql"), pg]) is None
+    why = conflict(mono, [NodeInfo("h2", "monotonic", "sqlite")])
     assert why is not None and "need --clock realtime" in why and "h2" in why
-    why = clock_conflict(("h1", "realtime"), [("h1", "monotonic")])
+    why = conflict(NodeInfo("h1", "realtime", "sqlite"), [NodeInfo("h2", "realtime", "sqlite")])
+    assert why is not None and "need --database postgresql://" in why
+    why = conflict(pg, [NodeInfo("h1", "monotonic", "postgresql")])
     assert why is not None and "the same --clock" in why
+    why = conflict(pg, [NodeInfo("h1", "realtime", "sqlite")])
+    assert why is not None and "the same --database" in why
 
 
 async def test_a_process_on_another_host_with_the_monotonic_clock_refuses(
@@ -96,13 +102,13 @@ async def test_a_process_on_another_host_with_the_monotonic_clock_refuses(
 ) -> None:
     first = RedisPresence(redis_url, node="h1-0")
     other = RedisPresence(redis_url, node="h2-0")
-    other.host = "h2"  # as a process on a second host would say
+    other.info = NodeInfo("h2", "monotonic", "sqlite")  # as a process on a second host says
     same_host = RedisPresence(redis_url, node="h1-1")
     try:
         await first.beat()
-        await same_host.check_clock()  # a second process on the same host is fine
-        with pytest.raises(ClockMismatch, match="need --clock realtime"):
-            await other.check_clock()
+        await same_host.check_deployment()  # a second process on the same host is fine
+        with pytest.raises(Mismatch, match="need --clock realtime"):
+            await other.check_deployment()
     finally:
         for p in (first, other, same_host):
             await p.redis.aclose()
