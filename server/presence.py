@@ -118,8 +118,7 @@ class LocalPresence:
         return bool(sids)
 
     async def put(self, session_id: str, lives: dict[str, Live]) -> None:
-        mine = self._live.setdefault(session_id, {})
-        mine.update({pid: dataclasses.replace(live) for pid, live in lives.items()})
+        self._live.setdefault(session_id, {}).update(lives)  # this process's own records
 
     async def get(self, session_id: str, participant_ids: Iterable[str]) -> dict[str, Live]:
         mine, here = self._live.get(session_id, {}), self._sids.get(session_id, {})
@@ -190,10 +189,10 @@ def node_id() -> str:
 class RedisPresence:
     """:class:`Presence` in Redis, shared by every server process of a deployment.
 
-    Keys: ``tutti:<session>:sockets`` (hash: socket id → participant and process),
+    Keys: ``tutti:<session>:sockets:<participant>`` (hash: socket id → process),
     ``tutti:<session>:live`` (hash: participant → :meth:`Live.to_json`) and
     ``tutti:node:<process>`` (a heartbeat that expires :data:`NODE_TTL_S` after the process
-    stops refreshing it).
+    stops refreshing it, holding :class:`NodeInfo`).
 
     Parameters
     ----------
@@ -225,39 +224,50 @@ class RedisPresence:
         self.info = NodeInfo(socket.gethostname(), clock, store)
 
     @staticmethod
-    def _key(session_id: str, what: str) -> str:
-        return f"tutti:{session_id}:{what}"
+    def _live_key(session_id: str) -> str:
+        return f"tutti:{session_id}:live"
+
+    @staticmethod
+    def _sockets_key(session_id: str, participant_id: str) -> str:
+        return f"tutti:{session_id}:sockets:{participant_id}"
 
     async def joined(self, session_id: str, participant_id: str, sid: str) -> None:
-        key = self._key(session_id, "sockets")
+        key = self._sockets_key(session_id, participant_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, sid, json.dumps({"pid": participant_id, "node": self.node}))
+            pipe.hset(key, sid, self.node)
             pipe.expire(key, _KEEP_S)
             await pipe.execute()
 
     async def left(self, session_id: str, participant_id: str, sid: str) -> bool:
-        await self.redis.hdel(self._key(session_id, "sockets"), sid)
-        return participant_id in await self._connected(session_id)
+        await self.redis.hdel(self._sockets_key(session_id, participant_id), sid)
+        return participant_id in await self._connected(session_id, [participant_id])
 
-    async def _connected(self, session_id: str) -> set[str]:
-        """Participants with a socket on a process whose heartbeat is alive (the sockets of
-        dead processes are dropped)."""
-        key = self._key(session_id, "sockets")
-        held = {sid: json.loads(v) for sid, v in (await self.redis.hgetall(key)).items()}
-        nodes = sorted({h["node"] for h in held.values()})
+    async def _connected(self, session_id: str, pids: list[str]) -> set[str]:
+        """Those of ``pids`` with a socket on a process whose heartbeat is alive (the
+        sockets of dead processes are dropped)."""
+        keys = [self._sockets_key(session_id, pid) for pid in pids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            held: list[dict[bytes, bytes]] = await pipe.execute()
+        nodes = sorted({node for sockets in held for node in sockets.values()})
         if not nodes:
             return set()
-        beats = await self.redis.mget([f"tutti:node:{n}" for n in nodes])
+        beats = await self.redis.mget([b"tutti:node:" + n for n in nodes])
         alive = {n for n, beat in zip(nodes, beats, strict=True) if beat is not None}
-        dead = [sid for sid, h in held.items() if h["node"] not in alive]
-        if dead:
-            await self.redis.hdel(key, *dead)
-        return {h["pid"] for h in held.values() if h["node"] in alive}
+        found = set()
+        for pid, key, sockets in zip(pids, keys, held, strict=True):
+            dead = [sid for sid, node in sockets.items() if node not in alive]
+            if dead:
+                await self.redis.hdel(key, *dead)
+            if len(dead) < len(sockets):
+                found.add(pid)
+        return found
 
     async def put(self, session_id: str, lives: dict[str, Live]) -> None:
         if not lives:
             return
-        key = self._key(session_id, "live")
+        key = self._live_key(session_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={pid: live.to_json() for pid, live in lives.items()})
             pipe.expire(key, _KEEP_S)
@@ -267,8 +277,8 @@ class RedisPresence:
         pids = list(participant_ids)
         if not pids:
             return {}
-        connected = await self._connected(session_id)
-        found = await self.redis.hmget(self._key(session_id, "live"), pids)
+        connected = await self._connected(session_id, pids)
+        found = await self.redis.hmget(self._live_key(session_id), pids)
         return {
             pid: Live(connected=pid in connected)
             if text is None
@@ -277,7 +287,10 @@ class RedisPresence:
         }
 
     async def forget(self, session_id: str) -> None:
-        await self.redis.delete(self._key(session_id, "sockets"), self._key(session_id, "live"))
+        keys = [self._live_key(session_id)]
+        async for key in self.redis.scan_iter(match=self._sockets_key(session_id, "*")):
+            keys.append(key)
+        await self.redis.delete(*keys)
 
     async def beat(self) -> None:
         """Coroutine: say this process is alive for the next ``node_ttl_s`` seconds."""

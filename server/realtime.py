@@ -65,6 +65,9 @@ __all__ = ["Realtime", "LEVEL_INTERVAL_S", "SERVER_CLOCKS", "session_room", "lea
 log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.1
+#: Seconds between publishing levels to the presence (the roster's snapshot; leaders get
+#: every batch as :data:`Ev.LEVELS`).
+PRESENCE_LEVEL_INTERVAL_S = 1.0
 #: The clock clients synchronise to and takes are scheduled on (``tutti serve --clock``):
 #: CLOCK_MONOTONIC for one host (all its processes read the one clock, which never steps);
 #: CLOCK_REALTIME, kept in step between hosts by NTP, for several.
@@ -151,6 +154,7 @@ class Realtime:
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, LevelReport]] = {}
+        self._unpublished: dict[str, set[str]] = {}  # session → singers with newer levels
         self._register()
 
     # ------------------------------------------------------------------- Fanout
@@ -198,6 +202,7 @@ class Realtime:
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
+        self._unpublished.pop(session_id, None)
         await self.presence.forget(session_id)
 
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -208,16 +213,29 @@ class Realtime:
             await task
 
     async def _relay_levels(self) -> None:
+        published = time.monotonic()
         while True:
             await asyncio.sleep(LEVEL_INTERVAL_S)
             pending, self._levels = self._levels, {}
             for session_id, levels in pending.items():
+                self._unpublished.setdefault(session_id, set()).update(levels)
                 try:
                     await self.to_leaders(session_id, Ev.LEVELS, Levels(levels))
-                    lives = {pid: self.live[pid] for pid in levels if pid in self.live}
-                    await self.presence.put(session_id, lives)
                 except Exception:  # keep relaying for the other sessions
                     log.exception("level relay to session %s failed", session_id)
+            if time.monotonic() - published >= PRESENCE_LEVEL_INTERVAL_S:
+                published = time.monotonic()
+                await self._publish_levels()
+
+    async def _publish_levels(self) -> None:
+        """The latest levels of this process's singers into the presence (the roster's)."""
+        unpublished, self._unpublished = self._unpublished, {}
+        for session_id, pids in unpublished.items():
+            lives = {pid: self.live[pid] for pid in pids if pid in self.live}
+            try:
+                await self.presence.put(session_id, lives)
+            except Exception:  # Redis away for a moment: the next second brings them
+                log.exception("publishing levels of session %s failed", session_id)
 
     def _register(self) -> None:
         sio = self.sio
@@ -391,7 +409,9 @@ class Realtime:
             return
         pid = ident.participant_id
         self.identity[pid] = ident
-        live = self.live.setdefault(pid, Live())
+        live = self.live.get(pid)
+        if live is None:  # first socket here: go on from what the deployment knows of them
+            live = self.live[pid] = (await self.presence.get(p.session_id, [pid]))[pid]
         live.last_seen = time.time()
         await self.presence.joined(p.session_id, pid, sid)
         await self.presence.put(p.session_id, {pid: live})

@@ -70,6 +70,25 @@ async def _until_disconnected(rec: Recorder, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _until(
+    pred: Callable[[dict[str, Any]], bool],
+    http: aiohttp.ClientSession,
+    leader: Leader,
+    singer: Singer,
+    timeout: float = 20.0,
+) -> None:
+    """Wait until ``singer``'s roster entry (read with ``http``) satisfies ``pred``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (entry,) = [
+            e for e in await _roster(http, leader) if e["participant_id"] == singer.participant_id
+        ]
+        if entry["level"] is not None and pred(entry):
+            return
+        assert time.monotonic() < deadline, f"roster entry never matched: {entry}"
+        await asyncio.sleep(0.05)
+
+
 def _connected(pid: str) -> Callable[[Any], bool]:
     return lambda d: bool(d["participant_id"] == pid and d["connected"])
 
@@ -109,6 +128,26 @@ async def test_one_session_over_two_processes(
             for http in (http_a, http_b):
                 roster = await _until_all_connected(http, leader, singers)
                 assert [e["name"] for e in roster] == [s.name for s in singers]
+            # a singer on B reports its clock and level: the leader on A sees them
+            on_b = recorders[1]
+            await on_b.client.emit(
+                Ev.CLOCK_REPORT,
+                {"offset": 0.125, "error_bound": 0.002, "rtt_min": 0.003, "samples": 5},
+            )
+            await on_b.client.emit(Ev.LEVEL, {"rms_db": -18.0, "peak_db": -3.0, "lost_frames": 7})
+            batch = await lead.wait(Ev.LEVELS, lambda d: singers[1].participant_id in d["levels"])
+            assert batch["levels"][singers[1].participant_id]["rms_db"] == -18.0
+            entry = await lead.wait(
+                Ev.PARTICIPANT,
+                lambda d: d["participant_id"] == singers[1].participant_id and d["clock"],
+            )
+            assert entry["clock"]["offset"] == 0.125
+            await _until(
+                lambda e: e["lost_frames"] == 7 and e["level"]["rms_db"] == -18.0,
+                http_a,
+                leader,
+                singers[1],
+            )
 
             async with http_a.post("/api/session/takes", headers=leader.headers) as r:
                 assert r.status == 201, await r.text()

@@ -77,7 +77,8 @@ async def test_a_dead_process_sockets_stop_counting(redis_url: str) -> None:
             assert time.monotonic() < deadline, "a dead process's socket kept counting"
             await asyncio.sleep(0.05)
         assert (await alive.get("s1", ["p2"]))["p2"].connected
-        assert await alive.redis.hkeys("tutti:s1:sockets") == [b"sid-2"]
+        assert await alive.redis.hkeys("tutti:s1:sockets:p1") == []  # dropped
+        assert await alive.redis.hkeys("tutti:s1:sockets:p2") == [b"sid-2"]
     finally:
         await dead.redis.aclose()
         await alive.redis.aclose()

@@ -6,7 +6,6 @@ resumed on one process), spread over both processes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import shutil
 import subprocess
@@ -155,11 +154,14 @@ class PollingSinger(Recorder):
 async def _nodes_holding(redis_url: str, session_id: str) -> dict[str, str]:
     """participant → node of its socket, as the presence keeps it in Redis."""
     r: Any = aioredis.Redis.from_url(redis_url)
+    found = {}
     try:
-        held = await r.hgetall(f"tutti:{session_id}:sockets")
+        async for key in r.scan_iter(match=f"tutti:{session_id}:sockets:*"):
+            (node,) = (await r.hgetall(key)).values()
+            found[key.decode().rsplit(":", 1)[1]] = node.decode()
     finally:
         await r.aclose()
-    return {json.loads(v)["pid"]: json.loads(v)["node"] for v in held.values()}
+    return found
 
 
 def _uploaded(pid: str) -> Callable[[Any], bool]:
