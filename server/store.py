@@ -49,13 +49,28 @@ class SessionStore(Protocol):
     def set_latency(self, participant_id: str, frames: int, source: str) -> None: ...
     def put_track(self, session_id: str, track: Track) -> None: ...
     def tracks(self, session_id: str) -> dict[str, Track]: ...
-    def create_take(self, take: Take) -> None: ...
+    def create_take(self, take: Take) -> tuple[str, str] | None:
+        """Store a new take unless its session has an armed or running one: then that
+        one's ``(take_id, state)``, and nothing is stored (checked in the one transaction,
+        so two processes arming at once make one take)."""
+        ...
+
     def get_take(self, take_id: str) -> Take | None: ...
     def takes(self, session_id: str) -> list[Take]: ...
     def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None: ...
     def set_take_state(
-        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
-    ) -> None: ...
+        self,
+        take_id: str,
+        state: str,
+        *,
+        t0: float | None = None,
+        stopped_at: float | None = None,
+        only_from: tuple[str, ...] = (),
+    ) -> bool:
+        """Whether the take changed; with ``only_from``, only a take in one of those states
+        does (two processes starting one take at once: one of them starts it)."""
+        ...
+
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
@@ -140,6 +155,8 @@ def _track_from_dict(part: str, d: dict[str, Any]) -> Track:
 
 
 class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
     def fetchone(self) -> Row | None: ...
 
 
@@ -363,9 +380,16 @@ class SqlStore:
 
     # -------------------------------------------------------------------- takes
 
-    def create_take(self, take: Take) -> None:
+    def create_take(self, take: Take) -> tuple[str, str] | None:
         t = take
         with self._tx() as db:
+            busy = db.execute(
+                "SELECT take_id, state FROM takes WHERE session_id = ? "
+                "AND state IN ('armed', 'running') ORDER BY seq DESC LIMIT 1",
+                (t.session_id,),
+            ).fetchone()
+            if busy is not None:
+                return str(busy["take_id"]), str(busy["state"])
             found = db.execute(
                 "SELECT coalesce(max(seq), 0) + 1 AS seq FROM takes WHERE session_id = ?",
                 (t.session_id,),
@@ -389,6 +413,7 @@ class SqlStore:
                 "INSERT INTO take_singers VALUES (?, ?, ?, ?, NULL)",
                 [(t.take_id, s.participant_id, s.state, s.detail) for s in t.singers],
             )
+        return None
 
     def _take(self, row: Row) -> Take:
         singer_rows = self._all(
@@ -442,14 +467,22 @@ class SqlStore:
         return None if row is None else (row["take_id"], row["state"], row["t0"])
 
     def set_take_state(
-        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
-    ) -> None:
+        self,
+        take_id: str,
+        state: str,
+        *,
+        t0: float | None = None,
+        stopped_at: float | None = None,
+        only_from: tuple[str, ...] = (),
+    ) -> bool:
+        sql = (
+            "UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
+            "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?"
+        )
+        if only_from:
+            sql += f" AND state IN ({', '.join('?' * len(only_from))})"
         with self._tx() as db:
-            db.execute(
-                "UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
-                "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?",
-                (state, t0, stopped_at, take_id),
-            )
+            return db.execute(sql, (state, t0, stopped_at, take_id, *only_from)).rowcount > 0
 
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""

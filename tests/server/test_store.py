@@ -129,13 +129,18 @@ def test_takes_states_and_recordings(store: SessionStore) -> None:
     _session(store)
     _singer(store, "p1")
     _singer(store, "p2", at=T0 + 2)
-    store.create_take(_take("t1", "p1"))
-    store.create_take(_take("t2", "p1"))
+    assert store.create_take(_take("t1", "p1")) is None
+    assert store.create_take(_take("t2", "p1")) == ("t1", "armed")  # one active take
+    assert store.set_take_state("t1", "stopped", stopped_at=T0 + 6)
+    assert store.create_take(_take("t2", "p1")) is None
     assert [t.take_id for t in store.takes("s1")] == ["t1", "t2"]
     assert store.latest_take("s1") == ("t2", "armed", None)
-    store.set_take_state("t2", "running", t0=T0 + 10)
-    store.set_take_state("t2", "stopped", stopped_at=T0 + 70)
+    assert store.set_take_state("t2", "running", t0=T0 + 10, only_from=("armed",))
+    assert not store.set_take_state("t2", "running", t0=T0 + 99, only_from=("armed",))
+    assert store.create_take(_take("t3", "p1")) == ("t2", "running")
+    assert store.set_take_state("t2", "stopped", stopped_at=T0 + 70)
     assert store.latest_take("s1") == ("t2", "stopped", T0 + 10)
+    assert store.get_take("t3") is None
     store.add_take_singer("t2", "p2", "expected", "joined after the take was armed")
     store.add_take_singer("t2", "p2", "recording")  # already expected: unchanged
     store.set_singer_state("t2", "p1", "uploading", "42 %")
@@ -149,8 +154,9 @@ def test_takes_states_and_recordings(store: SessionStore) -> None:
     assert (by_id["p1"].state, by_id["p1"].detail) == ("uploading", "42 %")
     assert by_id["p1"].name == "name p1"
     assert (by_id["p2"].state, by_id["p2"].recording) == ("uploaded", rec)
-    assert store.count_takes_by_state() == {"armed": 1, "stopped": 1}
-    assert store.stopped_before(T0 + 71) == [("s1", "t2")] and store.stopped_before(T0) == []
+    assert store.count_takes_by_state() == {"stopped": 2}
+    assert store.stopped_before(T0 + 71) == [("s1", "t1"), ("s1", "t2")]
+    assert store.stopped_before(T0 + 7) == [("s1", "t1")] and store.stopped_before(T0) == []
     store.clear_recording("t2", "p2", "missed", "deleted by the singer")
     take = store.get_take("t2")
     assert take is not None and take.singer("p2") == TakeSinger(
@@ -174,28 +180,34 @@ def test_deletion(store: SessionStore) -> None:
     assert store.get_take("u1") is not None and store.get_session("s2") is not None
 
 
-def test_take_numbers_are_unique_under_concurrent_writers(
+def test_concurrent_writers_arm_one_take_and_start_it_once(
     open_store: Callable[[], SessionStore],
 ) -> None:
-    """Writers on connections of their own (as server processes have) creating takes at once
-    get distinct take numbers: writes are serialised across connections."""
+    """Writers on connections of their own (as server processes have) arming a take at once
+    make one take; starting it at once, one of them starts it; the next take gets the next
+    number.  Writes are serialised across connections."""
     stores = [open_store() for _ in range(4)]
-    store = stores[0]
-    _session(store)
-    errors: list[BaseException] = []
+    _session(stores[0])
+    armed: list[tuple[str, str] | None] = []
+    started: list[bool] = []
 
-    def arm(i: int) -> None:
-        try:
-            stores[i % len(stores)].create_take(_take(f"t{i}"))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+    def at_once(job: Callable[[int], object]) -> None:
+        threads = [threading.Thread(target=job, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
 
-    threads = [threading.Thread(target=arm, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    takes = stores[1].takes("s1")
-    assert sorted(t.take_id for t in takes) == sorted(f"t{i}" for i in range(8))
-    assert store.latest_take("s1") is not None
+    at_once(lambda i: armed.append(stores[i % 4].create_take(_take(f"t{i}"))))
+    made = [t.take_id for t in stores[1].takes("s1")]
+    assert len(made) == 1 and armed.count(None) == 1
+    assert [a for a in armed if a is not None] == [(made[0], "armed")] * 7
+    at_once(
+        lambda i: started.append(
+            stores[i % 4].set_take_state(made[0], "running", t0=T0 + i, only_from=("armed",))
+        )
+    )
+    assert started.count(True) == 1 and len(started) == 8
+    assert stores[2].set_take_state(made[0], "stopped", stopped_at=T0 + 60)
+    assert stores[3].create_take(_take("next")) is None
+    assert [t.take_id for t in stores[0].takes("s1")] == [made[0], "next"]
