@@ -31,8 +31,9 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
-from .presence import Mismatch
+from .presence import DeploymentError
 from .realtime import SERVER_CLOCKS
+from .store import StoreUnavailable
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -364,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return _supervise(args, config)
         asyncio.run(serve(config, args.host, args.port, notice))
-    except Mismatch as exc:
+    except (DeploymentError, StoreUnavailable) as exc:
         print(f"tutti serve: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -393,13 +394,20 @@ def _worker_command(args: argparse.Namespace, index: int, node: str) -> list[str
             "--port", str(port), "--node", f"{node}-{index}"]  # fmt: skip
 
 
+#: A worker that exits with an error this soon after its start met a setting it cannot serve
+#: with (its message is printed): the supervisor stops instead of starting it over and over.
+_EARLY_EXIT_S = 10.0
+
+
 def _supervise(args: argparse.Namespace, config: Config) -> int:
     """Run ``--workers`` server processes until SIGINT/SIGTERM; one that dies is started
-    again after a second (its sockets reconnect to the others meanwhile)."""
+    again after a second (its sockets reconnect to the others meanwhile).  Returns the exit
+    code: 0, or a worker's when it failed at its start."""
     node = config.node or socket.gethostname()
     commands = [_worker_command(args, i, node) for i in range(args.workers)]
     procs = [subprocess.Popen(cmd) for cmd in commands]
-    stopping = False
+    started = [time.monotonic()] * len(procs)
+    stopping, code = False, 0
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -410,14 +418,19 @@ def _supervise(args: argparse.Namespace, config: Config) -> int:
     while not stopping:
         time.sleep(0.2)
         for i, proc in enumerate(procs):
-            if proc.poll() is not None and not stopping:
-                print(
-                    f"tutti serve: worker {i} exited ({proc.returncode}); starting it again",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                time.sleep(1.0)
-                procs[i] = subprocess.Popen(commands[i])
+            if stopping or proc.poll() is None:
+                continue
+            if proc.returncode > 0 and time.monotonic() - started[i] < _EARLY_EXIT_S:
+                print(f"tutti serve: worker {i} could not start; stopping", file=sys.stderr)
+                stopping, code = True, proc.returncode
+                break
+            print(
+                f"tutti serve: worker {i} exited ({proc.returncode}); starting it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(1.0)
+            procs[i], started[i] = subprocess.Popen(commands[i]), time.monotonic()
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
@@ -427,4 +440,4 @@ def _supervise(args: argparse.Namespace, config: Config) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return 0
+    return code

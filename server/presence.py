@@ -26,6 +26,8 @@ from aiohttp import web
 
 from tutti.wire import LevelReport, LiveClock
 
+from .store import shown_url
+
 __all__ = [
     "Live",
     "Presence",
@@ -33,7 +35,7 @@ __all__ = [
     "RedisPresence",
     "NODE_TTL_S",
     "node_id",
-    "Mismatch",
+    "DeploymentError",
     "NodeInfo",
     "conflict",
 ]
@@ -135,8 +137,9 @@ class LocalPresence:
         yield
 
 
-class Mismatch(RuntimeError):
-    """This process cannot serve beside the processes of the deployment already running."""
+class DeploymentError(RuntimeError):
+    """This process cannot join the deployment: Redis is unreachable, or the processes
+    already running read another clock or store."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ class RedisPresence:
         import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
 
         self.redis: Any = aioredis.Redis.from_url(url)
+        self.url = url
         self.node = node or node_id()
         self.node_ttl_s = node_ttl_s
         self.info = NodeInfo(socket.gethostname(), clock, store)
@@ -299,17 +303,24 @@ class RedisPresence:
         await self.redis.set(f"tutti:node:{self.node}", me, px=ttl_ms)
 
     async def check_deployment(self) -> None:
-        """Coroutine: raise :class:`Mismatch` when a live process of the deployment reads a
-        clock or a store this one cannot agree with."""
+        """Coroutine: raise :class:`DeploymentError` when Redis cannot be reached, or a live
+        process of the deployment reads a clock or a store this one cannot agree with."""
+        from redis.exceptions import RedisError
+
         others = []
-        async for key in self.redis.scan_iter(match="tutti:node:*", count=500):
-            text = await self.redis.get(key)
-            if text is not None and key != f"tutti:node:{self.node}".encode():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    others.append(NodeInfo(**json.loads(text)))
+        try:
+            async for key in self.redis.scan_iter(match="tutti:node:*", count=500):
+                text = await self.redis.get(key)
+                if text is not None and key != f"tutti:node:{self.node}".encode():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        others.append(NodeInfo(**json.loads(text)))
+        except RedisError as exc:
+            await self.redis.aclose()
+            raise DeploymentError(f"cannot use Redis at {shown_url(self.url)}: {exc}") from None
         why = conflict(self.info, others)
         if why is not None:
-            raise Mismatch(why)
+            await self.redis.aclose()
+            raise DeploymentError(why)
 
     async def _beat(self) -> None:
         while True:

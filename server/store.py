@@ -18,16 +18,39 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from tutti.takeformat import Recording, parse_recording
 from tutti.wire import SessionSettings, parse_settings
 
 from .models import Participant, Principal, Session, Take, TakeSinger, Track
 
-__all__ = ["SessionStore", "SqlStore", "SqliteStore", "Database", "Row", "open_store"]
+__all__ = [
+    "SessionStore",
+    "SqlStore",
+    "SqliteStore",
+    "Database",
+    "Row",
+    "open_store",
+    "StoreUnavailable",
+    "shown_url",
+]
 
 #: A result row: column name to value.
 Row: TypeAlias = dict[str, Any]
+
+
+class StoreUnavailable(RuntimeError):
+    """The session store cannot be opened (a database that cannot be reached)."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class SessionStore(Protocol):

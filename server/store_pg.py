@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .store import Executor, Row, SqlStore
+from .store import Executor, Row, SqlStore, StoreUnavailable, shown_url
 
 __all__ = ["PostgresStore", "PostgresDatabase", "is_postgres_url"]
 
@@ -118,13 +118,19 @@ class PostgresDatabase:
                 db.execute(statement)
 
     def _connect(self) -> psycopg.Connection[Row]:
-        return psycopg.connect(
-            self.url,
-            autocommit=True,
-            row_factory=dict_row,
-            connect_timeout=max(1, round(self._timeout)),
-            application_name="tutti",
-        )
+        try:
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, round(self._timeout)),
+                application_name="tutti",
+            )
+        except psycopg.OperationalError as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot use the database at {shown_url(self.url)}: {why}"
+            ) from None
 
     def _live(self) -> psycopg.Connection[Row]:
         if self._conn.closed or self._conn.broken:

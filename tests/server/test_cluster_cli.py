@@ -20,6 +20,7 @@ import pytest
 
 from tests.server.helpers import create_session, join
 from tests.server.test_cli import run_serve
+from tests.support.ports import unused_port
 from tests.support.server import ROOT, ServeProcess
 
 _SERVING = re.compile(r"^tutti serving on (http://\S+) ")
@@ -143,3 +144,23 @@ async def test_a_process_on_another_clock_refuses_to_start(tmp_path: Path, redis
         assert "runs with --clock realtime, this one with --clock monotonic" in err
     finally:
         assert await first.stop() == 0
+
+
+async def test_an_unreachable_redis_or_database_is_a_clear_error(tmp_path: Path) -> None:
+    port = unused_port()
+    code, out, err = await run_serve(
+        "--redis", f"redis://:secret@127.0.0.1:{port}/0", "--data", str(tmp_path)
+    )
+    assert code == 1 and "serving" not in out
+    assert f"cannot use Redis at redis://:***@127.0.0.1:{port}/0" in err
+    assert "secret" not in err and "Traceback" not in err
+    database = f"postgresql://tutti:secret@127.0.0.1:{port}/tutti"
+    redis_url = f"redis://127.0.0.1:{unused_port()}/0"
+    for workers in ("1", "2"):  # the supervisor stops rather than start them over and over
+        code, out, err = await run_serve(
+            "--database", database, "--redis", redis_url, "--workers", workers,
+            "--data", str(tmp_path),
+        )  # fmt: skip
+        assert code == 1 and "serving" not in out
+        assert f"cannot use the database at postgresql://tutti:***@127.0.0.1:{port}/tutti" in err
+        assert "secret" not in err and "Traceback" not in err

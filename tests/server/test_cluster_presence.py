@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tutti.server.presence import (
+    DeploymentError,
     Live,
     LocalPresence,
-    Mismatch,
     NodeInfo,
     Presence,
     RedisPresence,
@@ -108,7 +108,7 @@ async def test_a_process_on_another_host_with_the_monotonic_clock_refuses(
     try:
         await first.beat()
         await same_host.check_deployment()  # a second process on the same host is fine
-        with pytest.raises(Mismatch, match="need --clock realtime"):
+        with pytest.raises(DeploymentError, match="need --clock realtime"):
             await other.check_deployment()
     finally:
         for p in (first, other, same_host):
