@@ -8,10 +8,11 @@ serialises them on one host (a take's sequence number is read and written in one
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -19,6 +20,8 @@ from psycopg.rows import dict_row
 from .store import Executor, Row, SqlStore, StoreUnavailable, shown_url
 
 __all__ = ["PostgresStore", "PostgresDatabase", "is_postgres_url"]
+
+T = TypeVar("T")
 
 #: The advisory lock every write transaction holds (any constant: tutti's own).
 _WRITE_LOCK = 0x7475_7474_6900
@@ -104,8 +107,9 @@ class _PgExecutor:
 class PostgresDatabase:
     """:class:`tutti.server.store.Database` on one psycopg connection.
 
-    A connection found broken (the database restarted) is opened again on the next call; the
-    call that found it fails.
+    A connection found dead by the first statement of a call (the database restarted, or
+    dropped an idle connection) is opened again and the statement run again: nothing of the
+    call had happened yet.
     """
 
     def __init__(self, url: str, schema: str, connect_timeout_s: float = 10.0) -> None:
@@ -137,21 +141,41 @@ class PostgresDatabase:
             self._conn = self._connect()
         return self._conn
 
+    def _first(self, statement: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """Run a call's first statement, again on a new connection if it found the
+        connection dead."""
+        try:
+            return statement(self._live())
+        except psycopg.OperationalError:
+            if not self._conn.broken:
+                raise
+            return statement(self._live())
+
+    @staticmethod
+    def _begin(conn: psycopg.Connection[Row]) -> psycopg.Connection[Row]:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        return conn
+
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
         with self._lock:
-            conn = self._live()
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+            conn = self._first(self._begin)
+            try:
                 yield _PgExecutor(conn)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def one(self, sql: str, *args: Any) -> Row | None:
         with self._lock:
-            return self._live().execute(_pg(sql), args).fetchone()
+            return self._first(lambda c: c.execute(_pg(sql), args).fetchone())
 
     def all(self, sql: str, *args: Any) -> list[Row]:
         with self._lock:
-            return self._live().execute(_pg(sql), args).fetchall()
+            return self._first(lambda c: c.execute(_pg(sql), args).fetchall())
 
     def close(self) -> None:
         with self._lock:

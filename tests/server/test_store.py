@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.server.helpers import SETTINGS
@@ -211,3 +212,24 @@ def test_concurrent_writers_arm_one_take_and_start_it_once(
     assert stores[2].set_take_state(made[0], "stopped", stopped_at=T0 + 60)
     assert stores[3].create_take(_take("next")) is None
     assert [t.take_id for t in stores[0].takes("s1")] == [made[0], "next"]
+
+
+def test_postgres_store_reconnects_after_losing_its_connection(postgres: Postgres) -> None:
+    """The database drops the store's connection (a restart, an idle timeout): the next
+    read and the next write go through on a new connection."""
+    store = PostgresStore(postgres.new_database())
+    try:
+        _session(store)
+        for write in (False, True):
+            with psycopg.connect(postgres.url(), autocommit=True) as admin:
+                gone = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'tutti' AND pid <> pg_backend_pid()"
+                ).fetchall()
+            assert len(gone) == 1
+            if write:
+                store.close_session("s1")
+            got = store.get_session("s1")
+            assert got is not None and got.state == ("closed" if write else "open")
+    finally:
+        store.close()
