@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO
 
 import socketio
 from aiohttp import web
@@ -22,7 +23,7 @@ from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
-from .presence import RedisPresence
+from .presence import RedisPresence, claim_node
 from .quota import StorageQuota
 from .realtime import SERVER_CLOCKS, Realtime
 from .retention import Retention
@@ -101,8 +102,8 @@ def _wire_log_middleware(wire_log: WireLog) -> Middleware:
     return log_replies
 
 
-async def _closed(wire_log: WireLog) -> None:
-    wire_log.close()
+async def _closed(resource: WireLog | IO[bytes]) -> None:
+    resource.close()
 
 
 def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> Realtime:
@@ -181,7 +182,11 @@ def init_app(config: Config) -> web.Application:
     hooks = TakeUploadHooks(
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
     )
-    uploads = data / "uploads" if config.node is None else data / "uploads" / config.node
+    uploads = data / "uploads"
+    if config.node is not None:
+        node_lock = claim_node(uploads, config.node)
+        app.on_cleanup.append(lambda _app: _closed(node_lock))
+        uploads = uploads / config.node
     tus = TusHandler(
         uploads, hooks, max_size=config.max_upload_bytes, expiry_s=config.upload_expiry_s
     )

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 from aiohttp import web
 
@@ -36,6 +38,7 @@ __all__ = [
     "NODE_TTL_S",
     "node_id",
     "DeploymentError",
+    "claim_node",
     "NodeInfo",
     "conflict",
 ]
@@ -182,6 +185,23 @@ def conflict(mine: NodeInfo, others: Iterable[NodeInfo]) -> str | None:
                 "hosts need --database postgresql://... (a SQLite file serves one host)"
             )
     return None
+
+
+def claim_node(uploads: Path, node: str) -> IO[bytes]:
+    """Lock ``uploads/<node>.lock`` for as long as the returned file stays open, so no two
+    processes of a deployment keep unfinished uploads in one folder; :class:`DeploymentError`
+    if another process holds it."""
+    uploads.mkdir(parents=True, exist_ok=True)
+    lock = open(uploads / f"{node}.lock", "ab")  # held open while serving
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise DeploymentError(
+            f"another process serves as node {node!r} (it holds {uploads / node}); give each "
+            "process of a deployment its own --node"
+        ) from None
+    return lock
 
 
 def node_id() -> str:

@@ -100,7 +100,7 @@ async def test_workers_share_one_deployment_and_come_back(
             names = [e["name"] for e in (await r.json())["participants"]]
         assert names == ["Ann"] and singer.name == "Ann"
     uploads = tmp_path / "data" / "uploads"
-    assert sorted(p.name for p in uploads.iterdir()) == sorted(
+    assert sorted(p.name for p in uploads.iterdir() if p.is_dir()) == sorted(
         f"{os.uname().nodename}-{i}" for i in range(2)
     )
 
@@ -164,3 +164,17 @@ async def test_an_unreachable_redis_or_database_is_a_clear_error(tmp_path: Path)
         assert code == 1 and "serving" not in out
         assert f"cannot use the database at postgresql://tutti:***@127.0.0.1:{port}/tutti" in err
         assert "secret" not in err and "Traceback" not in err
+
+
+async def test_two_processes_as_one_node_refuse(tmp_path: Path, redis_url: str) -> None:
+    """Two processes with one --node would keep unfinished uploads in one folder."""
+    first = ServeProcess(tmp_path / "data", "--redis", redis_url, "--node", "same")
+    try:
+        await first.start()
+        code, out, err = await run_serve(
+            "--redis", redis_url, "--node", "same", "--open", "--data", str(tmp_path / "data")
+        )
+        assert code == 1 and "serving" not in out
+        assert "another process serves as node 'same'" in err and "its own --node" in err
+    finally:
+        assert await first.stop() == 0
