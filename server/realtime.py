@@ -11,7 +11,7 @@ processes serve one deployment; then python-socketio's ``AsyncRedisManager`` car
 room emit to the sockets of the other processes).  Levels are batched: the latest level of
 each singer connected here is relayed to the leader room at most every
 :data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event (one per process), and published to
-the presence in the same beat.
+the presence (the roster's snapshot) every :data:`PRESENCE_LEVEL_INTERVAL_S`.
 """
 
 from __future__ import annotations
