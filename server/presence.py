@@ -97,6 +97,10 @@ class Presence(Protocol):
         """Live state of these participants (a fresh :class:`Live` for one never seen)."""
         ...
 
+    async def sockets(self, session_id: str) -> set[str]:
+        """Every socket of the session's participants, on any process."""
+        ...
+
     async def forget(self, session_id: str) -> None: ...
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
@@ -131,6 +135,9 @@ class LocalPresence:
             pid: dataclasses.replace(mine.get(pid) or Live(), connected=pid in here)
             for pid in participant_ids
         }
+
+    async def sockets(self, session_id: str) -> set[str]:
+        return {sid for sids in self._sids.get(session_id, {}).values() for sid in sids}
 
     async def forget(self, session_id: str) -> None:
         self._live.pop(session_id, None)
@@ -309,6 +316,12 @@ class RedisPresence:
             else Live.from_json(text, pid in connected)
             for pid, text in zip(pids, found, strict=True)
         }
+
+    async def sockets(self, session_id: str) -> set[str]:
+        found: set[str] = set()
+        async for key in self.redis.scan_iter(match=self._sockets_key(session_id, "*")):
+            found |= {sid.decode() for sid in await self.redis.hkeys(key)}
+        return found
 
     async def forget(self, session_id: str) -> None:
         keys = [self._live_key(session_id)]

@@ -190,15 +190,16 @@ class Realtime:
             await self.sio.shutdown()
 
     async def disconnect_session(self, session_id: str) -> None:
-        """Close every connection of a session that is being deleted (forgotten first, so
-        no disconnect handler looks for its rows)."""
+        """Close every connection of a session that is being deleted, on every process
+        (this process's forgotten first, so no disconnect handler looks for its rows)."""
         sids = [sid for sid, p in self.conns.items() if p.session_id == session_id]
         for sid in sids:
             p = self.conns.pop(sid)
             if p.participant_id is not None:
                 self.live.pop(p.participant_id, None)
                 self.identity.pop(p.participant_id, None)
-        for sid in sids:
+        elsewhere = await self.presence.sockets(session_id) - set(sids)
+        for sid in [*sids, *elsewhere]:  # python-socketio asks the process holding it
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
