@@ -13,6 +13,8 @@ apt_install nginx caddy openssl systemd
 # the web app's tests: its npm packages, and Debian's Chromium driven by Playwright
 web_install
 apt_install chromium
+# the cluster tests: a real Redis and PostgreSQL 15 (initdb + pg_ctl), started by the tests
+apt_install redis-server postgresql-15
 
 cd "$ROOT"
 set +e

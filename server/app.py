@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO
 
+import socketio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -22,11 +24,12 @@ from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
+from .presence import RedisPresence, claim_node
 from .quota import StorageQuota
-from .realtime import Realtime
+from .realtime import SERVER_CLOCKS, Realtime
 from .retention import Retention
 from .sessions import Sessions
-from .store import SessionStore, SqliteStore
+from .store import SessionStore, open_store
 from .take_uploads import TakeUploadHooks
 from .takes import Takes
 from .track_uploads import TrackUploadHooks, UploadRouter
@@ -102,14 +105,34 @@ def _wire_log_middleware(wire_log: WireLog) -> Middleware:
     return log_replies
 
 
-async def _closed(wire_log: WireLog) -> None:
-    wire_log.close()
+async def _closed(resource: WireLog | IO[bytes]) -> None:
+    resource.close()
+
+
+def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> Realtime:
+    """Socket.IO for one process, or for one of several sharing ``config.redis_url``."""
+    clock = SERVER_CLOCKS[config.clock]
+    if config.redis_url is None:
+        return Realtime(store, list(config.cors_origins), wire_log=wire_log, clock=clock)
+    return Realtime(
+        store,
+        list(config.cors_origins),
+        wire_log=wire_log,
+        clock=clock,
+        presence=RedisPresence(
+            config.redis_url,
+            clock=config.clock,
+            store="sqlite" if config.database_url is None else "postgresql",
+        ),
+        client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
+    )
 
 
 def init_app(config: Config) -> web.Application:
     """Build the tutti server application for ``config`` (no sockets are opened).
 
-    The data directory is created if missing; the SQLite database is ``tutti.db`` in it.
+    The data directory is created if missing; the SQLite database is ``tutti.db`` in it
+    (or the store is PostgreSQL at ``config.database_url``).
     """
     data = config.data_dir
     proxies = parse_proxies(config.trusted_proxies)  # ValueError names a bad entry
@@ -123,8 +146,8 @@ def init_app(config: Config) -> web.Application:
     if config.cors_origins:
         middlewares.insert(0, _cors_middleware(config.cors_origins))
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
-    store: SessionStore = SqliteStore(data / "tutti.db")  # mypy checks the interface
-    realtime = Realtime(store, list(config.cors_origins), wire_log=wire_log)
+    store = open_store(data, config.database_url)
+    realtime = _realtime(config, store, wire_log)
     sessions = Sessions(
         store,
         realtime,
@@ -134,7 +157,9 @@ def init_app(config: Config) -> web.Application:
         max_joins=config.max_joins_per_session,
     )
     realtime.not_open = sessions.not_open
-    takes = Takes(store, sessions, realtime, data / "takes", keep_days=config.keep_days)
+    takes = Takes(
+        store, sessions, realtime, data / "takes", keep_days=config.keep_days, clock=realtime.clock
+    )
     tracks = TrackStore(data, config.max_track_bytes)
     services = Services(
         config=config,
@@ -163,8 +188,13 @@ def init_app(config: Config) -> web.Application:
         store, sessions, takes, realtime, max_open_uploads=config.max_open_uploads_per_participant
     )
     track_hooks = TrackUploadHooks(store, sessions, tracks, realtime, services.quota)
+    uploads = data / "uploads"
+    if config.node is not None:
+        node_lock = claim_node(uploads, config.node)
+        app.on_cleanup.append(lambda _app: _closed(node_lock))
+        uploads = uploads / config.node
     tus = TusHandler(
-        data / "uploads",
+        uploads,
         UploadRouter(hooks, track_hooks),
         max_size=config.max_upload_bytes,
         expiry_s=config.upload_expiry_s,

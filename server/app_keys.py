@@ -70,6 +70,19 @@ class Config:
         Days a stopped take (its recordings) is kept before it is removed for good.
     wire_log : Path or None
         Append every message the server sends to this file (:mod:`tutti.server.wirelog`).
+    database_url : str or None
+        PostgreSQL URL of the session store shared by several processes; None = SQLite
+        ``tutti.db`` in the data directory (one host).
+    redis_url : str or None
+        Redis that carries Socket.IO emits and live state between processes; None = one
+        process.
+    clock : str
+        The server clock clients synchronise to and takes are scheduled on, a key of
+        :data:`tutti.server.realtime.SERVER_CLOCKS`: "monotonic" (one host) or "realtime"
+        (several hosts, their clocks kept in step by NTP).
+    node : str or None
+        This process's name in a deployment of several: its unfinished uploads are kept in
+        ``uploads/<node>/`` of the (shared) data directory; None = ``uploads/``.
     """
 
     data_dir: Path
@@ -90,6 +103,10 @@ class Config:
     max_server_bytes: int = 100 * 1024 * MB
     keep_days: float = 90.0
     wire_log: Path | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    node: str | None = None
+    clock: str = "monotonic"
 
 
 @dataclass

@@ -2,6 +2,11 @@
 
 Prints one line, ``tutti serving on http://HOST:PORT (data: DIR)``, once it listens (with
 ``--port 0`` the port the system chose), then serves until SIGINT or SIGTERM.
+
+Several processes serve one deployment with ``--redis URL`` (Socket.IO emits and live state)
+and ``--database URL`` (PostgreSQL; SQLite is enough for processes on one host);
+``--workers N`` starts N of them here, on ports PORT to PORT+N-1, behind a reverse proxy
+with sticky sessions (docs/deploy.md), and starts again one that dies.
 """
 
 from __future__ import annotations
@@ -10,8 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +31,9 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
+from .presence import DeploymentError
+from .realtime import SERVER_CLOCKS
+from .store import StoreUnavailable
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -64,6 +77,26 @@ def _positive_int(text: str) -> int:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
     return v
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    """An argparse type: a URL with one of ``schemes``."""
+
+    def parse(text: str) -> str:
+        if not text.startswith(tuple(f"{s}://" for s in schemes)):
+            accepted = " or ".join(f"{s}://..." for s in schemes)
+            raise argparse.ArgumentTypeError(f"{text!r} is not a URL of the form {accepted}")
+        return text
+
+    return parse
+
+
+def _node(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a node name is 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return text
 
 
 def _proxy(text: str) -> str:
@@ -199,6 +232,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one JSON line each: for debugging a client; it holds singers' names and levels",
     )
     parser.add_argument(
+        "--redis",
+        type=_url("redis", "rediss", "unix"),
+        metavar="URL",
+        help="Redis shared by several tutti processes (redis://host:6379/0): Socket.IO "
+        "events and the live roster reach every singer and leader whichever process "
+        "they are connected to; default: none (one process)",
+    )
+    parser.add_argument(
+        "--database",
+        type=_url("postgresql", "postgres"),
+        metavar="URL",
+        help="PostgreSQL session store shared by several hosts "
+        "(postgresql://user:password@host:5432/tutti); default: SQLite tutti.db in --data",
+    )
+    parser.add_argument(
+        "--node",
+        type=_node,
+        metavar="NAME",
+        help="this process's name in a deployment of several, unique and the same across "
+        "restarts (default with --redis: the host name); its unfinished uploads are kept "
+        "in DATA/uploads/NAME/",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(SERVER_CLOCKS),
+        default="monotonic",
+        help="the clock singers synchronise to and takes start on: monotonic (default: one "
+        "host, however many processes) or realtime (processes on several hosts, whose clocks "
+        "NTP keeps in step, e.g. chrony; see docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="server processes to run here (default 1), on ports PORT..PORT+N-1 behind a "
+        "reverse proxy with sticky sessions; more than 1 needs --redis",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -223,6 +295,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_server_bytes=int(float(args.max_server_gb) * 1024 * MB),
         keep_days=float(args.keep_days),
         wire_log=None if args.wire_log is None else Path(args.wire_log).resolve(),
+        database_url=args.database,
+        redis_url=args.redis,
+        node=args.node or (socket.gethostname() if args.redis else None),
+        clock=args.clock,
     )
 
 
@@ -276,10 +352,22 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"tutti serve: --port {args.port} is not a TCP port (0–65535)", file=sys.stderr)
         return 2
+    if args.workers > 1 and not args.redis:
+        print(
+            "tutti serve: --workers needs --redis URL (the processes share events through "
+            "Redis); see docs/deploy.md",
+            file=sys.stderr,
+        )
+        return 2
     config = config_from_args(args)
     try:
         config, notice = _load_key(config)
+        if args.workers > 1:
+            return _supervise(args, config)
         asyncio.run(serve(config, args.host, args.port, notice))
+    except (DeploymentError, StoreUnavailable) as exc:
+        print(f"tutti serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"tutti serve: cannot serve on {args.host}:{args.port} or use {config.data_dir}: "
@@ -288,3 +376,68 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _worker_command(args: argparse.Namespace, index: int, node: str) -> list[str]:
+    """``tutti serve`` for worker ``index``: the same options, its own port and node."""
+    own = {"--workers", "--port", "--node"}
+    argv, skip = [], False
+    for word in sys.argv[sys.argv.index("serve") + 1 :]:
+        if skip:
+            skip = False
+        elif word in own:
+            skip = True
+        elif word.split("=", 1)[0] not in own:
+            argv.append(word)
+    port = 0 if args.port == 0 else args.port + index
+    return [sys.executable, "-m", "tutti", "serve", *argv,
+            "--port", str(port), "--node", f"{node}-{index}"]  # fmt: skip
+
+
+#: A worker that exits with an error this soon after its start met a setting it cannot serve
+#: with (its message is printed): the supervisor stops instead of starting it over and over.
+_EARLY_EXIT_S = 10.0
+
+
+def _supervise(args: argparse.Namespace, config: Config) -> int:
+    """Run ``--workers`` server processes until SIGINT/SIGTERM; one that dies is started
+    again after a second (its sockets reconnect to the others meanwhile).  Returns the exit
+    code: 0, or a worker's when it failed at its start."""
+    node = config.node or socket.gethostname()
+    commands = [_worker_command(args, i, node) for i in range(args.workers)]
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+    started = [time.monotonic()] * len(procs)
+    stopping, code = False, 0
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            if stopping or proc.poll() is None:
+                continue
+            if proc.returncode > 0 and time.monotonic() - started[i] < _EARLY_EXIT_S:
+                print(f"tutti serve: worker {i} could not start; stopping", file=sys.stderr)
+                stopping, code = True, proc.returncode
+                break
+            print(
+                f"tutti serve: worker {i} exited ({proc.returncode}); starting it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(1.0)
+            procs[i], started[i] = subprocess.Popen(commands[i]), time.monotonic()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return code

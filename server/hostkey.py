@@ -44,13 +44,22 @@ def load_or_create_key(data_dir: Path) -> tuple[str, bool]:
         if key:
             return key, False
     key = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # the first of several processes starting at once wins
+    except FileExistsError:
+        kept = path.read_text(encoding="utf-8").strip()
+        if kept:
+            os.unlink(tmp)
+            return kept, False
+        os.replace(tmp, path)  # an empty file from an earlier crash
+        return key, True
+    os.unlink(tmp)
     return key, True
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,15 @@ def _probe_data_dir(data_dir: Path) -> None:
         raise
 
 
-def remove_stale_probes(data_dir: Path) -> int:
-    """Remove probe files a server killed during ``/healthz`` left behind (one server owns a
-    data directory, so at start-up none is in use); returns how many."""
+def remove_stale_probes(data_dir: Path, older_than_s: float = 60.0) -> int:
+    """Remove probe files a server killed during ``/healthz`` left behind; returns how many.
+    Only old ones: another process sharing the data directory may be writing a new one."""
     gone = 0
     for stale in data_dir.glob(".healthz-*"):
         with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-            gone += 1
+            if time.time() - stale.stat().st_mtime > older_than_s:
+                stale.unlink()
+                gone += 1
     return gone
 
 
@@ -168,7 +170,7 @@ async def roster(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = _me(request)
     svc.sessions.require_leader(p, "see the roster")
-    return _reply(svc.realtime.roster(p.session_id))
+    return _reply(await svc.realtime.roster(p.session_id))
 
 
 def _session_part(request: web.Request, settings: SessionSettings) -> str:

@@ -4,10 +4,14 @@ Rooms: every member's socket joins ``s:<session_id>``; leader sockets also join
 ``l:<session_id>``.  Broadcasts are one ``emit`` per room (python-socketio encodes the
 packet once for the room); nothing on the broadcast path reads the database.
 
-Live state (connected sockets, clock quality, last level, xrun counts) is kept in memory per
-participant, apart from the participant's stored identity.  Levels are batched: the
-latest level of each singer is relayed to the leader room at most every
-:data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event.
+Live state (connected sockets, clock quality, last level, xrun counts) is kept per
+participant apart from the participant's stored identity, in a
+:class:`tutti.server.presence.Presence` (this process's memory, or Redis when several
+processes serve one deployment; then python-socketio's ``AsyncRedisManager`` carries every
+room emit to the sockets of the other processes).  Levels are batched: the latest level of
+each singer connected here is relayed to the leader room at most every
+:data:`LEVEL_INTERVAL_S` as one :data:`Ev.LEVELS` event (one per process), and published to
+the presence (the roster's snapshot) every :data:`PRESENCE_LEVEL_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
@@ -53,14 +56,22 @@ from tutti.wire import (
 
 from .auth import hash_token
 from .models import Participant, Principal, session_view
+from .presence import Live, LocalPresence, Presence
 from .store import SessionStore
 from .wirelog import WireLog
 
-__all__ = ["Realtime", "LEVEL_INTERVAL_S", "session_room", "leader_room"]
+__all__ = ["Realtime", "LEVEL_INTERVAL_S", "SERVER_CLOCKS", "session_room", "leader_room"]
 
 log = logging.getLogger(__name__)
 
 LEVEL_INTERVAL_S = 0.1
+#: Seconds between publishing levels to the presence (the roster's snapshot; leaders get
+#: every batch as :data:`Ev.LEVELS`).
+PRESENCE_LEVEL_INTERVAL_S = 1.0
+#: The clock clients synchronise to and takes are scheduled on (``tutti serve --clock``):
+#: CLOCK_MONOTONIC for one host (all its processes read the one clock, which never steps);
+#: CLOCK_REALTIME, kept in step between hosts by NTP, for several.
+SERVER_CLOCKS: dict[str, Callable[[], float]] = {"monotonic": time.monotonic, "realtime": time.time}
 #: Upload states only the server sets (a client's take.state cannot claim them).
 _SERVER_STATES = ("expected", "uploaded", "missed")
 
@@ -87,21 +98,6 @@ def leader_room(session_id: str) -> str:
     return f"l:{session_id}"
 
 
-@dataclass
-class Live:
-    """What the server knows of a participant right now (not stored)."""
-
-    sids: set[str] = field(default_factory=set)
-    clock: LiveClock | None = None
-    level: LevelReport | None = None
-    overflows: int = 0
-    underflows: int = 0
-    lost_frames: int = 0  # the singer's own losses, from its frame accounting
-    dropouts: int = 0
-    skipped_frames: int = 0
-    last_seen: float | None = None  # wall-clock seconds since the epoch
-
-
 class Realtime:
     """The Socket.IO server of tutti and the :class:`tutti.server.models.Fanout` it provides.
 
@@ -115,6 +111,12 @@ class Realtime:
         Largest incoming Socket.IO message; a larger one closes that connection.
     wire_log : WireLog, optional
         Where every message sent is also written (``tutti serve --wire-log``).
+    presence : Presence, optional
+        Where live state is shared (default: this process's memory).
+    client_manager : socketio.AsyncManager, optional
+        Rooms and emits (default: this process's; ``AsyncRedisManager`` for several).
+    clock : callable
+        The server clock, seconds (one of :data:`SERVER_CLOCKS`).
     """
 
     def __init__(
@@ -123,11 +125,17 @@ class Realtime:
         cors_origins: list[str] | None = None,
         max_message_bytes: int = MAX_EVENT_BYTES,
         wire_log: WireLog | None = None,
+        presence: Presence | None = None,
+        client_manager: socketio.AsyncManager | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.wire_log = wire_log
+        self.presence: Presence = presence or LocalPresence()
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            client_manager=client_manager,
             # None = same origin only.  (An empty list would switch engineio's origin check
             # off altogether, letting any web page connect.)
             cors_allowed_origins=list(cors_origins) if cors_origins else None,
@@ -141,9 +149,12 @@ class Realtime:
         self.not_open: Callable[[Any], tuple[str, str] | None] = lambda s: (
             None if s.state == "open" else ("session_closed", "the session is closed")
         )
+        #: Live state of the participants with a socket on this process (published to
+        #: :attr:`presence`).
         self.live: dict[str, Live] = {}
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, LevelReport]] = {}
+        self._unpublished: dict[str, set[str]] = {}  # session → singers with newer levels
         self._register()
 
     # ------------------------------------------------------------------- Fanout
@@ -159,13 +170,15 @@ class Realtime:
         payload = data.to_dict()
         if self.wire_log is not None:
             self.wire_log.note("event", event, payload)
-        await self.sio.emit(event, payload, **target)
+        # a socket of this process needs no trip through the message queue
+        await self.sio.emit(event, payload, ignore_queue="to" in target, **target)
 
     # ------------------------------------------------------------------- wiring
 
     def attach(self, app: web.Application) -> None:
         """Serve Socket.IO at ``/socket.io/`` of ``app`` and run the level relay with it."""
         self.sio.attach(app)
+        app.cleanup_ctx.append(self.presence.run)
         app.cleanup_ctx.append(self._relay_ctx)
         app.on_shutdown.append(self._disconnect_all)
 
@@ -177,18 +190,21 @@ class Realtime:
             await self.sio.shutdown()
 
     async def disconnect_session(self, session_id: str) -> None:
-        """Close every connection of a session that is being deleted (forgotten first, so
-        no disconnect handler looks for its rows)."""
+        """Close every connection of a session that is being deleted, on every process
+        (this process's forgotten first, so no disconnect handler looks for its rows)."""
         sids = [sid for sid, p in self.conns.items() if p.session_id == session_id]
         for sid in sids:
             p = self.conns.pop(sid)
             if p.participant_id is not None:
                 self.live.pop(p.participant_id, None)
                 self.identity.pop(p.participant_id, None)
-        for sid in sids:
+        elsewhere = await self.presence.sockets(session_id) - set(sids)
+        for sid in [*sids, *elsewhere]:  # python-socketio asks the process holding it
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
+        self._unpublished.pop(session_id, None)
+        await self.presence.forget(session_id)
 
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._relay_levels())
@@ -198,14 +214,29 @@ class Realtime:
             await task
 
     async def _relay_levels(self) -> None:
+        published = time.monotonic()
         while True:
             await asyncio.sleep(LEVEL_INTERVAL_S)
             pending, self._levels = self._levels, {}
             for session_id, levels in pending.items():
+                self._unpublished.setdefault(session_id, set()).update(levels)
                 try:
                     await self.to_leaders(session_id, Ev.LEVELS, Levels(levels))
                 except Exception:  # keep relaying for the other sessions
                     log.exception("level relay to session %s failed", session_id)
+            if time.monotonic() - published >= PRESENCE_LEVEL_INTERVAL_S:
+                published = time.monotonic()
+                await self._publish_levels()
+
+    async def _publish_levels(self) -> None:
+        """The latest levels of this process's singers into the presence (the roster's)."""
+        unpublished, self._unpublished = self._unpublished, {}
+        for session_id, pids in unpublished.items():
+            lives = {pid: self.live[pid] for pid in pids if pid in self.live}
+            try:
+                await self.presence.put(session_id, lives)
+            except Exception:  # Redis away for a moment: the next second brings them
+                log.exception("publishing levels of session %s failed", session_id)
 
     def _register(self) -> None:
         sio = self.sio
@@ -220,9 +251,9 @@ class Realtime:
 
     # ----------------------------------------------------------------- roster
 
-    def entry(self, p: Participant) -> RosterEntry:
+    @staticmethod
+    def entry(p: Participant, live: Live) -> RosterEntry:
         """A participant's roster entry: stored identity plus live state."""
-        live = self.live.get(p.participant_id) or Live()
         level = None
         if live.level is not None:
             level = LiveLevel(live.level.rms_db, live.level.peak_db, live.level.clipped)
@@ -230,7 +261,7 @@ class Realtime:
             participant_id=p.participant_id,
             name=p.name,
             part=p.part,
-            connected=bool(live.sids),
+            connected=live.connected,
             latency_frames=p.latency_frames,
             latency_source=p.latency_source,
             clock=live.clock,
@@ -243,14 +274,18 @@ class Realtime:
             last_seen=live.last_seen,
         )
 
-    def roster(self, session_id: str) -> Roster:
-        """The whole roster of a session (reads the store: not for the broadcast path)."""
-        return Roster(tuple(self.entry(p) for p in self.store.participants(session_id)))
+    async def roster(self, session_id: str) -> Roster:
+        """Coroutine: the whole roster of a session (reads the store and the presence: not
+        for the broadcast path)."""
+        people = self.store.participants(session_id)
+        lives = await self.presence.get(session_id, [p.participant_id for p in people])
+        return Roster(tuple(self.entry(p, lives[p.participant_id]) for p in people))
 
     async def _participant_changed(self, participant_id: str) -> None:
         p = self.identity.get(participant_id)
         if p is not None:
-            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p))
+            live = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
+            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, live))
 
     # ----------------------------------------------------------------- handlers
 
@@ -365,19 +400,22 @@ class Realtime:
         # The latest take's state lets a reconnecting singer finish a take whose stop it
         # missed (the server may have died between broadcasting the stop and sending it).
         take_view = None if latest is None else TakeView(*latest)
-        welcome = Welcome(p.role, view, time.monotonic(), take_view)
+        welcome = Welcome(p.role, view, self.clock(), take_view)
         self.conns[sid] = p
         await self.sio.enter_room(sid, session_room(p.session_id))
         if ident is None:
             await self.sio.enter_room(sid, leader_room(p.session_id))
             await self._send(Ev.WELCOME, welcome, to=sid)
-            await self._send(Ev.ROSTER, self.roster(p.session_id), to=sid)
+            await self._send(Ev.ROSTER, await self.roster(p.session_id), to=sid)
             return
         pid = ident.participant_id
         self.identity[pid] = ident
-        live = self.live.setdefault(pid, Live())
-        live.sids.add(sid)
+        live = self.live.get(pid)
+        if live is None:  # first socket here: go on from what the deployment knows of them
+            live = self.live[pid] = (await self.presence.get(p.session_id, [pid]))[pid]
         live.last_seen = time.time()
+        await self.presence.joined(p.session_id, pid, sid)
+        await self.presence.put(p.session_id, {pid: live})
         welcome = dataclasses.replace(welcome, participant_id=pid, name=ident.name, part=ident.part)
         await self._send(Ev.WELCOME, welcome, to=sid)
         await self._participant_changed(pid)
@@ -403,9 +441,9 @@ class Realtime:
             return  # already recording it (a reconnect), or done with it
         if take.state != "running" or take.t0 is None:
             return
-        # CLOCK_MONOTONIC is the host's: a t0 from before a server restart still holds,
-        # unless the take has run longer than any take may
-        now = time.monotonic()
+        # the server clock outlives a server restart: an earlier t0 still holds, unless the
+        # take has run longer than any take may
+        now = self.clock()
         if now - take.t0 > take.settings.max_take_seconds:
             return
         start = TakeStart(
@@ -421,13 +459,17 @@ class Realtime:
         p = self.conns.pop(sid, None)
         if p is None or p.participant_id is None:
             return
-        live = self.live.get(p.participant_id)
+        pid = p.participant_id
+        still_here = await self.presence.left(p.session_id, pid, sid)
+        live = self.live.get(pid)
         if live is not None:
-            live.sids.discard(sid)
             live.last_seen = time.time()
-            if not live.sids:
-                await self._left_take(p.session_id, p.participant_id)
-        await self._participant_changed(p.participant_id)
+            await self.presence.put(p.session_id, {pid: live})
+            if not any(q.participant_id == pid for q in self.conns.values()):
+                del self.live[pid]  # no socket of theirs here: the presence has the rest
+        if not still_here:
+            await self._left_take(p.session_id, pid)
+        await self._participant_changed(pid)
 
     async def _left_take(self, session_id: str, pid: str) -> None:
         """A singer recording the running take lost their connection: say when (their
@@ -439,7 +481,7 @@ class Realtime:
         me = None if take is None else take.singer(pid)
         if me is None or me.state != "recording":
             return
-        at = max(0.0, time.monotonic() - latest[2])
+        at = max(0.0, self.clock() - latest[2])
         detail = f"left at {int(at // 60)}:{int(at % 60):02d} (their recording may still arrive)"
         self.store.set_singer_state(latest[0], pid, "recording", detail)
         await self.to_leaders(
@@ -449,7 +491,7 @@ class Realtime:
         )
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
-        now = time.monotonic()
+        now = self.clock()
         t0 = parse_clock_probe(payload)
         reply = ClockReply(t0=t0, server_time=now).to_dict()
         if self.wire_log is not None:
@@ -464,10 +506,11 @@ class Realtime:
 
     async def _clock_report(self, sid: str, payload: Any) -> None:
         rep = parse_clock_report(payload)
-        _, pid = self._singer(sid)
+        p, pid = self._singer(sid)
         live = self.live.setdefault(pid, Live())
         live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
+        await self.presence.put(p.session_id, {pid: live})
         await self._participant_changed(pid)
 
     async def _level(self, sid: str, payload: Any) -> None:

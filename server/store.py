@@ -2,8 +2,11 @@
 
 :class:`SessionStore` is the interface the rest of the server uses; :class:`SqliteStore` is
 the embedded default (one SQLite file in the data directory, WAL journal,
-``synchronous=FULL``, so a committed change survives ``kill -9`` and power loss).  Calls are
-short synchronous statements; nothing on the Socket.IO broadcast path touches the store.
+``synchronous=FULL``, so a committed change survives ``kill -9`` and power loss);
+:class:`tutti.server.store_pg.PostgresStore` is the same statements on PostgreSQL, for several
+server processes and hosts.  Both are a :class:`SqlStore` over a :class:`Database` (one
+connection; ``?`` placeholders, rows as dicts).  Calls are short synchronous statements;
+nothing on the Socket.IO broadcast path touches the store.
 """
 
 from __future__ import annotations
@@ -12,16 +15,42 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from tutti.takeformat import Recording, parse_recording
 from tutti.wire import SessionSettings, parse_settings
 
 from .models import Participant, Principal, Session, Take, TakeSinger, Track
 
-__all__ = ["SessionStore", "SqliteStore"]
+__all__ = [
+    "SessionStore",
+    "SqlStore",
+    "SqliteStore",
+    "Database",
+    "Row",
+    "open_store",
+    "StoreUnavailable",
+    "shown_url",
+]
+
+#: A result row: column name to value.
+Row: TypeAlias = dict[str, Any]
+
+
+class StoreUnavailable(RuntimeError):
+    """The session store cannot be opened (a database that cannot be reached)."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class SessionStore(Protocol):
@@ -43,13 +72,28 @@ class SessionStore(Protocol):
     def set_latency(self, participant_id: str, frames: int, source: str) -> None: ...
     def put_track(self, session_id: str, track: Track) -> None: ...
     def tracks(self, session_id: str) -> dict[str, Track]: ...
-    def create_take(self, take: Take) -> None: ...
+    def create_take(self, take: Take) -> tuple[str, str] | None:
+        """Store a new take unless its session has an armed or running one: then that
+        one's ``(take_id, state)``, and nothing is stored (checked in the one transaction,
+        so two processes arming at once make one take)."""
+        ...
+
     def get_take(self, take_id: str) -> Take | None: ...
     def takes(self, session_id: str) -> list[Take]: ...
     def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None: ...
     def set_take_state(
-        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
-    ) -> None: ...
+        self,
+        take_id: str,
+        state: str,
+        *,
+        t0: float | None = None,
+        stopped_at: float | None = None,
+        only_from: tuple[str, ...] = (),
+    ) -> bool:
+        """Whether the take changed; with ``only_from``, only a take in one of those states
+        does (two processes starting one take at once: one of them starts it)."""
+        ...
+
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
@@ -133,30 +177,52 @@ def _track_from_dict(part: str, d: dict[str, Any]) -> Track:
     )
 
 
-class SqliteStore:
-    """:class:`SessionStore` on one SQLite file.
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Row | None: ...
 
-    Parameters
-    ----------
-    path : Path
-        The database file (created with its schema if missing).
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+class Executor(Protocol):
+    """What a transaction runs statements on (``?`` placeholders)."""
+
+    def execute(self, sql: str, args: tuple[Any, ...] = (), /) -> Cursor: ...
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]], /) -> object: ...
+
+
+class Database(Protocol):
+    """One connection to an SQL database, safe to share between threads."""
+
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """A write transaction, serialised with every other writer (all processes)."""
+        ...
+
+    def one(self, sql: str, *args: Any) -> Row | None: ...
+    def all(self, sql: str, *args: Any) -> list[Row]: ...
+    def close(self) -> None: ...
+
+
+def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.description, values, strict=True)}
+
+
+class SqliteDatabase:
+    """:class:`Database` on one SQLite file (created with ``schema`` if missing)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
+        self._db.row_factory = _dict_row
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(schema)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Executor]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock now: other processes wait
             try:
                 yield self._db
             except BaseException:
@@ -164,29 +230,48 @@ class SqliteStore:
                 raise
             self._db.execute("COMMIT")
 
-    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+    def one(self, sql: str, *args: Any) -> Row | None:
         with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+            row: Row | None = self._db.execute(sql, args).fetchone()
             return row
 
-    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+    def all(self, sql: str, *args: Any) -> list[Row]:
         with self._lock:
             return list(self._db.execute(sql, args).fetchall())
-
-    # ------------------------------------------------------------------ general
-
-    def ping(self) -> None:
-        """Raise if the database cannot be read."""
-        self._one("SELECT count(*) FROM sessions")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+
+class SqlStore:
+    """:class:`SessionStore` as SQL statements on a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _tx(self) -> AbstractContextManager[Executor]:
+        return self.db.transaction()
+
+    def _one(self, sql: str, *args: Any) -> Row | None:
+        return self.db.one(sql, *args)
+
+    def _all(self, sql: str, *args: Any) -> list[Row]:
+        return self.db.all(sql, *args)
+
+    # ------------------------------------------------------------------ general
+
+    def ping(self) -> None:
+        """Raise if the database cannot be read."""
+        self._one("SELECT count(*) AS n FROM sessions")
+
+    def close(self) -> None:
+        self.db.close()
+
     # ----------------------------------------------------------------- sessions
 
     @staticmethod
-    def _session(row: sqlite3.Row) -> Session:
+    def _session(row: Row) -> Session:
         return Session(
             session_id=row["session_id"],
             code=row["code"],
@@ -253,7 +338,7 @@ class SqliteStore:
     # ------------------------------------------------------------- participants
 
     @staticmethod
-    def _participant(row: sqlite3.Row) -> Participant:
+    def _participant(row: Row) -> Participant:
         return Participant(
             participant_id=row["participant_id"],
             session_id=row["session_id"],
@@ -305,7 +390,10 @@ class SqliteStore:
         t = track
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id, part) DO UPDATE SET sha256 = excluded.sha256, "
+                "frames = excluded.frames, rate = excluded.rate, channels = excluded.channels, "
+                "size = excluded.size, format = excluded.format",
                 (session_id, t.part, t.sha256, t.frames, t.rate, t.channels, t.size, t.format),
             )
 
@@ -315,12 +403,21 @@ class SqliteStore:
 
     # -------------------------------------------------------------------- takes
 
-    def create_take(self, take: Take) -> None:
+    def create_take(self, take: Take) -> tuple[str, str] | None:
         t = take
         with self._tx() as db:
-            seq = db.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM takes WHERE session_id = ?", (t.session_id,)
-            ).fetchone()[0]
+            busy = db.execute(
+                "SELECT take_id, state FROM takes WHERE session_id = ? "
+                "AND state IN ('armed', 'running') ORDER BY seq DESC LIMIT 1",
+                (t.session_id,),
+            ).fetchone()
+            if busy is not None:
+                return str(busy["take_id"]), str(busy["state"])
+            found = db.execute(
+                "SELECT coalesce(max(seq), 0) + 1 AS seq FROM takes WHERE session_id = ?",
+                (t.session_id,),
+            ).fetchone()
+            seq = 1 if found is None else int(found["seq"])
             db.execute(
                 "INSERT INTO takes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -339,8 +436,9 @@ class SqliteStore:
                 "INSERT INTO take_singers VALUES (?, ?, ?, ?, NULL)",
                 [(t.take_id, s.participant_id, s.state, s.detail) for s in t.singers],
             )
+        return None
 
-    def _take(self, row: sqlite3.Row) -> Take:
+    def _take(self, row: Row) -> Take:
         singer_rows = self._all(
             "SELECT ts.*, p.name, p.part FROM take_singers ts JOIN participants p "
             "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at",
@@ -392,14 +490,22 @@ class SqliteStore:
         return None if row is None else (row["take_id"], row["state"], row["t0"])
 
     def set_take_state(
-        self, take_id: str, state: str, *, t0: float | None = None, stopped_at: float | None = None
-    ) -> None:
+        self,
+        take_id: str,
+        state: str,
+        *,
+        t0: float | None = None,
+        stopped_at: float | None = None,
+        only_from: tuple[str, ...] = (),
+    ) -> bool:
+        sql = (
+            "UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
+            "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?"
+        )
+        if only_from:
+            sql += f" AND state IN ({', '.join('?' * len(only_from))})"
         with self._tx() as db:
-            db.execute(
-                "UPDATE takes SET state = ?, t0 = coalesce(?, t0), "
-                "stopped_at = coalesce(?, stopped_at) WHERE take_id = ?",
-                (state, t0, stopped_at, take_id),
-            )
+            return db.execute(sql, (state, t0, stopped_at, take_id, *only_from)).rowcount > 0
 
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
@@ -476,3 +582,26 @@ class SqliteStore:
         for r in self._all("SELECT tracks FROM takes"):
             found |= {str(t["sha256"]) for t in json.loads(r["tracks"]).values()}
         return found
+
+
+class SqliteStore(SqlStore):
+    """:class:`SessionStore` on one SQLite file, the embedded default (one host).
+
+    Parameters
+    ----------
+    path : Path
+        The database file (created with its schema if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(SqliteDatabase(path, _SCHEMA))
+
+
+def open_store(data_dir: Path, database_url: str | None) -> SessionStore:
+    """The store of a server: PostgreSQL at ``database_url``, else SQLite in ``data_dir``."""
+    if database_url is None:
+        return SqliteStore(data_dir / "tutti.db")
+    from .store_pg import PostgresStore  # psycopg only with --database: the `cluster` extra
+
+    return PostgresStore(database_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,11 @@ class Takes:
         fanout: Fanout,
         takes_dir: Path,
         keep_days: float = 90.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        #: The server clock takes are scheduled on (:data:`tutti.server.realtime.SERVER_CLOCKS`).
+        self.clock = clock
         self.sessions = sessions
         self.fanout = fanout
         self.takes_dir = takes_dir
@@ -98,7 +102,11 @@ class Takes:
                 TakeSinger(x.participant_id, x.name, x.part, "expected") for x in singers
             ),
         )
-        self.store.create_take(take)
+        busy_now = self.store.create_take(take)
+        if busy_now is not None:  # another process armed one meanwhile
+            raise Conflict(
+                f"take {busy_now[0]} is {busy_now[1]}; stop it first", code="take_active"
+            )
         expected = [x.participant_id for x in take.singers]
         # Singers need only the take and its settings; the list of expected singers (N ids to
         # each of N sockets) stays with the leader, in this reply and in GET /takes.
@@ -123,14 +131,18 @@ class Takes:
                 code="take_not_armed",
             )
         lead = StartRequest.from_dict({} if payload is None else payload, "start").lead_s
-        now = time.monotonic()
+        now = self.clock()
         t0 = now + lead
-        self.store.set_take_state(take.take_id, "running", t0=t0)
+        if not self.store.set_take_state(take.take_id, "running", t0=t0, only_from=("armed",)):
+            raise Conflict(  # another process started or stopped it meanwhile
+                f"take {take_id} is no longer armed; only an armed take can start",
+                code="take_not_armed",
+            )
         msg = TakeStart(
             take_id=take.take_id,
             t0=t0,
             settings=take.settings,
-            sent_at=time.monotonic(),
+            sent_at=self.clock(),
             tracks={part: t.sha256 for part, t in take.tracks.items()},
         )
         await self.fanout.to_session(p.session_id, Ev.TAKE_START, msg)
@@ -144,7 +156,10 @@ class Takes:
         if take.state == "stopped":
             raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
         stopped_at = time.time()
-        self.store.set_take_state(take.take_id, "stopped", stopped_at=stopped_at)
+        if not self.store.set_take_state(
+            take.take_id, "stopped", stopped_at=stopped_at, only_from=("armed", "running")
+        ):  # another process stopped it meanwhile
+            raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
         await self.fanout.to_session(p.session_id, Ev.TAKE_STOP, TakeStop(take.take_id, stopped_at))
         await self._resolve_missed(take)
         log.info("event=stopped session=%s take=%s", p.session_id, take.take_id)

@@ -188,6 +188,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL_FILES = {
     "server/uploads.py": "a tus upload's state file in the data folder",
     "server/invite.py": "pip's direct_url.json of the installed tutti",
+    "server/presence.py": "the live roster state the server processes keep in Redis",
     "client/calibrate.py": "the calibration section of the config file",
     "client/config.py": "the config file",
     "client/leadconfig.py": "the leader's saved sessions in the config file",

@@ -86,14 +86,18 @@ async def test_read_only_data_dir_gives_503_even_with_an_existing_probe_file(
 
 async def test_a_killed_servers_probe_file_is_removed_at_start(tmp_path: Path) -> None:
     """A server killed between creating its probe and renaming it leaves a ``.healthz-*``
-    file behind; the next start removes it (and nothing else)."""
+    file behind; the next start removes it (and nothing else).  A fresh one may be another
+    process's, writing its probe into the shared data directory: it stays."""
     data = tmp_path / "data"
     data.mkdir()
     (data / ".healthz-k9x2_a1").write_bytes(b"ok")
     (data / ".healthz-other").write_bytes(b"")
+    for name in (".healthz-k9x2_a1", ".healthz-other"):
+        os.utime(data / name, (1e9, 1e9))  # long ago
+    (data / ".healthz-in-use").write_bytes(b"")
     (data / "keep-me").write_bytes(b"x")
     async with running_server(data) as srv, aiohttp.ClientSession(srv.url) as http:
-        assert sorted(p.name for p in data.glob(".healthz-*")) == []
+        assert sorted(p.name for p in data.glob(".healthz-*")) == [".healthz-in-use"]
         assert (data / "keep-me").read_bytes() == b"x"
         status, _ = await _healthz(http)
         assert status == 200
