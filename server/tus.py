@@ -41,6 +41,7 @@ from .errors import disk_full
 from .tushooks import UploadHooks, VerificationError
 from .tushttp import TusError, header_safe, http_date, uint_header
 from .uploads import (
+    ChunkWriter,
     Hasher,
     UploadState,
     UploadStatus,
@@ -127,7 +128,7 @@ class TusHandler:
         self._max_size = max_size
         self._expiry_s = expiry_s
         self._clock = clock
-        self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all()}
+        self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all(expiry_s)}
         self._tasks: set[asyncio.Task[web.StreamResponse]] = set()
         self._creating: dict[str, int] = {}  # owner → creations past authorize_create
         #: Called with the bytes of every chunk stored for good (the host's metrics).
@@ -579,7 +580,7 @@ class TusHandler:
                     reason="Checksum Mismatch",
                     headers={"Upload-Offset": str(st.offset)},
                 )
-            await self._commit(upload, writer.start + writer.written, writer.sha256, writer.sync)
+            await self._commit(upload, writer)
             if cut is not None:
                 raise TusError(
                     408 if stalled else 400,
@@ -603,23 +604,29 @@ class TusHandler:
         finally:
             await asyncio.to_thread(writer.close)
 
-    async def _commit(
-        self, upload: _Upload, new_offset: int, sha256: Hasher, sync: Callable[[], None]
-    ) -> None:
-        """fsync the data, then durably record ``new_offset`` (data before state, always)."""
+    async def _commit(self, upload: _Upload, writer: ChunkWriter) -> None:
+        """Make the written bytes durable (one fdatasync), then move the offset in memory.
+
+        The state file is rewritten only when the last byte arrived (its offset and digest
+        are what a restart needs to finish the upload); otherwise the data file's size is
+        the durable offset.
+        """
         st = upload.state
-        new = dataclasses.replace(st, offset=new_offset, expires_at=self._clock() + self._expiry_s)
+        new = dataclasses.replace(
+            st, offset=writer.start + writer.written, expires_at=self._clock() + self._expiry_s
+        )
         if new.received_all:
-            new.sha256 = sha256.hexdigest()
+            new.sha256 = writer.sha256.hexdigest()
 
         def durable() -> None:
-            sync()
-            self._store.save(new)
+            writer.commit()
+            if new.received_all:
+                self._store.save(new)
 
         await asyncio.to_thread(durable)
         self.on_stored(new.offset - st.offset)
         st.offset, st.expires_at, st.sha256 = new.offset, new.expires_at, new.sha256
-        upload.sha256 = sha256
+        upload.sha256 = writer.sha256
 
     async def _complete(self, upload: _Upload) -> None:
         """Hand a fully received upload to the completion hook and record the outcome."""
