@@ -8,7 +8,8 @@ the same upload instead of starting over.  The loop:
    filename, sha256 and the recording's timeline numbers) → save the ``Location``;
 2. ``HEAD`` → the server's ``Upload-Offset`` (``X-Tutti-Upload-State: completed`` → done;
    404/410 → the upload is gone (expired): create a new one);
-3. ``PATCH`` chunks from that offset, each with ``Upload-Checksum: sha256 <base64>``;
+3. ``PATCH`` chunks from that offset, each with ``Upload-Checksum: crc32 <base64>`` (a
+   server that does not know crc32 answers 400 ``bad_checksum``: sha256 from then on);
    409 → back to ``HEAD``; 460 (checksum mismatch) → send the chunk again.  The chunk size
    adapts to the connection (:class:`ChunkSizer`): it doubles while a PATCH takes under half
    of ``TARGET_PATCH_S``, falls to what the measured rate sends in that time after a slow
@@ -26,12 +27,11 @@ A 422 (the server refused the file: wrong rate, not audio, sha mismatch) is fina
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -40,7 +40,7 @@ import aiohttp
 
 from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
-from tutti.tusheaders import TUS_VERSION, encode_metadata, sha256_checksum
+from tutti.tusheaders import TUS_VERSION, encode_metadata, upload_checksum
 from tutti.wire import UploadMetadata, error_message
 
 __all__ = [
@@ -66,6 +66,7 @@ MAX_CHUNK: Final = 16 << 20
 #: long enough to hide the round trip.
 TARGET_PATCH_S: Final = 2.0
 _CHUNK_ALIGN = 64 * 1024
+_SEND_PIECE = 1 << 20
 _TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_read=30)
 
 
@@ -201,6 +202,7 @@ class TusUploader:
         self.backoff = backoff
         self.give_up_after = give_up_after
         self.on_progress = on_progress
+        self.checksum = "crc32"  # Upload-Checksum algorithm; sha256 for servers without crc32
         self.requests = 0  # HTTP requests made (for tests and stats)
         self.chunks: list[int] = []  # bytes of every PATCH body sent, in order (ditto)
 
@@ -285,9 +287,10 @@ class TusUploader:
         self.chunks.append(len(chunk))
         async with self.http.patch(
             url,
-            data=io.BytesIO(chunk),  # aiohttp streams it, yielding to the loop between pieces
+            data=_pieces(chunk),
             headers=self._headers(
                 {
+                    "Content-Length": str(len(chunk)),
                     "Content-Type": "application/offset+octet-stream",
                     "Upload-Offset": str(offset),
                     "Upload-Checksum": checksum,
@@ -303,6 +306,10 @@ class TusUploader:
                     return None
             if resp.status in (409, 460):
                 raise _Retry()  # offset moved (a lost answer) or chunk damaged: HEAD and resend
+            if resp.status == 400 and self.checksum != "sha256":
+                if "bad_checksum" in await resp.text():  # a server from before crc32
+                    self.checksum = "sha256"
+                    raise _Retry()
             if resp.status in (404, 410):
                 raise _Gone()
             await self._raise_for(resp, "sending a chunk")
@@ -311,7 +318,9 @@ class TusUploader:
     async def _send_chunk(self, fd: int, url: str, offset: int) -> int | None:
         """PATCH the next chunk from ``offset`` (read and hashed in a worker thread) and
         feed its timing, or its failure, to the chunk sizer; returns what :meth:`_patch` does."""
-        chunk, checksum = await asyncio.to_thread(_read_chunk, fd, offset, self.sizer.size)
+        chunk, checksum = await asyncio.to_thread(
+            _read_chunk, fd, offset, self.sizer.size, self.checksum
+        )
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         try:
@@ -357,12 +366,12 @@ class TusUploader:
                 try:
                     if url is None:
                         url = await self._create(job)
-                        self._save_url(job, url)
+                        await asyncio.to_thread(self._save_url, job, url)
                     head = await self._head(url)
                     if head is None:
                         log.info("upload %s is gone on the server; starting a new one", url)
                         url = None
-                        self._save_url(job, None)
+                        await asyncio.to_thread(self._save_url, job, None)
                         continue
                     offset, state = head
                     if state == "completed":
@@ -389,7 +398,7 @@ class TusUploader:
                     break
                 except _Gone:
                     url = None
-                    self._save_url(job, None)
+                    await asyncio.to_thread(self._save_url, job, None)
                 except (TimeoutError, _Retry, aiohttp.ClientError, ConnectionError) as exc:
                     if (
                         self.give_up_after is not None
@@ -438,7 +447,15 @@ class _Gone(Exception):
     """Internal: the upload no longer exists on the server."""
 
 
-def _read_chunk(fd: int, offset: int, size: int) -> tuple[bytes, str]:
+async def _pieces(chunk: bytes) -> AsyncIterator[memoryview]:
+    """The chunk as a request body in 1 MiB views: streamed without a copy, and without
+    holding the event loop for the whole chunk."""
+    view = memoryview(chunk)
+    for start in range(0, len(view), _SEND_PIECE):
+        yield view[start : start + _SEND_PIECE]
+
+
+def _read_chunk(fd: int, offset: int, size: int, algorithm: str) -> tuple[bytes, str]:
     """Blocking: up to ``size`` bytes of the file at ``offset`` and their Upload-Checksum."""
     parts: list[bytes] = []
     got = 0
@@ -449,4 +466,4 @@ def _read_chunk(fd: int, offset: int, size: int) -> tuple[bytes, str]:
         parts.append(block)
         got += len(block)
     chunk = b"".join(parts)
-    return chunk, sha256_checksum(chunk)
+    return chunk, upload_checksum(algorithm, chunk)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tutti.tusheaders import TUS_VERSION, encode_metadata, parse_checksum, parse_metadata
+from tutti.tusheaders import TUS_VERSION, Crc32, encode_metadata, parse_checksum, parse_metadata
 
 from .errors import disk_full
 from .tushooks import UploadHooks, VerificationError
@@ -63,6 +63,7 @@ CHECKSUM_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
     "md5": lambda: hashlib.md5(usedforsecurity=False),
     "sha256": hashlib.sha256,
+    "crc32": Crc32,  # what tutti's uploader sends: the whole file is checked with sha256
 }
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 

@@ -24,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from tests.client.net_helpers import Leader
+from tests.server.tus_support import tus_server
 from tests.support.jitter_proxy import JitterProxy
 from tests.support.server import ServerProcess
 from tutti.client.connection import join_session
@@ -36,6 +37,7 @@ from tutti.client.uploader import (
     UploadRejected,
     file_sha256,
 )
+from tutti.server import tus
 
 RATE = 48000
 
@@ -376,3 +378,22 @@ async def test_kill_9_mid_chunk_resumes_byte_identical(setup: Setup, tmp_path: P
     before = [o for state, o in events[:first_retry] if state == "uploading"][-1]
     after = [o for state, o in events[first_retry:] if state == "uploading"][0]
     assert before >= offset and after == before  # the chunk cut by the kill was dropped
+
+
+async def test_a_server_without_crc32_gets_sha256_checksums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploader's chunks carry ``Upload-Checksum: crc32``; a tus server that does not
+    offer crc32 (tutti's before it did) answers 400 ``bad_checksum``, and the uploader sends
+    sha256 from then on: the upload still arrives whole."""
+    monkeypatch.delitem(tus.CHECKSUM_ALGORITHMS, "crc32")
+    data = np.random.default_rng(3).bytes(3 * MIB + 5)
+    path = tmp_path / "take.bin"
+    path.write_bytes(data)
+    job = UploadJob(path, "take-1", hashlib.sha256(data).hexdigest())
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        up = TusUploader(http, srv.url.removesuffix("/files/"), "alice", backoff=(0.01, 0.1))
+        url = await asyncio.wait_for(up.upload(job), 60)
+    assert up.checksum == "sha256"
+    assert srv.hooks.completed == [(url.rsplit("/", 1)[1], job.sha256)]
+    assert (srv.hooks.done_dir / url.rsplit("/", 1)[1]).read_bytes() == data
