@@ -43,6 +43,7 @@ __all__ = [
     "UploadStateError",
     "ChunkWriter",
     "UploadStore",
+    "committed_offset",
     "is_upload_id",
     "new_upload_id",
 ]
@@ -90,6 +91,17 @@ def new_upload_id() -> str:
 def is_upload_id(text: str) -> bool:
     """Return whether ``text`` is a well-formed upload id (and so safe in a file name)."""
     return _ID_RE.fullmatch(text) is not None
+
+
+def committed_offset(root: Path, upload_id: str) -> int:
+    """Bytes of an unfinished upload's data file that count at this moment: its size, or
+    the offset a checksummed PATCH being written started at.  For copies taken while the
+    server runs (``tutti backup``); raises ``OSError`` if the data file is gone."""
+    size = (root / f"{upload_id}.part").stat().st_size
+    try:
+        return min(size, int((root / f"{upload_id}.pending").read_text(encoding="ascii")))
+    except (FileNotFoundError, ValueError):
+        return size
 
 
 @dataclass

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tutti.server.uploads import UploadState, UploadStatus, UploadStore, new_upload_id
+from tutti.server.uploads import (
+    UploadState,
+    UploadStatus,
+    UploadStore,
+    committed_offset,
+    new_upload_id,
+)
 
 
 def make(store: UploadStore, length: int = 100) -> UploadState:
@@ -98,3 +104,16 @@ def test_version_1_state_still_cuts_back_to_its_offset(tmp_path: Path) -> None:
     (loaded,) = UploadStore(tmp_path).load_all()
     assert loaded.offset == 9
     assert store.data_path(st.upload_id).read_bytes() == b"committed"
+
+
+def test_committed_offset_for_copies_taken_while_running(tmp_path: Path) -> None:
+    """What ``tutti backup`` may copy of an unfinished upload: the data file's size, or the
+    start of the checksummed PATCH being written."""
+    store = UploadStore(tmp_path)
+    st = make(store)
+    store.data_path(st.upload_id).write_bytes(b"x" * 40)
+    assert committed_offset(tmp_path, st.upload_id) == 40
+    store.pending_path(st.upload_id).write_text("25")
+    assert committed_offset(tmp_path, st.upload_id) == 25
+    with pytest.raises(FileNotFoundError):
+        committed_offset(tmp_path, new_upload_id())
