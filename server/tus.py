@@ -208,18 +208,33 @@ class TusHandler:
         return stored + self._creating.get(owner, 0)
 
     def expire_now(self) -> int:
-        """Remove unfinished uploads whose deadline has passed; return how many were removed."""
+        """Remove unfinished uploads whose deadline has passed; return how many were removed.
+
+        Blocking (file removal); the handler's own expiry loop removes the files in a thread.
+        """
+        expired = self._take_expired()
+        self._remove_files(expired)
+        return len(expired)
+
+    def _take_expired(self) -> list[str]:
+        """Forget every unfinished upload past its deadline; return their ids."""
         now = self._clock()
-        removed = 0
+        expired = []
         for upload_id, upload in list(self._uploads.items()):
             st = upload.state
             if st.status is UploadStatus.COMPLETED or now < st.expires_at or upload.lock.locked():
                 continue
-            self._store.remove(upload_id)
             del self._uploads[upload_id]
-            removed += 1
+            expired.append(upload_id)
             log.info("upload %s expired (%d of %d bytes)", upload_id, st.offset, st.length)
-        return removed
+        return expired
+
+    def _remove_files(self, upload_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            try:
+                self._store.remove(upload_id)
+            except OSError:  # forgotten already: the next start finds it expired again
+                log.exception("upload %s: its files could not be removed", upload_id)
 
     def discard(self, match: Callable[[UploadState], bool]) -> int:
         """Remove every upload (finished or not) that ``match`` selects, data and state:
@@ -236,10 +251,8 @@ class TusHandler:
         interval = min(max(self._expiry_s / 10, 1.0), 600.0)
         while True:
             await asyncio.sleep(interval)
-            try:
-                self.expire_now()
-            except OSError:
-                log.exception("upload expiry failed; retrying in %.0f s", interval)
+            # forgotten in the loop, their files removed in a thread (a directory fsync each)
+            await asyncio.to_thread(self._remove_files, self._take_expired())
 
     def _wrap(self, fn: _Handler) -> _Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
