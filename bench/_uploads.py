@@ -1,33 +1,29 @@
-"""Upload load for the server benchmark: synthetic take WAVs, a tus client, a plain-PUT client.
+"""Upload load for the server benchmark: synthetic take WAVs and a plain-PUT client.
 
 A :class:`WavSource` is a valid 16-bit mono WAV of an exact byte size whose bytes are made on
 the fly (a shared random MiB, stamped with the upload's number and the MiB's index, so no
-two uploads and no two MiBs are alike and a misplaced chunk changes the sha256), so 50 × 50 MB
-need no source files and no 2.5 GB of memory.
-
-:func:`tus_upload` speaks tus 1.0 as ``docs/protocol.md`` has it: ``POST /files/`` with
-``Upload-Length`` and ``Upload-Metadata`` (take_id, filename, sha256, recording JSON), then
-``PATCH`` chunks with ``Upload-Checksum: sha1 <base64>``.  :func:`put_upload` sends the same
-bytes as one streamed HTTP ``PUT`` (to ``bench._peer_put``).
+two uploads and no two MiBs are alike and a misplaced chunk changes the sha256); the
+benchmark writes each to a file once, and both sides send that file: tutti's own uploader
+(:class:`tutti.client.uploader.TusUploader` with its defaults) over tus, and
+:func:`put_file` as one streamed HTTP ``PUT`` to the peer (``bench._peer_put``).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import hashlib
-import json
 import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 
-__all__ = ["WavSource", "tus_upload", "put_upload", "TUS_HEADERS"]
+__all__ = ["WavSource", "put_file", "file_sha256"]
 
-TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 _HEADER = 44
 _MIB = 1 << 20
 _BLOCK = np.random.default_rng(20261123).integers(0, 256, _MIB, dtype=np.uint8).tobytes()
@@ -91,6 +87,12 @@ class WavSource:
         """``(offset, length)`` of consecutive chunks of at most ``size`` bytes."""
         return [(o, min(size, self.size - o)) for o in range(0, self.size, size)]
 
+    def write(self, path: Path) -> None:
+        """Write the file to ``path`` (8 MiB at a time)."""
+        with open(path, "wb") as f:
+            for off, n in self.chunks(8 * _MIB):
+                f.write(self.chunk(off, n))
+
     @cached_property
     def sha256(self) -> str:
         """Hex sha256 of the whole file (computed once)."""
@@ -115,67 +117,27 @@ class WavSource:
         }
 
 
-def _metadata(meta: dict[str, str]) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode('ascii')}" for k, v in meta.items())
-
-
-async def tus_upload(
-    http: aiohttp.ClientSession, base: str, token: str, take_id: str, src: WavSource, chunk: int
-) -> float:
-    """Coroutine: upload ``src`` with tus; return seconds from creation to the last 204.
-
-    Raises ``RuntimeError`` naming the request that got an unexpected status.
-    """
-    auth = {**TUS_HEADERS, "Authorization": f"Bearer {token}"}
-    meta = _metadata(
-        {
-            "take_id": take_id,
-            "filename": "take.wav",
-            "sha256": src.sha256,
-            "recording": json.dumps(src.recording()),
-        }
-    )
-    t = time.monotonic()
-    async with http.post(
-        f"{base}/files/", headers={**auth, "Upload-Length": str(src.size), "Upload-Metadata": meta}
-    ) as r:
-        if r.status != 201:
-            raise RuntimeError(f"tus POST: HTTP {r.status} {(await r.text())[:300]}")
-        location = r.headers["Location"]
-    url = location if location.startswith("http") else base + location
-    offset = 0
-    for off, n in src.chunks(chunk):
-        body = src.chunk(off, n)
-        digest = base64.b64encode(hashlib.sha1(body).digest()).decode("ascii")
-        async with http.patch(
-            url,
-            data=body,
-            headers={
-                **auth,
-                "Upload-Offset": str(offset),
-                "Upload-Checksum": f"sha1 {digest}",
-                "Content-Type": "application/offset+octet-stream",
-            },
-        ) as r:
-            if r.status != 204:
-                raise RuntimeError(
-                    f"tus PATCH at {offset}: HTTP {r.status} {(await r.text())[:300]}"
-                )
-            offset = int(r.headers["Upload-Offset"])
-    if offset != src.size:
-        raise RuntimeError(f"tus upload ended at offset {offset} of {src.size}")
-    return time.monotonic() - t
-
-
-async def put_upload(http: aiohttp.ClientSession, url: str, src: WavSource, chunk: int) -> float:
-    """Coroutine: send ``src`` as one streamed ``PUT``; return seconds to the response."""
+async def put_file(http: aiohttp.ClientSession, url: str, path: Path) -> float:
+    """Coroutine: send the file at ``path`` as one streamed ``PUT`` (1 MiB reads in a worker
+    thread, as tutti's uploader reads its chunks); return seconds to the response."""
 
     async def body() -> AsyncIterator[bytes]:
-        for off, n in src.chunks(chunk):
-            yield src.chunk(off, n)
+        with open(path, "rb") as f:
+            while block := await asyncio.to_thread(f.read, _MIB):
+                yield block
 
     t = time.monotonic()
-    async with http.put(url, data=body(), headers={"Content-Length": str(src.size)}) as r:
+    size = path.stat().st_size
+    async with http.put(url, data=body(), headers={"Content-Length": str(size)}) as r:
         if r.status != 201:
             raise RuntimeError(f"PUT {url}: HTTP {r.status} {(await r.text())[:300]}")
     return time.monotonic() - t
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_MIB):
+            h.update(block)
+    return h.hexdigest()

@@ -20,11 +20,14 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    each singer's receipt time of ``take.start`` minus its ``sent_at``.  N more clients are
    connected to the peer, a bare python-socketio server (``bench/_peer_sio.py``), and the
    takes alternate: tutti, peer, tutti, ...
-3. **uploads** — ``--uploads`` singers join, a take is armed, started and stopped, then each
-   uploads a valid ``--upload-mb`` MB WAV at once over tus (4 MiB PATCHes with
-   ``Upload-Checksum``); every stored file is downloaded back through the leader's take
-   file route and its sha256 compared.  Then the same bytes as plain streamed PUTs to
-   ``bench/_peer_put.py`` (written + fsynced), verified on disk.
+3. **uploads** — on a ``tutti serve`` of its own, ``--uploads`` singers join; per round a
+   take is armed, started and stopped, then each singer uploads its ``--upload-mb`` MB WAV
+   file at once with tutti's own uploader and its defaults
+   (:class:`tutti.client.uploader.TusUploader`); every stored file is downloaded back
+   through the leader's take file route and its sha256 compared.  Then the same files as
+   plain streamed PUTs to ``bench/_peer_put.py`` (written + fsynced), verified on disk.
+   ``--upload-rounds`` such pairs, interleaved; then one more tus storm in which the server
+   is ``kill -9``-ed once ``--kill-at`` of the bytes are acknowledged and restarted.
 
 Every phase is bounded by timeouts.  Results: a table on stdout and JSON in
 ``bench/out/server-<UTC time>.json``.  MB = 10^6 bytes.
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,8 +61,9 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
 
 from bench._procs import Child, Swarm, start_child  # noqa: E402
 from bench._singers import raise_fd_limit  # noqa: E402
-from bench._uploads import WavSource, put_upload, tus_upload  # noqa: E402
+from bench._uploads import WavSource, file_sha256, put_file  # noqa: E402
 from tutti.client.clock import ClockEstimator, ClockSync  # noqa: E402
+from tutti.client.uploader import TusUploader, UploadJob, UploadProgress  # noqa: E402
 from tutti.wire import PROTOCOL_VERSION  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -298,121 +303,223 @@ def summarize(
 # --------------------------------------------------------------------- uploads
 
 
-async def bench_uploads(
-    http: aiohttp.ClientSession,
-    url: str,
-    count: int,
-    size: int,
-    chunk: int,
-    logdir: Path,
-    peer_dir: Path,
+class UploadServer:
+    """``tutti serve`` for the upload phase, on its own data folder, restartable on its port."""
+
+    def __init__(self, data: Path, logdir: Path) -> None:
+        self.data, self.log = data, logdir / "serve_uploads.log"
+        self.port = 0
+        self.child: Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        cmd = ["tutti", "serve", "--port", str(self.port), "--data", str(self.data), "--open",
+               "--max-session-gb", "1000", "--max-server-gb", "1000"]  # fmt: skip
+        self.child = await start_child(cmd, self.log)
+        self.port = int(self.child.url.rsplit(":", 1)[1])
+
+    async def kill9_and_restart(self) -> float:
+        """Coroutine: ``kill -9`` the server, start it again; seconds it was away."""
+        assert self.child is not None
+        t = time.monotonic()
+        self.child.proc.kill()  # SIGKILL: no clean shutdown
+        await self.child.proc.wait()
+        await self.start()
+        return time.monotonic() - t
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            await self.child.stop()
+
+
+async def tus_round(
+    server: UploadServer,
+    leader: Leader,
+    singers: list[tuple[str, str]],
+    files: list[tuple[WavSource, Path]],
+    kill_at: float | None = None,
 ) -> dict[str, Any]:
-    """Phase 3: ``count`` concurrent tus uploads of ``size`` bytes, then the PUT peer."""
-    leader = await Leader.create(http, url)
-    tokens: list[str] = []
-    pids: list[str] = []
-    for i in range(count):
-        async with http.post(
-            f"{url}/api/join",
-            json={"code": leader.code, "name": f"Uploader {i:03d}", "part": "SATB"[i % 4]},
-        ) as r:
-            if r.status != 200:
-                raise RuntimeError(f"join: HTTP {r.status} {await r.text()}")
-            joined = await r.json()
-            tokens.append(joined["token"])
-            pids.append(joined["participant_id"])
+    """One storm: every singer uploads its file at once with tutti's uploader and its
+    defaults; with ``kill_at``, ``kill -9`` the server once that share of all bytes is
+    acknowledged and restart it.  Every stored file is then downloaded back and hashed."""
     take_id = await leader.arm()
     await leader.start(take_id)
     await leader.stop(take_id)
-    sources = [WavSource(i, size) for i in range(count)]
-    t = time.monotonic()
-    await asyncio.to_thread(lambda: [s.sha256 for s in sources])
-    prep = time.monotonic() - t
+    total = sum(src.size for src, _ in files)
+    acked = [0] * len(files)
+    retries = [0] * len(files)
 
-    conn = aiohttp.TCPConnector(limit=count + 8)
-    timeout = aiohttp.ClientTimeout(total=900, sock_read=120)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as up:
-        t = time.monotonic()
-        jobs = [
-            tus_upload(up, url, tok, take_id, s, chunk)
-            for tok, s in zip(tokens, sources, strict=True)
+    def progress(i: int) -> Callable[[UploadProgress], None]:
+        def on(p: UploadProgress) -> None:
+            acked[i], retries[i] = p.offset, p.retries
+
+        return on
+
+    conn = aiohttp.TCPConnector(limit=len(files) + 8)
+    killed: dict[str, float] = {}
+    async with aiohttp.ClientSession(connector=conn) as http:
+        ups = [
+            TusUploader(http, server.url, token, on_progress=progress(i))
+            for i, (token, _) in enumerate(singers)
         ]
-        tus_times = await asyncio.wait_for(asyncio.gather(*jobs), 900)
-        tus_wall = time.monotonic() - t
 
-    # verify: the manifest's sha256 and the bytes served back, per singer
+        async def one(up: TusUploader, src: WavSource, path: Path) -> float:
+            job = UploadJob(path, take_id, src.sha256, src.recording())
+            t = time.monotonic()
+            await up.upload(job)
+            await asyncio.to_thread(up.forget, job)  # as tutti join does once it is confirmed
+            return time.monotonic() - t
+
+        async def killer(share: float) -> None:
+            while sum(acked) < share * total:
+                await asyncio.sleep(0.01)
+            killed["at_mb"] = sum(acked) / 1e6
+            killed["away_s"] = await server.kill9_and_restart()
+
+        t = time.monotonic()
+        kill_task = asyncio.ensure_future(killer(kill_at)) if kill_at is not None else None
+        try:
+            times = await asyncio.wait_for(
+                asyncio.gather(*(one(u, s, p) for u, (s, p) in zip(ups, files, strict=True))),
+                900,
+            )
+        finally:
+            if kill_task is not None and not kill_task.done():
+                kill_task.cancel()
+        wall = time.monotonic() - t
+        if kill_task is not None:
+            await kill_task  # the kill happened (else the storm ended first: an error)
+    stored, corrupt = await verify_take(server, leader, take_id, singers, files)
+    chunks = [n for u in ups for n in u.chunks]
+    return {
+        "wall_s": wall,
+        "mb_s": total / 1e6 / wall,
+        "per_upload_s": pct(times, 1.0),
+        "requests": sum(u.requests for u in ups),
+        "patches": len(chunks),
+        "chunk_mib": pct([n / (1 << 20) for n in chunks], 1.0),
+        "resent_mb": (sum(chunks) - total) / 1e6,
+        "retries": sum(retries),
+        "stored": stored,
+        "missing": len(files) - stored,
+        "corrupt": corrupt,
+        **({"killed_at_mb": killed["at_mb"], "away_s": killed["away_s"]} if killed else {}),
+    }
+
+
+async def verify_take(
+    server: UploadServer,
+    leader: Leader,
+    take_id: str,
+    singers: list[tuple[str, str]],
+    files: list[tuple[WavSource, Path]],
+) -> tuple[int, int]:
+    """(stored, corrupt): the manifest's sha256 and the bytes served back, per singer; then
+    the take's folder is deleted (disk space for the next round)."""
     manifest = await leader.call("GET", f"/api/session/takes/{take_id}/manifest")
-    expected = {pid: s.sha256 for pid, s in zip(pids, sources, strict=True)}
+    expected = {pid: src.sha256 for (_, pid), (src, _) in zip(singers, files, strict=True)}
     corrupt = 0
     recs = manifest.get("recordings", [])
     for rec in recs:
         h = hashlib.sha256()
-        async with http.get(
-            f"{url}/api/session/takes/{take_id}/files/{rec['file']}", headers=leader.headers
+        async with leader.http.get(
+            f"{server.url}/api/session/takes/{take_id}/files/{rec['file']}",
+            headers=leader.headers,
         ) as r:
             if r.status != 200:
                 corrupt += 1
                 continue
             async for block in r.content.iter_chunked(1 << 20):
                 h.update(block)
-        # the singer's own bytes, as the server recorded them and as it serves them back
         want = expected.get(rec.get("participant_id", ""))
         if want is None or rec.get("sha256") != want or h.hexdigest() != want:
             corrupt += 1
-    served = len(recs)
+    for folder in server.data.glob(f"takes/*/{take_id}"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(recs), corrupt
 
-    peer_dir.mkdir(parents=True, exist_ok=True)
-    peer: Child = await start_child(["bench._peer_put", str(peer_dir)], logdir / "peer_put.log")
+
+async def put_round(
+    peer_url: str, files: list[tuple[WavSource, Path]], folder: Path
+) -> dict[str, Any]:
+    """The same files as streamed PUTs to the peer at once, each hashed on its disk after."""
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = aiohttp.TCPConnector(limit=len(files) + 8)
+    timeout = aiohttp.ClientTimeout(total=900, sock_read=120)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as http:
+        t = time.monotonic()
+        times = await asyncio.wait_for(
+            asyncio.gather(*(put_file(http, f"{peer_url}/up/{p.name}", p) for _, p in files)),
+            900,
+        )
+        wall = time.monotonic() - t
+    sums = await asyncio.to_thread(lambda: [file_sha256(folder / p.name) for _, p in files])
+    shutil.rmtree(folder, ignore_errors=True)
+    total = sum(src.size for src, _ in files)
+    return {
+        "wall_s": wall,
+        "mb_s": total / 1e6 / wall,
+        "per_upload_s": pct(times, 1.0),
+        "corrupt": sum(got != src.sha256 for got, (src, _) in zip(sums, files, strict=True)),
+    }
+
+
+async def bench_uploads(
+    count: int, size: int, rounds: int, kill_at: float | None, tmpdir: Path, logdir: Path
+) -> dict[str, Any]:
+    """Phase 3: ``rounds`` × (a tus storm of ``count`` uploads of ``size`` bytes with
+    tutti's uploader, then the same files as PUTs to the peer), interleaved; then, with
+    ``kill_at``, one more tus storm with a ``kill -9`` of the server in the middle."""
+    sources = tmpdir / "upload-sources"
+    sources.mkdir()
+    files = [(WavSource(i, size), sources / f"take{i:03d}.wav") for i in range(count)]
+    await asyncio.to_thread(lambda: [(src.write(path), src.sha256) for src, path in files])
+    server = UploadServer(tmpdir / "upload-data", logdir)
+    await server.start()
+    peer_dir = tmpdir / "peer-uploads"
+    peer = await start_child(["bench._peer_put", str(peer_dir)], logdir / "peer_put.log")
     try:
-        conn = aiohttp.TCPConnector(limit=count + 8)
-        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as up:
-            t = time.monotonic()
-            put_times = await asyncio.wait_for(
-                asyncio.gather(
-                    *(
-                        put_upload(up, f"{peer.url}/up/take{s.index:03d}.wav", s, chunk)
-                        for s in sources
-                    )
-                ),
-                900,
-            )
-            put_wall = time.monotonic() - t
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=600, sock_read=300)
+        ) as http:
+            leader = await Leader.create(http, server.url)
+            singers: list[tuple[str, str]] = []
+            for i in range(count):
+                async with http.post(
+                    f"{server.url}/api/join",
+                    json={"code": leader.code, "name": f"Uploader {i:03d}", "part": "SATB"[i % 4]},
+                ) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"join: HTTP {r.status} {await r.text()}")
+                    joined = await r.json()
+                singers.append((joined["token"], joined["participant_id"]))
+            tus: list[dict[str, Any]] = []
+            put: list[dict[str, Any]] = []
+            for r in range(rounds):
+                log("uploads: round %d/%d, tutti tus", r + 1, rounds)
+                tus.append(await tus_round(server, leader, singers, files))
+                log("uploads: round %d/%d, peer PUT", r + 1, rounds)
+                put.append(await put_round(peer.url, files, peer_dir))
+            res: dict[str, Any] = {
+                "uploads": count,
+                "size_mb": size / 1e6,
+                "rounds": rounds,
+                "tus": merge(tus),
+                "put": merge(put),
+                "tus_rounds": tus,
+                "put_rounds": put,
+            }
+            if kill_at is not None:
+                log("uploads: tutti tus with kill -9 at %.0f %% of the bytes", kill_at * 100)
+                res["tus_kill9"] = await tus_round(server, leader, singers, files, kill_at)
     finally:
         await peer.stop()
-
-    def verify_peer() -> int:
-        bad = 0
-        for s in sources:
-            h = hashlib.sha256()
-            with open(peer_dir / f"take{s.index:03d}.wav", "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-            bad += h.hexdigest() != s.sha256
-        return bad
-
-    peer_corrupt = await asyncio.to_thread(verify_peer)
-    shutil.rmtree(peer_dir, ignore_errors=True)
-    total_mb = count * size / 1e6
-    return {
-        "uploads": count,
-        "size_mb": size / 1e6,
-        "chunk_mib": chunk >> 20,
-        "source_sha256_s": prep,
-        "tus": {
-            "wall_s": tus_wall,
-            "mb_s": total_mb / tus_wall,
-            "per_upload_s": pct(tus_times, 1.0),
-            "stored": served,
-            "missing": count - served,
-            "corrupt": corrupt,
-        },
-        "put": {
-            "wall_s": put_wall,
-            "mb_s": total_mb / put_wall,
-            "per_upload_s": pct(put_times, 1.0),
-            "corrupt": peer_corrupt,
-        },
-    }
+        await server.stop()
+        shutil.rmtree(sources, ignore_errors=True)
+    return res
 
 
 # ---------------------------------------------------------------------- report
@@ -500,28 +607,47 @@ def report(res: dict[str, Any]) -> str:
             )
         out.append("")
     if "uploads" in res:
-        u = res["uploads"]
-        out += [
-            f"### {u['uploads']} concurrent uploads of {u['size_mb']:g} MB "
-            f"({u['chunk_mib']} MiB chunks)",
-            "",
-            "| server | MB/s (aggregate) | wall s | per-upload p50 s | p99 s | corrupt |",
-            "|---|---|---|---|---|---|",
-        ]
-        for side, name in (("tus", "tutti tus"), ("put", "peer PUT")):
-            r = u[side]
-            out.append(
-                f"| {name} | {r['mb_s']:.1f} | {r['wall_s']:.1f} | "
-                f"{r['per_upload_s']['p50']:.1f} | {r['per_upload_s']['p99']:.1f} | "
-                f"{r['corrupt']} |"
-            )
-        out += [
-            "",
-            f"tutti/peer throughput ratio: {u['tus']['mb_s'] / u['put']['mb_s']:.2f}; "
-            f"stored {u['tus']['stored']}/{u['uploads']} recordings",
-            "",
-        ]
+        out += upload_report(res["uploads"])
     return "\n".join(out)
+
+
+def upload_report(u: dict[str, Any]) -> list[str]:
+    """Markdown lines for the upload phase."""
+    t, p = u["tus"], u["put"]
+    out = [
+        f"### {u['uploads']} concurrent uploads of {u['size_mb']:g} MB, medians of "
+        f"{u['rounds']} interleaved rounds",
+        "",
+        "| server | MB/s (aggregate) | wall s | per-upload p50 s | p99 s | requests | "
+        "PATCH MiB p50 / max | corrupt |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| tutti tus (tutti's uploader, defaults) | {t['mb_s']:.1f} | {t['wall_s']:.1f} | "
+        f"{t['per_upload_s']['p50']:.1f} | {t['per_upload_s']['p99']:.1f} | "
+        f"{t['requests']:.0f} | {t['chunk_mib']['p50']:.1f} / {t['chunk_mib']['max']:.1f} | "
+        f"{t['corrupt']} |",
+        f"| peer PUT + fsync | {p['mb_s']:.1f} | {p['wall_s']:.1f} | "
+        f"{p['per_upload_s']['p50']:.1f} | {p['per_upload_s']['p99']:.1f} | {u['uploads']} | "
+        f"– | {p['corrupt']} |",
+        "",
+        f"tutti/peer throughput ratio: {t['mb_s'] / p['mb_s']:.2f} (per round: "
+        + ", ".join(
+            f"{a['mb_s'] / b['mb_s']:.2f}"
+            for a, b in zip(u["tus_rounds"], u["put_rounds"], strict=True)
+        )
+        + f"); stored {t['stored']:.0f}/{u['uploads']} recordings per round",
+        "",
+    ]
+    if "tus_kill9" in u:
+        k = u["tus_kill9"]
+        out += [
+            f"kill -9 of `tutti serve` at {k['killed_at_mb']:.0f} MB acknowledged (away "
+            f"{k['away_s']:.1f} s): {k['stored']}/{u['uploads']} uploads finished, "
+            f"{k['corrupt']} corrupt (sha256 of the served files), {k['retries']} retries, "
+            f"{k['resent_mb']:.0f} MB sent twice, {k['mb_s']:.1f} MB/s over the storm "
+            f"({k['wall_s']:.1f} s)",
+            "",
+        ]
+    return out
 
 
 # ------------------------------------------------------------------------ main
@@ -571,13 +697,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.uploads > 0:
                     log("uploads: %d × %g MB", args.uploads, args.upload_mb)
                     res["uploads"] = await bench_uploads(
-                        http,
-                        server.url,
                         args.uploads,
                         round(args.upload_mb * 1e6) // 2 * 2,
-                        args.chunk_mb * (1 << 20),
+                        args.upload_rounds,
+                        args.kill_at if args.kill_at > 0 else None,
+                        tmpdir,
                         logdir,
-                        tmpdir / "peer-uploads",
                     )
         finally:
             await peer.stop()
@@ -627,7 +752,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--uploads", type=int, default=50, help="concurrent uploads, 0 to skip")
     p.add_argument("--upload-mb", type=float, default=50.0, help="MB per upload (default 50)")
-    p.add_argument("--chunk-mb", type=int, default=4, help="MiB per PATCH (default 4)")
+    p.add_argument(
+        "--upload-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of tutti tus and peer PUT uploads (default 3)",
+    )
+    p.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.4,
+        help="one more tus storm with a kill -9 of the server once this share of the bytes "
+        "is acknowledged, 0 to skip (default 0.4)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -652,7 +789,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--singers: expected comma-separated integers, got {args.singers!r}")
     if any(n < 1 or n > 5000 for n in args.singers):
         p.error("--singers: each N must be 1–5000")
-    for name in ("takes", "procs", "join_concurrency", "clock_clients", "chunk_mb"):
+    for name in ("takes", "procs", "join_concurrency", "clock_clients", "upload_rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     args.clients = [c.strip() for c in str(args.clients).split(",") if c.strip()]
@@ -662,6 +799,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--arm-gap must be 0–30 seconds")
     if args.uploads < 0 or args.clock_estimates < 0 or not 0.001 <= args.upload_mb <= 400:
         p.error("--uploads and --clock-estimates must be ≥ 0; --upload-mb 0.001–400")
+    if not 0 <= args.kill_at < 1:
+        p.error("--kill-at must be 0 (no kill) or a share of the bytes below 1")
     return args
 
 
@@ -676,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medians of {len(runs)} runs (failure counts summed)\n")
         print(report(merge(runs)))
         return 0
-    need = 2 * args.uploads * args.upload_mb * 1e6 + 1e9
+    need = 3 * args.uploads * args.upload_mb * 1e6 + 1e9  # sources, server copies, peer copies
     free = shutil.disk_usage(tempfile.gettempdir()).free
     if args.uploads and free < need:
         print(

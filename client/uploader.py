@@ -8,8 +8,12 @@ the same upload instead of starting over.  The loop:
    filename, sha256 and the recording's timeline numbers) → save the ``Location``;
 2. ``HEAD`` → the server's ``Upload-Offset`` (``X-Tutti-Upload-State: completed`` → done;
    404/410 → the upload is gone (expired): create a new one);
-3. ``PATCH`` chunks from that offset, each with ``Upload-Checksum: sha256 <base64>``;
-   409 → back to ``HEAD``; 460 (checksum mismatch) → send the chunk again;
+3. ``PATCH`` chunks from that offset, each with ``Upload-Checksum: crc32 <base64>`` (a
+   server that does not know crc32 answers 400 ``bad_checksum``: sha256 from then on);
+   409 → back to ``HEAD``; 460 (checksum mismatch) → send the chunk again.  The chunk size
+   adapts to the connection (:class:`ChunkSizer`): it doubles while a PATCH takes under half
+   of ``TARGET_PATCH_S``, falls to what the measured rate sends in that time after a slow
+   one, and halves after a lost connection or timeout, between ``MIN_CHUNK`` and ``MAX_CHUNK``;
 4. any network error, timeout or 5xx (the server restarting) → wait with exponential backoff
    (with jitter, capped) and go back to 2.  Every answer moves the offset only forwards from
    what the server says, so no byte is skipped or sent twice into the file.
@@ -27,7 +31,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -36,10 +40,11 @@ import aiohttp
 
 from tutti.errors import TuttiError
 from tutti.fsutil import file_sha256
-from tutti.tusheaders import TUS_VERSION, encode_metadata, sha256_checksum
+from tutti.tusheaders import TUS_VERSION, encode_metadata, upload_checksum
 from tutti.wire import UploadMetadata, error_message
 
 __all__ = [
+    "ChunkSizer",
     "UploadError",
     "UploadRejected",
     "UploadJob",
@@ -50,7 +55,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK: Final = 256 * 1024
+#: Bytes of the first PATCH; later ones adapt (see :class:`ChunkSizer`).
+FIRST_CHUNK: Final = 1 << 20
+#: Smallest and largest PATCH body, bytes: small enough for a phone on a weak uplink to send
+#: one within the request timeout, large enough that a fast line is not held back by a
+#: round trip and a server fsync per chunk.
+MIN_CHUNK: Final = 256 * 1024
+MAX_CHUNK: Final = 16 << 20
+#: Seconds a PATCH should take: short enough that a drop loses little and progress moves,
+#: long enough to hide the round trip.
+TARGET_PATCH_S: Final = 2.0
+_CHUNK_ALIGN = 64 * 1024
+_SEND_PIECE = 1 << 20
 _TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_read=30)
 
 
@@ -99,6 +115,51 @@ class _Retry(Exception):
     """Internal: go back to HEAD after a backoff."""
 
 
+@dataclass
+class ChunkSizer:
+    """The size of the next PATCH body, adapted to how long the last ones took.
+
+    Grows ×2 while a PATCH of a full chunk takes under ``target_s / 2`` seconds; after one
+    that took over ``2 × target_s``, falls to what its rate sends in ``target_s``; halves
+    after a PATCH lost to the network.  Always within ``[low, high]`` and a multiple of
+    64 KiB (unless ``low`` is smaller).
+
+    Parameters
+    ----------
+    size : int
+        The current (first) chunk size, bytes.
+    low, high : int
+        Bounds, bytes.
+    target_s : float
+        Seconds a PATCH should take.
+    """
+
+    size: int = FIRST_CHUNK
+    low: int = MIN_CHUNK
+    high: int = MAX_CHUNK
+    target_s: float = TARGET_PATCH_S
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.high or self.target_s <= 0:
+            raise ValueError("chunk bounds need 0 < low <= high and target_s > 0")
+        self.size = self._bounded(self.size)
+
+    def sent(self, nbytes: int, seconds: float) -> None:
+        """A PATCH of ``nbytes`` was acknowledged ``seconds`` after it was sent."""
+        if seconds > 2 * self.target_s:
+            self.size = self._bounded(min(self.size, int(nbytes / seconds * self.target_s)))
+        elif nbytes >= self.size and seconds < self.target_s / 2:  # a short last chunk says less
+            self.size = self._bounded(self.size * 2)
+
+    def failed(self) -> None:
+        """A PATCH was lost to the network (connection dropped, timeout): send less next."""
+        self.size = self._bounded(self.size // 2)
+
+    def _bounded(self, size: int) -> int:
+        aligned = size // _CHUNK_ALIGN * _CHUNK_ALIGN
+        return max(self.low, min(self.high, aligned))
+
+
 class TusUploader:
     """tus 1.0 client over an ``aiohttp.ClientSession``.
 
@@ -110,7 +171,10 @@ class TusUploader:
     token : str
         The singer's bearer token.
     chunk_size : int
-        Bytes per PATCH.
+        Bytes of the first PATCH; later ones adapt between ``min(MIN_CHUNK, chunk_size)``
+        and ``max_chunk`` (see :class:`ChunkSizer`).
+    max_chunk : int
+        Largest PATCH body, bytes.
     backoff : tuple of float
         ``(first, maximum)`` wait in seconds between retries; doubles each time, ±25 % jitter.
     give_up_after : float or None
@@ -125,7 +189,8 @@ class TusUploader:
         base_url: str,
         token: str,
         *,
-        chunk_size: int = DEFAULT_CHUNK,
+        chunk_size: int = FIRST_CHUNK,
+        max_chunk: int = MAX_CHUNK,
         backoff: tuple[float, float] = (0.2, 10.0),
         give_up_after: float | None = None,
         on_progress: Callable[[UploadProgress], None] | None = None,
@@ -133,11 +198,13 @@ class TusUploader:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.chunk_size = chunk_size
+        self.sizer = ChunkSizer(chunk_size, min(MIN_CHUNK, chunk_size, max_chunk), max_chunk)
         self.backoff = backoff
         self.give_up_after = give_up_after
         self.on_progress = on_progress
+        self.checksum = "crc32"  # Upload-Checksum algorithm; sha256 for servers without crc32
         self.requests = 0  # HTTP requests made (for tests and stats)
+        self.chunks: list[int] = []  # bytes of every PATCH body sent, in order (ditto)
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         h = {"Tus-Resumable": TUS_VERSION, "Authorization": f"Bearer {self.token}"}
@@ -214,17 +281,19 @@ class TusUploader:
                 "X-Tutti-Upload-State", "receiving"
             )
 
-    async def _patch(self, url: str, offset: int, chunk: bytes) -> int | None:
+    async def _patch(self, url: str, offset: int, chunk: bytes, checksum: str) -> int | None:
         """New offset, or ``None`` if the server says the upload is already complete."""
         self.requests += 1
+        self.chunks.append(len(chunk))
         async with self.http.patch(
             url,
-            data=chunk,
+            data=_pieces(chunk),
             headers=self._headers(
                 {
+                    "Content-Length": str(len(chunk)),
                     "Content-Type": "application/offset+octet-stream",
                     "Upload-Offset": str(offset),
-                    "Upload-Checksum": sha256_checksum(chunk),
+                    "Upload-Checksum": checksum,
                 }
             ),
             timeout=_TIMEOUT,
@@ -237,10 +306,30 @@ class TusUploader:
                     return None
             if resp.status in (409, 460):
                 raise _Retry()  # offset moved (a lost answer) or chunk damaged: HEAD and resend
+            if resp.status == 400 and self.checksum != "sha256":
+                if "bad_checksum" in await resp.text():  # a server from before crc32
+                    self.checksum = "sha256"
+                    raise _Retry()
             if resp.status in (404, 410):
                 raise _Gone()
             await self._raise_for(resp, "sending a chunk")
         raise _Retry()
+
+    async def _send_chunk(self, fd: int, url: str, offset: int) -> int | None:
+        """PATCH the next chunk from ``offset`` (read and hashed in a worker thread) and
+        feed its timing, or its failure, to the chunk sizer; returns what :meth:`_patch` does."""
+        chunk, checksum = await asyncio.to_thread(
+            _read_chunk, fd, offset, self.sizer.size, self.checksum
+        )
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        try:
+            new = await self._patch(url, offset, chunk, checksum)  # b"": retries completion
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            self.sizer.failed()  # the line failed (a 409 or 460 says nothing about it)
+            raise
+        self.sizer.sent(len(chunk), loop.time() - sent_at)
+        return new
 
     async def _raise_for(self, resp: aiohttp.ClientResponse, doing: str) -> None:
         text = ""
@@ -277,12 +366,12 @@ class TusUploader:
                 try:
                     if url is None:
                         url = await self._create(job)
-                        self._save_url(job, url)
+                        await asyncio.to_thread(self._save_url, job, url)
                     head = await self._head(url)
                     if head is None:
                         log.info("upload %s is gone on the server; starting a new one", url)
                         url = None
-                        self._save_url(job, None)
+                        await asyncio.to_thread(self._save_url, job, None)
                         continue
                     offset, state = head
                     if state == "completed":
@@ -292,9 +381,7 @@ class TusUploader:
                     prog.offset, prog.state = offset, "uploading"
                     self._notify(prog)
                     while True:
-                        fh.seek(offset)
-                        chunk = fh.read(self.chunk_size)  # may be b"": retry completion
-                        new = await self._patch(url, offset, chunk)
+                        new = await self._send_chunk(fh.fileno(), url, offset)
                         if new is None:
                             break
                         if new > offset:
@@ -311,7 +398,7 @@ class TusUploader:
                     break
                 except _Gone:
                     url = None
-                    self._save_url(job, None)
+                    await asyncio.to_thread(self._save_url, job, None)
                 except (TimeoutError, _Retry, aiohttp.ClientError, ConnectionError) as exc:
                     if (
                         self.give_up_after is not None
@@ -358,3 +445,25 @@ class TusUploader:
 
 class _Gone(Exception):
     """Internal: the upload no longer exists on the server."""
+
+
+async def _pieces(chunk: bytes) -> AsyncIterator[memoryview]:
+    """The chunk as a request body in 1 MiB views: streamed without a copy, and without
+    holding the event loop for the whole chunk."""
+    view = memoryview(chunk)
+    for start in range(0, len(view), _SEND_PIECE):
+        yield view[start : start + _SEND_PIECE]
+
+
+def _read_chunk(fd: int, offset: int, size: int, algorithm: str) -> tuple[bytes, str]:
+    """Blocking: up to ``size`` bytes of the file at ``offset`` and their Upload-Checksum."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        block = os.pread(fd, size - got, offset + got)
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    chunk = b"".join(parts)
+    return chunk, upload_checksum(algorithm, chunk)

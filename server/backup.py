@@ -25,6 +25,8 @@ from pathlib import Path
 from tutti import __version__
 from tutti.fsutil import fsync_dir
 
+from .uploads import committed_offset
+
 __all__ = ["BackupError", "Backup", "create_backup", "verify_backup", "restore_backup"]
 
 MANIFEST = "backup.json"
@@ -97,11 +99,15 @@ def _copy_database(data: Path, dest: Path) -> None:
 
 
 def _copy_uploads(data: Path, work: Path, files: dict[str, tuple[str, int]]) -> None:
-    """Unfinished uploads: each state as read once, then its data up to that state's offset."""
+    """Unfinished uploads: each state as read once, then its data up to its committed offset
+    (the data file's size, for states of the store's version 2)."""
     for state in sorted((data / "uploads").glob("*.json")):
         try:
             raw = state.read_bytes()
-            offset = int(json.loads(raw)["offset"])
+            saved = json.loads(raw)
+            offset = int(saved["offset"])
+            if saved["version"] >= 2:
+                offset = committed_offset(data / "uploads", state.stem)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # finished, expired or being replaced this moment: not backed up
         rel = state.relative_to(data)

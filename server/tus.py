@@ -35,12 +35,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tutti.tusheaders import TUS_VERSION, encode_metadata, parse_checksum, parse_metadata
+from tutti.tusheaders import TUS_VERSION, Crc32, encode_metadata, parse_checksum, parse_metadata
 
 from .errors import disk_full
 from .tushooks import UploadHooks, VerificationError
 from .tushttp import TusError, header_safe, http_date, uint_header
 from .uploads import (
+    ChunkWriter,
     Hasher,
     UploadState,
     UploadStatus,
@@ -62,6 +63,7 @@ CHECKSUM_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
     "sha1": hashlib.sha1,
     "md5": lambda: hashlib.md5(usedforsecurity=False),
     "sha256": hashlib.sha256,
+    "crc32": Crc32,  # what tutti's uploader sends: the whole file is checked with sha256
 }
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 
@@ -127,7 +129,7 @@ class TusHandler:
         self._max_size = max_size
         self._expiry_s = expiry_s
         self._clock = clock
-        self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all()}
+        self._uploads = {s.upload_id: _Upload(s) for s in self._store.load_all(expiry_s)}
         self._tasks: set[asyncio.Task[web.StreamResponse]] = set()
         self._creating: dict[str, int] = {}  # owner → creations past authorize_create
         #: Called with the bytes of every chunk stored for good (the host's metrics).
@@ -206,18 +208,33 @@ class TusHandler:
         return stored + self._creating.get(owner, 0)
 
     def expire_now(self) -> int:
-        """Remove unfinished uploads whose deadline has passed; return how many were removed."""
+        """Remove unfinished uploads whose deadline has passed; return how many were removed.
+
+        Blocking (file removal); the handler's own expiry loop removes the files in a thread.
+        """
+        expired = self._take_expired()
+        self._remove_files(expired)
+        return len(expired)
+
+    def _take_expired(self) -> list[str]:
+        """Forget every unfinished upload past its deadline; return their ids."""
         now = self._clock()
-        removed = 0
+        expired = []
         for upload_id, upload in list(self._uploads.items()):
             st = upload.state
             if st.status is UploadStatus.COMPLETED or now < st.expires_at or upload.lock.locked():
                 continue
-            self._store.remove(upload_id)
             del self._uploads[upload_id]
-            removed += 1
+            expired.append(upload_id)
             log.info("upload %s expired (%d of %d bytes)", upload_id, st.offset, st.length)
-        return removed
+        return expired
+
+    def _remove_files(self, upload_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            try:
+                self._store.remove(upload_id)
+            except OSError:  # forgotten already: the next start finds it expired again
+                log.exception("upload %s: its files could not be removed", upload_id)
 
     def discard(self, match: Callable[[UploadState], bool]) -> int:
         """Remove every upload (finished or not) that ``match`` selects, data and state:
@@ -234,10 +251,8 @@ class TusHandler:
         interval = min(max(self._expiry_s / 10, 1.0), 600.0)
         while True:
             await asyncio.sleep(interval)
-            try:
-                self.expire_now()
-            except OSError:
-                log.exception("upload expiry failed; retrying in %.0f s", interval)
+            # forgotten in the loop, their files removed in a thread (a directory fsync each)
+            await asyncio.to_thread(self._remove_files, self._take_expired())
 
     def _wrap(self, fn: _Handler) -> _Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -579,7 +594,7 @@ class TusHandler:
                     reason="Checksum Mismatch",
                     headers={"Upload-Offset": str(st.offset)},
                 )
-            await self._commit(upload, writer.start + writer.written, writer.sha256, writer.sync)
+            await self._commit(upload, writer)
             if cut is not None:
                 raise TusError(
                     408 if stalled else 400,
@@ -603,23 +618,29 @@ class TusHandler:
         finally:
             await asyncio.to_thread(writer.close)
 
-    async def _commit(
-        self, upload: _Upload, new_offset: int, sha256: Hasher, sync: Callable[[], None]
-    ) -> None:
-        """fsync the data, then durably record ``new_offset`` (data before state, always)."""
+    async def _commit(self, upload: _Upload, writer: ChunkWriter) -> None:
+        """Make the written bytes durable (one fdatasync), then move the offset in memory.
+
+        The state file is rewritten only when the last byte arrived (its offset and digest
+        are what a restart needs to finish the upload); otherwise the data file's size is
+        the durable offset.
+        """
         st = upload.state
-        new = dataclasses.replace(st, offset=new_offset, expires_at=self._clock() + self._expiry_s)
+        new = dataclasses.replace(
+            st, offset=writer.start + writer.written, expires_at=self._clock() + self._expiry_s
+        )
         if new.received_all:
-            new.sha256 = sha256.hexdigest()
+            new.sha256 = writer.sha256.hexdigest()
 
         def durable() -> None:
-            sync()
-            self._store.save(new)
+            writer.commit()
+            if new.received_all:
+                self._store.save(new)
 
         await asyncio.to_thread(durable)
         self.on_stored(new.offset - st.offset)
         st.offset, st.expires_at, st.sha256 = new.offset, new.expires_at, new.sha256
-        upload.sha256 = sha256
+        upload.sha256 = writer.sha256
 
     async def _complete(self, upload: _Upload) -> None:
         """Hand a fully received upload to the completion hook and record the outcome."""

@@ -5,14 +5,20 @@ keep bytes and offsets safe; nothing here knows about requests or headers.
 
 Layout under the store's root directory, per upload id ``<id>`` (32 lowercase hex digits)::
 
-    <id>.part   the bytes received so far (only the first ``offset`` bytes count)
-    <id>.json   the upload's state (:class:`UploadState`), replaced atomically
+    <id>.part     the bytes received so far: its size *is* the upload's offset
+    <id>.json     the upload's state (:class:`UploadState`), replaced atomically, written only
+                  at creation and when the status changes — never per chunk
+    <id>.pending  while a PATCH with ``Upload-Checksum`` runs: the offset it started at
 
-Durability rule: the data file is fsynced *before* a new offset is written to the state
-file, and the state file is written to a temporary name, fsynced and ``os.replace``-d over
-the old one.  So after a crash (even ``kill -9`` or power loss) the state file names an
-offset whose bytes are on disk; bytes past it (a request that was cut off before its
-commit) are truncated when the store is opened again.
+Durability rule: a PATCH's bytes are appended to the data file and the file is
+``fdatasync``-ed once, before the new offset is acknowledged; ``fdatasync`` makes the file's
+size durable with its bytes, so the size is the committed offset and no state file has to
+be rewritten per chunk.  Bytes of a PATCH cut short by a crash are a prefix of what the
+client sent and are kept (tus lets a server keep them; the client resumes from ``HEAD``),
+except those of a PATCH that carried a checksum, which cannot be verified: its
+``<id>.pending`` marker survives the crash and the file is cut back to the marker's offset
+when the store is opened again.  State files are written to a temporary name, fsynced and
+``os.replace``-d over the old one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "UploadStateError",
     "ChunkWriter",
     "UploadStore",
+    "committed_offset",
     "is_upload_id",
     "new_upload_id",
 ]
@@ -45,7 +52,8 @@ log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 _HASH_READ = 1 << 20  # bytes per read when re-hashing a partial file after a restart
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the data file's size is the offset; 1: the state file's offset was
+_READ_VERSIONS = (1, 2)
 
 
 class Hasher(Protocol):
@@ -85,6 +93,17 @@ def is_upload_id(text: str) -> bool:
     return _ID_RE.fullmatch(text) is not None
 
 
+def committed_offset(root: Path, upload_id: str) -> int:
+    """Bytes of an unfinished upload's data file that count at this moment: its size, or
+    the offset a checksummed PATCH being written started at.  For copies taken while the
+    server runs (``tutti backup``); raises ``OSError`` if the data file is gone."""
+    size = (root / f"{upload_id}.part").stat().st_size
+    try:
+        return min(size, int((root / f"{upload_id}.pending").read_text(encoding="ascii")))
+    except (FileNotFoundError, ValueError):
+        return size
+
+
 @dataclass
 class UploadState:
     """The durable record of one upload.
@@ -96,14 +115,17 @@ class UploadState:
     length : int
         Declared total size, bytes.
     offset : int
-        Bytes received and committed (fsynced), ``0 <= offset <= length``.
+        Bytes received and committed (fdatasynced), ``0 <= offset <= length``.  Kept in
+        memory and derived from the data file's size on load; the state file holds the
+        offset as of its last write, a lower bound.
     metadata : dict[str, str]
         Decoded ``Upload-Metadata`` pairs.
     owner : str
         Owner key returned by the authorisation hook (e.g. a participant id).
     created_at, expires_at : float
         Seconds since the epoch (the handler's clock).  ``expires_at`` moves forward on
-        every committed PATCH; it is ignored once the upload is completed.
+        every committed PATCH (in memory; on load it is derived from the data file's
+        modification time); it is ignored once the upload is completed.
     status : UploadStatus
     failure : str or None
         Why completion was refused (``status == failed``).
@@ -152,7 +174,7 @@ class UploadState:
 
         if not isinstance(obj, dict):
             raise bad("state is not a JSON object")
-        if obj.get("version") != _STATE_VERSION:
+        if obj.get("version") not in _READ_VERSIONS:
             raise bad(f"unknown state version {obj.get('version')!r}, expected {_STATE_VERSION}")
         try:
             upload_id = obj["upload_id"]
@@ -200,8 +222,9 @@ class ChunkWriter:
     """Writes one PATCH body into an upload's data file.  Blocking: call from a worker thread.
 
     The writer starts at the committed offset with a copy of the whole-file sha256 state and,
-    optionally, a fresh hasher for the request's ``Upload-Checksum``.  Nothing it writes counts
-    until the caller commits a new offset through :meth:`UploadStore.save`.
+    optionally, a fresh hasher for the request's ``Upload-Checksum``; with one, it leaves a
+    ``pending`` marker naming its start offset until :meth:`commit` or :meth:`rollback`, so
+    that a crash mid-request cannot leave unverified bytes counted.
 
     Attributes
     ----------
@@ -213,17 +236,23 @@ class ChunkWriter:
         Whole-file sha256 over ``[0, start + written)``.
     checksum : Hasher or None
         Hash of this request's bytes only, for ``Upload-Checksum``.
+    pending : Path or None
+        The marker file, written when a checksum is given.
     """
 
     path: Path
     start: int
     sha256: Hasher
     checksum: Hasher | None = None
+    pending: Path | None = None
     written: int = 0
     _fd: int = field(default=-1, repr=False)
 
     def open(self) -> None:
-        """Open the data file and drop any uncommitted bytes past :attr:`start`."""
+        """Open the data file, drop any bytes past :attr:`start`, mark an unverified request."""
+        if self.checksum is not None and self.pending is not None:
+            # no fsync: kill -9 keeps the page cache; see docs/uploads.md for power loss
+            self.pending.write_text(str(self.start), encoding="ascii")
         self._fd = os.open(self.path, os.O_WRONLY)
         os.ftruncate(self._fd, self.start)
 
@@ -241,15 +270,19 @@ class ChunkWriter:
                 self.checksum.update(chunk)
             self.written += len(chunk)
 
-    def sync(self) -> None:
-        """fsync the data file: everything written so far is on disk when this returns."""
-        os.fsync(self._fd)
+    def commit(self) -> int:
+        """Make everything written durable (one ``fdatasync``: bytes and file size) and
+        return the new offset; only then may it be acknowledged."""
+        os.fdatasync(self._fd)
+        self._unmark()
+        return self.start + self.written
 
     def rollback(self) -> None:
         """Cut the file back to :attr:`start`, dropping everything this writer wrote."""
         if self._fd >= 0:
             os.ftruncate(self._fd, self.start)
-            os.fsync(self._fd)
+            os.fdatasync(self._fd)
+        self._unmark()
         self.written = 0
 
     def close(self) -> None:
@@ -257,6 +290,10 @@ class ChunkWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _unmark(self) -> None:
+        if self.pending is not None:
+            self.pending.unlink(missing_ok=True)
 
 
 class UploadStore:
@@ -285,6 +322,10 @@ class UploadStore:
         """Path of the upload's state file."""
         return self.root / f"{self._checked(upload_id)}.json"
 
+    def pending_path(self, upload_id: str) -> Path:
+        """Path of the marker left while a checksummed PATCH is being written."""
+        return self.root / f"{self._checked(upload_id)}.pending"
+
     def create(self, state: UploadState) -> None:
         """Create an empty data file and the first state file, both durable."""
         fd = os.open(self.data_path(state.upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -310,7 +351,8 @@ class UploadStore:
 
     def writer(self, state: UploadState, sha256: Hasher, checksum: Hasher | None) -> ChunkWriter:
         """Return an open :class:`ChunkWriter` positioned at ``state.offset``."""
-        w = ChunkWriter(self.data_path(state.upload_id), state.offset, sha256, checksum)
+        pending = self.pending_path(state.upload_id)
+        w = ChunkWriter(self.data_path(state.upload_id), state.offset, sha256, checksum, pending)
         w.open()
         return w
 
@@ -333,17 +375,24 @@ class UploadStore:
         return h
 
     def remove(self, upload_id: str) -> None:
-        """Delete the upload's data and state files (missing files are fine)."""
-        for path in (self.data_path(upload_id), self.state_path(upload_id)):
+        """Delete the upload's data, state and marker files (missing files are fine)."""
+        paths = (
+            self.data_path(upload_id),
+            self.state_path(upload_id),
+            self.pending_path(upload_id),
+        )
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._sync_dir()
 
-    def load_all(self) -> list[UploadState]:
+    def load_all(self, expiry_s: float = 0.0) -> list[UploadState]:
         """Read every state file and repair what a crash can leave behind.
 
-        Bytes past a partial upload's committed offset are truncated; leftover temporary
-        state files are deleted; a state file that cannot be read is renamed to
+        A partial upload's offset is its data file's size, cut back to the start of a
+        checksummed PATCH that a crash interrupted (its ``.pending`` marker); its deadline is
+        at least ``expiry_s`` seconds after the data file was last written.  Leftover
+        temporary state files are deleted; a state file that cannot be read is renamed to
         ``<name>.corrupt`` (logged) so that it is neither used nor lost.
         """
         for tmp in self.root.glob("*.json.tmp"):
@@ -353,11 +402,12 @@ class UploadStore:
             if not is_upload_id(path.stem):
                 continue
             try:
-                state = UploadState.from_dict(json.loads(path.read_bytes()), str(path))
+                obj = json.loads(path.read_bytes())
+                state = UploadState.from_dict(obj, str(path))
                 if state.upload_id != path.stem:
                     raise UploadStateError(f"{path}: names upload {state.upload_id}")
                 if state.status is not UploadStatus.COMPLETED:
-                    self._repair_data(state)
+                    self._repair_data(state, sized=obj["version"] >= 2, expiry_s=expiry_s)
             except (OSError, ValueError) as exc:  # UploadStateError and JSON errors are ValueErrors
                 log.error("upload state %s unusable, set aside as .corrupt: %s", path, exc)
                 with contextlib.suppress(OSError):
@@ -366,8 +416,11 @@ class UploadStore:
             states.append(state)
         return states
 
-    def _repair_data(self, state: UploadState) -> None:
+    def _repair_data(self, state: UploadState, *, sized: bool, expiry_s: float) -> None:
+        """Set ``state.offset`` from the data file (``sized``: version 2; else cut the file
+        back to the saved offset, as version 1 promised) and its deadline from its mtime."""
         path = self.data_path(state.upload_id)
+        pending = self.pending_path(state.upload_id)
         if state.received_all and not path.exists():
             # Crash between the completion hook moving the file away and the state saying so:
             # only the hook removes a fully received data file, so it accepted it.
@@ -376,17 +429,26 @@ class UploadStore:
             )
             state.status = UploadStatus.COMPLETED
             self.save(state)
+            pending.unlink(missing_ok=True)
             return
-        size = path.stat().st_size  # FileNotFoundError → OSError → set aside by the caller
-        if size < state.offset:
-            raise UploadStateError(f"{path}: {size} bytes on disk but {state.offset} committed")
-        if size > state.offset:
+        info = path.stat()  # FileNotFoundError → OSError → set aside by the caller
+        keep = info.st_size if sized else state.offset
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            keep = min(keep, int(pending.read_text(encoding="ascii")))
+        if keep < state.offset or info.st_size < state.offset:
+            raise UploadStateError(f"{path}: {info.st_size} bytes on disk but {state.offset} saved")
+        if keep > state.length:
+            raise UploadStateError(f"{path}: {keep} bytes on disk, more than {state.length}")
+        if info.st_size > keep:
             log.info(
-                "upload %s: dropping %d uncommitted bytes", state.upload_id, size - state.offset
+                "upload %s: dropping %d unverified bytes", state.upload_id, info.st_size - keep
             )
             with open(path, "r+b") as f:
-                f.truncate(state.offset)
-                os.fsync(f.fileno())
+                f.truncate(keep)
+                os.fdatasync(f.fileno())
+        pending.unlink(missing_ok=True)
+        state.offset = keep
+        state.expires_at = max(state.expires_at, info.st_mtime + expiry_s)
 
     def _sync_dir(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,16 +24,20 @@ import pytest
 import soundfile as sf
 
 from tests.client.net_helpers import Leader
+from tests.server.tus_support import tus_server
 from tests.support.jitter_proxy import JitterProxy
 from tests.support.server import ServerProcess
 from tutti.client.connection import join_session
 from tutti.client.uploader import (
+    MAX_CHUNK,
+    ChunkSizer,
     TusUploader,
     UploadJob,
     UploadProgress,
     UploadRejected,
     file_sha256,
 )
+from tutti.server import tus
 
 RATE = 48000
 
@@ -89,6 +95,14 @@ async def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         await asyncio.to_thread(srv.stop)
 
 
+def _wav_job(s: Setup, path: Path, nbytes: int) -> UploadJob:
+    """A 16-bit mono WAV take of about ``nbytes`` bytes (noise, so no two chunks are alike)."""
+    frames = (nbytes - 44) // 2
+    pcm = np.random.default_rng(9).integers(-3000, 3000, (frames, 1), dtype=np.int16)
+    sf.write(str(path), pcm, RATE, format="WAV", subtype="PCM_16")
+    return UploadJob(path, s.take_id, file_sha256(path), _recording(frames))
+
+
 async def _server_copy_sha(s: Setup, http: aiohttp.ClientSession) -> str:
     leader = Leader(http, s.server.url, s.leader.token)
     await leader.wait_state(s.take_id, s.participant_id, "uploaded")
@@ -130,6 +144,7 @@ async def test_upload_survives_dropped_connections(setup: Setup) -> None:
                 f"http://127.0.0.1:{proxy.port}",
                 s.token,
                 chunk_size=64 * 1024,
+                max_chunk=64 * 1024,  # many chunks, so that the drops fall between them
                 backoff=(0.05, 0.5),
                 on_progress=progress,
             )
@@ -225,3 +240,167 @@ async def test_server_refusal_is_final_and_clear(setup: Setup, tmp_path: Path) -
         async with http.head(url, headers={"Tus-Resumable": "1.0.0", **up._headers()}) as r:
             assert r.status in (404, 410), r.status
         assert bad.path.exists()
+
+
+MIB = 1 << 20
+
+
+def test_chunk_sizer_grows_shrinks_and_stays_in_bounds() -> None:
+    z = ChunkSizer(MIB, 256 * 1024, 16 * MIB, target_s=2.0)
+    z.sent(MIB, 0.5)  # quick: double
+    assert z.size == 2 * MIB
+    z.sent(2 * MIB, 1.5)  # within [target/2, 2 target]: keep
+    assert z.size == 2 * MIB
+    z.sent(100, 0.01)  # a short last chunk says nothing about the line
+    assert z.size == 2 * MIB
+    z.sent(2 * MIB, 8.0)  # slow: what 2 s send at 256 KiB/s
+    assert z.size == 512 * 1024
+    z.failed()
+    assert z.size == 256 * 1024
+    z.failed()  # never below the floor
+    assert z.size == 256 * 1024
+    for _ in range(10):
+        z.sent(z.size, 0.1)
+    assert z.size == 16 * MIB  # nor above the ceiling
+    z.sent(16 * MIB, 10.0)  # 3.2 MiB in 2 s, rounded down to 64 KiB
+    assert z.size == 3342336
+    with pytest.raises(ValueError, match="bounds"):
+        ChunkSizer(MIB, 2 * MIB, MIB)
+
+
+async def test_chunks_grow_on_a_fast_line_shrink_when_slow_and_after_a_drop(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """The real client against a real server: the chunk doubles from 1 MiB while PATCHes are
+    quick, falls after a PATCH the server answered late (its process stopped for 5 s, longer
+    than 2 × TARGET_PATCH_S), halves after a PATCH whose connection dropped, and the file
+    still arrives byte-identical."""
+    s = setup
+    job = _wav_job(s, tmp_path / "long.wav", 64_000_000)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def stall(seconds: float, drop: bool) -> None:
+        os.kill(s.server.pid, signal.SIGSTOP)  # the PATCH now in flight waits on the server
+        try:
+            await asyncio.sleep(seconds)
+            if drop:
+                proxy.drop_all()
+        finally:
+            os.kill(s.server.pid, signal.SIGCONT)
+
+    stalls: list[int] = []  # PATCH (its index in up.chunks) each stall fell on
+
+    retried: list[int] = []
+
+    def progress(p: UploadProgress) -> None:
+        if p.state == "retrying":
+            retried.append(p.offset)
+        if p.state != "uploading" or len(stalls) == 2:
+            return
+        # the first PATCH of 8 MiB is held for 5 s; the one after the next is cut off
+        first = not stalls and up.sizer.size >= 8 * MIB
+        if first or (stalls and len(up.chunks) == stalls[0] + 2):
+            stalls.append(len(up.chunks))
+            task = asyncio.ensure_future(stall(5.0 if first else 1.0, not first))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async with (
+        JitterProxy("127.0.0.1", s.server.port, delay=0.0, jitter=0.0) as proxy,
+        aiohttp.ClientSession() as http,
+    ):
+        up = TusUploader(
+            http, f"http://127.0.0.1:{proxy.port}", s.token, backoff=(0.05, 0.5),
+            on_progress=progress,
+        )  # fmt: skip
+        await asyncio.wait_for(up.upload(job), 120)
+        await asyncio.gather(*tasks)
+    async with aiohttp.ClientSession() as http:
+        assert await _server_copy_sha(s, http) == job.sha256
+    sizes = up.chunks
+    slow, cut = stalls
+    assert sizes[: slow + 1] == [MIB << i for i in range(slow + 1)] and slow >= 3, sizes
+    assert sizes[slow + 1] <= 4 * MIB, sizes  # 8 MiB in ≥ 4.5 s: what 2 s send, ≤ 3.6 MiB
+    assert sizes[cut + 1] == max(256 * 1024, sizes[cut] // 2 // 65536 * 65536), (sizes, stalls)
+    assert retried  # the drop was a failed PATCH (its bytes may all have reached the server)
+
+
+async def test_a_50_mb_take_needs_few_requests(setup: Setup, tmp_path: Path) -> None:
+    """With the defaults a 50 MB take goes in a handful of PATCHes (the chunk doubles from
+    1 MiB to 16 MiB while each takes under 1 s) instead of the 191 that fixed 256 KiB chunks
+    took."""
+    s = setup
+    job = _wav_job(s, tmp_path / "big.wav", 50_000_000)
+    async with aiohttp.ClientSession() as http:
+        up = TusUploader(http, s.server.url, s.token)
+        await asyncio.wait_for(up.upload(job), 120)
+        assert await _server_copy_sha(s, http) == job.sha256
+    assert sum(up.chunks) == job.size and max(up.chunks) <= MAX_CHUNK
+    # POST, HEAD, PATCHes of 1, 2, 4, 8, 16, 16 and 0.7 MiB, HEAD: 10 on an idle machine;
+    # a loaded one may hold a chunk at 2–8 MiB (a PATCH over 1 s), 25 PATCHes at 2 MiB
+    assert up.chunks[:2] == [MIB, 2 * MIB] and len(up.chunks) <= 25, up.chunks
+    assert up.requests == len(up.chunks) + 3
+
+
+async def test_kill_9_mid_chunk_resumes_byte_identical(setup: Setup, tmp_path: Path) -> None:
+    """kill -9 ``tutti serve`` while a chunk's bytes are reaching its disk (the data file
+    already past the acknowledged offset); after a restart the client, with its defaults,
+    resumes from the offset the server reports (the start of that chunk: its checksum could
+    not be checked) and the server's copy is byte-identical."""
+    s = setup
+    job = _wav_job(s, tmp_path / "big.wav", 50_000_000)
+    acked: list[int] = []
+    killed_at: list[tuple[int, int]] = []  # (acknowledged offset, bytes in the data file)
+
+    async def kill_mid_chunk() -> None:
+        uploads = s.server.data_dir / "uploads"
+        while not killed_at:
+            for part in uploads.glob("*.part"):
+                size = part.stat().st_size
+                if acked and size >= acked[-1] + MIB:
+                    killed_at.append((acked[-1], size))
+                    await asyncio.to_thread(s.server.kill)
+                    await asyncio.to_thread(s.server.start)
+                    return
+            await asyncio.sleep(0.002)
+
+    events: list[tuple[str, int]] = []
+
+    def progress(p: UploadProgress) -> None:
+        events.append((p.state, p.offset))
+        if p.state == "uploading" and p.offset > 0:
+            acked.append(p.offset)
+
+    async with aiohttp.ClientSession() as http:
+        up = TusUploader(http, s.server.url, s.token, backoff=(0.1, 1.0), on_progress=progress)
+        killer = asyncio.ensure_future(kill_mid_chunk())
+        try:
+            await asyncio.wait_for(up.upload(job), 120)
+        finally:
+            killer.cancel()
+        assert killed_at, "the upload ended before a chunk was caught mid-write"
+        assert await _server_copy_sha(s, http) == job.sha256
+    offset, _ = killed_at[0]  # the data file was ≥ 1 MiB past it: a chunk mid-write
+    first_retry = [state for state, _ in events].index("retrying")
+    before = [o for state, o in events[:first_retry] if state == "uploading"][-1]
+    after = [o for state, o in events[first_retry:] if state == "uploading"][0]
+    assert before >= offset and after == before  # the chunk cut by the kill was dropped
+
+
+async def test_a_server_without_crc32_gets_sha256_checksums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploader's chunks carry ``Upload-Checksum: crc32``; a tus server that does not
+    offer crc32 (tutti's before it did) answers 400 ``bad_checksum``, and the uploader sends
+    sha256 from then on: the upload still arrives whole."""
+    monkeypatch.delitem(tus.CHECKSUM_ALGORITHMS, "crc32")
+    data = np.random.default_rng(3).bytes(3 * MIB + 5)
+    path = tmp_path / "take.bin"
+    path.write_bytes(data)
+    job = UploadJob(path, "take-1", hashlib.sha256(data).hexdigest())
+    async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as http:
+        up = TusUploader(http, srv.url.removesuffix("/files/"), "alice", backoff=(0.01, 0.1))
+        url = await asyncio.wait_for(up.upload(job), 60)
+    assert up.checksum == "sha256"
+    assert srv.hooks.completed == [(url.rsplit("/", 1)[1], job.sha256)]
+    assert (srv.hooks.done_dir / url.rsplit("/", 1)[1]).read_bytes() == data

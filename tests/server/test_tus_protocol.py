@@ -7,6 +7,7 @@ import base64
 import email.utils
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +47,12 @@ async def test_options_discovery(tmp_path: Path) -> None:
                 "termination",
             }
             assert r.headers["Tus-Max-Size"] == "12345"
-            assert set(r.headers["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "md5", "sha256"}
+            assert set(r.headers["Tus-Checksum-Algorithm"].split(",")) == {
+                "sha1",
+                "md5",
+                "sha256",
+                "crc32",
+            }
 
 
 async def test_create_head_patch_complete(tmp_path: Path) -> None:
@@ -206,7 +212,7 @@ async def test_patch_errors(tmp_path: Path) -> None:
         assert done == b"a" * 400 + b"f" * 600
 
 
-@pytest.mark.parametrize("algo", ["sha1", "md5", "sha256"])
+@pytest.mark.parametrize("algo", ["sha1", "md5", "sha256", "crc32"])
 async def test_checksum(tmp_path: Path, algo: str) -> None:
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url = await create(s, srv.url, len(DATA), metadata={"sha256": sha256(DATA)})
@@ -214,7 +220,11 @@ async def test_checksum(tmp_path: Path, algo: str) -> None:
         chunk = DATA[:200_000]
 
         def header(data: bytes, name: str = algo) -> str:
-            return f"{name} {base64.b64encode(hashlib.new(algo, data).digest()).decode()}"
+            if algo == "crc32":  # 4 bytes, big-endian
+                digest = zlib.crc32(data).to_bytes(4, "big")
+            else:
+                digest = hashlib.new(algo, data).digest()
+            return f"{name} {base64.b64encode(digest).decode()}"
 
         r = await patch(s, url, 0, chunk, **{"Upload-Checksum": header(chunk)})
         assert r.status == 204 and r.headers["Upload-Offset"] == "200000"
@@ -224,7 +234,7 @@ async def test_checksum(tmp_path: Path, algo: str) -> None:
         assert r.status == 460 and r.reason == "Checksum Mismatch"
         assert await head_offset(s, url) == 200_000
         assert part.stat().st_size == 200_000  # the chunk's bytes were dropped
-        r = await patch(s, url, 200_000, rest, **{"Upload-Checksum": "crc32 AAAAAA=="})
+        r = await patch(s, url, 200_000, rest, **{"Upload-Checksum": "sha512 AAAAAA=="})
         assert r.status == 400
         r = await patch(s, url, 200_000, rest, **{"Upload-Checksum": f"{algo} %%%"})
         assert r.status == 400
@@ -243,12 +253,12 @@ async def test_unsupported_checksum_names_supported(tmp_path: Path) -> None:
                 **auth("alice"),
                 "Upload-Offset": "0",
                 "Content-Type": OCTET,
-                "Upload-Checksum": "crc32 AAAAAA==",
+                "Upload-Checksum": "sha512 AAAAAA==",
             },
         ) as r:
             assert r.status == 400
             msg = (await r.json())["error"]["message"]
-            assert "crc32" in msg and "sha1" in msg and "sha256" in msg
+            assert "sha512" in msg and "crc32" in msg and "sha1" in msg and "sha256" in msg
         assert await head_offset(s, url) == 0
 
 

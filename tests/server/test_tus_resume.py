@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import os
 import random
@@ -157,8 +159,9 @@ async def test_cut_with_checksum_keeps_nothing(tmp_path: Path) -> None:
 
 
 async def test_restart_resumes(tmp_path: Path) -> None:
-    """A new TusHandler on the same directory (server restart) picks uploads up: bytes past
-    the committed offset (a crash mid-PATCH) are dropped, the sha256 state is rebuilt."""
+    """A new TusHandler on the same directory (server restart) picks uploads up: the data
+    file's size is the offset, bytes of a checksummed PATCH a crash interrupted (its
+    ``.pending`` marker left behind) are dropped, the sha256 state is rebuilt."""
     data = os.urandom(5 * READ_CHUNK // 2)
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         url1 = await create(s, srv.url, len(data), metadata={"sha256": sha256(data)})
@@ -169,12 +172,14 @@ async def test_restart_resumes(tmp_path: Path) -> None:
             srv.host, srv.port, "/files/" + upload_id(url2), 0, len(data), data[:half], pause=0.3
         )
         assert await wait_offset(s, url2, half) == half
-    # what a kill -9 in the middle of a PATCH leaves: bytes on disk past the committed offset
+    # what a kill -9 in the middle of a checksummed PATCH leaves: its marker, unverified bytes
     part = tmp_path / "uploads" / f"{upload_id(url1)}.part"
     with open(part, "ab") as f:
-        f.write(b"garbage that was never committed" * 1000)
+        f.write(b"bytes whose checksum was never checked" * 1000)
+    (tmp_path / "uploads" / f"{upload_id(url1)}.pending").write_text(str(half))
     async with tus_server(tmp_path) as srv, aiohttp.ClientSession() as s:
         assert part.stat().st_size == half
+        assert not (tmp_path / "uploads" / f"{upload_id(url1)}.pending").exists()
         for url in (url1, url2):
             url = srv.url + upload_id(url)  # new port
             offset = await head_offset(s, url)
@@ -248,11 +253,15 @@ def _start(directory: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 @pytest.mark.slow
-async def test_kill_9_mid_patch(tmp_path: Path) -> None:
-    """kill -9 the server while a PATCH is streaming (bytes on disk past the committed
-    offset); after a restart HEAD reports the committed offset and the upload resumes."""
+@pytest.mark.parametrize("checksummed", [False, True])
+async def test_kill_9_mid_patch(tmp_path: Path, checksummed: bool) -> None:
+    """kill -9 the server while a PATCH is streaming.  After a restart HEAD reports an offset
+    whose bytes are exactly what the client sent: every byte that reached the file (a plain
+    PATCH), or the offset before the PATCH (one with Upload-Checksum, which cannot be
+    verified); the upload resumes from there byte-identical."""
     data = os.urandom(6 * READ_CHUNK)
     committed = READ_CHUNK + 99
+    sent = data[committed : committed + 3 * READ_CHUNK]
     proc, port = await asyncio.to_thread(_start, tmp_path)
     try:
         async with aiohttp.ClientSession() as s:
@@ -260,15 +269,18 @@ async def test_kill_9_mid_patch(tmp_path: Path) -> None:
             url = await create(s, base, len(data), metadata={"sha256": sha256(data)})
             part = tmp_path / "uploads" / f"{upload_id(url)}.part"
             assert (await patch(s, url, 0, data[:committed])).status == 204
+            body = data[committed:]
+            checksum = "sha256 " + base64.b64encode(hashlib.sha256(body).digest()).decode()
             _, writer = await raw_patch_open(
                 "127.0.0.1",
                 port,
                 "/files/" + upload_id(url),
                 committed,
-                len(data) - committed,
-                data[committed : committed + 3 * READ_CHUNK],
+                len(body),
+                sent,
+                checksum=checksum if checksummed else None,
             )
-            for _ in range(500):  # until uncommitted bytes have reached the file
+            for _ in range(500):  # until bytes of the unfinished PATCH have reached the file
                 if part.stat().st_size >= committed + 2 * READ_CHUNK:
                     break
                 await asyncio.sleep(0.01)
@@ -281,9 +293,13 @@ async def test_kill_9_mid_patch(tmp_path: Path) -> None:
         proc, port = await asyncio.to_thread(_start, tmp_path)
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{port}/files/{upload_id(url)}"
-            assert await head_offset(s, url) == committed
-            assert part.stat().st_size == committed
-            r = await patch(s, url, committed, data[committed:])
+            offset = await head_offset(s, url)
+            if checksummed:
+                assert offset == committed
+            else:
+                assert committed + 2 * READ_CHUNK <= offset <= committed + len(sent)
+            assert part.read_bytes() == data[:offset]
+            r = await patch(s, url, offset, data[offset:])
             assert r.status == 204
         assert sha256((tmp_path / "done" / upload_id(url)).read_bytes()) == sha256(data)
     finally:

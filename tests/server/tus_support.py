@@ -188,16 +188,25 @@ async def patch(
 
 
 async def raw_patch_open(
-    host: str, port: int, path: str, offset: int, declared: int, sent: bytes, owner: str = "alice"
+    host: str,
+    port: int,
+    path: str,
+    offset: int,
+    declared: int,
+    sent: bytes,
+    owner: str = "alice",
+    checksum: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Start a PATCH over a raw socket announcing ``declared`` body bytes, send ``sent``.
+    """Start a PATCH over a raw socket announcing ``declared`` body bytes, send ``sent``
+    (``checksum``: an ``Upload-Checksum`` value to send along).
 
     Returns the open connection so the caller can cut it (``writer.close()``) or finish it.
     """
     reader, writer = await asyncio.open_connection(host, port)
+    extra = f"Upload-Checksum: {checksum}\r\n" if checksum else ""
     head = (
         f"PATCH {path} HTTP/1.1\r\nHost: {host}:{port}\r\nTus-Resumable: {TUS_VERSION}\r\n"
-        f"Authorization: Bearer {owner}\r\nContent-Type: {OCTET}\r\n"
+        f"Authorization: Bearer {owner}\r\nContent-Type: {OCTET}\r\n{extra}"
         f"Upload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n"
     )
     writer.write(head.encode() + sent)
