@@ -665,7 +665,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         logdir = tmpdir / "logs"
         logdir.mkdir()
         server = await start_child(
-            ["tutti", "serve", "--port", "0", "--data", str(tmpdir / "data")], logdir / "serve.log"
+            ["tutti", "serve", "--port", "0", "--data", str(tmpdir / "data"), "--open"],
+            logdir / "serve.log",
         )
         peer = await start_child(["bench._peer_sio"], logdir / "peer_sio.log")
         try:
