@@ -50,6 +50,7 @@ __all__ = [
     "ClockEstimator",
     "ClockSync",
     "Method",
+    "ResyncPacer",
 ]
 
 Method = Literal["envelope", "median"]
@@ -58,6 +59,39 @@ Method = Literal["envelope", "median"]
 KEEP_FRACTION: Final = 0.25
 #: Samples older than this (seconds) leave the window, so clock drift cannot build up in it.
 MAX_AGE_S: Final = 120.0
+
+
+#: Re-sync intervals (seconds): the shortest while the offset moves, the longest while it
+#: holds still (one machine, or two clocks that agree).
+RESYNC_MIN_S: Final = 5.0
+RESYNC_MAX_S: Final = 60.0
+#: How far the offset may move between two re-syncs (seconds) before they come sooner.
+RESYNC_TOLERANCE_S: Final = 0.25e-3
+
+
+class ResyncPacer:
+    """When to re-sync the clock: as often as the offset's measured movement needs.
+
+    The interval doubles (up to :data:`RESYNC_MAX_S`) while the offset moves less than the
+    estimates' own error explains, and drops at once to what :data:`RESYNC_TOLERANCE_S` allows
+    at the movement measured (at least :data:`RESYNC_MIN_S`): two clocks 100 ppm apart
+    re-sync every 5 s, a quiet pair every minute.
+    """
+
+    def __init__(self) -> None:
+        self.interval = RESYNC_MIN_S
+        self._last: tuple[float, float] | None = None
+
+    def next_interval(self, now: float, offset: float, error_bound: float) -> float:
+        """Seconds until the next re-sync, after one at ``now`` gave ``offset`` ± ``error_bound``
+        (all in seconds)."""
+        if self._last is not None and now > self._last[0]:
+            then, before = self._last
+            moving = max(0.0, abs(offset - before) - error_bound) / (now - then)
+            needed = RESYNC_TOLERANCE_S / moving if moving > 0 else RESYNC_MAX_S
+            self.interval = max(RESYNC_MIN_S, min(RESYNC_MAX_S, needed, 2 * self.interval))
+        self._last = (now, offset)
+        return self.interval
 
 
 class ClockError(TuttiError):

@@ -40,7 +40,13 @@ import aiohttp
 from tutti import wire
 from tutti.client import config
 from tutti.client.backing import BackingError, fetch_backing
-from tutti.client.clock import ClockError, ClockEstimate, ClockSync
+from tutti.client.clock import (
+    RESYNC_MIN_S,
+    ClockError,
+    ClockEstimate,
+    ClockSync,
+    ResyncPacer,
+)
 from tutti.client.connection import Connection, JoinError, JoinInfo, join_session
 from tutti.client.invite import resolve_join, stdin_is_terminal
 from tutti.client.liveview import LiveState, LiveView
@@ -59,10 +65,14 @@ __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
-#: Levels sent to the server per second.
-LEVEL_HZ: Final = 10.0
-#: Clock re-probe interval during the session (seconds) and probes per re-probe.
-REPROBE_S: Final = 5.0
+#: The live meter's updates per second; the server says how many of them to send it
+#: (``level.rate``: at most this, none while no leader watches).
+LEVEL_HZ: Final = wire.MAX_LEVEL_HZ
+#: Clock probes at joining (spaced, then a back-to-back tail) and at each re-sync.
+#: New losses are reported within this many seconds even while no leader watches.
+LOSS_REPORT_S: Final = 1.0
+JOIN_PROBES: Final = 64
+RESYNC_PROBES: Final = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +158,36 @@ class _Take:
     words: TimedWords = field(default_factory=TimedWords)
 
 
+class _HeldLevel:
+    """The loudest level since the last report, so a report sent less often than the meter
+    updates still shows every peak and clip in between."""
+
+    def __init__(self) -> None:
+        self.rms_db = self.peak_db = -120.0
+        self.clipped = False
+        self.sent_at = -math.inf
+        self.losses: tuple[int, ...] = (0, 0, 0)  # lost frames, dropouts, skipped frames
+
+    def hold(self, rms_db: float, peak_db: float, clipped: bool) -> None:
+        self.rms_db, self.peak_db = max(self.rms_db, rms_db), max(self.peak_db, peak_db)
+        self.clipped = self.clipped or clipped
+
+    def due(self, hz: float, now: float, losses: tuple[int, ...] = (0, 0, 0)) -> bool:
+        """Whether to report now: at the rate the server set, and (even while no leader
+        watches) within :data:`LOSS_REPORT_S` of new losses, so the roster's counts hold."""
+        since = now - self.sent_at
+        # a tenth of a meter tick early still counts: the loop's sleeps run a little long
+        if hz > 0 and since >= 1.0 / hz - 0.1 / LEVEL_HZ:
+            return True
+        return losses != self.losses and since >= LOSS_REPORT_S
+
+    def take(self, now: float, losses: tuple[int, ...] = (0, 0, 0)) -> tuple[float, float, bool]:
+        out = (self.rms_db, self.peak_db, self.clipped)
+        self.rms_db = self.peak_db = -120.0
+        self.clipped, self.sent_at, self.losses = False, now, losses
+        return out
+
+
 class Singer:
     """One ``tutti join`` run (an object so its pieces share state without globals)."""
 
@@ -159,6 +199,7 @@ class Singer:
         self.done = asyncio.Event()
         self.exit_code = 0
         self.info: JoinInfo | None = None
+        self.level_hz = LEVEL_HZ  # until the server says (an older one never does)
         self.conn: Connection | None = None
         self.clock: ClockSync | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -212,6 +253,7 @@ class Singer:
         conn.on(Ev.TAKE_START, self._on_take_start)
         conn.on(Ev.TAKE_STOP, self._on_take_stop)
         conn.on(Ev.WELCOME, self._on_welcome)
+        conn.on(Ev.LEVEL_RATE, self._on_level_rate)
         conn.on(Ev.TAKE_ARMED, self._on_take_armed)
         conn.on(Ev.SESSION_CLOSED, self._on_closed)
         conn.on(Ev.SESSION, self._on_session)
@@ -220,7 +262,7 @@ class Singer:
         self.conn = conn
         await conn.connect()
         self.clock = ClockSync(conn.call)
-        await self._sync_clock(64)
+        await self._sync_clock(JOIN_PROBES)
         self._spawn(self._clock_loop())
         await self._fetch_backing()
         if self.engine is not None:
@@ -290,6 +332,7 @@ class Singer:
 
     async def _level_loop(self) -> None:
         clips_seen = 0
+        held = _HeldLevel()
         while True:
             await asyncio.sleep(1.0 / LEVEL_HZ)
             eng = self.engine
@@ -307,9 +350,14 @@ class Singer:
             if clipped:
                 s.clipped_until = time.monotonic() + 2.0
             self._update_beat()
+            held.hold(s.rms_db, s.peak_db, clipped)
+            counts = tuple(losses.values())
+            if not held.due(self.level_hz, time.monotonic(), counts):
+                continue
+            rms_db, peak_db, clipped = held.take(time.monotonic(), counts)
             report = wire.LevelReport(
-                rms_db=s.rms_db,
-                peak_db=s.peak_db,
+                rms_db=rms_db,
+                peak_db=peak_db,
                 overflows=eng.overflows,
                 underflows=eng.underflows,
                 clipped=clipped,
@@ -367,13 +415,20 @@ class Singer:
             await self.conn.emit(Ev.CLOCK_REPORT, est.report())
 
     async def _clock_loop(self) -> None:
+        """Re-sync the clock as often as its measured movement needs (:class:`ResyncPacer`)."""
         assert self.clock is not None
+        pacer = ResyncPacer()
+        est = self.clock.current
+        interval = RESYNC_MIN_S
+        if est is not None:
+            interval = pacer.next_interval(time.monotonic(), est.offset, est.error_bound)
         while True:
-            await asyncio.sleep(REPROBE_S)
+            await asyncio.sleep(interval)
             if self.conn is None or not self.conn.connected:
                 continue
             with contextlib.suppress(ClockError, JoinError):
-                await self._sync_clock(16)
+                est = await self._sync_clock(RESYNC_PROBES)
+                interval = pacer.next_interval(time.monotonic(), est.offset, est.error_bound)
 
     # ------------------------------------------------------------------ connection
     def _conn_state(self, state: str) -> None:
@@ -382,7 +437,7 @@ class Singer:
     async def _after_reconnect(self) -> None:
         self.state.note("reconnected")
         with contextlib.suppress(ClockError, JoinError):
-            await self._sync_clock(32)
+            await self._sync_clock(2 * RESYNC_PROBES)
         await self._send_calibration()
 
     async def _on_error(self, report: wire.ErrorReport) -> None:
@@ -463,6 +518,8 @@ class Singer:
         the session's latest take, and a take of ours that is stopped there, or superseded by
         a newer one, is ended here so that it is finished and uploaded.
         """
+        if welcome.level_hz is not None:
+            self.level_hz = welcome.level_hz
         take, latest = self.take, welcome.take
         if take is None or latest is None:
             return
@@ -470,6 +527,9 @@ class Singer:
             if not take.stopped.is_set():
                 self.state.note(f"take {take.start.take_id} was stopped while disconnected")
             take.stopped.set()
+
+    async def _on_level_rate(self, rate: wire.LevelRate) -> None:
+        self.level_hz = rate.hz
 
     async def _on_take_start(self, start: TakeStart) -> None:
         self._spawn(self._run_take(start))

@@ -29,11 +29,13 @@ from aiohttp import web
 
 from tutti.wire import (
     MAX_EVENT_BYTES,
+    MAX_LEVEL_HZ,
     PROTOCOL_VERSION,
     ClockReply,
     ConnectAuth,
     ErrorReport,
     Ev,
+    LevelRate,
     LevelReport,
     Levels,
     LiveClock,
@@ -68,6 +70,24 @@ LEVEL_INTERVAL_S = 0.1
 #: Seconds between publishing levels to the presence (the roster's snapshot; leaders get
 #: every batch as :data:`Ev.LEVELS`).
 PRESENCE_LEVEL_INTERVAL_S = 1.0
+#: ``level`` reports per second one process takes from one session's singers together: each
+#: singer is told (``level.rate``) to send this many over their number, at most
+#: ``MAX_LEVEL_HZ``, and none while no leader watches.  What a report costs the server, and
+#: what this budget buys at 1,000 singers: docs/benchmarks-server.md.
+LEVEL_BUDGET_PER_S = 100.0
+#: The rates a singer may be told (a rate changes only when the count crosses a step).
+LEVEL_STEPS = (10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1)
+
+
+def level_rate(singers: int, watching: bool) -> float:
+    """How often each of ``singers`` sends ``level`` (per second): the budget shared, rounded
+    down to a step; 0 when no leader is ``watching``."""
+    if not watching:
+        return 0.0
+    fair = min(MAX_LEVEL_HZ, LEVEL_BUDGET_PER_S / max(1, singers))
+    return next((s for s in LEVEL_STEPS if s <= fair), LEVEL_STEPS[-1])
+
+
 #: The clock clients synchronise to and takes are scheduled on (``tutti serve --clock``):
 #: CLOCK_MONOTONIC for one host (all its processes read the one clock, which never steps);
 #: CLOCK_REALTIME, kept in step between hosts by NTP, for several.
@@ -155,6 +175,10 @@ class Realtime:
         self.identity: dict[str, Participant] = {}
         self._levels: dict[str, dict[str, LevelReport]] = {}
         self._unpublished: dict[str, set[str]] = {}  # session → singers with newer levels
+        # the level budget, per session, of the sockets on this process
+        self._watchers: dict[str, int] = {}  # leader sockets
+        self._singer_sids: dict[str, set[str]] = {}
+        self._level_hz: dict[str, float] = {}
         self._register()
 
     # ------------------------------------------------------------------- Fanout
@@ -407,6 +431,8 @@ class Realtime:
             await self.sio.enter_room(sid, leader_room(p.session_id))
             await self._send(Ev.WELCOME, welcome, to=sid)
             await self._send(Ev.ROSTER, await self.roster(p.session_id), to=sid)
+            self._watchers[p.session_id] = self._watchers.get(p.session_id, 0) + 1
+            await self._retune_levels(p.session_id)
             return
         pid = ident.participant_id
         self.identity[pid] = ident
@@ -416,7 +442,11 @@ class Realtime:
         live.last_seen = time.time()
         await self.presence.joined(p.session_id, pid, sid)
         await self.presence.put(p.session_id, {pid: live})
-        welcome = dataclasses.replace(welcome, participant_id=pid, name=ident.name, part=ident.part)
+        self._singer_sids.setdefault(p.session_id, set()).add(sid)
+        hz = await self._retune_levels(p.session_id, but=sid)
+        welcome = dataclasses.replace(
+            welcome, participant_id=pid, name=ident.name, part=ident.part, level_hz=hz
+        )
         await self._send(Ev.WELCOME, welcome, to=sid)
         await self._participant_changed(pid)
         if latest is not None and latest[1] in ("armed", "running"):
@@ -457,8 +487,17 @@ class Realtime:
 
     async def _disconnect(self, sid: str, *reason: Any) -> None:
         p = self.conns.pop(sid, None)
-        if p is None or p.participant_id is None:
+        if p is None:
             return
+        if p.participant_id is None:
+            left = self._watchers.get(p.session_id, 1) - 1
+            self._watchers[p.session_id] = left
+            if left <= 0:
+                del self._watchers[p.session_id]
+            await self._retune_levels(p.session_id)
+            return
+        self._singer_sids.get(p.session_id, set()).discard(sid)
+        await self._retune_levels(p.session_id)
         pid = p.participant_id
         still_here = await self.presence.left(p.session_id, pid, sid)
         live = self.live.get(pid)
@@ -470,6 +509,26 @@ class Realtime:
         if not still_here:
             await self._left_take(p.session_id, pid)
         await self._participant_changed(pid)
+
+    def _watched(self, session_id: str) -> bool:
+        """Whether a leader watches the session's levels.  With several processes one sees
+        only its own leaders' sockets, so there the answer is always yes (the budget holds)."""
+        return not isinstance(self.presence, LocalPresence) or session_id in self._watchers
+
+    async def _retune_levels(self, session_id: str, but: str = "") -> float:
+        """Tell this process's singers of the session a new ``level.rate`` when the budget's
+        share changed (``but``: a socket told in its welcome instead); returns the rate."""
+        sids = self._singer_sids.get(session_id, set())
+        hz = level_rate(len(sids), self._watched(session_id))
+        if not sids:
+            self._singer_sids.pop(session_id, None)
+            self._level_hz.pop(session_id, None)
+            return hz
+        if self._level_hz.get(session_id) != hz:
+            self._level_hz[session_id] = hz
+            for other in list(sids - {but}):
+                await self._send(Ev.LEVEL_RATE, LevelRate(hz), to=other)
+        return hz
 
     async def _left_take(self, session_id: str, pid: str) -> None:
         """A singer recording the running take lost their connection: say when (their

@@ -77,7 +77,7 @@ class Ev:
     # C→S (any member)
     CLOCK_PROBE: Final = "clock.probe"  # ack: ClockReply
     CLOCK_REPORT: Final = "clock.report"  # the client's estimate and its error bound
-    LEVEL: Final = "level"  # ~10 Hz input level and xrun counts
+    LEVEL: Final = "level"  # input level and losses, as often as `level.rate` says
     CALIBRATION: Final = "calibration"  # measured round-trip latency
     TAKE_STATE: Final = "take.state"  # the singer's progress on one take
     # S→C
@@ -85,6 +85,7 @@ class Ev:
     ROSTER: Final = "roster"  # to the leader room: the whole roster
     PARTICIPANT: Final = "participant"  # to the leader room: one participant changed
     LEVELS: Final = "levels"  # to the leader room: batched live levels
+    LEVEL_RATE: Final = "level.rate"  # to a singer: how often to send `level` (0: not at all)
     SESSION: Final = "session"  # to the session room: settings or tracks changed
     TAKE_ARMED: Final = "take.armed"  # to the session room
     TAKE_START: Final = "take.start"  # to the session room: TakeStart

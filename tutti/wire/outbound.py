@@ -26,6 +26,8 @@ __all__ = [
     "RosterEntry",
     "Roster",
     "Levels",
+    "LevelRate",
+    "MAX_LEVEL_HZ",
     "TakeArmed",
     "TakeStop",
     "TakeUpdate",
@@ -42,6 +44,10 @@ __all__ = [
 #: A session's states; a take's states.
 SESSION_STATES: Final = ("open", "closed")
 TAKE_STATES: Final = ("armed", "running", "stopped")
+
+
+#: The most ``level`` reports a singer sends per second (what a live meter needs).
+MAX_LEVEL_HZ: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,15 @@ class Welcome(Record):
     participant_id: str | None = spec(default=None, maxlen=64)  # singers only
     name: str | None = spec(default=None, maxlen=64)
     part: str | None = spec(default=None, maxlen=32)
+    level_hz: float | None = spec(default=None, lo=0, hi=MAX_LEVEL_HZ)  # singers: `level.rate`
+
+
+@dataclass(frozen=True)
+class LevelRate(Record):
+    """``level.rate``, to a singer: send ``level`` at most ``hz`` times a second (0: none,
+    no leader is watching).  The server keeps the session's total within a budget."""
+
+    hz: float = spec(lo=0, hi=MAX_LEVEL_HZ)
 
 
 @dataclass(frozen=True)
@@ -214,6 +229,7 @@ SERVER_EVENTS: Final[dict[str, type[Record]]] = {
     Ev.ROSTER: Roster,
     Ev.PARTICIPANT: RosterEntry,
     Ev.LEVELS: Levels,
+    Ev.LEVEL_RATE: LevelRate,
     Ev.SESSION: SessionView,
     Ev.TAKE_ARMED: TakeArmed,
     Ev.TAKE_START: TakeStart,

@@ -1,0 +1,63 @@
+"""What a singer's client sends, and how often: levels at the rate the server sets (holding
+the loudest meter reading in between), the clock re-synced as often as it moves."""
+
+from __future__ import annotations
+
+from tutti.client.clock import RESYNC_MAX_S, RESYNC_MIN_S, RESYNC_TOLERANCE_S, ResyncPacer
+from tutti.client.join import LEVEL_HZ, _HeldLevel
+
+
+def _run(pacer: ResyncPacer, ppm: float, noise: float, n: int) -> list[float]:
+    t, intervals = 0.0, []
+    for k in range(n):
+        wobble = noise if k % 2 else -noise
+        intervals.append(pacer.next_interval(t, 0.010 + t * ppm * 1e-6 + wobble, 50e-6))
+        t += intervals[-1]
+    return intervals
+
+
+def test_a_still_clock_is_resynced_every_minute_a_drifting_one_often() -> None:
+    still = _run(ResyncPacer(), ppm=0.0, noise=20e-6, n=8)
+    assert still[:5] == [RESYNC_MIN_S, 10.0, 20.0, 40.0, RESYNC_MAX_S]
+    assert still[-1] == RESYNC_MAX_S
+    drifting = _run(ResyncPacer(), ppm=100.0, noise=20e-6, n=8)
+    assert max(drifting) == RESYNC_MIN_S  # 100 ppm: 0.5 ms every 5 s, past the tolerance
+    slow = _run(ResyncPacer(), ppm=10.0, noise=0.0, n=8)
+    # 10 ppm beyond a 50 µs error bound: the offset moves the tolerance in about 25-35 s
+    assert 20.0 <= slow[-1] <= RESYNC_TOLERANCE_S / 10e-6 * 1.5
+
+
+def test_a_clock_that_starts_moving_is_resynced_soon() -> None:
+    pacer = ResyncPacer()
+    t = 0.0
+    for _ in range(6):
+        t += pacer.next_interval(t, 0.010, 50e-6)
+    assert pacer.interval == RESYNC_MAX_S
+    # the next re-sync finds the offset 3 ms away (a clock step, a sleep): about 5 s again
+    assert pacer.next_interval(t, 0.013, 50e-6) < 6.0
+
+
+def test_a_slower_report_still_carries_every_peak_and_clip() -> None:
+    held = _HeldLevel()
+    now, sent = 0.0, []
+    readings = [(-40.0, -30.0, False), (-20.0, -6.0, True), (-50.0, -45.0, False)] * 7
+    for rms, peak, clip in readings:
+        now += 1.0 / LEVEL_HZ
+        held.hold(rms, peak, clip)
+        if held.due(2.0, now):
+            sent.append(held.take(now))
+    assert len(sent) == 5  # the first reading at once, then 2 a second for 2.1 s
+    assert sent[0] == (-40.0, -30.0, False)
+    assert all(s == (-20.0, -6.0, True) for s in sent[1:])
+    assert not _HeldLevel().due(0.0, 100.0)  # rate 0: nobody watches, nothing is sent
+
+
+def test_new_losses_are_reported_while_nobody_watches() -> None:
+    held = _HeldLevel()
+    assert not held.due(0.0, 10.0, (0, 0, 0))
+    assert held.due(0.0, 10.0, (480, 1, 0))  # frames lost: say so (the roster counts them)
+    held.take(10.0, (480, 1, 0))
+    assert not held.due(0.0, 10.5, (960, 2, 0))  # at most one report a second for losses
+    assert held.due(0.0, 11.0, (960, 2, 0))
+    held.take(11.0, (960, 2, 0))
+    assert not held.due(0.0, 60.0, (960, 2, 0))  # nothing new: nothing sent
