@@ -315,7 +315,7 @@ async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[s
 
 
 def stats(singers: list[Singer]) -> dict[str, Any]:
-    sio = [s for s in singers if isinstance(s, SioSinger)]
+    sio = [s for s in singers if isinstance(s, SioSinger) and s.welcomed.is_set()]
     rates: dict[str, int] = {}
     for s in sio:
         rates[f"{s.level_hz:g}"] = rates.get(f"{s.level_hz:g}", 0) + 1

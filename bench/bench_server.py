@@ -717,7 +717,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         logdir = tmpdir / "logs"
         logdir.mkdir()
         server = await start_child(
-            ["tutti", "serve", "--port", "0", "--data", str(tmpdir / "data"), "--open"],
+            # open, and as many singers per session as the benchmark brings
+            [
+                "tutti",
+                "serve",
+                "--port",
+                "0",
+                "--data",
+                str(tmpdir / "data"),
+                "--open",
+                "--max-joins",
+                "100000",
+            ],  # fmt: skip
             logdir / "serve.log",
         )
         peer = await start_child(["bench._peer_sio"], logdir / "peer_sio.log")
