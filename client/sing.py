@@ -228,7 +228,9 @@ class SingFlow:
 
     async def confirm_device(self) -> None:
         """The headset is chosen: on to measuring its delay."""
-        self._setup_engine()
+        self._expect("device")
+        if self.engine is None:
+            raise WindowError("choose your headset first")
         self.step = "calibrate"
 
     # ------------------------------------------------------------------ 3. the delay

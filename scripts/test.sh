@@ -7,6 +7,8 @@ set -euo pipefail
 apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
 # a singer's install as docs/singers.md tells it (tests/client/test_singer_install.py)
 apt_install pipx
+# the singer's window is tested in a real browser (tests/support/browser.py; Playwright drives it)
+apt_install chromium
 # the hosting tests: nginx in front of tutti, and the deploy/ files checked by their tools
 apt_install nginx caddy openssl systemd
 

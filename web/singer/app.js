@@ -121,7 +121,7 @@ function showTake(live) {
   $("countdown").dataset.counting = live.starts_in !== null ? "yes" : "no";
   const beat = live.beat || "";
   $("beat").textContent = beat.startsWith("in ")
-    ? `count-in ${beat.slice(3).replace(":", " · ")}`
+    ? `count-in · beat ${beat.split(":")[1]}`
     : beat ? `bar ${beat.replace(":", " · beat ")}` : "";
   $("words-now").textContent = live.words;
   $("words-next").textContent = live.words_next;
@@ -192,7 +192,14 @@ function wire() {
   });
   $("input").addEventListener("change", chooseDevice);
   $("output").addEventListener("change", chooseDevice);
-  $("test-sound").addEventListener("click", () => post("test-sound"));
+  $("test-sound").addEventListener("click", async () => {
+    const button = $("test-sound");
+    button.disabled = true;
+    button.textContent = "Playing…";
+    await post("test-sound");
+    button.textContent = "Play a test sound";
+    button.disabled = false;
+  });
   $("device-form").addEventListener("submit", (e) => {
     e.preventDefault();
     post("headset");

@@ -1,0 +1,36 @@
+"""Headless Chromium for tests of pages (Debian's ``chromium``, driven by Playwright).
+
+Browser downloads are not possible where the tests run, so Playwright drives the system's
+Chromium (``apt-get install chromium``, scripts/test.sh).  A test takes the ``chromium``
+fixture (import it into the test module) and opens its own pages::
+
+    async def test_page(chromium: Browser) -> None:
+        page = await chromium.new_page()
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+__all__ = ["CHROMIUM", "chromium"]
+
+#: Debian's Chromium (``chromium`` package).
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """A headless Chromium for one test; skipped only where the browser is not installed."""
+    if not CHROMIUM.is_file():
+        pytest.skip("chromium is not installed (scripts/test.sh: apt-get install chromium)")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield browser
+        finally:
+            await browser.close()
