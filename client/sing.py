@@ -118,7 +118,10 @@ class SingFlow:
             out["live"] = self._live()
         elif self.engine is not None:
             lv = self.engine.input_level()
-            out["level"] = {"peak_db": round(_db(lv.peak), 1), "hint": level_hint(_db(lv.peak), False)}
+            out["level"] = {
+                "peak_db": round(_db(lv.peak), 1),
+                "hint": level_hint(_db(lv.peak), False),
+            }
         return out
 
     def _live(self) -> dict[str, Any]:
@@ -328,7 +331,9 @@ class SingFlow:
 async def _main(flow: SingFlow, open_browser: bool) -> int:
     window = Window(flow)
     url = await window.start()
-    print(f"tutti sing: your window is open in the browser. If it is not, open\n  {url}", flush=True)
+    print(
+        f"tutti sing: your window is open in the browser. If it is not, open\n  {url}", flush=True
+    )
     if open_browser:
         await asyncio.to_thread(webbrowser.open, url)
     stop = asyncio.Event()

@@ -184,7 +184,7 @@ _HEADERS: Final = {
 }
 
 _GUARD = web.AppKey("guard", _Guard)
-_FLOW = web.AppKey("flow", WindowFlow)  # type: ignore[type-abstract]
+_FLOW = web.AppKey("flow", WindowFlow)
 _CLOSING = web.AppKey("closing", asyncio.Event)
 
 

@@ -40,8 +40,12 @@ pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 RATE = 48000
 #: The part's words, one line per bar (bar 1 is the first after the one-bar count-in).
-WORDS = {1: "Row, row, row your boat", 2: "gently down the stream", 3: "merrily merrily",
-         4: "life is but a dream"}  # fmt: skip
+WORDS = {
+    1: "Row, row, row your boat",
+    2: "gently down the stream",
+    3: "merrily merrily",
+    4: "life is but a dream",
+}
 #: How far the line shown may lag or lead the take's timeline (10 Hz pushes, polling the page).
 WORDS_TOLERANCE_S = 0.5
 
@@ -155,15 +159,24 @@ async def test_a_singer_sings_a_take_in_the_window(
             ) as r:
                 assert r.status == 201, await r.text()
             sing_env = _env(jack, tmp_path, "window")
-            join_argv = ["join", f"{srv.url}/j/{leader.code}", "--name", "Joe", "--part", "S",
-                         "--plain"]  # fmt: skip
+            join_argv = [
+                "join",
+                f"{srv.url}/j/{leader.code}",
+                "--name",
+                "Joe",
+                "--part",
+                "S",
+                "--plain",
+            ]
             async with (
                 _process(["sing", "--no-browser"], sing_env, tmp_path / "sing.log") as log,
                 _process(join_argv, _env(jack, tmp_path, "joiner"), tmp_path / "join.log"),
             ):
                 page = await chromium.new_page(viewport={"width": 800, "height": 900})
                 shots = Shots(page, tmp_path)
-                await _walk_to_the_waiting_room(page, shots, jack, srv.url, leader, await _printed_address(log))  # fmt: skip
+                await _walk_to_the_waiting_room(
+                    page, shots, jack, srv.url, leader, await _printed_address(log)
+                )
                 await _sing_a_take(page, shots, http, leader, log)
     finally:
         await asyncio.to_thread(srv.stop)

@@ -53,9 +53,14 @@ async def _status(
 async def test_without_the_secret_or_cookie_nothing_is_served(window: Window) -> None:
     base = _base(window)
     async with aiohttp.ClientSession() as http:
-        for method, path in [("GET", "/"), ("GET", "/app.js"), ("GET", "/api/events"),
-                             ("GET", "/api/devices"), ("POST", "/api/ready"),
-                             ("GET", "/?s=wrong-secret")]:  # fmt: skip
+        for method, path in [
+            ("GET", "/"),
+            ("GET", "/app.js"),
+            ("GET", "/api/events"),
+            ("GET", "/api/devices"),
+            ("POST", "/api/ready"),
+            ("GET", "/?s=wrong-secret"),
+        ]:
             status, body = await _status(http, method, base + path, json={})
             assert status == 403, (path, body)
             assert isinstance(body, dict) and "tutti sing" in body["error"]
@@ -77,13 +82,17 @@ async def test_foreign_host_and_origin_are_refused(window: Window) -> None:
         for host in ["evil.example", f"evil.example:{port}", "127.0.0.1", f"localhost:{port + 1}"]:
             status, body = await _status(http, "GET", base + "/", headers={**cookie, "Host": host})
             assert status == 403 and isinstance(body, dict) and "Host" in body["error"], host
-        status, _ = await _status(http, "GET", base + "/", headers={**cookie, "Host": f"localhost:{port}"})  # fmt: skip
+        status, _ = await _status(
+            http, "GET", base + "/", headers={**cookie, "Host": f"localhost:{port}"}
+        )
         assert status == 200
         post = {"json": {"link": "x"}, "headers": {**cookie, "Origin": "https://evil.example"}}
         status, body = await _status(http, "POST", base + "/api/link", **post)
         assert status == 403 and isinstance(body, dict) and "other web sites" in body["error"]
         own = {**cookie, "Origin": f"http://127.0.0.1:{port}"}
-        status, body = await _status(http, "POST", base + "/api/link", json={"link": "x"}, headers=own)  # fmt: skip
+        status, body = await _status(
+            http, "POST", base + "/api/link", json={"link": "x"}, headers=own
+        )
         assert status == 400 and isinstance(body, dict) and "invite link" in body["error"]
 
 
@@ -130,7 +139,11 @@ async def test_link_and_name_steps_against_a_real_server(window: Window, server:
         status, body = await act("join", {"name": "Ann", "part": "T"})
         assert status == 400 and "S, A" in body["error"]
         status, body = await act("join", {"name": "Ann", "part": "A"})
-        assert status == 200 and (body["step"], body["name"], body["part"]) == ("device", "Ann", "A")
+        assert status == 200 and (body["step"], body["name"], body["part"]) == (
+            "device",
+            "Ann",
+            "A",
+        )
         # the page follows by events: the same state arrives there
         async with http.get(f"{base}/api/events", headers=cookie) as r:
             assert r.headers["Content-Type"] == "text/event-stream"

@@ -99,6 +99,9 @@ function showCalibration(cal) {
   $("calibrate").textContent = cal.state === "idle" ? "Start" : "Try again";
   $("cal-next").disabled = running;
   $("cal-next").textContent = cal.state === "done" ? "Next" : "Go on without measuring";
+  // the step to take next is the filled button
+  $("calibrate").classList.toggle("secondary", cal.state === "done");
+  $("cal-next").classList.toggle("secondary", cal.state !== "done");
 }
 
 function showWaiting(live) {
