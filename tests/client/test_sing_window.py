@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+import scipy.signal
+import soundfile as sf
 from playwright.async_api import Browser, Page, expect
 
 from tests.client.net_helpers import Leader
@@ -34,6 +37,7 @@ from tests.support.browser import chromium  # noqa: F401 (the fixture)
 from tests.support.jack import JackServer, isolate_ports, jack_connect, jack_ports
 from tests.support.server import ROOT, ServerProcess
 from tutti.audio.click import beat_frames
+from tutti.audio.program import render_program
 from tutti.wire import SessionSettings
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
@@ -97,6 +101,16 @@ async def _ports_of(client: str, env: dict[str, str], count: int) -> list[str]:
         if len(ports) >= count or time.monotonic() > deadline:
             return ports
         await asyncio.sleep(0.1)
+
+
+async def _loop_back(jack: JackServer) -> None:
+    """Wire the window's headset output (left) to its microphone and nothing else to either
+    (each stream the window opens gets new port numbers: in_1, out_2, … for the second)."""
+    ports = await _ports_of("window", jack.env, 3)
+    await asyncio.to_thread(isolate_ports, ports, jack.env)
+    mic = next(p for p in ports if ":in_" in p)
+    left = next(p for p in ports if ":out_" in p)
+    await asyncio.to_thread(jack_connect, left, mic, jack.env)
 
 
 class Shots:
@@ -177,7 +191,8 @@ async def test_a_singer_sings_a_take_in_the_window(
                 await _walk_to_the_waiting_room(
                     page, shots, jack, srv.url, leader, await _printed_address(log)
                 )
-                await _sing_a_take(page, shots, http, leader, log)
+                manifest = await _sing_a_take(page, shots, http, leader, log)
+            _placed_at_lag_zero(manifest, tmp_path / "data")
     finally:
         await asyncio.to_thread(srv.stop)
 
@@ -208,9 +223,7 @@ async def _walk_to_the_waiting_room(
 
     await expect(page.get_by_role("heading", name="Measure your headset's delay")).to_be_visible()
     # the ear cup on the mic: the window's output comes back into its input
-    ports = await _ports_of("window", jack.env, 3)
-    await asyncio.to_thread(isolate_ports, ports, jack.env)
-    await asyncio.to_thread(jack_connect, "window:out_0", "window:in_0", jack.env)
+    await _loop_back(jack)
     await page.get_by_role("button", name="Start").click()
     result = page.locator("#cal-result")
     await expect(result).to_have_attribute("data-state", "done", timeout=60_000)
@@ -224,11 +237,14 @@ async def _walk_to_the_waiting_room(
     await expect(page.locator("#w-connection")).to_have_text(re.compile("Connected"))
     await expect(page.locator("#w-clock")).to_have_text(re.compile("Clock in time"))
     await shots.take("5-waiting")
+    # the singer's own headset into its microphone for the take (the engine was opened anew):
+    # the recording must then hold the headset program where its numbers place it
+    await _loop_back(jack)
 
 
 async def _sing_a_take(
     page: Page, shots: Shots, http: aiohttp.ClientSession, leader: Leader, log: Path
-) -> None:
+) -> Any:
     deadline = time.monotonic() + 60
     while len([p for p in await leader.roster() if p["latency_frames"] is not None]) < 2:
         assert time.monotonic() < deadline, await leader.roster()
@@ -265,6 +281,7 @@ async def _sing_a_take(
     manifest = await _manifest(http, leader, take_id)
     _same_placement(manifest, roster)
     assert "Traceback" not in log.read_text(errors="replace")
+    return manifest
 
 
 def _bar_start(settings: SessionSettings, bar: int) -> float:
@@ -287,3 +304,22 @@ def _same_placement(manifest: dict[str, Any], roster: dict[str, Any]) -> None:
     starts = [rec["start_offset"] - rec["latency"] for rec in (window, join)]
     assert abs(starts[0] - starts[1]) <= 48, (window, join)
     print(f"\nwindow: {window}\njoin: {join}")
+
+
+def _placed_at_lag_zero(manifest: dict[str, Any], data_dir: Path) -> None:
+    """The window singer's recording (headset wired to mic) holds the headset program at the
+    timeline frames its numbers give: lag 0, as for ``tutti join`` (tests/e2e)."""
+    settings = SessionSettings.from_dict(manifest["settings"], "settings")
+    rec = next(r for r in manifest["recordings"] if r["singer"] == "Ann")
+    found = list(data_dir.rglob(Path(rec["file"]).name))
+    assert len(found) == 1, found
+    audio, rate = sf.read(str(found[0]), dtype="float32", always_2d=True)
+    program = render_program(settings, None, channels=2).audio[: 2 * RATE, 0]
+    at0 = -(rec["start_offset"] - rec["latency"])  # recording index of timeline frame 0
+    search = min(at0, 1000)  # frames either side searched
+    assert search > 0, rec
+    segment = audio[at0 - search : at0 + len(program) + search, 0]
+    score = scipy.signal.correlate(segment, program, mode="valid", method="fft")
+    lag = int(np.argmax(score)) - search
+    print(f"\nwindow singer's own headset program found at lag {lag} frames")
+    assert lag == 0
