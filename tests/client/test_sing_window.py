@@ -15,7 +15,6 @@ recordings must be placed the same way (same manifest fields, same start on the 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -33,7 +32,7 @@ import soundfile as sf
 from playwright.async_api import Browser, Page, expect
 
 from tests.client.net_helpers import Leader
-from tests.support.browser import chromium  # noqa: F401 (the fixture)
+from tests.support.browser import Screenshots, chromium  # noqa: F401 (the fixture)
 from tests.support.jack import JackServer, isolate_ports, jack_connect, jack_ports
 from tests.support.server import ROOT, ServerProcess
 from tutti.audio.click import beat_frames
@@ -113,21 +112,6 @@ async def _loop_back(jack: JackServer) -> None:
     await asyncio.to_thread(jack_connect, left, mic, jack.env)
 
 
-class Shots:
-    """Screenshots of the page: into the test's folder, and into docs/img when asked."""
-
-    def __init__(self, page: Page, tmp_path: Path) -> None:
-        self.page, self.dirs = page, [tmp_path]
-        if os.environ.get("TUTTI_SCREENSHOTS"):
-            self.dirs.append(ROOT / "docs" / "img")
-
-    async def take(self, name: str) -> None:
-        png = await self.page.screenshot(full_page=True)
-        assert len(png) > 1000
-        for d in self.dirs:
-            (d / f"singer-{name}.png").write_bytes(png)
-
-
 def _expected_line(settings: SessionSettings, seconds: float) -> str:
     """The line the take's timeline has at ``seconds`` after t0 ('' before the first)."""
     line = ""
@@ -187,7 +171,7 @@ async def test_a_singer_sings_a_take_in_the_window(
                 _process(join_argv, _env(jack, tmp_path, "joiner"), tmp_path / "join.log"),
             ):
                 page = await chromium.new_page(viewport={"width": 800, "height": 900})
-                shots = Shots(page, tmp_path)
+                shots = Screenshots(page, tmp_path)
                 await _walk_to_the_waiting_room(
                     page, shots, jack, srv.url, leader, await _printed_address(log)
                 )
@@ -198,7 +182,7 @@ async def test_a_singer_sings_a_take_in_the_window(
 
 
 async def _walk_to_the_waiting_room(
-    page: Page, shots: Shots, jack: JackServer, url: str, leader: Leader, address: str
+    page: Page, shots: Screenshots, jack: JackServer, url: str, leader: Leader, address: str
 ) -> None:
     await page.goto(address)
     assert page.url.endswith("/") and "s=" not in page.url  # the secret left the address bar
@@ -243,7 +227,7 @@ async def _walk_to_the_waiting_room(
 
 
 async def _sing_a_take(
-    page: Page, shots: Shots, http: aiohttp.ClientSession, leader: Leader, log: Path
+    page: Page, shots: Screenshots, http: aiohttp.ClientSession, leader: Leader, log: Path
 ) -> Any:
     deadline = time.monotonic() + 60
     while len([p for p in await leader.roster() if p["latency_frames"] is not None]) < 2:

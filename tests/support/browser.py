@@ -10,14 +10,17 @@ fixture (import it into the test module) and opens its own pages::
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
-__all__ = ["CHROMIUM", "chromium"]
+from tests.support.server import ROOT
+
+__all__ = ["CHROMIUM", "chromium", "Screenshots"]
 
 #: Debian's Chromium (``chromium`` package).
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
@@ -34,3 +37,20 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+class Screenshots:
+    """Screenshots of a page into the test's folder, and into docs/img when
+    ``TUTTI_SCREENSHOTS=1`` (the docs show them; commit them when the page changed)."""
+
+    def __init__(self, page: Page, folder: Path, prefix: str = "singer") -> None:
+        self.page, self.prefix, self.dirs = page, prefix, [folder]
+        if os.environ.get("TUTTI_SCREENSHOTS"):
+            self.dirs.append(ROOT / "docs" / "img")
+
+    async def take(self, name: str) -> None:
+        """Coroutine: the whole page as ``PREFIX-NAME.png``."""
+        png = await self.page.screenshot(full_page=True)
+        assert len(png) > 1000  # an empty capture is a few hundred bytes
+        for d in self.dirs:
+            (d / f"{self.prefix}-{name}.png").write_bytes(png)
