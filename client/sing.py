@@ -73,6 +73,17 @@ def level_hint(peak_db: float, clipped: bool) -> str:
     return "quiet" if peak_db < TOO_QUIET_DB else "good"
 
 
+def _remembered(engine: DuplexEngine) -> dict[str, Any]:
+    """The delay measured earlier for this headset (as ``tutti calibrate`` keeps it), if any."""
+    from tutti.client.calibrate import stored
+
+    entry = stored(engine.device_key, engine.rate, engine.blocksize)
+    if entry is None or entry.get("latency_source") != "measured":
+        return {"state": "idle"}
+    ms = 1000.0 * int(entry["frames"]) / engine.rate
+    return {"state": "done", "ms": round(ms), "frames": int(entry["frames"]), "remembered": True}
+
+
 def _db(x: float) -> float:
     return max(-120.0, 20.0 * float(np.log10(x))) if x > 0 else -120.0
 
@@ -212,7 +223,7 @@ class SingFlow:
             raise WindowError(f"this headset cannot be used: {exc}") from None
         self.engine, self.device = engine, spec
         self.device_label = f"{engine.input_device.name} / {engine.output_device.name}"
-        self.calibration = {"state": "idle"}
+        self.calibration = _remembered(engine)
         self.error = ""
 
     async def test_sound(self) -> None:
@@ -242,10 +253,12 @@ class SingFlow:
         self._expect("calibrate")
         engine = self._setup_engine()
         self._busy = True
+        # a failed new measurement keeps the one measured before (calibrate.store is not called)
+        before = _remembered(engine).get("ms")
         self.calibration = {"state": "listening"}
-        self._spawn(self._measure(engine))
+        self._spawn(self._measure(engine, before))
 
-    async def _measure(self, engine: DuplexEngine) -> None:
+    async def _measure(self, engine: DuplexEngine, before: int | None) -> None:
         from tutti.audio.latency import LatencyError
         from tutti.client.calibrate import CalibrationError, measure, store, wait_for_loopback
         from tutti.client.engine import EngineError
@@ -253,14 +266,19 @@ class SingFlow:
         try:
             heard = await asyncio.to_thread(wait_for_loopback, engine, LISTEN_S)
             if not heard:
-                self.calibration = {"state": "failed", "why": "silence"}
+                self.calibration = {"state": "failed", "why": "silence", "kept_ms": before}
                 return
             self.calibration = {"state": "measuring"}
             cal = await asyncio.to_thread(measure, engine)
             await asyncio.to_thread(store, cal)
             self.calibration = {"state": "done", "ms": round(cal.ms), "frames": cal.frames}
         except (LatencyError, CalibrationError, EngineError) as exc:
-            self.calibration = {"state": "failed", "why": "unclear", "detail": str(exc)}
+            self.calibration = {
+                "state": "failed",
+                "why": "unclear",
+                "detail": str(exc),
+                "kept_ms": before,
+            }
         finally:
             self._busy = False
 

@@ -84,7 +84,9 @@ function showCalibration(cal) {
     idle: "",
     listening: "Listening for the beeps…",
     measuring: "We hear it. Measuring… keep still.",
-    done: `We heard it: your headset's delay is ${cal.ms} ms. It is remembered for this headset.`,
+    done: cal.remembered
+      ? `Measured before: your headset's delay is ${cal.ms} ms. Press Next, or measure again.`
+      : `We heard it: your headset's delay is ${cal.ms} ms. It is remembered for this headset.`,
     failed:
       cal.why === "silence"
         ? "We did not hear it. Press the ear cup right onto the microphone, turn the headphones " +
@@ -96,9 +98,13 @@ function showCalibration(cal) {
   $("cal-result").dataset.state = cal.state;
   const running = cal.state === "listening" || cal.state === "measuring";
   $("calibrate").disabled = running;
-  $("calibrate").textContent = cal.state === "idle" ? "Start" : "Try again";
+  $("calibrate").textContent =
+    cal.state === "idle" ? "Start" : cal.remembered ? "Measure again" : "Try again";
   $("cal-next").disabled = running;
-  $("cal-next").textContent = cal.state === "done" ? "Next" : "Go on without measuring";
+  $("cal-next").textContent =
+    cal.state === "done" ? "Next"
+      : cal.kept_ms ? `Go on with the ${cal.kept_ms} ms measured before`
+        : "Go on without measuring";
   // the step to take next is the filled button
   $("calibrate").classList.toggle("secondary", cal.state === "done");
   $("cal-next").classList.toggle("secondary", cal.state !== "done");
