@@ -30,7 +30,7 @@ import numpy as np
 from tutti.client.connection import JoinError, join_session
 from tutti.client.invite import fetch_invite, parse_invite_link
 from tutti.client.window import Window, WindowError
-from tutti.errors import EXIT_CODES_HELP, ExitCode
+from tutti.errors import EXIT_CODES_HELP
 from tutti.wire import WireError, check_name, check_part
 
 if TYPE_CHECKING:
@@ -380,5 +380,5 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(flow.open_link(args.link))
         except (WindowError, JoinError) as exc:
             print(f"tutti sing: {exc}", file=sys.stderr)
-            return int(getattr(exc, "exit_code", ExitCode.USAGE))
+            return int(exc.exit_code)
     return asyncio.run(_main(flow, open_browser=not args.no_browser))

@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from tutti.errors import TuttiError
+from tutti.errors import ExitCode, TuttiError
 
 __all__ = [
     "WindowError",
@@ -59,6 +59,8 @@ _FILES: Final = {  # the page's files and their types; nothing else is served
 
 class WindowError(TuttiError):
     """An action the page asked for cannot be done now; the message says why, in plain words."""
+
+    exit_code = ExitCode.USAGE  # on the command line: a wrong invite link
 
 
 class WindowFlow(Protocol):
