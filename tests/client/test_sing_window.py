@@ -244,9 +244,11 @@ async def _sing_a_take(
     await expect(countdown).to_have_attribute("data-counting", "yes", timeout=5_000)
     left = int(await countdown.text_content() or "0")
     assert 1 <= left <= 3
+    await expect(page.get_by_text("The take starts in")).to_be_visible()
     await shots.take("6-countdown")
     seen = await _sample_words(page, t0, until_s=_bar_start(settings, 4) + 1.0)
     await shots.take("7-words")
+    await expect(page.locator("#beat")).to_have_text(re.compile(r"^bar [45] · beat [1-4]$"))
     await leader.stop(take_id)
     shown = [text for _, text in seen]
     assert [w for w in WORDS.values() if w in shown] == list(WORDS.values()), shown

@@ -127,14 +127,18 @@ function showTake(live) {
   $("countdown").textContent =
     live.starts_in !== null ? `${Math.ceil(live.starts_in)}`
       : live.take_state === "armed" ? "Get ready" : "Sing!";
-  $("countdown").dataset.counting = live.starts_in !== null ? "yes" : "no";
+  const counting = live.starts_in !== null;
+  $("countdown").dataset.counting = counting ? "yes" : "no";
+  $("countdown-label").hidden = !counting;
   const beat = live.beat || "";
   $("beat").textContent = beat.startsWith("in ")
     ? `count-in · beat ${beat.split(":")[1]}`
     : beat ? `bar ${beat.replace(":", " · beat ")}` : "";
   $("words-now").textContent = live.words;
   $("words-next").textContent = live.words_next;
-  showLevel("take-meter", "take-hint", live.take_state === "recording" ? live.level : null);
+  // the hint only once singing has begun (before that the microphone hears the room)
+  showLevel("take-meter", "take-hint", live.level);
+  if (counting || live.take_state !== "recording") $("take-hint").textContent = "";
 }
 
 function showAfter(live) {
