@@ -349,9 +349,11 @@ class SingFlow:
 async def _main(flow: SingFlow, open_browser: bool) -> int:
     window = Window(flow)
     url = await window.start()
-    print(
-        f"tutti sing: your window is open in the browser. If it is not, open\n  {url}", flush=True
-    )
+    if open_browser:
+        print(f"tutti sing: your window opens in the browser. If it does not, open\n  {url}")
+    else:
+        print(f"tutti sing: open this address in your browser (it works once):\n  {url}")
+    sys.stdout.flush()
     if open_browser:
         await asyncio.to_thread(webbrowser.open, url)
     stop = asyncio.Event()

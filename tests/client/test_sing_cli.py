@@ -47,7 +47,7 @@ async def test_it_prints_the_address_and_ends_on_sigterm(tmp_path: Path, server:
         try:
             assert proc.stdout is not None
             first = await asyncio.wait_for(proc.stdout.readline(), 60)
-            assert b"your window is open in the browser" in first
+            assert b"open this address in your browser" in first
             address = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
             assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?s=[\w-]{20,}", address), address
             async with http.get(address, allow_redirects=False) as r:

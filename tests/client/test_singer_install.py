@@ -156,8 +156,8 @@ def test_a_new_singer_installs_and_joins_from_the_invite_link(tmp_path: Path) ->
         present = [name for name in NOT_FOR_SINGERS if (site / name).is_dir()]
         assert present == [], f"a singer's install pulled {present}"
         # `tutti sing` serves its window from the install (tutti/client/window.py: page_dir)
-        page = site / "tutti" / "singerpage"
-        assert sorted(p.name for p in page.glob("*.*")) == ["app.js", "index.html", "style.css"]
+        shipped = site / "tutti" / "singerpage"
+        assert sorted(p.name for p in shipped.glob("*.*")) == ["app.js", "index.html", "style.css"]
 
         # the page's line, nothing else: the name and part are asked for in the terminal
         argv = [*shlex.split(join_line)[1:], "--no-audio", "--plain"]

@@ -166,7 +166,7 @@ function render(state) {
   if (state.step === "ended") {
     $("ended-text").textContent =
       state.exit_code === 0 ? "Thank you for singing. You can close this window."
-        : "tutti stopped with a problem: the black window where it runs says what happened.";
+        : "tutti stopped with a problem: the terminal window where tutti runs says what happened.";
   }
   show(sectionFor(state));
 }
