@@ -247,6 +247,11 @@ class SingFlow:
             raise WindowError("choose your headset first")
         self.step = "calibrate"
 
+    async def change_device(self) -> None:
+        """Back from the delay step to choosing the headset."""
+        self._setup_engine()  # not while a measurement runs
+        self.step = "device"
+
     # ------------------------------------------------------------------ 3. the delay
     async def calibrate(self) -> None:
         """Start measuring the headset's delay (the page follows ``calibration``)."""

@@ -101,6 +101,7 @@ function showCalibration(cal) {
   $("calibrate").textContent =
     cal.state === "idle" ? "Start" : cal.remembered ? "Measure again" : "Try again";
   $("cal-next").disabled = running;
+  $("cal-back").disabled = running;
   $("cal-next").textContent =
     cal.state === "done" ? "Next"
       : cal.kept_ms ? `Go on with the ${cal.kept_ms} ms measured before`
@@ -219,6 +220,7 @@ function wire() {
   });
   $("calibrate").addEventListener("click", () => post("calibrate"));
   $("cal-next").addEventListener("click", () => post("ready"));
+  $("cal-back").addEventListener("click", () => post("change-headset"));
 
   const events = new EventSource("/api/events");
   events.onmessage = (e) => {
