@@ -308,4 +308,6 @@ def _placed_at_lag_zero(manifest: dict[str, Any], data_dir: Path) -> None:
     score = scipy.signal.correlate(segment, program, mode="valid", method="fft")
     lag = int(np.argmax(score)) - search
     print(f"\nwindow singer's own headset program found at lag {lag} frames")
-    assert lag == 0
+    # 0 on a quiet machine; a loaded one (load 6 here) moved it by one frame once, as it can
+    # for tutti join (issue 16's bound for the real stack: lag 0 ± 1 sample)
+    assert abs(lag) <= 1
