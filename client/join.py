@@ -273,6 +273,16 @@ class Singer:
         self._ready.set()
 
     @property
+    def ready(self) -> bool:
+        """Joined, clock synced, backing and headset program ready for a take."""
+        return self._ready.is_set()
+
+    @property
+    def busy(self) -> bool:
+        """A take is being recorded or an upload is unfinished (quitting now loses singing)."""
+        return self.take is not None or bool(self._uploads)
+
+    @property
     def http_session(self) -> aiohttp.ClientSession:
         assert self.http is not None
         return self.http

@@ -10,7 +10,8 @@ apt_install jackd2 libportaudio2 libsndfile1 sox ffmpeg flac
 apt_install pipx
 # the hosting tests: nginx in front of tutti, and the deploy/ files checked by their tools
 apt_install nginx caddy openssl systemd
-# the web app's tests: its npm packages, and Debian's Chromium driven by Playwright
+# the leader's web app and the singer's window are tested in Debian's Chromium driven by
+# Playwright (tests/support/browser.py); the web app needs its npm packages
 web_install
 apt_install chromium
 # the cluster tests: a real Redis and PostgreSQL 15 (initdb + pg_ctl), started by the tests

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("tutti.server.cli", "run the session server (SQLite + a local data directory)"),
     "lead": ("tutti.client.lead", "leader's controls: create a session, tracks, takes, download"),
     "join": ("tutti.client.join", "join a session as a singer and sing the takes"),
+    "sing": ("tutti.client.sing", "sing in a session through a window in your browser"),
     "calibrate": ("tutti.client.calibrate", "measure your headset's round-trip latency"),
     "devices": ("tutti.client.devices", "list audio input and output devices"),
     "mix": ("tutti.mix.command", "mix a take folder into one choir recording"),

@@ -1,8 +1,9 @@
 """A new singer, end to end, as the invite link tells it: open ``/j/CODE``, run the page's
 ``pipx install`` line (the wheel comes from the choir's own server), then the page's ``tutti
 join`` line, answering the name and part questions in a terminal; the singer arrives in the
-leader's roster.  The install pulls only what singing needs, and asking it to mix or serve
-says what to install instead of a traceback."""
+leader's roster; ``tutti sing`` serves its window from the install.  The install pulls only
+what singing needs, and asking it to mix or serve says what to install instead of a
+traceback."""
 
 from __future__ import annotations
 
@@ -104,6 +105,33 @@ def _wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], timeout: flo
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _window_of_installed_sing(home: Path, link: str) -> tuple[str, str]:
+    """The page and script that ``tutti sing LINK`` of the install serves, as a browser gets
+    them (the printed address once, then the cookie)."""
+    argv = [str(home / "bin" / "tutti"), "sing", "--no-browser", link]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(home))
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().decode() for _ in range(2)]
+        address = lines[1].strip()
+        assert address.startswith("http://127.0.0.1:"), lines
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(address, timeout=30) as r:
+            page = r.read().decode()
+        with browser.open(address.split("?")[0] + "app.js", timeout=30) as r:
+            script = r.read().decode()
+        return page, script
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def _site_packages(home: Path) -> Path:
     found = list((home / "pipx" / "venvs" / "tutti").glob("lib/python3*/site-packages"))
     assert len(found) == 1, found
@@ -127,6 +155,9 @@ def test_a_new_singer_installs_and_joins_from_the_invite_link(tmp_path: Path) ->
         site = _site_packages(home)
         present = [name for name in NOT_FOR_SINGERS if (site / name).is_dir()]
         assert present == [], f"a singer's install pulled {present}"
+        # `tutti sing` serves its window from the install (tutti/client/window.py: page_dir)
+        shipped = site / "tutti" / "singerpage"
+        assert sorted(p.name for p in shipped.glob("*.*")) == ["app.js", "index.html", "style.css"]
 
         # the page's line, nothing else: the name and part are asked for in the terminal
         argv = [*shlex.split(join_line)[1:], "--no-audio", "--plain"]
@@ -139,6 +170,9 @@ def test_a_new_singer_installs_and_joins_from_the_invite_link(tmp_path: Path) ->
             _wait_for(
                 "Ben in the roster", lambda: _roster(url, token).get("Ben") == ("S", True), proc
             )
+        # `tutti sing` serves its window from what the install holds
+        page, script = _window_of_installed_sing(home, f"{url}/j/{code}")
+        assert '<script type="module" src="/app.js">' in page and "EventSource" in script
     finally:
         server.stop()
 
