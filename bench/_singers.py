@@ -161,7 +161,7 @@ class SioSinger(Singer):
     async def _burst(self, probes: int) -> float:
         """One clock burst and its report, as the client does; the next re-sync's delay."""
         try:
-            est = await self.sync.burst(probes)
+            est = await self.sync.burst(probes, until_steady=True)  # as tutti join does
         except ClockError:
             return RESYNC_MIN_S
         await self.sio.emit(Ev.CLOCK_REPORT, est.report().to_dict())
