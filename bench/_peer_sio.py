@@ -4,9 +4,12 @@
 and runs until killed.  Every socket joins room ``s:bench`` and gets ``welcome``;
 ``POST /start`` emits one ``take.start`` (tutti's payload shape, ``sent_at`` =
 ``time.monotonic()`` just before the emit, as tutti does) to the room; ``clock.probe`` is
-acked with ``time.monotonic()`` as tutti does.  ``--inline-handlers``: python-socketio's
-``async_handlers=False`` (for the clock experiment in ``docs/benchmarks-server.md``).  No
-auth, database or roster: what is left is python-socketio's and aiohttp's own cost.
+acked with ``time.monotonic()`` as tutti does; ``level`` and the other reports are taken and
+dropped, and the singers are told the same level rate as tutti's budget gives (``welcome``
+``level_hz``, ``level.rate`` to the room when it changes), so both carry the same traffic.
+``--inline-handlers``: python-socketio's ``async_handlers=False`` (for the clock experiment
+in ``docs/benchmarks-server.md``).  No auth, database or roster: what is left is
+python-socketio's and aiohttp's own cost.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from tutti.wire import ClockReply, Ev, SessionSettings, TakeStart, parse_clock_probe
+from tutti.server.realtime import level_rate
+from tutti.wire import ClockReply, Ev, LevelRate, SessionSettings, TakeStart, parse_clock_probe
 
 ROOM = "s:bench"
 
@@ -38,9 +42,29 @@ def make_app(async_handlers: bool = True) -> web.Application:
     settings = SessionSettings(title="bench")
     count = [0]
 
+    sockets: set[str] = set()
+    rate = [0.0]
+
+    async def retune() -> float:
+        hz = level_rate(len(sockets), True)
+        if hz != rate[0]:
+            rate[0] = hz
+            await sio.emit(Ev.LEVEL_RATE, LevelRate(hz).to_dict(), room=ROOM)
+        return hz
+
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await sio.enter_room(sid, ROOM)
-        await sio.emit(Ev.WELCOME, {"role": "singer", "server_time": time.monotonic()}, to=sid)
+        sockets.add(sid)
+        hz = await retune()
+        welcome = {"role": "singer", "server_time": time.monotonic(), "level_hz": hz}
+        await sio.emit(Ev.WELCOME, welcome, to=sid)
+
+    async def disconnect(sid: str, *reason: Any) -> None:
+        sockets.discard(sid)
+        await retune()
+
+    async def taken(sid: str, payload: Any = None) -> None:
+        """What tutti stores or relays (levels, reports): here dropped."""
 
     async def start(request: web.Request) -> web.Response:
         count[0] += 1
@@ -58,7 +82,10 @@ def make_app(async_handlers: bool = True) -> web.Application:
         return ClockReply(t0=parse_clock_probe(payload), server_time=now).to_dict()
 
     sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
     sio.on(Ev.CLOCK_PROBE, clock_probe)
+    for event in (Ev.LEVEL, Ev.CLOCK_REPORT, Ev.CALIBRATION):
+        sio.on(event, taken)
     app.router.add_post("/start", start)
     return app
 

@@ -192,6 +192,19 @@ class Swarm:
             sum(p["missing"] for p in parts),
         )
 
+    async def stats(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Coroutine: what the singers sent and lost so far, summed over the children."""
+        await self._send("stats")
+        parts = [await self._read(c, timeout) for c in self.children]
+        rates: dict[str, int] = {}
+        for p in parts:
+            for hz, k in p["level_hz"].items():
+                rates[hz] = rates.get(hz, 0) + int(k)
+        keys = ("probes", "probes_lost", "levels", "reports", "disconnects")
+        out: dict[str, Any] = {k: sum(int(p[k]) for p in parts) for k in keys}
+        out["level_hz"] = rates
+        return out
+
     async def close(self) -> None:
         """Coroutine: tell every child to disconnect and exit; end stragglers."""
         try:

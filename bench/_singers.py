@@ -19,8 +19,18 @@ one JSON object per line on stdout:
     the singer's ``time.monotonic()`` on receipt minus the payload's ``sent_at`` (the server's
     ``time.monotonic()``; one machine, so one clock); ``armed``: the receipt times
     (``time.monotonic()``) of that take's ``take.armed``, where one came.
+``stats``
+    what the singers sent and lost so far → ``{"type": "stats", "probes", "probes_lost",
+    "levels", "reports", "disconnects", "level_hz": {hz: singers}}``.
 ``quit``
     disconnect everyone and exit.
+
+With ``--traffic real`` (the default; python-socketio singers only) each singer, once
+welcomed, sends what ``tutti join`` sends, from the client's own constants and classes: a
+``calibration``, a clock burst of ``JOIN_PROBES`` through ``ClockSync`` with its
+``clock.report``, re-syncs of ``RESYNC_PROBES`` paced by ``ResyncPacer``, and ``level``
+reports (``LevelReport``) at the rate the server sets (``level_hz``, ``level.rate``; the
+client's ``LEVEL_HZ`` until told).  ``--traffic idle`` only listens.
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ from typing import Any
 import aiohttp
 import socketio
 
-from tutti.wire import PROTOCOL_VERSION, Ev
+from tutti.client.clock import RESYNC_MIN_S, ClockError, ClockSync, ResyncPacer
+from tutti.client.join import JOIN_PROBES, LEVEL_HZ, RESYNC_PROBES
+from tutti.wire import PROTOCOL_VERSION, CalibrationReport, Ev, LevelReport
 
 
 def raise_fd_limit() -> int:
@@ -102,20 +114,77 @@ class Singer:
         return time.monotonic() - t
 
 
+#: What a singer says of its level: a voice at a normal level (the server parses it as always).
+LEVEL = LevelReport(rms_db=-28.0, peak_db=-14.0, overflows=0, underflows=0, clipped=False)
+
+
 class SioSinger(Singer):
-    """A singer on a python-socketio ``AsyncClient`` (websocket transport)."""
+    """A singer on a python-socketio ``AsyncClient`` (websocket transport), sending what
+    ``tutti join`` sends (see the module docstring)."""
 
     def __init__(self, index: int) -> None:
         super().__init__(index)
         self.sio = socketio.AsyncClient(reconnection=False)
-        for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START):
+        for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START, Ev.LEVEL_RATE):
             self.sio.on(event, self._handler(event))
+        self.sio.on("disconnect", self._gone)
+        self.sync = ClockSync(self._ack)
+        self.level_hz = LEVEL_HZ
+        self.levels = self.reports = self.disconnects = self.probes = 0
+        self.tasks: list[asyncio.Task[None]] = []
 
     def _handler(self, event: str) -> Any:
         async def handler(data: Any) -> None:
+            if event == Ev.WELCOME and data.get("level_hz") is not None:
+                self.level_hz = float(data["level_hz"])
+            elif event == Ev.LEVEL_RATE:
+                self.level_hz = float(data["hz"])
             self.on_event(event, data, time.monotonic())
 
         return handler
+
+    async def _gone(self, *reason: Any) -> None:
+        self.disconnects += 1
+
+    async def _ack(self, event: str, payload: Any, timeout: float) -> Any:
+        self.probes += 1
+        try:
+            return await self.sio.call(event, payload, timeout=timeout)
+        except socketio.exceptions.TimeoutError:
+            raise TimeoutError from None
+        except (socketio.exceptions.BadNamespaceError, socketio.exceptions.DisconnectedError):
+            raise ConnectionError from None
+
+    def start_traffic(self) -> None:
+        self.tasks = [asyncio.create_task(self._clock()), asyncio.create_task(self._levels())]
+
+    async def _burst(self, probes: int) -> float:
+        """One clock burst and its report, as the client does; the next re-sync's delay."""
+        try:
+            est = await self.sync.burst(probes, until_steady=True)  # as tutti join does
+        except ClockError:
+            return RESYNC_MIN_S
+        await self.sio.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+        self.reports += 1
+        return self.pacer.next_interval(time.monotonic(), est.offset, est.error_bound)
+
+    async def _clock(self) -> None:
+        self.pacer = ResyncPacer()
+        await self.sio.emit(Ev.CALIBRATION, CalibrationReport(256, "measured").to_dict())
+        interval = await self._burst(JOIN_PROBES)
+        while self.connected:
+            await asyncio.sleep(interval)
+            interval = await self._burst(RESYNC_PROBES)
+
+    async def _levels(self) -> None:
+        sent_at = -1e9
+        while self.connected:
+            await asyncio.sleep(1.0 / LEVEL_HZ)  # the client's meter tick
+            now = time.monotonic()
+            if self.level_hz > 0 and now - sent_at >= 1.0 / self.level_hz - 0.1 / LEVEL_HZ:
+                await self.sio.emit(Ev.LEVEL, LEVEL.to_dict())
+                self.levels += 1
+                sent_at = now
 
     @property
     def connected(self) -> bool:
@@ -125,6 +194,8 @@ class SioSinger(Singer):
         await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=timeout)
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
         await self.sio.disconnect()
 
 
@@ -210,6 +281,9 @@ async def join_all(singers: list[Singer], args: argparse.Namespace) -> dict[str,
                     )
                 except Exception as exc:  # counted and reported, the others go on
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                    return
+                if args.traffic == "real" and isinstance(s, SioSinger):
+                    s.start_traffic()
 
         start = time.monotonic()
         await asyncio.gather(*(one(s) for s in singers))
@@ -240,6 +314,22 @@ async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[s
     }
 
 
+def stats(singers: list[Singer]) -> dict[str, Any]:
+    sio = [s for s in singers if isinstance(s, SioSinger) and s.welcomed.is_set()]
+    rates: dict[str, int] = {}
+    for s in sio:
+        rates[f"{s.level_hz:g}"] = rates.get(f"{s.level_hz:g}", 0) + 1
+    return {
+        "type": "stats",
+        "probes": sum(s.probes for s in sio),
+        "probes_lost": sum(s.sync.lost for s in sio),
+        "levels": sum(s.levels for s in sio),
+        "reports": sum(s.reports for s in sio),
+        "disconnects": sum(s.disconnects for s in sio),
+        "level_hz": rates,
+    }
+
+
 async def main(args: argparse.Namespace) -> int:
     raise_fd_limit()
     kind = RawSinger if args.client == "raw" else SioSinger
@@ -253,6 +343,8 @@ async def main(args: argparse.Namespace) -> int:
             emit(await join_all(singers, args))
         elif line[0] == "collect":
             emit(await collect(singers, line[1], float(line[2])))
+        elif line[0] == "stats":
+            emit(stats(singers))
         else:
             emit({"type": "error", "error": f"unknown command {line[0]!r}"})
     await asyncio.gather(*(s.close() for s in singers if s.connected), return_exceptions=True)
@@ -270,6 +362,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["socketio", "raw"],
         default="socketio",
         help="python-socketio AsyncClient, or raw Engine.IO frames on aiohttp",
+    )
+    p.add_argument(
+        "--traffic",
+        choices=["real", "idle"],
+        default="real",
+        help="send what tutti join sends (levels, clock probes; socketio singers), or listen only",
     )
     p.add_argument("--code", default="", help="session join code (tutti mode)")
     p.add_argument("--count", type=int, required=True, help="singers in this process")

@@ -221,6 +221,13 @@ async def broadcast(
     alternate between the two (tutti, peer, tutti, ...) so both see the same machine load."""
     leader = await Leader.create(http, url)
     lsio = socketio.AsyncClient(reconnection=False)
+    watched = {"bytes": 0, "events": 0}
+
+    async def watch(event: str, data: Any = None) -> None:  # the leader's live view
+        watched["bytes"] += len(json.dumps([event, data]))
+        watched["events"] += 1
+
+    lsio.on("*", watch)
     await lsio.connect(
         url,
         auth={"token": leader.token, "protocol": PROTOCOL_VERSION},
@@ -245,10 +252,15 @@ async def broadcast(
     missing = {"tutti": 0, "peer": 0}
     armed: list[float] = []
     arm_http: list[float] = []
+    roster_s: list[float] = []
+    traffic: dict[str, dict[str, Any]] = {}
     try:
         for side, swarm in swarms.items():
             await swarm.start()
             joined[side] = await swarm.join()
+        await asyncio.sleep(args.settle)  # the join bursts end; the steady traffic goes on
+        watched["bytes"] = watched["events"] = 0
+        watch_from = time.monotonic()
         for _ in range(args.takes):
             t = time.monotonic()
             take_id = await leader.arm()
@@ -266,7 +278,13 @@ async def broadcast(
             delays, _, miss = await swarms["peer"].collect(peer_take)
             takes["peer"].append(delays)
             missing["peer"] += miss
+            t = time.monotonic()
+            await leader.call("GET", "/api/session/roster")
+            roster_s.append(time.monotonic() - t)
             await asyncio.sleep(0.5)
+        watch_s = time.monotonic() - watch_from
+        for side, swarm in swarms.items():
+            traffic[side] = await swarm.stats()
     finally:
         for swarm in swarms.values():
             await swarm.close()
@@ -275,6 +293,10 @@ async def broadcast(
         side: summarize(n, joined[side], takes[side], missing[side]) for side in swarms
     }
     out["client"] = client
+    for side in swarms:
+        out[side]["traffic"] = traffic.get(side, {})
+    out["tutti"]["roster_ms"] = pct(roster_s)
+    out["tutti"]["leader_view_kB_s"] = watched["bytes"] / 1e3 / max(watch_s, 1e-9)
     out["tutti"]["arm_http_ms"] = pct(arm_http)
     out["tutti"]["armed_after_post_ms"] = pct(armed)
     return out
@@ -525,7 +547,9 @@ async def bench_uploads(
 # ---------------------------------------------------------------------- report
 
 #: Counts of failures: summed over runs (a median would hide one bad run).
-_SUMMED = frozenset({"corrupt", "missing", "failed", "join_failed", "lost_probes"})
+_SUMMED = frozenset(
+    {"corrupt", "missing", "failed", "join_failed", "lost_probes", "probes_lost", "disconnects"}
+)
 
 
 def merge(runs: list[Any], key: str = "") -> Any:
@@ -545,6 +569,34 @@ def merge(runs: list[Any], key: str = "") -> Any:
             return sum(runs)
         return float(np.median(np.asarray(runs, dtype=np.float64)))
     return first
+
+
+def traffic_report(broadcast: list[dict[str, Any]]) -> list[str]:
+    """What the singers sent, and what the leader's view and roster cost."""
+    out = [
+        "",
+        "What the singers sent (the real client's traffic: levels at the rate the server set, "
+        "clock bursts and re-syncs), and what the leader's view and roster cost:",
+        "",
+        "| N | clients | server | levels | level rates (Hz: singers) | clock probes | lost "
+        "| sockets closed | roster p50 / max ms | leader view kB/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in broadcast:
+        for side in ("tutti", "peer"):
+            r, tr = b[side], b[side].get("traffic") or {}
+            if not tr:
+                continue
+            rates = ", ".join(f"{hz}: {k}" for hz, k in sorted(tr["level_hz"].items()))
+            view = "— | —"
+            if side == "tutti":
+                ms = r["roster_ms"]
+                view = f"{ms['p50']:.1f} / {ms['max']:.1f} | {r['leader_view_kB_s']:.1f}"
+            out.append(
+                f"| {r['n']} | {b['client']} | {side} | {tr['levels']} | {rates} | "
+                f"{tr['probes']} | {tr['probes_lost']} | {tr['disconnects']} | {view} |"
+            )
+    return [*out, ""]
 
 
 def report(res: dict[str, Any]) -> str:
@@ -605,7 +657,7 @@ def report(res: dict[str, Any]) -> str:
                 f"{t['p99'] / p['p99']:.2f} | {b['tutti']['arm_http_ms']['p50']:.1f} | "
                 f"{a['p50']:.1f} / {a['p99']:.1f} |"
             )
-        out.append("")
+        out += traffic_report(res["broadcast"])
     if "uploads" in res:
         out += upload_report(res["uploads"])
     return "\n".join(out)
@@ -665,7 +717,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         logdir = tmpdir / "logs"
         logdir.mkdir()
         server = await start_child(
-            ["tutti", "serve", "--port", "0", "--data", str(tmpdir / "data"), "--open"],
+            # open, and as many singers per session as the benchmark brings
+            [
+                "tutti",
+                "serve",
+                "--port",
+                "0",
+                "--data",
+                str(tmpdir / "data"),
+                "--open",
+                "--max-joins",
+                "100000",
+            ],  # fmt: skip
             logdir / "serve.log",
         )
         peer = await start_child(["bench._peer_sio"], logdir / "peer_sio.log")
@@ -731,6 +794,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="seconds between arming and starting each take (default 0.5)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds between the last join and the first take (the join bursts end; default 5)",
     )
     p.add_argument(
         "--clients",

@@ -406,11 +406,11 @@ class Singer:
     async def _sync_clock(self, probes: int) -> ClockEstimate:
         assert self.clock is not None
         try:
-            est = await self.clock.burst(probes)
+            est = await self.clock.burst(probes, until_steady=True)
         except ClockError as exc:
             if "contradict" in str(exc):  # the server's clock jumped (another machine)
                 self.clock.estimator.clear()
-                est = await self.clock.burst(probes)
+                est = await self.clock.burst(probes, until_steady=True)
             else:
                 raise JoinError(
                     f"clock sync failed: {exc}", exit_code=ExitCode.UNREACHABLE

@@ -444,6 +444,8 @@ class Realtime:
         await self.presence.put(p.session_id, {pid: live})
         self._singer_sids.setdefault(p.session_id, set()).add(sid)
         hz = await self._retune_levels(p.session_id, but=sid)
+        # the rate now: another connect may have changed (and told this socket) it meanwhile
+        hz = self._level_hz.get(p.session_id, hz)
         welcome = dataclasses.replace(
             welcome, participant_id=pid, name=ident.name, part=ident.part, level_hz=hz
         )

@@ -3,8 +3,19 @@ the loudest meter reading in between), the clock re-synced as often as it moves.
 
 from __future__ import annotations
 
-from tutti.client.clock import RESYNC_MAX_S, RESYNC_MIN_S, RESYNC_TOLERANCE_S, ResyncPacer
-from tutti.client.join import LEVEL_HZ, _HeldLevel
+from typing import Any
+
+import numpy as np
+
+from tutti.client.clock import (
+    RESYNC_MAX_S,
+    RESYNC_MIN_S,
+    RESYNC_TOLERANCE_S,
+    STEADY_AFTER,
+    ClockSync,
+    ResyncPacer,
+)
+from tutti.client.join import JOIN_PROBES, LEVEL_HZ, _HeldLevel
 
 
 def _run(pacer: ResyncPacer, ppm: float, noise: float, n: int) -> list[float]:
@@ -61,3 +72,39 @@ def test_new_losses_are_reported_while_nobody_watches() -> None:
     assert held.due(0.0, 11.0, (960, 2, 0))
     held.take(11.0, (960, 2, 0))
     assert not held.due(0.0, 60.0, (960, 2, 0))  # nothing new: nothing sent
+
+
+class _Path:
+    """A fake network path for ClockSync: the server clock is ``now + 1``; each probe's two
+    one-way delays come from ``delays`` (seconds); counts the probes sent."""
+
+    def __init__(self, delays: list[tuple[float, float]]) -> None:
+        self.delays, self.sent, self.t = delays, 0, 100.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def ack(self, event: str, payload: dict[str, Any], timeout: float) -> Any:
+        up, down = self.delays[self.sent % len(self.delays)]
+        self.sent += 1
+        self.t += up
+        reply = {"t0": payload["t0"], "server_time": self.t + 1.0}
+        self.t += down
+        return reply
+
+
+async def test_a_steady_path_needs_fewer_join_probes_a_jittery_one_gets_all() -> None:
+    steady = _Path([(100e-6, 100e-6)])
+    sync = ClockSync(steady.ack, now=steady.now)
+    est = await sync.burst(JOIN_PROBES, spacing=0, until_steady=True)
+    assert steady.sent == STEADY_AFTER + 8 + 16  # two groups, no narrower: stop; then the tail
+    assert abs(est.offset - 1.0) < 1e-6
+    rng = np.random.default_rng(7)
+    shrinking = [(0.02 * 0.93**k + rng.uniform(0, 1e-3), 0.02 * 0.93**k) for k in range(64)]
+    jittery = _Path(shrinking)
+    sync = ClockSync(jittery.ack, now=jittery.now)
+    await sync.burst(JOIN_PROBES, spacing=0, tail=0, until_steady=True)
+    assert jittery.sent == JOIN_PROBES  # every group found a faster path: all 64 were sent
+    plain = _Path([(100e-6, 100e-6)])
+    await ClockSync(plain.ack, now=plain.now).burst(JOIN_PROBES, spacing=0)
+    assert plain.sent == JOIN_PROBES + 16  # without until_steady, as before
