@@ -70,6 +70,16 @@ def _roster(url: str, token: str) -> dict[str, tuple[str, bool]]:
     return {e["name"]: (e["part"], e["connected"]) for e in roster["participants"]}
 
 
+def _end(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 20 s; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 @contextmanager
 def _singer(home: Path, argv: list[str], answers: str = "") -> Iterator[subprocess.Popen[bytes]]:
     """``tutti join`` from the singer's install, its stdin a terminal fed ``answers``."""
@@ -86,12 +96,7 @@ def _singer(home: Path, argv: list[str], answers: str = "") -> Iterator[subproce
         os.write(primary, answers.encode())
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _end(proc)
         os.close(primary)
 
 
@@ -122,12 +127,7 @@ def _window_of_installed_sing(home: Path, link: str) -> tuple[str, str]:
             script = r.read().decode()
         return page, script
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _end(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 
