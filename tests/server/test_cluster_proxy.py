@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,11 +18,11 @@ import redis.asyncio as aioredis
 import socketio
 
 from tests.server.helpers import Recorder, Singer, create_session, upload_take, write_audio
+from tests.support.nginx import NGINX, running_nginx
 from tests.support.ports import unused_port
 from tests.support.server import ROOT, ServeProcess
 from tutti.wire import PROTOCOL_VERSION, Ev
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 FRAMES = 48000
 #: Loopback addresses the singers connect from (all of 127/8 is this host).
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 18)]
@@ -77,22 +75,8 @@ http {{
 }}
 """
     )
-    check = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True)
-    assert check.returncode == 0, check.stderr.decode()
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with running_nginx(prefix, conf):
         yield f"http://127.0.0.1:{listen}", ports
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

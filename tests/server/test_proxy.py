@@ -5,8 +5,6 @@ join-code limit sees each client's own address, not the proxy's."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +14,12 @@ import pytest
 from tests.server.helpers import Recorder, create_session, error_of, join, tus_create, write_audio
 from tests.server.test_tus_integration import recording
 from tests.server.tus_support import raw_patch_cut, wait_offset
+from tests.support.nginx import NGINX, running_nginx
 from tests.support.ports import unused_port
 from tests.support.server import ServeProcess
 from tutti.wire import Ev
 
 ROOT = Path(__file__).resolve().parents[2]
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists(), reason="nginx not installed (apt-get install nginx)"
@@ -69,24 +67,8 @@ def nginx_in_front(tmp_path: Path) -> Iterator[tuple[str, ServeProcess]]:
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     conf = _nginx_conf(prefix, listen, upstream)
-    check = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True)
-    assert check.returncode == 0, check.stderr.decode()
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with running_nginx(prefix, conf):
         yield f"http://127.0.0.1:{listen}", serve
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 async def _until_up(url: str) -> None:
