@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -79,7 +80,7 @@ from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
 
-__all__ = ["MixError", "add_arguments", "run"]
+__all__ = ["MixError", "add_arguments", "mix_take", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -312,6 +313,22 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # a bug, but still one line for the person at the terminal
             _say(f"failed: unexpected {type(exc).__name__}: {exc} (please report this)")
             return 1
+
+
+def mix_take(argv: list[str]) -> None:
+    """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
+    no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
+    ``LibsndfileError`` or ``OSError`` (failure) or :class:`Interrupted` instead of
+    returning an exit code.  Call it from a main thread (a worker process) for the signals."""
+    parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise MixError(str(exc)) from None
+    keep_freed_blocks()
+    with SignalGuard() as guard:
+        _mix(args, Console(file=io.StringIO()), guard)
 
 
 def _say(message: str) -> None:
