@@ -80,7 +80,10 @@ from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
 
-__all__ = ["MixError", "add_arguments", "mix_take", "run"]
+__all__ = ["DEFAULT_TARGET_LUFS", "MixError", "add_arguments", "mix_take", "run"]
+
+#: The master's loudness when ``--target-lufs`` is not given, LUFS.
+DEFAULT_TARGET_LUFS = -16.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-lufs",
         type=float,
-        default=-16.0,
+        default=DEFAULT_TARGET_LUFS,
         help="master loudness, LUFS (default −16; the true peak stays ≤ −1 dBTP)",
     )
     parser.add_argument(

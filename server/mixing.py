@@ -88,6 +88,7 @@ def _encode_opus(flac: Path, opus: Path) -> None:
     import soundfile as sf
 
     from tutti.audio.mixdown import MixSettings
+    from tutti.mix.command import DEFAULT_TARGET_LUFS
     from tutti.mix.lossy import encode_on_target
     from tutti.mix.scratch import RawAudio
 
@@ -97,9 +98,10 @@ def _encode_opus(flac: Path, opus: Path) -> None:
             rate = f.samplerate
             for block in f.blocks(1 << 16, dtype="float32", always_2d=True):
                 raw.append(block)
-        settings = MixSettings(rate)
-        target = settings.target_lufs
-        encode_on_target(raw, opus, "opus", rate, target, settings.ceiling_dbtp, threading.Event())
+        ceiling = MixSettings(rate).ceiling_dbtp
+        # the FLAC is on target already; the Opus copy is brought to the same loudness
+        stop = threading.Event()
+        encode_on_target(raw, opus, "opus", rate, DEFAULT_TARGET_LUFS, ceiling, stop)
     finally:
         raw.close()
         raw.path.unlink(missing_ok=True)

@@ -127,11 +127,12 @@ async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
             singers, take_id = await _stopped_take(http, leader, list(TONES))
             await lead.connect(srv.url, leader.token)
             await ann.connect(srv.url, singers["Ann"].token)
-            await asyncio.gather(
-                *(_upload(srv.url, s, take_id, tmp_path / f"{s.name}.flac")
-                  for s in singers.values())  # fmt: skip
-            )
-            take = MixedTake(srv, http, leader, singers, take_id, lead, ann, TakeMix(take_id, "waiting"))
+            uploads = [
+                _upload(srv.url, s, take_id, tmp_path / f"{s.name}.flac") for s in singers.values()
+            ]
+            await asyncio.gather(*uploads)
+            waiting = TakeMix(take_id, "waiting")
+            take = MixedTake(srv, http, leader, singers, take_id, lead, ann, waiting)
             take.first = await take.ready(1)
             yield take
         finally:
