@@ -230,7 +230,7 @@ class Mixes:
         try:
             raw = json.loads((self.out_dir(take) / _STATUS).read_text(encoding="utf-8"))
             status = TakeMix.from_dict(raw["status"], "status.json")
-            made = raw.get("made")
+            made = raw["made"]  # written by _save: always there, null before a mix is made
             if made is not None:
                 made = MixMade(
                     int(made["version"]), float(made["duration_s"]), dict(made["sha256"])
