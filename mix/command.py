@@ -58,6 +58,7 @@ import io
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import soundfile as sf
@@ -238,7 +239,13 @@ def _heard_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, A
     return out
 
 
-def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
+def _mix(
+    args: argparse.Namespace,
+    console: Console,
+    guard: SignalGuard,
+    prepared: Path | None = None,
+    only: Sequence[str] | None = None,
+) -> int:
     _check_args(args)
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
@@ -246,6 +253,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     root, manifest = load_manifest(take_dir)
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
+    if only is not None:  # pass 1 of these recordings only, kept for the mix to come
+        items = [i for i in items if i.rec.file in only]
     rate = manifest.rate
     if not args.no_backing:
         backings = find_backings(root, manifest)
@@ -274,6 +283,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         start=start,
         keep_bleed=args.keep_bleed,
         mix_backing=not args.no_backing,
+        prepared=prepared,
+        prepare_only=only is not None,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:
@@ -289,6 +300,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         finally:
             for raw in opened:
                 raw.close()
+        if master is None:  # pass 1 only: no output (the scratch folder goes)
+            return 0
         ws.commit()
     report(console, items, master, out_path, rate, time.perf_counter() - t_start)
     return 0
@@ -318,11 +331,17 @@ def run(args: argparse.Namespace) -> int:
             return 1
 
 
-def mix_take(argv: list[str]) -> None:
+def mix_take(
+    argv: list[str], prepared: Path | None = None, only: Sequence[str] | None = None
+) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
     ``LibsndfileError`` or ``OSError`` (failure) or :class:`Interrupted` instead of
-    returning an exit code.  Call it from a main thread (a worker process) for the signals."""
+    returning an exit code.  Call it from a main thread (a worker process) for the signals.
+
+    ``prepared``: a folder where each recording's pass 1 is kept and reused
+    (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
+    ``take.json`` names them) into ``prepared`` and write no mix."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:
@@ -331,7 +350,7 @@ def mix_take(argv: list[str]) -> None:
         raise MixError(str(exc)) from None
     keep_freed_blocks()
     with SignalGuard() as guard:
-        _mix(args, Console(file=io.StringIO()), guard)
+        _mix(args, Console(file=io.StringIO()), guard, prepared, only)
 
 
 def _say(message: str) -> None:

@@ -24,8 +24,9 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -37,6 +38,9 @@ from .errors import BadRequest, Conflict
 from .models import Fanout, Principal, Take
 from .store import SessionStore
 from .takes import Takes
+
+_J = TypeVar("_J")
+_R = TypeVar("_R")
 
 __all__ = ["MIX_DIR", "MixMade", "Mixes", "make_mix", "prepare_folder"]
 
@@ -61,6 +65,20 @@ class MixJob:
     version: int
     gains_db: tuple[tuple[str, float], ...] = ()
     muted: tuple[str, ...] = ()
+
+    @property
+    def prepared(self) -> Path:
+        """Where each recording's pass 1 is kept (:mod:`tutti.mix.prepared`)."""
+        return Path(self.out_dir) / "prepared"
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Pass 1 of one recording (its file as ``take.json`` names it), kept for the mix."""
+
+    take_dir: str
+    out_dir: str
+    file: str
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,7 @@ def make_mix(job: MixJob) -> MixMade:
         argv += ["--gain", f"{file}={db!r}"]
     for file in job.muted:
         argv += ["--mute", file]
-    mix_take(argv)
+    mix_take(argv, job.prepared)
     _encode_opus(flac, opus)
     info = sf.info(str(flac))
     for old in out.glob("mix-*.*"):
@@ -131,6 +149,15 @@ def make_mix(job: MixJob) -> MixMade:
             old.unlink(missing_ok=True)
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums)
+
+
+def prepare_recording(job: PrepareJob) -> None:
+    """Worker process: pass 1 of one recording as it arrives, kept for the take's mix."""
+    from tutti.mix.command import mix_take
+
+    out = Path(job.out_dir)
+    argv = [job.take_dir, "-o", str(out / "prepare.flac"), "--jobs", str(_MIX_JOBS)]
+    mix_take(argv, MixJob(job.take_dir, job.out_dir, 0).prepared, only=[job.file])
 
 
 def warm_up() -> None:
@@ -266,11 +293,17 @@ class Mixes:
         """Whether nothing more will arrive for ``take``: stopped, every singer settled."""
         return take.state == "stopped" and all(s.state in _SETTLED for s in take.singers)
 
-    async def upload_settled(self, take_id: str) -> None:
-        """Coroutine: a singer's upload of ``take_id`` ended (stored or refused); when it was
-        the last one, the take is mixed."""
+    async def upload_settled(self, take_id: str, participant_id: str) -> None:
+        """Coroutine: a singer's upload of ``take_id`` ended (stored or refused).  A stored
+        recording's pass 1 is queued for the workers at once; when it was the last upload,
+        the take is mixed (after it: the workers take jobs in order)."""
         take = self.store.get_take(take_id)
-        if take is None or not self.uploads_complete(take):
+        if take is None:
+            return
+        me = take.singer(participant_id)
+        if me is not None and me.recording is not None:
+            await self._prepare(take, me.recording.file)
+        if not self.uploads_complete(take):
             return
         if self._load(take).status.state in ("waiting", "failed"):
             await self.start(take)
@@ -354,13 +387,25 @@ class Mixes:
         log.info("event=mix_ready take=%s version=%d", take.take_id, made.version)
         await self._announce(take, mixes, ready)
 
+    async def _prepare(self, take: Take, file: str) -> None:
+        """Coroutine: queue pass 1 of one recording (a failure is the mix's to report)."""
+        folder = self.takes.folder(take.session_id, take.take_id)
+        manifest = self.takes.manifest(Principal("leader", take.session_id), take.take_id)
+        try:
+            await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
+        except OSError as exc:
+            log.warning("event=prepare_failed take=%s error=%s", take.take_id, exc)
+            return
+        job = PrepareJob(str(folder), str(self.out_dir(take)), file)
+        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job))
+
     @staticmethod
     def _url(take: Take, fmt: str) -> str:
         return f"/api/session/takes/{take.take_id}/mix/mix.{fmt}"
 
     # ------------------------------------------------------------------ workers
 
-    def _submit(self, fn: Callable[[MixJob], MixMade], job: MixJob) -> Future[MixMade]:
+    def _submit(self, fn: Callable[[_J], _R], job: _J) -> Future[_R]:
         if self._pool is None:
             raise RuntimeError("the mix workers are not running (Mixes.run not entered)")
         return self._pool.submit(fn, job)
@@ -397,6 +442,13 @@ class Mixes:
             if mixes.status.state != "ready":
                 log.info("event=mix_resumed take=%s", take.take_id)
                 await self.start(take)
+
+
+def _prepared(job: PrepareJob, future: Future[None]) -> None:
+    """A recording's pass 1 ended: a failure is logged (the mix meets it again and says it)."""
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        log.warning("event=prepare_failed file=%s error=%s", job.file, exc)
 
 
 def _plain_words(exc: BaseException) -> str:

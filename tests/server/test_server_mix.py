@@ -176,8 +176,16 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
         assert r.status == 206 and len(await r.read()) == 100
 
 
+def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
+    """The recordings' kept pass 1 (file name: inode, mtime): a new analysis replaces one."""
+    folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared"))
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
 async def test_a_remix_moves_one_singer_by_the_gain_asked_for(mixed: MixedTake) -> None:
     m = mixed
+    kept = _kept(m)
+    assert len(kept) == 2 * len(TONES)  # each recording's audio and analysis, kept once
     before, rate = await m.flac()
     bea = m.singers["Bea"].participant_id
     async with m.http.post(
@@ -194,6 +202,7 @@ async def test_a_remix_moves_one_singer_by_the_gain_asked_for(mixed: MixedTake) 
         return _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate)
 
     assert bea_over_ann(after) - bea_over_ann(before) == pytest.approx(-6.0, abs=0.25)
+    assert _kept(m) == kept  # the remix read every recording's pass 1; none was redone
     # muting leaves the singer out
     async with m.http.post(f"{m.base}/mix", json={"muted": [bea]}, headers=m.leader.headers) as r:
         assert r.status == 202
