@@ -260,7 +260,12 @@ async def test_the_zip_mixes_with_tutti_mix_to_the_same_samples(
     assert proc.returncode == 0, err.decode()
     mine, _ = sf.read(str(out), dtype="int32")
     server, _ = sf.read(io.BytesIO(await _bytes(m, f"{m.base}/mix/mix.flac")), dtype="int32")
-    assert mine.shape == server.shape and np.array_equal(mine, server)
+    assert mine.shape == server.shape
+    # Same samples, to the last bit of 24 or one step of it: a recording measured while it is
+    # decoded (a warm worker) or after (a cold process) may differ in the last bits of its
+    # loudness, a gain difference below one 24-bit step (docs/architecture.md, "Server mix").
+    diff = np.abs(mine.astype(np.int64) - server) >> 8  # int32 holds the 24 bits at the top
+    assert diff.max() <= 1 and diff.mean() < 0.05
 
 
 async def _bytes(m: MixedTake, path: str, headers: dict[str, str] | None = None) -> bytes:
