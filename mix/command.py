@@ -58,13 +58,13 @@ import io
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import soundfile as sf
 from rich.console import Console
 
-from tutti.audio.types import AudioError
+from tutti.audio.types import AudioArray, AudioError
 from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
@@ -245,6 +245,7 @@ def _mix(
     guard: SignalGuard,
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
+    also: Callable[[AudioArray], None] | None = None,
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -285,6 +286,7 @@ def _mix(
         mix_backing=not args.no_backing,
         prepared=prepared,
         prepare_only=only is not None,
+        also=also,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:
@@ -332,7 +334,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def mix_take(
-    argv: list[str], prepared: Path | None = None, only: Sequence[str] | None = None
+    argv: list[str],
+    prepared: Path | None = None,
+    only: Sequence[str] | None = None,
+    also: Callable[[AudioArray], None] | None = None,
 ) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
@@ -341,7 +346,8 @@ def mix_take(
 
     ``prepared``: a folder where each recording's pass 1 is kept and reused
     (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
-    ``take.json`` names them) into ``prepared`` and write no mix."""
+    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: called with every
+    block of a lossless master (float32, (n, 2), on target) as it is written."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:
@@ -350,7 +356,7 @@ def mix_take(
         raise MixError(str(exc)) from None
     keep_freed_blocks()
     with SignalGuard() as guard:
-        _mix(args, Console(file=io.StringIO()), guard, prepared, only)
+        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also)
 
 
 def _say(message: str) -> None:

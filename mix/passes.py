@@ -79,6 +79,8 @@ class MixPlan:
     # where pass 1 of each recording is kept for the next mix (tutti.mix.prepared), or None
     prepared: Path | None = None
     prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
+    # every block of the master is handed here too, as it is written (the server's Opus copy)
+    also: Callable[[AudioArray], None] | None = None
 
 
 def stem_dir_for(out_path: Path) -> Path:
@@ -384,6 +386,8 @@ def mix_into(
 
             def sink(block: AudioArray) -> None:
                 write(block)
+                if plan.also is not None:
+                    plan.also(block)
                 step("")
 
             master = mix.master(sink, jobs=plan.jobs)

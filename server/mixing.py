@@ -20,7 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
-import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -36,6 +36,7 @@ from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
 from .errors import BadRequest, Conflict
 from .models import Fanout, Principal, Take
+from .opuscopy import OpusCopy
 from .store import SessionStore
 from .takes import Takes
 
@@ -65,6 +66,7 @@ class MixJob:
     version: int
     gains_db: tuple[tuple[str, float], ...] = ()
     muted: tuple[str, ...] = ()
+    rate: int = 48000  # the take's (the master's) rate, Hz
 
     @property
     def prepared(self) -> Path:
@@ -101,33 +103,8 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _encode_opus(flac: Path, opus: Path) -> None:
-    """The browser copy of the FLAC master: Opus brought to the same loudness target."""
-    import soundfile as sf
-
-    from tutti.audio.mixdown import MixSettings
-    from tutti.mix.command import DEFAULT_TARGET_LUFS
-    from tutti.mix.lossy import encode_on_target
-    from tutti.mix.scratch import RawAudio
-
-    raw = RawAudio(opus.with_suffix(".f32"), 2)
-    try:
-        with sf.SoundFile(str(flac)) as f:
-            rate = f.samplerate
-            for block in f.blocks(1 << 16, dtype="float32", always_2d=True):
-                raw.append(block)
-        ceiling = MixSettings(rate).ceiling_dbtp
-        # the FLAC is on target already; the Opus copy is brought to the same loudness
-        stop = threading.Event()
-        encode_on_target(raw, opus, "opus", rate, DEFAULT_TARGET_LUFS, ceiling, stop)
-    finally:
-        raw.close()
-        raw.path.unlink(missing_ok=True)
-
-
 def make_mix(job: MixJob) -> MixMade:
-    """Worker process: mix the take folder as ``tutti mix`` does, then the Opus copy; the
-    other versions' files go once this one is complete."""
+    """Worker process: mix the take folder as ``tutti mix`` does, with the Opus copy."""
     import soundfile as sf
 
     from tutti.mix.command import mix_take
@@ -141,12 +118,9 @@ def make_mix(job: MixJob) -> MixMade:
         argv += ["--gain", f"{file}={db!r}"]
     for file in job.muted:
         argv += ["--mute", file]
-    mix_take(argv, job.prepared)
-    _encode_opus(flac, opus)
+    with OpusCopy(opus, job.rate) as copy:  # encoded in a thread while the master is written
+        mix_take(argv, job.prepared, also=copy.feed)
     info = sf.info(str(flac))
-    for old in out.glob("mix-*.*"):
-        if old not in (flac, opus):
-            old.unlink(missing_ok=True)
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums)
 
@@ -369,9 +343,11 @@ class Mixes:
             status.version,
             tuple((recorded[p], db) for p, db in sorted(status.gains_db.items()) if p in recorded),
             tuple(recorded[p] for p in status.muted if p in recorded),
+            manifest.rate,
         )
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
+            queued = time.monotonic()
             made = await asyncio.wrap_future(self._submit(make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
@@ -382,9 +358,12 @@ class Mixes:
         if mixes.status.version != status.version:
             return  # a newer remix was asked for meanwhile: it is the one announced
         mixes.made = made
+        await asyncio.to_thread(_remove_other_versions, self.out_dir(take), made)
         files = MixFiles(*(self._url(take, fmt) for fmt in ("opus", "flac")))
         ready = replace(status, state="ready", detail="", duration_s=made.duration_s, files=files)
-        log.info("event=mix_ready take=%s version=%d", take.take_id, made.version)
+        waited = time.monotonic() - queued
+        log.info("event=mix_ready take=%s version=%d queued_to_done_s=%.2f", take.take_id,
+                 made.version, waited)  # fmt: skip
         await self._announce(take, mixes, ready)
 
     async def _prepare(self, take: Take, file: str) -> None:
@@ -397,7 +376,8 @@ class Mixes:
             log.warning("event=prepare_failed take=%s error=%s", take.take_id, exc)
             return
         job = PrepareJob(str(folder), str(self.out_dir(take)), file)
-        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job))
+        queued = time.monotonic()
+        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job, queued))
 
     @staticmethod
     def _url(take: Take, fmt: str) -> str:
@@ -444,11 +424,22 @@ class Mixes:
                 await self.start(take)
 
 
-def _prepared(job: PrepareJob, future: Future[None]) -> None:
+def _remove_other_versions(out: Path, made: MixMade) -> None:
+    """The files of every mix but ``made`` (the one served from now on) go."""
+    keep = {made.path(out, fmt) for fmt in made.sha256}
+    for old in out.glob("mix-*.*"):
+        if old not in keep:
+            old.unlink(missing_ok=True)
+
+
+def _prepared(job: PrepareJob, queued: float, future: Future[None]) -> None:
     """A recording's pass 1 ended: a failure is logged (the mix meets it again and says it)."""
     exc = None if future.cancelled() else future.exception()
     if exc is not None:
         log.warning("event=prepare_failed file=%s error=%s", job.file, exc)
+    else:
+        waited = time.monotonic() - queued
+        log.info("event=prepared file=%s queued_to_done_s=%.2f", job.file, waited)
 
 
 def _plain_words(exc: BaseException) -> str:
