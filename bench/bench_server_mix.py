@@ -3,16 +3,17 @@
 One command::
 
     .venv/bin/python bench/bench_server_mix.py [--takes 32] [--minutes 5] [--runs 3]
-        [--parallel 4] [--heard]
+        [--parallel 4] [--spread 0] [--heard]
 
 takes the cached take folder of ``bench/bench_mix.py`` (``--takes`` recordings of
 ``--minutes``, 24-bit FLAC as ``tutti join`` records; ``--heard``: with headset bleed, a backing
 per part and some singers on clocks of their own), starts ``tutti serve`` in its own process,
 and per run: a leader creates a session (the take's tempo, its parts), ``--takes`` singers join,
 a take is armed, started and stopped, and every singer uploads its recording with the client's
-tus uploader (:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time (singers at
-home finish uploading at different moments; all at once would put every recording's analysis
-behind the last upload).  The leader's Socket.IO client stamps, on one clock, the ``take.update``
+tus uploader (:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time, singer
+``n`` starting ``n/N · --spread`` seconds after the stop (on localhost an upload takes a
+fraction of a second; at home uplinks differ, so uploads end spread out; ``--spread 0``, all at
+once, queues every recording's pass 1 behind the last upload: the worst case).  The leader's Socket.IO client stamps, on one clock, the ``take.update``
 that says the last recording is stored and the ``take.mix`` that says the mix is ready; the
 difference is the figure.  Each run is a fresh session on the same server.  The table shows every
 run and the median; JSON goes to ``bench/out/server-mix-<UTC time>.json``.
@@ -59,7 +60,9 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any, token: str = "
         return await r.json()
 
 
-async def one_run(base: str, take: Path, parallel: int, heard: bool) -> dict[str, float]:
+async def one_run(
+    base: str, take: Path, parallel: int, heard: bool, spread: float
+) -> dict[str, float]:
     """One session, one take, every upload; seconds from the last upload stored to ready."""
     manifest = json.loads((take / "take.json").read_text(encoding="utf-8"))
     recs = manifest["recordings"]
@@ -88,7 +91,8 @@ async def one_run(base: str, take: Path, parallel: int, heard: bool) -> dict[str
             await _post(http, f"{base}/api/session/takes/{take_id}/stop", None, leader)
             gate = asyncio.Semaphore(parallel)
 
-            async def upload(rec: dict[str, Any], singer: dict[str, Any]) -> None:
+            async def upload(n: int, rec: dict[str, Any], singer: dict[str, Any]) -> None:
+                await asyncio.sleep(spread * n / len(recs))  # uplinks differ: ends spread out
                 path = take / rec["file"]
                 fields = ("rate", "channels", "frames", "start_offset", "latency")
                 recording = {k: rec[k] for k in fields} | {
@@ -97,12 +101,14 @@ async def one_run(base: str, take: Path, parallel: int, heard: bool) -> dict[str
                 }
                 sha = await asyncio.to_thread(file_sha256, path)
                 job = UploadJob(path=path, take_id=take_id, sha256=sha, recording=recording)
+                TusUploader.state_path(job).unlink(missing_ok=True)  # a new upload each run
                 async with gate:
                     up = TusUploader(http, base, singer["token"], chunk_size=4 << 20)
                     await up.upload(job)
 
             t_up = time.monotonic()
-            await asyncio.gather(*(upload(r, s) for r, s in zip(recs, singers, strict=True)))
+            pairs = enumerate(zip(recs, singers, strict=True))
+            await asyncio.gather(*(upload(n, r, s) for n, (r, s) in pairs))
             uploads_s = time.monotonic() - t_up
             ready, t_ready = await _first(
                 events, Ev.TAKE_MIX, lambda d: d["state"] in ("ready", "failed"), timeout=600
@@ -143,6 +149,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--parallel", type=int, default=4, help="uploads at a time")
     p.add_argument("--heard", action="store_true", help="a take with bleed, backing and drift")
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds over which the singers start uploading (0: all at once, the worst case)",
+    )
     args = p.parse_args()
     take = make_take(args.takes, args.minutes, bits=24, heard=args.heard)
     data = OUT / f"server-mix-data-{os.getpid()}"
@@ -151,7 +163,7 @@ def main() -> int:
     runs = []
     try:
         for n in range(args.runs):
-            run = asyncio.run(one_run(base, take, args.parallel, args.heard))
+            run = asyncio.run(one_run(base, take, args.parallel, args.heard, args.spread))
             runs.append(run)
             print(
                 f"run {n + 1}: mix ready {run['ready_after_last_upload_s']:.2f} s after the "

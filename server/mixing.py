@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,7 +53,7 @@ MIX_DIR = "mix"
 _STATUS = "status.json"
 #: A singer's upload is settled in these states: nothing more will arrive from them.
 _SETTLED = frozenset({"uploaded", "failed", "missed"})
-#: Threads ``tutti mix`` uses inside one worker (the machine runs one or two workers).
+#: Threads ``tutti mix`` uses inside one worker.
 _MIX_JOBS = 2
 
 
@@ -134,6 +135,18 @@ def prepare_recording(job: PrepareJob) -> None:
     mix_take(argv, MixJob(job.take_dir, job.out_dir, 0).prepared, only=[job.file])
 
 
+def _watch_parent(parent: int) -> None:
+    """Worker process initializer: end this worker when the server is gone (killed with
+    SIGKILL, it cannot shut its pool down), instead of lingering as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def warm_up() -> None:
     """Worker process: import the mix pipeline ahead of the first take."""
     import tutti.audio.mixdown  # noqa: F401
@@ -180,7 +193,7 @@ class Mixes:
         fanout: Fanout,
         track_path: Callable[[str], Path],
         *,
-        workers: int = 1,
+        workers: int = 2,
     ) -> None:
         self.store = store
         self.takes = takes
@@ -277,9 +290,8 @@ class Mixes:
         me = take.singer(participant_id)
         if me is not None and me.recording is not None:
             await self._prepare(take, me.recording.file)
-        if not self.uploads_complete(take):
-            return
-        if self._load(take).status.state in ("waiting", "failed"):
+        # the last upload starts the mix (once: uploads ending together all see it complete)
+        if self.uploads_complete(take) and self._load(take).status.state in ("waiting", "failed"):
             await self.start(take)
 
     async def remix(self, p: Principal, take_id: str, payload: Any) -> TakeMix:
@@ -394,7 +406,12 @@ class Mixes:
         """aiohttp cleanup context: start the workers (warmed up), mix the takes whose
         uploads completed while the server was down, and stop the workers at the end."""
         ctx = multiprocessing.get_context("spawn")  # no forked copy of the event loop's state
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
         for _ in range(self.workers):
             self._pool.submit(warm_up)
         await self._resume()
