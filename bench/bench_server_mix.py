@@ -12,11 +12,12 @@ and per run: a leader creates a session (the take's tempo, its parts), ``--takes
 a take is armed, started and stopped, and every singer uploads its recording with the client's
 tus uploader (:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time, singer
 ``n`` starting ``n/N · --spread`` seconds after the stop (on localhost an upload takes a
-fraction of a second; at home uplinks differ, so uploads end spread out; ``--spread 0``, all at
-once, queues every recording's pass 1 behind the last upload: the worst case).  The leader's Socket.IO client stamps, on one clock, the ``take.update``
-that says the last recording is stored and the ``take.mix`` that says the mix is ready; the
-difference is the figure.  Each run is a fresh session on the same server.  The table shows every
-run and the median; JSON goes to ``bench/out/server-mix-<UTC time>.json``.
+fraction of a second; at home uplinks differ, so uploads end spread out; ``--spread 0``, all
+at once, queues every recording's pass 1 behind the last upload: the worst case).  The
+leader's Socket.IO client stamps, on one clock, the ``take.update`` that says the last
+recording is stored and the ``take.mix`` that says the mix is ready; the difference is the
+figure.  A remix follows (every recording prepared: the mix's own time).  Each run is a fresh
+session on the same server.  JSON goes to ``bench/out/server-mix-<UTC time>.json``.
 """
 
 from __future__ import annotations
