@@ -53,6 +53,21 @@ async def _first(events: Recorder, event: str, pred: Any, timeout: float) -> tup
     return data, next(at for name, d, at in events.events if name == event and d is data)
 
 
+async def _recorded(base: str, lead: Recorder, singer: dict[str, Any], take_id: str) -> None:
+    me = Recorder()
+    try:
+        await me.connect(base, singer["token"])
+        await me.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
+        pid = singer["participant_id"]
+        await lead.wait(
+            Ev.TAKE_UPDATE,
+            lambda d: d["participant_id"] == pid and d["state"] == "recorded",
+            timeout=30,
+        )
+    finally:
+        await me.close()
+
+
 async def _post(http: aiohttp.ClientSession, url: str, body: Any, token: str = "") -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with http.post(url, json=body, headers=headers) as r:
@@ -89,6 +104,8 @@ async def one_run(
         try:
             take_id = (await _post(http, f"{base}/api/session/takes", None, leader))["take_id"]
             await _post(http, f"{base}/api/session/takes/{take_id}/start", {"lead_s": 1.0}, leader)
+            for singer in singers:  # each client says its take is recorded, as tutti join does
+                await _recorded(base, events, singer, take_id)
             await _post(http, f"{base}/api/session/takes/{take_id}/stop", None, leader)
             gate = asyncio.Semaphore(parallel)
 

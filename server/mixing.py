@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -180,7 +180,8 @@ class _TakeMixes:
 
     status: TakeMix
     made: MixMade | None = None
-    pending: set[Future[MixMade]] = field(default_factory=set)
+    #: the recordings (files) the latest version started with: a later one makes a new mix
+    included: frozenset[str] = frozenset()
 
 
 class Mixes:
@@ -288,10 +289,16 @@ class Mixes:
         if take is None:
             return
         me = take.singer(participant_id)
-        if me is not None and me.recording is not None:
-            await self._prepare(take, me.recording.file)
-        # the last upload starts the mix (once: uploads ending together all see it complete)
-        if self.uploads_complete(take) and self._load(take).status.state in ("waiting", "failed"):
+        file = None if me is None or me.recording is None else me.recording.file
+        if file is not None:
+            await self._prepare(take, file)
+        if not self.uploads_complete(take):
+            return
+        # the last upload starts the mix; uploads ending together all see the take complete,
+        # so a recording the latest mix already has starts nothing (a late one: a new mix)
+        mixes = self._load(take)
+        late = file is not None and file not in mixes.included
+        if mixes.status.state in ("waiting", "failed") or late:
             await self.start(take)
 
     async def remix(self, p: Principal, take_id: str, payload: Any) -> TakeMix:
@@ -326,6 +333,8 @@ class Mixes:
         """Coroutine: announce ``mixing`` and start the next version of the take's mix in a
         worker (gains and mutes as the last mix's when not given)."""
         mixes = self._load(take)
+        now = self.store.get_take(take.take_id) or take
+        mixes.included = frozenset(s.recording.file for s in now.singers if s.recording)
         last = mixes.status
         gains = last.gains_db if gains_db is None else gains_db
         mute = last.muted if muted is None else muted

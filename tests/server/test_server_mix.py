@@ -99,7 +99,7 @@ async def _upload(url: str, singer: Singer, take_id: str, path: Path) -> None:
         await asyncio.wait_for(up.upload(job), 60)
 
 
-async def _stopped_take(
+async def _started_take(
     http: aiohttp.ClientSession, leader: Leader, names: list[str]
 ) -> tuple[dict[str, Singer], str]:
     singers = {n: await join(http, leader.code, n, PARTS[n]) for n in names}
@@ -109,9 +109,27 @@ async def _stopped_take(
         f"/api/session/takes/{take_id}/start", json={"lead_s": 1.0}, headers=leader.headers
     ) as r:
         assert r.status == 200
+    return singers, take_id
+
+
+async def _stop(http: aiohttp.ClientSession, leader: Leader, take_id: str) -> None:
     async with http.post(f"/api/session/takes/{take_id}/stop", headers=leader.headers) as r:
         assert r.status == 200
-    return singers, take_id
+
+
+async def _recorded(url: str, lead: Recorder, singer: Singer, take_id: str) -> None:
+    """The singer's client says its take is recorded (as ``tutti join`` does before the
+    stop), so the take waits for its upload."""
+    me = Recorder()
+    try:
+        await me.connect(url, singer.token)
+        await me.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
+        await lead.wait(
+            Ev.TAKE_UPDATE,
+            lambda d: d["participant_id"] == singer.participant_id and d["state"] == "recorded",
+        )
+    finally:
+        await me.close()
 
 
 @pytest.fixture
@@ -124,8 +142,11 @@ async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
         leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
         lead, ann = Recorder(), Recorder()
         try:
-            singers, take_id = await _stopped_take(http, leader, list(TONES))
             await lead.connect(srv.url, leader.token)
+            singers, take_id = await _started_take(http, leader, list(TONES))
+            for singer in singers.values():
+                await _recorded(srv.url, lead, singer, take_id)
+            await _stop(http, leader, take_id)
             await ann.connect(srv.url, singers["Ann"].token)
             uploads = [
                 _upload(srv.url, s, take_id, tmp_path / f"{s.name}.flac") for s in singers.values()
@@ -170,6 +191,10 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
     assert info.duration == pytest.approx(status.duration_s, abs=0.03)
     decoded, _ = sf.read(str(opus))
     assert np.sqrt(np.mean(decoded**2)) > 0.01  # the choir, not silence
+    # every singer is in it, loudness-matched: each tone within a few dB of the others
+    flac, rate = await m.flac()
+    levels = [_level_db(flac, tone, rate) for tone in TONES.values()]
+    assert max(levels) - min(levels) < 3.0, levels
     # an <audio> element seeks with Range requests
     headers = {**m.leader.headers, "Range": "bytes=100-199"}
     async with m.http.get(status.files.opus, headers=headers) as r:
@@ -294,7 +319,8 @@ async def test_a_share_link_plays_its_take_and_nothing_else(mixed: MixedTake) ->
     async with m.http.get(url + "x") as r:
         assert r.status == 404 and "not here" in await r.text()
     # a second take of the session has its own mix; this link does not open it
-    other_singers, other = await _stopped_take(m.http, m.leader, ["Ann"])
+    _, other = await _started_take(m.http, m.leader, ["Ann"])
+    await _stop(m.http, m.leader, other)
     async with m.http.get(f"/api/session/takes/{other}/mix", headers=m.leader.headers) as r:
         assert (await r.json())["state"] in ("waiting", "mixing", "failed", "ready")
     assert url.split("/")[-1] not in other
