@@ -318,12 +318,13 @@ async def test_a_share_link_plays_its_take_and_nothing_else(mixed: MixedTake) ->
         assert r.status == 404
     async with m.http.get(url + "x") as r:
         assert r.status == 404 and "not here" in await r.text()
-    # a second take of the session has its own mix; this link does not open it
+    # the link names its take; its token opens nothing else (it is no API token)
     _, other = await _started_take(m.http, m.leader, ["Ann"])
     await _stop(m.http, m.leader, other)
-    async with m.http.get(f"/api/session/takes/{other}/mix", headers=m.leader.headers) as r:
-        assert (await r.json())["state"] in ("waiting", "mixing", "failed", "ready")
-    assert url.split("/")[-1] not in other
+    token = url.rsplit("/", 1)[-1]
+    for path in (f"/api/session/takes/{other}/mix", f"{m.base}/mix/mix.opus"):
+        async with m.http.get(path, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 401
     async with m.http.delete(f"{m.base}/share", headers=m.leader.headers) as r:
         assert r.status == 200 and (await r.json())["revoked"] == 1
     for path in (url, f"{url}/mix.opus"):
@@ -366,3 +367,28 @@ async def test_a_restarted_server_mixes_a_complete_take_that_has_no_mix(
             await asyncio.sleep(0.2)
         assert status.state == "ready", status.detail
         assert status.version == 1
+
+
+async def test_a_recording_stored_after_the_mix_makes_a_new_one(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+    lead = Recorder()
+    try:
+        await lead.connect(server.url, leader.token)
+        singers, take_id = await _started_take(http, leader, ["Ann", "Bea"])
+        await _recorded(server.url, lead, singers["Ann"], take_id)
+        await _stop(http, leader, take_id)  # Bea never said she recorded: missed
+        await _upload(server.url, singers["Ann"], take_id, tmp_path / "ann.flac")
+        first = await lead.wait(Ev.TAKE_MIX, lambda d: d["state"] == "ready", timeout=MIX_TIMEOUT)
+        assert first["version"] == 1
+        await _upload(server.url, singers["Bea"], take_id, tmp_path / "bea.flac")  # late
+        second = await lead.wait(
+            Ev.TAKE_MIX, lambda d: d["version"] == 2 and d["state"] == "ready", timeout=MIX_TIMEOUT
+        )
+    finally:
+        await lead.close()
+    async with http.get(f"/api/session/takes/{take_id}/mix/mix.flac", headers=leader.headers) as r:
+        mix, rate = sf.read(io.BytesIO(await r.read()), dtype="float64")
+    assert second["duration_s"] == pytest.approx(len(mix) / rate)
+    assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) > -3
