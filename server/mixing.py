@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -167,8 +168,6 @@ def prepare_folder(folder: Path, manifest: TakeManifest, track_path: Callable[[s
         try:
             os.link(src, tmp)
         except OSError:
-            import shutil
-
             shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     write_json_atomic(folder / MANIFEST_NAME, manifest.to_dict(), indent=2)
@@ -204,6 +203,11 @@ class Mixes:
         self._pool: ProcessPoolExecutor | None = None
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
+
+    @property
+    def busy(self) -> bool:
+        """Whether a mix is being made (or waits for a worker)."""
+        return bool(self._tasks)
 
     # ------------------------------------------------------------------ where
 
@@ -271,6 +275,11 @@ class Mixes:
 
     async def _announce(self, take: Take, mixes: _TakeMixes, status: TakeMix) -> None:
         mixes.status = status
+        if self.store.get_take(take.take_id) is None:  # deleted meanwhile: leave nothing
+            self._mixes.pop(take.take_id, None)
+            folder = self.takes.folder(take.session_id, take.take_id)
+            await asyncio.to_thread(_remove_deleted, folder)
+            return
         await asyncio.to_thread(self._save, take, mixes)
         await self.fanout.to_session(take.session_id, Ev.TAKE_MIX, self.status(take))
 
@@ -448,6 +457,13 @@ class Mixes:
             if mixes.status.state != "ready":
                 log.info("event=mix_resumed take=%s", take.take_id)
                 await self.start(take)
+
+
+def _remove_deleted(folder: Path) -> None:
+    """What a mix of a take deleted meanwhile made goes, with the folders it recreated."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the session's folder, if nothing else is in it
+        folder.parent.rmdir()
 
 
 def _remove_other_versions(out: Path, made: MixMade) -> None:

@@ -25,6 +25,8 @@ import soundfile as sf
 from tests.server.helpers import Leader, Recorder, Singer, create_session, error_of, join
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
+from tutti.server.app_keys import SERVICES
+from tutti.server.mixing import Mixes
 from tutti.takeformat import parse_manifest
 from tutti.wire import Ev, TakeMix
 
@@ -392,3 +394,21 @@ async def test_a_recording_stored_after_the_mix_makes_a_new_one(
         mix, rate = sf.read(io.BytesIO(await r.read()), dtype="float64")
     assert second["duration_s"] == pytest.approx(len(mix) / rate)
     assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) > -3
+
+
+async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:
+    m = mixed
+    mixes = m.server.app[SERVICES].extras["mixes"]
+    assert isinstance(mixes, Mixes)
+    folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}"))
+    async with m.http.post(f"{m.base}/mix", json={}, headers=m.leader.headers) as r:
+        assert r.status == 202
+    async with m.http.delete(m.base, headers=m.leader.headers) as r:
+        assert r.status == 200, await r.text()
+    deadline = time.monotonic() + MIX_TIMEOUT
+    while mixes.busy and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not mixes.busy
+    assert not folder.exists()
+    async with m.http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
+        assert r.status == 404
