@@ -285,7 +285,7 @@ def mix_into(
         if analysis is None:  # left as it was: measured now
             analysis = analyse(raw, rate, what, stop).result()
         if kept is not None:
-            prepared.keep(kept, kept_name(item), raw, analysis)
+            prepared.keep(kept, kept_name(item), raw, analysis, item.rec.file)
         if not plan.prepare_only:
             place(item, raw, analysis)
         return item.rec.file

@@ -27,7 +27,7 @@ from tutti.takeformat import Backing, TakeManifest
 if TYPE_CHECKING:
     from tutti.audio.analysis import VoiceAnalysis
 
-__all__ = ["entry_name", "keep", "load"]
+__all__ = ["entry_name", "forget", "keep", "load"]
 
 
 def entry_name(
@@ -47,9 +47,10 @@ def entry_name(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
-def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis) -> None:
+def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis, file: str) -> None:
     """Keep ``raw`` (hard-linked: the scratch copy may go) and its analysis as ``name``;
-    the analysis is written last, so an entry without it is incomplete and unused.  The
+    the analysis (with the recording's ``file``, as take.json names it) is written last, so
+    an entry without it is incomplete and unused.  The
     folder must be on the scratch folder's file system; each file lands by an atomic rename
     (two mixes keeping the same entry at once leave one whole copy)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,7 @@ def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis) -> Non
         "frames": raw.frames,
         "int16": raw.dtype == np.int16,
         "analysis": asdict(analysis),
+        "file": file,
     }
     tmp = raw.path.with_name(f"{raw.path.name}.json")
     tmp.write_text(json.dumps(meta), encoding="utf-8")
@@ -80,3 +82,19 @@ def load(folder: Path, name: str) -> tuple[RawAudio, VoiceAnalysis] | None:
     a = meta["analysis"]
     analysis = VoiceAnalysis(float(a["loudness_lufs"]), float(a["peak_dbfs"]), int(a["clipped"]))
     return raw, analysis
+
+
+def forget(folder: Path, keep_files: set[str]) -> int:
+    """Remove the entries of every recording not in ``keep_files`` (a singer deleted theirs):
+    how many went.  Blocking."""
+    gone = 0
+    for meta in folder.glob("*.json"):
+        try:
+            file = json.loads(meta.read_text(encoding="utf-8"))["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            file = None
+        if file not in keep_files:
+            meta.unlink(missing_ok=True)
+            meta.with_suffix(".raw").unlink(missing_ok=True)
+            gone += 1
+    return gone

@@ -63,6 +63,7 @@ def _reply(status: TakeMix, code: int = 200) -> web.Response:
 
 async def get_mix(request: web.Request) -> web.Response:
     take, _ = _take(request, singers=True)
+    await request.app[_MIXES].forget_removed(take)
     return _reply(request.app[_MIXES].status(take))
 
 
@@ -79,6 +80,7 @@ async def post_mix(request: web.Request) -> web.Response:
 
 
 async def _send_mix(request: web.Request, take: Take, fmt: str) -> web.StreamResponse:
+    await request.app[_MIXES].forget_removed(take)  # a deleted voice is never served
     found = request.app[_MIXES].file(take, fmt)
     if found is None:
         raise NotFound(
@@ -181,6 +183,8 @@ async def listen_page(request: web.Request) -> web.Response:
 
 async def listen_audio(request: web.Request) -> web.StreamResponse:
     take = _shared_take(request)
+    if take is not None:
+        await request.app[_MIXES].forget_removed(take)
     if take is None or request.app[_MIXES].file(take, "opus") is None:
         return _gone()
     return await _send_mix(request, take, "opus")

@@ -52,8 +52,9 @@ log = logging.getLogger("tutti.mixing")
 #: Folder of the server's mixes inside a take folder (not part of ``take.json``).
 MIX_DIR = "mix"
 _STATUS = "status.json"
-#: A singer's upload is settled in these states: nothing more will arrive from them.
-_SETTLED = frozenset({"uploaded", "failed", "missed"})
+#: A singer's upload is settled in these states: nothing more will arrive from them ("deleted":
+#: they took their recording back).
+_SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
 #: Threads ``tutti mix`` uses inside one worker.
 _MIX_JOBS = 2
 
@@ -69,6 +70,7 @@ class MixJob:
     gains_db: tuple[tuple[str, float], ...] = ()
     muted: tuple[str, ...] = ()
     rate: int = 48000  # the take's (the master's) rate, Hz
+    files: tuple[str, ...] = ()  # every recording of the take folder's take.json
 
     @property
     def prepared(self) -> Path:
@@ -92,6 +94,7 @@ class MixMade:
     version: int
     duration_s: float
     sha256: dict[str, str]
+    files: tuple[str, ...] = ()  # the recordings in it, as take.json names them
 
     def path(self, out_dir: Path, fmt: str) -> Path:
         return out_dir / f"mix-{self.version}.{fmt}"
@@ -113,7 +116,7 @@ def make_mix(job: MixJob) -> MixMade:
 
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    made = MixMade(job.version, 0.0, {})
+    made = MixMade(job.version, 0.0, {}, job.files)
     flac, opus = made.path(out, "flac"), made.path(out, "opus")
     argv = [job.take_dir, "-o", str(flac), "--jobs", str(_MIX_JOBS)]
     for file, db in job.gains_db:
@@ -124,7 +127,7 @@ def make_mix(job: MixJob) -> MixMade:
         mix_take(argv, job.prepared, also=copy.feed)
     info = sf.info(str(flac))
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
-    return MixMade(job.version, info.frames / info.samplerate, sums)
+    return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
 
 
 def prepare_recording(job: PrepareJob) -> None:
@@ -252,7 +255,10 @@ class Mixes:
             made = raw["made"]  # written by _save: always there, null before a mix is made
             if made is not None:
                 made = MixMade(
-                    int(made["version"]), float(made["duration_s"]), dict(made["sha256"])
+                    int(made["version"]),
+                    float(made["duration_s"]),
+                    dict(made["sha256"]),
+                    tuple(made["files"]),
                 )
         except FileNotFoundError:
             return blank
@@ -269,7 +275,12 @@ class Mixes:
             "status": mixes.status.to_dict(),
             "made": None
             if made is None
-            else {"version": made.version, "duration_s": made.duration_s, "sha256": made.sha256},
+            else {
+                "version": made.version,
+                "duration_s": made.duration_s,
+                "sha256": made.sha256,
+                "files": list(made.files),
+            },
         }
         write_json_atomic(self.out_dir(take) / _STATUS, doc, indent=2)
 
@@ -282,6 +293,27 @@ class Mixes:
             return
         await asyncio.to_thread(self._save, take, mixes)
         await self.fanout.to_session(take.session_id, Ev.TAKE_MIX, self.status(take))
+
+    async def forget_removed(self, take: Take) -> None:
+        """Coroutine: a singer deleted their recording of ``take``: the mixes holding it and
+        its prepared pass 1 go at once, and the take is mixed again without it."""
+        mixes = self._load(take)
+        now = {s.recording.file for s in take.singers if s.recording is not None}
+        made = mixes.made
+        if made is None or set(made.files) <= now:
+            return
+        log.info(
+            "event=mix_forgets take=%s recordings=%d", take.take_id, len(made.files) - len(now)
+        )
+        mixes.made = None
+        out = self.out_dir(take)
+        await asyncio.to_thread(_forget, out, now)
+        if now and self.uploads_complete(take):
+            await self.start(take)
+        else:
+            await self._announce(
+                take, mixes, TakeMix(take.take_id, "waiting", version=made.version)
+            )
 
     # ------------------------------------------------------------------ when
 
@@ -374,6 +406,7 @@ class Mixes:
             tuple((recorded[p], db) for p, db in sorted(status.gains_db.items()) if p in recorded),
             tuple(recorded[p] for p in status.muted if p in recorded),
             manifest.rate,
+            tuple(sorted(recorded.values())),
         )
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
@@ -464,6 +497,15 @@ def _remove_deleted(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # the session's folder, if nothing else is in it
         folder.parent.rmdir()
+
+
+def _forget(out: Path, keep_files: set[str]) -> None:
+    """Every mix file, and the prepared pass 1 of recordings not in ``keep_files``, go."""
+    from tutti.mix import prepared
+
+    for old in out.glob("mix-*.*"):
+        old.unlink(missing_ok=True)
+    prepared.forget(out / "prepared", keep_files)
 
 
 def _remove_other_versions(out: Path, made: MixMade) -> None:

@@ -412,3 +412,20 @@ async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake)
     assert not folder.exists()
     async with m.http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
         assert r.status == 404
+
+
+async def test_a_singer_who_deletes_their_recording_is_taken_out_of_the_mix(
+    mixed: MixedTake,
+) -> None:
+    m = mixed
+    bea = m.singers["Bea"]
+    async with m.http.delete("/api/session/recordings", headers=bea.headers) as r:
+        assert r.status == 200, await r.text()
+    # the next look at the mix finds the mix holding her voice gone, and a new one on its way
+    async with m.http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
+        status = TakeMix.from_dict(await r.json())
+    assert status.state == "mixing" and status.version == 2
+    assert len(_kept(m)) == 2 * (len(TONES) - 1)  # her prepared pass 1 went too
+    await m.ready(2)
+    mix, rate = await m.flac()
+    assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) < -60
