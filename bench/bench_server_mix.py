@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -191,6 +192,7 @@ def main() -> int:
             )
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)  # every run's recordings and mixes: GBs
     median = statistics.median(r["ready_after_last_upload_s"] for r in runs)
     remix = statistics.median(r["remix_s"] for r in runs)
     print(f"median of {len(runs)}: ready {median:.2f} s after the last upload (goal ≤ 3 s); "
