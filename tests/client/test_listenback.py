@@ -7,13 +7,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.client.test_engine import loopback  # noqa: F401 - the fixture
-from tests.server.test_server_mix import MixedTake, mixed  # noqa: F401 - the fixture
+from tests.server.test_server_mix import MIX_TIMEOUT, MixedTake, mixed  # noqa: F401 - the fixture
+from tests.support.server import ROOT
 from tutti.client.connection import join_session
 from tutti.client.engine import DuplexEngine
 from tutti.client.join import Singer
@@ -132,3 +137,49 @@ async def test_l_plays_the_choirs_mix_into_the_headset(
     assert singer._playing is not None
     await singer._stop_listening()
     assert singer._playing is None
+
+
+async def test_tutti_join_tells_the_singer_when_the_mix_is_ready(
+    mixed: MixedTake,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    m = mixed
+    env = {**os.environ, "TUTTI_CONFIG_DIR": str(tmp_path / "cfg"), "PYTHONUNBUFFERED": "1"}
+    env["TUTTI_DATA_DIR"] = str(tmp_path / "local")
+    cmd = [sys.executable, "-m", "tutti", "join", m.server.url, "--code", m.leader.code,
+           "--name", "Dee", "--part", "S", "--no-audio", "--plain"]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        while b"joined" not in await asyncio.wait_for(proc.stdout.readline(), 30):
+            pass
+        deadline = time.monotonic() + 30
+        while not any(p["name"] == "Dee" and p["connected"] for p in await _roster(m)):
+            assert time.monotonic() < deadline, "tutti join never connected"
+            await asyncio.sleep(0.1)
+        async with m.http.post(f"{m.base}/mix", json={}, headers=m.leader.headers) as r:
+            assert r.status == 202
+        told = b""
+        while b"press L to listen" not in told:
+            told = await asyncio.wait_for(proc.stdout.readline(), MIX_TIMEOUT)
+            assert told, "tutti join ended before the mix was ready"
+        assert told.decode().strip() == (
+            "The choir's mix of the last take is ready — press L to listen"
+        )
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await proc.communicate()
+
+
+async def _roster(m: MixedTake) -> list[dict[str, Any]]:
+    async with m.http.get("/api/session/roster", headers=m.leader.headers) as r:
+        body: dict[str, Any] = await r.json()
+        return list(body["participants"])
