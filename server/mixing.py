@@ -204,13 +204,15 @@ class Mixes:
         self.track_path = track_path
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._running = False
+        self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
 
     @property
     def busy(self) -> bool:
-        """Whether a mix is being made (or waits for a worker)."""
-        return bool(self._tasks)
+        """Whether a mix or a recording's pass 1 is being made (or waits for a worker)."""
+        return bool(self._tasks) or bool(self._jobs)
 
     # ------------------------------------------------------------------ where
 
@@ -449,32 +451,39 @@ class Mixes:
     # ------------------------------------------------------------------ workers
 
     def _submit(self, fn: Callable[[_J], _R], job: _J) -> Future[_R]:
-        if self._pool is None:
+        if not self._running:
             raise RuntimeError("the mix workers are not running (Mixes.run not entered)")
-        return self._pool.submit(fn, job)
+        if self._pool is None:  # started with the first job: a server that mixes nothing
+            ctx = multiprocessing.get_context("spawn")  # no copy of the event loop's state
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+            for _ in range(self.workers - 1):  # the first job warms up the first worker
+                self._pool.submit(warm_up)
+        future = self._pool.submit(fn, job)
+        self._jobs.add(future)
+        future.add_done_callback(self._jobs.discard)
+        return future
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup context: start the workers (warmed up), mix the takes whose
-        uploads completed while the server was down, and stop the workers at the end."""
-        ctx = multiprocessing.get_context("spawn")  # no forked copy of the event loop's state
-        self._pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=ctx,
-            initializer=_watch_parent,
-            initargs=(os.getpid(),),
-        )
-        for _ in range(self.workers):
-            self._pool.submit(warm_up)
+        """aiohttp cleanup context: mix the takes whose uploads completed while the server
+        was down; at the end, stop the workers (started by the first job)."""
+        self._running = True
         await self._resume()
         try:
             yield
         finally:
+            self._running = False
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            if pool is not None:
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     async def _resume(self) -> None:
         """Mix every take whose uploads are complete and which has no finished mix."""

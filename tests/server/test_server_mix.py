@@ -157,6 +157,7 @@ async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
             waiting = TakeMix(take_id, "waiting")
             take = MixedTake(srv, http, leader, singers, take_id, lead, ann, waiting)
             take.first = await take.ready(1)
+            await _idle(take)  # every recording's pass 1 done too (two workers)
             yield take
         finally:
             await lead.close()
@@ -201,6 +202,17 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
     headers = {**m.leader.headers, "Range": "bytes=100-199"}
     async with m.http.get(status.files.opus, headers=headers) as r:
         assert r.status == 206 and len(await r.read()) == 100
+
+
+async def _idle(m: MixedTake) -> Mixes:
+    """Coroutine: the server's mixes once no mix or pass 1 is running or queued."""
+    mixes = m.server.app[SERVICES].extras["mixes"]
+    assert isinstance(mixes, Mixes)
+    deadline = time.monotonic() + MIX_TIMEOUT
+    while mixes.busy and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not mixes.busy
+    return mixes
 
 
 def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
@@ -358,6 +370,7 @@ async def test_a_restarted_server_mixes_a_complete_take_that_has_no_mix(
     folder = next(data.glob(f"takes/*/{m.take_id}"))
     await m.lead.close()
     await m.ann.close()
+    await _idle(m)
     shutil.rmtree(folder / "mix")  # as if the server had stopped before mixing
     async with running_server(data) as srv, aiohttp.ClientSession(srv.url) as http:
         deadline = time.monotonic() + MIX_TIMEOUT
@@ -398,17 +411,12 @@ async def test_a_recording_stored_after_the_mix_makes_a_new_one(
 
 async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:
     m = mixed
-    mixes = m.server.app[SERVICES].extras["mixes"]
-    assert isinstance(mixes, Mixes)
     folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}"))
     async with m.http.post(f"{m.base}/mix", json={}, headers=m.leader.headers) as r:
         assert r.status == 202
     async with m.http.delete(m.base, headers=m.leader.headers) as r:
         assert r.status == 200, await r.text()
-    deadline = time.monotonic() + MIX_TIMEOUT
-    while mixes.busy and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not mixes.busy
+    await _idle(m)
     assert not folder.exists()
     async with m.http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
         assert r.status == 404
