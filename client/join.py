@@ -49,6 +49,7 @@ from tutti.client.clock import (
 )
 from tutti.client.connection import Connection, JoinError, JoinInfo, join_session
 from tutti.client.invite import resolve_join, stdin_is_terminal
+from tutti.client.listenback import KEY, KeyReader, ListenBack, ListenError, fetch_mix
 from tutti.client.liveview import LiveState, LiveView
 from tutti.client.lyrics import TimedWords, fetch_words
 from tutti.client.program import Program, ProgramError, load_backing, render_program
@@ -59,6 +60,7 @@ from tutti.wire import Ev, SessionSettings, TakeStart, WireError, check_name, ch
 if TYPE_CHECKING:
     from tutti.audio.types import AudioArray
     from tutti.client.engine import DuplexEngine
+    from tutti.client.scheduled import ScheduledTake
     from tutti.client.takestore import FinishedTake
 
 __all__ = ["add_arguments", "run"]
@@ -214,6 +216,9 @@ class Singer:
         self._ready = asyncio.Event()  # clock synced, backing and program ready
         self._started: set[str] = set()  # takes whose start this client has acted on
         self._losses_from = (0, 0, 0)  # engine loss counters when the latest take started
+        self.listen = ListenBack(self.state.note)
+        self.keys = KeyReader(self.on_key)
+        self._playing: ScheduledTake | None = None  # the choir's mix, into the headset
 
     # ------------------------------------------------------------------ main
     async def main(self) -> int:
@@ -234,6 +239,7 @@ class Singer:
                 await self._teardown()
                 return int(exc.exit_code)
             self.view.start()
+            self.keys.start()
             try:
                 await self.done.wait()
             finally:
@@ -258,6 +264,7 @@ class Singer:
         conn.on(Ev.SESSION_CLOSED, self._on_closed)
         conn.on(Ev.SESSION, self._on_session)
         conn.on(Ev.ERROR, self._on_error)
+        conn.on(Ev.TAKE_MIX, self._on_take_mix)
         conn.on_reconnect(self._after_reconnect)
         self.conn = conn
         await conn.connect()
@@ -288,6 +295,7 @@ class Singer:
         return self.http
 
     async def _teardown(self) -> None:
+        self.keys.stop()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -515,6 +523,68 @@ class Singer:
     # ------------------------------------------------------------------ takes
     async def _on_take_armed(self, armed: wire.TakeArmed) -> None:
         self.state.take_id, self.state.take_state = armed.take_id, "armed"
+        self.listen.take_armed(armed.take_id)
+        await self._stop_listening()
+
+    # ------------------------------------------------------------------ listen-back
+    async def _on_take_mix(self, mix: wire.TakeMix) -> None:
+        self.listen.on_mix(mix)
+
+    async def on_key(self, key: str) -> None:
+        """Coroutine: a key the singer pressed (L plays the choir's latest mix)."""
+        if key.lower() == KEY:
+            await self.play_mix()
+
+    async def play_mix(self) -> None:
+        """Coroutine: fetch the latest ready mix and play it into the headset (not during a
+        take: the headset is the take's then)."""
+        from tutti.client.engine import EngineError
+
+        path = self.listen.path()
+        if path is None:
+            self.state.note("no mix is ready yet: it comes a few seconds after everyone uploaded")
+            return
+        if self.engine is None or self.info is None:
+            self.state.note("joined without audio: open the mix link on the leader's page instead")
+            return
+        if self._take_busy():
+            self.state.note("a take is running: listen once it is over")
+            return
+        await self._stop_listening()
+        try:
+            rate, channels = self.engine.rate, self.engine.out_channels
+            token = self.info.token
+            audio = await fetch_mix(
+                self.http_session, self.base_url, token, path, rate=rate, channels=channels
+            )
+        except ListenError as exc:
+            self.state.note(f"cannot play the mix: {exc}")
+            return
+        if self._take_busy():
+            return  # a take started while the mix was downloading: it comes first
+        try:
+            self._playing = self.engine.schedule(
+                audio, time.monotonic() + 0.2, record=False, tail=0.0
+            )
+        except EngineError as exc:
+            self.state.note(f"cannot play the mix: {exc}")
+            return
+        minutes, seconds = divmod(int(round(len(audio) / self.engine.rate)), 60)
+        assert self.listen.ready is not None
+        label = self.listen.label(self.listen.ready.take_id)
+        self.state.note(f"playing the choir's mix of {label} ({minutes}:{seconds:02d})")
+
+    def _take_busy(self) -> bool:
+        """Whether a take holds the headset (armed, counting in or recording)."""
+        return self.take is not None or self.state.take_state in ("armed", "count-in", "recording")
+
+    async def _stop_listening(self) -> None:
+        """Coroutine: end the mix playing in the headset (a take is about to need it)."""
+        playing, self._playing = self._playing, None
+        if playing is None or self.engine is None or playing.done.is_set():
+            return
+        self.engine.stop_take()
+        await asyncio.to_thread(playing.done.wait, 2.0)
 
     async def _on_take_stop(self, stop: wire.TakeStop) -> None:
         take = self.take
@@ -566,6 +636,7 @@ class Singer:
         if self.take is not None:
             await self._emit_take_state(start.take_id, "failed", "another take is still running")
             return
+        await self._stop_listening()
         t0_local = self.clock.to_local(start.t0)
         self.state.t0_local = t0_local
         self.state.take_id, self.state.take_state = start.take_id, "count-in"

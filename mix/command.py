@@ -54,15 +54,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import soundfile as sf
 from rich.console import Console
 
-from tutti.audio.types import AudioError
+from tutti.audio.types import AudioArray, AudioError
 from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
@@ -79,7 +81,10 @@ from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
 
-__all__ = ["MixError", "add_arguments", "run"]
+__all__ = ["DEFAULT_TARGET_LUFS", "MixError", "add_arguments", "mix_take", "run"]
+
+#: The master's loudness when ``--target-lufs`` is not given, LUFS.
+DEFAULT_TARGET_LUFS = -16.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-lufs",
         type=float,
-        default=-16.0,
+        default=DEFAULT_TARGET_LUFS,
         help="master loudness, LUFS (default −16; the true peak stays ≤ −1 dBTP)",
     )
     parser.add_argument(
@@ -234,7 +239,14 @@ def _heard_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, A
     return out
 
 
-def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
+def _mix(
+    args: argparse.Namespace,
+    console: Console,
+    guard: SignalGuard,
+    prepared: Path | None = None,
+    only: Sequence[str] | None = None,
+    also: Callable[[AudioArray], None] | None = None,
+) -> int:
     _check_args(args)
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
@@ -242,6 +254,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
     root, manifest = load_manifest(take_dir)
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
+    if only is not None:  # pass 1 of these recordings only, kept for the mix to come
+        items = [i for i in items if i.rec.file in only]
     rate = manifest.rate
     if not args.no_backing:
         backings = find_backings(root, manifest)
@@ -270,6 +284,9 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         start=start,
         keep_bleed=args.keep_bleed,
         mix_backing=not args.no_backing,
+        prepared=prepared,
+        prepare_only=only is not None,
+        also=also,
     )
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:
@@ -285,6 +302,8 @@ def _mix(args: argparse.Namespace, console: Console, guard: SignalGuard) -> int:
         finally:
             for raw in opened:
                 raw.close()
+        if master is None:  # pass 1 only: no output (the scratch folder goes)
+            return 0
         ws.commit()
     report(console, items, master, out_path, rate, time.perf_counter() - t_start)
     return 0
@@ -312,6 +331,32 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # a bug, but still one line for the person at the terminal
             _say(f"failed: unexpected {type(exc).__name__}: {exc} (please report this)")
             return 1
+
+
+def mix_take(
+    argv: list[str],
+    prepared: Path | None = None,
+    only: Sequence[str] | None = None,
+    also: Callable[[AudioArray], None] | None = None,
+) -> None:
+    """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
+    no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
+    ``LibsndfileError`` or ``OSError`` (failure) or :class:`Interrupted` instead of
+    returning an exit code.  Call it from a main thread (a worker process) for the signals.
+
+    ``prepared``: a folder where each recording's pass 1 is kept and reused
+    (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
+    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: called with every
+    block of a lossless master (float32, (n, 2), on target) as it is written."""
+    parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise MixError(str(exc)) from None
+    keep_freed_blocks()
+    with SignalGuard() as guard:
+        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also)
 
 
 def _say(message: str) -> None:

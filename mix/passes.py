@@ -23,6 +23,7 @@ from rich.console import Console
 from tutti.audio import daw
 from tutti.audio.align import place_range
 from tutti.audio.types import AudioArray
+from tutti.mix import prepared
 from tutti.mix.debleed import HeardPrograms, debleed
 from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
@@ -75,6 +76,11 @@ class MixPlan:
     start: int = 0  # timeline frame of the mix's sample 0 (the count-in's end by default)
     keep_bleed: bool = False  # leave what the headsets leaked into the microphones
     mix_backing: bool = True  # False: the backings are decoded only to know what was heard
+    # where pass 1 of each recording is kept for the next mix (tutti.mix.prepared), or None
+    prepared: Path | None = None
+    prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
+    # every block of the master is handed here too, as it is written (the server's Opus copy)
+    also: Callable[[AudioArray], None] | None = None
 
 
 def stem_dir_for(out_path: Path) -> Path:
@@ -210,10 +216,14 @@ def mix_into(
     bus: Callable[[int], RawAudio],
     opened: list[RawAudio],
     console: Console,
-) -> MasterReport:
+) -> MasterReport | None:
     """Pass 1 (decode, measure, de-drift every recording into the scratch folder, in
     parallel), the voice pass, the backing, and the master pass writing the mix (and the
-    stems) into the scratch folder, for :meth:`Workspace.commit` to move into place."""
+    stems) into the scratch folder, for :meth:`Workspace.commit` to move into place.
+
+    With ``plan.prepared``, pass 1 of a recording is read from there when it was kept, and
+    kept there when it was not; with ``plan.prepare_only`` the mix stops after pass 1 (and
+    returns None)."""
     rate = plan.manifest.rate
     work = ws.scratch
     stems_wanted = plan.stems or plan.project  # a project opens the stems: it needs them
@@ -228,6 +238,14 @@ def mix_into(
     heard = None
     if not plan.keep_bleed:
         heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings])
+    senses = any(senses_drift(i, plan.no_drift) for i in plan.items)
+    # a recording's pass 1 stands alone (and may be kept) unless drift is sensed from all
+    kept = None if senses else plan.prepared
+    takes_backings = [b for b, _ in plan.backings]
+
+    def kept_name(item: Input) -> str:
+        return prepared.entry_name(plan.manifest, takes_backings, item, plan.keep_bleed,
+                                   plan.no_drift)  # fmt: skip
 
     def decoded(item: Input) -> tuple[RawAudio, VoiceAnalysis | None]:
         """The recording in its scratch file, and its analysis (None when bleed removal may
@@ -251,9 +269,7 @@ def mix_into(
         item: Input, raw: RawAudio, analysis: VoiceAnalysis | None, sensed: DriftEstimate | None
     ) -> str:
         what = f"recording {item.rec.file} ({item.name})"
-        mix = pipeline.get()
-        from tutti.audio.mixdown import Voice
-
+        pipeline.get()  # the analysis code is loaded (or what stopped it is raised)
         if corrects_drift(item.rec, plan.no_drift):
             fixed, again = dedrift(item, raw, rate, plan.session, what, stop, sensed)
             if again is not None:
@@ -268,17 +284,31 @@ def mix_into(
                 raw, analysis = clean, cleaned.result()
         if analysis is None:  # left as it was: measured now
             analysis = analyse(raw, rate, what, stop).result()
+        if kept is not None:
+            prepared.keep(kept, kept_name(item), raw, analysis, item.rec.file)
+        if not plan.prepare_only:
+            place(item, raw, analysis)
+        return item.rec.file
+
+    def place(item: Input, raw: RawAudio, analysis: VoiceAnalysis) -> None:
+        from tutti.audio.mixdown import Voice
+
         placed = item.timeline_start - plan.start  # where it sits in the mix
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
-        item.report = mix.add_source(raw, v, analysis)
+        item.report = pipeline.get().add_source(raw, v, analysis)
         if stems_wanted:
             name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
             track = f"{item.name} ({item.rec.part})"
             add_stem(name, track, raw, placed, item.pan, item.gain_db)
-        return item.rec.file
 
     def voice(item: Input) -> str:
-        return finish(item, *decoded(item), None)
+        found = None if kept is None else prepared.load(kept, kept_name(item))
+        if found is None:
+            return finish(item, *decoded(item), None)
+        opened.append(found[0])
+        if not plan.prepare_only:
+            place(item, *found)
+        return item.rec.file
 
     def add_stem(
         name: str, track: str, raw: RawAudio, start: int, pan: float, gain_db: float
@@ -308,7 +338,7 @@ def mix_into(
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]
-    if not any(senses_drift(i, plan.no_drift) for i in plan.items):
+    if not senses:
         jobs += [partial(voice, item) for item in plan.items]
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
                   pipeline)  # fmt: skip
@@ -330,12 +360,16 @@ def mix_into(
         found = choose(plan.items, sensed, program, rate)
         jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in plan.items]
         _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline)
+    if plan.prepare_only:
+        return None
     mix = pipeline.get()
     mix.finish_voices(plan.jobs)
     # the recordings' scratch files are done with (only the bus is read from here on): delete
     # them while the master pass runs (time otherwise spent at the end)
     cleaner = threading.Thread(
-        target=_delete, args=([r for r in opened if r.path.name != BUS_NAME],), daemon=True
+        target=_delete,
+        args=([r for r in opened if r.path.parent == work and r.path.name != BUS_NAME],),
+        daemon=True,
     )
     cleaner.start()
     tmp = ws.temp_for(plan.out_path)
@@ -352,6 +386,8 @@ def mix_into(
 
             def sink(block: AudioArray) -> None:
                 write(block)
+                if plan.also is not None:
+                    plan.also(block)
                 step("")
 
             master = mix.master(sink, jobs=plan.jobs)

@@ -93,6 +93,22 @@ class RawAudio:
             os.ftruncate(self._fd, frames * channels * self._size)
             self._frames = frames
 
+    @classmethod
+    def existing(cls, path: Path, channels: int, frames: int, *, int16: bool = False) -> RawAudio:
+        """A raw file written earlier (kept by :mod:`tutti.mix.prepared`), opened as it is;
+        ``ValueError`` when its size is not ``frames`` frames of ``channels``."""
+        raw = cls.__new__(cls)
+        raw.path = path
+        raw.channels = channels
+        raw.dtype = np.dtype(np.int16 if int16 else np.float32)
+        raw._size = raw.dtype.itemsize
+        raw._fd = os.open(path, os.O_RDWR)
+        raw._frames = frames
+        if os.fstat(raw._fd).st_size != frames * channels * raw._size:
+            raw.close()
+            raise ValueError(f"{path}: not {frames} frames of {channels} channel(s)")
+        return raw
+
     @property
     def frames(self) -> int:
         """Length, frames."""

@@ -24,6 +24,7 @@ from .hostkey import HostKey, load_or_create_key
 from .http_api import add_routes, remove_stale_probes
 from .logfilter import install_malformed_input_filter
 from .metrics import Metrics, access_log_middleware, add_metrics
+from .mix_api import add_routes as add_mix_routes
 from .presence import RedisPresence, claim_node
 from .quota import StorageQuota
 from .realtime import SERVER_CLOCKS, Realtime
@@ -202,6 +203,7 @@ def init_app(config: Config) -> web.Application:
     hooks.open_uploads = track_hooks.open_uploads = tus.open_uploads
     hooks.quota = services.quota
     hooks.outcome = services.metrics.upload_outcome
+    add_mix_routes(app, hooks)
     tus.on_stored = services.metrics.upload_bytes.inc
     services.retention.discard_uploads = tus.discard
     app.cleanup_ctx.append(services.retention.run)

@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -85,6 +85,9 @@ class TakeUploadHooks:
         self.quota: StorageQuota | None = None
         #: Called with True for every take upload stored, False for every one refused.
         self.outcome: Callable[[bool], None] = lambda stored: None
+        #: Called with the take and singer ids once an upload is stored or refused (the
+        #: server's mix starts when it was the last one: :mod:`tutti.server.mixing`).
+        self.settled: Callable[[str, str], Awaitable[None]] | None = None
 
     # -------------------------------------------------------------- validation
 
@@ -233,6 +236,7 @@ class TakeUploadHooks:
             await self._announce(take, owner, "failed", str(exc))
             self.outcome(False)
             log.info("event=upload_refused take=%s singer=%s", take.take_id, owner)
+            await self._settled(take.take_id, owner)
             raise
         rec = dataclasses.replace(rec, sha256=sha256_hex)
         me = take.singer(owner)
@@ -243,6 +247,11 @@ class TakeUploadHooks:
         self.outcome(True)
         log.info("event=upload_stored take=%s singer=%s", take.take_id, owner)
         await self._announce(take, owner, "uploaded", "")
+        await self._settled(take.take_id, owner)
+
+    async def _settled(self, take_id: str, participant_id: str) -> None:
+        if self.settled is not None:
+            await self.settled(take_id, participant_id)
 
     async def _verify(
         self, take: Take, rec: Recording, path: Path, metadata: dict[str, str], sha256_hex: str

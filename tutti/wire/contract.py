@@ -40,6 +40,7 @@ __all__ = [
     "CalibrationReport",
     "TAKE_STATES",
     "TAKE_UPLOAD_STATES",
+    "MIX_STATES",
     "SAMPLE_RATES",
     "parse_settings",
     "parse_clock_probe",
@@ -91,6 +92,7 @@ class Ev:
     TAKE_START: Final = "take.start"  # to the session room: TakeStart
     TAKE_STOP: Final = "take.stop"  # to the session room
     TAKE_UPDATE: Final = "take.update"  # to the leader room: upload states changed
+    TAKE_MIX: Final = "take.mix"  # to the leader room and the take's singers: the server's mix
     SESSION_CLOSED: Final = "session.closed"
     ERROR: Final = "error.report"  # to one socket: a refused event, with the reason
 
@@ -111,6 +113,9 @@ TAKE_UPLOAD_STATES: Final = (
     "failed",
     "missed",  # set by the server at the stop: the singer never recorded this take
 )
+
+#: States of a take's mix on the server (``take.mix``, ``GET …/mix``).
+MIX_STATES: Final = ("waiting", "mixing", "ready", "failed")
 
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,64}$")
 _PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tutti.wire.contract import (
+    MIX_STATES,
     TAKE_UPLOAD_STATES,
     Ev,
     LevelReport,
@@ -31,6 +32,8 @@ __all__ = [
     "TakeArmed",
     "TakeStop",
     "TakeUpdate",
+    "MixFiles",
+    "TakeMix",
     "SessionClosed",
     "ErrorReport",
     "Refusal",
@@ -183,6 +186,33 @@ class TakeUpdate(Record):
 
 
 @dataclass(frozen=True)
+class MixFiles(Record):
+    """Where a ready mix is fetched (paths on the server, the caller's token as auth)."""
+
+    opus: str = spec(maxlen=300)
+    flac: str = spec(maxlen=300)
+
+
+@dataclass(frozen=True)
+class TakeMix(Record):
+    """``take.mix``, to the leaders and the take's singers, and the reply of ``…/mix``: the
+    state of the server's mix of one take, with the gains and mutes it is (being) made with.
+
+    ``version`` counts the mixes made of the take (a remix is the next one); ``gains_db``
+    and ``muted`` are keyed by participant id; ``duration_s`` and ``files`` only when ready.
+    """
+
+    take_id: str = spec(maxlen=64)
+    state: str = spec(one_of=MIX_STATES)
+    detail: str = spec(maxlen=2000, default="")
+    version: int = spec(lo=0, default=0)
+    gains_db: dict[str, float] = spec(factory=dict)
+    muted: tuple[str, ...] = spec(maxlen=2000, default=())
+    duration_s: float | None = spec(lo=0.0, default=None, unit="seconds")
+    files: MixFiles | None = spec(default=None)
+
+
+@dataclass(frozen=True)
 class SessionClosed(Record):
     """``session.closed``, to the session: nothing more will happen in it."""
 
@@ -235,6 +265,7 @@ SERVER_EVENTS: Final[dict[str, type[Record]]] = {
     Ev.TAKE_START: TakeStart,
     Ev.TAKE_STOP: TakeStop,
     Ev.TAKE_UPDATE: TakeUpdate,
+    Ev.TAKE_MIX: TakeMix,
     Ev.SESSION_CLOSED: SessionClosed,
     Ev.ERROR: ErrorReport,
 }

@@ -15,11 +15,15 @@ from tutti.wire.contract import (
     TAKE_UPLOAD_STATES,
     SessionSettings,
 )
-from tutti.wire.outbound import SESSION_STATES, Roster, TrackInfo
+from tutti.wire.outbound import SESSION_STATES, Roster, TakeMix, TrackInfo
 from tutti.wire.record import Record, WireError, spec
 
 __all__ = [
     "JoinRequest",
+    "MixRequest",
+    "ShareLink",
+    "MIN_MIX_GAIN_DB",
+    "MAX_MIX_GAIN_DB",
     "StartRequest",
     "UploadMetadata",
     "BACKING_UPLOAD",
@@ -75,6 +79,41 @@ class StartRequest(Record):
     lead_s: float = spec(
         default=DEFAULT_START_LEAD_S, lo=MIN_START_LEAD_S, hi=MAX_START_LEAD_S, unit="seconds"
     )
+
+
+#: A singer's gain in a server remix, dB (on top of loudness matching).
+MIN_MIX_GAIN_DB: Final = -24.0
+MAX_MIX_GAIN_DB: Final = 12.0
+
+
+@dataclass(frozen=True)
+class MixRequest(Record):
+    """``POST /api/session/takes/{take_id}/mix``: remix with these gains (dB, by participant
+    id, −24 to +12; a singer not named gets 0 dB) and these singers left out (none if not
+    given): the body is the whole of the mix's choices, as the sliders show them."""
+
+    STRICT = True
+
+    gains_db: dict[str, float] = spec(factory=dict)
+    muted: tuple[str, ...] = spec(default=(), maxlen=2000)
+
+    def checked_gains(self) -> dict[str, float]:
+        """The gains, each checked against the accepted range (WireError names the singer)."""
+        for pid, db in self.gains_db.items():
+            if not MIN_MIX_GAIN_DB <= db <= MAX_MIX_GAIN_DB:
+                raise WireError(
+                    f"gains_db[{pid[:64]!r}]: must be from {MIN_MIX_GAIN_DB:g} to "
+                    f"{MAX_MIX_GAIN_DB:g} dB, got {db:g}"
+                )
+        return dict(self.gains_db)
+
+
+@dataclass(frozen=True)
+class ShareLink(Record):
+    """``POST /api/session/takes/{take_id}/share``: the listening page of a new share link
+    (its token is in the path: it is shown once and stored hashed)."""
+
+    url: str = spec(maxlen=200)
 
 
 @dataclass(frozen=True)
@@ -336,6 +375,7 @@ HTTP_REQUESTS: Final[dict[str, type[Record]]] = {
     "POST /files/ (Upload-Metadata, backing)": BackingUploadMetadata,
     "POST /api/web/signin": SignIn,
     "POST /api/web/sessions": SessionSettings,
+    "POST /api/session/takes/{take_id}/mix": MixRequest,
 }
 
 #: Every JSON reply, by route (errors: :class:`ErrorBody`; ``…/manifest``: ``take.json``).
@@ -363,5 +403,8 @@ HTTP_REPLIES: Final[dict[str, type[Record]]] = {
     "POST /api/web/signin": WebState,
     "POST /api/web/signout": WebState,
     "POST /api/web/sessions": WebState,
+    "GET /api/session/takes/{take_id}/mix": TakeMix,
+    "POST /api/session/takes/{take_id}/mix": TakeMix,
+    "POST /api/session/takes/{take_id}/share": ShareLink,
     "error": ErrorBody,
 }

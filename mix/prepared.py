@@ -1,0 +1,100 @@
+"""Pass 1 kept for the next mix: each recording as pass 1 leaves it (decoded, de-drifted,
+faded, bleed removed) with its analysis, in a folder that outlives one mix.
+
+Only the server uses it (:mod:`tutti.server.mixing`): a recording is prepared as it arrives,
+so the mix after the last upload only does what needs every recording, and a remix with other
+gains or mutes reads every recording from here.  An entry is named by a digest of everything
+pass 1 depends on (the recording's entry in ``take.json`` with its sha256, the take's rate and
+settings, the backings, the options that change pass 1); gains, mutes and pans are applied
+after it, so they are not part of the name.  ``tutti mix`` itself keeps nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tutti.mix.inputs import Input
+from tutti.mix.scratch import RawAudio
+from tutti.takeformat import Backing, TakeManifest
+
+if TYPE_CHECKING:
+    from tutti.audio.analysis import VoiceAnalysis
+
+__all__ = ["entry_name", "forget", "keep", "load"]
+
+
+def entry_name(
+    manifest: TakeManifest, backings: list[Backing], item: Input, keep_bleed: bool, no_drift: bool
+) -> str:
+    """The name of ``item``'s entry: a digest of what its pass 1 depends on."""
+    settings = None if manifest.settings is None else manifest.settings.to_dict()
+    what: dict[str, Any] = {
+        "recording": item.rec.to_dict(),
+        "rate": manifest.rate,
+        "settings": settings,
+        "backing": [b.to_dict() for b in backings],
+        "keep_bleed": keep_bleed,
+        "no_drift": no_drift,
+    }
+    text = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis, file: str) -> None:
+    """Keep ``raw`` (hard-linked: the scratch copy may go) and its analysis as ``name``;
+    the analysis (with the recording's ``file``, as take.json names it) is written last, so
+    an entry without it is incomplete and unused.  The
+    folder must be on the scratch folder's file system; each file lands by an atomic rename
+    (two mixes keeping the same entry at once leave one whole copy)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    linked = raw.path.with_name(f"{raw.path.name}.kept")  # in the scratch folder: one writer
+    os.link(raw.path, linked)
+    os.replace(linked, folder / f"{name}.raw")
+    meta = {
+        "channels": raw.channels,
+        "frames": raw.frames,
+        "int16": raw.dtype == np.int16,
+        "analysis": asdict(analysis),
+        "file": file,
+    }
+    tmp = raw.path.with_name(f"{raw.path.name}.json")
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp, folder / f"{name}.json")
+
+
+def load(folder: Path, name: str) -> tuple[RawAudio, VoiceAnalysis] | None:
+    """The kept entry ``name`` (its audio opened for reading), None when there is none."""
+    from tutti.audio.analysis import VoiceAnalysis
+
+    try:
+        meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        raw = RawAudio.existing(folder / f"{name}.raw", int(meta["channels"]),
+                                int(meta["frames"]), int16=bool(meta["int16"]))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    a = meta["analysis"]
+    analysis = VoiceAnalysis(float(a["loudness_lufs"]), float(a["peak_dbfs"]), int(a["clipped"]))
+    return raw, analysis
+
+
+def forget(folder: Path, keep_files: set[str]) -> int:
+    """Remove the entries of every recording not in ``keep_files`` (a singer deleted theirs):
+    how many went.  Blocking."""
+    gone = 0
+    for meta in folder.glob("*.json"):
+        try:
+            file = json.loads(meta.read_text(encoding="utf-8"))["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            file = None
+        if file not in keep_files:
+            meta.unlink(missing_ok=True)
+            meta.with_suffix(".raw").unlink(missing_ok=True)
+            gone += 1
+    return gone

@@ -1,0 +1,541 @@
+"""The server's mix of each take: ``tutti mix``'s pipeline run in a worker process, as FLAC
+and Opus, with the leader's gains and mutes, announced with ``take.mix``.
+
+A take is mixed when its uploads are complete (every singer it expected has uploaded, failed
+or missed it, and the take is stopped), again at start-up when such a take has no mix, and
+when the leader asks (``POST …/mix``: a remix with other gains and mutes).  Each mix is one
+call of :func:`tutti.mix.command.mix_take` on the take folder (``take.json``, the recordings,
+the backing hard-linked from the track store: exactly the folder ``tutti lead download``
+writes) in a :class:`~concurrent.futures.ProcessPoolExecutor` of spawned workers, so the
+event loop never waits on it.  What the mix is (its state, version, gains, files) lives in
+``mix/status.json`` beside the take's recordings, so it outlives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tutti.fsutil import write_json_atomic
+from tutti.takeformat import MANIFEST_NAME, TakeManifest
+from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
+
+from .errors import BadRequest, Conflict
+from .models import Fanout, Principal, Take
+from .opuscopy import OpusCopy
+from .store import SessionStore
+from .takes import Takes
+
+_J = TypeVar("_J")
+_R = TypeVar("_R")
+
+__all__ = ["MIX_DIR", "MixMade", "Mixes", "make_mix", "prepare_folder"]
+
+log = logging.getLogger("tutti.mixing")
+
+#: Folder of the server's mixes inside a take folder (not part of ``take.json``).
+MIX_DIR = "mix"
+_STATUS = "status.json"
+#: A singer's upload is settled in these states: nothing more will arrive from them ("deleted":
+#: they took their recording back).
+_SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
+#: Threads ``tutti mix`` uses inside one worker.
+_MIX_JOBS = 2
+
+
+@dataclass(frozen=True)
+class MixJob:
+    """What a worker mixes (picklable): the take folder, where the outputs go, and the
+    choices by recording file (``recordings/<participant_id>.<ext>``)."""
+
+    take_dir: str
+    out_dir: str
+    version: int
+    gains_db: tuple[tuple[str, float], ...] = ()
+    muted: tuple[str, ...] = ()
+    rate: int = 48000  # the take's (the master's) rate, Hz
+    files: tuple[str, ...] = ()  # every recording of the take folder's take.json
+
+    @property
+    def prepared(self) -> Path:
+        """Where each recording's pass 1 is kept (:mod:`tutti.mix.prepared`)."""
+        return Path(self.out_dir) / "prepared"
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Pass 1 of one recording (its file as ``take.json`` names it), kept for the mix."""
+
+    take_dir: str
+    out_dir: str
+    file: str
+
+
+@dataclass(frozen=True)
+class MixMade:
+    """A finished mix: its version, length (seconds) and the sha256 of each file."""
+
+    version: int
+    duration_s: float
+    sha256: dict[str, str]
+    files: tuple[str, ...] = ()  # the recordings in it, as take.json names them
+
+    def path(self, out_dir: Path, fmt: str) -> Path:
+        return out_dir / f"mix-{self.version}.{fmt}"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_mix(job: MixJob) -> MixMade:
+    """Worker process: mix the take folder as ``tutti mix`` does, with the Opus copy."""
+    import soundfile as sf
+
+    from tutti.mix.command import mix_take
+
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    made = MixMade(job.version, 0.0, {}, job.files)
+    flac, opus = made.path(out, "flac"), made.path(out, "opus")
+    argv = [job.take_dir, "-o", str(flac), "--jobs", str(_MIX_JOBS)]
+    for file, db in job.gains_db:
+        argv += ["--gain", f"{file}={db!r}"]
+    for file in job.muted:
+        argv += ["--mute", file]
+    with OpusCopy(opus, job.rate) as copy:  # encoded in a thread while the master is written
+        mix_take(argv, job.prepared, also=copy.feed)
+    info = sf.info(str(flac))
+    sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
+    return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
+
+
+def prepare_recording(job: PrepareJob) -> None:
+    """Worker process: pass 1 of one recording as it arrives, kept for the take's mix."""
+    from tutti.mix.command import mix_take
+
+    out = Path(job.out_dir)
+    argv = [job.take_dir, "-o", str(out / "prepare.flac"), "--jobs", str(_MIX_JOBS)]
+    mix_take(argv, MixJob(job.take_dir, job.out_dir, 0).prepared, only=[job.file])
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker process initializer: end this worker when the server is gone (killed with
+    SIGKILL, it cannot shut its pool down), instead of lingering as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def warm_up() -> None:
+    """Worker process: import the mix pipeline ahead of the first take."""
+    import tutti.audio.mixdown  # noqa: F401
+    import tutti.mix.command  # noqa: F401
+
+
+def prepare_folder(folder: Path, manifest: TakeManifest, track_path: Callable[[str], Path]) -> None:
+    """Make the take folder a ``tutti mix`` folder: ``take.json`` and ``backing/`` (hard links
+    to the track store; copies where links cannot be made).  Blocking: run in a thread."""
+    for b in manifest.backing:
+        dest = folder / b.file
+        if dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = track_path(b.sha256)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    write_json_atomic(folder / MANIFEST_NAME, manifest.to_dict(), indent=2)
+
+
+@dataclass
+class _TakeMixes:
+    """One take's mix: what is announced, and the last one made (its files are served)."""
+
+    status: TakeMix
+    made: MixMade | None = None
+    #: the recordings (files) the latest version started with: a later one makes a new mix
+    included: frozenset[str] = frozenset()
+
+
+class Mixes:
+    """Every take's server mix: state, the worker pool, and the ``take.mix`` announcements."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        takes: Takes,
+        fanout: Fanout,
+        track_path: Callable[[str], Path],
+        *,
+        workers: int = 2,
+    ) -> None:
+        self.store = store
+        self.takes = takes
+        self.fanout = fanout
+        self.track_path = track_path
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._running = False
+        self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
+        self._mixes: dict[str, _TakeMixes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
+
+    @property
+    def busy(self) -> bool:
+        """Whether a mix or a recording's pass 1 is being made (or waits for a worker)."""
+        return bool(self._tasks) or bool(self._jobs)
+
+    # ------------------------------------------------------------------ where
+
+    def out_dir(self, take: Take) -> Path:
+        return self.takes.folder(take.session_id, take.take_id) / MIX_DIR
+
+    def file(self, take: Take, fmt: str) -> tuple[Path, str] | None:
+        """(path, sha256) of the take's last finished mix in ``fmt``, None if there is none."""
+        made = self._load(take).made
+        if made is None:
+            return None
+        return made.path(self.out_dir(take), fmt), made.sha256[fmt]
+
+    # ------------------------------------------------------------------ state
+
+    def status(self, take: Take) -> TakeMix:
+        """The take's mix as the API and ``take.mix`` show it."""
+        status = self._load(take).status
+        if status.state == "waiting":
+            return replace(status, detail=self._waiting_for(take))
+        return status
+
+    @staticmethod
+    def _waiting_for(take: Take) -> str:
+        left = [s for s in take.singers if s.state not in _SETTLED]
+        if take.state != "stopped":
+            return f"the take is {take.state}; the mix is made once it stops and uploads end"
+        return f"waiting for {len(left)} of {len(take.singers)} recordings to upload"
+
+    def _load(self, take: Take) -> _TakeMixes:
+        mixes = self._mixes.get(take.take_id)
+        if mixes is None:
+            mixes = self._mixes[take.take_id] = self._read(take)
+        return mixes
+
+    def _read(self, take: Take) -> _TakeMixes:
+        """The take's mix as ``status.json`` holds it (waiting when there is none)."""
+        blank = _TakeMixes(TakeMix(take.take_id, "waiting"))
+        try:
+            raw = json.loads((self.out_dir(take) / _STATUS).read_text(encoding="utf-8"))
+            status = TakeMix.from_dict(raw["status"], "status.json")
+            made = raw["made"]  # written by _save: always there, null before a mix is made
+            if made is not None:
+                made = MixMade(
+                    int(made["version"]),
+                    float(made["duration_s"]),
+                    dict(made["sha256"]),
+                    tuple(made["files"]),
+                )
+        except FileNotFoundError:
+            return blank
+        except (OSError, ValueError, KeyError, TypeError, WireError) as exc:
+            log.warning("event=mix_status_unreadable take=%s error=%s", take.take_id, exc)
+            return blank
+        if status.state == "mixing":  # the server stopped during that mix: it is made again
+            status = replace(status, state="failed", detail="interrupted by a server restart")
+        return _TakeMixes(status, made)
+
+    def _save(self, take: Take, mixes: _TakeMixes) -> None:
+        made = mixes.made
+        doc: dict[str, Any] = {
+            "status": mixes.status.to_dict(),
+            "made": None
+            if made is None
+            else {
+                "version": made.version,
+                "duration_s": made.duration_s,
+                "sha256": made.sha256,
+                "files": list(made.files),
+            },
+        }
+        write_json_atomic(self.out_dir(take) / _STATUS, doc, indent=2)
+
+    async def _announce(self, take: Take, mixes: _TakeMixes, status: TakeMix) -> None:
+        mixes.status = status
+        if self.store.get_take(take.take_id) is None:  # deleted meanwhile: leave nothing
+            self._mixes.pop(take.take_id, None)
+            folder = self.takes.folder(take.session_id, take.take_id)
+            await asyncio.to_thread(_remove_deleted, folder)
+            return
+        await asyncio.to_thread(self._save, take, mixes)
+        await self.fanout.to_session(take.session_id, Ev.TAKE_MIX, self.status(take))
+
+    async def forget_removed(self, take: Take) -> None:
+        """Coroutine: a singer deleted their recording of ``take``: the mixes holding it and
+        its prepared pass 1 go at once, and the take is mixed again without it."""
+        mixes = self._load(take)
+        now = {s.recording.file for s in take.singers if s.recording is not None}
+        made = mixes.made
+        if made is None or set(made.files) <= now:
+            return
+        log.info(
+            "event=mix_forgets take=%s recordings=%d", take.take_id, len(made.files) - len(now)
+        )
+        mixes.made = None
+        out = self.out_dir(take)
+        await asyncio.to_thread(_forget, out, now)
+        if now and self.uploads_complete(take):
+            await self.start(take)
+        else:
+            await self._announce(
+                take, mixes, TakeMix(take.take_id, "waiting", version=made.version)
+            )
+
+    # ------------------------------------------------------------------ when
+
+    @staticmethod
+    def uploads_complete(take: Take) -> bool:
+        """Whether nothing more will arrive for ``take``: stopped, every singer settled."""
+        return take.state == "stopped" and all(s.state in _SETTLED for s in take.singers)
+
+    async def upload_settled(self, take_id: str, participant_id: str) -> None:
+        """Coroutine: a singer's upload of ``take_id`` ended (stored or refused).  A stored
+        recording's pass 1 is queued for the workers at once; when it was the last upload,
+        the take is mixed (after it: the workers take jobs in order)."""
+        take = self.store.get_take(take_id)
+        if take is None:
+            return
+        me = take.singer(participant_id)
+        file = None if me is None or me.recording is None else me.recording.file
+        if file is not None:
+            await self._prepare(take, file)
+        if not self.uploads_complete(take):
+            return
+        # the last upload starts the mix; uploads ending together all see the take complete,
+        # so a recording the latest mix already has starts nothing (a late one: a new mix)
+        mixes = self._load(take)
+        late = file is not None and file not in mixes.included
+        if mixes.status.state in ("waiting", "failed") or late:
+            await self.start(take)
+
+    async def remix(self, p: Principal, take_id: str, payload: Any) -> TakeMix:
+        """Coroutine: mix ``take_id`` again with the leader's gains and mutes (202)."""
+        take = self.takes.get(p, take_id)
+        try:
+            req = MixRequest.from_dict({} if payload is None else payload, "the body")
+            gains = req.checked_gains()
+        except WireError as exc:
+            raise BadRequest(str(exc), code="bad_mix") from None
+        singers = {s.participant_id for s in take.singers if s.recording is not None}
+        unknown = sorted((set(gains) | set(req.muted)) - singers)
+        if unknown:
+            raise BadRequest(
+                f"no recording of take {take_id} from participant(s) {unknown[:5]}; "
+                f"accepted: {sorted(singers)[:50]}",
+                code="bad_mix",
+            )
+        if not singers:
+            raise Conflict(
+                f"take {take_id} has no uploaded recording to mix", code="nothing_to_mix"
+            )
+        gains = {pid: db for pid, db in gains.items() if db != 0.0}
+        return await self.start(take, gains, tuple(sorted(set(req.muted))))
+
+    async def start(
+        self,
+        take: Take,
+        gains_db: dict[str, float] | None = None,
+        muted: tuple[str, ...] | None = None,
+    ) -> TakeMix:
+        """Coroutine: announce ``mixing`` and start the next version of the take's mix in a
+        worker (gains and mutes as the last mix's when not given)."""
+        mixes = self._load(take)
+        now = self.store.get_take(take.take_id) or take
+        mixes.included = frozenset(s.recording.file for s in now.singers if s.recording)
+        last = mixes.status
+        gains = last.gains_db if gains_db is None else gains_db
+        mute = last.muted if muted is None else muted
+        status = TakeMix(take.take_id, "mixing", "mixing on the server", last.version + 1,
+                         gains, mute)  # fmt: skip
+        await self._announce(take, mixes, status)
+        task = asyncio.create_task(self._run(take, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return status
+
+    async def _run(self, take: Take, status: TakeMix) -> None:
+        mixes = self._load(take)
+        take = self.store.get_take(take.take_id) or take
+        recorded = {s.participant_id: s.recording.file for s in take.singers if s.recording}
+        if not recorded:
+            failed = replace(
+                status, state="failed", detail="no recording was uploaded: nothing to mix"
+            )
+            await self._announce(take, mixes, failed)
+            return
+        folder = self.takes.folder(take.session_id, take.take_id)
+        manifest = self.takes.manifest(Principal("leader", take.session_id), take.take_id)
+        job = MixJob(
+            str(folder),
+            str(self.out_dir(take)),
+            status.version,
+            tuple((recorded[p], db) for p, db in sorted(status.gains_db.items()) if p in recorded),
+            tuple(recorded[p] for p in status.muted if p in recorded),
+            manifest.rate,
+            tuple(sorted(recorded.values())),
+        )
+        try:
+            await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
+            queued = time.monotonic()
+            made = await asyncio.wrap_future(self._submit(make_mix, job))
+        except Exception as exc:  # the mix's own errors say what was wrong in one line
+            log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
+            if mixes.status.version == status.version:
+                failed = replace(status, state="failed", detail=_plain_words(exc))
+                await self._announce(take, mixes, failed)
+            return
+        if mixes.status.version != status.version:
+            return  # a newer remix was asked for meanwhile: it is the one announced
+        mixes.made = made
+        await asyncio.to_thread(_remove_other_versions, self.out_dir(take), made)
+        files = MixFiles(*(self._url(take, fmt) for fmt in ("opus", "flac")))
+        ready = replace(status, state="ready", detail="", duration_s=made.duration_s, files=files)
+        waited = time.monotonic() - queued
+        log.info("event=mix_ready take=%s version=%d queued_to_done_s=%.2f", take.take_id,
+                 made.version, waited)  # fmt: skip
+        await self._announce(take, mixes, ready)
+
+    async def _prepare(self, take: Take, file: str) -> None:
+        """Coroutine: queue pass 1 of one recording (a failure is the mix's to report)."""
+        folder = self.takes.folder(take.session_id, take.take_id)
+        manifest = self.takes.manifest(Principal("leader", take.session_id), take.take_id)
+        try:
+            await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
+        except OSError as exc:
+            log.warning("event=prepare_failed take=%s error=%s", take.take_id, exc)
+            return
+        job = PrepareJob(str(folder), str(self.out_dir(take)), file)
+        queued = time.monotonic()
+        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job, queued))
+
+    @staticmethod
+    def _url(take: Take, fmt: str) -> str:
+        return f"/api/session/takes/{take.take_id}/mix/mix.{fmt}"
+
+    # ------------------------------------------------------------------ workers
+
+    def _submit(self, fn: Callable[[_J], _R], job: _J) -> Future[_R]:
+        if not self._running:
+            raise RuntimeError("the mix workers are not running (Mixes.run not entered)")
+        if self._pool is None:  # started with the first job: a server that mixes nothing
+            ctx = multiprocessing.get_context("spawn")  # no copy of the event loop's state
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+            for _ in range(self.workers - 1):  # the first job warms up the first worker
+                self._pool.submit(warm_up)
+        future = self._pool.submit(fn, job)
+        self._jobs.add(future)
+        future.add_done_callback(self._jobs.discard)
+        return future
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """aiohttp cleanup context: mix the takes whose uploads completed while the server
+        was down; at the end, stop the workers (started by the first job)."""
+        self._running = True
+        await self._resume()
+        try:
+            yield
+        finally:
+            self._running = False
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def _resume(self) -> None:
+        """Mix every take whose uploads are complete and which has no finished mix."""
+        takes_dir = self.takes.takes_dir
+        folders = await asyncio.to_thread(lambda: sorted(takes_dir.glob("*/*")))
+        for folder in folders:
+            take = self.store.get_take(folder.name)
+            if take is None or not self.uploads_complete(take):
+                continue
+            if not any(s.recording is not None for s in take.singers):
+                continue
+            mixes = self._load(take)
+            if mixes.status.state != "ready":
+                log.info("event=mix_resumed take=%s", take.take_id)
+                await self.start(take)
+
+
+def _remove_deleted(folder: Path) -> None:
+    """What a mix of a take deleted meanwhile made goes, with the folders it recreated."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the session's folder, if nothing else is in it
+        folder.parent.rmdir()
+
+
+def _forget(out: Path, keep_files: set[str]) -> None:
+    """Every mix file, and the prepared pass 1 of recordings not in ``keep_files``, go."""
+    from tutti.mix import prepared
+
+    for old in out.glob("mix-*.*"):
+        old.unlink(missing_ok=True)
+    prepared.forget(out / "prepared", keep_files)
+
+
+def _remove_other_versions(out: Path, made: MixMade) -> None:
+    """The files of every mix but ``made`` (the one served from now on) go."""
+    keep = {made.path(out, fmt) for fmt in made.sha256}
+    for old in out.glob("mix-*.*"):
+        if old not in keep:
+            old.unlink(missing_ok=True)
+
+
+def _prepared(job: PrepareJob, queued: float, future: Future[None]) -> None:
+    """A recording's pass 1 ended: a failure is logged (the mix meets it again and says it)."""
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        log.warning("event=prepare_failed file=%s error=%s", job.file, exc)
+    else:
+        waited = time.monotonic() - queued
+        log.info("event=prepared file=%s queued_to_done_s=%.2f", job.file, waited)
+
+
+def _plain_words(exc: BaseException) -> str:
+    """A failed mix's detail for the leader: the mix's own sentence, or what kind of error."""
+    text = str(exc).strip() or type(exc).__name__
+    return f"the mix failed: {text}"[:2000]
