@@ -190,6 +190,7 @@ LOCAL_FILES = {
     "server/invite.py": "pip's direct_url.json of the installed tutti",
     "server/presence.py": "the live roster state the server processes keep in Redis",
     "client/calibrate.py": "the calibration section of the config file",
+    "client/sing.py": "the calibration section of the config file (a headset measured before)",
     "client/config.py": "the config file",
     "client/leadconfig.py": "the leader's saved sessions in the config file",
     "client/takestore.py": "the take journal on the singer's disk",
