@@ -152,7 +152,9 @@ async def test_upload_survives_dropped_connections(setup: Setup) -> None:
         async with aiohttp.ClientSession() as http:
             assert await _server_copy_sha(s, http) == s.job.sha256
     assert len(drops) == 3
-    assert any(e.state == "retrying" for e in events)
+    # every drop cost the client its connection: it went on over a new one each time (a drop
+    # that cuts a PATCH in flight shows as "retrying"; one between PATCHes, just reconnects)
+    assert proxy.connections >= 1 + len(drops)
     assert events[-1].state == "uploaded" and events[-1].offset == s.job.size
     # offsets the client reported never went backwards past what the server had confirmed
     confirmed = [e.offset for e in events if e.state == "uploading"]

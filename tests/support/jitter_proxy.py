@@ -45,6 +45,7 @@ class JitterProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
         self.chunks = 0
+        self.connections = 0  # accepted from clients
         self.bytes_to_client = 0  # bytes forwarded from the target back to clients
 
     async def __aenter__(self) -> JitterProxy:
@@ -85,6 +86,7 @@ class JitterProxy:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             sr, sw = await asyncio.open_connection(*self.target)
         except OSError:
