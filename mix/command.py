@@ -75,8 +75,7 @@ from tutti.mix.inputs import (
     find_inputs,
     to_rate,
 )
-from tutti.mix.outputs import Interrupted, SignalGuard, Workspace
-from tutti.mix.passes import BUS_NAME, FORMATS, MixPlan, mix_into, stem_dir_for
+from tutti.mix.outputs import BUS_NAME, FORMATS, Interrupted, SignalGuard, Workspace, stem_dir_for
 from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
@@ -265,6 +264,10 @@ def _mix(
     start, end = _span(args, manifest, items, [] if args.no_backing else backings)
     if end <= start:
         raise MixError(f"{take_dir}: every recording ends before timeline 0; nothing to mix")
+    # the pipeline (scipy, numba) is loaded only for a take that passed every check, so a
+    # bad folder is refused in a fraction of a second
+    from tutti.mix.passes import MixPlan, mix_into
+
     plan = MixPlan(
         manifest,
         items,

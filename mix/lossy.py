@@ -25,12 +25,11 @@ from tutti.audio.loudness import LoudnessMeter
 from tutti.audio.resample import StreamResampler
 from tutti.audio.types import AudioArray
 from tutti.mix.decode import READ_BLOCK, Stopped
+from tutti.mix.outputs import LOSSY
 from tutti.mix.scratch import RawAudio
 
 __all__ = ["LOSSY", "OPUS_RATE", "TOLERANCE_LU", "Encoded", "encode_on_target", "measure"]
 
-#: Lossy formats: ``tutti mix --format`` name -> (container, codec).
-LOSSY = {"ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS")}
 #: Opus runs at 48 kHz (its other rates are below a choir's bandwidth).
 OPUS_RATE = 48000
 #: How close to the target the encoded file must measure, LU.

@@ -26,10 +26,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 
-__all__ = ["SCRATCH_PREFIX", "Interrupted", "SignalGuard", "Workspace"]
+__all__ = [
+    "LOSSY",
+    "FORMATS",
+    "BUS_NAME",
+    "stem_dir_for",
+    "SCRATCH_PREFIX",
+    "Interrupted",
+    "SignalGuard",
+    "Workspace",
+]
 
 SCRATCH_PREFIX = ".tutti-mix-"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+#: Lossy formats: ``tutti mix --format`` name -> (container, codec).
+LOSSY = {"ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS")}
+#: Every mix format: name -> (container, subtype or codec).
+FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), **LOSSY}
+BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
+
+
+def stem_dir_for(out_path: Path) -> Path:
+    """The folder the stems of mix ``out_path`` go to."""
+    return out_path.parent / f"{out_path.stem}-stems"
 
 
 class Interrupted(BaseException):

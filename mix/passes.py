@@ -30,8 +30,8 @@ from tutti.mix.dedrift import dedrift, fade_gaps
 from tutti.mix.driftsense import Sensed, choose, heard_reference, hop_for, sense, senses_drift
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input, corrects_drift
-from tutti.mix.lossy import LOSSY, encode_on_target
-from tutti.mix.outputs import Workspace
+from tutti.mix.lossy import encode_on_target
+from tutti.mix.outputs import BUS_NAME, FORMATS, LOSSY, Workspace, stem_dir_for
 from tutti.mix.report import StageProgress
 from tutti.mix.scratch import RawAudio
 from tutti.takeformat import Backing, TakeManifest
@@ -44,11 +44,9 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
 
 __all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
 
-FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), **LOSSY}
 # FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
 # few per cent larger (docs/benchmarks-mix.md)
 _FLAC_LEVEL = 0.0
-BUS_NAME = "bus.f32"  # the stereo bus in the scratch folder
 
 
 @dataclass(frozen=True)
@@ -81,11 +79,6 @@ class MixPlan:
     prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
     # every block of the master is handed here too, as it is written (the server's Opus copy)
     also: Callable[[AudioArray], None] | None = None
-
-
-def stem_dir_for(out_path: Path) -> Path:
-    """The folder the stems of mix ``out_path`` go to."""
-    return out_path.parent / f"{out_path.stem}-stems"
 
 
 class _Pipeline:
