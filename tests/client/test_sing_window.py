@@ -33,6 +33,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.client.net_helpers import Leader
 from tests.support.browser import Screenshots, chromium  # noqa: F401 (the fixture)
+from tests.support.files import files_under
 from tests.support.jack import JackServer, isolate_ports, jack_connect, jack_ports
 from tests.support.server import ROOT, ServerProcess
 from tutti.audio.click import beat_frames
@@ -297,7 +298,7 @@ def _placed_at_lag_zero(manifest: dict[str, Any], data_dir: Path) -> None:
     timeline frames its numbers give: lag 0, as for ``tutti join`` (tests/e2e)."""
     settings = SessionSettings.from_dict(manifest["settings"], "settings")
     rec = next(r for r in manifest["recordings"] if r["singer"] == "Ann")
-    found = list(data_dir.rglob(Path(rec["file"]).name))
+    found = files_under(data_dir, Path(rec["file"]).name)
     assert len(found) == 1, found
     audio, rate = sf.read(str(found[0]), dtype="float32", always_2d=True)
     program = render_program(settings, None, channels=2).audio[: 2 * RATE, 0]

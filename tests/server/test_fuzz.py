@@ -154,7 +154,10 @@ async def test_mutated_audio_as_backing_and_as_takes(
                     if r.status == 204:
                         take_ok += 1
                         stored = srv.config.data_dir / "takes"
-                        files = list(stored.rglob(f"{s.participant_id}.{ext}"))
+                        # where take_uploads places it (not a walk of the whole tree: the
+                        # server's mix makes and removes scratch folders meanwhile)
+                        name = f"{s.participant_id}.{ext}"
+                        files = list(stored.glob(f"*/{take_id}/recordings/{name}"))
                         assert files and _decodes_completely(files[-1].read_bytes()) == FRAMES
                 await _healthy(http)
     _no_tracebacks(caplog)
