@@ -68,6 +68,8 @@ TOL = 2.0**-22  # the recordings and stems are 24-bit
 #: Timeline frames after a loss before the program is re-locked: the callbacks it takes to
 #: count the loss (frameclock.CONFIRM) and the round trip back into the microphone.
 RELOCK = (CONFIRM + 4) * PERIOD
+#: Frames of a stall the stream's buffers (PortAudio's and JACK's) can hold without loss.
+BUFFERED = 4 * PERIOD
 
 
 async def _cli(*argv: str) -> CliResult:
@@ -348,7 +350,9 @@ def _check(
     for name, _, _ in VOICES:
         lost = int(roster[name].get("lost_frames") or 0)
         if name in stopped:
-            assert lost >= 0.9 * stopped[name] * RATE, (name, roster[name])
+            # the stall less what the stream's buffers held through it (a few periods: a
+            # 50 ms stall lost 43 ms in a fresh-clone run, 2,064 of 2,417 frames)
+            assert lost >= stopped[name] * RATE - BUFFERED, (name, roster[name])
         else:
             assert lost <= HEALTHY_LOSS * RATE, (name, roster[name])
     assert roster["Fay"]["connected"] is False
@@ -359,7 +363,7 @@ def _check(
     }
     for name, _, _ in VOICES:
         if name in stopped:
-            assert table.get(name, 0.0) >= 0.9 * stopped[name], (name, table)
+            assert table.get(name, 0.0) >= stopped[name] - BUFFERED / RATE, (name, table)
         else:
             assert table.get(name, 0.0) <= HEALTHY_LOSS, (name, table)
 
