@@ -250,8 +250,16 @@ class TakeUploadHooks:
         await self._settled(take.take_id, owner)
 
     async def _settled(self, take_id: str, participant_id: str) -> None:
-        if self.settled is not None:
+        """Tell the server's mix; the upload's outcome never depends on it (a mix that fails
+        to start is logged and made again at the next look at the take)."""
+        if self.settled is None:
+            return
+        try:
             await self.settled(take_id, participant_id)
+        except Exception as exc:  # e.g. a mix folder removed under it by a failing mix
+            log.warning(
+                "event=mix_not_started take=%s singer=%s error=%r", take_id, participant_id, exc
+            )
 
     async def _verify(
         self, take: Take, rec: Recording, path: Path, metadata: dict[str, str], sha256_hex: str
