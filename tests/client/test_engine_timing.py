@@ -93,15 +93,17 @@ def test_processes_first_samples_within_48_frames(
     first = first_nonzero(audio, 0.5)
     for r in results:
         assert r["error"] is None, r
+    unheard = [c for c in range(n) if rec.missed(pos[c], pos[c] + 1)]
     for c, r in enumerate(results):
-        if r["late_frames"] == 0:
-            assert first[c] == pos[c], (first, pos, results)
+        if r["late_frames"] == 0 and c not in unheard:  # the harness may miss the marker
+            assert first[c] == pos[c], (first, pos, results, rec.gaps)
     skew = max(pos) - min(pos)
     late = [r["late_frames"] for r in results]
     print(
         f"\n{n} processes, blocksizes {blocksizes}: timeline sample 0 at harness frames {pos}, "
         f"skew {skew} frames ({skew / RATE * 1000:.3f} ms); late starts {late}; "
-        f"xrun flags seen {[r['underflows'] for r in results]}"
+        f"xrun flags seen {[r['underflows'] for r in results]}; "
+        f"the harness missed {rec.gaps} (marker unheard on channels {unheard})"
     )
     assert skew <= 48
 

@@ -303,13 +303,17 @@ class Recorder:
         self.buf = np.zeros((int(seconds * rate), self.channels), np.float32)
         self.pos = 0
         self.first_adc: float | None = None
+        #: (harness frame, frames) this recorder itself missed: silence in the recording
+        self.gaps: list[tuple[int, int]] = []
+        self._frames: Any = None  # JACK's cycle counter: a missed cycle keeps its place
+        self._frame0: int | None = None
         self._sd = sd
         self._stream: Any = None
         self.ports: list[str] = []
         self._sources = list(sources)
 
     def _cb(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        n = self.pos
+        n = self._place(frames)
         if self.first_adc is None:
             self.first_adc = time_info.inputBufferAdcTime
         m = min(frames, self.buf.shape[0] - n)
@@ -317,7 +321,30 @@ class Recorder:
             self.buf[n : n + m] = indata[:m]
             self.pos = n + m
 
+    def _place(self, frames: int) -> int:
+        """Where this block goes: after the last one, or, read from JACK's own cycle count,
+        as far after it as the cycles this harness missed (which it notes as gaps)."""
+        n = self.pos
+        jf = self._frames
+        if jf is None or jf.buffer_size != frames:
+            return n
+        now = jf.frame()
+        if self._frame0 is None:
+            self._frame0 = now - n
+        at = now - self._frame0
+        if at > n:
+            self.gaps.append((n, at - n))
+            return at
+        return n
+
+    def missed(self, lo: int, hi: int) -> bool:
+        """Whether this harness missed any frame in [lo, hi)."""
+        return any(at < hi and lo < at + k for at, k in self.gaps)
+
     def start(self) -> Recorder:
+        from tutti.client.jackframes import open_jack_frames
+
+        self._frames = open_jack_frames()
         sd = self._sd
         with new_ports() as ports:
             self._stream = sd.InputStream(
@@ -354,6 +381,9 @@ class Recorder:
             self._stream.stop()
             self._stream.close()
             self._stream = None
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         return self.buf[: self.pos].copy()
 
 
