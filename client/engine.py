@@ -67,6 +67,8 @@ __all__ = [
 RING_SECONDS = 10.0
 #: How often the drain thread wakes (seconds).
 DRAIN_PERIOD = 0.02
+#: Seconds between re-readings of JACK's clock against time.monotonic() (NTP slews one)
+JACK_OFFSET_S = 2.0
 #: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
 HISTORY = 8
 
@@ -412,6 +414,7 @@ class DuplexEngine:
         ahead = dac - cur if dac > 0.0 else self._out_latency
         if self._use_jack_frames and self._jack_frames is not None:
             t_in = t_out = self._jack_frames.frame() / self.rate
+            now = self._jack_frames.cycle_time()  # not this process's wake-up: one for all
         else:
             t_in, t_out = (adc if adc != 0.0 else cur), cur + ahead  # adc 0: not known
         self.input_account.update(n, frames, t_in)
@@ -425,8 +428,10 @@ class DuplexEngine:
         hist = self._hist
         if slipped < 0:  # frames given back: the earlier readings counted them, and read early
             hist += -slipped / self.rate
-        hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
-        base = hist.min()
+        reading = now + ahead - d_out / self.rate
+        hist[self._callbacks % HISTORY] = reading
+        # JACK's frame timer reads the same in every client's same cycle: take it as it is
+        base = reading if self._use_jack_frames else hist.min()
         if self._callbacks < self._trace.shape[0]:
             self._trace[self._callbacks] = (n, frames, cur, adc, dac, now, t_out, d_out, base)
         outdata.fill(0)
@@ -533,9 +538,14 @@ class DuplexEngine:
     # ------------------------------------------------------------------ drain thread
 
     def _drain_loop(self) -> None:
+        next_offset = time.monotonic() + JACK_OFFSET_S
         while True:
             closing = self._closing.wait(DRAIN_PERIOD)
             self._drain_once(final=closing)
+            jf = self._jack_frames
+            if jf is not None and time.monotonic() >= next_offset:
+                jf.measure_offset()  # JACK's clock is not Python's: follow their slewing
+                next_offset = time.monotonic() + JACK_OFFSET_S
             if closing:
                 take = self._draining
                 if take is not None and not take.done.is_set():

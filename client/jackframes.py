@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 
 __all__ = ["JackFrames", "open_jack_frames"]
 
@@ -29,6 +30,8 @@ class JackFrames:
         self._last = -1
         self._wraps = 0
         self.buffer_size = int(lib.jack_get_buffer_size(client))
+        self.monotonic_offset = 0.0
+        self.measure_offset()
 
     def frame(self) -> int:
         """Frame at which the current JACK cycle began."""
@@ -37,6 +40,26 @@ class JackFrames:
             self._wraps += 1
         self._last = raw
         return raw + self._wraps * _WRAP
+
+    def cycle_time(self) -> float:
+        """``time.monotonic()`` seconds at which the cycle :meth:`frame` last read began, from
+        the server's own frame timer: every client of the server reads the same value, where
+        each one's wake-up time differs by its scheduling (the mapping's spread)."""
+        usecs = int(self._lib.jack_frames_to_time(self._client, self._last & (_WRAP - 1)))
+        return usecs / 1e6 + self.monotonic_offset
+
+    def measure_offset(self, tries: int = 32) -> float:
+        """``time.monotonic() − jack_get_time()`` in seconds, read back to back (the closest
+        pair of reads wins); JACK's clock may be another Linux clock than Python's."""
+        best, offset = float("inf"), 0.0
+        for _ in range(tries):
+            a = time.monotonic()
+            j = int(self._lib.jack_get_time()) / 1e6
+            b = time.monotonic()
+            if b - a < best:
+                best, offset = b - a, (a + b) / 2 - j
+        self.monotonic_offset = offset
+        return offset
 
     def close(self) -> None:
         if self._client:
@@ -56,6 +79,10 @@ def _load() -> ctypes.CDLL | None:
     lib.jack_last_frame_time.argtypes = [ctypes.c_void_p]
     lib.jack_get_buffer_size.restype = ctypes.c_uint32
     lib.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
+    lib.jack_frames_to_time.restype = ctypes.c_uint64
+    lib.jack_frames_to_time.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.jack_get_time.restype = ctypes.c_uint64
+    lib.jack_get_time.argtypes = []
     lib.jack_client_close.restype = ctypes.c_int
     lib.jack_client_close.argtypes = [ctypes.c_void_p]
     return lib

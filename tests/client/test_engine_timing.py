@@ -58,7 +58,7 @@ def _ready(p: subprocess.Popen[str]) -> None:
     ],
     ids=["two", "two-mixed-blocksize", "eight"],
 )
-def test_processes_first_samples_within_48_frames(
+def test_processes_first_samples_within_one_frame(
     jack: JackServer, blocksizes: tuple[int, ...]
 ) -> None:
     n = len(blocksizes)
@@ -105,7 +105,8 @@ def test_processes_first_samples_within_48_frames(
         f"xrun flags seen {[r['underflows'] for r in results]}; "
         f"the harness missed {rec.gaps} (marker unheard on channels {unheard})"
     )
-    assert skew <= 48
+    # every process maps t0 through the JACK server's own frame timer, not its wake-up time
+    assert skew <= 1
 
 
 @pytest.mark.slow

@@ -328,7 +328,7 @@ class Recorder:
         jf = self._frames
         if jf is None or jf.buffer_size != frames:
             return n
-        now = jf.frame()
+        now: int = jf.frame()
         if self._frame0 is None:
             self._frame0 = now - n
         at = now - self._frame0
