@@ -28,6 +28,7 @@ from aiohttp import web
 from tutti.fsutil import write_json_atomic
 from tutti.wire import (
     LOBBY_NAMES_MAX,
+    WAVE_EVERY_S,
     WAVES_NAMES_MAX,
     Ev,
     Lobby,
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two ``lobby`` (and two ``waves``) of one session from one process.
 LOBBY_INTERVAL_S: Final = 1.0
-#: Seconds a singer waits between two waves.
-WAVE_EVERY_S: Final = 10.0
 
 _Send = Callable[[str, str, Record], Awaitable[None]]
 

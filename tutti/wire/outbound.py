@@ -41,6 +41,7 @@ __all__ = [
     "NOTE_MAX_CHARS",
     "LOBBY_NAMES_MAX",
     "WAVES_NAMES_MAX",
+    "WAVE_EVERY_S",
     "check_note",
     "ErrorReport",
     "Refusal",
@@ -225,6 +226,8 @@ NOTE_MAX_CHARS: Final = 280
 LOBBY_NAMES_MAX: Final = 200
 #: Names a ``waves`` carries at most (``more`` counts the rest).
 WAVES_NAMES_MAX: Final = 10
+#: Seconds a singer waits between two waves (the server refuses sooner ones: ``too_soon``).
+WAVE_EVERY_S: Final = 10.0
 
 
 def check_note(note: Any) -> str:
