@@ -35,8 +35,8 @@ from tutti.wire import (
     LobbySinger,
     Note,
     Record,
-    WireError,
     Waves,
+    WireError,
 )
 
 from .presence import Presence
@@ -174,9 +174,7 @@ class WaitingRoom:
             shown = tuple(dict.fromkeys(names))
             more = len(shown) - WAVES_NAMES_MAX
             with contextlib.suppress(Exception):
-                await self.send(
-                    session_id, Ev.WAVES, Waves(shown[:WAVES_NAMES_MAX], max(0, more))
-                )
+                await self.send(session_id, Ev.WAVES, Waves(shown[:WAVES_NAMES_MAX], max(0, more)))
         cutoff = time.monotonic() - WAVE_EVERY_S
         self._waved_at = {pid: t for pid, t in self._waved_at.items() if t > cutoff}
 

@@ -27,8 +27,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.server.helpers import Recorder, Singer, create_session, join
 from tests.server.test_server_mix import _recording
 from tests.support.browser import Screenshots, chromium  # noqa: F401 (the fixture)
-from tests.support.jack import JackServer, jack_ports
-from tests.support.jack import RecorderProcess
+from tests.support.jack import JackServer, RecorderProcess, jack_ports
 from tutti.client import sing
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
 from tutti.client.window import Window
@@ -129,7 +128,9 @@ async def test_the_waiting_room_and_listening_to_the_choir(
         )
         await shots.take("9-listen")
         heard = await _listen(page, jack, output, mix, tmp_path)
-        async with http.get(f"/api/session/takes/{take_id}/mix/mix.flac", headers=leader.headers) as r:
+        async with http.get(
+            f"/api/session/takes/{take_id}/mix/mix.flac", headers=leader.headers
+        ) as r:
             served, rate = sf.read(io.BytesIO(await r.read()), dtype="float32", always_2d=True)
         assert rate == RATE and mix.duration_s is not None
         assert abs(len(served) / RATE - mix.duration_s) < 0.05
@@ -165,9 +166,7 @@ async def _take(
     await expect(page.locator("#upload")).to_have_text(
         re.compile("reached your leader"), timeout=60_000
     )
-    raw = await bea_sock.wait(
-        Ev.TAKE_MIX, lambda d: d["state"] in ("ready", "failed"), timeout=90
-    )
+    raw = await bea_sock.wait(Ev.TAKE_MIX, lambda d: d["state"] in ("ready", "failed"), timeout=90)
     mix = TakeMix.from_dict(raw)
     assert mix.state == "ready", mix.detail
     return take_id, mix
@@ -178,9 +177,7 @@ async def _listen(page: Page, jack: JackServer, output: str, mix: TakeMix, tmp: 
     cannot make it miss cycles) on the headset's left output; what it recorded."""
     assert mix.duration_s is not None
     seconds = mix.duration_s + 8
-    harness = await asyncio.to_thread(
-        RecorderProcess, jack, [output], tmp / "heard.npy", seconds
-    )
+    harness = await asyncio.to_thread(RecorderProcess, jack, [output], tmp / "heard.npy", seconds)
     await page.get_by_role("button", name="Listen to the choir").click()
     playing = page.locator("#mix-playing")
     await expect(playing).to_have_text("Playing in your headphones…", timeout=30_000)

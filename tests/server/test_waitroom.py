@@ -64,7 +64,9 @@ async def test_leader_note_reaches_the_waiting_room_and_bad_notes_are_refused(
     a = await _singer(server, ann.token)
     try:
         note = "Warm up with a hum.\nWe start at 7:30 — water nearby!"
-        async with http.put("/api/session/note", json={"note": f"  {note} "}, headers=leader.headers) as r:
+        async with http.put(
+            "/api/session/note", json={"note": f"  {note} "}, headers=leader.headers
+        ) as r:
             assert r.status == 200, await r.text()
             assert (await r.json()) == {"note": note}
         await a.wait(Ev.LOBBY, lambda d: d["note"] == note)

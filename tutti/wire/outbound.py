@@ -230,13 +230,13 @@ WAVES_NAMES_MAX: Final = 10
 WAVE_EVERY_S: Final = 10.0
 
 
-def check_note(note: Any) -> str:
+def check_note(raw: Any) -> str:
     """The leader's note for the waiting room: plain text of at most
     :data:`NOTE_MAX_CHARS` characters, line breaks allowed, no other control characters;
     surrounding space is dropped ("" clears the note)."""
-    if not isinstance(note, str):
+    if not isinstance(raw, str):
         raise WireError("note: a text is needed (an empty one clears the note)")
-    note = note.strip()
+    note: str = raw.strip()
     if len(note) > NOTE_MAX_CHARS:
         raise WireError(f"note: at most {NOTE_MAX_CHARS} characters (this one has {len(note)})")
     if any((ord(c) < 32 and c != "\n") or ord(c) == 127 for c in note):

@@ -15,7 +15,14 @@ from tutti.wire.contract import (
     TAKE_UPLOAD_STATES,
     SessionSettings,
 )
-from tutti.wire.outbound import NOTE_MAX_CHARS, SESSION_STATES, Roster, TakeMix, TrackInfo, check_note
+from tutti.wire.outbound import (
+    NOTE_MAX_CHARS,
+    SESSION_STATES,
+    Roster,
+    TakeMix,
+    TrackInfo,
+    check_note,
+)
 from tutti.wire.record import Record, WireError, spec
 
 __all__ = [
