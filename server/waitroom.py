@@ -173,8 +173,10 @@ class WaitingRoom:
         for session_id, names in waves.items():
             shown = tuple(dict.fromkeys(names))
             more = len(shown) - WAVES_NAMES_MAX
-            with contextlib.suppress(Exception):
+            try:
                 await self.send(session_id, Ev.WAVES, Waves(shown[:WAVES_NAMES_MAX], max(0, more)))
+            except Exception:  # a lost wave is a small loss; the other sessions still get theirs
+                log.exception("waves of session %s failed", session_id)
         cutoff = time.monotonic() - WAVE_EVERY_S
         self._waved_at = {pid: t for pid, t in self._waved_at.items() if t > cutoff}
 
