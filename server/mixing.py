@@ -240,6 +240,8 @@ class Mixes:
         left = [s for s in take.singers if s.state not in _SETTLED]
         if take.state != "stopped":
             return f"the take is {take.state}; the mix is made once it stops and uploads end"
+        if not left:  # settled without one recording: nothing will ever be mixed
+            return "no recording was uploaded: nothing to mix"
         return f"waiting for {len(left)} of {len(take.singers)} recordings to upload"
 
     def _load(self, take: Take) -> _TakeMixes:
@@ -342,6 +344,17 @@ class Mixes:
         mixes = self._load(take)
         late = file is not None and file not in mixes.included
         if mixes.status.state in ("waiting", "failed") or late:
+            await self.start(take)
+
+    async def take_stopped(self, take_id: str) -> None:
+        """Coroutine: ``take_id`` was stopped; when every upload ended before that (or the
+        stop settled the last singers as missed), the stop is what completes it: mix it."""
+        take = self.store.get_take(take_id)
+        if take is None or not self.uploads_complete(take):
+            return
+        if not any(s.recording is not None for s in take.singers):
+            return
+        if self._load(take).status.state in ("waiting", "failed"):
             await self.start(take)
 
     async def remix(self, p: Principal, take_id: str, payload: Any) -> TakeMix:

@@ -409,6 +409,41 @@ async def test_a_recording_stored_after_the_mix_makes_a_new_one(
     assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) > -3
 
 
+async def test_a_take_whose_uploads_all_ended_before_the_stop_is_mixed_at_the_stop(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Every singer uploads while the take still runs (they left early); the stop is what
+    completes the take, so the stop starts its mix.  A take that only ever had missed
+    singers says there is nothing to mix, not that it waits for "0 of N" uploads."""
+    leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+    lead = Recorder()
+    try:
+        await lead.connect(server.url, leader.token)
+        singers, take_id = await _started_take(http, leader, ["Ann", "Bea"])
+        for s in singers.values():
+            await _upload(server.url, s, take_id, tmp_path / f"{s.name}.flac")
+        base = f"/api/session/takes/{take_id}"
+        async with http.get(f"{base}/mix", headers=leader.headers) as r:
+            assert (await r.json())["state"] == "waiting"
+        await _stop(http, leader, take_id)
+        ready = await lead.wait(
+            Ev.TAKE_MIX, lambda d: d["state"] in ("ready", "failed"), timeout=MIX_TIMEOUT
+        )
+        assert ready["state"] == "ready" and ready["version"] == 1, ready["detail"]
+        # a take nobody recorded: stopped, nothing to wait for and nothing to mix
+        async with http.post("/api/session/takes", headers=leader.headers) as r:
+            empty = (await r.json())["take_id"]
+        await _stop(http, leader, empty)
+        async with http.get(f"/api/session/takes/{empty}/mix", headers=leader.headers) as r:
+            status = TakeMix.from_dict(await r.json())
+        assert (status.state, status.detail) == (
+            "waiting",
+            "no recording was uploaded: nothing to mix",
+        )
+    finally:
+        await lead.close()
+
+
 async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:
     m = mixed
     folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}"))
