@@ -32,7 +32,7 @@ from tests.server.test_server_mix import (
     _upload,
 )
 from tests.support.server import ROOT, RunningServer
-from tests.web.test_web import IMG, KEY, page, server, sign_in
+from tests.web.test_web import IMG, KEY, page, playwright_api, server, sign_in
 from tutti.wire import TakeMix
 from tutti.wire.replies import MAX_MIX_GAIN_DB, MIN_MIX_GAIN_DB
 
@@ -91,6 +91,15 @@ async def _server_status(http: aiohttp.ClientSession, leader: Leader, take_id: s
     async with http.get(f"/api/session/takes/{take_id}/mix", headers=leader.headers) as r:
         assert r.status == 200, await r.text()
         return TakeMix.from_dict(await r.json())
+
+
+#: What sticks out on the right of a 390 px screen (outside the roster, which scrolls).
+_WIDER_THAN_THE_SCREEN = """() => [...document.querySelectorAll('body *')]
+    .filter((e) => (e.getBoundingClientRect().right > 390 || e.scrollWidth > e.clientWidth + 1)
+        && !e.closest('.table-wrap'))
+    .map((e) => `${e.tagName}.${e.className} ${e.getBoundingClientRect().right} `
+        + `${e.scrollWidth}/${e.clientWidth}`)
+    .concat([`page ${document.documentElement.scrollWidth}`])"""
 
 
 def _pre_skip(opus: bytes) -> int:
@@ -191,6 +200,9 @@ async def test_the_page_plays_remixes_and_hands_out_the_mix(
         slider = f"{row} input[type=range]"
         assert await page.get_attribute(slider, "min") == f"{MIN_MIX_GAIN_DB:g}"
         assert await page.get_attribute(slider, "max") == f"{MAX_MIX_GAIN_DB:g}"
+        # her recording as she uploaded it, from the button beside her slider
+        stem = await _download(page, f"{row} a.stem", tmp_path / "bea-download.flac")
+        assert stem.read_bytes() == (tmp_path / "Bea.flac").read_bytes()
         await page.focus(slider)
         for _ in range(6):
             await page.keyboard.press("ArrowLeft")
@@ -253,6 +265,16 @@ async def test_the_page_plays_remixes_and_hands_out_the_mix(
         await page.wait_for_selector(
             f"{mix} .mixer-row[data-participant-id='{cy}']", state="detached"
         )
+
+        # on a phone the player, sliders and buttons fit the screen's width
+        await page.set_viewport_size({"width": 390, "height": 844})
+        fits = "() => document.documentElement.scrollWidth <= 390"
+        try:
+            await page.wait_for_function(fits, timeout=5000)  # once laid out at the new width
+        except playwright_api.TimeoutError:
+            raise AssertionError(await page.evaluate(_WIDER_THAN_THE_SCREEN)) from None
+        box = await page.locator(f"{mix} input[type=range]").first.bounding_box()
+        assert box is not None and box["height"] >= 44  # a finger's target
 
 
 async def test_mix_routes_from_the_page_need_the_cookie_and_csrf(server: RunningServer) -> None:

@@ -129,8 +129,7 @@ export class TakeMixView {
   }
 
   ready(status) {
-    const seconds = clock(Math.round(status.duration_s || 0));
-    this.idle(`Mix ready (${seconds}). Press play to listen.`);
+    this.idle("Mix ready. Press play to listen.");
     if (this.loadedVersion !== status.version) {
       const at = this.audio.currentTime;
       const playing = !this.audio.paused;
