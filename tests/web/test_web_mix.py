@@ -210,7 +210,8 @@ async def test_the_page_plays_remixes_and_hands_out_the_mix(
         assert await page.get_attribute(slider, "aria-valuetext") == "−6 dB"
         await _ready(page, 2)
         assert any(t.startswith("Remixing…") for t in await _states(page))
-        assert (await _server_status(http, leader, take_id)).gains_db == {bea: -6.0}
+        remixed = await _server_status(http, leader, take_id)
+        assert (remixed.version, remixed.gains_db) == (2, {bea: -6.0})  # one remix for 6 keys
         assert await page.eval_on_selector(f"{mix} audio", "(a) => a.currentSrc.endsWith('?v=2')")
         await page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
         await page.screenshot(path=str(IMG / "web-mix.png"), full_page=True)

@@ -8,6 +8,8 @@ export const MIN_GAIN_DB = -24;
 export const MAX_GAIN_DB = 12;
 /** A slider at rest this long (ms) asks for the remix: one request per gesture, not per step. */
 const REMIX_DELAY_MS = 600;
+/** A version of the mix in these states is never mixing again (a remix is a new version). */
+const DONE = new Set(["ready", "failed"]);
 
 /** A gain in words, with a real minus sign: "−6 dB", "+3 dB", "0 dB". */
 export function dbWords(db) {
@@ -85,6 +87,8 @@ export class TakeMixView {
   show(status) {
     if (status.version < this.asked) return;
     if (this.status && status.version < this.status.version) return;
+    if (this.status && status.version === this.status.version && status.state === "mixing" &&
+        DONE.has(this.status.state)) return; // a remix's reply overtaken by its take.mix
     this.status = status;
     this.el.hidden = false;
     this.el.dataset.state = status.state;
