@@ -71,8 +71,13 @@ def _load() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("jack") or "libjack.so.0"
     try:
         lib = ctypes.CDLL(name)
-    except OSError:
+        _declare(lib)
+    except (OSError, AttributeError):  # no libjack, or one without a function we read
         return None
+    return lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
     lib.jack_client_open.restype = ctypes.c_void_p
     lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
     lib.jack_last_frame_time.restype = ctypes.c_uint32
@@ -85,7 +90,6 @@ def _load() -> ctypes.CDLL | None:
     lib.jack_get_time.argtypes = []
     lib.jack_client_close.restype = ctypes.c_int
     lib.jack_client_close.argtypes = [ctypes.c_void_p]
-    return lib
 
 
 def open_jack_frames() -> JackFrames | None:

@@ -8,7 +8,7 @@ call of :func:`tutti.mix.command.mix_take` on the take folder (``take.json``, th
 the backing hard-linked from the track store: exactly the folder ``tutti lead download``
 writes) in a :class:`~concurrent.futures.ProcessPoolExecutor` of spawned workers, so the
 event loop never waits on it.  What the mix is (its state, version, gains, files) lives in
-``mix/status.json`` beside the take's recordings, so it outlives a restart.
+``mix-status.json`` in the take folder, so it outlives a restart.
 """
 
 from __future__ import annotations
@@ -51,7 +51,11 @@ log = logging.getLogger("tutti.mixing")
 
 #: Folder of the server's mixes inside a take folder (not part of ``take.json``).
 MIX_DIR = "mix"
-_STATUS = "status.json"
+#: The mix's state, in the take folder: not in ``mix/``, which a failing mix removes when it
+#: leaves it empty (mix/outputs.py), under the state's write.
+_STATUS = "mix-status.json"
+#: Where it was kept before (still read, for a take folder that has none in its place).
+_OLD_STATUS = f"{MIX_DIR}/status.json"
 #: A singer's upload is settled in these states: nothing more will arrive from them ("deleted":
 #: they took their recording back).
 _SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
@@ -240,6 +244,8 @@ class Mixes:
         left = [s for s in take.singers if s.state not in _SETTLED]
         if take.state != "stopped":
             return f"the take is {take.state}; the mix is made once it stops and uploads end"
+        if not left:  # settled without one recording: nothing will ever be mixed
+            return "no recording was uploaded: nothing to mix"
         return f"waiting for {len(left)} of {len(take.singers)} recordings to upload"
 
     def _load(self, take: Take) -> _TakeMixes:
@@ -249,11 +255,15 @@ class Mixes:
         return mixes
 
     def _read(self, take: Take) -> _TakeMixes:
-        """The take's mix as ``status.json`` holds it (waiting when there is none)."""
+        """The take's mix as its state file holds it (waiting when there is none)."""
         blank = _TakeMixes(TakeMix(take.take_id, "waiting"))
+        folder = self.takes.folder(take.session_id, take.take_id)
         try:
-            raw = json.loads((self.out_dir(take) / _STATUS).read_text(encoding="utf-8"))
-            status = TakeMix.from_dict(raw["status"], "status.json")
+            path = folder / _STATUS
+            if not path.exists():
+                path = folder / _OLD_STATUS
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            status = TakeMix.from_dict(raw["status"], path.name)
             made = raw["made"]  # written by _save: always there, null before a mix is made
             if made is not None:
                 made = MixMade(
@@ -284,16 +294,23 @@ class Mixes:
                 "files": list(made.files),
             },
         }
-        write_json_atomic(self.out_dir(take) / _STATUS, doc, indent=2)
+        write_json_atomic(self.takes.folder(take.session_id, take.take_id) / _STATUS, doc)
 
     async def _announce(self, take: Take, mixes: _TakeMixes, status: TakeMix) -> None:
-        mixes.status = status
+        """Coroutine: make ``status`` the take's mix state (at once: a remix asked for while
+        it is written counts from it), write it, then tell the session."""
+        previous, mixes.status = mixes.status, status
         if self.store.get_take(take.take_id) is None:  # deleted meanwhile: leave nothing
             self._mixes.pop(take.take_id, None)
             folder = self.takes.folder(take.session_id, take.take_id)
             await asyncio.to_thread(_remove_deleted, folder)
             return
-        await asyncio.to_thread(self._save, take, mixes)
+        try:
+            await asyncio.to_thread(self._save, take, mixes)
+        except BaseException:
+            if mixes.status is status:  # never show a state the file does not hold
+                mixes.status = previous
+            raise
         await self.fanout.to_session(take.session_id, Ev.TAKE_MIX, self.status(take))
 
     async def forget_removed(self, take: Take) -> None:
@@ -342,6 +359,17 @@ class Mixes:
         mixes = self._load(take)
         late = file is not None and file not in mixes.included
         if mixes.status.state in ("waiting", "failed") or late:
+            await self.start(take)
+
+    async def take_stopped(self, take_id: str) -> None:
+        """Coroutine: ``take_id`` was stopped; when every upload ended before that (or the
+        stop settled the last singers as missed), the stop is what completes it: mix it."""
+        take = self.store.get_take(take_id)
+        if take is None or not self.uploads_complete(take):
+            return
+        if not any(s.recording is not None for s in take.singers):
+            return
+        if self._load(take).status.state in ("waiting", "failed"):
             await self.start(take)
 
     async def remix(self, p: Principal, take_id: str, payload: Any) -> TakeMix:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class Takes:
         takes_dir.mkdir(parents=True, exist_ok=True)
         #: Seconds a stopped take is kept (the host's ``--keep-days``; see server/retention.py).
         self.keep_s = keep_days * 86400.0
+        #: Told a take's id once it is stopped (the server's mix, server/mixing.py), or None.
+        self.stopped: Callable[[str], Awaitable[None]] | None = None
 
     def folder(self, session_id: str, take_id: str) -> Path:
         return self.takes_dir / session_id / take_id
@@ -163,7 +165,18 @@ class Takes:
         await self.fanout.to_session(p.session_id, Ev.TAKE_STOP, TakeStop(take.take_id, stopped_at))
         await self._resolve_missed(take)
         log.info("event=stopped session=%s take=%s", p.session_id, take.take_id)
+        await self._tell_stopped(take.take_id)
         return TakeStopped(take.take_id, "stopped", stopped_at)
+
+    async def _tell_stopped(self, take_id: str) -> None:
+        """Tell the server's mix (every upload may have ended before the stop); the stop never
+        depends on it (a mix that fails to start is logged)."""
+        if self.stopped is None:
+            return
+        try:
+            await self.stopped(take_id)
+        except Exception as exc:
+            log.warning("event=mix_not_started take=%s error=%r", take_id, exc)
 
     async def _resolve_missed(self, take: Take) -> None:
         """At the stop, a singer still only "expected" never recorded: say so, and why."""

@@ -34,3 +34,27 @@ def test_no_server_is_none(jack: JackServer, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("JACK_DEFAULT_SERVER", f"no-such-server-{os.getpid()}")
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
     assert open_jack_frames() is None
+
+
+def test_two_clients_read_one_cycle_time(jack: JackServer) -> None:
+    """Two readers (as two singers' engines) put the same cycle at the same time.monotonic()
+    instant, however late each one reads it, and that instant is not in the future."""
+    a, b = open_jack_frames(), open_jack_frames()
+    assert a is not None and b is not None
+    try:
+        agreed = 0
+        deadline = time.monotonic() + 10
+        while agreed < 20 and time.monotonic() < deadline:
+            fa, fb = a.frame(), b.frame()
+            if fa != fb:
+                continue  # a cycle began between the two reads
+            ta, tb = a.cycle_time(), b.cycle_time()
+            # the two offsets to CLOCK_MONOTONIC were measured apart: a few µs
+            assert abs(ta - tb) < 20e-6, (fa, ta, tb)
+            assert ta <= time.monotonic() + 20e-6
+            agreed += 1
+            time.sleep(0.003)
+        assert agreed == 20, agreed
+    finally:
+        a.close()
+        b.close()

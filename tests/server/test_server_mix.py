@@ -6,10 +6,12 @@ to the same samples, share links open only their take, and the event loop keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import AsyncIterator
@@ -26,7 +28,7 @@ from tests.server.helpers import Leader, Recorder, Singer, create_session, error
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
 from tutti.server.app_keys import SERVICES
-from tutti.server.mixing import Mixes
+from tutti.server.mixing import MIX_DIR, Mixes
 from tutti.takeformat import parse_manifest
 from tutti.wire import Ev, TakeMix
 
@@ -407,6 +409,84 @@ async def test_a_recording_stored_after_the_mix_makes_a_new_one(
         mix, rate = sf.read(io.BytesIO(await r.read()), dtype="float64")
     assert second["duration_s"] == pytest.approx(len(mix) / rate)
     assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) > -3
+
+
+async def test_a_take_whose_uploads_all_ended_before_the_stop_is_mixed_at_the_stop(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Every singer uploads while the take still runs (they left early); the stop is what
+    completes the take, so the stop starts its mix.  A take that only ever had missed
+    singers says there is nothing to mix, not that it waits for "0 of N" uploads."""
+    leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+    lead = Recorder()
+    try:
+        await lead.connect(server.url, leader.token)
+        singers, take_id = await _started_take(http, leader, ["Ann", "Bea"])
+        for s in singers.values():
+            await _upload(server.url, s, take_id, tmp_path / f"{s.name}.flac")
+        base = f"/api/session/takes/{take_id}"
+        async with http.get(f"{base}/mix", headers=leader.headers) as r:
+            assert (await r.json())["state"] == "waiting"
+        await _stop(http, leader, take_id)
+        ready = await lead.wait(
+            Ev.TAKE_MIX, lambda d: d["state"] in ("ready", "failed"), timeout=MIX_TIMEOUT
+        )
+        assert ready["state"] == "ready" and ready["version"] == 1, ready["detail"]
+        # a take nobody recorded: stopped, nothing to wait for and nothing to mix
+        async with http.post("/api/session/takes", headers=leader.headers) as r:
+            empty = (await r.json())["take_id"]
+        await _stop(http, leader, empty)
+        async with http.get(f"/api/session/takes/{empty}/mix", headers=leader.headers) as r:
+            status = TakeMix.from_dict(await r.json())
+        assert (status.state, status.detail) == (
+            "waiting",
+            "no recording was uploaded: nothing to mix",
+        )
+    finally:
+        await lead.close()
+
+
+async def test_the_mix_state_is_kept_while_a_failing_mix_removes_its_folder(
+    mixed: MixedTake,
+) -> None:
+    """A mix or pass 1 that fails removes the folders it made (``mix/``, when empty: see
+    mix/outputs.py) while the event loop writes the take's mix state.  Here a thread does that
+    removal as fast as it can while the state is announced 300 times: every write lands, and
+    a restarted server reads the last one announced, not an older one."""
+    m = mixed
+    mixes = await _idle(m)
+    svc = m.server.app[SERVICES]
+    take = svc.store.get_take(m.take_id)
+    assert take is not None
+    out = mixes.out_dir(take)
+    assert out.name == MIX_DIR
+    shutil.rmtree(out)  # as a failed first pass 1 leaves it
+    done = threading.Event()
+
+    def fail_and_clean_up() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                out.rmdir()  # mix/outputs.py: Outputs._remove_created
+
+    remover = threading.Thread(target=fail_and_clean_up, daemon=True)
+    remover.start()
+    state = mixes._load(take)
+    try:
+        for version in range(2, 302):  # the one place the state is written: each announcement
+            status = TakeMix(m.take_id, "failed", f"try {version}", version)
+            await mixes._announce(take, state, status)
+    finally:
+        done.set()
+        remover.join()
+    restarted = Mixes(svc.store, svc.takes, svc.realtime, svc.tracks.path)
+    assert restarted.status(take) == mixes.status(take) == status
+    announced = TakeMix.from_dict(await m.lead.wait(Ev.TAKE_MIX, lambda d: d["version"] == 301))
+    assert announced == status
+    # a take mixed by an older server has its state where that one kept it: still read
+    out.mkdir(exist_ok=True)
+    (out.parent / "mix-status.json").rename(out / "status.json")
+    older = Mixes(svc.store, svc.takes, svc.realtime, svc.tracks.path)
+    assert older.status(take) == status
 
 
 async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:

@@ -114,6 +114,7 @@ function connect() {
   socket.on("take.start", (t) => takes.started(t));
   socket.on("take.stop", (t) => { takes.setCurrent(t.take_id, "stopped"); takes.reload(); });
   socket.on("take.update", (u) => takes.updated(u));
+  socket.on("take.mix", (m) => takes.mixed(m));
   socket.on("session.closed", () => showSession({ ...session, state: "closed" }));
   socket.on("error.report", (e) => report(e.message));
 }

@@ -1,7 +1,8 @@
-// Takes: arm / start / stop, the countdown everyone sees, and each take's singers with
-// their upload state, updated live by `take.update`.
+// Takes: arm / start / stop, the countdown everyone sees, each take's singers with their
+// upload state, updated live by `take.update`, and each take's mix (mix.js, `take.mix`).
 
 import { api } from "./api.js";
+import { TakeMixView } from "./mix.js";
 
 const STATE_WORDS = {
   expected: "waiting",
@@ -23,6 +24,7 @@ export class Takes {
     this.els = els; // {arm, start, stop, countdown, list}
     this.report = report; // shows an error sentence
     this.takes = new Map(); // take_id -> TakeInfo
+    this.items = new Map(); // take_id -> {li, head, ul, mix}: kept, so a playing mix plays on
     this.current = null; // {take_id, state}
     this.t0Local = null; // performance.now() seconds of timeline sample 0
     this.countIn = 0;
@@ -69,6 +71,7 @@ export class Takes {
   /** Forget the takes of a session the page no longer shows (sign-out). */
   reset() {
     this.takes = new Map();
+    this.items = new Map();
     this.current = null;
     this.stopCountdown("");
     this.render();
@@ -140,34 +143,54 @@ export class Takes {
     return undefined;
   }
 
-  render() {
-    const items = [...this.takes.values()].map((take, i) => this.item(take, i + 1)).reverse();
-    this.els.list.replaceChildren(...items);
+  /** `take.mix`: the server's mix of one take changed state. */
+  mixed(ev) {
+    const item = this.items.get(ev.take_id);
+    if (item) item.mix.show(ev);
   }
 
+  render() {
+    const takes = [...this.takes.values()];
+    const items = takes.map((take, i) => this.item(take, i + 1)).reverse();
+    const now = [...this.els.list.children];
+    if (now.length !== items.length || now.some((li, i) => li !== items[i])) {
+      this.els.list.replaceChildren(...items);
+    }
+  }
+
+  /** The take's list item, made once and updated in place. */
   item(take, n) {
-    const li = document.createElement("li");
-    li.className = `take ${take.state}`;
-    li.dataset.takeId = take.take_id;
-    const head = document.createElement("p");
+    let it = this.items.get(take.take_id);
+    if (!it) {
+      const li = document.createElement("li");
+      li.dataset.takeId = take.take_id;
+      const head = document.createElement("p");
+      head.className = "take-head";
+      const ul = document.createElement("ul");
+      ul.className = "singers";
+      const mix = new TakeMixView(take.take_id, n);
+      mix.onRefused = () => this.reload().catch((err) => this.report(err.message));
+      li.append(head, ul, mix.el);
+      it = { li, head, ul, mix, loaded: false };
+      this.items.set(take.take_id, it);
+    }
+    it.li.className = `take ${take.state}`;
     const done = take.singers.filter((s) => s.state === "uploaded").length;
-    head.className = "take-head";
-    head.textContent = `Take ${n}: ${take.state === "running" ? "recording" : take.state} — ` +
+    it.head.textContent = `Take ${n}: ${take.state === "running" ? "recording" : take.state} — ` +
       `${done} of ${take.singers.length} recordings uploaded`;
-    const ul = document.createElement("ul");
-    ul.className = "singers";
-    for (const s of take.singers) {
+    it.ul.replaceChildren(...take.singers.map((s) => {
       const chip = document.createElement("li");
       chip.className = `chip ${s.state}`;
       chip.dataset.participantId = s.participant_id;
       chip.textContent = `${s.name} (${s.part}): ${STATE_WORDS[s.state] || s.state}`;
       if (s.detail) chip.title = s.detail;
-      ul.appendChild(chip);
+      return chip;
+    }));
+    it.mix.setSingers(take.singers);
+    if (take.state === "stopped" && !it.loaded) {
+      it.loaded = true; // later changes arrive as take.mix
+      it.mix.load();
     }
-    // The per-take mix (play, gains, downloads; docs/protocol.md "server mix") goes here.
-    const mix = document.createElement("div");
-    mix.className = "take-mix";
-    li.append(head, ul, mix);
-    return li;
+    return it.li;
   }
 }
