@@ -54,6 +54,7 @@ from tutti.client.liveview import LiveState, LiveView
 from tutti.client.lyrics import TimedWords, fetch_words
 from tutti.client.program import Program, ProgramError, load_backing, render_program
 from tutti.client.uploader import TusUploader, UploadError, UploadJob, UploadProgress
+from tutti.client.waitroom import RoomState
 from tutti.errors import EXIT_CODES_HELP, ExitCode
 from tutti.wire import Ev, SessionSettings, TakeStart, WireError, check_name, check_part
 
@@ -219,6 +220,7 @@ class Singer:
         self.listen = ListenBack(self.state.note)
         self.keys = KeyReader(self.on_key)
         self._playing: ScheduledTake | None = None  # the choir's mix, into the headset
+        self.room = RoomState()  # who is here, the leader's note, waves
 
     # ------------------------------------------------------------------ main
     async def main(self) -> int:
@@ -265,6 +267,8 @@ class Singer:
         conn.on(Ev.SESSION, self._on_session)
         conn.on(Ev.ERROR, self._on_error)
         conn.on(Ev.TAKE_MIX, self._on_take_mix)
+        conn.on(Ev.LOBBY, self._on_lobby)
+        conn.on(Ev.WAVES, self._on_waves)
         conn.on_reconnect(self._after_reconnect)
         self.conn = conn
         await conn.connect()
@@ -459,7 +463,26 @@ class Singer:
         await self._send_calibration()
 
     async def _on_error(self, report: wire.ErrorReport) -> None:
+        if report.event == Ev.WAVE:
+            self.room.refusal = report.message
+            return
         self.state.note(f"server refused {report.event}: {report.message}")
+
+    # ------------------------------------------------------------------ the waiting room
+    async def _on_lobby(self, lobby: wire.Lobby) -> None:
+        if self.room.on_lobby(lobby) and lobby.note:
+            self.state.note(f"Note from your leader: {lobby.note}")
+
+    async def _on_waves(self, waves: wire.Waves) -> None:
+        for line in self.room.on_waves(waves, time.monotonic()):
+            self.state.note(line)
+
+    async def wave(self) -> bool:
+        """Coroutine: wave to the waiting room; False when not connected."""
+        if self.conn is None or not await self.conn.emit(Ev.WAVE, wire.Wave()):
+            return False
+        self.room.waved(time.monotonic())
+        return True
 
     async def _on_closed(self, _closed: wire.SessionClosed) -> None:
         self.state.note("the leader closed the session")
@@ -573,6 +596,11 @@ class Singer:
         assert self.listen.ready is not None
         label = self.listen.label(self.listen.ready.take_id)
         self.state.note(f"playing the choir's mix of {label} ({minutes}:{seconds:02d})")
+
+    @property
+    def playing(self) -> bool:
+        """The choir's mix is playing in the headset now."""
+        return self._playing is not None and not self._playing.done.is_set()
 
     def _take_busy(self) -> bool:
         """Whether a take holds the headset (armed, counting in or recording)."""

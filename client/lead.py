@@ -6,6 +6,7 @@ Sub-commands (each a small coroutine over :class:`tutti.client.leader_api.Leader
                                     [--tempo-map FILE.json]
     tutti lead track PART FILE
     tutti lead lyrics PART FILE
+    tutti lead note ["TEXT"]                      (the waiting room's note; '' clears it)
     tutti lead roster [--json]
     tutti lead take arm | start [--lead S] | stop | run --seconds N
     tutti lead takes [--json]
@@ -242,6 +243,24 @@ async def _lyrics(args: argparse.Namespace, target: Target) -> int:
         f"words for {args.part}: {len(lyrics.cues)} timed lines, the first at {at}; singers "
         "see them from the next take"
     )
+    return ExitCode.OK
+
+
+async def _note(args: argparse.Namespace, target: Target) -> int:
+    if args.text is not None:
+        try:
+            wire.check_note(args.text)  # refused here with the server's words, before sending
+        except wire.WireError as exc:
+            raise UsageError(str(exc)) from None
+    async with LeaderClient(target.server, target.token) as api:
+        note = await api.note() if args.text is None else await api.set_note(args.text)
+    if args.json:
+        _print_json(wire.Note(note).to_dict())
+    elif args.text is None:
+        _out_console().print(escape(note) if note else "no note in the waiting room")
+    else:
+        said = f"the waiting room's note is now: {escape(note)}" if note else "the note is cleared"
+        _out_console().print(f"{said} (singers see it within a second)")
     return ExitCode.OK
 
 
@@ -610,6 +629,7 @@ async def _watch(args: argparse.Namespace, target: Target) -> int:
 _ACTIONS: dict[str, Callable[[argparse.Namespace, Target], Awaitable[int]]] = {
     "track": _track,
     "lyrics": _lyrics,
+    "note": _note,
     "roster": _roster,
     "take": _take,
     "takes": _takes,

@@ -103,6 +103,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common(p, with_json=True)
 
+    p = sub.add_parser("note", help="a short note for the singers' waiting room")
+    p.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        help=f"plain text, at most {wire.NOTE_MAX_CHARS} characters; '' clears the note; "
+        "left out: print the note",
+    )
+    _common(p, with_json=True)
+
     p = sub.add_parser("roster", help="who has joined: parts, connection, latency, clock, level")
     _common(p, with_json=True)
 

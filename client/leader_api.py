@@ -325,6 +325,15 @@ class LeaderClient:
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )
 
+    async def note(self) -> str:
+        """``GET /api/session/note``: the waiting room's note ("" when none)."""
+        return (await self._call(wire.Note, "GET", "/api/session/note")).note
+
+    async def set_note(self, note: str) -> str:
+        """``PUT /api/session/note``: the note singers see in the waiting room ("" clears it)."""
+        body = wire.NoteRequest(note).to_dict()
+        return (await self._call(wire.Note, "PUT", "/api/session/note", json_body=body)).note
+
     async def roster(self) -> tuple[wire.RosterEntry, ...]:
         """``GET /api/session/roster``: the participants."""
         return (await self._call(wire.Roster, "GET", "/api/session/roster")).participants

@@ -6,8 +6,9 @@ local page (:mod:`tutti.client.window`) walks the singer through the steps:
 1. the invite link (unless given on the command line), then name and voice part;
 2. the headset: input and output devices, a live input meter, a test sound;
 3. the headset's delay, measured as ``tutti calibrate`` does and remembered per headset;
-4. the waiting room, 5. the take (countdown, bar and beat, the words), 6. the upload, until it
-   is safe to close the window.
+4. the waiting room (who is here, the leader's note, a wave), 5. the take (countdown, bar and
+   beat, the words), 6. the upload, until it is safe to close the window, and "Listen to the
+   choir" once the server's mix is ready (played into the headset, as ``tutti join``'s L key).
 
 :class:`SingFlow` holds where the singer is and does each step; the window only shows it.
 """
@@ -160,6 +161,20 @@ class SingFlow:
             "upload": s.upload,
             "safe_to_close": not self.singer.busy,
             "message": s.message,
+            "room": self.singer.room.view(now),
+            "mix": self._mix(),
+        }
+
+    def _mix(self) -> dict[str, Any] | None:
+        """The choir's mix the singer may listen to (None until the server's is ready)."""
+        assert self.singer is not None
+        ready = self.singer.listen.ready
+        if ready is None:
+            return None
+        return {
+            "take": self.singer.listen.label(ready.take_id),
+            "duration_s": ready.duration_s,
+            "playing": self.singer.playing,
         }
 
     def devices(self) -> list[dict[str, Any]]:
@@ -318,7 +333,27 @@ class SingFlow:
             self.step = "ended"
             self.ended.set()
 
+    async def wave(self) -> None:
+        """Wave to the choir's waiting room."""
+        singer = self._joined()
+        if not await singer.wave():
+            raise WindowError("not connected to the choir just now; wave again in a moment")
+
+    async def listen(self) -> None:
+        """Play the choir's latest mix into the headset (the page shows what happens)."""
+        singer = self._joined()
+        if singer.listen.ready is None:
+            raise WindowError("the choir's mix is not ready yet: it comes soon after the take")
+        await singer.play_mix()
+        if not singer.playing:  # the singer's words say why (a take runs, the download failed)
+            raise WindowError(singer.state.message or "the choir's mix could not be played")
+
     # ------------------------------------------------------------------ helpers
+    def _joined(self) -> Singer:
+        if self.step != "live" or self.singer is None:
+            raise WindowError("join the choir first")
+        return self.singer
+
     def _expect(self, *steps: str) -> None:
         if self.step not in steps:
             raise WindowError(f"this step is done already (now: {self.step}); reload the page")

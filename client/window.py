@@ -76,6 +76,8 @@ class WindowFlow(Protocol):
     async def change_device(self) -> None: ...
     async def calibrate(self) -> None: ...
     async def finish_setup(self) -> None: ...
+    async def wave(self) -> None: ...
+    async def listen(self) -> None: ...
 
 
 def page_dir() -> Path:
@@ -133,6 +135,8 @@ ACTIONS: Final[dict[str, _Action]] = {
     "change-headset": lambda f, b: f.change_device(),
     "calibrate": lambda f, b: f.calibrate(),
     "ready": lambda f, b: f.finish_setup(),
+    "wave": lambda f, b: f.wave(),
+    "listen": lambda f, b: f.listen(),
 }
 
 

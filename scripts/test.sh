@@ -14,6 +14,8 @@ apt_install nginx caddy openssl systemd
 # Playwright (tests/support/browser.py); the web app needs its npm packages
 web_install
 apt_install chromium
+# the singer's window shows "Ann waved 👋": without a colour emoji font the screenshots show a box
+apt_install fonts-noto-color-emoji
 # the cluster tests: a real Redis and PostgreSQL 15 (initdb + pg_ctl), started by the tests
 apt_install redis-server postgresql-15
 

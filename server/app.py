@@ -36,6 +36,7 @@ from .takes import Takes
 from .track_uploads import TrackUploadHooks, UploadRouter
 from .tracks import TrackStore
 from .tus import TusHandler
+from .waitroom import NoteStore
 from .webapp import add_webapp
 from .wirelog import WireLog
 
@@ -113,13 +114,17 @@ async def _closed(resource: WireLog | IO[bytes]) -> None:
 def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> Realtime:
     """Socket.IO for one process, or for one of several sharing ``config.redis_url``."""
     clock = SERVER_CLOCKS[config.clock]
+    notes = NoteStore(config.data_dir / "takes")  # beside the lyrics, in the session's folder
     if config.redis_url is None:
-        return Realtime(store, list(config.cors_origins), wire_log=wire_log, clock=clock)
+        return Realtime(
+            store, list(config.cors_origins), wire_log=wire_log, clock=clock, notes=notes
+        )
     return Realtime(
         store,
         list(config.cors_origins),
         wire_log=wire_log,
         clock=clock,
+        notes=notes,
         presence=RedisPresence(
             config.redis_url,
             clock=config.clock,

@@ -24,6 +24,8 @@ from tutti.wire import (
     Ev,
     Health,
     Lyrics,
+    Note,
+    NoteRequest,
     Record,
     SessionSettings,
     TrackStored,
@@ -248,6 +250,29 @@ async def delete_lyrics(request: web.Request) -> web.Response:
     return _reply(Deleted(True, session_id=p.session_id))
 
 
+async def get_note(request: web.Request) -> web.Response:
+    notes = request.app[SERVICES].realtime.waitroom.notes
+    note = "" if notes is None else await asyncio.to_thread(notes.get, _me(request).session_id)
+    return _reply(Note(note))
+
+
+async def put_note(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = _me(request)
+    svc.sessions.require_leader(p, "leave a note for the waiting room")
+    svc.sessions.open_session(p.session_id)
+    try:
+        note = NoteRequest.parse(await _json(request))
+    except WireError as exc:
+        raise BadRequest(str(exc), code="bad_note") from None
+    room = svc.realtime.waitroom
+    if room.notes is None:
+        raise ServiceUnavailable("this server keeps no notes", code="no_notes")
+    await asyncio.to_thread(room.notes.put, p.session_id, note)
+    room.changed(p.session_id)  # the singers see it within a second
+    return _reply(Note(note))
+
+
 async def arm_take(request: web.Request) -> web.Response:
     return _reply(await request.app[SERVICES].takes.arm(_me(request)), status=201)
 
@@ -342,6 +367,8 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/api/session/lyrics/{part}", put_lyrics)
     r.add_get("/api/session/lyrics/{part}", get_lyrics)
     r.add_delete("/api/session/lyrics/{part}", delete_lyrics)
+    r.add_get("/api/session/note", get_note)
+    r.add_put("/api/session/note", put_note)
     r.add_post("/api/session/takes", arm_take)
     r.add_get("/api/session/takes", list_takes)
     r.add_post("/api/session/takes/{take_id}/start", start_take)

@@ -47,6 +47,7 @@ from tutti.wire import (
     TakeStart,
     TakeUpdate,
     TakeView,
+    Wave,
     Welcome,
     WireError,
     parse_calibration,
@@ -60,6 +61,7 @@ from .auth import hash_token
 from .models import Participant, Principal, session_view
 from .presence import Live, LocalPresence, Presence
 from .store import SessionStore
+from .waitroom import NoteStore, TooSoon, WaitingRoom, waiting_room
 from .wirelog import WireLog
 
 __all__ = ["Realtime", "LEVEL_INTERVAL_S", "SERVER_CLOCKS", "session_room", "leader_room"]
@@ -106,7 +108,7 @@ _RESERVED = frozenset(
 def _reserved_message(event: str) -> str:
     return (
         f"event name {event[:64]!r} is reserved by Socket.IO and cannot be sent; clients "
-        "send: clock.probe, clock.report, level, calibration, take.state"
+        "send: clock.probe, clock.report, level, calibration, take.state, wave"
     )
 
 
@@ -137,6 +139,8 @@ class Realtime:
         Rooms and emits (default: this process's; ``AsyncRedisManager`` for several).
     clock : callable
         The server clock, seconds (one of :data:`SERVER_CLOCKS`).
+    notes : NoteStore, optional
+        Where the leader's note for the waiting room is kept (None: no notes).
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class Realtime:
         presence: Presence | None = None,
         client_manager: socketio.AsyncManager | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notes: NoteStore | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -179,6 +184,7 @@ class Realtime:
         self._watchers: dict[str, int] = {}  # leader sockets
         self._singer_sids: dict[str, set[str]] = {}
         self._level_hz: dict[str, float] = {}
+        self.waitroom = WaitingRoom(store, self.presence, notes, self.to_singers, clock)
         self._register()
 
     # ------------------------------------------------------------------- Fanout
@@ -188,6 +194,9 @@ class Realtime:
 
     async def to_leaders(self, session_id: str, event: str, data: Record) -> None:
         await self._send(event, data, room=leader_room(session_id))
+
+    async def to_singers(self, session_id: str, event: str, data: Record) -> None:
+        await self._send(event, data, room=waiting_room(session_id))
 
     async def _send(self, event: str, data: Record, **target: str) -> None:
         """Every event the server sends goes out here: one record, to a room or a socket."""
@@ -204,6 +213,7 @@ class Realtime:
         self.sio.attach(app)
         app.cleanup_ctx.append(self.presence.run)
         app.cleanup_ctx.append(self._relay_ctx)
+        app.cleanup_ctx.append(self.waitroom.run)
         app.on_shutdown.append(self._disconnect_all)
 
     async def _disconnect_all(self, app: web.Application) -> None:
@@ -228,6 +238,7 @@ class Realtime:
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
         self._unpublished.pop(session_id, None)
+        self.waitroom.forget(session_id)
         await self.presence.forget(session_id)
 
     async def _relay_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -271,6 +282,7 @@ class Realtime:
         sio.on(Ev.LEVEL, self._guard(Ev.LEVEL, self._level))
         sio.on(Ev.CALIBRATION, self._guard(Ev.CALIBRATION, self._calibration))
         sio.on(Ev.TAKE_STATE, self._guard(Ev.TAKE_STATE, self._take_state))
+        sio.on(Ev.WAVE, self._guard(Ev.WAVE, self._wave))
         sio.on("*", self._unknown)
 
     # ----------------------------------------------------------------- roster
@@ -326,7 +338,7 @@ class Realtime:
                 if len(args) != 1:
                     raise WireError(f"{event}: expected exactly one JSON object argument")
                 return await fn(sid, args[0])
-            except (WireError, PermissionError, LookupError) as exc:
+            except (WireError, PermissionError, LookupError, TooSoon) as exc:
                 await self._refuse(sid, event, exc)
             except Exception as exc:
                 log.exception("Socket.IO handler for %s failed", event)
@@ -357,6 +369,8 @@ class Realtime:
             code, message = "internal_error", "the server failed on this event; it is logged"
         elif isinstance(exc, PermissionError):
             code, message = "forbidden", str(exc)
+        elif isinstance(exc, TooSoon):
+            code, message = "too_soon", str(exc)
         elif isinstance(exc, LookupError):
             code, message = "not_found", str(exc.args[0] if exc.args else exc)
         else:
@@ -381,7 +395,7 @@ class Realtime:
             str(event)[:64],
             WireError(
                 f"unknown event {str(event)[:64]!r}; clients send: clock.probe, clock.report, "
-                "level, calibration, take.state"
+                "level, calibration, take.state, wave"
             ),
         )
 
@@ -442,6 +456,8 @@ class Realtime:
         live.last_seen = time.time()
         await self.presence.joined(p.session_id, pid, sid)
         await self.presence.put(p.session_id, {pid: live})
+        await self.sio.enter_room(sid, waiting_room(p.session_id))
+        self.waitroom.changed(p.session_id)
         self._singer_sids.setdefault(p.session_id, set()).add(sid)
         hz = await self._retune_levels(p.session_id, but=sid)
         # the rate now: another connect may have changed (and told this socket) it meanwhile
@@ -509,6 +525,7 @@ class Realtime:
             if not any(q.participant_id == pid for q in self.conns.values()):
                 del self.live[pid]  # no socket of theirs here: the presence has the rest
         if not still_here:
+            self.waitroom.changed(p.session_id)
             await self._left_take(p.session_id, pid)
         await self._participant_changed(pid)
 
@@ -593,6 +610,13 @@ class Realtime:
         if ident is not None:
             self.identity[pid] = ident
         await self._participant_changed(pid)
+
+    async def _wave(self, sid: str, payload: Any) -> None:
+        Wave.from_dict(payload, Ev.WAVE)
+        p, pid = self._singer(sid)
+        ident = self.identity.get(pid)
+        if ident is not None:
+            self.waitroom.wave(p.session_id, pid, ident.name)
 
     async def _take_state(self, sid: str, payload: Any) -> None:
         take_id, state, detail = parse_take_state(payload)

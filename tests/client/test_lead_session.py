@@ -431,3 +431,18 @@ async def test_lyrics_upload_reports_what_the_singers_will_see(server: str, tmp_
     assert res.code == 1 and "line 2" in res.err, res
     res = await run_cli("lead", "lyrics", "A", str(tmp_path / "missing.lrc"))
     assert res.code == 2 and "missing.lrc" in res.err, res
+
+
+async def test_note_sets_shows_and_clears_the_waiting_rooms_note(server: str) -> None:
+    await _create(server)
+    res = await run_cli("lead", "note")
+    assert res.code == 0 and "no note in the waiting room" in res.out, res
+    res = await run_cli("lead", "note", "Tea at the break ☕\nWe start at 7:30")
+    assert res.code == 0 and "the waiting room's note is now: Tea at the break" in res.out, res
+    res = await run_cli("lead", "note", "--json")
+    assert res.json() == {"note": "Tea at the break ☕\nWe start at 7:30"}
+    res = await run_cli("lead", "note", "x" * 281)
+    assert res.code == 2 and "at most 280 characters" in res.err, res
+    res = await run_cli("lead", "note", "")
+    assert res.code == 0 and "the note is cleared" in res.out, res
+    assert (await run_cli("lead", "note", "--json")).json() == {"note": ""}

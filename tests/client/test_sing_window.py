@@ -221,6 +221,9 @@ async def _walk_to_the_waiting_room(
     await expect(page.locator("#w-next")).to_have_text(re.compile("Ready"), timeout=60_000)
     await expect(page.locator("#w-connection")).to_have_text(re.compile("Connected"))
     await expect(page.locator("#w-clock")).to_have_text(re.compile("Clock in time"))
+    # the `tutti join` singer has arrived too: the waiting room says so
+    for here in ("Joe (S)", "Ann (A)"):
+        await expect(page.locator("#w-here")).to_contain_text(here, timeout=30_000)
     await shots.take("5-waiting")
     # the singer's own headset into its microphone for the take (the engine was opened anew):
     # the recording must then hold the headset program where its numbers place it

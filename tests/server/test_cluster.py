@@ -263,3 +263,40 @@ async def test_killed_worker_loses_only_its_own_sockets(
         finally:
             for rec in [lead, *recorders, *again]:
                 await rec.close()
+
+
+async def test_the_waiting_room_over_two_processes(
+    tmp_path: Path, postgres: Postgres, redis_url: str
+) -> None:
+    """Singers on different processes see each other, the note set through either, and each
+    other's waves; a leave on one process reaches the singers of the other."""
+    async with (
+        two_servers(tmp_path / "data", redis_url, postgres.new_database()) as (a, b),
+        aiohttp.ClientSession(a.url) as http_a,
+        aiohttp.ClientSession(b.url) as http_b,
+    ):
+        leader = await create_session(http_a)
+        ann = await join(http_a, leader.code, "Ann", "S")
+        bob = await join(http_b, leader.code, "Bob", "B")
+        on_a, on_b = Recorder(), Recorder()
+        try:
+            await on_a.connect(a.url, ann.token)
+            await on_b.connect(b.url, bob.token)
+            both = [{"name": "Ann", "part": "S"}, {"name": "Bob", "part": "B"}]
+            for rec in (on_a, on_b):
+                await rec.wait(Ev.LOBBY, lambda d: d["here"] == both, timeout=20)
+            note = "Bob's process keeps it; Ann's reads it"
+            async with http_b.put(
+                "/api/session/note", json={"note": note}, headers=leader.headers
+            ) as r:
+                assert r.status == 200, await r.text()
+            await on_a.wait(Ev.LOBBY, lambda d: d["note"] == note and d["count"] == 2, timeout=20)
+            await on_b.client.emit(Ev.WAVE, {})
+            await on_a.wait(Ev.WAVES, lambda d: d["names"] == ["Bob"], timeout=20)
+            await on_b.close()
+            await on_a.wait(Ev.LOBBY, lambda d: d["count"] == 1 and d["note"] == note, timeout=20)
+            newest = max(on_a.of(Ev.LOBBY), key=lambda d: d["at"])  # what Ann's window keeps
+            assert newest["count"] == 1, on_a.of(Ev.LOBBY)
+        finally:
+            await on_a.close()
+            await on_b.close()

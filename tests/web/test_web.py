@@ -543,3 +543,37 @@ async def test_serves_only_its_own_files(server: RunningServer) -> None:
             async with http.get(path) as r:
                 assert r.status == 404, path
                 assert (await error_of(r))["code"] in ("no_file", "not_found"), path
+
+
+async def test_the_leaders_note_reaches_the_waiting_room(server: RunningServer, page: Any) -> None:
+    """The note box on the leader's page: saved, seen by a singer within the lobby's second,
+    still there after a reload, cleared with one button; the keyboard is enough."""
+    await sign_in(page, server.url, KEY)
+    await page.wait_for_selector("#screen-create:visible")
+    await page.fill("#title", "Note choir")
+    await page.click("#create-form button[type=submit]")
+    await page.wait_for_selector("#note-state:has-text('No note yet.')")
+    code = (await page.text_content("#join-code")) or ""
+    async with aiohttp.ClientSession(server.url) as http:
+        singer = await join(http, code, "Ann", "S")
+    sock = Recorder()
+    await sock.connect(server.url, singer.token)
+    try:
+        await sock.wait(Ev.LOBBY, lambda d: d["count"] == 1 and d["note"] == "")
+        note = "Welcome! We start at 7:30 – bring water."
+        await page.fill("#note", note)
+        await page.click("#note-form button[type=submit]")
+        await page.wait_for_selector("#note-state:has-text('Singers see this note now.')")
+        await sock.wait(Ev.LOBBY, lambda d: d["note"] == note, timeout=10)
+        await page.reload()
+        await page.wait_for_selector(
+            "#note-state:has-text('Singers see this note while they wait.')"
+        )
+        assert await page.input_value("#note") == note
+        await page.focus("#note-clear")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#note-state:has-text('The note is cleared.')")
+        await sock.wait(Ev.LOBBY, lambda d: d["note"] == "" and len(sock.of(Ev.LOBBY)) > 2)
+        assert await page.is_disabled("#note-clear")
+    finally:
+        await sock.close()

@@ -38,6 +38,7 @@ __all__ = [
     "ConnectAuth",
     "TakeState",
     "CalibrationReport",
+    "Wave",
     "TAKE_STATES",
     "TAKE_UPLOAD_STATES",
     "MIX_STATES",
@@ -81,6 +82,7 @@ class Ev:
     LEVEL: Final = "level"  # input level and losses, as often as `level.rate` says
     CALIBRATION: Final = "calibration"  # measured round-trip latency
     TAKE_STATE: Final = "take.state"  # the singer's progress on one take
+    WAVE: Final = "wave"  # a singer waves to the waiting room (rate-limited)
     # S→C
     WELCOME: Final = "welcome"  # to the connecting socket: who you are, the session
     ROSTER: Final = "roster"  # to the leader room: the whole roster
@@ -93,6 +95,8 @@ class Ev:
     TAKE_STOP: Final = "take.stop"  # to the session room
     TAKE_UPDATE: Final = "take.update"  # to the leader room: upload states changed
     TAKE_MIX: Final = "take.mix"  # to the leader room and the take's singers: the server's mix
+    LOBBY: Final = "lobby"  # to the singers: who is here and the leader's note (coalesced)
+    WAVES: Final = "waves"  # to the singers: who waved since the last (coalesced)
     SESSION_CLOSED: Final = "session.closed"
     ERROR: Final = "error.report"  # to one socket: a refused event, with the reason
 
@@ -382,6 +386,13 @@ def parse_calibration(payload: Any) -> tuple[int, str]:
     """``calibration``: ``{"latency_frames", "source": "measured"|"reported"}``."""
     c = CalibrationReport.from_dict(payload, Ev.CALIBRATION)
     return c.latency_frames, c.source
+
+
+@dataclass(frozen=True)
+class Wave(Record):
+    """``wave``: a singer waves to the waiting room (an empty object; the server knows who)."""
+
+    STRICT = True
 
 
 @dataclass(frozen=True)

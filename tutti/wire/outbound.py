@@ -35,6 +35,14 @@ __all__ = [
     "MixFiles",
     "TakeMix",
     "SessionClosed",
+    "LobbySinger",
+    "Lobby",
+    "Waves",
+    "NOTE_MAX_CHARS",
+    "LOBBY_NAMES_MAX",
+    "WAVES_NAMES_MAX",
+    "WAVE_EVERY_S",
+    "check_note",
     "ErrorReport",
     "Refusal",
     "ConnectRefused",
@@ -212,6 +220,61 @@ class TakeMix(Record):
     files: MixFiles | None = spec(default=None)
 
 
+#: The longest note a leader may leave for the waiting room (characters).
+NOTE_MAX_CHARS: Final = 280
+#: Names a ``lobby`` lists at most (the counts cover everyone; a screen shows no more).
+LOBBY_NAMES_MAX: Final = 200
+#: Names a ``waves`` carries at most (``more`` counts the rest).
+WAVES_NAMES_MAX: Final = 10
+#: Seconds a singer waits between two waves (the server refuses sooner ones: ``too_soon``).
+WAVE_EVERY_S: Final = 10.0
+
+
+def check_note(raw: Any) -> str:
+    """The leader's note for the waiting room: plain text of at most
+    :data:`NOTE_MAX_CHARS` characters, line breaks allowed, no other control characters;
+    surrounding space is dropped ("" clears the note)."""
+    if not isinstance(raw, str):
+        raise WireError("note: a text is needed (an empty one clears the note)")
+    note: str = raw.strip()
+    if len(note) > NOTE_MAX_CHARS:
+        raise WireError(f"note: at most {NOTE_MAX_CHARS} characters (this one has {len(note)})")
+    if any((ord(c) < 32 and c != "\n") or ord(c) == 127 for c in note):
+        raise WireError("note: plain text only (letters, digits, punctuation, line breaks)")
+    return note
+
+
+@dataclass(frozen=True)
+class LobbySinger(Record):
+    """One singer in the waiting room: their first name and part, nothing else."""
+
+    name: str = spec(maxlen=64)
+    part: str = spec(maxlen=32)
+
+
+@dataclass(frozen=True)
+class Lobby(Record):
+    """``lobby``, to the session's singers at most once a second while it changes: who is
+    here (first names and parts, in the order they came), how many per part, the leader's
+    note.  ``at`` is the server time it was taken: a client keeps the newest (several server
+    processes each send their own)."""
+
+    here: tuple[LobbySinger, ...] = spec(maxlen=LOBBY_NAMES_MAX)
+    count: int = spec(lo=0)
+    parts: dict[str, int] = spec(factory=dict)
+    note: str = spec(maxlen=NOTE_MAX_CHARS, default="")
+    at: float = spec(default=0.0, unit="seconds (server clock)")
+
+
+@dataclass(frozen=True)
+class Waves(Record):
+    """``waves``, to the session's singers at most once a second: the first names of those
+    who waved since the last one, and how many more did."""
+
+    names: tuple[str, ...] = spec(maxlen=WAVES_NAMES_MAX)
+    more: int = spec(lo=0, default=0)
+
+
 @dataclass(frozen=True)
 class SessionClosed(Record):
     """``session.closed``, to the session: nothing more will happen in it."""
@@ -268,4 +331,6 @@ SERVER_EVENTS: Final[dict[str, type[Record]]] = {
     Ev.TAKE_MIX: TakeMix,
     Ev.SESSION_CLOSED: SessionClosed,
     Ev.ERROR: ErrorReport,
+    Ev.LOBBY: Lobby,
+    Ev.WAVES: Waves,
 }

@@ -15,7 +15,14 @@ from tutti.wire.contract import (
     TAKE_UPLOAD_STATES,
     SessionSettings,
 )
-from tutti.wire.outbound import SESSION_STATES, Roster, TakeMix, TrackInfo
+from tutti.wire.outbound import (
+    NOTE_MAX_CHARS,
+    SESSION_STATES,
+    Roster,
+    TakeMix,
+    TrackInfo,
+    check_note,
+)
 from tutti.wire.record import Record, WireError, spec
 
 __all__ = [
@@ -38,6 +45,8 @@ __all__ = [
     "Joined",
     "Cue",
     "Lyrics",
+    "NoteRequest",
+    "Note",
     "SessionInfo",
     "SessionState",
     "TrackStored",
@@ -340,6 +349,27 @@ class ErrorDetail(Record):
 
 
 @dataclass(frozen=True)
+class NoteRequest(Record):
+    """``PUT /api/session/note``: the leader's note for the waiting room ("" clears it)."""
+
+    STRICT = True
+
+    note: str = spec(maxlen=4 * NOTE_MAX_CHARS)  # check_note gives the real limit
+
+    @classmethod
+    def parse(cls, payload: Any) -> str:
+        """The note of a request body, checked (:func:`tutti.wire.check_note`)."""
+        return check_note(cls.from_dict(payload, "note request").note)
+
+
+@dataclass(frozen=True)
+class Note(Record):
+    """``GET``/``PUT /api/session/note``: the waiting room's note as it is now."""
+
+    note: str = spec(maxlen=NOTE_MAX_CHARS)
+
+
+@dataclass(frozen=True)
 class ErrorBody(Record):
     """Every 4xx/5xx reply of the API: ``{"error": {"code", "message"}}``."""
 
@@ -376,6 +406,7 @@ HTTP_REQUESTS: Final[dict[str, type[Record]]] = {
     "POST /api/web/signin": SignIn,
     "POST /api/web/sessions": SessionSettings,
     "POST /api/session/takes/{take_id}/mix": MixRequest,
+    "PUT /api/session/note": NoteRequest,
 }
 
 #: Every JSON reply, by route (errors: :class:`ErrorBody`; ``…/manifest``: ``take.json``).
@@ -394,6 +425,8 @@ HTTP_REPLIES: Final[dict[str, type[Record]]] = {
     "PUT /api/session/lyrics/{part}": Lyrics,
     "GET /api/session/lyrics/{part}": Lyrics,
     "DELETE /api/session/lyrics/{part}": Deleted,
+    "GET /api/session/note": Note,
+    "PUT /api/session/note": Note,
     "POST /api/session/takes": TakeArmedReply,
     "GET /api/session/takes": TakeList,
     "POST /api/session/takes/{take_id}/start": TakeStarted,

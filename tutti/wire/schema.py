@@ -25,6 +25,7 @@ from tutti.wire.contract import (
     LevelReport,
     SessionSettings,
     TakeState,
+    Wave,
 )
 from tutti.wire.outbound import SERVER_EVENTS
 from tutti.wire.record import Record
@@ -39,6 +40,7 @@ CLIENT_EVENTS: dict[str, type[Record]] = {
     Ev.LEVEL: LevelReport,
     Ev.CALIBRATION: CalibrationReport,
     Ev.TAKE_STATE: TakeState,
+    Ev.WAVE: Wave,
 }
 
 #: What a client connects with (the Socket.IO ``auth`` object).

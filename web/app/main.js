@@ -4,6 +4,7 @@
 import { io } from "/web/vendor/socket.io.esm.min.js";
 import { api } from "./api.js";
 import { Backing } from "./backing.js";
+import { Note } from "./note.js";
 import { Roster } from "./roster.js";
 import { Takes } from "./takes.js";
 
@@ -34,6 +35,10 @@ const roster = new Roster($("roster"), $("roster-count"), $("roster-empty"));
 const backing = new Backing($("parts-list"));
 const takes = new Takes(
   { arm: $("arm"), start: $("start"), stop: $("stop"), countdown: $("countdown"), list: $("takes") },
+  report,
+);
+const note = new Note(
+  { form: $("note-form"), text: $("note"), clear: $("note-clear"), state: $("note-state") },
   report,
 );
 let session = null;
@@ -121,7 +126,7 @@ async function enter(state) {
     show("session");
     showSession(state.session);
     connect();
-    await takes.reload();
+    await Promise.all([takes.reload(), note.load()]);
   } else if (state.can_create) {
     linkState(state.open_server ? "Open server" : "Signed in with the key", true);
     show("create");

@@ -124,6 +124,52 @@ function showWaiting(live) {
     : "Getting ready…";
 }
 
+let hereShown = "";
+
+function showRoom(room) {
+  const key = JSON.stringify([room.here, room.count]);
+  if (key !== hereShown) {
+    hereShown = key;
+    $("w-here").replaceChildren(
+      ...room.here.map((s) => {
+        const li = document.createElement("li");
+        const part = document.createElement("span");
+        part.className = "part";
+        part.textContent = ` (${s.part})`;
+        li.append(s.name, part);
+        return li;
+      }),
+    );
+    const more = room.count - room.here.length;
+    $("w-more").textContent = `and ${more} more`;
+    $("w-more").hidden = more <= 0;
+    $("w-here-title").textContent = room.count === 1 ? "Who is here: just you so far"
+      : `Who is here: ${room.count} singers`;
+  }
+  $("w-note").hidden = !room.note;
+  $("w-note-text").textContent = room.note;
+  $("wave").disabled = room.wave_in > 0;
+  $("w-wave-wait").textContent = room.wave_refused
+    || (room.wave_in > 0 ? `You waved. You can wave again in ${room.wave_in} s.` : "");
+  const waves = room.waves.join("\n");
+  if ($("w-waves").dataset.shown !== waves) {
+    $("w-waves").dataset.shown = waves;
+    $("w-waves").replaceChildren(
+      ...room.waves.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
+    );
+  }
+}
+
+function showMix(mix) {
+  $("mix").hidden = !mix;
+  if (!mix) return;
+  const length = mix.duration_s === null ? ""
+    : ` (${Math.floor(mix.duration_s / 60)}:${String(Math.round(mix.duration_s % 60)).padStart(2, "0")})`;
+  $("mix-text").textContent = `The choir's mix of ${mix.take} is ready${length}.`;
+  $("mix-playing").textContent = mix.playing ? "Playing in your headphones…" : "";
+  $("listen").disabled = mix.playing;
+}
+
 function showTake(live) {
   $("countdown").textContent =
     live.starts_in !== null ? `${Math.ceil(live.starts_in)}`
@@ -163,6 +209,8 @@ function render(state) {
     showWaiting(state.live);
     showTake(state.live);
     showAfter(state.live);
+    showRoom(state.live.room);
+    showMix(state.live.mix);
   }
   if (state.step === "ended") {
     $("ended-text").textContent =
@@ -221,6 +269,8 @@ function wire() {
   $("calibrate").addEventListener("click", () => post("calibrate"));
   $("cal-next").addEventListener("click", () => post("ready"));
   $("cal-back").addEventListener("click", () => post("change-headset"));
+  $("wave").addEventListener("click", () => post("wave"));
+  $("listen").addEventListener("click", () => post("listen"));
 
   const events = new EventSource("/api/events");
   events.onmessage = (e) => {
