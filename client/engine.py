@@ -69,6 +69,9 @@ RING_SECONDS = 10.0
 DRAIN_PERIOD = 0.02
 #: Seconds between re-readings of JACK's clock against time.monotonic() (NTP slews one)
 JACK_OFFSET_S = 2.0
+#: How far (s) JACK's frame timer may be from the callbacks' own wake-up mapping and still be
+#: used for it: a callback wakes up to this much after its cycle began on a busy machine
+JACK_AGREE_S = 1e-3
 #: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
 HISTORY = 8
 
@@ -412,9 +415,10 @@ class DuplexEngine:
         cur = time_info.currentTime
         adc = time_info.inputBufferAdcTime
         ahead = dac - cur if dac > 0.0 else self._out_latency
+        cycle = None
         if self._use_jack_frames and self._jack_frames is not None:
             t_in = t_out = self._jack_frames.frame() / self.rate
-            now = self._jack_frames.cycle_time()  # not this process's wake-up: one for all
+            cycle = self._jack_frames.cycle_time()
         else:
             t_in, t_out = (adc if adc != 0.0 else cur), cur + ahead  # adc 0: not known
         self.input_account.update(n, frames, t_in)
@@ -428,10 +432,15 @@ class DuplexEngine:
         hist = self._hist
         if slipped < 0:  # frames given back: the earlier readings counted them, and read early
             hist += -slipped / self.rate
-        reading = now + ahead - d_out / self.rate
-        hist[self._callbacks % HISTORY] = reading
-        # JACK's frame timer reads the same in every client's same cycle: take it as it is
-        base = reading if self._use_jack_frames else hist.min()
+        hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
+        base = hist.min()
+        if cycle is not None:
+            # JACK's frame timer reads alike in every client's same cycle (its wake-ups do
+            # not); trusted only while it agrees with the wake-ups: it jumps when the server
+            # itself runs late (one 8-singer start skewed by 1481 frames on it at load 10)
+            shared = cycle + ahead - d_out / self.rate
+            if abs(base - shared) <= JACK_AGREE_S:
+                base = shared
         if self._callbacks < self._trace.shape[0]:
             self._trace[self._callbacks] = (n, frames, cur, adc, dac, now, t_out, d_out, base)
         outdata.fill(0)

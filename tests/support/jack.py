@@ -306,14 +306,17 @@ class Recorder:
         #: (harness frame, frames) this recorder itself missed: silence in the recording
         self.gaps: list[tuple[int, int]] = []
         self._frames: Any = None  # JACK's cycle counter: a missed cycle keeps its place
-        self._frame0: int | None = None
+        self._reads: list[tuple[int, int]] = []  # (recorded frame, JACK cycle frame) per block
         self._sd = sd
         self._stream: Any = None
         self.ports: list[str] = []
         self._sources = list(sources)
 
     def _cb(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        n = self._place(frames)
+        n = self.pos
+        jf = self._frames
+        if jf is not None and jf.buffer_size == frames:
+            self._reads.append((n, jf.frame()))
         if self.first_adc is None:
             self.first_adc = time_info.inputBufferAdcTime
         m = min(frames, self.buf.shape[0] - n)
@@ -321,21 +324,24 @@ class Recorder:
             self.buf[n : n + m] = indata[:m]
             self.pos = n + m
 
-    def _place(self, frames: int) -> int:
-        """Where this block goes: after the last one, or, read from JACK's own cycle count,
-        as far after it as the cycles this harness missed (which it notes as gaps)."""
-        n = self.pos
-        jf = self._frames
-        if jf is None or jf.buffer_size != frames:
-            return n
-        now: int = jf.frame()
-        if self._frame0 is None:
-            self._frame0 = now - n
-        at = now - self._frame0
-        if at > n:
-            self.gaps.append((n, at - n))
-            return at
-        return n
+    def _placed(self, data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``data`` (blocks as they came) with every cycle this harness missed put back as
+        silence in its place, noted in :attr:`gaps`.  A block's JACK frame less its place
+        in ``data`` steps up by the frames missed before it; a callback that ran late reads
+        a later cycle, never an earlier one, so the truth is the lowest step from there on."""
+        if not self._reads:
+            return data
+        at = np.array([r[0] for r in self._reads], np.int64)
+        step = np.array([r[1] for r in self._reads], np.int64) - at
+        step = np.minimum.accumulate(step[::-1])[::-1]
+        step -= step[0]
+        out = np.zeros((data.shape[0] + int(step[-1]), data.shape[1]), np.float32)
+        ends = [*at[1:].tolist(), data.shape[0]]
+        for k, (a, e) in enumerate(zip(at.tolist(), ends, strict=True)):
+            out[a + step[k] : e + step[k]] = data[a:e]
+            if k and step[k] > step[k - 1]:
+                self.gaps.append((a + int(step[k - 1]), int(step[k] - step[k - 1])))
+        return out
 
     def missed(self, lo: int, hi: int) -> bool:
         """Whether this harness missed any frame in [lo, hi)."""
@@ -384,7 +390,7 @@ class Recorder:
         if self._frames is not None:
             self._frames.close()
             self._frames = None
-        return self.buf[: self.pos].copy()
+        return self._placed(self.buf[: self.pos].copy())
 
 
 class RecorderProcess:
