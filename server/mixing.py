@@ -383,17 +383,34 @@ class Mixes:
         singers = {s.participant_id for s in take.singers if s.recording is not None}
         unknown = sorted((set(gains) | set(req.muted)) - singers)
         if unknown:
-            raise BadRequest(
-                f"no recording of take {take_id} from participant(s) {unknown[:5]}; "
-                f"accepted: {sorted(singers)[:50]}",
-                code="bad_mix",
-            )
+            raise BadRequest(self._not_in_mix(take, unknown), code="bad_mix")
         if not singers:
             raise Conflict(
                 f"take {take_id} has no uploaded recording to mix", code="nothing_to_mix"
             )
         gains = {pid: db for pid, db in gains.items() if db != 0.0}
         return await self.start(take, gains, tuple(sorted(set(req.muted))))
+
+    def _not_in_mix(self, take: Take, unknown: list[str]) -> str:
+        """Why a remix naming ``unknown`` (participant ids) is refused, in the singers' names."""
+        by_id = {s.participant_id: s for s in take.singers}
+        said = []
+        for pid in unknown[:5]:
+            singer = by_id.get(pid)
+            person = self.store.get_participant(pid) if singer is None else None
+            if singer is not None:
+                said.append(f"{singer.name} has no recording in this take ({singer.state})")
+            elif person is not None and person.session_id == take.session_id:
+                said.append(f"{person.name} did not sing this take")
+            else:
+                said.append("a singer who is not in this session")
+        names = sorted(s.name for s in take.singers if s.recording is not None)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        can = ", ".join(names[:50]) + (", …" if len(names) > 50 else "")
+        return (
+            f"cannot remix take {take.take_id}: {'; '.join(said)}{more}. "
+            f"Singers you can change: {can or 'none yet'}."
+        )
 
     async def start(
         self,
