@@ -58,8 +58,9 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import soundfile as sf
 from rich.console import Console
@@ -79,6 +80,9 @@ from tutti.mix.outputs import BUS_NAME, FORMATS, Interrupted, SignalGuard, Works
 from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
+
+if TYPE_CHECKING:  # the pipeline is imported once a take passed its checks
+    from tutti.mix.passes import MasterCopy
 
 __all__ = ["DEFAULT_TARGET_LUFS", "MixError", "add_arguments", "mix_take", "run"]
 
@@ -244,7 +248,7 @@ def _mix(
     guard: SignalGuard,
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
-    also: Callable[[AudioArray], None] | None = None,
+    also: MasterCopy | None = None,
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -340,7 +344,7 @@ def mix_take(
     argv: list[str],
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
-    also: Callable[[AudioArray], None] | None = None,
+    also: MasterCopy | None = None,
 ) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
@@ -349,8 +353,9 @@ def mix_take(
 
     ``prepared``: a folder where each recording's pass 1 is kept and reused
     (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
-    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: called with every
-    block of a lossless master (float32, (n, 2), on target) as it is written."""
+    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: handed the
+    length and then every block of a lossless master (float32, (n, 2), on target) as it is
+    written."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:

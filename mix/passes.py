@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
     from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import MasterReport, Mixdown
 
-__all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
+__all__ = ["FORMATS", "MasterCopy", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
 
 # FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
 # few per cent larger (docs/benchmarks-mix.md)
@@ -81,7 +81,17 @@ class MixPlan:
     prepared: Path | None = None
     prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
     # every block of the master is handed here too, as it is written (the server's Opus copy)
-    also: Callable[[AudioArray], None] | None = None
+    also: MasterCopy | None = None
+
+
+class MasterCopy(Protocol):
+    """Something that takes the master as it is written (the server's Opus copy)."""
+
+    def begin(self, frames: int) -> None:
+        """The master is ``frames`` long; its blocks follow."""
+
+    def feed(self, block: AudioArray) -> None:
+        """One block of the master (float32, (n, 2)), in order; the buffer is reused after."""
 
 
 class _Pipeline:
@@ -412,9 +422,11 @@ def mix_into(
             def sink(block: AudioArray) -> None:
                 write(block)
                 if plan.also is not None:
-                    plan.also(block)
+                    plan.also.feed(block)
                 step("")
 
+            if plan.also is not None:
+                plan.also.begin(mix.frames)
             master = mix.master(sink, jobs=plan.jobs)
     finally:
         cleaner.join()

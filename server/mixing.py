@@ -127,8 +127,8 @@ def make_mix(job: MixJob) -> MixMade:
         argv += ["--gain", f"{file}={db!r}"]
     for file in job.muted:
         argv += ["--mute", file]
-    with OpusCopy(opus, job.rate) as copy:  # encoded in a thread while the master is written
-        mix_take(argv, job.prepared, also=copy.feed)
+    with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
+        mix_take(argv, job.prepared, also=copy)
     info = sf.info(str(flac))
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
@@ -210,6 +210,7 @@ class Mixes:
         self._pool: ProcessPoolExecutor | None = None
         self._running = False
         self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
+        self._preparing: dict[str, set[Future[None]]] = {}  # pass 1 jobs by take, not done yet
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
 
@@ -392,24 +393,25 @@ class Mixes:
         return await self.start(take, gains, tuple(sorted(set(req.muted))))
 
     def _not_in_mix(self, take: Take, unknown: list[str]) -> str:
-        """Why a remix naming ``unknown`` (participant ids) is refused, in the singers' names."""
+        """Why a remix naming ``unknown`` (participant ids) is refused, in the singers' names
+        (a leader never sees an id)."""
         by_id = {s.participant_id: s for s in take.singers}
         said = []
         for pid in unknown[:5]:
             singer = by_id.get(pid)
             person = self.store.get_participant(pid) if singer is None else None
             if singer is not None:
-                said.append(f"{singer.name} has no recording in this take ({singer.state})")
+                said.append(f"{singer.name} ({singer.state})")
             elif person is not None and person.session_id == take.session_id:
-                said.append(f"{person.name} did not sing this take")
+                said.append(f"{person.name} (not in this take)")
             else:
-                said.append("a singer who is not in this session")
-        names = sorted(s.name for s in take.singers if s.recording is not None)
+                said.append("someone who is not in this session")
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        names = sorted(s.name for s in take.singers if s.recording is not None)
         can = ", ".join(names[:50]) + (", …" if len(names) > 50 else "")
         return (
-            f"cannot remix take {take.take_id}: {'; '.join(said)}{more}. "
-            f"Singers you can change: {can or 'none yet'}."
+            f"no recording of this take from {', '.join(said)}{more}; "
+            f"singers whose level you can change: {can or 'none yet'}"
         )
 
     async def start(
@@ -458,6 +460,7 @@ class Mixes:
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
             queued = time.monotonic()
+            await self._prepared_first(take.take_id)
             made = await asyncio.wrap_future(self._submit(make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
@@ -487,7 +490,32 @@ class Mixes:
             return
         job = PrepareJob(str(folder), str(self.out_dir(take)), file)
         queued = time.monotonic()
-        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job, queued))
+        future = self._submit(prepare_recording, job)
+        future.add_done_callback(partial(_prepared, job, queued))
+        pending = self._preparing.setdefault(take.take_id, set())
+        pending.add(future)
+        loop = asyncio.get_running_loop()
+
+        def ended(done: Future[None]) -> None:  # in the pool's thread: handed to the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed (the server stopped)
+                loop.call_soon_threadsafe(self._prepare_ended, take.take_id, done)
+
+        future.add_done_callback(ended)
+
+    def _prepare_ended(self, take_id: str, future: Future[None]) -> None:
+        pending = self._preparing.get(take_id)
+        if pending is not None:
+            pending.discard(future)
+            if not pending:
+                del self._preparing[take_id]
+
+    async def _prepared_first(self, take_id: str) -> None:
+        """Coroutine: wait for the take's queued pass 1 jobs, so the mix reads them rather
+        than making the same pass 1 again beside them (on a busy machine, a second core is
+        not free: the same work twice only delays the mix)."""
+        pending = [asyncio.wrap_future(f) for f in self._preparing.get(take_id, ())]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     @staticmethod
     def _url(take: Take, fmt: str) -> str:
