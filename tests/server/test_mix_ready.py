@@ -1,20 +1,33 @@
 """What makes the server's mix ready sooner leaves it as it was: the FLAC written from 24-bit
 words is the file libsndfile writes from floats; the Opus copy encoded in two halves at once
 decodes to the samples of one encoder's copy; and a refused remix names singers, not
-their ids (on a real server, port 0)."""
+their ids; and two server processes on one data folder see one take's mix state (real
+servers, port 0)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
 
 import tutti.server.opuscopy as opuscopy
-from tests.server.helpers import error_of, join
-from tests.server.test_server_mix import MixedTake, mixed  # noqa: F401  (the fixture)
+from tests.server.helpers import Leader, Recorder, create_session, error_of, join
+from tests.server.test_server_mix import (  # noqa: F401  (mixed: the fixture)
+    MIX_TIMEOUT,
+    MixedTake,
+    _recorded,
+    _started_take,
+    _stop,
+    _upload,
+    mixed,
+)
+from tests.support.server import running_server
 from tutti.mix.passes import open_out, pcm24_words
 from tutti.server.opuscopy import OpusCopy
 
@@ -118,3 +131,64 @@ async def test_a_refused_remix_names_the_singers(mixed: MixedTake) -> None:  # n
     assert "Ann, Bea, Cy" in message
     for pid in (late.participant_id, bea, "no-such-singer"):
         assert pid not in message
+
+
+async def _mix_state(http: aiohttp.ClientSession, leader: Leader, take_id: str) -> Any:
+    async with http.get(f"/api/session/takes/{take_id}/mix", headers=leader.headers) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def _until_ready(
+    http: aiohttp.ClientSession, leader: Leader, take_id: str, version: int
+) -> list[str]:
+    """Coroutine: poll one server until ``version`` is ready; the states it showed."""
+    seen: list[str] = []
+    deadline = time.monotonic() + MIX_TIMEOUT
+    while time.monotonic() < deadline:
+        state = await _mix_state(http, leader, take_id)
+        seen.append(f"{state['state']} {state['version']}")
+        if state["version"] == version and state["state"] == "ready":
+            return seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"version {version} never ready; seen {seen[-5:]}")
+
+
+async def test_two_processes_on_one_data_folder_see_one_mix_state(tmp_path: Path) -> None:
+    """As ``tutti serve --workers 2`` runs them (two apps, each with its own mix state and
+    workers, one data folder and SQLite): the recordings land on both, the process that
+    takes the last upload mixes, and the other one serves that mix, numbers the remix after
+    it and never shows a mix the other runs as failed."""
+    data = tmp_path / "data"
+    async with (
+        running_server(data, node="a") as a,
+        running_server(data, node="b") as b,
+        aiohttp.ClientSession(a.url) as on_a,
+        aiohttp.ClientSession(b.url) as on_b,
+    ):
+        leader = await create_session(on_a, parts=["S", "A", "T", "B"], count_in_bars=0)
+        lead = Recorder()
+        try:
+            await lead.connect(a.url, leader.token)
+            singers, take_id = await _started_take(on_a, leader, ["Ann", "Bea"])
+            for singer in singers.values():
+                await _recorded(a.url, lead, singer, take_id)
+            await _stop(on_a, leader, take_id)
+        finally:
+            await lead.close()
+        await _upload(a.url, singers["Ann"], take_id, tmp_path / "Ann.flac")
+        assert (await _mix_state(on_a, leader, take_id))["state"] == "waiting"  # a has read it
+        await _upload(b.url, singers["Bea"], take_id, tmp_path / "Bea.flac")  # b mixes
+        shown_by_a = await _until_ready(on_a, leader, take_id, 1)
+        assert not any(s.startswith("failed") for s in shown_by_a), shown_by_a
+        async with on_a.get(
+            f"/api/session/takes/{take_id}/mix/mix.flac", headers=leader.headers
+        ) as r:
+            assert r.status == 200 and len(await r.read()) > 1000
+        # a remix asked of a is version 2 (after b's), and b serves it once ready
+        async with on_a.post(
+            f"/api/session/takes/{take_id}/mix", json={}, headers=leader.headers
+        ) as r:
+            assert r.status == 202 and (await r.json())["version"] == 2
+        assert (await _mix_state(on_b, leader, take_id))["version"] == 2
+        await _until_ready(on_b, leader, take_id, 2)
