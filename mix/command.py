@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING
 import soundfile as sf
 from rich.console import Console
 
-from tutti.audio.types import AudioArray, AudioError
+from tutti.audio.types import AudioError
 from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (

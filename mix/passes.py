@@ -171,7 +171,8 @@ def pcm24_words(block: AudioArray) -> npt.NDArray[np.int32]:
     the FLAC write, docs/benchmarks-mix.md)."""
     y = np.rint(block * _PCM24_SCALE)
     np.clip(y, -_PCM24_SCALE, _PCM24_SCALE - 1, out=y)
-    return y.astype(np.int32) << 8
+    words: npt.NDArray[np.int32] = y.astype(np.int32) << 8
+    return words
 
 
 class _Out:

@@ -37,8 +37,8 @@ from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
 from .errors import BadRequest, Conflict
-from .models import Fanout, Principal, Take
 from .mixlocks import Mixing, anyone_mixing, file_signature, state_lock
+from .models import Fanout, Principal, Take
 from .opuscopy import OpusCopy
 from .store import SessionStore
 from .takes import Takes

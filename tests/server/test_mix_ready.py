@@ -74,7 +74,7 @@ def _choir(seconds: float) -> np.ndarray[Any, Any]:
     right = sum(np.sin(2 * np.pi * f * t) for f in (246.9, 311.1, 370.0, 493.9))
     x = 0.08 * swell[:, None] * np.stack([left, right], axis=1)
     x += 0.002 * np.random.default_rng(5).standard_normal(x.shape)
-    return x.astype(np.float32)
+    return np.asarray(x, dtype=np.float32)
 
 
 def _encode(x: np.ndarray[Any, Any], path: Path) -> np.ndarray[Any, Any]:
