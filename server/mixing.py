@@ -8,7 +8,8 @@ call of :func:`tutti.mix.command.mix_take` on the take folder (``take.json``, th
 the backing hard-linked from the track store: exactly the folder ``tutti lead download``
 writes) in a :class:`~concurrent.futures.ProcessPoolExecutor` of spawned workers, so the
 event loop never waits on it.  What the mix is (its state, version, gains, files) lives in
-``mix-status.json`` in the take folder, so it outlives a restart.
+``mix-status.json`` in the take folder, so it outlives a restart and every server process on
+the data folder sees one state (:mod:`tutti.server.mixlocks`).
 """
 
 from __future__ import annotations
