@@ -184,7 +184,9 @@ class DuplexEngine:
         self._drain_lost = 0  # input frames lost before the drain's read position
         self._skip_in = 0  # input frames still to leave out: a loss given back (frameclock)
         # TUTTI_CLOCK_TRACE=FILE.npy keeps every callback's timing for a look at dropouts
-        self._trace_path = os.environ.get("TUTTI_CLOCK_TRACE")
+        # ("{pid}" in FILE: one file per process)
+        path = os.environ.get("TUTTI_CLOCK_TRACE")
+        self._trace_path = path.replace("{pid}", str(os.getpid())) if path else None
         self._trace = np.zeros((200_000 if self._trace_path else 0, 9))
 
     # ------------------------------------------------------------------ lifecycle
