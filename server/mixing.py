@@ -286,7 +286,8 @@ class Mixes:
                     dict(made["sha256"]),
                     tuple(made["files"]),
                 )
-            included = frozenset(str(f) for f in raw.get("included", ()))
+            # written by _save since the shared state; an older file has no such key
+            included = frozenset(str(f) for f in (raw["included"] if "included" in raw else ()))
         except FileNotFoundError:
             return blank
         except (OSError, ValueError, KeyError, TypeError, WireError) as exc:
