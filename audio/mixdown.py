@@ -364,11 +364,12 @@ class Mixdown:
             ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
             ThreadPoolExecutor(max_workers=2) as channels,
             ThreadPoolExecutor(max_workers=1) as metering,  # in order, beside this thread
+            ThreadPoolExecutor(max_workers=1) as writing,  # the bus, in order, beside it too
         ):
             ahead: deque[list[Future[AudioArray | None]]] = deque()
             bounds = list(self._blocks())
             maxima: list[Future[float]] = []
-            fed: list[Future[None]] = []
+            fed: list[Future[None]] = []  # blocks metered and written to the bus
             edge = np.zeros((2, _CONTEXT), dtype=np.float32)  # the frames before ``prev``
             prev: AudioArray | None = None
 
@@ -395,8 +396,8 @@ class Mixdown:
                 backing = self._backing_block(a, b)
                 if backing is not None:
                     blk += backing.T
-                if placed or backing is not None:
-                    self.bus.write(a, blk.T)
+                if placed or backing is not None:  # blk is not changed after this
+                    fed.append(writing.submit(self.bus.write, a, blk.T))
                 fed.append(metering.submit(meter.feed, blk.T))
                 if prev is not None:  # prev's envelope needs _CONTEXT frames either side
                     padded = np.concatenate([edge, prev, blk[:, :_CONTEXT]], axis=1)

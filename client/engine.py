@@ -69,6 +69,10 @@ RING_SECONDS = 10.0
 DRAIN_PERIOD = 0.02
 #: Seconds between re-readings of JACK's clock against time.monotonic() (NTP slews one)
 JACK_OFFSET_S = 2.0
+#: Recorded audio between two input losses shorter than this (s) is silenced with them: one
+#: gap, not a stutter of many (a storm loses a period every few callbacks), so the take's
+#: list of gaps stays short and whole, and the mix fades once.
+MERGE_GAPS_S = 0.1
 #: How far (s) JACK's frame timer may be from the callbacks' own wake-up mapping and still be
 #: used for it: a callback wakes up to this much after its cycle began on a busy machine
 JACK_AGREE_S = 1e-3
@@ -176,10 +180,13 @@ class DuplexEngine:
         self.input_account = FrameAccount(rate)
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
+        self._out_new_events = 0  # output loss events the latest callback recorded
         self._drain_lost = 0  # input frames lost before the drain's read position
         self._skip_in = 0  # input frames still to leave out: a loss given back (frameclock)
         # TUTTI_CLOCK_TRACE=FILE.npy keeps every callback's timing for a look at dropouts
-        self._trace_path = os.environ.get("TUTTI_CLOCK_TRACE")
+        # ("{pid}" in FILE: one file per process)
+        path = os.environ.get("TUTTI_CLOCK_TRACE")
+        self._trace_path = path.replace("{pid}", str(os.getpid())) if path else None
         self._trace = np.zeros((200_000 if self._trace_path else 0, 9))
 
     # ------------------------------------------------------------------ lifecycle
@@ -422,7 +429,9 @@ class DuplexEngine:
         else:
             t_in, t_out = (adc if adc != 0.0 else cur), cur + ahead  # adc 0: not known
         self.input_account.update(n, frames, t_in)
+        out_events = self.output_account.events
         slipped = self.output_account.update(n, frames, t_out)
+        self._out_new_events = self.output_account.events - out_events
         d_in = n + self.input_account.lost
         d_out = n + self.output_account.lost
         # Where device output frame d meets the DAC on time.monotonic(), measured this very
@@ -448,8 +457,8 @@ class DuplexEngine:
             if take.cb_state == WAITING:
                 self._maybe_start(take, n, frames, d_in, d_out, base)
             if take.cb_state == RUNNING and take.o0 is not None:
-                if slipped:
-                    self._note_slip(take, d_out, slipped)
+                if self._out_new_events:
+                    self._note_slip(take)
                 self._play(take, outdata, n, frames, d_in, d_out)
             if take.cb_state == ENDED:
                 self._take = None
@@ -494,20 +503,26 @@ class DuplexEngine:
                 take.cb_end = o0 + take.program.shape[0] + take.tail_frames
             take.cb_state = RUNNING
 
-    def _note_slip(self, take: ScheduledTake, d_out: int, frames: int) -> None:
-        """The output lost ``frames``: the program jumps with the device (no allocation).
-        Frames given back (negative) come off the latest skips: the program went back."""
+    def _note_slip(self, take: ScheduledTake) -> None:
+        """The output lost frames (this callback's loss events, one or more steps): the
+        program jumps with the device (no allocation).  Frames given back (negative) come off
+        the latest skips: the program went back."""
         assert take.o0 is not None
-        if frames < 0:
-            self._net_slips(take, -frames)
-            return
         acct = self.output_account
-        at = int(acct.event_at[(acct.events - 1) % MAX_EVENTS])  # stream frame after the loss
-        k = take.cb_slip_count
-        if k < MAX_SLIPS:
-            take.cb_slip_rows[k, 0] = at + acct.lost - frames - take.o0
-            take.cb_slip_rows[k, 1] = frames
-            take.cb_slip_count = k + 1
+        first = acct.events - self._out_new_events
+        lost = acct.lost - sum(  # before this callback's events
+            int(acct.event_frames[e % MAX_EVENTS]) for e in range(first, acct.events)
+        )
+        for e in range(first, acct.events):
+            at, f = int(acct.event_at[e % MAX_EVENTS]), int(acct.event_frames[e % MAX_EVENTS])
+            if f < 0:
+                self._net_slips(take, -f)
+            elif take.cb_slip_count < MAX_SLIPS:
+                k = take.cb_slip_count
+                take.cb_slip_rows[k, 0] = at + lost - take.o0  # program frame it skipped from
+                take.cb_slip_rows[k, 1] = f
+                take.cb_slip_count = k + 1
+            lost += f
 
     @staticmethod
     def _net_slips(take: ScheduledTake, frames: int) -> None:
@@ -559,6 +574,7 @@ class DuplexEngine:
                 take = self._draining
                 if take is not None and not take.done.is_set():
                     take.error = take.error or "the engine closed during the take"
+                    self._close_gap(take)
                     take.done.set()
                 return
 
@@ -580,6 +596,7 @@ class DuplexEngine:
         if take is not None and not take.done.is_set() and take.cb_state == ENDED:
             end = take.cb_end_stream if take.cb_end_stream is not None else w
             if w >= end:
+                self._close_gap(take)
                 self._finish_slips(take)
                 take.done.set()
 
@@ -647,7 +664,7 @@ class DuplexEngine:
                 take.drained_to = take.r0
                 if take.sink is not None:
                     take.sink.set_start_offset(take.r0 - take.o0)
-            self._hand_on(take, data[lo - s : hi - s])
+            self._hand_on_audio(take, data[lo - s : hi - s])
 
     def _record_gap(self, take: ScheduledTake, at: int, frames: int) -> None:
         """``frames`` input frames were lost before stream frame ``at``; a negative count
@@ -660,12 +677,36 @@ class DuplexEngine:
             return
         if hi > lo and take.drained_to is not None and at > (take.cb_r0_stream or at):
             assert take.r0 is not None
-            take.gaps.append((take.frames_recorded, frames))
-            if take.sink is not None:
-                take.sink.note_loss()
-            for a in range(0, frames, self.rate):
-                n = min(self.rate, frames - a)
-                self._hand_on(take, np.zeros((n, self.in_channels), np.float32))
+            if take.open_gap is None:
+                take.open_gap = (take.frames_recorded, frames)
+            else:  # the audio held since the last loss is silenced with both
+                held = sum(h.shape[0] for h in take.held)
+                take.open_gap = (take.open_gap[0], take.open_gap[1] + held + frames)
+                take.held.clear()
+
+    def _hand_on_audio(self, take: ScheduledTake, part: AudioArray) -> None:
+        """Recorded frames, held while they follow a loss closer than MERGE_GAPS_S."""
+        if take.open_gap is None:
+            self._hand_on(take, part)
+            return
+        take.held.append(part)
+        if sum(h.shape[0] for h in take.held) >= MERGE_GAPS_S * self.rate:
+            self._close_gap(take)
+
+    def _close_gap(self, take: ScheduledTake) -> None:
+        """Write the open gap's silence and the audio held after it."""
+        if take.open_gap is None:
+            return
+        (at, frames), take.open_gap = take.open_gap, None
+        take.gaps.append((at, frames))
+        for a in range(0, frames, self.rate):
+            n = min(self.rate, frames - a)
+            self._hand_on(take, np.zeros((n, self.in_channels), np.float32))
+        if take.sink is not None:
+            take.sink.note_loss()
+        held, take.held = take.held, []
+        for part in held:
+            self._hand_on(take, part)
 
     def _hand_on(self, take: ScheduledTake, part: AudioArray) -> None:
         if take.sink is not None:

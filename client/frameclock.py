@@ -68,6 +68,11 @@ class FrameAccount:
         Current lower envelope of ``time · rate − (n + lost)`` in frames.
     given_back : int
         Frames counted lost and later given back (exact readings only, below).
+    unplaced : int
+        Frames the stream saw but could not place (exact readings only): a callback that ran
+        late after missing cycles holds one of those cycles, and which one is unknown, so its
+        frames are recorded as a loss (an event of the loss plus them, then one giving them
+        back, which the reader skips).
     events : int
         Losses recorded so far; ``event_at[i]``, ``event_frames[i]`` (for ``i % MAX_EVENTS``)
         give the stream frame before which ``event_frames[i]`` frames were lost.  A negative
@@ -81,6 +86,7 @@ class FrameAccount:
         self.set_quantum(quantum)
         self.lost = 0
         self.given_back = 0
+        self.unplaced = 0
         self.settled = 0
         self.level = float("nan")
         self.events = 0
@@ -96,6 +102,8 @@ class FrameAccount:
         self._pend_base = 0.0
         self._run_n = np.zeros(RUN, np.int64)  # the pending run's callbacks and readings
         self._run_x = np.zeros(RUN)
+        self._follow_n = np.zeros(CONFIRM, np.int64)  # exact: the last callbacks, undecided
+        self._follow_x = np.full(CONFIRM, np.inf)  # and their readings against no loss
 
     def set_quantum(self, quantum: int, exact: bool = False) -> None:
         """Losses come in multiples of ``quantum`` frames (a JACK period) or of one frame;
@@ -122,7 +130,11 @@ class FrameAccount:
         if self.exact and i > WINDOW and self._origin - x >= self.quantum - self.threshold:
             found = self._give_back(x, n)
             x += found
-        if i >= WINDOW:
+        if self.exact and i >= WINDOW:
+            q = self._follow(i, n, frames, x)
+            found += q
+            x -= q
+        elif i >= WINDOW:
             if not self._pending:
                 # JACK has one clock, so its first level holds for good; elsewhere the
                 # input and output clocks may drift apart, so a loss is a step from the
@@ -140,7 +152,8 @@ class FrameAccount:
         self.level = float(self._window.min())
         if i < WINDOW:
             self._origin = min(self._origin, x)
-        elif self._pending:
+            self._follow_n[i % CONFIRM], self._follow_x[i % CONFIRM] = n, x
+        elif self._pending and not self.exact:
             r = self._recent
             if x - self._pend_base <= self.threshold:
                 self._pending = False  # a reading at the accounted level: late wake-ups
@@ -149,9 +162,37 @@ class FrameAccount:
                 above = float(r.min()) - self._pend_base
                 q = int(round(above / self.quantum)) * self.quantum
                 if q > 0 and above > self.threshold and steady:
-                    found = self._confirm(q)
-        self.settled = self._pend_n if self._pending else n + frames
+                    found += self._confirm(q)
+        if not self.exact:
+            self.settled = self._pend_n if self._pending else n + frames
         return found
+
+    def _follow(self, i: int, n: int, frames: int, x: float) -> int:
+        """Exact readings: each callback sits at its lowest later reading (a late callback
+        reads a later cycle, never an earlier one), decided CONFIRM callbacks later, so a loss
+        is counted in the steps it happened in, however long a busy spell lasts."""
+        k = i % CONFIRM  # the oldest callback held: decided now, then replaced
+        held_n, held_x = int(self._follow_n[k]), float(self._follow_x[k])
+        self._follow_n[k], self._follow_x[k] = n, x + self.lost  # against no loss at all
+        low = min(held_x, float(self._follow_x.min())) - self._origin
+        level = int(round(low / self.quantum)) * self.quantum
+        self._pending = low - self.lost > self.threshold
+        self.settled = held_n + frames  # (callbacks are one period each on JACK)
+        if level <= self.lost:
+            return 0
+        q = level - self.lost
+        if held_x - self._origin > level + self.threshold:
+            # it read a later cycle than it is placed at: its frames belong to one of the
+            # cycles it jumped over, which one is unknown, so they are left out as lost too
+            self._record(held_n, q + frames)
+            self._record(held_n, -frames)
+            self.unplaced += frames
+        else:
+            self._record(held_n, q)
+        self.lost = level
+        self._window -= q
+        self._recent -= q
+        return q
 
     def _give_back(self, x: float, n: int) -> int:
         """An exact reading below the accounted level: a run of late callbacks was counted
@@ -162,10 +203,7 @@ class FrameAccount:
         self._pending = False
         self.lost -= q
         self.given_back += q
-        i = self.events % MAX_EVENTS
-        self.event_at[i] = n
-        self.event_frames[i] = -q
-        self.events += 1
+        self._record(n, -q)
         self._window += q  # readings taken against the larger count
         self._recent += q
         return -q
@@ -175,15 +213,17 @@ class FrameAccount:
         # the loss came before the first reading that holds it (earlier ones were late)
         run = min(self._pend_count, RUN - 1) + 1
         held = np.flatnonzero(self._run_x[:run] >= self._pend_base + q - self.threshold)
-        at = int(self._run_n[held[0]]) if held.size else self._pend_n
+        self._record(int(self._run_n[held[0]]) if held.size else self._pend_n, q)
         self.lost += q
-        i = self.events % MAX_EVENTS
-        self.event_at[i] = at
-        self.event_frames[i] = q
-        self.events += 1
         self._window -= q  # readings taken before the loss was known
         self._recent -= q
         return q
+
+    def _record(self, at: int, frames: int) -> None:
+        i = self.events % MAX_EVENTS
+        self.event_at[i] = at
+        self.event_frames[i] = frames
+        self.events += 1
 
 
 @dataclass

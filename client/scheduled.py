@@ -114,6 +114,9 @@ class ScheduledTake:
         self.error: str | None = None
         self.first_dac_time: float | None = None  # monotonic estimate of o0's DAC time
         self.gaps: list[tuple[int, int]] = []
+        # the gap not yet written (recording frame, frames) and the audio held after it
+        self.open_gap: tuple[int, int] | None = None
+        self.held: list[AudioArray] = []
         self.slips: list[tuple[int, int]] = []
         self.clock_trace = ClockTrace.new(int(7200 / CLOCK_TRACE_S))
         # callback-owned state (o0 in output device frames, r0 in input device frames)

@@ -58,13 +58,14 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import soundfile as sf
 from rich.console import Console
 
-from tutti.audio.types import AudioArray, AudioError
+from tutti.audio.types import AudioError
 from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
@@ -79,6 +80,9 @@ from tutti.mix.outputs import BUS_NAME, FORMATS, Interrupted, SignalGuard, Works
 from tutti.mix.report import report
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
+
+if TYPE_CHECKING:  # the pipeline is imported once a take passed its checks
+    from tutti.mix.passes import MasterCopy
 
 __all__ = ["DEFAULT_TARGET_LUFS", "MixError", "add_arguments", "mix_take", "run"]
 
@@ -244,7 +248,8 @@ def _mix(
     guard: SignalGuard,
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
-    also: Callable[[AudioArray], None] | None = None,
+    also: MasterCopy | None = None,
+    table: bool = True,
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -308,7 +313,8 @@ def _mix(
         if master is None:  # pass 1 only: no output (the scratch folder goes)
             return 0
         ws.commit()
-    report(console, items, master, out_path, rate, time.perf_counter() - t_start)
+    if table:  # the server shows no table: rendering it costs a fifth of a second
+        report(console, items, master, out_path, rate, time.perf_counter() - t_start)
     return 0
 
 
@@ -340,7 +346,7 @@ def mix_take(
     argv: list[str],
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
-    also: Callable[[AudioArray], None] | None = None,
+    also: MasterCopy | None = None,
 ) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
@@ -349,8 +355,9 @@ def mix_take(
 
     ``prepared``: a folder where each recording's pass 1 is kept and reused
     (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
-    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: called with every
-    block of a lossless master (float32, (n, 2), on target) as it is written."""
+    ``take.json`` names them) into ``prepared`` and write no mix; ``also``: handed the
+    length and then every block of a lossless master (float32, (n, 2), on target) as it is
+    written."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:
@@ -359,7 +366,7 @@ def mix_take(
         raise MixError(str(exc)) from None
     keep_freed_blocks()
     with SignalGuard() as guard:
-        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also)
+        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also, table=False)
 
 
 def _say(message: str) -> None:

@@ -15,8 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 from rich.console import Console
 
@@ -42,11 +44,12 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
     from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import MasterReport, Mixdown
 
-__all__ = ["FORMATS", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
+__all__ = ["FORMATS", "MasterCopy", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
 
 # FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
 # few per cent larger (docs/benchmarks-mix.md)
 _FLAC_LEVEL = 0.0
+_PCM24_SCALE = np.float32(1 << 23)  # 24-bit full scale
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,17 @@ class MixPlan:
     prepared: Path | None = None
     prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
     # every block of the master is handed here too, as it is written (the server's Opus copy)
-    also: Callable[[AudioArray], None] | None = None
+    also: MasterCopy | None = None
+
+
+class MasterCopy(Protocol):
+    """Something that takes the master as it is written (the server's Opus copy)."""
+
+    def begin(self, frames: int) -> None:
+        """The master is ``frames`` long; its blocks follow."""
+
+    def feed(self, block: AudioArray) -> None:
+        """One block of the master (float32, (n, 2)), in order; the buffer is reused after."""
 
 
 class _Pipeline:
@@ -151,12 +164,42 @@ def _delete(raws: list[RawAudio]) -> None:
         raw.path.unlink(missing_ok=True)
 
 
-def open_out(path: Path, fmt: str, rate: int, channels: int) -> sf.SoundFile:
+def pcm24_words(block: AudioArray) -> npt.NDArray[np.int32]:
+    """``block`` as libsndfile stores float samples in 24-bit FLAC — x·2²³ rounded half to
+    even, clipped to [−2²³, 2²³ − 1] — in the top 24 bits of int32, which it writes as they
+    are: the same file, without libsndfile's own per-sample conversion (about a third of
+    the FLAC write, docs/benchmarks-mix.md)."""
+    y = np.rint(block * _PCM24_SCALE)
+    np.clip(y, -_PCM24_SCALE, _PCM24_SCALE - 1, out=y)
+    words: npt.NDArray[np.int32] = y.astype(np.int32) << 8
+    return words
+
+
+class _Out:
+    """An output audio file; float blocks to a 24-bit FLAC are converted by
+    :func:`pcm24_words`."""
+
+    def __init__(self, f: sf.SoundFile, words: bool) -> None:
+        self._f = f
+        self._words = words
+
+    def write(self, block: AudioArray) -> None:
+        self._f.write(pcm24_words(block) if self._words else block)
+
+    def __enter__(self) -> _Out:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._f.close()
+
+
+def open_out(path: Path, fmt: str, rate: int, channels: int) -> _Out:
     """A new audio file of format ``fmt`` (a key of :data:`FORMATS`) for writing."""
     kind, subtype = FORMATS[fmt]
     level = _FLAC_LEVEL if kind == "FLAC" else None
-    return sf.SoundFile(str(path), "w", rate, channels, subtype, format=kind,
-                        compression_level=level)  # fmt: skip
+    f = sf.SoundFile(str(path), "w", rate, channels, subtype, format=kind,
+                     compression_level=level)  # fmt: skip
+    return _Out(f, (kind, subtype) == ("FLAC", "PCM_24"))
 
 
 def write_stem(
@@ -380,9 +423,11 @@ def mix_into(
             def sink(block: AudioArray) -> None:
                 write(block)
                 if plan.also is not None:
-                    plan.also(block)
+                    plan.also.feed(block)
                 step("")
 
+            if plan.also is not None:
+                plan.also.begin(mix.frames)
             master = mix.master(sink, jobs=plan.jobs)
     finally:
         cleaner.join()

@@ -8,7 +8,8 @@ call of :func:`tutti.mix.command.mix_take` on the take folder (``take.json``, th
 the backing hard-linked from the track store: exactly the folder ``tutti lead download``
 writes) in a :class:`~concurrent.futures.ProcessPoolExecutor` of spawned workers, so the
 event loop never waits on it.  What the mix is (its state, version, gains, files) lives in
-``mix-status.json`` in the take folder, so it outlives a restart.
+``mix-status.json`` in the take folder, so it outlives a restart and every server process on
+the data folder sees one state (:mod:`tutti.server.mixlocks`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
 from .errors import BadRequest, Conflict
+from .mixlocks import Mixing, anyone_mixing, file_signature, state_lock
 from .models import Fanout, Principal, Take
 from .opuscopy import OpusCopy
 from .store import SessionStore
@@ -127,8 +129,8 @@ def make_mix(job: MixJob) -> MixMade:
         argv += ["--gain", f"{file}={db!r}"]
     for file in job.muted:
         argv += ["--mute", file]
-    with OpusCopy(opus, job.rate) as copy:  # encoded in a thread while the master is written
-        mix_take(argv, job.prepared, also=copy.feed)
+    with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
+        mix_take(argv, job.prepared, also=copy)
     info = sf.info(str(flac))
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
@@ -188,6 +190,8 @@ class _TakeMixes:
     made: MixMade | None = None
     #: the recordings (files) the latest version started with: a later one makes a new mix
     included: frozenset[str] = frozenset()
+    #: the state file as last read or written here (mixlocks.file_signature)
+    seen: tuple[int, int, int] | None = None
 
 
 class Mixes:
@@ -210,6 +214,7 @@ class Mixes:
         self._pool: ProcessPoolExecutor | None = None
         self._running = False
         self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
+        self._preparing: dict[str, set[Future[None]]] = {}  # pass 1 jobs by take, not done yet
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
 
@@ -249,9 +254,17 @@ class Mixes:
         return f"waiting for {len(left)} of {len(take.singers)} recordings to upload"
 
     def _load(self, take: Take) -> _TakeMixes:
+        """The take's mix state, read again when another process wrote it since (the object
+        stays the same, so a mix that holds it sees the news).  Blocking, but only a stat
+        unless the file changed."""
+        path = self.takes.folder(take.session_id, take.take_id) / _STATUS
         mixes = self._mixes.get(take.take_id)
         if mixes is None:
             mixes = self._mixes[take.take_id] = self._read(take)
+        elif mixes.seen != file_signature(path) and path.exists():
+            fresh = self._read(take)
+            mixes.status, mixes.made, mixes.included = fresh.status, fresh.made, fresh.included
+            mixes.seen = fresh.seen
         return mixes
 
     def _read(self, take: Take) -> _TakeMixes:
@@ -262,6 +275,7 @@ class Mixes:
             path = folder / _STATUS
             if not path.exists():
                 path = folder / _OLD_STATUS
+            seen = file_signature(path)
             raw = json.loads(path.read_text(encoding="utf-8"))
             status = TakeMix.from_dict(raw["status"], path.name)
             made = raw["made"]  # written by _save: always there, null before a mix is made
@@ -272,14 +286,17 @@ class Mixes:
                     dict(made["sha256"]),
                     tuple(made["files"]),
                 )
+            # written by _save since the shared state; an older file has no such key
+            included = frozenset(str(f) for f in (raw["included"] if "included" in raw else ()))
         except FileNotFoundError:
             return blank
         except (OSError, ValueError, KeyError, TypeError, WireError) as exc:
             log.warning("event=mix_status_unreadable take=%s error=%s", take.take_id, exc)
             return blank
-        if status.state == "mixing":  # the server stopped during that mix: it is made again
+        if status.state == "mixing" and not anyone_mixing(folder):
+            # the process mixing it stopped (a restart, a crash): it is made again
             status = replace(status, state="failed", detail="interrupted by a server restart")
-        return _TakeMixes(status, made)
+        return _TakeMixes(status, made, included, seen)
 
     def _save(self, take: Take, mixes: _TakeMixes) -> None:
         made = mixes.made
@@ -293,8 +310,11 @@ class Mixes:
                 "sha256": made.sha256,
                 "files": list(made.files),
             },
+            "included": sorted(mixes.included),
         }
-        write_json_atomic(self.takes.folder(take.session_id, take.take_id) / _STATUS, doc)
+        path = self.takes.folder(take.session_id, take.take_id) / _STATUS
+        write_json_atomic(path, doc)
+        mixes.seen = file_signature(path)
 
     async def _announce(self, take: Take, mixes: _TakeMixes, status: TakeMix) -> None:
         """Coroutine: make ``status`` the take's mix state (at once: a remix asked for while
@@ -383,17 +403,35 @@ class Mixes:
         singers = {s.participant_id for s in take.singers if s.recording is not None}
         unknown = sorted((set(gains) | set(req.muted)) - singers)
         if unknown:
-            raise BadRequest(
-                f"no recording of take {take_id} from participant(s) {unknown[:5]}; "
-                f"accepted: {sorted(singers)[:50]}",
-                code="bad_mix",
-            )
+            raise BadRequest(self._not_in_mix(take, unknown), code="bad_mix")
         if not singers:
             raise Conflict(
                 f"take {take_id} has no uploaded recording to mix", code="nothing_to_mix"
             )
         gains = {pid: db for pid, db in gains.items() if db != 0.0}
         return await self.start(take, gains, tuple(sorted(set(req.muted))))
+
+    def _not_in_mix(self, take: Take, unknown: list[str]) -> str:
+        """Why a remix naming ``unknown`` (participant ids) is refused, in the singers' names
+        (a leader never sees an id)."""
+        by_id = {s.participant_id: s for s in take.singers}
+        said = []
+        for pid in unknown[:5]:
+            singer = by_id.get(pid)
+            person = self.store.get_participant(pid) if singer is None else None
+            if singer is not None:
+                said.append(f"{singer.name} ({singer.state})")
+            elif person is not None and person.session_id == take.session_id:
+                said.append(f"{person.name} (not in this take)")
+            else:
+                said.append("someone who is not in this session")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        names = sorted(s.name for s in take.singers if s.recording is not None)
+        can = ", ".join(names[:50]) + (", …" if len(names) > 50 else "")
+        return (
+            f"no recording of this take from {', '.join(said)}{more}; "
+            f"singers whose level you can change: {can or 'none yet'}"
+        )
 
     async def start(
         self,
@@ -402,20 +440,75 @@ class Mixes:
         muted: tuple[str, ...] | None = None,
     ) -> TakeMix:
         """Coroutine: announce ``mixing`` and start the next version of the take's mix in a
-        worker (gains and mutes as the last mix's when not given)."""
+        worker (gains and mutes as the last mix's when not given).  The version is numbered
+        under the take's state lock, so processes sharing the data folder never number one
+        twice."""
         mixes = self._load(take)
+        status = self._next(take, mixes, gains_db, muted)
+        # claimed at once: uploads ending together see the take mixing and start nothing
+        previous, mixes.status = mixes.status, status
+        folder = self.takes.folder(take.session_id, take.take_id)
+        try:
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            async with state_lock(folder):
+                seen = mixes.seen
+                self._load(take)
+                if mixes.seen != seen:  # another process wrote the state: number after it
+                    status = self._next(take, mixes, gains_db, muted)
+                mark = await asyncio.to_thread(Mixing.take, folder)
+                try:
+                    await self._announce(take, mixes, status)
+                except BaseException:
+                    mark.release()
+                    raise
+        except BaseException:
+            if mixes.status is status:
+                mixes.status = previous
+            raise
+        task = asyncio.create_task(self._marked(take, status, mark))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return status
+
+    def _next(
+        self,
+        take: Take,
+        mixes: _TakeMixes,
+        gains_db: dict[str, float] | None,
+        muted: tuple[str, ...] | None,
+    ) -> TakeMix:
+        """The next version after ``mixes``' (gains and mutes as its when not given); the
+        recordings it starts with become ``mixes.included``."""
         now = self.store.get_take(take.take_id) or take
         mixes.included = frozenset(s.recording.file for s in now.singers if s.recording)
         last = mixes.status
         gains = last.gains_db if gains_db is None else gains_db
         mute = last.muted if muted is None else muted
-        status = TakeMix(take.take_id, "mixing", "mixing on the server", last.version + 1,
-                         gains, mute)  # fmt: skip
-        await self._announce(take, mixes, status)
-        task = asyncio.create_task(self._run(take, status))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return status
+        return TakeMix(take.take_id, "mixing", "mixing on the server", last.version + 1,
+                       gains, mute)  # fmt: skip
+
+    async def _marked(self, take: Take, status: TakeMix, mark: Mixing) -> None:
+        """Coroutine: :meth:`_run`, holding the take's mixing mark until it ends."""
+        try:
+            await self._run(take, status)
+        finally:
+            mark.release()
+
+    async def _settle(
+        self, take: Take, mixes: _TakeMixes, status: TakeMix, made: MixMade | None = None
+    ) -> bool:
+        """Coroutine: announce how version ``status.version`` ended (with the mix it
+        ``made``), unless a newer version was started meanwhile (here or by another
+        process): whether it was announced."""
+        folder = self.takes.folder(take.session_id, take.take_id)
+        async with state_lock(folder):
+            self._load(take)  # as the other processes left it
+            if mixes.status.version != status.version:
+                return False
+            if made is not None:
+                mixes.made = made
+            await self._announce(take, mixes, status)
+        return True
 
     async def _run(self, take: Take, status: TakeMix) -> None:
         mixes = self._load(take)
@@ -441,23 +534,21 @@ class Mixes:
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
             queued = time.monotonic()
+            await self._prepared_first(take.take_id)
             made = await asyncio.wrap_future(self._submit(make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
-            if mixes.status.version == status.version:
-                failed = replace(status, state="failed", detail=_plain_words(exc))
-                await self._announce(take, mixes, failed)
+            failed = replace(status, state="failed", detail=_plain_words(exc))
+            await self._settle(take, mixes, failed)
             return
-        if mixes.status.version != status.version:
-            return  # a newer remix was asked for meanwhile: it is the one announced
-        mixes.made = made
-        await asyncio.to_thread(_remove_other_versions, self.out_dir(take), made)
         files = MixFiles(*(self._url(take, fmt) for fmt in ("opus", "flac")))
         ready = replace(status, state="ready", detail="", duration_s=made.duration_s, files=files)
+        if not await self._settle(take, mixes, ready, made):
+            return  # a newer remix was asked for meanwhile: it is the one announced
+        await asyncio.to_thread(_remove_other_versions, self.out_dir(take), made)
         waited = time.monotonic() - queued
         log.info("event=mix_ready take=%s version=%d queued_to_done_s=%.2f", take.take_id,
                  made.version, waited)  # fmt: skip
-        await self._announce(take, mixes, ready)
 
     async def _prepare(self, take: Take, file: str) -> None:
         """Coroutine: queue pass 1 of one recording (a failure is the mix's to report)."""
@@ -470,7 +561,32 @@ class Mixes:
             return
         job = PrepareJob(str(folder), str(self.out_dir(take)), file)
         queued = time.monotonic()
-        self._submit(prepare_recording, job).add_done_callback(partial(_prepared, job, queued))
+        future = self._submit(prepare_recording, job)
+        future.add_done_callback(partial(_prepared, job, queued))
+        pending = self._preparing.setdefault(take.take_id, set())
+        pending.add(future)
+        loop = asyncio.get_running_loop()
+
+        def ended(done: Future[None]) -> None:  # in the pool's thread: handed to the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed (the server stopped)
+                loop.call_soon_threadsafe(self._prepare_ended, take.take_id, done)
+
+        future.add_done_callback(ended)
+
+    def _prepare_ended(self, take_id: str, future: Future[None]) -> None:
+        pending = self._preparing.get(take_id)
+        if pending is not None:
+            pending.discard(future)
+            if not pending:
+                del self._preparing[take_id]
+
+    async def _prepared_first(self, take_id: str) -> None:
+        """Coroutine: wait for the take's queued pass 1 jobs, so the mix reads them rather
+        than making the same pass 1 again beside them (on a busy machine, a second core is
+        not free: the same work twice only delays the mix)."""
+        pending = [asyncio.wrap_future(f) for f in self._preparing.get(take_id, ())]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     @staticmethod
     def _url(take: Take, fmt: str) -> str:
@@ -524,7 +640,7 @@ class Mixes:
             if not any(s.recording is not None for s in take.singers):
                 continue
             mixes = self._load(take)
-            if mixes.status.state != "ready":
+            if mixes.status.state not in ("ready", "mixing"):  # mixing: by a live process
                 log.info("event=mix_resumed take=%s", take.take_id)
                 await self.start(take)
 

@@ -1,18 +1,30 @@
-"""The browser copy of a server mix: Opus in Ogg, encoded in a thread while the master is
-written, so it is ready when the FLAC is.
+"""The browser copy of a server mix: Opus in Ogg, encoded while the master is written, in two
+halves on the two cores, so it is ready about when the FLAC is.
 
 The master is already on its loudness target (−16 LUFS, ≤ −1 dBTP); the copy is one pass of
 libopus (through PyAV) at :data:`OPUS_BITRATE`, 48 kHz (resampled from another session rate),
 without the measure-and-correct rounds of ``tutti mix --format opus``
 (:mod:`tutti.mix.lossy`): a browser preview needs no tenth of an LU, and those rounds cost
 several encodings of the whole take.
+
+libopus runs one frame after the other, and on a 5-minute take it is the longest part of the
+mix (about 2 s of one core, docs/benchmarks-mix.md).  A 48 kHz master of at least
+:data:`SPLIT_MIN_S` is therefore encoded by two encoders at once (PyAV lets go of the GIL while
+libopus works): the first from the start to the middle, the second from :data:`WARM_UP_S`
+before the middle to the end.  The file holds the first one's packets up to the middle and the
+second one's after it, on one Ogg stream; the second encoder has heard the same second of
+music before its first kept packet, so its state there (band energies, pitch pre-filter,
+bit reservoir) is close to the first one's, and the decoded copy runs on without a seam
+(tests/server/test_mix_ready.py measures it).
 """
 
 from __future__ import annotations
 
+import fractions
 import os
 import queue
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,88 +32,166 @@ import numpy as np
 
 from tutti.audio.types import AudioArray
 
-__all__ = ["OPUS_BITRATE", "OPUS_COMPLEXITY", "OpusCopy"]
+__all__ = ["OPUS_BITRATE", "OPUS_COMPLEXITY", "SPLIT_MIN_S", "WARM_UP_S", "OpusCopy"]
 
 #: The browser copy's bit rate, bits per second (a choir in stereo sounds clean from ~96k).
 OPUS_BITRATE = 128_000
 #: libopus complexity (0–10): 5 encodes about twice as fast as 10 (docs/benchmarks-mix.md).
 OPUS_COMPLEXITY = 5
+#: A master at least this long (seconds) is encoded in two halves at once.
+SPLIT_MIN_S = 20.0
+#: What the second half's encoder hears before its first kept packet, seconds.
+WARM_UP_S = 1.0
+_RATE = 48000  # Opus runs at 48 kHz (tutti.mix.lossy.OPUS_RATE)
+_FRAME = 960  # samples per Opus packet (20 ms, libopus's default as FFmpeg opens it)
+_DELAY = 312  # libopus's look-ahead: packet k starts at k·960 − 312
+#: Blocks waiting per encoder: the master runs ahead of the first half's encoder so that the
+#: second one gets its blocks early (a 5-minute take is ~220 blocks of 65,536 frames).
+_WAITING = 256
 _DONE = None
+
+
+def _options() -> dict[str, str]:
+    return {"compression_level": str(OPUS_COMPLEXITY)}
+
+
+@dataclass
+class _Half:
+    """One encoder over master frames [lo, hi) (blocks fed in order), keeping the packets
+    that start in [keep_lo, keep_hi) on the master's timeline."""
+
+    lo: int
+    hi: int
+    keep_lo: int
+    keep_hi: int
+    blocks: queue.Queue[AudioArray | None] = field(
+        default_factory=lambda: queue.Queue(maxsize=_WAITING)
+    )
+    packets: list[Any] = field(default_factory=list)
+    layout: str = "stereo"
 
 
 class OpusCopy:
     """Encode blocks fed from the mix (float32, (n, channels), at ``rate``) into ``path``.
 
-    Use as a context manager around the mix: the file appears (renamed into place) only when
-    the mix ended without an error and every block is encoded; otherwise nothing is left.
+    Use as a context manager around the mix, which calls :meth:`begin` with the master's
+    length and then :meth:`feed` with every block: the file appears (renamed into place) only
+    when the mix ended without an error and every block is encoded; otherwise nothing is left.
     """
 
     def __init__(self, path: Path, rate: int) -> None:
         self.path = path
         self.rate = rate
         self._tmp = path.with_name(f".{path.name}.tmp")
-        self._blocks: queue.Queue[AudioArray | None] = queue.Queue(maxsize=64)
+        self._halves: list[_Half] = []
+        self._threads: list[threading.Thread] = []
+        self._at = 0  # master frames fed so far
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="opus-copy", daemon=True)
 
     def __enter__(self) -> OpusCopy:
-        self._thread.start()
         return self
+
+    def begin(self, frames: int) -> None:
+        """The master is ``frames`` long: start the encoders (two when it is long enough)."""
+        mid = frames // 2 // _FRAME * _FRAME
+        if self.rate != _RATE or frames < SPLIT_MIN_S * _RATE:
+            self._halves = [_Half(0, frames, -_DELAY, frames)]
+        else:
+            warm = int(WARM_UP_S * _RATE) // _FRAME * _FRAME
+            self._halves = [
+                _Half(0, mid, -_DELAY, mid - _DELAY),
+                _Half(mid - warm, frames, mid - _DELAY, frames),
+            ]
+        for k, half in enumerate(self._halves):
+            t = threading.Thread(target=self._run, args=(half,), name=f"opus-{k}", daemon=True)
+            self._threads.append(t)
+            t.start()
 
     def feed(self, block: AudioArray) -> None:
         """Hand one master block on (copied: the mix reuses its buffers)."""
         if self._error is not None:
             raise RuntimeError(f"the Opus copy failed: {self._error}") from self._error
-        self._blocks.put(np.array(block, dtype=np.float32, copy=True))
+        a, b = self._at, self._at + block.shape[0]
+        self._at = b
+        for half in self._halves:
+            lo, hi = max(a, half.lo), min(b, half.hi)
+            if lo < hi:
+                half.blocks.put(np.array(block[lo - a : hi - a], dtype=np.float32, copy=True))
 
     def __exit__(self, typ: type[BaseException] | None, *_exc: object) -> None:
-        self._blocks.put(_DONE)
-        self._thread.join()
-        if typ is None and self._error is None:
-            os.replace(self._tmp, self.path)
-            return
+        for half in self._halves:
+            half.blocks.put(_DONE)
+        for t in self._threads:
+            t.join()
+        try:
+            if typ is None and self._error is None and self._halves:
+                self._write()
+                os.replace(self._tmp, self.path)
+                return
+        except BaseException as exc:
+            self._error = exc
         self._tmp.unlink(missing_ok=True)
         if typ is None and self._error is not None:
             raise RuntimeError(f"the Opus copy failed: {self._error}") from self._error
 
-    def _run(self) -> None:
+    def _run(self, half: _Half) -> None:
         try:
-            self._encode()
+            self._encode(half)
         except BaseException as exc:  # handed to the mix's thread by feed() and __exit__
             self._error = exc
-            while self._blocks.get() is not _DONE:  # let the mix finish feeding
+            while half.blocks.get() is not _DONE:  # let the mix finish feeding
                 pass
 
-    def _encode(self) -> None:
+    def _encode(self, half: _Half) -> None:
         import av
 
         from tutti.audio.resample import StreamResampler
-        from tutti.mix.lossy import OPUS_RATE
 
-        first = self._blocks.get()
+        first = half.blocks.get()
         if first is None:
             return
         channels = first.shape[1]
-        layout = "stereo" if channels == 2 else "mono"
+        layout = half.layout = "stereo" if channels == 2 else "mono"
         resample = None
-        if self.rate != OPUS_RATE:
-            resample = StreamResampler(self.rate, OPUS_RATE, channels)
+        if self.rate != _RATE:
+            resample = StreamResampler(self.rate, _RATE, channels)
+        cc: Any = av.CodecContext.create("libopus", "w")
+        cc.sample_rate, cc.layout, cc.format = _RATE, layout, "flt"
+        cc.bit_rate, cc.options = OPUS_BITRATE, _options()
+        cc.time_base = fractions.Fraction(1, _RATE)
+        pts = 0
+        block: AudioArray | None = first
+        while block is not None:
+            after = half.blocks.get()
+            if resample is not None:
+                block = resample(block, last=after is None)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(block.T), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = _RATE, pts
+            pts += block.shape[0]
+            self._keep(half, cc.encode(frame))
+            block = after
+        self._keep(half, cc.encode(None))
+
+    @staticmethod
+    def _keep(half: _Half, packets: list[Any]) -> None:
+        for packet in packets:
+            at = packet.pts + half.lo  # where it starts on the master's timeline
+            if half.keep_lo <= at < half.keep_hi:
+                packet.pts = packet.dts = at
+                half.packets.append(packet)
+
+    def _write(self) -> None:
+        """Mux the kept packets, in order, into one Ogg Opus stream."""
+        import av
+
         with av.open(str(self._tmp), "w", format="ogg") as out:
-            stream: Any = out.add_stream("libopus", rate=OPUS_RATE, layout=layout)
+            # opened by the first mux with the halves' settings: the same Opus header
+            stream: Any = out.add_stream("libopus", rate=_RATE, layout=self._halves[0].layout)
             stream.bit_rate = OPUS_BITRATE
-            stream.codec_context.options = {"compression_level": str(OPUS_COMPLEXITY)}
-            pts = 0
-            block: AudioArray | None = first
-            while block is not None:
-                after = self._blocks.get()
-                if resample is not None:
-                    block = resample(block, last=after is None)
-                planar = np.ascontiguousarray(block.T)
-                frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
-                frame.sample_rate, frame.pts = OPUS_RATE, pts
-                pts += block.shape[0]
-                for packet in stream.encode(frame):
+            stream.codec_context.options = _options()
+            for half in self._halves:
+                for packet in half.packets:
+                    packet.stream = stream
                     out.mux(packet)
-                block = after
-            for packet in stream.encode(None):
-                out.mux(packet)

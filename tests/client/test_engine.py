@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import scipy.signal
 
@@ -160,3 +161,57 @@ def test_input_level_meter(loopback: DuplexEngine) -> None:
     lvl = eng.input_level()
     assert abs(lvl.peak - 0.5) < 1e-6 and abs(lvl.rms - 0.5) < 1e-3 and lvl.clips == 0
     assert take.wait(5)
+
+
+def test_the_drain_records_every_frame_where_its_losses_put_it(jack: JackServer) -> None:
+    """The drain thread's recording, fed exact JACK readings with a busy spell (late reads,
+    cycles jumped, a period lost every few callbacks): every recorded frame sits where the
+    account placed it, losses closer than MERGE_GAPS_S are one gap, and the audio between
+    them is silenced, never shifted."""
+    from tutti.client.engine import MERGE_GAPS_S
+    from tutti.client.scheduled import ScheduledTake
+
+    eng = DuplexEngine(rate=48000)  # never started: its account and drain are fed here
+    acct = eng.input_account
+    acct.set_quantum(_PERIOD, exact=True)
+    rng = np.random.default_rng(5)
+    lost = np.zeros(3000, np.int64)  # true cycles missed before each callback
+    lost[1200:1600] = rng.random(400) < 0.2  # the spell: a period every ~5 callbacks
+    lost[2500] = 40  # one stall, far from the spell
+    ahead = (rng.random(3000) < 0.1) * rng.integers(1, 3, 3000)  # late reads, 1-2 periods
+    cycle = 5000 + np.arange(3000) + np.cumsum(lost)
+    take = ScheduledTake(
+        np.zeros((8, 2), np.float32), 0.0, record=True, sink=None, tail_frames=None, in_channels=1
+    )
+    take.o0, take.cb_r0_stream, take.cb_state = 0, 100 * _PERIOD, 1
+    r = take.cb_r0_stream
+    for k in range(3000):
+        n = k * _PERIOD
+        acct.update(n, _PERIOD, (cycle[k] + ahead[k]) * _PERIOD / 48000)
+        w = min(n + _PERIOD, acct.settled)
+        if k >= 100 and w > r:
+            # each frame carries its stream position (+1: zero is silence)
+            block = (np.arange(r, w) + 1.0).astype(np.float32)[:, None]
+            eng._record_span(take, block, r, w, 0)
+            r = w
+    eng._close_gap(take)
+    rec = np.concatenate(take.blocks)[:, 0].astype(np.int64)
+    at = acct.event_at[: acct.events]
+    steps = np.concatenate([[0], np.cumsum(acct.event_frames[: acct.events])])
+
+    def lost_before(n: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return steps[np.searchsorted(at, n, side="right")]
+
+    sounding = np.flatnonzero(rec)
+    stream = rec[sounding] - 1
+    r0 = np.array([take.cb_r0_stream])
+    placed = stream - r0 + lost_before(stream) - lost_before(r0)
+    assert np.array_equal(sounding, placed)
+    gaps = take.gaps
+    assert acct.lost == int(np.sum(lost[:3000]) * _PERIOD)
+    # the spell's ~80 losses, 1 to 10 callbacks apart, are one gap or a few; the stall another
+    assert MERGE_GAPS_S == 0.1 and 2 <= len(gaps) <= 4, gaps
+    between = [b - (a + f) for (a, f), (b, _) in zip(gaps, gaps[1:], strict=False)]
+    assert min(between) >= 0.1 * 48000, gaps
+    for a, f in gaps:
+        assert not rec[a : a + f].any()

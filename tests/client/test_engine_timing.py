@@ -14,7 +14,7 @@ import pytest
 import scipy.signal
 
 from tests.client.engine_child import marker_program
-from tests.support.jack import JackServer, Recorder, RecorderProcess, first_nonzero
+from tests.support.jack import JackError, JackServer, Recorder, RecorderProcess, first_nonzero
 
 pytestmark = pytest.mark.jack
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,12 @@ def test_processes_first_samples_within_48_frames(
         for p in procs:
             _ready(p)
         for i, name in enumerate(names):
-            rec.add_source(i, f"{name}:out_0")
+            try:
+                rec.add_source(i, f"{name}:out_0")
+            except JackError as e:  # say why: a child that ended took its port with it
+                p = procs[i]
+                why = p.communicate(timeout=10)[1] if p.poll() is not None else "still running"
+                raise AssertionError(f"{e}; the child: {why}") from None
         assert time.monotonic() < t0 - 0.5, "machine too slow to set up before t0"
         results = []
         for p in procs:

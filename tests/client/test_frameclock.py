@@ -124,6 +124,22 @@ def test_exact_readings_keep_a_real_loss_after_a_late_run() -> None:
     assert _events(acct)[-1] == (2000 * P, 7 * P)
 
 
+def test_exact_readings_place_a_loss_in_the_steps_they_show() -> None:
+    """A loss a busy client sees in steps (2 periods, then 2 more read one callback late, then
+    2 more) sits at each callback's lowest later reading, not all at the last step; the late
+    callback's own frames belong to a cycle it jumped over, which one is unknown: left out."""
+    acct = FrameAccount(RATE, P)
+    acct.set_quantum(P, exact=True)
+    steps = {1000: 2, 1001: 5, 1002: 4, 1003: 6}  # periods above the level; 1001 read late
+    for k in range(3000):
+        ahead = steps.get(k, 6 if k > 1003 else 0)
+        acct.update(k * P, P, (5000 + k + ahead) * P / RATE)
+    assert _events(acct) == [
+        (1000 * P, 2 * P), (1001 * P, 3 * P), (1001 * P, -P), (1003 * P, 2 * P)
+    ]  # fmt: skip
+    assert acct.lost == 6 * P and acct.unplaced == P
+
+
 def test_readings_that_are_not_exact_never_give_back() -> None:
     acct = FrameAccount(RATE, P)  # PortAudio's estimate wanders both ways: a loss stands
     for n, frame in _exact_cycles(3000, {1000: (40, 3)}):

@@ -588,16 +588,21 @@ def _replace_mix_by_dir(folder: Path) -> None:
     (folder / "mix.flac").mkdir()
 
 
+def kinds() -> dict[str, list[Case]]:
+    """The corpus by kind of failure (its fields, the manifest, the files, the outputs)."""
+    return {
+        "int fields": _int_cases(),
+        "text fields": _text_cases(),
+        "other fields": _other_field_cases(),
+        "manifest": _manifest_cases(),
+        "files": _file_cases(),
+        "outputs": _output_cases(),
+    }
+
+
 def cases() -> list[Case]:
     """Every bad take folder of the corpus (names are unique)."""
-    out = (
-        _int_cases()
-        + _text_cases()
-        + _other_field_cases()
-        + _manifest_cases()
-        + _file_cases()
-        + _output_cases()
-    )
+    out = [c for group in kinds().values() for c in group]
     names = [c.name for c in out]
     assert len(set(names)) == len(names), "case names must be unique"
     return out

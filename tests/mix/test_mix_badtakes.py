@@ -1,15 +1,19 @@
-"""Over 500 bad take folders (:mod:`tests.mix.badtakes`) through ``python -m tutti mix`` as real
-subprocesses: each must exit with status 2 and one line on stderr naming what is wrong, within
+"""Over 500 bad take folders (:mod:`tests.mix.badtakes`) through ``tutti mix``, each in a process
+of its own: each must exit with status 2 and one line on stderr naming what is wrong, within
 10 s, and leave nothing behind — no new file or folder in or beside the take folder (no
 ``mix-stems/``, no ``.tutti-mix-*`` scratch, no ``.part``), none in TMPDIR, no file changed.
 
-The subprocesses run a few at a time (each imports numpy, soundfile and, once it reaches the
-audio, scipy and numba); the test prints how long the corpus took.
+The first and last case of each kind run as real ``python -m tutti mix`` subprocesses; the rest
+run in children forked from warm interpreters (:mod:`tests.support.forkrun`), which spares each
+case Python's imports (numpy, soundfile, scipy, numba) but not a fresh process, its own
+TMPDIR, working folder, exit status and stderr.  A few run at a time; the test prints how long
+the corpus took.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -20,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mix.badtakes import Case, cases, write_base
+from tests.mix.badtakes import Case, kinds, write_base
+from tests.support.forkrun import ForkRunner
 
 TIMEOUT_S = 10.0
 WORKERS = 3  # subprocesses at a time: they wait on imports and the disk as much as on a core
@@ -31,6 +36,7 @@ Snapshot = frozenset[tuple[str, str, int, int]]
 @dataclass
 class Outcome:
     case: Case
+    forked: bool
     code: int | None
     stderr: str
     seconds: float
@@ -59,7 +65,10 @@ def mix_env(tmpdir: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
 
-def _run_case(index: int, case: Case, base: Path, root: Path) -> Outcome:
+def _run_case(
+    index: int, case: Case, base: Path, root: Path, runners: queue.Queue[ForkRunner] | None
+) -> Outcome:
+    """One case in a real subprocess (``runners`` None) or a child of a warm interpreter."""
     home = root / f"{index:03d}"  # the case's take folder and what sits beside it
     take = home / "take"
     shutil.copytree(base, take, symlinks=True)
@@ -67,6 +76,24 @@ def _run_case(index: int, case: Case, base: Path, root: Path) -> Outcome:
     tmpdir = root / f"tmp-{index:03d}"
     tmpdir.mkdir()
     before = _snapshot(home)
+    if runners is None:
+        code, err, seconds = _subprocess(take, case, home, tmpdir)
+    else:
+        runner = runners.get()
+        try:
+            ran = runner.run(["mix", str(take), *case.options], cwd=home, env=mix_env(tmpdir),
+                             timeout=TIMEOUT_S, spool=root / f"spool-{index:03d}")  # fmt: skip
+        finally:
+            runners.put(runner)
+        code, err, seconds = ran.code, ran.stderr, ran.seconds
+    after = _snapshot(home)
+    changed = sorted(str(e) for e in before ^ after)
+    changed += [f"TMPDIR: {p.name}" for p in tmpdir.iterdir()]
+    return Outcome(case, runners is not None, code, err, seconds, changed)
+
+
+def _subprocess(take: Path, case: Case, home: Path, tmpdir: Path) -> tuple[int | None, str, float]:
+    """``python -m tutti mix`` on one case: exit status (None: timed out), stderr, seconds."""
     start = time.monotonic()
     try:
         done = subprocess.run(
@@ -82,11 +109,7 @@ def _run_case(index: int, case: Case, base: Path, root: Path) -> Outcome:
         err = done.stderr
     except subprocess.TimeoutExpired as exc:
         code, err = None, str(exc.stderr or "")
-    seconds = time.monotonic() - start
-    after = _snapshot(home)
-    changed = sorted(str(e) for e in before ^ after)
-    changed += [f"TMPDIR: {p.name}" for p in tmpdir.iterdir()]
-    return Outcome(case, code, err, seconds, changed)
+    return code, err, time.monotonic() - start
 
 
 def _problems(o: Outcome) -> list[str]:
@@ -127,23 +150,44 @@ def _base(tmp_path: Path) -> Path:
     return base
 
 
+def _in_subprocess(corpus: dict[str, list[Case]]) -> set[str]:
+    """The cases that run as real ``python -m tutti mix``: the first and last of each kind."""
+    return {c.name for group in corpus.values() for c in (group[0], group[-1])}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_bad_take_folders_fail_cleanly(tmp_path: Path) -> None:
     base = _base(tmp_path)
-    corpus = cases()
+    by_kind = kinds()
+    corpus = [c for group in by_kind.values() for c in group]
     assert len(corpus) >= 500
+    real = _in_subprocess(by_kind)
     root = tmp_path / "cases"
     root.mkdir()
+    runners: queue.Queue[ForkRunner] = queue.Queue()
+    for _ in range(WORKERS):
+        runners.put(ForkRunner())
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        outcomes = list(pool.map(lambda ic: _run_case(ic[0], ic[1], base, root), enumerate(corpus)))
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            outcomes = list(pool.map(
+                lambda ic: _run_case(ic[0], ic[1], base, root,
+                                     None if ic[1].name in real else runners),
+                enumerate(corpus),
+            ))  # fmt: skip
+    finally:
+        for _ in range(WORKERS):
+            runners.get().close()
     wall = time.monotonic() - start
     slowest = max(outcomes, key=lambda o: o.seconds)
+    forked = sum(o.forked for o in outcomes)
     print(
-        f"\n{len(outcomes)} bad take folders in {wall:.1f} s ({WORKERS} at a time); "
+        f"\n{len(outcomes)} bad take folders in {wall:.1f} s ({WORKERS} at a time, "
+        f"{len(outcomes) - forked} as python -m tutti, {forked} forked warm); "
         f"slowest {slowest.seconds:.2f} s ({slowest.case.name[:40]}), "
         f"mean {sum(o.seconds for o in outcomes) / len(outcomes):.2f} s"
     )
+    assert len(outcomes) - forked >= 2 * len(by_kind)
     problems = [p for o in outcomes for p in _problems(o)]
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])

@@ -44,6 +44,13 @@ def long_take(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _default_signals() -> None:
+    """In the child: the signals' default actions, even when this run was started under
+    ``nohup`` (the mix keeps an ignored SIGHUP ignored, as it should)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "stage"),
@@ -67,6 +74,7 @@ def test_signal_midway_leaves_nothing(
         stderr=subprocess.PIPE,
         text=True,
         env=mix_env(tmpdir),
+        preexec_fn=_default_signals,
     )
     assert proc.stdout is not None
     try:

@@ -15,7 +15,9 @@ it before or after a singer as the graph is re-sorted, so what it hears moves by
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,21 +38,26 @@ class Injector:
     def __init__(self, n: int) -> None:
         self.client = _client("inject")
         self.ports = [self.client.outports.register(f"out_{k}") for k in range(n)]
-        self._events: list[tuple[int, npt.NDArray[np.float32]]] = []
+        self._events: list[_Event] = []
         self.now = 0  # JACK frame of the last cycle seen
         self.client.set_process_callback(self._process)
 
     def _process(self, frames: int) -> None:
         f = self.client.last_frame_time
+        # a cycle that does not follow the last one: this client missed cycles or ran late
+        # (it then reads a later cycle), so what it writes now may sound elsewhere
+        in_step = f == self.now + frames
         self.now = f
         bufs = [p.get_array() for p in self.ports]
         for b in bufs:
             b.fill(0.0)
-        for at, burst in self._events:
-            lo, hi = max(at, f), min(at + burst.shape[0], f + frames)
+        for ev in self._events:
+            lo, hi = max(ev.at, f), min(ev.at + ev.burst.shape[0], f + frames)
             if lo < hi:
                 for b in bufs:
-                    b[lo - f : hi - f] += burst[lo - at : hi - at]
+                    b[lo - f : hi - f] += ev.burst[lo - ev.at : hi - ev.at]
+                ev.written += hi - lo
+                ev.in_step = ev.in_step and in_step
 
     def start(self) -> Injector:
         self.client.activate()
@@ -59,12 +66,26 @@ class Injector:
     def inject(self, burst: npt.NDArray[np.float32], ahead: int) -> int:
         """Schedule ``burst`` (mono) ``ahead`` frames after the current cycle; its JACK frame."""
         at = int(self.client.frame_time) + ahead
-        self._events.append((at, burst.astype(np.float32)))
+        self._events.append(_Event(at, burst.astype(np.float32)))
         return at
+
+    def sent(self, at: int) -> bool:
+        """Whether the burst at JACK frame ``at`` went out whole, written only in cycles
+        that followed one another (else where it sounds is not known to the frame)."""
+        ev = next(e for e in self._events if e.at == at)
+        return ev.written == ev.burst.shape[0] and ev.in_step
 
     def stop(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+@dataclass
+class _Event:
+    at: int
+    burst: npt.NDArray[np.float32]
+    written: int = 0
+    in_step: bool = True
 
 
 def burst(seed: int = 16, frames: int = 48) -> npt.NDArray[np.float32]:
@@ -113,6 +134,10 @@ class InjectorProcess:
         """Play :func:`burst` on every output ``ahead`` frames from now; its JACK frame."""
         return self._ask(f"inject {ahead}")
 
+    def sent(self, at: int) -> bool:
+        """:meth:`Injector.sent` of the burst at JACK frame ``at`` (once it has played)."""
+        return bool(self._ask(f"sent {at}"))
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -125,8 +150,13 @@ class InjectorProcess:
 
 def _serve(n: int) -> None:
     """The child: an injector answering ``now`` and ``inject AHEAD`` on stdin, one per line."""
+    import os
     import sys
 
+    # the judge must not be the one that misses cycles: real-time priority where allowed
+    # (its callback only copies a burst), the singers and the server stay as they are
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     inj = Injector(n).start()
     print(inj.client.name, flush=True)
     for line in sys.stdin:
@@ -135,6 +165,8 @@ def _serve(n: int) -> None:
             print(inj.now, flush=True)
         elif cmd == "inject":
             print(inj.inject(burst(), int(arg[0])), flush=True)
+        elif cmd == "sent":
+            print(int(inj.sent(int(arg[0]))), flush=True)
     inj.stop()
 
 
