@@ -190,19 +190,21 @@ def _burst_offsets(
     """Timeline frame minus fed JACK frame of each injected burst found in a stem, by its
     index in ``fed``, for the bursts the injector sent whole and in step (``sure``; where
     another sounded is not known to the frame): the found bursts, in order, matched to the
-    fed ones that put the sure ones most nearly at one offset.  A sure burst may be missing
-    only where a gap the recorder listed covers the place that offset gives it (a loss of this
-    loaded machine landed on it)."""
+    fed ones that put the sure ones most nearly at one offset, and then put the most of
+    them.  A sure burst may be missing only where a gap the recorder listed covers the place
+    that offset gives it (a loss of this loaded machine landed on it)."""
     found = _bursts(stem, lo)
     assert 0 < len(found) <= len(fed), (found, fed)
-    best: tuple[int, dict[int, int]] | None = None
+    best: tuple[int, int, dict[int, int]] | None = None
     for idx in itertools.combinations(range(len(fed)), len(found)):
         offs = {j: f - fed[j] for f, j in zip(found, idx, strict=True) if sure[j]}
         spread = max(offs.values()) - min(offs.values()) if offs else 0
-        if best is None or spread < best[0]:
-            best = (spread, offs)
+        # at one spread, the match that places more sure bursts: a missed burst's slot
+        # must not take a sure one's (then reported missing where it was found)
+        if best is None or (spread, -len(offs)) < best[:2]:
+            best = (spread, -len(offs), offs)
     assert best is not None
-    offsets = best[1]
+    offsets = best[2]
     if offsets:
         at = next(iter(offsets.values()))
         for j in {j for j in range(len(fed)) if sure[j]} - set(offsets):
