@@ -38,7 +38,8 @@ def test_no_server_is_none(jack: JackServer, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_two_clients_read_one_cycle_time(jack: JackServer) -> None:
     """Two readers (as two singers' engines) put the same cycle at the same time.monotonic()
-    instant, however late each one reads it, and that instant is not in the future."""
+    instant, however late each one reads it, and that instant is not in the future (beyond
+    what the server's filtered timer runs ahead on a busy machine)."""
     a, b = open_jack_frames(), open_jack_frames()
     assert a is not None and b is not None
     try:
@@ -53,7 +54,9 @@ def test_two_clients_read_one_cycle_time(jack: JackServer) -> None:
                 continue  # a cycle began meanwhile: the server's timer moved on under a read
             # the two offsets to CLOCK_MONOTONIC were measured apart: a few µs
             assert abs(ta - tb) < 20e-6, (fa, ta, tb)
-            assert ta <= time.monotonic() + 20e-6
+            # the server's timer is a filtered estimate: when the server runs late (a CPU
+            # hog on both cores) it ran 61 µs ahead of the clock; never by a period
+            assert ta <= time.monotonic() + 0.5e-3
             agreed += 1
             time.sleep(0.003)
         assert agreed == 20, agreed

@@ -93,6 +93,7 @@ async def _healthy(http: aiohttp.ClientSession) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 64 s on a quiet machine; past 120 s with a CPU hog on both cores
 async def test_mutated_audio_as_backing_and_as_takes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
