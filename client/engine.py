@@ -24,6 +24,7 @@ the input level meter.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from tutti.client.devices import (
     resolve_device,
     set_jack_client_name,
 )
-from tutti.client.frameclock import MAX_EVENTS, FrameAccount
+from tutti.client.frameclock import CONFIRM, MAX_EVENTS, FrameAccount
 from tutti.client.jackframes import JackFrames, open_jack_frames
 from tutti.client.scheduled import (
     CLOCK_TRACE_S,
@@ -76,8 +77,18 @@ MERGE_GAPS_S = 0.1
 #: How far (s) JACK's frame timer may be from the callbacks' own wake-up mapping and still be
 #: used for it: a callback wakes up to this much after its cycle began on a busy machine
 JACK_AGREE_S = 1e-3
-#: Callbacks over which the DAC-time mapping takes its minimum (~40 ms at 256 frames).
-HISTORY = 8
+#: Callbacks over which the DAC-time mapping takes its minimum (~85 ms at 256 frames): longer
+#: than a loss waits to be counted (CONFIRM), so the minimum always holds a reading from before
+#: a loss not yet counted (the readings after it are late by the loss)
+HISTORY = 2 * CONFIRM
+#: How far (s) the last HISTORY wake-ups may disagree and still confirm the mapping where no
+#: JACK timer does: a late joiner starts on a confirmed mapping
+WAKE_AGREE_S = 1e-3
+#: Longest (s) a late joiner waits for a confirmed mapping before it starts on the one it has
+LATE_SETTLE_S = 1.0
+#: The interpreter's switch interval (s) while an engine runs: the callback waits up to this
+#: for the GIL whenever another thread runs Python (by default 5 ms, nearly a period)
+SWITCH_INTERVAL_S = 5e-4
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
@@ -187,7 +198,7 @@ class DuplexEngine:
         # ("{pid}" in FILE: one file per process)
         path = os.environ.get("TUTTI_CLOCK_TRACE")
         self._trace_path = path.replace("{pid}", str(os.getpid())) if path else None
-        self._trace = np.zeros((200_000 if self._trace_path else 0, 9))
+        self._trace = np.zeros((200_000 if self._trace_path else 0, 10))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,6 +239,8 @@ class DuplexEngine:
             raise EngineError("the engine is already started")
         if self._jack:
             self._jack_frames = open_jack_frames()
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self._stream = sd.Stream(
                 samplerate=self.rate,
@@ -368,6 +381,7 @@ class DuplexEngine:
             in_channels=self.in_channels,
         )
         take.late_ok = late_ok
+        take.settle_by = now + LATE_SETTLE_S if late_ok and t0 <= now else 0.0
         self._skip_in = 0  # a give-back left over from the take before is not this one's
         self._draining = take
         self._take = take  # the callback picks it up from here
@@ -448,13 +462,17 @@ class DuplexEngine:
             # not); trusted only while it agrees with the wake-ups: it jumps when the server
             # itself runs late (one 8-singer start skewed by 1481 frames on it at load 10)
             shared = cycle + ahead - d_out / self.rate
-            if abs(base - shared) <= JACK_AGREE_S:
+            confirmed = abs(base - shared) <= JACK_AGREE_S
+            if confirmed:
                 base = shared
+        else:
+            confirmed = hist.max() - base <= WAKE_AGREE_S
         if self._callbacks < self._trace.shape[0]:
-            self._trace[self._callbacks] = (n, frames, cur, adc, dac, now, t_out, d_out, base)
+            at = np.nan if cycle is None else cycle
+            self._trace[self._callbacks] = (n, frames, cur, adc, dac, now, t_out, d_out, base, at)
         outdata.fill(0)
         if take is not None:
-            if take.cb_state == WAITING:
+            if take.cb_state == WAITING and (confirmed or now >= take.settle_by):
                 self._maybe_start(take, n, frames, d_in, d_out, base)
             if take.cb_state == RUNNING and take.o0 is not None:
                 if self._out_new_events:

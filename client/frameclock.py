@@ -129,7 +129,7 @@ class FrameAccount:
         found = 0
         if self.exact and i > WINDOW and self._origin - x >= self.quantum - self.threshold:
             found = self._give_back(x, n)
-            x += found
+            x -= found  # against the smaller count: higher
         if self.exact and i >= WINDOW:
             q = self._follow(i, n, frames, x)
             found += q

@@ -111,6 +111,7 @@ class ScheduledTake:
         self.dropped_frames = 0
         self.late_frames = 0
         self.late_ok = False
+        self.settle_by = 0.0  # a late joiner's start waits until then for a confirmed mapping
         self.error: str | None = None
         self.first_dac_time: float | None = None  # monotonic estimate of o0's DAC time
         self.gaps: list[tuple[int, int]] = []
