@@ -451,13 +451,6 @@ def _hog(cores: int) -> list[subprocess.Popen[bytes]]:
     return [*hogs, subprocess.Popen([sys.executable, "-c", "while True: pass"])]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 16, open: in 1 of 4 runs with the stalling hog (a quiet fresh-clone CI, "
-    "2026-12-04), one singer of 8 lost the last burst one period after a 2-period loss "
-    "that the recorder listed 20 frames short of it; every other burst of every stem at "
-    "one offset",
-)
 async def test_dropout_storm_moves_no_singer_off_the_timeline(
     jack: JackServer, tmp_path: Path, leader_config: Path
 ) -> None:
