@@ -105,8 +105,10 @@ def test_a_late_run_counted_as_lost_is_given_back_when_the_stream_catches_up(
 ) -> None:
     acct = FrameAccount(RATE, P)
     acct.set_quantum(P, exact=True)
-    for n, frame in _exact_cycles(3000, {1000: (40, periods)}):
+    for k, (n, frame) in enumerate(_exact_cycles(3000, {1000: (40, periods)})):
         acct.update(n, P, frame / RATE)
+        if k == 1040:  # the give-back: the reading it was found on is at the level again
+            assert acct.lost == 0 and acct.level == 5000 * P
     # the late run held long enough to be counted, then the catch-up took it back
     assert _events(acct) == [(1000 * P, periods * P), (1040 * P, -periods * P)]
     assert acct.lost == 0 and acct.given_back == periods * P
