@@ -92,26 +92,6 @@ SWITCH_INTERVAL_S = 5e-4
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
-_switch_lock = threading.Lock()
-_switch_users = 0  # engines running; the interval before the first is restored after the last
-_switch_before = 0.0
-
-
-def _shorten_switch_interval() -> None:
-    global _switch_users, _switch_before
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_before = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_before, SWITCH_INTERVAL_S))
-        _switch_users += 1
-
-
-def _restore_switch_interval() -> None:
-    global _switch_users
-    with _switch_lock:
-        _switch_users -= 1
-        if _switch_users == 0:
-            sys.setswitchinterval(_switch_before)
 
 
 def _is_jack(hostapi: str) -> bool:
@@ -208,7 +188,6 @@ class DuplexEngine:
         self._jack = _is_jack(self.output_device.hostapi)
         self._jack_frames: JackFrames | None = None  # JACK's exact counter, when it answers
         self._use_jack_frames = False
-        self._switch_held = False  # this engine keeps the interpreter's switch interval short
         self.input_account = FrameAccount(rate)
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
@@ -260,8 +239,8 @@ class DuplexEngine:
             raise EngineError("the engine is already started")
         if self._jack:
             self._jack_frames = open_jack_frames()
-        _shorten_switch_interval()
-        self._switch_held = True
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self._stream = sd.Stream(
                 samplerate=self.rate,
@@ -278,7 +257,6 @@ class DuplexEngine:
         except sd.PortAudioError as exc:
             self._stream = None
             self._close_jack_frames()
-            self._release_switch_interval()
             raise DeviceError(
                 f"cannot open {self.device_key!r} at {self.rate} Hz "
                 f"({self.in_channels} in / {self.out_channels} out): {exc}"
@@ -314,14 +292,8 @@ class DuplexEngine:
             self._drain_thread.join(5.0)
             self._drain_thread = None
         self._close_jack_frames()
-        self._release_switch_interval()
         if self._trace_path:
             np.save(self._trace_path, self._trace[: self._callbacks])
-
-    def _release_switch_interval(self) -> None:
-        if self._switch_held:
-            self._switch_held = False
-            _restore_switch_interval()
 
     def _close_jack_frames(self) -> None:
         jf, self._jack_frames = self._jack_frames, None

@@ -3,7 +3,6 @@ is the rendered headset mix, sample for sample."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ from tutti.audio.click import beat_frames, render_click
 from tutti.audio.headset import headset_mix
 from tutti.audio.types import AudioArray, AudioError, as_audio
 from tutti.client.calibrate import measure
-from tutti.client.engine import SWITCH_INTERVAL_S, DuplexEngine, EngineError
+from tutti.client.engine import DuplexEngine, EngineError
 from tutti.client.frameclock import CONFIRM
 from tutti.wire import SessionSettings
 
@@ -136,24 +135,6 @@ def test_schedule_errors_are_clear(loopback: DuplexEngine, jack: JackServer) -> 
         idle.schedule(np.zeros((10, 2), np.float32), time.monotonic() + 1)
     with pytest.raises(EngineError, match="out_channels"):
         DuplexEngine(rate=RATE, device="system", out_channels=0)
-
-
-def test_running_engines_keep_the_switch_interval_short(jack: JackServer) -> None:
-    """While any engine runs, a thread busy in Python holds the audio callback back for at most
-    0.5 ms; the interpreter's own interval comes back when the last one closes."""
-    before = sys.getswitchinterval()
-    one, two = DuplexEngine(rate=RATE, device="system"), DuplexEngine(rate=RATE, device="system")
-    one.start()
-    try:
-        two.start()
-        assert sys.getswitchinterval() <= SWITCH_INTERVAL_S
-        one.close()
-        assert sys.getswitchinterval() <= SWITCH_INTERVAL_S  # the second one still runs
-        two.close()
-    finally:
-        one.close()
-        two.close()
-    assert sys.getswitchinterval() == before
 
 
 def test_clock_mappings_are_measured(loopback: DuplexEngine) -> None:
