@@ -24,7 +24,6 @@ the input level meter.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -86,9 +85,6 @@ HISTORY = 2 * CONFIRM
 WAKE_AGREE_S = 1e-3
 #: Longest (s) a late joiner waits for a confirmed mapping before it starts on the one it has
 LATE_SETTLE_S = 1.0
-#: The interpreter's switch interval (s) while an engine runs: the callback waits up to this
-#: for the GIL whenever another thread runs Python (by default 5 ms, nearly a period)
-SWITCH_INTERVAL_S = 5e-4
 
 _JACK_NAME_ENV = "TUTTI_JACK_CLIENT_NAME"
 _jack_name_applied = False
@@ -239,8 +235,6 @@ class DuplexEngine:
             raise EngineError("the engine is already started")
         if self._jack:
             self._jack_frames = open_jack_frames()
-        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self._stream = sd.Stream(
                 samplerate=self.rate,

@@ -74,39 +74,6 @@ def _play(a: argparse.Namespace) -> int:
     return 0
 
 
-def _busy(seconds: float) -> None:
-    """Keep this thread in Python for ``seconds``, partly in long calls that never let go of
-    the GIL (as a process decoding, rendering or encoding JSON does)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        sum(range(200_000))  # one C call: the GIL held throughout (~2–5 ms)
-        x = 0
-        for _ in range(20_000):  # bytecode: the GIL offered every switch interval
-            x += 1
-
-
-def _late(a: argparse.Namespace) -> int:
-    """Join a running take ``--joins`` times while busy: each time schedule the program on
-    the timeline of ``--t0`` (already past), play half a second of it, stop."""
-    eng = DuplexEngine(rate=48000, device="system", blocksize=a.blocksize)
-    eng.start()
-    print("READY", flush=True)
-    prog = marker_program(int(a.seconds * 48000))
-    takes = []
-    for k in range(a.joins):
-        time.sleep(max(0.0, a.t0 + a.first + a.every * k - time.monotonic()))
-        _busy(a.busy)
-        take = eng.schedule(prog, a.t0, record=False, tail=None, late_ok=True)
-        _busy(a.busy)
-        time.sleep(max(0.0, 0.5 - a.busy))
-        eng.stop_take()
-        take.wait(10)
-        takes.append({"o0": take.o0, "late_frames": take.late_frames, "error": take.error})
-    print(json.dumps(takes), flush=True)
-    eng.close()
-    return 0
-
-
 def _loopback_engine() -> tuple[DuplexEngine, int]:
     """A started engine whose output is wired to its own input, and its measured round trip."""
     with new_ports() as ports:
@@ -173,14 +140,6 @@ def main() -> int:
     p.add_argument("--t0", type=float, required=True)
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--blocksize", type=int, default=0)
-    late = sub.add_parser("late")
-    late.add_argument("--t0", type=float, required=True)
-    late.add_argument("--seconds", type=float, required=True)
-    late.add_argument("--joins", type=int, default=6)
-    late.add_argument("--first", type=float, default=1.0)
-    late.add_argument("--every", type=float, default=1.5)
-    late.add_argument("--busy", type=float, default=0.2)
-    late.add_argument("--blocksize", type=int, default=0)
     r = sub.add_parser("record")
     r.add_argument("--store", required=True)
     r.add_argument("--seconds", type=float, default=60.0)
@@ -190,7 +149,7 @@ def main() -> int:
     lp.add_argument("--seconds", type=float, default=6.0)
     lp.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
-    return {"play": _play, "late": _late, "record": _record, "loop": _loop}[a.cmd](a)
+    return {"play": _play, "record": _record, "loop": _loop}[a.cmd](a)
 
 
 if __name__ == "__main__":
