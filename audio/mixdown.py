@@ -17,10 +17,11 @@ Pipeline (one :class:`Mixdown` per mix):
    gain in dB — and its constant-power pan.  Nothing is mixed yet.
 2. **Voice pass** (:meth:`Mixdown.finish_voices`): the timeline is walked block by block;
    for each block every voice that overlaps it is read, folded to mono, gained, panned and
-   summed (groups of voices in parallel threads), then the high-pass filter (carried state,
-   one thread per channel) and the reverb (overlap-add with a carried tail) run on the sum,
-   and the block is written to the bus.  Both filters are linear and time-invariant, so
-   filtering the sum equals summing the filtered voices.
+   summed (in the voices' order, eight at a time in parallel threads, each group's sum kept
+   or read from a store when one is given: :mod:`tutti.audio.voicesum`), then the high-pass
+   filter (carried state, one thread per channel) and the reverb (overlap-add with a carried
+   tail) run on the sum, and the block is written to the bus.  Both filters are linear and
+   time-invariant, so filtering the sum equals summing the filtered voices.
 3. **Backing** (:meth:`Mixdown.add_backing`): added into the bus block by block at its level
    (it is a finished recording: no high-pass, no hall).
 4. **Master** (:meth:`Mixdown.master`): the integrated loudness of the bus is measured; the
@@ -56,6 +57,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -64,13 +66,21 @@ import numpy.typing as npt
 from tutti.audio.analysis import VoiceAnalysis, analyse
 from tutti.audio.buses import ArrayBus, ArraySource, Bus, Source
 from tutti.audio.filters import DEFAULT_CUTOFF_HZ, HighPass
-from tutti.audio.kernels import pan_add
 from tutti.audio.layout import pan_gains
 from tutti.audio.limiter import Limiter, true_peak_envelope
 from tutti.audio.loudness import LoudnessMeter, db_to_gain, gain_to_target
 from tutti.audio.master import PeakEnvelope, search_gain
 from tutti.audio.reverb import ConvolutionReverb, hall_ir
 from tutti.audio.types import AudioArray, AudioError
+from tutti.audio.voicesum import (
+    GroupSums,
+    Placed,
+    SumWriter,
+    group_key,
+    group_span,
+    groups_of,
+    sum_group,
+)
 
 __all__ = [
     "MixSettings",
@@ -82,7 +92,6 @@ __all__ = [
 ]
 
 _CONTEXT = 16  # frames of context for the true-peak interpolator
-_GROUP = 8  # voices summed by one task of the voice pass (fixed: the sum does not depend on jobs)
 _T = TypeVar("_T")
 
 
@@ -152,6 +161,12 @@ class Voice:
         −1 (left) … +1 (right).
     mute : bool
         Leave the voice out (it is still analysed and reported).
+    order : int or None
+        Its place in the order voices are summed (take.json's order); None: the order it
+        was added in.  Ties keep the order added.
+    key : str
+        What identifies its audio, for a kept group sum (:mod:`tutti.audio.voicesum`);
+        "" when nothing does.
     """
 
     name: str
@@ -159,6 +174,8 @@ class Voice:
     gain_db: float = 0.0
     pan: float = 0.0
     mute: bool = False
+    order: int | None = None
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,14 +204,21 @@ class MasterReport:
     warnings: tuple[str, ...] = field(default=())
 
 
-@dataclass(frozen=True)
-class _Placed:
-    """A voice ready to mix: its source, timeline start and left/right gains."""
+def match_db(settings: MixSettings, info: VoiceAnalysis) -> float:
+    """The loudness-matching gain of a voice with analysis ``info``, dB."""
+    if settings.singer_lufs is None or info.silent:
+        return 0.0
+    match = gain_to_target(
+        info.loudness_lufs, settings.singer_lufs, max_gain_db=settings.max_match_db
+    )
+    return float(match)
 
-    source: Source
-    start: int
-    left: float
-    right: float
+
+def placed_voice(source: Source, voice: Voice, match: float, order: int) -> Placed:
+    """``voice`` (not muted) ready for the voice pass, with its matching gain ``match``."""
+    left, right = pan_gains(voice.pan)
+    g = db_to_gain(match + voice.gain_db)
+    return Placed(source, voice.timeline_start, g * left, g * right, order, voice.key)
 
 
 class Mixdown:
@@ -224,12 +248,15 @@ class Mixdown:
             tail = self._reverb.tail_frames
         self.frames = frames + tail
         self.bus: Bus = (bus or ArrayBus)(self.frames)
-        self._placed: list[_Placed] = []
-        self._backing: list[_Placed] = []
+        self._placed: list[Placed] = []
+        self._backing: list[Placed] = []
+        self._added = 0  # voices added so far: the order of those that give none
         #: pre-master true-peak maxima per block and loudness, from the voice pass
         self._pre: tuple[npt.NDArray[np.float64], float] | None = None
         self._lock = threading.Lock()
         self._voices_done = False
+        #: the key of each group's sum in the voice pass (None: not kept), once it ran
+        self.sum_keys: list[str | None] = []
 
     # -- stage 1: voices -------------------------------------------------------------------
     def add_voice(self, audio: AudioArray, voice: Voice) -> VoiceReport:
@@ -266,46 +293,16 @@ class Mixdown:
             warnings.append("silent")
         if info.clipped:
             warnings.append(f"clipped ({info.clipped} samples)")
-        match = 0.0
-        if s.singer_lufs is not None and not info.silent:
-            match = gain_to_target(info.loudness_lufs, s.singer_lufs, max_gain_db=s.max_match_db)
+        match = match_db(s, info)
         report = VoiceReport(voice.name, info, match, voice.gain_db, voice.mute, tuple(warnings))
-        if voice.mute:
-            return report
-        left, right = pan_gains(voice.pan)
-        g = db_to_gain(match + voice.gain_db)
         with self._lock:
-            self._placed.append(_Placed(source, voice.timeline_start, g * left, g * right))
+            order = self._added if voice.order is None else voice.order
+            self._added += 1
+            if not voice.mute:
+                self._placed.append(placed_voice(source, voice, match, order))
         return report
 
     # -- stage 2: the voice pass -----------------------------------------------------------
-    def _sum_group(self, group: Sequence[_Placed], a: int, b: int) -> AudioArray | None:
-        """Stereo sum of ``group`` over timeline frames [a, b), channel-major: float32
-        (2, b - a) (None if none overlaps).
-
-        Left and right are summed in two contiguous rows (not the strided columns of a
-        (frames, 2) array) and without BLAS (whose own threads would compete with ours).  A
-        16-bit recording is read as stored and scaled to float32 in the same multiplication
-        as its gain, both rows in one pass (:func:`tutti.audio.kernels.pan_add`).
-        """
-        sums: npt.NDArray[np.float32] | None = None
-        for p in group:
-            lo, hi = max(a, p.start), min(b, p.start + p.source.frames)
-            if hi <= lo:
-                continue
-            seg, scale = p.source.read_scaled(lo - p.start, hi - p.start)
-            mono = seg[:, 0] if seg.shape[1] == 1 else seg.mean(axis=1, dtype=np.float32)
-            if sums is None:
-                sums = np.zeros((2, b - a), dtype=np.float32)
-            pan_add(
-                np.ascontiguousarray(mono),
-                np.float32(p.left * scale),
-                np.float32(p.right * scale),
-                sums[0, lo - a : hi - a],
-                sums[1, lo - a : hi - a],
-            )
-        return sums
-
     def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
         """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
         the voice pass adds it after the voices' high-pass and reverb (thread-safe)."""
@@ -316,7 +313,7 @@ class Mixdown:
             raise AudioError(f"backing: {channels} channels; accepted: 1 or 2")
         g = db_to_gain(gain_db)
         with self._lock:
-            self._backing.append(_Placed(source, start, g, g))
+            self._backing.append(Placed(source, start, g, g))
 
     def _backing_block(self, a: int, b: int) -> AudioArray | None:
         out: AudioArray | None = None
@@ -330,7 +327,7 @@ class Mixdown:
             out[lo - a : hi - a] += seg * np.float32(p.left)
         return out
 
-    def finish_voices(self, jobs: int = 1) -> None:
+    def finish_voices(self, jobs: int = 1, sums: GroupSums | None = None) -> None:
         """The voice pass: mix the placed voices into the bus block by block (sum, high-pass,
         reverb, then the backing sources), measuring the pre-master loudness and true-peak
         block maxima on the way.
@@ -338,14 +335,68 @@ class Mixdown:
         Groups of voices are read and summed in ``jobs`` threads, ahead of the block being
         filtered; with ``jobs`` ≥ 2 the two channels are high-passed in two threads and the
         true-peak envelope is computed on the pool.  The result does not depend on ``jobs``.
+        With ``sums``, a group's sum kept there is read instead of made, and one made is
+        kept there (:mod:`tutti.audio.voicesum`): the same bits either way.
         """
         if self._voices_done:
             return
         self._voices_done = True
-        s = self.settings
-        placed = sorted(self._placed, key=lambda p: p.start)
+        placed = self._placed
         self._placed = []
-        groups = [placed[i : i + _GROUP] for i in range(0, len(placed), _GROUP)]
+        writers: list[SumWriter] = []
+        groups = [self._group_sum(g, sums, writers) for g in groups_of(placed)]
+        try:
+            self._voice_pass(placed, groups, jobs)
+        except BaseException:
+            for w in writers:
+                w.discard()
+            raise
+        for w in writers:
+            w.commit()
+
+    def _group_sum(
+        self, group: list[Placed], sums: GroupSums | None, writers: list[SumWriter]
+    ) -> Callable[[int, int], AudioArray | None]:
+        """How the voice pass gets ``group``'s sum over frames [a, b): read from ``sums``,
+        or made (and written there)."""
+        key = None if sums is None else group_key(group)
+        self.sum_keys.append(key)
+        if sums is None or key is None:
+            return partial(sum_group, group)
+        lo, hi = group_span(group, self.frames)
+        if hi <= lo:
+            return partial(sum_group, group)
+        kept = sums.find(key, lo, hi)
+        if kept is not None:
+
+            def read(a: int, b: int) -> AudioArray | None:
+                if b <= lo or a >= hi:
+                    return None
+                out = np.zeros((2, b - a), dtype=np.float32)
+                out[:, max(a, lo) - a : min(b, hi) - a] = kept.read(max(a, lo), min(b, hi))
+                return out
+
+            return read
+        writer = sums.start(key, lo, hi)
+        if writer is None:
+            return partial(sum_group, group)
+        writers.append(writer)
+
+        def made(a: int, b: int) -> AudioArray | None:
+            out = sum_group(group, a, b)
+            if out is not None and b > lo and a < hi:
+                writer.write(max(a, lo), out[:, max(a, lo) - a : min(b, hi) - a])
+            return out
+
+        return made
+
+    def _voice_pass(
+        self,
+        placed: list[Placed],
+        groups: list[Callable[[int, int], AudioArray | None]],
+        jobs: int,
+    ) -> None:
+        s = self.settings
         cut = s.highpass_hz
         hps = [HighPass(s.rate, 1, cut) for _ in range(2)] if cut is not None else []
         meter = LoudnessMeter(s.rate, 2)
@@ -375,7 +426,7 @@ class Mixdown:
 
             def submit(k: int) -> None:
                 a, b = bounds[k]
-                ahead.append([pool.submit(self._sum_group, g, a, b) for g in groups])
+                ahead.append([pool.submit(g, a, b) for g in groups])
 
             for k in range(min(2, len(bounds))):
                 submit(k)

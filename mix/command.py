@@ -250,6 +250,7 @@ def _mix(
     only: Sequence[str] | None = None,
     also: MasterCopy | None = None,
     table: bool = True,
+    ahead: Sequence[tuple[str | None, str]] | None = None,
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -296,6 +297,11 @@ def _mix(
         prepare_only=only is not None,
         also=also,
     )
+    if ahead is not None:  # the server's sums ahead of the mix: no output
+        from tutti.mix.groupsums import presum
+
+        presum(plan, ahead)
+        return 0
     # nothing is created before this point; from here on, a failure removes what was
     with Workspace(out_path, guard) as ws:
         opened: list[RawAudio] = []
@@ -347,6 +353,7 @@ def mix_take(
     prepared: Path | None = None,
     only: Sequence[str] | None = None,
     also: MasterCopy | None = None,
+    ahead: Sequence[tuple[str | None, str]] | None = None,
 ) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
@@ -357,7 +364,9 @@ def mix_take(
     (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
     ``take.json`` names them) into ``prepared`` and write no mix; ``also``: handed the
     length and then every block of a lossless master (float32, (n, 2), on target) as it is
-    written."""
+    written; ``ahead``: sum into ``prepared`` the groups of voices whose recordings are all
+    kept there, for the take.json predicted (in order, each singer's recording file, None
+    for one still to come, and part: :func:`tutti.mix.groupsums.presum`), and write no mix."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:
@@ -366,7 +375,8 @@ def mix_take(
         raise MixError(str(exc)) from None
     keep_freed_blocks()
     with SignalGuard() as guard:
-        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also, table=False)
+        _mix(args, Console(file=io.StringIO()), guard, prepared, only, also, table=False,
+             ahead=ahead)  # fmt: skip
 
 
 def _say(message: str) -> None:

@@ -42,9 +42,17 @@ from tutti.wire import SessionSettings
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
     from tutti.audio.analysis import VoiceAnalyser, VoiceAnalysis
     from tutti.audio.drift import DriftEstimate
-    from tutti.audio.mixdown import MasterReport, Mixdown
+    from tutti.audio.mixdown import MasterReport, Mixdown, MixSettings
 
-__all__ = ["FORMATS", "MasterCopy", "MixPlan", "mix_into", "stem_dir_for", "BUS_NAME"]
+__all__ = [
+    "FORMATS",
+    "MasterCopy",
+    "MixPlan",
+    "mix_into",
+    "mix_settings",
+    "stem_dir_for",
+    "BUS_NAME",
+]
 
 # FLAC is lossless at every level; level 0 encodes faster than the default (5) for files a
 # few per cent larger (docs/benchmarks-mix.md)
@@ -145,16 +153,22 @@ class _Pipeline:
                 self._future.set_exception(Stopped())
 
 
-def _new_mixdown(plan: MixPlan, bus: Callable[[int], RawAudio]) -> Mixdown:
-    from tutti.audio.mixdown import Mixdown, MixSettings
+def mix_settings(plan: MixPlan) -> MixSettings:
+    """The mixdown's settings for ``plan``."""
+    from tutti.audio.mixdown import MixSettings
 
-    settings = MixSettings(
+    return MixSettings(
         plan.manifest.rate,
         target_lufs=plan.target_lufs,
         singer_lufs=MixSettings.singer_lufs if plan.loudness_match else None,
         reverb_wet=plan.reverb,
     )
-    return Mixdown(settings, plan.frames, bus=bus)
+
+
+def _new_mixdown(plan: MixPlan, bus: Callable[[int], RawAudio]) -> Mixdown:
+    from tutti.audio.mixdown import Mixdown
+
+    return Mixdown(mix_settings(plan), plan.frames, bus=bus)
 
 
 def _delete(raws: list[RawAudio]) -> None:
@@ -330,7 +344,8 @@ def mix_into(
         from tutti.audio.mixdown import Voice
 
         placed = item.timeline_start - plan.start  # where it sits in the mix
-        v = Voice(item.name, placed, item.gain_db, item.pan, item.mute)
+        key = "" if kept is None else kept_name(item)  # its audio, for kept group sums
+        v = Voice(item.name, placed, item.gain_db, item.pan, item.mute, item.index, key)
         item.report = pipeline.get().add_source(raw, v, analysis)
         if stems_wanted:
             name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
@@ -399,7 +414,10 @@ def mix_into(
     if plan.prepare_only:
         return None
     mix = pipeline.get()
-    mix.finish_voices(plan.jobs)
+    from tutti.mix.groupsums import FolderSums, sums_folder  # with the mixdown: numba is loaded
+
+    sums = None if kept is None else FolderSums(sums_folder(kept))
+    mix.finish_voices(plan.jobs, sums)
     # the recordings' scratch files are done with (only the bus is read from here on): delete
     # them while the master pass runs (time otherwise spent at the end)
     cleaner = threading.Thread(
@@ -443,6 +461,8 @@ def mix_into(
             gain_db=master.gain_db + enc.gain_db,
             warnings=master.warnings + ((enc.warning,) if enc.warning else ()),
         )
+    if sums is not None:  # the sums this mix used stay for the next (a remix)
+        sums.keep_only(mix.sum_keys)
     if plan.project:
         ordered = sorted(stems, key=lambda s: s.file)
         title = plan.manifest.title or plan.manifest.take_id

@@ -39,6 +39,7 @@ from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
 from .errors import BadRequest, Conflict
 from .mixlocks import Mixing, anyone_mixing, file_signature, state_lock
+from .mixwarm import warm_up
 from .models import Fanout, Principal, Take
 from .opuscopy import OpusCopy
 from .store import SessionStore
@@ -86,11 +87,17 @@ class MixJob:
 
 @dataclass(frozen=True)
 class PrepareJob:
-    """Pass 1 of one recording (its file as ``take.json`` names it), kept for the mix."""
+    """Pass 1 of one recording (its file as ``take.json`` names it), kept for the mix; then
+    the sums of the groups of voices that are all kept, for the take.json the mix is
+    predicted to read (``expected``: each singer's file, None for one still to come, and
+    part, in order) with the last mix's choices."""
 
     take_dir: str
     out_dir: str
     file: str
+    expected: tuple[tuple[str | None, str], ...] = ()
+    gains_db: tuple[tuple[str, float], ...] = ()
+    muted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,11 +131,7 @@ def make_mix(job: MixJob) -> MixMade:
     out.mkdir(parents=True, exist_ok=True)
     made = MixMade(job.version, 0.0, {}, job.files)
     flac, opus = made.path(out, "flac"), made.path(out, "opus")
-    argv = [job.take_dir, "-o", str(flac), "--jobs", str(_MIX_JOBS)]
-    for file, db in job.gains_db:
-        argv += ["--gain", f"{file}={db!r}"]
-    for file in job.muted:
-        argv += ["--mute", file]
+    argv = _mix_argv(job.take_dir, flac, job.gains_db, job.muted)
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
         mix_take(argv, job.prepared, also=copy)
     info = sf.info(str(flac))
@@ -136,13 +139,35 @@ def make_mix(job: MixJob) -> MixMade:
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
 
 
+def _mix_argv(
+    take_dir: str, out: Path, gains_db: tuple[tuple[str, float], ...], muted: tuple[str, ...]
+) -> list[str]:
+    """``tutti mix``'s arguments for the server's mix of ``take_dir`` into ``out``."""
+    argv = [take_dir, "-o", str(out), "--jobs", str(_MIX_JOBS)]
+    for file, db in gains_db:
+        argv += ["--gain", f"{file}={db!r}"]
+    for file in muted:
+        argv += ["--mute", file]
+    return argv
+
+
 def prepare_recording(job: PrepareJob) -> None:
-    """Worker process: pass 1 of one recording as it arrives, kept for the take's mix."""
+    """Worker process: pass 1 of one recording as it arrives, kept for the take's mix, and
+    the groups' sums it completes."""
     from tutti.mix.command import mix_take
 
-    out = Path(job.out_dir)
-    argv = [job.take_dir, "-o", str(out / "prepare.flac"), "--jobs", str(_MIX_JOBS)]
-    mix_take(argv, MixJob(job.take_dir, job.out_dir, 0).prepared, only=[job.file])
+    kept = MixJob(job.take_dir, job.out_dir, 0).prepared
+    argv = _mix_argv(job.take_dir, Path(job.out_dir) / "prepare.flac", job.gains_db, job.muted)
+    mix_take(argv, kept, only=[job.file])
+    if job.expected:
+        mix_take(argv, kept, ahead=job.expected)
+
+
+def _choices(take: Take, status: TakeMix) -> tuple[tuple[tuple[str, float], ...], tuple[str, ...]]:
+    """The gains and mutes of ``status`` (by singer) by recording file, for ``tutti mix``."""
+    recorded = {s.participant_id: s.recording.file for s in take.singers if s.recording}
+    gains = tuple((recorded[p], db) for p, db in sorted(status.gains_db.items()) if p in recorded)
+    return gains, tuple(recorded[p] for p in status.muted if p in recorded)
 
 
 def _watch_parent(parent: int) -> None:
@@ -155,12 +180,6 @@ def _watch_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def warm_up() -> None:
-    """Worker process: import the mix pipeline ahead of the first take."""
-    import tutti.audio.mixdown  # noqa: F401
-    import tutti.mix.command  # noqa: F401
 
 
 def prepare_folder(folder: Path, manifest: TakeManifest, track_path: Callable[[str], Path]) -> None:
@@ -364,15 +383,15 @@ class Mixes:
     async def upload_settled(self, take_id: str, participant_id: str) -> None:
         """Coroutine: a singer's upload of ``take_id`` ended (stored or refused).  A stored
         recording's pass 1 is queued for the workers at once; when it was the last upload,
-        the take is mixed (after it: the workers take jobs in order)."""
+        the take is mixed, and the mix makes its pass 1 (one job fewer to wait for)."""
         take = self.store.get_take(take_id)
         if take is None:
             return
         me = take.singer(participant_id)
         file = None if me is None or me.recording is None else me.recording.file
-        if file is not None:
-            await self._prepare(take, file)
         if not self.uploads_complete(take):
+            if file is not None:
+                await self._prepare(take, file)
             return
         # the last upload starts the mix; uploads ending together all see the take complete,
         # so a recording the latest mix already has starts nothing (a late one: a new mix)
@@ -522,15 +541,9 @@ class Mixes:
             return
         folder = self.takes.folder(take.session_id, take.take_id)
         manifest = self.takes.manifest(Principal("leader", take.session_id), take.take_id)
-        job = MixJob(
-            str(folder),
-            str(self.out_dir(take)),
-            status.version,
-            tuple((recorded[p], db) for p, db in sorted(status.gains_db.items()) if p in recorded),
-            tuple(recorded[p] for p in status.muted if p in recorded),
-            manifest.rate,
-            tuple(sorted(recorded.values())),
-        )
+        job = MixJob(str(folder), str(self.out_dir(take)), status.version,
+                     *_choices(take, status), manifest.rate,
+                     tuple(sorted(recorded.values())))  # fmt: skip
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
             queued = time.monotonic()
@@ -559,7 +572,15 @@ class Mixes:
         except OSError as exc:
             log.warning("event=prepare_failed take=%s error=%s", take.take_id, exc)
             return
-        job = PrepareJob(str(folder), str(self.out_dir(take)), file)
+        # the take.json the mix will read if every singer still to come uploads
+        expected = tuple(
+            (None if s.recording is None else s.recording.file, s.part)
+            for s in take.singers
+            if s.recording is not None or s.state not in _SETTLED
+        )
+        status = self._load(take).status
+        job = PrepareJob(str(folder), str(self.out_dir(take)), file, expected,
+                         *_choices(take, status))  # fmt: skip
         queued = time.monotonic()
         future = self._submit(prepare_recording, job)
         future.add_done_callback(partial(_prepared, job, queued))
@@ -605,7 +626,7 @@ class Mixes:
                 initializer=_watch_parent,
                 initargs=(os.getpid(),),
             )
-            for _ in range(self.workers - 1):  # the first job warms up the first worker
+            for _ in range(self.workers):  # one each: the pool starts a process per job
                 self._pool.submit(warm_up)
         future = self._pool.submit(fn, job)
         self._jobs.add(future)

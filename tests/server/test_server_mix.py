@@ -220,13 +220,25 @@ async def _idle(m: MixedTake) -> Mixes:
 def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
     """The recordings' kept pass 1 (file name: inode, mtime): a new analysis replaces one."""
     folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared"))
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
+    }
+
+
+def _group_sums(m: MixedTake) -> set[str]:
+    """The voice pass's group sums kept for the next mix (tutti.mix.groupsums)."""
+    return {
+        p.stem
+        for p in m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared/sums/*.f32")
+    }
 
 
 async def test_a_remix_moves_one_singer_by_the_gain_asked_for(mixed: MixedTake) -> None:
     m = mixed
     kept = _kept(m)
     assert len(kept) == 2 * len(TONES)  # each recording's audio and analysis, kept once
+    sums = _group_sums(m)
+    assert len(sums) == 1  # three singers: one group, summed once
     before, rate = await m.flac()
     bea = m.singers["Bea"].participant_id
     async with m.http.post(
@@ -244,6 +256,8 @@ async def test_a_remix_moves_one_singer_by_the_gain_asked_for(mixed: MixedTake) 
 
     assert bea_over_ann(after) - bea_over_ann(before) == pytest.approx(-6.0, abs=0.25)
     assert _kept(m) == kept  # the remix read every recording's pass 1; none was redone
+    # Bea's gain is part of her group's sum: a new one, and only the one the remix used stays
+    assert len(_group_sums(m)) == 1 and not _group_sums(m) & sums
     # muting leaves the singer out
     async with m.http.post(f"{m.base}/mix", json={"muted": [bea]}, headers=m.leader.headers) as r:
         assert r.status == 202

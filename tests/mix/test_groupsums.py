@@ -1,0 +1,149 @@
+"""Groups' sums kept and summed ahead give the mix the same bits as summing them in the mix
+(tutti.audio.voicesum, tutti.mix.groupsums), and the voice order is the take's, not the order
+the recordings' pass 1 happened to end in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from tests.audio.test_mixcmd import Singer, build_take, tone
+from tutti.audio.mixdown import Mixdown, MixSettings, Voice
+from tutti.audio.voicesum import GROUP
+from tutti.mix.groupsums import FolderSums, sums_folder
+from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
+
+ROOT = Path(__file__).resolve().parents[2]
+RATE = 48000
+
+
+class _Counting(FolderSums):
+    """A folder store that counts what the voice pass found and made."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.found = 0
+        self.made = 0
+
+    def find(self, key: str, lo: int, hi: int) -> Any:
+        kept = super().find(key, lo, hi)
+        self.found += kept is not None
+        return kept
+
+    def start(self, key: str, lo: int, hi: int) -> Any:
+        self.made += 1
+        return super().start(key, lo, hi)
+
+
+def _voices(n: int, gains: dict[int, float] | None = None) -> list[tuple[np.ndarray, Voice]]:
+    out = []
+    for k in range(n):
+        audio = tone(110.0 + 37.0 * k, 3.0, 0.05 + 0.01 * (k % 5), seed=k)
+        start = 4800 * (k % 3) - 2400  # ties, and starts before the timeline's 0
+        gain = (gains or {}).get(k, 0.0)
+        out.append((audio, Voice(f"v{k}", start, gain, (k % 7) / 3.5 - 1.0, order=k, key=f"a{k}")))
+    return out
+
+
+def _bus(voices: list[tuple[np.ndarray, Voice]], sums: FolderSums | None = None) -> np.ndarray:
+    mix = Mixdown(MixSettings(RATE), 4 * RATE)
+    for audio, voice in voices:
+        mix.add_voice(audio, voice)
+    mix.finish_voices(2, sums)
+    return np.array(mix.bus.read(0, mix.frames))
+
+
+def test_kept_sums_are_the_bits_the_voice_pass_makes(tmp_path: Path) -> None:
+    n = 2 * GROUP + 3  # three groups, the last one short
+    plain = _bus(_voices(n))
+    first = _Counting(tmp_path / "sums")
+    assert np.array_equal(_bus(_voices(n), first), plain)
+    assert (first.found, first.made) == (0, 3)
+    again = _Counting(tmp_path / "sums")
+    assert np.array_equal(_bus(_voices(n), again), plain)
+    assert (again.found, again.made) == (3, 0)
+    # one singer's gain changes one group's sum: the other two are read
+    louder = _Counting(tmp_path / "sums")
+    moved = _bus(_voices(n, {GROUP + 1: 3.0}), louder)
+    assert (louder.found, louder.made) == (2, 1)
+    assert np.array_equal(moved, _bus(_voices(n, {GROUP + 1: 3.0})))
+    assert not np.array_equal(moved, plain)
+
+
+def test_the_voice_order_is_the_takes_not_the_order_voices_arrive() -> None:
+    voices = _voices(GROUP + 5)
+    assert np.array_equal(_bus(voices), _bus(voices[::-1]))
+
+
+def _choir(n: int) -> list[Singer]:
+    parts = "SATB"
+    return [
+        Singer(
+            f"S{k}",
+            parts[k % 4],
+            tone(140.0 + 23.0 * k, 4.0, 0.1, seed=k),
+            start_offset=150 * k,
+            latency=256,
+            file=f"rec{k}.flac",
+        )  # fmt: skip
+        for k in range(n)
+    ]
+
+
+def _tutti_mix(take: Path, out: Path) -> np.ndarray:
+    done = subprocess.run(
+        [sys.executable, "-m", "tutti", "mix", str(take), "-o", str(out), "--jobs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return np.asarray(sf.read(str(out), dtype="int32")[0])
+
+
+def _sums(take: Path) -> dict[str, tuple[int, int]]:
+    folder = sums_folder(Path(MixJob(str(take), str(take / "mix"), 0).prepared))
+    return {p.stem: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.f32")}
+
+
+def test_groups_summed_before_the_last_upload_are_what_the_mix_reads(tmp_path: Path) -> None:
+    singers = _choir(GROUP + 2)
+    take = tmp_path / "take"
+    # the server's take folder while the last singer is still uploading
+    build_take(take, singers[:-1])
+    expected = tuple((s.file, s.part) for s in singers[:-1]) + ((None, singers[-1].part),)
+    for s in singers[:-1]:
+        prepare_recording(PrepareJob(str(take), str(take / "mix"), s.file, expected))
+    ahead = _sums(take)
+    assert len(ahead) == 1  # the first group is whole; the second waits for the last singer
+    # the last upload lands: the mix reads the first group's sum and sums the second
+    build_take(take, singers)
+    files = tuple(s.file for s in singers)
+    made = make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
+    after = _sums(take)
+    assert len(after) == 2 and all(after[k] == v for k, v in ahead.items())
+    ours = np.asarray(sf.read(str(take / "mix" / "mix-1.flac"), dtype="int32")[0])
+    assert made.duration_s > 4.0
+    # the same samples as `tutti mix` of the folder, which keeps nothing and sums everything
+    assert np.array_equal(ours, _tutti_mix(take, tmp_path / "theirs.flac"))
+
+
+def test_a_prediction_that_fails_costs_time_not_samples(tmp_path: Path) -> None:
+    singers = _choir(GROUP + 1)
+    take = tmp_path / "take"
+    build_take(take, singers)
+    # predicted: one more soprano after them, who never uploads; the sopranos' pans in the
+    # first group are not the ones the mix gives them
+    expected = tuple((s.file, s.part) for s in singers) + ((None, "S"),)
+    for s in singers:
+        prepare_recording(PrepareJob(str(take), str(take / "mix"), s.file, expected))
+    ahead = _sums(take)
+    assert len(ahead) == 1
+    files = tuple(s.file for s in singers)
+    make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
+    assert not set(ahead) & set(_sums(take))  # not used, so not kept
+    ours = np.asarray(sf.read(str(take / "mix" / "mix-1.flac"), dtype="int32")[0])
+    assert np.array_equal(ours, _tutti_mix(take, tmp_path / "theirs.flac"))
