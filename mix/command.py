@@ -251,6 +251,7 @@ def _mix(
     also: MasterCopy | None = None,
     table: bool = True,
     ahead: Sequence[tuple[str | None, str]] | None = None,
+    awaited: Sequence[str] = (),
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
@@ -296,6 +297,7 @@ def _mix(
         prepared=prepared,
         prepare_only=only is not None,
         also=also,
+        awaited=frozenset(awaited),
     )
     if ahead is not None:  # the server's sums ahead of the mix: no output
         from tutti.mix.groupsums import presum
@@ -354,6 +356,7 @@ def mix_take(
     only: Sequence[str] | None = None,
     also: MasterCopy | None = None,
     ahead: Sequence[tuple[str | None, str]] | None = None,
+    awaited: Sequence[str] = (),
 ) -> None:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
     no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
@@ -366,7 +369,9 @@ def mix_take(
     length and then every block of a lossless master (float32, (n, 2), on target) as it is
     written; ``ahead``: sum into ``prepared`` the groups of voices whose recordings are all
     kept there, for the take.json predicted (in order, each singer's recording file, None
-    for one still to come, and part: :func:`tutti.mix.groupsums.presum`), and write no mix."""
+    for one still to come, and part: :func:`tutti.mix.groupsums.presum`), and write no mix;
+    ``awaited``: recording files whose pass 1 another process is keeping in ``prepared``
+    (waited for, not made again: :func:`tutti.mix.prepared.wait_for`)."""
     parser = argparse.ArgumentParser(prog="tutti mix", exit_on_error=False)
     add_arguments(parser)
     try:
@@ -376,7 +381,7 @@ def mix_take(
     keep_freed_blocks()
     with SignalGuard() as guard:
         _mix(args, Console(file=io.StringIO()), guard, prepared, only, also, table=False,
-             ahead=ahead)  # fmt: skip
+             ahead=ahead, awaited=awaited)  # fmt: skip
 
 
 def _say(message: str) -> None:

@@ -30,7 +30,7 @@ from tutti.mix.driftsense import senses_drift
 if TYPE_CHECKING:
     from tutti.mix.passes import MixPlan
 
-__all__ = ["FolderSums", "presum", "sums_folder"]
+__all__ = ["FolderSums", "completes_group", "presum", "sums_folder"]
 
 _BLOCK = 1 << 16  # frames summed at a time ahead of the mix
 
@@ -162,6 +162,18 @@ def presum(plan: MixPlan, expected: Sequence[tuple[str | None, str]]) -> int:
         ready = [p for p in group if p is not None]
         made += _sum_ahead(store, ready)
     return made
+
+
+def completes_group(
+    kept: set[str], expected: Sequence[tuple[str | None, str]], file: str, muted: Sequence[str]
+) -> bool:
+    """Whether ``file``'s group in the predicted order (``expected`` without the muted) has
+    every recording in ``kept``: the time for :func:`presum` to sum it."""
+    order = [f for f, _ in expected if f is None or f not in muted]
+    if file not in order:
+        return False
+    k = order.index(file) // GROUP * GROUP
+    return all(f is not None and f in kept for f in order[k : k + GROUP])
 
 
 def _sum_ahead(store: FolderSums, group: list[Placed]) -> int:

@@ -90,6 +90,8 @@ class MixPlan:
     prepare_only: bool = False  # stop after pass 1 (keeping it): the server's early analysis
     # every block of the master is handed here too, as it is written (the server's Opus copy)
     also: MasterCopy | None = None
+    # recordings whose pass 1 another process is keeping in ``prepared``: waited for
+    awaited: frozenset[str] = frozenset()
 
 
 class MasterCopy(Protocol):
@@ -354,6 +356,8 @@ def mix_into(
 
     def voice(item: Input) -> str:
         found = None if kept is None else prepared.load(kept, kept_name(item))
+        if found is None and kept is not None and item.rec.file in plan.awaited:
+            found = prepared.wait_for(kept, kept_name(item), item.rec.file, stop)
         if found is None:
             return finish(item, *decoded(item), None)
         opened.append(found[0])

@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +30,11 @@ from tutti.takeformat import Backing, TakeManifest
 if TYPE_CHECKING:
     from tutti.audio.analysis import VoiceAnalysis
 
-__all__ = ["entry_name", "forget", "keep", "load"]
+#: How long a mix waits for another process's pass 1 of a recording, and how often it looks.
+_AWAIT_S = 300.0
+_AWAIT_POLL_S = 0.02
+
+__all__ = ["ended_marker", "entry_name", "forget", "keep", "kept_files", "load", "wait_for"]
 
 
 def entry_name(
@@ -84,15 +91,48 @@ def load(folder: Path, name: str) -> tuple[RawAudio, VoiceAnalysis] | None:
     return raw, analysis
 
 
+def ended_marker(folder: Path, file: str) -> Path:
+    """The file a pass 1 job for recording ``file`` leaves in ``folder`` when it ends (kept
+    or not), for a mix that waits for it (:func:`wait_for`)."""
+    return folder / f"{hashlib.sha256(file.encode('utf-8')).hexdigest()[:24]}.ended"
+
+
+def wait_for(
+    folder: Path, name: str, file: str, stop: threading.Event, timeout: float = _AWAIT_S
+) -> tuple[RawAudio, VoiceAnalysis] | None:
+    """The entry ``name`` once another process's pass 1 of ``file`` keeps it; None when that
+    job ended without keeping it, the mix stopped, or ``timeout`` seconds went by (the mix
+    then makes it itself).  Looked for every :data:`_AWAIT_POLL_S` (a pass 1 takes ~0.3 s)."""
+    until = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < until:
+        found = load(folder, name)
+        if found is not None:
+            return found
+        if ended_marker(folder, file).exists():
+            return load(folder, name)  # kept just before it ended, or not at all
+        stop.wait(_AWAIT_POLL_S)
+    return None
+
+
+def _entries(folder: Path) -> Iterator[tuple[Path, str | None]]:
+    """Each complete entry's analysis file and its recording's file (None: unreadable)."""
+    for meta in folder.glob("*.json"):
+        try:
+            yield meta, str(json.loads(meta.read_text(encoding="utf-8"))["file"])
+        except (OSError, ValueError, KeyError, TypeError):
+            yield meta, None
+
+
+def kept_files(folder: Path) -> set[str]:
+    """The recordings (files, as take.json names them) whose pass 1 is kept.  Blocking."""
+    return {file for _, file in _entries(folder) if file is not None}
+
+
 def forget(folder: Path, keep_files: set[str]) -> int:
     """Remove the entries of every recording not in ``keep_files`` (a singer deleted theirs):
     how many went.  Blocking."""
     gone = 0
-    for meta in folder.glob("*.json"):
-        try:
-            file = json.loads(meta.read_text(encoding="utf-8"))["file"]
-        except (OSError, ValueError, KeyError, TypeError):
-            file = None
+    for meta, file in _entries(folder):
         if file not in keep_files:
             meta.unlink(missing_ok=True)
             meta.with_suffix(".raw").unlink(missing_ok=True)

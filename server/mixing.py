@@ -78,6 +78,7 @@ class MixJob:
     muted: tuple[str, ...] = ()
     rate: int = 48000  # the take's (the master's) rate, Hz
     files: tuple[str, ...] = ()  # every recording of the take folder's take.json
+    awaited: tuple[str, ...] = ()  # recordings whose pass 1 another worker is making
 
     @property
     def prepared(self) -> Path:
@@ -133,7 +134,7 @@ def make_mix(job: MixJob) -> MixMade:
     flac, opus = made.path(out, "flac"), made.path(out, "opus")
     argv = _mix_argv(job.take_dir, flac, job.gains_db, job.muted)
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
-        mix_take(argv, job.prepared, also=copy)
+        mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
     info = sf.info(str(flac))
     sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
@@ -155,11 +156,19 @@ def prepare_recording(job: PrepareJob) -> None:
     """Worker process: pass 1 of one recording as it arrives, kept for the take's mix, and
     the groups' sums it completes."""
     from tutti.mix.command import mix_take
+    from tutti.mix.groupsums import completes_group
+    from tutti.mix.prepared import ended_marker, kept_files
 
     kept = MixJob(job.take_dir, job.out_dir, 0).prepared
     argv = _mix_argv(job.take_dir, Path(job.out_dir) / "prepare.flac", job.gains_db, job.muted)
-    mix_take(argv, kept, only=[job.file])
-    if job.expected:
+    ended = ended_marker(kept, job.file)  # a mix waiting for this recording looks for it
+    ended.unlink(missing_ok=True)
+    try:
+        mix_take(argv, kept, only=[job.file])
+    finally:
+        ended.touch()
+    # the last recording of its group to be kept sums it (a few reads tell; the sum is ~0.1 s)
+    if job.expected and completes_group(kept_files(kept), job.expected, job.file, job.muted):
         mix_take(argv, kept, ahead=job.expected)
 
 
@@ -233,7 +242,8 @@ class Mixes:
         self._pool: ProcessPoolExecutor | None = None
         self._running = False
         self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
-        self._preparing: dict[str, set[Future[None]]] = {}  # pass 1 jobs by take, not done yet
+        #: pass 1 jobs by take, not done yet, with their recordings
+        self._preparing: dict[str, dict[Future[None], str]] = {}
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
 
@@ -547,7 +557,7 @@ class Mixes:
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
             queued = time.monotonic()
-            await self._prepared_first(take.take_id)
+            job = replace(job, awaited=self._in_flight(take.take_id))
             made = await asyncio.wrap_future(self._submit(make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
@@ -584,8 +594,7 @@ class Mixes:
         queued = time.monotonic()
         future = self._submit(prepare_recording, job)
         future.add_done_callback(partial(_prepared, job, queued))
-        pending = self._preparing.setdefault(take.take_id, set())
-        pending.add(future)
+        self._preparing.setdefault(take.take_id, {})[future] = file
         loop = asyncio.get_running_loop()
 
         def ended(done: Future[None]) -> None:  # in the pool's thread: handed to the loop
@@ -597,17 +606,15 @@ class Mixes:
     def _prepare_ended(self, take_id: str, future: Future[None]) -> None:
         pending = self._preparing.get(take_id)
         if pending is not None:
-            pending.discard(future)
+            pending.pop(future, None)
             if not pending:
                 del self._preparing[take_id]
 
-    async def _prepared_first(self, take_id: str) -> None:
-        """Coroutine: wait for the take's queued pass 1 jobs, so the mix reads them rather
-        than making the same pass 1 again beside them (on a busy machine, a second core is
-        not free: the same work twice only delays the mix)."""
-        pending = [asyncio.wrap_future(f) for f in self._preparing.get(take_id, ())]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+    def _in_flight(self, take_id: str) -> tuple[str, ...]:
+        """The take's recordings whose pass 1 jobs are queued or running: the mix, queued
+        after them, waits for each one's kept pass 1 rather than making it again beside it
+        (on a busy machine a second core is not free: the same work twice only delays it)."""
+        return tuple(sorted(set(self._preparing.get(take_id, {}).values())))
 
     @staticmethod
     def _url(take: Take, fmt: str) -> str:

@@ -221,7 +221,9 @@ def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
     """The recordings' kept pass 1 (file name: inode, mtime): a new analysis replaces one."""
     folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared"))
     return {
-        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in folder.iterdir()
+        if p.suffix in (".raw", ".json")  # not the group sums, not the jobs' end marks
     }
 
 
