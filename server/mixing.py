@@ -162,6 +162,7 @@ def prepare_recording(job: PrepareJob) -> None:
     kept = MixJob(job.take_dir, job.out_dir, 0).prepared
     argv = _mix_argv(job.take_dir, Path(job.out_dir) / "prepare.flac", job.gains_db, job.muted)
     ended = ended_marker(kept, job.file)  # a mix waiting for this recording looks for it
+    kept.mkdir(parents=True, exist_ok=True)
     ended.unlink(missing_ok=True)
     try:
         mix_take(argv, kept, only=[job.file])

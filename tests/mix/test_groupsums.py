@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.audio.test_mixcmd import Singer, build_take, tone
 from tutti.audio.mixdown import Mixdown, MixSettings, Voice
 from tutti.audio.voicesum import GROUP
+from tutti.mix.folder import MixError
 from tutti.mix.groupsums import FolderSums, sums_folder
+from tutti.mix.prepared import ended_marker
 from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +150,13 @@ def test_a_prediction_that_fails_costs_time_not_samples(tmp_path: Path) -> None:
     assert not set(ahead) & set(_sums(take))  # not used, so not kept
     ours = np.asarray(sf.read(str(take / "mix" / "mix-1.flac"), dtype="int32")[0])
     assert np.array_equal(ours, _tutti_mix(take, tmp_path / "theirs.flac"))
+
+
+def test_a_failed_pass_1_leaves_its_end_mark_for_a_waiting_mix(tmp_path: Path) -> None:
+    take = build_take(tmp_path / "take", _choir(1))
+    (take / "rec0.flac").write_bytes(b"fLaC" + bytes(500))  # damaged after take.json
+    job = PrepareJob(str(take), str(take / "mix"), "rec0.flac")
+    with pytest.raises(MixError, match="rec0.flac"):
+        prepare_recording(job)
+    kept = Path(MixJob(str(take), str(take / "mix"), 0).prepared)
+    assert ended_marker(kept, "rec0.flac").exists()  # a mix waiting for it stops waiting
