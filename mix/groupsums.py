@@ -28,7 +28,10 @@ from tutti.mix import prepared
 from tutti.mix.driftsense import senses_drift
 
 if TYPE_CHECKING:
+    from tutti.audio.mixdown import MixSettings
+    from tutti.mix.inputs import Input
     from tutti.mix.passes import MixPlan
+    from tutti.mix.scratch import RawAudio
 
 __all__ = ["FolderSums", "completes_group", "presum", "sums_folder"]
 
@@ -52,8 +55,8 @@ class _Kept:
 class _Writer:
     def __init__(self, folder: Path, key: str, lo: int, hi: int) -> None:
         self._folder, self._key, self._lo, self._hi = folder, key, lo, hi
-        tag = f"{os.getpid()}-{threading.get_ident()}"
-        self._tmp = folder / f".{key}.{tag}.f32.tmp"
+        self._tag = f"{os.getpid()}-{threading.get_ident()}"  # one writer per thread
+        self._tmp = folder / f".{key}.{self._tag}.f32.tmp"
         with self._tmp.open("wb") as f:
             f.truncate(2 * (hi - lo) * 4)  # zeros (sparse) where no voice sings
         self._data: np.memmap | None = np.memmap(
@@ -67,7 +70,7 @@ class _Writer:
     def commit(self) -> None:
         self._close()
         os.replace(self._tmp, self._folder / f"{self._key}.f32")
-        meta = self._folder / f".{self._key}.{os.getpid()}-{threading.get_ident()}.json.tmp"
+        meta = self._folder / f".{self._key}.{self._tag}.json.tmp"
         meta.write_text(json.dumps({"lo": self._lo, "hi": self._hi}), encoding="utf-8")
         os.replace(meta, self._folder / f"{self._key}.json")
 
@@ -128,39 +131,29 @@ def presum(plan: MixPlan, expected: Sequence[tuple[str | None, str]]) -> int:
     place in the order and its pan, as the mix will give them if the prediction holds; when
     it does not, the mix finds no sum under the keys it asks for and sums those groups
     itself (:func:`tutti.audio.voicesum.group_key` names every input of a sum)."""
-    from tutti.audio.mixdown import Voice, match_db, placed_voice
     from tutti.mix.passes import mix_settings
 
     if plan.prepared is None or any(senses_drift(i, plan.no_drift) for i in plan.items):
         return 0  # nothing kept: drift is measured from every recording together
-    settings = mix_settings(plan)
     by_file = {i.rec.file: i for i in plan.items}
-    backings = [b for b, _ in plan.backings]
-    voices: list[Placed | None] = []  # in order; None: not kept yet
     items = [None if file is None else by_file.get(file) for file, _ in expected]
-    pans = default_pans(
-        [part if i is None else i.rec.part for i, (_, part) in zip(items, expected, strict=True)]
-    )
-    for n, (item, pan) in enumerate(zip(items, pans, strict=True)):
-        if item is not None and item.mute:
-            continue
-        name = None if item is None else prepared.entry_name(
-            plan.manifest, backings, item, plan.keep_bleed, plan.no_drift)  # fmt: skip
-        found = None if name is None else prepared.load(plan.prepared, name)
-        if item is None or name is None or found is None:
-            voices.append(None)
-            continue
-        raw, analysis = found
-        v = Voice(item.name, item.timeline_start - plan.start, item.gain_db, pan, order=n, key=name)
-        voices.append(placed_voice(raw, v, match_db(settings, analysis), n))
+    parts = [
+        part if i is None else i.rec.part for i, (_, part) in zip(items, expected, strict=True)
+    ]
+    # (place in take.json, the recording or None for one still to come, pan), without the muted
+    slots = [
+        (n, item, pan)
+        for n, (item, pan) in enumerate(zip(items, default_pans(parts), strict=True))
+        if item is None or not item.mute
+    ]
     store = FolderSums(sums_folder(plan.prepared))
+    settings = mix_settings(plan)
     made = 0
-    for k in range(0, len(voices), GROUP):
-        group = voices[k : k + GROUP]
-        if any(p is None for p in group):
-            continue
-        ready = [p for p in group if p is not None]
-        made += _sum_ahead(store, ready)
+    for k in range(0, len(slots), GROUP):
+        group = slots[k : k + GROUP]
+        kept = [(n, item, pan) for n, item, pan in group if item is not None]
+        if len(kept) == len(group):  # no recording still to come
+            made += _sum_ahead(store, plan, settings, kept)
     return made
 
 
@@ -176,7 +169,36 @@ def completes_group(
     return all(f is not None and f in kept for f in order[k : k + GROUP])
 
 
-def _sum_ahead(store: FolderSums, group: list[Placed]) -> int:
+def _sum_ahead(
+    store: FolderSums, plan: MixPlan, settings: MixSettings, group: list[tuple[int, Input, float]]
+) -> int:
+    """Sum ``group`` (its recordings' kept pass 1) over all it covers into ``store``, unless
+    it is there or a recording's pass 1 is not kept: 1 if made."""
+    from tutti.audio.mixdown import Voice, match_db, placed_voice
+
+    assert plan.prepared is not None
+    backings = [b for b, _ in plan.backings]
+    opened: list[RawAudio] = []
+    try:
+        voices = []
+        for n, item, pan in group:
+            name = prepared.entry_name(plan.manifest, backings, item, plan.keep_bleed,
+                                       plan.no_drift)  # fmt: skip
+            found = prepared.load(plan.prepared, name)
+            if found is None:
+                return 0
+            raw, analysis = found
+            opened.append(raw)
+            placed = item.timeline_start - plan.start
+            v = Voice(item.name, placed, item.gain_db, pan, order=n, key=name)
+            voices.append(placed_voice(raw, v, match_db(settings, analysis), n))
+        return _write_sum(store, voices)
+    finally:
+        for raw in opened:
+            raw.close()
+
+
+def _write_sum(store: FolderSums, group: list[Placed]) -> int:
     """Sum ``group`` over all it covers into ``store`` (unless it is there): 1 if made."""
     key = group_key(group)
     lo, hi = group_span(group)

@@ -4,6 +4,7 @@ the recordings' pass 1 happened to end in."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,8 +119,10 @@ def test_groups_summed_before_the_last_upload_are_what_the_mix_reads(tmp_path: P
     # the server's take folder while the last singer is still uploading
     build_take(take, singers[:-1])
     expected = tuple((s.file, s.part) for s in singers[:-1]) + ((None, singers[-1].part),)
+    fds = len(os.listdir("/proc/self/fd"))
     for s in singers[:-1]:
         prepare_recording(PrepareJob(str(take), str(take / "mix"), s.file, expected))
+    assert len(os.listdir("/proc/self/fd")) == fds  # a worker runs many jobs: nothing left open
     ahead = _sums(take)
     assert len(ahead) == 1  # the first group is whole; the second waits for the last singer
     # the last upload lands: the mix reads the first group's sum and sums the second
