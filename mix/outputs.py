@@ -22,7 +22,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -176,6 +176,10 @@ class Workspace:
                 self._scratch = None
             if typ is not None:
                 self._remove_created()
+
+    def hold(self) -> AbstractContextManager[None]:
+        """Defer a signal until the block is done (see :meth:`SignalGuard.hold`)."""
+        return self._guard.hold()
 
     def before_removal(self, stop_writing: Callable[[], None]) -> None:
         """Call ``stop_writing`` before the scratch folder is removed: a thread that may still

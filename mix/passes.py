@@ -248,11 +248,17 @@ def _run_jobs(
     workers: int,
     stop: threading.Event,
     pipeline: _Pipeline,
+    hold: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> None:
-    """Run pass 1's jobs in a pool under a progress stage; the first failure stops the rest."""
+    """Run pass 1's jobs in a pool under a progress stage; the first failure stops the rest.
+
+    Signals wait (``hold``) while the pool starts its threads: one raised inside
+    ``Thread.start`` leaves a running thread the pool does not know, to write on after
+    the scratch folder is removed."""
     with stage as step, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(job) for job in jobs]
         try:
+            with hold():
+                futures = [pool.submit(job) for job in jobs]
             for done in as_completed(futures):  # the first failure ends pass 1 at once
                 step(done.result())
         except BaseException:
@@ -396,7 +402,7 @@ def mix_into(
     if not senses:
         jobs += [partial(voice, item) for item in plan.items]
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
-                  pipeline)  # fmt: skip
+                  pipeline, ws.hold)  # fmt: skip
     else:  # drift measured against the whole take: every recording is read first
         program = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
@@ -411,10 +417,11 @@ def mix_into(
 
         jobs += [partial(read, item) for item in plan.items]
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
-                  pipeline)  # fmt: skip
+                  pipeline, ws.hold)  # fmt: skip
         found = choose(plan.items, sensed, program, rate)
         jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in plan.items]
-        _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline)
+        _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline,
+                  ws.hold)  # fmt: skip
     if plan.prepare_only:
         return None
     mix = pipeline.get()

@@ -5,8 +5,10 @@ behind: no mix, no ``mix-stems/``, no ``.tutti-mix-*`` scratch folder, nothing i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 import soundfile as sf
 
 from tests.mix.test_mix_badtakes import _snapshot, mix_command, mix_env
-from tutti.mix.outputs import SCRATCH_PREFIX
+from tutti.mix.outputs import SCRATCH_PREFIX, Interrupted, SignalGuard
+from tutti.mix.passes import _Pipeline, _run_jobs
 
 RATE = 48000
 SINGERS = 8
@@ -97,3 +100,34 @@ def test_signal_midway_leaves_nothing(
     assert seconds < 10.0
     assert _snapshot(long_take.parent) == before  # no mix, no stems, no scratch
     assert list(tmpdir.iterdir()) == []
+
+
+def test_signal_while_the_pool_starts_a_thread_stops_that_thread_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal that lands inside ``Thread.start`` (the main thread waits there for the new
+    thread) must not leave a job running that the pool does not know: it would write into
+    the scratch folder after its removal (seen once in CI: a ``0000.raw`` left behind)."""
+    stop = threading.Event()
+    ended = threading.Event()
+    real_start = threading.Thread.start
+
+    def start_then_signal(thread: threading.Thread) -> None:
+        real_start(thread)
+        if thread.name.startswith("ThreadPoolExecutor"):
+            signal.raise_signal(signal.SIGTERM)  # as if it came during the wait in start()
+
+    def job() -> str:
+        stop.wait(10)  # a pass-1 job runs until it ends or is stopped
+        ended.set()
+        return "job"
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_signal)
+    try:
+        with SignalGuard() as guard, pytest.raises(Interrupted):
+            _run_jobs(contextlib.nullcontext(lambda _: None), [job], 1, stop,
+                      _Pipeline(lambda: pytest.fail("no mixdown here")), guard.hold)  # fmt: skip
+        assert stop.is_set(), "the jobs were not told to stop"
+        assert ended.is_set(), "a job still runs after pass 1 ended"
+    finally:
+        stop.set()
