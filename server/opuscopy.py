@@ -37,8 +37,10 @@ __all__ = ["OPUS_BITRATE", "OPUS_COMPLEXITY", "SEGMENTS", "SEGMENT_MIN_S", "WARM
 
 #: The browser copy's bit rate, bits per second (a choir in stereo sounds clean from ~96k).
 OPUS_BITRATE = 128_000
-#: libopus complexity (0–10): 5 encodes about twice as fast as 10 (docs/benchmarks-mix.md).
-OPUS_COMPLEXITY = 5
+#: libopus complexity (0–10): at 128 kbit/s, 0 decodes as close to the master as 5 and
+#: costs half a core-second less per 5 minutes, on the path to "the mix is ready"
+#: (docs/benchmarks-mix.md).
+OPUS_COMPLEXITY = 0
 #: Most encoders at once (a few per core: the ones that start late finish soon after the master).
 SEGMENTS = 4
 #: The shortest segment, seconds (a master shorter than two is encoded in one).
