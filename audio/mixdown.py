@@ -303,9 +303,12 @@ class Mixdown:
         return report
 
     # -- stage 2: the voice pass -----------------------------------------------------------
-    def add_backing_source(self, source: Source, start: int, gain_db: float = 0.0) -> None:
+    def add_backing_source(
+        self, source: Source, start: int, gain_db: float = 0.0, order: int = 0
+    ) -> None:
         """Place a backing track (mono or stereo :class:`Source`) at timeline frame ``start``;
-        the voice pass adds it after the voices' high-pass and reverb (thread-safe)."""
+        the voice pass adds it after the voices' high-pass and reverb, the backings in
+        ``order`` whatever order they were added in (thread-safe)."""
         if self._voices_done:
             raise AudioError("mixdown: backing sources must be added before finish_voices()")
         channels = source.read(0, 0).shape[1]
@@ -313,7 +316,8 @@ class Mixdown:
             raise AudioError(f"backing: {channels} channels; accepted: 1 or 2")
         g = db_to_gain(gain_db)
         with self._lock:
-            self._backing.append(Placed(source, start, g, g))
+            self._backing.append(Placed(source, start, g, g, order))
+            self._backing.sort(key=lambda p: p.order)  # sums round the same every time
 
     def _backing_block(self, a: int, b: int) -> AudioArray | None:
         out: AudioArray | None = None

@@ -369,3 +369,24 @@ def test_backing_source_equals_backing_blocks() -> None:
         mix.add_backing_source(ArraySource(backing), 0)
     with pytest.raises(AudioError, match="3 channels"):
         Mixdown(settings, 10).add_backing_source(ArraySource(np.zeros((5, 3), np.float32)), 0)
+
+
+def test_backings_are_summed_in_the_takes_order_whatever_order_they_arrive_in() -> None:
+    """Pass 1 decodes the backings in threads, so they are added in the order they finish;
+    float32 sums round by their order, so the voice pass sums them in the take's."""
+    n = 1000
+    levels = [1.0, 3e-8, -1.0]  # (1 + 3e-8) − 1 = 0 in float32; (1 − 1) + 3e-8 is not
+    sources = [np.full((n, 2), v, np.float32) for v in levels]
+    settings = MixSettings(RATE, target_lufs=None, limiter=False)
+
+    def bus(arrival: list[int], ordered: bool) -> np.ndarray:
+        mix = Mixdown(settings, n)
+        for k in arrival:
+            mix.add_backing_source(ArraySource(sources[k]), 0, 0.0, order=k if ordered else 0)
+        mix.finish_voices()
+        return np.asarray(mix.bus.read(0, n))
+
+    assert not np.array_equal(bus([0, 1, 2], False), bus([0, 2, 1], False))  # order matters
+    first = bus([0, 1, 2], True)
+    for arrival in ([0, 2, 1], [2, 1, 0], [1, 0, 2]):
+        assert np.array_equal(bus(arrival, True), first)
