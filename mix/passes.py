@@ -268,6 +268,16 @@ def _run_jobs(
             raise
 
 
+def backings_needed(plan: MixPlan, heard: HeardPrograms | None) -> list[int]:
+    """The backings (indices) pass 1 decodes: all of them for a mix; for pass 1 alone, those
+    the recordings' singers heard (bleed removal reads them; nothing else does)."""
+    if not plan.prepare_only:
+        return list(range(len(plan.backings)))
+    if heard is None:
+        return []
+    return sorted({k for i in plan.items if (k := heard.backing_for(i.rec.part)) is not None})
+
+
 def mix_into(
     plan: MixPlan,
     ws: Workspace,
@@ -384,21 +394,28 @@ def mix_into(
 
     def backing(k: int) -> str:
         b, audio = plan.backings[k]
-        what = f"backing {b.file}"
-        raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
+        name = None if plan.prepared is None else prepared.backing_name(rate, b)
+        raw = None
+        if plan.prepared is not None and name is not None:
+            raw = prepared.load_backing(plan.prepared, name)
+        if raw is None:
+            what = f"backing {b.file}"
+            raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
+            if plan.prepared is not None and name is not None:
+                prepared.keep_backing(plan.prepared, name, raw, b.file)
         opened.append(raw)
         if heard is not None:
             heard.backing_ready(k, raw)
         if not plan.mix_backing:
             return str(b.file)
         placed = b.timeline_start - plan.start
-        pipeline.get().add_backing_source(raw, placed, plan.backing_db)
+        pipeline.get().add_backing_source(raw, placed, plan.backing_db, order=k)
         if stems_wanted:  # after the singers' stems, in the order of the take's backing
             name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, stem_fmt)
             add_stem(name, f"Backing ({b.part})", raw, placed, 0.0, plan.backing_db)
         return str(b.file)
 
-    jobs: list[Callable[[], str]] = [partial(backing, k) for k in range(len(plan.backings))]
+    jobs: list[Callable[[], str]] = [partial(backing, k) for k in backings_needed(plan, heard)]
     if not senses:
         jobs += [partial(voice, item) for item in plan.items]
         _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,

@@ -6,7 +6,10 @@ so the mix after the last upload only does what needs every recording, and a rem
 gains or mutes reads every recording from here.  An entry is named by a digest of everything
 pass 1 depends on (the recording's entry in ``take.json`` with its sha256, the take's rate and
 settings, the backings, the options that change pass 1); gains, mutes and pans are applied
-after it, so they are not part of the name.  ``tutti mix`` itself keeps nothing.
+after it, so they are not part of the name.  The backings are kept decoded too (in
+:data:`BACKINGS`, named by their entry in ``take.json`` with its sha256 and the take's rate),
+so each is decoded once per take instead of once per recording and again by the mix.
+``tutti mix`` itself keeps nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,22 @@ if TYPE_CHECKING:
 _AWAIT_S = 300.0
 _AWAIT_POLL_S = 0.02
 
-__all__ = ["ended_marker", "entry_name", "forget", "keep", "kept_files", "load", "wait_for"]
+__all__ = [
+    "BACKINGS",
+    "backing_name",
+    "ended_marker",
+    "entry_name",
+    "forget",
+    "keep",
+    "keep_backing",
+    "kept_files",
+    "load",
+    "load_backing",
+    "wait_for",
+]
+
+#: The kept backings' folder inside the kept pass 1's (apart: they are not recordings).
+BACKINGS = "backing"
 
 
 def entry_name(
@@ -54,25 +72,38 @@ def entry_name(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
+def backing_name(rate: int, backing: Backing) -> str | None:
+    """The name of a decoded backing's entry (a digest of its entry in ``take.json`` and the
+    take's rate), None for a backing without a sha256 (its content is not pinned)."""
+    if not backing.sha256:
+        return None
+    text = json.dumps({"backing": backing.to_dict(), "rate": rate}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
 def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis, file: str) -> None:
     """Keep ``raw`` (hard-linked: the scratch copy may go) and its analysis as ``name``;
     the analysis (with the recording's ``file``, as take.json names it) is written last, so
     an entry without it is incomplete and unused.  The
     folder must be on the scratch folder's file system; each file lands by an atomic rename
     (two mixes keeping the same entry at once leave one whole copy)."""
+    _keep_audio(folder, name, raw, {"analysis": asdict(analysis), "file": file})
+
+
+def keep_backing(folder: Path, name: str, raw: RawAudio, file: str) -> None:
+    """Keep a decoded backing as :func:`keep` keeps a recording (``file``: as take.json
+    names it), in the folder's :data:`BACKINGS`."""
+    _keep_audio(folder / BACKINGS, name, raw, {"file": file})
+
+
+def _keep_audio(folder: Path, name: str, raw: RawAudio, about: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     linked = raw.path.with_name(f"{raw.path.name}.kept")  # in the scratch folder: one writer
     os.link(raw.path, linked)
     os.replace(linked, folder / f"{name}.raw")
-    meta = {
-        "channels": raw.channels,
-        "frames": raw.frames,
-        "int16": raw.dtype == np.int16,
-        "analysis": asdict(analysis),
-        "file": file,
-    }
+    meta = {"channels": raw.channels, "frames": raw.frames, "int16": raw.dtype == np.int16}
     tmp = raw.path.with_name(f"{raw.path.name}.json")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    tmp.write_text(json.dumps(meta | about), encoding="utf-8")
     os.replace(tmp, folder / f"{name}.json")
 
 
@@ -80,15 +111,35 @@ def load(folder: Path, name: str) -> tuple[RawAudio, VoiceAnalysis] | None:
     """The kept entry ``name`` (its audio opened for reading), None when there is none."""
     from tutti.audio.analysis import VoiceAnalysis
 
+    found = _load_audio(folder, name)
+    if found is None:
+        return None
+    raw, meta = found
+    try:
+        a = meta["analysis"]
+        analysis = VoiceAnalysis(
+            float(a["loudness_lufs"]), float(a["peak_dbfs"]), int(a["clipped"])
+        )
+    except (ValueError, KeyError, TypeError):
+        raw.close()
+        return None
+    return raw, analysis
+
+
+def load_backing(folder: Path, name: str) -> RawAudio | None:
+    """The kept decoded backing ``name`` (opened for reading), None when there is none."""
+    found = _load_audio(folder / BACKINGS, name)
+    return None if found is None else found[0]
+
+
+def _load_audio(folder: Path, name: str) -> tuple[RawAudio, dict[str, Any]] | None:
     try:
         meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         raw = RawAudio.existing(folder / f"{name}.raw", int(meta["channels"]),
                                 int(meta["frames"]), int16=bool(meta["int16"]))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    a = meta["analysis"]
-    analysis = VoiceAnalysis(float(a["loudness_lufs"]), float(a["peak_dbfs"]), int(a["clipped"]))
-    return raw, analysis
+    return raw, meta
 
 
 def ended_marker(folder: Path, file: str) -> Path:

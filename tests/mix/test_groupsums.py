@@ -4,6 +4,8 @@ the recordings' pass 1 happened to end in."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from tests.audio.test_mixcmd import Singer, build_take, tone
 from tutti.audio.mixdown import Mixdown, MixSettings, Voice
 from tutti.audio.voicesum import GROUP
 from tutti.mix.folder import MixError
+from tutti.mix import passes
 from tutti.mix.groupsums import FolderSums, sums_folder
 from tutti.mix.prepared import ended_marker
 from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
@@ -163,3 +166,60 @@ def test_a_failed_pass_1_leaves_its_end_mark_for_a_waiting_mix(tmp_path: Path) -
         prepare_recording(job)
     kept = Path(MixJob(str(take), str(take / "mix"), 0).prepared)
     assert ended_marker(kept, "rec0.flac").exists()  # a mix waiting for it stops waiting
+
+
+def _with_backings(take: Path, parts: str) -> None:
+    """Give ``take`` a stereo backing per part, pinned by sha256 as the server's take.json
+    pins them, and the session's tempo (so the singers heard a click and a backing)."""
+    manifest = json.loads((take / "take.json").read_text(encoding="utf-8"))
+    (take / "backing").mkdir(exist_ok=True)
+    backings = []
+    for k, part in enumerate(parts):
+        audio = np.hstack([tone(220.0 + 55.0 * k, 4.5, 0.1, seed=40 + k)] * 2)
+        file = f"backing/{part}.flac"
+        sf.write(take / file, audio, RATE, subtype="PCM_24")
+        digest = hashlib.sha256((take / file).read_bytes()).hexdigest()
+        backings.append({"part": part, "file": file, "sha256": digest, "timeline_start": 0})
+    manifest["backing"] = backings
+    manifest["settings"] = {"title": "t", "rate": RATE, "bpm": 120, "count_in_bars": 1}
+    (take / "take.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_each_backing_is_decoded_once_per_take_and_the_mix_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    singers = _choir(6)  # S A T B S A
+    take = build_take(tmp_path / "take", singers)
+    _with_backings(take, "SATB")
+    decoded: list[str] = []
+    real = passes.decode
+
+    def counting(audio: Any, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(audio.path.relative_to(take).as_posix())
+        return real(audio, *args, **kwargs)
+
+    monkeypatch.setattr(passes, "decode", counting)
+    prepare_recording(PrepareJob(str(take), str(take / "mix"), singers[0].file))
+    # a soprano's pass 1 reads her recording and the backing she heard, not the others'
+    assert sorted(decoded) == ["backing/S.flac", singers[0].file]
+    decoded.clear()
+    for s in singers[1:]:
+        prepare_recording(PrepareJob(str(take), str(take / "mix"), s.file))
+    assert sorted(decoded) == sorted(["backing/A.flac", "backing/T.flac", "backing/B.flac"]
+                                     + [s.file for s in singers[1:]])  # fmt: skip
+    decoded.clear()
+    files = tuple(s.file for s in singers)
+    make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
+    assert decoded == []  # every recording and every backing as pass 1 kept them
+    ours = np.asarray(sf.read(str(take / "mix" / "mix-1.flac"), dtype="int32")[0])
+    assert np.array_equal(ours, _tutti_mix(take, tmp_path / "theirs.flac"))
+    # a backing replaced (another sha256) is decoded again, not read from the old one
+    manifest = json.loads((take / "take.json").read_text(encoding="utf-8"))
+    sf.write(take / "backing/T.flac", np.zeros((RATE, 2), np.float32), RATE, subtype="PCM_24")
+    new = hashlib.sha256((take / "backing/T.flac").read_bytes()).hexdigest()
+    manifest["backing"][2]["sha256"] = new
+    (take / "take.json").write_text(json.dumps(manifest), encoding="utf-8")
+    make_mix(MixJob(str(take), str(take / "mix"), 2, files=files))
+    assert "backing/T.flac" in decoded and "backing/S.flac" not in decoded
+    again = np.asarray(sf.read(str(take / "mix" / "mix-2.flac"), dtype="int32")[0])
+    assert np.array_equal(again, _tutti_mix(take, tmp_path / "theirs2.flac"))
