@@ -19,8 +19,9 @@ import soundfile as sf
 from tests.audio.test_mixcmd import Singer, build_take, tone
 from tutti.audio.mixdown import Mixdown, MixSettings, Voice
 from tutti.audio.voicesum import GROUP
-from tutti.mix.folder import MixError
 from tutti.mix import passes
+from tutti.mix.decode import decode
+from tutti.mix.folder import MixError
 from tutti.mix.groupsums import FolderSums, sums_folder
 from tutti.mix.prepared import ended_marker
 from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
@@ -192,7 +193,7 @@ def test_each_backing_is_decoded_once_per_take_and_the_mix_reads_it(
     take = build_take(tmp_path / "take", singers)
     _with_backings(take, "SATB")
     decoded: list[str] = []
-    real = passes.decode
+    real = decode
 
     def counting(audio: Any, *args: Any, **kwargs: Any) -> Any:
         decoded.append(audio.path.relative_to(take).as_posix())
