@@ -125,10 +125,29 @@ class LeakFit:
     gain_db: float = float("nan")
     quiet_s: float = 0.0
     reason: str = ""
+    #: each window's filter spectrum by FFT length (made once: :func:`predict` reuses them)
+    _spectra: dict[int, npt.NDArray[np.complex64]] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def usable(self) -> bool:
         return not self.reason
+
+    def spectrum_at(self, t: float, nfft: int) -> npt.NDArray[np.complex64]:
+        """The spectrum (``nfft``-point rfft, (nfft // 2 + 1, channels)) of :meth:`filter_at`
+        ``t``: the windows' spectra interpolated as their filters are (the FFT is linear)."""
+        spectra = self._spectra.get(nfft)
+        if spectra is None:
+            taps = self.filters.astype(np.float32).transpose(0, 2, 1)  # (K, taps, channels)
+            spectra = self._spectra[nfft] = scipy.fft.rfft(taps, n=nfft, axis=1)
+        if len(self.centres) == 1:
+            one: npt.NDArray[np.complex64] = spectra[0]
+            return one
+        k, w = _between(self.centres, np.array([float(t)]))
+        lo, weight = int(k[0]), np.float32(w[0])
+        out: npt.NDArray[np.complex64] = (1 - weight) * spectra[lo] + weight * spectra[lo + 1]
+        return out
 
     def filter_at(self, t: float) -> F64:
         """The filter at timeline frame ``t`` (linear between window centres), (channels, taps)."""
@@ -518,10 +537,11 @@ def predict(fit: LeakFit, q: F32, t0: int) -> F32:
     """
     taps = fit.layout.taps
     n = q.shape[0] - taps + 1
-    filt = fit.filter_at(t0 + n / 2).astype(np.float32)
     nfft = scipy.fft.next_fast_len(q.shape[0], real=True)
     qf = scipy.fft.rfft(q, n=nfft, axis=0)
-    hf = scipy.fft.rfft(filt.T, n=nfft, axis=0)
-    spec = qf[:, 0] * hf[:, 0] if q.shape[1] == 1 else (qf * hf).sum(axis=1)
+    hf = fit.spectrum_at(t0 + n / 2, nfft)
+    spec = qf[:, 0] * hf[:, 0]
+    for c in range(1, q.shape[1]):  # channel by channel: numpy's sum over a short axis is slow
+        spec += qf[:, c] * hf[:, c]
     y: F32 = scipy.fft.irfft(spec, n=nfft)[taps - 1 : taps - 1 + n]
     return y

@@ -94,3 +94,26 @@ def test_ringing_path_removed() -> None:
     err = x - pred - voice - noise
     assert 10 * np.log10(np.sum(leak**2) / np.sum(err**2)) > 35
     assert 10 * np.log10(np.sum(voice[sung] ** 2) / np.sum(err[sung] ** 2)) > 40
+
+
+def test_a_windowed_path_is_predicted_with_the_filter_at_the_block_centre() -> None:
+    """predict interpolates the windows' filter spectra (made once per fit) as filter_at
+    interpolates their taps: the same bleed as convolving the program with filter_at."""
+    layout = bleed.layout_for(RATE)
+    rng = np.random.default_rng(5)
+    centres = np.array([0.0, 2.0, 4.0]) * RATE
+    filters = rng.standard_normal((3, 2, layout.taps)) * np.exp(-np.arange(layout.taps) / 40)
+    fit = bleed.LeakFit(layout, centres, 0.01 * filters)
+    program = _program(4 * RATE).astype(np.float32)
+    before, after = layout.context
+    for lo, m in ((RATE, 20000), (int(2.5 * RATE), 7000), (int(3.9 * RATE), 3000)):
+        q = program[lo - before : lo + m + after]
+        pred = bleed.predict(fit, q, lo)
+        h = fit.filter_at(lo + m / 2)
+        want = sum(np.convolve(q[:, c].astype(np.float64), h[c], mode="valid") for c in (0, 1))
+        assert pred.shape == (m,)
+        assert np.abs(pred - want).max() < 1e-5 * np.abs(want).max()
+    made = dict(fit._spectra)
+    assert len(made) == 3  # one set of spectra per FFT length…
+    bleed.predict(fit, program[RATE - before : RATE + 20000 + after], RATE)
+    assert all(fit._spectra[n] is s for n, s in made.items())  # …made once
