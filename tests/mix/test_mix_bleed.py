@@ -147,3 +147,48 @@ def test_unreadable_backing_left_out_without_backing(tmp_path: Path) -> None:
             env=mix_env(tmp_path), timeout=120,
         )  # fmt: skip
         assert done.returncode == code, done.stderr
+
+
+def test_a_parts_program_is_scanned_once_per_process_when_its_content_is_pinned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server worker prepares a take's recordings one job after the other: the program of
+    a part (click and backing) is scanned by the first and reused by the next; a backing
+    whose content is not pinned by a sha256 is scanned every time."""
+    import threading
+
+    from tutti.audio.program import ProgramSound
+    from tutti.mix import debleed
+    from tutti.mix.scratch import RawAudio
+    from tutti.takeformat import Backing
+    from tutti.wire import SessionSettings
+
+    scans: list[int] = []
+    real = ProgramSound.scan_peak
+
+    def counting(self: ProgramSound, *args: object, **kwargs: object) -> float:
+        scans.append(self.frames)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProgramSound, "scan_peak", counting)
+    monkeypatch.setattr(debleed, "_SCANS", {})
+    settings = SessionSettings(title="t", rate=RATE, bpm=120)
+    raw = RawAudio(tmp_path / "backing.raw", 2)
+    raw.append(np.full((3 * RATE, 2), 1.5, np.float32))  # peaks over full scale: limited
+    stop = threading.Event()
+
+    def heard(sha: str) -> debleed._Heard | None:
+        programs = debleed.HeardPrograms(settings, RATE, [Backing("S", "b.flac", sha, 0)])
+        programs.backing_ready(0, raw)
+        return programs.heard("S", stop)
+
+    first, again = heard("ab" * 32), heard("ab" * 32)
+    assert first is not None and again is not None
+    assert len(scans) == 1
+    assert again.sound.limited and first.sound.limited
+    assert np.array_equal(again.hop_energy, first.hop_energy) and first.hop_energy.any()
+    other = heard("cd" * 32)  # another backing: its own scan
+    assert len(scans) == 2 and other is not None
+    heard(""), heard("")  # not pinned: never reused
+    assert len(scans) == 4
+    raw.close()
