@@ -3,11 +3,12 @@
 One command::
 
     .venv/bin/python bench/bench_server_mix.py [--takes 32] [--minutes 5] [--runs 3]
-        [--parallel 4] [--spread 0] [--heard]
+        [--parallel 4] [--spread 0] [--heard [--shared-clocks]]
 
 takes the cached take folder of ``bench/bench_mix.py`` (``--takes`` recordings of
 ``--minutes``, 24-bit FLAC as ``tutti join`` records; ``--heard``: with headset bleed, a backing
-per part and some singers on clocks of their own), starts ``tutti serve`` in its own process,
+per part and some singers on clocks of their own; ``--shared-clocks``: every singer says
+their clock is shared, so the mix measures no drift), starts ``tutti serve`` in its own process,
 and per run: a leader creates a session (the take's tempo, its parts), ``--takes`` singers join,
 a take is armed, started and stopped, and every singer uploads its recording with the client's
 tus uploader (:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time, singer
@@ -78,7 +79,7 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any, token: str = "
 
 
 async def one_run(
-    base: str, take: Path, parallel: int, heard: bool, spread: float
+    base: str, take: Path, parallel: int, heard: bool, spread: float, shared: bool = False
 ) -> dict[str, float]:
     """One session, one take, every upload; seconds from the last upload stored to ready."""
     manifest = json.loads((take / "take.json").read_text(encoding="utf-8"))
@@ -115,7 +116,7 @@ async def one_run(
                 path = take / rec["file"]
                 fields = ("rate", "channels", "frames", "start_offset", "latency")
                 recording = {k: rec[k] for k in fields} | {
-                    "shared_clock": rec.get("shared_clock", True),
+                    "shared_clock": shared or rec.get("shared_clock", True),
                     "latency_source": "measured",
                 }
                 sha = await asyncio.to_thread(file_sha256, path)
@@ -169,6 +170,11 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=4, help="uploads at a time")
     p.add_argument("--heard", action="store_true", help="a take with bleed, backing and drift")
     p.add_argument(
+        "--shared-clocks",
+        action="store_true",
+        help="every singer says their clock is shared (no drift measured; with --heard)",
+    )
+    p.add_argument(
         "--spread",
         type=float,
         default=0.0,
@@ -182,7 +188,9 @@ def main() -> int:
     runs = []
     try:
         for n in range(args.runs):
-            run = asyncio.run(one_run(base, take, args.parallel, args.heard, args.spread))
+            run = asyncio.run(
+                one_run(base, take, args.parallel, args.heard, args.spread, args.shared_clocks)
+            )
             runs.append(run)
             print(
                 f"run {n + 1}: mix ready {run['ready_after_last_upload_s']:.2f} s after the "
