@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +28,8 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see tutti.mix.pas
     from tutti.audio.bleed import FitLayout, LeakFit
 
 __all__ = ["HeardPrograms", "debleed"]
+
+_T = TypeVar("_T")
 
 _BLOCK = 1 << 15  # frames of program per subtraction step (its FFT length)
 _HOPS_PER_READ = 64  # hops per read while measuring a recording
@@ -298,36 +302,62 @@ def _subtract(
     before, after = fit.layout.context
     ramp = max(1, round(FADE_S * rate))
     c, ts = heard.channels, item.timeline_start
+    step = _BLOCK - fit.layout.taps + 1  # so that the program's FFT is _BLOCK long
+
+    def predicted(a: int) -> tuple[npt.NDArray[np.float32], int] | None:
+        """The bleed in recording frames [a, a + step) and how many of them the program
+        sounds in; None where it is silent."""
+        b = min(raw.frames, a + step)
+        t = ts + a
+        lo, hi = max(t, 0), min(ts + b, heard.sound.frames)
+        if hi <= lo:
+            return None
+        q = heard.sound.render(lo - before, hi + after)[:, :c]
+        pred = np.zeros(b - a, np.float32)
+        pred[lo - t : hi - t] = bleed.predict(fit, q, lo)
+        if gaps:
+            pred *= gap_envelope(a, b, gaps, ramp)
+        for at, n in slips:
+            pred[max(0, at - a) : max(0, min(b, at + n) - a)] = 0.0
+        return pred, hi - lo
+
     out = RawAudio(raw.path.with_suffix(".debleed.f32"), raw.channels)
     analyser = VoiceAnalyser(rate, raw.channels)
     energy, counted = 0.0, 0
     try:
-        step = _BLOCK - fit.layout.taps + 1  # so that the program's FFT is _BLOCK long
-        for a in range(0, raw.frames, step):
-            if stop.is_set():
-                raise Stopped
-            b = min(raw.frames, a + step)
-            block = raw.read(a, b)
-            t = ts + a
-            lo, hi = max(t, 0), min(ts + b, heard.sound.frames)
-            if hi > lo:  # the program sounds in this block
-                q = heard.sound.render(lo - before, hi + after)[:, :c]
-                pred = np.zeros(b - a, np.float32)
-                pred[lo - t : hi - t] = bleed.predict(fit, q, lo)
-                if gaps:
-                    pred *= gap_envelope(a, b, gaps, ramp)
-                for at, n in slips:
-                    pred[max(0, at - a) : max(0, min(b, at + n) - a)] = 0.0
-                energy += float(np.dot(pred, pred))
-                counted += hi - lo
-                block = block - pred[:, None]
-            analyser.feed(block)
-            out.append(block)
+        # the next blocks' bleed is predicted in a thread while this one is measured and
+        # written: on the last upload's recording the mix has a core to spare
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            starts = range(0, raw.frames, step)
+            for a, got in zip(starts, _in_order(pool, predicted, starts), strict=True):
+                if stop.is_set():
+                    raise Stopped
+                block = raw.read(a, min(raw.frames, a + step))
+                if got is not None:
+                    pred, sounding = got
+                    energy += float(np.dot(pred, pred))
+                    counted += sounding
+                    block = block - pred[:, None]
+                analyser.feed(block)
+                out.append(block)
     except BaseException:
         out.close()
         raise
     level = 10.0 * np.log10(energy / counted) if counted and energy > 0 else -np.inf
     return out, analyser, float(level)
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, fn: Callable[[int], _T], args: Sequence[int], ahead: int = 2
+) -> Iterator[_T]:
+    """``fn(x)`` for each of ``args`` in order, computed on ``pool`` up to ``ahead`` ahead."""
+    pending: deque[Future[_T]] = deque()
+    for x in args:
+        pending.append(pool.submit(fn, x))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def debleed(
