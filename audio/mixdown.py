@@ -81,6 +81,7 @@ from tutti.audio.voicesum import (
     groups_of,
     sum_group,
 )
+from tutti.inorder import in_order
 
 __all__ = [
     "MixSettings",
@@ -571,15 +572,8 @@ class Mixdown:
     def _in_order(
         self, pool: ThreadPoolExecutor, fn: Callable[[int, int], _T], window: int
     ) -> Iterator[_T]:
-        """``fn(a, b)`` for every block, computed ahead on the pool, yielded in timeline order;
-        at most ``window`` results wait at a time (memory stays bounded)."""
-        pending: deque[Future[_T]] = deque()
-        for a, b in self._blocks():
-            pending.append(pool.submit(fn, a, b))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        """``fn(a, b)`` for every block, computed ahead on the pool, yielded in timeline order."""
+        return in_order(pool, fn, self._blocks(), window)
 
     def _measure(
         self,

@@ -7,16 +7,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tutti.audio.program import ProgramSound
 from tutti.audio.types import AudioArray, AudioError
+from tutti.inorder import in_order
 from tutti.mix.decode import Stopped
 from tutti.mix.folder import MixError
 from tutti.mix.inputs import Input, to_rate
@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see tutti.mix.pas
     from tutti.audio.bleed import FitLayout, LeakFit
 
 __all__ = ["HeardPrograms", "debleed"]
-
-_T = TypeVar("_T")
 
 _BLOCK = 1 << 15  # frames of program per subtraction step (its FFT length)
 _HOPS_PER_READ = 64  # hops per read while measuring a recording
@@ -329,7 +327,8 @@ def _subtract(
         # written: on the last upload's recording the mix has a core to spare
         with ThreadPoolExecutor(max_workers=1) as pool:
             starts = range(0, raw.frames, step)
-            for a, got in zip(starts, _in_order(pool, predicted, starts), strict=True):
+            ahead = in_order(pool, predicted, ((a,) for a in starts), window=3)
+            for a, got in zip(starts, ahead, strict=True):
                 if stop.is_set():
                     raise Stopped
                 block = raw.read(a, min(raw.frames, a + step))
@@ -345,19 +344,6 @@ def _subtract(
         raise
     level = 10.0 * np.log10(energy / counted) if counted and energy > 0 else -np.inf
     return out, analyser, float(level)
-
-
-def _in_order(
-    pool: ThreadPoolExecutor, fn: Callable[[int], _T], args: Sequence[int], ahead: int = 2
-) -> Iterator[_T]:
-    """``fn(x)`` for each of ``args`` in order, computed on ``pool`` up to ``ahead`` ahead."""
-    pending: deque[Future[_T]] = deque()
-    for x in args:
-        pending.append(pool.submit(fn, x))
-        if len(pending) > ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def debleed(

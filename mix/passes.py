@@ -394,15 +394,14 @@ def mix_into(
 
     def backing(k: int) -> str:
         b, audio = plan.backings[k]
-        name = None if plan.prepared is None else prepared.backing_name(rate, b)
-        raw = None
-        if plan.prepared is not None and name is not None:
-            raw = prepared.load_backing(plan.prepared, name)
+        kept_in = plan.prepared  # kept decoded per take when its content is pinned
+        name = None if kept_in is None else prepared.backing_name(rate, b)
+        raw = None if kept_in is None or name is None else prepared.load_backing(kept_in, name)
         if raw is None:
             what = f"backing {b.file}"
             raw = decode(audio, rate, work / f"backing{k:02d}.raw", None, what, stop)
-            if plan.prepared is not None and name is not None:
-                prepared.keep_backing(plan.prepared, name, raw, b.file)
+            if kept_in is not None and name is not None:
+                prepared.keep_backing(kept_in, name, raw, b.file)
         opened.append(raw)
         if heard is not None:
             heard.backing_ready(k, raw)
