@@ -5,5 +5,12 @@ contract); ``tutti.server``, ``tutti.client`` and ``tutti.audio`` live in the to
 folders ``server/``, ``client/`` and ``audio/`` of the source tree.
 """
 
+import os
+
+# BLAS splits a product's sums over its threads as it finds them free, so a mix's bits would
+# depend on what else ran: one thread makes `tutti mix` and the server's mix give the same
+# samples (the mix runs its own threads).  Read when numpy loads: set before anything imports it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 __version__ = "0.1.0"
 __all__ = ["__version__"]
