@@ -4,9 +4,10 @@ other singers (see :mod:`tutti.audio.driftfind`), for :func:`tutti.mix.dedrift.d
 
 from __future__ import annotations
 
+import json
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
 __all__ = [
     "HeardReference",
     "Sensed",
+    "program_wave",
     "heard_reference",
     "sense",
-    "ensemble_drifts",
-    "choose",
+    "by_bleed",
+    "by_onsets",
     "senses_drift",
     "hop_for",
     "WAVE_RATE",
@@ -63,19 +65,37 @@ class HeardReference:
 
 @dataclass
 class Sensed:
-    """What pass 1 measured of one recording for the drift: its onset envelope on the
-    timeline grid (at its nominal place), where it holds audio, and its bleed fit."""
+    """What pass 1 measures of one recording alone for the drift: its onset envelope (one
+    value per :func:`hop_for` of its own frames) and, for a ``drifting`` one, how the
+    program's bleed in it lines up with the program.  Kept with the recording's pass 1
+    (:mod:`tutti.mix.prepared`): the drift of the others may need it."""
 
     envelope: npt.NDArray[np.float32]
-    span: tuple[int, int]  # grid cells [lo, hi) the recording covers
     drifting: bool
     bleed: DriftFit | None = None
 
-    def active(self, cells: int) -> Floats:
-        """1 on the grid cells the recording covers, else 0."""
-        out = np.zeros(cells)
-        out[self.span[0] : self.span[1]] = 1.0
-        return out
+    def about(self) -> dict[str, Any]:
+        """All but the envelope, for :meth:`from_about`."""
+        fit = None if self.bleed is None else asdict(self.bleed)
+        return {"drifting": self.drifting, "bleed": fit}
+
+    @classmethod
+    def from_about(cls, about: dict[str, Any], envelope: npt.NDArray[np.float32]) -> Sensed:
+        """The :class:`Sensed` that gave ``about`` and ``envelope`` (raises ValueError,
+        KeyError or TypeError for anything else)."""
+        from tutti.audio.driftfind import DriftFit
+
+        fit = about["bleed"]
+        if envelope.dtype != np.float32 or envelope.ndim != 1:
+            raise TypeError("envelope: a float32 vector expected")
+        if fit is not None:
+            f = {k: float(fit[k]) for k in _FLOAT_FIELDS}
+            fit = DriftFit(f["ppm"], f["ppm_low"], f["ppm_high"], f["offset_s"], f["strength"],
+                           int(fit["agreeing"]), int(fit["windows"]))  # fmt: skip
+        return cls(envelope, bool(about["drifting"]), fit)
+
+
+_FLOAT_FIELDS = ("ppm", "ppm_low", "ppm_high", "offset_s", "strength")  # of a DriftFit
 
 
 def senses_drift(item: Input, no_drift: bool) -> bool:
@@ -103,26 +123,72 @@ def _backing_wave(audio: AudioFile, start: int, rate: int, out: Floats) -> None:
             at += part.shape[0]
 
 
-def heard_reference(
+#: Each process's program waves by what they are made of (see :func:`program_wave`).
+_WAVES: dict[str, Floats] = {}
+_WAVES_LOCK = threading.Lock()
+
+
+def _wave_key(settings: SessionSettings | None, backings: list[tuple[Backing, AudioFile]],
+              rate: int) -> str | None:  # fmt: skip
+    """What a program wave is made of, or None when a backing's content is not pinned."""
+    if any(not b.sha256 for b, _ in backings):
+        return None
+    what = {
+        "settings": None if settings is None else settings.to_dict(),
+        "backing": [b.to_dict() for b, _ in backings],
+        "rate": rate,
+    }
+    return json.dumps(what, sort_keys=True, default=str)
+
+
+def program_wave(
     settings: SessionSettings | None,
     backings: list[tuple[Backing, AudioFile]],
     frames: int,
     rate: int,
-) -> HeardReference | None:
-    """The click (from the take's tempo) and every backing track over ``frames`` timeline
-    frames; None when the take has neither."""
+) -> Floats | None:
+    """The click (from the take's tempo) and every backing track, mono at :data:`WAVE_RATE`
+    from timeline frame 0, over at least ``frames`` timeline frames (a longer wave holds the
+    same samples over those); None when the take has neither.  Kept per process for pinned
+    backings: a server worker preparing a take's recordings reads each backing once."""
     from tutti.audio.click import beat_frames, render_click
-    from tutti.audio.driftfind import hop_energy, onset_envelope
 
     if settings is None and not backings:
         return None
     n = int(frames * WAVE_RATE / rate) + 1
+    key = _wave_key(settings, backings, rate)
+    with _WAVES_LOCK:
+        kept = None if key is None else _WAVES.get(key)
+    if kept is not None and kept.shape[0] >= n:
+        return kept
     wave = np.zeros(n)
     if settings is not None:
         beats = beat_frames(settings, WAVE_RATE, seconds=n / WAVE_RATE)
         wave += render_click(beats, WAVE_RATE, n)[:, 0]
     for b, audio in backings:
         _backing_wave(audio, b.timeline_start, rate, wave)
+    if key is not None:
+        with _WAVES_LOCK:
+            _WAVES.clear()  # one take at a time: the last one's wave goes
+            _WAVES[key] = wave
+    return wave
+
+
+def heard_reference(
+    settings: SessionSettings | None,
+    backings: list[tuple[Backing, AudioFile]],
+    frames: int,
+    rate: int,
+) -> HeardReference | None:
+    """The program (:func:`program_wave`) over ``frames`` timeline frames and its onset
+    envelope on the recordings' envelope grid; None when the take has no program or it is
+    silent."""
+    from tutti.audio.driftfind import hop_energy, onset_envelope
+
+    whole = program_wave(settings, backings, frames, rate)
+    if whole is None:
+        return None
+    wave = whole[: int(frames * WAVE_RATE / rate) + 1]
     if not np.any(wave):
         return None
     hop = hop_for(rate)
@@ -151,13 +217,13 @@ def sense(
     item: Input,
     raw: RawAudio,
     rate: int,
-    cells: int,
-    program: HeardReference | None,
+    program: Floats | None,
     drifting: bool,
     stop: threading.Event,
 ) -> Sensed:
     """Read a decoded recording once: its onset envelope, and for a ``drifting`` one its
-    waveform at :data:`WAVE_RATE` correlated with the program's bleed."""
+    waveform at :data:`WAVE_RATE` correlated with the ``program``'s bleed
+    (:func:`program_wave`, covering the recording)."""
     from tutti.audio.driftfind import hop_energy, measure_drift, onset_envelope
 
     hop = hop_for(rate)
@@ -172,18 +238,15 @@ def sense(
         if low is not None:
             waves.append(low(x[:, None])[:, 0])
     env = onset_envelope(np.concatenate(energy) if energy else np.zeros(0), rate / hop)
-    grid = _on_grid(env, item.timeline_start, hop, 0.0, cells)
-    lo = max(0, -(-item.timeline_start // hop))
-    span = (min(cells, lo), min(cells, max(lo, (item.timeline_start + raw.frames) // hop)))
-    got = Sensed(grid.astype(np.float32), span, drifting)
+    got = Sensed(env.astype(np.float32), drifting)
     if low is not None and program is not None:
         waves.append(low.flush()[:, 0])
         wave = np.concatenate(waves).astype(np.float64)
-        at = round(item.timeline_start * WAVE_RATE / rate)
+        at = round(item.nominal_start * WAVE_RATE / rate)
         ref = np.zeros(wave.shape[0])
-        lo, hi = max(0, at), min(program.wave.shape[0], at + wave.shape[0])
+        lo, hi = max(0, at), min(program.shape[0], at + wave.shape[0])
         if hi > lo:
-            ref[lo - at : hi - at] = program.wave[lo:hi]
+            ref[lo - at : hi - at] = program[lo:hi]
         got.bleed = measure_drift(wave, ref, WAVE_RATE, window_s=_WINDOW_S, max_lag_s=_MAX_LAG_S,
                                   max_offset_s=_BLEED_OFFSET_S, whiten=True)  # fmt: skip
     return got
@@ -195,53 +258,49 @@ def _onset_window(item: Input) -> float:
     return min(_ONSET_WINDOW_S, max(5.0, item.frames / item.rate / 12))
 
 
-def _corrected(env: Floats, start: int, ppm: float, hop: int) -> Floats:
-    """An envelope on the timeline grid at its nominal place, put back onto the timeline's
-    clock: nominal timeline ``p`` holds what was at ``start + (p − start) / (1 + ppm·1e-6)``."""
-    if not ppm:
-        return env
-    e = ppm * 1e-6
-    pos = np.arange(env.shape[0]) * (1 + e) - start * e / hop
-    out: Floats = np.interp(pos, np.arange(env.shape[0]), env, left=0.0, right=0.0)
+def _placed(item: Input, got: Sensed, cells: int, hop: int, ppm: float, start: int) -> Floats:
+    """A recording's envelope on the timeline grid, its frame 0 at timeline ``start`` and its
+    clock ``ppm`` fast, scaled to unit spread (every reference counts alike)."""
+    return _unit(_on_grid(got.envelope.astype(np.float64), start, hop, ppm, cells))
+
+
+def _active(item: Input, got: Sensed, cells: int, hop: int) -> Floats:
+    """1 on the grid cells the recording covers at its nominal place, else 0."""
+    lo = max(0, -(-item.nominal_start // hop))
+    hi = (item.nominal_start + got.envelope.shape[0] * hop) // hop
+    out = np.zeros(cells)
+    out[min(cells, lo) : min(cells, max(lo, hi))] = 1.0
     return out
-
-
-def _unit(env: Floats) -> Floats:
-    """An envelope scaled to unit spread (every reference counts alike)."""
-    sd = float(env.std())
-    return env / sd if sd > 0 else env
 
 
 def ensemble_drifts(
     items: list[Input],
     sensed: dict[int, Sensed],
     todo: list[Input],
-    known: dict[int, float],
     program: HeardReference | None,
     rate: int,
+    cells: int,
 ) -> dict[int, tuple[DriftFit, bool]]:
     """The drift of each recording in ``todo`` from its onsets against the others'.
 
-    The reference starts with what runs on the timeline's clock — the program, shared-clock
-    singers, and drifting ones whose drift is ``known`` (map or bleed: index → ppm) — so the
-    first fit is absolute; a second round adds the others, corrected by their first fits.
-    Returns index → (fit, anchored): without anything on the timeline's clock the singers can
-    be compared only with each other, which does not tell whose clock ran (anchored False).
+    The reference starts with what runs on the timeline's clock — the program, and every
+    other recording where pass 1 placed it, on its corrected clock (shared, from a map or
+    from the bleed) — so the first fit is absolute; a second round adds the others,
+    corrected by their first fits.  Returns index → (fit, anchored): without anything on the
+    timeline's clock the singers can be compared only with each other, which does not tell
+    whose clock ran (anchored False).
     """
     from tutti.audio.driftfind import measure_drift
 
     hop = hop_for(rate)
-    cells = next(iter(sensed.values())).envelope.shape[0]
     todo_ids = {i.index for i in todo}
     anchor = np.zeros(cells)
     if program is not None:
         anchor += _unit(program.envelope[:cells])
     for it in items:
-        if it.index in todo_ids:
-            continue
-        ppm = known.get(it.index, 0.0)
-        env = sensed[it.index].envelope.astype(np.float64)
-        anchor += _unit(_corrected(env, it.timeline_start, ppm, hop))
+        if it.index not in todo_ids:
+            ppm = it.drift_ppm or 0.0
+            anchor += _placed(it, sensed[it.index], cells, hop, ppm, it.timeline_start)
     anchored = bool(np.any(anchor))
     fits: dict[int, DriftFit] = {}
     for rnd in range(2 if len(todo) > 1 and anchored else 1):
@@ -250,20 +309,27 @@ def ensemble_drifts(
             for other in todo:
                 prev = fits.get(other.index)
                 ppm = prev.ppm if prev is not None and prev.certain else 0.0
-                env = sensed[other.index].envelope.astype(np.float64)
-                crowd[other.index] = _unit(_corrected(env, other.timeline_start, ppm, hop))
+                got = sensed[other.index]
+                crowd[other.index] = _placed(other, got, cells, hop, ppm, other.nominal_start)
         everyone = anchor + sum(crowd.values(), np.zeros(cells))
         new: dict[int, DriftFit] = {}
         for it in todo:
             s = sensed[it.index]
             ref = everyone - crowd[it.index] if crowd else everyone  # leave this one out
             new[it.index] = measure_drift(
-                s.envelope.astype(np.float64), ref, rate / hop, window_s=_onset_window(it),
-                max_lag_s=_MAX_LAG_S, max_offset_s=_HABIT_S, whiten=False,
-                active=s.active(cells), tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
+                _on_grid(s.envelope.astype(np.float64), it.nominal_start, hop, 0.0, cells), ref,
+                rate / hop, window_s=_onset_window(it), max_lag_s=_MAX_LAG_S,
+                max_offset_s=_HABIT_S, whiten=False, active=_active(it, s, cells, hop),
+                tolerance_s=_ONSET_TOLERANCE_S, smooth_s=_ONSET_SMOOTH_S,
             )  # fmt: skip
         fits = new
     return {k: (f, anchored) for k, f in fits.items()}
+
+
+def _unit(env: Floats) -> Floats:
+    """An envelope scaled to unit spread (every reference counts alike)."""
+    sd = float(env.std())
+    return env / sd if sd > 0 else env
 
 
 def _said(fit: DriftFit) -> str:
@@ -298,47 +364,51 @@ def _doubt(fit: DriftFit, item: Input, how: str) -> str:
     )
 
 
-def choose(
-    items: list[Input], sensed: dict[int, Sensed], program: HeardReference | None, rate: int
-) -> dict[int, DriftEstimate]:
-    """The drift of every recording :func:`sense` looked at for bleed: from the bleed where it
-    is certain and precise, else from the onsets where they are and are anchored to the
-    timeline's clock.  Sets each item's ``drift_from`` (the source and half its 95 % interval,
-    ppm); a recording neither measures gets a warning and no estimate (markers are tried
-    next)."""
+def _estimate(item: Input, fit: DriftFit, how: str) -> DriftEstimate:
+    """The drift ``fit`` found (from ``how``) as the estimate :func:`dedrift` corrects by;
+    says where it came from, and how uncertain it leaves the end when that is over 1 ms."""
     from tutti.audio.drift import DriftEstimate
 
-    fits: dict[int, tuple[DriftFit, str]] = {}
-    todo = []
-    for it in items:
-        got = sensed.get(it.index)
-        if got is None or not got.drifting:
-            continue
-        if got.bleed is not None and _precise(got.bleed, it, rate):
-            fits[it.index] = (got.bleed, "bleed")
-        else:
-            todo.append(it)
-    if todo:
-        known = {k: f.ppm for k, (f, _) in fits.items()}
-        found = ensemble_drifts(items, sensed, todo, known, program, rate)
-        for it in todo:
-            fit, anchored = found[it.index]
-            if _precise(fit, it, rate) and anchored:
-                fits[it.index] = (fit, "onsets")
-            elif fit.certain and not anchored:
-                it.warnings.append(
-                    f"drift {fit.ppm:+.1f} ppm against the other singers only (no click, "
-                    "backing or shared-clock singer to say whose clock ran): not corrected"
-                )
-            else:
-                it.warnings.append(_doubt(fit, it, "onsets"))
+    item.drift_from = f"{how} ±{max(0.05, _half(fit)):.1f}"
+    end = fit.end_error_s(item.frames / item.rate)
+    if end > _SAY_END_ERROR_S:
+        item.warnings.append(f"drift from {how} uncertain: ±{1000 * end:.0f} ms by the end")
+    return DriftEstimate(ppm=fit.ppm, offset_frames=0.0, markers_used=fit.agreeing,
+                         residual_frames=0.0)  # fmt: skip
+
+
+def by_bleed(item: Input, got: Sensed, rate: int) -> DriftEstimate | None:
+    """The drift of a recording :func:`sense` looked at for bleed, from the bleed alone when
+    it is certain and precise; None when the other recordings' onsets must tell
+    (:func:`by_onsets`)."""
+    if got.bleed is None or not _precise(got.bleed, item, rate):
+        return None
+    return _estimate(item, got.bleed, "bleed")
+
+
+def by_onsets(
+    items: list[Input],
+    sensed: dict[int, Sensed],
+    todo: list[Input],
+    program: HeardReference | None,
+    rate: int,
+    cells: int,
+) -> dict[int, DriftEstimate]:
+    """The drift of each recording in ``todo`` (its bleed did not tell) from its onsets
+    against the rest of the take, where they tell and are anchored to the timeline's clock;
+    every other recording's pass 1 is done (placed on its corrected clock).  A recording
+    neither measures gets a warning and no estimate (markers are tried next)."""
+    found = ensemble_drifts(items, sensed, todo, program, rate, cells)
     out: dict[int, DriftEstimate] = {}
-    for k, (fit, how) in fits.items():
-        it = next(i for i in items if i.index == k)
-        it.drift_from = f"{how} ±{max(0.05, _half(fit)):.1f}"
-        end = fit.end_error_s(it.frames / it.rate)
-        if end > _SAY_END_ERROR_S:
-            it.warnings.append(f"drift from {how} uncertain: ±{1000 * end:.0f} ms by the end")
-        out[k] = DriftEstimate(ppm=fit.ppm, offset_frames=0.0, markers_used=fit.agreeing,
-                               residual_frames=0.0)  # fmt: skip
+    for it in todo:
+        fit, anchored = found[it.index]
+        if _precise(fit, it, rate) and anchored:
+            out[it.index] = _estimate(it, fit, "onsets")
+        elif fit.certain and not anchored:
+            it.warnings.append(
+                f"drift {fit.ppm:+.1f} ppm against the other singers only (no click, "
+                "backing or shared-clock singer to say whose clock ran): not corrected"
+            )
+        else:
+            it.warnings.append(_doubt(fit, it, "onsets"))
     return out

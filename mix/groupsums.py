@@ -25,7 +25,6 @@ import numpy.typing as npt
 from tutti.audio.layout import default_pans
 from tutti.audio.voicesum import GROUP, Placed, group_key, group_span, sum_group
 from tutti.mix import prepared
-from tutti.mix.driftsense import senses_drift
 
 if TYPE_CHECKING:
     from tutti.audio.mixdown import MixSettings
@@ -133,8 +132,8 @@ def presum(plan: MixPlan, expected: Sequence[tuple[str | None, str]]) -> int:
     itself (:func:`tutti.audio.voicesum.group_key` names every input of a sum)."""
     from tutti.mix.passes import mix_settings
 
-    if plan.prepared is None or any(senses_drift(i, plan.no_drift) for i in plan.items):
-        return 0  # nothing kept: drift is measured from every recording together
+    if plan.prepared is None:
+        return 0
     by_file = {i.rec.file: i for i in plan.items}
     items = [None if file is None else by_file.get(file) for file, _ in expected]
     parts = [
@@ -184,10 +183,10 @@ def _sum_ahead(
         for n, item, pan in group:
             name = prepared.entry_name(plan.manifest, backings, item, plan.keep_bleed,
                                        plan.no_drift)  # fmt: skip
-            found = prepared.load(plan.prepared, name)
+            found = prepared.load(plan.prepared, name, item)
             if found is None:
                 return 0
-            raw, analysis = found
+            raw, analysis, _ = found
             opened.append(raw)
             placed = item.timeline_start - plan.start
             v = Voice(item.name, placed, item.gain_db, pan, order=n, key=name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tutti.audio.layout import default_pans
 from tutti.mix.folder import AudioFile, MixError, probe
@@ -39,12 +39,36 @@ class Input:
     gain_db: float = 0.0
     pan: float = 0.0
     mute: bool = False
-    timeline_start: int = 0  # at the take rate
+    timeline_start: int = 0  # at the take rate; pass 1 moves it by the drift's offset
+    nominal_start: int = 0  # as take.json places it, at the take rate
     drift_ppm: float | None = None
     drift_from: str = ""  # "map" when the drift came from the recording's clock map
     warnings: list[str] = field(default_factory=list)
     report: VoiceReport | None = None
     bleed: str = ""  # what bleed removal did, for the report ("" nothing to say)
+
+    def outcome(self) -> dict[str, Any]:
+        """What pass 1 found of the recording (where it goes, its drift, what to say): kept
+        with its pass 1 (:mod:`tutti.mix.prepared`) for :meth:`restore`."""
+        return {
+            "timeline_start": self.timeline_start,
+            "drift_ppm": self.drift_ppm,
+            "drift_from": self.drift_from,
+            "warnings": list(self.warnings),
+            "bleed": self.bleed,
+        }
+
+    def restore(self, outcome: dict[str, Any]) -> None:
+        """Take back what :meth:`outcome` gave (raises ValueError, KeyError or TypeError
+        for anything else)."""
+        ppm = outcome["drift_ppm"]
+        warnings = outcome["warnings"]
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise TypeError("warnings: a list of text expected")
+        start, ppm = int(outcome["timeline_start"]), None if ppm is None else float(ppm)
+        said, bleed = str(outcome["drift_from"]), str(outcome["bleed"])
+        self.timeline_start, self.drift_ppm, self.drift_from = start, ppm, said
+        self.warnings, self.bleed = list(warnings), bleed
 
 
 def find_inputs(root: Path, manifest: TakeManifest) -> list[Input]:
@@ -71,6 +95,7 @@ def find_inputs(root: Path, manifest: TakeManifest) -> list[Input]:
             )
         item = Input(rec, audio, audio.frames, audio.channels, audio.rate, rec.singer)
         item.timeline_start = to_rate(rec.timeline_start, rec.rate, manifest.rate)
+        item.nominal_start = item.timeline_start
         if rec.latency_source != "measured":
             item.warnings.append("latency not measured")
         if rec.rate != manifest.rate:

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -29,9 +30,18 @@ from tutti.mix import prepared
 from tutti.mix.debleed import HeardPrograms, debleed
 from tutti.mix.decode import READ_BLOCK, Stopped, analyse, decode
 from tutti.mix.dedrift import dedrift, fade_gaps
-from tutti.mix.driftsense import Sensed, choose, heard_reference, hop_for, sense, senses_drift
+from tutti.mix.driftsense import (
+    Sensed,
+    by_bleed,
+    by_onsets,
+    heard_reference,
+    hop_for,
+    program_wave,
+    sense,
+    senses_drift,
+)
 from tutti.mix.folder import AudioFile
-from tutti.mix.inputs import Input, corrects_drift
+from tutti.mix.inputs import Input, corrects_drift, to_rate
 from tutti.mix.lossy import encode_on_target
 from tutti.mix.outputs import BUS_NAME, FORMATS, LOSSY, Workspace, stem_dir_for
 from tutti.mix.report import StageProgress
@@ -42,6 +52,7 @@ from tutti.wire import SessionSettings
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
     from tutti.audio.analysis import VoiceAnalyser, VoiceAnalysis
     from tutti.audio.drift import DriftEstimate
+    from tutti.audio.driftfind import Floats
     from tutti.audio.mixdown import MasterReport, Mixdown, MixSettings
 
 __all__ = [
@@ -268,6 +279,40 @@ def _run_jobs(
             raise
 
 
+class _ProgramWave:
+    """The take's program wave (:func:`program_wave`) for pass 1's bleed correlations, made
+    by the first job that needs it, covering every recording (a separate clock's included)."""
+
+    def __init__(self, plan: MixPlan) -> None:
+        self._plan = plan
+        self._lock = threading.Lock()
+        self._wave: Floats | None = None
+        self._made = False
+
+    def get(self, rate: int) -> Floats | None:
+        """The wave (None: the take has no click or backing)."""
+        plan = self._plan
+        with self._lock:
+            if not self._made:
+                ends = [i.nominal_start + to_rate(i.frames, i.rate, rate) for i in plan.items]
+                frames = max([plan.start + plan.frames, *ends]) + rate  # a second's margin
+                self._wave = program_wave(plan.session, plan.backings, frames, rate)
+                self._made = True
+            return self._wave
+
+
+def _own(raw: RawAudio, work: Path, opened: list[RawAudio]) -> RawAudio:
+    """``raw``, or a scratch copy of it when its file is also kept (it is about to be changed
+    in place; what is kept must not change)."""
+    if raw.path.parent == work and os.stat(raw.path).st_nlink == 1:
+        return raw
+    copy = work / f"{raw.path.stem}.own.raw"
+    shutil.copyfile(raw.path, copy)
+    own = RawAudio.existing(copy, raw.channels, raw.frames, int16=raw.dtype == np.int16)
+    opened.append(own)
+    return own
+
+
 def backings_needed(plan: MixPlan, heard: HeardPrograms | None) -> list[int]:
     """The backings (indices) pass 1 decodes: all of them for a mix; for pass 1 alone, those
     the recordings' singers heard (bleed removal reads them; nothing else does)."""
@@ -306,9 +351,14 @@ def mix_into(
     heard = None
     if not plan.keep_bleed:
         heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings])
+    kept = plan.prepared
     senses = any(senses_drift(i, plan.no_drift) for i in plan.items)
-    # a recording's pass 1 stands alone (and may be kept) unless drift is sensed from all
-    kept = None if senses else plan.prepared
+    # what a recording alone tells of the drift is measured when the take senses drift, and
+    # kept with each kept recording (another one may come that senses it)
+    sensing = senses or kept is not None
+    sensed: dict[int, Sensed] = {}
+    held: dict[int, tuple[RawAudio, VoiceAnalysis | None]] = {}  # waiting for the others
+    program = _ProgramWave(plan)
     takes_backings = [b for b, _ in plan.backings]
 
     def kept_name(item: Input) -> str:
@@ -334,16 +384,17 @@ def mix_into(
         return raw, None if analyser is None else analyser.result()
 
     def finish(
-        item: Input, raw: RawAudio, analysis: VoiceAnalysis | None, sensed: DriftEstimate | None
+        item: Input, raw: RawAudio, analysis: VoiceAnalysis | None, found: DriftEstimate | None
     ) -> str:
         what = f"recording {item.rec.file} ({item.name})"
         pipeline.get()  # the analysis code is loaded (or what stopped it is raised)
         if corrects_drift(item.rec, plan.no_drift):
-            fixed, again = dedrift(item, raw, rate, plan.session, what, stop, sensed)
+            fixed, again = dedrift(item, raw, rate, plan.session, what, stop, found)
             if again is not None:
                 opened.append(fixed)
                 raw, analysis = fixed, again.result()
         if item.rec.gaps:
+            raw = _own(raw, work, opened)
             fade_gaps(item, raw, rate)
         if heard is not None:
             clean, cleaned = debleed(item, raw, rate, heard, what, stop)
@@ -353,7 +404,7 @@ def mix_into(
         if analysis is None:  # left as it was: measured now
             analysis = analyse(raw, rate, what, stop).result()
         if kept is not None:
-            prepared.keep(kept, kept_name(item), raw, analysis, item.rec.file)
+            prepared.keep(kept, kept_name(item), raw, analysis, item, sensed[item.index])
         if not plan.prepare_only:
             place(item, raw, analysis)
         return item.rec.file
@@ -371,15 +422,38 @@ def mix_into(
             add_stem(name, track, raw, placed, item.pan, item.gain_db)
 
     def voice(item: Input) -> str:
-        found = None if kept is None else prepared.load(kept, kept_name(item))
+        """Pass 1 of a recording (kept, or made), or as far as it goes alone: one whose drift
+        only the rest of the take can tell is held for :func:`by_onsets`."""
+        found = None if kept is None else prepared.load(kept, kept_name(item), item)
         if found is None and kept is not None and item.rec.file in plan.awaited:
-            found = prepared.wait_for(kept, kept_name(item), item.rec.file, stop)
-        if found is None:
-            return finish(item, *decoded(item), None)
-        opened.append(found[0])
-        if not plan.prepare_only:
-            place(item, *found)
-        return item.rec.file
+            found = prepared.wait_for(kept, kept_name(item), item, stop)
+        if found is not None:
+            opened.append(found[0])
+            sensed[item.index] = found[2]
+            if not plan.prepare_only:
+                place(item, found[0], found[1])
+            return item.rec.file
+        pending = None if kept is None else prepared.load_pending(kept, kept_name(item))
+        analysis: VoiceAnalysis | None = None
+        if pending is not None:
+            raw, sensed[item.index] = pending
+            opened.append(raw)
+        else:
+            raw, analysis = decoded(item)
+            if sensing:
+                drifts = senses_drift(item, plan.no_drift)
+                wave = program.get(rate) if drifts else None
+                sensed[item.index] = sense(item, raw, rate, wave, drifts, stop)
+        got = sensed.get(item.index)
+        estimate = None
+        if got is not None and got.drifting:
+            estimate = by_bleed(item, got, rate)
+            if estimate is None:  # the rest of the take must tell
+                if kept is not None and pending is None:
+                    prepared.keep_pending(kept, kept_name(item), raw, item, got)
+                held[item.index] = raw, analysis
+                return item.rec.file
+        return finish(item, raw, analysis, estimate)
 
     def add_stem(
         name: str, track: str, raw: RawAudio, start: int, pan: float, gain_db: float
@@ -415,27 +489,15 @@ def mix_into(
         return str(b.file)
 
     jobs: list[Callable[[], str]] = [partial(backing, k) for k in backings_needed(plan, heard)]
-    if not senses:
-        jobs += [partial(voice, item) for item in plan.items]
-        _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
-                  pipeline, ws.hold)  # fmt: skip
-    else:  # drift measured against the whole take: every recording is read first
-        program = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
+    jobs += [partial(voice, item) for item in plan.items]
+    _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
+              pipeline, ws.hold)  # fmt: skip
+    if held and not plan.prepare_only:  # drift measured against the whole take
+        reference = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
-        held: dict[int, tuple[RawAudio, VoiceAnalysis | None]] = {}
-        sensed: dict[int, Sensed] = {}
-
-        def read(item: Input) -> str:
-            raw, _ = held[item.index] = decoded(item)
-            drifts = senses_drift(item, plan.no_drift)
-            sensed[item.index] = sense(item, raw, rate, cells, program, drifts, stop)
-            return item.rec.file
-
-        jobs += [partial(read, item) for item in plan.items]
-        _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
-                  pipeline, ws.hold)  # fmt: skip
-        found = choose(plan.items, sensed, program, rate)
-        jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in plan.items]
+        todo = [i for i in plan.items if i.index in held]
+        found = by_onsets(plan.items, sensed, todo, reference, rate, cells)
+        jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in todo]
         _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline,
                   ws.hold)  # fmt: skip
     if plan.prepare_only:

@@ -1,5 +1,11 @@
 """Pass 1 kept for the next mix: each recording as pass 1 leaves it (decoded, de-drifted,
-faded, bleed removed) with its analysis, in a folder that outlives one mix.
+faded, bleed removed) with its analysis, what pass 1 found (where it goes, its drift, what to
+say: :meth:`Input.outcome`) and what it measured for the drift of others
+(:class:`~tutti.mix.driftsense.Sensed`), in a folder that outlives one mix.
+
+A recording whose drift only the rest of the take can tell (a separate clock whose bleed did
+not tell it) is kept decoded with what it measured, as a pending entry (in :data:`PENDING`):
+the mix finishes it once every recording is in.
 
 Only the server uses it (:mod:`tutti.server.mixing`): a recording is prepared as it arrives,
 so the mix after the last upload only does what needs every recording, and a remix with other
@@ -32,6 +38,7 @@ from tutti.takeformat import Backing, TakeManifest
 
 if TYPE_CHECKING:
     from tutti.audio.analysis import VoiceAnalysis
+    from tutti.mix.driftsense import Sensed
 
 #: How long a mix waits for another process's pass 1 of a recording, and how often it looks.
 _AWAIT_S = 300.0
@@ -39,6 +46,8 @@ _AWAIT_POLL_S = 0.02
 
 __all__ = [
     "BACKINGS",
+    "PENDING",
+    "Kept",
     "backing_name",
     "ended_marker",
     "entry_name",
@@ -48,11 +57,17 @@ __all__ = [
     "kept_files",
     "load",
     "load_backing",
+    "keep_pending",
+    "load_pending",
     "wait_for",
 ]
 
 #: The kept backings' folder inside the kept pass 1's (apart: they are not recordings).
 BACKINGS = "backing"
+#: The pending entries' folder inside the kept pass 1's (apart: they are not done).
+PENDING = "pending"
+#: A kept pass 1: the recording's audio, its analysis, and what it measured for the drift.
+Kept = tuple["RawAudio", "VoiceAnalysis", "Sensed"]
 
 
 def entry_name(
@@ -81,49 +96,81 @@ def backing_name(rate: int, backing: Backing) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
-def keep(folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis, file: str) -> None:
-    """Keep ``raw`` (hard-linked: the scratch copy may go) and its analysis as ``name``;
-    the analysis (with the recording's ``file``, as take.json names it) is written last, so
-    an entry without it is incomplete and unused.  The
-    folder must be on the scratch folder's file system; each file lands by an atomic rename
-    (two mixes keeping the same entry at once leave one whole copy)."""
-    _keep_audio(folder, name, raw, {"analysis": asdict(analysis), "file": file})
+def keep(
+    folder: Path, name: str, raw: RawAudio, analysis: VoiceAnalysis, item: Input,
+    sensed: Sensed | None,
+) -> None:  # fmt: skip
+    """Keep ``raw`` (hard-linked: the scratch copy may go), its analysis, ``item``'s outcome
+    and ``sensed`` as ``name``, and drop its pending entry; the analysis file (with the
+    recording's file, as take.json names it) is written last, so an entry without it is
+    incomplete and unused.  The folder must be on the scratch folder's file system; each
+    file lands by an atomic rename (two mixes keeping the same entry at once leave one whole
+    copy)."""
+    about = {"analysis": asdict(analysis), "file": item.rec.file, "outcome": item.outcome()}
+    _keep_audio(folder, name, raw, about, sensed)
+    _remove(folder / PENDING, name)
+
+
+def keep_pending(folder: Path, name: str, raw: RawAudio, item: Input, sensed: Sensed) -> None:
+    """Keep a decoded recording waiting for the rest of the take (:data:`PENDING`)."""
+    _keep_audio(folder / PENDING, name, raw, {"file": item.rec.file}, sensed)
 
 
 def keep_backing(folder: Path, name: str, raw: RawAudio, file: str) -> None:
     """Keep a decoded backing as :func:`keep` keeps a recording (``file``: as take.json
     names it), in the folder's :data:`BACKINGS`."""
-    _keep_audio(folder / BACKINGS, name, raw, {"file": file})
+    _keep_audio(folder / BACKINGS, name, raw, {"file": file}, None)
 
 
-def _keep_audio(folder: Path, name: str, raw: RawAudio, about: dict[str, Any]) -> None:
+def _keep_audio(
+    folder: Path, name: str, raw: RawAudio, about: dict[str, Any], sensed: Sensed | None
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     linked = raw.path.with_name(f"{raw.path.name}.kept")  # in the scratch folder: one writer
     os.link(raw.path, linked)
     os.replace(linked, folder / f"{name}.raw")
+    if sensed is not None:
+        tmp = raw.path.with_name(f"{raw.path.name}.env.npy")
+        np.save(tmp, sensed.envelope, allow_pickle=False)
+        os.replace(tmp, folder / f"{name}.env.npy")
+        about = about | {"sensed": sensed.about()}
     meta = {"channels": raw.channels, "frames": raw.frames, "int16": raw.dtype == np.int16}
     tmp = raw.path.with_name(f"{raw.path.name}.json")
     tmp.write_text(json.dumps(meta | about), encoding="utf-8")
     os.replace(tmp, folder / f"{name}.json")
 
 
-def load(folder: Path, name: str) -> tuple[RawAudio, VoiceAnalysis] | None:
-    """The kept entry ``name`` (its audio opened for reading), None when there is none."""
+def load(folder: Path, name: str, item: Input) -> Kept | None:
+    """The kept entry ``name`` (its audio opened for reading) with ``item``'s outcome taken
+    back; None (and ``item`` untouched) when there is none."""
     from tutti.audio.analysis import VoiceAnalysis
 
     found = _load_audio(folder, name)
     if found is None:
         return None
-    raw, meta = found
+    raw, meta, sensed = found
     try:
+        if sensed is None:
+            raise KeyError("sensed")
         a = meta["analysis"]
         analysis = VoiceAnalysis(
             float(a["loudness_lufs"]), float(a["peak_dbfs"]), int(a["clipped"])
         )
+        item.restore(meta["outcome"])
     except (ValueError, KeyError, TypeError):
         raw.close()
         return None
-    return raw, analysis
+    return raw, analysis, sensed
+
+
+def load_pending(folder: Path, name: str) -> tuple[RawAudio, Sensed] | None:
+    """The pending entry ``name`` (its audio opened for reading), None when there is none."""
+    found = _load_audio(folder / PENDING, name)
+    if found is not None and found[2] is not None:
+        return found[0], found[2]
+    if found is not None:
+        found[0].close()
+    return None
 
 
 def load_backing(folder: Path, name: str) -> RawAudio | None:
@@ -132,14 +179,26 @@ def load_backing(folder: Path, name: str) -> RawAudio | None:
     return None if found is None else found[0]
 
 
-def _load_audio(folder: Path, name: str) -> tuple[RawAudio, dict[str, Any]] | None:
+def _load_audio(folder: Path, name: str) -> tuple[RawAudio, dict[str, Any], Sensed | None] | None:
+    from tutti.mix.driftsense import Sensed
+
     try:
         meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        sensed = None
+        if meta.get("sensed") is not None:
+            env = np.load(folder / f"{name}.env.npy", allow_pickle=False)
+            sensed = Sensed.from_about(meta["sensed"], env)
         raw = RawAudio.existing(folder / f"{name}.raw", int(meta["channels"]),
                                 int(meta["frames"]), int16=bool(meta["int16"]))  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return raw, meta
+    return raw, meta, sensed
+
+
+def _remove(folder: Path, name: str) -> None:
+    """Remove entry ``name`` from ``folder`` (its analysis file first: it is then unused)."""
+    for suffix in (".json", ".raw", ".env.npy"):
+        (folder / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def ended_marker(folder: Path, file: str) -> Path:
@@ -149,24 +208,25 @@ def ended_marker(folder: Path, file: str) -> Path:
 
 
 def wait_for(
-    folder: Path, name: str, file: str, stop: threading.Event, timeout: float = _AWAIT_S
-) -> tuple[RawAudio, VoiceAnalysis] | None:
-    """The entry ``name`` once another process's pass 1 of ``file`` keeps it; None when that
-    job ended without keeping it, the mix stopped, or ``timeout`` seconds went by (the mix
-    then makes it itself).  Looked for every :data:`_AWAIT_POLL_S` (a pass 1 takes ~0.3 s)."""
+    folder: Path, name: str, item: Input, stop: threading.Event, timeout: float = _AWAIT_S
+) -> Kept | None:
+    """The entry ``name`` once another process's pass 1 of ``item`` keeps it; None when that
+    job ended without keeping it (perhaps as a pending entry), the mix stopped, or
+    ``timeout`` seconds went by (the mix then makes it itself).  Looked for every
+    :data:`_AWAIT_POLL_S` (a pass 1 takes ~0.3 s)."""
     until = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < until:
-        found = load(folder, name)
+        found = load(folder, name, item)
         if found is not None:
             return found
-        if ended_marker(folder, file).exists():
-            return load(folder, name)  # kept just before it ended, or not at all
+        if ended_marker(folder, item.rec.file).exists():
+            return load(folder, name, item)  # kept just before it ended, or not at all
         stop.wait(_AWAIT_POLL_S)
     return None
 
 
 def _entries(folder: Path) -> Iterator[tuple[Path, str | None]]:
-    """Each complete entry's analysis file and its recording's file (None: unreadable)."""
+    """Each entry's analysis file in ``folder`` and its recording's file (None: unreadable)."""
     for meta in folder.glob("*.json"):
         try:
             yield meta, str(json.loads(meta.read_text(encoding="utf-8"))["file"])
@@ -183,9 +243,9 @@ def forget(folder: Path, keep_files: set[str]) -> int:
     """Remove the entries of every recording not in ``keep_files`` (a singer deleted theirs):
     how many went.  Blocking."""
     gone = 0
-    for meta, file in _entries(folder):
-        if file not in keep_files:
-            meta.unlink(missing_ok=True)
-            meta.with_suffix(".raw").unlink(missing_ok=True)
-            gone += 1
+    for where in (folder, folder / PENDING):
+        for meta, file in _entries(where):
+            if file not in keep_files:
+                _remove(where, meta.name.removesuffix(".json"))
+                gone += where == folder
     return gone

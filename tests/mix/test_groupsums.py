@@ -103,9 +103,9 @@ def _choir(n: int) -> list[Singer]:
     ]
 
 
-def _tutti_mix(take: Path, out: Path) -> np.ndarray:
+def _tutti_mix(take: Path, out: Path, *options: str) -> np.ndarray:
     done = subprocess.run(
-        [sys.executable, "-m", "tutti", "mix", str(take), "-o", str(out), "--jobs", "2"],
+        [sys.executable, "-m", "tutti", "mix", str(take), "-o", str(out), "--jobs", "2", *options],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
