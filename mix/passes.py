@@ -296,6 +296,8 @@ class _ProgramWave:
             if not self._made:
                 ends = [i.nominal_start + to_rate(i.frames, i.rate, rate) for i in plan.items]
                 frames = max([plan.start + plan.frames, *ends]) + rate  # a second's margin
+                # to the next whole minute: the recordings of a take share a kept wave
+                frames = -(-frames // (60 * rate)) * 60 * rate
                 self._wave = program_wave(plan.session, plan.backings, frames, rate)
                 self._made = True
             return self._wave
