@@ -303,6 +303,14 @@ class _ProgramWave:
             return self._wave
 
 
+def _linked(raw: RawAudio, path: Path) -> RawAudio:
+    """A kept file hard-linked into the scratch folder as ``path`` and opened there (``raw``
+    closed): what pass 1 writes next to it, or deletes after it, stays in the scratch folder."""
+    os.link(raw.path, path)
+    raw.close()
+    return RawAudio.existing(path, raw.channels, raw.frames, int16=raw.dtype == np.int16)
+
+
 def _own(raw: RawAudio, work: Path, opened: list[RawAudio]) -> RawAudio:
     """``raw``, or a scratch copy of it when its file is also kept (it is about to be changed
     in place; what is kept must not change)."""
@@ -438,7 +446,8 @@ def mix_into(
         pending = None if kept is None else prepared.load_pending(kept, kept_name(item))
         analysis: VoiceAnalysis | None = None
         if pending is not None:
-            raw, sensed[item.index] = pending
+            kept_raw, sensed[item.index] = pending
+            raw = _linked(kept_raw, work / f"{item.index:04d}.raw")
             opened.append(raw)
         else:
             raw, analysis = decoded(item)

@@ -5,6 +5,7 @@ give the samples ``tutti mix`` gives (tutti.mix.prepared, tutti.mix.driftsense).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.audio.test_mixcmd import RATE, Singer, build_take
 from tests.mix.test_groupsums import _tutti_mix
 from tutti.mix import passes
 from tutti.mix.decode import decode
+from tutti.mix.folder import MixError
 from tutti.mix.prepared import PENDING, kept_files
 from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
 
@@ -32,6 +34,8 @@ CHOIR = [
 ]
 #: The clock map's line sits this far from take.json's start (the recorder measured it).
 MAP_OFFSET = 12
+#: The onsets' singer lost input here (timeline seconds, length): faded by pass 1, in place.
+GAP = (20.0, 0.3)
 
 
 def _clock_map(frames: int, ppm: float, start: int) -> list[dict[str, int]]:
@@ -43,7 +47,8 @@ def _clock_map(frames: int, ppm: float, start: int) -> list[dict[str, int]]:
 def _take(folder: Path) -> tuple[Path, tuple[str, ...]]:
     s = song(SECONDS, RATE)
     prog = program(s)
-    recs = [record(s, f"{part}{k}", part, k + 1, ppm, bleed_db=db, prog=prog)
+    recs = [record(s, f"{part}{k}", part, k + 1, ppm, bleed_db=db, prog=prog,
+                   gap=GAP if k == 2 else None)
             for k, (part, ppm, db, _) in enumerate(CHOIR)]  # fmt: skip
     singers = [Singer(r.name, r.part, r.audio, file=f"{r.name}.flac") for r in recs]
 
@@ -52,10 +57,17 @@ def _take(folder: Path) -> tuple[Path, tuple[str, ...]]:
             rec["shared_clock"] = ppm == 0.0
             if mapped:
                 rec["clock_map"] = _clock_map(rec["frames"], ppm, 0)
+        m["recordings"][2]["gaps"] = [{"at": round(GAP[0] * RATE), "frames": round(GAP[1] * RATE)}]
 
     take = build_take(folder, singers, backing=backing(s)[:, None].astype(np.float32),
                       settings=dict(SETTINGS), edit=edit)  # fmt: skip
     return take, tuple(s.file for s in singers)
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and its sha256."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
 def _pending(kept: Path) -> set[str]:
@@ -82,9 +94,27 @@ def test_separate_clocks_are_prepared_as_far_as_each_goes_alone_and_mix_the_same
         return real(audio, *args, **kwargs)
 
     monkeypatch.setattr(passes, "decode", counting)
+    # a mix that fails after fading the pending recording's gap changes nothing kept
+    before = _files(kept)
+    real_debleed = passes.debleed
+
+    def failing(item: Any, *args: Any, **kwargs: Any) -> Any:
+        if item.rec.file == onsets:
+            raise MixError("stopped for the test")
+        return real_debleed(item, *args, **kwargs)
+
+    monkeypatch.setattr(passes, "debleed", failing)
+    with pytest.raises(MixError, match="stopped for the test"):
+        make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
+    assert _files(kept) == before
+    monkeypatch.setattr(passes, "debleed", real_debleed)
+    decoded.clear()
     make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
     assert decoded == ["backing.flac"]  # not pinned by a sha256, so not kept
     assert kept_files(kept) == set(files) and _pending(kept) == set()
+    # nothing but entries (audio, analysis, envelope) is left where they are kept
+    names = [n for n in _files(kept) if not n.startswith(("backing/", "sums/"))]
+    assert all(n.endswith((".raw", ".json", ".env.npy", ".ended")) for n in names), names
     ours = np.asarray(sf.read(str(take / "mix" / "mix-1.flac"), dtype="int32")[0])
     assert np.array_equal(ours, _tutti_mix(take, tmp_path / "theirs.flac"))
     # a remix with a gain reads every recording where pass 1 placed it
