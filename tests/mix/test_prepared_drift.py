@@ -18,6 +18,7 @@ from tests.audio.drifttakes import SETTINGS, backing, program, record, song
 from tests.audio.test_mixcmd import RATE, Singer, build_take
 from tests.mix.test_groupsums import _tutti_mix
 from tutti.mix import passes
+from tutti.mix.debleed import debleed
 from tutti.mix.decode import decode
 from tutti.mix.folder import MixError
 from tutti.mix.prepared import PENDING, kept_files
@@ -96,18 +97,17 @@ def test_separate_clocks_are_prepared_as_far_as_each_goes_alone_and_mix_the_same
     monkeypatch.setattr(passes, "decode", counting)
     # a mix that fails after fading the pending recording's gap changes nothing kept
     before = _files(kept)
-    real_debleed = passes.debleed
 
     def failing(item: Any, *args: Any, **kwargs: Any) -> Any:
         if item.rec.file == onsets:
             raise MixError("stopped for the test")
-        return real_debleed(item, *args, **kwargs)
+        return debleed(item, *args, **kwargs)
 
     monkeypatch.setattr(passes, "debleed", failing)
     with pytest.raises(MixError, match="stopped for the test"):
         make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
     assert _files(kept) == before
-    monkeypatch.setattr(passes, "debleed", real_debleed)
+    monkeypatch.setattr(passes, "debleed", debleed)
     decoded.clear()
     make_mix(MixJob(str(take), str(take / "mix"), 1, files=files))
     assert decoded == ["backing.flac"]  # not pinned by a sha256, so not kept
