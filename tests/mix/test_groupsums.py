@@ -186,20 +186,25 @@ def _with_backings(take: Path, parts: str) -> None:
     (take / "take.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
+def count_decodes(monkeypatch: pytest.MonkeyPatch, take: Path) -> list[str]:
+    """From now on, the files (relative to ``take``) that pass 1 decodes, as it decodes them."""
+    decoded: list[str] = []
+
+    def counting(audio: Any, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(audio.path.relative_to(take).as_posix())
+        return decode(audio, *args, **kwargs)
+
+    monkeypatch.setattr(passes, "decode", counting)
+    return decoded
+
+
 def test_each_backing_is_decoded_once_per_take_and_the_mix_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     singers = _choir(6)  # S A T B S A
     take = build_take(tmp_path / "take", singers)
     _with_backings(take, "SATB")
-    decoded: list[str] = []
-    real = decode
-
-    def counting(audio: Any, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(audio.path.relative_to(take).as_posix())
-        return real(audio, *args, **kwargs)
-
-    monkeypatch.setattr(passes, "decode", counting)
+    decoded = count_decodes(monkeypatch, take)
     prepare_recording(PrepareJob(str(take), str(take / "mix"), singers[0].file))
     # a soprano's pass 1 reads her recording and the backing she heard, not the others'
     assert sorted(decoded) == ["backing/S.flac", singers[0].file]

@@ -16,10 +16,9 @@ import soundfile as sf
 
 from tests.audio.drifttakes import SETTINGS, backing, program, record, song
 from tests.audio.test_mixcmd import RATE, Singer, build_take
-from tests.mix.test_groupsums import _tutti_mix
+from tests.mix.test_groupsums import _tutti_mix, count_decodes
 from tutti.mix import passes
 from tutti.mix.debleed import debleed
-from tutti.mix.decode import decode
 from tutti.mix.folder import MixError
 from tutti.mix.prepared import PENDING, kept_files
 from tutti.server.mixing import MixJob, PrepareJob, make_mix, prepare_recording
@@ -87,14 +86,7 @@ def test_separate_clocks_are_prepared_as_far_as_each_goes_alone_and_mix_the_same
     onsets = files[2]
     assert kept_files(kept) == set(files) - {onsets}  # the map's and the bleed's are done
     assert _pending(kept) == {onsets}  # decoded, waiting for the others' onsets
-    decoded: list[str] = []
-    real = decode
-
-    def counting(audio: Any, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(audio.path.relative_to(take).as_posix())
-        return real(audio, *args, **kwargs)
-
-    monkeypatch.setattr(passes, "decode", counting)
+    decoded = count_decodes(monkeypatch, take)
     # a mix that fails after fading the pending recording's gap changes nothing kept
     before = _files(kept)
 
