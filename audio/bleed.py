@@ -223,7 +223,7 @@ def candidate_hops(
 class _HopStats:
     """Per-hop sufficient statistics of the least-squares fit (all hops at once, by FFT)."""
 
-    _CHUNK = 256  # hops transformed at a time (bounds the temporaries)
+    _CHUNK = 64  # hops transformed at a time (bounds the temporaries: ~6 MB)
 
     def __init__(self, xs: F64, q: F64, times: F64, layout: FitLayout) -> None:
         # xs: (S, H) recording; q: (S, H + taps - 1, C) program with the filter's context

@@ -311,6 +311,14 @@ def _linked(raw: RawAudio, path: Path) -> RawAudio:
     return RawAudio.existing(path, raw.channels, raw.frames, int16=raw.dtype == np.int16)
 
 
+def _spilled(values: npt.NDArray[np.float32], path: Path) -> npt.NDArray[np.float32]:
+    """``values`` written to ``path`` and mapped from there (32 recordings' onset envelopes
+    are ~40 MB that only a drift measured from onsets reads)."""
+    np.save(path, values, allow_pickle=False)
+    mapped: npt.NDArray[np.float32] = np.load(path, mmap_mode="r", allow_pickle=False)
+    return mapped
+
+
 def _own(raw: RawAudio, work: Path, opened: list[RawAudio]) -> RawAudio:
     """``raw``, or a scratch copy of it when its file is also kept (it is about to be changed
     in place; what is kept must not change)."""
@@ -454,7 +462,10 @@ def mix_into(
             if sensing:
                 drifts = senses_drift(item, plan.no_drift)
                 wave = program.get(rate) if drifts else None
-                sensed[item.index] = sense(item, raw, rate, wave, drifts, stop)
+                new = sense(item, raw, rate, wave, drifts, stop)
+                if kept is None:  # read again only if another's drift needs it
+                    new.envelope = _spilled(new.envelope, work / f"{item.index:04d}.env.npy")
+                sensed[item.index] = new
         got = sensed.get(item.index)
         estimate = None
         if got is not None and got.drifting:

@@ -186,7 +186,7 @@ def _load_audio(folder: Path, name: str) -> tuple[RawAudio, dict[str, Any], Sens
         meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         sensed = None
         if "sensed" in meta:  # a recording's entry (a backing's has none)
-            env = np.load(folder / f"{name}.env.npy", allow_pickle=False)
+            env = np.load(folder / f"{name}.env.npy", mmap_mode="r", allow_pickle=False)
             sensed = Sensed.from_about(meta["sensed"], env)
         raw = RawAudio.existing(folder / f"{name}.raw", int(meta["channels"]),
                                 int(meta["frames"]), int16=bool(meta["int16"]))  # fmt: skip
