@@ -299,13 +299,21 @@ def fit_drift(m: LagMatrix, *, max_offset_s: float, tolerance_s: float = 0.002) 
     )
 
 
+_STRETCH_BLOCK = 1 << 16  # output samples interpolated at a time
+
+
 def stretch(sig: Floats, ppm: float) -> Floats:
     """``sig`` read on a clock ``ppm`` slower, so content that ran ``ppm`` fast sits where it
     would without drift (linear interpolation: positions kept, fine detail not needed)."""
     if ppm == 0.0:
         return sig
     n = int(sig.shape[0] / (1 + ppm * 1e-6))
-    out: Floats = np.interp(np.arange(n) * (1 + ppm * 1e-6), np.arange(sig.shape[0]), sig)
+    out: Floats = np.empty(n)
+    for a in range(0, n, _STRETCH_BLOCK):  # in blocks: whole-length positions cost ~80 MB
+        pos = np.arange(a, min(n, a + _STRETCH_BLOCK)) * (1 + ppm * 1e-6)
+        lo = max(0, int(pos[0]) - 1)
+        hi = min(sig.shape[0], int(pos[-1]) + 2)
+        out[a : a + pos.shape[0]] = np.interp(pos, np.arange(lo, hi), sig[lo:hi])
     return out
 
 

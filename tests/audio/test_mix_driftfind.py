@@ -119,6 +119,18 @@ def test_a_stretched_copy_of_noise_gives_its_drift() -> None:
     assert fit.ppm_low <= fit.ppm <= fit.ppm_high
 
 
+def test_a_stretch_in_blocks_is_one_interpolation_of_the_whole() -> None:
+    """:func:`stretch` interpolates block by block (bounded memory): the same values as one
+    ``np.interp`` over the whole signal, at block edges and both ends too."""
+    rng = np.random.default_rng(3)
+    for n in (10, 65_537, 400_000):
+        sig = rng.standard_normal(n)
+        for ppm in (-400.0, -57.0, 0.5, 120.0, 400.0):
+            whole = np.interp(np.arange(int(n / (1 + ppm * 1e-6))) * (1 + ppm * 1e-6),
+                              np.arange(n), sig)  # fmt: skip
+            assert np.array_equal(stretch(sig, ppm), whole), (n, ppm)
+
+
 def test_unrelated_noise_is_not_a_drift() -> None:
     rng = np.random.default_rng(2)
     fit = measure_drift(rng.standard_normal(8000 * 120), rng.standard_normal(8000 * 120), 8000.0,
