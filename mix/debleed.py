@@ -323,11 +323,11 @@ def _subtract(
     analyser = VoiceAnalyser(rate, raw.channels)
     energy, counted = 0.0, 0
     try:
-        # the next blocks' bleed is predicted in a thread while this one is measured and
+        # the next blocks' bleed is predicted in two threads while this one is measured and
         # written: on the last upload's recording the mix has a core to spare
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool:
             starts = range(0, raw.frames, step)
-            ahead = in_order(pool, predicted, ((a,) for a in starts), window=3)
+            ahead = in_order(pool, predicted, ((a,) for a in starts), window=4)
             for a, got in zip(starts, ahead, strict=True):
                 if stop.is_set():
                     raise Stopped
