@@ -34,6 +34,7 @@ __all__ = [
     "sense",
     "by_bleed",
     "by_onsets",
+    "ensemble_drifts",
     "senses_drift",
     "hop_for",
     "WAVE_RATE",
@@ -387,18 +388,12 @@ def by_bleed(item: Input, got: Sensed, rate: int) -> DriftEstimate | None:
 
 
 def by_onsets(
-    items: list[Input],
-    sensed: dict[int, Sensed],
-    todo: list[Input],
-    program: HeardReference | None,
-    rate: int,
-    cells: int,
+    todo: list[Input], found: dict[int, tuple[DriftFit, bool]], rate: int
 ) -> dict[int, DriftEstimate]:
-    """The drift of each recording in ``todo`` (its bleed did not tell) from its onsets
-    against the rest of the take, where they tell and are anchored to the timeline's clock;
-    every other recording's pass 1 is done (placed on its corrected clock).  A recording
-    neither measures gets a warning and no estimate (markers are tried next)."""
-    found = ensemble_drifts(items, sensed, todo, program, rate, cells)
+    """The drift of each recording in ``todo`` (its bleed did not tell) from what
+    :func:`ensemble_drifts` ``found`` of its onsets, where they tell and are anchored to the
+    timeline's clock.  A recording neither measures gets a warning and no estimate (markers
+    are tried next)."""
     out: dict[int, DriftEstimate] = {}
     for it in todo:
         fit, anchored = found[it.index]

@@ -34,6 +34,7 @@ from tutti.mix.driftsense import (
     Sensed,
     by_bleed,
     by_onsets,
+    ensemble_drifts,
     heard_reference,
     hop_for,
     program_wave,
@@ -518,7 +519,8 @@ def mix_into(
         reference = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
         todo = [i for i in plan.items if i.index in held]
-        found = by_onsets(plan.items, sensed, todo, reference, rate, cells)
+        fits = ensemble_drifts(plan.items, sensed, todo, reference, rate, cells)
+        found = by_onsets(todo, fits, rate)
         jobs = [partial(finish, i, *held[i.index], found.get(i.index)) for i in todo]
         _run_jobs(progress.stage("placing", len(jobs)), jobs, plan.jobs, stop, pipeline,
                   ws.hold)  # fmt: skip
