@@ -3,22 +3,24 @@
 One command::
 
     .venv/bin/python bench/bench_server_mix.py [--takes 32] [--minutes 5] [--runs 3]
-        [--parallel 4] [--spread 0] [--heard [--shared-clocks]]
+        [--parallel 4] [--spread 0] [--heard [--shared-clocks | --clock-maps]]
 
 takes the cached take folder of ``bench/bench_mix.py`` (``--takes`` recordings of
-``--minutes``, 24-bit FLAC as ``tutti join`` records; ``--heard``: with headset bleed, a backing
-per part and some singers on clocks of their own; ``--shared-clocks``: every singer says
-their clock is shared, so the mix measures no drift), starts ``tutti serve`` in its own process,
-and per run: a leader creates a session (the take's tempo, its parts), ``--takes`` singers join,
-a take is armed, started and stopped, and every singer uploads its recording with the client's
-tus uploader (:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time, singer
-``n`` starting ``n/N · --spread`` seconds after the stop (on localhost an upload takes a
-fraction of a second; at home uplinks differ, so uploads end spread out; ``--spread 0``, all
-at once, queues every recording's pass 1 behind the last upload: the worst case).  The
-leader's Socket.IO client stamps, on one clock, the ``take.update`` that says the last
-recording is stored and the ``take.mix`` that says the mix is ready; the difference is the
-figure.  A remix follows (every recording prepared: the mix's own time).  Each run is a fresh
-session on the same server.  JSON goes to ``bench/out/server-mix-<UTC time>.json``.
+``--minutes``, 24-bit FLAC as ``tutti join`` records; ``--heard``: with headset bleed, a
+backing per part and some singers on clocks of their own; ``--shared-clocks``: every singer
+says their clock is shared, so the mix measures no drift; ``--clock-maps``: the singers on
+clocks of their own send a clock map, as ``tutti join`` does when its clocks differ), starts
+``tutti serve`` in its own process, and per run: a leader creates a session (the take's tempo,
+its parts), ``--takes`` singers join, a take is armed, started and stopped, and every singer
+uploads its recording with the client's tus uploader
+(:class:`tutti.client.uploader.TusUploader`), ``--parallel`` at a time, singer ``n`` starting
+``n/N · --spread`` seconds after the stop (on localhost an upload takes a fraction of a second;
+at home uplinks differ, so uploads end spread out; ``--spread 0``, all at once, queues every
+recording's pass 1 behind the last upload: the worst case). The leader's Socket.IO client
+stamps, on one clock, the ``take.update`` that says the last recording is stored and the
+``take.mix`` that says the mix is ready; the difference is the figure. A remix follows (every
+recording prepared: the mix's own time). Each run is a fresh session on the same server. JSON
+goes to ``bench/out/server-mix-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ from tutti.client.uploader import TusUploader, UploadJob, file_sha256  # noqa: E
 from tutti.wire import Ev  # noqa: E402
 
 PARTS = ["S", "A", "T", "B"]
+MAP_STEP_S = 5.0  # seconds between clock-map points (tutti join's own spacing)
+
+
+def clock_map(rec: dict[str, Any], song_frames: int) -> list[dict[str, int]]:
+    """The clock map ``tutti join`` would have written for a recording of the heard take made
+    on a clock of its own: its drift is what stretched ``song_frames`` (every singer's voice
+    length) to the recording's frames (0.04 ppm from the truth on a 5-minute take)."""
+    speed = rec["frames"] / song_frames  # file frames per timeline frame
+    at = rec["start_offset"] - rec["latency"]
+    step = round(MAP_STEP_S * rec["rate"])
+    frames = [*range(0, rec["frames"], step), rec["frames"] - 1]
+    return [{"frame": f, "timeline": at + round(f / speed)} for f in frames]
 
 
 async def _first(events: Recorder, event: str, pred: Any, timeout: float) -> tuple[Any, float]:
@@ -79,11 +93,18 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any, token: str = "
 
 
 async def one_run(
-    base: str, take: Path, parallel: int, heard: bool, spread: float, shared: bool = False
+    base: str,
+    take: Path,
+    parallel: int,
+    heard: bool,
+    spread: float,
+    shared: bool = False,
+    maps: bool = False,
 ) -> dict[str, float]:
     """One session, one take, every upload; seconds from the last upload stored to ready."""
     manifest = json.loads((take / "take.json").read_text(encoding="utf-8"))
     recs = manifest["recordings"]
+    song = next(r["frames"] for r in recs if r.get("shared_clock", True))
     settings = {**(SETTINGS if heard else {"title": "benchmark", "rate": RATE}), "parts": PARTS}
     async with aiohttp.ClientSession() as http:
         created = await _post(http, f"{base}/api/sessions", settings)
@@ -119,6 +140,8 @@ async def one_run(
                     "shared_clock": shared or rec.get("shared_clock", True),
                     "latency_source": "measured",
                 }
+                if maps and not recording["shared_clock"]:
+                    recording["clock_map"] = clock_map(rec, song)
                 sha = await asyncio.to_thread(file_sha256, path)
                 job = UploadJob(path=path, take_id=take_id, sha256=sha, recording=recording)
                 TusUploader.state_path(job).unlink(missing_ok=True)  # a new upload each run
@@ -175,6 +198,11 @@ def main() -> int:
         help="every singer says their clock is shared (no drift measured; with --heard)",
     )
     p.add_argument(
+        "--clock-maps",
+        action="store_true",
+        help="singers on clocks of their own send clock maps, as tutti join does (with --heard)",
+    )
+    p.add_argument(
         "--spread",
         type=float,
         default=0.0,
@@ -188,9 +216,8 @@ def main() -> int:
     runs = []
     try:
         for n in range(args.runs):
-            run = asyncio.run(
-                one_run(base, take, args.parallel, args.heard, args.spread, args.shared_clocks)
-            )
+            kind = {"shared": args.shared_clocks, "maps": args.clock_maps}
+            run = asyncio.run(one_run(base, take, args.parallel, args.heard, args.spread, **kind))
             runs.append(run)
             print(
                 f"run {n + 1}: mix ready {run['ready_after_last_upload_s']:.2f} s after the "
