@@ -43,6 +43,11 @@ from .wirelog import WireLog
 __all__ = ["init_app", "Config"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Redis connections python-socketio's manager may open for emits at once.  Its pool does not
+#: wait for a free one: past the limit (redis-py's default, 100, which 500 singers on one
+#: process reach while joining) an emit fails and the manager reconnects, replacing its
+#: subscriber.  Connections are kept and reused once opened.
+EMIT_CONNECTIONS = 2048
 _EXPOSED = (
     "ETag, Content-Range, X-Tutti-Sha256, Location, Upload-Offset, Upload-Length, "
     "Upload-Expires, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, "
@@ -130,7 +135,9 @@ def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> 
             clock=config.clock,
             store="sqlite" if config.database_url is None else "postgresql",
         ),
-        client_manager=socketio.AsyncRedisManager(config.redis_url, channel="tutti"),
+        client_manager=socketio.AsyncRedisManager(
+            config.redis_url, channel="tutti", redis_options={"max_connections": EMIT_CONNECTIONS}
+        ),
     )
 
 

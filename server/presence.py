@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 NODE_TTL_S = 15.0
 #: Live state of a session nobody updates is dropped from Redis after this long.
 _KEEP_S = 24 * 3600
+#: Redis connections of one process's presence at most; more callers at once wait for one
+#: (redis-py's default pool raises at 100 in use: 500 singers on a process reach that).
+REDIS_CONNECTIONS = 32
+#: How long a caller waits for a free connection before the Redis call fails.
+REDIS_WAIT_S = 30.0
 
 
 @dataclass
@@ -248,7 +253,10 @@ class RedisPresence:
     ) -> None:
         import redis.asyncio as aioredis  # only with --redis: the `cluster` extra
 
-        self.redis: Any = aioredis.Redis.from_url(url)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
+        )
+        self.redis: Any = aioredis.Redis.from_pool(pool)  # the client closes the pool
         self.url = url
         self.node = node or node_id()
         self.node_ttl_s = node_ttl_s

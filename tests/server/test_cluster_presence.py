@@ -113,3 +113,22 @@ async def test_a_process_on_another_host_with_the_monotonic_clock_refuses(
     finally:
         for p in (first, other, same_host):
             await p.redis.aclose()
+
+
+async def test_more_callers_at_once_than_connections_wait_for_one(redis_url: str) -> None:
+    """500 singers on one process ask at once (joins, levels, reports): past the pool's
+    connections they wait for a free one instead of failing (redis-py's default pool raised
+    MaxConnectionsError at 100 in use)."""
+    p = RedisPresence(redis_url, node="busy")
+    try:
+        await p.beat()
+        singers = [f"p{i}" for i in range(500)]
+        await asyncio.gather(*(p.joined("s1", pid, f"sid-{pid}") for pid in singers))
+        lives = {pid: Live(last_seen=float(i)) for i, pid in enumerate(singers)}
+        await asyncio.gather(*(p.put("s1", {pid: live}) for pid, live in lives.items()))
+        seen = await asyncio.gather(*(p.get("s1", [pid]) for pid in singers))
+        assert [s[pid] for s, pid in zip(seen, singers, strict=True)] == [
+            Live(True, last_seen=float(i)) for i in range(500)
+        ]
+    finally:
+        await p.redis.aclose()
