@@ -8,14 +8,16 @@ acked with ``time.monotonic()`` as tutti does; ``level`` and the other reports a
 dropped, and the singers are told the same level rate as tutti's budget gives (``welcome``
 ``level_hz``, ``level.rate`` to the room when it changes), so both carry the same traffic.
 ``--inline-handlers``: python-socketio's ``async_handlers=False`` (for the clock experiment
-in ``docs/benchmarks-server.md``).  No auth, database or roster: what is left is
-python-socketio's and aiohttp's own cost.
+in ``docs/benchmarks-server.md``).  ``--redis URL --port P --singers N``: one of several peer
+processes sharing emits through python-socketio's ``AsyncRedisManager`` (the cluster peer of
+``bench/bench_cluster.py``), on port P, telling the level rate of N singers in all.  No auth,
+database or roster: what is left is python-socketio's and aiohttp's own cost.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
 from typing import Any
 
@@ -28,14 +30,23 @@ from tutti.wire import ClockReply, Ev, LevelRate, SessionSettings, TakeStart, pa
 ROOM = "s:bench"
 
 
-def make_app(async_handlers: bool = True) -> web.Application:
+def make_app(
+    async_handlers: bool = True, redis: str | None = None, singers: int = 0
+) -> web.Application:
     """The peer app: Socket.IO at /socket.io/ and ``POST /start``.
 
     ``async_handlers=False`` runs each event handler inline in the socket's read loop instead
     of in a new task (python-socketio's default is a task per event, as tutti uses).
+    ``redis``: emits go through Redis to every peer process; ``singers``: the number of
+    singers the level rate is told for (0: this process's sockets).
     """
+    manager = None if redis is None else socketio.AsyncRedisManager(redis)
     sio = socketio.AsyncServer(
-        async_mode="aiohttp", logger=False, engineio_logger=False, async_handlers=async_handlers
+        async_mode="aiohttp",
+        logger=False,
+        engineio_logger=False,
+        async_handlers=async_handlers,
+        client_manager=manager,
     )
     app = web.Application()
     sio.attach(app)
@@ -46,7 +57,7 @@ def make_app(async_handlers: bool = True) -> web.Application:
     rate = [0.0]
 
     async def retune() -> float:
-        hz = level_rate(len(sockets), True)
+        hz = level_rate(singers or len(sockets), True)
         if hz != rate[0]:
             rate[0] = hz
             await sio.emit(Ev.LEVEL_RATE, LevelRate(hz).to_dict(), room=ROOM)
@@ -90,13 +101,23 @@ def make_app(async_handlers: bool = True) -> web.Application:
     return app
 
 
-async def main(async_handlers: bool) -> None:
-    runner = web.AppRunner(make_app(async_handlers), access_log=None)
+async def main(args: argparse.Namespace) -> None:
+    app = make_app(not args.inline_handlers, args.redis, args.singers)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", args.port).start()
     print(f"peer serving on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
     await asyncio.Event().wait()
 
 
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench._peer_sio", description=__doc__)
+    p.add_argument("--inline-handlers", action="store_true")
+    p.add_argument("--redis", default=None, help="Redis URL shared by several peer processes")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--singers", type=int, default=0, help="singers in all (for the level rate)")
+    return p.parse_args()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(async_handlers="--inline-handlers" not in sys.argv[1:]))
+    asyncio.run(main(parse_args()))

@@ -97,6 +97,8 @@ class Swarm:
         Where the children's stderr goes.
     client : {"socketio", "raw"}
         The singers' client (see ``bench._singers``).
+    options : tuple of str
+        More of ``bench._singers``' options (``--from-addresses``, ``--reconnect``).
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class Swarm:
         concurrency: int,
         logdir: Path,
         client: str = "socketio",
+        options: tuple[str, ...] = (),
     ) -> None:
         self.url, self.mode, self.code, self.client = url, mode, code, client
+        self.options = options  # more of bench._singers' options
         self.count, self.procs, self.concurrency = count, max(1, min(procs, count)), concurrency
         self.logdir = logdir
         self.children: list[Child] = []
@@ -137,6 +141,7 @@ class Swarm:
                     str(first),
                     "--concurrency",
                     str(self.concurrency),
+                    *self.options,
                 ],
                 self.logdir / f"singers-{self.mode}-{self.client}-{k}.log",
                 serves=False,
@@ -200,8 +205,10 @@ class Swarm:
         for p in parts:
             for hz, k in p["level_hz"].items():
                 rates[hz] = rates.get(hz, 0) + int(k)
-        keys = ("probes", "probes_lost", "levels", "reports", "disconnects")
+        keys = ("probes", "probes_lost", "levels", "reports", "disconnects", "reconnects",
+                "connected")  # fmt: skip
         out: dict[str, Any] = {k: sum(int(p[k]) for p in parts) for k in keys}
+        out["away_s"] = [a for p in parts for a in p["away_s"]]
         out["level_hz"] = rates
         return out
 

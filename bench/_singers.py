@@ -21,7 +21,8 @@ one JSON object per line on stdout:
     (``time.monotonic()``) of that take's ``take.armed``, where one came.
 ``stats``
     what the singers sent and lost so far → ``{"type": "stats", "probes", "probes_lost",
-    "levels", "reports", "disconnects", "level_hz": {hz: singers}}``.
+    "levels", "reports", "disconnects", "reconnects", "away_s": [s, ...], "connected",
+    "level_hz": {hz: singers}}`` (``away_s``: from each drop to the next ``welcome``).
 ``quit``
     disconnect everyone and exit.
 
@@ -31,6 +32,12 @@ welcomed, sends what ``tutti join`` sends, from the client's own constants and c
 ``clock.report``, re-syncs of ``RESYNC_PROBES`` paced by ``ResyncPacer``, and ``level``
 reports (``LevelReport``) at the rate the server sets (``level_hz``, ``level.rate``; the
 client's ``LEVEL_HZ`` until told).  ``--traffic idle`` only listens.
+
+For a cluster behind a sticky proxy (``bench/bench_cluster.py``): ``--from-addresses`` gives
+each singer its own loopback address (the proxy keeps a client on one process by its address),
+and ``--reconnect`` reconnects a dropped socket with the client's own options
+(``tutti.client.connection.RECONNECTION``) and re-syncs as ``tutti join`` does; ``collect``
+then waits for the reconnecting singers too.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import aiohttp
 import socketio
 
 from tutti.client.clock import RESYNC_MIN_S, ClockError, ClockSync, ResyncPacer
+from tutti.client.connection import RECONNECTION
 from tutti.client.join import JOIN_PROBES, LEVEL_HZ, RESYNC_PROBES
 from tutti.wire import PROTOCOL_VERSION, CalibrationReport, Ev, LevelReport
 
@@ -74,6 +82,7 @@ class Singer:
         self.refused = ""
         self.arrivals: dict[str, float] = {}  # take_id -> receipt − sent_at (s)
         self.armed: dict[str, float] = {}  # take_id -> receipt time of take.armed
+        self.http: aiohttp.ClientSession | None = None  # its own (from its own address)
 
     def on_event(self, event: str, data: Any, now: float) -> None:
         if event == Ev.WELCOME:
@@ -96,10 +105,12 @@ class Singer:
     async def join(
         self, url: str, http: aiohttp.ClientSession | None, code: str, part: str, timeout: float
     ) -> float:
-        """Coroutine: join (HTTP, tutti mode) and connect until ``welcome``; seconds taken."""
+        """Coroutine: join (HTTP, tutti mode; on the singer's own session when it has one) and
+        connect until ``welcome``; seconds taken."""
         t = time.monotonic()
         auth: dict[str, Any] | None = None
-        if http is not None:
+        if http is not None:  # tutti mode
+            http = self.http or http
             async with http.post(
                 f"{url}/api/join",
                 json={"code": code, "name": f"Singer {self.index:04d}", "part": part},
@@ -122,19 +133,31 @@ class SioSinger(Singer):
     """A singer on a python-socketio ``AsyncClient`` (websocket transport), sending what
     ``tutti join`` sends (see the module docstring)."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(
+        self, index: int, http: aiohttp.ClientSession | None = None, reconnect: bool = False
+    ) -> None:
         super().__init__(index)
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.http = http
+        options = RECONNECTION if reconnect else {"reconnection": False}
+        self.sio = socketio.AsyncClient(http_session=http, **options)
         for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START, Ev.LEVEL_RATE):
             self.sio.on(event, self._handler(event))
         self.sio.on("disconnect", self._gone)
+        self.sio.on("connect", self._came)
         self.sync = ClockSync(self._ack)
         self.level_hz = LEVEL_HZ
-        self.levels = self.reports = self.disconnects = self.probes = 0
+        self.levels = self.reports = self.disconnects = self.probes = self.reconnects = 0
         self.tasks: list[asyncio.Task[None]] = []
+        self.closing = False
+        self.lost_at: float | None = None  # when the socket dropped, until it is back
+        self.away: list[float] = []  # seconds from each drop to the next welcome
+        self.back = asyncio.Event()  # connected (set), or waiting for a reconnection
 
     def _handler(self, event: str) -> Any:
         async def handler(data: Any) -> None:
+            if event == Ev.WELCOME and self.lost_at is not None:
+                self.away.append(time.monotonic() - self.lost_at)
+                self.lost_at = None
             if event == Ev.WELCOME and data.get("level_hz") is not None:
                 self.level_hz = float(data["level_hz"])
             elif event == Ev.LEVEL_RATE:
@@ -145,6 +168,21 @@ class SioSinger(Singer):
 
     async def _gone(self, *reason: Any) -> None:
         self.disconnects += 1
+        self.back.clear()
+        if self.lost_at is None:
+            self.lost_at = time.monotonic()
+
+    async def _came(self) -> None:
+        """Connected; after a drop, what ``tutti join`` does on reconnecting: a calibration
+        and a clock burst of twice the re-sync's probes (``Joined._after_reconnect``)."""
+        self.back.set()
+        if self.disconnects and self.tasks:
+            self.reconnects += 1
+            self.tasks.append(asyncio.create_task(self._resync_after_reconnect()))
+
+    async def _resync_after_reconnect(self) -> None:
+        await self.sio.emit(Ev.CALIBRATION, CalibrationReport(256, "measured").to_dict())
+        await self._burst(2 * RESYNC_PROBES)
 
     async def _ack(self, event: str, payload: Any, timeout: float) -> Any:
         self.probes += 1
@@ -162,9 +200,9 @@ class SioSinger(Singer):
         """One clock burst and its report, as the client does; the next re-sync's delay."""
         try:
             est = await self.sync.burst(probes, until_steady=True)  # as tutti join does
-        except ClockError:
-            return RESYNC_MIN_S
-        await self.sio.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+            await self.sio.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+        except (ClockError, ConnectionError, socketio.exceptions.SocketIOError):
+            return RESYNC_MIN_S  # no estimate, or the socket dropped meanwhile
         self.reports += 1
         return self.pacer.next_interval(time.monotonic(), est.offset, est.error_bound)
 
@@ -172,17 +210,22 @@ class SioSinger(Singer):
         self.pacer = ResyncPacer()
         await self.sio.emit(Ev.CALIBRATION, CalibrationReport(256, "measured").to_dict())
         interval = await self._burst(JOIN_PROBES)
-        while self.connected:
+        while not self.closing:
             await asyncio.sleep(interval)
+            await self.back.wait()  # while it reconnects, the client does not probe
             interval = await self._burst(RESYNC_PROBES)
 
     async def _levels(self) -> None:
         sent_at = -1e9
-        while self.connected:
+        while not self.closing:
             await asyncio.sleep(1.0 / LEVEL_HZ)  # the client's meter tick
+            await self.back.wait()
             now = time.monotonic()
             if self.level_hz > 0 and now - sent_at >= 1.0 / self.level_hz - 0.1 / LEVEL_HZ:
-                await self.sio.emit(Ev.LEVEL, LEVEL.to_dict())
+                try:
+                    await self.sio.emit(Ev.LEVEL, LEVEL.to_dict())
+                except socketio.exceptions.SocketIOError:
+                    continue  # dropped meanwhile: the next tick waits for the reconnection
                 self.levels += 1
                 sent_at = now
 
@@ -194,9 +237,12 @@ class SioSinger(Singer):
         await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=timeout)
 
     async def close(self) -> None:
+        self.closing = True
         for task in self.tasks:
             task.cancel()
         await self.sio.disconnect()
+        if self.http is not None:
+            await self.http.close()
 
 
 class RawSinger(Singer):
@@ -298,8 +344,11 @@ async def join_all(singers: list[Singer], args: argparse.Namespace) -> dict[str,
     }
 
 
-async def collect(singers: list[Singer], take_id: str, timeout: float) -> dict[str, Any]:
-    live = [s for s in singers if s.connected]
+async def collect(
+    singers: list[Singer], take_id: str, timeout: float, reconnecting: bool = False
+) -> dict[str, Any]:
+    # those that will reconnect count as well (a running take is handed to them on return)
+    live = [s for s in singers if s.connected or (reconnecting and s.welcomed.is_set())]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(take_id not in s.arrivals for s in live):
         await asyncio.sleep(0.02)
@@ -326,14 +375,38 @@ def stats(singers: list[Singer]) -> dict[str, Any]:
         "levels": sum(s.levels for s in sio),
         "reports": sum(s.reports for s in sio),
         "disconnects": sum(s.disconnects for s in sio),
+        "reconnects": sum(s.reconnects for s in sio),
+        "away_s": [a for s in sio for a in s.away],
+        "connected": sum(1 for s in sio if s.connected),
         "level_hz": rates,
     }
 
 
+def address_of(index: int) -> str:
+    """Singer ``index``'s own loopback address (all of 127/8 is this host), so that a proxy
+    keeping each client on one server process by its address spreads them (5,000 at most)."""
+    return f"127.1.{index // 250}.{index % 250 + 2}"
+
+
+def make_singers(args: argparse.Namespace) -> list[Singer]:
+    """This process's singers, as the options say."""
+    indices = range(args.first, args.first + args.count)
+    if args.client == "raw":
+        return [RawSinger(i) for i in indices]
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+
+    def own(i: int) -> aiohttp.ClientSession | None:
+        if not args.from_addresses:
+            return None
+        connector = aiohttp.TCPConnector(local_addr=(address_of(i), 0))
+        return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+    return [SioSinger(i, own(i), args.reconnect) for i in indices]
+
+
 async def main(args: argparse.Namespace) -> int:
     raise_fd_limit()
-    kind = RawSinger if args.client == "raw" else SioSinger
-    singers: list[Singer] = [kind(args.first + i) for i in range(args.count)]
+    singers = make_singers(args)
     emit({"type": "spawned"})
     while True:
         line = (await asyncio.to_thread(sys.stdin.readline)).split()
@@ -342,7 +415,7 @@ async def main(args: argparse.Namespace) -> int:
         if line[0] == "join":
             emit(await join_all(singers, args))
         elif line[0] == "collect":
-            emit(await collect(singers, line[1], float(line[2])))
+            emit(await collect(singers, line[1], float(line[2]), args.reconnect))
         elif line[0] == "stats":
             emit(stats(singers))
         else:
@@ -375,7 +448,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts", default="S,A,T,B", help="voice parts, round robin")
     p.add_argument("--concurrency", type=int, default=32, help="joins in flight at once")
     p.add_argument("--timeout", type=float, default=60.0, help="per-join timeout, seconds")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--from-addresses",
+        action="store_true",
+        help="each singer from its own loopback address (127.1.x.y; socketio singers)",
+    )
+    p.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="reconnect as tutti join does when the socket drops (socketio singers)",
+    )
+    args = p.parse_args(argv)
+    if args.client == "raw" and (args.from_addresses or args.reconnect):
+        p.error("--from-addresses and --reconnect need --client socketio")
+    return args
 
 
 if __name__ == "__main__":

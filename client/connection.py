@@ -34,12 +34,23 @@ __all__ = [
     "error_of",
     "join_session",
     "Connection",
+    "RECONNECTION",
 ]
 
 log = logging.getLogger(__name__)
 
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
+#: How a singer's socket reconnects (python-socketio's options): forever, a singer's Wi-Fi may
+#: come back any time; soon, then backing off to 5 s, spread so a restarted server is not hit
+#: by everyone at once.
+RECONNECTION: dict[str, Any] = {
+    "reconnection": True,
+    "reconnection_attempts": 0,
+    "reconnection_delay": 0.2,
+    "reconnection_delay_max": 5.0,
+    "randomization_factor": 0.3,
+}
 
 
 class JoinError(TuttiError):
@@ -253,13 +264,7 @@ class Connection:
     ) -> None:
         self.base_url = base_url
         self.token = token
-        self.sio = socketio.AsyncClient(
-            reconnection=True,
-            reconnection_attempts=0,  # forever: a singer's Wi-Fi may come back any time
-            reconnection_delay=0.2,
-            reconnection_delay_max=5.0,
-            randomization_factor=0.3,
-        )
+        self.sio = socketio.AsyncClient(**RECONNECTION)
         self.state = "connecting"
         self.reconnects = 0
         self.refused: str | None = None

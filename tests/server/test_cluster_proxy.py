@@ -6,7 +6,6 @@ resumed on one process), spread over both processes."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ import redis.asyncio as aioredis
 import socketio
 
 from tests.server.helpers import Recorder, Singer, create_session, upload_take, write_audio
-from tests.support.nginx import NGINX, running_nginx
+from tests.support.nginx import NGINX, running_nginx, sticky_conf
 from tests.support.ports import unused_port
-from tests.support.server import ROOT, ServeProcess
+from tests.support.server import ServeProcess
 from tutti.wire import PROTOCOL_VERSION, Ev
 
 FRAMES = 48000
@@ -32,49 +31,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _upstream_from_docs(ports: list[int]) -> str:
-    """The ``upstream tutti`` block of docs/deploy.md, its servers replaced by ``ports``."""
-    doc = (ROOT / "docs" / "deploy.md").read_text()
-    block = re.search(r"^upstream tutti \{\n.*?^\}\n", doc, re.M | re.S)
-    assert block is not None, "docs/deploy.md has no upstream tutti block"
-    lines = [ln for ln in block.group(0).splitlines() if not ln.strip().startswith("server ")]
-    servers = [f"    server 127.0.0.1:{p};" for p in ports]
-    return "\n".join([*lines[:-1], *servers, lines[-1]]) + "\n"
-
-
 @pytest.fixture
 def nginx_sticky(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
     """nginx on a free port in front of two upstream ports; yields its URL and the ports."""
     ports, listen = [unused_port(), unused_port()], unused_port()
     prefix = tmp_path / "nginx"
-    for d in ("logs", "tmp"):
-        (prefix / d).mkdir(parents=True)
-    proxy = (ROOT / "deploy" / "nginx" / "tutti-proxy.conf").read_text()
-    (prefix / "tutti-proxy.conf").write_text(proxy.replace("http://127.0.0.1:8765", "http://tutti"))
-    (prefix / "upstream.conf").write_text(_upstream_from_docs(ports))
-    conf = prefix / "nginx.conf"
-    temp = " ".join(
-        f"{k}_temp_path {prefix}/tmp/{k};" for k in ("proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf.write_text(
-        f"""
-worker_processes 1;
-user root;
-error_log {prefix}/logs/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    {temp}
-    include {prefix}/upstream.conf;
-    server {{
-        listen 127.0.0.1:{listen};
-        include {prefix}/tutti-proxy.conf;
-    }}
-}}
-"""
-    )
+    conf = sticky_conf(prefix, {listen: ports})
     with running_nginx(prefix, conf):
         yield f"http://127.0.0.1:{listen}", ports
 
