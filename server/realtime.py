@@ -474,7 +474,7 @@ class Realtime:
         """A singer connected while a take is armed or running: expect a recording from
         them, and hand a running take's start to them so they join it where it is now (the
         timeline is absolute: they are placed like everyone else)."""
-        take = self.store.get_take(take_id)
+        take = self.store.take_for(take_id, pid)
         if take is None:
             return
         me = take.singer(pid)
@@ -555,7 +555,7 @@ class Realtime:
         latest = self.store.latest_take(session_id)
         if latest is None or latest[1] != "running" or latest[2] is None:
             return
-        take = self.store.get_take(latest[0])
+        take = self.store.take_for(latest[0], pid)
         me = None if take is None else take.singer(pid)
         if me is None or me.state != "recording":
             return
@@ -626,7 +626,7 @@ class Realtime:
                 f"take.state: {state!r} is set by the server; clients send "
                 "recording, recorded, uploading or failed"
             )
-        take = self.store.get_take(take_id)
+        take = self.store.take_for(take_id, pid)
         if take is None or take.session_id != p.session_id:
             raise LookupError(f"take.state: no take {take_id!r} in your session")
         me = take.singer(pid)

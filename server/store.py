@@ -79,6 +79,11 @@ class SessionStore(Protocol):
         ...
 
     def get_take(self, take_id: str) -> Take | None: ...
+    def take_for(self, take_id: str, participant_id: str) -> Take | None:
+        """The take with only ``participant_id``'s entry among its singers (or none): one
+        row, where a singer's connect or disconnect needs only theirs."""
+        ...
+
     def takes(self, session_id: str) -> list[Take]: ...
     def latest_take(self, session_id: str) -> tuple[str, str, float | None] | None: ...
     def set_take_state(
@@ -438,12 +443,15 @@ class SqlStore:
             )
         return None
 
-    def _take(self, row: Row) -> Take:
-        singer_rows = self._all(
+    def _take(self, row: Row, only: str | None = None) -> Take:
+        query = (
             "SELECT ts.*, p.name, p.part FROM take_singers ts JOIN participants p "
-            "USING (participant_id) WHERE ts.take_id = ? ORDER BY p.created_at",
-            row["take_id"],
+            "USING (participant_id) WHERE ts.take_id = ?"
         )
+        if only is None:
+            singer_rows = self._all(query + " ORDER BY p.created_at", row["take_id"])
+        else:
+            singer_rows = self._all(query + " AND ts.participant_id = ?", row["take_id"], only)
         singers = []
         for s in singer_rows:
             rec: Recording | None = None
@@ -475,6 +483,10 @@ class SqlStore:
     def get_take(self, take_id: str) -> Take | None:
         row = self._one("SELECT * FROM takes WHERE take_id = ?", take_id)
         return self._take(row) if row else None
+
+    def take_for(self, take_id: str, participant_id: str) -> Take | None:
+        row = self._one("SELECT * FROM takes WHERE take_id = ?", take_id)
+        return self._take(row, only=participant_id) if row else None
 
     def takes(self, session_id: str) -> list[Take]:
         rows = self._all("SELECT * FROM takes WHERE session_id = ? ORDER BY seq", session_id)

@@ -3,6 +3,7 @@ for real by the ``postgres`` fixture)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,6 +156,12 @@ def test_takes_states_and_recordings(store: SessionStore) -> None:
     assert (by_id["p1"].state, by_id["p1"].detail) == ("uploading", "42 %")
     assert by_id["p1"].name == "name p1"
     assert (by_id["p2"].state, by_id["p2"].recording) == ("uploaded", rec)
+    alone = store.take_for("t2", "p2")  # one singer's row, the rest of the take as it is
+    assert alone is not None and alone.singers == (by_id["p2"],)
+    assert dataclasses.replace(alone, singers=take.singers) == take
+    stranger = store.take_for("t2", "nobody")
+    assert stranger is not None and stranger.singers == () and stranger.singer("nobody") is None
+    assert store.take_for("t3", "p1") is None
     assert store.count_takes_by_state() == {"stopped": 2}
     assert store.stopped_before(T0 + 71) == [("s1", "t1"), ("s1", "t2")]
     assert store.stopped_before(T0 + 7) == [("s1", "t1")] and store.stopped_before(T0) == []
