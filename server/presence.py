@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 NODE_TTL_S = 15.0
 #: Live state of a session nobody updates is dropped from Redis after this long.
 _KEEP_S = 24 * 3600
+#: The sessions whose waiting room changed and has not been sent since (a Redis set).
+_LOBBY_CHANGED = "tutti:lobby:changed"
 #: Redis connections of one process's presence at most; more callers at once wait for one
 #: (redis-py's default pool raises at 100 in use: 500 singers on a process reach that).
 REDIS_CONNECTIONS = 32
@@ -102,6 +104,17 @@ class Presence(Protocol):
         """Live state of these participants (a fresh :class:`Live` for one never seen)."""
         ...
 
+    async def connected(self, session_id: str, participant_ids: Iterable[str]) -> set[str]:
+        """Those of these participants with a socket on any live process (no live state
+        read: the waiting room's count needs only this)."""
+        ...
+
+    async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
+        """The sessions whose waiting room this process sends now: of those whose waiting
+        room changed here (``changed``) or anywhere, each at most once per ``every_s`` over
+        all processes; a change not sent now stays marked for the next turn."""
+        ...
+
     async def sockets(self, session_id: str) -> set[str]:
         """Every socket of the session's participants, on any process."""
         ...
@@ -140,6 +153,13 @@ class LocalPresence:
             pid: dataclasses.replace(mine.get(pid) or Live(), connected=pid in here)
             for pid in participant_ids
         }
+
+    async def connected(self, session_id: str, participant_ids: Iterable[str]) -> set[str]:
+        here = self._sids.get(session_id, {})
+        return {pid for pid in participant_ids if pid in here}
+
+    async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
+        return sorted(changed)  # one process: it is always this one's turn
 
     async def sockets(self, session_id: str) -> set[str]:
         return {sid for sids in self._sids.get(session_id, {}).values() for sid in sids}
@@ -324,6 +344,28 @@ class RedisPresence:
             else Live.from_json(text, pid in connected)
             for pid, text in zip(pids, found, strict=True)
         }
+
+    async def connected(self, session_id: str, participant_ids: Iterable[str]) -> set[str]:
+        pids = list(participant_ids)
+        return await self._connected(session_id, pids) if pids else set()
+
+    async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
+        # the marks are shared, and a session's turn is a key only one process can set per
+        # interval; a mark is taken off before that process reads the presence, so a change
+        # made after the read is marked again and goes out at the next turn
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if changed:
+                pipe.sadd(_LOBBY_CHANGED, *changed)
+            pipe.smembers(_LOBBY_CHANGED)
+            marked: set[bytes] = (await pipe.execute())[-1]
+        ttl_ms = max(1, round(every_s * 1000))
+        due = []
+        for session_id in sorted(m.decode() for m in marked):
+            if await self.redis.set(f"tutti:{session_id}:lobby_turn", self.node, nx=True,
+                                    px=ttl_ms):  # fmt: skip
+                await self.redis.srem(_LOBBY_CHANGED, session_id)
+                due.append(session_id)
+        return due
 
     async def sockets(self, session_id: str) -> set[str]:
         found: set[str] = set()

@@ -7,9 +7,11 @@ and parts of those connected, counts per part, the note) goes to that room, newe
 per join to everyone (a million).  Waves are gathered the same way into one ``waves`` a
 second; each singer may wave once every :data:`WAVE_EVERY_S`.
 
-With several server processes (``--workers``, Redis) each process sends the snapshots of
-the changes it saw, read from the shared presence, so a session gets at most one ``lobby``
-a second from each process; ``at`` (the server clock) lets a client keep the newest.
+With several server processes (``--workers``, Redis) the changes are marked in Redis and a
+session's snapshot is sent by one process per second, whichever takes its turn first
+(:meth:`Presence.lobby_turn`), read from the shared presence: a session gets at most one
+``lobby`` a second in all, not one from each process (four processes made four times the
+messages); ``at`` (the server clock) lets a client keep the newest.
 """
 
 from __future__ import annotations
@@ -152,8 +154,8 @@ class WaitingRoom:
     async def snapshot(self, session_id: str) -> Lobby:
         """Coroutine: the waiting room now (reads the store, the presence and the note)."""
         people = self.store.participants(session_id)
-        lives = await self.presence.get(session_id, [p.participant_id for p in people])
-        here = [p for p in people if lives[p.participant_id].connected]
+        connected = await self.presence.connected(session_id, [p.participant_id for p in people])
+        here = [p for p in people if p.participant_id in connected]
         parts: dict[str, int] = {}
         for p in here:
             parts[p.part] = parts.get(p.part, 0) + 1
@@ -165,7 +167,13 @@ class WaitingRoom:
         """Coroutine: send what changed since the last flush (one event per session each)."""
         changed, self._changed = self._changed, set()
         waves, self._waves = self._waves, {}
-        for session_id in changed:
+        try:
+            due = await self.presence.lobby_turn(changed, LOBBY_INTERVAL_S)
+        except Exception:  # marked again, sent at a later turn
+            log.exception("the waiting rooms' turn failed")
+            self._changed |= changed
+            due = []
+        for session_id in due:
             try:
                 await self.send(session_id, Ev.LOBBY, await self.snapshot(session_id))
             except Exception:  # keep going for the other sessions; the next change resends

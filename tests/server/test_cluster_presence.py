@@ -132,3 +132,35 @@ async def test_more_callers_at_once_than_connections_wait_for_one(redis_url: str
         ]
     finally:
         await p.redis.aclose()
+
+
+async def test_one_waiting_room_snapshot_a_turn_over_all_processes(
+    pair: tuple[Presence, Presence],
+) -> None:
+    """Changes seen by either process are sent by one of them, once per interval; a change
+    marked while the turn is taken waits for the next turn instead of being lost."""
+    a, b = pair
+    every = 0.5
+    assert await a.lobby_turn({"s1", "s2"}, every) == ["s1", "s2"]
+    assert await b.lobby_turn(set(), every) == []  # nothing marked any more
+    due_b = await b.lobby_turn({"s1"}, every)
+    if a is b:  # one process: every flush sends what changed
+        assert due_b == ["s1"]
+        return
+    assert due_b == []  # within the interval: s1 stays marked
+    deadline = time.monotonic() + 10
+    due: list[str] = []
+    while not due and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        due = await a.lobby_turn(set(), every)  # the other process takes the next turn
+    assert due == ["s1"]
+    assert await b.lobby_turn(set(), every) == []
+
+
+async def test_connected_without_the_live_state(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    await a.joined("s1", "p1", "sid-1")
+    await b.joined("s1", "p2", "sid-2")
+    await b.put("s1", {"p3": Live(last_seen=1.0)})  # seen once, no socket
+    assert await a.connected("s1", ["p1", "p2", "p3", "p4"]) == {"p1", "p2"}
+    assert await b.connected("s1", []) == set()
