@@ -35,15 +35,16 @@ client's ``LEVEL_HZ`` until told).  ``--traffic idle`` only listens.
 
 For a cluster behind a sticky proxy (``bench/bench_cluster.py``): ``--from-addresses`` gives
 each singer its own loopback address (the proxy keeps a client on one process by its address),
-and ``--reconnect`` reconnects a dropped socket with the client's own options
-(``tutti.client.connection.RECONNECTION``) and re-syncs as ``tutti join`` does; ``collect``
-then waits for the reconnecting singers too.
+and ``--reconnect`` connects a dropped socket again as the client does (its pauses and
+wait, ``tutti.client.connection.reconnect_pauses`` and ``RECONNECT_WAIT_S``) and re-syncs as
+``tutti join`` does; ``collect`` then waits for the reconnecting singers too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -54,7 +55,7 @@ import aiohttp
 import socketio
 
 from tutti.client.clock import RESYNC_MIN_S, ClockError, ClockSync, ResyncPacer
-from tutti.client.connection import RECONNECTION
+from tutti.client.connection import RECONNECT_WAIT_S, reconnect_pauses
 from tutti.client.join import JOIN_PROBES, LEVEL_HZ, RESYNC_PROBES
 from tutti.wire import PROTOCOL_VERSION, CalibrationReport, Ev, LevelReport
 
@@ -138,8 +139,10 @@ class SioSinger(Singer):
     ) -> None:
         super().__init__(index)
         self.http = http
-        options = RECONNECTION if reconnect else {"reconnection": False}
-        self.sio = socketio.AsyncClient(http_session=http, **options)
+        self.reconnect = reconnect
+        self.sio = socketio.AsyncClient(http_session=http, reconnection=False)
+        self.again: asyncio.Task[None] | None = None
+        self.url, self.auth = "", None  # as connected, to connect again
         for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START, Ev.LEVEL_RATE):
             self.sio.on(event, self._handler(event))
         self.sio.on("disconnect", self._gone)
@@ -171,6 +174,18 @@ class SioSinger(Singer):
         self.back.clear()
         if self.lost_at is None:
             self.lost_at = time.monotonic()
+        if self.reconnect and not self.closing and (self.again is None or self.again.done()):
+            self.again = asyncio.create_task(self._again())
+
+    async def _again(self) -> None:
+        """Connect again as ``tutti join`` does (``Connection._reconnect``, its constants)."""
+        for pause in reconnect_pauses():
+            await asyncio.sleep(pause)
+            if self.closing or self.sio.connected:
+                return
+            with contextlib.suppress(socketio.exceptions.ConnectionError):
+                await self.connect(self.url, self.auth, RECONNECT_WAIT_S)
+                return
 
     async def _came(self) -> None:
         """Connected; after a drop, what ``tutti join`` does on reconnecting: a calibration
@@ -234,11 +249,12 @@ class SioSinger(Singer):
         return bool(self.sio.connected)
 
     async def connect(self, url: str, auth: dict[str, Any] | None, timeout: float) -> None:
+        self.url, self.auth = url, auth
         await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=timeout)
 
     async def close(self) -> None:
         self.closing = True
-        for task in self.tasks:
+        for task in [*self.tasks, *([self.again] if self.again else [])]:
             task.cancel()
         await self.sio.disconnect()
         if self.http is not None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,23 +35,33 @@ __all__ = [
     "error_of",
     "join_session",
     "Connection",
-    "RECONNECTION",
+    "RECONNECT_WAIT_S",
+    "reconnect_pauses",
 ]
 
 log = logging.getLogger(__name__)
 
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
-#: How a singer's socket reconnects (python-socketio's options): forever, a singer's Wi-Fi may
-#: come back any time; soon, then backing off to 5 s, spread so a restarted server is not hit
-#: by everyone at once.
-RECONNECTION: dict[str, Any] = {
-    "reconnection": True,
-    "reconnection_attempts": 0,
-    "reconnection_delay": 0.2,
-    "reconnection_delay_max": 5.0,
-    "randomization_factor": 0.3,
-}
+#: A dropped socket is connected again forever (a singer's Wi-Fi may come back any time): first
+#: after RECONNECT_FIRST_S, the pause doubling up to RECONNECT_MAX_S, each ± RECONNECT_SPREAD
+#: seconds so that a restarted server is not met by everyone at once.
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+RECONNECT_SPREAD = 0.3
+#: How long one attempt waits for the server to accept the socket.  python-socketio's own
+#: reconnection waits 1 s: a server busy with hundreds of singers coming back (one of its
+#: processes died) takes longer, so every attempt gave up, dropped the socket and came again,
+#: and the server's work on it was lost (docs/benchmarks-server.md, the cluster).
+RECONNECT_WAIT_S = 10.0
+
+
+def reconnect_pauses() -> Iterator[float]:
+    """Seconds to wait before each attempt to connect a dropped socket again, endless."""
+    pause = RECONNECT_FIRST_S
+    while True:
+        yield max(0.0, pause + RECONNECT_SPREAD * (2 * random.random() - 1))
+        pause = min(2 * pause, RECONNECT_MAX_S)
 
 
 class JoinError(TuttiError):
@@ -264,13 +275,15 @@ class Connection:
     ) -> None:
         self.base_url = base_url
         self.token = token
-        self.sio = socketio.AsyncClient(**RECONNECTION)
+        self.sio = socketio.AsyncClient(reconnection=False)  # reconnects itself: _reconnect
         self.state = "connecting"
         self.reconnects = 0
         self.refused: str | None = None
         self._on_state = on_state
         self._ever_connected = False
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._closing = False
+        self._again: asyncio.Task[None] | None = None  # connecting a dropped socket again
         self.sio.on("connect", self._connected)
         self.sio.on("disconnect", self._disconnected)
         self.sio.on("connect_error", self._connect_error)
@@ -311,14 +324,44 @@ class Connection:
         self._ever_connected = True
 
     async def _disconnected(self, *_: Any) -> None:
+        if self._closing:
+            return
         self._set("reconnecting")
+        if self._again is None or self._again.done():
+            self._again = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Connect the dropped socket again (see :data:`RECONNECT_WAIT_S`) until it is back,
+        the server refuses it, or :meth:`close`."""
+        for pause in reconnect_pauses():
+            await asyncio.sleep(pause)
+            if self._closing or self.sio.connected:
+                return
+            try:
+                await self._open(RECONNECT_WAIT_S)
+                return
+            except socketio.exceptions.ConnectionError:
+                if self.refused:
+                    self._set("refused")
+                    return
+                self._set("reconnecting")
+
+    async def _open(self, timeout: float) -> None:
+        """Coroutine: one attempt to connect (raises ``socketio.exceptions.ConnectionError``)."""
+        await self.sio.connect(
+            self.base_url,
+            auth=wire.ConnectAuth(self.token, PROTOCOL_VERSION).to_dict(),
+            transports=["websocket"],
+            socketio_path="socket.io",
+            wait_timeout=timeout,
+        )
 
     async def _connect_error(self, data: Any = None) -> None:
         self.refused = wire.connect_refusal(data) or self.refused
         self._set("refused" if self.refused else "reconnecting")
 
     async def connect(self, timeout: float = 10.0, patience: float = 60.0) -> None:
-        """Coroutine: connect once (the client then reconnects by itself).
+        """Coroutine: connect once (a dropped socket is then connected again by itself).
 
         A server that cannot be reached (restarting, a network blip) is tried again with a
         growing pause for up to ``patience`` seconds; a refusal ends it at once.
@@ -333,13 +376,7 @@ class Connection:
         pause = 0.5
         while True:
             try:
-                await self.sio.connect(
-                    self.base_url,
-                    auth=wire.ConnectAuth(self.token, PROTOCOL_VERSION).to_dict(),
-                    transports=["websocket"],
-                    socketio_path="socket.io",
-                    wait_timeout=timeout,
-                )
+                await self._open(timeout)
                 return
             except socketio.exceptions.ConnectionError as exc:
                 if self.refused or time.monotonic() + pause > deadline:
@@ -383,6 +420,9 @@ class Connection:
 
     async def close(self) -> None:
         """Coroutine: disconnect and stop reconnecting."""
+        self._closing = True
+        if self._again is not None:
+            self._again.cancel()
         try:
             await self.sio.disconnect()
         except Exception:  # noqa: BLE001 - closing must not fail
