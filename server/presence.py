@@ -109,6 +109,11 @@ class Presence(Protocol):
         read: the waiting room's count needs only this)."""
         ...
 
+    async def singers_here(self, session_id: str, count: int) -> int:
+        """Say this process holds ``count`` singer sockets of the session; how many all
+        live processes hold (the level budget is the session's, not each process's)."""
+        ...
+
     async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
         """The sessions whose waiting room this process sends now: of those whose waiting
         room changed here (``changed``) or anywhere, each at most once per ``every_s`` over
@@ -157,6 +162,9 @@ class LocalPresence:
     async def connected(self, session_id: str, participant_ids: Iterable[str]) -> set[str]:
         here = self._sids.get(session_id, {})
         return {pid for pid in participant_ids if pid in here}
+
+    async def singers_here(self, session_id: str, count: int) -> int:
+        return count
 
     async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
         return sorted(changed)  # one process: it is always this one's turn
@@ -348,6 +356,17 @@ class RedisPresence:
     async def connected(self, session_id: str, participant_ids: Iterable[str]) -> set[str]:
         pids = list(participant_ids)
         return await self._connected(session_id, pids) if pids else set()
+
+    async def singers_here(self, session_id: str, count: int) -> int:
+        key = f"tutti:{session_id}:singers"  # process → its singer sockets
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, self.node, count)
+            pipe.expire(key, _KEEP_S)
+            pipe.hgetall(key)
+            held: dict[bytes, bytes] = (await pipe.execute())[-1]
+        nodes = sorted(held)
+        beats = await self.redis.mget([b"tutti:node:" + n for n in nodes])
+        return sum(int(held[n]) for n, beat in zip(nodes, beats, strict=True) if beat is not None)
 
     async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
         # the marks are shared, and a session's turn is a key only one process can set per

@@ -523,7 +523,9 @@ class Realtime:
             live.last_seen = time.time()
             await self.presence.put(p.session_id, {pid: live})
             if not any(q.participant_id == pid for q in self.conns.values()):
-                del self.live[pid]  # no socket of theirs here: the presence has the rest
+                # no socket of theirs here: the presence has the rest (their other socket's
+                # disconnect, run during the await above, may have dropped it already)
+                self.live.pop(pid, None)
         if not still_here:
             self.waitroom.changed(p.session_id)
             await self._left_take(p.session_id, pid)
@@ -536,9 +538,12 @@ class Realtime:
 
     async def _retune_levels(self, session_id: str, but: str = "") -> float:
         """Tell this process's singers of the session a new ``level.rate`` when the budget's
-        share changed (``but``: a socket told in its welcome instead); returns the rate."""
+        share changed (``but``: a socket told in its welcome instead); returns the rate.  The
+        share is of the singers on every process (each process retunes its own as its
+        singers come and go)."""
         sids = self._singer_sids.get(session_id, set())
-        hz = level_rate(len(sids), self._watched(session_id))
+        everywhere = await self.presence.singers_here(session_id, len(sids))
+        hz = level_rate(everywhere, self._watched(session_id))
         if not sids:
             self._singer_sids.pop(session_id, None)
             self._level_hz.pop(session_id, None)

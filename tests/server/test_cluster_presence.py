@@ -164,3 +164,24 @@ async def test_connected_without_the_live_state(pair: tuple[Presence, Presence])
     await b.put("s1", {"p3": Live(last_seen=1.0)})  # seen once, no socket
     assert await a.connected("s1", ["p1", "p2", "p3", "p4"]) == {"p1", "p2"}
     assert await b.connected("s1", []) == set()
+
+
+async def test_the_singers_of_a_session_over_all_processes(
+    pair: tuple[Presence, Presence],
+) -> None:
+    """The level budget is shared by the session's singers on every process."""
+    a, b = pair
+    if a is b:  # one process: its own count is the count
+        assert await a.singers_here("s1", 3) == 3
+        return
+    assert await a.singers_here("s1", 3) == 3
+    assert await b.singers_here("s1", 5) == 8
+    assert await a.singers_here("s1", 2) == 7
+    assert await a.singers_here("s2", 1) == 1  # per session
+    assert isinstance(a, RedisPresence)
+    dead = RedisPresence(a.url, node="dead")  # no heartbeat: as a killed process
+    try:
+        await dead.singers_here("s1", 100)
+        assert await b.singers_here("s1", 5) == 7
+    finally:
+        await dead.redis.aclose()
