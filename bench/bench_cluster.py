@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
 
 from bench._procs import Child, Swarm, start_child  # noqa: E402
 from bench._singers import raise_fd_limit  # noqa: E402
-from bench.bench_server import OUT, Leader, log, machine, pct  # noqa: E402
+from bench.bench_server import Leader, keep_results, log, machine, pct  # noqa: E402
 from tests.support.nginx import running_nginx, sticky_conf  # noqa: E402
 from tests.support.ports import unused_port  # noqa: E402
 from tests.support.services import redis_server  # noqa: E402
@@ -380,11 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = asyncio.run(run(args))
-    OUT.mkdir(parents=True, exist_ok=True)
-    out = args.out or OUT / time.strftime("cluster-%Y%m%d-%H%M%S.json", time.gmtime())
-    out.write_text(json.dumps(res, indent=1))
-    print(report(res))
-    print(f"\n(results: {out})")
+    keep_results(res, args.out, "cluster", report(res))
     return 0
 
 

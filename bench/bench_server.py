@@ -895,12 +895,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     res = asyncio.run(run(args))
-    OUT.mkdir(parents=True, exist_ok=True)
-    out = args.out or OUT / time.strftime("server-%Y%m%d-%H%M%S.json", time.gmtime())
-    out.write_text(json.dumps(res, indent=1))
-    print(report(res))
-    print(f"\n(results: {out})")
+    keep_results(res, args.out, "server", report(res))
     return 0
+
+
+def keep_results(res: dict[str, Any], out: Path | None, prefix: str, tables: str) -> None:
+    """Print ``tables`` and keep the raw results in ``out`` (default
+    ``bench/out/<prefix>-<UTC time>.json``)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = out or OUT / time.strftime(f"{prefix}-%Y%m%d-%H%M%S.json", time.gmtime())
+    out.write_text(json.dumps(res, indent=1))
+    print(tables)
+    print(f"\n(results: {out})")
 
 
 if __name__ == "__main__":
