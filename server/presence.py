@@ -317,11 +317,10 @@ class RedisPresence:
             for key in keys:
                 pipe.hgetall(key)
             held: list[dict[bytes, bytes]] = await pipe.execute()
-        nodes = sorted({node for sockets in held for node in sockets.values()})
+        nodes = {node for sockets in held for node in sockets.values()}
         if not nodes:
             return set()
-        beats = await self.redis.mget([b"tutti:node:" + n for n in nodes])
-        alive = {n for n, beat in zip(nodes, beats, strict=True) if beat is not None}
+        alive = await self._alive(nodes)
         found = set()
         for pid, key, sockets in zip(pids, keys, held, strict=True):
             dead = [sid for sid, node in sockets.items() if node not in alive]
@@ -364,9 +363,13 @@ class RedisPresence:
             pipe.expire(key, _KEEP_S)
             pipe.hgetall(key)
             held: dict[bytes, bytes] = (await pipe.execute())[-1]
-        nodes = sorted(held)
-        beats = await self.redis.mget([b"tutti:node:" + n for n in nodes])
-        return sum(int(held[n]) for n, beat in zip(nodes, beats, strict=True) if beat is not None)
+        return sum(int(held[n]) for n in await self._alive(set(held)))
+
+    async def _alive(self, nodes: set[bytes]) -> set[bytes]:
+        """Those of ``nodes`` (process names) whose heartbeat has not expired."""
+        names = sorted(nodes)
+        beats = await self.redis.mget([b"tutti:node:" + n for n in names])
+        return {n for n, beat in zip(names, beats, strict=True) if beat is not None}
 
     async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
         # the marks are shared, and a session's turn is a key only one process can set per
