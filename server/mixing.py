@@ -52,6 +52,9 @@ __all__ = ["MIX_DIR", "MixMade", "Mixes", "make_mix", "prepare_folder"]
 
 log = logging.getLogger("tutti.mixing")
 
+#: Niceness of the mix workers: uploads, take control and the event loop go first when the
+#: CPU is short; a mix only waits while they run.
+MIX_NICE = 10
 #: Folder of the server's mixes inside a take folder (not part of ``take.json``).
 MIX_DIR = "mix"
 #: The mix's state, in the take folder: not in ``mix/``, which a failing mix removes when it
@@ -180,9 +183,11 @@ def _choices(take: Take, status: TakeMix) -> tuple[tuple[tuple[str, float], ...]
     return gains, tuple(recorded[p] for p in status.muted if p in recorded)
 
 
-def _watch_parent(parent: int) -> None:
-    """Worker process initializer: end this worker when the server is gone (killed with
-    SIGKILL, it cannot shut its pool down), instead of lingering as an orphan."""
+def _start_worker(parent: int) -> None:
+    """Worker process initializer: yield the CPU to the server, and end this worker when the
+    server is gone (killed with SIGKILL, it cannot shut its pool down), instead of lingering
+    as an orphan."""
+    os.nice(MIX_NICE)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -631,7 +636,7 @@ class Mixes:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=ctx,
-                initializer=_watch_parent,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
             for _ in range(self.workers):  # one each: the pool starts a process per job

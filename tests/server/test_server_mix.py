@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from tests.server.helpers import Leader, Recorder, Singer, create_session, error
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
 from tutti.server.app_keys import SERVICES
-from tutti.server.mixing import MIX_DIR, Mixes
+from tutti.server.mixing import MIX_DIR, MIX_NICE, Mixes
 from tutti.takeformat import parse_manifest
 from tutti.wire import Ev, TakeMix
 
@@ -533,3 +534,16 @@ async def test_a_singer_who_deletes_their_recording_is_taken_out_of_the_mix(
     await m.ready(2)
     mix, rate = await m.flac()
     assert _level_db(mix, TONES["Bea"], rate) - _level_db(mix, TONES["Ann"], rate) < -60
+
+
+def test_mix_workers_yield_the_cpu_to_the_server() -> None:
+    """The workers run at a lower priority, so an upload storm or a take start never waits
+    behind a mix (bench_server.py measured the storm beside the mixing of the last one)."""
+    mixes = Mixes(None, None, None, Path, workers=1)  # type: ignore[arg-type]
+    mixes._running = True  # as Mixes.run does; the pool starts with the first job
+    try:
+        niceness = mixes._submit(os.nice, 0).result(timeout=120)
+    finally:
+        assert mixes._pool is not None
+        mixes._pool.shutdown(wait=True)
+    assert niceness == min(19, os.nice(0) + MIX_NICE)
