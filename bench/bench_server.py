@@ -151,6 +151,17 @@ class Leader:
     async def stop(self, take_id: str) -> None:
         await self.call("POST", f"/api/session/takes/{take_id}/stop")
 
+    async def mix_settled(self, take_id: str, timeout_s: float = 900.0) -> tuple[str, float]:
+        """Coroutine: wait until the server's mix of the take is ready or failed; its state
+        and the seconds waited (the next storm must not run beside this one's mixing)."""
+        t = time.monotonic()
+        async with asyncio.timeout(timeout_s):
+            while True:
+                mix = await self.call("GET", f"/api/session/takes/{take_id}/mix")
+                if mix["state"] in ("ready", "failed"):
+                    return str(mix["state"]), time.monotonic() - t
+                await asyncio.sleep(0.5)
+
 
 # ----------------------------------------------------------------------- clock
 
@@ -366,7 +377,8 @@ async def tus_round(
 ) -> dict[str, Any]:
     """One storm: every singer uploads its file at once with tutti's uploader and its
     defaults; with ``kill_at``, ``kill -9`` the server once that share of all bytes is
-    acknowledged and restart it.  Every stored file is then downloaded back and hashed."""
+    acknowledged and restart it.  Every stored file is then downloaded back and hashed, and
+    the server's mix of the take is waited for, so no storm runs beside the last one's mix."""
     take_id = await leader.arm()
     await leader.start(take_id)
     await leader.stop(take_id)
@@ -412,9 +424,13 @@ async def tus_round(
             if kill_task is not None and not kill_task.done():
                 kill_task.cancel()
         wall = time.monotonic() - t
+        log("uploads: all stored in %.1f s; checking them, then waiting for the mix", wall)
         if kill_task is not None:
             await kill_task  # the kill happened (else the storm ended first: an error)
     stored, corrupt = await verify_take(server, leader, take_id, singers, files)
+    mix_state, mix_wait_s = await leader.mix_settled(take_id)
+    for folder in server.data.glob(f"takes/*/{take_id}"):  # disk space for the next round
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
     chunks = [n for u in ups for n in u.chunks]
     return {
         "wall_s": wall,
@@ -428,6 +444,8 @@ async def tus_round(
         "stored": stored,
         "missing": len(files) - stored,
         "corrupt": corrupt,
+        "mix": mix_state,
+        "mix_wait_s": mix_wait_s,
         **({"killed_at_mb": killed["at_mb"], "away_s": killed["away_s"]} if killed else {}),
     }
 
@@ -439,8 +457,7 @@ async def verify_take(
     singers: list[tuple[str, str]],
     files: list[tuple[WavSource, Path]],
 ) -> tuple[int, int]:
-    """(stored, corrupt): the manifest's sha256 and the bytes served back, per singer; then
-    the take's folder is deleted (disk space for the next round)."""
+    """(stored, corrupt): the manifest's sha256 and the bytes served back, per singer."""
     manifest = await leader.call("GET", f"/api/session/takes/{take_id}/manifest")
     expected = {pid: src.sha256 for (_, pid), (src, _) in zip(singers, files, strict=True)}
     corrupt = 0
@@ -459,8 +476,6 @@ async def verify_take(
         want = expected.get(rec.get("participant_id", ""))
         if want is None or rec.get("sha256") != want or h.hexdigest() != want:
             corrupt += 1
-    for folder in server.data.glob(f"takes/*/{take_id}"):
-        shutil.rmtree(folder, ignore_errors=True)
     return len(recs), corrupt
 
 
@@ -478,6 +493,7 @@ async def put_round(
             900,
         )
         wall = time.monotonic() - t
+    log("uploads: all stored by the peer in %.1f s; checking them", wall)
     sums = await asyncio.to_thread(lambda: [file_sha256(folder / p.name) for _, p in files])
     shutil.rmtree(folder, ignore_errors=True)
     total = sum(src.size for src, _ in files)
