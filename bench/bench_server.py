@@ -22,7 +22,7 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    takes alternate: tutti, peer, tutti, ...
 3. **uploads** — on a ``tutti serve`` of its own, ``--uploads`` singers join; per round a
    take is armed, started and stopped, then each singer uploads its ``--upload-mb`` MB WAV
-   file at once with tutti's own uploader and its defaults
+   (or, with ``--upload-format flac``, 24-bit FLAC) file at once with tutti's own uploader and its defaults
    (:class:`tutti.client.uploader.TusUploader`); every stored file is downloaded back
    through the leader's take file route and its sha256 compared.  Then the same files as
    plain streamed PUTs to ``bench/_peer_put.py`` (written + fsynced), verified on disk.
@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
 
 from bench._procs import Child, Swarm, start_child  # noqa: E402
 from bench._singers import raise_fd_limit  # noqa: E402
-from bench._uploads import WavSource, file_sha256, put_file  # noqa: E402
+from bench._uploads import FlacSource, UploadSource, WavSource, file_sha256, put_file  # noqa: E402
 from tutti.client.clock import ClockEstimator, ClockSync  # noqa: E402
 from tutti.client.uploader import TusUploader, UploadJob, UploadProgress  # noqa: E402
 from tutti.wire import PROTOCOL_VERSION  # noqa: E402
@@ -372,7 +372,7 @@ async def tus_round(
     server: UploadServer,
     leader: Leader,
     singers: list[tuple[str, str]],
-    files: list[tuple[WavSource, Path]],
+    files: list[tuple[UploadSource, Path]],
     kill_at: float | None = None,
 ) -> dict[str, Any]:
     """One storm: every singer uploads its file at once with tutti's uploader and its
@@ -382,6 +382,7 @@ async def tus_round(
     take_id = await leader.arm()
     await leader.start(take_id)
     await leader.stop(take_id)
+    await asyncio.to_thread(os.sync)  # no storm flushes the last one's writes
     total = sum(src.size for src, _ in files)
     acked = [0] * len(files)
     retries = [0] * len(files)
@@ -400,7 +401,7 @@ async def tus_round(
             for i, (token, _) in enumerate(singers)
         ]
 
-        async def one(up: TusUploader, src: WavSource, path: Path) -> float:
+        async def one(up: TusUploader, src: UploadSource, path: Path) -> float:
             job = UploadJob(path, take_id, src.sha256, src.recording())
             t = time.monotonic()
             await up.upload(job)
@@ -455,7 +456,7 @@ async def verify_take(
     leader: Leader,
     take_id: str,
     singers: list[tuple[str, str]],
-    files: list[tuple[WavSource, Path]],
+    files: list[tuple[UploadSource, Path]],
 ) -> tuple[int, int]:
     """(stored, corrupt): the manifest's sha256 and the bytes served back, per singer."""
     manifest = await leader.call("GET", f"/api/session/takes/{take_id}/manifest")
@@ -480,10 +481,11 @@ async def verify_take(
 
 
 async def put_round(
-    peer_url: str, files: list[tuple[WavSource, Path]], folder: Path
+    peer_url: str, files: list[tuple[UploadSource, Path]], folder: Path
 ) -> dict[str, Any]:
     """The same files as streamed PUTs to the peer at once, each hashed on its disk after."""
     folder.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(os.sync)  # no storm flushes the last one's writes
     conn = aiohttp.TCPConnector(limit=len(files) + 8)
     timeout = aiohttp.ClientTimeout(total=900, sock_read=120)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as http:
@@ -506,14 +508,21 @@ async def put_round(
 
 
 async def bench_uploads(
-    count: int, size: int, rounds: int, kill_at: float | None, tmpdir: Path, logdir: Path
+    count: int,
+    size: int,
+    rounds: int,
+    kill_at: float | None,
+    tmpdir: Path,
+    logdir: Path,
+    fmt: str = "wav",
 ) -> dict[str, Any]:
     """Phase 3: ``rounds`` × (a tus storm of ``count`` uploads of ``size`` bytes with
     tutti's uploader, then the same files as PUTs to the peer), interleaved; then, with
     ``kill_at``, one more tus storm with a ``kill -9`` of the server in the middle."""
     sources = tmpdir / "upload-sources"
     sources.mkdir()
-    files = [(WavSource(i, size), sources / f"take{i:03d}.wav") for i in range(count)]
+    kind = FlacSource if fmt == "flac" else WavSource
+    files = [(kind(i, size), sources / f"take{i:03d}.{fmt}") for i in range(count)]
     await asyncio.to_thread(lambda: [(src.write(path), src.sha256) for src, path in files])
     server = UploadServer(tmpdir / "upload-data", logdir)
     await server.start()
@@ -783,6 +792,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         args.kill_at if args.kill_at > 0 else None,
                         tmpdir,
                         logdir,
+                        args.upload_format,
                     )
         finally:
             await peer.stop()
@@ -838,6 +848,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--uploads", type=int, default=50, help="concurrent uploads, 0 to skip")
     p.add_argument("--upload-mb", type=float, default=50.0, help="MB per upload (default 50)")
+    p.add_argument(
+        "--upload-format",
+        choices=("wav", "flac"),
+        default="wav",
+        help="wav: 16-bit WAV made on the fly (default); flac: 24-bit FLAC as tutti join "
+        "uploads, encoded first (about 1.5 s per file)",
+    )
     p.add_argument(
         "--upload-rounds",
         type=int,
