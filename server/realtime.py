@@ -317,11 +317,14 @@ class Realtime:
         lives = await self.presence.get(session_id, [p.participant_id for p in people])
         return Roster(tuple(self.entry(p, lives[p.participant_id]) for p in people))
 
-    async def _participant_changed(self, participant_id: str) -> None:
+    async def _participant_changed(self, participant_id: str, here: Live | None = None) -> None:
+        """Send the leaders a participant's entry; ``here``: its live state as this process
+        holds it (the singer's socket is here), which spares a read of the presence."""
         p = self.identity.get(participant_id)
         if p is not None:
-            live = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
-            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, live))
+            if here is None:
+                here = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
+            await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, here))
 
     # ----------------------------------------------------------------- handlers
 
@@ -594,7 +597,7 @@ class Realtime:
         live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
         await self.presence.put(p.session_id, {pid: live})
-        await self._participant_changed(pid)
+        await self._participant_changed(pid, dataclasses.replace(live, connected=True))
 
     async def _level(self, sid: str, payload: Any) -> None:
         rep = parse_level_report(payload)

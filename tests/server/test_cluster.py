@@ -142,6 +142,7 @@ async def test_one_session_over_two_processes(
                 lambda d: d["participant_id"] == singers[1].participant_id and d["clock"],
             )
             assert entry["clock"]["offset"] == 0.125
+            assert entry["connected"] is True  # from B's own state, not read back from Redis
             await _until(
                 lambda e: e["lost_frames"] == 7 and e["level"]["rms_db"] == -18.0,
                 http_a,
