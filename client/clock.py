@@ -76,24 +76,27 @@ class ResyncPacer:
     """When to re-sync the clock: as often as the offset's measured movement needs.
 
     The interval doubles (up to :data:`RESYNC_MAX_S`) while the offset moves less than the
-    estimates' own error explains, and drops at once to what :data:`RESYNC_TOLERANCE_S` allows
-    at the movement measured (at least :data:`RESYNC_MIN_S`): two clocks 100 ppm apart
-    re-sync every 5 s, a quiet pair every minute.
+    two estimates' error bounds together explain, and drops at once to what
+    :data:`RESYNC_TOLERANCE_S` allows at the movement measured (at least
+    :data:`RESYNC_MIN_S`): two clocks 100 ppm apart re-sync every 5 s, a quiet pair every
+    minute, and estimates made noisy by a loaded server (wide bounds) do not call for more
+    probes to load it further.
     """
 
     def __init__(self) -> None:
         self.interval = RESYNC_MIN_S
-        self._last: tuple[float, float] | None = None
+        self._last: tuple[float, float, float] | None = None
 
     def next_interval(self, now: float, offset: float, error_bound: float) -> float:
         """Seconds until the next re-sync, after one at ``now`` gave ``offset`` ± ``error_bound``
         (all in seconds)."""
         if self._last is not None and now > self._last[0]:
-            then, before = self._last
-            moving = max(0.0, abs(offset - before) - error_bound) / (now - then)
+            then, before, bound_before = self._last
+            explained = error_bound + bound_before
+            moving = max(0.0, abs(offset - before) - explained) / (now - then)
             needed = RESYNC_TOLERANCE_S / moving if moving > 0 else RESYNC_MAX_S
             self.interval = max(RESYNC_MIN_S, min(RESYNC_MAX_S, needed, 2 * self.interval))
-        self._last = (now, offset)
+        self._last = (now, offset, error_bound)
         return self.interval
 
 

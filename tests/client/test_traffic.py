@@ -108,3 +108,19 @@ async def test_a_steady_path_needs_fewer_join_probes_a_jittery_one_gets_all() ->
     plain = _Path([(100e-6, 100e-6)])
     await ClockSync(plain.ack, now=plain.now).burst(JOIN_PROBES, spacing=0)
     assert plain.sent == JOIN_PROBES + 16  # without until_steady, as before
+
+
+def test_estimates_noisy_within_their_bounds_do_not_bring_resyncs_sooner() -> None:
+    """A loaded server makes each estimate wobble by up to its bound (here ±0.8 ms, bounds
+    of 1 ms): two estimates 1.6 ms apart are still the same offset, so the re-syncs slow
+    down instead of adding probes to the load."""
+    pacer, t, intervals = ResyncPacer(), 0.0, []
+    for k in range(8):
+        intervals.append(pacer.next_interval(t, 0.010 + (0.8e-3 if k % 2 else -0.8e-3), 1e-3))
+        t += intervals[-1]
+    assert intervals[-1] == RESYNC_MAX_S
+    # the same wobble with bounds that do not cover it is movement: re-sync soon
+    pacer, t = ResyncPacer(), 0.0
+    for k in range(8):
+        t += pacer.next_interval(t, 0.010 + (0.8e-3 if k % 2 else -0.8e-3), 0.2e-3)
+    assert pacer.interval == RESYNC_MIN_S
