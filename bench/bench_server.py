@@ -22,9 +22,10 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    takes alternate: tutti, peer, tutti, ...
 3. **uploads** — on a ``tutti serve`` of its own, ``--uploads`` singers join; per round a
    take is armed, started and stopped, then each singer uploads its ``--upload-mb`` MB WAV
-   (or, with ``--upload-format flac``, 24-bit FLAC) file at once with tutti's own uploader and its defaults
-   (:class:`tutti.client.uploader.TusUploader`); every stored file is downloaded back
-   through the leader's take file route and its sha256 compared.  Then the same files as
+   (or, with ``--upload-format flac``, 24-bit FLAC) file at once with tutti's own uploader
+   and its defaults (:class:`tutti.client.uploader.TusUploader`); every stored file is
+   downloaded back through the leader's take file route and its sha256 compared, and the
+   server's mix of the take is waited for.  Then the same files as
    plain streamed PUTs to ``bench/_peer_put.py`` (written + fsynced), verified on disk.
    ``--upload-rounds`` such pairs, interleaved; then one more tus storm in which the server
    is ``kill -9``-ed once ``--kill-at`` of the bytes are acknowledged and restarted.
