@@ -5,10 +5,13 @@ bleed subtracted from the placed recording (:mod:`tutti.audio.bleed` does the fi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +34,7 @@ __all__ = ["HeardPrograms", "debleed"]
 
 _BLOCK = 1 << 15  # frames of program per subtraction step (its FFT length)
 _HOPS_PER_READ = 64  # hops per read while measuring a recording
+_RENDER_BLOCK = 1 << 16  # frames of a part's program rendered at a time
 #: What a scan of a part's program found (whether it is limited, its hop energies), by what
 #: the program is made of: a server worker prepares every recording of a take one by one,
 #: and each would scan the same program again (a quarter of a second for 5 minutes).
@@ -60,11 +64,26 @@ class _ClippedBacking:
 
 @dataclasses.dataclass
 class _Heard:
-    """One part's program, built once: the sound, whether its ears differ, hop energies."""
+    """One part's program, built once: the sound, whether its ears differ, hop energies, and
+    the program rendered whole (None: rendered range by range as asked)."""
 
     sound: ProgramSound
     channels: int  # 2 when left and right differ (a stereo backing), else 1
     hop_energy: npt.NDArray[np.float64]  # mean square per timeline hop, from timeline 0
+    rendered: RawAudio | None = None
+
+    def render(self, lo: int, hi: int) -> AudioArray:
+        """Timeline frames [lo, hi) of what the singer heard, :attr:`channels` wide; zeros
+        outside the program."""
+        if self.rendered is None:
+            return self.sound.render(lo, hi)[:, : self.channels]
+        if 0 <= lo and hi <= self.rendered.frames:
+            return self.rendered.read(lo, hi)
+        out = np.zeros((max(0, hi - lo), self.channels), np.float32)
+        a, b = max(lo, 0), min(hi, self.rendered.frames)
+        if b > a:
+            out[a - lo : b - lo] = self.rendered.read(a, b)
+        return out
 
 
 class HeardPrograms:
@@ -75,13 +94,27 @@ class HeardPrograms:
     has a tempo; the backings are those decoded in pass 1 (:meth:`backing_ready`).
     """
 
-    def __init__(self, settings: Any, rate: int, backings: Sequence[Backing]) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        rate: int,
+        backings: Sequence[Backing],
+        *,
+        scratch: Path | None = None,
+        kept: Path | None = None,
+        opened: list[RawAudio] | None = None,
+    ) -> None:
         self.settings = dataclasses.replace(settings, rate=rate) if settings is not None else None
         self.rate = rate
         self.backings = list(backings)
+        #: where each part's program is rendered whole (None: rendered range by range), and
+        #: where one whose content is pinned is kept for the next mix (the server's)
+        self.scratch, self.kept = scratch, kept
+        self._opened = opened if opened is not None else []  # the mix closes them
         self._raws: dict[int, RawAudio] = {}
         self._ready = [threading.Event() for _ in self.backings]
         self._lock = threading.Lock()
+        self._part_locks: dict[int | None, threading.Lock] = {}
         self._parts: dict[int | None, _Heard | None] = {}
         self._layout: FitLayout | None = None
 
@@ -116,7 +149,9 @@ class HeardPrograms:
             while not self._ready[k].wait(0.1):
                 if stop.is_set():
                     raise Stopped
-        with self._lock:
+        with self._lock:  # one part's build does not hold up the others'
+            lock = self._part_locks.setdefault(k, threading.Lock())
+        with lock:
             if k not in self._parts:
                 self._parts[k] = self._build(k)
             return self._parts[k]
@@ -156,7 +191,42 @@ class HeardPrograms:
                     _SCANS[key] = scanned
         sound.limited = scanned[0]
         channels = 2 if raw is not None and raw.channels == 2 else 1
-        return _Heard(sound, channels, scanned[1])
+        heard = _Heard(sound, channels, scanned[1])
+        heard.rendered = self._rendered(heard, key, k)
+        if heard.rendered is not None:
+            self._opened.append(heard.rendered)
+        return heard
+
+    def _rendered(self, heard: _Heard, key: str | None, k: int | None) -> RawAudio | None:
+        """The part's program rendered whole: every recording of the part reads it instead of
+        rendering the click and the backing again for each of its blocks (a seventh of pass
+        1's CPU); kept in :attr:`kept` when its content is pinned, else in the scratch folder.
+        The same samples as :meth:`ProgramSound.render` of any range (sample by sample)."""
+        if self.scratch is None:
+            return None
+        folder = self.kept if self.kept is not None and key is not None else self.scratch
+        what = json.dumps([key if key is not None else f"part {k}", heard.sound.limited,
+                           heard.channels])  # fmt: skip
+        path = folder / f"{hashlib.sha256(what.encode('utf-8')).hexdigest()[:40]}.program.f32"
+        frames = heard.sound.frames
+        try:
+            return RawAudio.existing(path, heard.channels, frames)
+        except (OSError, ValueError):
+            pass  # not made yet (or cut short: made again)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+        out = RawAudio(tmp, heard.channels)
+        try:
+            for a in range(0, frames, _RENDER_BLOCK):
+                block = heard.sound.render(a, min(frames, a + _RENDER_BLOCK))
+                out.append(np.ascontiguousarray(block[:, : heard.channels]))
+        except BaseException:
+            out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)  # whole or not there: another process may be reading it
+        out.path = path
+        return out
 
     def _scan_key(self, k: int | None, hop: int) -> str | None:
         """What part ``k``'s program is made of (None when its backing's content is not
@@ -282,7 +352,7 @@ def _hops(
         lo = first + int(i) * hop
         xs[s] = _mono(raw.read(lo, lo + hop))
         t = ts + lo
-        q[s] = heard.sound.render(t - before, t + hop + after)[:, :c]
+        q[s] = heard.render(t - before, t + hop + after)
     return xs, q, (ts + first + idx * hop).astype(np.float64)
 
 
@@ -299,7 +369,7 @@ def _subtract(
 
     before, after = fit.layout.context
     ramp = max(1, round(FADE_S * rate))
-    c, ts = heard.channels, item.timeline_start
+    ts = item.timeline_start
     step = _BLOCK - fit.layout.taps + 1  # so that the program's FFT is _BLOCK long
 
     def predicted(a: int) -> tuple[npt.NDArray[np.float32], int] | None:
@@ -310,7 +380,7 @@ def _subtract(
         lo, hi = max(t, 0), min(ts + b, heard.sound.frames)
         if hi <= lo:
             return None
-        q = heard.sound.render(lo - before, hi + after)[:, :c]
+        q = heard.render(lo - before, hi + after)
         pred = np.zeros(b - a, np.float32)
         pred[lo - t : hi - t] = bleed.predict(fit, q, lo)
         if gaps:

@@ -369,7 +369,9 @@ def mix_into(
     stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
     heard = None
     if not plan.keep_bleed:
-        heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings])
+        programs = None if plan.prepared is None else plan.prepared / prepared.PROGRAMS
+        heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings],
+                              scratch=work, kept=programs, opened=opened)  # fmt: skip
     kept = plan.prepared
     senses = any(senses_drift(i, plan.no_drift) for i in plan.items)
     # what a recording alone tells of the drift is measured when the take senses drift, and

@@ -47,6 +47,7 @@ _AWAIT_POLL_S = 0.02
 __all__ = [
     "BACKINGS",
     "PENDING",
+    "PROGRAMS",
     "Kept",
     "backing_name",
     "ended_marker",
@@ -66,6 +67,8 @@ __all__ = [
 BACKINGS = "backing"
 #: The pending entries' folder inside the kept pass 1's (apart: they are not done).
 PENDING = "pending"
+#: The parts' programs rendered whole for bleed removal (:mod:`tutti.mix.debleed`), apart.
+PROGRAMS = "programs"
 #: A kept pass 1: the recording's audio, its analysis, and what it measured for the drift.
 Kept = tuple["RawAudio", "VoiceAnalysis", "Sensed"]
 

@@ -192,3 +192,54 @@ def test_a_parts_program_is_scanned_once_per_process_when_its_content_is_pinned(
     heard(""), heard("")  # not pinned: never reused
     assert len(scans) == 4
     raw.close()
+
+
+def test_a_parts_program_is_rendered_once_and_read_as_rendered_by_range(tmp_path: Path) -> None:
+    """Each part's program (click and a backing that clips, so soft-limited) is rendered
+    whole once: every range a recording asks for, inside the program or across its ends,
+    is the same samples as the program rendered for that range; the server's kept one is
+    opened by the next job instead of rendered again, and a backing not pinned by a sha256
+    is rendered in the mix's scratch folder only."""
+    import threading
+
+    from tutti.mix import debleed
+    from tutti.mix.scratch import RawAudio
+    from tutti.takeformat import Backing
+    from tutti.wire import SessionSettings
+
+    settings = SessionSettings(title="t", rate=RATE, bpm=100)
+    raw = RawAudio(tmp_path / "backing.raw", 2)
+    rng = np.random.default_rng(7)
+    raw.append((rng.standard_normal((5 * RATE, 2)) * 0.6).astype(np.float32))
+    stop = threading.Event()
+    kept, scratch = tmp_path / "kept", tmp_path / "scratch"
+
+    def heard(sha: str, where: Path) -> tuple[debleed._Heard, list[RawAudio]]:
+        opened: list[RawAudio] = []
+        programs = debleed.HeardPrograms(
+            settings, RATE, [Backing("S", "b.flac", sha, 0)], scratch=where, kept=kept,
+            opened=opened,
+        )  # fmt: skip
+        programs.backing_ready(0, raw)
+        got = programs.heard("S", stop)
+        assert got is not None and got.rendered is not None
+        return got, opened
+
+    first, opened = heard("ab" * 32, scratch)
+    assert first.sound.limited and first.channels == 2
+    assert opened == [first.rendered] and first.rendered.path.parent == kept
+    frames = first.sound.frames
+    for lo, hi in [(-500, 300), (0, 4096), (12345, 12345 + 70000), (frames - 99, frames + 800),
+                   (frames + 5, frames + 10), (-RATE, frames + RATE)]:  # fmt: skip
+        assert np.array_equal(first.render(lo, hi), first.sound.render(lo, hi)), (lo, hi)
+    made = first.rendered.path.stat().st_mtime_ns
+    again, _ = heard("ab" * 32, tmp_path / "other-scratch")  # the next job: opened, not made
+    assert again.rendered is not None and again.rendered.path == first.rendered.path
+    assert again.rendered.path.stat().st_mtime_ns == made
+    assert np.array_equal(again.render(100, 9000), first.sound.render(100, 9000))
+    loose, _ = heard("", scratch)  # not pinned: its content may differ next time
+    assert loose.rendered is not None and loose.rendered.path.parent == scratch
+    assert sorted(p.name.endswith(".program.f32") for p in kept.iterdir()) == [True]
+    for r in (first.rendered, again.rendered, loose.rendered):
+        r.close()
+    raw.close()
