@@ -299,7 +299,8 @@ class _ProgramWave:
                 frames = max([plan.start + plan.frames, *ends]) + rate  # a second's margin
                 # to the next whole minute: the recordings of a take share a kept wave
                 frames = -(-frames // (60 * rate)) * 60 * rate
-                self._wave = program_wave(plan.session, plan.backings, frames, rate)
+                self._wave = program_wave(plan.session, plan.backings, frames, rate,
+                                          programs_folder(plan))  # fmt: skip
                 self._made = True
             return self._wave
 
@@ -330,6 +331,11 @@ def _own(raw: RawAudio, work: Path, opened: list[RawAudio]) -> RawAudio:
     own = RawAudio.existing(copy, raw.channels, raw.frames, int16=raw.dtype == np.int16)
     opened.append(own)
     return own
+
+
+def programs_folder(plan: MixPlan) -> Path | None:
+    """Where what the singers heard is kept for the take's next mix (the server's), or None."""
+    return None if plan.prepared is None else plan.prepared / prepared.PROGRAMS
 
 
 def backings_needed(plan: MixPlan, heard: HeardPrograms | None) -> list[int]:
@@ -369,9 +375,8 @@ def mix_into(
     stop = threading.Event()  # set when pass 1 fails: the other jobs end at their next block
     heard = None
     if not plan.keep_bleed:
-        programs = None if plan.prepared is None else plan.prepared / prepared.PROGRAMS
         heard = HeardPrograms(plan.manifest.settings, rate, [b for b, _ in plan.backings],
-                              scratch=work, kept=programs, opened=opened)  # fmt: skip
+                              scratch=work, kept=programs_folder(plan), opened=opened)  # fmt: skip
     kept = plan.prepared
     senses = any(senses_drift(i, plan.no_drift) for i in plan.items)
     # what a recording alone tells of the drift is measured when the take senses drift, and
@@ -518,7 +523,8 @@ def mix_into(
     _run_jobs(progress.stage("reading and analysing", len(jobs)), jobs, plan.jobs, stop,
               pipeline, ws.hold)  # fmt: skip
     if held and not plan.prepare_only:  # drift measured against the whole take
-        reference = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate)
+        reference = heard_reference(plan.session, plan.backings, plan.start + plan.frames, rate,
+                                    programs_folder(plan))  # fmt: skip
         cells = (plan.start + plan.frames) // hop_for(rate) + 1
         todo = [i for i in plan.items if i.index in held]
         fits = ensemble_drifts(plan.items, sensed, todo, reference, rate, cells)

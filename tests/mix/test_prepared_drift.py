@@ -116,3 +116,43 @@ def test_separate_clocks_are_prepared_as_far_as_each_goes_alone_and_mix_the_same
     again = np.asarray(sf.read(str(take / "mix" / "mix-2.flac"), dtype="int32")[0])
     theirs = _tutti_mix(take, tmp_path / "theirs2.flac", "--gain", f"{onsets}=-6.0")
     assert np.array_equal(again, theirs)
+
+
+def test_the_program_wave_is_made_once_per_take_for_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The click and backings at 8 kHz, which a separate clock's drift is measured against,
+    are made by the first worker that needs them and kept with the take: another worker
+    (nothing of its own in memory) reads the same samples instead of decoding the backings;
+    a longer take makes a longer one, the same over the first one's length."""
+    from tutti.mix import driftsense
+    from tutti.mix.folder import probe
+    from tutti.takeformat import Backing
+    from tutti.wire import SessionSettings
+
+    audio = np.stack([backing(song(8.0, RATE))] * 2, axis=1)
+    sf.write(tmp_path / "b.flac", audio, RATE, subtype="PCM_24")
+    sha = hashlib.sha256((tmp_path / "b.flac").read_bytes()).hexdigest()
+    pinned = [(Backing("S", "b.flac", sha, 4800), probe(tmp_path, "b.flac", "backing"))]
+    settings = SessionSettings(title="t", rate=RATE, bpm=120)
+    made: list[str] = []
+    real = driftsense._backing_wave
+
+    def counting(audio: Any, *args: Any) -> None:
+        made.append(audio.path.name)
+        real(audio, *args)
+
+    monkeypatch.setattr(driftsense, "_backing_wave", counting)
+    monkeypatch.setattr(driftsense, "_WAVES", {})
+    kept = tmp_path / "kept"
+    first = driftsense.program_wave(settings, pinned, 5 * RATE, RATE, kept)
+    assert first is not None and np.any(first) and made == ["b.flac"]
+    driftsense._WAVES.clear()  # the take's other worker
+    again = driftsense.program_wave(settings, pinned, 5 * RATE, RATE, kept)
+    assert again is not None and np.array_equal(again, first) and made == ["b.flac"]
+    driftsense._WAVES.clear()
+    longer = driftsense.program_wave(settings, pinned, 9 * RATE, RATE, kept)
+    assert longer is not None and len(made) == 2
+    # the same samples (but the last: a click sounding there was cut at the shorter end)
+    assert np.array_equal(longer[: len(first) - 1], first[:-1]) and len(longer) > len(first)
+    assert [p.suffix for p in kept.iterdir()] == [".npy"]  # one wave; no temporary left
