@@ -171,10 +171,8 @@ def prepare_recording(job: PrepareJob) -> None:
         mix_take(argv, kept, only=[job.file])
     finally:
         ended.touch()
-    # the last recording of its group to be kept sums it (a few reads tell; the sum is ~0.1 s),
-    # unless no singer is still to come: the take's mix sums it then, and would share the CPU
-    coming = any(file is None for file, _ in job.expected)
-    if coming and completes_group(kept_files(kept), job.expected, job.file, job.muted):
+    # the last recording of its group to be kept sums it (a few reads tell; the sum is ~0.1 s)
+    if job.expected and completes_group(kept_files(kept), job.expected, job.file, job.muted):
         mix_take(argv, kept, ahead=job.expected)
 
 
