@@ -214,7 +214,7 @@ def test_a_parts_program_is_rendered_once_and_read_as_rendered_by_range(tmp_path
     stop = threading.Event()
     kept, scratch = tmp_path / "kept", tmp_path / "scratch"
 
-    def heard(sha: str, where: Path) -> tuple[debleed._Heard, list[RawAudio]]:
+    def heard(sha: str, where: Path) -> tuple[debleed._Heard, RawAudio, list[RawAudio]]:
         opened: list[RawAudio] = []
         programs = debleed.HeardPrograms(
             settings, RATE, [Backing("S", "b.flac", sha, 0)], scratch=where, kept=kept,
@@ -223,23 +223,22 @@ def test_a_parts_program_is_rendered_once_and_read_as_rendered_by_range(tmp_path
         programs.backing_ready(0, raw)
         got = programs.heard("S", stop)
         assert got is not None and got.rendered is not None
-        return got, opened
+        return got, got.rendered, opened
 
-    first, opened = heard("ab" * 32, scratch)
+    first, rendered, opened = heard("ab" * 32, scratch)
     assert first.sound.limited and first.channels == 2
-    assert opened == [first.rendered] and first.rendered.path.parent == kept
+    assert opened == [rendered] and rendered.path.parent == kept
     frames = first.sound.frames
     for lo, hi in [(-500, 300), (0, 4096), (12345, 12345 + 70000), (frames - 99, frames + 800),
                    (frames + 5, frames + 10), (-RATE, frames + RATE)]:  # fmt: skip
         assert np.array_equal(first.render(lo, hi), first.sound.render(lo, hi)), (lo, hi)
-    made = first.rendered.path.stat().st_mtime_ns
-    again, _ = heard("ab" * 32, tmp_path / "other-scratch")  # the next job: opened, not made
-    assert again.rendered is not None and again.rendered.path == first.rendered.path
-    assert again.rendered.path.stat().st_mtime_ns == made
+    made = rendered.path.stat().st_mtime_ns
+    again, reread, _ = heard("ab" * 32, tmp_path / "other-scratch")  # the next job: opened
+    assert reread.path == rendered.path and reread.path.stat().st_mtime_ns == made
     assert np.array_equal(again.render(100, 9000), first.sound.render(100, 9000))
-    loose, _ = heard("", scratch)  # not pinned: its content may differ next time
-    assert loose.rendered is not None and loose.rendered.path.parent == scratch
+    _, loose, _ = heard("", scratch)  # not pinned: its content may differ next time
+    assert loose.path.parent == scratch
     assert sorted(p.name.endswith(".program.f32") for p in kept.iterdir()) == [True]
-    for r in (first.rendered, again.rendered, loose.rendered):
+    for r in (rendered, reread, loose):
         r.close()
     raw.close()
