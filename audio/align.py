@@ -228,7 +228,7 @@ def find_markers(
 
 
 def resample(recording: AudioArray, from_rate: int, to_rate: int) -> AudioArray:
-    """Resample with soxr at its very-high quality ('VHQ'), through the mix's own streaming
+    """Resample with soxr at its high quality ('HQ'), through the mix's own streaming
     resampler (:mod:`tutti.audio.resample`).
 
     Parameters

@@ -114,11 +114,14 @@ def dedrift(
     what: str,
     stop: threading.Event,
     sensed: DriftEstimate | None = None,
+    *,
+    measure: bool = True,
 ) -> tuple[RawAudio, VoiceAnalyser | None]:
     """Measure the clock drift (from the clock map, else as ``sensed`` from the rest of the
     take by :mod:`tutti.mix.driftsense`, else from markers at both ends); if there is any,
-    resample ``raw`` (streaming) into a new raw file and measure that.  Returns the file to
-    mix and its new analyser (None if the recording was left as it was)."""
+    resample ``raw`` (streaming) into a new raw file, measured on the way when ``measure``
+    (not when bleed removal measures it after).  Returns the file to mix (``raw`` when it
+    was left as it was) and its new analyser (None if ``raw`` is returned or not measured)."""
     from tutti.audio import drift
     from tutti.audio.analysis import VoiceAnalyser
 
@@ -137,17 +140,19 @@ def dedrift(
     if not abs(est.ppm) <= drift.MAX_PPM:
         raise MixError(f"{what}: drift {est.ppm:+.0f} ppm; accepted: within ±{drift.MAX_PPM:.0f}")
     out = RawAudio(raw.path.with_suffix(".dedrift.f32"), raw.channels)
-    analyser = VoiceAnalyser(rate, raw.channels)
+    analyser = VoiceAnalyser(rate, raw.channels) if measure else None
     resample = StreamResampler(drift.clock_rate(rate, est.ppm), float(rate), raw.channels)
     try:
         for a in range(0, raw.frames, READ_BLOCK):
             if stop.is_set():
                 raise Stopped
             block = resample(raw.read(a, min(raw.frames, a + READ_BLOCK)))
-            analyser.feed(block)
+            if analyser is not None:
+                analyser.feed(block)
             out.append(block)
         tail = resample.flush()
-        analyser.feed(tail)
+        if analyser is not None:
+            analyser.feed(tail)
         out.append(tail)
     except BaseException:
         out.close()  # the scratch folder's removal deletes the file

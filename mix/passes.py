@@ -415,10 +415,12 @@ def mix_into(
         what = f"recording {item.rec.file} ({item.name})"
         pipeline.get()  # the analysis code is loaded (or what stopped it is raised)
         if corrects_drift(item.rec, plan.no_drift):
-            fixed, again = dedrift(item, raw, rate, plan.session, what, stop, found)
-            if again is not None:
+            # measured again only if it was measured before (else bleed removal measures it)
+            fixed, again = dedrift(item, raw, rate, plan.session, what, stop, found,
+                                   measure=analysis is not None)  # fmt: skip
+            if fixed is not raw:
                 opened.append(fixed)
-                raw, analysis = fixed, again.result()
+                raw, analysis = fixed, None if again is None else again.result()
         if item.rec.gaps:
             raw = _own(raw, work, opened)
             fade_gaps(item, raw, rate)

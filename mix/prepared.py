@@ -69,6 +69,10 @@ BACKINGS = "backing"
 PENDING = "pending"
 #: The parts' programs rendered whole for bleed removal (:mod:`tutti.mix.debleed`), apart.
 PROGRAMS = "programs"
+#: Raised when pass 1 makes other samples from the same inputs (its resampler, its bleed
+#: fit): a server updated between two mixes of a take then makes its pass 1s again, so the
+#: mix stays what ``tutti mix`` makes of the take folder.
+PASS1_VERSION = 2
 #: A kept pass 1: the recording's audio, its analysis, and what it measured for the drift.
 Kept = tuple["RawAudio", "VoiceAnalysis", "Sensed"]
 
@@ -79,6 +83,7 @@ def entry_name(
     """The name of ``item``'s entry: a digest of what its pass 1 depends on."""
     settings = None if manifest.settings is None else manifest.settings.to_dict()
     what: dict[str, Any] = {
+        "pass1": PASS1_VERSION,
         "recording": item.rec.to_dict(),
         "rate": manifest.rate,
         "settings": settings,
