@@ -38,8 +38,6 @@ __all__ = [
     "probe_hops",
     "probe_leak",
     "predict",
-    "predict_from_spectrum",
-    "program_spectrum",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -537,27 +535,13 @@ def predict(fit: LeakFit, q: F32, t0: int) -> F32:
         what a 24-bit file holds).  The filter is the one at the range's centre (ranges
         of a few thousand frames follow a slowly changing path closely).
     """
-    nfft = scipy.fft.next_fast_len(q.shape[0], real=True)
-    n = q.shape[0] - fit.layout.taps + 1
-    return predict_from_spectrum(fit, program_spectrum(q, nfft), nfft, t0, n)
-
-
-def program_spectrum(q: F32, nfft: int) -> npt.NDArray[np.complex64]:
-    """The ``nfft``-point spectrum of a program range ``q`` (frames, C) as :func:`predict`
-    takes it, (nfft // 2 + 1, C): a part's program has one per range, whoever heard it."""
-    qf: npt.NDArray[np.complex64] = scipy.fft.rfft(q, n=nfft, axis=0)
-    return qf
-
-
-def predict_from_spectrum(
-    fit: LeakFit, qf: npt.NDArray[np.complex64], nfft: int, t0: int, n: int
-) -> F32:
-    """:func:`predict` of the ``n`` frames from timeline frame ``t0``, from the spectrum of
-    their program range (:func:`program_spectrum`, ``nfft`` ≥ ``n + taps - 1``)."""
     taps = fit.layout.taps
+    n = q.shape[0] - taps + 1
+    nfft = scipy.fft.next_fast_len(q.shape[0], real=True)
+    qf = scipy.fft.rfft(q, n=nfft, axis=0)
     hf = fit.spectrum_at(t0 + n / 2, nfft)
     spec = qf[:, 0] * hf[:, 0]
-    for c in range(1, qf.shape[1]):  # channel by channel: numpy's sum over a short axis is slow
+    for c in range(1, q.shape[1]):  # channel by channel: numpy's sum over a short axis is slow
         spec += qf[:, c] * hf[:, c]
     y: F32 = scipy.fft.irfft(spec, n=nfft)[taps - 1 : taps - 1 + n]
     return y

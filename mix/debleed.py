@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see tutti.mix.pas
 __all__ = ["HeardPrograms", "debleed"]
 
 _BLOCK = 1 << 15  # frames of program per subtraction step (its FFT length)
-_BINS = _BLOCK // 2 + 1  # its spectrum's
 _HOPS_PER_READ = 64  # hops per read while measuring a recording
 _RENDER_BLOCK = 1 << 16  # frames of a part's program rendered at a time
 #: What a scan of a part's program found (whether it is limited, its hop energies), by what
@@ -72,8 +71,6 @@ class _Heard:
     channels: int  # 2 when left and right differ (a stereo backing), else 1
     hop_energy: npt.NDArray[np.float64]  # mean square per timeline hop, from timeline 0
     rendered: RawAudio | None = None
-    #: :func:`_block_spectrum` of every block, as float32 pairs (None: made as asked)
-    spectra: RawAudio | None = None
 
     def render(self, lo: int, hi: int) -> AudioArray:
         """Timeline frames [lo, hi) of what the singer heard, :attr:`channels` wide; zeros
@@ -196,66 +193,35 @@ class HeardPrograms:
         channels = 2 if raw is not None and raw.channels == 2 else 1
         heard = _Heard(sound, channels, scanned[1])
         heard.rendered = self._rendered(heard, key, k)
-        heard.spectra = self._spectra(heard, key, k)
+        if heard.rendered is not None:
+            self._opened.append(heard.rendered)
         return heard
 
     def _rendered(self, heard: _Heard, key: str | None, k: int | None) -> RawAudio | None:
         """The part's program rendered whole: every recording of the part reads it instead of
         rendering the click and the backing again for each of its blocks (a seventh of pass
-        1's CPU).  The same samples as :meth:`ProgramSound.render` of any range."""
-        frames = heard.sound.frames
-
-        def blocks() -> Iterator[AudioArray]:
-            for a in range(0, frames, _RENDER_BLOCK):
-                block = heard.sound.render(a, min(frames, a + _RENDER_BLOCK))
-                yield np.ascontiguousarray(block[:, : heard.channels])
-
-        return self._made_once(heard, key, k, "program", heard.channels, frames, blocks())
-
-    def _spectra(self, heard: _Heard, key: str | None, k: int | None) -> RawAudio | None:
-        """The spectrum of the program range of each timeline block of the subtraction
-        (:func:`_program_block`), made once per part: each recording of the part needs
-        the same ones, and they were two thirds of its subtraction's FFTs."""
-        step = _block_step(self.layout)
-        count = -(-heard.sound.frames // step)
-
-        def blocks() -> Iterator[AudioArray]:
-            for j in range(count):
-                spectrum = _block_spectrum(heard, self.layout, j)
-                yield np.ascontiguousarray(spectrum).view(np.float32)  # (bins, 2 · channels)
-
-        what = f"spectra {_BLOCK} {self.layout.taps} {self.layout.pre}"
-        return self._made_once(heard, key, k, what, 2 * heard.channels, count * _BINS, blocks())
-
-    def _made_once(
-        self, heard: _Heard, key: str | None, k: int | None, what: str, channels: int,
-        frames: int, blocks: Iterator[AudioArray],
-    ) -> RawAudio | None:  # fmt: skip
-        """A raw file of what the part's program gives (``blocks``), made by the first
-        recording of the part that needs it and read by the others; kept in :attr:`kept`
-        when the program's content is pinned, else in the scratch folder (None without one)."""
+        1's CPU); kept in :attr:`kept` when its content is pinned, else in the scratch folder.
+        The same samples as :meth:`ProgramSound.render` of any range (sample by sample)."""
         if self.scratch is None:
             return None
         folder = self.kept if self.kept is not None and key is not None else self.scratch
-        name = json.dumps([key if key is not None else f"part {k}", heard.sound.limited,
-                           heard.channels, what])  # fmt: skip
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:40]
-        path = folder / f"{digest}.{what.split()[0]}.f32"
+        what = json.dumps([key if key is not None else f"part {k}", heard.sound.limited,
+                           heard.channels])  # fmt: skip
+        path = folder / f"{hashlib.sha256(what.encode('utf-8')).hexdigest()[:40]}.program.f32"
+        frames = heard.sound.frames
         try:
-            raw = RawAudio.existing(path, channels, frames)
+            return RawAudio.existing(path, heard.channels, frames)
         except (OSError, ValueError):
             pass  # not made yet (or cut short: made again)
-        else:
-            self._opened.append(raw)
-            return raw
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
-        out = RawAudio(tmp, channels)
-        self._opened.append(out)
+        out = RawAudio(tmp, heard.channels)
         try:
-            for block in blocks:
-                out.append(block)
+            for a in range(0, frames, _RENDER_BLOCK):
+                block = heard.sound.render(a, min(frames, a + _RENDER_BLOCK))
+                out.append(np.ascontiguousarray(block[:, : heard.channels]))
         except BaseException:
+            out.close()
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, path)  # whole or not there: another process may be reading it
@@ -272,25 +238,6 @@ class HeardPrograms:
         what = {"settings": settings, "rate": self.rate, "hop": hop,
                 "backing": None if backing is None else backing.to_dict()}  # fmt: skip
         return json.dumps(what, sort_keys=True, default=str)
-
-
-def _block_step(layout: FitLayout) -> int:
-    """Timeline frames per subtraction block: block ``j`` is ``[j·step, (j + 1)·step)``, its
-    program range (with the filter's context) :data:`_BLOCK` long."""
-    return _BLOCK - layout.taps + 1
-
-
-def _block_spectrum(heard: _Heard, layout: FitLayout, j: int) -> npt.NDArray[np.complex64]:
-    """The spectrum of block ``j``'s program range, (:data:`_BINS`, channels)."""
-    from tutti.audio.bleed import program_spectrum
-
-    if heard.spectra is not None:
-        pairs = heard.spectra.read(j * _BINS, (j + 1) * _BINS)
-        spectrum: npt.NDArray[np.complex64] = pairs.view(np.complex64)
-        return spectrum
-    step = _block_step(layout)
-    before, after = layout.context
-    return program_spectrum(heard.render(j * step - before, (j + 1) * step + after), _BLOCK)
 
 
 def _mono(block: AudioArray) -> AudioArray:
@@ -420,27 +367,22 @@ def _subtract(
     from tutti.audio.analysis import VoiceAnalyser
     from tutti.audio.gaps import FADE_S, gap_envelope
 
+    before, after = fit.layout.context
     ramp = max(1, round(FADE_S * rate))
     ts = item.timeline_start
-    step = _block_step(fit.layout)  # blocks on the timeline: their spectra are the part's
-    # (block, first and end recording frame) for each timeline block the recording is in
-    spans = [
-        (j, max(0, j * step - ts), min(raw.frames, (j + 1) * step - ts))
-        for j in range(ts // step, (ts + raw.frames - 1) // step + 1)
-    ]
+    step = _BLOCK - fit.layout.taps + 1  # so that the program's FFT is _BLOCK long
 
-    def predicted(j: int, a: int, b: int) -> tuple[npt.NDArray[np.float32], int] | None:
-        """The bleed in recording frames [a, b) (in timeline block ``j``) and how many of
-        them the program sounds in; None where it is silent."""
+    def predicted(a: int) -> tuple[npt.NDArray[np.float32], int] | None:
+        """The bleed in recording frames [a, a + step) and how many of them the program
+        sounds in; None where it is silent."""
+        b = min(raw.frames, a + step)
         t = ts + a
         lo, hi = max(t, 0), min(ts + b, heard.sound.frames)
         if hi <= lo:
             return None
-        y = bleed.predict_from_spectrum(
-            fit, _block_spectrum(heard, fit.layout, j), _BLOCK, j * step, step
-        )
+        q = heard.render(lo - before, hi + after)
         pred = np.zeros(b - a, np.float32)
-        pred[lo - t : hi - t] = y[lo - j * step : hi - j * step]
+        pred[lo - t : hi - t] = bleed.predict(fit, q, lo)
         if gaps:
             pred *= gap_envelope(a, b, gaps, ramp)
         for at, n in slips:
@@ -454,11 +396,12 @@ def _subtract(
         # the next blocks' bleed is predicted in two threads while this one is measured and
         # written: on the last upload's recording the mix has a core to spare
         with ThreadPoolExecutor(max_workers=2) as pool:
-            ahead = in_order(pool, predicted, spans, window=4)
-            for (_, a, b), got in zip(spans, ahead, strict=True):
+            starts = range(0, raw.frames, step)
+            ahead = in_order(pool, predicted, ((a,) for a in starts), window=4)
+            for a, got in zip(starts, ahead, strict=True):
                 if stop.is_set():
                     raise Stopped
-                block = raw.read(a, b)
+                block = raw.read(a, min(raw.frames, a + step))
                 if got is not None:
                     pred, sounding = got
                     energy += float(np.dot(pred, pred))

@@ -197,13 +197,11 @@ def test_a_parts_program_is_scanned_once_per_process_when_its_content_is_pinned(
 def test_a_parts_program_is_rendered_once_and_read_as_rendered_by_range(tmp_path: Path) -> None:
     """Each part's program (click and a backing that clips, so soft-limited) is rendered
     whole once: every range a recording asks for, inside the program or across its ends,
-    is the same samples as the program rendered for that range, and each subtraction
-    block's spectrum is the one made from the program; the server's kept ones are opened by
-    the next job instead of made again, and a backing not pinned by a sha256 is rendered in
-    the mix's scratch folder only."""
+    is the same samples as the program rendered for that range; the server's kept one is
+    opened by the next job instead of rendered again, and a backing not pinned by a sha256
+    is rendered in the mix's scratch folder only."""
     import threading
 
-    from tutti.audio.bleed import layout_for
     from tutti.mix import debleed
     from tutti.mix.scratch import RawAudio
     from tutti.takeformat import Backing
@@ -229,25 +227,18 @@ def test_a_parts_program_is_rendered_once_and_read_as_rendered_by_range(tmp_path
 
     first, rendered, opened = heard("ab" * 32, scratch)
     assert first.sound.limited and first.channels == 2
-    assert opened == [rendered, first.spectra] and rendered.path.parent == kept
+    assert opened == [rendered] and rendered.path.parent == kept
     frames = first.sound.frames
     for lo, hi in [(-500, 300), (0, 4096), (12345, 12345 + 70000), (frames - 99, frames + 800),
                    (frames + 5, frames + 10), (-RATE, frames + RATE)]:  # fmt: skip
         assert np.array_equal(first.render(lo, hi), first.sound.render(lo, hi)), (lo, hi)
-    layout = layout_for(RATE)
-    unkept = debleed._Heard(first.sound, first.channels, first.hop_energy)  # made as asked
-    blocks = -(-frames // debleed._block_step(layout))
-    assert first.spectra is not None and first.spectra.frames == blocks * debleed._BINS
-    for j in (0, 1, blocks - 1):
-        want = debleed._block_spectrum(unkept, layout, j)
-        assert np.array_equal(debleed._block_spectrum(first, layout, j), want), j
     made = rendered.path.stat().st_mtime_ns
     again, reread, _ = heard("ab" * 32, tmp_path / "other-scratch")  # the next job: opened
     assert reread.path == rendered.path and reread.path.stat().st_mtime_ns == made
     assert np.array_equal(again.render(100, 9000), first.sound.render(100, 9000))
     _, loose, _ = heard("", scratch)  # not pinned: its content may differ next time
     assert loose.path.parent == scratch
-    assert sorted(p.name.split(".", 1)[1] for p in kept.iterdir()) == ["program.f32", "spectra.f32"]
-    for r in (*opened, reread, loose):
+    assert sorted(p.name.endswith(".program.f32") for p in kept.iterdir()) == [True]
+    for r in (rendered, reread, loose):
         r.close()
     raw.close()
