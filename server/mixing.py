@@ -165,7 +165,7 @@ def encode_flac(job: FlacJob) -> str:
         os.replace(tmp, flac)
     finally:
         tmp.unlink(missing_ok=True)
-    wav.unlink()
+    wav.unlink(missing_ok=True)  # a newer mix, made meanwhile, may have removed it
     return file_sha256(flac)
 
 
@@ -641,12 +641,17 @@ class Mixes:
         async with state_lock(folder):
             mixes = self._load(take)
             if mixes.made is None or mixes.made.version != made.version:
-                return  # a newer mix (or none: a voice was deleted) replaced it
+                # a newer mix (or none: a voice was deleted) replaced it: its files go
+                await asyncio.to_thread(_remove_version, self.out_dir(take), made)
+                return
             if error is not None:
                 log.warning("event=mix_failed take=%s error=%s", take.take_id, error)
+                mixes.made = None
+                if mixes.status.version != made.version:  # a newer one is being mixed
+                    await asyncio.to_thread(self._save, take, mixes)
+                    return
                 failed = replace(mixes.status, state="failed",
                                  detail=_plain_words(error), files=None)  # fmt: skip
-                mixes.made = None
                 await self._announce(take, mixes, failed)
                 return
             mixes.made = replace(made, sha256={**mixes.made.sha256, "flac": sha})
@@ -771,6 +776,12 @@ def _forget(out: Path, keep_files: set[str]) -> None:
     for old in out.glob("mix-*.*"):
         old.unlink(missing_ok=True)
     prepared.forget(out / "prepared", keep_files)
+
+
+def _remove_version(out: Path, made: MixMade) -> None:
+    """The files of mix ``made`` go (a newer one is served)."""
+    for fmt in (*made.sha256, "wav", "flac"):
+        made.path(out, fmt).unlink(missing_ok=True)
 
 
 def _remove_other_versions(out: Path, made: MixMade) -> None:
