@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # imported in a thread when the mix starts: see _Pipeline
 
 __all__ = [
     "FORMATS",
-    "copy_pcm24",
     "MasterCopy",
     "MixPlan",
     "mix_into",
@@ -197,9 +196,7 @@ def pcm24_words(block: AudioArray) -> npt.NDArray[np.int32]:
     """``block`` as libsndfile stores float samples in 24-bit FLAC — x·2²³ rounded half to
     even, clipped to [−2²³, 2²³ − 1] — in the top 24 bits of int32, which it writes as they
     are: the same file, without libsndfile's own per-sample conversion (about a third of
-    the FLAC write, docs/benchmarks-mix.md).  A 24-bit WAV is written from the same words,
-    so WAV and FLAC hold the same samples (libsndfile's own WAV conversion rounds some
-    samples one step apart)."""
+    the FLAC write, docs/benchmarks-mix.md)."""
     y = np.rint(block * _PCM24_SCALE)
     np.clip(y, -_PCM24_SCALE, _PCM24_SCALE - 1, out=y)
     words: npt.NDArray[np.int32] = y.astype(np.int32) << 8
@@ -207,7 +204,7 @@ def pcm24_words(block: AudioArray) -> npt.NDArray[np.int32]:
 
 
 class _Out:
-    """An output audio file; float blocks to a 24-bit file are converted by
+    """An output audio file; float blocks to a 24-bit FLAC are converted by
     :func:`pcm24_words`."""
 
     def __init__(self, f: sf.SoundFile, words: bool) -> None:
@@ -216,10 +213,6 @@ class _Out:
 
     def write(self, block: AudioArray) -> None:
         self._f.write(pcm24_words(block) if self._words else block)
-
-    def write_words(self, words: npt.NDArray[np.int32]) -> None:
-        """Write int32 words of a 24-bit file as they are (the top 24 bits are kept)."""
-        self._f.write(words)
 
     def __enter__(self) -> _Out:
         return self
@@ -234,15 +227,7 @@ def open_out(path: Path, fmt: str, rate: int, channels: int) -> _Out:
     level = _FLAC_LEVEL if kind == "FLAC" else None
     f = sf.SoundFile(str(path), "w", rate, channels, subtype, format=kind,
                      compression_level=level)  # fmt: skip
-    return _Out(f, subtype == "PCM_24")
-
-
-def copy_pcm24(src: Path, dest: Path, fmt: str) -> None:
-    """The 24-bit audio file ``src`` written again as a new file ``dest`` of format ``fmt``
-    (a 24-bit key of :data:`FORMATS`): the same samples, read and written as int32 words."""
-    with sf.SoundFile(str(src)) as f, open_out(dest, fmt, f.samplerate, f.channels) as out:
-        for words in f.blocks(READ_BLOCK, dtype="int32", always_2d=True):
-            out.write_words(words)
+    return _Out(f, (kind, subtype) == ("FLAC", "PCM_24"))
 
 
 def write_stem(

@@ -88,7 +88,7 @@ async def post_mix(request: web.Request) -> web.Response:
 
 async def _send_mix(request: web.Request, take: Take, fmt: str) -> web.StreamResponse:
     await request.app[_MIXES].forget_removed(take)  # a deleted voice is never served
-    found = await request.app[_MIXES].file_when_written(take, fmt)
+    found = request.app[_MIXES].file(take, fmt)
     if found is None:
         raise NotFound(
             f"take {take.take_id} has no mix yet; it is made when the uploads are complete",

@@ -1,6 +1,5 @@
 """The server's mix of each take: ``tutti mix``'s pipeline run in a worker process, as FLAC
-and Opus, with the leader's gains and mutes, announced with ``take.mix`` once the Opus copy
-(what the pages play) is written; the FLAC follows from the WAV master.
+and Opus, with the leader's gains and mutes, announced with ``take.mix``.
 
 A take is mixed when its uploads are complete (every singer it expected has uploaded, failed
 or missed it, and the take is stopped), again at start-up when such a take has no mix, and
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tutti.fsutil import file_sha256, write_json_atomic
+from tutti.fsutil import write_json_atomic
 from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
@@ -48,7 +48,7 @@ from .takes import Takes
 _J = TypeVar("_J")
 _R = TypeVar("_R")
 
-__all__ = ["MIX_DIR", "MixMade", "Mixes", "encode_flac", "make_mix", "prepare_folder"]
+__all__ = ["MIX_DIR", "MixMade", "Mixes", "make_mix", "prepare_folder"]
 
 log = logging.getLogger("tutti.mixing")
 
@@ -67,9 +67,6 @@ _OLD_STATUS = f"{MIX_DIR}/status.json"
 _SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
 #: Threads ``tutti mix`` uses inside one worker.
 _MIX_JOBS = 2
-#: How long a request for a mix's FLAC waits for it to be written, and how often it looks.
-_WRITTEN_WAIT_S = 120.0
-_WRITTEN_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -108,18 +105,8 @@ class PrepareJob:
 
 
 @dataclass(frozen=True)
-class FlacJob:
-    """The FLAC of mix ``version`` in ``out_dir``, from its WAV master (picklable)."""
-
-    out_dir: str
-    version: int
-
-
-@dataclass(frozen=True)
 class MixMade:
-    """A finished mix: its version, length (seconds) and the sha256 of each file (no
-    ``flac`` while its FLAC is still being encoded from the WAV master, after the mix is
-    announced: :func:`encode_flac`)."""
+    """A finished mix: its version, length (seconds) and the sha256 of each file."""
 
     version: int
     duration_s: float
@@ -130,11 +117,16 @@ class MixMade:
         return out_dir / f"mix-{self.version}.{fmt}"
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def make_mix(job: MixJob) -> MixMade:
-    """Worker process: mix the take folder as ``tutti mix`` does, into a 24-bit WAV master
-    and the Opus copy the pages play.  The FLAC is encoded from the WAV once the mix is
-    announced (:func:`encode_flac`): it cost half a core-second of the time between the
-    last upload and "the mix is ready" (docs/benchmarks-mix.md)."""
+    """Worker process: mix the take folder as ``tutti mix`` does, with the Opus copy."""
     import soundfile as sf
 
     from tutti.mix.command import mix_take
@@ -142,31 +134,13 @@ def make_mix(job: MixJob) -> MixMade:
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made = MixMade(job.version, 0.0, {}, job.files)
-    wav, opus = made.path(out, "wav"), made.path(out, "opus")
-    argv = _mix_argv(job.take_dir, wav, job.gains_db, job.muted)
+    flac, opus = made.path(out, "flac"), made.path(out, "opus")
+    argv = _mix_argv(job.take_dir, flac, job.gains_db, job.muted)
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
         mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
-    info = sf.info(str(wav))
-    return MixMade(job.version, info.frames / info.samplerate, {"opus": file_sha256(opus)},
-                   job.files)  # fmt: skip
-
-
-def encode_flac(job: FlacJob) -> str:
-    """Worker process: mix ``job.version``'s FLAC from its WAV master — the same samples —
-    put in place whole, and the WAV removed; returns the FLAC's sha256."""
-    from tutti.mix.passes import copy_pcm24
-
-    made = MixMade(job.version, 0.0, {})
-    out = Path(job.out_dir)
-    wav, flac = made.path(out, "wav"), made.path(out, "flac")
-    tmp = flac.with_name(f".{flac.name}.tmp")
-    try:
-        copy_pcm24(wav, tmp, "flac")
-        os.replace(tmp, flac)
-    finally:
-        tmp.unlink(missing_ok=True)
-    wav.unlink(missing_ok=True)  # a newer mix, made meanwhile, may have removed it
-    return file_sha256(flac)
+    info = sf.info(str(flac))
+    sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
+    return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
 
 
 def _mix_argv(
@@ -278,8 +252,6 @@ class Mixes:
         self._preparing: dict[str, dict[Future[None], str]] = {}
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
-        #: set when a take's FLAC is written here (requests for it wait on it)
-        self._written: dict[str, asyncio.Event] = {}
 
     @property
     def busy(self) -> bool:
@@ -292,27 +264,11 @@ class Mixes:
         return self.takes.folder(take.session_id, take.take_id) / MIX_DIR
 
     def file(self, take: Take, fmt: str) -> tuple[Path, str] | None:
-        """(path, sha256) of the take's last finished mix in ``fmt``, None if there is none
-        (or it is still being written)."""
+        """(path, sha256) of the take's last finished mix in ``fmt``, None if there is none."""
         made = self._load(take).made
-        if made is None or fmt not in made.sha256:
+        if made is None:
             return None
         return made.path(self.out_dir(take), fmt), made.sha256[fmt]
-
-    async def file_when_written(self, take: Take, fmt: str) -> tuple[Path, str] | None:
-        """Coroutine: :meth:`file`, once a mix announced ready has written it (its FLAC
-        follows the announcement by a second or so); None if there is no such mix, or it
-        is not written within :data:`_WRITTEN_WAIT_S`."""
-        deadline = time.monotonic() + _WRITTEN_WAIT_S
-        while True:
-            found = self.file(take, fmt)
-            made = self._load(take).made
-            if found is not None or made is None or time.monotonic() >= deadline:
-                return found
-            written = self._written.setdefault(take.take_id, asyncio.Event())
-            # another process may write it: its state file is looked at again now and then
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(written.wait(), _WRITTEN_POLL_S)
 
     # ------------------------------------------------------------------ state
 
@@ -622,41 +578,6 @@ class Mixes:
         waited = time.monotonic() - queued
         log.info("event=mix_ready take=%s version=%d queued_to_done_s=%.2f", take.take_id,
                  made.version, waited)  # fmt: skip
-        await self._encode_flac(take, made)
-
-    async def _encode_flac(self, take: Take, made: MixMade) -> None:
-        """Coroutine: the FLAC of ``made``, announced ready with its Opus copy, from its WAV
-        master; requests for it wait meanwhile (:meth:`file_when_written`).  If it cannot
-        be written, the mix is announced failed (the Opus copy alone is not the mix)."""
-        job = FlacJob(str(self.out_dir(take)), made.version)
-        try:
-            sha = await asyncio.wrap_future(self._submit(encode_flac, job))
-        except Exception as exc:
-            error: Exception | None = exc
-        else:
-            error = None
-        folder = self.takes.folder(take.session_id, take.take_id)
-        if self.store.get_take(take.take_id) is None:
-            return  # deleted meanwhile (with its folder)
-        async with state_lock(folder):
-            mixes = self._load(take)
-            if mixes.made is None or mixes.made.version != made.version:
-                # a newer mix (or none: a voice was deleted) replaced it: its files go
-                await asyncio.to_thread(_remove_version, self.out_dir(take), made)
-                return
-            if error is not None:
-                log.warning("event=mix_failed take=%s error=%s", take.take_id, error)
-                mixes.made = None
-                if mixes.status.version != made.version:  # a newer one is being mixed
-                    await asyncio.to_thread(self._save, take, mixes)
-                    return
-                failed = replace(mixes.status, state="failed",
-                                 detail=_plain_words(error), files=None)  # fmt: skip
-                await self._announce(take, mixes, failed)
-                return
-            mixes.made = replace(made, sha256={**mixes.made.sha256, "flac": sha})
-            await asyncio.to_thread(self._save, take, mixes)
-        self._written.pop(take.take_id, asyncio.Event()).set()
 
     async def _prepare(self, take: Take, file: str) -> None:
         """Coroutine: queue pass 1 of one recording (a failure is the mix's to report)."""
@@ -753,11 +674,7 @@ class Mixes:
             if not any(s.recording is not None for s in take.singers):
                 continue
             mixes = self._load(take)
-            # a ready mix without its FLAC: the server stopped while it was written
-            unwritten = mixes.made is not None and "flac" not in mixes.made.sha256
-            if unwritten and await asyncio.to_thread(anyone_mixing, folder):
-                continue  # a live process is writing it
-            if mixes.status.state not in ("ready", "mixing") or unwritten:
+            if mixes.status.state not in ("ready", "mixing"):  # mixing: by a live process
                 log.info("event=mix_resumed take=%s", take.take_id)
                 await self.start(take)
 
@@ -778,15 +695,9 @@ def _forget(out: Path, keep_files: set[str]) -> None:
     prepared.forget(out / "prepared", keep_files)
 
 
-def _remove_version(out: Path, made: MixMade) -> None:
-    """The files of mix ``made`` go (a newer one is served)."""
-    for fmt in (*made.sha256, "wav", "flac"):
-        made.path(out, fmt).unlink(missing_ok=True)
-
-
 def _remove_other_versions(out: Path, made: MixMade) -> None:
     """The files of every mix but ``made`` (the one served from now on) go."""
-    keep = {made.path(out, fmt) for fmt in (*made.sha256, "wav", "flac")}
+    keep = {made.path(out, fmt) for fmt in made.sha256}
     for old in out.glob("mix-*.*"):
         if old not in keep:
             old.unlink(missing_ok=True)

@@ -1,6 +1,5 @@
 """The mix's workspace: outputs moved into place all or none, folders it made removed after a
-failure, signals turned into an exception that is held while files move; a 24-bit master
-copied from WAV to FLAC keeps its samples."""
+failure, signals turned into an exception that is held while files move."""
 
 from __future__ import annotations
 
@@ -8,12 +7,9 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from tutti.mix.outputs import SCRATCH_PREFIX, Interrupted, SignalGuard, Workspace
-from tutti.mix.passes import copy_pcm24, open_out
 
 
 def _entries(folder: Path) -> list[str]:
@@ -87,27 +83,3 @@ def test_a_second_signal_does_not_interrupt_the_cleanup(tmp_path: Path) -> None:
             for _ in range(10**5):
                 pass
     assert info.value.signum == signal.SIGINT
-
-
-def test_a_24_bit_master_copied_into_flac_holds_the_samples_a_flac_written_at_once_holds(
-    tmp_path: Path,
-) -> None:
-    # the server writes its master as WAV and its FLAC from that after the mix is announced
-    rng = np.random.default_rng(7)
-    block = (rng.standard_normal((48000, 2)) * 0.3).astype(np.float32)
-    step = np.float32(2.0**-23)
-    edges = [[1.0, -1.0], [1.5, -1.5], [0.5 * step, -0.5 * step], [1.5 * step, -2.5 * step],
-             [1.0 - step, -1.0 + step], [0.0, -0.0], [step, -step], [0.25, -0.75]]  # fmt: skip
-    block[:8] = np.array(edges, dtype=np.float32)
-    direct, wav, copied = tmp_path / "a.flac", tmp_path / "m.wav", tmp_path / "b.flac"
-    for path, fmt in ((direct, "flac"), (wav, "wav")):
-        with open_out(path, fmt, 48000, 2) as out:
-            out.write(block[:30000])
-            out.write(block[30000:])
-    copy_pcm24(wav, copied, "flac")
-    want, _ = sf.read(str(direct), dtype="int32")
-    for path in (wav, copied):
-        got, rate = sf.read(str(path), dtype="int32")
-        assert rate == 48000
-        np.testing.assert_array_equal(got, want)
-    assert want[0, 0] == (2**23 - 1) << 8 and want[1, 1] == -(2**23) << 8  # clipped

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -403,41 +401,6 @@ async def test_a_restarted_server_mixes_a_complete_take_that_has_no_mix(
             await asyncio.sleep(0.2)
         assert status.state == "ready", status.detail
         assert status.version == 1
-
-
-async def test_a_mix_whose_flac_was_being_written_when_the_server_stopped_is_made_again(
-    mixed: MixedTake,
-) -> None:
-    # the FLAC is encoded from the WAV master after the mix is announced ready
-    m = mixed
-    data = m.server.config.data_dir
-    folder = next(data.glob(f"takes/*/{m.take_id}"))
-    await m.lead.close()
-    await m.ann.close()
-    await _idle(m)
-    state = folder / "mix-status.json"
-    doc = json.loads(state.read_text(encoding="utf-8"))
-    assert doc["status"]["state"] == "ready" and set(doc["made"]["sha256"]) == {"opus", "flac"}
-    assert not list((folder / MIX_DIR).glob("mix-*.wav"))  # the WAV went once the FLAC was made
-    del doc["made"]["sha256"]["flac"]  # as if the server had stopped while it was written
-    state.write_text(json.dumps(doc), encoding="utf-8")
-    (folder / MIX_DIR / "mix-1.flac").unlink()
-    async with running_server(data) as srv, aiohttp.ClientSession(srv.url) as http:
-        deadline = time.monotonic() + MIX_TIMEOUT
-        while True:
-            async with http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
-                status = TakeMix.from_dict(await r.json())
-            if status.version == 2 and status.state in ("ready", "failed"):
-                break
-            assert time.monotonic() < deadline, status
-            await asyncio.sleep(0.2)
-        assert status.state == "ready", status.detail
-        async with http.get(f"{m.base}/mix/mix.flac", headers=m.leader.headers) as r:
-            assert r.status == 200
-            body = await r.read()
-            assert hashlib.sha256(body).hexdigest() == r.headers["X-Tutti-Sha256"]
-    mix, rate = sf.read(io.BytesIO(body), dtype="float32")
-    assert status.duration_s == pytest.approx(len(mix) / rate)
 
 
 async def test_a_recording_stored_after_the_mix_makes_a_new_one(
