@@ -5,7 +5,6 @@ bleed subtracted from the placed recording (:mod:`tutti.audio.bleed` does the fi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -23,6 +22,7 @@ from tutti.inorder import in_order
 from tutti.mix.decode import Stopped
 from tutti.mix.folder import MixError
 from tutti.mix.inputs import Input, to_rate
+from tutti.mix.prepared import digest
 from tutti.mix.scratch import RawAudio
 from tutti.takeformat import Backing
 
@@ -207,7 +207,7 @@ class HeardPrograms:
         folder = self.kept if self.kept is not None and key is not None else self.scratch
         what = json.dumps([key if key is not None else f"part {k}", heard.sound.limited,
                            heard.channels])  # fmt: skip
-        path = folder / f"{hashlib.sha256(what.encode('utf-8')).hexdigest()[:40]}.program.f32"
+        path = folder / f"{digest(what)}.program.f32"
         frames = heard.sound.frames
         try:
             return RawAudio.existing(path, heard.channels, frames)

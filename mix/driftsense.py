@@ -4,7 +4,6 @@ other singers (see :mod:`tutti.audio.driftfind`), for :func:`tutti.mix.dedrift.d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -21,6 +20,7 @@ from tutti.audio.types import AudioArray
 from tutti.mix.decode import READ_BLOCK, Stopped
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input
+from tutti.mix.prepared import digest
 from tutti.mix.scratch import RawAudio
 from tutti.takeformat import Backing
 from tutti.wire import SessionSettings
@@ -170,7 +170,7 @@ def program_wave(
         return known
     path = None
     if kept is not None and key is not None:
-        path = kept / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}.wave.npy"
+        path = kept / f"{digest(key)}.wave.npy"
         known = _load_wave(path, n)
         if known is not None:
             return _remember(key, known)

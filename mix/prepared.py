@@ -51,6 +51,7 @@ __all__ = [
     "Kept",
     "backing_name",
     "ended_marker",
+    "digest",
     "entry_name",
     "forget",
     "keep",
@@ -91,7 +92,12 @@ def entry_name(
         "keep_bleed": keep_bleed,
         "no_drift": no_drift,
     }
-    text = json.dumps(what, sort_keys=True, default=str)
+    return digest(json.dumps(what, sort_keys=True, default=str))
+
+
+def digest(text: str) -> str:
+    """The name of what is kept for ``text`` (what it was made from): 40 hex digits of its
+    sha256."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
@@ -100,8 +106,7 @@ def backing_name(rate: int, backing: Backing) -> str | None:
     take's rate), None for a backing without a sha256 (its content is not pinned)."""
     if not backing.sha256:
         return None
-    text = json.dumps({"backing": backing.to_dict(), "rate": rate}, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+    return digest(json.dumps({"backing": backing.to_dict(), "rate": rate}, sort_keys=True))
 
 
 def keep(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -33,7 +32,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tutti.fsutil import write_json_atomic
+from tutti.fsutil import file_sha256, write_json_atomic
 from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
@@ -117,14 +116,6 @@ class MixMade:
         return out_dir / f"mix-{self.version}.{fmt}"
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def make_mix(job: MixJob) -> MixMade:
     """Worker process: mix the take folder as ``tutti mix`` does, with the Opus copy."""
     import soundfile as sf
@@ -139,7 +130,7 @@ def make_mix(job: MixJob) -> MixMade:
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
         mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
     info = sf.info(str(flac))
-    sums = {"flac": _file_sha256(flac), "opus": _file_sha256(opus)}
+    sums = {"flac": file_sha256(flac), "opus": file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
 
 
