@@ -4,7 +4,9 @@ Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel
 rate and length, and every frame the header claims decodable (a truncated file, a header
 that lies about its size or damage in the middle is caught: WAV chunk sizes are checked
 against the file, and every other file is decoded block by block, never held in memory;
-linear PCM and float WAV need no decode, since any bytes are samples).
+linear PCM and float WAV need no decode, since any bytes are samples).  A recording's
+decoded samples can be kept as they are checked (``decoded=``), so that the server's mix does
+not decode the file a second time.
 WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.
 Every refusal is an :class:`AudioCheckError` whose message says what was wrong and what is
 accepted.
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+
+from tutti.mix.scratch import RawAudio
 
 from .models import TRACK_FORMATS
 
@@ -45,6 +49,7 @@ class AudioInfo:
     rate: int
     channels: int
     frames: int
+    decoded: bool = False  # its samples were written to the check's ``decoded`` file
 
     @property
     def duration(self) -> float:
@@ -82,18 +87,22 @@ def _check_wav_sizes(path: Path) -> None:
         )
 
 
-def _decode_all(f: sf.SoundFile, frames: int) -> None:
-    """Decode every frame of ``f`` in blocks; refuse a file whose data ends early or breaks.
+def _decode_all(f: sf.SoundFile, frames: int, into: RawAudio | None) -> None:
+    """Decode every frame of ``f`` in blocks (appended to ``into`` if given); refuse a file
+    whose data ends early or breaks.
 
     Damage in the middle of a FLAC or OGG stream (lost sync, a bad frame CRC) is only found
     by decoding it; checking the two ends lets such a file through.
     """
     got = 0
+    dtype = "float32" if into is None else into.dtype.name
     try:
-        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype=dtype, always_2d=True):
             got += len(block)
             if got > frames:
                 break
+            if into is not None:
+                into.append(block)
     except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as exc:
         raise AudioCheckError(
             f"the audio data cannot be decoded after frame {got} ({exc}); the file is "
@@ -106,7 +115,13 @@ def _decode_all(f: sf.SoundFile, frames: int) -> None:
         )
 
 
-def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3600) -> AudioInfo:
+def check_audio(
+    path: Path,
+    *,
+    max_channels: int = 8,
+    max_seconds: float = 4 * 3600,
+    decoded: Path | None = None,
+) -> AudioInfo:
     """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
 
     Parameters
@@ -117,6 +132,11 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
         Largest channel count accepted.
     max_seconds : float
         Longest duration accepted, seconds.
+    decoded : Path, optional
+        Where to write the samples when the check decodes them (not for linear WAV): a raw
+        file as :class:`~tutti.mix.scratch.RawAudio` holds a pass 1's (int16 for a 16-bit
+        file, float32 otherwise).  :attr:`AudioInfo.decoded` says whether it was written;
+        when the check fails it is removed.
 
     Raises
     ------
@@ -149,12 +169,31 @@ def check_audio(path: Path, *, max_channels: int = 8, max_seconds: float = 4 * 3
             )
         if fmt == "WAV":
             _check_wav_sizes(path)
+        wrote = False
         if not (fmt == "WAV" and f.subtype in _LINEAR_WAV):
-            _decode_all(f, frames)
+            if decoded is None:
+                _decode_all(f, frames, None)
+            else:
+                _decode_to(f, frames, decoded)
+                wrote = True
         return AudioInfo(
             format=fmt,
             subtype=f.subtype,
             rate=int(f.samplerate),
             channels=int(f.channels),
             frames=frames,
+            decoded=wrote,
         )
+
+
+def _decode_to(f: sf.SoundFile, frames: int, path: Path) -> None:
+    """:func:`_decode_all` into a new raw file ``path``, removed unless the whole file
+    decodes."""
+    raw = RawAudio(path, f.channels, int16=f.subtype == "PCM_16")
+    try:
+        _decode_all(f, frames, raw)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        raw.close()

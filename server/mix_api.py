@@ -213,6 +213,7 @@ def add_routes(app: web.Application, hooks: TakeUploadHooks) -> None:
     app[_SHARES] = ShareLinks(svc.config.data_dir / "shares.json")
     svc.extras["mixes"] = mixes
     hooks.settled = mixes.upload_settled
+    hooks.decoded_home = mixes.prepared
     svc.takes.stopped = mixes.take_stopped
     app.cleanup_ctx.append(mixes.run)
     r = app.router

@@ -64,6 +64,8 @@ _OLD_STATUS = f"{MIX_DIR}/status.json"
 #: A singer's upload is settled in these states: nothing more will arrive from them ("deleted":
 #: they took their recording back).
 _SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
+#: The folder of the mix folder where each recording's pass 1 is kept (:mod:`tutti.mix.prepared`).
+_PREPARED = "prepared"
 #: Threads ``tutti mix`` uses inside one worker.
 _MIX_JOBS = 2
 
@@ -85,7 +87,7 @@ class MixJob:
     @property
     def prepared(self) -> Path:
         """Where each recording's pass 1 is kept (:mod:`tutti.mix.prepared`)."""
-        return Path(self.out_dir) / "prepared"
+        return Path(self.out_dir) / _PREPARED
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,10 @@ class Mixes:
 
     def out_dir(self, take: Take) -> Path:
         return self.takes.folder(take.session_id, take.take_id) / MIX_DIR
+
+    def prepared(self, take: Take) -> Path:
+        """Where the take's recordings are kept for its mixes (:mod:`tutti.mix.prepared`)."""
+        return self.out_dir(take) / _PREPARED
 
     def file(self, take: Take, fmt: str) -> tuple[Path, str] | None:
         """(path, sha256) of the take's last finished mix in ``fmt``, None if there is none."""
@@ -683,7 +689,7 @@ def _forget(out: Path, keep_files: set[str]) -> None:
 
     for old in out.glob("mix-*.*"):
         old.unlink(missing_ok=True)
-    prepared.forget(out / "prepared", keep_files)
+    prepared.forget(out / _PREPARED, keep_files)
 
 
 def _remove_other_versions(out: Path, made: MixMade) -> None:

@@ -28,10 +28,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tutti.mix.prepared import arrived_name, arriving, keep_arrived
+from tutti.mix.scratch import RawAudio
 from tutti.takeformat import Recording, TakeFormatError, parse_recording
 from tutti.wire import Ev, TakeUpdate, UploadMetadata, WireError
 
-from .audiocheck import AudioCheckError, check_audio
+from .audiocheck import AudioCheckError, AudioInfo, check_audio
 from .auth import bearer_token
 from .edge import EdgeError, check_recording_fields, loads_json
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unprocessable
@@ -85,6 +87,9 @@ class TakeUploadHooks:
         self.quota: StorageQuota | None = None
         #: Called with True for every take upload stored, False for every one refused.
         self.outcome: Callable[[bool], None] = lambda stored: None
+        #: Where the server's mix keeps a take's recordings (:mod:`tutti.mix.prepared`): the
+        #: check leaves each one there decoded, so that its pass 1 does not decode it again.
+        self.decoded_home: Callable[[Take], Path] | None = None
         #: Called with the take and singer ids once an upload is stored or refused (the
         #: server's mix starts when it was the last one: :mod:`tutti.server.mixing`).
         self.settled: Callable[[str, str], Awaitable[None]] | None = None
@@ -229,8 +234,10 @@ class TakeUploadHooks:
             take, _, rec = self._target(participant.session_id, owner, metadata)
         except ApiError as exc:
             raise VerificationError(exc.message) from None
+        home = None if self.decoded_home is None else self.decoded_home(take)
+        decoded = None if home is None else await asyncio.to_thread(arriving, home, upload_id)
         try:
-            await self._verify(take, rec, path, metadata, sha256_hex)
+            info = await self._verify(take, rec, path, metadata, sha256_hex, decoded)
         except VerificationError as exc:
             self.store.set_singer_state(take.take_id, owner, "failed", str(exc))
             await self._announce(take, owner, "failed", str(exc))
@@ -244,6 +251,8 @@ class TakeUploadHooks:
             self.store.set_recording(take.take_id, owner, rec)
         dest = self.takes.folder(take.session_id, take.take_id) / rec.file
         await asyncio.to_thread(self._place, path, dest)
+        if home is not None and decoded is not None and info.decoded:
+            await asyncio.to_thread(_keep_decoded, home, decoded, info, rec)  # for its pass 1
         self.outcome(True)
         log.info("event=upload_stored take=%s singer=%s", take.take_id, owner)
         await self._announce(take, owner, "uploaded", "")
@@ -262,8 +271,14 @@ class TakeUploadHooks:
             )
 
     async def _verify(
-        self, take: Take, rec: Recording, path: Path, metadata: dict[str, str], sha256_hex: str
-    ) -> None:
+        self,
+        take: Take,
+        rec: Recording,
+        path: Path,
+        metadata: dict[str, str],
+        sha256_hex: str,
+        decoded: Path | None,
+    ) -> AudioInfo:
         declared = upload_metadata(metadata).sha256.lower()
         if declared and declared != sha256_hex:
             raise VerificationError(
@@ -272,9 +287,20 @@ class TakeUploadHooks:
             )
         limit = take.settings.max_take_seconds + DURATION_MARGIN_S
         try:
-            info = await asyncio.to_thread(check_audio, path, max_seconds=limit)
-        except AudioCheckError as exc:
+            info = await asyncio.to_thread(check_audio, path, max_seconds=limit, decoded=decoded)
+        except AudioCheckError as exc:  # nothing decoded is left
             raise VerificationError(str(exc)) from None
+        try:
+            self._fits(take, rec, info)
+        except VerificationError:
+            if info.decoded and decoded is not None:
+                await asyncio.to_thread(decoded.unlink, missing_ok=True)
+            raise
+        return info
+
+    @staticmethod
+    def _fits(take: Take, rec: Recording, info: AudioInfo) -> None:
+        """Refuse a checked file that is not the recording its metadata declared."""
         if info.rate != take.settings.rate:
             raise VerificationError(
                 f"the file is at {info.rate} Hz; the take runs at {take.settings.rate} Hz"
@@ -305,3 +331,16 @@ class TakeUploadHooks:
     async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
         update = TakeUpdate(take.take_id, participant_id, state, detail)
         await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, update)
+
+
+def _keep_decoded(home: Path, decoded: Path, info: AudioInfo, rec: Recording) -> None:
+    """Leave the check's decoded samples of ``rec`` for its pass 1 (blocking); should that
+    fail, the pass 1 decodes the file itself."""
+    try:
+        raw = RawAudio.existing(decoded, info.channels, info.frames,
+                                int16=info.subtype == "PCM_16")  # fmt: skip
+        raw.close()
+        keep_arrived(home, arrived_name(rec.sha256), raw, rec.file)
+    except (OSError, ValueError) as exc:
+        decoded.unlink(missing_ok=True)
+        log.warning("event=decoded_not_kept file=%s error=%r", rec.file, exc)

@@ -28,6 +28,7 @@ import soundfile as sf
 from tests.server.helpers import Leader, Recorder, Singer, create_session, error_of, join
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
+from tutti.mix.prepared import ARRIVED
 from tutti.server.app_keys import SERVICES
 from tutti.server.mixing import MIX_DIR, MIX_NICE, Mixes
 from tutti.takeformat import parse_manifest
@@ -205,6 +206,14 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
     headers = {**m.leader.headers, "Range": "bytes=100-199"}
     async with m.http.get(status.files.opus, headers=headers) as r:
         assert r.status == 206 and len(await r.read()) == 100
+
+
+async def test_each_upload_decoded_by_its_check_went_to_its_pass_1(mixed: MixedTake) -> None:
+    """The upload check leaves each FLAC it decoded for the mix (tutti.mix.prepared): every
+    recording's pass 1 took its samples, so nothing waits there once the take is mixed."""
+    data = mixed.server.config.data_dir
+    arrived = next(data.glob(f"takes/*/{mixed.take_id}/mix/prepared/{ARRIVED}"))
+    assert arrived.is_dir() and not list(arrived.iterdir())
 
 
 async def _idle(m: MixedTake) -> Mixes:
