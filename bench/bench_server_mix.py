@@ -4,6 +4,7 @@ One command::
 
     .venv/bin/python bench/bench_server_mix.py [--takes 32] [--minutes 5] [--runs 3]
         [--parallel 4] [--spread 0] [--heard [--shared-clocks | --clock-maps]]
+        [--mix-memory GIB]
 
 takes the cached take folder of ``bench/bench_mix.py`` (``--takes`` recordings of
 ``--minutes``, 24-bit FLAC as ``tutti join`` records; ``--heard``: with headset bleed, a
@@ -19,8 +20,9 @@ at home uplinks differ, so uploads end spread out; ``--spread 0``, all at once, 
 recording's pass 1 behind the last upload: the worst case). The leader's Socket.IO client
 stamps, on one clock, the ``take.update`` that says the last recording is stored and the
 ``take.mix`` that says the mix is ready; the difference is the figure. A remix follows (every
-recording prepared: the mix's own time). Each run is a fresh session on the same server. JSON
-goes to ``bench/out/server-mix-<UTC time>.json``.
+recording prepared: the mix's own time). Each run is a fresh session on the same server.
+``--mix-memory`` is handed to ``tutti serve`` (0: its mixes work on disk, in each take's
+folder; by default in memory). JSON goes to ``bench/out/server-mix-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -208,10 +210,16 @@ def main() -> int:
         default=0.0,
         help="seconds over which the singers start uploading (0: all at once, the worst case)",
     )
+    p.add_argument(
+        "--mix-memory",
+        metavar="GIB",
+        help="tutti serve's --mix-memory (0: the mixes work on disk; default: the server's)",
+    )
     args = p.parse_args()
     take = make_take(args.takes, args.minutes, bits=24, heard=args.heard)
     data = OUT / f"server-mix-data-{os.getpid()}"
-    server = ServerProcess(data)
+    server = ServerProcess(data, extra=() if args.mix_memory is None else
+                           ("--mix-memory", args.mix_memory))  # fmt: skip
     base = server.start()
     runs = []
     try:

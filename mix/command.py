@@ -305,7 +305,9 @@ def _mix(
         presum(plan, ahead)
         return 0
     # nothing is created before this point; from here on, a failure removes what was
-    with Workspace(out_path, guard) as ws:
+    # the scratch folder beside the kept pass 1s: they are hard-linked both ways
+    scratch_in = None if prepared is None else prepared.parent
+    with Workspace(out_path, guard, scratch_in) as ws:
         opened: list[RawAudio] = []
 
         def bus(n: int) -> RawAudio:

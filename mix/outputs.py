@@ -1,11 +1,13 @@
 """Where ``tutti mix`` writes, and how it leaves nothing behind when it fails.
 
-A mix works in one scratch folder, ``.tutti-mix-PID-XXXXXXXX`` beside its output: the
-recordings' raw scratch files, the bus, and every output (the mix, the stems, the DAW
-projects) are written there.  Only when all are complete are the outputs moved into place
-(``os.replace``, the mix last); if a move fails, those already moved are taken back and the
-files they replaced restored.  On any failure — a bad file, a full disk, Ctrl-C, SIGTERM —
-the scratch folder and every folder the mix created are removed.
+A mix works in one scratch folder, ``.tutti-mix-PID-XXXXXXXX`` beside its output (or in a
+folder of its own: the server's mix works in memory): the recordings' raw scratch files, the
+bus, and every output (the mix, the stems, the DAW projects) are written there.  Only when
+all are complete are the outputs moved into place (``os.replace``, the mix last; from
+another file system, copied beside their place first and renamed); if a move fails, those
+already moved are taken back and the files they replaced restored.  On any failure — a bad
+file, a full disk, Ctrl-C, SIGTERM — the scratch folder and every folder the mix created are
+removed.
 
 Signals: :class:`SignalGuard` turns SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`, raised
 in the main thread, so the same ``finally`` blocks clean up as after an error.  Creating and
@@ -15,6 +17,7 @@ that arrives then is raised when they are done, so they are never left half-way.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
@@ -128,15 +131,18 @@ class Workspace:
         The mix file: its folder holds the scratch folder; it is moved into place last.
     guard : SignalGuard
         Holds signals while folders are made and removed and outputs are moved.
+    scratch_in : Path, optional
+        Where to make the scratch folder instead (made if missing).
 
     Use as a context manager: entering creates the output folder (and any missing parent)
     and the scratch folder; leaving removes the scratch folder, and after a failure also the
     folders it created (if empty).  :meth:`commit` moves the outputs into place.
     """
 
-    def __init__(self, main: Path, guard: SignalGuard) -> None:
+    def __init__(self, main: Path, guard: SignalGuard, scratch_in: Path | None = None) -> None:
         self.main = main
         self._guard = guard
+        self._scratch_in = main.parent if scratch_in is None else scratch_in
         self._created: list[Path] = []  # folders this mix made, parents first
         self._pending: list[tuple[Path, Path]] = []  # (file in scratch, final path)
         self._names = itertools.count()  # stems are written from several threads
@@ -154,8 +160,9 @@ class Workspace:
         with self._guard.hold():
             try:
                 self._make_dirs(self.main.parent)
+                self._make_dirs(self._scratch_in)
                 self._scratch = Path(
-                    tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=self.main.parent)
+                    tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=self._scratch_in)
                 )
             except BaseException:
                 self._remove_created()
@@ -201,11 +208,11 @@ class Workspace:
                 for k, (tmp, final) in enumerate(order):
                     self._make_dirs(final.parent)
                     old = None
-                    if final.is_symlink() or final.exists():
-                        old = self.scratch / f"old{k:04d}"
+                    if final.is_symlink() or final.exists():  # kept beside it until the end
+                        old = final.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-old{k:04d}")
                         os.replace(final, old)
                     moved.append((final, old))
-                    os.replace(tmp, final)
+                    _move(tmp, final)
             except BaseException:
                 for final, old in reversed(moved):
                     if old is not None:
@@ -213,6 +220,9 @@ class Workspace:
                     else:
                         final.unlink(missing_ok=True)
                 raise
+            for _, old in moved:
+                if old is not None:
+                    old.unlink(missing_ok=True)
             self._pending.clear()
             self._guard.committed = True
 
@@ -234,3 +244,21 @@ class Workspace:
             except OSError:
                 pass  # not empty (something else wrote there) or already gone
         self._created.clear()
+
+
+def _move(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; from another file system, copy it beside ``final``
+    first, so that ``final`` appears whole or not at all."""
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        near = final.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-{final.name}")
+        try:
+            shutil.copyfile(tmp, near)
+            os.replace(near, final)
+        except BaseException:
+            near.unlink(missing_ok=True)
+            raise
+        tmp.unlink()

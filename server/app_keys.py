@@ -83,6 +83,11 @@ class Config:
     node : str or None
         This process's name in a deployment of several: its unfinished uploads are kept in
         ``uploads/<node>/`` of the (shared) data directory; None = ``uploads/``.
+    mix_memory : Path or None
+        A folder in memory (tmpfs) where the server's mixes work
+        (:mod:`tutti.server.mixwork`); None = on disk, in each take's folder.
+    mix_memory_bytes : int
+        Bytes the mixes may hold in ``mix_memory``.
     """
 
     data_dir: Path
@@ -107,6 +112,8 @@ class Config:
     redis_url: str | None = None
     node: str | None = None
     clock: str = "monotonic"
+    mix_memory: Path | None = None
+    mix_memory_bytes: int = 0
 
 
 @dataclass

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -31,6 +32,7 @@ from .app import init_app
 from .app_keys import MB, Config
 from .client_address import parse_proxies
 from .hostkey import KEY_FILE, load_or_create_key
+from .mixwork import default_memory
 from .presence import DeploymentError
 from .realtime import SERVER_CLOCKS
 from .store import StoreUnavailable
@@ -66,6 +68,17 @@ def _positive_gib(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of GiB")
+    return v
+
+
+def _gib(text: str) -> float:
+    """A ``--mix-memory`` value: GiB, 0 or more."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or a positive number of GiB")
     return v
 
 
@@ -199,6 +212,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes the whole data directory may hold, GiB (default 100)",
     )
     parser.add_argument(
+        "--mix-memory",
+        type=_gib,
+        metavar="GIB",
+        help="memory (in /dev/shm) where the server's mixes work, GiB; 0: on disk, in each "
+        "take's folder (default: a quarter of the machine's memory; with --redis, 0)",
+    )
+    parser.add_argument(
         "--keep-days",
         type=_days,
         default=90.0,
@@ -299,7 +319,20 @@ def config_from_args(args: argparse.Namespace) -> Config:
         redis_url=args.redis,
         node=args.node or (socket.gethostname() if args.redis else None),
         clock=args.clock,
+        **_mix_memory(args),
     )
+
+
+def _mix_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the server's mixes work (:mod:`tutti.server.mixwork`): in memory by default for
+    one process; on disk with --redis (another process's mix could not read it) or 0."""
+    found = default_memory()
+    if found is None or args.mix_memory == 0 or (args.mix_memory is None and args.redis):
+        return {}
+    folder, budget = found
+    if args.mix_memory is not None:
+        budget = int(args.mix_memory * 1024 * MB)
+    return {"mix_memory": folder, "mix_memory_bytes": budget}
 
 
 def _load_key(config: Config) -> tuple[Config, str]:

@@ -208,13 +208,16 @@ def add_routes(app: web.Application, hooks: TakeUploadHooks) -> None:
     """Register the mix, zip and share routes on ``app`` and run the mix workers with it;
     the last upload of a take (``hooks``) starts its mix."""
     svc = app[SERVICES]
-    mixes = Mixes(svc.store, svc.takes, svc.realtime, svc.tracks.path)
+    config = svc.config
+    mixes = Mixes(svc.store, svc.takes, svc.realtime, svc.tracks.path,
+                  memory=config.mix_memory, memory_bytes=config.mix_memory_bytes)  # fmt: skip
     app[_MIXES] = mixes
     app[_SHARES] = ShareLinks(svc.config.data_dir / "shares.json")
     svc.extras["mixes"] = mixes
     hooks.settled = mixes.upload_settled
     hooks.decoded_home = mixes.prepared
     svc.takes.stopped = mixes.take_stopped
+    svc.takes.removed = mixes.takes_removed
     app.cleanup_ctx.append(mixes.run)
     r = app.router
     take = "/api/session/takes/{take_id}"

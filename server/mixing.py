@@ -39,6 +39,7 @@ from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 from .errors import BadRequest, Conflict
 from .mixlocks import Mixing, anyone_mixing, file_signature, state_lock
 from .mixwarm import warm_up
+from .mixwork import MixWork
 from .models import Fanout, Principal, Take
 from .opuscopy import OpusCopy
 from .store import SessionStore
@@ -83,11 +84,12 @@ class MixJob:
     rate: int = 48000  # the take's (the master's) rate, Hz
     files: tuple[str, ...] = ()  # every recording of the take folder's take.json
     awaited: tuple[str, ...] = ()  # recordings whose pass 1 another worker is making
+    work_dir: str = ""  # where it works (kept pass 1s, scratch); "": in ``out_dir``
 
     @property
     def prepared(self) -> Path:
         """Where each recording's pass 1 is kept (:mod:`tutti.mix.prepared`)."""
-        return Path(self.out_dir) / _PREPARED
+        return Path(self.work_dir or self.out_dir) / _PREPARED
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class PrepareJob:
     part, in order) with the last mix's choices."""
 
     take_dir: str
-    out_dir: str
+    work_dir: str  # where the take's mixes work (:attr:`MixJob.prepared`)
     file: str
     expected: tuple[tuple[str | None, str], ...] = ()
     gains_db: tuple[tuple[str, float], ...] = ()
@@ -155,8 +157,8 @@ def prepare_recording(job: PrepareJob) -> None:
     from tutti.mix.groupsums import completes_group
     from tutti.mix.prepared import ended_marker, kept_files
 
-    kept = MixJob(job.take_dir, job.out_dir, 0).prepared
-    argv = _mix_argv(job.take_dir, Path(job.out_dir) / "prepare.flac", job.gains_db, job.muted)
+    kept = MixJob(job.take_dir, job.work_dir, 0).prepared
+    argv = _mix_argv(job.take_dir, Path(job.work_dir) / "prepare.flac", job.gains_db, job.muted)
     ended = ended_marker(kept, job.file)  # a mix waiting for this recording looks for it
     kept.mkdir(parents=True, exist_ok=True)
     ended.unlink(missing_ok=True)
@@ -232,12 +234,18 @@ class Mixes:
         track_path: Callable[[str], Path],
         *,
         workers: int = 2,
+        memory: Path | None = None,
+        memory_bytes: int = 0,
     ) -> None:
         self.store = store
         self.takes = takes
         self.fanout = fanout
         self.track_path = track_path
         self.workers = workers
+        #: A folder in memory (tmpfs) where the takes' mixes work, and how many bytes they
+        #: may hold there (:class:`tutti.server.mixwork.MixWork`); None: in each take's folder.
+        self.work = None if memory is None else MixWork(memory, memory_bytes)
+        self._mixing: dict[str, int] = {}  # mixes submitted and not done, by take
         self._pool: ProcessPoolExecutor | None = None
         self._running = False
         self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
@@ -256,9 +264,16 @@ class Mixes:
     def out_dir(self, take: Take) -> Path:
         return self.takes.folder(take.session_id, take.take_id) / MIX_DIR
 
+    def work_dir(self, take: Take) -> Path:
+        """Where the take's mixes work: their scratch and each recording's kept pass 1 (in
+        memory when the take fits there)."""
+        if self.work is None or not self.work.fits(take.take_id, _recorded_bytes(take)):
+            return self.out_dir(take)
+        return self.work.folder(take.take_id)
+
     def prepared(self, take: Take) -> Path:
         """Where the take's recordings are kept for its mixes (:mod:`tutti.mix.prepared`)."""
-        return self.out_dir(take) / _PREPARED
+        return self.work_dir(take) / _PREPARED
 
     def file(self, take: Take, fmt: str) -> tuple[Path, str] | None:
         """(path, sha256) of the take's last finished mix in ``fmt``, None if there is none."""
@@ -377,8 +392,7 @@ class Mixes:
             "event=mix_forgets take=%s recordings=%d", take.take_id, len(made.files) - len(now)
         )
         mixes.made = None
-        out = self.out_dir(take)
-        await asyncio.to_thread(_forget, out, now)
+        await asyncio.to_thread(_forget, self.out_dir(take), self.prepared(take), now)
         if now and self.uploads_complete(take):
             await self.start(take)
         else:
@@ -556,17 +570,25 @@ class Mixes:
         manifest = self.takes.manifest(Principal("leader", take.session_id), take.take_id)
         job = MixJob(str(folder), str(self.out_dir(take)), status.version,
                      *_choices(take, status), manifest.rate,
-                     tuple(sorted(recorded.values())))  # fmt: skip
+                     tuple(sorted(recorded.values())),
+                     work_dir=str(self.work_dir(take)))  # fmt: skip
+        self._mixing[take.take_id] = self._mixing.get(take.take_id, 0) + 1
         try:
             await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
             queued = time.monotonic()
             job = replace(job, awaited=self._in_flight(take.take_id))
-            made = await asyncio.wrap_future(self._submit(make_mix, job))
+            made = await asyncio.wrap_future(await self._submit_for(take, make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
             failed = replace(status, state="failed", detail=_plain_words(exc))
             await self._settle(take, mixes, failed)
             return
+        finally:
+            self._mixing[take.take_id] -= 1
+            if not self._mixing[take.take_id]:
+                del self._mixing[take.take_id]
+            if self.store.get_take(take.take_id) is None:  # removed while it was mixed
+                await self.takes_removed()
         files = MixFiles(*(self._url(take, fmt) for fmt in ("opus", "flac")))
         ready = replace(status, state="ready", detail="", duration_s=made.duration_s, files=files)
         if not await self._settle(take, mixes, ready, made):
@@ -592,10 +614,10 @@ class Mixes:
             if s.recording is not None or s.state not in _SETTLED
         )
         status = self._load(take).status
-        job = PrepareJob(str(folder), str(self.out_dir(take)), file, expected,
+        job = PrepareJob(str(folder), str(self.work_dir(take)), file, expected,
                          *_choices(take, status))  # fmt: skip
         queued = time.monotonic()
-        future = self._submit(prepare_recording, job)
+        future = await self._submit_for(take, prepare_recording, job)
         future.add_done_callback(partial(_prepared, job, queued))
         self._preparing.setdefault(take.take_id, {})[future] = file
         loop = asyncio.get_running_loop()
@@ -612,6 +634,10 @@ class Mixes:
             pending.pop(future, None)
             if not pending:
                 del self._preparing[take_id]
+        if self._running and self.store.get_take(take_id) is None:  # removed meanwhile
+            task = asyncio.get_running_loop().create_task(self.takes_removed())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _in_flight(self, take_id: str) -> tuple[str, ...]:
         """The take's recordings whose pass 1 jobs are queued or running: the mix, queued
@@ -624,6 +650,26 @@ class Mixes:
         return f"/api/session/takes/{take.take_id}/mix/mix.{fmt}"
 
     # ------------------------------------------------------------------ workers
+
+    async def takes_removed(self) -> None:
+        """Coroutine: takes were removed for good; what their mixes held in memory goes
+        (a take still being mixed: once its jobs end)."""
+        if self.work is None:
+            return
+        async with self.work.lock:
+            busy = set(self._preparing) | set(self._mixing)
+            await self.work.trim(busy, lambda take_id: self.store.get_take(take_id) is None)
+
+    async def _submit_for(self, take: Take, fn: Callable[[_J], _R], job: _J) -> Future[_R]:
+        """Coroutine: :meth:`_submit` a job of ``take``; with the mixes working in memory,
+        the takes that went and the least recently used ones beyond its bytes go first
+        (never one whose jobs are queued or running: a submitted job counts from here)."""
+        if self.work is None:
+            return self._submit(fn, job)
+        async with self.work.lock:
+            busy = set(self._preparing) | set(self._mixing) | {take.take_id}
+            await self.work.trim(busy, lambda take_id: self.store.get_take(take_id) is None)
+            return self._submit(fn, job)
 
     def _submit(self, fn: Callable[[_J], _R], job: _J) -> Future[_R]:
         if not self._running:
@@ -647,6 +693,8 @@ class Mixes:
         """aiohttp cleanup context: mix the takes whose uploads completed while the server
         was down; at the end, stop the workers (started by the first job)."""
         self._running = True
+        if self.work is not None:
+            await asyncio.to_thread(self.work.open)
         await self._resume()
         try:
             yield
@@ -659,6 +707,8 @@ class Mixes:
             pool, self._pool = self._pool, None
             if pool is not None:
                 await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            if self.work is not None:
+                await asyncio.to_thread(self.work.close)
 
     async def _resume(self) -> None:
         """Mix every take whose uploads are complete and which has no finished mix."""
@@ -676,6 +726,15 @@ class Mixes:
                 await self.start(take)
 
 
+def _recorded_bytes(take: Take) -> int:
+    """What the take's recordings hold as float32 samples (mono), from its length: stopped
+    (arm to stop), or the longest it may run."""
+    seconds = float(take.settings.max_take_seconds)
+    if take.stopped_at is not None:
+        seconds = min(seconds, max(0.0, take.stopped_at - take.created_at))
+    return int(len(take.singers) * seconds * take.settings.rate * 4)
+
+
 def _remove_deleted(folder: Path) -> None:
     """What a mix of a take deleted meanwhile made goes, with the folders it recreated."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -683,13 +742,14 @@ def _remove_deleted(folder: Path) -> None:
         folder.parent.rmdir()
 
 
-def _forget(out: Path, keep_files: set[str]) -> None:
-    """Every mix file, and the prepared pass 1 of recordings not in ``keep_files``, go."""
+def _forget(out: Path, kept: Path, keep_files: set[str]) -> None:
+    """Every mix file in ``out``, and the pass 1 kept in ``kept`` of recordings not in
+    ``keep_files``, go."""
     from tutti.mix import prepared
 
     for old in out.glob("mix-*.*"):
         old.unlink(missing_ok=True)
-    prepared.forget(out / _PREPARED, keep_files)
+    prepared.forget(kept, keep_files)
 
 
 def _remove_other_versions(out: Path, made: MixMade) -> None:

@@ -179,6 +179,8 @@ class Retention:
         folder = self.takes.folder(session_id, take_id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
         self.discard_uploads(lambda st: _take_of(st.metadata) == take_id)
+        if self.takes.removed is not None:
+            await self.takes.removed()
 
     async def _remove_session(self, session_id: str) -> None:
         people = {p.participant_id for p in self.store.participants(session_id)}
@@ -186,6 +188,8 @@ class Retention:
         self.store.delete_session(session_id)
         await asyncio.to_thread(shutil.rmtree, self.takes.takes_dir / session_id, True)
         self.discard_uploads(lambda st: st.owner in people)
+        if self.takes.removed is not None:
+            await self.takes.removed()
         in_use = self.store.track_hashes()
         for path in list(self.tracks.root.iterdir()) if self.tracks.root.is_dir() else []:
             if path.name not in in_use:

@@ -67,6 +67,8 @@ class Takes:
         self.keep_s = keep_days * 86400.0
         #: Told a take's id once it is stopped (the server's mix, server/mixing.py), or None.
         self.stopped: Callable[[str], Awaitable[None]] | None = None
+        #: Told when takes were removed for good (the server's mix frees what it held).
+        self.removed: Callable[[], Awaitable[None]] | None = None
 
     def folder(self, session_id: str, take_id: str) -> Path:
         return self.takes_dir / session_id / take_id

@@ -4,7 +4,10 @@ failure, signals turned into an exception that is held while files move."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,47 @@ def test_a_second_signal_does_not_interrupt_the_cleanup(tmp_path: Path) -> None:
             for _ in range(10**5):
                 pass
     assert info.value.signum == signal.SIGINT
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Path]:
+    """A fresh folder on a tmpfs, on another file system than ``tmp_path`` (as the server's
+    mixes work in memory: tutti.server.mixwork)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    folder = Path(tempfile.mkdtemp(prefix="tutti-test-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_outputs_made_on_another_file_system_land_whole(tmp_path: Path, memory: Path) -> None:
+    main = tmp_path / "out" / "mix.flac"
+    main.parent.mkdir()
+    main.write_text("old mix")
+    with SignalGuard() as guard, Workspace(main, guard, memory / "work") as ws:
+        assert ws.scratch.parent == memory / "work"
+        ws.temp_for(main).write_text("mix")
+        ws.temp_for(main.parent / "mix.opus").write_text("opus")
+        ws.commit()
+    assert _entries(tmp_path) == ["out", "out/mix.flac", "out/mix.opus"]  # no copy left over
+    assert main.read_text() == "mix" and _entries(memory) == ["work"]
+
+
+def test_a_failed_commit_from_another_file_system_puts_back_the_old(
+    tmp_path: Path, memory: Path
+) -> None:
+    main = tmp_path / "mix.flac"
+    main.write_text("old mix")
+    (tmp_path / "mix.rpp").write_text("old project")
+    with pytest.raises(OSError), SignalGuard() as guard, Workspace(main, guard, memory) as ws:
+        ws.temp_for(tmp_path / "mix.rpp").write_text("new project")  # copied, then put back
+        ws.temp_for(tmp_path / "blocked" / "stem.flac").write_text("new stem")
+        ws.temp_for(main).write_text("new mix")
+        (tmp_path / "blocked").write_text("a file where the stem folder goes")
+        ws.commit()
+    assert main.read_text() == "old mix"
+    assert (tmp_path / "mix.rpp").read_text() == "old project"
+    assert _entries(tmp_path) == ["blocked", "mix.flac", "mix.rpp"] and _entries(memory) == []

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from yarl import URL
 
 from tests.support.server import ServeProcess
+from tutti.server.app_keys import MB, Config
+from tutti.server.cli import add_arguments, config_from_args
+from tutti.server.mixwork import default_memory
 
 
 async def run_serve(*args: str) -> tuple[int, str, str]:
@@ -69,3 +74,26 @@ async def test_trust_proxy_flag_reaches_the_join_limit(tmp_path: Path) -> None:
         assert statuses == [404] * 10 + [429, 404]
     finally:
         assert await proc.stop() == 0
+
+
+def test_the_mixes_work_in_memory_by_default_for_one_process(tmp_path: Path) -> None:
+    def config(*args: str) -> Config:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return config_from_args(parser.parse_args(["--data", str(tmp_path), *args]))
+
+    found = default_memory()
+    if found is None:
+        pytest.skip("no /dev/shm here: the mixes work on disk")
+    one = config()
+    assert (one.mix_memory, one.mix_memory_bytes) == found and found[1] > 0
+    assert config("--mix-memory", "0.5").mix_memory_bytes == 512 * MB
+    assert config("--mix-memory", "0").mix_memory is None  # on disk
+    # processes behind Redis read each other's prepared recordings: on the shared disk
+    assert config("--redis", "redis://127.0.0.1:6379/0").mix_memory is None
+    assert config("--redis", "redis://x:6379/0", "--mix-memory", "1").mix_memory_bytes == 1024 * MB
+
+
+async def test_a_bad_mix_memory_is_refused(tmp_path: Path) -> None:
+    code, _, err = await run_serve("--mix-memory", "-1", "--data", str(tmp_path))
+    assert code == 2 and "must be 0 or a positive number of GiB" in err

@@ -138,11 +138,21 @@ async def _recorded(url: str, lead: Recorder, singer: Singer, take_id: str) -> N
         await me.close()
 
 
+def in_memory(tmp_path: Path) -> dict[str, Any]:
+    """The server's mixes working in memory, as ``tutti serve`` has them by default
+    (tutti.server.mixwork), within 1 GiB: the config's fields."""
+    shm = Path("/dev/shm")
+    folder = shm if shm.is_dir() else tmp_path / "memory"
+    folder.mkdir(exist_ok=True)
+    return {"mix_memory": folder, "mix_memory_bytes": 1 << 30}
+
+
 @pytest.fixture
 async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
-    """A take of three singers, uploaded through the client's tus uploader and mixed."""
+    """A take of three singers, uploaded through the client's tus uploader and mixed (in
+    memory)."""
     async with (
-        running_server(tmp_path / "data") as srv,
+        running_server(tmp_path / "data", **in_memory(tmp_path)) as srv,
         aiohttp.ClientSession(srv.url) as http,
     ):
         leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
@@ -211,8 +221,7 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
 async def test_each_upload_decoded_by_its_check_went_to_its_pass_1(mixed: MixedTake) -> None:
     """The upload check leaves each FLAC it decoded for the mix (tutti.mix.prepared): every
     recording's pass 1 took its samples, so nothing waits there once the take is mixed."""
-    data = mixed.server.config.data_dir
-    arrived = next(data.glob(f"takes/*/{mixed.take_id}/mix/prepared/{ARRIVED}"))
+    arrived = _prepared(mixed) / ARRIVED
     assert arrived.is_dir() and not list(arrived.iterdir())
 
 
@@ -229,7 +238,7 @@ async def _idle(m: MixedTake) -> Mixes:
 
 def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
     """The recordings' kept pass 1 (file name: inode, mtime): a new analysis replaces one."""
-    folder = next(m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared"))
+    folder = _prepared(m)
     return {
         p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
         for p in folder.iterdir()
@@ -239,10 +248,18 @@ def _kept(m: MixedTake) -> dict[str, tuple[int, int]]:
 
 def _group_sums(m: MixedTake) -> set[str]:
     """The voice pass's group sums kept for the next mix (tutti.mix.groupsums)."""
-    return {
-        p.stem
-        for p in m.server.config.data_dir.glob(f"takes/*/{m.take_id}/mix/prepared/sums/*.f32")
-    }
+    return {p.stem for p in (_prepared(m) / "sums").glob("*.f32")}
+
+
+def _prepared(m: MixedTake) -> Path:
+    """Where the server keeps the take's recordings for its mixes (in memory)."""
+    mixes = m.server.app[SERVICES].extras["mixes"]
+    assert isinstance(mixes, Mixes)
+    take = m.server.app[SERVICES].store.get_take(m.take_id)
+    assert take is not None
+    folder = mixes.prepared(take)
+    assert mixes.work is not None and mixes.work.root in folder.parents  # not in the take's
+    return folder
 
 
 async def test_a_remix_moves_one_singer_by_the_gain_asked_for(mixed: MixedTake) -> None:
@@ -524,6 +541,9 @@ async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake)
         assert r.status == 200, await r.text()
     await _idle(m)
     assert not folder.exists()
+    mixes = m.server.app[SERVICES].extras["mixes"]
+    assert isinstance(mixes, Mixes) and mixes.work is not None and mixes.work.root is not None
+    assert not list(mixes.work.root.iterdir())  # nor what its mixes held in memory
     async with m.http.get(f"{m.base}/mix", headers=m.leader.headers) as r:
         assert r.status == 404
 
