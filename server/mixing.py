@@ -133,8 +133,9 @@ def make_mix(job: MixJob) -> MixMade:
     argv = _mix_argv(job.take_dir, flac, job.gains_db, job.muted)
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
         mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
-    info = sf.info(str(flac))
-    sums = {"flac": file_sha256(flac), "opus": file_sha256(opus)}
+        info = sf.info(str(flac))
+        flac_sum = file_sha256(flac)  # while the copy's last packets are encoded
+    sums = {"flac": flac_sum, "opus": file_sha256(opus)}
     return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
 
 
