@@ -181,8 +181,6 @@ class Workspace:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
-            for tmp, _ in self._pending:  # not moved into place: beside it, or gone already
-                tmp.unlink(missing_ok=True)
             if typ is not None:
                 self._remove_created()
 
@@ -196,16 +194,8 @@ class Workspace:
         self._before_removal.append(stop_writing)
 
     def temp_for(self, final: Path) -> Path:
-        """A new file that :meth:`commit` moves to ``final``: in the scratch folder, or
-        hidden beside ``final`` when the scratch folder is elsewhere (on another file system
-        the move would be a copy)."""
-        name = f"out{next(self._names):04d}{final.suffix}"
-        if self._scratch_in == self.main.parent:
-            tmp = self.scratch / name
-        else:
-            with self._guard.hold():
-                self._make_dirs(final.parent)
-            tmp = final.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-{name}")
+        """A new file in the scratch folder that :meth:`commit` moves to ``final``."""
+        tmp = self.scratch / f"out{next(self._names):04d}{final.suffix}"
         self._pending.append((tmp, final))
         return tmp
 
