@@ -4,14 +4,13 @@ failure, signals turned into an exception that is held while files move."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.memory import shm_folder
 from tutti.mix.outputs import SCRATCH_PREFIX, Interrupted, SignalGuard, Workspace
 
 
@@ -39,10 +38,16 @@ def test_a_failure_removes_the_scratch_and_the_folders_made(tmp_path: Path) -> N
 
 
 def test_a_commit_that_fails_halfway_puts_back_what_it_replaced(tmp_path: Path) -> None:
+    _fail_halfway(tmp_path, None)
+
+
+def _fail_halfway(tmp_path: Path, scratch_in: Path | None) -> None:
+    """A commit whose second move fails: the first output is taken back, the file it
+    replaced restored (a scratch folder elsewhere: copied there, then put back)."""
     main = tmp_path / "mix.flac"
     main.write_text("old mix")
     (tmp_path / "mix.rpp").write_text("old project")
-    with pytest.raises(OSError), SignalGuard() as guard, Workspace(main, guard) as ws:
+    with pytest.raises(OSError), SignalGuard() as guard, Workspace(main, guard, scratch_in) as ws:
         ws.temp_for(tmp_path / "mix.rpp").write_text("new project")
         ws.temp_for(tmp_path / "blocked" / "stem.flac").write_text("new stem")
         ws.temp_for(main).write_text("new mix")
@@ -92,14 +97,10 @@ def test_a_second_signal_does_not_interrupt_the_cleanup(tmp_path: Path) -> None:
 def memory(tmp_path: Path) -> Iterator[Path]:
     """A fresh folder on a tmpfs, on another file system than ``tmp_path`` (as the server's
     mixes work in memory: tutti.server.mixwork)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on a file system of its own")
-    folder = Path(tempfile.mkdtemp(prefix="tutti-test-", dir=shm))
-    try:
+    with shm_folder() as folder:
+        if os.stat(folder).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("needs /dev/shm on a file system of its own")
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_outputs_made_on_another_file_system_land_whole(tmp_path: Path, memory: Path) -> None:
@@ -118,15 +119,5 @@ def test_outputs_made_on_another_file_system_land_whole(tmp_path: Path, memory: 
 def test_a_failed_commit_from_another_file_system_puts_back_the_old(
     tmp_path: Path, memory: Path
 ) -> None:
-    main = tmp_path / "mix.flac"
-    main.write_text("old mix")
-    (tmp_path / "mix.rpp").write_text("old project")
-    with pytest.raises(OSError), SignalGuard() as guard, Workspace(main, guard, memory) as ws:
-        ws.temp_for(tmp_path / "mix.rpp").write_text("new project")  # copied, then put back
-        ws.temp_for(tmp_path / "blocked" / "stem.flac").write_text("new stem")
-        ws.temp_for(main).write_text("new mix")
-        (tmp_path / "blocked").write_text("a file where the stem folder goes")
-        ws.commit()
-    assert main.read_text() == "old mix"
-    assert (tmp_path / "mix.rpp").read_text() == "old project"
-    assert _entries(tmp_path) == ["blocked", "mix.flac", "mix.rpp"] and _entries(memory) == []
+    _fail_halfway(tmp_path, memory)
+    assert _entries(memory) == []

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -24,29 +24,47 @@ from tests.server.helpers import Leader, Recorder, create_session
 from tests.server.test_server_mix import (
     MIX_TIMEOUT,
     TONES,
-    _recorded,
-    _started_take,
-    _stop,
     _upload,
+    mix_ready,
+    sung_take,
 )
+from tests.support.memory import shm_folder
 from tests.support.server import RunningServer, running_server
 from tutti.server.app_keys import SERVICES
 from tutti.server.mixing import MIX_DIR, Mixes
-from tutti.server.mixwork import PREFIX
-from tutti.wire import Ev, TakeMix
+from tutti.server.mixwork import PREFIX, MixWork
 
 
 @pytest.fixture
 def memory() -> Iterator[Path]:
     """A folder of its own on the tmpfs (``/dev/shm``)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        pytest.skip("needs /dev/shm, a tmpfs")
-    folder = Path(tempfile.mkdtemp(prefix="tutti-test-", dir=shm))
-    try:
+    with shm_folder() as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path, memory: Path) -> AsyncIterator[Served]:
+    """A server whose mixes work in ``memory`` (1 GiB), with a take mixed on it."""
+    config = {"mix_memory": memory, "mix_memory_bytes": 1 << 30}
+    async with (
+        running_server(tmp_path / "data", **config) as srv,
+        aiohttp.ClientSession(srv.url) as http,
+    ):
+        take_id = await _mixed_take(srv, http, tmp_path / "up")
+        mixes = _mixes(srv)
+        await _idle(mixes)
+        assert mixes.work is not None and mixes.work.root is not None
+        yield Served(srv, http, mixes, mixes.work, mixes.work.root, take_id)
+
+
+@dataclass
+class Served:
+    srv: RunningServer
+    http: aiohttp.ClientSession
+    mixes: Mixes
+    work: MixWork
+    root: Path  # this server's memory folder
+    take_id: str  # mixed once
 
 
 def _mixes(srv: RunningServer) -> Mixes:
@@ -61,15 +79,12 @@ async def _mixed_take(srv: RunningServer, http: aiohttp.ClientSession, folder: P
     lead = Recorder()
     try:
         await lead.connect(srv.url, leader.token)
-        singers, take_id = await _started_take(http, leader, list(TONES))
-        for singer in singers.values():
-            await _recorded(srv.url, lead, singer, take_id)
-        await _stop(http, leader, take_id)
+        singers, take_id = await sung_take(srv.url, http, leader, lead)
         folder.mkdir(parents=True, exist_ok=True)
         await asyncio.gather(
             *(_upload(srv.url, s, take_id, folder / f"{s.name}.flac") for s in singers.values())
         )
-        await _ready(lead, 1)
+        await mix_ready(lead, 1)
     finally:
         await lead.close()
     _LEADERS[take_id] = leader
@@ -77,17 +92,6 @@ async def _mixed_take(srv: RunningServer, http: aiohttp.ClientSession, folder: P
 
 
 _LEADERS: dict[str, Leader] = {}  # each take's
-
-
-async def _ready(lead: Recorder, version: int) -> TakeMix:
-    raw = await lead.wait(
-        Ev.TAKE_MIX,
-        lambda d: d["version"] == version and d["state"] in ("ready", "failed"),
-        timeout=MIX_TIMEOUT,
-    )
-    status = TakeMix.from_dict(raw)
-    assert status.state == "ready", status.detail
-    return status
 
 
 async def _flac(http: aiohttp.ClientSession, take_id: str) -> np.ndarray:
@@ -113,56 +117,39 @@ def _on_disk(srv: RunningServer, take_id: str) -> list[str]:
 async def test_a_take_is_mixed_in_memory_and_nothing_of_the_work_outlives_the_server(
     tmp_path: Path, memory: Path
 ) -> None:
-    config = {"mix_memory": memory, "mix_memory_bytes": 1 << 30}
-    async with (
-        running_server(tmp_path / "data", **config) as srv,
-        aiohttp.ClientSession(srv.url) as http,
-    ):
-        take_id = await _mixed_take(srv, http, tmp_path / "up")
-        mixes = _mixes(srv)
-        await _idle(mixes)
-        assert _on_disk(srv, take_id) == ["mix-1.flac", "mix-1.opus"]  # the mix, nothing else
-        assert mixes.work is not None and mixes.work.root is not None
-        root = mixes.work.root
-        assert root.parent == memory and root.name.startswith(f"{PREFIX}{os.getpid()}-")
-        kept = list((root / take_id / "prepared").glob("*.raw"))
+    async with _serving(tmp_path, memory) as s:
+        assert _on_disk(s.srv, s.take_id) == ["mix-1.flac", "mix-1.opus"]  # the mix alone
+        assert s.root.parent == memory and s.root.name.startswith(f"{PREFIX}{os.getpid()}-")
+        kept = list((s.root / s.take_id / "prepared").glob("*.raw"))
         assert len(kept) == len(TONES)  # each recording's pass 1, in memory
-    assert not root.exists() and not list(memory.iterdir())
+    assert not s.root.exists() and not list(memory.iterdir())
 
 
 async def test_the_least_recently_used_take_leaves_memory_and_mixes_again_the_same(
     tmp_path: Path, memory: Path
 ) -> None:
-    config = {"mix_memory": memory, "mix_memory_bytes": 1 << 30}
-    async with (
-        running_server(tmp_path / "data", **config) as srv,
-        aiohttp.ClientSession(srv.url) as http,
-    ):
-        first = await _mixed_take(srv, http, tmp_path / "up1")
-        mixes = _mixes(srv)
-        await _idle(mixes)
-        assert mixes.work is not None and mixes.work.root is not None
-        assert (mixes.work.root / first).is_dir()
-        before = await _flac(http, first)
-        mixes.work.budget = 1  # nothing fits beside the next take's jobs any more
-        second = await _mixed_take(srv, http, tmp_path / "up2")
-        await _idle(mixes)
-        assert not (mixes.work.root / first).exists()  # left memory for the second take
+    async with _serving(tmp_path, memory) as s:
+        first = s.take_id
+        assert (s.root / first).is_dir()
+        before = await _flac(s.http, first)
+        s.work.budget = 1  # nothing fits beside the next take's jobs any more
+        second = await _mixed_take(s.srv, s.http, tmp_path / "up2")
+        await _idle(s.mixes)
+        assert not (s.root / first).exists()  # left memory for the second take
         # which is too large for this budget: it worked in its own folder on disk
-        assert "prepared" in _on_disk(srv, second)
-        assert not (mixes.work.root / second).exists()
+        assert "prepared" in _on_disk(s.srv, second) and not (s.root / second).exists()
         # the first take is mixed again from its recordings, to the same samples
-        mixes.work.budget = 1 << 30
+        s.work.budget = 1 << 30
         lead = Recorder()
         try:
-            await lead.connect(srv.url, _LEADERS[first].token)
+            await lead.connect(s.srv.url, _LEADERS[first].token)
             path = f"/api/session/takes/{first}/mix"
-            async with http.post(path, json={}, headers=_LEADERS[first].headers) as r:
+            async with s.http.post(path, json={}, headers=_LEADERS[first].headers) as r:
                 assert r.status == 202, await r.text()
-            await _ready(lead, 2)
+            await mix_ready(lead, 2)
         finally:
             await lead.close()
-        after = await _flac(http, first)
+        after = await _flac(s.http, first)
         assert after.shape == before.shape and np.array_equal(after, before)
 
 

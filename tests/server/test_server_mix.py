@@ -59,20 +59,25 @@ class MixedTake:
 
     async def ready(self, version: int) -> TakeMix:
         """Coroutine: the ``take.mix`` of ``version`` once it is ready (the leader's copy)."""
-        raw = await self.lead.wait(
-            Ev.TAKE_MIX,
-            lambda d: d["version"] == version and d["state"] in ("ready", "failed"),
-            timeout=MIX_TIMEOUT,
-        )
-        status = TakeMix.from_dict(raw)
-        assert status.state == "ready", status.detail
-        return status
+        return await mix_ready(self.lead, version)
 
     async def flac(self) -> tuple[np.ndarray[Any, Any], int]:
         async with self.http.get(f"{self.base}/mix/mix.flac", headers=self.leader.headers) as r:
             assert r.status == 200, await r.text()
             data, rate = sf.read(io.BytesIO(await r.read()), dtype="float64")
         return data, rate
+
+
+async def mix_ready(lead: Recorder, version: int) -> TakeMix:
+    """Coroutine: the ``take.mix`` of ``version`` once it is ready, as ``lead`` hears it."""
+    raw = await lead.wait(
+        Ev.TAKE_MIX,
+        lambda d: d["version"] == version and d["state"] in ("ready", "failed"),
+        timeout=MIX_TIMEOUT,
+    )
+    status = TakeMix.from_dict(raw)
+    assert status.state == "ready", status.detail
+    return status
 
 
 def _tone(path: Path, freq: float) -> tuple[int, str]:
@@ -147,6 +152,18 @@ def in_memory(tmp_path: Path) -> dict[str, Any]:
     return {"mix_memory": folder, "mix_memory_bytes": 1 << 30}
 
 
+async def sung_take(
+    url: str, http: aiohttp.ClientSession, leader: Leader, lead: Recorder
+) -> tuple[dict[str, Singer], str]:
+    """Coroutine: the singers of :data:`TONES` joined, a take started, recorded by each
+    (``lead``, the leader's connection, hears it) and stopped: the singers and the take."""
+    singers, take_id = await _started_take(http, leader, list(TONES))
+    for singer in singers.values():
+        await _recorded(url, lead, singer, take_id)
+    await _stop(http, leader, take_id)
+    return singers, take_id
+
+
 @pytest.fixture
 async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
     """A take of three singers, uploaded through the client's tus uploader and mixed (in
@@ -159,10 +176,7 @@ async def mixed(tmp_path: Path) -> AsyncIterator[MixedTake]:
         lead, ann = Recorder(), Recorder()
         try:
             await lead.connect(srv.url, leader.token)
-            singers, take_id = await _started_take(http, leader, list(TONES))
-            for singer in singers.values():
-                await _recorded(srv.url, lead, singer, take_id)
-            await _stop(http, leader, take_id)
+            singers, take_id = await sung_take(srv.url, http, leader, lead)
             await ann.connect(srv.url, singers["Ann"].token)
             uploads = [
                 _upload(srv.url, s, take_id, tmp_path / f"{s.name}.flac") for s in singers.values()
