@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 __all__ = ["MixWork", "default_memory", "PREFIX"]
 
 PREFIX = "tutti-mix-"
+log = logging.getLogger("tutti.mixing")
 #: Bytes a take's mixes hold per byte of its recordings (as float32 samples): the kept
 #: pass 1s, the decoded backings, programs and group sums, and one recording in scratch.
 _PER_RECORDED_BYTE = 2.0
@@ -92,6 +94,8 @@ class MixWork:
             return take_id not in self._on_disk
         if recorded_bytes * _PER_RECORDED_BYTE > self.budget:
             self._on_disk.add(take_id)
+            log.info("event=mix_on_disk take=%s recorded_mb=%d budget_mb=%d", take_id,
+                     recorded_bytes >> 20, self.budget >> 20)  # fmt: skip
         self._used[take_id] = 0.0
         return take_id not in self._on_disk
 
