@@ -696,8 +696,6 @@ class Mixes:
         self._running = True
         if self.work is not None:
             await asyncio.to_thread(self.work.open)
-            log.info("event=mixes_in_memory folder=%s budget_mb=%d", self.work.root,
-                     self.work.budget // (1 << 20))  # fmt: skip
         await self._resume()
         try:
             yield
