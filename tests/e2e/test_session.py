@@ -75,6 +75,7 @@ class Sung:
     slips: int  # periods by which the harness or the singer's stream slipped (missed cycles)
     off_program: int  # periods the singer played that matched no program period
     silent_off: int  # of those, periods in which the harness heard nothing at all
+    upset_silent: int  # of those, periods in the stretch where the test upset the JACK graph
     blocks: int  # periods examined
 
 
@@ -86,8 +87,17 @@ class Sung:
 _EXTRAS = [0] + [sign * i * PERIOD for i in range(1, 6 * RATE // PERIOD) for sign in (1, -1)]
 
 
-def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = None) -> Sung:
-    """Rebuild what the harness sang to singer ``k`` (up to harness frame ``until``)."""
+def _sung(
+    c: Choir,
+    k: int,
+    harness_from: int,
+    frames: int,
+    until: int | None = None,
+    upset: range = range(0),
+) -> Sung:
+    """Rebuild what the harness sang to singer ``k`` (up to harness frame ``until``); silent
+    periods starting in ``upset`` (harness frames where the test upset the JACK graph) are
+    counted apart."""
     part = SINGERS[k][1]
     z, prog = _program_first(c.settings, c.backings[part])
     heard = c.harness.heard[:, k]
@@ -95,7 +105,7 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
     assert first is not None, f"{SINGERS[k][0]} played nothing"
     h0 = harness_from + first - z
     ref = np.full(frames, np.nan)
-    shift, skips, blocks, unmatched, silent = 0, 0, 0, 0, 0
+    shift, skips, blocks, unmatched, silent, upset_silent = 0, 0, 0, 0, 0, 0
     j = h0 // PERIOD
     while True:
         p0 = j * PERIOD
@@ -121,9 +131,10 @@ def _sung(c: Choir, k: int, harness_from: int, frames: int, until: int | None = 
         else:
             unmatched += 1
             silent += not np.any(block)
+            upset_silent += p0 in upset and not np.any(block)
         blocks += 1
         j += 1
-    return Sung(ref, h0, skips, unmatched, silent, blocks)
+    return Sung(ref, h0, skips, unmatched, silent, upset_silent, blocks)
 
 
 def _program_first(
@@ -145,6 +156,7 @@ class TakeCheck:
     slips: list[int]
     off_program: list[int]  # periods played off the program (of ``blocks``)
     silent_off: list[int]  # of those, periods the harness heard as silence
+    upset_silent: list[int]  # of those, periods while the test upset the JACK graph
     blocks: list[int]
     stem_lags: list[int]
     stem_off: list[int]  # known periods in which the stem differs from what was sung
@@ -152,6 +164,7 @@ class TakeCheck:
     mix_gains: list[float]
     lufs: float
     xruns: list[tuple[int, int]]  # (overflows, underflows) each singer's client reported
+    reported: list[int]  # periods each client reported as lost: its headset's slips, its gaps
     mix_output: str  # what ``tutti mix`` printed
 
 
@@ -162,11 +175,13 @@ def _check_take(
     folder: Path,
     min_seconds: dict[str, float] | None = None,
     until: dict[str, int] | None = None,
+    upset: range = range(0),
 ) -> TakeCheck:
     """Check a downloaded and mixed take against what the harness sang (see module doc).
 
     ``min_seconds``: per singer, the least audio a recording must hold (default 3.5 s);
-    ``until``: per singer, the harness frame after which they were no longer singing.
+    ``until``: per singer, the harness frame after which they were no longer singing;
+    ``upset``: harness frames in which the test killed and started a JACK client.
     """
     manifest = takeformat.parse_manifest(json.loads((folder / "take.json").read_text()))
     assert manifest.take_id == take_id
@@ -182,7 +197,7 @@ def _check_take(
         assert rec.latency_source == "measured" and rec.latency == c.latencies[k]
         least = (min_seconds or {}).get(name, 3.5)
         assert rec.frames >= least * RATE, f"{name}: only {rec.frames} frames recorded"
-        sg = _sung(c, k, harness_from, frames, (until or {}).get(name))
+        sg = _sung(c, k, harness_from, frames, (until or {}).get(name), upset)
         sung.append(sg)
         (stem_file,) = (folder / "mix-stems").glob(f"*-{rec.singer}-{rec.part}.flac")
         stem = sf.read(str(stem_file), dtype="float64", always_2d=True)[0][:, 0]
@@ -218,6 +233,7 @@ def _check_take(
         [sg.slips for sg in sung],
         [sg.off_program for sg in sung],
         [sg.silent_off for sg in sung],
+        [sg.upset_silent for sg in sung],
         [sg.blocks for sg in sung],
         stem_lags,
         stem_off,
@@ -225,8 +241,14 @@ def _check_take(
         [float(g) for g in gains],
         lufs,
         [(recs[n].overflows, recs[n].underflows) for n, _, _ in SINGERS],
+        [_reported_periods(recs[n]) for n, _, _ in SINGERS],
         (folder / "mix-output.txt").read_text(),
     )
+
+
+def _reported_periods(rec: takeformat.Recording) -> int:
+    """Periods a singer's client reported losing (each loss may straddle one more period)."""
+    return sum(-(-g.frames // PERIOD) + 1 for g in (*rec.slips, *rec.gaps))
 
 
 async def _run_take(c: Choir, seconds: float) -> tuple[str, int]:
@@ -277,11 +299,12 @@ def _report(checks: list[TakeCheck], c: Choir) -> None:
         print(
             f"take {t.take_id}: start skew {t.start_skew} frames (h0 {t.h0}); "
             f"slipped periods {t.slips}; singer periods off-program "
-            f"{t.off_program} of {t.blocks} ({t.silent_off} silent); stem lags {t.stem_lags}, "
+            f"{t.off_program} of {t.blocks} ({t.silent_off} silent, {t.upset_silent} of them "
+            f"while a client was killed and started); stem lags {t.stem_lags}, "
             f"periods off "
             f"{t.stem_off}; mix lags {t.mix_lags}, gains "
             f"{[round(g, 3) for g in t.mix_gains]}; loudness {t.lufs:.2f} LUFS; client "
-            f"xruns (over, under) {t.xruns}"
+            f"xruns (over, under) {t.xruns}; periods the clients reported lost {t.reported}"
         )
 
 
@@ -291,9 +314,15 @@ def _assert_take(t: TakeCheck) -> None:
     # (this machine is shared; where JACK gets no real-time priority, busy processes starve
     # it): nothing may go wrong unnoticed.  Each such event spoils at most two periods; a
     # CPU hog on both cores can cost 15 % of the periods that way, so the cap only says most
-    # of the take was heard.
+    # of the take was heard.  A stretch the client itself reported as lost (its headset's
+    # program skipped ahead, its recording holds silence) was noticed too: when a singer is
+    # killed, JACK runs the clients after it in the graph late for a second or more, and the
+    # harness hears silence from them while they skip ahead to stay on the timeline.  So
+    # does the killing and starting of a JACK client: JACK may run the clients after it in
+    # the graph late for a second or more (the harness heard 213 periods of silence from two
+    # singers in a CI run), which a singer on a machine of their own never meets.
     for k in range(len(SINGERS)):
-        excused = 2 * (sum(t.xruns[k]) + t.slips[k])
+        excused = 2 * (sum(t.xruns[k]) + t.slips[k]) + t.reported[k] + t.upset_silent[k]
         assert t.off_program[k] <= min(excused, 0.5 * t.blocks[k]), (k, t)
         assert t.stem_off[k] <= min(excused, 0.5 * t.blocks[k]), (k, t)
     assert all(abs(d) <= 1 for d in t.stem_lags), t
@@ -360,6 +389,7 @@ async def test_singer_killed_mid_take_and_server_restarted(
             killed_at = c.harness.pos
             await ben.kill9()
             await ben.start(c.harness)  # same config folder: same singer, recovers the take
+            upset = range(killed_at, c.harness.pos + 2 * RATE)  # and 2 s for JACK to settle
             res = await run1
             assert res.code == 0, res
             take1 = str(res.json()["take_id"])
@@ -382,6 +412,7 @@ async def test_singer_killed_mid_take_and_server_restarted(
                 tmp_path / "take1",
                 {"Ben": sung_s - 1.5, "Ann": 5.5, "Cleo": 5.5, "Dev": 5.5},
                 {"Ben": killed_at},
+                upset,
             )
             check2 = _check_take(c, take2, since2, tmp_path / "take2")
         except BaseException:
