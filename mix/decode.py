@@ -13,7 +13,7 @@ from tutti.audio.resample import StreamResampler
 from tutti.audio.types import AudioArray, AudioError, as_audio
 from tutti.mix.folder import AudioFile, MixError
 from tutti.mix.read import read_blocks
-from tutti.mix.scratch import RawAudio
+from tutti.mix.scratch import RawAudio, stores_int16
 
 if TYPE_CHECKING:  # imported in a thread when the mix starts: see tutti.mix.passes
     from tutti.audio.analysis import VoiceAnalyser
@@ -51,7 +51,7 @@ def decode(
             if info.samplerate != rate
             else None
         )
-        int16 = resample is None and info.subtype == "PCM_16"
+        int16 = resample is None and stores_int16(info.subtype)
         raw = RawAudio(scratch, info.channels, int16=int16)
 
         def keep(block: AudioArray) -> None:

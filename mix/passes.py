@@ -46,7 +46,7 @@ from tutti.mix.inputs import Input, corrects_drift, to_rate
 from tutti.mix.lossy import encode_on_target
 from tutti.mix.outputs import BUS_NAME, FORMATS, LOSSY, Workspace, stem_dir_for
 from tutti.mix.report import StageProgress
-from tutti.mix.scratch import RawAudio
+from tutti.mix.scratch import RawAudio, stores_int16
 from tutti.takeformat import Backing, TakeManifest
 from tutti.wire import SessionSettings
 
@@ -424,7 +424,7 @@ def mix_into(
         if raw is None:
             return None
         info = item.audio.info
-        as_decoded = (item.channels, item.audio.frames, info.subtype == "PCM_16", rate)
+        as_decoded = (item.channels, item.audio.frames, stores_int16(info.subtype), rate)
         if (raw.channels, raw.frames, raw.dtype == np.int16, info.samplerate) == as_decoded:
             return raw
         raw.close()

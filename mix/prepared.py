@@ -137,10 +137,7 @@ def keep_arrived(folder: Path, name: str, raw: RawAudio, file: str) -> None:
     description is written last, by an atomic rename."""
     where = folder / ARRIVED
     os.replace(raw.path, where / f"{name}.raw")
-    meta = {"channels": raw.channels, "frames": raw.frames, "int16": raw.dtype == np.int16}
-    tmp = where / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(meta | {"file": file}), encoding="utf-8")
-    os.replace(tmp, where / f"{name}.json")
+    _describe(raw, {"file": file}, where / f"{name}.json.tmp", where / f"{name}.json")
 
 
 def take_arrived(folder: Path, name: str, dest: Path) -> RawAudio | None:
@@ -199,10 +196,14 @@ def _keep_audio(
         np.save(tmp, sensed.envelope, allow_pickle=False)
         os.replace(tmp, folder / f"{name}.env.npy")
         about = about | {"sensed": sensed.about()}
+    _describe(raw, about, raw.path.with_name(f"{raw.path.name}.json"), folder / f"{name}.json")
+
+
+def _describe(raw: RawAudio, about: dict[str, Any], tmp: Path, dest: Path) -> None:
+    """Write ``raw``'s description with ``about`` at ``dest`` by way of ``tmp`` (atomic)."""
     meta = {"channels": raw.channels, "frames": raw.frames, "int16": raw.dtype == np.int16}
-    tmp = raw.path.with_name(f"{raw.path.name}.json")
     tmp.write_text(json.dumps(meta | about), encoding="utf-8")
-    os.replace(tmp, folder / f"{name}.json")
+    os.replace(tmp, dest)
 
 
 def load(folder: Path, name: str, item: Input) -> Kept | None:

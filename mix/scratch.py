@@ -60,6 +60,12 @@ def keep_freed_blocks() -> bool:
     )
 
 
+def stores_int16(subtype: str) -> bool:
+    """Whether a file of this libsndfile ``subtype``, decoded at its own rate, is kept as
+    int16 (:class:`RawAudio`): exact for 16-bit samples, and half the bytes."""
+    return subtype == "PCM_16"
+
+
 class RawAudio:
     """A raw file of audio frames (frames, channels), written by appending or by range, read
     as float32.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from tutti.mix.scratch import RawAudio
+from tutti.mix.scratch import RawAudio, stores_int16
 
 from .models import TRACK_FORMATS
 
@@ -189,7 +189,7 @@ def check_audio(
 def _decode_to(f: sf.SoundFile, frames: int, path: Path) -> None:
     """:func:`_decode_all` into a new raw file ``path``, removed unless the whole file
     decodes."""
-    raw = RawAudio(path, f.channels, int16=f.subtype == "PCM_16")
+    raw = RawAudio(path, f.channels, int16=stores_int16(f.subtype))
     try:
         _decode_all(f, frames, raw)
     except BaseException:

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tutti.mix.prepared import arrived_name, arriving, keep_arrived
-from tutti.mix.scratch import RawAudio
+from tutti.mix.scratch import RawAudio, stores_int16
 from tutti.takeformat import Recording, TakeFormatError, parse_recording
 from tutti.wire import Ev, TakeUpdate, UploadMetadata, WireError
 
@@ -338,7 +338,7 @@ def _keep_decoded(home: Path, decoded: Path, info: AudioInfo, rec: Recording) ->
     fail, the pass 1 decodes the file itself."""
     try:
         raw = RawAudio.existing(decoded, info.channels, info.frames,
-                                int16=info.subtype == "PCM_16")  # fmt: skip
+                                int16=stores_int16(info.subtype))  # fmt: skip
         raw.close()
         keep_arrived(home, arrived_name(rec.sha256), raw, rec.file)
     except (OSError, ValueError) as exc:
