@@ -240,13 +240,6 @@ class HeardPrograms:
         return json.dumps(what, sort_keys=True, default=str)
 
 
-def _mono(block: AudioArray) -> AudioArray:
-    if block.shape[1] == 1:
-        return block[:, 0]
-    out: AudioArray = block.mean(axis=1, dtype=np.float32)
-    return out
-
-
 def _ranges(item: Input, rate: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The recording's gaps and the headset's slips as (first frame, frames) in the placed
     recording's frames."""
@@ -288,7 +281,7 @@ def _measure(
             raise Stopped
         a = first + k * hop
         e = min(hops[1], k + step)
-        out[k:e] = hop_energies(_mono(raw.read(a, first + e * hop)), hop)
+        out[k:e] = hop_energies(raw.read_mono(a, first + e * hop), hop)
     return out
 
 
@@ -350,7 +343,7 @@ def _hops(
     q = np.empty((len(idx), hop + layout.taps - 1, c))
     for s, i in enumerate(idx):
         lo = first + int(i) * hop
-        xs[s] = _mono(raw.read(lo, lo + hop))
+        xs[s] = raw.read_mono(lo, lo + hop)
         t = ts + lo
         q[s] = heard.render(t - before, t + hop + after)
     return xs, q, (ts + first + idx * hop).astype(np.float64)

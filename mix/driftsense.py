@@ -16,7 +16,6 @@ import numpy.typing as npt
 import soundfile as sf
 
 from tutti.audio.resample import StreamResampler
-from tutti.audio.types import AudioArray
 from tutti.mix.decode import READ_BLOCK, Stopped
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input
@@ -238,12 +237,6 @@ def heard_reference(
     return HeardReference(wave, np.interp(grid, np.arange(env.shape[0]), env, right=0.0))
 
 
-def _read_mono(raw: RawAudio, lo: int, hi: int) -> AudioArray:
-    """Frames [lo, hi) of ``raw`` folded to mono, (frames,)."""
-    out: AudioArray = raw.read(lo, hi).mean(axis=1, dtype=np.float32)
-    return out
-
-
 def _on_grid(env: Floats, start: int, hop: int, ppm: float, cells: int) -> Floats:
     """A recording's envelope (its own frames) on the timeline grid (cell ``g`` is timeline
     frame ``g·hop``), read on a clock ``ppm`` fast; zero where it holds nothing."""
@@ -272,7 +265,7 @@ def sense(
     for a in range(0, raw.frames, block):
         if stop.is_set():
             raise Stopped
-        x = _read_mono(raw, a, min(raw.frames, a + block))
+        x = raw.read_mono(a, min(raw.frames, a + block))
         energy.append(hop_energy(x, hop))
         if low is not None:
             waves.append(low(x[:, None])[:, 0])

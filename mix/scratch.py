@@ -158,6 +158,14 @@ class RawAudio:
             return out
         return np.multiply(out, np.float32(1.0 / 32768.0), dtype=np.float32)
 
+    def read_mono(self, lo: int, hi: int) -> AudioArray:
+        """Frames [lo, hi) folded to mono (the mean of the channels), (hi - lo,)."""
+        block = self.read(lo, hi)
+        if self.channels == 1:
+            return block[:, 0]
+        out: AudioArray = block.mean(axis=1, dtype=np.float32)
+        return out
+
     def read_scaled(self, lo: int, hi: int) -> tuple[np.ndarray, float]:
         """Frames [lo, hi) as stored (:attr:`dtype`; zeros beyond the file's end) and the
         factor that makes them float32 samples (1/32768 for int16, 1 for float32)."""
