@@ -201,11 +201,6 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
         parts, srate = sess.settings.parts, sess.settings.rate
         if args.part not in parts:
             raise UsageError(f"part {args.part!r} is not one of this session's parts {list(parts)}")
-        if srate != rate:
-            raise UsageError(
-                f"{args.file} is at {rate} Hz but the session runs at {srate} Hz; "
-                f"resample it first (e.g. `sox {args.file} -r {srate} out.wav`)"
-            )
         size = args.file.stat().st_size
         with _transfer_progress(err) as prog:
             task = prog.add_task(f"{args.part} ← {args.file.name}", total=size)
@@ -216,9 +211,10 @@ async def _track(args: argparse.Namespace, target: Target) -> int:
         _print_json(info.to_dict())
     else:
         secs = frames / rate if rate else 0.0
+        converted = f", converted to {srate} Hz" if rate != srate else ""
         _out_console().print(
-            f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch, "
-            f"sha256 {info.sha256[:12]}…"
+            f"backing for {args.part}: {args.file.name}, {secs:.1f} s, {channels} ch"
+            f"{converted}, sha256 {info.sha256[:12]}…"
         )
     return ExitCode.OK
 

@@ -1,9 +1,13 @@
 """Backing tracks: received streamed to disk under a size cap, checked, stored by sha256.
 
 A leader's ``PUT /api/session/tracks/{part}`` body goes to a temporary file in the data
-directory while its sha256 is computed; it is then checked with :func:`check_audio` (the
-session's sample rate, 1 or 2 channels), fsynced and renamed to ``tracks/<sha256>``.  The
-same content uploaded twice (or for two parts) is stored once.
+directory while its sha256 is computed; it is then checked with :func:`check_audio` (1 or 2
+channels), fsynced and renamed to ``tracks/<sha256>``.  The same content uploaded twice (or
+for two parts) is stored once.  A file at another sample rate than the session's (most
+backings are CDs' and MP3s' 44.1 kHz) is converted on the server, as a leader would
+otherwise have to with a tool they may not have: resampled with soxr (the project's one
+resampler, :mod:`tutti.audio.resample`), lowered if the resampling put a peak above full
+scale, and stored as 24-bit FLAC at the session's rate under the new file's sha256.
 """
 
 from __future__ import annotations
@@ -16,18 +20,23 @@ import os
 import secrets
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 from aiohttp import web
 
-from tutti.fsutil import fsync_dir
+from tutti.audio.resample import StreamResampler
+from tutti.fsutil import file_sha256, fsync_dir
+from tutti.mix.scratch import RawAudio
 from tutti.wire import SessionSettings
 
-from .audiocheck import AudioCheckError, check_audio
+from .audiocheck import AudioCheckError, AudioInfo, check_audio
 from .errors import InsufficientStorage, TooLarge, Unprocessable, UnsupportedMedia
 from .models import Track
 
 __all__ = ["TrackStore", "fsync_dir", "receive_body"]
 
 _BATCH = 1 << 20
+_RESAMPLE_BLOCK = 1 << 16  # frames converted at a time (a backing is never held whole)
 _ACCEPTED_TYPES = ("audio/", "application/octet-stream")
 
 
@@ -116,7 +125,7 @@ class TrackStore:
         """Coroutine: store the request body as ``part``'s backing track and return it.
 
         Raises 415 for a non-audio Content-Type, 413 over the cap, 422 for a file that is
-        not acceptable audio, not at the session rate, or not mono/stereo.
+        not acceptable audio or not mono/stereo.
         """
         ctype = request.content_type
         if not any(ctype.startswith(t) for t in _ACCEPTED_TYPES):
@@ -137,26 +146,31 @@ class TrackStore:
         """Coroutine: check the received file ``path`` (fsynced, ``size`` bytes, sha256
         ``sha``) and move it into place as ``part``'s backing track.
 
-        Raises 422 for a file that is not acceptable audio, not at the session rate, or not
-        mono/stereo; ``path`` is then left where it is.
+        Raises 422 for a file that is not acceptable audio or not mono/stereo; ``path`` is
+        then left where it is.  A file at another rate is converted to the session's
+        (``path`` is left where it is then too).
         """
         try:
             info = await asyncio.to_thread(check_audio, path, max_channels=8)
         except AudioCheckError as exc:
             raise Unprocessable(f"backing track for {part!r}: {exc}", code="bad_audio") from None
-        if info.rate != settings.rate:
-            raise Unprocessable(
-                f"backing track for {part!r} is at {info.rate} Hz but the session runs at "
-                f"{settings.rate} Hz; resample it to {settings.rate} Hz",
-                code="wrong_rate",
-            )
         if info.channels not in (1, 2):
             raise Unprocessable(
                 f"backing track for {part!r} has {info.channels} channels; accepted: "
                 "1 (mono) or 2 (stereo)",
                 code="wrong_channels",
             )
-        await asyncio.to_thread(self._place, path, self.path(sha))
+        if info.rate != settings.rate:
+            converted = self.tmp / f"{secrets.token_hex(8)}.flac.part"
+            try:
+                info, sha, size = await asyncio.to_thread(
+                    _to_rate, path, info, settings.rate, converted
+                )
+                await asyncio.to_thread(self._place, converted, self.path(sha))
+            finally:
+                converted.unlink(missing_ok=True)
+        else:
+            await asyncio.to_thread(self._place, path, self.path(sha))
         return Track(
             part=part,
             sha256=sha,
@@ -172,3 +186,37 @@ class TrackStore:
             return  # same content already stored
         os.replace(tmp, final)
         fsync_dir(self.root)
+
+
+def _to_rate(source: Path, info: AudioInfo, rate: int, dest: Path) -> tuple[AudioInfo, str, int]:
+    """Convert the checked audio file ``source`` to 24-bit FLAC at ``rate`` in ``dest``
+    (fsynced; blocking): what it holds, its sha256 and its size.  Resampled once into a
+    float scratch file beside ``dest`` while its peak is found, then written lowered by as
+    much as that peak is above full scale (soxr's filter rings past a full-scale original's
+    peaks; clipping them would distort)."""
+    from tutti.mix.passes import open_out  # the mix's reader and writer: loaded when needed
+    from tutti.mix.read import read_blocks
+
+    scratch = dest.with_name(dest.name + ".f32.part")
+    raw = RawAudio(scratch, info.channels)
+    try:
+        resample = StreamResampler(info.rate, rate, info.channels)
+        peak = 0.0
+        for block in read_blocks(source, sf.info(str(source)), _RESAMPLE_BLOCK, int16=False):
+            out = resample(block)
+            peak = max(peak, float(np.max(np.abs(out), initial=0.0)))
+            raw.append(out)
+        tail = resample.flush()
+        peak = max(peak, float(np.max(np.abs(tail), initial=0.0)))
+        raw.append(tail)
+        gain = np.float32(1.0 if peak <= 1.0 else 1.0 / peak)
+        with open_out(dest, "flac", rate, info.channels) as out_file:
+            for a in range(0, raw.frames, _RESAMPLE_BLOCK):
+                out_file.write(raw.read(a, min(raw.frames, a + _RESAMPLE_BLOCK)) * gain)
+        with open(dest, "rb+") as fh:
+            os.fsync(fh.fileno())
+        converted = AudioInfo("FLAC", "PCM_24", rate, info.channels, raw.frames)
+        return converted, file_sha256(dest), dest.stat().st_size
+    finally:
+        raw.close()
+        scratch.unlink(missing_ok=True)

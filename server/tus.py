@@ -428,9 +428,7 @@ class TusHandler:
                 f"upload {st.upload_id} is already complete; nothing more is accepted",
             )
         if st.status is UploadStatus.FAILED:
-            raise TusError(
-                422, "upload_rejected", f"upload {st.upload_id} was refused: {st.failure}"
-            )
+            raise TusError(422, "upload_rejected", st.failure or "refused by the server")
         if request.content_type != OFFSET_OCTET_STREAM:
             raise TusError(
                 415,
@@ -664,7 +662,7 @@ class TusHandler:
             raise TusError(
                 422,
                 "upload_rejected",
-                f"upload {st.upload_id} was refused: {st.failure}",
+                st.failure,
                 headers={"Upload-Offset": str(st.offset)},
             ) from None
         except web.HTTPException:

@@ -115,10 +115,11 @@ async def test_track_upload_and_refusals(server: str, tmp_path: Path) -> None:
     info = res.json()
     assert info["sha256"] == hashlib.sha256(wav.read_bytes()).hexdigest()
     assert info["frames"] == len(audio) and info["channels"] == 2 and info["rate"] == 48000
-    # wrong rate, unknown part, not audio: each refused with what is accepted
+    # another rate: converted by the server to the session's
     slow = write_wav(tmp_path / "slow.wav", tone(330, 0.5, rate=44100), rate=44100)
-    res = await run_cli("lead", "track", "A", str(slow))
-    assert res.code == 2 and "44100 Hz but the session runs at 48000 Hz" in res.err, res
+    res = await run_cli("lead", "track", "T", str(slow))
+    assert res.code == 0 and "converted to 48000 Hz" in res.out, res
+    # unknown part, not audio: each refused with what is accepted
     res = await run_cli("lead", "track", "Q", str(wav))
     assert res.code == 2 and "not one of this session's parts ['S', 'A', 'T', 'B']" in res.err
     pdf = tmp_path / "score.flac"

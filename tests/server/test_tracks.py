@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.server.helpers import Recorder, create_session, error_of, join, write_audio
 from tests.support.server import RunningServer, running_server
+from tutti.audio.resample import resample_whole
 from tutti.wire import Ev
 
 
@@ -142,7 +145,6 @@ BAD_FILES: dict[str, tuple[Callable[[Path], bytes], str, str]] = {
     "zero_channels": (lambda t: wav_header(0, 48000, 16, 4000) + b"\0" * 4000, "bad_audio", ""),
     "huge_header": (lambda t: wav_header(1, 48000, 16, 0xFFFFFFF0) + b"\0" * 4000, "bad_audio", ""),
     "empty_data": (lambda t: wav_header(1, 48000, 16, 0), "bad_audio", ""),
-    "wrong_rate": (lambda t: _good_wav(t, rate=44100), "wrong_rate", "44100 Hz"),
     "three_channels": (lambda t: _good_wav(t, channels=3), "wrong_channels", "1 (mono)"),
 }
 
@@ -163,6 +165,56 @@ async def test_bad_track_files(
     assert list((server.config.data_dir / "tmp").iterdir()) == []
     # another leader keeps being served
     assert (await put_track(http, other.headers, "A", _good_wav(tmp_path))).status == 201
+
+
+async def test_a_backing_at_another_rate_is_stored_at_the_sessions(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A 44.1 kHz WAV (what most backings are) is converted to the session's 48 kHz: same
+    sound, same timing to a fraction of a sample, no clipped peak; stored and served as
+    24-bit FLAC under the converted file's sha256."""
+    leader = await create_session(http)
+    n = 2 * 44100
+    t = np.arange(n) / 44100
+    left = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    right = np.where(t >= 1.0, 0.25 * np.sin(2 * np.pi * 440 * (t - 1.0)), 0.0)  # from 1 s
+    f = tmp_path / "cd.wav"
+    sf.write(f, np.stack([left, right], axis=1), 44100, subtype="PCM_24")
+    r = await put_track(http, leader.headers, "S", f.read_bytes())
+    assert r.status == 201, await r.text()
+    info = await r.json()
+    assert (info["rate"], info["channels"], info["format"]) == (48000, 2, "FLAC")
+    assert info["frames"] == 96000
+    stored = server.config.data_dir / "tracks" / info["sha256"]
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == info["sha256"]
+    assert info["size"] == stored.stat().st_size
+    got, rate = sf.read(stored, always_2d=True)
+    assert rate == 48000 and got.shape == (96000, 2)
+    u = np.arange(96000) / 48000
+    mid = slice(4800, 96000 - 4800)  # away from the ends, where the filter has no past
+    assert np.max(np.abs(got[mid, 0] - 0.5 * np.sin(2 * np.pi * 1000 * u[mid]))) < 1e-4
+    # a sample late or early would be off by 0.25 · 2π · 440 / 48000 = 0.014
+    later = slice(48000 + 4800, 96000 - 4800)
+    want = 0.25 * np.sin(2 * np.pi * 440 * (u[later] - 1.0))
+    assert np.max(np.abs(got[later, 1] - want)) < 1e-4
+    assert list((server.config.data_dir / "tmp").iterdir()) == []
+    async with http.get("/api/session/tracks/S", headers=leader.headers) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "audio/flac"
+        assert hashlib.sha256(await resp.read()).hexdigest() == info["sha256"]
+
+    # at full scale, the resampler's ringing goes past it: lowered as a whole, not clipped
+    square = np.where(np.sin(2 * np.pi * 100 * t) >= 0, 1.0, -1.0) * (1 - 2**-15)
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, square, 44100, subtype="PCM_16")
+    r = await put_track(http, leader.headers, "A", loud.read_bytes())
+    assert r.status == 201, await r.text()
+    got = sf.read(server.config.data_dir / "tracks" / (await r.json())["sha256"])[0]
+    ringing = resample_whole(square[:, None].astype(np.float32), 44100, 48000)[:, 0]
+    assert np.max(np.abs(ringing)) > 1.05  # what clipping would have flattened
+    gain = float(np.dot(got, ringing) / np.dot(ringing, ringing))
+    assert gain == pytest.approx(1 / np.max(np.abs(ringing)), rel=1e-4)  # its peak at 0 dBFS
+    assert np.max(np.abs(got)) <= 1.0
+    assert np.max(np.abs(got - gain * ringing)) < 1e-5  # one gain for all: no flat tops
 
 
 async def test_track_names_and_types(http: aiohttp.ClientSession, tmp_path: Path) -> None:

@@ -192,11 +192,18 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
     stored = server.app[SERVICES].store.tracks(session_id(server, token))
     assert stored["S"].sha256 == hashlib.sha256(wav.read_bytes()).hexdigest()
 
-    # dropped on a part: a file at the wrong rate is refused with what to do
-    wrong = tmp_path / "alto-44k.wav"
-    write_audio(wrong, rate=44100, frames=44100)
-    await drop_file(page, "li[data-part='A']", wrong)
-    await page.wait_for_selector("li[data-part='A'].failed:has-text('resample it to 48000 Hz')")
+    # dropped on a part: a CD's 44.1 kHz is converted to the session's rate
+    cd = tmp_path / "alto-44k.wav"
+    write_audio(cd, rate=44100, frames=44100, channels=2)
+    await drop_file(page, "li[data-part='A']", cd)
+    await page.wait_for_selector("li[data-part='A'] .track-state:has-text('Backing ready: 0:01')")
+    alto = server.app[SERVICES].store.tracks(session_id(server, token))["A"]
+    assert (alto.rate, alto.frames, alto.channels, alto.format) == (RATE, RATE, 2, "FLAC")
+    # a file that cannot be a backing is refused with what to do
+    wide = tmp_path / "tenor-surround.wav"
+    write_audio(wide, rate=RATE, frames=RATE, channels=3)
+    await drop_file(page, "li[data-part='T']", wide)
+    await page.wait_for_selector("li[data-part='T'].failed:has-text('1 (mono) or 2 (stereo)')")
 
     # three virtual singers arrive and their meters move
     singers: list[VirtualSinger] = []
@@ -215,7 +222,7 @@ async def test_leader_walkthrough(server: RunningServer, page: Any, tmp_path: Pa
             await until(lambda: _changed(page, meter, first))
 
             # the refusal stays on screen while the session changes around it
-            assert "resample" in (await page.text_content("li[data-part='A']") or "")
+            assert "stereo" in (await page.text_content("li[data-part='T']") or "")
 
             # a take: arm, start (the countdown), the singers upload, stop
             await page.focus("#arm")
