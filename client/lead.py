@@ -186,10 +186,10 @@ def _check_audio_file(path: Path) -> tuple[int, int, int]:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise UsageError(
-            f"{path} is not an audio file tutti can read ({exc}); upload WAV, FLAC or OGG"
+            f"{path} is not an audio file tutti can read ({exc}); upload WAV, FLAC, OGG or MP3"
         ) from None
-    if info.format not in ("WAV", "WAVEX", "FLAC", "OGG"):
-        raise UsageError(f"{path}: format {info.format} not accepted; upload WAV, FLAC or OGG")
+    if info.format not in ("WAV", "WAVEX", "FLAC", "OGG", "MP3"):
+        raise UsageError(f"{path}: format {info.format} not accepted; upload WAV, FLAC, OGG or MP3")
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 

@@ -89,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("track", help="upload the backing track for a voice part")
     p.add_argument("part", metavar="PART", help="voice part (one of the session's parts)")
-    p.add_argument("file", metavar="FILE", type=Path, help="WAV, FLAC or OGG at the session rate")
+    p.add_argument(
+        "file", metavar="FILE", type=Path, help="WAV, FLAC, OGG or MP3 (another rate is converted)"
+    )
     _common(p, with_json=True)
 
     p = sub.add_parser("lyrics", help="upload a part's words, timed (LRC or BAR:BEAT lines)")

@@ -1,7 +1,10 @@
 """Reading an audio file block by block for ``tutti mix`` (pass 1 decodes every recording once).
 
-FLAC files (what ``tutti join`` records) are decoded with miniaudio's dr_flac; everything
-else (WAV, OGG, …) with libsndfile through soundfile.  Both give the same samples — FLAC is
+FLAC files (what ``tutti join`` records) are decoded with miniaudio's dr_flac, MP3 (only ever
+a leader's backing, which the server converts) with FFmpeg's decoder through PyAV: read in
+blocks, libsndfile's loses its place in an MP3 at every block, and FFmpeg takes off the
+encoder's delay and padding as the file's LAME tag gives them.  Everything else (WAV, OGG, …)
+is read with libsndfile through soundfile.  Both give the same samples — FLAC is
 lossless, and 24-bit samples fit float32 exactly (``tests/audio/test_mixread.py`` compares
 them) — but dr_flac is the faster (libsndfile copies every sample through its own buffer
 once more; the figures are in docs/benchmarks-mix.md).
@@ -57,6 +60,9 @@ def read_blocks(path: Path, info: Any, block: int, *, int16: bool) -> Iterator[n
     if info.format == "FLAC":
         yield from _flac_blocks(path, info.channels, info.samplerate, block, int16=int16)
         return
+    if info.format == "MP3":
+        yield from _mp3_blocks(path, info.channels, block)
+        return
     with sf.SoundFile(str(path)) as f:
         # large reads into one buffer: soundfile seeks after every read
         buf = np.empty(
@@ -90,6 +96,30 @@ def _flac_blocks(
                 yield np.frombuffer(chunk, dtype=dtype).reshape(-1, channels)
     except miniaudio.MiniaudioError as exc:
         raise RuntimeError(f"the FLAC decoder failed: {exc}") from None
+
+
+def _mp3_blocks(path: Path, channels: int, block: int) -> Iterator[npt.NDArray[np.float32]]:
+    import av
+
+    pending: list[npt.NDArray[np.float32]] = []
+    held = 0
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.audio[0]):
+                got = frame.to_ndarray()
+                got = got.T if frame.format.is_planar else got.reshape(-1, channels)
+                samples = np.asarray(got, np.float32)
+                if got.dtype.kind == "i":  # a fixed-point decoder's
+                    samples /= np.float32(2 ** (8 * got.dtype.itemsize - 1))
+                pending.append(samples)
+                held += samples.shape[0]
+                if held >= block:  # the decoder's 1,152-frame pieces, gathered
+                    yield np.ascontiguousarray(np.concatenate(pending), np.float32)
+                    pending, held = [], 0
+    except av.FFmpegError as exc:
+        raise RuntimeError(f"the MP3 decoder failed: {exc}") from None
+    if pending:
+        yield np.ascontiguousarray(np.concatenate(pending), np.float32)
 
 
 def count_flac_frames(path: Path, channels: int, limit: int) -> int:

@@ -1,12 +1,14 @@
 """Check that a file is audio the server can use, with soundfile, before anything trusts it.
 
-Readable by libsndfile, a known container (WAV, FLAC, OGG), at least one channel, a positive
-rate and length, and every frame the header claims decodable (a truncated file, a header
-that lies about its size or damage in the middle is caught: WAV chunk sizes are checked
-against the file, and every other file is decoded block by block, never held in memory;
-linear PCM and float WAV need no decode, since any bytes are samples).  A recording's
-decoded samples can be kept as they are checked (``decoded=``), so that the server's mix does
-not decode the file a second time.
+Readable by libsndfile, a known container (WAV, FLAC, OGG; MP3 for a backing, which the
+server converts), at least one channel, a positive rate and length, and every frame the
+header claims decodable (a truncated file, a header that lies about its size or damage in
+the middle is caught: WAV chunk sizes are checked against the file, and every other file is
+decoded block by block, never held in memory; linear PCM and float WAV need no decode, since
+any bytes are samples).  An MP3 is decoded as the server converts it, by FFmpeg
+(:func:`tutti.mix.read.read_blocks`): libsndfile loses its place in one read in blocks.
+A recording's decoded samples can be kept as they are checked (``decoded=``), so that the
+server's mix does not decode the file a second time.
 WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.
 Every refusal is an :class:`AudioCheckError` whose message says what was wrong and what is
 accepted.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from tutti.mix.read import read_blocks
 from tutti.mix.scratch import RawAudio, stores_int16
 
 from .models import TRACK_FORMATS
@@ -31,6 +34,9 @@ _BLOCK_FRAMES = 65536
 #: WAV encodings in which every byte pattern is a sample: once the chunk sizes fit the file,
 #: decoding finds nothing more, and it was a third of the server's CPU per uploaded WAV.
 _LINEAR_WAV = frozenset({"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
+#: How far an MP3's decoded length may fall short of its header's: without an encoder's tag
+#: the header has only an estimate (from the size and bit rate); more is a cut-off file.
+_MP3_ESTIMATE = 0.01
 #: libsndfile containers that are one of ours under another name: WAVE_FORMAT_EXTENSIBLE
 #: (24- and 32-bit WAVs from sox, DAWs and Audacity) is WAV.
 _CONTAINER_ALIASES = {"WAVEX": "WAV"}
@@ -121,6 +127,7 @@ def check_audio(
     max_channels: int = 8,
     max_seconds: float = 4 * 3600,
     decoded: Path | None = None,
+    mp3: bool = False,
 ) -> AudioInfo:
     """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
 
@@ -137,13 +144,16 @@ def check_audio(
         file as :class:`~tutti.mix.scratch.RawAudio` holds a pass 1's (int16 for a 16-bit
         file, float32 otherwise).  :attr:`AudioInfo.decoded` says whether it was written;
         when the check fails it is removed.
+    mp3 : bool
+        Accept MP3 too (a backing's, which the server converts: never a recording's); its
+        length is what decodes (:data:`_MP3_ESTIMATE`).
 
     Raises
     ------
     AudioCheckError
         Unreadable, unknown container, 0 or too many channels, empty, too long, or truncated.
     """
-    accepted = "accepted: WAV, FLAC or OGG audio files"
+    accepted = f"accepted: WAV, FLAC{', OGG or MP3' if mp3 else ' or OGG'} audio files"
     try:
         f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
@@ -151,7 +161,7 @@ def check_audio(
         raise AudioCheckError(f"not a readable audio file ({reason}); {accepted}") from None
     with f:
         fmt = _CONTAINER_ALIASES.get(f.format, f.format)
-        if fmt not in TRACK_FORMATS:
+        if fmt not in TRACK_FORMATS and not (mp3 and fmt == "MP3"):
             raise AudioCheckError(f"audio container {fmt} is not supported; {accepted}")
         if not 1 <= f.channels <= max_channels:
             raise AudioCheckError(
@@ -170,7 +180,9 @@ def check_audio(
         if fmt == "WAV":
             _check_wav_sizes(path)
         wrote = False
-        if not (fmt == "WAV" and f.subtype in _LINEAR_WAV):
+        if fmt == "MP3":
+            frames = _mp3_frames(path, frames, int(max_seconds * f.samplerate))
+        elif not (fmt == "WAV" and f.subtype in _LINEAR_WAV):
             if decoded is None:
                 _decode_all(f, frames, None)
             else:
@@ -197,3 +209,27 @@ def _decode_to(f: sf.SoundFile, frames: int, path: Path) -> None:
         raise
     finally:
         raw.close()
+
+
+def _mp3_frames(path: Path, claimed: int, longest: int) -> int:
+    """The frames an MP3 decodes to (at most ``longest``); refused when it breaks or falls
+    short of the ``claimed`` length by more than an estimate's error."""
+    got = 0
+    try:
+        for block in read_blocks(path, sf.info(str(path)), _BLOCK_FRAMES, int16=False):
+            got += len(block)
+            if got > longest:
+                raise AudioCheckError(
+                    f"the file holds more than {longest} frames, the most accepted"
+                )
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioCheckError(
+            f"the audio data cannot be decoded after frame {got} ({exc}); the file is "
+            "truncated or corrupt"
+        ) from None
+    if got < (1 - _MP3_ESTIMATE) * claimed:
+        raise AudioCheckError(
+            f"the header claims {claimed} frames but {got} can be decoded; the file is "
+            "truncated or corrupt"
+        )
+    return got

@@ -3,11 +3,11 @@
 A leader's ``PUT /api/session/tracks/{part}`` body goes to a temporary file in the data
 directory while its sha256 is computed; it is then checked with :func:`check_audio` (1 or 2
 channels), fsynced and renamed to ``tracks/<sha256>``.  The same content uploaded twice (or
-for two parts) is stored once.  A file at another sample rate than the session's (most
-backings are CDs' and MP3s' 44.1 kHz) is converted on the server, as a leader would
-otherwise have to with a tool they may not have: resampled with soxr (the project's one
-resampler, :mod:`tutti.audio.resample`), lowered if the resampling put a peak above full
-scale, and stored as 24-bit FLAC at the session's rate under the new file's sha256.
+for two parts) is stored once.  An MP3, or a file at another sample rate than the
+session's (most backings are CDs' and MP3s' 44.1 kHz), is converted on the server, as a
+leader would otherwise have to with a tool they may not have: decoded, resampled with soxr
+(the project's one resampler, :mod:`tutti.audio.resample`), lowered if that put a peak above
+full scale, and stored as 24-bit FLAC at the session's rate under the new file's sha256.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import soundfile as sf
 from aiohttp import web
 
 from tutti.audio.resample import StreamResampler
+from tutti.audio.types import AudioArray
 from tutti.fsutil import file_sha256, fsync_dir
 from tutti.mix.scratch import RawAudio
 from tutti.wire import SessionSettings
 
 from .audiocheck import AudioCheckError, AudioInfo, check_audio
 from .errors import InsufficientStorage, TooLarge, Unprocessable, UnsupportedMedia
-from .models import Track
+from .models import TRACK_FORMATS, Track
 
 __all__ = ["TrackStore", "fsync_dir", "receive_body"]
 
@@ -151,7 +152,7 @@ class TrackStore:
         (``path`` is left where it is then too).
         """
         try:
-            info = await asyncio.to_thread(check_audio, path, max_channels=8)
+            info = await asyncio.to_thread(check_audio, path, max_channels=8, mp3=True)
         except AudioCheckError as exc:
             raise Unprocessable(f"backing track for {part!r}: {exc}", code="bad_audio") from None
         if info.channels not in (1, 2):
@@ -160,13 +161,19 @@ class TrackStore:
                 "1 (mono) or 2 (stereo)",
                 code="wrong_channels",
             )
-        if info.rate != settings.rate:
+        if info.rate != settings.rate or info.format not in TRACK_FORMATS:
             converted = self.tmp / f"{secrets.token_hex(8)}.flac.part"
             try:
                 info, sha, size = await asyncio.to_thread(
-                    _to_rate, path, info, settings.rate, converted
+                    _convert, path, info, settings.rate, converted
                 )
                 await asyncio.to_thread(self._place, converted, self.path(sha))
+            except (RuntimeError, ValueError, sf.LibsndfileError) as exc:  # what the check let by
+                raise Unprocessable(
+                    f"backing track for {part!r} could not be converted to the session's "
+                    f"{settings.rate} Hz ({exc}); try saving it as WAV or FLAC",
+                    code="bad_audio",
+                ) from None
             finally:
                 converted.unlink(missing_ok=True)
         else:
@@ -188,27 +195,24 @@ class TrackStore:
         fsync_dir(self.root)
 
 
-def _to_rate(source: Path, info: AudioInfo, rate: int, dest: Path) -> tuple[AudioInfo, str, int]:
+def _convert(source: Path, info: AudioInfo, rate: int, dest: Path) -> tuple[AudioInfo, str, int]:
     """Convert the checked audio file ``source`` to 24-bit FLAC at ``rate`` in ``dest``
-    (fsynced; blocking): what it holds, its sha256 and its size.  Resampled once into a
-    float scratch file beside ``dest`` while its peak is found, then written lowered by as
-    much as that peak is above full scale (soxr's filter rings past a full-scale original's
-    peaks; clipping them would distort)."""
+    (fsynced; blocking): what it holds, its sha256 and its size.  Decoded (and resampled)
+    once into a float scratch file beside ``dest`` while its peak is found, then written
+    lowered by as much as that peak is above full scale (soxr's filter rings past a
+    full-scale original's peaks, an MP3 decodes past them too; clipping would distort)."""
     from tutti.mix.passes import open_out  # the mix's reader and writer: loaded when needed
     from tutti.mix.read import read_blocks
 
     scratch = dest.with_name(dest.name + ".f32.part")
     raw = RawAudio(scratch, info.channels)
     try:
-        resample = StreamResampler(info.rate, rate, info.channels)
+        resample = StreamResampler(info.rate, rate, info.channels) if info.rate != rate else None
         peak = 0.0
         for block in read_blocks(source, sf.info(str(source)), _RESAMPLE_BLOCK, int16=False):
-            out = resample(block)
-            peak = max(peak, float(np.max(np.abs(out), initial=0.0)))
-            raw.append(out)
-        tail = resample.flush()
-        peak = max(peak, float(np.max(np.abs(tail), initial=0.0)))
-        raw.append(tail)
+            peak = _append(raw, block if resample is None else resample(block), peak)
+        if resample is not None:
+            peak = _append(raw, resample.flush(), peak)
         gain = np.float32(1.0 if peak <= 1.0 else 1.0 / peak)
         with open_out(dest, "flac", rate, info.channels) as out_file:
             for a in range(0, raw.frames, _RESAMPLE_BLOCK):
@@ -220,3 +224,9 @@ def _to_rate(source: Path, info: AudioInfo, rate: int, dest: Path) -> tuple[Audi
     finally:
         raw.close()
         scratch.unlink(missing_ok=True)
+
+
+def _append(raw: RawAudio, block: AudioArray, peak: float) -> float:
+    """Append ``block`` to ``raw``; the peak so far."""
+    raw.append(block)
+    return max(peak, float(np.max(np.abs(block), initial=0.0)))

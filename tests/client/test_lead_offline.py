@@ -101,7 +101,7 @@ async def test_non_audio_track_refused_locally(tmp_path: Path) -> None:
     junk.write_bytes(b"these are my rehearsal notes, not audio\n" * 10)
     res = await run_cli("lead", "track", "S", str(junk))
     assert res.code == 2, res
-    assert "is not an audio file tutti can read" in res.err and "WAV, FLAC or OGG" in res.err
+    assert "is not an audio file tutti can read" in res.err and "WAV, FLAC, OGG or MP3" in res.err
     res = await run_cli("lead", "track", "S", str(tmp_path / "missing.flac"))
     assert res.code == 2 and "no such file" in res.err, res
 

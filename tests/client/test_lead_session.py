@@ -125,7 +125,7 @@ async def test_track_upload_and_refusals(server: str, tmp_path: Path) -> None:
     pdf = tmp_path / "score.flac"
     pdf.write_bytes(b"%PDF-1.7 sheet music\n" * 50)
     res = await run_cli("lead", "track", "S", str(pdf))
-    assert res.code == 2 and "not an audio file" in res.err and "WAV, FLAC or OGG" in res.err
+    assert res.code == 2 and "not an audio file" in res.err and "WAV, FLAC, OGG or MP3" in res.err
 
 
 async def test_roster_shows_singers_live_state(server: str) -> None:

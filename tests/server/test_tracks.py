@@ -15,6 +15,7 @@ import soundfile as sf
 from tests.server.helpers import Recorder, create_session, error_of, join, write_audio
 from tests.support.server import RunningServer, running_server
 from tutti.audio.resample import resample_whole
+from tutti.server.audiocheck import AudioCheckError, check_audio
 from tutti.wire import Ev
 
 
@@ -215,6 +216,39 @@ async def test_a_backing_at_another_rate_is_stored_at_the_sessions(
     assert gain == pytest.approx(1 / np.max(np.abs(ringing)), rel=1e-4)  # its peak at 0 dBFS
     assert np.max(np.abs(got)) <= 1.0
     assert np.max(np.abs(got - gain * ringing)) < 1e-5  # one gain for all: no flat tops
+
+
+async def test_an_mp3_backing_is_stored_as_flac(
+    server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Most backings a choir leader has are MP3s: decoded, converted to the session's rate
+    and stored as FLAC, on time; a recording is never accepted as MP3."""
+    leader = await create_session(http)
+    t = np.arange(3 * 44100) / 44100
+    onset = np.where(t >= 1.0, 0.25 * np.sin(2 * np.pi * 440 * (t - 1.0)), 0.0)
+    mp3 = tmp_path / "backing.mp3"
+    sf.write(mp3, np.stack([0.5 * np.sin(2 * np.pi * 1000 * t), onset], axis=1), 44100)
+    r = await put_track(http, leader.headers, "S", mp3.read_bytes(), "audio/mpeg")
+    assert r.status == 201, await r.text()
+    info = await r.json()
+    assert (info["rate"], info["channels"], info["format"]) == (48000, 2, "FLAC")
+    assert info["frames"] == 3 * 48000
+    got = sf.read(server.config.data_dir / "tracks" / info["sha256"])[0]
+    u = np.arange(3 * 48000) / 48000
+    want = np.where(u >= 1.0, 0.25 * np.sin(2 * np.pi * 440 * (u - 1.0)), 0.0)
+    lags = range(-48, 49)
+    score = [float(np.dot(got[4800:-4800, 1], np.roll(want, d)[4800:-4800])) for d in lags]
+    assert lags[int(np.argmax(score))] == 0  # the encoder's delay is taken off
+    after = slice(48000 + 2400, 3 * 48000 - 4800)  # past the onset's pre-echo (lossy)
+
+    assert np.max(np.abs(got[after, 1] - want[after])) < 0.02
+    with pytest.raises(AudioCheckError, match="MP3 is not supported"):
+        check_audio(mp3)  # as a take's recording is checked
+    # cut off halfway: refused as any other format would be, nothing stored
+    half = mp3.read_bytes()[: mp3.stat().st_size // 2]
+    r = await put_track(http, leader.headers, "A", half, "audio/mpeg")
+    assert r.status == 422 and "truncated" in (await error_of(r))["message"]
+    assert list((server.config.data_dir / "tmp").iterdir()) == []
 
 
 async def test_track_names_and_types(http: aiohttp.ClientSession, tmp_path: Path) -> None:

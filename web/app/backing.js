@@ -39,7 +39,7 @@ class PartSlot {
       '<div class="part-name"></div>' +
       '<div class="part-body"><p class="track-state"></p>' +
       '<progress max="100" value="0" hidden></progress>' +
-      '<label class="button quiet">Choose a file… <input type="file" accept="audio/*,.wav,.flac,.ogg"></label>' +
+      '<label class="button quiet">Choose a file… <input type="file" accept="audio/*,.wav,.flac,.ogg,.mp3"></label>' +
       '<span class="drop-hint">or drop it here</span></div>';
     li.querySelector(".part-name").textContent = part;
     this.li = li;
