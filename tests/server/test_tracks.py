@@ -218,6 +218,44 @@ async def test_a_backing_at_another_rate_is_stored_at_the_sessions(
     assert np.max(np.abs(got - gain * ringing)) < 1e-5  # one gain for all: no flat tops
 
 
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "rate", "channels", "error"),
+    [
+        ("WAV", "PCM_U8", 44100, 1, 0.01),  # 8-bit: its own quantisation
+        ("WAV", "FLOAT", 44100, 2, 1e-4),
+        ("WAV", "PCM_16", 96000, 2, 1e-4),
+        ("WAV", "PCM_16", 8000, 1, 1e-4),
+        ("FLAC", "PCM_16", 22050, 1, 1e-4),
+        ("OGG", "VORBIS", 44100, 2, 0.02),  # lossy
+        ("MP3", "MPEG_LAYER_III", 48000, 1, 0.02),  # at the session's rate: still FLAC
+        ("MP3", "MPEG_LAYER_III", 32000, 2, 0.02),
+    ],
+)
+async def test_backings_of_every_kind_become_the_sessions_rate(
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    server: RunningServer,
+    fmt: str,
+    subtype: str,
+    rate: int,
+    channels: int,
+    error: float,
+) -> None:
+    leader = await create_session(http)
+    n = int(2.5 * rate)
+    tone = 0.4 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+    f = tmp_path / f"backing.{fmt.lower()}"
+    sf.write(f, np.repeat(tone[:, None], channels, axis=1), rate, format=fmt, subtype=subtype)
+    r = await put_track(http, leader.headers, "S", f.read_bytes(), "audio/mpeg")
+    assert r.status == 201, await r.text()
+    info = await r.json()
+    assert (info["format"], info["rate"], info["channels"]) == ("FLAC", 48000, channels)
+    assert info["frames"] == n * 48000 // rate
+    got = sf.read(server.config.data_dir / "tracks" / info["sha256"], always_2d=True)[0]
+    u = np.arange(len(got))[12000:-12000] / 48000
+    assert np.max(np.abs(got[12000:-12000, -1] - 0.4 * np.sin(2 * np.pi * 440 * u))) < error
+
+
 async def test_an_mp3_backing_is_stored_as_flac(
     server: RunningServer, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
