@@ -315,12 +315,10 @@ def _assert_take(t: TakeCheck) -> None:
     # it): nothing may go wrong unnoticed.  Each such event spoils at most two periods; a
     # CPU hog on both cores can cost 15 % of the periods that way, so the cap only says most
     # of the take was heard.  A stretch the client itself reported as lost (its headset's
-    # program skipped ahead, its recording holds silence) was noticed too: when a singer is
-    # killed, JACK runs the clients after it in the graph late for a second or more, and the
-    # harness hears silence from them while they skip ahead to stay on the timeline.  So
-    # does the killing and starting of a JACK client: JACK may run the clients after it in
-    # the graph late for a second or more (the harness heard 213 periods of silence from two
-    # singers in a CI run), which a singer on a machine of their own never meets.
+    # program skipped ahead, its recording holds silence) was noticed too.  So is silence
+    # while the test kills and starts a JACK client: JACK may then run the clients after it
+    # in the graph late for a second or more (the harness heard 213 periods of silence from
+    # two singers in a CI run), which a singer on a machine of their own never meets.
     for k in range(len(SINGERS)):
         excused = 2 * (sum(t.xruns[k]) + t.slips[k]) + t.reported[k] + t.upset_silent[k]
         assert t.off_program[k] <= min(excused, 0.5 * t.blocks[k]), (k, t)
