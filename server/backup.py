@@ -34,7 +34,7 @@ DB = "tutti.db"
 FORMAT = 1
 #: Left out: the live database (copied through SQLite instead), scratch space, probes and
 #: the singer's install (rebuilt from the source folder on demand).
-_SKIP_TOP = {DB, f"{DB}-wal", f"{DB}-shm", "tmp", ".healthz", "install"}
+_SKIP_TOP = {DB, f"{DB}-wal", f"{DB}-shm", f"{DB}.open-lock", "tmp", ".healthz", "install"}
 _CHUNK = 1 << 20
 
 

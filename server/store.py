@@ -11,6 +11,7 @@ nothing on the Socket.IO broadcast path touches the store.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -218,11 +219,14 @@ class SqliteDatabase:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = _dict_row
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(schema)
+        # Switching to WAL does not wait on busy_timeout: processes starting together take turns.
+        with open(path.with_name(path.name + ".open-lock"), "a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(schema)
 
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
