@@ -200,7 +200,9 @@ def test_processes_starting_together_open_one_fresh_sqlite_database(tmp_path: Pa
         go = threading.Barrier(4)
         opened: list[SessionStore] = []
 
-        def open_at_once(path: Path = path, go: threading.Barrier = go) -> None:
+        def open_at_once(
+            path: Path = path, go: threading.Barrier = go, opened: list[SessionStore] = opened
+        ) -> None:
             go.wait(30)
             try:
                 opened.append(SqliteStore(path))
