@@ -38,7 +38,8 @@ Pipeline (one :class:`Mixdown` per mix):
    once, and so are its per-frame values where the limiter acts, so the iterations only redo
    the cheap part.  The final pass hands output blocks to a sink (computed ahead on a thread
    pool while the sink encodes) and measures the output's true peak as written and its
-   loudness.
+   loudness; given a *spool*, the last measurement keeps its output there, and when its gain
+   is the one kept the final pass writes that out instead of limiting and measuring again.
 
 Memory: a few blocks of ``block`` frames per thread, each loudness meter's fixed input buffer
 (64 s per channel, :class:`~tutti.audio.loudness.LoudnessMeter`) and one sum per 100 ms, one
@@ -233,10 +234,18 @@ class Mixdown:
         the bus is longer by the hall's tail (:attr:`frames` includes it).
     bus : callable, optional
         Makes the bus for a given number of frames; default :class:`ArrayBus` (in memory).
+    spool : callable, optional
+        Makes a second bus-sized timeline where the master keeps the limited output of the
+        gain it measured last: when that gain is the one kept, the final pass writes it out
+        instead of limiting and measuring it again (the same samples).  None: no spool.
     """
 
     def __init__(
-        self, settings: MixSettings, frames: int, bus: Callable[[int], Bus] | None = None
+        self,
+        settings: MixSettings,
+        frames: int,
+        bus: Callable[[int], Bus] | None = None,
+        spool: Callable[[int], Bus] | None = None,
     ) -> None:
         if frames <= 0:
             raise AudioError(f"mixdown: timeline of {frames} frames; nothing to mix")
@@ -258,6 +267,9 @@ class Mixdown:
         self._voices_done = False
         #: the key of each group's sum in the voice pass (None: not kept), once it ran
         self.sum_keys: list[str | None] = []
+        self._new_spool = spool
+        self._spool: Bus | None = None
+        self._measured: _Measured | None = None  # the master's last measured output
 
     # -- stage 1: voices -------------------------------------------------------------------
     def add_voice(self, audio: AudioArray, voice: Voice) -> VoiceReport:
@@ -575,6 +587,23 @@ class Mixdown:
         """``fn(a, b)`` for every block, computed ahead on the pool, yielded in timeline order."""
         return in_order(pool, fn, self._blocks(), window)
 
+    def _replayed_block(
+        self, a: int, b: int, gain: float, limiter: Limiter | None, env: PeakEnvelope
+    ) -> tuple[AudioArray, int, float]:
+        """:meth:`_final_block` read from the measured output in the spool (its gain)."""
+        measured = self._measured
+        assert measured is not None
+        spool = measured.spool
+        y = np.array(spool.read(a, b), dtype=np.float32)
+        n = measured.limited[a // self.settings.block]
+        lo, hi = max(0, a - _CONTEXT), min(self.frames, b + _CONTEXT)
+        if self._unlimited(lo, hi, gain, limiter, env):
+            return y, n, env.max_over(a, b) * gain
+        padded = np.zeros((hi - lo + 2 * _CONTEXT, 2), dtype=np.float32)
+        padded[_CONTEXT : _CONTEXT + hi - lo] = spool.read(lo, hi)
+        tp = true_peak_envelope(padded, pad=_CONTEXT)[a - lo : b - lo]
+        return y, n, float(tp.max()) if tp.size else 0.0
+
     def _measure(
         self,
         gain: float,
@@ -583,12 +612,30 @@ class Mixdown:
         pool: ThreadPoolExecutor,
         window: int,
     ) -> float:
+        """The output's loudness at ``gain``; with a spool, the output is kept there."""
         meter = LoudnessMeter(self.settings.rate, 2)
-        for y, _ in self._in_order(
+        spool = None if self._new_spool is None else self._spool_bus()
+        self._measured = None  # the spool is overwritten from here on
+        limited: list[int] = []
+        blocks = self._in_order(
             pool, lambda a, b: self._output_block(a, b, gain, limiter, env), window
-        ):
+        )
+        for (a, _b), (y, n) in zip(self._blocks(), blocks, strict=True):
             meter.feed(y)
-        return float(meter.integrated())
+            if spool is not None:
+                spool.write(a, y)
+                limited.append(n)
+        lufs = float(meter.integrated())
+        if spool is not None:
+            self._measured = _Measured(gain, spool, limited, lufs)
+        return lufs
+
+    def _spool_bus(self) -> Bus:
+        """The spool, made at the first measurement and overwritten by each one after."""
+        if self._spool is None:
+            assert self._new_spool is not None
+            self._spool = self._new_spool(self.frames)
+        return self._spool
 
     def master(self, sink: Callable[[AudioArray], None], *, jobs: int = 1) -> MasterReport:
         """Bring the bus to the target loudness, limit it and hand it to ``sink`` in blocks.
@@ -644,15 +691,22 @@ class Mixdown:
             meter = LoudnessMeter(s.rate, 2)
             limited = 0
             peak = 0.0
+            measured = self._measured if acts else None
+            if measured is not None and measured.gain != gain:
+                measured = None
+            final = self._final_block if measured is None else self._replayed_block
             for y, n, block_peak in self._in_order(
-                pool, lambda a, b: self._final_block(a, b, gain, limiter, env), window
+                pool, lambda a, b: final(a, b, gain, limiter, env), window
             ):
                 sink(y)
-                if acts:
+                if acts and measured is None:
                     meter.feed(y)
                 limited += n
                 peak = max(peak, block_peak)
-            out_lufs = meter.integrated() if acts else pre_lufs + gain_db
+            if measured is not None:
+                out_lufs = measured.lufs
+            else:
+                out_lufs = meter.integrated() if acts else pre_lufs + gain_db
             env.release()
         tp = 20.0 * math.log10(peak) if peak > 0 else -math.inf
         if s.target_lufs is not None and math.isfinite(out_lufs):
@@ -665,6 +719,17 @@ class Mixdown:
         return MasterReport(
             pre_lufs, gain_db, out_lufs, tp, limited, iterations, self.frames, tuple(warnings)
         )
+
+
+@dataclass
+class _Measured:
+    """The limited output the master measured last: its gain, where it is kept, frames
+    limited per block and its loudness (LUFS)."""
+
+    gain: float
+    spool: Bus
+    limited: list[int]
+    lufs: float
 
 
 def _tail(before: AudioArray, block: AudioArray) -> AudioArray:

@@ -179,10 +179,12 @@ def mix_settings(plan: MixPlan) -> MixSettings:
     )
 
 
-def _new_mixdown(plan: MixPlan, bus: Callable[[int], RawAudio]) -> Mixdown:
+def _new_mixdown(
+    plan: MixPlan, bus: Callable[[int], RawAudio], spool: Callable[[int], RawAudio]
+) -> Mixdown:
     from tutti.audio.mixdown import Mixdown
 
-    return Mixdown(mix_settings(plan), plan.frames, bus=bus)
+    return Mixdown(mix_settings(plan), plan.frames, bus=bus, spool=spool)
 
 
 def _delete(raws: list[RawAudio]) -> None:
@@ -366,7 +368,15 @@ def mix_into(
     work = ws.scratch
     stems_wanted = plan.stems or plan.project  # a project opens the stems: it needs them
     stem_fmt = "flac" if plan.fmt in LOSSY else plan.fmt  # stems stay lossless
-    pipeline = _Pipeline(partial(_new_mixdown, plan, bus))
+
+    def spool(frames: int) -> RawAudio:
+        """Where the master keeps its last measured output (written out without limiting
+        it again when that is the gain it keeps)."""
+        raw = RawAudio(work / "master-limited.f32", 2, frames)
+        opened.append(raw)
+        return raw
+
+    pipeline = _Pipeline(partial(_new_mixdown, plan, bus, spool))
     ws.before_removal(pipeline.cancel)  # whatever ends the mix, no bus file comes after
     pipeline.start()
     stem_dir = stem_dir_for(plan.out_path)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from tutti.audio.buses import ArraySource
+from tutti.audio.buses import ArrayBus, ArraySource
 from tutti.audio.daw import Stem, audacity_lof, reaper_project
 from tutti.audio.filters import HighPass
 from tutti.audio.layout import pan_gains
 from tutti.audio.loudness import integrated_loudness
-from tutti.audio.mixdown import Mixdown, MixSettings, Voice, mix_arrays
+from tutti.audio.mixdown import MasterReport, Mixdown, MixSettings, Voice, mix_arrays
 from tutti.audio.reverb import ConvolutionReverb, hall_ir
 from tutti.audio.types import AudioError
 
@@ -227,6 +227,48 @@ def test_loud_target_lands_in_few_iterations() -> None:
     assert 1 <= master.iterations <= 6
     assert integrated_loudness(out, RATE) == pytest.approx(-8.0, abs=0.025)
     assert master.warnings == ()
+
+
+class _CountingBus(ArrayBus):
+    """A bus that counts the frames read from it."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames_read = 0
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        self.frames_read += hi - lo
+        return super().read(lo, hi)
+
+
+def test_the_last_measured_output_is_written_from_the_spool_to_the_same_samples() -> None:
+    """When the limiter acts, the master writes the output it measured last from the spool
+    instead of limiting and measuring it again: the same samples and report, and the bus is
+    read once less (once per measurement, not once more for the output)."""
+    frames = 6 * RATE
+    voices = [(sung(6.0, i), Voice(f"v{i}", 0, pan=(i % 5 - 2) / 2.5)) for i in range(8)]
+    settings = MixSettings(RATE, target_lufs=-9.0, block=40_000)
+
+    def master(spool: Callable[[int], ArrayBus] | None) -> tuple[np.ndarray, MasterReport, int]:
+        """The output, the report and the bus frames the master read."""
+        bus = _CountingBus(frames)
+        mix = Mixdown(settings, frames, bus=lambda _n: bus, spool=spool)
+        for audio, voice in voices:
+            mix.add_voice(audio, voice)
+        mix.finish_voices(2)
+        read_before = bus.frames_read
+        blocks: list[np.ndarray] = []
+        report = mix.master(blocks.append, jobs=2)
+        return np.concatenate(blocks), report, bus.frames_read - read_before
+
+    out, plain, read = master(None)
+    out_spooled, spooled, read_spooled = master(ArrayBus)
+    assert plain.limited_frames > 0 and plain.iterations >= 1
+    assert np.array_equal(out, out_spooled)
+    assert spooled == plain
+    # the final pass read the bus in blocks and around the limited ones; with the spool not
+    assert read > read_spooled + frames
+    assert read_spooled >= frames * plain.iterations
 
 
 def test_unreachable_target_says_so_and_does_not_pile_on_gain() -> None:
