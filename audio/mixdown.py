@@ -572,14 +572,31 @@ class Mixdown:
         elsewhere the written samples are oversampled again.
         """
         y, n = self._output_block(a, b, gain, limiter, env)
+
+        def output(lo: int, hi: int) -> AudioArray:
+            return self._output_block(lo, hi, gain, limiter, env)[0]
+
+        return y, n, self._true_peak(a, b, gain, limiter, env, output)
+
+    def _true_peak(
+        self,
+        a: int,
+        b: int,
+        gain: float,
+        limiter: Limiter | None,
+        env: PeakEnvelope,
+        output: Callable[[int, int], AudioArray],
+    ) -> float:
+        """True peak (linear) of output block [a, b), whose frames ``output(lo, hi)`` gives:
+        the envelope's maximum times ``gain`` where the limiter leaves the block and its
+        neighbourhood alone, else the output oversampled again."""
         lo, hi = max(0, a - _CONTEXT), min(self.frames, b + _CONTEXT)
         if self._unlimited(lo, hi, gain, limiter, env):
-            return y, n, env.max_over(a, b) * gain
-        y_ext, _ = self._output_block(lo, hi, gain, limiter, env)
+            return env.max_over(a, b) * gain
         padded = np.zeros((hi - lo + 2 * _CONTEXT, 2), dtype=np.float32)
-        padded[_CONTEXT : _CONTEXT + hi - lo] = y_ext
+        padded[_CONTEXT : _CONTEXT + hi - lo] = output(lo, hi)
         tp = true_peak_envelope(padded, pad=_CONTEXT)[a - lo : b - lo]
-        return y, n, float(tp.max()) if tp.size else 0.0
+        return float(tp.max()) if tp.size else 0.0
 
     def _in_order(
         self, pool: ThreadPoolExecutor, fn: Callable[[int, int], _T], window: int
@@ -591,18 +608,11 @@ class Mixdown:
         self, a: int, b: int, gain: float, limiter: Limiter | None, env: PeakEnvelope
     ) -> tuple[AudioArray, int, float]:
         """:meth:`_final_block` read from the measured output in the spool (its gain)."""
-        measured = self._measured
-        assert measured is not None
-        spool = measured.spool
+        measured, spool = self._measured, self._spool
+        assert measured is not None and spool is not None
         y = np.array(spool.read(a, b), dtype=np.float32)
         n = measured.limited[a // self.settings.block]
-        lo, hi = max(0, a - _CONTEXT), min(self.frames, b + _CONTEXT)
-        if self._unlimited(lo, hi, gain, limiter, env):
-            return y, n, env.max_over(a, b) * gain
-        padded = np.zeros((hi - lo + 2 * _CONTEXT, 2), dtype=np.float32)
-        padded[_CONTEXT : _CONTEXT + hi - lo] = spool.read(lo, hi)
-        tp = true_peak_envelope(padded, pad=_CONTEXT)[a - lo : b - lo]
-        return y, n, float(tp.max()) if tp.size else 0.0
+        return y, n, self._true_peak(a, b, gain, limiter, env, spool.read)
 
     def _measure(
         self,
@@ -627,7 +637,7 @@ class Mixdown:
                 limited.append(n)
         lufs = float(meter.integrated())
         if spool is not None:
-            self._measured = _Measured(gain, spool, limited, lufs)
+            self._measured = _Measured(gain, limited, lufs)
         return lufs
 
     def _spool_bus(self) -> Bus:
@@ -723,11 +733,10 @@ class Mixdown:
 
 @dataclass
 class _Measured:
-    """The limited output the master measured last: its gain, where it is kept, frames
+    """The limited output the master measured last (kept in the spool): its gain, frames
     limited per block and its loudness (LUFS)."""
 
     gain: float
-    spool: Bus
     limited: list[int]
     lufs: float
 
