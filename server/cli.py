@@ -351,6 +351,13 @@ def _load_key(config: Config) -> tuple[Config, str]:
     return replace(config, session_key=key), notice
 
 
+def _say(line: str) -> None:
+    """One line in one write: workers share stdout, and an unbuffered print writes the line
+    and its newline apart, so two workers' lines could run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 async def serve(config: Config, host: str, port: int, notice: str = "") -> None:
     """Coroutine: serve ``config`` on ``host:port`` until SIGINT/SIGTERM; ``notice`` is
     printed after the serving line."""
@@ -364,9 +371,9 @@ async def serve(config: Config, host: str, port: int, notice: str = "") -> None:
         sockets = getattr(server, "sockets", None) or []
         real_port = sockets[0].getsockname()[1] if sockets else port
         shown = f"[{host}]" if ":" in host else host
-        print(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})", flush=True)
+        _say(f"tutti serving on http://{shown}:{real_port} (data: {config.data_dir})")
         if notice:
-            print(notice, flush=True)
+            _say(notice)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,7 @@ when one dies; and the cluster options' clear failures."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -13,11 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
 import pytest
 
+from tutti.server import cli
 from tests.server.helpers import create_session, join
 from tests.server.test_cli import run_serve
 from tests.support.ports import unused_port
@@ -178,3 +181,21 @@ async def test_two_processes_as_one_node_refuse(tmp_path: Path, redis_url: str) 
         assert "another process serves as node 'same'" in err and "its own --node" in err
     finally:
         assert await first.stop() == 0
+
+
+def test_a_workers_line_reaches_shared_stdout_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers share one stdout; unbuffered (PYTHONUNBUFFERED), print writes a line and its
+    newline apart, and a CI run saw two workers' serving lines run together."""
+    writes: list[bytes] = []
+
+    class Pipe(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            writes.append(bytes(b))
+            return len(b)
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Pipe(), write_through=True))  # type: ignore[arg-type]
+    cli._say("tutti serving on http://127.0.0.1:1 (data: d)")
+    assert writes == [b"tutti serving on http://127.0.0.1:1 (data: d)\n"]
