@@ -20,11 +20,11 @@ import aiohttp
 import psutil
 import pytest
 
-from tutti.server import cli
 from tests.server.helpers import create_session, join
 from tests.server.test_cli import run_serve
 from tests.support.ports import unused_port
 from tests.support.server import ROOT, ServeProcess
+from tutti.server import cli
 
 _SERVING = re.compile(r"^tutti serving on (http://\S+) ")
 
@@ -196,6 +196,6 @@ def test_a_workers_line_reaches_shared_stdout_in_one_write(monkeypatch: pytest.M
             writes.append(bytes(b))
             return len(b)
 
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Pipe(), write_through=True))  # type: ignore[arg-type]
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Pipe(), write_through=True))  # type: ignore[type-var]
     cli._say("tutti serving on http://127.0.0.1:1 (data: d)")
     assert writes == [b"tutti serving on http://127.0.0.1:1 (data: d)\n"]
