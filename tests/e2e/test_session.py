@@ -37,6 +37,7 @@ from tests.e2e.choir import PERIOD, RATE, TABLE, Choir, choir, wait_roster
 from tests.support.jack import JackServer, first_nonzero
 from tests.support.wirecheck import check_wire_log
 from tutti import takeformat, wire
+from tutti.audio.gaps import FADE_S
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -247,8 +248,11 @@ def _check_take(
 
 
 def _reported_periods(rec: takeformat.Recording) -> int:
-    """Periods a singer's client reported losing (each loss may straddle one more period)."""
-    return sum(-(-g.frames // PERIOD) + 1 for g in (*rec.slips, *rec.gaps))
+    """Periods a singer's client reported losing (each loss may straddle one more period),
+    and for a gap the periods its fades reach into (the mix fades FADE_S each side)."""
+    ramp = round(FADE_S * RATE)
+    slips = sum(-(-g.frames // PERIOD) + 1 for g in rec.slips)
+    return slips + sum(-(-(g.frames + 2 * ramp) // PERIOD) + 1 for g in rec.gaps)
 
 
 async def _run_take(c: Choir, seconds: float) -> tuple[str, int]:
