@@ -45,6 +45,7 @@ from tests.support.jack import JackServer
 from tests.support.jackprobe import Probes, burst
 from tutti import takeformat
 from tutti.audio.gaps import FADE_S
+from tutti.client.engine import MERGE_GAPS_S
 from tutti.client.frameclock import CONFIRM
 from tutti.client.program import render_program
 
@@ -370,9 +371,11 @@ def _check(
             assert near, report[-1]
             gap = max(near, key=lambda g: g.frames)
             # the stop is timed from outside, and a loaded machine may keep the resumed
-            # process waiting for a core a while longer (it loses those frames too)
+            # process waiting for a core a while longer (it loses those frames too); a loss
+            # of the machine's own within MERGE_GAPS_S of the stall is one gap with it, the
+            # audio between them silenced too (a run: a 512-frame xrun 80 ms before the stop)
             extra = gap.frames - stopped[name] * RATE
-            assert -PERIOD - 0.01 * RATE <= extra <= 0.05 * RATE, report[-1]
+            assert -PERIOD - 0.01 * RATE <= extra <= (0.05 + MERGE_GAPS_S) * RATE, report[-1]
             assert not np.any(stem[gap.at + 64 : gap.at + gap.frames - 64]), "gap not silent"
             before = _lag0_match(stem, prog, start, gap.at - PERIOD, (p1,), losses)
             after_from = gap.at + gap.frames + RATE // 4
