@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -140,13 +139,11 @@ _POLL_S = 0.25
 
 
 class Wirer:
-    """Wires the next JACK client named ``client_name(k)`` that appears to singer ``k``'s
-    place in ``rig`` (in a thread)."""
+    """Wires the next JACK client that appears to singer ``k``'s place in ``rig`` (in a
+    thread)."""
 
     def __init__(self, rig: Rig, k: int) -> None:
         self.rig, self.k = rig, k
-        # JACK appends "-NN" to a name in use (the last process's client may still be closing)
-        self._mine = re.compile(re.escape(client_name(k)) + r"(-\d+)?")
         self.before = set(retry(jack_ports))
         self.client = ""
         self.done = threading.Event()
@@ -167,8 +164,6 @@ class Wirer:
         """Wire a new client if one is there (idempotent: its ports are isolated first)."""
         new = sorted(set(jack_ports()) - self.before)
         for c in sorted({p.rsplit(":", 1)[0] for p in new}):
-            if not self._mine.fullmatch(c):
-                continue  # another singer's, starting at the same time
             mine = [p for p in new if p.startswith(c + ":")]
             if f"{c}:in_0" in mine and f"{c}:out_0" in mine:
                 isolate_ports(mine)
@@ -182,15 +177,6 @@ class Wirer:
         self._stop.set()
         assert ok, f"no JACK stream appeared for singer {self.k} within {timeout} s"
         return self.client
-
-
-def client_name(k: int) -> str:
-    """The JACK client name singer ``k``'s processes take (``TUTTI_JACK_CLIENT_NAME``)."""
-    return f"singer{k}"
-
-
-#: Singers calibrating at once: a calibration is 5.7 s of wall time, 1.2 s of it CPU.
-CALIBRATING_AT_ONCE = 4
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -220,7 +206,6 @@ class SingerProc:
             "TUTTI_CONFIG_DIR": str(self.home / "config"),
             "TUTTI_DATA_DIR": str(self.home / "data"),
             "PYTHONUNBUFFERED": "1",
-            "TUTTI_JACK_CLIENT_NAME": client_name(self.k),
             **(
                 {"TUTTI_CLOCK_TRACE": os.environ["TUTTI_CLOCK_TRACE"] + f"-{self.name}.npy"}
                 if "TUTTI_CLOCK_TRACE" in os.environ
@@ -399,17 +384,11 @@ async def choir(
             backings[part] = sf.read(str(path), dtype="float32", always_2d=True)[0]
             res = await run_cli("lead", "track", part, str(path))
             assert res.code == 0, res
-        singers += [
-            SingerProc(k, voice, url, created["code"], tmp_path / f"singer{k}", jack.env)
-            for k, voice in enumerate(voices)
-        ]
-        turns = asyncio.Semaphore(CALIBRATING_AT_ONCE)
-
-        async def calibrated(s: SingerProc) -> int:
-            async with turns:
-                return await s.calibrate(harness)
-
-        latencies = list(await asyncio.gather(*(calibrated(s) for s in singers)))
+        latencies = []
+        for k, voice in enumerate(voices):
+            s = SingerProc(k, voice, url, created["code"], tmp_path / f"singer{k}", jack.env)
+            singers.append(s)
+            latencies.append(await s.calibrate(harness))
         running = singers if start is None else singers[:start]
         for s in running:
             await s.start(harness)
