@@ -278,9 +278,10 @@ async def test_singers_stay_on_the_timeline(
             events = [injector.inject(RATE // 4)]
             walls = [time.monotonic()]
             stopped: dict[str, float] = {}
+            stops_at: dict[str, float] = {}
             for name, (length, at) in sorted(STALLS.items(), key=lambda kv: kv[1][1]):
                 await _until(t0 + at)
-                a = time.monotonic()
+                a = stops_at[name] = time.monotonic()
                 await procs[name].signal(signal.SIGSTOP)
                 await asyncio.sleep(length)  # the stall itself is the stimulus
                 stopped[name] = time.monotonic() - a
@@ -297,6 +298,12 @@ async def test_singers_stay_on_the_timeline(
                 await asyncio.sleep(0.05)
             # the roster as the take ends (its counts run from the take's start)
             people = (await _cli("lead", "roster", "--json")).json()["participants"]
+            # each stall in JACK's seconds: a loaded machine's dummy driver runs slow (a hog
+            # run: a 2.002 s stop cost 1.904 s of JACK frames, JACK at 47,599 frames/s)
+            stopped = {
+                n: s - (lag.at(stops_at[n] + s) - lag.at(stops_at[n])) / RATE
+                for n, s in stopped.items()
+            }
             await lag.stop()
             await _cli("lead", "take", "stop", "--take", take_id)
             folder = tmp_path / "take"
