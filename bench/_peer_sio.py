@@ -95,7 +95,7 @@ def make_app(
     sio.on("connect", connect)
     sio.on("disconnect", disconnect)
     sio.on(Ev.CLOCK_PROBE, clock_probe)
-    for event in (Ev.LEVEL, Ev.CLOCK_REPORT, Ev.CALIBRATION):
+    for event in (Ev.LEVEL, Ev.CLOCK_REPORT, Ev.CALIBRATION, Ev.TAKE_STATE):
         sio.on(event, taken)
     app.router.add_post("/start", start)
     return app

@@ -29,9 +29,10 @@ one JSON object per line on stdout:
 With ``--traffic real`` (the default; python-socketio singers only) each singer, once
 welcomed, sends what ``tutti join`` sends, from the client's own constants and classes: a
 ``calibration``, a clock burst of ``JOIN_PROBES`` through ``ClockSync`` with its
-``clock.report``, re-syncs of ``RESYNC_PROBES`` paced by ``ResyncPacer``, and ``level``
+``clock.report``, re-syncs of ``RESYNC_PROBES`` paced by ``ResyncPacer``, ``level``
 reports (``LevelReport``) at the rate the server sets (``level_hz``, ``level.rate``; the
-client's ``LEVEL_HZ`` until told).  ``--traffic idle`` only listens.
+client's ``LEVEL_HZ`` until told), and a ``take.state`` on each ``take.start`` and
+``take.stop`` (``TAKE_STATE_ON``).  ``--traffic idle`` only listens.
 
 For a cluster behind a sticky proxy (``bench/bench_cluster.py``): ``--from-addresses`` gives
 each singer its own loopback address (the proxy keeps a client on one process by its address),
@@ -57,7 +58,7 @@ import socketio
 from tutti.client.clock import RESYNC_MIN_S, ClockError, ClockSync, ResyncPacer
 from tutti.client.connection import RECONNECT_WAIT_S, reconnect_pauses
 from tutti.client.join import JOIN_PROBES, LEVEL_HZ, RESYNC_PROBES
-from tutti.wire import PROTOCOL_VERSION, CalibrationReport, Ev, LevelReport
+from tutti.wire import PROTOCOL_VERSION, CalibrationReport, Ev, LevelReport, TakeState
 
 
 def raise_fd_limit() -> int:
@@ -128,6 +129,10 @@ class Singer:
 
 #: What a singer says of its level: a voice at a normal level (the server parses it as always).
 LEVEL = LevelReport(rms_db=-28.0, peak_db=-14.0, overflows=0, underflows=0, clipped=False)
+#: The ``take.state`` that ``tutti join`` sends on each take event: recording as soon as the
+#: start is scheduled, recorded once the take file is finished after the stop (the upload,
+#: and its ``uploading``, is the upload phase's).
+TAKE_STATE_ON = {Ev.TAKE_START: "recording", Ev.TAKE_STOP: "recorded"}
 
 
 class SioSinger(Singer):
@@ -143,7 +148,7 @@ class SioSinger(Singer):
         self.sio = socketio.AsyncClient(http_session=http, reconnection=False)
         self.again: asyncio.Task[None] | None = None
         self.url, self.auth = "", None  # as connected, to connect again
-        for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START, Ev.LEVEL_RATE):
+        for event in (Ev.WELCOME, Ev.TAKE_ARMED, Ev.TAKE_START, Ev.TAKE_STOP, Ev.LEVEL_RATE):
             self.sio.on(event, self._handler(event))
         self.sio.on("disconnect", self._gone)
         self.sio.on("connect", self._came)
@@ -166,6 +171,9 @@ class SioSinger(Singer):
             elif event == Ev.LEVEL_RATE:
                 self.level_hz = float(data["hz"])
             self.on_event(event, data, time.monotonic())
+            if event in TAKE_STATE_ON and self.tasks:  # real traffic
+                said = self._say_take_state(str(data["take_id"]), TAKE_STATE_ON[event])
+                self.tasks.append(asyncio.create_task(said))
 
         return handler
 
@@ -198,6 +206,10 @@ class SioSinger(Singer):
     async def _resync_after_reconnect(self) -> None:
         await self.sio.emit(Ev.CALIBRATION, CalibrationReport(256, "measured").to_dict())
         await self._burst(2 * RESYNC_PROBES)
+
+    async def _say_take_state(self, take_id: str, state: str) -> None:
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            await self.sio.emit(Ev.TAKE_STATE, TakeState(take_id, state).to_dict())
 
     async def _ack(self, event: str, payload: Any, timeout: float) -> Any:
         self.probes += 1

@@ -17,9 +17,9 @@ orchestrator (this process) plays the leader over HTTP and Socket.IO.  Phases:
    offset is 0 (one machine, one ``CLOCK_MONOTONIC``), so |estimate| is the error.
 2. **broadcast**, for each N of ``--singers``: a new session; N singers join (HTTP join +
    Socket.IO connect until ``welcome``); ``--takes`` takes are armed, started and stopped;
-   each singer's receipt time of ``take.start`` minus its ``sent_at``.  N more clients are
-   connected to the peer, a bare python-socketio server (``bench/_peer_sio.py``), and the
-   takes alternate: tutti, peer, tutti, ...
+   each singer's receipt time of ``take.start`` minus its ``sent_at``.  Then the same with N
+   clients of the peer, a bare python-socketio server (``bench/_peer_sio.py``), alone on the
+   machine as tutti's singers were.
 3. **uploads** — on a ``tutti serve`` of its own, ``--uploads`` singers join; per round a
    take is armed, started and stopped, then each singer uploads its ``--upload-mb`` MB WAV
    (or, with ``--upload-format flac``, 24-bit FLAC) file at once with tutti's own uploader
@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,42 @@ async def bench_clock(url: str, token: str | None, estimates: int, clients: int)
 # ------------------------------------------------------------------- broadcast
 
 
+async def one_side(
+    swarm: Swarm,
+    args: argparse.Namespace,
+    start_take: Callable[[], Awaitable[tuple[str, float | None]]],
+    after_take: Callable[[str], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Coroutine: the swarm joins, the join bursts settle, ``args.takes`` takes are started
+    (``start_take`` → take id and the arm time, if armed) and their delivery collected; then
+    the swarm's traffic counts, and it is closed."""
+    await swarm.start()
+    try:
+        joined = await swarm.join()
+        await asyncio.sleep(args.settle)  # the join bursts end; the steady traffic goes on
+        settled = time.monotonic()
+        takes: list[list[float]] = []
+        armed: list[float] = []
+        missing = 0
+        for _ in range(args.takes):
+            take_id, armed_from = await start_take()
+            delays, armed_at, miss = await swarm.collect(take_id)
+            takes.append(delays)
+            missing += miss
+            if armed_from is not None:
+                armed += [a - armed_from for a in armed_at]
+            if after_take is not None:
+                await after_take(take_id)
+            await asyncio.sleep(0.5)
+        steady_s = time.monotonic() - settled
+        traffic = await swarm.stats()
+    finally:
+        await swarm.close()
+    out = summarize(swarm.count, joined, takes, missing)
+    out.update(traffic=traffic, armed=armed, steady_s=steady_s)
+    return out
+
+
 async def broadcast(
     http: aiohttp.ClientSession,
     url: str,
@@ -229,15 +265,17 @@ async def broadcast(
     args: argparse.Namespace,
     logdir: Path,
 ) -> dict[str, Any]:
-    """Phase 2 for one N: N singers on tutti and N on the peer, connected at once; takes
-    alternate between the two (tutti, peer, tutti, ...) so both see the same machine load."""
+    """Phase 2 for one N: N singers on tutti, then N on the peer.  One side at a time, as in
+    ``bench_cluster.py``: both swarms at once would put 2 × N singers' traffic on the machine
+    that the goal's N singers must share with their server."""
     leader = await Leader.create(http, url)
     lsio = socketio.AsyncClient(reconnection=False)
-    watched = {"bytes": 0, "events": 0}
+    watched: dict[str, int] = {}  # the leader's live view: bytes by event
+    counted: dict[str, int] = {}  # and messages
 
-    async def watch(event: str, data: Any = None) -> None:  # the leader's live view
-        watched["bytes"] += len(json.dumps([event, data]))
-        watched["events"] += 1
+    async def watch(event: str, data: Any = None) -> None:
+        watched[event] = watched.get(event, 0) + len(json.dumps([event, data]))
+        counted[event] = counted.get(event, 0) + 1
 
     lsio.on("*", watch)
     await lsio.connect(
@@ -246,72 +284,54 @@ async def broadcast(
         transports=["websocket"],
         wait_timeout=30,
     )
-    swarms = {
-        side: Swarm(
-            u,
-            side,
-            leader.code if side == "tutti" else "",
-            n,
-            args.procs,
-            args.join_concurrency,
-            logdir,
-            client,
-        )
-        for side, u in (("tutti", url), ("peer", peer_url))
-    }
-    joined: dict[str, dict[str, Any]] = {}
-    takes: dict[str, list[list[float]]] = {"tutti": [], "peer": []}
-    missing = {"tutti": 0, "peer": 0}
-    armed: list[float] = []
     arm_http: list[float] = []
     roster_s: list[float] = []
-    traffic: dict[str, dict[str, Any]] = {}
+    joining: dict[str, Any] = {}  # the view from the leader's connect to the first take
+    connected_at = time.monotonic()
+
+    async def tutti_take() -> tuple[str, float | None]:
+        if not arm_http:  # the view is measured over the takes, after the joins
+            joining.update(
+                kB=sum(watched.values()) / 1e3,
+                s=time.monotonic() - connected_at,
+                events=dict(sorted(counted.items())),
+            )
+            watched.clear()
+            counted.clear()
+        t = time.monotonic()
+        take_id = await leader.arm()
+        arm_http.append(time.monotonic() - t)
+        await asyncio.sleep(args.arm_gap)  # `tutti lead take start` arms and starts at once
+        await leader.start(take_id)
+        return take_id, t
+
+    async def tutti_after(take_id: str) -> None:
+        await leader.stop(take_id)
+        t = time.monotonic()
+        await leader.call("GET", "/api/session/roster")
+        roster_s.append(time.monotonic() - t)
+
+    async def peer_take() -> tuple[str, float | None]:
+        async with http.post(f"{peer_url}/start") as r:
+            return (await r.json())["take_id"], None
+
+    def swarm(side: str, side_url: str, code: str) -> Swarm:
+        return Swarm(side_url, side, code, n, args.procs, args.join_concurrency, logdir, client)
+
     try:
-        for side, swarm in swarms.items():
-            await swarm.start()
-            joined[side] = await swarm.join()
-        await asyncio.sleep(args.settle)  # the join bursts end; the steady traffic goes on
-        watched["bytes"] = watched["events"] = 0
-        watch_from = time.monotonic()
-        for _ in range(args.takes):
-            t = time.monotonic()
-            take_id = await leader.arm()
-            arm_http.append(time.monotonic() - t)
-            await asyncio.sleep(args.arm_gap)  # `tutti lead take start` arms and starts at once
-            await leader.start(take_id)
-            delays, armed_at, miss = await swarms["tutti"].collect(take_id)
-            takes["tutti"].append(delays)
-            armed += [a - t for a in armed_at]
-            missing["tutti"] += miss
-            await leader.stop(take_id)
-            await asyncio.sleep(0.5)
-            async with http.post(f"{peer_url}/start") as r:
-                peer_take = (await r.json())["take_id"]
-            delays, _, miss = await swarms["peer"].collect(peer_take)
-            takes["peer"].append(delays)
-            missing["peer"] += miss
-            t = time.monotonic()
-            await leader.call("GET", "/api/session/roster")
-            roster_s.append(time.monotonic() - t)
-            await asyncio.sleep(0.5)
-        watch_s = time.monotonic() - watch_from
-        for side, swarm in swarms.items():
-            traffic[side] = await swarm.stats()
+        tutti = await one_side(swarm("tutti", url, leader.code), args, tutti_take, tutti_after)
     finally:
-        for swarm in swarms.values():
-            await swarm.close()
         await lsio.disconnect()
-    out: dict[str, Any] = {
-        side: summarize(n, joined[side], takes[side], missing[side]) for side in swarms
-    }
-    out["client"] = client
-    for side in swarms:
-        out[side]["traffic"] = traffic.get(side, {})
-    out["tutti"]["roster_ms"] = pct(roster_s)
-    out["tutti"]["leader_view_kB_s"] = watched["bytes"] / 1e3 / max(watch_s, 1e-9)
-    out["tutti"]["arm_http_ms"] = pct(arm_http)
-    out["tutti"]["armed_after_post_ms"] = pct(armed)
-    return out
+    peer = await one_side(swarm("peer", peer_url, ""), args, peer_take)
+    tutti["roster_ms"] = pct(roster_s)
+    tutti["leader_view_kB_s"] = sum(watched.values()) / 1e3 / max(tutti["steady_s"], 1e-9)
+    tutti["leader_view_kB"] = {e: b / 1e3 for e, b in sorted(watched.items())}
+    tutti["leader_view_events"] = dict(sorted(counted.items()))
+    tutti["leader_view_joining"] = joining
+    tutti["arm_http_ms"] = pct(arm_http)
+    tutti["armed_after_post_ms"] = pct(tutti.pop("armed"))
+    peer.pop("armed")
+    return {"tutti": tutti, "peer": peer, "client": client}
 
 
 def summarize(
@@ -621,6 +641,20 @@ def traffic_report(broadcast: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"| {r['n']} | {b['client']} | {side} | {tr['levels']} | {rates} | "
                 f"{tr['probes']} | {tr['probes_lost']} | {tr['disconnects']} | {view} |"
+            )
+    views = [b["tutti"] for b in broadcast if b["tutti"].get("leader_view_kB")]
+    if views:
+        out += ["", "The leader's view over the takes, by event: kB (messages)", ""]
+    for r in views:
+        by = r["leader_view_kB"]
+        count = r.get("leader_view_events", {})
+        shares = ", ".join(f"{e} {kb:.0f} ({count.get(e, '?')})" for e, kb in by.items())
+        out.append(f"- N = {r['n']}, {r['steady_s']:.1f} s: {shares}")
+        j = r.get("leader_view_joining")
+        if j:
+            out.append(
+                f"  - before, from the leader's connect through the joins and the settling "
+                f"({j['s']:.1f} s): {j['kB'] / j['s']:.1f} kB/s, messages {j['events']}"
             )
     return [*out, ""]
 
