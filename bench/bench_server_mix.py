@@ -78,8 +78,8 @@ async def _recorded(base: str, lead: Recorder, singer: dict[str, Any], take_id: 
         await me.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
         pid = singer["participant_id"]
         await lead.wait(
-            Ev.TAKE_UPDATE,
-            lambda d: d["participant_id"] == pid and d["state"] == "recorded",
+            Ev.TAKE_UPDATES,
+            lambda d: pid in d["participant_ids"] and d["state"] == "recorded",
             timeout=30,
         )
     finally:
@@ -161,7 +161,8 @@ async def one_run(
             if ready["state"] != "ready":
                 raise RuntimeError(f"the mix failed: {ready['detail']}")
             stored = [at for name, data, at in events.events
-                      if name == Ev.TAKE_UPDATE and data["state"] == "uploaded"]  # fmt: skip
+                      if name == Ev.TAKE_UPDATES and data["state"] == "uploaded"
+                      for _ in data["participant_ids"]]  # fmt: skip
             if len(stored) != len(recs):
                 raise RuntimeError(f"{len(stored)} of {len(recs)} uploads announced stored")
             last = max(stored)

@@ -166,14 +166,20 @@ class RosterState:
         if isinstance(ev, wire.TakeStop):
             self.take_id, self.take_state = ev.take_id, "stopped"
             return self._note(f"take {self.take_id} stopped; singers uploading")
-        if isinstance(ev, wire.TakeUpdate):
-            p = self.participants.get(ev.participant_id)
-            who = p.name if p is not None else ev.participant_id
-            return self._note(f"take {ev.take_id}: {who} {ev.state}")
+        if isinstance(ev, wire.TakeUpdates):
+            return self._note(f"take {ev.take_id}: {self._who(ev.participant_ids)} {ev.state}")
         if isinstance(ev, wire.SessionClosed):
             self.closed = True
             return self._note("the session was closed")
         return []
+
+    def _who(self, ids: tuple[str, ...], named: int = 3) -> str:
+        """``Ann``, ``Ann and Ben``, ``Ann, Ben, Cleo and 4 others``: short for a choir."""
+        names = [p.name if (p := self.participants.get(i)) else i for i in ids[:named]]
+        if len(ids) > named:
+            more = len(ids) - named
+            return f"{', '.join(names)} and {more} other{'s' if more > 1 else ''}"
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
     def _apply_levels(self, ev: wire.Levels) -> list[str]:
         lines: list[str] = []
@@ -329,7 +335,7 @@ _WATCHED = (
     wire.Ev.TAKE_ARMED,
     wire.Ev.TAKE_START,
     wire.Ev.TAKE_STOP,
-    wire.Ev.TAKE_UPDATE,
+    wire.Ev.TAKE_UPDATES,
     wire.Ev.SESSION_CLOSED,
 )
 

@@ -176,3 +176,12 @@ class Fanout(Protocol):
 
     async def to_session(self, session_id: str, event: str, data: Record) -> None: ...
     async def to_leaders(self, session_id: str, event: str, data: Record) -> None: ...
+    async def take_update(
+        self,
+        session_id: str,
+        take_id: str,
+        participant_id: str,
+        state: str,
+        detail: str = "",
+        now: bool = False,
+    ) -> None: ...

@@ -45,7 +45,7 @@ from tutti.wire import (
     Roster,
     RosterEntry,
     TakeStart,
-    TakeUpdate,
+    TakeUpdates,
     TakeView,
     Wave,
     Welcome,
@@ -79,6 +79,19 @@ PRESENCE_LEVEL_INTERVAL_S = 1.0
 LEVEL_BUDGET_PER_S = 100.0
 #: The rates a singer may be told (a rate changes only when the count crosses a step).
 LEVEL_STEPS = (10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1)
+#: A ``clock.report`` reaches the leaders only when the error bound they see (the one clock
+#: figure a leader's view shows) moved by this share of the last one they got and by at least
+#: :data:`CLOCK_SHOWN_MIN_S`: most re-syncs change nothing a leader would act on.
+CLOCK_SHOWN_SHARE = 0.25
+CLOCK_SHOWN_MIN_S = 0.0005
+
+
+def clock_news(shown: LiveClock | None, new: LiveClock) -> bool:
+    """Whether a singer's new clock estimate changes what the leaders were last shown."""
+    if shown is None:
+        return True
+    moved = abs(new.error_bound - shown.error_bound)
+    return moved >= max(CLOCK_SHOWN_MIN_S, CLOCK_SHOWN_SHARE * shown.error_bound)
 
 
 def level_rate(singers: int, watching: bool) -> float:
@@ -184,6 +197,9 @@ class Realtime:
         self._watchers: dict[str, int] = {}  # leader sockets
         self._singer_sids: dict[str, set[str]] = {}
         self._level_hz: dict[str, float] = {}
+        self._clock_shown: dict[str, LiveClock | None] = {}  # singer → clock the leaders have
+        # session → (take, singer) → (state, detail) not yet sent to the leaders, newest wins
+        self._take_updates: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
         self.waitroom = WaitingRoom(store, self.presence, notes, self.to_singers, clock)
         self._register()
 
@@ -197,6 +213,32 @@ class Realtime:
 
     async def to_singers(self, session_id: str, event: str, data: Record) -> None:
         await self._send(event, data, room=waiting_room(session_id))
+
+    async def take_update(
+        self,
+        session_id: str,
+        take_id: str,
+        participant_id: str,
+        state: str,
+        detail: str = "",
+        now: bool = False,
+    ) -> None:
+        """Coroutine: tell the leaders a singer's upload state on a take, with the others of
+        the next :data:`LEVEL_INTERVAL_S` (at 1,000 singers a take's start is 1,000 states);
+        ``now``: send the session's batch at once (a stored upload is waited on)."""
+        pending = self._take_updates.setdefault(session_id, {})
+        pending.pop((take_id, participant_id), None)  # the newest state, in arrival order
+        pending[(take_id, participant_id)] = (state, detail)
+        if now:
+            await self._send_take_updates(session_id)
+
+    async def _send_take_updates(self, session_id: str) -> None:
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for (take_id, pid), (state, detail) in self._take_updates.pop(session_id, {}).items():
+            groups.setdefault((take_id, state, detail), []).append(pid)
+        for (take_id, state, detail), pids in groups.items():
+            update = TakeUpdates(take_id, state, tuple(pids), detail)
+            await self.to_leaders(session_id, Ev.TAKE_UPDATES, update)
 
     async def _send(self, event: str, data: Record, **target: str) -> None:
         """Every event the server sends goes out here: one record, to a room or a socket."""
@@ -238,6 +280,7 @@ class Realtime:
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
         self._unpublished.pop(session_id, None)
+        self._take_updates.pop(session_id, None)
         self.waitroom.forget(session_id)
         await self.presence.forget(session_id)
 
@@ -252,6 +295,11 @@ class Realtime:
         published = time.monotonic()
         while True:
             await asyncio.sleep(LEVEL_INTERVAL_S)
+            for session_id in list(self._take_updates):
+                try:
+                    await self._send_take_updates(session_id)
+                except Exception:  # keep relaying for the other sessions
+                    log.exception("take updates to session %s failed", session_id)
             pending, self._levels = self._levels, {}
             for session_id, levels in pending.items():
                 self._unpublished.setdefault(session_id, set()).update(levels)
@@ -325,6 +373,7 @@ class Realtime:
             if here is None:
                 here = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
             await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, here))
+            self._clock_shown[participant_id] = here.clock
 
     # ----------------------------------------------------------------- handlers
 
@@ -483,11 +532,7 @@ class Realtime:
         me = take.singer(pid)
         if me is None:
             self.store.add_take_singer(take_id, pid, "expected", "joined after the take was armed")
-            await self.to_leaders(
-                session_id,
-                Ev.TAKE_UPDATE,
-                TakeUpdate(take_id, pid, "expected"),
-            )
+            await self.take_update(session_id, take_id, pid, "expected")
         elif me.state != "expected":
             return  # already recording it (a reconnect), or done with it
         if take.state != "running" or take.t0 is None:
@@ -533,6 +578,8 @@ class Realtime:
             self.waitroom.changed(p.session_id)
             await self._left_take(p.session_id, pid)
         await self._participant_changed(pid)
+        if pid not in self.live:
+            self._clock_shown.pop(pid, None)
 
     def _watched(self, session_id: str) -> bool:
         """Whether a leader watches the session's levels.  With several processes one sees
@@ -570,11 +617,7 @@ class Realtime:
         at = max(0.0, self.clock() - latest[2])
         detail = f"left at {int(at // 60)}:{int(at % 60):02d} (their recording may still arrive)"
         self.store.set_singer_state(latest[0], pid, "recording", detail)
-        await self.to_leaders(
-            session_id,
-            Ev.TAKE_UPDATE,
-            TakeUpdate(latest[0], pid, "recording", detail),
-        )
+        await self.take_update(session_id, latest[0], pid, "recording", detail)
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
         now = self.clock()
@@ -597,7 +640,8 @@ class Realtime:
         live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
         await self.presence.put(p.session_id, {pid: live})
-        await self._participant_changed(pid, dataclasses.replace(live, connected=True))
+        if clock_news(self._clock_shown.get(pid), live.clock):
+            await self._participant_changed(pid, dataclasses.replace(live, connected=True))
 
     async def _level(self, sid: str, payload: Any) -> None:
         rep = parse_level_report(payload)
@@ -643,8 +687,4 @@ class Realtime:
         if me.state == "uploaded":
             return  # already complete on the server; a late client report changes nothing
         self.store.set_singer_state(take_id, pid, state, detail)
-        await self.to_leaders(
-            p.session_id,
-            Ev.TAKE_UPDATE,
-            TakeUpdate(take_id, pid, state, detail),
-        )
+        await self.take_update(p.session_id, take_id, pid, state, detail)

@@ -31,7 +31,7 @@ from aiohttp import web
 from tutti.mix.prepared import arrived_name, arriving, keep_arrived
 from tutti.mix.scratch import RawAudio, stores_int16
 from tutti.takeformat import Recording, TakeFormatError, parse_recording
-from tutti.wire import Ev, TakeUpdate, UploadMetadata, WireError
+from tutti.wire import UploadMetadata, WireError
 
 from .audiocheck import AudioCheckError, AudioInfo, check_audio
 from .auth import bearer_token
@@ -210,11 +210,7 @@ class TakeUploadHooks:
         if take is None:
             return
         self.store.set_singer_state(take.take_id, owner, "uploading")
-        await self.fanout.to_leaders(
-            take.session_id,
-            Ev.TAKE_UPDATE,
-            TakeUpdate(take.take_id, owner, "uploading"),
-        )
+        await self.fanout.take_update(take.session_id, take.take_id, owner, "uploading")
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
         try:
@@ -329,8 +325,10 @@ class TakeUploadHooks:
                 fsync_dir(d)
 
     async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
-        update = TakeUpdate(take.take_id, participant_id, state, detail)
-        await self.fanout.to_leaders(take.session_id, Ev.TAKE_UPDATE, update)
+        # stored or refused: one singer's news, not part of a burst, and waited on
+        await self.fanout.take_update(
+            take.session_id, take.take_id, participant_id, state, detail, now=True
+        )
 
 
 def _keep_decoded(home: Path, decoded: Path, info: AudioInfo, rec: Recording) -> None:

@@ -27,7 +27,6 @@ from tutti.wire import (
     TakeStarted,
     TakeStop,
     TakeStopped,
-    TakeUpdate,
 )
 
 from .auth import new_id
@@ -191,10 +190,8 @@ class Takes:
             if s.state != "expected":
                 continue
             self.store.set_singer_state(take.take_id, s.participant_id, "missed", why)
-            await self.fanout.to_leaders(
-                take.session_id,
-                Ev.TAKE_UPDATE,
-                TakeUpdate(take.take_id, s.participant_id, "missed", why),
+            await self.fanout.take_update(
+                take.session_id, take.take_id, s.participant_id, "missed", why
             )
 
     def list(self, p: Principal) -> TakeList:

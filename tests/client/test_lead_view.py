@@ -81,8 +81,15 @@ def test_take_events_and_countdown() -> None:
     assert st.take_state == "running" and st.take_t0_local == 52.0
     st.apply(Ev.TAKE_STOP, wire.TakeStop("t1", 110.0).to_dict())
     assert st.take_state == "stopped"
-    lines = st.apply(Ev.TAKE_UPDATE, wire.TakeUpdate("t1", "p1", "uploaded").to_dict())
+    lines = st.apply(Ev.TAKE_UPDATES, wire.TakeUpdates("t1", "uploaded", ("p1",)).to_dict())
     assert lines == ["take t1: Ann uploaded"]
+    for pid, name in (("p2", "Ben"), ("p3", "Cleo"), ("p4", "Dee")):
+        st.apply(Ev.PARTICIPANT, _p(pid, name, "A"))
+    two = wire.TakeUpdates("t1", "recorded", ("p2", "p1"))
+    assert st.apply(Ev.TAKE_UPDATES, two.to_dict()) == ["take t1: Ben and Ann recorded"]
+    five = wire.TakeUpdates("t1", "failed", ("p1", "p2", "p3", "p4", "p9"), "no space")
+    lines = st.apply(Ev.TAKE_UPDATES, five.to_dict())
+    assert lines == ["take t1: Ann, Ben, Cleo and 2 others failed"]
     st.apply(Ev.SESSION_CLOSED, wire.SessionClosed("s1").to_dict())
     assert st.closed
 

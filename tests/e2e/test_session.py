@@ -369,7 +369,7 @@ async def test_four_singers_two_takes_mixed(
         wire.Ev.TAKE_ARMED,
         wire.Ev.TAKE_START,
         wire.Ev.TAKE_STOP,
-        wire.Ev.TAKE_UPDATE,
+        wire.Ev.TAKE_UPDATES,
     }, events
     assert seen[f"ack {wire.Ev.CLOCK_PROBE}"] > 100 and seen["reply POST /api/join"] >= 4
 

@@ -94,7 +94,7 @@ def _connected(pid: str) -> Callable[[Any], bool]:
 
 
 def _uploaded(pid: str) -> Callable[[Any], bool]:
-    return lambda d: bool(d["participant_id"] == pid and d["state"] == "uploaded")
+    return lambda d: bool(pid in d["participant_ids"] and d["state"] == "uploaded")
 
 
 async def test_one_session_over_two_processes(
@@ -173,7 +173,7 @@ async def test_one_session_over_two_processes(
                 )
             )
             for s in singers:
-                await lead.wait(Ev.TAKE_UPDATE, _uploaded(s.participant_id), timeout=20)
+                await lead.wait(Ev.TAKE_UPDATES, _uploaded(s.participant_id), timeout=20)
 
             async with http_b.post(
                 f"/api/session/takes/{take_id}/stop", headers=leader.headers
@@ -259,7 +259,7 @@ async def test_killed_worker_loses_only_its_own_sockets(
                 *(upload_take(http_b, s.token, take_id, take_bytes, FRAMES) for s in singers)
             )
             for s in singers:
-                await lead.wait(Ev.TAKE_UPDATE, _uploaded(s.participant_id), timeout=20)
+                await lead.wait(Ev.TAKE_UPDATES, _uploaded(s.participant_id), timeout=20)
             assert lead.client.connected and len(lead.of(Ev.WELCOME)) == 1
         finally:
             for rec in [lead, *recorders, *again]:

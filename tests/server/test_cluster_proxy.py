@@ -111,7 +111,7 @@ async def _nodes_holding(redis_url: str, session_id: str) -> dict[str, str]:
 
 
 def _uploaded(pid: str) -> Callable[[Any], bool]:
-    return lambda d: bool(d["participant_id"] == pid and d["state"] == "uploaded")
+    return lambda d: bool(pid in d["participant_ids"] and d["state"] == "uploaded")
 
 
 async def test_sticky_proxy_spreads_singers_and_keeps_each_on_one_process(
@@ -160,7 +160,7 @@ async def test_sticky_proxy_spreads_singers_and_keeps_each_on_one_process(
 
             await asyncio.gather(*(upload(a, s) for a, s in zip(ADDRESSES, singers, strict=True)))
             for s in singers:
-                await lead.wait(Ev.TAKE_UPDATE, _uploaded(s.participant_id), timeout=20)
+                await lead.wait(Ev.TAKE_UPDATES, _uploaded(s.participant_id), timeout=20)
     finally:
         await lead.close()
         await asyncio.gather(*(sock.abort() for sock in socks))

@@ -12,6 +12,7 @@ import socketio
 from tests.server.helpers import Recorder, bearer, create_session, error_of, join
 from tests.support.server import running_server
 from tutti.server.app_keys import SERVICES
+from tutti.wire import PROTOCOL_VERSION
 
 
 async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ async def test_expired_session_refuses_with_a_clear_message(tmp_path: Path) -> N
             with pytest.raises(socketio.exceptions.ConnectionError):
                 await rec.client.connect(
                     server.url,
-                    auth={"token": singer.token, "protocol": 1},
+                    auth={"token": singer.token, "protocol": PROTOCOL_VERSION},
                     transports=["websocket"],
                     wait_timeout=5,
                 )

@@ -136,8 +136,8 @@ async def _recorded(url: str, lead: Recorder, singer: Singer, take_id: str) -> N
         await me.connect(url, singer.token)
         await me.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
         await lead.wait(
-            Ev.TAKE_UPDATE,
-            lambda d: d["participant_id"] == singer.participant_id and d["state"] == "recorded",
+            Ev.TAKE_UPDATES,
+            lambda d: singer.participant_id in d["participant_ids"] and d["state"] == "recorded",
         )
     finally:
         await me.close()

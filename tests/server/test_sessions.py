@@ -18,14 +18,14 @@ from tests.server.helpers import (
 )
 from tests.support.server import RunningServer
 from tutti.server.auth import CODE_ALPHABET, CODE_LENGTH, new_id
-from tutti.wire import Ev
+from tutti.wire import PROTOCOL_VERSION, Ev
 
 
 async def test_healthz(http: aiohttp.ClientSession) -> None:
     async with http.get("/healthz") as r:
         assert r.status == 200
         body = await r.json()
-    assert body["ok"] is True and body["protocol"] == 1 and body["version"]
+    assert body["ok"] is True and body["protocol"] == PROTOCOL_VERSION == 2 and body["version"]
 
 
 async def test_create_join_and_roles(http: aiohttp.ClientSession) -> None:

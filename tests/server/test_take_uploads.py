@@ -84,8 +84,8 @@ async def test_tuspy_upload_of_a_flac_take(
         await up.upload()
     assert up.offset == flac.stat().st_size
 
-    upd = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "uploaded")
-    assert upd["participant_id"] == ann.participant_id and upd["take_id"] == take_id
+    upd = await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "uploaded")
+    assert upd["participant_ids"] == [ann.participant_id] and upd["take_id"] == take_id
     async with http.get(f"/api/session/takes/{take_id}/manifest", headers=leader.headers) as r:
         manifest = parse_manifest(await r.json())
     assert manifest.take_id == take_id and manifest.rate == 48000
@@ -204,7 +204,7 @@ async def test_wrong_sha_fails_and_leader_hears(
     resp = await tus_patch(http, loc, ann.token, 0, data)
     assert resp.status == 422
     assert "sha256" in (await resp.json())["error"]["message"]
-    upd = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "failed")
+    upd = await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "failed")
     assert "sha256" in upd["detail"]
     take_dir = server.config.data_dir / "takes" / leader.session_id / take_id
     assert not (take_dir / "recordings").exists()
@@ -224,7 +224,7 @@ async def test_wrong_sha_fails_and_leader_hears(
         },
     )
     await up.upload()
-    await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "uploaded")
+    await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "uploaded")
     assert (take_dir / "recordings" / f"{ann.participant_id}.wav").read_bytes() == data
     await lead.close()
 

@@ -68,7 +68,7 @@ async def test_take_arm_start_stop_broadcast(
     for c in clients[:-1]:
         await c.client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recording"})
     for sg in singers[:-1]:
-        await lead.wait(Ev.TAKE_UPDATE, _about(sg.participant_id))
+        await lead.wait(Ev.TAKE_UPDATES, _about(sg.participant_id))
     async with http.post(f"/api/session/takes/{take_id}/stop", headers=leader.headers) as r:
         assert r.status == 200
         stopped = await r.json()
@@ -77,19 +77,19 @@ async def test_take_arm_start_stop_broadcast(
         assert (await c.wait(Ev.TAKE_STOP))["take_id"] == take_id
 
     # the singer who never recorded is "missed", with the reason, not "expected" forever
-    missed = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "missed")
+    missed = await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "missed")
     assert missed == {
         "take_id": take_id,
-        "participant_id": singers[-1].participant_id,
+        "participant_ids": [singers[-1].participant_id],
         "state": "missed",
         "detail": "not connected with audio while the take ran",
     }
     # singers report progress; the leader sees it and the take list shows it
     await clients[0].client.emit(Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"})
-    upd = await lead.wait(Ev.TAKE_UPDATE, lambda d: d["state"] == "recorded")
+    upd = await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "recorded")
     assert upd == {
         "take_id": take_id,
-        "participant_id": singers[0].participant_id,
+        "participant_ids": [singers[0].participant_id],
         "state": "recorded",
         "detail": "",
     }
@@ -106,8 +106,29 @@ async def test_take_arm_start_stop_broadcast(
         await c.close()
 
 
+async def test_a_choirs_states_reach_the_leader_in_one_message(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """A take stopped before it began leaves every singer missed at once: the leader gets one
+    ``take.updates`` naming them all, not one message per singer (1,000 at a large choir)."""
+    leader = await create_session(http)
+    singers = [await join(http, leader.code, f"Singer {i}", "SATB"[i % 4]) for i in range(12)]
+    lead = Recorder()
+    await lead.connect(server.url, leader.token)
+    await lead.wait(Ev.WELCOME)
+    async with http.post("/api/session/takes", headers=leader.headers) as r:
+        take_id = (await r.json())["take_id"]
+    async with http.post(f"/api/session/takes/{take_id}/stop", headers=leader.headers) as r:
+        assert r.status == 200
+    missed = await lead.wait(Ev.TAKE_UPDATES, lambda d: d["state"] == "missed")
+    assert sorted(missed["participant_ids"]) == sorted(s.participant_id for s in singers)
+    assert missed["detail"] == "never started: the take was stopped before it began"
+    assert len(lead.of(Ev.TAKE_UPDATES)) == 1
+    await lead.close()
+
+
 def _about(participant_id: str) -> Callable[[Any], bool]:
-    return lambda d: bool(d["participant_id"] == participant_id)
+    return lambda d: participant_id in d["participant_ids"]
 
 
 @pytest.mark.parametrize("body", [{"lead_s": 0.5}, {"lead_s": "soon"}, {"lead_s": 1e9}, [1]])

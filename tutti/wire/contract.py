@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Version of this contract.  Bump on any incompatible change.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 #: Largest Socket.IO message the server accepts (bytes); larger ones are refused.
 MAX_EVENT_BYTES: Final = 64 * 1024
@@ -93,7 +93,7 @@ class Ev:
     TAKE_ARMED: Final = "take.armed"  # to the session room
     TAKE_START: Final = "take.start"  # to the session room: TakeStart
     TAKE_STOP: Final = "take.stop"  # to the session room
-    TAKE_UPDATE: Final = "take.update"  # to the leader room: upload states changed
+    TAKE_UPDATES: Final = "take.updates"  # to the leader room: singers' upload states (batched)
     TAKE_MIX: Final = "take.mix"  # to the leader room and the take's singers: the server's mix
     LOBBY: Final = "lobby"  # to the singers: who is here and the leader's note (coalesced)
     WAVES: Final = "waves"  # to the singers: who waved since the last (coalesced)
@@ -102,7 +102,7 @@ class Ev:
 
 
 #: Event names no longer in use, with the protocol version that retired them.  Never reuse.
-RETIRED_EVENTS: Final[dict[str, int]] = {}
+RETIRED_EVENTS: Final[dict[str, int]] = {"take.update": 2}  # one message per singer
 
 #: Lifecycle of a take as the server sees it.
 TAKE_STATES: Final = ("armed", "running", "stopped")

@@ -31,7 +31,7 @@ __all__ = [
     "MAX_LEVEL_HZ",
     "TakeArmed",
     "TakeStop",
-    "TakeUpdate",
+    "TakeUpdates",
     "MixFiles",
     "TakeMix",
     "SessionClosed",
@@ -184,12 +184,14 @@ class TakeStop(Record):
 
 
 @dataclass(frozen=True)
-class TakeUpdate(Record):
-    """``take.update``, to the leaders: one singer's upload state on one take changed."""
+class TakeUpdates(Record):
+    """``take.updates``, to the leaders: these singers' upload state on one take is now
+    ``state`` (with ``detail``).  Batched: a singer's newest state of the last tenth of a
+    second, one message per take, state and detail."""
 
     take_id: str = spec(maxlen=64)
-    participant_id: str = spec(maxlen=64)
     state: str = spec(one_of=TAKE_UPLOAD_STATES)
+    participant_ids: tuple[str, ...] = spec()
     detail: str = spec(maxlen=500, default="")
 
 
@@ -327,7 +329,7 @@ SERVER_EVENTS: Final[dict[str, type[Record]]] = {
     Ev.TAKE_ARMED: TakeArmed,
     Ev.TAKE_START: TakeStart,
     Ev.TAKE_STOP: TakeStop,
-    Ev.TAKE_UPDATE: TakeUpdate,
+    Ev.TAKE_UPDATES: TakeUpdates,
     Ev.TAKE_MIX: TakeMix,
     Ev.SESSION_CLOSED: SessionClosed,
     Ev.ERROR: ErrorReport,

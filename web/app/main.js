@@ -113,7 +113,7 @@ function connect() {
   socket.on("take.armed", (t) => { takes.setCurrent(t.take_id, "armed"); takes.reload(); });
   socket.on("take.start", (t) => takes.started(t));
   socket.on("take.stop", (t) => { takes.setCurrent(t.take_id, "stopped"); takes.reload(); });
-  socket.on("take.update", (u) => takes.updated(u));
+  socket.on("take.updates", (u) => takes.updated(u));
   socket.on("take.mix", (m) => takes.mixed(m));
   socket.on("session.closed", () => showSession({ ...session, state: "closed" }));
   socket.on("error.report", (e) => report(e.message));

@@ -1,5 +1,5 @@
 // Takes: arm / start / stop, the countdown everyone sees, each take's singers with their
-// upload state, updated live by `take.update`, and each take's mix (mix.js, `take.mix`).
+// upload state, updated live by `take.updates`, and each take's mix (mix.js, `take.mix`).
 
 import { api } from "./api.js";
 import { TakeMixView } from "./mix.js";
@@ -131,13 +131,15 @@ export class Takes {
     this.els.countdown.dataset.phase = "stopped";
   }
 
-  /** `take.update`: one singer's upload state on one take. */
+  /** `take.updates`: some singers' upload state on one take. */
   updated(ev) {
     const take = this.takes.get(ev.take_id);
     if (!take) return this.reload();
+    const ids = new Set(ev.participant_ids);
     const singers = take.singers.map((s) =>
-      s.participant_id === ev.participant_id ? { ...s, state: ev.state, detail: ev.detail } : s);
-    if (!singers.some((s) => s.participant_id === ev.participant_id)) return this.reload();
+      ids.has(s.participant_id) ? { ...s, state: ev.state, detail: ev.detail } : s);
+    const known = singers.filter((s) => ids.has(s.participant_id)).length;
+    if (known < ids.size) return this.reload();
     this.takes.set(ev.take_id, { ...take, singers });
     this.render();
     return undefined;
