@@ -21,8 +21,9 @@ one JSON object per line on stdout:
     (``time.monotonic()``) of that take's ``take.armed``, where one came.
 ``stats``
     what the singers sent and lost so far → ``{"type": "stats", "probes", "probes_lost",
-    "levels", "reports", "disconnects", "reconnects", "away_s": [s, ...], "connected",
-    "level_hz": {hz: singers}}`` (``away_s``: from each drop to the next ``welcome``).
+    "levels", "reports", "synced", "disconnects", "reconnects", "away_s": [s, ...],
+    "connected", "level_hz": {hz: singers}}`` (``synced``: singers that reported a clock
+    estimate; ``away_s``: from each drop to the next ``welcome``).
 ``quit``
     disconnect everyone and exit.
 
@@ -402,6 +403,7 @@ def stats(singers: list[Singer]) -> dict[str, Any]:
         "probes_lost": sum(s.sync.lost for s in sio),
         "levels": sum(s.levels for s in sio),
         "reports": sum(s.reports for s in sio),
+        "synced": sum(1 for s in sio if s.reports),
         "disconnects": sum(s.disconnects for s in sio),
         "reconnects": sum(s.reconnects for s in sio),
         "away_s": [a for s in sio for a in s.away],
