@@ -17,6 +17,7 @@ Three layers, kept apart:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import math
@@ -222,9 +223,9 @@ def _latency(p: wire.RosterEntry, rate: int | None) -> Text:
 def _clock(p: wire.RosterEntry) -> Text:
     if p.clock is None:
         return Text("not synced", style="yellow")
-    eb_ms = p.clock.error_bound * 1000
-    style = "green" if eb_ms < 2 else ("yellow" if eb_ms < 10 else "red")
-    return Text(f"±{eb_ms:.2f} ms", style=style)
+    band = bisect.bisect_right(wire.CLOCK_BANDS_S, p.clock.error_bound)
+    style = ("green", "yellow", "red")[band]
+    return Text(f"±{p.clock.error_bound * 1000:.2f} ms", style=style)
 
 
 def render(state: RosterState, now: float | None = None) -> RenderableType:

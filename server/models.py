@@ -183,5 +183,8 @@ class Fanout(Protocol):
         participant_id: str,
         state: str,
         detail: str = "",
+        *,
+        stored: bool = False,
         now: bool = False,
     ) -> None: ...
+    async def flush_take_updates(self, session_id: str) -> None: ...

@@ -17,6 +17,7 @@ the presence (the roster's snapshot) every :data:`PRESENCE_LEVEL_INTERVAL_S`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import logging
@@ -28,6 +29,7 @@ import socketio
 from aiohttp import web
 
 from tutti.wire import (
+    CLOCK_BANDS_S,
     MAX_EVENT_BYTES,
     MAX_LEVEL_HZ,
     PROTOCOL_VERSION,
@@ -79,19 +81,27 @@ PRESENCE_LEVEL_INTERVAL_S = 1.0
 LEVEL_BUDGET_PER_S = 100.0
 #: The rates a singer may be told (a rate changes only when the count crosses a step).
 LEVEL_STEPS = (10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1)
-#: A ``clock.report`` reaches the leaders only when the error bound they see (the one clock
-#: figure a leader's view shows) moved by this share of the last one they got and by at least
-#: :data:`CLOCK_SHOWN_MIN_S`: most re-syncs change nothing a leader would act on.
+#: A ``clock.report`` reaches the leaders when it is a singer's first, when its error bound
+#: (the one clock figure a leader's view shows) falls in another of :data:`CLOCK_BANDS_S`, or,
+#: at most every :data:`CLOCK_SHOWN_EVERY_S`, when it moved by this share of the one shown and
+#: :data:`CLOCK_SHOWN_MIN_S`: under load the bounds of 1,000 singers' re-syncs swing by
+#: milliseconds, and were most of a leader's view.
 CLOCK_SHOWN_SHARE = 0.25
 CLOCK_SHOWN_MIN_S = 0.0005
+CLOCK_SHOWN_EVERY_S = 30.0
 
 
-def clock_news(shown: LiveClock | None, new: LiveClock) -> bool:
+def clock_news(shown: LiveClock | None, new: LiveClock, shown_s_ago: float) -> bool:
     """Whether a singer's new clock estimate changes what the leaders were last shown."""
     if shown is None:
         return True
+    if bisect.bisect_right(CLOCK_BANDS_S, new.error_bound) != bisect.bisect_right(
+        CLOCK_BANDS_S, shown.error_bound
+    ):
+        return True
     moved = abs(new.error_bound - shown.error_bound)
-    return moved >= max(CLOCK_SHOWN_MIN_S, CLOCK_SHOWN_SHARE * shown.error_bound)
+    big = moved >= max(CLOCK_SHOWN_MIN_S, CLOCK_SHOWN_SHARE * shown.error_bound)
+    return big and shown_s_ago >= CLOCK_SHOWN_EVERY_S
 
 
 def level_rate(singers: int, watching: bool) -> float:
@@ -197,9 +207,11 @@ class Realtime:
         self._watchers: dict[str, int] = {}  # leader sockets
         self._singer_sids: dict[str, set[str]] = {}
         self._level_hz: dict[str, float] = {}
-        self._clock_shown: dict[str, LiveClock | None] = {}  # singer → clock the leaders have
-        # session → (take, singer) → (state, detail) not yet sent to the leaders, newest wins
-        self._take_updates: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
+        # singer → the clock the leaders have, and when (time.monotonic()) they got it
+        self._clock_shown: dict[str, tuple[LiveClock | None, float]] = {}
+        # session → (take, singer) → (state, detail, stored) not yet sent to the leaders (nor,
+        # unless stored, written), newest wins
+        self._take_updates: dict[str, dict[tuple[str, str], tuple[str, str, bool]]] = {}
         self.waitroom = WaitingRoom(store, self.presence, notes, self.to_singers, clock)
         self._register()
 
@@ -221,20 +233,33 @@ class Realtime:
         participant_id: str,
         state: str,
         detail: str = "",
+        *,
+        stored: bool = False,
         now: bool = False,
     ) -> None:
-        """Coroutine: tell the leaders a singer's upload state on a take, with the others of
-        the next :data:`LEVEL_INTERVAL_S` (at 1,000 singers a take's start is 1,000 states);
-        ``now``: send the session's batch at once (a stored upload is waited on)."""
+        """Coroutine: a singer's upload state on a take, written (unless the caller has
+        ``stored`` it) and told to the leaders with the others of the next
+        :data:`LEVEL_INTERVAL_S`: at 1,000 singers a take's start is 1,000 states, one
+        transaction and a few messages.  ``now``: the session's batch at once."""
         pending = self._take_updates.setdefault(session_id, {})
         pending.pop((take_id, participant_id), None)  # the newest state, in arrival order
-        pending[(take_id, participant_id)] = (state, detail)
+        pending[(take_id, participant_id)] = (state, detail, stored)
         if now:
-            await self._send_take_updates(session_id)
+            await self.flush_take_updates(session_id)
 
-    async def _send_take_updates(self, session_id: str) -> None:
+    def _pending_state(self, session_id: str, take_id: str, pid: str, stored: str) -> str:
+        """A singer's state on a take: the one waiting for the next batch, else ``stored``."""
+        waiting = self._take_updates.get(session_id, {}).get((take_id, pid))
+        return stored if waiting is None else waiting[0]
+
+    async def flush_take_updates(self, session_id: str) -> None:
+        """Coroutine: write the session's waiting states and tell the leaders, now."""
+        pending = self._take_updates.pop(session_id, {})
+        unstored = [(t, pid, s, d) for (t, pid), (s, d, done) in pending.items() if not done]
+        if unstored:
+            self.store.set_singer_states(unstored)
         groups: dict[tuple[str, str, str], list[str]] = {}
-        for (take_id, pid), (state, detail) in self._take_updates.pop(session_id, {}).items():
+        for (take_id, pid), (state, detail, _) in pending.items():
             groups.setdefault((take_id, state, detail), []).append(pid)
         for (take_id, state, detail), pids in groups.items():
             update = TakeUpdates(take_id, state, tuple(pids), detail)
@@ -297,7 +322,7 @@ class Realtime:
             await asyncio.sleep(LEVEL_INTERVAL_S)
             for session_id in list(self._take_updates):
                 try:
-                    await self._send_take_updates(session_id)
+                    await self.flush_take_updates(session_id)
                 except Exception:  # keep relaying for the other sessions
                     log.exception("take updates to session %s failed", session_id)
             pending, self._levels = self._levels, {}
@@ -373,7 +398,7 @@ class Realtime:
             if here is None:
                 here = (await self.presence.get(p.session_id, [participant_id]))[participant_id]
             await self.to_leaders(p.session_id, Ev.PARTICIPANT, self.entry(p, here))
-            self._clock_shown[participant_id] = here.clock
+            self._clock_shown[participant_id] = (here.clock, time.monotonic())
 
     # ----------------------------------------------------------------- handlers
 
@@ -532,8 +557,8 @@ class Realtime:
         me = take.singer(pid)
         if me is None:
             self.store.add_take_singer(take_id, pid, "expected", "joined after the take was armed")
-            await self.take_update(session_id, take_id, pid, "expected")
-        elif me.state != "expected":
+            await self.take_update(session_id, take_id, pid, "expected", stored=True)
+        elif self._pending_state(session_id, take_id, pid, me.state) != "expected":
             return  # already recording it (a reconnect), or done with it
         if take.state != "running" or take.t0 is None:
             return
@@ -612,11 +637,10 @@ class Realtime:
             return
         take = self.store.take_for(latest[0], pid)
         me = None if take is None else take.singer(pid)
-        if me is None or me.state != "recording":
+        if me is None or self._pending_state(session_id, latest[0], pid, me.state) != "recording":
             return
         at = max(0.0, self.clock() - latest[2])
         detail = f"left at {int(at // 60)}:{int(at % 60):02d} (their recording may still arrive)"
-        self.store.set_singer_state(latest[0], pid, "recording", detail)
         await self.take_update(session_id, latest[0], pid, "recording", detail)
 
     async def _clock_probe(self, sid: str, payload: Any) -> dict[str, float]:
@@ -640,7 +664,8 @@ class Realtime:
         live.clock = LiveClock(rep.offset, rep.error_bound, rep.rtt_min)
         live.last_seen = time.time()
         await self.presence.put(p.session_id, {pid: live})
-        if clock_news(self._clock_shown.get(pid), live.clock):
+        shown, at = self._clock_shown.get(pid, (None, 0.0))
+        if clock_news(shown, live.clock, time.monotonic() - at):
             await self._participant_changed(pid, dataclasses.replace(live, connected=True))
 
     async def _level(self, sid: str, payload: Any) -> None:
@@ -686,5 +711,4 @@ class Realtime:
             raise PermissionError(f"take.state: take {take_id} expects no recording from you")
         if me.state == "uploaded":
             return  # already complete on the server; a late client report changes nothing
-        self.store.set_singer_state(take_id, pid, state, detail)
         await self.take_update(p.session_id, take_id, pid, state, detail)

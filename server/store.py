@@ -103,6 +103,12 @@ class SessionStore(Protocol):
     def set_singer_state(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
+    def set_singer_states(self, changes: list[tuple[str, str, str, str]]) -> None:
+        """``(take_id, participant_id, state, detail)`` of several singers in one transaction
+        (a take's start and stop bring one from every singer; one fsync, not a thousand); a
+        singer whose recording is stored stays ``uploaded``."""
+        ...
+
     def add_take_singer(
         self, take_id: str, participant_id: str, state: str, detail: str = ""
     ) -> None: ...
@@ -531,6 +537,15 @@ class SqlStore:
                 "UPDATE take_singers SET state = ?, detail = ? "
                 "WHERE take_id = ? AND participant_id = ?",
                 (state, detail, take_id, participant_id),
+            )
+
+    def set_singer_states(self, changes: list[tuple[str, str, str, str]]) -> None:
+        rows = [(state, detail, take, pid) for take, pid, state, detail in changes]
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE take_singers SET state = ?, detail = ? "
+                "WHERE take_id = ? AND participant_id = ? AND state != 'uploaded'",
+                rows,
             )
 
     def add_take_singer(

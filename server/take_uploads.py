@@ -209,8 +209,10 @@ class TakeUploadHooks:
         take = self.store.get_take(upload_metadata(metadata).take_id)
         if take is None:
             return
-        self.store.set_singer_state(take.take_id, owner, "uploading")
-        await self.fanout.take_update(take.session_id, take.take_id, owner, "uploading")
+        self.store.set_singer_state(take.take_id, owner, "uploading")  # as the POST answers
+        await self.fanout.take_update(
+            take.session_id, take.take_id, owner, "uploading", stored=True
+        )
 
     async def authorize_access(self, request: web.Request, owner: str) -> None:
         try:
@@ -327,7 +329,7 @@ class TakeUploadHooks:
     async def _announce(self, take: Take, participant_id: str, state: str, detail: str) -> None:
         # stored or refused: one singer's news, not part of a burst, and waited on
         await self.fanout.take_update(
-            take.session_id, take.take_id, participant_id, state, detail, now=True
+            take.session_id, take.take_id, participant_id, state, detail, stored=True, now=True
         )
 
 

@@ -155,6 +155,7 @@ class Takes:
     async def stop(self, p: Principal, take_id: str) -> TakeStopped:
         """Coroutine: stop an armed or running take; broadcast TAKE_STOP."""
         self.sessions.require_leader(p, "stop a take")
+        await self.fanout.flush_take_updates(p.session_id)  # who is recording, written
         take = self.get(p, take_id)
         if take.state == "stopped":
             raise Conflict(f"take {take_id} is already stopped", code="take_stopped")
@@ -186,12 +187,12 @@ class Takes:
             if take.state == "armed"
             else "not connected with audio while the take ran"
         )
-        for s in take.singers:
-            if s.state != "expected":
-                continue
-            self.store.set_singer_state(take.take_id, s.participant_id, "missed", why)
+        missed = [s.participant_id for s in take.singers if s.state == "expected"]
+        # final when the stop answers: one write for all of them, the leaders told in a batch
+        self.store.set_singer_states([(take.take_id, pid, "missed", why) for pid in missed])
+        for pid in missed:
             await self.fanout.take_update(
-                take.session_id, take.take_id, s.participant_id, "missed", why
+                take.session_id, take.take_id, pid, "missed", why, stored=True
             )
 
     def list(self, p: Principal) -> TakeList:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 import soundfile as sf
 
@@ -234,6 +235,29 @@ async def test_download_take_folder_for_mix(server: str, tmp_path: Path) -> None
     assert (tmp_path / "after-close" / "take.json").exists()
 
 
+async def _until_state(server: str, take_id: str, participant_id: str, state: str) -> None:
+    """Coroutine: until the server has stored a singer's state (a ``take.state`` is written
+    with the next batch, within a tenth of a second)."""
+    sid = config.load()["leader"]["current"]["session_id"]
+    token = config.load()["leader"][server][sid]["token"]
+    seen = ""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for _ in range(200):
+            async with http.get(f"{server}/api/session/takes") as r:
+                takes = (await r.json())["takes"]
+            seen = next(
+                s["state"]
+                for t in takes
+                if t["take_id"] == take_id
+                for s in t["singers"]
+                if s["participant_id"] == participant_id
+            )
+            if seen == state:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the singer's state stayed {seen!r}, not {state!r}")
+
+
 async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> None:
     take_id, singers, _ = await _take_with_uploads(server, tmp_path, n=2, upload=1)
     dest = tmp_path / "dl"
@@ -253,6 +277,7 @@ async def test_download_reports_missing_singers(server: str, tmp_path: Path) -> 
     await singers[1].sio.call(
         wire.Ev.TAKE_STATE, {"take_id": take_id, "state": "recorded"}, timeout=10
     )
+    await _until_state(server, take_id, singers[1].participant_id, "recorded")
     res = await run_cli("lead", "download", take_id, str(dest), "--wait", "0.6")
     assert res.code == 6, res
     assert f"not yet uploaded: {singers[1].name} (recorded)" in res.err

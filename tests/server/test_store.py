@@ -172,6 +172,31 @@ def test_takes_states_and_recordings(store: SessionStore) -> None:
     )
 
 
+def test_many_singers_states_in_one_write_keep_a_stored_recording(store: SessionStore) -> None:
+    _session(store)
+    pids = [f"p{i}" for i in range(5)]
+    for pid in pids:
+        _singer(store, pid)
+    assert store.create_take(_take("t1", *pids)) is None
+    rec = Recording("p0.flac", "name p0", "S", 48000, 1, 96000, 700, 512, participant_id="p0")
+    store.set_recording("t1", "p0", rec)
+    store.set_singer_states(
+        [("t1", pid, "recorded", "") for pid in pids[:3]] + [("t1", "p4", "failed", "no disk")]
+    )
+    take = store.get_take("t1")
+    assert take is not None
+    states = {s.participant_id: (s.state, s.detail) for s in take.singers}
+    assert states == {
+        "p0": ("uploaded", ""),  # stored before: a late report does not take it back
+        "p1": ("recorded", ""),
+        "p2": ("recorded", ""),
+        "p3": ("expected", ""),
+        "p4": ("failed", "no disk"),
+    }
+    first = take.singer("p0")
+    assert first is not None and first.recording == rec
+
+
 def test_deletion(store: SessionStore) -> None:
     _session(store)
     _session(store, "s2", "XYZ789")

@@ -52,6 +52,7 @@ __all__ = [
     "check_name",
     "check_part",
     "MAX_EVENT_BYTES",
+    "CLOCK_BANDS_S",
     "MIN_START_LEAD_S",
     "MAX_START_LEAD_S",
     "DEFAULT_START_LEAD_S",
@@ -62,6 +63,10 @@ PROTOCOL_VERSION: Final = 2
 
 #: Largest Socket.IO message the server accepts (bytes); larger ones are refused.
 MAX_EVENT_BYTES: Final = 64 * 1024
+
+#: A singer's clock error bound as a leader's view grades it (seconds): good below the first,
+#: fair below the second, poor above.
+CLOCK_BANDS_S: Final = (0.002, 0.010)
 
 #: A take's T0 is scheduled at least this far ahead of "now" (seconds), so the broadcast
 #: reaches every singer before the first sample must leave their DAC.
