@@ -189,7 +189,8 @@ class Takes:
         )
         missed = [s.participant_id for s in take.singers if s.state == "expected"]
         # final when the stop answers: one write for all of them, the leaders told in a batch
-        self.store.set_singer_states([(take.take_id, pid, "missed", why) for pid in missed])
+        if missed:
+            self.store.set_singer_states([(take.take_id, pid, "missed", why) for pid in missed])
         for pid in missed:
             await self.fanout.take_update(
                 take.session_id, take.take_id, pid, "missed", why, stored=True
