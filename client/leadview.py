@@ -17,7 +17,6 @@ Three layers, kept apart:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import math
@@ -223,8 +222,7 @@ def _latency(p: wire.RosterEntry, rate: int | None) -> Text:
 def _clock(p: wire.RosterEntry) -> Text:
     if p.clock is None:
         return Text("not synced", style="yellow")
-    band = bisect.bisect_right(wire.CLOCK_BANDS_S, p.clock.error_bound)
-    style = ("green", "yellow", "red")[band]
+    style = ("green", "yellow", "red")[wire.clock_band(p.clock.error_bound)]
     return Text(f"±{p.clock.error_bound * 1000:.2f} ms", style=style)
 
 

@@ -17,7 +17,6 @@ the presence (the roster's snapshot) every :data:`PRESENCE_LEVEL_INTERVAL_S`.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import logging
@@ -29,7 +28,6 @@ import socketio
 from aiohttp import web
 
 from tutti.wire import (
-    CLOCK_BANDS_S,
     MAX_EVENT_BYTES,
     MAX_LEVEL_HZ,
     PROTOCOL_VERSION,
@@ -52,6 +50,7 @@ from tutti.wire import (
     Wave,
     Welcome,
     WireError,
+    clock_band,
     parse_calibration,
     parse_clock_probe,
     parse_clock_report,
@@ -95,9 +94,7 @@ def clock_news(shown: LiveClock | None, new: LiveClock, shown_s_ago: float) -> b
     """Whether a singer's new clock estimate changes what the leaders were last shown."""
     if shown is None:
         return True
-    if bisect.bisect_right(CLOCK_BANDS_S, new.error_bound) != bisect.bisect_right(
-        CLOCK_BANDS_S, shown.error_bound
-    ):
+    if clock_band(new.error_bound) != clock_band(shown.error_bound):
         return True
     moved = abs(new.error_bound - shown.error_bound)
     big = moved >= max(CLOCK_SHOWN_MIN_S, CLOCK_SHOWN_SHARE * shown.error_bound)

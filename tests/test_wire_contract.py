@@ -217,3 +217,8 @@ def test_no_field_lookups_on_wire_payloads_outside_tutti_wire() -> None:
                     found.append(f"{rel}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
     assert all((ROOT / rel).is_file() for rel in LOCAL_FILES)  # the list stays true
+
+
+def test_clock_bands_grade_the_error_bound_as_the_lead_view_colours_it() -> None:
+    graded = [wire.clock_band(s) for s in (0.0, 0.0019, 0.002, 0.0099, 0.010, 1.0)]
+    assert graded == [0, 0, 1, 1, 2, 2]

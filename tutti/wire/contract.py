@@ -53,6 +53,7 @@ __all__ = [
     "check_part",
     "MAX_EVENT_BYTES",
     "CLOCK_BANDS_S",
+    "clock_band",
     "MIN_START_LEAD_S",
     "MAX_START_LEAD_S",
     "DEFAULT_START_LEAD_S",
@@ -67,6 +68,12 @@ MAX_EVENT_BYTES: Final = 64 * 1024
 #: A singer's clock error bound as a leader's view grades it (seconds): good below the first,
 #: fair below the second, poor above.
 CLOCK_BANDS_S: Final = (0.002, 0.010)
+
+
+def clock_band(error_bound: float) -> int:
+    """0 good, 1 fair, 2 poor: where ``error_bound`` falls in :data:`CLOCK_BANDS_S`."""
+    return sum(error_bound >= edge for edge in CLOCK_BANDS_S)
+
 
 #: A take's T0 is scheduled at least this far ahead of "now" (seconds), so the broadcast
 #: reaches every singer before the first sample must leave their DAC.
