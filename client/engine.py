@@ -61,6 +61,7 @@ __all__ = [
     "TakeSink",
     "ScheduledTake",
     "DuplexEngine",
+    "TimerMapping",
 ]
 
 #: Seconds of input the ring holds: how long the drain thread may stall without loss.
@@ -76,6 +77,12 @@ MERGE_GAPS_S = 0.1
 #: How far (s) JACK's frame timer may be from the callbacks' own wake-up mapping and still be
 #: used for it: a callback wakes up to this much after its cycle began on a busy machine
 JACK_AGREE_S = 1e-3
+#: How far (s) JACK's frame timer may read later than a wake-up (which cannot precede its
+#: cycle): a healthy timer read 23–400 µs earlier than the wake-ups here, never later
+JACK_LATE_S = 0.25e-3
+#: How long (s) the last good frame-timer mapping stands in while the timer is off (it moved
+#: 20 ppm against the wall clock on the dummy driver: 10 µs in this time)
+JACK_HOLD_S = 0.5
 #: Callbacks over which the DAC-time mapping takes its minimum (~85 ms at 256 frames): longer
 #: than a loss waits to be counted (CONFIRM), so the minimum always holds a reading from before
 #: a loss not yet counted (the readings after it are late by the loss)
@@ -93,6 +100,35 @@ _jack_name_applied = False
 def _is_jack(hostapi: str) -> bool:
     """Whether a host API is JACK (which loses whole periods, never parts of one)."""
     return "JACK" in hostapi
+
+
+class TimerMapping:
+    """Which mapping (monotonic time of device output frame 0) a cycle uses: JACK's frame
+    timer, checked against this client's own wake-ups (which can only read late).
+
+    The timer reads alike in every client's same cycle, where wake-ups do not, but it jumps
+    when the server itself runs late (+5.4 ms for 8 cycles under a CPU hog; one 8-singer
+    start skewed by 1481 frames on it at load 10).  A reading later than a wake-up, or far
+    earlier, is not used; the last good one stands in meanwhile, alike for every client, where
+    each one's wake-ups differ (an 8-singer start split 54 frames so).
+    """
+
+    def __init__(self) -> None:
+        self._held: tuple[float, float] | None = None  # last good mapping, and when
+
+    def pick(self, wakeups: float, timer: float, now: float) -> tuple[float, bool]:
+        """``(mapping, confirmed)`` for this cycle, from the two readings at ``now``."""
+        if -JACK_AGREE_S <= timer - wakeups <= JACK_LATE_S:
+            self._held = (timer, now)
+            return timer, True
+        if self._held is not None and now - self._held[1] <= JACK_HOLD_S:
+            return self._held[0], True
+        return wakeups, False
+
+    def shift(self, seconds: float) -> None:
+        """Move the held mapping with frames the stream gave back."""
+        if self._held is not None:
+            self._held = (self._held[0] + seconds, self._held[1])
 
 
 @dataclass(frozen=True)
@@ -184,6 +220,7 @@ class DuplexEngine:
         self._jack = _is_jack(self.output_device.hostapi)
         self._jack_frames: JackFrames | None = None  # JACK's exact counter, when it answers
         self._use_jack_frames = False
+        self._timer = TimerMapping()  # JACK's frame timer, checked against the wake-ups
         self.input_account = FrameAccount(rate)
         self.output_account = FrameAccount(rate)
         self._in_events_read = 0
@@ -449,16 +486,11 @@ class DuplexEngine:
         hist = self._hist
         if slipped < 0:  # frames given back: the earlier readings counted them, and read early
             hist += -slipped / self.rate
+            self._timer.shift(-slipped / self.rate)
         hist[self._callbacks % HISTORY] = now + ahead - d_out / self.rate
         base = hist.min()
         if cycle is not None:
-            # JACK's frame timer reads alike in every client's same cycle (its wake-ups do
-            # not); trusted only while it agrees with the wake-ups: it jumps when the server
-            # itself runs late (one 8-singer start skewed by 1481 frames on it at load 10)
-            shared = cycle + ahead - d_out / self.rate
-            confirmed = abs(base - shared) <= JACK_AGREE_S
-            if confirmed:
-                base = shared
+            base, confirmed = self._timer.pick(base, cycle + ahead - d_out / self.rate, now)
         else:
             confirmed = hist.max() - base <= WAKE_AGREE_S
         if self._callbacks < self._trace.shape[0]:
