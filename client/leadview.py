@@ -3,9 +3,9 @@
 Three layers, kept apart:
 
 - :class:`RosterState` — pure: parses the server's leader events (``Ev.ROSTER``,
-  ``Ev.PARTICIPANT``, ``Ev.LEVELS``, take events) into their :mod:`tutti.wire` records, keeps
-  the roster entries and returns the plain-text lines worth telling the leader (joined, left,
-  calibrated, dropouts, take state).
+  ``Ev.PARTICIPANT``, ``Ev.LEVELS``, ``Ev.CLOCKS``, take events) into their
+  :mod:`tutti.wire` records, keeps the roster entries and returns the plain-text lines
+  worth telling the leader (joined, left, calibrated, dropouts, take state).
 - :func:`render` — the state as a rich renderable: a table of names, parts, connection,
   calibrated latency, clock quality, an input level meter, and xrun warnings.
 - :func:`watch` — the coroutine: connects as the leader (``auth={"token", "protocol"}``), shows
@@ -156,6 +156,11 @@ class RosterState:
             return self._merge(ev)
         if isinstance(ev, wire.Levels):
             return self._apply_levels(ev)
+        if isinstance(ev, wire.Clocks):
+            for pid, clock in ev.clocks.items():
+                if (p := self.participants.get(pid)) is not None:
+                    self.participants[pid] = dataclasses.replace(p, clock=clock)
+            return []
         if isinstance(ev, wire.TakeArmed):
             self.take_id, self.take_state, self.take_t0_local = ev.take_id, "armed", None
             return self._note(f"take {self.take_id} armed")
@@ -331,6 +336,7 @@ _WATCHED = (
     wire.Ev.ROSTER,
     wire.Ev.PARTICIPANT,
     wire.Ev.LEVELS,
+    wire.Ev.CLOCKS,
     wire.Ev.TAKE_ARMED,
     wire.Ev.TAKE_START,
     wire.Ev.TAKE_STOP,

@@ -32,6 +32,7 @@ from tutti.wire import (
     MAX_LEVEL_HZ,
     PROTOCOL_VERSION,
     ClockReply,
+    Clocks,
     ConnectAuth,
     ErrorReport,
     Ev,
@@ -206,6 +207,7 @@ class Realtime:
         self._level_hz: dict[str, float] = {}
         # singer → the clock the leaders have, and when (time.monotonic()) they got it
         self._clock_shown: dict[str, tuple[LiveClock | None, float]] = {}
+        self._clocks: dict[str, dict[str, LiveClock]] = {}  # session → to show in the next batch
         # session → (take, singer) → (state, detail, stored) not yet sent to the leaders (nor,
         # unless stored, written), newest wins
         self._take_updates: dict[str, dict[tuple[str, str], tuple[str, str, bool]]] = {}
@@ -301,6 +303,7 @@ class Realtime:
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         self._levels.pop(session_id, None)
+        self._clocks.pop(session_id, None)
         self._unpublished.pop(session_id, None)
         self._take_updates.pop(session_id, None)
         self.waitroom.forget(session_id)
@@ -322,16 +325,23 @@ class Realtime:
                     await self.flush_take_updates(session_id)
                 except Exception:  # keep relaying for the other sessions
                     log.exception("take updates to session %s failed", session_id)
-            pending, self._levels = self._levels, {}
-            for session_id, levels in pending.items():
-                self._unpublished.setdefault(session_id, set()).update(levels)
-                try:
-                    await self.to_leaders(session_id, Ev.LEVELS, Levels(levels))
-                except Exception:  # keep relaying for the other sessions
-                    log.exception("level relay to session %s failed", session_id)
+            clocks, self._clocks = self._clocks, {}
+            await self._to_each_session(Ev.CLOCKS, {s: Clocks(c) for s, c in clocks.items()})
+            levels, self._levels = self._levels, {}
+            for session_id, batch in levels.items():
+                self._unpublished.setdefault(session_id, set()).update(batch)
+            await self._to_each_session(Ev.LEVELS, {s: Levels(b) for s, b in levels.items()})
             if time.monotonic() - published >= PRESENCE_LEVEL_INTERVAL_S:
                 published = time.monotonic()
                 await self._publish_levels()
+
+    async def _to_each_session(self, event: str, batches: dict[str, Record]) -> None:
+        """Coroutine: each session's batch to its leaders (one failing leaves the others)."""
+        for session_id, batch in batches.items():
+            try:
+                await self.to_leaders(session_id, event, batch)
+            except Exception:
+                log.exception("%s to session %s failed", event, session_id)
 
     async def _publish_levels(self) -> None:
         """The latest levels of this process's singers into the presence (the roster's)."""
@@ -663,7 +673,9 @@ class Realtime:
         await self.presence.put(p.session_id, {pid: live})
         shown, at = self._clock_shown.get(pid, (None, 0.0))
         if clock_news(shown, live.clock, time.monotonic() - at):
-            await self._participant_changed(pid, dataclasses.replace(live, connected=True))
+            # the clock alone, batched: a whole entry each was most of the leader's view
+            self._clocks.setdefault(p.session_id, {})[pid] = live.clock
+            self._clock_shown[pid] = (live.clock, time.monotonic())
 
     async def _level(self, sid: str, payload: Any) -> None:
         rep = parse_level_report(payload)

@@ -69,6 +69,11 @@ def test_roster_events_tell_what_changed() -> None:
     (line,) = st.apply(Ev.LEVELS, {"levels": {"p1": {"rms_db": "loud"}}})
     assert "rms_db" in line and st.participants["p1"].level == wire.LiveLevel(-20.0, -6.0)
     assert len(st.participants) == 2
+    # a clock batch changes only those singers' clocks, silently
+    clock = wire.LiveClock(0.5, 0.0004, 0.0009)
+    assert st.apply(Ev.CLOCKS, {"clocks": {"p1": clock.to_dict(), "zz": clock.to_dict()}}) == []
+    assert st.participants["p1"].clock == clock and st.participants["p2"].clock is None
+    assert st.participants["p1"].level == wire.LiveLevel(-20.0, -6.0)
 
 
 def test_take_events_and_countdown() -> None:

@@ -365,6 +365,7 @@ async def test_four_singers_two_takes_mixed(
         wire.Ev.WELCOME,
         wire.Ev.PARTICIPANT,
         wire.Ev.LEVELS,
+        wire.Ev.CLOCKS,
         wire.Ev.SESSION,
         wire.Ev.TAKE_ARMED,
         wire.Ev.TAKE_START,

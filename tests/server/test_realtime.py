@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -200,7 +202,10 @@ async def test_leaders_hear_of_a_clock_report_only_when_what_they_see_moves(
     await lead.wait(Ev.PARTICIPANT, lambda d: d["connected"])
 
     def clocked() -> list[float]:
-        return [d["clock"]["error_bound"] for d in lead.of(Ev.PARTICIPANT) if d["clock"]]
+        return [c["error_bound"] for d in lead.of(Ev.CLOCKS) for c in d["clocks"].values()]
+
+    def shown(bound: float) -> Callable[[dict[str, Any]], bool]:
+        return lambda d: d["clocks"][singer.participant_id]["error_bound"] == bound
 
     async def report(offset: float, bound: float) -> None:
         await c.client.emit(
@@ -210,19 +215,21 @@ async def test_leaders_hear_of_a_clock_report_only_when_what_they_see_moves(
         await c.client.call(Ev.CLOCK_PROBE, {"t0": 0.0}, timeout=5)  # the report was handled
 
     await report(0.001, 0.0010)
-    await lead.wait(Ev.PARTICIPANT, lambda d: d["clock"] is not None)
+    await lead.wait(Ev.CLOCKS, shown(0.001))
     for offset, bound in ((0.0012, 0.0014), (0.0009, 0.0006), (0.0011, 0.00148)):
         await report(offset, bound)  # within half a millisecond of the 1.0 ms shown
     async with http.get("/api/session/roster", headers=leader.headers) as r:
         clock = (await r.json())["participants"][0]["clock"]
     assert clock["offset"] == pytest.approx(0.0011) and clock["error_bound"] == 0.00148
     await report(0.0011, 0.0030)  # past 2 ms, graded fair, not good: the leaders see it
-    await lead.wait(Ev.PARTICIPANT, lambda d: d["clock"] and d["clock"]["error_bound"] == 0.003)
+    await lead.wait(Ev.CLOCKS, shown(0.003))
     await report(0.0011, 0.0036)  # 0.6 ms is under a quarter of the 3 ms shown
     await report(0.0011, 0.0060)  # doubled, but still fair, and shown a moment ago
     await report(0.0011, 0.0120)  # poor: shown at once
-    await lead.wait(Ev.PARTICIPANT, lambda d: d["clock"] and d["clock"]["error_bound"] == 0.012)
+    await lead.wait(Ev.CLOCKS, shown(0.012))
     assert clocked() == [0.001, 0.003, 0.012]
+    # the clock alone: no roster entry repeated for it
+    assert all(d["clock"] is None for d in lead.of(Ev.PARTICIPANT))
     await c.close()
     await lead.close()
 

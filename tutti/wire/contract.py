@@ -100,6 +100,7 @@ class Ev:
     ROSTER: Final = "roster"  # to the leader room: the whole roster
     PARTICIPANT: Final = "participant"  # to the leader room: one participant changed
     LEVELS: Final = "levels"  # to the leader room: batched live levels
+    CLOCKS: Final = "clocks"  # to the leader room: batched clock estimates the view should show
     LEVEL_RATE: Final = "level.rate"  # to a singer: how often to send `level` (0: not at all)
     SESSION: Final = "session"  # to the session room: settings or tracks changed
     TAKE_ARMED: Final = "take.armed"  # to the session room

@@ -27,6 +27,7 @@ __all__ = [
     "RosterEntry",
     "Roster",
     "Levels",
+    "Clocks",
     "LevelRate",
     "MAX_LEVEL_HZ",
     "TakeArmed",
@@ -164,6 +165,14 @@ class Levels(Record):
     """``levels``, to the leaders every interval: the reports that came in, by participant."""
 
     levels: dict[str, LevelReport] = spec()
+
+
+@dataclass(frozen=True)
+class Clocks(Record):
+    """``clocks``, to the leaders every interval: singers' clock estimates that moved enough
+    to show (a roster entry's ``clock``; the roster call has every report)."""
+
+    clocks: dict[str, LiveClock] = spec()
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,7 @@ SERVER_EVENTS: Final[dict[str, type[Record]]] = {
     Ev.ROSTER: Roster,
     Ev.PARTICIPANT: RosterEntry,
     Ev.LEVELS: Levels,
+    Ev.CLOCKS: Clocks,
     Ev.LEVEL_RATE: LevelRate,
     Ev.SESSION: SessionView,
     Ev.TAKE_ARMED: TakeArmed,

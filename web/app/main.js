@@ -109,6 +109,7 @@ function connect() {
   socket.on("roster", (r) => roster.replace(r.participants));
   socket.on("participant", (p) => roster.upsert(p));
   socket.on("levels", (l) => roster.levels(l.levels));
+  socket.on("clocks", (c) => roster.clocks(c.clocks));
   socket.on("session", (view) => showSession({ ...session, ...view }));
   socket.on("take.armed", (t) => { takes.setCurrent(t.take_id, "armed"); takes.reload(); });
   socket.on("take.start", (t) => takes.started(t));

@@ -133,6 +133,16 @@ export class Roster {
     this.summary();
   }
 
+  /** A batch of clock estimates (`clocks`): those singers' clock cells only. */
+  clocks(batch) {
+    for (const [pid, clock] of Object.entries(batch)) {
+      const row = this.rows.get(pid);
+      if (!row) continue;
+      row.entry = { ...row.entry, clock };
+      text(row.cells.clock, clockText(row.entry));
+    }
+  }
+
   /** A batch of level reports (`levels`): meters and dropouts of those singers only. */
   levels(batch) {
     const t0 = performance.now();
