@@ -712,12 +712,11 @@ class Realtime:
                 f"take.state: {state!r} is set by the server; clients send "
                 "recording, recorded, uploading or failed"
             )
-        take = self.store.take_for(take_id, pid)
-        if take is None or take.session_id != p.session_id:
+        found = self.store.singer_state(take_id, pid)
+        if found is None or found[0] != p.session_id:
             raise LookupError(f"take.state: no take {take_id!r} in your session")
-        me = take.singer(pid)
-        if me is None:
+        if found[1] is None:
             raise PermissionError(f"take.state: take {take_id} expects no recording from you")
-        if me.state == "uploaded":
+        if found[1] == "uploaded":
             return  # already complete on the server; a late client report changes nothing
         await self.take_update(p.session_id, take_id, pid, state, detail)

@@ -162,6 +162,9 @@ def test_takes_states_and_recordings(store: SessionStore) -> None:
     stranger = store.take_for("t2", "nobody")
     assert stranger is not None and stranger.singers == () and stranger.singer("nobody") is None
     assert store.take_for("t3", "p1") is None
+    assert store.singer_state("t2", "p2") == ("s1", "uploaded")
+    assert store.singer_state("t2", "nobody") == ("s1", None)
+    assert store.singer_state("t3", "p1") is None
     assert store.count_takes_by_state() == {"stopped": 2}
     assert store.stopped_before(T0 + 71) == [("s1", "t1"), ("s1", "t2")]
     assert store.stopped_before(T0 + 7) == [("s1", "t1")] and store.stopped_before(T0) == []
