@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import pytest
@@ -43,9 +44,9 @@ def test_two_clients_read_one_cycle_time(jack: JackServer) -> None:
     a, b = open_jack_frames(), open_jack_frames()
     assert a is not None and b is not None
     try:
-        agreed = 0
+        ahead: list[float] = []  # how far each agreed instant is past the clock read after it
         deadline = time.monotonic() + 10
-        while agreed < 20 and time.monotonic() < deadline:
+        while len(ahead) < 20 and time.monotonic() < deadline:
             fa, fb = a.frame(), b.frame()
             if fa != fb:
                 continue  # a cycle began between the two reads
@@ -54,13 +55,13 @@ def test_two_clients_read_one_cycle_time(jack: JackServer) -> None:
                 continue  # a cycle began meanwhile: the server's timer moved on under a read
             # the two offsets to CLOCK_MONOTONIC were measured apart: a few µs
             assert abs(ta - tb) < 20e-6, (fa, ta, tb)
-            # the server's timer is a filtered estimate: when the server runs late (a CPU
-            # hog on both cores) it ran 61 µs, and once 675 µs, ahead of the clock; never by
-            # a period (5.3 ms here)
-            assert ta <= time.monotonic() + jack.period / jack.rate, (ta, jack.period)
-            agreed += 1
+            ahead.append(ta - time.monotonic())
             time.sleep(0.003)
-        assert agreed == 20, agreed
+        assert len(ahead) == 20, ahead
+        # a cycle began before it was read, but the server's timer is a filtered estimate
+        # that jumps ahead of the clock while the server runs late (6.0 ms once in CI, +5.4 ms
+        # for 8 cycles under CPU hogs: the engine refuses those readings); most are behind
+        assert statistics.median(ahead) <= 0.0, ahead
     finally:
         a.close()
         b.close()
