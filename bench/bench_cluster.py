@@ -214,6 +214,7 @@ async def tutti_phase(
             out["join"]["failed"])  # fmt: skip
         await asyncio.sleep(args.settle)
         out["by_node"] = await sockets_by_node(redis_url)
+        out["traffic_joined"] = await swarm.stats()  # the joins' share of what is lost
         view.reset()
 
         async def arm_start() -> str:
@@ -292,6 +293,7 @@ async def peer_phase(
         await swarm.start()
         out["join"] = await swarm.join()
         await asyncio.sleep(args.settle)
+        out["traffic_joined"] = await swarm.stats()
 
         async def start() -> str:
             async with http.post(f"{url}/start") as r:
@@ -346,6 +348,13 @@ def report(res: dict[str, Any]) -> str:
             f"{d['p50']:.1f} / {d['p99']:.1f} | {side['takes']['missing']} | "
             f"{tr['probes']:,} / {tr['probes_lost']:,} | {tr['disconnects']} |"
         )
+    for name, side in (("tutti", t), ("peer", p)):
+        j = side.get("traffic_joined")
+        if j:
+            lines.append(
+                f"\n{name}: of those probes, {j['probes']:,} sent and "
+                f"{j['probes_lost']:,} lost by the end of the joins and the settling"
+            )
     k = t["kill"]
     lines += [
         "",

@@ -237,10 +237,11 @@ async def one_side(
     args: argparse.Namespace,
     start_take: Callable[[], Awaitable[tuple[str, float | None]]],
     after_take: Callable[[str], Awaitable[None]] | None = None,
+    after_takes: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Coroutine: the swarm joins, the join bursts settle, ``args.takes`` takes are started
     (``start_take`` → take id and the arm time, if armed) and their delivery collected; then
-    the swarm's traffic counts, and it is closed."""
+    ``after_takes`` (before the swarm leaves), the swarm's traffic counts, and it is closed."""
     await swarm.start()
     try:
         joined = await swarm.join()
@@ -261,6 +262,8 @@ async def one_side(
                 await after_take(take_id)
             await asyncio.sleep(0.5)
         steady_s = time.monotonic() - settled
+        if after_takes is not None:
+            after_takes()
         traffic = await swarm.stats()
     finally:
         await swarm.close()
@@ -331,16 +334,30 @@ async def broadcast(
     def swarm(side: str, side_url: str, code: str) -> Swarm:
         return Swarm(side_url, side, code, n, args.procs, args.join_concurrency, logdir, client)
 
+    over_takes: dict[str, dict[str, int]] = {}
+
+    def takes_done() -> None:  # the view over the takes ends here, not as the singers leave
+        over_takes.update(kB=dict(watched), events=dict(counted))
+        watched.clear()
+        counted.clear()
+
     try:
-        tutti = await one_side(swarm("tutti", url, leader.code), args, tutti_take, tutti_after)
+        tutti = await one_side(
+            swarm("tutti", url, leader.code), args, tutti_take, tutti_after, takes_done
+        )
     finally:
         await lsio.disconnect()
     peer = await one_side(swarm("peer", peer_url, ""), args, peer_take)
+    seen = over_takes["kB"]
     tutti["roster_ms"] = pct(roster_s)
-    tutti["leader_view_kB_s"] = sum(watched.values()) / 1e3 / max(tutti["steady_s"], 1e-9)
-    tutti["leader_view_kB"] = {e: b / 1e3 for e, b in sorted(watched.items())}
-    tutti["leader_view_events"] = dict(sorted(counted.items()))
+    tutti["leader_view_kB_s"] = sum(seen.values()) / 1e3 / max(tutti["steady_s"], 1e-9)
+    tutti["leader_view_kB"] = {e: b / 1e3 for e, b in sorted(seen.items())}
+    tutti["leader_view_events"] = dict(sorted(over_takes["events"].items()))
     tutti["leader_view_joining"] = joining
+    tutti["leader_view_leaving"] = {  # the singers disconnecting, after the takes
+        "kB": sum(watched.values()) / 1e3,
+        "events": dict(sorted(counted.items())),
+    }
     tutti["arm_http_ms"] = pct(arm_http)
     tutti["armed_after_post_ms"] = pct(tutti.pop("armed"))
     peer.pop("armed")
@@ -670,6 +687,9 @@ def traffic_report(broadcast: list[dict[str, Any]]) -> list[str]:
                 f"  - before, from the leader's connect through the joins and the settling "
                 f"({j['s']:.1f} s): {j['kB'] / j['s']:.1f} kB/s, messages {j['events']}"
             )
+        gone = r.get("leader_view_leaving")
+        if gone:
+            out.append(f"  - after, as the singers leave: {gone['kB']:.0f} kB, {gone['events']}")
     return [*out, ""]
 
 

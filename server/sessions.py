@@ -185,7 +185,7 @@ class Sessions:
                 code="bad_part",
             )
         part = check_part(req.part, session.settings.parts)
-        joined = len(self.store.participants(session.session_id))
+        joined = self.store.count_participants(session.session_id)
         if joined >= self.max_joins:
             raise Forbidden(
                 f"this session already has {joined} joins, the most the server's host allows "

@@ -110,6 +110,7 @@ def test_principals_and_participants(store: SessionStore) -> None:
     assert singer is not None and singer.participant_id == "p1" and not singer.is_leader
     assert store.principal("unknown") is None
     assert store.participants("s1") == [a, b]  # in joining order
+    assert store.count_participants("s1") == 2 and store.count_participants("nobody") == 0
     store.set_latency("p1", 1234, "measured")
     got = store.get_participant("p1")
     assert got is not None and (got.latency_frames, got.latency_source) == (1234, "measured")
