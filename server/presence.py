@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,11 @@ class Presence(Protocol):
         all processes; a change not sent now stays marked for the next turn."""
         ...
 
+    async def lobby_hold(self, session_id: str, seconds: float) -> None:
+        """No process takes this session's waiting-room turn for ``seconds`` from now (its
+        changes stay marked): a big room's snapshots are spaced out."""
+        ...
+
     async def sockets(self, session_id: str) -> set[str]:
         """Every socket of the session's participants, on any process."""
         ...
@@ -137,6 +143,8 @@ class LocalPresence:
     def __init__(self) -> None:
         self._sids: dict[str, dict[str, set[str]]] = {}  # session → participant → sockets
         self._live: dict[str, dict[str, Live]] = {}
+        self._lobby_marked: set[str] = set()
+        self._lobby_held: dict[str, float] = {}  # session → time.monotonic() its hold ends
 
     async def joined(self, session_id: str, participant_id: str, sid: str) -> None:
         self._sids.setdefault(session_id, {}).setdefault(participant_id, set()).add(sid)
@@ -167,7 +175,15 @@ class LocalPresence:
         return count
 
     async def lobby_turn(self, changed: set[str], every_s: float) -> list[str]:
-        return sorted(changed)  # one process: it is always this one's turn
+        # one process: it is always this one's turn, unless the session is held
+        self._lobby_marked |= changed
+        now = time.monotonic()
+        due = sorted(s for s in self._lobby_marked if self._lobby_held.get(s, 0.0) <= now)
+        self._lobby_marked.difference_update(due)
+        return due
+
+    async def lobby_hold(self, session_id: str, seconds: float) -> None:
+        self._lobby_held[session_id] = time.monotonic() + seconds
 
     async def sockets(self, session_id: str) -> set[str]:
         return {sid for sids in self._sids.get(session_id, {}).values() for sid in sids}
@@ -175,6 +191,8 @@ class LocalPresence:
     async def forget(self, session_id: str) -> None:
         self._live.pop(session_id, None)
         self._sids.pop(session_id, None)
+        self._lobby_marked.discard(session_id)
+        self._lobby_held.pop(session_id, None)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         yield
@@ -388,6 +406,11 @@ class RedisPresence:
                 await self.redis.srem(_LOBBY_CHANGED, session_id)
                 due.append(session_id)
         return due
+
+    async def lobby_hold(self, session_id: str, seconds: float) -> None:
+        # the turn's key, set again for longer: no process's set(nx=True) succeeds meanwhile
+        ms = max(1, round(seconds * 1000))
+        await self.redis.set(f"tutti:{session_id}:lobby_turn", self.node, px=ms)
 
     async def sockets(self, session_id: str) -> set[str]:
         found: set[str] = set()

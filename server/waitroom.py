@@ -49,6 +49,7 @@ __all__ = [
     "NoteStore",
     "TooSoon",
     "LOBBY_INTERVAL_S",
+    "lobby_every_s",
     "WAVE_EVERY_S",
     "waiting_room",
     "first_name",
@@ -58,12 +59,24 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two ``lobby`` (and two ``waves``) of one session from one process.
 LOBBY_INTERVAL_S: Final = 1.0
+#: Bytes a second a session's ``lobby`` may send over all its singers: a snapshot goes to
+#: every singer, so 1,000 singers at 8 kB were 8 MB a second while they joined
+LOBBY_BUDGET_BYTES_S: Final = 2_000_000
+#: The longest (s) a waiting room's change waits, however big the room
+LOBBY_MAX_INTERVAL_S: Final = 10.0
 
 _Send = Callable[[str, str, Record], Awaitable[None]]
 
 
 class TooSoon(Exception):
     """A singer waved again before :data:`WAVE_EVERY_S` passed; the message says when."""
+
+
+def lobby_every_s(singers: int, lobby_bytes: int) -> float:
+    """Seconds until a session's next ``lobby``: :data:`LOBBY_INTERVAL_S`, longer when
+    ``singers`` copies of ``lobby_bytes`` would pass :data:`LOBBY_BUDGET_BYTES_S`."""
+    spread = singers * lobby_bytes / LOBBY_BUDGET_BYTES_S
+    return min(LOBBY_MAX_INTERVAL_S, max(LOBBY_INTERVAL_S, spread))
 
 
 def waiting_room(session_id: str) -> str:
@@ -175,7 +188,11 @@ class WaitingRoom:
             due = []
         for session_id in due:
             try:
-                await self.send(session_id, Ev.LOBBY, await self.snapshot(session_id))
+                lobby = await self.snapshot(session_id)
+                await self.send(session_id, Ev.LOBBY, lobby)
+                every = lobby_every_s(lobby.count, len(json.dumps(lobby.to_dict())))
+                if every > LOBBY_INTERVAL_S:
+                    await self.presence.lobby_hold(session_id, every)
             except Exception:  # keep going for the other sessions; the next change resends
                 log.exception("waiting room of session %s failed", session_id)
         for session_id, names in waves.items():

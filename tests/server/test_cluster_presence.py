@@ -154,6 +154,22 @@ async def test_one_waiting_room_snapshot_a_turn_over_all_processes(
     assert await b.lobby_turn(set(), every) == []
 
 
+async def test_a_held_waiting_room_keeps_its_marks_until_the_hold_ends(
+    pair: tuple[Presence, Presence],
+) -> None:
+    """A big room's snapshots are spaced out: while a session is held no process takes its
+    turn, and what changed meanwhile goes out once the hold ends."""
+    a, b = pair
+    assert await a.lobby_turn({"s1", "s2"}, 0.001) == ["s1", "s2"]
+    await a.lobby_hold("s1", 60.0)
+    await asyncio.sleep(0.01)  # past the 1 ms turn: only the hold stands
+    assert await b.lobby_turn({"s1", "s2"}, 0.001) == ["s2"]
+    assert await a.lobby_turn(set(), 0.001) == []  # s1 held, still marked
+    await a.lobby_hold("s1", 0.001)  # the hold ends
+    await asyncio.sleep(0.01)
+    assert await b.lobby_turn(set(), 0.001) == ["s1"]
+
+
 async def test_connected_without_the_live_state(pair: tuple[Presence, Presence]) -> None:
     a, b = pair
     await a.joined("s1", "p1", "sid-1")

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.server.helpers import Recorder, create_session, error_of, join
 from tests.support.server import RunningServer, running_server
-from tutti.server.waitroom import LOBBY_INTERVAL_S
+from tutti.server.waitroom import (
+    LOBBY_BUDGET_BYTES_S,
+    LOBBY_INTERVAL_S,
+    LOBBY_MAX_INTERVAL_S,
+    lobby_every_s,
+)
 from tutti.wire import LOBBY_NAMES_MAX, NOTE_MAX_CHARS, Ev, Lobby, Waves
 
 
@@ -171,3 +177,11 @@ async def _coalesced(server: RunningServer, http: aiohttp.ClientSession, n: int)
         for r in recs:
             await r.close()
         await watcher.close()
+
+
+def test_a_big_room_gets_its_lobby_less_often_within_a_budget() -> None:
+    assert lobby_every_s(10, 500) == LOBBY_INTERVAL_S  # a choir: every second
+    assert lobby_every_s(250, 4000) == LOBBY_INTERVAL_S  # 1 MB a snapshot
+    at_1000 = lobby_every_s(1000, 8000)  # 8 MB a snapshot
+    assert at_1000 * LOBBY_BUDGET_BYTES_S == pytest.approx(1000 * 8000)
+    assert lobby_every_s(100_000, 8000) == LOBBY_MAX_INTERVAL_S
