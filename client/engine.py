@@ -74,8 +74,8 @@ JACK_OFFSET_S = 2.0
 #: gap, not a stutter of many (a storm loses a period every few callbacks), so the take's
 #: list of gaps stays short and whole, and the mix fades once.
 MERGE_GAPS_S = 0.1
-#: How far (s) JACK's frame timer may be from the callbacks' own wake-up mapping and still be
-#: used for it: a callback wakes up to this much after its cycle began on a busy machine
+#: How far (s) JACK's frame timer may read earlier than the callbacks' own wake-up mapping and
+#: still be used: a callback wakes up to this much after its cycle began on a busy machine
 JACK_AGREE_S = 1e-3
 #: How far (s) JACK's frame timer may read later than a wake-up (which cannot precede its
 #: cycle): a healthy timer read 23–400 µs earlier than the wake-ups here, never later
