@@ -38,6 +38,7 @@ from .tracks import TrackStore
 from .tus import TusHandler
 from .waitroom import NoteStore
 from .webapp import add_webapp
+from .wirejson import SocketJSON
 from .wirelog import WireLog
 
 __all__ = ["init_app", "Config"]
@@ -136,7 +137,10 @@ def _realtime(config: Config, store: SessionStore, wire_log: WireLog | None) -> 
             store="sqlite" if config.database_url is None else "postgresql",
         ),
         client_manager=socketio.AsyncRedisManager(
-            config.redis_url, channel="tutti", redis_options={"max_connections": EMIT_CONNECTIONS}
+            config.redis_url,
+            channel="tutti",
+            redis_options={"max_connections": EMIT_CONNECTIONS},
+            json=SocketJSON,  # an emit to another process carries the record itself
         ),
     )
 

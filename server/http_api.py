@@ -41,6 +41,7 @@ from .edge import EdgeError, loads_json
 from .errors import BadRequest, NotFound, ServiceUnavailable
 from .lyrics import LyricsStore
 from .models import Principal
+from .wirejson import record_response
 
 __all__ = ["add_routes", "HEALTHZ_PROBE", "remove_stale_probes"]
 
@@ -113,7 +114,7 @@ def remove_stale_probes(data_dir: Path, older_than_s: float = 60.0) -> int:
 
 def _reply(body: Record, status: int = 200) -> web.Response:
     """A JSON reply: always one of the contract's records (tutti.wire.replies)."""
-    return web.json_response(body.to_dict(), status=status)
+    return record_response(body, status)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from .models import Principal, Take
 from .share import ShareLinks
 from .take_uploads import TakeUploadHooks
 from .webapp import web_dir
+from .wirejson import record_response
 
 __all__ = ["add_routes", "listen_dir", "LISTEN_CSP"]
 
@@ -65,7 +66,7 @@ def _take(request: web.Request, *, singers: bool = False) -> tuple[Take, Princip
 
 
 def _reply(status: TakeMix, code: int = 200) -> web.Response:
-    return web.json_response(status.to_dict(), status=code)
+    return record_response(status, code)
 
 
 async def get_mix(request: web.Request) -> web.Response:
@@ -147,7 +148,7 @@ def _manifest_text(doc: object) -> bytes:
 async def post_share(request: web.Request) -> web.Response:
     take, _ = _take(request)
     token = await request.app[_SHARES].create(take.session_id, take.take_id)
-    return web.json_response(ShareLink(f"/listen/{token}").to_dict(), status=201)
+    return record_response(ShareLink(f"/listen/{token}"), 201)
 
 
 async def delete_share(request: web.Request) -> web.Response:

@@ -64,6 +64,7 @@ from .models import Participant, Principal, session_view
 from .presence import Live, LocalPresence, Presence
 from .store import SessionStore
 from .waitroom import NoteStore, TooSoon, WaitingRoom, waiting_room
+from .wirejson import SocketJSON
 from .wirelog import WireLog
 
 __all__ = ["Realtime", "LEVEL_INTERVAL_S", "SERVER_CLOCKS", "session_room", "leader_room"]
@@ -186,6 +187,7 @@ class Realtime:
             # off altogether, letting any web page connect.)
             cors_allowed_origins=list(cors_origins) if cors_origins else None,
             max_http_buffer_size=max_message_bytes,
+            json=SocketJSON,  # records written by orjson (server/wirejson.py)
             logger=False,
             engineio_logger=False,
         )
@@ -266,11 +268,11 @@ class Realtime:
 
     async def _send(self, event: str, data: Record, **target: str) -> None:
         """Every event the server sends goes out here: one record, to a room or a socket."""
-        payload = data.to_dict()
         if self.wire_log is not None:
-            self.wire_log.note("event", event, payload)
-        # a socket of this process needs no trip through the message queue
-        await self.sio.emit(event, payload, ignore_queue="to" in target, **target)
+            self.wire_log.note("event", event, data.to_dict())
+        # a socket of this process needs no trip through the message queue; the record
+        # itself is the payload (SocketJSON writes it)
+        await self.sio.emit(event, data, ignore_queue="to" in target, **target)
 
     # ------------------------------------------------------------------- wiring
 
