@@ -205,8 +205,8 @@ class Swarm:
         for p in parts:
             for hz, k in p["level_hz"].items():
                 rates[hz] = rates.get(hz, 0) + int(k)
-        keys = ("probes", "probes_lost", "levels", "reports", "synced", "disconnects",
-                "reconnects", "connected")  # fmt: skip
+        keys = ("probes", "probes_lost", "probes_lost_dropped", "levels", "reports", "synced",
+                "disconnects", "reconnects", "connected")  # fmt: skip
         out: dict[str, Any] = {k: sum(int(p[k]) for p in parts) for k in keys}
         out["away_s"] = [a for p in parts for a in p["away_s"]]
         out["level_hz"] = rates

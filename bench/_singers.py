@@ -21,9 +21,10 @@ one JSON object per line on stdout:
     (``time.monotonic()``) of that take's ``take.armed``, where one came.
 ``stats``
     what the singers sent and lost so far → ``{"type": "stats", "probes", "probes_lost",
-    "levels", "reports", "synced", "disconnects", "reconnects", "away_s": [s, ...],
-    "connected", "level_hz": {hz: singers}}`` (``synced``: singers that reported a clock
-    estimate; ``away_s``: from each drop to the next ``welcome``).
+    "probes_lost_dropped", "levels", "reports", "synced", "disconnects", "reconnects",
+    "away_s": [s, ...], "connected", "level_hz": {hz: singers}}`` (``synced``: singers that
+    reported a clock estimate; ``probes_lost_dropped``: lost by singers whose socket
+    dropped; ``away_s``: from each drop to the next ``welcome``).
 ``quit``
     disconnect everyone and exit.
 
@@ -401,6 +402,8 @@ def stats(singers: list[Singer]) -> dict[str, Any]:
         "type": "stats",
         "probes": sum(s.probes for s in sio),
         "probes_lost": sum(s.sync.lost for s in sio),
+        # lost by singers whose socket dropped (a killed process's: in flight when it died)
+        "probes_lost_dropped": sum(s.sync.lost for s in sio if s.disconnects),
         "levels": sum(s.levels for s in sio),
         "reports": sum(s.reports for s in sio),
         "synced": sum(1 for s in sio if s.reports),

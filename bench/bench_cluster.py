@@ -349,6 +349,12 @@ def report(res: dict[str, Any]) -> str:
             f"{tr['probes']:,} / {tr['probes_lost']:,} | {tr['disconnects']} |"
         )
     for name, side in (("tutti", t), ("peer", p)):
+        tr = side["traffic"]
+        lines.append(
+            f"\n{name}: {tr['probes_lost_dropped']:,} of the {tr['probes_lost']:,} lost probes "
+            "were lost by singers whose socket dropped (in flight when it did)"
+        )
+    for name, side in (("tutti", t), ("peer", p)):
         j = side.get("traffic_joined")
         if j:
             lines.append(
