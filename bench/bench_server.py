@@ -247,6 +247,7 @@ async def one_side(
         joined = await swarm.join()
         joined["synced_s"] = await until_synced(swarm)
         await asyncio.sleep(args.settle)  # the steady traffic goes on
+        traffic_joined = await swarm.stats()  # the joins' share of what is lost
         settled = time.monotonic()
         takes: list[list[float]] = []
         armed: list[float] = []
@@ -268,7 +269,7 @@ async def one_side(
     finally:
         await swarm.close()
     out = summarize(swarm.count, joined, takes, missing)
-    out.update(traffic=traffic, armed=armed, steady_s=steady_s)
+    out.update(traffic=traffic, traffic_joined=traffic_joined, armed=armed, steady_s=steady_s)
     return out
 
 
@@ -656,7 +657,8 @@ def traffic_report(broadcast: list[dict[str, Any]]) -> list[str]:
         "clock bursts and re-syncs), and what the leader's view and roster cost:",
         "",
         "| N | clients | server | levels | level rates (Hz: singers) | clock probes | lost "
-        "| sockets closed | roster p50 / max ms | leader view kB/s |",
+        "(of them by the end of the joins and the settling) | sockets closed "
+        "| roster p50 / max ms | leader view kB/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in broadcast:
@@ -669,9 +671,10 @@ def traffic_report(broadcast: list[dict[str, Any]]) -> list[str]:
             if side == "tutti":
                 ms = r["roster_ms"]
                 view = f"{ms['p50']:.1f} / {ms['max']:.1f} | {r['leader_view_kB_s']:.1f}"
+            joined = (r.get("traffic_joined") or {}).get("probes_lost", "?")
             out.append(
                 f"| {r['n']} | {b['client']} | {side} | {tr['levels']} | {rates} | "
-                f"{tr['probes']} | {tr['probes_lost']} | {tr['disconnects']} | {view} |"
+                f"{tr['probes']} | {tr['probes_lost']} ({joined}) | {tr['disconnects']} | {view} |"
             )
     views = [b["tutti"] for b in broadcast if b["tutti"].get("leader_view_kB")]
     if views:
