@@ -354,8 +354,10 @@ def _subtract(
     slips: list[tuple[int, int]], rate: int, stop: threading.Event,
 ) -> tuple[RawAudio, VoiceAnalyser, float]:  # fmt: skip
     """The recording minus its predicted bleed (faded with the gaps, none where the headset
-    skipped), into a new float scratch file, measured on the way; and the bleed's level
-    (dBFS, RMS over the frames where the program sounded)."""
+    skipped), measured on the way, and the bleed's level (dBFS, RMS over the frames where
+    the program sounded).  Written over ``raw`` itself when it is float and no other file
+    shares it (the mix's own scratch: fresh pages cost this guest 2 ms per MB, the new file
+    was a recording's size again), else into a new float scratch file."""
     from tutti.audio import bleed
     from tutti.audio.analysis import VoiceAnalyser
     from tutti.audio.gaps import FADE_S, gap_envelope
@@ -382,7 +384,7 @@ def _subtract(
             pred[max(0, at - a) : max(0, min(b, at + n) - a)] = 0.0
         return pred, hi - lo
 
-    out = RawAudio(raw.path.with_suffix(".debleed.f32"), raw.channels)
+    out = raw if _own_float(raw) else RawAudio(raw.path.with_suffix(".debleed.f32"), raw.channels)
     analyser = VoiceAnalyser(rate, raw.channels)
     energy, counted = 0.0, 0
     try:
@@ -401,9 +403,10 @@ def _subtract(
                     counted += sounding
                     block = block - pred[:, None]
                 analyser.feed(block)
-                out.append(block)
+                out.write(a, block)  # the same frames: read before they are written
     except BaseException:
-        out.close()
+        if out is not raw:
+            out.close()
         raise
     level = 10.0 * np.log10(energy / counted) if counted and energy > 0 else -np.inf
     return out, analyser, float(level)
@@ -435,6 +438,13 @@ def debleed(
     faded = _faded_gaps(raw, gaps, 0) if gaps else []
     out, analyser, level = _subtract(item, raw, heard, fit, faded, slips, rate, stop)
     item.bleed = f"{level:.1f} dBFS, removed {fit.gain_db:.1f} dB"
-    raw.close()
-    raw.path.unlink()
+    if out is not raw:
+        raw.close()
+        raw.path.unlink()
     return out, analyser
+
+
+def _own_float(raw: RawAudio) -> bool:
+    """Whether ``raw`` holds float samples and is the only name of its file (a kept pass 1
+    or a pending one is a second link: it must not change)."""
+    return raw.dtype == np.float32 and os.stat(raw.path).st_nlink == 1
