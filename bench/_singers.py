@@ -199,7 +199,7 @@ class SioSinger(Singer):
 
     async def _came(self) -> None:
         """Connected; after a drop, what ``tutti join`` does on reconnecting: a calibration
-        and a clock burst of twice the re-sync's probes (``Joined._after_reconnect``)."""
+        and ``ClockSync.after_reconnect`` (``Joined._after_reconnect``)."""
         self.back.set()
         if self.disconnects and self.tasks:
             self.reconnects += 1
@@ -207,7 +207,12 @@ class SioSinger(Singer):
 
     async def _resync_after_reconnect(self) -> None:
         await self.sio.emit(Ev.CALIBRATION, CalibrationReport(256, "measured").to_dict())
-        await self._burst(2 * RESYNC_PROBES)
+        try:
+            est = await self.sync.after_reconnect(JOIN_PROBES)  # as tutti join does
+            await self.sio.emit(Ev.CLOCK_REPORT, est.report().to_dict())
+        except (ClockError, ConnectionError, socketio.exceptions.SocketIOError):
+            return  # no estimate, or the socket dropped again meanwhile
+        self.reports += 1
 
     async def _say_take_state(self, take_id: str, state: str) -> None:
         with contextlib.suppress(socketio.exceptions.SocketIOError):

@@ -64,6 +64,8 @@ MAX_AGE_S: Final = 120.0
 
 #: Spaced probes a burst sends before it may stop because the estimate holds steady.
 STEADY_AFTER: Final = 16
+#: Spaced probes (and as many in the tail) that check the estimate held after a reconnection.
+RECONNECT_PROBES: Final = 8
 #: Re-sync intervals (seconds): the shortest while the offset moves, the longest while it
 #: holds still (one machine, or two clocks that agree).
 RESYNC_MIN_S: Final = 5.0
@@ -374,6 +376,21 @@ class ClockSync:
                 continue
             if on_estimate is not None:
                 await on_estimate(est)
+
+    async def after_reconnect(self, afresh: int) -> ClockEstimate:
+        """Coroutine: the estimate after the socket connected again, maybe to another
+        server process.  :data:`RECONNECT_PROBES` probes narrow the estimate held when the
+        server's clock is the one it was measured on (another process on the same host, or
+        the same one back); a clock that moved contradicts it, and the estimate starts
+        afresh with a burst of ``afresh``.  The singers of a killed process reconnect at
+        once: each sends 16 probes, where a burst sent 40 (docs/benchmarks-server.md)."""
+        try:
+            return await self.burst(RECONNECT_PROBES, tail=RECONNECT_PROBES)
+        except ClockError as exc:
+            if "contradict" not in str(exc):
+                raise
+        self.estimator.clear()
+        return await self.burst(afresh, until_steady=True)
 
     def to_local(self, server_time: float) -> float:
         """Map a server time (seconds) to the client's clock; needs an estimate."""

@@ -458,8 +458,9 @@ class Singer:
 
     async def _after_reconnect(self) -> None:
         self.state.note("reconnected")
-        with contextlib.suppress(ClockError, JoinError):
-            await self._sync_clock(2 * RESYNC_PROBES)
+        assert self.clock is not None
+        with contextlib.suppress(ClockError):
+            await self._report_clock(await self.clock.after_reconnect(JOIN_PROBES))
         await self._send_calibration()
 
     async def _on_error(self, report: wire.ErrorReport) -> None:

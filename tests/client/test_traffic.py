@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tutti.client.clock import (
+    RECONNECT_PROBES,
     RESYNC_MAX_S,
     RESYNC_MIN_S,
     RESYNC_TOLERANCE_S,
@@ -80,6 +81,7 @@ class _Path:
 
     def __init__(self, delays: list[tuple[float, float]]) -> None:
         self.delays, self.sent, self.t = delays, 0, 100.0
+        self.ahead = 1.0  # the server's clock, ahead of the client's
 
     def now(self) -> float:
         return self.t
@@ -88,7 +90,7 @@ class _Path:
         up, down = self.delays[self.sent % len(self.delays)]
         self.sent += 1
         self.t += up
-        reply = {"t0": payload["t0"], "server_time": self.t + 1.0}
+        reply = {"t0": payload["t0"], "server_time": self.t + self.ahead}
         self.t += down
         return reply
 
@@ -108,6 +110,19 @@ async def test_a_steady_path_needs_fewer_join_probes_a_jittery_one_gets_all() ->
     plain = _Path([(100e-6, 100e-6)])
     await ClockSync(plain.ack, now=plain.now).burst(JOIN_PROBES, spacing=0)
     assert plain.sent == JOIN_PROBES + 16  # without until_steady, as before
+
+
+async def test_a_reconnection_checks_the_clock_and_starts_afresh_if_it_moved() -> None:
+    path = _Path([(100e-6, 100e-6)])
+    sync = ClockSync(path.ack, now=path.now)
+    await sync.burst(JOIN_PROBES, spacing=0, until_steady=True)
+    path.sent = 0
+    est = await sync.after_reconnect(JOIN_PROBES)  # the same clock (another process here)
+    assert path.sent == 2 * RECONNECT_PROBES and abs(est.offset - 1.0) < 1e-6
+    path.sent, path.ahead = 0, 4.5  # another host: its clock is not the one measured
+    est = await sync.after_reconnect(JOIN_PROBES)
+    assert abs(est.offset - 4.5) < 1e-6
+    assert path.sent == 2 * RECONNECT_PROBES + STEADY_AFTER + 8 + 16  # the check, then a burst
 
 
 def test_estimates_noisy_within_their_bounds_do_not_bring_resyncs_sooner() -> None:
