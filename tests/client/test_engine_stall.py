@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE = 48000
 PERIOD = 256
 SECONDS = 6.0
+RESUME_S = 0.5  # the longest a loaded machine may take to run a stopped process again
 
 
 def _run_stalled(
@@ -93,11 +94,15 @@ def test_stalled_process_keeps_its_recording_on_the_timeline(
         f"\nstopped {stopped * 1000:.0f} ms: gaps {gaps} (lost {lost / RATE * 1000:.1f} ms), "
         f"slips {info['slips']}, stream lost in/out {info['lost_in']}/{info['lost_out']}"
     )
-    # the stall is found, as one gap, as long as the process was stopped (JACK skips whole
-    # cycles, and the stop is timed from outside: a period either way)
+    # the stall is found, as one gap, at least as long as the process was stopped (JACK
+    # skips whole cycles, and the stop is timed from outside: a period either way); longer by
+    # what a loaded machine takes to run it again after SIGCONT (a CI run: 40 and 223 ms),
+    # frames lost too.  Counting more than were lost would shift the rest of the recording
+    # off the program: the check below that it matches the program after the stall says so.
     assert len(gaps) >= 1
     big = max(gaps, key=lambda g: g[1])
-    assert abs(big[1] - stopped * RATE) <= 2 * PERIOD, (big, stopped)
+    late = big[1] - stopped * RATE
+    assert -2 * PERIOD <= late <= 2 * PERIOD + RESUME_S * RATE, (big, stopped)
     assert any(abs(f - big[1]) <= PERIOD for _, f in info["slips"]), info["slips"]
     at, frames = big
     assert not np.any(rec[at : at + frames]), "the gap must be silent"
