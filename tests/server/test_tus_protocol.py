@@ -26,6 +26,7 @@ from tests.server.tus_support import (
     sha256,
     tus_server,
 )
+from tutti.tusheaders import Crc32
 
 DATA = os.urandom(300_000)
 
@@ -492,3 +493,13 @@ async def test_created_hook_runs_once_per_stored_upload_and_its_failure_is_only_
         assert "the created hook failed" in caplog.text
         assert await head_offset(s, url3, "alice") == 0
         assert srv.handler.open_uploads("alice") == 1
+
+
+def test_crc32_in_pieces_is_zlibs() -> None:
+    """The server's CRC-32 (ISA-L's when installed) is zlib's, fed in pieces of any size."""
+    data = os.urandom(1 << 20)
+    crc = Crc32()
+    for a, b in zip((0, 1, 7, 4096, 65_537), (1, 7, 4096, 65_537, len(data)), strict=True):
+        crc.update(data[a:b])
+    assert crc.digest() == zlib.crc32(data).to_bytes(4, "big")
+    assert crc.copy().hexdigest() == crc.hexdigest()
