@@ -252,12 +252,15 @@ def _mix(
     table: bool = True,
     ahead: Sequence[tuple[str | None, str]] | None = None,
     awaited: Sequence[str] = (),
+    mixed: list[str] | None = None,
 ) -> int:
     _check_args(args)
     t_start = time.perf_counter()
     out_path, fmt = _output_path(args)
     take_dir: Path = args.take_dir
     root, manifest = load_manifest(take_dir)
+    if mixed is not None:
+        mixed += [r.file for r in manifest.recordings]
     items = find_inputs(root, manifest)
     apply_choices(items, args.gain, args.mute)
     if only is not None:  # pass 1 of these recordings only, kept for the mix to come
@@ -359,11 +362,13 @@ def mix_take(
     also: MasterCopy | None = None,
     ahead: Sequence[tuple[str | None, str]] | None = None,
     awaited: Sequence[str] = (),
-) -> None:
+) -> tuple[str, ...]:
     """``tutti mix ARGV`` as a library call (the server's mixer): the same checks and passes,
-    no progress or table printed; raises :class:`MixError` (bad input), ``AudioError``,
-    ``LibsndfileError`` or ``OSError`` (failure) or :class:`Interrupted` instead of
-    returning an exit code.  Call it from a main thread (a worker process) for the signals.
+    no progress or table printed; returns the recordings (files) of the take.json it read
+    (the server rewrites it as recordings arrive or are refused); raises :class:`MixError`
+    (bad input), ``AudioError``, ``LibsndfileError`` or ``OSError`` (failure) or
+    :class:`Interrupted` instead of returning an exit code.  Call it from a main thread (a
+    worker process) for the signals.
 
     ``prepared``: a folder where each recording's pass 1 is kept and reused
     (:mod:`tutti.mix.prepared`); ``only``: run pass 1 of these recording files (as
@@ -381,9 +386,11 @@ def mix_take(
     except argparse.ArgumentError as exc:
         raise MixError(str(exc)) from None
     keep_freed_blocks()
+    mixed: list[str] = []
     with SignalGuard() as guard:
         _mix(args, Console(file=io.StringIO()), guard, prepared, only, also, table=False,
-             ahead=ahead, awaited=awaited)  # fmt: skip
+             ahead=ahead, awaited=awaited, mixed=mixed)  # fmt: skip
+    return tuple(mixed)
 
 
 def _say(message: str) -> None:

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from tutti.audio.resample import StreamResampler
 from tutti.audio.types import AudioArray, AudioError, as_audio
-from tutti.mix.folder import AudioFile, MixError
+from tutti.mix.folder import AudioFile, DamagedAudio, MixError
 from tutti.mix.read import read_blocks
 from tutti.mix.scratch import RawAudio, stores_int16
 
@@ -28,7 +28,8 @@ class Stopped(Exception):
     """Another part of the mix failed (or a signal came): this one stops at its next block."""
 
 
-_READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
+#: What decoding a damaged file raises (the FLAC and MP3 decoders' errors are RuntimeErrors).
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError)
 
 
 def decode(
@@ -61,7 +62,7 @@ def decode(
                 else:
                     as_audio(block, name=what)  # finite samples only
             except AudioError as exc:
-                raise MixError(f"{what}: {exc}") from None
+                raise DamagedAudio(f"{what}: {exc}", str(path)) from None
             assert raw is not None
             raw.append(block)
 
@@ -72,9 +73,10 @@ def decode(
                 raise Stopped
             decoded += block.shape[0]
             if decoded > expected:
-                raise MixError(
+                raise DamagedAudio(
                     f"{what}: {path.name} holds more than the {expected} frames its header "
-                    "says (a damaged header)"
+                    "says (a damaged header)",
+                    str(path),
                 )
             if int16:
                 if analyser is not None:
@@ -83,9 +85,10 @@ def decode(
             else:
                 keep(resample(block) if resample else block)
         if decoded != expected:
-            raise MixError(
+            raise DamagedAudio(
                 f"{what}: {path.name} gave {decoded} of the {expected} frames its header "
-                "promises (cut off or damaged)"
+                "promises (cut off or damaged)",
+                str(path),
             )
         if resample:
             keep(resample.flush())
@@ -93,7 +96,9 @@ def decode(
     except BaseException as exc:
         if raw is not None:
             raw.close()
-        if isinstance(exc, _READ_ERRORS):
+        if isinstance(exc, _DECODE_ERRORS):
+            raise DamagedAudio(f"{what}: decoding {path.name} failed ({exc})", str(path)) from None
+        if isinstance(exc, OSError):
             raise MixError(f"{what}: reading {path.name} failed ({exc})") from None
         raise
 

@@ -30,6 +30,7 @@ from tutti.takeformat import TakeFormatError, TakeManifest
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "AudioFile",
+    "DamagedAudio",
     "MixError",
     "check_path_text",
     "inside",
@@ -43,6 +44,19 @@ MAX_MANIFEST_BYTES = 16 << 20
 
 class MixError(Exception):
     """The take folder or the options cannot be mixed; the message says what and where."""
+
+
+class DamagedAudio(MixError):
+    """An audio file's samples cannot all be decoded (cut off, damaged in the middle, or not
+    numbers), though its header could be read: ``path`` is the file.  The server refuses
+    the recording's upload when its pass 1 meets this, and mixes the others."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message, path)  # both in args: it crosses a process pool pickled
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from tutti.mix.inputs import Input, corrects_drift, to_rate
 from tutti.mix.lossy import encode_on_target
 from tutti.mix.outputs import BUS_NAME, FORMATS, LOSSY, Workspace, stem_dir_for
 from tutti.mix.report import StageProgress
-from tutti.mix.scratch import RawAudio, stores_int16
+from tutti.mix.scratch import RawAudio
 from tutti.takeformat import Backing, TakeManifest
 from tutti.wire import SessionSettings
 
@@ -407,11 +407,6 @@ def mix_into(
         what = f"recording {item.rec.file} ({item.name})"
         analyser: VoiceAnalyser | None = None
         later = heard is not None and heard.expects(item.rec.part)
-        raw = arrived(item)
-        if raw is not None:  # decoded by the server's upload check
-            opened.append(raw)
-            pipeline.get()
-            return raw, None if later else analyse(raw, rate, what, stop).result()
         if pipeline.ready and not later:
             from tutti.audio.analysis import VoiceAnalyser
 
@@ -423,23 +418,6 @@ def mix_into(
             analyser = analyse(raw, rate, what, stop)
         # the analyser's buffers (~6 MB) go
         return raw, None if analyser is None else analyser.result()
-
-    def arrived(item: Input) -> RawAudio | None:
-        """The recording as the server's upload check decoded it (what :func:`decode` makes
-        of it), None when there is none or it does not fit."""
-        if kept is None or not item.rec.sha256:
-            return None
-        scratch = work / f"{item.index:04d}.raw"
-        raw = prepared.take_arrived(kept, prepared.arrived_name(item.rec.sha256), scratch)
-        if raw is None:
-            return None
-        info = item.audio.info
-        as_decoded = (item.channels, item.audio.frames, stores_int16(info.subtype), rate)
-        if (raw.channels, raw.frames, raw.dtype == np.int16, info.samplerate) == as_decoded:
-            return raw
-        raw.close()
-        scratch.unlink()
-        return None
 
     def finish(
         item: Input, raw: RawAudio, analysis: VoiceAnalysis | None, found: DriftEstimate | None

@@ -14,9 +14,7 @@ pass 1 depends on (the recording's entry in ``take.json`` with its sha256, the t
 settings, the backings, the options that change pass 1); gains, mutes and pans are applied
 after it, so they are not part of the name.  The backings are kept decoded too (in
 :data:`BACKINGS`, named by their entry in ``take.json`` with its sha256 and the take's rate),
-so each is decoded once per take instead of once per recording and again by the mix.  A
-recording the server's upload check decoded is left decoded in :data:`ARRIVED` (named by its
-sha256), and its pass 1 takes those samples instead of decoding the file again.
+so each is decoded once per take instead of once per recording and again by the mix.
 ``tutti mix`` itself keeps nothing.
 """
 
@@ -47,26 +45,21 @@ _AWAIT_S = 300.0
 _AWAIT_POLL_S = 0.02
 
 __all__ = [
-    "ARRIVED",
     "BACKINGS",
     "PENDING",
     "PROGRAMS",
     "Kept",
-    "arrived_name",
-    "arriving",
     "backing_name",
     "ended_marker",
     "digest",
     "entry_name",
     "forget",
     "keep",
-    "keep_arrived",
     "keep_backing",
     "kept_files",
     "load",
     "load_backing",
     "keep_pending",
-    "take_arrived",
     "load_pending",
     "wait_for",
 ]
@@ -75,8 +68,6 @@ __all__ = [
 BACKINGS = "backing"
 #: The pending entries' folder inside the kept pass 1's (apart: they are not done).
 PENDING = "pending"
-#: Recordings decoded by the server's upload check, each waiting for its pass 1, apart.
-ARRIVED = "arrived"
 #: The parts' programs rendered whole for bleed removal (:mod:`tutti.mix.debleed`), apart.
 PROGRAMS = "programs"
 #: Raised when pass 1 makes other samples from the same inputs (its resampler, its bleed
@@ -116,46 +107,6 @@ def backing_name(rate: int, backing: Backing) -> str | None:
     if not backing.sha256:
         return None
     return digest(json.dumps({"backing": backing.to_dict(), "rate": rate}, sort_keys=True))
-
-
-def arrived_name(sha256: str) -> str:
-    """The name of a recording decoded on arrival: a digest of its content's sha256."""
-    return digest(json.dumps({"arrived": sha256.lower()}))
-
-
-def arriving(folder: Path, key: str) -> Path:
-    """Where the upload ``key``'s check writes its decoded samples (in :data:`ARRIVED`, made
-    if missing) before :func:`keep_arrived`."""
-    where = folder / ARRIVED
-    where.mkdir(parents=True, exist_ok=True)
-    return where / f"{key}.part"
-
-
-def keep_arrived(folder: Path, name: str, raw: RawAudio, file: str) -> None:
-    """Keep a recording decoded on arrival (``raw``, written at :func:`arriving`; ``file``:
-    as take.json names it) as ``name``, for its pass 1 (:func:`take_arrived`); its
-    description is written last, by an atomic rename."""
-    where = folder / ARRIVED
-    os.replace(raw.path, where / f"{name}.raw")
-    _describe(raw, {"file": file}, where / f"{name}.json.tmp", where / f"{name}.json")
-
-
-def take_arrived(folder: Path, name: str, dest: Path) -> RawAudio | None:
-    """The recording decoded on arrival as ``name``, moved to ``dest`` (the pass 1's scratch
-    file: only one pass 1 gets it) and opened; None when there is none."""
-    where = folder / ARRIVED
-    found = _load_audio(where, name)
-    if found is None:
-        return None
-    raw = found[0]
-    raw.close()
-    try:
-        os.replace(raw.path, dest)
-    except OSError:  # another pass 1 took it first
-        return None
-    finally:
-        (where / f"{name}.json").unlink(missing_ok=True)
-    return RawAudio.existing(dest, raw.channels, raw.frames, int16=raw.dtype == np.int16)
 
 
 def keep(
@@ -309,7 +260,7 @@ def forget(folder: Path, keep_files: set[str]) -> int:
     """Remove the entries of every recording not in ``keep_files`` (a singer deleted theirs):
     how many went.  Blocking."""
     gone = 0
-    for where in (folder, folder / PENDING, folder / ARRIVED):
+    for where in (folder, folder / PENDING):
         for meta, file in _entries(where):
             if file not in keep_files:
                 _remove(where, meta.name.removesuffix(".json"))

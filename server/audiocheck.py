@@ -7,8 +7,9 @@ the middle is caught: WAV chunk sizes are checked against the file, and every ot
 decoded block by block, never held in memory; linear PCM and float WAV need no decode, since
 any bytes are samples).  An MP3 is decoded as the server converts it, by FFmpeg
 (:func:`tutti.mix.read.read_blocks`): libsndfile loses its place in one read in blocks.
-A recording's decoded samples can be kept as they are checked (``decoded=``), so that the
-server's mix does not decode the file a second time.
+A recording is checked without the decode (``decode=False``): its pass 1, which the server
+starts as it arrives, decodes it anyway and refuses it when it breaks
+(:class:`tutti.mix.folder.DamagedAudio`).
 WAV in all standard forms is accepted: PCM 16/24/32-bit, float, and WAVE_FORMAT_EXTENSIBLE.
 Every refusal is an :class:`AudioCheckError` whose message says what was wrong and what is
 accepted.
@@ -20,11 +21,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from tutti.mix.read import read_blocks
-from tutti.mix.scratch import RawAudio, stores_int16
 
 from .models import TRACK_FORMATS
 
@@ -56,7 +55,6 @@ class AudioInfo:
     rate: int
     channels: int
     frames: int
-    decoded: bool = False  # its samples were written to the check's ``decoded`` file
 
     @property
     def duration(self) -> float:
@@ -94,9 +92,9 @@ def _check_wav_sizes(path: Path) -> None:
         )
 
 
-def _decode_all(f: sf.SoundFile, path: Path, frames: int, into: RawAudio | None) -> None:
-    """Decode every frame of ``f`` (at ``path``) in blocks (appended to ``into`` if given);
-    refuse a file whose data ends early or breaks.
+def _decode_all(f: sf.SoundFile, path: Path, frames: int) -> None:
+    """Decode every frame of ``f`` (at ``path``) in blocks; refuse a file whose data ends
+    early or breaks.
 
     Damage in the middle of a FLAC or OGG stream (lost sync, a bad frame CRC) is only found
     by decoding it; checking the two ends lets such a file through.  A FLAC is decoded as the
@@ -104,19 +102,15 @@ def _decode_all(f: sf.SoundFile, path: Path, frames: int, into: RawAudio | None)
     CRC, so the count falls short), with a fifth less CPU than libsndfile's.
     """
     got = 0
-    int16 = into is not None and into.dtype == np.int16
     if f.format == "FLAC":
-        blocks = read_blocks(path, f, _BLOCK_FRAMES, int16=int16 or into is None)
+        blocks = read_blocks(path, f, _BLOCK_FRAMES, int16=True)
     else:
-        dtype = "int16" if int16 else "float32"
-        blocks = f.blocks(blocksize=_BLOCK_FRAMES, dtype=dtype, always_2d=True)
+        blocks = f.blocks(blocksize=_BLOCK_FRAMES, dtype="int16", always_2d=True)
     try:
         for block in blocks:
             got += len(block)
             if got > frames:
                 break
-            if into is not None:
-                into.append(block)
     except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as exc:
         raise AudioCheckError(
             f"the audio data cannot be decoded after frame {got} ({exc}); the file is "
@@ -134,7 +128,7 @@ def check_audio(
     *,
     max_channels: int = 8,
     max_seconds: float = 4 * 3600,
-    decoded: Path | None = None,
+    decode: bool = True,
     mp3: bool = False,
 ) -> AudioInfo:
     """Open ``path`` with soundfile and check it thoroughly (blocking: run in a thread).
@@ -147,11 +141,9 @@ def check_audio(
         Largest channel count accepted.
     max_seconds : float
         Longest duration accepted, seconds.
-    decoded : Path, optional
-        Where to write the samples when the check decodes them (not for linear WAV): a raw
-        file as :class:`~tutti.mix.scratch.RawAudio` holds a pass 1's (int16 for a 16-bit
-        file, float32 otherwise).  :attr:`AudioInfo.decoded` says whether it was written;
-        when the check fails it is removed.
+    decode : bool
+        Decode every frame of a compressed file (damage in its middle is only found so);
+        False checks its header only, for a recording, which its pass 1 decodes.
     mp3 : bool
         Accept MP3 too (a backing's, which the server converts: never a recording's); its
         length is what decodes (:data:`_MP3_ESTIMATE`).
@@ -187,36 +179,17 @@ def check_audio(
             )
         if fmt == "WAV":
             _check_wav_sizes(path)
-        wrote = False
         if fmt == "MP3":
             frames = _mp3_frames(path, frames, int(max_seconds * f.samplerate))
-        elif not (fmt == "WAV" and f.subtype in _LINEAR_WAV):
-            if decoded is None:
-                _decode_all(f, path, frames, None)
-            else:
-                _decode_to(f, path, frames, decoded)
-                wrote = True
+        elif decode and not (fmt == "WAV" and f.subtype in _LINEAR_WAV):
+            _decode_all(f, path, frames)
         return AudioInfo(
             format=fmt,
             subtype=f.subtype,
             rate=int(f.samplerate),
             channels=int(f.channels),
             frames=frames,
-            decoded=wrote,
         )
-
-
-def _decode_to(f: sf.SoundFile, source: Path, frames: int, path: Path) -> None:
-    """:func:`_decode_all` into a new raw file ``path``, removed unless the whole file
-    decodes."""
-    raw = RawAudio(path, f.channels, int16=stores_int16(f.subtype))
-    try:
-        _decode_all(f, source, frames, raw)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        raw.close()
 
 
 def _mp3_frames(path: Path, claimed: int, longest: int) -> int:

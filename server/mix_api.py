@@ -216,7 +216,7 @@ def add_routes(app: web.Application, hooks: TakeUploadHooks) -> None:
     app[_SHARES] = ShareLinks(svc.config.data_dir / "shares.json")
     svc.extras["mixes"] = mixes
     hooks.settled = mixes.upload_settled
-    hooks.decoded_home = mixes.prepared
+    mixes.refuse = hooks.refuse_damaged
     svc.takes.stopped = mixes.take_stopped
     svc.takes.removed = mixes.takes_removed
     app.cleanup_ctx.append(mixes.run)

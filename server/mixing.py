@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from tutti.fsutil import file_sha256, write_json_atomic
+from tutti.mix.folder import DamagedAudio
 from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
@@ -132,11 +133,12 @@ def make_mix(job: MixJob) -> MixMade:
     flac, opus = made.path(out, "flac"), made.path(out, "opus")
     argv = _mix_argv(job.take_dir, flac, job.gains_db, job.muted)
     with OpusCopy(opus, job.rate) as copy:  # encoded in threads while the master is written
-        mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
+        files = mix_take(argv, job.prepared, also=copy, awaited=job.awaited)
         info = sf.info(str(flac))
         flac_sum = file_sha256(flac)  # while the copy's last packets are encoded
     sums = {"flac": flac_sum, "opus": file_sha256(opus)}
-    return MixMade(job.version, info.frames / info.samplerate, sums, job.files)
+    # what take.json held when the mix read it: another job of the take may have rewritten it
+    return MixMade(job.version, info.frames / info.samplerate, sums, tuple(sorted(files)))
 
 
 def _mix_argv(
@@ -254,6 +256,9 @@ class Mixes:
         self._preparing: dict[str, dict[Future[None], str]] = {}
         self._mixes: dict[str, _TakeMixes] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # references to running mix tasks
+        #: Refuses a singer's stored recording that its pass 1 could not decode, given the
+        #: take, the singer, the file and why (:meth:`TakeUploadHooks.refuse_damaged`).
+        self.refuse: Callable[[str, str, str, str], Awaitable[bool]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -560,7 +565,7 @@ class Mixes:
     async def _run(self, take: Take, status: TakeMix) -> None:
         mixes = self._load(take)
         take = self.store.get_take(take.take_id) or take
-        recorded = {s.participant_id: s.recording.file for s in take.singers if s.recording}
+        recorded = _recorded(take)
         if not recorded:
             failed = replace(
                 status, state="failed", detail="no recording was uploaded: nothing to mix"
@@ -580,6 +585,8 @@ class Mixes:
             job = replace(job, awaited=self._in_flight(take.take_id))
             made = await asyncio.wrap_future(await self._submit_for(take, make_mix, job))
         except Exception as exc:  # the mix's own errors say what was wrong in one line
+            if await self._mix_again_without(take, exc, recorded):
+                return
             log.warning("event=mix_failed take=%s error=%s", take.take_id, exc)
             failed = replace(status, state="failed", detail=_plain_words(exc))
             await self._settle(take, mixes, failed)
@@ -598,6 +605,11 @@ class Mixes:
         waited = time.monotonic() - queued
         log.info("event=mix_ready take=%s version=%d queued_to_done_s=%.2f", take.take_id,
                  made.version, waited)  # fmt: skip
+        now = self.store.get_take(take.take_id)
+        if now is not None and set(_recorded(now).values()) - set(made.files):
+            # its take.json was rewritten by an older job of the take, without a later one
+            log.warning("event=mix_again_with take=%s", take.take_id)
+            await self.start(now)
 
     async def _prepare(self, take: Take, file: str) -> None:
         """Coroutine: queue pass 1 of one recording (a failure is the mix's to report)."""
@@ -630,15 +642,79 @@ class Mixes:
         future.add_done_callback(ended)
 
     def _prepare_ended(self, take_id: str, future: Future[None]) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if isinstance(exc, DamagedAudio) and self._running:
+            self._spawn(self._refused_on_arrival(take_id, exc))
         pending = self._preparing.get(take_id)
         if pending is not None:
             pending.pop(future, None)
             if not pending:
                 del self._preparing[take_id]
         if self._running and self.store.get_take(take_id) is None:  # removed meanwhile
-            task = asyncio.get_running_loop().create_task(self.takes_removed())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.takes_removed())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ damaged recordings
+
+    async def _refuse_damaged(
+        self, take_id: str, exc: DamagedAudio, recorded: dict[str, str]
+    ) -> str | None:
+        """Coroutine: refuse the recording of ``recorded`` (files by singer) that ``exc``
+        found damaged (unless refused before): its singer, None for a backing's."""
+        name = Path(exc.path).name
+        owner = next((pid for pid, file in recorded.items() if Path(file).name == name), None)
+        if owner is not None and self.refuse is not None:
+            await self.refuse(take_id, owner, recorded[owner], str(exc))
+            await self._rewrite_manifest(take_id)
+        return owner
+
+    async def _rewrite_manifest(self, take_id: str) -> None:
+        """Coroutine: write the take folder's ``take.json`` as the take now is (the next pass 1
+        to read it must not look for a recording refused since)."""
+        take = self.store.get_take(take_id)
+        if take is None:
+            return
+        folder = self.takes.folder(take.session_id, take_id)
+        manifest = self.takes.manifest(Principal("leader", take.session_id), take_id)
+        with contextlib.suppress(OSError):  # the next mix or pass 1 writes it again
+            await asyncio.to_thread(prepare_folder, folder, manifest, self.track_path)
+
+    async def _refused_on_arrival(self, take_id: str, exc: DamagedAudio) -> None:
+        """Coroutine: a recording's pass 1 found it damaged: refuse it; when it was the last
+        one awaited, the take is mixed without it."""
+        take = self.store.get_take(take_id)
+        if take is None:
+            return
+        owner = await self._refuse_damaged(take_id, exc, _recorded(take))
+        if owner is not None:
+            await self.upload_settled(take_id, owner)
+
+    async def _mix_again_without(
+        self, take: Take, exc: Exception, recorded: dict[str, str]
+    ) -> bool:
+        """Coroutine: when the mix failed on a recording found damaged, or one of the
+        recordings it started with (``recorded``) was refused or deleted while it ran, start
+        the take's next mix without it (a damaged one refused first): whether it did."""
+        now = self.store.get_take(take.take_id)
+        if now is not None and isinstance(exc, DamagedAudio):
+            # another mix of the take may have rewritten take.json with later recordings
+            await self._refuse_damaged(take.take_id, exc, {**recorded, **_recorded(now)})
+            now = self.store.get_take(take.take_id)
+        if now is None:
+            return False
+        current = set(_recorded(now).values())
+        gone = isinstance(exc, DamagedAudio) and Path(exc.path).name not in {
+            Path(f).name for f in current
+        }
+        if not gone and set(recorded.values()) <= current:
+            return False  # the same recordings would fail the same way: this mix says why
+        log.warning("event=mix_again_without take=%s error=%s", take.take_id, exc)
+        await self.start(now)
+        return True
 
     def _in_flight(self, take_id: str) -> tuple[str, ...]:
         """The take's recordings whose pass 1 jobs are queued or running: the mix, queued
@@ -725,6 +801,11 @@ class Mixes:
             if mixes.status.state not in ("ready", "mixing"):  # mixing: by a live process
                 log.info("event=mix_resumed take=%s", take.take_id)
                 await self.start(take)
+
+
+def _recorded(take: Take) -> dict[str, str]:
+    """The take's stored recordings: their files (as take.json names them) by singer."""
+    return {s.participant_id: s.recording.file for s in take.singers if s.recording}
 
 
 def _recorded_bytes(take: Take) -> int:

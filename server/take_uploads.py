@@ -7,10 +7,13 @@
   ``.flac`` or ``.ogg``), ``sha256`` (hex, optional) and ``recording`` (JSON: the
   :class:`tutti.takeformat.Recording` fields minus file, singer, part);
 - access: only the singer who created the upload;
-- complete: sha256 matches, the file is valid audio at the session rate with the declared
-  frames and channels and a sane duration; the recording row is stored (state "uploaded"),
-  then the file is renamed atomically to
+- complete: sha256 matches, the file's header is valid audio at the session rate with the
+  declared frames and channels and a sane duration; the recording row is stored (state
+  "uploaded"), then the file is renamed atomically to
   ``takes/<session>/<take>/recordings/<participant_id>.<ext>`` and the folder fsynced.
+  A compressed file's frames are decoded by its pass 1, which the server starts at once:
+  should they break, :meth:`TakeUploadHooks.refuse_damaged` refuses it then (state
+  "failed", the file removed), and the take is mixed without it.
 
 Storing the row before the rename makes completion idempotent: if the server dies between
 the two, the upload is still fully received, tus completes it again at start-up, and this
@@ -28,8 +31,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tutti.mix.prepared import arrived_name, arriving, keep_arrived
-from tutti.mix.scratch import RawAudio, stores_int16
 from tutti.takeformat import Recording, TakeFormatError, parse_recording
 from tutti.wire import UploadMetadata, WireError
 
@@ -87,9 +88,6 @@ class TakeUploadHooks:
         self.quota: StorageQuota | None = None
         #: Called with True for every take upload stored, False for every one refused.
         self.outcome: Callable[[bool], None] = lambda stored: None
-        #: Where the server's mix keeps a take's recordings (:mod:`tutti.mix.prepared`): the
-        #: check leaves each one there decoded, so that its pass 1 does not decode it again.
-        self.decoded_home: Callable[[Take], Path] | None = None
         #: Called with the take and singer ids once an upload is stored or refused (the
         #: server's mix starts when it was the last one: :mod:`tutti.server.mixing`).
         self.settled: Callable[[str, str], Awaitable[None]] | None = None
@@ -232,10 +230,8 @@ class TakeUploadHooks:
             take, _, rec = self._target(participant.session_id, owner, metadata)
         except ApiError as exc:
             raise VerificationError(exc.message) from None
-        home = None if self.decoded_home is None else self.decoded_home(take)
-        decoded = None if home is None else await asyncio.to_thread(arriving, home, upload_id)
         try:
-            info = await self._verify(take, rec, path, metadata, sha256_hex, decoded)
+            await self._verify(take, rec, path, metadata, sha256_hex)
         except VerificationError as exc:
             self.store.set_singer_state(take.take_id, owner, "failed", str(exc))
             await self._announce(take, owner, "failed", str(exc))
@@ -249,12 +245,28 @@ class TakeUploadHooks:
             self.store.set_recording(take.take_id, owner, rec)
         dest = self.takes.folder(take.session_id, take.take_id) / rec.file
         await asyncio.to_thread(self._place, path, dest)
-        if home is not None and decoded is not None and info.decoded:
-            await asyncio.to_thread(_keep_decoded, home, decoded, info, rec)  # for its pass 1
         self.outcome(True)
         log.info("event=upload_stored take=%s singer=%s", take.take_id, owner)
         await self._announce(take, owner, "uploaded", "")
         await self._settled(take.take_id, owner)
+
+    async def refuse_damaged(
+        self, take_id: str, participant_id: str, file: str, reason: str
+    ) -> bool:
+        """Coroutine: the stored recording ``file`` of ``participant_id`` does not decode to
+        its end (its pass 1 said ``reason``): refuse it as the upload's check would have,
+        file removed.  False when it is no longer theirs (deleted meanwhile)."""
+        take = self.store.get_take(take_id)
+        me = None if take is None else take.singer(participant_id)
+        if take is None or me is None or me.recording is None or me.recording.file != file:
+            return False
+        detail = f"the recording cannot be played to its end, so it is not in the mix: {reason}"
+        self.store.clear_recording(take_id, participant_id, "failed", detail[:2000])
+        path = self.takes.folder(take.session_id, take_id) / file
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        log.warning("event=upload_refused_on_decode take=%s singer=%s", take_id, participant_id)
+        await self._announce(take, participant_id, "failed", detail[:2000])
+        return True
 
     async def _settled(self, take_id: str, participant_id: str) -> None:
         """Tell the server's mix; the upload's outcome never depends on it (a mix that fails
@@ -275,7 +287,6 @@ class TakeUploadHooks:
         path: Path,
         metadata: dict[str, str],
         sha256_hex: str,
-        decoded: Path | None,
     ) -> AudioInfo:
         declared = upload_metadata(metadata).sha256.lower()
         if declared and declared != sha256_hex:
@@ -284,16 +295,11 @@ class TakeUploadHooks:
                 f"metadata declared {declared[:64]}"
             )
         limit = take.settings.max_take_seconds + DURATION_MARGIN_S
-        try:
-            info = await asyncio.to_thread(check_audio, path, max_seconds=limit, decoded=decoded)
-        except AudioCheckError as exc:  # nothing decoded is left
+        try:  # the frames are its pass 1's to decode, off the upload's path
+            info = await asyncio.to_thread(check_audio, path, max_seconds=limit, decode=False)
+        except AudioCheckError as exc:
             raise VerificationError(str(exc)) from None
-        try:
-            self._fits(take, rec, info)
-        except VerificationError:
-            if info.decoded and decoded is not None:
-                await asyncio.to_thread(decoded.unlink, missing_ok=True)
-            raise
+        self._fits(take, rec, info)
         return info
 
     @staticmethod
@@ -331,16 +337,3 @@ class TakeUploadHooks:
         await self.fanout.take_update(
             take.session_id, take.take_id, participant_id, state, detail, stored=True, now=True
         )
-
-
-def _keep_decoded(home: Path, decoded: Path, info: AudioInfo, rec: Recording) -> None:
-    """Leave the check's decoded samples of ``rec`` for its pass 1 (blocking); should that
-    fail, the pass 1 decodes the file itself."""
-    try:
-        raw = RawAudio.existing(decoded, info.channels, info.frames,
-                                int16=stores_int16(info.subtype))  # fmt: skip
-        raw.close()
-        keep_arrived(home, arrived_name(rec.sha256), raw, rec.file)
-    except (OSError, ValueError) as exc:
-        decoded.unlink(missing_ok=True)
-        log.warning("event=decoded_not_kept file=%s error=%r", rec.file, exc)

@@ -2,16 +2,19 @@
 
 Mutated WAV/FLAC/OGG files as backing tracks and as take uploads; mutated JSON bodies, tus
 metadata and Socket.IO payloads.  Throughout: no 5xx, no traceback or ERROR in the log,
-``/healthz`` 200, and every accepted file decodes completely.
+``/healthz`` 200, and every accepted file decodes completely (a take's recording is checked
+by its header as it arrives, and refused by its pass 1 if its frames break).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import random
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,44 @@ def _decodes_completely(data: bytes) -> int:
         return got
 
 
+def _whole(path: Path) -> bool:
+    """Whether ``path`` is there and decodes to :data:`FRAMES` frames."""
+    try:
+        return _decodes_completely(path.read_bytes()) == FRAMES
+    except (OSError, sf.LibsndfileError, AssertionError):
+        return False
+
+
+async def _singer_states(http: aiohttp.ClientSession, leader: Any) -> dict[tuple[str, str], Any]:
+    async with http.get("/api/session/takes", headers=leader.headers) as r:
+        takes = (await r.json())["takes"]
+    return {(t["take_id"], s["participant_id"]): s for t in takes for s in t["singers"]}
+
+
+async def _each_whole_or_refused(
+    http: aiohttp.ClientSession, leader: Any, stored: dict[tuple[str, str], Path]
+) -> int:
+    """Coroutine: wait until every accepted recording (``stored``: where it was placed) is
+    either there and whole, or refused by its pass 1 (state failed, saying so; file gone):
+    how many were refused."""
+    deadline = time.monotonic() + 300
+    while True:
+        states = await _singer_states(http, leader)
+        left, refused = [], 0
+        for key, path in stored.items():
+            me = states[key]
+            if me["state"] == "failed":
+                assert me["detail"].startswith("the recording cannot be played"), me
+                assert not path.exists(), path
+                refused += 1
+            elif not (me["state"] == "uploaded" and _whole(path)):
+                left.append((key, me["state"]))
+        if not left:
+            return refused
+        assert time.monotonic() < deadline, f"neither whole nor refused: {left[:5]}"
+        await asyncio.sleep(0.2)
+
+
 def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad[:5]]
@@ -126,15 +167,13 @@ async def test_mutated_audio_as_backing_and_as_takes(
             # takes: 25 singers, 40 takes, one mutated file each
             singers = [await join(http, leader.code, f"S{k}", "S") for k in range(25)]
             take_ok = 0
+            stored: dict[tuple[str, str], Path] = {}
+            takes = srv.config.data_dir / "takes" / leader.session_id
             for _ in range(n_files // len(singers)):
                 async with http.post("/api/session/takes", headers=leader.headers) as r:
                     take_id = (await r.json())["take_id"]
                 async with http.post(
                     f"/api/session/takes/{take_id}/start", headers=leader.headers
-                ) as r:
-                    assert r.status == 200
-                async with http.post(
-                    f"/api/session/takes/{take_id}/stop", headers=leader.headers
                 ) as r:
                     assert r.status == 200
                 for s in singers:
@@ -154,15 +193,20 @@ async def test_mutated_audio_as_backing_and_as_takes(
                     assert r.status < 500, r.status
                     if r.status == 204:
                         take_ok += 1
-                        stored = srv.config.data_dir / "takes"
-                        # where take_uploads places it (not a walk of the whole tree: the
-                        # server's mix makes and removes scratch folders meanwhile)
+                        # where take_uploads places it
                         name = f"{s.participant_id}.{ext}"
-                        files = list(stored.glob(f"*/{take_id}/recordings/{name}"))
-                        assert files and _decodes_completely(files[-1].read_bytes()) == FRAMES
+                        stored[take_id, s.participant_id] = takes / take_id / "recordings" / name
+                # stopped once every singer sent theirs, as a take is: each recording's pass 1
+                # starts as it arrives, and the take is mixed once
+                async with http.post(
+                    f"/api/session/takes/{take_id}/stop", headers=leader.headers
+                ) as r:
+                    assert r.status == 200
                 await _healthy(http)
+            refused_later = await _each_whole_or_refused(http, leader, stored)
     _no_tracebacks(caplog)
-    print(f"backing accepted {accepted} of {n_files}; takes accepted {take_ok}")
+    print(f"backing accepted {accepted} of {n_files}; takes accepted {take_ok}, of which "
+          f"{refused_later} were refused by their pass 1")  # fmt: skip
 
 
 def _json_values(rng: random.Random) -> Iterator[Any]:

@@ -28,7 +28,6 @@ import soundfile as sf
 from tests.server.helpers import Leader, Recorder, Singer, create_session, error_of, join
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
-from tutti.mix.prepared import ARRIVED
 from tutti.server.app_keys import SERVICES
 from tutti.server.mixing import MIX_DIR, MIX_NICE, Mixes
 from tutti.takeformat import parse_manifest
@@ -102,8 +101,21 @@ def _recording(frames: int) -> dict[str, Any]:
     }
 
 
-async def _upload(url: str, singer: Singer, take_id: str, path: Path) -> None:
+def _damage(path: Path) -> str:
+    """Zero 64 bytes in the middle of ``path`` (its header stays whole): its new sha256."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return file_sha256(path)
+
+
+async def _upload(
+    url: str, singer: Singer, take_id: str, path: Path, *, damaged: bool = False
+) -> None:
     frames, sha = _tone(path, TONES[singer.name])
+    if damaged:  # the singer's own file is damaged: its bytes arrive intact, as they are
+        sha = _damage(path)
     job = UploadJob(path=path, take_id=take_id, sha256=sha, recording=_recording(frames))
     async with aiohttp.ClientSession() as http:
         up = TusUploader(http, url, singer.token, chunk_size=256 * 1024, backoff=(0.05, 0.5))
@@ -232,11 +244,54 @@ async def test_the_mix_is_announced_ready_and_its_opus_plays_for_the_take(
         assert r.status == 206 and len(await r.read()) == 100
 
 
-async def test_each_upload_decoded_by_its_check_went_to_its_pass_1(mixed: MixedTake) -> None:
-    """The upload check leaves each FLAC it decoded for the mix (tutti.mix.prepared): every
-    recording's pass 1 took its samples, so nothing waits there once the take is mixed."""
-    arrived = _prepared(mixed) / ARRIVED
-    assert arrived.is_dir() and not list(arrived.iterdir())
+@pytest.mark.parametrize("when", ["first", "last"])
+async def test_a_recording_that_breaks_when_decoded_is_refused_and_the_rest_mixed(
+    tmp_path: Path, when: str
+) -> None:
+    """The upload checks a FLAC's header only; its pass 1 decodes it.  A recording damaged in
+    the middle is stored, then refused when its pass 1 (``first``: as it arrives) or the
+    take's mix (``last``: the last upload's pass 1 is the mix's) meets the damage: the
+    singer is told why, the file goes, and the take is mixed without it."""
+    async with (
+        running_server(tmp_path / "data", **in_memory(tmp_path)) as srv,
+        aiohttp.ClientSession(srv.url) as http,
+    ):
+        leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+        lead = Recorder()
+        try:
+            await lead.connect(srv.url, leader.token)
+            singers, take_id = await sung_take(srv.url, http, leader, lead)
+            bea = singers["Bea"]
+            others = [_upload(srv.url, s, take_id, tmp_path / f"{s.name}.flac")
+                      for s in singers.values() if s is not bea]  # fmt: skip
+            damaged = _upload(srv.url, bea, take_id, tmp_path / "Bea.flac", damaged=True)
+            for upload in [damaged, *others] if when == "first" else [*others, damaged]:
+                await upload  # each acknowledged: the bytes are the singer's, intact
+            told = await lead.wait(
+                Ev.TAKE_UPDATES,
+                lambda d: bea.participant_id in d["participant_ids"] and d["state"] == "failed",
+                timeout=MIX_TIMEOUT,
+            )
+            assert "cannot be played to its end" in told["detail"]
+            assert "frames" in told["detail"], told["detail"]  # what the decode found
+            raw = await lead.wait(Ev.TAKE_MIX, lambda d: d["state"] == "ready", MIX_TIMEOUT)
+            take = MixedTake(
+                srv, http, leader, singers, take_id, lead, lead, TakeMix.from_dict(raw)
+            )
+            async with http.get(f"{take.base}/manifest", headers=leader.headers) as r:
+                manifest = parse_manifest(await r.json())
+            assert sorted(r.singer for r in manifest.recordings) == ["Ann", "Cy"]
+            folder = srv.config.data_dir / "takes" / leader.session_id / take_id / "recordings"
+            assert sorted(p.stem for p in folder.iterdir()) == sorted(
+                s.participant_id for s in singers.values() if s is not bea
+            )
+            mix, rate = await take.flac()
+            ann_db = _level_db(mix, TONES["Ann"], rate)
+            assert _level_db(mix, TONES["Cy"], rate) - ann_db > -3
+            assert _level_db(mix, TONES["Bea"], rate) - ann_db < -60
+            await _idle(take)
+        finally:
+            await lead.close()
 
 
 async def _idle(m: MixedTake) -> Mixes:
