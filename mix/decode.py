@@ -61,8 +61,9 @@ def decode(
                     analyser.feed(block)
                 else:
                     as_audio(block, name=what)  # finite samples only
-            except AudioError as exc:
-                raise DamagedAudio(f"{what}: {exc}", str(path)) from None
+            except AudioError as exc:  # as_audio names the recording, the analyser does not
+                said = str(exc) if analyser is None else f"{what}: {exc}"
+                raise DamagedAudio(said, str(path)) from None
             assert raw is not None
             raw.append(block)
 

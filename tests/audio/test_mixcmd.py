@@ -346,6 +346,12 @@ def test_float_file_with_nan_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     singers[2] = Singer("Cleo", "A", bad, file="cleo.wav", subtype="FLOAT")
     take = build_take(tmp_path / "take", singers)
     _fails(take, capsys, "cleo.wav", "NaN")
+    from tests.mix.test_groupsums import _with_backings  # (it imports this module)
+
+    _with_backings(take, "SATB")  # bleed removal measures the voice after it, not as decoded
+    _fails(take, capsys, "cleo.wav", "NaN")
+    err = main(["mix", str(take)]) and capsys.readouterr().err
+    assert err and err.count("cleo.wav") == 1, err  # the recording named once
 
 
 _LAUNCHER = """
