@@ -665,8 +665,7 @@ class Mixes:
     ) -> str | None:
         """Coroutine: refuse the recording of ``recorded`` (files by singer) that ``exc``
         found damaged (unless refused before): its singer, None for a backing's."""
-        name = Path(exc.path).name
-        owner = next((pid for pid, file in recorded.items() if Path(file).name == name), None)
+        owner = _owner(recorded, exc)
         if owner is not None and self.refuse is not None:
             await self.refuse(take_id, owner, recorded[owner], str(exc))
             await self._rewrite_manifest(take_id)
@@ -706,11 +705,9 @@ class Mixes:
             now = self.store.get_take(take.take_id)
         if now is None:
             return False
-        current = set(_recorded(now).values())
-        gone = isinstance(exc, DamagedAudio) and Path(exc.path).name not in {
-            Path(f).name for f in current
-        }
-        if not gone and set(recorded.values()) <= current:
+        current = _recorded(now)
+        gone = isinstance(exc, DamagedAudio) and _owner(current, exc) is None
+        if not gone and set(recorded.values()) <= set(current.values()):
             return False  # the same recordings would fail the same way: this mix says why
         log.warning("event=mix_again_without take=%s error=%s", take.take_id, exc)
         await self.start(now)
@@ -806,6 +803,13 @@ class Mixes:
 def _recorded(take: Take) -> dict[str, str]:
     """The take's stored recordings: their files (as take.json names them) by singer."""
     return {s.participant_id: s.recording.file for s in take.singers if s.recording}
+
+
+def _owner(recorded: dict[str, str], exc: DamagedAudio) -> str | None:
+    """The singer of ``recorded`` (files by singer) whose file ``exc`` found damaged, None
+    when it is none of theirs (a backing's)."""
+    name = Path(exc.path).name
+    return next((pid for pid, file in recorded.items() if Path(file).name == name), None)
 
 
 def _recorded_bytes(take: Take) -> int:
