@@ -4,6 +4,7 @@ output to the target loudness, and the bus's true-peak envelope kept small (see
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -12,11 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Saturated", "Jump", "next_gain_step", "search_gain", "PeakEnvelope"]
+__all__ = ["Stalled", "Jump", "next_gain_step", "search_gain", "PeakEnvelope"]
 
-_MAX_ITERATIONS = 8  # loudness measurements of the limited output, at most
-_SATURATED_SLOPE = 0.1  # LU of output per dB of gain below which more gain is pointless
-_NEAR_LOUDEST = 0.1  # LU: when saturated, the least gain that comes this close to the loudest
+_MAX_ITERATIONS = 8  # loudness measurements of the limited output, at most (and one of _UNBOUNDED)
+_SATURATED_SLOPE = 0.1  # LU of output per dB of gain below which the secant step is useless
+# dB of master gain at which every frame with content is pinned at the ceiling: the output's
+# loudness there is the most the limiter can give (its gain is ceiling / envelope)
+_UNBOUNDED_DB = 200.0
+_FLAT_STEP = 6.0  # dB: the step on a stretch where the output got no louder at all
+_MAX_STEP = 60.0  # dB: no single step larger than this
 # LU per dB: gain changes loudness at most 1:1 (the limiter only takes away), except where
 # 400 ms blocks cross BS.1770's relative gate; a bracket steeper than this holds such a jump
 _JUMP_SLOPE = 1.5
@@ -24,11 +29,9 @@ _FINEST_GAIN = 0.005  # dB: a bracket this narrow that still misses holds a jump
 
 
 @dataclass(frozen=True)
-class Saturated:
-    """The limited output's loudness has stopped following the gain."""
-
-    gain_db: float  # the smallest gain tried that came within _NEAR_LOUDEST of the loudest
-    loudest: float  # LUFS: the loudest output measured
+class Stalled:
+    """The limited output's loudness has (nearly) stopped following the gain: before going
+    on, measure the most the limiter can give (the output at ``_UNBOUNDED_DB``)."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,30 @@ def narrowest_bracket(
     return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
 
 
+def _power_step(g0: float, o0: float, g1: float, o1: float, target: float) -> float | None:
+    """The gain step (dB) from ``g1`` that a line through the two points in (power gain,
+    output power) reaches ``target`` on, or None when the output got no louder.
+
+    Where the limiter pins the loud parts at the ceiling and the rest follows the gain, the
+    output's power is about ``A + B * 10 ** (g / 10)``: on such a flat stretch the loudness
+    in dB barely moves, while the quiet parts still grow 1:1 and will, with enough gain,
+    carry it to the target.  The power is concave in the power gain, so the line lands
+    short of the target rather than past it.
+    """
+    u0, u1 = 10.0 ** (g0 / 10.0), 10.0 ** (g1 / 10.0)
+    p0, p1, pt = 10.0 ** (o0 / 10.0), 10.0 ** (o1 / 10.0), 10.0 ** (target / 10.0)
+    if u1 == u0 or (p1 - p0) / (u1 - u0) <= 0:
+        return None
+    u = u1 + (pt - p1) * (u1 - u0) / (p1 - p0)
+    return 10.0 * math.log10(u / u1) if u > 0 else None
+
+
 def next_gain_step(
-    tried: Sequence[tuple[float, float]], target: float, tolerance: float
-) -> float | Saturated | Jump | None:
+    tried: Sequence[tuple[float, float]],
+    target: float,
+    tolerance: float,
+    loudest: float | None = None,
+) -> float | Stalled | Jump | None:
     """The next master-gain correction (dB) from the (gain dB, output LUFS) pairs measured so
     far.
 
@@ -61,9 +85,11 @@ def next_gain_step(
     the bracket is steeper than gain can make loudness move (blocks crossing the gate: the
     loudness jumps there); :class:`Jump` when such a bracket is down to ``_FINEST_GAIN``.
     Before that, a secant step (the limiter makes the output follow the gain less than 1:1,
-    so a plain ``target - out`` step creeps up on the target), at most twice the miss;
-    :class:`Saturated` when the output no longer gets louder — more gain would only add
-    distortion.
+    so a plain ``target - out`` step creeps up on the target), at most twice the miss.
+    Where the output follows the gain by less than ``_SATURATED_SLOPE`` LU/dB: :class:`Stalled`
+    while ``loudest`` (the most the limiter can give, LUFS) is unknown; once it is known
+    (and the target below it), a secant step in power (:func:`_power_step`), which crosses
+    a flat stretch in one or two measurements.
     """
     gain, out = tried[-1]
     miss = target - out
@@ -83,9 +109,10 @@ def next_gain_step(
     g0, o0 = tried[-2]
     slope = (out - o0) / (gain - g0) if gain != g0 else 0.0
     if slope < _SATURATED_SLOPE and miss > 0:
-        loudest = max(o for _, o in tried)
-        least = min(g for g, o in tried if o >= loudest - _NEAR_LOUDEST)
-        return Saturated(least, loudest)
+        if loudest is None:
+            return Stalled()
+        step = _power_step(g0, o0, gain, out, target)
+        return min(_MAX_STEP, max(miss, _FLAT_STEP if step is None else step))
     step = miss / max(slope, _SATURATED_SLOPE)
     return max(step, 2 * miss) if miss < 0 else min(step, 2 * miss)
 
@@ -122,35 +149,50 @@ def search_gain(
 
     ``limits(g)`` says whether the limiter acts at gain ``g`` (if not, the output's loudness
     is the bus's plus ``g``: nothing to measure); ``measure(g)`` is the integrated loudness
-    of the limited output at gain ``g``.  At most ``_MAX_ITERATIONS`` measurements; the gain
-    returned is always either one the limiter leaves alone or one that was measured (the
-    closest to the target when the search ends without landing).  Returns the gain, the
-    number of measurements and warnings for the leader.
+    of the limited output at gain ``g``.  When the output stops following the gain, the
+    search measures it once at ``_UNBOUNDED_DB``, where the limiter pins everything at the
+    ceiling: the most it can give.  A target below that is searched for across the flat
+    stretch; one above it is out of reach: the search aims just under that loudest output
+    instead (within the tolerance of it) and, when that misses the target, says so.
+
+    At most ``_MAX_ITERATIONS`` measurements besides that one; the gain returned is always
+    either one the limiter leaves alone or one that was measured (the closest to the aim
+    when the search ends without landing).  Returns the gain, the number of measurements
+    and warnings for the leader.
     """
     tried: list[tuple[float, float]] = []
+    aim = target
+    loudest: float | None = None
+    why: list[str] = []
     while limits(gain_db):
         if len(tried) == _MAX_ITERATIONS:
-            gain_db, why = closest_gain(tried, target)
-            return gain_db, len(tried), why
+            gain_db, jump = closest_gain(tried, aim)
+            return gain_db, len(tried) + (loudest is not None), why + jump
         tried.append((gain_db, measure(gain_db)))
-        step = next_gain_step(tried, target, tolerance)
+        step = next_gain_step(tried, aim, tolerance, loudest)
+        if isinstance(step, Stalled):
+            loudest = measure(_UNBOUNDED_DB)
+            if loudest < target - tolerance / 2:
+                aim = loudest - tolerance / 2  # lands within the tolerance under the loudest
+            if loudest < target - tolerance:
+                why = [
+                    f"the target is beyond the limiter: this mix gets no louder than "
+                    f"{loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
+                    f"kept a gain that comes within {tolerance:g} LU of that"
+                ]
+            step = next_gain_step(tried, aim, tolerance, loudest)
+        if loudest is not None and aim != target and tried[-1][1] >= loudest - tolerance:
+            # within the tolerance of the loudest: the least gain that got there
+            gain_db = min(g for g, o in tried if o >= loudest - tolerance)
+            break
         if step is None:
             break
-        if isinstance(step, Saturated):
-            return (
-                step.gain_db,
-                len(tried),
-                [
-                    f"the target is beyond the limiter: this mix gets no louder than "
-                    f"{step.loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
-                    "kept the least gain that comes within 0.1 LU of that"
-                ],
-            )
         if isinstance(step, Jump):
-            gain_db, why = closest_gain(tried, target)
-            return gain_db, len(tried), why
+            gain_db, jump = closest_gain(tried, aim)
+            return gain_db, len(tried) + (loudest is not None), why + jump
+        assert not isinstance(step, Stalled)  # loudest is known from here on
         gain_db += step
-    return gain_db, len(tried), []
+    return gain_db, len(tried) + (loudest is not None), why
 
 
 class PeakEnvelope:

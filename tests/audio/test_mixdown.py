@@ -123,8 +123,9 @@ def test_master_loudness_and_true_peak_in_memory() -> None:
 
 def test_gain_steps_hand_computed() -> None:
     """The master-gain search: done within half the tolerance; a plain step first; then a
-    secant step capped at twice the miss; saturation when the output stops following."""
-    from tutti.audio.master import Saturated, next_gain_step
+    secant step capped at twice the miss; stalled when the output stops following, then a
+    secant step in power once the loudest the limiter can give is known."""
+    from tutti.audio.master import Stalled, next_gain_step
 
     assert next_gain_step([(10.0, -9.02)], -9.0, 0.05) is None  # 0.02 ≤ 0.025
     assert next_gain_step([(10.0, -9.5)], -9.0, 0.05) == pytest.approx(0.5)
@@ -134,10 +135,17 @@ def test_gain_steps_hand_computed() -> None:
     assert next_gain_step([(13.0, -7.8), (15.0, -7.5)], -6.0, 0.05) == pytest.approx(3.0)
     # overshoot: slope 1, miss −0.3 → −0.3
     assert next_gain_step([(3.0, -9.7), (4.0, -8.7)], -9.0, 0.05) == pytest.approx(-0.3)
-    # slope 0.02 < 0.1: saturated; loudest −7.84 at +19 dB, −7.93 at +15 dB is within 0.1 LU
-    got = next_gain_step([(13.0, -8.27), (15.0, -7.93), (19.0, -7.85)], -6.0, 0.05)
-    assert isinstance(got, Saturated)
-    assert got.gain_db == 15.0 and got.loudest == pytest.approx(-7.85)
+    # slope 0.02 < 0.1: stalled until the loudest output is known
+    flat = [(13.0, -8.27), (15.0, -7.93), (19.0, -7.85)]
+    assert isinstance(next_gain_step(flat, -6.0, 0.05), Stalled)
+    # power 10^-2 at +0 dB and 1.1 × 10^-2 at +10 dB (power gain 1 → 10): 2 × 10^-2 at
+    # power gain 10 + (0.02 − 0.011) / (0.001 / 9) = 91, 10 log10(91 / 10) dB past +10 dB
+    o1 = -20.0 + 10 * math.log10(1.1)
+    step = next_gain_step([(0.0, -20.0), (10.0, o1)], -20.0 + 10 * math.log10(2), 0.05, -9.0)
+    assert step == pytest.approx(10 * math.log10(9.1))
+    # no louder at all: a fixed step, at least the miss
+    assert next_gain_step([(0.0, -20.0), (5.0, -20.0)], -19.0, 0.05, -9.0) == 6.0
+    assert next_gain_step([(0.0, -20.0), (5.0, -20.0)], -12.0, 0.05, -9.0) == 8.0
 
 
 def test_gain_steps_inside_a_bracket() -> None:
@@ -204,6 +212,33 @@ def test_gain_search_lands_on_a_smooth_curve_and_never_keeps_an_untried_gain() -
     gain, measured, why = _search(ragged, 4.0, tolerance=0.001)
     assert len(measured) == 8 and gain in measured
     assert abs(ragged(gain) + 16.0) == min(abs(ragged(g) + 16.0) for g in measured)
+
+
+def limited_clicks(g: float) -> float:
+    """Output loudness at master gain ``g`` dB of a mix whose loud part the limiter pins at
+    the ceiling (−24 LUFS) while a quiet part 30 dB down follows the gain, up to the most the
+    limiter can give (−9 LUFS, the quiet part pinned as well): flat from −5 to +10 dB."""
+    pinned, quiet, most = 10 ** (-2.4), 10 ** ((g - 54.0) / 10), 10 ** (-0.9)
+    return 10 * math.log10(min(most, pinned + quiet))
+
+
+@pytest.mark.parametrize("target", [-23.0, -22.0, -16.0, -14.0, -12.0, -9.1])
+def test_gain_search_crosses_a_flat_stretch(target: float) -> None:
+    """Peaky material: the limiter pins the clicks, and for ~15 dB more gain adds less than
+    0.1 LU.  The search used to call that the limit ("no louder than −23.5 LUFS") and stop;
+    now it measures the most the limiter can give, finds the target below it, and lands."""
+    gain, measured, why = _search(limited_clicks, target + 20.0, target=target, tolerance=0.05)
+    assert limited_clicks(gain) == pytest.approx(target, abs=0.025)
+    assert why == [] and len(measured) <= 8
+
+
+def test_gain_search_beyond_the_most_the_limiter_gives() -> None:
+    """Above that loudest output the search keeps the least gain that comes within the
+    tolerance of it, and says so."""
+    gain, measured, why = _search(limited_clicks, 0.0, target=-6.0, tolerance=0.05)
+    assert -9.05 <= limited_clicks(gain) <= -9.0 and gain < 60.0
+    assert len(why) == 1 and "no louder than -9.00 LUFS" in why[0]
+    assert len(measured) <= 9
 
 
 def sung(seconds: float, seed: int) -> np.ndarray:
