@@ -65,19 +65,20 @@ from typing import TYPE_CHECKING
 import soundfile as sf
 from rich.console import Console
 
+from tutti.audio.daw import NAME_MAX, path_problem
 from tutti.audio.types import AudioError
 from tutti.mix.driftsense import senses_drift
 from tutti.mix.folder import AudioFile, MixError, check_path_text, load_manifest
 from tutti.mix.inputs import (
     Input,
     apply_choices,
-    corrects_drift,
     find_backings,
     find_inputs,
+    placed_end,
     to_rate,
 )
 from tutti.mix.outputs import BUS_NAME, FORMATS, Interrupted, SignalGuard, Workspace, stem_dir_for
-from tutti.mix.report import report
+from tutti.mix.report import report, report_path, report_text, start_line
 from tutti.mix.scratch import RawAudio, keep_freed_blocks
 from tutti.takeformat import Backing, TakeManifest
 
@@ -180,10 +181,35 @@ def _output_path(args: argparse.Namespace) -> tuple[Path, str]:
         raise MixError(f"-o {out}: is a folder; give a file name")
     check_path_text(out.absolute(), "-o")
     stems = stem_dir_for(out)
+    _check_output_names(out, stems, args.stems or args.project, args.project)
     if (args.stems or args.project) and (stems.is_symlink() or stems.exists()):
         if stems.is_symlink() or not stems.is_dir():
             raise MixError(f"{stems}: is not a folder (stems go there); move it away")
     return out, fmt
+
+
+def _check_output_names(out: Path, stems: Path, with_stems: bool, project: bool) -> None:
+    """Refuse, before anything is done, an output whose name the file system or a project
+    file cannot hold: a name over :data:`NAME_MAX` bytes; with ``--project``, a ``"`` or a
+    control character in the stems' folder name (the .rpp and .lof name the stems by path)."""
+    names = [out.name]
+    if with_stems:
+        names.append(stems.name)
+    if project:
+        names += [f"{out.stem}.rpp", f"{out.stem}.lof"]
+    for name in names:
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            raise MixError(
+                f"-o {out}: {name} would be {size} bytes; accepted: file names of at most "
+                f"{NAME_MAX} bytes (give a shorter name)"
+            )
+    problem = path_problem(stems.name) if project else None
+    if problem is not None:
+        raise MixError(
+            f"-o {out}: the name holds {problem}; --project names the stems by path "
+            "(give a name without it)"
+        )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -214,16 +240,8 @@ def _span(
     start = 0
     if settings is not None and not args.keep_count_in:
         start = dataclasses.replace(settings, rate=rate).count_in_frames
-    if any(corrects_drift(i.rec, args.no_drift) for i in items):
-        from tutti.audio.drift import MAX_PPM
-    sung, sounding = [], []
-    for i in items:
-        length = to_rate(i.frames, i.rate, rate)
-        sung.append(i.timeline_start + length)
-        if corrects_drift(i.rec, args.no_drift):
-            length += -(-length * int(MAX_PPM) // 1_000_000)  # room for a corrected clock
-        sounding.append(i.timeline_start + length)
-    sounding += [b.timeline_start + to_rate(a.frames, a.rate, rate) for b, a in backings]
+    sung = [placed_end(i, rate, args.no_drift) for i in items]
+    sounding = sung + [b.timeline_start + to_rate(a.frames, a.rate, rate) for b, a in backings]
     end = min(max(sounding), (max(sung) if sung else max(sounding)) + round(args.tail * rate))
     if end <= start:  # stopped during the count-in: there is no song, so mix what there is
         start = 0
@@ -307,6 +325,13 @@ def _mix(
 
         presum(plan, ahead)
         return 0
+    start_text = ""
+    if table:  # what is mixed: the report's first line, and a log's
+        title = manifest.title or manifest.take_id
+        n_backings = 0 if args.no_backing else len(backings)
+        start_text = start_line(title, take_dir, items, n_backings, out_path)
+        if not console.is_terminal:
+            console.print(start_text, markup=False, highlight=False, soft_wrap=True)
     # nothing is created before this point; from here on, a failure removes what was
     # the scratch folder beside the kept pass 1s: they are hard-linked both ways
     scratch_in = None if prepared is None else prepared.parent
@@ -325,9 +350,14 @@ def _mix(
                 raw.close()
         if master is None:  # pass 1 only: no output (the scratch folder goes)
             return 0
+        secs = time.perf_counter() - t_start
+        if table:  # the whole report beside the mix, moved into place with it
+            text = report_text(start_text, items, master, out_path, rate, secs)
+            written = ws.temp_for(report_path(out_path))
+            written.write_text(text, encoding="utf-8", errors="backslashreplace")
         ws.commit()
     if table:  # the server shows no table: rendering it costs a fifth of a second
-        report(console, items, master, out_path, rate, time.perf_counter() - t_start)
+        report(console, items, master, out_path, rate, secs, report_path(out_path))
     return 0
 
 

@@ -13,6 +13,7 @@ from tutti.mix.folder import AudioFile, MixError, probe
 from tutti.takeformat import Backing, Recording, TakeManifest
 
 if TYPE_CHECKING:
+    from tutti.audio.drift import DriftEstimate
     from tutti.audio.mixdown import VoiceReport
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "to_rate",
     "apply_choices",
     "corrects_drift",
+    "map_estimate",
+    "placed_end",
 ]
 
 
@@ -154,3 +157,35 @@ def find_backings(root: Path, manifest: TakeManifest) -> list[tuple[Backing, Aud
 def corrects_drift(rec: Recording, no_drift: bool) -> bool:
     """Whether the mix corrects this recording's clock (separate clocks, or a clock map)."""
     return not no_drift and (not rec.shared_clock or bool(rec.clock_map))
+
+
+def map_estimate(item: Input, rate: int) -> DriftEstimate:
+    """The drift and placement the recording's clock map gives, at the take's ``rate``,
+    from its nominal start (raises :class:`~tutti.audio.types.AudioError` for a map that
+    cannot be used)."""
+    from tutti.audio.drift import drift_from_clock_map
+
+    rec = item.rec
+    points = [
+        (p.frame * rate / rec.rate, p.timeline * rate / rec.rate) for p in rec.clock_map
+    ]  # the map is in the recording's frames; the mix runs at the take's rate
+    return drift_from_clock_map(points, item.nominal_start)
+
+
+def placed_end(item: Input, rate: int, no_drift: bool) -> int:
+    """Timeline frame (at the take's ``rate``) just after the recording's last sample where
+    the mix puts it: by its clock map when the mix corrects it by a usable one (the map wins
+    over ``start_offset − latency``), else where take.json puts it.  A drift pass 1 measures
+    (markers, bleed, onsets) is not known yet: the nominal end is the take's word for it."""
+    length = to_rate(item.frames, item.rate, rate)
+    if not (item.rec.clock_map and corrects_drift(item.rec, no_drift)):
+        return item.nominal_start + length
+    from tutti.audio.types import AudioError
+
+    try:
+        est = map_estimate(item, rate)
+    except AudioError:  # placed without it (pass 1 says so)
+        return item.nominal_start + length
+    start = est.corrected_timeline_start(item.nominal_start)
+    # as long as the streaming resampler makes it (tutti.mix.dedrift)
+    return start + (length if est.ppm == 0.0 else round(length / (1 + est.ppm * 1e-6)))

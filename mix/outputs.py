@@ -254,7 +254,8 @@ def _move(tmp: Path, final: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        near = final.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-{final.name}")
+        # a short name: a stem's own may already be as long as a file name can be
+        near = final.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-copy")
         try:
             shutil.copyfile(tmp, near)
             os.replace(near, final)

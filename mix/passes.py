@@ -447,6 +447,8 @@ def mix_into(
             place(item, raw, analysis)
         return item.rec.file
 
+    n_stems = len(plan.items) + len(plan.backings)  # the numbers as wide as the last one's
+
     def place(item: Input, raw: RawAudio, analysis: VoiceAnalysis) -> None:
         from tutti.audio.mixdown import Voice
 
@@ -455,7 +457,7 @@ def mix_into(
         v = Voice(item.name, placed, item.gain_db, item.pan, item.mute, item.index, key)
         item.report = pipeline.get().add_source(raw, v, analysis)
         if stems_wanted:
-            name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt)
+            name = daw.stem_file_name(item.index, item.name, item.rec.part, stem_fmt, count=n_stems)
             track = f"{item.name} ({item.rec.part})"
             add_stem(name, track, raw, placed, item.pan, item.gain_db)
 
@@ -526,7 +528,7 @@ def mix_into(
         placed = b.timeline_start - plan.start
         pipeline.get().add_backing_source(raw, placed, plan.backing_db, order=k)
         if stems_wanted:  # after the singers' stems, in the order of the take's backing
-            name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, stem_fmt)
+            name = daw.stem_file_name(len(plan.items) + k, "Backing", b.part, stem_fmt, n_stems)
             add_stem(name, f"Backing ({b.part})", raw, placed, 0.0, plan.backing_db)
         return str(b.file)
 

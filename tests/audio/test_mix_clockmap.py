@@ -79,9 +79,7 @@ def _lag(stem: np.ndarray, at: int, burst: np.ndarray) -> float:
     return k + frac - reach
 
 
-def test_clock_map_places_ten_minutes_within_a_millisecond(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_clock_map_places_ten_minutes_within_a_millisecond(tmp_path: Path) -> None:
     """Two singers, input clocks +100 and −100 ppm off the timeline (±60 ms after ten minutes),
     ``shared_clock: false`` with a clock map and no tempo (nothing to search markers in): each
     stem's bursts at 2 s, 5:00 and 9:50 are within 1 ms of where the timeline has them, and an
@@ -110,7 +108,7 @@ def test_clock_map_places_ten_minutes_within_a_millisecond(
     started = time.monotonic()
     assert main(["mix", str(take), "--stems", "--no-loudness-match"]) == 0
     took = time.monotonic() - started
-    out = capsys.readouterr().out
+    out = (take / "mix.report.txt").read_text(encoding="utf-8")  # the whole report
     stems = sorted((take / "mix-stems").iterdir())
     fast, _ = sf.read(stems[0], dtype="float32")
     # the gap, 40 ms from where it would be without the clock map, is found silent and kept so
@@ -130,9 +128,7 @@ def test_clock_map_places_ten_minutes_within_a_millisecond(
     print(f"clock map: worst burst residual {1000 * worst:.3f} ms; mix took {took:.1f} s")
 
 
-def test_without_a_map_a_separate_clock_still_searches_markers(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_without_a_map_a_separate_clock_still_searches_markers(tmp_path: Path) -> None:
     """``shared_clock: false`` and no clock map: today's marker search (here: no tempo, so
     the table says the drift was not checked) and no correction."""
     audio, _ = _recorded(100.0, 0, 3)
@@ -144,7 +140,7 @@ def test_without_a_map_a_separate_clock_still_searches_markers(
 
     take = build_take(tmp_path / "take", singers, edit=separate)
     assert main(["mix", str(take), "--no-loudness-match"]) == 0
-    out = capsys.readouterr().out
+    out = (take / "mix.report.txt").read_text(encoding="utf-8")  # the whole report
     assert "drift not" in out and "(map)" not in out, out
 
 
@@ -190,9 +186,7 @@ def test_map_fit_refuses_a_broken_map(pts: list[tuple[float, float]], words: str
         drift_from_clock_map(pts, 0)
 
 
-def test_bent_or_broken_map_is_said_in_the_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bent_or_broken_map_is_said_in_the_table(tmp_path: Path) -> None:
     audio = (0.01 * np.random.default_rng(4).standard_normal((30 * RATE, 1))).astype(np.float32)
     bent = [{"frame": 0, "timeline": 0}, {"frame": 15 * RATE, "timeline": 15 * RATE + 8},
             {"frame": 30 * RATE - 1, "timeline": 30 * RATE - 1}]  # fmt: skip
@@ -207,5 +201,68 @@ def test_bent_or_broken_map_is_said_in_the_table(
 
     take = build_take(tmp_path / "take", singers, edit=maps)
     assert main(["mix", str(take), "--no-loudness-match"]) == 0
-    out = capsys.readouterr().out  # the table wraps its cells: look for single words
+    out = (take / "mix.report.txt").read_text(encoding="utf-8")  # the whole report
     assert "bends" in out and "1000000" in out and "(map)" in out, out
+
+
+# -- where the mix ends ----------------------------------------------------------------------
+def _steady(seconds: float, seed: int) -> np.ndarray:
+    """Noise at a steady level to its last sample (a singer still singing when the file
+    ends), (frames, 1) float32."""
+    n = round(seconds * RATE)
+    return (0.1 * np.random.default_rng(seed).uniform(-1, 1, (n, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shift_s", "ppm"), [(1.0, 0.0), (-1.0, 0.0), (0.5, -100.0), (-0.5, 100.0)]
+)
+def test_mix_ends_where_the_clock_map_places_the_last_recording(
+    tmp_path: Path, shift_s: float, ppm: float
+) -> None:
+    """A map whose first point places the recording ``shift_s`` later (or earlier) than
+    ``start_offset − latency`` says (the map wins): the mix ends where the map puts the
+    recording's last sample — nothing of it cut, no silence after it — not where take.json's
+    numbers would put it."""
+    audio = _steady(9.0, 5)
+    n = audio.shape[0]
+    shift = round(shift_s * RATE)
+    cmap = _clock_map(n, ppm, shift)  # nominally at 0: take.json's numbers say nothing else
+    singers = [Singer("Al", "S", audio, rate=RATE), Singer("Bea", "A", _steady(6.0, 6), rate=RATE)]
+
+    def mapped(m: dict[str, Any]) -> None:
+        m["rate"] = RATE
+        del m["settings"]  # no tempo: the timeline starts at 0
+        m["recordings"][0]["shared_clock"] = False
+        m["recordings"][0]["clock_map"] = cmap
+
+    take = build_take(tmp_path / "take", singers, edit=mapped)
+    out = tmp_path / "mix.wav"
+    assert main(["mix", str(take), "-o", str(out), "--stems", "--no-loudness-match"]) == 0
+    end = shift + round(n / (1 + ppm * 1e-6))  # the map's line, resampled onto the timeline
+    assert end != n  # not where start_offset − latency would end it
+    frames = sf.info(str(out)).frames
+    assert abs(frames - end) <= 1, (frames, end, n)
+    stem, _ = sf.read(sorted((tmp_path / "mix-stems").iterdir())[0], dtype="float32")
+    assert stem.shape[0] == frames
+    assert np.abs(stem[-8:]).max() > 0.01  # sounds to the mix's last frame: not padded
+    if ppm == 0.0:  # placed as the map says, sample for sample (24-bit files)
+        at = max(0, shift)
+        assert np.abs(stem[at:] - audio[at - shift :, 0]).max() < 1e-6
+
+
+def test_mix_ends_at_the_nominal_end_when_a_drift_is_not_found(tmp_path: Path) -> None:
+    """``shared_clock: false``, no map, no tempo (no drift can be measured): the recording is
+    mixed where take.json puts it, so with ``--tail 5`` and nothing else sounding the mix ends
+    at its nominal end — no room left for a correction that did not happen."""
+    singers = [Singer("Al", "S", _steady(9.0, 7), rate=RATE),
+               Singer("Bea", "A", _steady(8.0, 8), rate=RATE)]  # fmt: skip
+
+    def separate(m: dict[str, Any]) -> None:
+        m["rate"] = RATE
+        del m["settings"]
+        m["recordings"][0]["shared_clock"] = False
+
+    take = build_take(tmp_path / "take", singers, edit=separate)
+    out = tmp_path / "mix.wav"
+    assert main(["mix", str(take), "-o", str(out), "--tail", "5", "--no-loudness-match"]) == 0
+    assert sf.info(str(out)).frames == 9 * RATE

@@ -115,11 +115,53 @@ def test_mix_meets_loudness_and_true_peak(
     assert rate == RATE and mix.shape[1] == 2
     assert abs(integrated_loudness(mix, RATE) - (-16.0)) <= 0.1
     assert true_peak_resample_poly(mix) <= -1.0
-    text = capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()  # piped: the start, the stages, the result
+    assert lines[0].startswith('mixing 4 recordings of take "Test take"')
+    assert lines[-1].startswith(f"wrote {out}:") and "LUFS" in lines[-1] and "dBTP" in lines[-1]
+    assert lines[-1].endswith(f"; the whole report in {take / 'mix.report.txt'}")
+    report = (take / "mix.report.txt").read_text(encoding="utf-8")
     for name in ("Anna", "Ben", "Cleo", "Dev"):
-        assert name in text
-    assert "LUFS" in text and "dBTP" in text
+        assert f"│ {name} " in report
     assert not [p for p in take.iterdir() if p.name.endswith(".part")]
+
+
+def test_many_singers_with_warnings_give_a_few_lines_piped_and_all_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Piped, 30 singers each with warnings (and a silent one, and gaps) still give a handful
+    of lines: what is mixed, the stages, a summary naming the silent singer first, the result
+    naming the report; the report beside the mix has every singer's row, whole."""
+    singers = [Singer(f"Singer {k}", "SATB"[k % 4], tone(150 + 3 * k, 1.0, 0.1, seed=k))
+               for k in range(30)]  # fmt: skip
+    singers[17] = Singer("Quiet Quentin", "B", np.zeros((RATE, 1), np.float32))
+
+    def warned(m: dict[str, Any]) -> None:
+        for k, rec in enumerate(m["recordings"]):
+            rec["latency_source"] = "reported"  # "latency not measured"
+            if k % 5 == 0:
+                rec["gaps"] = [{"at": RATE // 2, "frames": 480}]
+
+    take = build_take(tmp_path / "take", singers, backing=tone(440, 1.0, 0.05), edit=warned)
+    out = tmp_path / "out" / "song.flac"
+    assert main(["mix", str(take), "-o", str(out), "--jobs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 3 <= len(lines) <= 8, lines
+    what = "30 recordings and 1 backing track"
+    assert lines[0] == f'mixing {what} of take "Test take" ({take}) into {out}'
+    summary = [line for line in lines if line.startswith("warnings for 30 of 30 singers — ")]
+    assert len(summary) == 1 and " more" in summary[0] and len(summary[0]) <= 160, lines
+    assert summary[0].split(" — ")[1].startswith("Quiet Quentin: silent"), summary
+    report_file = out.parent / "song.report.txt"
+    assert lines[-1].startswith(f"wrote {out}: ") and lines[-1].endswith(f"in {report_file}")
+    report = report_file.read_text(encoding="utf-8").splitlines()
+    assert report[0] == lines[0]
+    for s in singers:  # one row per singer, whole: its name, its warnings
+        rows = [row for row in report if row.startswith(f"│ {s.name} ")]
+        assert len(rows) == 1, (s.name, rows)
+        assert "latency not measured" in rows[0]
+    assert "silent" in next(row for row in report if row.startswith("│ Quiet Quentin "))
+    assert [row for row in report if row.startswith("Singer 5: input lost 10 ms at 0:00")]
+    assert report[-1].startswith(f"wrote {out}: ")
 
 
 def test_loud_peaky_mix_is_limited(tmp_path: Path) -> None:
@@ -299,7 +341,7 @@ def test_failure_midway_leaves_no_output(
     assert not list(take.glob(".tutti-mix-*")), "the scratch folder must be removed"
 
 
-def test_drift_is_found_and_corrected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_drift_is_found_and_corrected(tmp_path: Path) -> None:
     """A separate-clock recording running 100 ppm fast over 60 s (6 ms by the end): the mix
     finds the drift from the clicks at both ends and puts every click back on its beat."""
     import soxr
@@ -330,8 +372,8 @@ def test_drift_is_found_and_corrected(tmp_path: Path, capsys: pytest.CaptureFixt
 
     take = build_take(tmp_path / "take", singers, settings=settings, edit=separate_clock)
     assert main(["mix", str(take), "--stems", "--no-loudness-match", "--keep-count-in"]) == 0
-    out = capsys.readouterr().out
-    assert "+100" in out or "+99" in out  # the drift column
+    report = (take / "mix.report.txt").read_text(encoding="utf-8")
+    assert "+100" in report or "+99" in report  # the drift column
     stem, _ = sf.read(next((take / "mix-stems").iterdir()), dtype="float32")
     for f in beats[1:4] + beats[-3:]:
         seg = np.abs(stem[f - 200 : f + 200])

@@ -40,6 +40,8 @@ class Singer:
     sings_in_count_in: bool = False
     drift_gain_db: float = 0.0  # the leak path's gain changes linearly by this over the take
     gap: tuple[int, int] | None = None  # (timeline frame, frames) of input lost
+    late_ms: float = 0.0  # the leak arrives this much later (a latency measured short)
+    step_gain_db: float = 0.0  # the leak path's gain steps by this at mid-take (a headset moved)
     # filled in by make_take: the parts of the recording on the timeline
     truth: dict[str, F64] = field(default_factory=dict)
 
@@ -132,7 +134,11 @@ def make_take(
             assert backing is not None
             program[start:] = backing[: n - start]
         program = np.pad(program, ((0, max(0, n - len(program))), (0, 0)))[:n]
-        bleed = sum(scipy.signal.lfilter(_leak_filter(rng), [1.0], program[:, c]) for c in (0, 1))
+        late = np.zeros(round(singer.late_ms * 1e-3 * RATE))
+        bleed = sum(
+            scipy.signal.lfilter(np.r_[late, _leak_filter(rng)], [1.0], program[:, c])
+            for c in (0, 1)
+        )
         assert isinstance(bleed, np.ndarray)
         if singer.drift_gain_db:
             other = sum(
@@ -141,6 +147,8 @@ def make_take(
             ramp = np.linspace(0.0, 1.0, n)
             gain = 10 ** (singer.drift_gain_db * ramp / 20)
             bleed = gain * ((1 - 0.3 * ramp) * bleed + 0.3 * ramp * other)
+        if singer.step_gain_db:
+            bleed[n // 2 :] *= 10 ** (singer.step_gain_db / 20)
         sounding = np.abs(program).sum(axis=1) > 0
         bleed *= 10 ** (singer.leak_db / 20) / np.sqrt(np.mean(bleed[sounding] ** 2))
         voice, gate = _voice(n, rng, rests=not singer.sings_in_rests)
@@ -178,8 +186,8 @@ def make_take(
 
 
 def run_mix(take: Path, tmp: Path, *options: str) -> tuple[str, list[F64]]:
-    """``tutti mix TAKE --stems --keep-count-in -o mix.wav`` plus ``options``: its report and
-    the singers' stems (timeline frame 0 first)."""
+    """``tutti mix TAKE --stems --keep-count-in -o mix.wav`` plus ``options``: its report (the
+    file beside the mix) and the singers' stems (timeline frame 0 first)."""
     out = take.parent / f"mix{len(list(take.parent.glob('mix*.wav')))}.wav"
     tmp.mkdir(exist_ok=True)
     done = subprocess.run(
@@ -192,7 +200,7 @@ def run_mix(take: Path, tmp: Path, *options: str) -> tuple[str, list[F64]]:
     assert done.returncode == 0, done.stderr
     stems = sorted((out.parent / f"{out.stem}-stems").glob("*.wav"))
     audio = [sf.read(p, dtype="float64")[0] for p in stems if "Backing" not in p.name]
-    return done.stdout, audio
+    return out.with_name(f"{out.stem}.report.txt").read_text(encoding="utf-8"), audio
 
 
 def db(num: float, den: float) -> float:

@@ -82,7 +82,11 @@ def test_an_output_folder_is_made_only_for_a_finished_mix(tmp_path: Path) -> Non
     assert not (tmp_path / "new").exists()
     assert main(["mix", str(take), "-o", str(out), "--stems", "--no-backing"]) == 0
     assert sf.info(str(out)).frames > 0
-    assert sorted(p.name for p in out.parent.iterdir()) == ["song-stems", "song.wav"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "song-stems",
+        "song.report.txt",
+        "song.wav",
+    ]
 
 
 def test_a_failed_mix_keeps_the_previous_one(tmp_path: Path) -> None:
@@ -97,18 +101,18 @@ def test_a_failed_mix_keeps_the_previous_one(tmp_path: Path) -> None:
     assert not list(take.glob(f"{SCRATCH_PREFIX}*"))
 
 
-def test_names_are_shown_as_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_names_are_shown_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Brackets in names are text, not rich markup: "[alto]" is shown, "[/]" breaks nothing."""
-    monkeypatch.setenv("COLUMNS", "200")  # the table on one line per singer
     take = write_base(tmp_path / "take")
     text = (take / "take.json").read_text()
     text = text.replace('"Anna"', '"Anna [alto]"').replace('"Ben"', '"[/] Ben"')
+    text = text.replace('"Bad takes"', '"Bad [b]takes[/b]"')
     (take / "take.json").write_text(text)
     assert main(["mix", str(take), "--project"]) == 0
-    out = capsys.readouterr().out
-    assert "Anna [alto]" in out and "[/] Ben" in out
+    first = capsys.readouterr().out.splitlines()[0]  # piped: what is mixed
+    assert first.startswith('mixing 2 recordings and 1 backing track of take "Bad [b]takes[/b]"')
+    report = (take / "mix.report.txt").read_text(encoding="utf-8")
+    assert "Anna [alto]" in report and "[/] Ben" in report
     assert 'NAME "Anna [alto] (S)"' in (take / "mix.rpp").read_text()
 
 
