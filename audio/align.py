@@ -22,6 +22,10 @@ from .types import AudioArray, AudioError, as_audio
 
 __all__ = ["place", "place_range", "refine_offset", "find_markers", "resample"]
 
+#: A marker's envelope falls back below half-way within this (s): a click decays in 8 ms, a
+#: clap in a room in a few tens; a sung note stays loud, and its onset is not a marker.
+MARKER_FALL_S = 0.1
+
 
 def place(recording: AudioArray, timeline_start: int, length: int) -> AudioArray:
     """Pad or trim a recording so that its sample 0 is timeline sample 0.
@@ -154,8 +158,10 @@ def find_markers(
     high-passed (zero-phase Butterworth, against hum and breath), their Hilbert envelope
     is taken, and the onset is where the envelope last rises through half-way between the
     window's floor (20th percentile) and its peak before that peak, interpolated
-    linearly between frames.  The same sound gives the same small bias at every marker,
-    which a drift fit absorbs into its offset.
+    linearly between frames.  The envelope must fall below half-way again within
+    :data:`MARKER_FALL_S` of the peak: a voice's onset in the window is no marker.  The
+    same sound gives the same small bias at every marker, which a drift fit absorbs into
+    its offset.
 
     Parameters
     ----------
@@ -178,8 +184,9 @@ def find_markers(
     -------
     list of float or None
         The onset (recording frames, fractional) per expected frame, or None where no
-        marker stands out of the noise, the window lies outside the recording, or the
-        onset would be within 5 ms of the recording's start or end (a cut, not a marker).
+        marker stands out of the noise, the loudest sound lasts (a voice), the window lies
+        outside the recording, or the onset would be within 5 ms of the recording's start or
+        end (a cut, not a marker).
     """
     rec = as_audio(recording, name="recording")
     if rate <= 0 or window <= 0:
@@ -189,13 +196,14 @@ def find_markers(
     sos = scipy.signal.butter(4, highpass_hz, "highpass", fs=rate, output="sos")
     pad = max(64, round(0.005 * rate))
     smooth_len = max(1, round(0.001 * rate))
+    fall = max(2, round(MARKER_FALL_S * rate))
     found: list[float | None] = []
     for e in expected_frames:
         lo, hi = int(e) - window, int(e) + window + 1
         if hi <= 0 or lo >= rec.shape[0]:
             found.append(None)
             continue
-        a, b = max(0, lo - pad), min(rec.shape[0], hi + pad)
+        a, b = max(0, lo - pad), min(rec.shape[0], hi + max(pad, fall))
         seg = _mono64(rec[a:b])
         if seg.shape[0] < 16 or not np.any(seg):
             found.append(None)
@@ -219,6 +227,10 @@ def find_markers(
             found.append(None)  # already above half-way at the window's start: no onset seen
             continue
         j = int(below[-1]) + wa  # last frame below the level; j + 1 is at or above it
+        after = env[i : i + fall]
+        if after.shape[0] < fall or float(after.min()) >= level or float(after.max()) > peak:
+            found.append(None)  # still loud 0.1 s on, or louder past the window: not a click
+            continue
         onset = a + j + (level - env[j]) / (env[j + 1] - env[j])
         if onset < pad or onset > rec.shape[0] - pad:
             found.append(None)  # at the very edge: the recording's start or end, not a marker

@@ -60,8 +60,6 @@ MIN_HOPS = 30
 #: Candidate hops of a first, cheap look for a leak (:func:`probe_hops`); the whole fit
 #: follows only if it finds one.
 PROBE_HOPS = 300
-#: Filter length of that look, s.
-PROBE_TAPS_S = 0.002
 #: Most candidate hops of one recording (a take of an hour is thinned evenly: the fit's
 #: memory and time stay bounded).
 MAX_FIT_HOPS = 3000
@@ -377,11 +375,20 @@ class _Fitter:
         self.centres = np.maximum.accumulate(centres) + np.arange(len(centres)) * 1e-3
         return out
 
+    def _spectra(self, filters: F64) -> npt.NDArray[np.complex64]:
+        """The filters' (K, C, taps) spectra, (K, F, C)."""
+        spec = scipy.fft.rfft(filters, n=self.stats.nfft, axis=2)  # (K, C, F)
+        return np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
+
+    def residual_by(self, filters: F64, k: npt.NDArray[np.intp]) -> F64:
+        """Energy per hop of the recording minus the prediction of ``filters[k]`` (a filter
+        chosen per hop)."""
+        return self.stats.residual(self._spectra(filters), k, np.zeros(len(k)))
+
     def residual(self, filters: F64) -> F64:
         """Energy per hop of the recording minus the prediction of the window ``filters``
         (K, C, taps), interpolated between window centres as :meth:`LeakFit.filter_at` does."""
-        spec = scipy.fft.rfft(filters, n=self.stats.nfft, axis=2)  # (K, C, F)
-        spec = np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
+        spec = self._spectra(filters)
         if len(self.centres) == 1 or len(filters) == 1:
             n = len(self.times)
             return self.stats.residual(spec[:1], np.zeros(n, dtype=np.intp), np.zeros(n))
@@ -389,7 +396,15 @@ class _Fitter:
         return self.stats.residual(spec, k, w)
 
 
-def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = True) -> LeakFit:
+def fit_leak(
+    xs: F64,
+    q: F64,
+    times: F64,
+    layout: FitLayout,
+    *,
+    windows: bool = True,
+    start: F64 | None = None,
+) -> LeakFit:
     """Fit the leak path on candidate hops (from :func:`candidate_hops`).
 
     Parameters
@@ -405,6 +420,9 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     windows : bool
         False: stop after the whole-take fit and its check (a cheap look for a leak, e.g. on
         :func:`probe_hops` of the candidates).
+    start : ndarray (C, taps), optional
+        A whole-take filter to choose the quiet hops with (:func:`probe_leak`'s), instead of
+        a first fit on every candidate.
 
     Returns
     -------
@@ -424,7 +442,10 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     # first pass: every candidate, each run of hops weighted to equal energy, so that sung
     # hops among them cannot dominate; then keep the hops the fit explains and fit on those
     every = np.ones(n_hops, dtype=bool)
-    whole = fitter.fit(every, windows=False, equalise=True)[None]
+    if start is None:
+        whole = fitter.fit(every, windows=False, equalise=True)[None]
+    else:
+        whole = start[None]
     keep = every
     for explained in (0.3, 0.3):
         keep = _explained(fitter.residual(whole), ex, explained)
@@ -438,7 +459,7 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
         return empty
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     res = fitter.residual(whole)
-    if not windows or not _changes(res[keep]):
+    if not windows or not (_changes(res[keep]) or _quarters_explain_more(fitter, keep, res)):
         lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
         return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
     # the path changed during the take: per window, so that it is followed; the selection
@@ -459,6 +480,22 @@ def fit_leak(xs: F64, q: F64, times: F64, layout: FitLayout, *, windows: bool = 
     return result
 
 
+def _quarters_explain_more(fitter: _Fitter, keep: npt.NDArray[np.bool_], res: F64) -> bool:
+    """Whether a fit per quarter of the take leaves clearly less in the quiet hops than the
+    whole-take fit's ``res``: a path that changed (a headset moved) leaves the whole-take
+    fit's compromise in every hop, which :func:`_changes` cannot tell from room noise."""
+    span = max(float(fitter.times[-1] - fitter.times[0]), 1.0)
+    quarter = np.minimum((fitter.times - fitter.times[0]) * 4 // span, 3).astype(np.intp)
+    filters = []
+    for i in range(4):
+        mine = keep & (quarter == i)
+        if mine.sum() < MIN_HOPS:
+            return False  # too little to tell: the whole-take fit stays
+        filters.append(fitter.fit(mine, windows=False))
+    left = fitter.residual_by(np.stack(filters), quarter)
+    return bool(res[keep].sum() > 10 ** (MIN_GAIN_DB / 10) * left[keep].sum())
+
+
 def _changes(res: F64) -> bool:
     """Whether what a whole-take fit leaves in the quiet hops is well above their quietest
     fifth (the room noise): the leak path changed during the take (or the singer was not
@@ -468,13 +505,9 @@ def _changes(res: F64) -> bool:
 
 def probe_leak(xs: F64, q: F64, times: F64, layout: FitLayout) -> LeakFit:
     """A cheap look for a leak (on :func:`probe_hops` of the candidates): the whole-take fit
-    and its check with a filter of :data:`PROBE_TAPS_S` only — a truncated path still
-    explains most of a leak, and a sixth of the unknowns solves far faster.  ``q`` is laid
-    out for ``layout`` (as for :func:`fit_leak`)."""
-    short = dataclasses.replace(
-        layout, taps=min(layout.taps, max(layout.pre + 8, round(PROBE_TAPS_S * layout.rate)))
-    )
-    return fit_leak(xs, q[:, layout.taps - short.taps :, :], times, short, windows=False)
+    and its check, with the full filter (a shorter one misses a leak that arrives late,
+    after a latency measured a few ms short).  Its filter is where :func:`fit_leak` starts."""
+    return fit_leak(xs, q, times, layout, windows=False)
 
 
 def probe_hops(n: int) -> npt.NDArray[np.intp]:

@@ -320,7 +320,7 @@ def _fit(
     quiet = ks * hop + hop <= count_in
     usable = ~_blocked(blocked, first, n_hops, hop, layout.taps)
     idx = bleed.candidate_hops(ex, ep, quiet, usable, max(1, layout.window // hop))
-    # a cheap look first (a short filter, a few hundred hops): most recordings hold no leak
+    # a cheap look first (a few hundred hops): most recordings hold no leak
     few = idx[bleed.probe_hops(len(idx))]
     hops = _hops(raw, heard, layout, ts, first, few)
     probe = bleed.probe_leak(*hops, layout)
@@ -328,7 +328,7 @@ def _fit(
         return probe
     if len(few) < len(idx):
         hops = _hops(raw, heard, layout, ts, first, idx)
-    return bleed.fit_leak(*hops, layout)
+    return bleed.fit_leak(*hops, layout, start=probe.filters[0])
 
 
 def _hops(

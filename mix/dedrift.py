@@ -13,7 +13,7 @@ from tutti.audio.resample import StreamResampler
 from tutti.audio.types import AudioError
 from tutti.mix.decode import READ_BLOCK, Stopped
 from tutti.mix.folder import MixError
-from tutti.mix.inputs import Input, to_rate
+from tutti.mix.inputs import Input, map_estimate, to_rate
 from tutti.mix.report import timeline_time
 from tutti.mix.scratch import RawAudio
 from tutti.wire import SessionSettings
@@ -56,11 +56,20 @@ def _find_markers(raw: RawAudio, rate: int, expected: list[int], window: int) ->
         return found
     head = [e for e in expected if e < head_hi - margin]
     tail = [e for e in expected if e >= head_hi - margin]
-    found = align.find_markers(raw.read(0, head_hi), rate, head, window=window)
+    # near the start the clock has had no time to drift: a sound as far off as the whole
+    # recording's drift could carry a click is no click (a backing's pluck after the beat)
+    near = min(window, _window(head_hi, rate))
+    found = align.find_markers(raw.read(0, head_hi), rate, head, window=near)
     late: list[float | None] = align.find_markers(
         raw.read(tail_lo, n), rate, [e - tail_lo for e in tail], window=window
     )
     return found + [None if f is None else f + tail_lo for f in late]
+
+
+def _window(frames: int, rate: int) -> int:
+    """Half-width of the search for a marker ``frames`` into a recording: 50 ms of placement
+    error and 300 ppm of drift."""
+    return int(0.05 * rate + 300e-6 * frames)
 
 
 def _marker_drift(
@@ -73,14 +82,22 @@ def _marker_drift(
         item.warnings.append("drift not checked (no tempo in take.json)")
         return None
     expected = _markers(item, raw.frames, rate, settings)
-    window = int(0.05 * rate + 300e-6 * raw.frames)
+    window = _window(raw.frames, rate)
     found = _find_markers(raw, rate, expected, window)
     pairs = [(float(e), f) for e, f in zip(expected, found, strict=True) if f is not None]
     try:
-        return drift.estimate_drift(pairs, min_span=10.0 * rate)
+        est = drift.estimate_drift(pairs, min_span=10.0 * rate)
     except AudioError as exc:
         item.warnings.append(f"drift not measured: {exc}")
         return None
+    if abs(est.offset_frames) > _window(_EDGE_S * rate, rate):  # markers at one end only
+        item.warnings.append(
+            f"drift not measured: the markers put the recording's start "
+            f"{1000 * est.offset_frames / rate:+.0f} ms off, more than its placement and a "
+            "clock can be; they are not clicks"
+        )
+        return None
+    return est
 
 
 def _map_drift(item: Input, rate: int) -> DriftEstimate | None:
@@ -88,12 +105,8 @@ def _map_drift(item: Input, rate: int) -> DriftEstimate | None:
     warning) if the map is unusable."""
     from tutti.audio import drift
 
-    rec = item.rec
-    points = [
-        (p.frame * rate / rec.rate, p.timeline * rate / rec.rate) for p in rec.clock_map
-    ]  # the map is in the recording's frames; the mix runs at the take's rate
     try:
-        est = drift.drift_from_clock_map(points, item.timeline_start)
+        est = map_estimate(item, rate)
     except AudioError as exc:
         item.warnings.append(f"{exc}; placed without it")
         return None

@@ -111,3 +111,51 @@ def test_100_ppm_over_ten_minutes_is_corrected_to_under_one_ms() -> None:
     assert max(res_before) > 0.05 * RATE  # uncorrected, the end is ~60 ms late
     assert max(res_after) <= 0.001 * RATE  # ≤ 1 ms everywhere, the unused middle included
     assert max(res_after) <= 3.0  # in fact within a few frames
+
+
+def _burst(n: int, at: list[int], level: float, rate: int = RATE) -> np.ndarray:
+    """A quiet recording of ``n`` frames with a decaying 1.5 kHz burst (a pluck or a click)
+    at each frame of ``at``."""
+    x = np.random.default_rng(3).normal(0.0, 1e-4, n).astype(np.float32)
+    k = np.arange(round(0.03 * rate))
+    burst = level * np.sin(2 * np.pi * 1500 * k / rate) * np.exp(-k / (0.008 * rate))
+    for a in at:
+        x[a : a + len(k)] += burst[: max(0, n - a)].astype(np.float32)
+    return x[:, None]
+
+
+def test_a_sung_note_in_the_window_is_no_marker() -> None:
+    """A note that starts near a beat and lasts is not a click: no marker, where the loudest
+    onset in the window used to be taken for one."""
+    n, e = RATE * 2, RATE
+    x = _burst(n, [e], 0.01)
+    t = np.arange(n) / RATE
+    note = (t >= 1.02) & (t < 1.6)
+    x[note, 0] += (0.3 * np.sin(2 * np.pi * 440 * t[note])).astype(np.float32)
+    assert find_markers(x, RATE, [e], window=round(0.05 * RATE)) == [None]
+    alone = find_markers(_burst(n, [e], 0.01), RATE, [e], window=round(0.05 * RATE))
+    assert alone[0] is not None and abs(alone[0] - e) < 5
+
+
+def test_plucks_off_the_beat_near_the_start_are_no_markers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A backing plucked 103 ms after every beat and no click heard: the whole recording's
+    search window (±104 ms for 3 minutes) holds the plucks, but near its start a clock has
+    had no time to drift that far, nor a line through the end's markers alone put it there."""
+    from types import SimpleNamespace
+
+    from tutti.mix import dedrift
+    from tutti.mix.scratch import RawAudio
+
+    settings = SessionSettings.from_dict(
+        {"title": "t", "rate": RATE, "bpm": 90.0, "beats_per_bar": 4, "count_in_bars": 1}
+    )
+    n = RATE * 180
+    beats = [b.frame for b in beat_frames(settings, RATE, seconds=n / RATE)]
+    raw = RawAudio(tmp_path / "r.f32", 1)
+    raw.append(_burst(n, [b + round(0.103 * RATE) for b in beats], 0.01))
+    item = SimpleNamespace(timeline_start=0, warnings=[])
+    try:
+        assert dedrift._marker_drift(item, raw, RATE, settings) is None  # type: ignore[arg-type]
+    finally:
+        raw.close()
+    assert "start +103 ms off" in item.warnings[0], item.warnings
