@@ -42,6 +42,8 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
+#: Samples as read (float32) or as computed (float64).
+Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 #: Length of a hop, the unit of quiet-passage selection, in seconds.
 HOP_S = 0.02
@@ -123,6 +125,8 @@ class LeakFit:
     gain_db: float = float("nan")
     quiet_s: float = 0.0
     reason: str = ""
+    #: (a whole-take fit's) fits per quarter of the take explained clearly more: the path changed
+    changing: bool = False
     #: each window's filter spectrum by FFT length (made once: :func:`predict` reuses them)
     _spectra: dict[int, npt.NDArray[np.complex64]] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
@@ -223,7 +227,7 @@ class _HopStats:
 
     _CHUNK = 64  # hops transformed at a time (bounds the temporaries: ~6 MB)
 
-    def __init__(self, xs: F64, q: F64, times: F64, layout: FitLayout) -> None:
+    def __init__(self, xs: Floats, q: Floats, times: F64, layout: FitLayout) -> None:
         # xs: (S, H) recording; q: (S, H + taps - 1, C) program with the filter's context
         s, h = xs.shape
         c = q.shape[2]
@@ -232,15 +236,16 @@ class _HopStats:
         n = scipy.fft.next_fast_len(h + taps - 1, real=True)
         self.nfft = n
         self.xs = xs
-        self.exx = np.einsum("ij,ij->i", xs, xs)
+        self.exx = np.einsum("ij,ij->i", xs, xs, dtype=np.float64)
         self.qf = np.empty((s, n // 2 + 1, c), np.complex64)  # for predictions
         self.r = np.empty((s, c, taps))
         self.row = np.empty((s, c, c, taps))
         for lo in range(0, s, self._CHUNK):
             hi = min(s, lo + self._CHUNK)
-            qf = scipy.fft.rfft(q[lo:hi], n=n, axis=1)  # (s, F, C)
-            xf = scipy.fft.rfft(xs[lo:hi], n=n, axis=1)  # (s, F)
-            zf = scipy.fft.rfft(q[lo:hi, taps - 1 :, :], n=n, axis=1)  # the hop's own program
+            qc = q[lo:hi].astype(np.float64)  # the statistics in double precision
+            qf = scipy.fft.rfft(qc, n=n, axis=1)  # (s, F, C)
+            xf = scipy.fft.rfft(xs[lo:hi].astype(np.float64), n=n, axis=1)  # (s, F)
+            zf = scipy.fft.rfft(qc[:, taps - 1 :, :], n=n, axis=1)  # the hop's own program
             self.qf[lo:hi] = qf
             # r[s, c, k] = Σ_n x[n] q_c[n + taps-1 - k]
             v = scipy.fft.irfft(qf * np.conj(xf)[:, :, None], n=n, axis=1)[:, :taps, :]
@@ -272,7 +277,7 @@ class _HopStats:
         for vecs, coef in ((self.u, cu), (self.w, cw)):
             nz = np.flatnonzero(coef)
             if len(nz):
-                a = vecs[nz]
+                a = vecs[nz].astype(np.float64)
                 m += (a.T * coef[nz]) @ a
         m4 = m.reshape(c, taps - 1, c, taps - 1)
         big = np.empty((c, taps, c, taps))
@@ -296,7 +301,7 @@ class _HopStats:
                 np.einsum("sfc,sfc->sf", self.qf[lo:hi], spectra), n=self.nfft, axis=1
             )
             d = self.xs[lo:hi] - y[:, t - 1 : t - 1 + self.hop]
-            out[lo:hi] = np.einsum("ij,ij->i", d, d)
+            out[lo:hi] = np.einsum("ij,ij->i", d, d, dtype=np.float64)
         return out
 
 
@@ -397,13 +402,14 @@ class _Fitter:
 
 
 def fit_leak(
-    xs: F64,
-    q: F64,
+    xs: Floats,
+    q: Floats,
     times: F64,
     layout: FitLayout,
     *,
     windows: bool = True,
     start: F64 | None = None,
+    changing: bool | None = None,
 ) -> LeakFit:
     """Fit the leak path on candidate hops (from :func:`candidate_hops`).
 
@@ -423,6 +429,10 @@ def fit_leak(
     start : ndarray (C, taps), optional
         A whole-take filter to choose the quiet hops with (:func:`probe_leak`'s), instead of
         a first fit on every candidate.
+    changing : bool, optional
+        Whether fits per quarter of the take explain clearly more than the whole-take fit
+        (:attr:`LeakFit.changing` of :func:`probe_leak`, which tells it on a tenth of the
+        hops); None: found out here.
 
     Returns
     -------
@@ -459,8 +469,13 @@ def fit_leak(
         return empty
     quiet_s = float(keep.sum() * layout.hop / layout.rate)
     res = fitter.residual(whole)
-    if not windows or not (_changes(res[keep]) or _quarters_explain_more(fitter, keep, res)):
-        lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
+    lowered = 10.0 * float(np.log10(ex[keep].sum() / max(res[keep].sum(), 1e-30)))
+    if not windows:
+        stepped = _quarters_explain_more(fitter, keep, res)
+        return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s, changing=stepped)
+    if changing is None:
+        changing = _quarters_explain_more(fitter, keep, res)
+    if not (changing or _changes(res[keep])):
         return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
     # the path changed during the take: per window, so that it is followed; the selection
     # starts again from every candidate, since a changed path is what made the whole-take
@@ -503,7 +518,7 @@ def _changes(res: F64) -> bool:
     return bool(res.mean() > 3.0 * np.percentile(res, 20))
 
 
-def probe_leak(xs: F64, q: F64, times: F64, layout: FitLayout) -> LeakFit:
+def probe_leak(xs: Floats, q: Floats, times: F64, layout: FitLayout) -> LeakFit:
     """A cheap look for a leak (on :func:`probe_hops` of the candidates): the whole-take fit
     and its check, with the full filter (a shorter one misses a leak that arrives late,
     after a latency measured a few ms short).  Its filter is where :func:`fit_leak` starts."""

