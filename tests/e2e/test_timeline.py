@@ -396,7 +396,9 @@ def _check(
         print(f"   the program at lag 0 in {before:.1%} before the stall, {after:.1%} after")
         assert before >= 0.99 and after >= 0.99, report[-1]
     skew = max(seconds.values()) - min(seconds.values())
-    print(mixed.out + mixed.err + f"event 2 by singer {seconds}; spread {skew} frames")
+    # piped, the mix prints a summary; the table is in its report file beside the mix
+    report_text = (folder / "mix.report.txt").read_text()
+    print(mixed.out + report_text + f"event 2 by singer {seconds}; spread {skew} frames")
     # one JACK frame lands at one timeline frame for all who started on time, but for what
     # their estimates of the server's clock and their starts' mappings leave open
     on_time = [seconds[n] for n, _, _ in VOICES if n != LATE]
@@ -427,7 +429,7 @@ def _check(
     # and so does the mix table ("N gaps, S s" in each singer's row)
     table = {
         m.group(1): float(m.group(2))
-        for m in re.finditer(r"│ (\w+) +│[^\n]*?│ \d+ gaps?, ([\d.]+) s", mixed.out + mixed.err)
+        for m in re.finditer(r"│ (\w+) +│[^\n]*?│ \d+ gaps?, ([\d.]+) s", report_text)
     }
     for name, _, _ in VOICES:
         if name in stopped:
@@ -577,7 +579,7 @@ def _check_storm(
             first[name] = offsets[min(offsets)]
             across += min(offsets) < 2 <= max(offsets)  # bursts from both sides of the storm
         lost_by[name] = sum(g.frames for g in rec.gaps)
-    print(mixed.out + mixed.err)
+    print(mixed.out + (folder / "mix.report.txt").read_text())
     print(f"bursts sent whole and in step {sure}; lost frames {lost_by}; "
           f"bursts' spread within each stem: {moved}")  # fmt: skip
     assert sure[:2].count(True) and sure[2:].count(True), f"the injector missed bursts {sure}"
