@@ -53,6 +53,8 @@ SEARCH_PPM = 400.0
 MIN_STRENGTH = 4.0
 #: At least this share of the windows must peak near the line.
 MIN_AGREEING = 0.5
+#: Smoothed line sums within this share of the best count as ties (see :func:`_search`).
+_TIE = 0.02
 
 
 @dataclass(frozen=True)
@@ -234,12 +236,28 @@ def _search(m: LagMatrix, max_offset_s: float) -> tuple[float, float]:
     smooth = scipy.ndimage.maximum_filter1d(m.cc, 2 * coarse + 1, axis=1)
     top = SEARCH_PPM * 1e-6
     grid = np.arange(-top, top + step * coarse, step * coarse)
-    k = int(np.argmax(_line_sums(smooth, m.times, grid, reach)))
-    fine = np.arange(grid[k] - step * coarse, grid[k] + step * coarse * 1.0001, step)
+    sums = _line_sums(smooth, m.times, grid, reach)
+    # the smoothed rows are flat near a sharp peak, so neighbouring slopes tie: the fine pass
+    # searches every slope of the best one's plateau, not only the first of them
+    left, right = _plateau(sums, int(np.argmax(sums)), _TIE * abs(float(sums.max())))
+    lo, hi = grid[left] - step * coarse, grid[right] + step * coarse
+    fine = np.arange(lo, hi + step * 0.0001 * coarse, step)
     fine_sums = _line_sums(m.cc, m.times, fine, reach)
     best = int(np.argmax(fine_sums))
     # rows have unit spread: a sum along a line through noise spreads as √windows
     return float(fine[best]), float(fine_sums[best]) / math.sqrt(m.cc.shape[0])
+
+
+def _plateau(values: Floats, k: int, tol: float) -> tuple[int, int]:
+    """The first and last index of the run around ``k`` whose values are within ``tol`` of
+    ``values[k]``."""
+    top = float(values[k]) - tol
+    left, right = k, k
+    while left > 0 and values[left - 1] >= top:
+        left -= 1
+    while right < values.shape[0] - 1 and values[right + 1] >= top:
+        right += 1
+    return left, right
 
 
 def _peak_near(row: Floats, centre: float, reach: int) -> tuple[float, float] | None:
