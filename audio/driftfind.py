@@ -360,8 +360,8 @@ def measure_drift(
         m = window_lags(here, ref, rate, window_s=window_s, max_lag_s=max_lag_s, whiten=whiten,
                         active=act, smooth_s=smooth_s)  # fmt: skip
         fit = fit_drift(m, max_offset_s=max_offset_s, tolerance_s=tolerance_s)
-        if not fit.certain and r == 0:
-            return fit
+        if r == 0 and not fit.certain and fit.strength < MIN_STRENGTH:
+            return fit  # nothing stands out; a line that does may be blurred: stretch and look
         base = 1 + total * 1e-6
         total = (base * (1 + fit.ppm * 1e-6) - 1) * 1e6
     return DriftFit(total, total - fit.ppm + fit.ppm_low, total - fit.ppm + fit.ppm_high,
