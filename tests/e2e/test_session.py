@@ -324,10 +324,13 @@ def _assert_take(t: TakeCheck) -> None:
     # program skipped ahead, its recording holds silence) was noticed too.  So is silence
     # while the test kills and starts a JACK client: JACK may then run the clients after it
     # in the graph late for a second or more (the harness heard 213 periods of silence from
-    # two singers in a CI run), which a singer on a machine of their own never meets.
+    # two singers in a CI run), which a singer on a machine of their own never meets; so the
+    # cap leaves that silence out (under a CPU hog on both cores it reached half the take:
+    # 567 periods of 1,127 for three singers while Ben was killed and started, 7 Dec).
     for k in range(len(SINGERS)):
         excused = 2 * (sum(t.xruns[k]) + t.slips[k]) + t.reported[k] + t.upset_silent[k]
-        assert t.off_program[k] <= min(excused, 0.5 * t.blocks[k]), (k, t)
+        assert t.off_program[k] <= excused, (k, t)
+        assert t.off_program[k] - t.upset_silent[k] <= 0.5 * t.blocks[k], (k, t)
         assert t.stem_off[k] <= min(excused, 0.5 * t.blocks[k]), (k, t)
     assert all(abs(d) <= 1 for d in t.stem_lags), t
     assert all(abs(d) <= 1 for d in t.mix_lags), t
