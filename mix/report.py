@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tutti.audio.daw import NAME_MAX
 from tutti.takeformat import Gap, Recording
 
 if TYPE_CHECKING:
@@ -129,16 +130,12 @@ def _loss_lines(item: Input) -> list[str]:
     return lines
 
 
-#: Longest file name, bytes (Linux and macOS file systems).
-_NAME_MAX = 255
-
-
 def report_path(out: Path) -> Path:
     """The file beside mix ``out`` that holds its whole report (``mix.flac`` →
     ``mix.report.txt``, as ``mix.rpp`` and ``mix-stems/`` are named; a name that would be
     too long for the file system loses the end of ``out``'s stem)."""
     suffix = ".report.txt"
-    stem = out.stem.encode("utf-8", "surrogateescape")[: _NAME_MAX - len(suffix)]
+    stem = out.stem.encode("utf-8", "surrogateescape")[: NAME_MAX - len(suffix)]
     return out.with_name(stem.decode("utf-8", "ignore") + suffix)  # no half character
 
 
