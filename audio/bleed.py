@@ -8,7 +8,8 @@ the placed recording), ``h_c`` a filter of ``taps`` frames starting ``PRE`` fram
 *hops* (short stretches, :data:`HOP_S`) where the singer is quiet: the count-in and the hops
 where the recording is loud only as far as the program explains it, chosen iteratively by how
 much of each hop the fit explains.  A fit that does not lower quiet hops it was not fitted
-on is not used.  When the whole-take fit leaves the quiet hops well above the room noise, the
+on is not used, and its prediction is kept only in the octave bands where it can be trusted
+(:func:`_trusted`).  When the whole-take fit leaves the quiet hops well above the room noise, the
 filter is refitted in overlapping windows along the take (regularised towards the whole-take
 fit) so a path that changes slowly is followed.
 
@@ -18,12 +19,14 @@ Pure: arrays and a rate in, arrays out; the caller reads the recording and rende
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
 import scipy.linalg
+import scipy.signal
 
 from .types import AudioError
 
@@ -67,6 +70,27 @@ PROBE_HOPS = 300
 MAX_FIT_HOPS = 3000
 #: Most candidate hops per window span (the fit's cost is bounded, whatever the take's length).
 MAX_HOPS_PER_WINDOW = 25
+#: Lower edges (Hz) of the bands above the first in which a fit's prediction is checked on
+#: its own: a fit that removes the click can be wrong where the program only sounds while
+#: the singer sings (the backing), and is then kept only in the bands where it helps.
+BAND_EDGES_HZ = (150.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0, 9600.0)
+#: A band's held-out least-squares scale at least this: its prediction is subtracted whole.
+_WHOLE_BAND = 0.75
+#: A band with less than this share of the held-out prediction is not measured there.
+_MEASURED = 0.01
+#: A band whose scale on the whole recording's sample is under this by two standard errors
+#: is wrong there ...
+_SAMPLE_FLOOR = 0.25
+#: ... when at least this many hops' worth of its prediction were measured.
+_SAMPLE_HOPS = 30
+#: A fit's power gain in a band above its gain in the band that carries most of its
+#: prediction by this much (18 dB) is noise fitted where the quiet hops had little program.
+_MOST_ABOVE = 63.0
+#: A band that a recording heard this many times as loud as its quiet hops did is trusted
+#: less (:func:`_seen_enough`).
+_MOST_UNSEEN = 32.0
+#: Length of the filter that scales a fit's bands, s (its resolution: 1 / SHAPE_S Hz).
+SHAPE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -183,6 +207,20 @@ def hop_energies(x: npt.NDArray[np.floating], hop: int) -> F64:
     return out
 
 
+def _band_energies(q: Floats, rate: int) -> F64:
+    """Mean energy per hop of program hops ``q`` (S, frames, C) in each :data:`BAND_EDGES_HZ`
+    band, channels summed."""
+    f = scipy.fft.rfftfreq(q.shape[1], 1.0 / rate)
+    band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
+    per_bin = np.zeros(len(f))
+    for lo in range(0, q.shape[0], 256):  # bounded temporaries
+        spec = scipy.fft.rfft(np.asarray(q[lo : lo + 256], np.float32), axis=1)
+        per_bin += (np.abs(spec) ** 2).sum(axis=(0, 2), dtype=np.float64)
+    bands = np.bincount(band_of_bin, per_bin, minlength=len(BAND_EDGES_HZ) + 1)
+    out: F64 = bands / max(q.shape[0], 1)
+    return out
+
+
 def candidate_hops(
     ex: F64, ep: F64, quiet: npt.NDArray[np.bool_], usable: npt.NDArray[np.bool_], per_window: int
 ) -> npt.NDArray[np.intp]:
@@ -235,7 +273,7 @@ class _HopStats:
         self.taps, self.channels, self.hop = taps, c, h
         n = scipy.fft.next_fast_len(h + taps - 1, real=True)
         self.nfft = n
-        self.xs = xs
+        self.xs, self.q = xs, q
         self.exx = np.einsum("ij,ij->i", xs, xs, dtype=np.float64)
         self.qf = np.empty((s, n // 2 + 1, c), np.complex64)  # for predictions
         self.r = np.empty((s, c, taps))
@@ -287,22 +325,58 @@ class _HopStats:
             big[:, i + 1, :, 1:] = big[:, i, :, :-1] + m4[:, i, :, :]
         return big.reshape(c * taps, c * taps), rr.reshape(c * taps)
 
-    def residual(self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64) -> F64:
-        """Energy per hop of the recording minus its predicted bleed, each hop's filter
+    def _predictions(
+        self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64
+    ) -> Iterator[tuple[int, int, F64]]:
+        """The predicted bleed of hops ``[lo, hi)``, a chunk at a time, each hop's filter
         spectrum being ``(1 - w) · spec[k] + w · spec[k + 1]`` (spec (K, F, C))."""
-        out = np.empty(self.xs.shape[0])
         t = self.taps
-        for lo in range(0, len(out), self._CHUNK):
-            hi = min(len(out), lo + self._CHUNK)
+        for lo in range(0, self.xs.shape[0], self._CHUNK):
+            hi = min(self.xs.shape[0], lo + self._CHUNK)
             wc = w[lo:hi, None, None].astype(np.float32)
             kc = k[lo:hi]
             spectra = (1 - wc) * spec[kc] + wc * spec[np.minimum(kc + 1, len(spec) - 1)]
             y = scipy.fft.irfft(
                 np.einsum("sfc,sfc->sf", self.qf[lo:hi], spectra), n=self.nfft, axis=1
             )
-            d = self.xs[lo:hi] - y[:, t - 1 : t - 1 + self.hop]
+            yield lo, hi, y[:, t - 1 : t - 1 + self.hop]
+
+    def residual(self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64) -> F64:
+        """Energy per hop of the recording minus its predicted bleed (filters as in
+        :meth:`_predictions`)."""
+        out = np.empty(self.xs.shape[0])
+        for lo, hi, y in self._predictions(spec, k, w):
+            d = self.xs[lo:hi] - y
             out[lo:hi] = np.einsum("ij,ij->i", d, d, dtype=np.float64)
         return out
+
+    def band_terms(
+        self, spec: npt.NDArray[np.complex64], k: npt.NDArray[np.intp], w: F64,
+        hops: npt.NDArray[np.bool_], band_of_bin: npt.NDArray[np.intp], bands: int,
+    ) -> tuple[F64, F64, F64]:  # fmt: skip
+        """For each of the ``hops``, per band: the recording's energy, its cross term with
+        the predicted bleed (real part) and the prediction's energy, each (hops, bands) (the
+        hop's spectrum's bins numbered by ``band_of_bin``; filters as in
+        :meth:`_predictions`)."""
+        onehot = np.zeros((len(band_of_bin), bands))
+        onehot[np.arange(len(band_of_bin)), band_of_bin] = 1.0
+        # windowed: a band far louder than the others leaks into them through a bare hop's
+        # sidelobes (−13 dB), and its error would be counted against them
+        window = scipy.signal.get_window("hann", self.hop)
+        parts: list[tuple[F64, F64, F64]] = []
+        for lo, hi, y in self._predictions(spec, k, w):
+            mine = hops[lo:hi]
+            if not mine.any():
+                continue
+            xf = scipy.fft.rfft(self.xs[lo:hi][mine].astype(np.float64) * window, axis=1)
+            yf = scipy.fft.rfft(y[mine].astype(np.float64) * window, axis=1)
+            cross = (xf * np.conj(yf)).real
+            parts.append((np.abs(xf) ** 2 @ onehot, cross @ onehot, np.abs(yf) ** 2 @ onehot))
+        if not parts:
+            empty = np.zeros((0, bands))
+            return empty, empty, empty
+        xx, xy, yy = (np.concatenate(t) for t in zip(*parts, strict=True))
+        return xx, xy, yy
 
 
 def _solve(r_mat: F64, r_vec: F64, prior: F64 | None, strength: float) -> F64:
@@ -390,15 +464,27 @@ class _Fitter:
         chosen per hop)."""
         return self.stats.residual(self._spectra(filters), k, np.zeros(len(k)))
 
-    def residual(self, filters: F64) -> F64:
-        """Energy per hop of the recording minus the prediction of the window ``filters``
-        (K, C, taps), interpolated between window centres as :meth:`LeakFit.filter_at` does."""
+    def _per_hop(self, filters: F64) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.intp], F64]:
+        """The window ``filters``' (K, C, taps) spectra, and per hop the window before it and
+        the weight of the next, interpolated as :meth:`LeakFit.filter_at` does."""
         spec = self._spectra(filters)
         if len(self.centres) == 1 or len(filters) == 1:
             n = len(self.times)
-            return self.stats.residual(spec[:1], np.zeros(n, dtype=np.intp), np.zeros(n))
+            return spec[:1], np.zeros(n, dtype=np.intp), np.zeros(n)
         k, w = _between(self.centres, self.times)
-        return self.stats.residual(spec, k, w)
+        return spec, k, w
+
+    def residual(self, filters: F64) -> F64:
+        """Energy per hop of the recording minus the prediction of the window ``filters``."""
+        return self.stats.residual(*self._per_hop(filters))
+
+    def band_terms(self, filters: F64, hops: npt.NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+        """:meth:`_HopStats.band_terms` of the window ``filters`` over ``hops``, per
+        :data:`BAND_EDGES_HZ` band: each (hops, bands)."""
+        f = scipy.fft.rfftfreq(self.stats.hop, 1.0 / self.layout.rate)
+        band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
+        bands = len(BAND_EDGES_HZ) + 1
+        return self.stats.band_terms(*self._per_hop(filters), hops, band_of_bin, bands)
 
 
 def fit_leak(
@@ -410,6 +496,7 @@ def fit_leak(
     windows: bool = True,
     start: F64 | None = None,
     changing: bool | None = None,
+    sample: tuple[Floats, Floats, F64] | None = None,
 ) -> LeakFit:
     """Fit the leak path on candidate hops (from :func:`candidate_hops`).
 
@@ -433,6 +520,9 @@ def fit_leak(
         Whether fits per quarter of the take explain clearly more than the whole-take fit
         (:attr:`LeakFit.changing` of :func:`probe_leak`, which tells it on a tenth of the
         hops); None: found out here.
+    sample : (xs, q, times), optional
+        Hops spread over the whole recording where the program sounds, as ``xs``, ``q``
+        and ``times``: a band the candidates cannot test is tested there (:func:`_shaped`).
 
     Returns
     -------
@@ -476,7 +566,8 @@ def fit_leak(
     if changing is None:
         changing = _quarters_explain_more(fitter, keep, res)
     if not (changing or _changes(res[keep])):
-        return LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
+        fit = LeakFit(layout, fitter.grid[:1], whole.copy(), lowered, quiet_s)
+        return _shaped(fit, fitter, keep, sample)
     # the path changed during the take: per window, so that it is followed; the selection
     # starts again from every candidate, since a changed path is what made the whole-take
     # fit miss some quiet hops
@@ -492,7 +583,7 @@ def fit_leak(
     result = LeakFit(layout, fitter.centres, filters, lowered, quiet_s)
     if not lowered >= MIN_GAIN_DB:
         result.reason = f"no leak found ({lowered:.1f} dB)"
-    return result
+    return _shaped(result, fitter, keep, sample)
 
 
 def _quarters_explain_more(fitter: _Fitter, keep: npt.NDArray[np.bool_], res: F64) -> bool:
@@ -549,19 +640,175 @@ def _explained(res: F64, ex: F64, share: float) -> npt.NDArray[np.bool_]:
 def _cross_validated_gain(fitter: _Fitter, keep: npt.NDArray[np.bool_]) -> float:
     """dB by which whole-take fits on alternate seconds of the quiet hops lower the energy of
     the other seconds' quiet hops."""
-    second = (fitter.times // fitter.layout.rate).astype(np.int64)
     before = after = 0.0
-    for fold in (0, 1):
-        train = keep & (second % 2 == fold)
-        test = keep & (second % 2 != fold)
-        if train.sum() < MIN_HOPS // 2 or not test.any():
-            continue
+    for train, other in _folds(fitter, keep):
+        test = keep & other
         res = fitter.residual(fitter.fit(train, windows=False)[None])
         before += float(fitter.stats.exx[test].sum())
         after += float(res[test].sum())
     if before <= 0 or after <= 0:
         return float("nan") if before <= 0 else float("inf")
     return 10.0 * float(np.log10(before / after))
+
+
+def _folds(
+    fitter: _Fitter, keep: npt.NDArray[np.bool_]
+) -> Iterator[tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]]:
+    """(train, other): the quiet hops of even seconds and every hop of odd seconds, and the
+    other way round (a fold with too few hops to fit on, or none to test, is left out)."""
+    odd = (fitter.times // fitter.layout.rate).astype(np.int64) % 2 == 1
+    for other in (odd, ~odd):
+        train = keep & ~other
+        if train.sum() >= MIN_HOPS // 2 and (keep & other).any():
+            yield train, other
+
+
+def _held_out_scale(
+    fitter: _Fitter, keep: npt.NDArray[np.bool_], windows: bool
+) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Per band, the least-squares scale of held-out predictions (what lowers the held-out
+    energy most) and whether it was measured (the band holds at least :data:`_MEASURED` of
+    the held-out prediction): fits (per window with ``windows``) on the quiet hops of
+    alternate seconds, tested on *every* candidate hop of the other seconds (quiet hops
+    chosen by the fit agree with it, so they cannot tell where it is wrong)."""
+    centres = fitter.centres.copy()  # fitting per window moves them: the fit's stay
+    xy, yy = np.zeros((2, len(BAND_EDGES_HZ) + 1))
+    for train, other in _folds(fitter, keep):
+        filters = fitter.fit(train, windows=windows)
+        _, cross, own = fitter.band_terms(filters if windows else filters[None], other)
+        xy, yy = xy + cross.sum(axis=0), yy + own.sum(axis=0)
+    fitter.centres = centres
+    measured = yy >= _MEASURED * yy.sum()
+    scale: F64 = np.divide(xy, yy, out=np.ones_like(xy), where=measured)
+    return scale, measured
+
+
+def _sample_scale(
+    fit: LeakFit, sample: tuple[Floats, Floats, F64], fitter: _Fitter,
+    keep: npt.NDArray[np.bool_],
+) -> tuple[F64, npt.NDArray[np.bool_]]:  # fmt: skip
+    """Per band, the least-squares scale of ``fit``'s prediction on ``sample`` (hops of the
+    whole recording where the program sounds, as :func:`fit_leak`'s hops, those it was
+    fitted on left out) and whether it is clearly wrong there (:data:`_SAMPLE_FLOOR`): what
+    subtracting the band would do where the singer sings too."""
+    xs, q, times = sample
+    fresh = ~np.isin(times, fitter.times[keep])
+    bands = len(BAND_EDGES_HZ) + 1
+    if not fresh.any():
+        return np.ones(bands), np.zeros(bands, dtype=bool)
+    stats = _HopStats(xs[fresh], q[fresh], times[fresh], fitter.layout)
+    other = _Fitter(stats, times[fresh], fitter.layout)
+    other.centres = fit.centres
+    _, cross, own = other.band_terms(fit.filters, np.ones(int(fresh.sum()), dtype=bool))
+    xy, yy = cross.sum(axis=0), own.sum(axis=0)
+    some = yy > 0
+    scale: F64 = np.divide(xy, yy, out=np.ones_like(xy), where=some)
+    # its standard error, from the hops' spread about the scale (a voice far louder than a
+    # true bleed makes it wide; a prediction as loud as the voice makes it narrow)
+    spread = np.sum((cross - scale * own) ** 2, axis=0)
+    error: F64 = np.divide(np.sqrt(spread), yy, out=np.full_like(yy, np.inf), where=some)
+    # and only where enough hops carry the prediction for that error to mean anything (a
+    # click sounds in one hop of ten: a few loud notes there are not a verdict)
+    carrying = np.divide(yy**2, np.sum(own**2, axis=0), out=np.zeros_like(yy), where=some)
+    return scale, (carrying >= _SAMPLE_HOPS) & (scale + 2.0 * error < _SAMPLE_FLOOR)
+
+
+def _seen_enough(quiet: F64, heard: F64) -> F64:
+    """Per band, how far a fit on hops whose program has the :func:`_band_energies`
+    ``quiet`` can be trusted on a recording that heard ``heard``: wholly while the
+    recording heard the band at most :data:`_MOST_UNSEEN` times as loud as the quiet hops
+    did, then as the square of the inverse (a backing that rests when the singer does is
+    fitted on almost nothing of it: the few hops where it ends under the voice)."""
+    ratio = np.divide(heard, quiet, out=np.full_like(heard, np.inf), where=quiet > 0)
+    out: F64 = np.where(heard > 0, np.minimum(1.0, _MOST_UNSEEN / ratio) ** 2, 1.0)
+    return out
+
+
+def _band_gain(fit: LeakFit) -> F64:
+    """Per band, the fit's loudest power gain (mean over the band's bins, per window and ear
+    cup)."""
+    n = 4096
+    f = scipy.fft.rfftfreq(n, 1.0 / fit.layout.rate)
+    band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
+    power = np.abs(scipy.fft.rfft(fit.filters, n=n, axis=2)) ** 2  # (K, C, F)
+    bands = len(BAND_EDGES_HZ) + 1
+    counts = np.bincount(band_of_bin, minlength=bands)
+    per_band = np.stack(
+        [np.bincount(band_of_bin, p, minlength=bands) for p in power.reshape(-1, len(f))]
+    )
+    out: F64 = (per_band / np.maximum(counts, 1)).max(axis=0)
+    return out
+
+
+def _shaped(
+    fit: LeakFit, fitter: _Fitter, keep: npt.NDArray[np.bool_],
+    sample: tuple[Floats, Floats, F64] | None,
+) -> LeakFit:  # fmt: skip
+    """``fit`` (fitted on the quiet hops ``keep``) with each band's response scaled by how
+    far it can be trusted (:func:`_trusted`; all of it from :data:`_WHOLE_BAND` up): a
+    zero-phase filter of :data:`SHAPE_S` convolved into every window's filter (the fit
+    grows by its length); ``gain_db`` becomes what the shaped prediction lowers the quiet
+    hops by."""
+    if not fit.usable:
+        return fit
+    xx, xy, yy = (t.sum(axis=0) for t in fitter.band_terms(fit.filters, keep))
+    trusted = _trusted(fit, fitter, keep, sample, yy)
+    gains = np.where(trusted >= _WHOLE_BAND, 1.0, np.clip(trusted, 0.0, 1.0))
+    if bool(np.all(gains == 1.0)):
+        return fit
+    if not gains.any():
+        return dataclasses.replace(fit, reason="no leak found (no band can be trusted)")
+    after = float(np.sum(xx - 2.0 * gains * xy + gains**2 * yy))
+    lay = fit.layout
+    half = round(SHAPE_S / 2 * lay.rate)
+    shape = scipy.signal.firwin2(2 * half + 1, *_band_points(gains, lay.rate), fs=lay.rate)
+    filters = scipy.signal.fftconvolve(fit.filters, shape[None, None, :], axes=2)
+    layout = dataclasses.replace(lay, taps=lay.taps + 2 * half, pre=lay.pre + half)
+    lowered = 10.0 * float(np.log10(xx.sum() / after)) if after > 0 else fit.gain_db
+    return LeakFit(layout, fit.centres, filters, lowered, fit.quiet_s, changing=fit.changing)
+
+
+def _trusted(
+    fit: LeakFit, fitter: _Fitter, keep: npt.NDArray[np.bool_],
+    sample: tuple[Floats, Floats, F64] | None, predicted: F64,
+) -> F64:  # fmt: skip
+    """Per band, how much of ``fit``'s prediction to subtract (``predicted``: its energy
+    per band on the quiet hops), the least of:
+
+    - :func:`_held_out_scale`, where measured;
+    - :func:`_sample_scale`, where it is clearly wrong;
+    - :func:`_seen_enough` of the quiet hops' program against the sample's;
+    - 0 where the fit's power gain passes its gain in the band that carries most of its
+      prediction by :data:`_MOST_ABOVE` (a leak path has no such peak: it is noise fitted
+      where the quiet hops had little of the program)."""
+    scale, measured = _held_out_scale(fitter, keep, windows=len(fit.filters) > 1)
+    trusted: F64 = np.where(measured, scale, 1.0)
+    if sample is not None:
+        scale, wrong = _sample_scale(fit, sample, fitter, keep)
+        trusted = np.minimum(trusted, np.where(wrong, scale, 1.0))
+        quiet = _band_energies(fitter.stats.q[keep], fitter.layout.rate)
+        heard = _band_energies(sample[1], fitter.layout.rate)
+        trusted = np.minimum(trusted, _seen_enough(quiet, heard))
+    gain = _band_gain(fit)
+    ceiling = float(gain[int(np.argmax(predicted))]) * _MOST_ABOVE
+    out: F64 = np.where(gain > ceiling, 0.0, trusted)
+    return out
+
+
+def _band_points(gains: F64, rate: int) -> tuple[list[float], list[float]]:
+    """Frequencies and gains for :func:`scipy.signal.firwin2` (linear between them): each
+    band's gain across the band, changing over the filter's resolution at its edges."""
+    nyquist = rate / 2
+    step = 0.5 / SHAPE_S  # half the shaping filter's resolution, Hz
+    freqs, values = [0.0], [float(gains[0])]
+    for k, edge in enumerate(BAND_EDGES_HZ):
+        if edge + step >= nyquist:
+            break
+        freqs += [edge - step, edge + step]
+        values += [float(gains[k]), float(gains[k + 1])]
+    freqs.append(nyquist)
+    values.append(values[-1])
+    return freqs, values
 
 
 def predict(fit: LeakFit, q: F32, t0: int) -> F32:

@@ -328,7 +328,12 @@ def _fit(
         return probe
     if len(few) < len(idx):
         hops = _hops(raw, heard, layout, ts, first, idx)
-    return bleed.fit_leak(*hops, layout, start=probe.filters[0], changing=probe.changing)
+    # and hops spread over the whole recording, to test the fit where the singer sings too
+    sounding = np.flatnonzero(usable & (ep > 1e-12))
+    sample = _hops(raw, heard, layout, ts, first, sounding[bleed.probe_hops(len(sounding))])
+    return bleed.fit_leak(
+        *hops, layout, start=probe.filters[0], changing=probe.changing, sample=sample
+    )
 
 
 def _hops(

@@ -43,11 +43,16 @@ def song(seconds: float, rate: int, seed: int = 7) -> Song:
     return Song(notes, seconds, rate)
 
 
-def voice(s: Song, part: str, seed: int, level: float = 0.15, jitter_s: float = 0.0) -> np.ndarray:
+def voice(
+    s: Song, part: str, seed: int, level: float = 0.15, jitter_s: float = 0.0,
+    any_phase: bool = False,
+) -> np.ndarray:  # fmt: skip
     """One singer on the timeline: the song's rhythm on this singer's own pitches (harmonics,
     vibrato, a 40 ms attack, breath noise; each note ``jitter_s`` early or late, as a person
-    sings: a normal spread), mono float32."""
+    sings: a normal spread; with ``any_phase`` each note starts at a random phase, else at
+    the phase the backing's chords start at), mono float32."""
     rng = np.random.default_rng(seed)
+    phases = np.random.default_rng(seed + 555)
     n = int(s.seconds * s.rate)
     out = np.zeros(n)
     base = PART_HZ[part] * 2 ** (rng.uniform(-0.05, 0.05))
@@ -59,6 +64,8 @@ def voice(s: Song, part: str, seed: int, level: float = 0.15, jitter_s: float = 
         t = np.arange(m) / s.rate
         f0 = base * 2 ** (_SCALE[int(rng.integers(0, len(_SCALE)))] / 12)
         phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.006 * np.sin(2 * np.pi * 5.3 * t))) / s.rate
+        if any_phase:
+            phase += phases.uniform(0, 2 * np.pi)
         tone = np.sin(phase) + 0.4 * np.sin(2 * phase + 1) + 0.2 * np.sin(3 * phase + 2)
         env = (
             np.minimum(1.0, t / 0.04)
