@@ -207,17 +207,20 @@ def hop_energies(x: npt.NDArray[np.floating], hop: int) -> F64:
     return out
 
 
-def _band_energies(q: Floats, rate: int) -> F64:
-    """Mean energy per hop of program hops ``q`` (S, frames, C) in each :data:`BAND_EDGES_HZ`
-    band, channels summed."""
-    f = scipy.fft.rfftfreq(q.shape[1], 1.0 / rate)
-    band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
-    per_bin = np.zeros(len(f))
-    for lo in range(0, q.shape[0], 256):  # bounded temporaries
-        spec = scipy.fft.rfft(np.asarray(q[lo : lo + 256], np.float32), axis=1)
-        per_bin += (np.abs(spec) ** 2).sum(axis=(0, 2), dtype=np.float64)
-    bands = np.bincount(band_of_bin, per_bin, minlength=len(BAND_EDGES_HZ) + 1)
-    out: F64 = bands / max(q.shape[0], 1)
+def _bands_of(n: int, rate: int) -> npt.NDArray[np.intp]:
+    """The :data:`BAND_EDGES_HZ` band of each bin of an ``n``-point rfft at ``rate``."""
+    bands: npt.NDArray[np.intp] = np.searchsorted(
+        BAND_EDGES_HZ, scipy.fft.rfftfreq(n, 1.0 / rate), side="right"
+    )
+    return bands
+
+
+def _band_energies(qf: npt.NDArray[np.complex64], nfft: int, rate: int) -> F64:
+    """Mean energy per hop in each :data:`BAND_EDGES_HZ` band of program hops' spectra
+    ``qf`` ((S, nfft // 2 + 1, C), as :class:`_HopStats` keeps them), channels summed."""
+    per_bin = (np.abs(qf) ** 2).sum(axis=(0, 2), dtype=np.float64)
+    bands = np.bincount(_bands_of(nfft, rate), per_bin, minlength=len(BAND_EDGES_HZ) + 1)
+    out: F64 = bands / max(qf.shape[0], 1)
     return out
 
 
@@ -273,7 +276,7 @@ class _HopStats:
         self.taps, self.channels, self.hop = taps, c, h
         n = scipy.fft.next_fast_len(h + taps - 1, real=True)
         self.nfft = n
-        self.xs, self.q = xs, q
+        self.xs = xs
         self.exx = np.einsum("ij,ij->i", xs, xs, dtype=np.float64)
         self.qf = np.empty((s, n // 2 + 1, c), np.complex64)  # for predictions
         self.r = np.empty((s, c, taps))
@@ -481,8 +484,7 @@ class _Fitter:
     def band_terms(self, filters: F64, hops: npt.NDArray[np.bool_]) -> tuple[F64, F64, F64]:
         """:meth:`_HopStats.band_terms` of the window ``filters`` over ``hops``, per
         :data:`BAND_EDGES_HZ` band: each (hops, bands)."""
-        f = scipy.fft.rfftfreq(self.stats.hop, 1.0 / self.layout.rate)
-        band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
+        band_of_bin = _bands_of(self.stats.hop, self.layout.rate)
         bands = len(BAND_EDGES_HZ) + 1
         return self.stats.band_terms(*self._per_hop(filters), hops, band_of_bin, bands)
 
@@ -683,23 +685,26 @@ def _held_out_scale(
     return scale, measured
 
 
-def _sample_scale(
-    fit: LeakFit, sample: tuple[Floats, Floats, F64], fitter: _Fitter,
-    keep: npt.NDArray[np.bool_],
-) -> tuple[F64, npt.NDArray[np.bool_]]:  # fmt: skip
-    """Per band, the least-squares scale of ``fit``'s prediction on ``sample`` (hops of the
-    whole recording where the program sounds, as :func:`fit_leak`'s hops, those it was
-    fitted on left out) and whether it is clearly wrong there (:data:`_SAMPLE_FLOOR`): what
-    subtracting the band would do where the singer sings too."""
+def _sample_fitter(
+    sample: tuple[Floats, Floats, F64], fitter: _Fitter, keep: npt.NDArray[np.bool_]
+) -> _Fitter | None:
+    """A fitter over the ``sample`` hops (spread over the whole recording, as
+    :func:`fit_leak`'s hops) that ``fitter`` did not fit on; None when there are none."""
     xs, q, times = sample
     fresh = ~np.isin(times, fitter.times[keep])
-    bands = len(BAND_EDGES_HZ) + 1
     if not fresh.any():
-        return np.ones(bands), np.zeros(bands, dtype=bool)
-    stats = _HopStats(xs[fresh], q[fresh], times[fresh], fitter.layout)
-    other = _Fitter(stats, times[fresh], fitter.layout)
+        return None
+    return _Fitter(_HopStats(xs[fresh], q[fresh], times[fresh], fitter.layout), times[fresh],
+                   fitter.layout)  # fmt: skip
+
+
+def _sample_scale(fit: LeakFit, other: _Fitter) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Per band, the least-squares scale of ``fit``'s prediction on the hops of ``other``
+    (:func:`_sample_fitter`) and whether it is clearly wrong there (:data:`_SAMPLE_FLOOR`):
+    what subtracting the band would do where the singer sings too."""
     other.centres = fit.centres
-    _, cross, own = other.band_terms(fit.filters, np.ones(int(fresh.sum()), dtype=bool))
+    every = np.ones(len(other.times), dtype=bool)
+    _, cross, own = other.band_terms(fit.filters, every)
     xy, yy = cross.sum(axis=0), own.sum(axis=0)
     some = yy > 0
     scale: F64 = np.divide(xy, yy, out=np.ones_like(xy), where=some)
@@ -728,13 +733,12 @@ def _band_gain(fit: LeakFit) -> F64:
     """Per band, the fit's loudest power gain (mean over the band's bins, per window and ear
     cup)."""
     n = 4096
-    f = scipy.fft.rfftfreq(n, 1.0 / fit.layout.rate)
-    band_of_bin = np.searchsorted(BAND_EDGES_HZ, f, side="right")
+    band_of_bin = _bands_of(n, fit.layout.rate)
     power = np.abs(scipy.fft.rfft(fit.filters, n=n, axis=2)) ** 2  # (K, C, F)
     bands = len(BAND_EDGES_HZ) + 1
     counts = np.bincount(band_of_bin, minlength=bands)
     per_band = np.stack(
-        [np.bincount(band_of_bin, p, minlength=bands) for p in power.reshape(-1, len(f))]
+        [np.bincount(band_of_bin, p, minlength=bands) for p in power.reshape(-1, n // 2 + 1)]
     )
     out: F64 = (per_band / np.maximum(counts, 1)).max(axis=0)
     return out
@@ -783,11 +787,13 @@ def _trusted(
       where the quiet hops had little of the program)."""
     scale, measured = _held_out_scale(fitter, keep, windows=len(fit.filters) > 1)
     trusted: F64 = np.where(measured, scale, 1.0)
-    if sample is not None:
-        scale, wrong = _sample_scale(fit, sample, fitter, keep)
+    other = None if sample is None else _sample_fitter(sample, fitter, keep)
+    if other is not None:
+        scale, wrong = _sample_scale(fit, other)
         trusted = np.minimum(trusted, np.where(wrong, scale, 1.0))
-        quiet = _band_energies(fitter.stats.q[keep], fitter.layout.rate)
-        heard = _band_energies(sample[1], fitter.layout.rate)
+        rate = fitter.layout.rate
+        quiet = _band_energies(fitter.stats.qf[keep], fitter.stats.nfft, rate)
+        heard = _band_energies(other.stats.qf, other.stats.nfft, rate)
         trusted = np.minimum(trusted, _seen_enough(quiet, heard))
     gain = _band_gain(fit)
     ceiling = float(gain[int(np.argmax(predicted))]) * _MOST_ABOVE
