@@ -38,6 +38,8 @@ __all__ = [
     "hop_energies",
     "candidate_hops",
     "fit_leak",
+    "never_quiet",
+    "NEVER_QUIET_REASON",
     "probe_hops",
     "probe_leak",
     "predict",
@@ -91,6 +93,13 @@ _MOST_ABOVE = 63.0
 _MOST_UNSEEN = 32.0
 #: Length of the filter that scales a fit's bands, s (its resolution: 1 / SHAPE_S Hz).
 SHAPE_S = 0.02
+#: dB by which the hops a fit was tried on must be quieter (median) than the recording where
+#: the program sounds for "no leak found" to mean no leak, not a singer never quiet
+NEVER_QUIET = 10.0
+NEVER_QUIET_REASON = (
+    "the singer was never quiet while the click or backing played, so the leak could not "
+    "be measured"
+)
 
 
 @dataclass(frozen=True)
@@ -629,6 +638,17 @@ def _spread(n: int, most: int) -> npt.NDArray[np.intp]:
         return np.arange(n, dtype=np.intp)
     picked: npt.NDArray[np.intp] = np.unique(np.linspace(0, n - 1, most).round().astype(np.intp))
     return picked
+
+
+def never_quiet(fit: LeakFit, fitted: F64, sounding: F64) -> LeakFit:
+    """``fit``, its reason saying the singer was never quiet when it found no leak on hops
+    (mean squares ``fitted``) hardly quieter than the recording wherever the program sounds
+    (``sounding``): finding none there says nothing about the leak."""
+    if fit.usable or not len(fitted) or not len(sounding):
+        return fit
+    if np.median(sounding) >= 10.0 ** (NEVER_QUIET / 10.0) * np.median(fitted):
+        return fit
+    return dataclasses.replace(fit, reason=NEVER_QUIET_REASON)
 
 
 def _explained(res: F64, ex: F64, share: float) -> npt.NDArray[np.bool_]:

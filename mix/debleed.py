@@ -324,16 +324,17 @@ def _fit(
     few = idx[bleed.probe_hops(len(idx))]
     hops = _hops(raw, heard, layout, ts, first, few)
     probe = bleed.probe_leak(*hops, layout)
+    sounding = np.flatnonzero(usable & (ep > 1e-12))
     if not probe.usable:
-        return probe
+        return bleed.never_quiet(probe, ex[idx], ex[sounding])
     if len(few) < len(idx):
         hops = _hops(raw, heard, layout, ts, first, idx)
     # and hops spread over the whole recording, to test the fit where the singer sings too
-    sounding = np.flatnonzero(usable & (ep > 1e-12))
     sample = _hops(raw, heard, layout, ts, first, sounding[bleed.probe_hops(len(sounding))])
-    return bleed.fit_leak(
+    fit = bleed.fit_leak(
         *hops, layout, start=probe.filters[0], changing=probe.changing, sample=sample
     )
+    return bleed.never_quiet(fit, ex[idx], ex[sounding])
 
 
 def _hops(
