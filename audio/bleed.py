@@ -38,8 +38,9 @@ __all__ = [
     "hop_energies",
     "candidate_hops",
     "fit_leak",
-    "never_quiet",
+    "plainly_kept",
     "NEVER_QUIET_REASON",
+    "SILENT_REASON",
     "probe_hops",
     "probe_leak",
     "predict",
@@ -100,6 +101,7 @@ NEVER_QUIET_REASON = (
     "the singer was never quiet while the click or backing played, so the leak could not "
     "be measured"
 )
+SILENT_REASON = "the recording is silent where the click or backing played"
 
 
 @dataclass(frozen=True)
@@ -640,15 +642,18 @@ def _spread(n: int, most: int) -> npt.NDArray[np.intp]:
     return picked
 
 
-def never_quiet(fit: LeakFit, fitted: F64, sounding: F64) -> LeakFit:
-    """``fit``, its reason saying the singer was never quiet when it found no leak on hops
-    (mean squares ``fitted``) hardly quieter than the recording wherever the program sounds
-    (``sounding``): finding none there says nothing about the leak."""
-    if fit.usable or not len(fitted) or not len(sounding):
+def plainly_kept(fit: LeakFit, fitted: F64, sounding: F64) -> LeakFit:
+    """``fit``, when it is not to be used, with a reason that says what the recording shows
+    where the program sounds (mean squares ``sounding``): silence, or a singer never quiet,
+    the hops the fit was tried on (``fitted``) hardly quieter than the rest, so that finding
+    no leak there says nothing about it."""
+    if fit.usable or not len(sounding):
         return fit
-    if np.median(sounding) >= 10.0 ** (NEVER_QUIET / 10.0) * np.median(fitted):
-        return fit
-    return dataclasses.replace(fit, reason=NEVER_QUIET_REASON)
+    if not np.any(sounding):
+        return dataclasses.replace(fit, reason=SILENT_REASON)
+    if len(fitted) and np.median(sounding) < 10.0 ** (NEVER_QUIET / 10.0) * np.median(fitted):
+        return dataclasses.replace(fit, reason=NEVER_QUIET_REASON)
+    return fit
 
 
 def _explained(res: F64, ex: F64, share: float) -> npt.NDArray[np.bool_]:

@@ -326,7 +326,7 @@ def _fit(
     probe = bleed.probe_leak(*hops, layout)
     sounding = np.flatnonzero(usable & (ep > 1e-12))
     if not probe.usable:
-        return bleed.never_quiet(probe, ex[idx], ex[sounding])
+        return bleed.plainly_kept(probe, ex[idx], ex[sounding])
     if len(few) < len(idx):
         hops = _hops(raw, heard, layout, ts, first, idx)
     # and hops spread over the whole recording, to test the fit where the singer sings too
@@ -334,7 +334,7 @@ def _fit(
     fit = bleed.fit_leak(
         *hops, layout, start=probe.filters[0], changing=probe.changing, sample=sample
     )
-    return bleed.never_quiet(fit, ex[idx], ex[sounding])
+    return bleed.plainly_kept(fit, ex[idx], ex[sounding])
 
 
 def _hops(

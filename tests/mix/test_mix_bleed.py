@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.audio.test_mixcmd import Singer as MixSinger
+from tests.audio.test_mixcmd import build_take, choir
 from tests.mix.bleedtakes import RATE, Singer, bleed_figures, make_take, run_mix
-from tutti.audio.bleed import NEVER_QUIET_REASON
+from tutti.audio.bleed import NEVER_QUIET_REASON, SILENT_REASON
 
 REDUCTION_DB = 25.0
 VOICE_TO_ERROR_DB = 40.0
+TEMPO = {"bpm": 120.0, "beats_per_bar": 4, "count_in_bars": 1}
 
 
 def _check(singers: list[Singer], stems: list[np.ndarray]) -> list[tuple[float, float]]:
@@ -140,6 +143,15 @@ def test_untrustworthy_fit_leaves_the_recording_alone(tmp_path: Path) -> None:
     assert _reported(report, "ann").startswith("kept: no leak found"), report
     for name in ("ben", "cy"):
         assert _reported(report, name) == f"kept: {NEVER_QUIET_REASON}", report
+
+
+def test_a_silent_recording_is_said_to_be_silent(tmp_path: Path) -> None:
+    """A singer whose microphone was not connected: the report says the recording is
+    silent, not that it has no quiet passage."""
+    silent = MixSinger("Ann", "S", np.zeros((8 * RATE, 1), np.float32))
+    take = build_take(tmp_path / "take", [silent, *choir(8.0)[:1]], settings=TEMPO)
+    report, _ = run_mix(take, tmp_path / "tmp")
+    assert _reported(report, "Ann") == f"kept: {SILENT_REASON}", report
 
 
 @pytest.mark.parametrize("leak_db", [-50.0, -20.0])
