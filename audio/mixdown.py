@@ -647,7 +647,13 @@ class Mixdown:
             self._spool = self._new_spool(self.frames)
         return self._spool
 
-    def master(self, sink: Callable[[AudioArray], None], *, jobs: int = 1) -> MasterReport:
+    def master(
+        self,
+        sink: Callable[[AudioArray], None],
+        *,
+        jobs: int = 1,
+        aim_lufs: float | None = None,
+    ) -> MasterReport:
         """Bring the bus to the target loudness, limit it and hand it to ``sink`` in blocks.
 
         Parameters
@@ -656,6 +662,10 @@ class Mixdown:
             Called with each output block (float32, (frames, 2)) in timeline order.
         jobs : int
             Threads for the oversampling and gain computations.
+        aim_lufs : float, optional
+            The loudness to bring the output to instead of the settings' target (a lossy
+            master aims above it by what its codec takes away); the caller then judges the
+            result, and no warning says the output missed the aim.
 
         Returns
         -------
@@ -663,6 +673,7 @@ class Mixdown:
         """
         self.finish_voices(jobs)
         s = self.settings
+        target = s.target_lufs if aim_lufs is None else aim_lufs
         warnings: list[str] = []
         limiter = Limiter(s.rate, ceiling_db=s.ceiling_dbtp) if s.limiter else None
         window = 2 * max(1, jobs) + 1
@@ -679,21 +690,21 @@ class Mixdown:
             env_max = env.max_over(0, self.frames)
             gain_db = 0.0
             iterations = 0
-            if s.target_lufs is not None and math.isfinite(pre_lufs):
-                gain_db = s.target_lufs - pre_lufs
+            if target is not None and math.isfinite(pre_lufs):
+                gain_db = target - pre_lufs
                 if limiter is not None:
                     # limiting lowers loudness: correct the gain until the output lands
                     lim = limiter
                     gain_db, iterations, why = search_gain(
                         gain_db,
-                        s.target_lufs,
+                        target,
                         s.tolerance_lu,
                         limits=lambda g: env_max * db_to_gain(g) > lim.ceiling_linear,
                         measure=lambda g: self._measure(db_to_gain(g), lim, env, pool, window),
                         ceiling_dbtp=s.ceiling_dbtp,
                     )
                     warnings.extend(why)
-            elif s.target_lufs is not None:
+            elif target is not None:
                 warnings.append("the mix is silent: no loudness to match")
             gain = db_to_gain(gain_db)
             # without limiting the output is the bus times the gain: its loudness is known
@@ -719,11 +730,9 @@ class Mixdown:
                 out_lufs = meter.integrated() if acts else pre_lufs + gain_db
             env.release()
         tp = 20.0 * math.log10(peak) if peak > 0 else -math.inf
-        if s.target_lufs is not None and math.isfinite(out_lufs):
-            if abs(out_lufs - s.target_lufs) > s.tolerance_lu:
-                warnings.append(
-                    f"loudness {out_lufs:.2f} LUFS misses the target {s.target_lufs:.2f} LUFS"
-                )
+        if target is not None and aim_lufs is None and math.isfinite(out_lufs):
+            if abs(out_lufs - target) > s.tolerance_lu:
+                warnings.append(f"loudness {out_lufs:.2f} LUFS misses the target {target:.2f} LUFS")
         if s.limiter and tp > s.ceiling_dbtp + 0.01:
             warnings.append(f"true peak {tp:.2f} dBTP above the ceiling {s.ceiling_dbtp:.2f} dBTP")
         return MasterReport(

@@ -7,15 +7,20 @@ overshoot, so a master brought to −16 LUFS / −1 dBTP in float may measure �
 decodes the result, measures it as an outside meter would (BS.1770 integrated loudness, 4×
 oversampled true peak), and encodes again with the gain that lands it within
 :data:`TOLERANCE_LU` of the target and under the ceiling (a codec's loudness follows the gain
-almost linearly: one correction is usually enough).
+almost linearly: one correction is usually enough).  A hot master's peaks sit at the ceiling,
+so what the codec took away cannot come back as a gain after the limiter; the master is then
+made again, its limiter aiming higher by what was missing (:func:`remastered_on_target`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -28,7 +33,15 @@ from tutti.mix.decode import READ_BLOCK, Stopped
 from tutti.mix.outputs import LOSSY
 from tutti.mix.scratch import RawAudio
 
-__all__ = ["LOSSY", "OPUS_RATE", "TOLERANCE_LU", "Encoded", "encode_on_target", "measure"]
+__all__ = [
+    "LOSSY",
+    "OPUS_RATE",
+    "TOLERANCE_LU",
+    "Encoded",
+    "encode_on_target",
+    "measure",
+    "remastered_on_target",
+]
 
 #: Opus runs at 48 kHz (its other rates are below a choir's bandwidth).
 OPUS_RATE = 48000
@@ -38,6 +51,10 @@ TOLERANCE_LU = 0.05
 MAX_ROUNDS = 4
 #: Kept below the ceiling after encoding, dB (the true-peak estimate's own spread).
 PEAK_MARGIN_DB = 0.05
+#: Masters made again, aiming higher, before settling for the closest encoding.
+MAX_REMASTERS = 3
+
+Report = TypeVar("Report")
 
 
 @dataclass(frozen=True)
@@ -116,3 +133,41 @@ def encode_on_target(
         f" dBTP: {target_lufs:g} LUFS would pass the {ceiling_dbtp:g} dBTP ceiling once encoded"
     )
     return Encoded(best.lufs, best.true_peak_dbtp, best.gain_db, len(tried), why)
+
+
+def remastered_on_target(
+    encode: Callable[[Path], Encoded],
+    out: Path,
+    spare: Path,
+    target_lufs: float,
+    ceiling_dbtp: float,
+    remaster: Callable[[float], Report] | None,
+) -> tuple[Encoded, Report | None]:
+    """``encode(out)`` (:func:`encode_on_target` of the master); where the encoded file stays
+    short of the target, held at the ceiling, ``remaster(aim)`` rewrites the master with its
+    limiter aiming ``aim`` LUFS, as much above the last aim as the codec took away, and that
+    is encoded (into ``spare``, moved onto ``out`` when it comes closer).  Returns the
+    encoding in ``out`` and the report of the master it came from (None: the first one).
+    Without ``remaster`` (a master that did not reach the target by itself is as loud as its
+    limiter makes it), only the first."""
+    enc = encode(out)
+    report: Report | None = None
+    if remaster is None:
+        return enc, report
+    aim = target_lufs
+    try:
+        for _ in range(MAX_REMASTERS):
+            short = target_lufs - enc.lufs
+            if not enc.warning or not short > TOLERANCE_LU:
+                break
+            aim += short
+            again = remaster(aim)
+            tried = encode(spare)
+            closer = abs(tried.lufs - target_lufs) < abs(short) - TOLERANCE_LU / 2
+            if not (closer and tried.true_peak_dbtp <= ceiling_dbtp):
+                break  # the limiter gives no more: keep what is in ``out``
+            os.replace(spare, out)
+            enc, report = tried, again
+    finally:
+        spare.unlink(missing_ok=True)
+    return enc, report

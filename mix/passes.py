@@ -43,7 +43,7 @@ from tutti.mix.driftsense import (
 )
 from tutti.mix.folder import AudioFile
 from tutti.mix.inputs import Input, corrects_drift, to_rate
-from tutti.mix.lossy import encode_on_target
+from tutti.mix.lossy import Encoded, encode_on_target, remastered_on_target
 from tutti.mix.outputs import BUS_NAME, FORMATS, LOSSY, Workspace, stem_dir_for
 from tutti.mix.report import StageProgress
 from tutti.mix.scratch import RawAudio
@@ -254,6 +254,49 @@ def _master_out(
         return
     with open_out(path, fmt, rate, 2) as f:
         yield f.write
+
+
+def _overwriting(raw: RawAudio) -> Callable[[AudioArray], None]:
+    """A sink that writes its blocks over ``raw`` from frame 0 on."""
+    at = 0
+
+    def write(block: AudioArray) -> None:
+        nonlocal at
+        raw.write(at, block)
+        at += block.shape[0]
+
+    return write
+
+
+def _encoded(
+    mix: Mixdown, master: MasterReport, floats: RawAudio, out: Path, spare: Path,
+    plan: MixPlan, rate: int, stop: threading.Event, progress: StageProgress,
+) -> MasterReport:  # fmt: skip
+    """Encode the float master ``floats`` into ``out`` on target (made again, aiming higher,
+    where the codec takes away what only the limiter can give back); the report of what
+    was written."""
+    ceiling = mix.settings.ceiling_dbtp
+
+    def encode(path: Path) -> Encoded:
+        return encode_on_target(floats, path, plan.fmt, rate, plan.target_lufs, ceiling, stop)
+
+    def remaster(aim: float) -> MasterReport:
+        return mix.master(_overwriting(floats), jobs=plan.jobs, aim_lufs=aim)
+
+    landed = abs(master.output_lufs - plan.target_lufs) <= mix.settings.tolerance_lu
+    with progress.stage(f"encoding {plan.fmt} on target", 1) as step:
+        enc, again = remastered_on_target(
+            encode, out, spare, plan.target_lufs, ceiling, remaster if landed else None
+        )
+        step(f"{enc.rounds} encoding(s)")
+    master = master if again is None else again
+    return dataclasses.replace(
+        master,
+        output_lufs=enc.lufs,
+        true_peak_dbtp=enc.true_peak_dbtp,
+        gain_db=master.gain_db + enc.gain_db,
+        warnings=master.warnings + ((enc.warning,) if enc.warning else ()),
+    )
 
 
 def _run_jobs(
@@ -585,17 +628,8 @@ def mix_into(
     finally:
         cleaner.join()
     if floats is not None:
-        with progress.stage(f"encoding {plan.fmt} on target", 1) as step:
-            ceiling = mix.settings.ceiling_dbtp
-            enc = encode_on_target(floats, tmp, plan.fmt, rate, plan.target_lufs, ceiling, stop)
-            step(f"{enc.rounds} encoding(s)")
-        master = dataclasses.replace(
-            master,
-            output_lufs=enc.lufs,
-            true_peak_dbtp=enc.true_peak_dbtp,
-            gain_db=master.gain_db + enc.gain_db,
-            warnings=master.warnings + ((enc.warning,) if enc.warning else ()),
-        )
+        master = _encoded(mix, master, floats, tmp, work / "encoded.again", plan, rate, stop,
+                          progress)  # fmt: skip
     if sums is not None:  # the sums this mix used stay for the next (a remix)
         sums.keep_only(mix.sum_keys)
     if plan.project:

@@ -4,7 +4,9 @@ The mix is written as WAV, FLAC, Ogg Vorbis and Opus; each file is decoded and m
 pyloudnorm (BS.1770 integrated loudness) and a 4× polyphase true-peak estimate: within
 ±0.1 LU of the target, true peak at most −1 dBTP.  A lossy codec alone moves the loudness by
 up to a few tenths of an LU and adds true-peak overshoot; the mixer measures its own encoded
-file and corrects it.
+file and corrects it.  At −9 LUFS the master's peaks sit at the ceiling, so the loudness the
+codec takes away (0.7 LU for Opus, 0.2 for Vorbis on this take) can only come back from the
+limiter: the master is made again aiming higher.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def take(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_take(folder, choir(8.0), backing=tone(660, 8.0, 0.3, seed=9))
 
 
-@pytest.mark.parametrize("target", [-16.0, -20.0, -23.0])
+@pytest.mark.parametrize("target", [-9.0, -16.0, -20.0, -23.0])
 @pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "opus"])
 def test_every_format_lands_on_target(take: Path, fmt: str, target: float) -> None:
     out = take.parent / f"mix{target:g}.{fmt}"
