@@ -135,6 +135,15 @@ def closest_gain(tried: Sequence[tuple[float, float]], target: float) -> tuple[f
     ]
 
 
+def _beyond_the_limiter(loudest: float, ceiling_dbtp: float, kept: str) -> str:
+    """Why the output misses a target above the loudest the limiter gives; ``kept`` says
+    which gain was kept."""
+    return (
+        f"the target is beyond the limiter: this mix gets no louder than {loudest:.2f} LUFS "
+        f"at a ceiling of {ceiling_dbtp:.1f} dBTP; {kept}"
+    )
+
+
 def search_gain(
     gain_db: float,
     target: float,
@@ -167,6 +176,10 @@ def search_gain(
     while limits(gain_db):
         if len(tried) == _MAX_ITERATIONS:
             gain_db, jump = closest_gain(tried, aim)
+            if why and loudest is not None:
+                # the measurements ran out on the way up to the loudest
+                kept = f"kept the closest of the gains tried, {dict(tried)[gain_db]:.2f} LUFS"
+                why = [_beyond_the_limiter(loudest, ceiling_dbtp, kept)]
             return gain_db, len(tried) + (loudest is not None), why + jump
         tried.append((gain_db, measure(gain_db)))
         step = next_gain_step(tried, aim, tolerance, loudest)
@@ -175,11 +188,8 @@ def search_gain(
             if loudest < target - tolerance / 2:
                 aim = loudest - tolerance / 2  # lands within the tolerance under the loudest
             if loudest < target - tolerance:
-                why = [
-                    f"the target is beyond the limiter: this mix gets no louder than "
-                    f"{loudest:.2f} LUFS at a ceiling of {ceiling_dbtp:.1f} dBTP; "
-                    f"kept a gain that comes within {tolerance:g} LU of that"
-                ]
+                kept = f"kept a gain that comes within {tolerance:g} LU of that"
+                why = [_beyond_the_limiter(loudest, ceiling_dbtp, kept)]
             step = next_gain_step(tried, aim, tolerance, loudest)
         if loudest is not None and aim != target and tried[-1][1] >= loudest - tolerance:
             # within the tolerance of the loudest: the least gain that got there

@@ -241,6 +241,21 @@ def test_gain_search_beyond_the_most_the_limiter_gives() -> None:
     assert len(measured) <= 9
 
 
+def test_gain_search_that_runs_out_short_of_the_loudest_says_so() -> None:
+    """Output that creeps up 0.03 LU per dB towards a loudest −28.89 LUFS (pure clicks, with
+    digital silence between them, came close to that): the measurements run out on the way,
+    and the warning gives the output kept instead of claiming it came within the tolerance."""
+
+    def creeping(g: float) -> float:
+        return -28.89 if g >= 200.0 else min(-28.89, -35.0 + 0.03 * g)
+
+    gain, measured, why = _search(creeping, 20.0, target=-16.0, tolerance=0.05)
+    assert creeping(gain) < -28.89 - 0.05  # short of the loudest
+    assert len(why) == 1 and "no louder than -28.89 LUFS" in why[0], why
+    assert f"kept the closest of the gains tried, {creeping(gain):.2f} LUFS" in why[0], why
+    assert len(measured) <= 9
+
+
 def sung(seconds: float, seed: int) -> np.ndarray:
     """A sung-like voice: a tone with vibrato and two harmonics, phrased, (frames, 1)."""
     rng = np.random.default_rng(seed)
