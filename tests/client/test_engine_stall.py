@@ -33,6 +33,9 @@ RATE = 48000
 PERIOD = 256
 SECONDS = 6.0
 RESUME_S = 0.5  # the longest a loaded machine may take to run a stopped process again
+# how much slower than time.monotonic() JACK's dummy driver may run under load (docs/client.md:
+# 1.1 %; under a CPU hog a 2 s stop cost 95,488 frames, 519 fewer than 2.000 s at 48 kHz)
+DUMMY_SLOW = 0.015
 
 
 def _run_stalled(
@@ -53,8 +56,8 @@ def _run_stalled(
         t0 = json.loads(line.split(" ", 1)[1])["t0"]
         while time.monotonic() < t0 + 1.5:  # the take's clock, shared by both processes
             time.sleep(0.01)
-        a = time.monotonic()
         os.kill(p.pid, signal.SIGSTOP)
+        a = time.monotonic()  # after: a busy machine may run the parent late before the kill
         try:
             time.sleep(stall)  # the stall itself is the stimulus
         finally:
@@ -95,14 +98,16 @@ def test_stalled_process_keeps_its_recording_on_the_timeline(
         f"slips {info['slips']}, stream lost in/out {info['lost_in']}/{info['lost_out']}"
     )
     # the stall is found, as one gap, at least as long as the process was stopped (JACK
-    # skips whole cycles, and the stop is timed from outside: a period either way); longer by
+    # skips whole cycles, and the stop is timed from outside: a period either way; the
+    # dummy driver's clock runs slow under load, so the stream loses fewer frames); longer by
     # what a loaded machine takes to run it again after SIGCONT (a CI run: 40 and 223 ms),
     # frames lost too.  Counting more than were lost would shift the rest of the recording
     # off the program: the check below that it matches the program after the stall says so.
     assert len(gaps) >= 1
     big = max(gaps, key=lambda g: g[1])
     late = big[1] - stopped * RATE
-    assert -2 * PERIOD <= late <= 2 * PERIOD + RESUME_S * RATE, (big, stopped)
+    slow = DUMMY_SLOW * stopped * RATE
+    assert -2 * PERIOD - slow <= late <= 2 * PERIOD + RESUME_S * RATE, (big, stopped)
     assert any(abs(f - big[1]) <= PERIOD for _, f in info["slips"]), info["slips"]
     at, frames = big
     assert not np.any(rec[at : at + frames]), "the gap must be silent"
