@@ -2,7 +2,8 @@
 
 ``play``: start a DuplexEngine on the JACK "system" device (client name from
 ``TUTTI_JACK_CLIENT_NAME``), print ``READY``, play a program whose first sample is a
-marker at local monotonic time ``--t0``, print the take's numbers as JSON, exit.
+marker at local monotonic time ``--t0`` (or, without it, at the time the parent then writes
+to stdin), print the take's numbers as JSON, exit.
 
 ``record``: wire the engine's own output to its input (digital loopback), measure L, record
 a long program through a crash-safe :class:`TakeWriter` into ``--store``; prints
@@ -51,9 +52,10 @@ def _play(a: argparse.Namespace) -> int:
     eng = DuplexEngine(rate=48000, device="system", blocksize=a.blocksize)
     eng.start()
     print("READY", flush=True)
+    t0 = a.t0 if a.t0 is not None else float(sys.stdin.readline())
     prog = marker_program(int(a.seconds * 48000))
-    take = eng.schedule(prog, a.t0, record=False, tail=0.0)
-    take.wait(a.seconds + (a.t0 - time.monotonic()) + 10)
+    take = eng.schedule(prog, t0, record=False, tail=0.0)
+    take.wait(a.seconds + (t0 - time.monotonic()) + 10)
     assert eng.clock is not None and take.first_dac_time is not None
     print(
         json.dumps(
@@ -63,7 +65,7 @@ def _play(a: argparse.Namespace) -> int:
                 "late_frames": take.late_frames,
                 "frame_at_end": eng.frame,
                 "clock_uncertainty_us": eng.clock.uncertainty * 1e6,
-                "dac_error_us": (take.first_dac_time - a.t0) * 1e6,
+                "dac_error_us": (take.first_dac_time - t0) * 1e6,
                 "first_dac_time": take.first_dac_time,
                 "underflows": take.underflows,
             }
@@ -137,7 +139,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("play")
-    p.add_argument("--t0", type=float, required=True)
+    p.add_argument("--t0", type=float, help="local monotonic time; default: read from stdin")
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--blocksize", type=int, default=0)
     r = sub.add_parser("record")
