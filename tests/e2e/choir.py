@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +48,9 @@ PERIOD = 256
 #: A 4800-frame table holds whole cycles of every carrier that is a multiple of 10 Hz.
 TABLE = 4800
 ROOT = Path(__file__).resolve().parents[2]
+#: Singers calibrated or started at once: their runs are real time, and each process's start
+#: costs about a second of CPU (8 one after the other took 45 s to calibrate).
+AT_ONCE = 4
 #: (name, part, carrier Hz) of one voice.
 Voice = tuple[str, str, float]
 
@@ -139,44 +144,56 @@ _POLL_S = 0.25
 
 
 class Wirer:
-    """Wires the next JACK client that appears to singer ``k``'s place in ``rig`` (in a
-    thread)."""
+    """Wires the JACK client named ``client`` to singer ``k``'s place in ``rig`` once it
+    appears.  Each process names its client (``TUTTI_JACK_CLIENT_NAME``), so singers may
+    start at once and each still lands on its own channel; one thread looks for every wirer
+    waiting, with one ``jack_lsp`` a poll."""
 
-    def __init__(self, rig: Rig, k: int) -> None:
-        self.rig, self.k = rig, k
-        self.before = set(retry(jack_ports))
-        self.client = ""
+    _lock = threading.Lock()
+    _waiting: list[Wirer] = []
+    _poller: threading.Thread | None = None
+
+    def __init__(self, rig: Rig, k: int, client: str) -> None:
+        self.rig, self.k, self.name = rig, k, client
         self.done = threading.Event()
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        with Wirer._lock:
+            Wirer._waiting.append(self)
+            if Wirer._poller is None:
+                Wirer._poller = threading.Thread(target=Wirer._poll, daemon=True)
+                Wirer._poller.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(_POLL_S):
+    @staticmethod
+    def _poll() -> None:
+        while True:
+            time.sleep(_POLL_S)  # the poll's period (see _POLL_S), not a wait for a condition
+            with Wirer._lock:
+                Wirer._waiting[:] = [w for w in Wirer._waiting if not w._stop.is_set()]
+                waiting = list(Wirer._waiting)
+                if not waiting:
+                    Wirer._poller = None
+                    return
             try:
-                self._try()
-            except JackError:  # jack_lsp refused under load: look again
+                ports = jack_ports()
+                for w in waiting:
+                    w._try(ports)
+            except (JackError, subprocess.TimeoutExpired):  # refused or stuck under load
                 continue
-            if self.client:
-                return
 
-    def _try(self) -> None:
-        """Wire a new client if one is there (idempotent: its ports are isolated first)."""
-        new = sorted(set(jack_ports()) - self.before)
-        for c in sorted({p.rsplit(":", 1)[0] for p in new}):
-            mine = [p for p in new if p.startswith(c + ":")]
-            if f"{c}:in_0" in mine and f"{c}:out_0" in mine:
-                isolate_ports(mine)
-                self.rig.wire(self.k, c)
-                self.client = c
-                self.done.set()
-                return
+    def _try(self, ports: list[str]) -> None:
+        """Wire the client if it is there (idempotent: its ports are isolated first)."""
+        mine = [p for p in ports if p.rsplit(":", 1)[0] == self.name]
+        if f"{self.name}:in_0" in mine and f"{self.name}:out_0" in mine:
+            isolate_ports(mine)
+            self.rig.wire(self.k, self.name)
+            self._stop.set()
+            self.done.set()
 
     async def wait(self, timeout: float) -> str:
         ok = await asyncio.to_thread(self.done.wait, timeout)
         self._stop.set()
         assert ok, f"no JACK stream appeared for singer {self.k} within {timeout} s"
-        return self.client
+        return self.name
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -194,15 +211,21 @@ class SingerProc:
     env: dict[str, str]
     proc: asyncio.subprocess.Process | None = None
     lines: list[str] = field(default_factory=list)
+    _clients: Iterator[int] = field(default_factory=itertools.count)
     _pump: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
         return self.voice[0]
 
-    def _env(self) -> dict[str, str]:
+    def _client(self) -> str:
+        """A JACK client name of its own for the next process (a killed one's may linger)."""
+        return f"singer{self.k}-{next(self._clients)}"
+
+    def _env(self, client: str) -> dict[str, str]:
         return {
             **self.env,
+            "TUTTI_JACK_CLIENT_NAME": client,
             "TUTTI_CONFIG_DIR": str(self.home / "config"),
             "TUTTI_DATA_DIR": str(self.home / "data"),
             "PYTHONUNBUFFERED": "1",
@@ -221,7 +244,8 @@ class SingerProc:
         """
         harness.calibrating(self.k, True)
         for attempt in range(attempts):
-            wirer = Wirer(harness, self.k)
+            client = self._client()
+            wirer = Wirer(harness, self.k, client)
             p = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -233,13 +257,18 @@ class SingerProc:
                 str(PERIOD),
                 "--json",
                 cwd=ROOT,
-                env=self._env(),
+                env=self._env(client),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await asyncio.wait_for(p.communicate(), 120)
-            wirer._stop.set()
-            assert wirer.client, "calibrate's stream was never wired to the harness"
+            try:
+                out, err = await asyncio.wait_for(p.communicate(), 120)
+            finally:
+                wirer._stop.set()
+                if p.returncode is None:  # timed out, or another singer's calibration failed
+                    p.kill()
+                    await p.wait()
+            assert wirer.done.is_set(), "calibrate's stream was never wired to the harness"
             if p.returncode == 0:
                 harness.calibrating(self.k, False)
                 return int(json.loads(out)["frames"])
@@ -249,7 +278,8 @@ class SingerProc:
         raise AssertionError(f"{self.name}: calibration failed {attempts} times")
 
     async def start(self, harness: Rig) -> str:
-        wirer = Wirer(harness, self.k)
+        client = self._client()
+        wirer = Wirer(harness, self.k, client)
         name, part, _ = self.voice
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -269,7 +299,7 @@ class SingerProc:
             str(PERIOD),
             "--plain",
             cwd=ROOT,
-            env=self._env(),
+            env=self._env(client),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -305,17 +335,6 @@ class SingerProc:
 
     def tail(self) -> str:
         return f"--- {self.name} ---\n" + "\n".join(self.lines[-25:])
-
-
-def retry(fn: Any, *args: Any) -> Any:
-    """Call a JACK tool wrapper, retrying a few times (jack_lsp can fail under load)."""
-    for i in range(20):
-        try:
-            return fn(*args)
-        except JackError:
-            if i == 19:
-                raise
-            time.sleep(0.1)
 
 
 @dataclass
@@ -384,14 +403,27 @@ async def choir(
             backings[part] = sf.read(str(path), dtype="float32", always_2d=True)[0]
             res = await run_cli("lead", "track", part, str(path))
             assert res.code == 0, res
-        latencies = []
-        for k, voice in enumerate(voices):
-            s = SingerProc(k, voice, url, created["code"], tmp_path / f"singer{k}", jack.env)
-            singers.append(s)
-            latencies.append(await s.calibrate(harness))
+        singers += [
+            SingerProc(k, voice, url, created["code"], tmp_path / f"singer{k}", jack.env)
+            for k, voice in enumerate(voices)
+        ]
+        at_once = asyncio.Semaphore(AT_ONCE)
+
+        async def calibrated(s: SingerProc) -> int:
+            async with at_once:
+                return await s.calibrate(harness)
+
+        async def started(s: SingerProc) -> str:
+            async with at_once:
+                return await s.start(harness)
+
+        async with asyncio.TaskGroup() as tg:
+            calibrations = [tg.create_task(calibrated(s)) for s in singers]
+        latencies = [t.result() for t in calibrations]
         running = singers if start is None else singers[:start]
-        for s in running:
-            await s.start(harness)
+        async with asyncio.TaskGroup() as tg:
+            for s in running:
+                tg.create_task(started(s))
         await wait_roster(len(running))
         yield Choir(
             url, serve, harness, singers, settings, backings, latencies, created["code"], wire_log
