@@ -207,8 +207,11 @@ def _keep_wave(path: Path, wave: Floats) -> None:
     try:
         np.save(tmp, wave, allow_pickle=False)
         os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # kept in this process only
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise  # an interruption: nothing left behind
+        # (an OSError: kept in this process only)
 
 
 def heard_reference(

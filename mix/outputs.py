@@ -64,6 +64,9 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int]]:
+        return (Interrupted, (self.signum,))  # a worker process hands it to its pool
+
     @property
     def exit_code(self) -> int:
         """The shell's convention: 128 + the signal number (130 for Ctrl-C)."""

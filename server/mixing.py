@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -28,12 +29,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from tutti.fsutil import file_sha256, write_json_atomic
 from tutti.mix.folder import DamagedAudio
+from tutti.mix.outputs import Interrupted
 from tutti.takeformat import MANIFEST_NAME, TakeManifest
 from tutti.wire import Ev, MixFiles, MixRequest, TakeMix, WireError
 
@@ -70,6 +73,16 @@ _SETTLED = frozenset({"uploaded", "failed", "missed", "deleted"})
 _PREPARED = "prepared"
 #: Threads ``tutti mix`` uses inside one worker.
 _MIX_JOBS = 2
+#: Once the server stops, a worker interrupts itself this often until the pool ends it.
+_STOP_REPEAT_S = 0.5
+
+
+class EventLike(Protocol):
+    """A stop flag the workers share: a :mod:`multiprocessing` event."""
+
+    def set(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -181,18 +194,51 @@ def _choices(take: Take, status: TakeMix) -> tuple[tuple[tuple[str, float], ...]
     return gains, tuple(recorded[p] for p in status.muted if p in recorded)
 
 
-def _start_worker(parent: int) -> None:
-    """Worker process initializer: yield the CPU to the server, and end this worker when the
-    server is gone (killed with SIGKILL, it cannot shut its pool down), instead of lingering
-    as an orphan."""
+def _start_worker(parent: int, stop: EventLike) -> None:
+    """Worker process initializer: yield the CPU to the server; when the server stops (it
+    sets ``stop``), interrupt the job running here, so that a stop never waits for a mix;
+    and end this worker when the server is gone (killed with SIGKILL, it cannot shut its
+    pool down), instead of lingering as an orphan.
+
+    SIGTERM (and SIGINT: Ctrl-C reaches the workers too) interrupts a job, whose own
+    ``SignalGuard`` cleans up what it wrote; between jobs it is ignored, and the pool's
+    shutdown ends the worker."""
+    global _worker_stop
+    _worker_stop = stop
     os.nice(MIX_NICE)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _between_jobs)
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(1.0)
+            if stop.wait(1.0):  # again and again: a queued job may start after the first
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(_STOP_REPEAT_S)
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+#: In a worker process: the server's stop flag, and whether a job runs.
+_worker_stop: EventLike | None = None
+_in_job = False
+
+
+def _between_jobs(signum: int, _frame: FrameType | None) -> None:
+    """A worker's handler where a mix's own is not installed: a job that has not reached
+    it yet (its imports take a second) ends once the server stops; between jobs, nothing."""
+    if _in_job and _worker_stop is not None and _worker_stop.wait(0):
+        raise Interrupted(signum)
+
+
+def _job(fn: Callable[..., _R], *args: Any) -> _R:
+    """Worker process: run one job, marked as running for :func:`_between_jobs`."""
+    global _in_job
+    _in_job = True
+    try:
+        return fn(*args)
+    finally:
+        _in_job = False
 
 
 def prepare_folder(folder: Path, manifest: TakeManifest, track_path: Callable[[str], Path]) -> None:
@@ -250,6 +296,7 @@ class Mixes:
         self.work = None if memory is None else MixWork(memory, memory_bytes)
         self._mixing: dict[str, int] = {}  # mixes submitted and not done, by take
         self._pool: ProcessPoolExecutor | None = None
+        self._stop: EventLike = threading.Event()  # the pool's, once it starts: set to stop
         self._running = False
         self._jobs: set[Future[Any]] = set()  # submitted to the workers, not done yet
         #: pass 1 jobs by take, not done yet, with their recordings
@@ -750,15 +797,16 @@ class Mixes:
             raise RuntimeError("the mix workers are not running (Mixes.run not entered)")
         if self._pool is None:  # started with the first job: a server that mixes nothing
             ctx = multiprocessing.get_context("spawn")  # no copy of the event loop's state
+            self._stop = ctx.Event()
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=ctx,
                 initializer=_start_worker,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), self._stop),
             )
             for _ in range(self.workers):  # one each: the pool starts a process per job
-                self._pool.submit(warm_up)
-        future = self._pool.submit(fn, job)
+                self._pool.submit(_job, warm_up)
+        future = self._pool.submit(_job, fn, job)
         self._jobs.add(future)
         future.add_done_callback(self._jobs.discard)
         return future
@@ -780,6 +828,8 @@ class Mixes:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             pool, self._pool = self._pool, None
             if pool is not None:
+                # a mix cut short is made again at the next start (its state says interrupted)
+                self._stop.set()
                 await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
             if self.work is not None:
                 await asyncio.to_thread(self.work.close)
@@ -849,7 +899,9 @@ def _remove_other_versions(out: Path, made: MixMade) -> None:
 def _prepared(job: PrepareJob, queued: float, future: Future[None]) -> None:
     """A recording's pass 1 ended: a failure is logged (the mix meets it again and says it)."""
     exc = None if future.cancelled() else future.exception()
-    if exc is not None:
+    if isinstance(exc, Interrupted):  # the server stopped: the mix makes its pass 1 again
+        log.info("event=prepare_interrupted file=%s", job.file)
+    elif exc is not None:
         log.warning("event=prepare_failed file=%s error=%s", job.file, exc)
     else:
         waited = time.monotonic() - queued

@@ -4,6 +4,7 @@ failure, signals turned into an exception that is held while files move."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,10 @@ def test_a_signal_becomes_interrupted_and_the_handler_comes_back(tmp_path: Path)
             pass
     assert info.value.exit_code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+    # a server's mix worker hands it to the server's process as it is
+    again = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(again, Interrupted) and again.signum == signal.SIGTERM
+    assert str(again) == "SIGTERM"
 
 
 def test_a_signal_while_files_move_is_raised_after(tmp_path: Path) -> None:

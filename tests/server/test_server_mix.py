@@ -39,6 +39,8 @@ SECONDS = 5.0
 TONES = {"Ann": 330.0, "Bea": 550.0, "Cy": 770.0}
 PARTS = {"Ann": "S", "Bea": "A", "Cy": "T"}
 MIX_TIMEOUT = 90.0
+#: Long enough that a take's mix is still running when the test stops the server.
+LONG_S = 180.0
 
 
 @dataclass
@@ -79,8 +81,8 @@ async def mix_ready(lead: Recorder, version: int) -> TakeMix:
     return status
 
 
-def _tone(path: Path, freq: float) -> tuple[int, str]:
-    t = np.arange(int(SECONDS * RATE)) / RATE
+def _tone(path: Path, freq: float, seconds: float = SECONDS) -> tuple[int, str]:
+    t = np.arange(int(seconds * RATE)) / RATE
     sig = (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[:, None]
     sf.write(str(path), sig, RATE, format="FLAC", subtype="PCM_24")
     return len(sig), file_sha256(path)
@@ -111,9 +113,15 @@ def _damage(path: Path) -> str:
 
 
 async def _upload(
-    url: str, singer: Singer, take_id: str, path: Path, *, damaged: bool = False
+    url: str,
+    singer: Singer,
+    take_id: str,
+    path: Path,
+    *,
+    damaged: bool = False,
+    seconds: float = SECONDS,
 ) -> None:
-    frames, sha = _tone(path, TONES[singer.name])
+    frames, sha = _tone(path, TONES[singer.name], seconds)
     if damaged:  # the singer's own file is damaged: its bytes arrive intact, as they are
         sha = _damage(path)
     job = UploadJob(path=path, take_id=take_id, sha256=sha, recording=_recording(frames))
@@ -599,6 +607,64 @@ async def test_the_mix_state_is_kept_while_a_failing_mix_removes_its_folder(
     (out.parent / "mix-status.json").rename(out / "status.json")
     older = Mixes(svc.store, svc.takes, svc.realtime, svc.tracks.path)
     assert older.status(take) == status
+
+
+async def _mix_job_running(srv: RunningServer, take_id: str) -> None:
+    """Coroutine: until the take's mix job is the only one the workers have (every pass 1
+    ended), so it runs."""
+    mixes = srv.app[SERVICES].extras["mixes"]
+    assert isinstance(mixes, Mixes)
+    deadline = time.monotonic() + MIX_TIMEOUT
+    while not (mixes._mixing.get(take_id) and len(mixes._jobs) == 1 and not mixes._preparing):
+        assert time.monotonic() < deadline, "the mix job never ran alone"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("where", ["memory", "take folder"])
+async def test_a_stop_interrupts_the_mix_and_the_next_start_makes_it(
+    tmp_path: Path, where: str
+) -> None:
+    """Stopping the server does not wait for a running mix: its job is interrupted and
+    leaves nothing behind, and the next start makes the mix again (the interrupted version
+    is never announced ready)."""
+    data = tmp_path / "data"
+    config = in_memory(tmp_path) if where == "memory" else {}
+    async with running_server(data, **config) as srv, aiohttp.ClientSession(srv.url) as http:
+        leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+        lead = Recorder()
+        try:
+            await lead.connect(srv.url, leader.token)
+            singers, take_id = await sung_take(srv.url, http, leader, lead)
+            paths = {n: tmp_path / f"{n}.flac" for n in singers}
+            await asyncio.gather(
+                *[
+                    _upload(srv.url, s, take_id, paths[n], seconds=LONG_S)
+                    for n, s in singers.items()
+                ]
+            )
+            await lead.wait(Ev.TAKE_MIX, lambda d: d["state"] == "mixing", timeout=MIX_TIMEOUT)
+            await _mix_job_running(srv, take_id)
+        finally:
+            await lead.close()
+        stopping = time.monotonic()
+    stopped_s = time.monotonic() - stopping
+    folder = next(data.glob(f"takes/*/{take_id}"))
+    left = [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(".tutti-mix")]
+    assert left == []
+    assert not list((folder / MIX_DIR).glob("mix-*.*"))  # no mix presented as made
+    async with running_server(data, **config) as srv, aiohttp.ClientSession(srv.url) as http:
+        async with http.get(f"/api/session/takes/{take_id}/mix", headers=leader.headers) as r:
+            status = TakeMix.from_dict(await r.json())
+        assert status.state == "mixing" and status.version == 2, status  # made again
+        started = time.monotonic()
+        deadline = started + MIX_TIMEOUT
+        while status.state == "mixing" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            async with http.get(f"/api/session/takes/{take_id}/mix", headers=leader.headers) as r:
+                status = TakeMix.from_dict(await r.json())
+        assert status.state == "ready" and status.version == 2, status
+        assert status.duration_s == pytest.approx(LONG_S, abs=0.5)
+    print(f"\nthe stop took {stopped_s:.2f} s; the whole mix {time.monotonic() - started:.2f} s")
 
 
 async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:
