@@ -587,11 +587,23 @@ class Mixes:
                        gains, mute)  # fmt: skip
 
     async def _marked(self, take: Take, status: TakeMix, mark: Mixing) -> None:
-        """Coroutine: :meth:`_run`, holding the take's mixing mark until it ends."""
+        """Coroutine: :meth:`_run`, holding the take's mixing mark until it ends.
+
+        A signal may reach the worker without the server (Ctrl-C reaches the whole process
+        group, systemd signals every process of the unit): while the server runs on, the mix
+        is made again at once; a server that stops makes it at its next start."""
         try:
             await self._run(take, status)
+        except Interrupted as exc:
+            again = self._running
+            log.info("event=mix_interrupted take=%s version=%d signal=%s again=%s",
+                     take.take_id, status.version, exc, again)  # fmt: skip
+        else:
+            again = False
         finally:
             mark.release()
+        if again:
+            await self.start(take)
 
     async def _settle(
         self, take: Take, mixes: _TakeMixes, status: TakeMix, made: MixMade | None = None

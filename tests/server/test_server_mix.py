@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +31,7 @@ import soundfile as sf
 from tests.server.helpers import Leader, Recorder, Singer, create_session, error_of, join
 from tests.support.server import ROOT, RunningServer, running_server
 from tutti.client.uploader import TusUploader, UploadJob, file_sha256
+from tutti.mix.outputs import SCRATCH_PREFIX
 from tutti.server.app_keys import SERVICES
 from tutti.server.mixing import MIX_DIR, MIX_NICE, Mixes
 from tutti.takeformat import parse_manifest
@@ -620,6 +624,15 @@ async def _mix_job_running(srv: RunningServer, take_id: str) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _mix_workspace_made(mixes: Mixes, under: Path) -> None:
+    """Coroutine: until a mix's scratch folder exists under ``under`` or the mixes' memory."""
+    roots = [under] + ([] if mixes.work is None or mixes.work.root is None else [mixes.work.root])
+    deadline = time.monotonic() + MIX_TIMEOUT
+    while not any(next(r.rglob(f"{SCRATCH_PREFIX}*"), None) for r in roots):
+        assert time.monotonic() < deadline, "no mix made its scratch folder"
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("where", ["memory", "take folder"])
 async def test_a_stop_interrupts_the_mix_and_the_next_start_makes_it(
     tmp_path: Path, where: str
@@ -665,6 +678,51 @@ async def test_a_stop_interrupts_the_mix_and_the_next_start_makes_it(
         assert status.state == "ready" and status.version == 2, status
         assert status.duration_s == pytest.approx(LONG_S, abs=0.5)
     print(f"\nthe stop took {stopped_s:.2f} s; the whole mix {time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemd"])
+async def test_a_signal_to_the_mix_workers_alone_makes_the_mix_again(
+    tmp_path: Path, sig: signal.Signals, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C reaches the mix workers with the server (one process group), and systemd's stop
+    signals every process of the unit: a worker may be interrupted before the server knows it
+    stops, or without it stopping at all.  The running server then makes the mix again at
+    once, as the next version, and logs no task error."""
+    caplog.set_level(logging.INFO, logger="tutti.mixing")
+    async with running_server(tmp_path / "data", **in_memory(tmp_path)) as srv:
+        async with aiohttp.ClientSession(srv.url) as http:
+            leader = await create_session(http, parts=["S", "A", "T", "B"], count_in_bars=0)
+            lead = Recorder()
+            try:
+                await lead.connect(srv.url, leader.token)
+                singers, take_id = await sung_take(srv.url, http, leader, lead)
+                paths = {n: tmp_path / f"{n}.flac" for n in singers}
+                await asyncio.gather(
+                    *[
+                        _upload(srv.url, s, take_id, paths[n], seconds=LONG_S)
+                        for n, s in singers.items()
+                    ]
+                )
+                await _mix_job_running(srv, take_id)
+                mixes = srv.app[SERVICES].extras["mixes"]
+                assert isinstance(mixes, Mixes) and mixes._pool is not None
+                # the job has entered the mix (a signal between jobs is ignored, rightly)
+                await _mix_workspace_made(mixes, tmp_path)
+                for pid in list(mixes._pool._processes):
+                    os.kill(pid, sig)
+                ready = await lead.wait(
+                    Ev.TAKE_MIX, lambda d: d["state"] != "mixing", timeout=MIX_TIMEOUT
+                )
+                versions = [(d["version"], d["state"]) for d in lead.of(Ev.TAKE_MIX)]
+            finally:
+                await lead.close()
+    assert ready["state"] == "ready" and ready["version"] == 2, versions
+    assert (1, "ready") not in versions and (1, "failed") not in versions, versions
+    assert ready["duration_s"] == pytest.approx(LONG_S, abs=0.5)
+    gc.collect()  # a task whose exception nobody retrieved says so when it is collected
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("event=mix_interrupted" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_take_deleted_while_it_is_mixed_leaves_nothing(mixed: MixedTake) -> None:
