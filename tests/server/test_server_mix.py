@@ -624,6 +624,19 @@ async def _mix_job_running(srv: RunningServer, take_id: str) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _long_take_uploaded(
+    url: str, http: aiohttp.ClientSession, leader: Leader, lead: Recorder, tmp_path: Path
+) -> str:
+    """Coroutine: a take sung by four singers whose :data:`LONG_S` recordings are uploaded
+    (its mix then runs for seconds); its id."""
+    singers, take_id = await sung_take(url, http, leader, lead)
+    paths = {n: tmp_path / f"{n}.flac" for n in singers}
+    await asyncio.gather(
+        *[_upload(url, s, take_id, paths[n], seconds=LONG_S) for n, s in singers.items()]
+    )
+    return take_id
+
+
 async def _mix_workspace_made(mixes: Mixes, under: Path) -> None:
     """Coroutine: until a mix's scratch folder exists under ``under`` or the mixes' memory."""
     roots = [under] + ([] if mixes.work is None or mixes.work.root is None else [mixes.work.root])
@@ -647,14 +660,7 @@ async def test_a_stop_interrupts_the_mix_and_the_next_start_makes_it(
         lead = Recorder()
         try:
             await lead.connect(srv.url, leader.token)
-            singers, take_id = await sung_take(srv.url, http, leader, lead)
-            paths = {n: tmp_path / f"{n}.flac" for n in singers}
-            await asyncio.gather(
-                *[
-                    _upload(srv.url, s, take_id, paths[n], seconds=LONG_S)
-                    for n, s in singers.items()
-                ]
-            )
+            take_id = await _long_take_uploaded(srv.url, http, leader, lead, tmp_path)
             await lead.wait(Ev.TAKE_MIX, lambda d: d["state"] == "mixing", timeout=MIX_TIMEOUT)
             await _mix_job_running(srv, take_id)
         finally:
@@ -695,14 +701,7 @@ async def test_a_signal_to_the_mix_workers_alone_makes_the_mix_again(
             lead = Recorder()
             try:
                 await lead.connect(srv.url, leader.token)
-                singers, take_id = await sung_take(srv.url, http, leader, lead)
-                paths = {n: tmp_path / f"{n}.flac" for n in singers}
-                await asyncio.gather(
-                    *[
-                        _upload(srv.url, s, take_id, paths[n], seconds=LONG_S)
-                        for n, s in singers.items()
-                    ]
-                )
+                take_id = await _long_take_uploaded(srv.url, http, leader, lead, tmp_path)
                 await _mix_job_running(srv, take_id)
                 mixes = srv.app[SERVICES].extras["mixes"]
                 assert isinstance(mixes, Mixes) and mixes._pool is not None
