@@ -207,11 +207,11 @@ def _keep_wave(path: Path, wave: Floats) -> None:
     try:
         np.save(tmp, wave, allow_pickle=False)
         os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(exc, OSError):
-            raise  # an interruption: nothing left behind
-        # (an OSError: kept in this process only)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # kept in this process only
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # interrupted: nothing left behind
+        raise
 
 
 def heard_reference(

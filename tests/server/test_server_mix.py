@@ -668,7 +668,7 @@ async def test_a_stop_interrupts_the_mix_and_the_next_start_makes_it(
         stopping = time.monotonic()
     stopped_s = time.monotonic() - stopping
     folder = next(data.glob(f"takes/*/{take_id}"))
-    left = [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(".tutti-mix")]
+    left = [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(SCRATCH_PREFIX)]
     assert left == []
     assert not list((folder / MIX_DIR).glob("mix-*.*"))  # no mix presented as made
     async with running_server(data, **config) as srv, aiohttp.ClientSession(srv.url) as http:
